@@ -1,0 +1,340 @@
+/**
+ * The profile model: a user's state and the pure function that applies one
+ * event to it. No I/O, no clocks, no threads: the shard worker calls these,
+ * tests call them directly.
+ *
+ * Definitions (README "Profile" says the same for users of the API):
+ * - counts: events per type.
+ * - money: purchased = sum(price x quantity) of PURCHASE, refunded = the same
+ *   for REFUND, net = purchased - refunded. Currency is the first one seen.
+ * - RFM: recency = days from the last purchase to as-of; frequency = orders
+ *   (a purchase line whose order_id is one of the user's last 8 order ids
+ *   adds no order); monetary = net. Scores 1..5 from the fixed bins below.
+ * - affinities: for category, brand (lower-cased) and price band, the sum of
+ *   the event weights (EVENT_WEIGHTS) of the user's events, each multiplied by
+ *   2^(-(asOf - t) / halfLife), t being the event time. The top K keys are kept;
+ *   when a new key arrives at a full table the weakest key is dropped.
+ * - sessions: a new session starts when session_id changes (if events carry
+ *   one) or after sessionGapMs without events (if not).
+ * - funnel: views -> carts -> purchases from the counts.
+ * - recent items: the last N distinct item ids of item events, newest first.
+ * Events out of time order (older than the latest applied) are applied too:
+ * their decayed weight is computed from their own time.
+ */
+import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
+import type { CompiledProfileOptions } from "./profile-options.js";
+
+/** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
+export interface ProfileEvent {
+  type: EventType;
+  timestampMs: number;
+  itemId: string;
+  categoryId: string;
+  brand: string;
+  price: number;
+  quantity: number;
+  currency: string;
+  sessionId: string;
+  orderId: string;
+}
+
+/** Decayed scores of one dimension: parallel arrays, at most affinityTopK long. */
+export interface AffinityTable {
+  keys: string[];
+  scores: number[];
+}
+
+/**
+ * A user's stored state (schema version 1). Plain data, encoded by the store
+ * with msgpack and shared structures. Field names are short on purpose: they
+ * are stored once per structure, but every byte of a profile is written on
+ * every change.
+ */
+export interface UserState {
+  /** Schema version. */
+  v: 1;
+  /** Events applied. */
+  n: number;
+  /** Count per EventType number (index 0 unused). */
+  counts: number[];
+  purchased: number;
+  refunded: number;
+  currency: string;
+  orders: number;
+  /** The last 8 order ids, newest last. */
+  orderIds: string[];
+  lastPurchaseMs: number;
+  firstSeenMs: number;
+  lastSeenMs: number;
+  /** Reference time of the affinity scores: they are valid at this time, ms. */
+  affRefMs: number;
+  cat: AffinityTable;
+  brand: AffinityTable;
+  band: AffinityTable;
+  /** Sessions: count, events and duration (ms) of finished sessions, and the current one. */
+  sCount: number;
+  sEventsDone: number;
+  sDurationDone: number;
+  sId: string;
+  sStartMs: number;
+  sLastMs: number;
+  sEvents: number;
+  /** Recent distinct item ids, newest first. */
+  recent: string[];
+}
+
+/** Affinity weight of each event type (index = EventType number). */
+export const EVENT_WEIGHTS: readonly number[] = Object.freeze([
+  0, // unspecified
+  1, // view
+  1, // click
+  0, // search (no item)
+  3, // add_to_cart
+  0, // remove_from_cart
+  2, // favorite
+  5, // purchase
+  0, // refund
+  2, // review
+  0, // rec_impression (being shown something is not interest)
+  1, // rec_click
+]);
+
+/** Price bands: [lower bound, label]; a price falls in the last band whose bound it reaches. */
+export const PRICE_BANDS: readonly (readonly [number, string])[] = Object.freeze([
+  [0, "0-5"], [5, "5-10"], [10, "10-20"], [20, "20-50"], [50, "50-100"],
+  [100, "100-200"], [200, "200-500"], [500, "500-1000"], [1000, "1000-2000"], [2000, "2000+"],
+] as const);
+
+/** RFM score bins: a value's score is 1 + the number of thresholds it passes. */
+export const RFM_BINS = Object.freeze({
+  /** Recency, days: <= 7 scores 5, <= 30 → 4, <= 90 → 3, <= 180 → 2, else 1. */
+  recencyDays: [7, 30, 90, 180] as const,
+  /** Frequency, orders: 1 → 1, 2 → 2, 3-4 → 3, 5-9 → 4, >= 10 → 5. */
+  frequency: [2, 3, 5, 10] as const,
+  /** Monetary, net in currency units: < 50 → 1, < 200 → 2, < 500 → 3, < 2000 → 4, else 5. */
+  monetary: [50, 200, 500, 2000] as const,
+});
+
+const ORDER_MEMORY = 8;
+const MS_PER_DAY = 86_400_000;
+
+export function newUserState(): UserState {
+  return {
+    v: 1, n: 0, counts: new Array<number>(EVENT_TYPE_SLOTS).fill(0),
+    purchased: 0, refunded: 0, currency: "", orders: 0, orderIds: [], lastPurchaseMs: 0,
+    firstSeenMs: 0, lastSeenMs: 0, affRefMs: 0,
+    cat: { keys: [], scores: [] }, brand: { keys: [], scores: [] }, band: { keys: [], scores: [] },
+    sCount: 0, sEventsDone: 0, sDurationDone: 0, sId: "", sStartMs: 0, sLastMs: 0, sEvents: 0,
+    recent: [],
+  };
+}
+
+export function priceBand(price: number): string {
+  let label = PRICE_BANDS[0]![1];
+  for (const [bound, l] of PRICE_BANDS) if (price >= bound) label = l;
+  return label;
+}
+
+function decay(dtMs: number, halfLifeMs: number): number {
+  return Math.pow(2, -dtMs / halfLifeMs);
+}
+
+function scaleTable(t: AffinityTable, f: number): void {
+  for (let i = 0; i < t.scores.length; i++) t.scores[i]! *= f;
+}
+
+function addAffinity(t: AffinityTable, key: string, w: number, topK: number): void {
+  const i = t.keys.indexOf(key);
+  if (i >= 0) {
+    t.scores[i]! += w;
+    return;
+  }
+  if (t.keys.length < topK) {
+    t.keys.push(key);
+    t.scores.push(w);
+    return;
+  }
+  let min = 0;
+  for (let j = 1; j < t.scores.length; j++) if (t.scores[j]! < t.scores[min]!) min = j;
+  t.keys[min] = key;
+  t.scores[min] = w;
+}
+
+function touchRecent(recent: string[], item: string, max: number): void {
+  const i = recent.indexOf(item);
+  if (i === 0) return;
+  if (i > 0) recent.splice(i, 1);
+  recent.unshift(item);
+  if (recent.length > max) recent.length = max;
+}
+
+function updateSession(s: UserState, e: ProfileEvent, o: CompiledProfileOptions): void {
+  const t = e.timestampMs;
+  const isNew = s.sCount === 0 ||
+    (e.sessionId !== "" ? e.sessionId !== s.sId : t - s.sLastMs > o.sessionGapMs);
+  if (isNew) {
+    if (s.sCount > 0) {
+      s.sEventsDone += s.sEvents;
+      s.sDurationDone += s.sLastMs - s.sStartMs;
+    }
+    s.sCount++;
+    s.sId = e.sessionId;
+    s.sStartMs = t;
+    s.sLastMs = t;
+    s.sEvents = 1;
+    return;
+  }
+  s.sEvents++;
+  if (t > s.sLastMs) s.sLastMs = t;
+  if (t < s.sStartMs) s.sStartMs = t;
+}
+
+/** Applies one valid event to the state, in place. */
+export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOptions): void {
+  const t = e.timestampMs;
+  const type = e.type;
+  s.n++;
+  s.counts[type] = (s.counts[type] ?? 0) + 1;
+  if (s.firstSeenMs === 0 || t < s.firstSeenMs) s.firstSeenMs = t;
+  if (t > s.lastSeenMs) s.lastSeenMs = t;
+
+  const qty = e.quantity > 0 ? e.quantity : 1;
+  if (type === EventType.PURCHASE || type === EventType.REFUND) {
+    const amount = e.price * qty;
+    if (s.currency === "" && e.currency !== "" && amount > 0) s.currency = e.currency;
+    if (type === EventType.PURCHASE) {
+      s.purchased += amount;
+      if (t > s.lastPurchaseMs) s.lastPurchaseMs = t;
+      if (e.orderId === "" || !s.orderIds.includes(e.orderId)) {
+        s.orders++;
+        if (e.orderId !== "") {
+          s.orderIds.push(e.orderId);
+          if (s.orderIds.length > ORDER_MEMORY) s.orderIds.shift();
+        }
+      }
+    } else {
+      s.refunded += amount;
+    }
+  }
+
+  const w0 = EVENT_WEIGHTS[type] ?? 0;
+  if (w0 > 0) {
+    let w = w0;
+    if (s.affRefMs === 0) {
+      s.affRefMs = t;
+    } else if (t > s.affRefMs) {
+      const f = decay(t - s.affRefMs, o.halfLifeMs);
+      scaleTable(s.cat, f);
+      scaleTable(s.brand, f);
+      scaleTable(s.band, f);
+      s.affRefMs = t;
+    } else {
+      w = w0 * decay(s.affRefMs - t, o.halfLifeMs);
+    }
+    if (e.categoryId !== "") addAffinity(s.cat, e.categoryId, w, o.affinityTopK);
+    if (e.brand !== "") addAffinity(s.brand, e.brand.toLowerCase(), w, o.affinityTopK);
+    if (e.price > 0) addAffinity(s.band, priceBand(e.price), w, o.affinityTopK);
+  }
+
+  updateSession(s, e, o);
+  if (e.itemId !== "") touchRecent(s.recent, e.itemId, o.recentItems);
+}
+
+function score(value: number, bins: readonly number[], lowerIsBetter: boolean): number {
+  let passed = 0;
+  for (const b of bins) if (lowerIsBetter ? value > b : value >= b) passed++;
+  return lowerIsBetter ? 5 - passed : 1 + passed;
+}
+
+function ratio(a: number, b: number): number {
+  return b > 0 ? a / b : 0;
+}
+
+export interface AffinityView {
+  key: string;
+  score: number;
+}
+
+/** The profile a query returns: the proto `Profile` as plain data. */
+export interface ProfileView {
+  userId: string;
+  counts: Record<string, number>;
+  money: { purchased: number; refunded: number; net: number; currency: string };
+  rfm: {
+    recencyDays: number; frequency: number; monetary: number;
+    rScore: number; fScore: number; mScore: number; lastPurchaseMs: number;
+  };
+  categories: AffinityView[];
+  brands: AffinityView[];
+  priceBands: AffinityView[];
+  sessions: {
+    count: number; avgEvents: number; avgDurationMs: number;
+    currentStartMs: number; currentEvents: number; currentSessionId: string;
+  };
+  funnel: {
+    views: number; carts: number; purchases: number;
+    viewToCart: number; cartToPurchase: number; viewToPurchase: number;
+  };
+  recentItems: string[];
+  firstSeenMs: number;
+  lastSeenMs: number;
+  asOfMs: number;
+  eventsApplied: number;
+}
+
+function affinityView(t: AffinityTable, f: number): AffinityView[] {
+  return t.keys
+    .map((key, i) => ({ key, score: t.scores[i]! * f }))
+    .sort((a, b) => b.score - a.score || (a.key < b.key ? -1 : 1));
+}
+
+/** Evaluates the state at `asOfMs` into the query view. */
+export function profileView(userId: string, s: UserState, asOfMs: number, o: CompiledProfileOptions): ProfileView {
+  const counts: Record<string, number> = {};
+  for (let i = 1; i < EVENT_TYPE_SLOTS; i++) counts[EVENT_TYPE_NAMES[i]!] = s.counts[i] ?? 0;
+  const net = s.purchased - s.refunded;
+  const bought = s.lastPurchaseMs > 0;
+  const recencyDays = bought ? (asOfMs - s.lastPurchaseMs) / MS_PER_DAY : -1;
+  const f = s.affRefMs > 0 ? decay(asOfMs - s.affRefMs, o.halfLifeMs) : 1;
+  const views = s.counts[EventType.VIEW] ?? 0;
+  const carts = s.counts[EventType.ADD_TO_CART] ?? 0;
+  const purchases = s.counts[EventType.PURCHASE] ?? 0;
+  const sessionEvents = s.sEventsDone + s.sEvents;
+  const sessionDuration = s.sDurationDone + (s.sLastMs - s.sStartMs);
+  return {
+    userId,
+    counts,
+    money: { purchased: s.purchased, refunded: s.refunded, net, currency: s.currency },
+    rfm: {
+      recencyDays,
+      frequency: s.orders,
+      monetary: net,
+      rScore: bought ? score(recencyDays, RFM_BINS.recencyDays, true) : 0,
+      fScore: bought ? score(s.orders, RFM_BINS.frequency, false) : 0,
+      mScore: bought ? score(net, RFM_BINS.monetary, false) : 0,
+      lastPurchaseMs: s.lastPurchaseMs,
+    },
+    categories: affinityView(s.cat, f),
+    brands: affinityView(s.brand, f),
+    priceBands: affinityView(s.band, f),
+    sessions: {
+      count: s.sCount,
+      avgEvents: ratio(sessionEvents, s.sCount),
+      avgDurationMs: ratio(sessionDuration, s.sCount),
+      currentStartMs: s.sStartMs,
+      currentEvents: s.sEvents,
+      currentSessionId: s.sId,
+    },
+    funnel: {
+      views, carts, purchases,
+      viewToCart: ratio(carts, views),
+      cartToPurchase: ratio(purchases, carts),
+      viewToPurchase: ratio(purchases, views),
+    },
+    recentItems: s.recent.slice(),
+    firstSeenMs: s.firstSeenMs,
+    lastSeenMs: s.lastSeenMs,
+    asOfMs,
+    eventsApplied: s.n,
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * Consumes one partition: a durable pull consumer whose messages are gathered
+ * into batches (whatever has arrived by the end of the current I/O turn, at
+ * most maxBatchMessages), packed into one buffer and handed to the batch sink
+ * (the partition's shard). Batches are settled strictly in order: once a
+ * batch's commit is reported, its dead letters are published (and their
+ * publish acknowledged) and then the batch's last message is acknowledged,
+ * which with AckPolicy.All acknowledges the whole batch.
+ *
+ * The bus knows nothing of actors: it delivers to a BatchSink.
+ * Back-pressure: the consumer's max_ack_pending bounds the messages held.
+ */
+import { headers, type ConsumerMessages, type JetStreamClient, type JsMsg } from "nats";
+import type { Logger } from "../obs/logger.js";
+import type { EngineMetrics } from "../obs/metrics.js";
+import type { BatchResult, EventBatch } from "../shard/shard-protocol.js";
+import type { Subjects } from "./subjects.js";
+
+export interface BatchSink {
+  applyBatch(batch: EventBatch): Promise<BatchResult>;
+}
+
+/** Headers of a dead letter (the body is the original message). */
+export const DLQ_HEADERS = Object.freeze({
+  reason: "Portrait-Dlq-Reason",
+  detail: "Portrait-Dlq-Detail",
+  subject: "Portrait-Source-Subject",
+  seq: "Portrait-Source-Seq",
+});
+
+export interface PartitionConsumerOptions {
+  partition: number;
+  maxBatchMessages: number;
+  /** Called once when the pipeline cannot continue (a shard died, the DLQ cannot be written). */
+  onFatal: (err: unknown) => void;
+}
+
+export class PartitionConsumer {
+  readonly partition: number;
+  readonly #js: JetStreamClient;
+  readonly #subjects: Subjects;
+  readonly #sink: BatchSink;
+  readonly #metrics: EngineMetrics;
+  readonly #log: Logger;
+  readonly #o: PartitionConsumerOptions;
+  #messages: ConsumerMessages | undefined;
+  #pending: JsMsg[] = [];
+  #flushScheduled = false;
+  #stopped = false;
+  #tail: Promise<void> = Promise.resolve();
+  #inflight = 0;
+
+  constructor(js: JetStreamClient, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
+    this.partition = o.partition;
+    this.#js = js;
+    this.#subjects = subjects;
+    this.#sink = sink;
+    this.#metrics = metrics;
+    this.#log = log.child({ component: "consumer", partition: o.partition });
+    this.#o = o;
+  }
+
+  async start(prefetchMessages: number): Promise<void> {
+    const consumer = await this.#js.consumers.get(this.#subjects.eventStream, this.#subjects.consumer(this.partition));
+    this.#messages = await consumer.consume({
+      max_messages: prefetchMessages,
+      callback: (m) => this.#onMessage(m),
+    });
+  }
+
+  #onMessage(m: JsMsg): void {
+    if (this.#stopped) return; // not acknowledged: redelivered to the next owner
+    this.#pending.push(m);
+    if (this.#pending.length >= this.#o.maxBatchMessages) {
+      this.#flush();
+    } else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const msgs = this.#pending;
+    if (msgs.length === 0) return;
+    this.#pending = [];
+    let total = 0;
+    for (const m of msgs) total += m.data.length;
+    const data = new Uint8Array(total);
+    const offsets = new Uint32Array(msgs.length + 1);
+    const seqs = new Float64Array(msgs.length);
+    let off = 0;
+    for (let i = 0; i < msgs.length; i++) {
+      const m = msgs[i]!;
+      data.set(m.data, off);
+      offsets[i] = off;
+      off += m.data.length;
+      seqs[i] = m.seq;
+    }
+    offsets[msgs.length] = off;
+    const started = performance.now();
+    this.#metrics.batchSize.observe(msgs.length);
+    this.#metrics.inflightBatches.inc();
+    this.#inflight++;
+    const result = this.#sink.applyBatch({ partition: this.partition, data, offsets, seqs });
+    result.catch(() => undefined); // observed through the tail below
+    this.#tail = this.#tail
+      .then(() => result)
+      .then((r) => this.#settle(msgs, r, started))
+      .catch((err) => {
+        this.#o.onFatal(err);
+        throw err;
+      })
+      .finally(() => {
+        this.#inflight--;
+        this.#metrics.inflightBatches.dec();
+      });
+    this.#tail.catch(() => undefined);
+  }
+
+  async #settle(msgs: JsMsg[], r: BatchResult, started: number): Promise<void> {
+    if (r.deadLetters.length > 0) {
+      await Promise.all(r.deadLetters.map((d) => {
+        const m = msgs[d.index]!;
+        const h = headers();
+        h.set(DLQ_HEADERS.reason, d.reason);
+        h.set(DLQ_HEADERS.detail, d.detail);
+        h.set(DLQ_HEADERS.subject, m.subject);
+        h.set(DLQ_HEADERS.seq, String(d.seq));
+        // Same id on a redelivery: JetStream keeps one dead letter per event.
+        return this.#js.publish(this.#subjects.dlq(d.reason), m.data, {
+          msgID: `${this.#subjects.eventStream}:${d.seq}`,
+          headers: h,
+        });
+      }));
+      for (const d of r.deadLetters) this.#metrics.deadLetters.inc({ reason: d.reason });
+      this.#log.warn({ count: r.deadLetters.length, reasons: [...new Set(r.deadLetters.map((d) => d.reason))] }, "dead-lettered events");
+    }
+    const last = msgs[msgs.length - 1]!;
+    last.ack();
+    this.#metrics.eventsApplied.inc(r.applied);
+    if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
+    this.#metrics.applySeconds.observe(r.applyMs / 1000);
+    this.#metrics.commitSeconds.observe(r.commitMs / 1000);
+    this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
+    this.#metrics.lag.set({ partition: String(this.partition) }, last.info.pending);
+    this.#metrics.watermark.set(r.watermarkMs);
+  }
+
+  /** Batches handed over and not yet acknowledged. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */
+  async drain(): Promise<void> {
+    this.#stopped = true;
+    this.#messages?.stop();
+    this.#flush();
+    await this.#tail.catch(() => undefined);
+    await this.#messages?.closed().catch(() => undefined);
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * Partitioning contract. A user's partition is FNV-1a (32-bit) of the UTF-8
+ * bytes of the user id, modulo the deployment's partition count P. Publishers
+ * in any language must compute the same value (README "Publishing events"
+ * lists test vectors); the engine dead-letters an event found on another
+ * partition's subject (WRONG_PARTITION), because ordering per user depends on it.
+ */
+
+const encoder = new TextEncoder();
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** FNV-1a 32-bit hash of the bytes, as an unsigned integer. */
+export function fnv1a32(bytes: Uint8Array): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < bytes.length; i++) {
+    h ^= bytes[i]!;
+    h = Math.imul(h, FNV_PRIME);
+  }
+  return h >>> 0;
+}
+
+/** FNV-1a 32-bit of a string's UTF-8 bytes, without allocating for ASCII strings. */
+export function fnv1a32String(s: string): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return fnv1a32(encoder.encode(s));
+    h ^= c;
+    h = Math.imul(h, FNV_PRIME);
+  }
+  return h >>> 0;
+}
+
+/** The partition (0..partitions-1) of a user id. */
+export function partitionOf(userId: string, partitions: number): number {
+  return fnv1a32String(userId) % partitions;
+}

@@ -1,0 +1,80 @@
+/**
+ * Idempotent setup of the JetStream streams and of the durable pull consumers
+ * (one per partition). Creates what is missing and updates the settings that
+ * JetStream lets change; safe to run at every start, from several nodes.
+ */
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
+import type { Subjects } from "./subjects.js";
+
+export interface StreamSettings {
+  /** How long events are kept in the stream, ms (0 = forever). */
+  eventRetentionMs: number;
+  /** Window in which JetStream drops a second publish with the same Nats-Msg-Id, ms. */
+  duplicateWindowMs: number;
+  /** How long dead letters are kept, ms. */
+  dlqRetentionMs: number;
+}
+
+export interface ConsumerSettings {
+  /** Most unacknowledged messages per partition: the bound on what the engine holds in flight. */
+  maxAckPending: number;
+  /** Time after which an unacknowledged message is redelivered, ms. */
+  ackWaitMs: number;
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = err as NatsError & { api_error?: { err_code?: number } };
+  return e?.api_error?.err_code === 10059 || e?.api_error?.err_code === 10014 || e?.code === "404";
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }): Promise<void> {
+  try {
+    const info = await jsm.streams.info(cfg.name);
+    await jsm.streams.update(cfg.name, { ...info.config, ...cfg });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.streams.add(cfg);
+  }
+}
+
+export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: StreamSettings): Promise<void> {
+  await ensureStream(jsm, {
+    name: s.eventStream,
+    subjects: [s.eventsWildcard],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(o.eventRetentionMs),
+    duplicate_window: nanos(o.duplicateWindowMs),
+    num_replicas: 1,
+  });
+  await ensureStream(jsm, {
+    name: s.dlqStream,
+    subjects: [s.dlqWildcard],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(o.dlqRetentionMs),
+    duplicate_window: nanos(o.duplicateWindowMs),
+    num_replicas: 1,
+  });
+}
+
+export async function ensureConsumer(jsm: JetStreamManager, s: Subjects, partition: number, o: ConsumerSettings): Promise<void> {
+  const name = s.consumer(partition);
+  try {
+    await jsm.consumers.info(s.eventStream, name);
+    await jsm.consumers.update(s.eventStream, name, { max_ack_pending: o.maxAckPending, ack_wait: nanos(o.ackWaitMs) });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.consumers.add(s.eventStream, {
+      durable_name: name,
+      filter_subject: s.events(partition),
+      ack_policy: AckPolicy.All,
+      deliver_policy: DeliverPolicy.All,
+      max_ack_pending: o.maxAckPending,
+      ack_wait: nanos(o.ackWaitMs),
+      max_deliver: -1,
+    });
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Subjects and stream names: the NATS side of the contract. All names derive
+ * from one prefix (default "portrait") so that several deployments can share
+ * a NATS account.
+ *
+ * | subject                          | what                                                     |
+ * |----------------------------------|----------------------------------------------------------|
+ * | <prefix>.events.<partition>      | events (protobuf `Event`), JetStream stream <PREFIX>_EVENTS |
+ * | <prefix>.dlq.<REASON>            | dead letters: original bytes + reason headers, stream <PREFIX>_DLQ |
+ * | <prefix>.api.profile.get         | request-reply: ProfileRequest -> ProfileReply             |
+ */
+
+export interface Subjects {
+  readonly prefix: string;
+  readonly eventStream: string;
+  readonly dlqStream: string;
+  /** Wildcard of all event subjects (the event stream's subject). */
+  readonly eventsWildcard: string;
+  readonly dlqWildcard: string;
+  readonly profileGet: string;
+  /** The service name registered with the NATS services framework. */
+  readonly serviceName: string;
+  events(partition: number): string;
+  dlq(reason: string): string;
+  /** Durable consumer name of a partition. */
+  consumer(partition: number): string;
+}
+
+const PREFIX_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+
+export function isValidPrefix(prefix: string): boolean {
+  return PREFIX_RE.test(prefix);
+}
+
+export function subjects(prefix = "portrait"): Subjects {
+  if (!isValidPrefix(prefix)) throw new Error(`subject prefix must match ${PREFIX_RE}, got ${JSON.stringify(prefix)}`);
+  const upper = prefix.toUpperCase().replace(/-/g, "_");
+  return Object.freeze({
+    prefix,
+    eventStream: `${upper}_EVENTS`,
+    dlqStream: `${upper}_DLQ`,
+    eventsWildcard: `${prefix}.events.*`,
+    dlqWildcard: `${prefix}.dlq.>`,
+    profileGet: `${prefix}.api.profile.get`,
+    serviceName: prefix,
+    events: (p: number) => `${prefix}.events.${p}`,
+    dlq: (reason: string) => `${prefix}.dlq.${reason}`,
+    consumer: (p: number) => `${prefix}-p${p}`,
+  });
+}
+
+/** Parses the partition number out of an event subject, or -1. */
+export function partitionOfSubject(subject: string): number {
+  const i = subject.lastIndexOf(".");
+  const n = Number(subject.slice(i + 1));
+  return Number.isInteger(n) && n >= 0 ? n : -1;
+}

@@ -1,0 +1,97 @@
+/**
+ * `portrait demo`: the main job on an embedded default. Starts its own
+ * nats-server (unless --nats is given) and the engine, replays a sample of a
+ * real data set through it, waits until every event is applied or
+ * dead-lettered, prints the most active user's profile and shuts down.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PortraitClient } from "../client/portrait-client.js";
+import { startNatsServer, type NatsServerHandle } from "../bus/nats-server-launcher.js";
+import type { EngineOptions } from "../config/engine-options.js";
+import type { DatasetFormat } from "../data/types.js";
+import { Engine } from "../engine.js";
+import { PortraitError, ErrorCode } from "../errors.js";
+import { formatProfile } from "./print-profile.js";
+import { progress } from "./progress.js";
+import { replay } from "./replay.js";
+
+export interface DemoOptions {
+  engine: EngineOptions;
+  natsGiven: boolean;
+  dataDirGiven: boolean;
+  file: string;
+  format: DatasetFormat;
+  events: number;
+}
+
+async function counterValue(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await c.get()).values.reduce((a, v) => a + v.value, 0);
+}
+
+export async function runDemo(o: DemoOptions): Promise<void> {
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  let server: NatsServerHandle | undefined;
+  let engine: Engine | undefined;
+  let client: PortraitClient | undefined;
+  const dataDir = o.dataDirGiven ? o.engine.dataDir! : mkdtempSync(join(tmpdir(), "portrait-demo-"));
+  try {
+    if (!o.natsGiven) {
+      server = await startNatsServer();
+      out(`started an embedded nats-server with JetStream at ${server.url}`);
+    }
+    engine = await Engine.start({
+      ...o.engine,
+      natsUrl: server?.url ?? o.engine.natsUrl!,
+      embeddedNats: o.natsGiven ? o.engine.embeddedNats! : "never",
+      dataDir,
+      httpPort: 0,
+      logLevel: o.engine.logLevel === "info" ? "warn" : o.engine.logLevel!,
+    });
+    out(`engine ready: ${engine.config.partitions} partitions, ${engine.config.workers} shard worker(s), state in ${dataDir}, ` +
+      `metrics at http://127.0.0.1:${engine.httpPort}/metrics`);
+    client = await PortraitClient.connect({ natsUrl: engine.natsUrl, partitions: engine.config.partitions, subjectPrefix: engine.config.subjectPrefix, name: "portrait-demo" });
+
+    const perUser = new Map<string, number>();
+    const applied0 = await counterValue(engine.metrics.eventsApplied);
+    const dead0 = await counterValue(engine.metrics.deadLetters);
+    out(`replaying ${o.events} events of ${o.file} (${o.format})`);
+    const bar = progress("published", o.events);
+    const t0 = performance.now();
+    const r = await replay(client, o.format, o.file, {
+      limit: o.events,
+      onProgress: (n) => bar.update(n),
+      onEvent: (e) => perUser.set(e.userId, (perUser.get(e.userId) ?? 0) + 1),
+    });
+    bar.stop();
+    const deadline = Date.now() + 120_000;
+    let failed: unknown;
+    engine.done.catch((err: unknown) => (failed = err));
+    let applied = 0;
+    let dead = 0;
+    for (;;) {
+      if (failed !== undefined) throw failed;
+      applied = (await counterValue(engine.metrics.eventsApplied)) - applied0;
+      dead = (await counterValue(engine.metrics.deadLetters)) - dead0;
+      if (applied + dead >= r.stored) break;
+      if (Date.now() > deadline) throw new PortraitError(ErrorCode.TIMEOUT, `only ${applied + dead} of ${r.stored} events were applied within 120 s`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    out(`published ${r.stored} events (${r.duplicates} duplicates dropped, ${r.skippedRows} rows skipped); ` +
+      `applied ${applied}, dead-lettered ${dead}, in ${seconds.toFixed(2)} s (${(applied / seconds).toFixed(0)} events/s end to end) ` +
+      `for ${perUser.size} users`);
+    const [top] = [...perUser.entries()].sort((a, b) => b[1] - a[1]);
+    if (top) {
+      out(`\nprofile of the most active user (${top[1]} events), from request-reply ${engine.subjects.profileGet}:\n`);
+      out(formatProfile(await client.getProfile(top[0])));
+      out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json`);
+    }
+  } finally {
+    await client?.close();
+    await engine?.close();
+    await server?.stop();
+    if (!o.dataDirGiven) rmSync(dataDir, { recursive: true, force: true });
+  }
+}

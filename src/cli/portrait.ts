@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+/**
+ * The `portrait` command line: start, demo, replay, profile.
+ * The only place besides the composition root that reads process.env, for
+ * defaults that README documents.
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PortraitClient } from "../client/portrait-client.js";
+import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
+import { resolveDataFile } from "../data/datasets.js";
+import { Engine } from "../engine.js";
+import { PortraitError } from "../errors.js";
+import { VERSION } from "../version.js";
+import { runDemo } from "./demo.js";
+import { printProfile } from "./print-profile.js";
+import { progress } from "./progress.js";
+import { replay } from "./replay.js";
+
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** Where the public data sets are: $PORTRAIT_DATASETS, else ../shared/data beside the repository. */
+export const DEFAULT_DATASETS = process.env.PORTRAIT_DATASETS ?? resolve(PACKAGE_ROOT, "..", "shared", "data");
+const DEFAULT_NATS = process.env.PORTRAIT_NATS_URL ?? "nats://127.0.0.1:4222";
+
+function posInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+function nonNegInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
+  return n;
+}
+function portNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < -1 || n > 65535) throw new InvalidArgumentError("must be a port number, 0 for any, or -1 for off");
+  return n;
+}
+
+const natsOption = () => new Option("--nats <url>", "NATS server URL(s), comma-separated").default(DEFAULT_NATS);
+const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(16);
+const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default("portrait");
+const formatOption = () => new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
+
+interface ClientFlags { nats: string; partitions: number; prefix: string; user?: string; pass?: string }
+
+function clientOptions(f: ClientFlags) {
+  return {
+    natsUrl: f.nats,
+    partitions: f.partitions,
+    subjectPrefix: f.prefix,
+    ...(f.user !== undefined ? { natsUser: f.user } : {}),
+    ...(f.pass !== undefined ? { natsPass: f.pass } : {}),
+  };
+}
+
+function engineFlags(cmd: Command): Command {
+  return cmd
+    .addOption(natsOption())
+    .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", ".portrait")
+    .addOption(partitionsOption())
+    .option("--workers <n>", "shard worker threads (default: cores - 1, at least 1)", posInt)
+    .addOption(prefixOption())
+    .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default("auto"))
+    .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, 9464)
+    .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
+    .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, 1024)
+    .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, 8192)
+    .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
+    .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
+    .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info");
+}
+
+interface EngineFlags extends ClientFlags {
+  dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
+  maxBatch: number; maxAckPending: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+}
+
+function engineOptions(f: EngineFlags) {
+  return {
+    natsUrl: f.nats,
+    embeddedNats: f.embeddedNats,
+    dataDir: f.dataDir,
+    partitions: f.partitions,
+    ...(f.workers !== undefined ? { workers: f.workers } : {}),
+    subjectPrefix: f.prefix,
+    httpPort: f.httpPort,
+    ...(f.currency !== undefined ? { currency: f.currency } : {}),
+    ...(f.user !== undefined ? { natsUser: f.user } : {}),
+    ...(f.pass !== undefined ? { natsPass: f.pass } : {}),
+    maxBatchMessages: f.maxBatch,
+    maxAckPending: f.maxAckPending,
+    logLevel: f.logLevel,
+    profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
+  };
+}
+
+/** Runs the engine until SIGTERM/SIGINT, then drains; exit 0 after a clean drain, 1 on failure. */
+async function runEngine(f: EngineFlags): Promise<void> {
+  const engine = await Engine.start(engineOptions(f));
+  let signalled = false;
+  const stop = (sig: string) => {
+    if (signalled) return;
+    signalled = true;
+    engine.log.info({ signal: sig }, "draining");
+    void engine.close();
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+  try {
+    await engine.done;
+  } catch {
+    await engine.close();
+    process.exitCode = 1;
+  }
+}
+
+const program = new Command("portrait")
+  .description("Portrait: real-time user profiles from a NATS JetStream event stream")
+  .version(VERSION)
+  .showHelpAfterError()
+  .configureHelp({ showGlobalOptions: true });
+
+engineFlags(
+  program.command("start")
+    .description("run the engine until SIGTERM (starts an embedded nats-server when nothing answers at --nats)"),
+).action((f: EngineFlags) => runEngine(f));
+
+engineFlags(
+  program.command("demo")
+    .description("the main job on an embedded default: start nats-server and the engine, replay a sample of real data, print a profile")
+    .option("--events <n>", "how many events of the sample to replay", posInt, 20000)
+    .addOption(new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).default("taobao"))
+    .option("--file <path>", "data file (default: the format's file under --datasets)")
+    .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS),
+).action((f: EngineFlags & { events: number; format: DatasetFormat; file?: string; datasets: string }, cmd: Command) => {
+  const natsGiven = cmd.getOptionValueSource("nats") !== "default";
+  const dataDirGiven = cmd.getOptionValueSource("dataDir") !== "default";
+  return runDemo({
+    engine: engineOptions(f),
+    natsGiven,
+    dataDirGiven,
+    file: f.file ? resolve(f.file) : resolveDataFile(f.datasets, f.format),
+    format: f.format,
+    events: f.events,
+  });
+});
+
+program.command("replay")
+  .description("publish a real data set's events to the engine's stream, with a progress bar")
+  .argument("[file]", "data file (default: the format's file under --datasets)")
+  .addOption(formatOption())
+  .option("--rate <n>", "events per second (open-loop schedule); default as fast as acknowledgements allow", posInt)
+  .option("--limit <n>", "stop after this many events", posInt)
+  .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
+  .option("--max-inflight <n>", "most publishes awaiting acknowledgement", posInt, 256)
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
+  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; datasets: string; maxInflight: number }) => {
+    const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
+    const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
+    const bar = progress(`replay ${f.format}`, f.limit);
+    try {
+      const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, onProgress: (n) => bar.update(n) });
+      bar.stop();
+      console.log(`replayed ${path}: ${r.read} events read, ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream, ` +
+        `${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
+    } finally {
+      bar.stop();
+      await client.close();
+    }
+  });
+
+program.command("profile")
+  .description("print a user's profile")
+  .argument("<userId>", "the user id")
+  .option("--json", "print one JSON object (counts keyed by event-type name)")
+  .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
+  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
+    try {
+      const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
+      if (f.json) console.log(JSON.stringify(p));
+      else printProfile(p);
+    } finally {
+      await client.close();
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof PortraitError) {
+    console.error(`portrait: ${err.code}: ${err.message}`);
+  } else {
+    console.error(`portrait: ${(err as Error)?.stack ?? String(err)}`);
+  }
+  process.exitCode = 1;
+});

@@ -1,0 +1,33 @@
+/** Human-readable rendering of a profile for `portrait profile` and the demo. */
+import type { AffinityView, ProfileView } from "../actors/user-profile.js";
+
+const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
+const num = (x: number, d = 2) => (Number.isInteger(x) ? String(x) : x.toFixed(d));
+const aff = (a: AffinityView[], n = 5) => (a.length === 0 ? "-" : a.slice(0, n).map((x) => `${x.key} (${num(x.score)})`).join(", "));
+
+export function formatProfile(p: ProfileView): string {
+  const counts = Object.entries(p.counts).filter(([, c]) => c > 0).map(([k, c]) => `${k}=${c}`).join(" ") || "-";
+  const m = p.money;
+  const r = p.rfm;
+  const s = p.sessions;
+  const f = p.funnel;
+  return [
+    `user            ${p.userId}`,
+    `events          ${p.eventsApplied} (${counts})`,
+    `first / last    ${iso(p.firstSeenMs)} / ${iso(p.lastSeenMs)}   (as of ${iso(p.asOfMs)})`,
+    `money           purchased ${num(m.purchased)} refunded ${num(m.refunded)} net ${num(m.net)} ${m.currency}`,
+    `RFM             recency ${r.recencyDays < 0 ? "never bought" : `${num(r.recencyDays, 1)} d`}, frequency ${r.frequency}, monetary ${num(r.monetary)}` +
+      `  scores R${r.rScore} F${r.fScore} M${r.mScore}`,
+    `funnel          views ${f.views} -> carts ${f.carts} -> purchases ${f.purchases}` +
+      `  (view->cart ${num(f.viewToCart, 3)}, cart->purchase ${num(f.cartToPurchase, 3)})`,
+    `sessions        ${s.count}, avg ${num(s.avgEvents, 1)} events, avg ${num(s.avgDurationMs / 60_000, 1)} min; current since ${iso(s.currentStartMs)} (${s.currentEvents} events)`,
+    `categories      ${aff(p.categories)}`,
+    `brands          ${aff(p.brands)}`,
+    `price bands     ${aff(p.priceBands)}`,
+    `recent items    ${p.recentItems.slice(0, 10).join(", ") || "-"}`,
+  ].join("\n");
+}
+
+export function printProfile(p: ProfileView): void {
+  console.log(formatProfile(p));
+}

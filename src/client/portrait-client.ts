@@ -1,0 +1,180 @@
+/**
+ * The typed client of Portrait: publishes events to the right partition with
+ * `Nats-Msg-Id`, bounded in-flight publish acknowledgements, and queries
+ * profiles with typed errors. The CLI, the tests and bench/ use it; README
+ * shows the same calls from the `nats` CLI for publishers in other languages.
+ */
+import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
+import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
+import type { ProfileView } from "../actors/user-profile.js";
+import { connectNats } from "../bus/connect.js";
+import { partitionOf } from "../bus/partition.js";
+import { subjects, type Subjects } from "../bus/subjects.js";
+import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
+import { EVENT_TYPE_NAMES, pb, type IEvent } from "../wire/proto.js";
+
+export interface PortraitClientOptions {
+  /** NATS URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
+  natsUrl?: string;
+  natsUser?: string;
+  natsPass?: string;
+  natsToken?: string;
+  /** Must equal the engine's. Default "portrait". */
+  subjectPrefix?: string;
+  /** Must equal the engine's partition count. Default 16. */
+  partitions?: number;
+  /** Most publishes awaiting their JetStream acknowledgement in publishMany. Default 256. */
+  maxInflightPublishes?: number;
+  /** Timeout of a query, ms. Default 5000. */
+  requestTimeoutMs?: number;
+  /** Connection name. Default "portrait-client". */
+  name?: string;
+}
+
+export interface PublishResult {
+  /** Events JetStream stored. */
+  stored: number;
+  /** Events JetStream dropped as duplicates of an earlier publish with the same event id. */
+  duplicates: number;
+}
+
+export interface ProfileQueryOptions {
+  /** Evaluate decayed values at this time (epoch ms); default the engine's event-time clock. */
+  asOfMs?: number;
+}
+
+/** Rebuilds a Portrait error from a NATS request failure. */
+function requestError(err: unknown): PortraitError {
+  const e = err as NatsError;
+  if (e?.code === "503") return new PortraitError(ErrorCode.NO_RESPONDERS, "no Portrait engine answers on this subject; is the engine running?");
+  if (e?.code === "TIMEOUT") return new PortraitError(ErrorCode.TIMEOUT, "the query timed out", { cause: err });
+  return new PortraitError(ErrorCode.INTERNAL, (err as Error)?.message ?? String(err), { cause: err });
+}
+
+export class PortraitClient {
+  readonly nc: NatsConnection;
+  readonly subjects: Subjects;
+  readonly partitions: number;
+  readonly #js: JetStreamClient;
+  readonly #maxInflight: number;
+  readonly #timeoutMs: number;
+  readonly #ownsConnection: boolean;
+
+  constructor(nc: NatsConnection, o: PortraitClientOptions = {}, ownsConnection = false) {
+    const partitions = o.partitions ?? 16;
+    if (!Number.isInteger(partitions) || partitions < 1) throw new BadRequestError("options.partitions must be a positive integer");
+    const maxInflight = o.maxInflightPublishes ?? 256;
+    if (!Number.isInteger(maxInflight) || maxInflight < 1) throw new BadRequestError("options.maxInflightPublishes must be a positive integer");
+    this.nc = nc;
+    this.subjects = subjects(o.subjectPrefix ?? "portrait");
+    this.partitions = partitions;
+    this.#js = nc.jetstream();
+    this.#maxInflight = maxInflight;
+    this.#timeoutMs = o.requestTimeoutMs ?? 5000;
+    this.#ownsConnection = ownsConnection;
+  }
+
+  static async connect(o: PortraitClientOptions = {}): Promise<PortraitClient> {
+    const nc = await connectNats({
+      url: o.natsUrl ?? "nats://127.0.0.1:4222",
+      name: o.name ?? "portrait-client",
+      user: o.natsUser,
+      pass: o.natsPass,
+      token: o.natsToken,
+      maxReconnectAttempts: 10,
+    });
+    return new PortraitClient(nc, o, true);
+  }
+
+  /** The subject an event of this user is published to. */
+  subjectFor(userId: string): string {
+    return this.subjects.events(partitionOf(userId, this.partitions));
+  }
+
+  /** Publishes one event and waits for JetStream to store it (or to drop it as a duplicate). */
+  async publish(event: IEvent): Promise<PubAck> {
+    const { subject, data, msgID } = this.#encode(event);
+    try {
+      return await this.#js.publish(subject, data, { msgID });
+    } catch (err) {
+      throw new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${msgID} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Publishes events in order of the iterable with at most maxInflightPublishes
+   * awaiting acknowledgement; resolves when every one is acknowledged, rejects
+   * on the first failure. `onProgress` is called after each acknowledgement.
+   */
+  async publishMany(events: Iterable<IEvent> | AsyncIterable<IEvent>, onProgress?: (done: number) => void): Promise<PublishResult> {
+    const result: PublishResult = { stored: 0, duplicates: 0 };
+    let inflight = 0;
+    let done = 0;
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    const settled = () => {
+      inflight--;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    for await (const e of events) {
+      if (failure !== undefined) break;
+      const { subject, data, msgID } = this.#encode(e);
+      inflight++;
+      this.#js.publish(subject, data, { msgID }).then(
+        (ack) => {
+          if (ack.duplicate) result.duplicates++;
+          else result.stored++;
+          onProgress?.(++done);
+          settled();
+        },
+        (err: unknown) => {
+          failure ??= new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${msgID} failed: ${(err as Error).message}`, { cause: err });
+          settled();
+        },
+      );
+      while (inflight >= this.#maxInflight) await new Promise<void>((r) => (wake = r));
+    }
+    while (inflight > 0) await new Promise<void>((r) => (wake = r));
+    if (failure !== undefined) throw failure;
+    return result;
+  }
+
+  #encode(event: IEvent): { subject: string; data: Uint8Array; msgID: string } {
+    if (!event.eventId) throw new BadRequestError("event.eventId is required");
+    if (!event.userId) throw new BadRequestError("event.userId is required");
+    return { subject: this.subjectFor(event.userId), data: pb.Event.encode(event).finish(), msgID: event.eventId };
+  }
+
+  /** The user's profile; throws PortraitError UNKNOWN_USER, BAD_REQUEST, OVERLOADED, NO_RESPONDERS, TIMEOUT. */
+  async getProfile(userId: string, o: ProfileQueryOptions = {}): Promise<ProfileView> {
+    const req = pb.ProfileRequest.encode({ userId, asOfMs: o.asOfMs ?? 0 }).finish();
+    let reply;
+    try {
+      reply = await this.nc.request(this.subjects.profileGet, req, { timeout: this.#timeoutMs });
+    } catch (err) {
+      throw requestError(err);
+    }
+    const code = reply.headers?.get(ERROR_CODE_HEADER);
+    if (code) {
+      const body = pb.ErrorReply.decode(reply.data);
+      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, body.message || code);
+    }
+    const p = pb.ProfileReply.decode(reply.data).profile;
+    if (!p) throw new PortraitError(ErrorCode.INTERNAL, "empty profile reply");
+    return toProfileView(pb.Profile.toObject(p as InstanceType<typeof pb.Profile>, { longs: Number, defaults: true, arrays: true, objects: true }));
+  }
+
+  /** Flushes pending publishes and closes the connection if this client opened it. */
+  async close(): Promise<void> {
+    if (this.#ownsConnection && !this.nc.isClosed()) await this.nc.drain();
+  }
+}
+
+function toProfileView(o: Record<string, unknown>): ProfileView {
+  const v = o as unknown as ProfileView;
+  // Proto maps omit nothing with defaults:true, but keep every type present for callers.
+  for (let i = 1; i < EVENT_TYPE_NAMES.length; i++) v.counts[EVENT_TYPE_NAMES[i]!] ??= 0;
+  return v;
+}

@@ -1,0 +1,162 @@
+/**
+ * Engine options: what a user passes (CLI flags map one to one), every field
+ * with its unit and default. `compileEngineOptions` validates them once into a
+ * frozen config; unknown keys are errors.
+ */
+import { availableParallelism } from "node:os";
+import { resolve } from "node:path";
+import { compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
+import { isValidPrefix } from "../bus/subjects.js";
+import { ConfigError } from "../errors.js";
+import { LOG_LEVELS } from "../obs/logger.js";
+
+export interface EngineOptions {
+  /** NATS server URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
+  natsUrl?: string;
+  /**
+   * Start an embedded nats-server (JetStream, store in `<dataDir>/nats`) on the
+   * URL's loopback port: "auto" when nothing answers there, "never", or
+   * "always". Default "auto".
+   */
+  embeddedNats?: "auto" | "never" | "always";
+  /** NATS user and password, or token, when the server requires them. Default none. */
+  natsUser?: string;
+  natsPass?: string;
+  natsToken?: string;
+  /** Directory of the engine's state (LMDB, embedded NATS store). Default "./.portrait". */
+  dataDir?: string;
+  /** Partition count P; fixed for a deployment (the data dir remembers it). Default 16. */
+  partitions?: number;
+  /** Shard worker threads. Default: cores - 1, at least 1. */
+  workers?: number;
+  /** Prefix of every subject and stream name. Default "portrait". */
+  subjectPrefix?: string;
+  /** Most messages in one batch handed to a shard. Default 1024. */
+  maxBatchMessages?: number;
+  /** Most unacknowledged messages per partition consumer (the ingest back-pressure bound). Default 8192. */
+  maxAckPending?: number;
+  /** Redelivery timeout of an unacknowledged message, ms. Default 60000. */
+  ackWaitMs?: number;
+  /** JetStream duplicate window for Nats-Msg-Id, ms. Default 600000 (10 minutes). */
+  duplicateWindowMs?: number;
+  /** Retention of the event stream, ms (0 = forever). Default 7 days. */
+  eventRetentionMs?: number;
+  /** Retention of the dead-letter stream, ms. Default 14 days. */
+  dlqRetentionMs?: number;
+  /** Largest accepted event, bytes. Default 65536. */
+  maxEventBytes?: number;
+  /** How far in the future an event timestamp may be, ms. Default 86400000 (1 day). */
+  maxFutureSkewMs?: number;
+  /** When set (ISO 4217), events in another non-empty currency are dead-lettered. Default none. */
+  currency?: string;
+  /** Most actors each shard keeps in memory. Default 200000. */
+  maxActorsPerShard?: number;
+  /** Most profile queries in flight; more get OVERLOADED. Default 4096. */
+  maxInflightQueries?: number;
+  /** Initial LMDB map size, bytes (it grows). Default 1 GiB. */
+  mapSizeBytes?: number;
+  /** Host and port of the /metrics, /healthz, /readyz endpoint; port 0 = any free port, -1 = off. Default 127.0.0.1:9464. */
+  httpHost?: string;
+  httpPort?: number;
+  /** pino log level. Default "info". */
+  logLevel?: string;
+  /** Time allowed for a graceful drain on SIGTERM, ms. Default 30000. */
+  drainTimeoutMs?: number;
+  /** The profile model's options. */
+  profile?: ProfileOptions;
+}
+
+export interface EngineConfig {
+  readonly natsUrl: string;
+  readonly embeddedNats: "auto" | "never" | "always";
+  readonly natsUser: string | undefined;
+  readonly natsPass: string | undefined;
+  readonly natsToken: string | undefined;
+  readonly dataDir: string;
+  readonly partitions: number;
+  readonly workers: number;
+  readonly subjectPrefix: string;
+  readonly maxBatchMessages: number;
+  readonly maxAckPending: number;
+  readonly ackWaitMs: number;
+  readonly duplicateWindowMs: number;
+  readonly eventRetentionMs: number;
+  readonly dlqRetentionMs: number;
+  readonly maxEventBytes: number;
+  readonly maxFutureSkewMs: number;
+  readonly currency: string | undefined;
+  readonly maxActorsPerShard: number;
+  readonly maxInflightQueries: number;
+  readonly mapSizeBytes: number;
+  readonly httpHost: string;
+  readonly httpPort: number;
+  readonly logLevel: string;
+  readonly drainTimeoutMs: number;
+  readonly profile: CompiledProfileOptions;
+}
+
+const KEYS: ReadonlySet<string> = new Set([
+  "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "dataDir", "partitions", "workers", "subjectPrefix",
+  "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
+  "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "mapSizeBytes",
+  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile",
+]);
+
+function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(`options.${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function str(name: string, v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || v === "") throw new ConfigError(`options.${name} must be a non-empty string`);
+  return v;
+}
+
+export function defaultWorkers(): number {
+  return Math.max(1, availableParallelism() - 1);
+}
+
+export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
+  for (const k of Object.keys(o)) {
+    if (!KEYS.has(k)) throw new ConfigError(`unknown engine option ${JSON.stringify(k)}`);
+  }
+  const embeddedNats = o.embeddedNats ?? "auto";
+  if (!["auto", "never", "always"].includes(embeddedNats)) throw new ConfigError('options.embeddedNats must be "auto", "never" or "always"');
+  const subjectPrefix = o.subjectPrefix ?? "portrait";
+  if (!isValidPrefix(subjectPrefix)) throw new ConfigError("options.subjectPrefix must be lower-case letters, digits, _ or -, starting with a letter");
+  const logLevel = o.logLevel ?? "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`options.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
+  const currency = str("currency", o.currency);
+  if (currency !== undefined && !/^[A-Z]{3}$/.test(currency)) throw new ConfigError("options.currency must be an ISO 4217 code such as GBP");
+  return Object.freeze({
+    natsUrl: str("natsUrl", o.natsUrl) ?? "nats://127.0.0.1:4222",
+    embeddedNats,
+    natsUser: str("natsUser", o.natsUser),
+    natsPass: str("natsPass", o.natsPass),
+    natsToken: str("natsToken", o.natsToken),
+    dataDir: resolve(str("dataDir", o.dataDir) ?? ".portrait"),
+    partitions: int("partitions", o.partitions ?? 16, 1, 1024),
+    workers: int("workers", o.workers ?? defaultWorkers(), 1, 64),
+    subjectPrefix,
+    maxBatchMessages: int("maxBatchMessages", o.maxBatchMessages ?? 1024, 1, 65536),
+    maxAckPending: int("maxAckPending", o.maxAckPending ?? 8192, 1, 1_000_000),
+    ackWaitMs: int("ackWaitMs", o.ackWaitMs ?? 60_000, 1000),
+    duplicateWindowMs: int("duplicateWindowMs", o.duplicateWindowMs ?? 600_000, 1000),
+    eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? 7 * 86_400_000, 0),
+    dlqRetentionMs: int("dlqRetentionMs", o.dlqRetentionMs ?? 14 * 86_400_000, 60_000),
+    maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? 65_536, 64, 8 * 1024 * 1024),
+    maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? 86_400_000, 0),
+    currency,
+    maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? 200_000, 1),
+    maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? 4096, 1),
+    mapSizeBytes: int("mapSizeBytes", o.mapSizeBytes ?? 2 ** 30, 2 ** 20),
+    httpHost: str("httpHost", o.httpHost) ?? "127.0.0.1",
+    httpPort: int("httpPort", o.httpPort ?? 9464, -1, 65535),
+    logLevel,
+    drainTimeoutMs: int("drainTimeoutMs", o.drainTimeoutMs ?? 30_000, 0),
+    profile: compileProfileOptions(o.profile),
+  });
+}

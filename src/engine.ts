@@ -1,0 +1,223 @@
+/**
+ * The composition root: wires NATS, the shard workers, the store, the query
+ * API and observability into one running engine, and takes it down in reverse
+ * order. Components get their configuration from here; nothing below reads
+ * process.env.
+ *
+ * Start order: (embedded nats-server) -> NATS connection -> streams and
+ * consumers -> shard workers (open LMDB, read applied sequences) -> partition
+ * consumers -> query API -> ready.
+ * Drain order: not ready -> query API stops -> consumers stop intake and flush
+ * (every handed-over batch committed and acknowledged) -> shards close LMDB ->
+ * NATS drains -> embedded server stops -> HTTP closes.
+ */
+import type { NatsConnection } from "nats";
+import { QueryApi } from "./api/profile-endpoint.js";
+import { connectNats } from "./bus/connect.js";
+import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
+import { PartitionConsumer } from "./bus/partition-consumer.js";
+import { ensureConsumer, ensureStreams } from "./bus/streams.js";
+import { subjects, type Subjects } from "./bus/subjects.js";
+import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
+import { ConfigError } from "./errors.js";
+import { startOpsServer, type OpsServer } from "./obs/http-server.js";
+import { createLogger, type Logger } from "./obs/logger.js";
+import { EngineMetrics } from "./obs/metrics.js";
+import { ShardPool } from "./shard/shard-pool.js";
+import { ProfileStore } from "./store/profile-store.js";
+import { VERSION } from "./version.js";
+import { join } from "node:path";
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
+
+/** Starts an embedded nats-server on the URL's loopback port, or explains why it cannot. */
+async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServerHandle | undefined> {
+  if (cfg.embeddedNats === "never") return undefined;
+  const first = cfg.natsUrl.split(",")[0]!.trim();
+  if (cfg.embeddedNats === "auto" && (await probeNats(first, 1000))) return undefined;
+  const url = new URL(first.includes("://") ? first : `nats://${first}`);
+  if (!LOOPBACK.has(url.hostname)) {
+    throw new ConfigError(`nothing answers at ${first}, and an embedded nats-server can only be started on a loopback address`);
+  }
+  log.info({ port: Number(url.port || 4222) }, "no NATS server answers; starting an embedded nats-server with JetStream");
+  const nlog = log.child({ component: "nats-server" });
+  return startNatsServer({
+    host: "127.0.0.1",
+    port: Number(url.port || 4222),
+    storeDir: join(cfg.dataDir, "nats"),
+    onLog: (line) => nlog.debug(line),
+  });
+}
+
+export class Engine {
+  readonly config: EngineConfig;
+  readonly subjects: Subjects;
+  readonly metrics: EngineMetrics;
+  readonly log: Logger;
+  #nats?: NatsServerHandle;
+  #nc?: NatsConnection;
+  #pool?: ShardPool;
+  #consumers: PartitionConsumer[] = [];
+  #api?: QueryApi;
+  #ops?: OpsServer;
+  #ready = false;
+  #closing: Promise<void> | undefined;
+  #fatal: ((err: unknown) => void) | undefined;
+  /** Rejects when the engine fails (a shard died, a dead letter could not be written); resolves after close(). */
+  readonly done: Promise<void>;
+  #resolveDone!: () => void;
+
+  private constructor(cfg: EngineConfig, log: Logger) {
+    this.config = cfg;
+    this.log = log;
+    this.subjects = subjects(cfg.subjectPrefix);
+    this.metrics = new EngineMetrics();
+    this.done = new Promise<void>((resolve, reject) => {
+      this.#resolveDone = resolve;
+      this.#fatal = reject;
+    });
+    this.done.catch(() => undefined);
+  }
+
+  /** Starts an engine; resolves when it is ready (consuming and answering queries). */
+  static async start(options: EngineOptions = {}, logger?: Logger): Promise<Engine> {
+    const cfg = compileEngineOptions(options);
+    const log = logger ?? createLogger(cfg.logLevel, { component: "engine" });
+    const engine = new Engine(cfg, log);
+    try {
+      await engine.#start();
+    } catch (err) {
+      await engine.close();
+      throw err;
+    }
+    return engine;
+  }
+
+  async #start(): Promise<void> {
+    const cfg = this.config;
+    const s = this.subjects;
+    if (cfg.httpPort >= 0) {
+      this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready);
+    }
+    this.#nats = await embeddedServer(cfg, this.log);
+    const url = this.#nats?.url ?? cfg.natsUrl;
+    this.#nc = await connectNats({ url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken });
+    this.#watchConnection(this.#nc);
+    const jsm = await this.#nc.jetstreamManager();
+    await ensureStreams(jsm, s, cfg);
+    for (let p = 0; p < cfg.partitions; p++) await ensureConsumer(jsm, s, p, cfg);
+
+    const meta = new ProfileStore({ dataDir: cfg.dataDir, mapSizeBytes: cfg.mapSizeBytes });
+    try {
+      meta.checkPartitions(cfg.partitions);
+    } finally {
+      await meta.close();
+    }
+    this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
+      dataDir: cfg.dataDir,
+      mapSizeBytes: cfg.mapSizeBytes,
+      profile: cfg.profile,
+      validation: {
+        partitions: cfg.partitions,
+        maxEventBytes: cfg.maxEventBytes,
+        maxFutureSkewMs: cfg.maxFutureSkewMs,
+        currency: cfg.currency,
+      },
+      maxActors: cfg.maxActorsPerShard,
+      logLevel: cfg.logLevel,
+    }, (shard, err) => this.#fail(err, { shard }));
+
+    const js = this.#nc.jetstream();
+    for (let p = 0; p < cfg.partitions; p++) {
+      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.log, {
+        partition: p,
+        maxBatchMessages: cfg.maxBatchMessages,
+        onFatal: (err) => this.#fail(err, { partition: p }),
+      });
+      await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 2));
+      this.#consumers.push(c);
+    }
+    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
+      partitions: cfg.partitions,
+      maxInflightQueries: cfg.maxInflightQueries,
+      version: VERSION,
+    });
+    this.#ready = true;
+    this.metrics.ready.set(1);
+    this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
+    this.log.info({
+      version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
+      dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",
+    }, "engine ready");
+  }
+
+  #watchConnection(nc: NatsConnection): void {
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type === "disconnect" || st.type === "reconnect") this.log.warn({ event: st.type, server: st.data }, "NATS connection");
+        else if (st.type === "error") this.log.error({ data: st.data }, "NATS error");
+      }
+    })().catch((err) => this.log.error({ err }, "NATS status watcher failed"));
+  }
+
+  #fail(err: unknown, where: Record<string, unknown>): void {
+    if (this.#fatal === undefined) return;
+    this.log.fatal({ err, ...where }, "engine failed; unacknowledged events will be redelivered after a restart");
+    const fatal = this.#fatal;
+    this.#fatal = undefined;
+    fatal(err);
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** The URL clients should use (the embedded server's when one was started). */
+  get natsUrl(): string {
+    return this.#nats?.url ?? this.config.natsUrl;
+  }
+
+  /** Port of the /metrics endpoint, or undefined when off. */
+  get httpPort(): number | undefined {
+    return this.#ops?.port;
+  }
+
+  /**
+   * Graceful drain and close, in reverse start order, within drainTimeoutMs.
+   * Every batch handed to a shard is committed and acknowledged before the
+   * shards close. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#ready = false;
+    this.metrics.ready.set(0);
+    const step = async (name: string, f: () => Promise<unknown> | undefined) => {
+      try {
+        await f();
+      } catch (err) {
+        this.log.warn({ err, step: name }, "shutdown step failed");
+      }
+    };
+    const drain = (async () => {
+      await step("api", () => this.#api?.stop());
+      await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
+      await step("shards", () => this.#pool?.close());
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      drain.then(() => false),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), this.config.drainTimeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) this.log.warn({ drainTimeoutMs: this.config.drainTimeoutMs }, "drain timed out; unacknowledged events will be redelivered");
+    await step("nats", () => (this.#nc && !this.#nc.isClosed() ? this.#nc.drain() : undefined));
+    await step("nats-server", () => this.#nats?.stop());
+    await step("http", () => this.#ops?.close());
+    this.log.info("engine closed");
+    this.#resolveDone();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Portrait's errors. Every error the system reports carries a stable string
+ * `code` (part of the API: request-reply error replies, dead-letter reasons,
+ * CLI exit messages) and an optional `cause`.
+ *
+ * - Terminal errors describe input that will never succeed (a poison event,
+ *   a bad query): they are dead-lettered or answered, never retried.
+ * - Retryable errors describe a transient condition (overload, a broker that
+ *   is away): the caller may try again later.
+ *
+ * `instanceof` does not survive a thread boundary or the wire: send
+ * `toWire(err)` and rebuild with `fromWire()`.
+ */
+
+/** Stable error codes. Keep in sync with README "Error codes" (a test checks). */
+export const ErrorCode = {
+  /** A query or option is malformed or fails validation. Terminal. */
+  BAD_REQUEST: "BAD_REQUEST",
+  /** A profile was asked for a user the engine has never seen. Terminal. */
+  UNKNOWN_USER: "UNKNOWN_USER",
+  /** A bounded queue is full; try again later. Retryable. */
+  OVERLOADED: "OVERLOADED",
+  /** The engine is starting or draining and does not take this request now. Retryable. */
+  NOT_READY: "NOT_READY",
+  /** A request did not get a reply in time. Retryable. */
+  TIMEOUT: "TIMEOUT",
+  /** No engine answers on the subject (no responders). Retryable. */
+  NO_RESPONDERS: "NO_RESPONDERS",
+  /** A JetStream publish was not acknowledged. Retryable. */
+  PUBLISH_FAILED: "PUBLISH_FAILED",
+  /** An event failed decoding or validation (see DeadLetterReason). Terminal. */
+  INVALID_EVENT: "INVALID_EVENT",
+  /** Options or persisted configuration are invalid or conflict. Terminal. */
+  CONFIG: "CONFIG",
+  /** The nats-server binary needed to start an embedded server is missing. Terminal. */
+  NATS_SERVER_NOT_FOUND: "NATS_SERVER_NOT_FOUND",
+  /** A worker thread exited while requests were pending. Retryable. */
+  WORKER_EXITED: "WORKER_EXITED",
+  /** A data file is missing or unreadable. Terminal. */
+  DATA_NOT_FOUND: "DATA_NOT_FOUND",
+  /** An unexpected failure inside the engine. */
+  INTERNAL: "INTERNAL",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** The HTTP-like numbers sent in the NATS services `Nats-Service-Error-Code` header. */
+export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
+  BAD_REQUEST: 400,
+  UNKNOWN_USER: 404,
+  OVERLOADED: 503,
+  NOT_READY: 503,
+  TIMEOUT: 504,
+  NO_RESPONDERS: 503,
+  PUBLISH_FAILED: 503,
+  INVALID_EVENT: 400,
+  CONFIG: 500,
+  NATS_SERVER_NOT_FOUND: 500,
+  WORKER_EXITED: 503,
+  DATA_NOT_FOUND: 404,
+  INTERNAL: 500,
+});
+
+const retryable: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "OVERLOADED", "NOT_READY", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED",
+]);
+
+/** Base of every Portrait error. */
+export class PortraitError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+  /** True when trying again later may succeed. */
+  get retryable(): boolean {
+    return retryable.has(this.code);
+  }
+}
+
+export class BadRequestError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.BAD_REQUEST, message, options);
+  }
+}
+export class UnknownUserError extends PortraitError {
+  constructor(userId: string) {
+    super(ErrorCode.UNKNOWN_USER, `no profile for user ${JSON.stringify(userId)}`);
+  }
+}
+export class OverloadedError extends PortraitError {
+  constructor(message = "the engine is overloaded; try again later") {
+    super(ErrorCode.OVERLOADED, message);
+  }
+}
+export class ConfigError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.CONFIG, message, options);
+  }
+}
+
+/** Plain form of an error for thread messages and reply bodies. */
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+}
+
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return typeof s === "string" && Object.hasOwn(ErrorCode, s);
+}
+
+export function toWire(err: unknown): WireError {
+  if (err instanceof PortraitError) return { code: err.code, message: err.message };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: ErrorCode.INTERNAL, message };
+}
+
+export function fromWire(w: WireError): PortraitError {
+  switch (w.code) {
+    case ErrorCode.BAD_REQUEST:
+      return new BadRequestError(w.message);
+    case ErrorCode.OVERLOADED:
+      return new OverloadedError(w.message);
+    case ErrorCode.CONFIG:
+      return new ConfigError(w.message);
+    default:
+      return new PortraitError(isErrorCode(w.code) ? w.code : ErrorCode.INTERNAL, w.message);
+  }
+}

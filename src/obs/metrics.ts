@@ -1,0 +1,103 @@
+/**
+ * Prometheus metrics of one engine. Names follow
+ * `portrait_<component>_<what>_<unit>`; queue wait and run times are
+ * histograms. Served at GET /metrics by the engine's HTTP server.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ShardStats } from "../shard/shard-protocol.js";
+
+const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
+const BATCH_BUCKETS = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
+
+export class EngineMetrics {
+  readonly registry = new Registry();
+  /** Where the actor-cache gauge reads from at scrape time; set by the engine. */
+  shardStats: () => Promise<ShardStats[]> = () => Promise.resolve([]);
+  readonly eventsApplied = new Counter({
+    name: "portrait_ingest_events_applied_total",
+    help: "Events applied to profiles and committed.",
+    registers: [this.registry],
+  });
+  readonly eventsSkipped = new Counter({
+    name: "portrait_ingest_events_skipped_total",
+    help: "Redelivered events skipped because their stream sequence was already applied.",
+    registers: [this.registry],
+  });
+  readonly deadLetters = new Counter({
+    name: "portrait_ingest_dead_letters_total",
+    help: "Events that failed decoding or validation and were published to the dead-letter subject, by reason.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly batchSize = new Histogram({
+    name: "portrait_ingest_batch_size_messages",
+    help: "Messages per batch handed to a shard.",
+    buckets: BATCH_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly applySeconds = new Histogram({
+    name: "portrait_ingest_batch_apply_seconds",
+    help: "Time a shard spent decoding, validating and applying a batch.",
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly commitSeconds = new Histogram({
+    name: "portrait_ingest_batch_commit_seconds",
+    help: "Time from queuing a batch's LMDB writes to their commit.",
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly batchSeconds = new Histogram({
+    name: "portrait_ingest_batch_seconds",
+    help: "Time from handing a batch to its shard to acknowledging it (queue wait + apply + commit + dead letters).",
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly lag = new Gauge({
+    name: "portrait_ingest_lag_messages",
+    help: "Messages in the stream not yet delivered to the partition's consumer, at its last acknowledged batch.",
+    labelNames: ["partition"] as const,
+    registers: [this.registry],
+  });
+  readonly inflightBatches = new Gauge({
+    name: "portrait_ingest_inflight_batches",
+    help: "Batches handed to shards and not yet acknowledged.",
+    registers: [this.registry],
+  });
+  readonly watermark = new Gauge({
+    name: "portrait_ingest_event_time_watermark_ms",
+    help: "Latest event timestamp applied, Unix epoch ms.",
+    registers: [this.registry],
+  });
+  readonly requests = new Counter({
+    name: "portrait_api_requests_total",
+    help: "Request-reply queries by endpoint and result code (OK or an error code).",
+    labelNames: ["endpoint", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly requestSeconds = new Histogram({
+    name: "portrait_api_request_seconds",
+    help: "Time from receiving a query to sending its reply.",
+    labelNames: ["endpoint"] as const,
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly actorsCached = new Gauge({
+    name: "portrait_shard_actors_cached",
+    help: "Actors held in memory, by shard.",
+    labelNames: ["shard"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.shardStats()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
+    },
+  });
+  readonly ready = new Gauge({
+    name: "portrait_engine_ready",
+    help: "1 when the engine consumes and answers queries, 0 while starting or draining.",
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Main-thread side of the shard workers: starts W worker threads, assigns
+ * partitions to them (partition p belongs to shard p % W) and forwards
+ * batches and queries. If a worker exits, every pending call is rejected with
+ * WORKER_EXITED and `onExit` is told; the engine treats that as fatal (the
+ * unacknowledged messages are redelivered after a restart).
+ */
+import * as Comlink from "comlink";
+import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import { Worker } from "node:worker_threads";
+import { ErrorCode, PortraitError } from "../errors.js";
+import type { BatchResult, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
+
+export type ShardCommon = Omit<ShardInit, "shard" | "partitions">;
+
+interface ShardHandle {
+  worker: Worker;
+  api: Comlink.Remote<ShardApi>;
+  /** Rejects when the worker exits; never resolves. */
+  exited: Promise<never>;
+  alive: boolean;
+}
+
+function workerUrl(): { url: URL; execArgv: string[] } {
+  // Under tsx/vitest this module is TypeScript; the worker then needs tsx's loader too.
+  const ts = import.meta.url.endsWith(".ts");
+  return {
+    url: new URL(ts ? "./shard.worker.ts" : "./shard.worker.js", import.meta.url),
+    execArgv: ts ? ["--import", "tsx"] : [],
+  };
+}
+
+export class ShardPool {
+  readonly workers: number;
+  readonly partitions: number;
+  readonly #shards: ShardHandle[];
+  /** Last applied sequence per partition, as found in LMDB at start. */
+  readonly appliedAtStart: ReadonlyMap<number, number>;
+  #closed = false;
+
+  private constructor(shards: ShardHandle[], partitions: number, applied: Map<number, number>) {
+    this.#shards = shards;
+    this.workers = shards.length;
+    this.partitions = partitions;
+    this.appliedAtStart = applied;
+  }
+
+  static async start(
+    workers: number,
+    partitions: number,
+    common: ShardCommon,
+    onExit: (shard: number, err: PortraitError) => void,
+  ): Promise<ShardPool> {
+    const { url, execArgv } = workerUrl();
+    const shards: ShardHandle[] = [];
+    for (let i = 0; i < workers; i++) {
+      const worker = new Worker(url, { execArgv, name: `portrait-shard-${i}` });
+      const handle: ShardHandle = { worker, api: Comlink.wrap<ShardApi>(nodeEndpoint(worker)), exited: undefined as never, alive: true };
+      handle.exited = new Promise<never>((_, reject) => {
+        const fail = (why: string) => {
+          if (!handle.alive) return;
+          handle.alive = false;
+          const err = new PortraitError(ErrorCode.WORKER_EXITED, `shard worker ${i} ${why}`);
+          reject(err);
+          onExit(i, err);
+        };
+        worker.once("error", (e) => fail(`failed: ${e.message}`));
+        worker.once("exit", (code) => fail(`exited with code ${code}`));
+      });
+      handle.exited.catch(() => undefined);
+      shards.push(handle);
+    }
+    const pool = new ShardPool(shards, partitions, new Map());
+    const applied = pool.appliedAtStart as Map<number, number>;
+    await Promise.all(
+      shards.map(async (s, i) => {
+        const owned = pool.partitionsOf(i);
+        const ready = await pool.#call(s, () => s.api.init({ ...common, shard: i, partitions: owned }));
+        for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
+      }),
+    );
+    return pool;
+  }
+
+  shardOf(partition: number): number {
+    return partition % this.workers;
+  }
+
+  partitionsOf(shard: number): number[] {
+    const out: number[] = [];
+    for (let p = shard; p < this.partitions; p += this.workers) out.push(p);
+    return out;
+  }
+
+  #call<T>(s: ShardHandle, f: () => Promise<T>): Promise<T> {
+    if (!s.alive) return s.exited;
+    return Promise.race([f(), s.exited]);
+  }
+
+  /** Hands a packed batch to the partition's shard; its buffers are transferred. */
+  applyBatch(batch: EventBatch): Promise<BatchResult> {
+    const s = this.#shards[this.shardOf(batch.partition)]!;
+    const transfer = [batch.data.buffer, batch.offsets.buffer, batch.seqs.buffer] as ArrayBuffer[];
+    return this.#call(s, () => s.api.applyBatch(Comlink.transfer(batch, transfer)));
+  }
+
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding): Promise<ProfileResult> {
+    const s = this.#shards[this.shardOf(partition)]!;
+    return this.#call<ProfileResult>(s, () => s.api.getProfile(userId, asOfMs, encoding));
+  }
+
+  stats(): Promise<ShardStats[]> {
+    return Promise.all(this.#shards.filter((s) => s.alive).map((s) => this.#call(s, () => s.api.stats())));
+  }
+
+  /** Closes every shard's store (waiting for pending commits), then stops the threads. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled(this.#shards.map((s) => (s.alive ? this.#call(s, () => s.api.close()) : Promise.resolve())));
+    for (const s of this.#shards) {
+      s.alive = false;
+      s.api[Comlink.releaseProxy]();
+      await s.worker.terminate();
+    }
+  }
+}

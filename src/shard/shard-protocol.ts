@@ -1,0 +1,88 @@
+/**
+ * The contract between the main thread and a shard worker. Only plain data and
+ * typed arrays cross it; errors cross as WireError and are rebuilt on the
+ * other side.
+ */
+import type { CompiledProfileOptions } from "../actors/profile-options.js";
+import type { WireError } from "../errors.js";
+import type { DeadLetterReason, EventValidationOptions } from "../wire/event-validation.js";
+
+export interface ShardInit {
+  /** Index of this shard, 0..workers-1. */
+  shard: number;
+  /** The partitions this shard owns. */
+  partitions: number[];
+  dataDir: string;
+  mapSizeBytes: number;
+  profile: CompiledProfileOptions;
+  validation: EventValidationOptions;
+  /** Most actors kept in memory; the least recently used are dropped once committed. */
+  maxActors: number;
+  logLevel: string;
+}
+
+export interface ShardReady {
+  /** Last applied stream sequence of each owned partition, as committed in LMDB. */
+  appliedSeqs: Record<number, number>;
+}
+
+/**
+ * A fetched batch of one partition's messages, packed: message i is
+ * data[offsets[i] .. offsets[i+1]) and has stream sequence seqs[i]. The three
+ * buffers are transferred to the worker, not copied.
+ */
+export interface EventBatch {
+  partition: number;
+  data: Uint8Array;
+  offsets: Uint32Array;
+  seqs: Float64Array;
+}
+
+export interface DeadLetter {
+  /** Index of the message in its batch. */
+  index: number;
+  seq: number;
+  reason: DeadLetterReason;
+  detail: string;
+}
+
+/** The outcome of a batch; returned only once its LMDB transaction committed. */
+export interface BatchResult {
+  partition: number;
+  /** Stream sequence of the batch's last message: everything up to it is done. */
+  lastSeq: number;
+  /** Events applied to profiles. */
+  applied: number;
+  /** Valid events skipped because their sequence was already applied (redeliveries). */
+  skipped: number;
+  /** Distinct users whose state changed. */
+  users: number;
+  deadLetters: DeadLetter[];
+  /** Time to decode, validate and apply the batch, ms. */
+  applyMs: number;
+  /** Time from queuing the writes to their commit, ms. */
+  commitMs: number;
+  /** Latest event time applied by this shard, epoch ms (the shard's event-time clock). */
+  watermarkMs: number;
+}
+
+export type ReplyEncoding = "protobuf" | "json";
+
+/** A profile reply, encoded by the worker, or an error. */
+export type ProfileResult = { ok: true; body: Uint8Array } | { ok: false; error: WireError };
+
+export interface ShardStats {
+  shard: number;
+  actorsCached: number;
+  pendingWrites: number;
+}
+
+/** What a shard worker exposes over comlink. */
+export interface ShardApi {
+  init(init: ShardInit): Promise<ShardReady>;
+  applyBatch(batch: EventBatch): Promise<BatchResult>;
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult;
+  stats(): ShardStats;
+  /** Waits for pending commits and closes the store. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,164 @@
+/**
+ * Shard worker thread: owns a set of partitions, keeps their users' actors,
+ * applies event batches in order and commits them to LMDB. Exposed to the main
+ * thread over comlink (ShardApi).
+ *
+ * Each batch is applied synchronously (an actor handles one event at a time,
+ * in stream order), its writes are queued in one LMDB transaction, and the
+ * next batch can be applied while that commit flushes. The reply for a batch
+ * is sent when its commit resolves; commits resolve in order.
+ */
+import * as Comlink from "comlink";
+import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import { parentPort } from "node:worker_threads";
+import { applyEvent, newUserState, profileView, type UserState } from "../actors/user-profile.js";
+import type { CompiledProfileOptions } from "../actors/profile-options.js";
+import { ErrorCode, toWire } from "../errors.js";
+import { createLogger, type Logger } from "../obs/logger.js";
+import { ProfileStore } from "../store/profile-store.js";
+import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
+import { pb } from "../wire/proto.js";
+import type { BatchResult, DeadLetter, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats } from "./shard-protocol.js";
+
+interface Actor {
+  state: UserState;
+  /** Number of the last batch that changed this actor; it may be dropped from memory once that batch committed. */
+  lastBatch: number;
+}
+
+class Shard implements ShardApi {
+  #init!: ShardInit;
+  #store!: ProfileStore;
+  #log!: Logger;
+  #profile!: CompiledProfileOptions;
+  #validation!: EventValidationOptions;
+  readonly #actors = new Map<string, Actor>();
+  readonly #appliedSeq = new Map<number, number>();
+  #batchNo = 0;
+  #committedBatch = 0;
+  #pendingWrites = 0;
+  #watermarkMs = 0;
+
+  async init(init: ShardInit): Promise<ShardReady> {
+    this.#init = init;
+    this.#profile = init.profile;
+    this.#validation = init.validation;
+    this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard });
+    this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes });
+    const appliedSeqs: Record<number, number> = {};
+    for (const p of init.partitions) {
+      const seq = this.#store.getAppliedSeq(p);
+      this.#appliedSeq.set(p, seq);
+      appliedSeqs[p] = seq;
+    }
+    this.#log.info({ partitions: init.partitions.length }, "shard ready");
+    return { appliedSeqs };
+  }
+
+  #actor(userId: string): Actor {
+    let a = this.#actors.get(userId);
+    if (a !== undefined) {
+      this.#actors.delete(userId);
+      this.#actors.set(userId, a);
+      return a;
+    }
+    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0 };
+    this.#actors.set(userId, a);
+    return a;
+  }
+
+  #evict(): void {
+    const excess = this.#actors.size - this.#init.maxActors;
+    if (excess <= 0) return;
+    let dropped = 0;
+    for (const [id, a] of this.#actors) {
+      if (dropped >= excess) break;
+      if (a.lastBatch > this.#committedBatch) continue;
+      this.#actors.delete(id);
+      dropped++;
+    }
+  }
+
+  async applyBatch(batch: EventBatch): Promise<BatchResult> {
+    const t0 = performance.now();
+    const { partition, data, offsets, seqs } = batch;
+    const n = seqs.length;
+    const applied = this.#appliedSeq.get(partition);
+    if (applied === undefined) throw new Error(`shard ${this.#init.shard} does not own partition ${partition}`);
+    const batchNo = ++this.#batchNo;
+    const now = Date.now();
+    const deadLetters: DeadLetter[] = [];
+    const dirty = new Map<string, Actor>();
+    let appliedCount = 0;
+    let skipped = 0;
+    for (let i = 0; i < n; i++) {
+      const seq = seqs[i]!;
+      const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, this.#validation);
+      if (!r.ok) {
+        deadLetters.push({ index: i, seq, reason: r.reason, detail: r.detail });
+        continue;
+      }
+      if (seq <= applied) {
+        skipped++;
+        continue;
+      }
+      const e = r.event;
+      const actor = this.#actor(e.userId);
+      applyEvent(actor.state, e, this.#profile);
+      actor.lastBatch = batchNo;
+      dirty.set(e.userId, actor);
+      appliedCount++;
+      if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
+    }
+    const lastSeq = n > 0 ? seqs[n - 1]! : applied;
+    const newApplied = Math.max(applied, lastSeq);
+    this.#appliedSeq.set(partition, newApplied);
+    // One synchronous block: these puts are one LMDB transaction.
+    for (const [id, a] of dirty) void this.#store.putState(id, a.state);
+    const commit = this.#store.putAppliedSeq(partition, newApplied);
+    const t1 = performance.now();
+    this.#pendingWrites++;
+    try {
+      await commit;
+    } finally {
+      this.#pendingWrites--;
+    }
+    if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    this.#evict();
+    return {
+      partition, lastSeq, applied: appliedCount, skipped, users: dirty.size, deadLetters,
+      applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
+    };
+  }
+
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult {
+    try {
+      const state = this.#actors.get(userId)?.state ?? this.#store.getState(userId);
+      if (state === undefined) {
+        return { ok: false, error: { code: ErrorCode.UNKNOWN_USER, message: `no profile for user ${JSON.stringify(userId)}` } };
+      }
+      const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state.lastSeenMs);
+      const profile = profileView(userId, state, asOf, this.#profile);
+      const body = encoding === "json"
+        ? new TextEncoder().encode(JSON.stringify({ profile }))
+        : pb.ProfileReply.encode({ profile }).finish();
+      // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
+      return { ok: true, body };
+    } catch (err) {
+      this.#log.error({ err }, "profile query failed");
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  stats(): ShardStats {
+    return { shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites };
+  }
+
+  async close(): Promise<void> {
+    await this.#store.close();
+    this.#log.info("shard closed");
+  }
+}
+
+if (parentPort === null) throw new Error("shard.worker must run in a worker thread");
+Comlink.expose(new Shard(), nodeEndpoint(parentPort));

@@ -1,0 +1,96 @@
+/**
+ * LMDB storage of user state and of each partition's applied stream sequence.
+ *
+ * Layout (one LMDB environment at `<dataDir>/lmdb`):
+ * - db `profiles`: user id -> UserState (msgpack with shared structures);
+ * - db `meta`: "seq/<partition>" -> last applied JetStream stream sequence,
+ *   "partitions" -> the deployment's partition count.
+ *
+ * Writes are lmdb-js asynchronous puts: every put issued in one event turn is
+ * committed in one transaction, and the returned promise resolves when it is
+ * durable. The shard worker issues a batch's profile puts and its sequence put
+ * in one synchronous block, so they commit together or not at all.
+ * Reads are synchronous and see committed data only.
+ */
+import { open, type Database, type RootDatabase } from "lmdb";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { UserState } from "../actors/user-profile.js";
+import { ConfigError } from "../errors.js";
+
+export interface ProfileStoreOptions {
+  /** Directory of the engine's state; the LMDB environment lives in `<dataDir>/lmdb`. */
+  dataDir: string;
+  /** LMDB map size, bytes; grows automatically, this is the initial size. Default 1 GiB. */
+  mapSizeBytes?: number;
+}
+
+export class ProfileStore {
+  readonly #root: RootDatabase;
+  readonly #profiles: Database<UserState, string>;
+  readonly #meta: Database<number, string>;
+  #closed = false;
+
+  constructor(o: ProfileStoreOptions) {
+    const path = join(o.dataDir, "lmdb");
+    mkdirSync(path, { recursive: true });
+    this.#root = open({ path, mapSize: o.mapSizeBytes ?? 2 ** 30, compression: false });
+    this.#profiles = this.#root.openDB<UserState, string>({
+      name: "profiles",
+      encoding: "msgpack",
+      sharedStructuresKey: Symbol.for("structures"),
+    });
+    this.#meta = this.#root.openDB<number, string>({ name: "meta", encoding: "msgpack" });
+  }
+
+  getState(userId: string): UserState | undefined {
+    return this.#profiles.get(userId);
+  }
+
+  /** Queues a write; it commits with the other writes of this event turn. */
+  putState(userId: string, state: UserState): Promise<boolean> {
+    return this.#profiles.put(userId, state);
+  }
+
+  getAppliedSeq(partition: number): number {
+    return this.#meta.get(`seq/${partition}`) ?? 0;
+  }
+
+  /** Queues the partition's applied sequence; commits with the other writes of this event turn. */
+  putAppliedSeq(partition: number, seq: number): Promise<boolean> {
+    return this.#meta.put(`seq/${partition}`, seq);
+  }
+
+  /**
+   * Records the partition count on first use and refuses a different one
+   * later: a user's partition, and so the order of its events, depends on it.
+   */
+  checkPartitions(partitions: number): void {
+    const stored = this.#meta.get("partitions");
+    if (stored === undefined) {
+      this.#meta.putSync("partitions", partitions);
+    } else if (stored !== partitions) {
+      throw new ConfigError(
+        `this data dir was created with ${stored} partitions; the engine was started with ${partitions}. ` +
+          "The partition count is fixed for a deployment: start with --partitions " + stored,
+      );
+    }
+  }
+
+  /** Number of stored profiles (an estimate from LMDB statistics). */
+  profileCount(): number {
+    return (this.#profiles.getStats() as { entryCount?: number }).entryCount ?? 0;
+  }
+
+  /** Resolves when every write issued so far is committed. */
+  get committed(): Promise<unknown> {
+    return this.#root.committed;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#root.committed;
+    await this.#root.close();
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Decoding and validation of incoming events: the only gate between the
+ * stream and the actors. Pure and deterministic (apart from the clock passed
+ * in), so a redelivered event gets the same verdict as the first time.
+ */
+import { partitionOf } from "../bus/partition.js";
+import { EventType, pb, type Event } from "./proto.js";
+
+/**
+ * Why an event was dead-lettered. The code is the last token of the
+ * dead-letter subject (`<prefix>.dlq.<REASON>`) and the `Portrait-Dlq-Reason`
+ * header. Stable: part of the API (README "Dead letters").
+ */
+export const DeadLetterReason = {
+  /** The bytes are not a protobuf `Event` (truncated, garbage, wrong message). */
+  MALFORMED: "MALFORMED",
+  /** The payload is larger than maxEventBytes. */
+  TOO_LARGE: "TOO_LARGE",
+  /** event_id is empty. */
+  MISSING_EVENT_ID: "MISSING_EVENT_ID",
+  /** user_id is empty. */
+  MISSING_USER_ID: "MISSING_USER_ID",
+  /** event_id or user_id is too long or not valid UTF-8. */
+  BAD_ID: "BAD_ID",
+  /** type is EVENT_TYPE_UNSPECIFIED or a number this engine does not know. */
+  UNKNOWN_TYPE: "UNKNOWN_TYPE",
+  /** timestamp_ms is missing, before 2000-01-01 or too far in the future. */
+  BAD_TIMESTAMP: "BAD_TIMESTAMP",
+  /** price is not finite, negative, or above 1e9. */
+  BAD_PRICE: "BAD_PRICE",
+  /** quantity is above 1e6. */
+  BAD_QUANTITY: "BAD_QUANTITY",
+  /** rating is above 5. */
+  BAD_RATING: "BAD_RATING",
+  /** An item event without item_id. */
+  MISSING_ITEM_ID: "MISSING_ITEM_ID",
+  /** A SEARCH without search_query. */
+  MISSING_QUERY: "MISSING_QUERY",
+  /** A string field is longer than its documented limit, or too many attributes. */
+  FIELD_TOO_LONG: "FIELD_TOO_LONG",
+  /** currency differs from the engine's configured currency. */
+  CURRENCY_MISMATCH: "CURRENCY_MISMATCH",
+  /** The event's user hashes to another partition than the subject it came on. */
+  WRONG_PARTITION: "WRONG_PARTITION",
+} as const;
+export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
+
+export interface EventValidationOptions {
+  /** Partition count P of the deployment. */
+  partitions: number;
+  /** Largest accepted payload, bytes. */
+  maxEventBytes: number;
+  /** How far past the engine's wall clock a timestamp may be, ms. */
+  maxFutureSkewMs: number;
+  /** When set, the only accepted non-empty currency (ISO 4217). */
+  currency?: string | undefined;
+}
+
+export type DecodeResult =
+  | { ok: true; event: Event }
+  | { ok: false; reason: DeadLetterReason; detail: string };
+
+/** 2000-01-01T00:00:00Z: no shop event is older. */
+export const MIN_TIMESTAMP_MS = 946_684_800_000;
+const MAX_PRICE = 1e9;
+const MAX_QUANTITY = 1e6;
+const MAX_ID_CHARS = 256;
+const MAX_EVENT_ID_CHARS = 128;
+const MAX_QUERY_CHARS = 1024;
+const MAX_REVIEW_CHARS = 16 * 1024;
+const MAX_ATTRIBUTES = 32;
+
+function fail(reason: DeadLetterReason, detail: string): DecodeResult {
+  return { ok: false, reason, detail };
+}
+
+function badText(s: string): boolean {
+  // Invalid UTF-8 decodes to U+FFFD; lone surrogates cannot come from UTF-8.
+  return s.includes("\uFFFD") || !s.isWellFormed();
+}
+
+/**
+ * Decodes and validates one event that arrived on `partition`'s subject.
+ * `nowMs` is the engine's wall clock, for the future-skew check.
+ */
+export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number, o: EventValidationOptions): DecodeResult {
+  if (bytes.byteLength > o.maxEventBytes) return fail("TOO_LARGE", `payload is ${bytes.byteLength} bytes, limit ${o.maxEventBytes}`);
+  let e: Event;
+  try {
+    e = pb.Event.decode(bytes);
+  } catch (err) {
+    return fail("MALFORMED", `not a portrait.v1.Event: ${(err as Error).message}`);
+  }
+  if (e.eventId === "") return fail("MISSING_EVENT_ID", "event_id is empty");
+  if (e.eventId.length > MAX_EVENT_ID_CHARS || badText(e.eventId)) return fail("BAD_ID", "event_id is too long or not valid UTF-8");
+  if (e.userId === "") return fail("MISSING_USER_ID", "user_id is empty");
+  if (e.userId.length > MAX_ID_CHARS || badText(e.userId)) return fail("BAD_ID", "user_id is too long or not valid UTF-8");
+  const t = e.type as number;
+  if (!(Number.isInteger(t) && t > 0 && t <= EventType.REC_CLICK)) return fail("UNKNOWN_TYPE", `unknown event type ${t}`);
+  const ts = e.timestampMs;
+  if (!(ts >= MIN_TIMESTAMP_MS)) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is missing or before 2000-01-01`);
+  if (ts > nowMs + o.maxFutureSkewMs) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is more than ${o.maxFutureSkewMs} ms in the future`);
+  if (!Number.isFinite(e.price) || e.price < 0 || e.price > MAX_PRICE) return fail("BAD_PRICE", `price ${e.price} is not in [0, 1e9]`);
+  if (e.quantity > MAX_QUANTITY) return fail("BAD_QUANTITY", `quantity ${e.quantity} is above 1e6`);
+  if (e.rating > 5) return fail("BAD_RATING", `rating ${e.rating} is not in 0..5`);
+  if (t === EventType.SEARCH) {
+    if (e.searchQuery === "") return fail("MISSING_QUERY", "a SEARCH needs search_query");
+  } else if (e.itemId === "") {
+    return fail("MISSING_ITEM_ID", "this event type needs item_id");
+  }
+  if (
+    e.itemId.length > MAX_ID_CHARS || e.categoryId.length > MAX_ID_CHARS || e.categoryPath.length > MAX_QUERY_CHARS ||
+    e.brand.length > MAX_ID_CHARS || e.sessionId.length > MAX_ID_CHARS || e.orderId.length > MAX_ID_CHARS ||
+    e.searchQuery.length > MAX_QUERY_CHARS || e.reviewText.length > MAX_REVIEW_CHARS
+  ) {
+    return fail("FIELD_TOO_LONG", "a string field is longer than its limit (README \"Event fields\")");
+  }
+  if (Object.keys(e.attributes).length > MAX_ATTRIBUTES) return fail("FIELD_TOO_LONG", `more than ${MAX_ATTRIBUTES} attributes`);
+  if (o.currency && e.currency !== "" && e.currency !== o.currency) {
+    return fail("CURRENCY_MISMATCH", `currency ${JSON.stringify(e.currency)} is not the engine's ${o.currency}`);
+  }
+  const p = partitionOf(e.userId, o.partitions);
+  if (p !== partition) return fail("WRONG_PARTITION", `user belongs to partition ${p}, event arrived on ${partition}`);
+  return { ok: true, event: e };
+}

@@ -1,0 +1,47 @@
+/**
+ * The generated protobuf classes (see proto/ and scripts/compile-proto.mjs)
+ * and the names the rest of the code uses for them.
+ */
+import "./protobuf-numbers.js";
+import { portrait } from "./gen/portrait.js";
+
+export const pb = portrait.v1;
+export type IEvent = portrait.v1.IEvent;
+export type Event = portrait.v1.Event;
+
+/** Numeric event types, as in proto/portrait/v1/event.proto. */
+export const EventType = portrait.v1.EventType;
+export type EventType = portrait.v1.EventType;
+
+/**
+ * Lower-case names of the valid event types, indexed by their number
+ * (index 0, EVENT_TYPE_UNSPECIFIED, is not valid). These names key
+ * `Profile.counts` and are what the CLI and the data readers use.
+ */
+export const EVENT_TYPE_NAMES = [
+  "unspecified",
+  "view",
+  "click",
+  "search",
+  "add_to_cart",
+  "remove_from_cart",
+  "favorite",
+  "purchase",
+  "refund",
+  "review",
+  "rec_impression",
+  "rec_click",
+] as const;
+export type EventTypeName = Exclude<(typeof EVENT_TYPE_NAMES)[number], "unspecified">;
+
+/** Number of slots in a per-type count array (index = EventType number). */
+export const EVENT_TYPE_SLOTS = EVENT_TYPE_NAMES.length;
+
+export function isValidEventType(t: number): t is EventType {
+  return Number.isInteger(t) && t > 0 && t < EVENT_TYPE_SLOTS;
+}
+
+export function eventTypeFromName(name: string): EventType | undefined {
+  const i = EVENT_TYPE_NAMES.indexOf(name.toLowerCase() as (typeof EVENT_TYPE_NAMES)[number]);
+  return i > 0 ? (i as EventType) : undefined;
+}
