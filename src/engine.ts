@@ -49,6 +49,16 @@ async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServe
   });
 }
 
+/** The crash-test hook: SIGKILL after `batches` committed batches, before the next acknowledgement. */
+function faultKiller(batches: number | undefined, log: Logger): (() => void) | undefined {
+  if (batches === undefined) return undefined;
+  log.warn({ batches }, "fault injection on: this process will SIGKILL itself before an acknowledgement");
+  let n = 0;
+  return () => {
+    if (++n > batches) process.kill(process.pid, "SIGKILL");
+  };
+}
+
 export class Engine {
   readonly config: EngineConfig;
   readonly subjects: Subjects;
@@ -128,11 +138,13 @@ export class Engine {
     }, (shard, err) => this.#fail(err, { shard }));
 
     const js = this.#nc.jetstream();
+    const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
       const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.log, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,
         onFatal: (err) => this.#fail(err, { partition: p }),
+        beforeAck,
       });
       await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 2));
       this.#consumers.push(c);
@@ -142,6 +154,8 @@ export class Engine {
       maxInflightQueries: cfg.maxInflightQueries,
       version: VERSION,
     });
+    // Ready means the server has our subscriptions: a query sent now finds a responder.
+    await this.#nc.flush();
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);

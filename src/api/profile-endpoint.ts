@@ -13,7 +13,7 @@ import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import type { ProfileResult, ReplyEncoding } from "../shard/shard-protocol.js";
-import { pb } from "../wire/proto.js";
+import { pb, plainBytes } from "../wire/proto.js";
 
 /** Header carrying the stable string error code of a failed request. */
 export const ERROR_CODE_HEADER = "Portrait-Error-Code";
@@ -54,7 +54,7 @@ export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): 
       userId = o.userId ?? o.user_id;
       asOfMs = o.asOfMs ?? o.as_of_ms ?? 0;
     } else {
-      const r = pb.ProfileRequest.decode(data);
+      const r = pb.ProfileRequest.decode(plainBytes(data));
       userId = r.userId;
       asOfMs = r.asOfMs;
     }

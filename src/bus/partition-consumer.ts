@@ -33,6 +33,8 @@ export interface PartitionConsumerOptions {
   maxBatchMessages: number;
   /** Called once when the pipeline cannot continue (a shard died, the DLQ cannot be written). */
   onFatal: (err: unknown) => void;
+  /** Fault injection for crash tests: called after a batch committed, just before its acknowledgement. */
+  beforeAck?: (() => void) | undefined;
 }
 
 export class PartitionConsumer {
@@ -137,6 +139,7 @@ export class PartitionConsumer {
       this.#log.warn({ count: r.deadLetters.length, reasons: [...new Set(r.deadLetters.map((d) => d.reason))] }, "dead-lettered events");
     }
     const last = msgs[msgs.length - 1]!;
+    this.#o.beforeAck?.();
     last.ack();
     this.#metrics.eventsApplied.inc(r.applied);
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);

@@ -71,12 +71,14 @@ function engineFlags(cmd: Command): Command {
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
     .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
-    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info");
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info")
+    .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
 }
 
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+  faultKillBeforeAck?: number;
 }
 
 function engineOptions(f: EngineFlags) {
@@ -95,6 +97,7 @@ function engineOptions(f: EngineFlags) {
     maxAckPending: f.maxAckPending,
     logLevel: f.logLevel,
     profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
+    ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
   };
 }
 

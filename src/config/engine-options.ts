@@ -64,6 +64,12 @@ export interface EngineOptions {
   drainTimeoutMs?: number;
   /** The profile model's options. */
   profile?: ProfileOptions;
+  /**
+   * Fault injection, for crash tests only: after this many batches have been
+   * committed, the process kills itself with SIGKILL before acknowledging the
+   * next one. Default off.
+   */
+  faultKillBeforeAckAfterBatches?: number;
 }
 
 export interface EngineConfig {
@@ -93,13 +99,14 @@ export interface EngineConfig {
   readonly logLevel: string;
   readonly drainTimeoutMs: number;
   readonly profile: CompiledProfileOptions;
+  readonly faultKillBeforeAckAfterBatches: number | undefined;
 }
 
 const KEYS: ReadonlySet<string> = new Set([
   "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "dataDir", "partitions", "workers", "subjectPrefix",
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "mapSizeBytes",
-  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile",
+  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "faultKillBeforeAckAfterBatches",
 ]);
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -158,5 +165,8 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     logLevel,
     drainTimeoutMs: int("drainTimeoutMs", o.drainTimeoutMs ?? 30_000, 0),
     profile: compileProfileOptions(o.profile),
+    faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
+      ? undefined
+      : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),
   });
 }

@@ -7,6 +7,9 @@
  */
 import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
 import type { BatchResult, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
@@ -21,13 +24,15 @@ interface ShardHandle {
   alive: boolean;
 }
 
-function workerUrl(): { url: URL; execArgv: string[] } {
-  // Under tsx/vitest this module is TypeScript; the worker then needs tsx's loader too.
-  const ts = import.meta.url.endsWith(".ts");
-  return {
-    url: new URL(ts ? "./shard.worker.ts" : "./shard.worker.js", import.meta.url),
-    execArgv: ts ? ["--import", "tsx"] : [],
-  };
+function spawnShardWorker(name: string): Worker {
+  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./shard.worker.js", import.meta.url), { name });
+  // Running from TypeScript sources (tests, tsx): register tsx's loader in the worker first.
+  // (tsx's "require" entry of esm/api is broken, so take its ESM file from the package folder.)
+  const tsxDir = dirname(createRequire(import.meta.url).resolve("tsx/package.json"));
+  const tsx = pathToFileURL(join(tsxDir, "dist", "esm", "api", "index.mjs")).href;
+  const entry = new URL("./shard.worker.ts", import.meta.url).href;
+  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(boot, { eval: true, name });
 }
 
 export class ShardPool {
@@ -51,10 +56,9 @@ export class ShardPool {
     common: ShardCommon,
     onExit: (shard: number, err: PortraitError) => void,
   ): Promise<ShardPool> {
-    const { url, execArgv } = workerUrl();
     const shards: ShardHandle[] = [];
     for (let i = 0; i < workers; i++) {
-      const worker = new Worker(url, { execArgv, name: `portrait-shard-${i}` });
+      const worker = spawnShardWorker(`portrait-shard-${i}`);
       const handle: ShardHandle = { worker, api: Comlink.wrap<ShardApi>(nodeEndpoint(worker)), exited: undefined as never, alive: true };
       handle.exited = new Promise<never>((_, reject) => {
         const fail = (why: string) => {

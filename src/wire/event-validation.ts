@@ -4,7 +4,7 @@
  * in), so a redelivered event gets the same verdict as the first time.
  */
 import { partitionOf } from "../bus/partition.js";
-import { EventType, pb, type Event } from "./proto.js";
+import { EventType, pb, plainBytes, type Event } from "./proto.js";
 
 /**
  * Why an event was dead-lettered. The code is the last token of the
@@ -87,7 +87,7 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (bytes.byteLength > o.maxEventBytes) return fail("TOO_LARGE", `payload is ${bytes.byteLength} bytes, limit ${o.maxEventBytes}`);
   let e: Event;
   try {
-    e = pb.Event.decode(bytes);
+    e = pb.Event.decode(plainBytes(bytes));
   } catch (err) {
     return fail("MALFORMED", `not a portrait.v1.Event: ${(err as Error).message}`);
   }

@@ -2,12 +2,21 @@
  * The generated protobuf classes (see proto/ and scripts/compile-proto.mjs)
  * and the names the rest of the code uses for them.
  */
-import "./protobuf-numbers.js";
+import "./protobuf-runtime.js";
 import { portrait } from "./gen/portrait.js";
 
 export const pb = portrait.v1;
 export type IEvent = portrait.v1.IEvent;
 export type Event = portrait.v1.Event;
+
+/**
+ * A plain Uint8Array view of the same bytes. protobufjs reads Node Buffers
+ * through a path that does not bounds-check strings (a truncated message can
+ * decode "successfully"); plain arrays get the strict reader.
+ */
+export function plainBytes(b: Uint8Array): Uint8Array {
+  return Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : b;
+}
 
 /** Numeric event types, as in proto/portrait/v1/event.proto. */
 export const EventType = portrait.v1.EventType;
