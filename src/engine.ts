@@ -4,9 +4,9 @@
  * order. Components get their configuration from here; nothing below reads
  * process.env.
  *
- * Start order: (embedded nats-server) -> NATS connection -> streams and
- * consumers -> shard workers (open LMDB, read applied sequences) -> partition
- * consumers -> query API -> ready.
+ * Start order: (embedded nats-server) -> NATS connection -> streams ->
+ * shard workers (open LMDB, read applied sequences) -> partition consumers,
+ * positioned after each partition's applied sequence -> query API -> ready.
  * Drain order: not ready -> query API stops -> consumers stop intake and flush
  * (every handed-over batch committed and acknowledged) -> shards close LMDB ->
  * NATS drains -> embedded server stops -> HTTP closes.
@@ -16,7 +16,7 @@ import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
-import { ensureConsumer, ensureStreams } from "./bus/streams.js";
+import { ensureStreams, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError } from "./errors.js";
@@ -115,7 +115,6 @@ export class Engine {
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);
-    for (let p = 0; p < cfg.partitions; p++) await ensureConsumer(jsm, s, p, cfg);
 
     const meta = new ProfileStore({ dataDir: cfg.dataDir, mapSizeBytes: cfg.mapSizeBytes });
     try {
@@ -137,6 +136,7 @@ export class Engine {
       logLevel: cfg.logLevel,
     }, (shard, err) => this.#fail(err, { shard }));
 
+    for (let p = 0; p < cfg.partitions; p++) await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
     const js = this.#nc.jetstream();
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {

@@ -1,7 +1,7 @@
 /**
- * Idempotent setup of the JetStream streams and of the durable pull consumers
- * (one per partition). Creates what is missing and updates the settings that
- * JetStream lets change; safe to run at every start, from several nodes.
+ * Setup of the JetStream streams (idempotent: creates what is missing and
+ * updates the settings JetStream lets change; safe at every start) and of the
+ * durable pull consumers, one per partition, positioned by their owner.
  */
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
 import type { Subjects } from "./subjects.js";
@@ -60,21 +60,29 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   });
 }
 
-export async function ensureConsumer(jsm: JetStreamManager, s: Subjects, partition: number, o: ConsumerSettings): Promise<void> {
+/**
+ * (Re)creates a partition's durable consumer so that it delivers from
+ * `afterSeq + 1`: the partition's owner positions its consumer from its own
+ * committed state (LMDB), so a restart after a crash neither waits for the
+ * ack timeout of the dead owner's unacknowledged messages nor re-reads what
+ * it already applied.
+ */
+export async function resetConsumer(jsm: JetStreamManager, s: Subjects, partition: number, afterSeq: number, o: ConsumerSettings): Promise<void> {
   const name = s.consumer(partition);
   try {
-    await jsm.consumers.info(s.eventStream, name);
-    await jsm.consumers.update(s.eventStream, name, { max_ack_pending: o.maxAckPending, ack_wait: nanos(o.ackWaitMs) });
+    await jsm.consumers.delete(s.eventStream, name);
   } catch (err) {
     if (!isNotFound(err)) throw err;
-    await jsm.consumers.add(s.eventStream, {
-      durable_name: name,
-      filter_subject: s.events(partition),
-      ack_policy: AckPolicy.All,
-      deliver_policy: DeliverPolicy.All,
-      max_ack_pending: o.maxAckPending,
-      ack_wait: nanos(o.ackWaitMs),
-      max_deliver: -1,
-    });
   }
+  await jsm.consumers.add(s.eventStream, {
+    durable_name: name,
+    filter_subject: s.events(partition),
+    ack_policy: AckPolicy.All,
+    ...(afterSeq > 0
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
+      : { deliver_policy: DeliverPolicy.All }),
+    max_ack_pending: o.maxAckPending,
+    ack_wait: nanos(o.ackWaitMs),
+    max_deliver: -1,
+  });
 }

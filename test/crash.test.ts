@@ -1,0 +1,125 @@
+/**
+ * Crash and signal behaviour, tested by killing real engine processes
+ * (`portrait start` in a child process) and checking every count afterwards.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+const children: ChildEngine[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  nats = await startTestNats();
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+  await Promise.all(children.map((c) => c.exited));
+  await nats?.stop();
+  dirs.forEach(removeDir);
+});
+
+function engineArgs(prefix: string, dataDir: string, extra: string[] = []): string[] {
+  return [
+    "--nats", nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+    "--partitions", "4", "--workers", "2", "--http-port", "-1", "--log-level", "warn", ...extra,
+  ];
+}
+
+function start(prefix: string, dataDir: string, extra: string[] = []): ChildEngine {
+  const c = spawnEngine(engineArgs(prefix, dataDir, extra));
+  children.push(c);
+  return c;
+}
+
+async function client(prefix: string): Promise<PortraitClient> {
+  return PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+}
+
+describe("crash - exactly-once effect", () => {
+  it("crash - SIGKILL after a commit but before its ack: after a restart each event is applied exactly once", async () => {
+    const prefix = uniquePrefix("kill");
+    const dataDir = tmpDir("portrait-crash");
+    dirs.push(dataDir);
+    const c = await client(prefix);
+    try {
+      const first = start(prefix, dataDir, ["--max-batch", "20", "--fault-kill-before-ack", "5"]);
+      await waitForEngine(c, first);
+      const events = interleavedViews(prefix, 30, 40);
+      await c.publishMany(events);
+      const exit = await first.exited;
+      expect(exit.signal, first.output()).toBe("SIGKILL");
+
+      const second = start(prefix, dataDir);
+      await waitForEngine(c, second);
+      await expectExactCounts(c, countByUser(events));
+      for (let u = 0; u < 30; u += 7) {
+        const p = await c.getProfile(`${prefix}-u${u}`);
+        expect(p.counts.view).toBe(40);
+        expect(p.recentItems[0]).toBe("i39");
+      }
+      second.proc.kill("SIGTERM");
+      expect((await second.exited).code).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("crash - SIGKILL mid-stream at an arbitrary moment, three times: no event lost or applied twice", async () => {
+    const prefix = uniquePrefix("chaos");
+    const dataDir = tmpDir("portrait-chaos");
+    dirs.push(dataDir);
+    const c = await client(prefix);
+    try {
+      const events = interleavedViews(prefix, 200, 50);
+      let engine = start(prefix, dataDir, ["--max-batch", "64"]);
+      await waitForEngine(c, engine);
+      const publishing = c.publishMany(events);
+      for (let k = 0; k < 3; k++) {
+        // Kill once this engine has applied something, while events are still flowing.
+        await waitFor(async () => (await c.getProfile(`${prefix}-u${k}`).then(() => true, () => false)), { message: "nothing applied" });
+        engine.proc.kill("SIGKILL");
+        expect((await engine.exited).signal).toBe("SIGKILL");
+        engine = start(prefix, dataDir, ["--max-batch", "64"]);
+        await waitForEngine(c, engine);
+      }
+      await publishing;
+      await expectExactCounts(c, countByUser(events));
+      engine.proc.kill("SIGTERM");
+      expect((await engine.exited).code).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe("lifecycle - signals", () => {
+  it("lifecycle - SIGTERM drains and exits 0 with nothing lost", async () => {
+    const prefix = uniquePrefix("term");
+    const dataDir = tmpDir("portrait-term");
+    dirs.push(dataDir);
+    const c = await client(prefix);
+    try {
+      const first = start(prefix, dataDir, ["--log-level", "info"]);
+      await waitForEngine(c, first);
+      const events = interleavedViews(prefix, 100, 30);
+      await c.publishMany(events);
+      first.proc.kill("SIGTERM");
+      const exit = await first.exited;
+      expect(exit, first.output()).toEqual({ code: 0, signal: null });
+      expect(first.output()).toContain("engine closed");
+
+      const second = start(prefix, dataDir);
+      await waitForEngine(c, second);
+      await expectExactCounts(c, countByUser(events));
+      second.proc.kill("SIGTERM");
+      expect((await second.exited).code).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+});

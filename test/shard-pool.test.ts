@@ -1,0 +1,99 @@
+/** Shard workers on a real LMDB: batches, the applied-sequence guard, profiles. */
+import { afterEach, describe, expect, it } from "vitest";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { partitionOf } from "../src/bus/partition.js";
+import { ShardPool } from "../src/shard/shard-pool.js";
+import type { EventBatch } from "../src/shard/shard-protocol.js";
+import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { T0, removeDir } from "./helpers/engine.js";
+import { tmpDir } from "./helpers/nats.js";
+
+const P = 4;
+let pools: ShardPool[] = [];
+let dirs: string[] = [];
+
+afterEach(async () => {
+  await Promise.all(pools.map((p) => p.close()));
+  dirs.forEach(removeDir);
+  pools = [];
+  dirs = [];
+});
+
+async function pool(dataDir: string): Promise<ShardPool> {
+  const p = await ShardPool.start(2, P, {
+    dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent",
+    validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
+  }, () => undefined);
+  pools.push(p);
+  return p;
+}
+
+function batch(partition: number, events: IEvent[], firstSeq: number): EventBatch {
+  const parts = events.map((e) => pb.Event.encode(e).finish());
+  const data = new Uint8Array(parts.reduce((a, b) => a + b.length, 0));
+  const offsets = new Uint32Array(parts.length + 1);
+  let off = 0;
+  parts.forEach((b, i) => {
+    data.set(b, off);
+    offsets[i] = off;
+    off += b.length;
+  });
+  offsets[parts.length] = off;
+  return { partition, data, offsets, seqs: Float64Array.from(parts, (_, i) => firstSeq + i) };
+}
+
+async function profile(p: ShardPool, user: string) {
+  const r = await p.getProfile(partitionOf(user, P), user, 0, "protobuf");
+  if (!r.ok) throw new Error(r.error.code);
+  return pb.ProfileReply.decode(r.body).profile!;
+}
+
+describe("shard - workers on LMDB", () => {
+  it("shard - a redelivered batch at or below the committed sequence is skipped, also after a restart", async () => {
+    const dataDir = tmpDir("portrait-shard");
+    dirs.push(dataDir);
+    const user = "alice";
+    const part = partitionOf(user, P);
+    const events: IEvent[] = Array.from({ length: 10 }, (_, i) => ({
+      eventId: `e${i}`, userId: user, type: EventType.VIEW, timestampMs: T0 + i, itemId: `i${i}`,
+    }));
+    const first = await pool(dataDir);
+    const r1 = await first.applyBatch(batch(part, events, 1));
+    expect([r1.applied, r1.skipped, r1.lastSeq]).toEqual([10, 0, 10]);
+    const r2 = await first.applyBatch(batch(part, events, 1));
+    expect([r2.applied, r2.skipped]).toEqual([0, 10]);
+    expect((await profile(first, user)).eventsApplied).toBe(10);
+    await first.close();
+
+    const second = await pool(dataDir);
+    expect(second.appliedAtStart.get(part)).toBe(10);
+    const r3 = await second.applyBatch(batch(part, [...events.slice(5), { ...events[0]!, eventId: "new" }], 6));
+    expect([r3.applied, r3.skipped]).toEqual([1, 5]);
+    expect((await profile(second, user)).eventsApplied).toBe(11);
+  });
+
+  it("shard - invalid events in a batch are reported as dead letters and not applied", async () => {
+    const dataDir = tmpDir("portrait-shard");
+    dirs.push(dataDir);
+    const p = await pool(dataDir);
+    const user = "bob";
+    const part = partitionOf(user, P);
+    const r = await p.applyBatch(batch(part, [
+      { eventId: "a", userId: user, type: EventType.VIEW, timestampMs: T0, itemId: "x" },
+      { eventId: "b", userId: user, type: EventType.VIEW, timestampMs: T0, itemId: "" },
+      { eventId: "c", userId: user, type: EventType.PURCHASE, timestampMs: T0, itemId: "x", price: 5 },
+    ], 1));
+    expect(r.applied).toBe(2);
+    expect(r.deadLetters).toEqual([{ index: 1, seq: 2, reason: "MISSING_ITEM_ID", detail: "this event type needs item_id" }]);
+    expect((await profile(p, user)).money?.purchased).toBe(5);
+  });
+
+  it("shard - a query for a user never seen is UNKNOWN_USER", async () => {
+    const dataDir = tmpDir("portrait-shard");
+    dirs.push(dataDir);
+    const p = await pool(dataDir);
+    const r = await p.getProfile(0, "nobody", 0, "json");
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error.code).toBe("UNKNOWN_USER");
+  });
+});
