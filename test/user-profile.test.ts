@@ -77,6 +77,16 @@ describe("profile - pure update", () => {
     expect(p.lastSeenMs).toBe(t0 + HOUR);
   });
 
+  it("profile - decayed scores stay exact across many half-lives (renormalisation)", () => {
+    const s = newUserState();
+    const times = [0, 10, 33, 34, 80, 81.5].map((h) => t0 + h * HOUR);
+    for (const [i, t] of times.entries()) applyEvent(s, ev({ type: EventType.VIEW, timestampMs: t, itemId: `x${i}`, categoryId: "K" }), o);
+    const asOf = t0 + 82 * HOUR;
+    const got = profileView("u", s, asOf, o).categories[0]!.score;
+    const want = decayed(asOf, times.map((t) => [1, t] as [number, number]));
+    expect(Math.abs(got - want) / want).toBeLessThan(1e-12);
+  });
+
   it("profile - a full affinity table drops its weakest key", () => {
     const small = compileProfileOptions({ halfLifeMs: HOUR, affinityTopK: 2 });
     const s = newUserState();

@@ -66,7 +66,7 @@ export interface UserState {
   lastPurchaseMs: number;
   firstSeenMs: number;
   lastSeenMs: number;
-  /** Reference time of the affinity scores: they are valid at this time, ms. */
+  /** Reference time of the affinity scores: their value at time T is score x 2^(-(T - affRefMs) / halfLife). */
   affRefMs: number;
   cat: AffinityTable;
   brand: AffinityTable;
@@ -116,6 +116,8 @@ export const RFM_BINS = Object.freeze({
 });
 
 const ORDER_MEMORY = 8;
+/** Renormalise affinity scores once the newest event is this many half-lives past their reference (2^32 keeps full double precision). */
+const RENORMALISE_HALVINGS = 32;
 const MS_PER_DAY = 86_400_000;
 
 export function newUserState(): UserState {
@@ -133,10 +135,6 @@ export function priceBand(price: number): string {
   let label = PRICE_BANDS[0]![1];
   for (const [bound, l] of PRICE_BANDS) if (price >= bound) label = l;
   return label;
-}
-
-function decay(dtMs: number, halfLifeMs: number): number {
-  return Math.pow(2, -dtMs / halfLifeMs);
 }
 
 function scaleTable(t: AffinityTable, f: number): void {
@@ -219,18 +217,21 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
 
   const w0 = EVENT_WEIGHTS[type] ?? 0;
   if (w0 > 0) {
-    let w = w0;
-    if (s.affRefMs === 0) {
-      s.affRefMs = t;
-    } else if (t > s.affRefMs) {
-      const f = decay(t - s.affRefMs, o.halfLifeMs);
+    // Scores are kept valid at affRefMs; a later event adds its weight scaled
+    // up by 2^((t - ref) / halfLife) instead of decaying every stored score,
+    // and the tables are renormalised to a new reference only when that factor
+    // grows large. The same sum, with O(1) work per event.
+    if (s.affRefMs === 0) s.affRefMs = t;
+    let halvings = (t - s.affRefMs) / o.halfLifeMs;
+    if (halvings > RENORMALISE_HALVINGS) {
+      const f = Math.pow(2, -halvings);
       scaleTable(s.cat, f);
       scaleTable(s.brand, f);
       scaleTable(s.band, f);
       s.affRefMs = t;
-    } else {
-      w = w0 * decay(s.affRefMs - t, o.halfLifeMs);
+      halvings = 0;
     }
+    const w = halvings === 0 ? w0 : w0 * Math.pow(2, halvings);
     if (e.categoryId !== "") addAffinity(s.cat, e.categoryId, w, o.affinityTopK);
     if (e.brand !== "") addAffinity(s.brand, e.brand.toLowerCase(), w, o.affinityTopK);
     if (e.price > 0) addAffinity(s.band, priceBand(e.price), w, o.affinityTopK);
@@ -295,7 +296,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
   const net = s.purchased - s.refunded;
   const bought = s.lastPurchaseMs > 0;
   const recencyDays = bought ? (asOfMs - s.lastPurchaseMs) / MS_PER_DAY : -1;
-  const f = s.affRefMs > 0 ? decay(asOfMs - s.affRefMs, o.halfLifeMs) : 1;
+  const f = s.affRefMs > 0 ? Math.pow(2, -(asOfMs - s.affRefMs) / o.halfLifeMs) : 1;
   const views = s.counts[EventType.VIEW] ?? 0;
   const carts = s.counts[EventType.ADD_TO_CART] ?? 0;
   const purchases = s.counts[EventType.PURCHASE] ?? 0;

@@ -24,6 +24,8 @@ interface Actor {
   state: UserState;
   /** Number of the last batch that changed this actor; it may be dropped from memory once that batch committed. */
   lastBatch: number;
+  /** Used since the eviction sweep last passed it (CLOCK second chance). */
+  referenced: boolean;
 }
 
 class Shard implements ShardApi {
@@ -58,24 +60,32 @@ class Shard implements ShardApi {
   #actor(userId: string): Actor {
     let a = this.#actors.get(userId);
     if (a !== undefined) {
-      this.#actors.delete(userId);
-      this.#actors.set(userId, a);
+      a.referenced = true;
       return a;
     }
-    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0 };
+    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0, referenced: false };
     this.#actors.set(userId, a);
     return a;
   }
 
+  /**
+   * Drops actors beyond maxActors, oldest first, CLOCK-style: a recently used
+   * actor gets a second chance (moved to the back), and an actor whose last
+   * change is not committed yet is never dropped (LMDB would return stale state).
+   */
   #evict(): void {
-    const excess = this.#actors.size - this.#init.maxActors;
-    if (excess <= 0) return;
-    let dropped = 0;
+    let excess = this.#actors.size - this.#init.maxActors;
+    let budget = this.#actors.size;
     for (const [id, a] of this.#actors) {
-      if (dropped >= excess) break;
+      if (excess <= 0 || budget-- <= 0) break;
       if (a.lastBatch > this.#committedBatch) continue;
       this.#actors.delete(id);
-      dropped++;
+      if (a.referenced) {
+        a.referenced = false;
+        this.#actors.set(id, a);
+      } else {
+        excess--;
+      }
     }
   }
 

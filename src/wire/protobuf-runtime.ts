@@ -8,19 +8,7 @@ $protobuf.util.Long = undefined as unknown as typeof $protobuf.util.Long;
 $protobuf.configure();
 
 // protobufjs's own UTF-8 reader turns invalid bytes into arbitrary characters;
-// decode like the WHATWG decoder instead, so invalid UTF-8 becomes U+FFFD and
-// validation can see it. ASCII, the common case, stays on a fast path.
-const decoder = new TextDecoder("utf-8");
-$protobuf.util.utf8.read = (buf: Uint8Array, start: number, end: number): string => {
-  if (end - start < 64) {
-    let ascii = true;
-    for (let i = start; i < end; i++) {
-      if (buf[i]! >= 0x80) {
-        ascii = false;
-        break;
-      }
-    }
-    if (ascii) return String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[]);
-  }
-  return decoder.decode(buf.subarray(start, end));
-};
+// Node's native decoder turns them into U+FFFD, which validation can see, and
+// is faster. It accepts any Uint8Array, not only Buffers.
+const utf8Slice = (Buffer.prototype as unknown as { utf8Slice(this: Uint8Array, start: number, end: number): string }).utf8Slice;
+$protobuf.util.utf8.read = (buf: Uint8Array, start: number, end: number): string => utf8Slice.call(buf, start, end);
