@@ -8,6 +8,7 @@
  * Prints both rates and their ratio and appends them to bench/RESULTS.md.
  *
  *   npm run bench:ingest -- [--events N] [--users N] [--partitions P] [--workers W] [--max-batch N] [--no-record]
+ *                           [--cpu-profile FILE]   (a V8 CPU profile of the main thread during the engine phase)
  */
 import { execSync } from "node:child_process";
 import { appendFileSync, readdirSync, rmSync, statSync } from "node:fs";
@@ -34,6 +35,7 @@ const { values: a } = parseArgs({
     "max-batch": { type: "string", default: "1024" },
     "timeout-s": { type: "string", default: "900" },
     "no-record": { type: "boolean", default: false },
+    "cpu-profile": { type: "string" },
   },
 });
 const N = Number(a.events);
@@ -115,6 +117,25 @@ async function rawConsume(nc: NatsConnection, prefix: string): Promise<number> {
   return N / seconds;
 }
 
+/** Profiles the main thread while `f` runs, writing a .cpuprofile (open it in Chrome DevTools). */
+async function profiled<T>(file: string | undefined, f: () => Promise<T>): Promise<T> {
+  if (!file) return f();
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  try {
+    return await f();
+  } finally {
+    const { profile } = await session.post("Profiler.stop");
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    log(`main-thread CPU profile written to ${file}`);
+  }
+}
+
 async function engineConsume(natsUrl: string, prefix: string, dataDir: string): Promise<{ rate: number; engine: Engine; batchMean: number }> {
   const t0 = performance.now();
   const engine = await Engine.start({
@@ -156,7 +177,7 @@ async function main(): Promise<void> {
     const raw = await rawConsume(nc, prefix);
     log(`raw: ${raw.toFixed(0)} msg/s; engine...`);
     const dataDir = join(work, "engine");
-    const { rate, engine, batchMean } = await engineConsume(server.url, prefix, dataDir);
+    const { rate, engine, batchMean } = await profiled(a["cpu-profile"], () => engineConsume(server.url, prefix, dataDir));
     await engine.close();
     const lmdbBytes = dirBytes(join(dataDir, "lmdb"));
     const users = new Set<string>();

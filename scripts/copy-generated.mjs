@@ -1,7 +1,9 @@
 // tsc does not copy the generated JavaScript; put it beside the compiled code.
+// Usage: node scripts/copy-generated.mjs [compiled src dir, default dist]
 import { cpSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-cpSync(join(root, "src", "wire", "gen"), join(root, "dist", "wire", "gen"), { recursive: true });
+const out = resolve(root, process.argv[2] ?? "dist");
+cpSync(join(root, "src", "wire", "gen"), join(out, "wire", "gen"), { recursive: true });

@@ -146,7 +146,7 @@ export class Engine {
         onFatal: (err) => this.#fail(err, { partition: p }),
         beforeAck,
       });
-      await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 2));
+      await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4));
       this.#consumers.push(c);
     }
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {

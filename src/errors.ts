@@ -20,16 +20,12 @@ export const ErrorCode = {
   UNKNOWN_USER: "UNKNOWN_USER",
   /** A bounded queue is full; try again later. Retryable. */
   OVERLOADED: "OVERLOADED",
-  /** The engine is starting or draining and does not take this request now. Retryable. */
-  NOT_READY: "NOT_READY",
   /** A request did not get a reply in time. Retryable. */
   TIMEOUT: "TIMEOUT",
   /** No engine answers on the subject (no responders). Retryable. */
   NO_RESPONDERS: "NO_RESPONDERS",
   /** A JetStream publish was not acknowledged. Retryable. */
   PUBLISH_FAILED: "PUBLISH_FAILED",
-  /** An event failed decoding or validation (see DeadLetterReason). Terminal. */
-  INVALID_EVENT: "INVALID_EVENT",
   /** Options or persisted configuration are invalid or conflict. Terminal. */
   CONFIG: "CONFIG",
   /** The nats-server binary needed to start an embedded server is missing. Terminal. */
@@ -48,11 +44,9 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BAD_REQUEST: 400,
   UNKNOWN_USER: 404,
   OVERLOADED: 503,
-  NOT_READY: 503,
   TIMEOUT: 504,
   NO_RESPONDERS: 503,
   PUBLISH_FAILED: 503,
-  INVALID_EVENT: 400,
   CONFIG: 500,
   NATS_SERVER_NOT_FOUND: 500,
   WORKER_EXITED: 503,
@@ -61,7 +55,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
 });
 
 const retryable: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "OVERLOADED", "NOT_READY", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED",
+  "OVERLOADED", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED",
 ]);
 
 /** Base of every Portrait error. */

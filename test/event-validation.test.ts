@@ -68,3 +68,12 @@ describe("wire - event validation", () => {
     expect(partitionOf("Zoë", 16)).toBe(fnv1a32(new TextEncoder().encode("Zoë")) % 16);
   });
 });
+
+describe("bus - JetStream reply subjects", () => {
+  it("bus - ackInfo reads the stream sequence and pending count of both reply formats", async () => {
+    const { ackInfo } = await import("../src/bus/partition-consumer.js");
+    expect(ackInfo("$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000000000000.42")).toEqual({ seq: 4711, pending: 42 });
+    expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000000000000.42.rnd")).toEqual({ seq: 4711, pending: 42 });
+    expect(() => ackInfo("_INBOX.abc")).toThrow(/not a JetStream reply subject/);
+  });
+});

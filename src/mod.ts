@@ -1,0 +1,14 @@
+/** Portrait's public API: the typed client, the engine, the contract types and errors. */
+export { PortraitClient, type PortraitClientOptions, type ProfileQueryOptions, type PublishResult } from "./client/portrait-client.js";
+export { Engine } from "./engine.js";
+export type { EngineOptions } from "./config/engine-options.js";
+export type { ProfileOptions } from "./actors/profile-options.js";
+export type { ProfileView, AffinityView } from "./actors/user-profile.js";
+export { ErrorCode, PortraitError, BadRequestError, UnknownUserError, OverloadedError, ConfigError } from "./errors.js";
+export { DeadLetterReason } from "./wire/event-validation.js";
+export { EventType, EVENT_TYPE_NAMES, pb, type IEvent } from "./wire/proto.js";
+export { partitionOf, fnv1a32 } from "./bus/partition.js";
+export { subjects, type Subjects } from "./bus/subjects.js";
+export { DLQ_HEADERS } from "./bus/partition-consumer.js";
+export { ERROR_CODE_HEADER } from "./api/profile-endpoint.js";
+export { startNatsServer, probeNats, type NatsServerHandle, type NatsServerOptions } from "./bus/nats-server-launcher.js";
