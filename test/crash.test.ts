@@ -40,7 +40,8 @@ async function client(prefix: string): Promise<PortraitClient> {
   return PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
 }
 
-describe("crash - exactly-once effect", () => {
+// Child engines under a loaded 2-core CI machine: generous liveness bounds (they never judge speed).
+describe("crash - exactly-once effect", { timeout: 240_000 }, () => {
   it("crash - SIGKILL after a commit but before its ack: after a restart each event is applied exactly once", async () => {
     const prefix = uniquePrefix("kill");
     const dataDir = tmpDir("portrait-crash");
@@ -97,7 +98,7 @@ describe("crash - exactly-once effect", () => {
   });
 });
 
-describe("lifecycle - signals", () => {
+describe("lifecycle - signals", { timeout: 240_000 }, () => {
   it("lifecycle - SIGTERM drains and exits 0 with nothing lost", async () => {
     const prefix = uniquePrefix("term");
     const dataDir = tmpDir("portrait-term");

@@ -56,7 +56,7 @@ export function countByUser(events: IEvent[]): Map<string, number> {
 }
 
 /** Waits until every user's profile has exactly the expected number of applied events (fails on more). */
-export async function expectExactCounts(client: PortraitClient, expected: Map<string, number>, timeoutMs = 60_000): Promise<void> {
+export async function expectExactCounts(client: PortraitClient, expected: Map<string, number>, timeoutMs = 120_000): Promise<void> {
   await waitFor(async () => {
     for (const [user, n] of expected) {
       let got = 0;
@@ -103,7 +103,7 @@ export async function waitForEngine(client: PortraitClient, child?: ChildEngine)
     } catch (err) {
       return err instanceof PortraitError && err.code === "UNKNOWN_USER";
     }
-  }, { timeoutMs: 30_000, message: "engine did not become ready" });
+  }, { timeoutMs: 90_000, message: "engine did not become ready" });
 }
 
 export function removeDir(dir: string): void {
