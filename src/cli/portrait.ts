@@ -166,13 +166,15 @@ program.command("replay")
     const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
     const bar = progress(`replay ${f.format}`, f.limit);
+    let stopped = false;
     try {
       const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, onProgress: (n) => bar.update(n) });
       bar.stop();
+      stopped = true;
       console.log(`replayed ${path}: ${r.read} events read, ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream, ` +
         `${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
     } finally {
-      bar.stop();
+      if (!stopped) bar.stop();
       await client.close();
     }
   });
