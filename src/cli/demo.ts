@@ -13,6 +13,7 @@ import type { EngineOptions } from "../config/engine-options.js";
 import type { DatasetFormat } from "../data/types.js";
 import { Engine } from "../engine.js";
 import { PortraitError, ErrorCode } from "../errors.js";
+import { EventType } from "../wire/proto.js";
 import { formatProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -54,6 +55,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     client = await PortraitClient.connect({ natsUrl: engine.natsUrl, partitions: engine.config.partitions, subjectPrefix: engine.config.subjectPrefix, name: "portrait-demo" });
 
     const perUser = new Map<string, number>();
+    const buyers = new Set<string>();
     const applied0 = await counterValue(engine.metrics.eventsApplied);
     const dead0 = await counterValue(engine.metrics.deadLetters);
     out(`replaying ${o.events} events of ${o.file} (${o.format})`);
@@ -62,7 +64,10 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const r = await replay(client, o.format, o.file, {
       limit: o.events,
       onProgress: (n) => bar.update(n),
-      onEvent: (e) => perUser.set(e.userId, (perUser.get(e.userId) ?? 0) + 1),
+      onEvent: (e) => {
+        perUser.set(e.userId, (perUser.get(e.userId) ?? 0) + 1);
+        if (e.type === EventType.PURCHASE) buyers.add(e.userId);
+      },
     });
     bar.stop();
     const deadline = Date.now() + 120_000;
@@ -82,9 +87,11 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     out(`published ${r.stored} events (${r.duplicates} duplicates dropped, ${r.skippedRows} rows skipped); ` +
       `applied ${applied}, dead-lettered ${dead}, in ${seconds.toFixed(2)} s (${(applied / seconds).toFixed(0)} events/s end to end) ` +
       `for ${perUser.size} users`);
-    const [top] = [...perUser.entries()].sort((a, b) => b[1] - a[1]);
+    // The most active buyer shows every part of a profile; fall back to the most active user.
+    const ranked = [...perUser.entries()].sort((a, b) => Number(buyers.has(b[0])) - Number(buyers.has(a[0])) || b[1] - a[1]);
+    const top = ranked[0];
     if (top) {
-      out(`\nprofile of the most active user (${top[1]} events), from request-reply ${engine.subjects.profileGet}:\n`);
+      out(`\nprofile of the most active ${buyers.has(top[0]) ? "buyer" : "user"} (${top[1]} events), from request-reply ${engine.subjects.profileGet}:\n`);
       out(formatProfile(await client.getProfile(top[0])));
       out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json`);
     }

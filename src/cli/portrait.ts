@@ -136,7 +136,7 @@ engineFlags(
   program.command("demo")
     .description("the main job on an embedded default: start nats-server and the engine, replay a sample of real data, print a profile")
     .option("--events <n>", "how many events of the sample to replay", posInt, 20000)
-    .addOption(new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).default("taobao"))
+    .addOption(new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).default("rees46"))
     .option("--file <path>", "data file (default: the format's file under --datasets)")
     .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS),
 ).action((f: EngineFlags & { events: number; format: DatasetFormat; file?: string; datasets: string }, cmd: Command) => {
