@@ -11,9 +11,10 @@
  *                           [--cpu-profile FILE]   (a V8 CPU profile of the main thread during the engine phase)
  */
 import { execSync } from "node:child_process";
-import { appendFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { cpus, tmpdir, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { mkdtempSync } from "node:fs";
 import { AckPolicy, DeliverPolicy, connect, type NatsConnection } from "nats";
@@ -45,6 +46,17 @@ const W = a.workers ? Number(a.workers) : defaultWorkers();
 const MAX_BATCH = Number(a["max-batch"]);
 const TIMEOUT_MS = Number(a["timeout-s"]) * 1000;
 const log = (s: string) => process.stderr.write(`${s}\n`);
+
+/** The repository root (this file runs from bench/ under tsx or from dist-bench/bench/ compiled). */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json"))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error("bench: cannot find the repository root");
+    dir = up;
+  }
+  return dir;
+}
 
 function dirBytes(dir: string): number {
   let total = 0;
@@ -217,7 +229,7 @@ async function main(): Promise<void> {
         ...rows.map(([k, v]) => `| ${k} | ${v} |`),
         "",
       ].join("\n");
-      appendFileSync(new URL("./RESULTS.md", import.meta.url), md);
+      appendFileSync(join(repoRoot(), "bench", "RESULTS.md"), md);
       log("appended to bench/RESULTS.md");
     }
   } finally {

@@ -61,7 +61,7 @@ function engineFlags(cmd: Command): Command {
     .addOption(natsOption())
     .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", ".portrait")
     .addOption(partitionsOption())
-    .option("--workers <n>", "shard worker threads (default: cores - 1, at least 1)", posInt)
+    .option("--workers <n>", "shard worker threads (default: cores - 1, at least 2)", posInt)
     .addOption(prefixOption())
     .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default("auto"))
     .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, 9464)

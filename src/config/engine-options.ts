@@ -27,7 +27,7 @@ export interface EngineOptions {
   dataDir?: string;
   /** Partition count P; fixed for a deployment (the data dir remembers it). Default 16. */
   partitions?: number;
-  /** Shard worker threads. Default: cores - 1, at least 1. */
+  /** Shard worker threads. Default: cores - 1, at least 2 (measured: 2 beat 1 on a 2-core machine, bench/RESULTS.md). */
   workers?: number;
   /** Prefix of every subject and stream name. Default "portrait". */
   subjectPrefix?: string;
@@ -123,7 +123,7 @@ function str(name: string, v: unknown): string | undefined {
 }
 
 export function defaultWorkers(): number {
-  return Math.max(1, availableParallelism() - 1);
+  return Math.max(2, availableParallelism() - 1);
 }
 
 export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
