@@ -36,17 +36,19 @@ function start(prefix: string, dataDir: string, extra: string[] = []): ChildEngi
   return c;
 }
 
-async function client(prefix: string): Promise<PortraitClient> {
-  return PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+/** A scenario's own prefix, data dir (removed after the file) and client. */
+async function scenario(name: string): Promise<{ prefix: string; dataDir: string; c: PortraitClient }> {
+  const prefix = uniquePrefix(name);
+  const dataDir = tmpDir(`portrait-${name}`);
+  dirs.push(dataDir);
+  const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+  return { prefix, dataDir, c };
 }
 
 // Child engines under a loaded 2-core CI machine: generous liveness bounds (they never judge speed).
 describe("crash - exactly-once effect", { timeout: 240_000 }, () => {
   it("crash - SIGKILL after a commit but before its ack: after a restart each event is applied exactly once", async () => {
-    const prefix = uniquePrefix("kill");
-    const dataDir = tmpDir("portrait-crash");
-    dirs.push(dataDir);
-    const c = await client(prefix);
+    const { prefix, dataDir, c } = await scenario("kill");
     try {
       const first = start(prefix, dataDir, ["--max-batch", "20", "--fault-kill-before-ack", "5"]);
       await waitForEngine(c, first);
@@ -71,10 +73,7 @@ describe("crash - exactly-once effect", { timeout: 240_000 }, () => {
   });
 
   it("crash - SIGKILL mid-stream at an arbitrary moment, three times: no event lost or applied twice", async () => {
-    const prefix = uniquePrefix("chaos");
-    const dataDir = tmpDir("portrait-chaos");
-    dirs.push(dataDir);
-    const c = await client(prefix);
+    const { prefix, dataDir, c } = await scenario("chaos");
     try {
       const events = interleavedViews(prefix, 200, 50);
       let engine = start(prefix, dataDir, ["--max-batch", "64"]);
@@ -82,7 +81,7 @@ describe("crash - exactly-once effect", { timeout: 240_000 }, () => {
       const publishing = c.publishMany(events);
       for (let k = 0; k < 3; k++) {
         // Kill once this engine has applied something, while events are still flowing.
-        await waitFor(async () => (await c.getProfile(`${prefix}-u${k}`).then(() => true, () => false)), { message: "nothing applied" });
+        await waitFor(async () => (await c.getProfile(`${prefix}-u${k}`).then(() => true, () => false)), { timeoutMs: 90_000, message: "nothing applied" });
         engine.proc.kill("SIGKILL");
         expect((await engine.exited).signal).toBe("SIGKILL");
         engine = start(prefix, dataDir, ["--max-batch", "64"]);
@@ -100,10 +99,7 @@ describe("crash - exactly-once effect", { timeout: 240_000 }, () => {
 
 describe("lifecycle - signals", { timeout: 240_000 }, () => {
   it("lifecycle - SIGTERM drains and exits 0 with nothing lost", async () => {
-    const prefix = uniquePrefix("term");
-    const dataDir = tmpDir("portrait-term");
-    dirs.push(dataDir);
-    const c = await client(prefix);
+    const { prefix, dataDir, c } = await scenario("term");
     try {
       const first = start(prefix, dataDir, ["--log-level", "info"]);
       await waitForEngine(c, first);

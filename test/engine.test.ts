@@ -11,7 +11,7 @@ import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, interleavedViews, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
 import { startTestNats, waitFor } from "./helpers/nats.js";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 
@@ -28,6 +28,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.close()));
   await Promise.all(engines.map((e) => e.close()));
+  engines.forEach((e) => removeDir(e.config.dataDir));
   await nc?.close();
   await nats?.stop();
 });
@@ -187,3 +188,22 @@ describe("engine - queries", () => {
     expect(info.endpoints.map((e) => e.subject)).toContain(subjects(prefix).profileGet);
   });
 });
+
+describe("engine - operations", () => {
+  it("ops - /readyz and /healthz answer 200 while ready, /metrics exposes the ingest counters, and close stops the endpoint", async () => {
+    const { prefix, engine, client } = await setup("ops", { httpPort: 0 });
+    await client.publish({ eventId: `${prefix}-1`, userId: `${prefix}-u`, type: EventType.VIEW, timestampMs: T0, itemId: "a" });
+    await expectExactCounts(client, new Map([[`${prefix}-u`, 1]]));
+    const base = `http://127.0.0.1:${engine.httpPort}`;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toMatch(/^portrait_ingest_events_applied_total 1$/m);
+    expect(text).toMatch(/^portrait_engine_ready 1$/m);
+    expect(text).toContain("portrait_shard_actors_cached{shard=\"");
+    expect(text).toMatch(/^portrait_ingest_event_time_watermark_ms 1714521600000$/m);
+    await engine.close();
+    await expect(fetch(`${base}/readyz`)).rejects.toThrow();
+  });
+});
+

@@ -191,7 +191,7 @@ export class PartitionConsumer {
     this.#metrics.commitSeconds.observe(r.commitMs / 1000);
     this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
     this.#metrics.lag.set({ partition: String(this.partition) }, ackInfo(replyOf(last)).pending);
-    this.#metrics.watermark.set(r.watermarkMs);
+    this.#metrics.observeWatermark(r.watermarkMs);
   }
 
   /** Batches handed over and not yet acknowledged. */

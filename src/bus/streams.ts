@@ -38,26 +38,15 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
 }
 
 export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: StreamSettings): Promise<void> {
-  await ensureStream(jsm, {
-    name: s.eventStream,
-    subjects: [s.eventsWildcard],
+  const common = {
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
-    max_age: nanos(o.eventRetentionMs),
     duplicate_window: nanos(o.duplicateWindowMs),
     num_replicas: 1,
-  });
-  await ensureStream(jsm, {
-    name: s.dlqStream,
-    subjects: [s.dlqWildcard],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_age: nanos(o.dlqRetentionMs),
-    duplicate_window: nanos(o.duplicateWindowMs),
-    num_replicas: 1,
-  });
+  };
+  await ensureStream(jsm, { ...common, name: s.eventStream, subjects: [s.eventsWildcard], max_age: nanos(o.eventRetentionMs) });
+  await ensureStream(jsm, { ...common, name: s.dlqStream, subjects: [s.dlqWildcard], max_age: nanos(o.dlqRetentionMs) });
 }
 
 /**

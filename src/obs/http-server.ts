@@ -6,6 +6,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import { ConfigError } from "../errors.js";
 
 export interface OpsServer {
   readonly port: number;
@@ -32,7 +33,10 @@ export async function startOpsServer(host: string, port: number, registry: Regis
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(err.code === "EADDRINUSE"
+        ? new ConfigError(`${host}:${port} is in use: choose another --http-port (0 = any free port, -1 = off)`, { cause: err })
+        : err));
     server.listen(port, host, () => resolve());
   });
   let closed: Promise<void> | undefined;

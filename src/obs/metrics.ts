@@ -97,7 +97,16 @@ export class EngineMetrics {
     registers: [this.registry],
   });
 
+  #watermarkMs = 0;
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });
+  }
+
+  /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
+  observeWatermark(ms: number): void {
+    if (ms <= this.#watermarkMs) return;
+    this.#watermarkMs = ms;
+    this.watermark.set(ms);
   }
 }
