@@ -70,6 +70,13 @@ describe("shard - workers on LMDB", () => {
     const r3 = await second.applyBatch(batch(part, [...events.slice(5), { ...events[0]!, eventId: "new" }], 6));
     expect([r3.applied, r3.skipped]).toEqual([1, 5]);
     expect((await profile(second, user)).eventsApplied).toBe(11);
+
+    // A redelivery inside one batch (sequence 12 again after 13) is skipped too.
+    const b = batch(part, [{ ...events[1]!, eventId: "n12" }, { ...events[2]!, eventId: "n13" }, { ...events[1]!, eventId: "n12" }], 12);
+    b.seqs.set([12, 13, 12]);
+    const r4 = await second.applyBatch(b);
+    expect([r4.applied, r4.skipped]).toEqual([2, 1]);
+    expect((await profile(second, user)).eventsApplied).toBe(13);
   });
 
   it("shard - invalid events in a batch are reported as dead letters and not applied", async () => {

@@ -101,17 +101,22 @@ class Shard implements ShardApi {
     const dirty = new Map<string, Actor>();
     let appliedCount = 0;
     let skipped = 0;
+    // Highest sequence done so far: a partition delivers in stream order, so
+    // anything at or below it is a redelivery (even one inside this batch).
+    let high = applied;
     for (let i = 0; i < n; i++) {
       const seq = seqs[i]!;
       const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, this.#validation);
       if (!r.ok) {
         deadLetters.push({ index: i, seq, reason: r.reason, detail: r.detail });
+        if (seq > high) high = seq;
         continue;
       }
-      if (seq <= applied) {
+      if (seq <= high) {
         skipped++;
         continue;
       }
+      high = seq;
       const e = r.event;
       const actor = this.#actor(e.userId);
       applyEvent(actor.state, e, this.#profile);
@@ -121,11 +126,10 @@ class Shard implements ShardApi {
       if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
     }
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
-    const newApplied = Math.max(applied, lastSeq);
-    this.#appliedSeq.set(partition, newApplied);
+    this.#appliedSeq.set(partition, high);
     // One synchronous block: these puts are one LMDB transaction.
     for (const [id, a] of dirty) void this.#store.putState(id, a.state);
-    const commit = this.#store.putAppliedSeq(partition, newApplied);
+    const commit = this.#store.putAppliedSeq(partition, high);
     const t1 = performance.now();
     this.#pendingWrites++;
     try {
