@@ -9,7 +9,7 @@
  *   is away): the caller may try again later.
  *
  * `instanceof` does not survive a thread boundary or the wire: send
- * `toWire(err)` and rebuild with `fromWire()`.
+ * `toWire(err)` (a plain {code, message}) and rebuild a PortraitError from it.
  */
 
 /** Stable error codes. Keep in sync with README "Error codes" (a test checks). */
@@ -107,17 +107,4 @@ export function toWire(err: unknown): WireError {
   if (err instanceof PortraitError) return { code: err.code, message: err.message };
   const message = err instanceof Error ? err.message : String(err);
   return { code: ErrorCode.INTERNAL, message };
-}
-
-export function fromWire(w: WireError): PortraitError {
-  switch (w.code) {
-    case ErrorCode.BAD_REQUEST:
-      return new BadRequestError(w.message);
-    case ErrorCode.OVERLOADED:
-      return new OverloadedError(w.message);
-    case ErrorCode.CONFIG:
-      return new ConfigError(w.message);
-    default:
-      return new PortraitError(isErrorCode(w.code) ? w.code : ErrorCode.INTERNAL, w.message);
-  }
 }

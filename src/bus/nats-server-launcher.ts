@@ -404,8 +404,3 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   };
   return handle;
 }
-
-/** Exposed for tests and diagnostics: number of server children this process still owns. */
-export function liveNatsServerCount(): number {
-  return liveChildren.size;
-}

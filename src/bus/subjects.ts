@@ -48,10 +48,3 @@ export function subjects(prefix = "portrait"): Subjects {
     consumer: (p: number) => `${prefix}-p${p}`,
   });
 }
-
-/** Parses the partition number out of an event subject, or -1. */
-export function partitionOfSubject(subject: string): number {
-  const i = subject.lastIndexOf(".");
-  const n = Number(subject.slice(i + 1));
-  return Number.isInteger(n) && n >= 0 ? n : -1;
-}

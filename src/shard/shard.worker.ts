@@ -13,7 +13,7 @@ import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { parentPort } from "node:worker_threads";
 import { applyEvent, newUserState, profileView, type UserState } from "../actors/user-profile.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
-import { ErrorCode, toWire } from "../errors.js";
+import { UnknownUserError, toWire } from "../errors.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
@@ -149,7 +149,7 @@ class Shard implements ShardApi {
     try {
       const state = this.#actors.get(userId)?.state ?? this.#store.getState(userId);
       if (state === undefined) {
-        return { ok: false, error: { code: ErrorCode.UNKNOWN_USER, message: `no profile for user ${JSON.stringify(userId)}` } };
+        return { ok: false, error: toWire(new UnknownUserError(userId)) };
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state.lastSeenMs);
       const profile = profileView(userId, state, asOf, this.#profile);

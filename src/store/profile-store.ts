@@ -77,11 +77,6 @@ export class ProfileStore {
     }
   }
 
-  /** Number of stored profiles (an estimate from LMDB statistics). */
-  profileCount(): number {
-    return (this.#profiles.getStats() as { entryCount?: number }).entryCount ?? 0;
-  }
-
   /** Resolves when every write issued so far is committed. */
   get committed(): Promise<unknown> {
     return this.#root.committed;

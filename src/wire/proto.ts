@@ -45,12 +45,3 @@ export type EventTypeName = Exclude<(typeof EVENT_TYPE_NAMES)[number], "unspecif
 
 /** Number of slots in a per-type count array (index = EventType number). */
 export const EVENT_TYPE_SLOTS = EVENT_TYPE_NAMES.length;
-
-export function isValidEventType(t: number): t is EventType {
-  return Number.isInteger(t) && t > 0 && t < EVENT_TYPE_SLOTS;
-}
-
-export function eventTypeFromName(name: string): EventType | undefined {
-  const i = EVENT_TYPE_NAMES.indexOf(name.toLowerCase() as (typeof EVENT_TYPE_NAMES)[number]);
-  return i > 0 ? (i as EventType) : undefined;
-}
