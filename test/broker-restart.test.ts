@@ -1,0 +1,43 @@
+/** The engine outlives a broker restart: it reconnects and applies what follows, exactly once. */
+import { afterAll, beforeAll, describe, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import type { Engine } from "../src/engine.js";
+import { EventType } from "../src/wire/proto.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine } from "./helpers/engine.js";
+import { startTestNats, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+let engine: Engine;
+let client: PortraitClient;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  engine = await startTestEngine(nats.url);
+  client = await PortraitClient.connect({ natsUrl: nats.url, partitions: 4 });
+});
+
+afterAll(async () => {
+  await client?.close();
+  await engine?.close();
+  if (engine) removeDir(engine.config.dataDir);
+  await nats?.stop();
+});
+
+describe("bus - broker restart", () => {
+  it("bus - after a nats-server restart the engine reconnects and every event is applied exactly once", async () => {
+    const before = interleavedViews("br", 20, 10);
+    await client.publishMany(before);
+    await expectExactCounts(client, countByUser(before));
+
+    await nats.restart();
+    // JetStream needs a moment after the restart; a publisher retries until it answers.
+    await waitFor(() => client.publish({ eventId: "br-probe", userId: "br-probe", type: EventType.VIEW, timestampMs: T0, itemId: "x" }).then(() => true, () => false), {
+      timeoutMs: 60_000,
+      message: "JetStream did not come back",
+    });
+    const after = interleavedViews("br", 20, 20).slice(before.length);
+    await client.publishMany(after);
+    await expectExactCounts(client, countByUser([...before, ...after, { userId: "br-probe" }]));
+  });
+});
