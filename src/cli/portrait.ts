@@ -103,16 +103,23 @@ function engineOptions(f: EngineFlags) {
 
 /** Runs the engine until SIGTERM/SIGINT, then drains; exit 0 after a clean drain, 1 on failure. */
 async function runEngine(f: EngineFlags): Promise<void> {
-  const engine = await Engine.start(engineOptions(f));
+  // Handlers first: a signal during start-up must still stop the embedded server and close LMDB.
+  let engine: Engine | undefined;
   let signalled = false;
   const stop = (sig: string) => {
     if (signalled) return;
     signalled = true;
-    engine.log.info({ signal: sig }, "draining");
-    void engine.close();
+    engine?.log.info({ signal: sig }, "draining");
+    void engine?.close();
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+  engine = await Engine.start(engineOptions(f));
+  if (signalled) {
+    engine.log.info("signalled during start-up; closing");
+    await engine.close();
+    return;
+  }
   try {
     await engine.done;
   } catch {
