@@ -209,29 +209,40 @@ export class Engine {
   async #close(): Promise<void> {
     this.#ready = false;
     this.metrics.ready.set(0);
-    const step = async (name: string, f: () => Promise<unknown> | undefined) => {
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    // Each step gets what is left of the one deadline; a step that overruns is
+    // abandoned (its unacknowledged events are redelivered to the next start)
+    // and the later steps still run, so LMDB is always closed.
+    const step = async (name: string, f: () => Promise<unknown> | undefined, minMs = 0): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await f();
+        const work = Promise.resolve(f()).then(() => true);
+        const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(minMs, deadline - Date.now()))));
+        const done = await Promise.race([work, late]);
+        if (!done) this.log.warn({ step: name, drainTimeoutMs: this.config.drainTimeoutMs }, "shutdown step overran the drain deadline; moving on");
+        return done;
       } catch (err) {
         this.log.warn({ err, step: name }, "shutdown step failed");
+        return false;
+      } finally {
+        clearTimeout(timer);
       }
     };
-    const drain = (async () => {
-      await step("api", () => this.#api?.stop());
-      await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
-      await step("shards", () => this.#pool?.close());
-    })();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      drain.then(() => false),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), this.config.drainTimeoutMs))),
-    ]);
-    clearTimeout(timer);
-    if (timedOut) this.log.warn({ drainTimeoutMs: this.config.drainTimeoutMs }, "drain timed out; unacknowledged events will be redelivered");
-    await step("nats", () => (this.#nc && !this.#nc.isClosed() ? this.#nc.drain() : undefined));
-    await step("nats-server", () => this.#nats?.stop());
-    await step("http", () => this.#ops?.close());
+    await step("api", () => this.#api?.stop());
+    await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
+    // Closing LMDB is local and quick: it gets a few seconds even past the deadline.
+    await step("shards", () => this.#pool?.close(), 5000);
+    const nc = this.#nc;
+    if (nc && !nc.isClosed()) {
+      await step("nats", () => nc.drain());
+      // A drain attempted while disconnected can leave nats.js's reconnect loop
+      // and heartbeat timers running; close() stops them (a no-op when drained).
+      await nc.close().catch(() => undefined);
+    }
+    await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    await this.#ops?.close();
     this.log.info("engine closed");
     this.#resolveDone();
   }
+
 }

@@ -1,11 +1,11 @@
 /** The engine outlives a broker restart: it reconnects and applies what follows, exactly once. */
-import { afterAll, beforeAll, describe, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { EventType } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine } from "./helpers/engine.js";
-import { startTestNats, waitFor } from "./helpers/nats.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, startTestEngine, waitForEngine } from "./helpers/engine.js";
+import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
 
 let nats: NatsServerHandle;
 let engine: Engine;
@@ -39,5 +39,36 @@ describe("bus - broker restart", () => {
     const after = interleavedViews("br", 20, 20).slice(before.length);
     await client.publishMany(after);
     await expectExactCounts(client, countByUser([...before, ...after, { userId: "br-probe" }]));
+  });
+});
+
+describe("lifecycle - broker gone", () => {
+  it("lifecycle - SIGTERM still drains and exits 0 after the broker died", async () => {
+    const own = await startTestNats();
+    const dataDir = tmpDir("portrait-gone");
+    const child = spawnEngine([
+      "--nats", own.url, "--embedded-nats", "never", "--data-dir", dataDir, "--partitions", "4",
+      "--http-port", "-1", "--log-level", "info",
+    ]);
+    const c = await PortraitClient.connect({ natsUrl: own.url, partitions: 4 });
+    try {
+      await waitForEngine(c, child);
+      const events = interleavedViews("gone", 10, 5);
+      await c.publishMany(events);
+      await expectExactCounts(c, countByUser(events));
+      await c.close();
+      own.signal("SIGKILL");
+      await own.exited;
+      await waitFor(() => child.output().includes('"event":"disconnect"'), { message: "the engine did not notice the broker going away" });
+      child.proc.kill("SIGTERM");
+      const exit = await Promise.race([child.exited, new Promise((r) => setTimeout(() => r("still running 60 s after SIGTERM"), 60_000))]);
+      expect(exit, child.output()).toEqual({ code: 0, signal: null });
+      expect(child.output()).toContain("engine closed");
+    } finally {
+      if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill("SIGKILL");
+      await c.close();
+      await own.stop();
+      removeDir(dataDir);
+    }
   });
 });
