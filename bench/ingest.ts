@@ -154,7 +154,7 @@ async function engineConsume(natsUrl: string, prefix: string, dataDir: string): 
     natsUrl, embeddedNats: "never", subjectPrefix: prefix, partitions: P, workers: W, dataDir, httpPort: -1,
     logLevel: "warn", maxBatchMessages: MAX_BATCH,
   });
-  const applied = async () => (await engine.metrics.eventsApplied.get()).values[0]?.value ?? 0;
+  const applied = () => engine.metrics.total(engine.metrics.eventsApplied);
   let last = 0;
   let lastLog = performance.now();
   for (;;) {

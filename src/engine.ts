@@ -136,10 +136,10 @@ export class Engine {
       logLevel: cfg.logLevel,
     }, (shard, err) => this.#fail(err, { shard }));
 
-    for (let p = 0; p < cfg.partitions; p++) await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
     const js = this.#nc.jetstream();
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
+      await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
       const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.log, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,

@@ -40,6 +40,8 @@ describe("wire - event validation", () => {
       ["BAD_RATING", enc({ ...base, type: EventType.REVIEW, rating: 6 })],
       ["MISSING_ITEM_ID", enc({ ...base, itemId: "" })],
       ["MISSING_QUERY", enc({ ...base, type: EventType.SEARCH, itemId: "" })],
+      ["FIELD_TOO_LONG", enc({ ...base, itemId: "i".repeat(300) })],
+      ["FIELD_TOO_LONG", enc({ ...base, attributes: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, "v"])) })],
       ["CURRENCY_MISMATCH", enc({ ...base, currency: "USD" })],
       ["WRONG_PARTITION", enc(base), (p + 1) % P],
     ];
@@ -57,6 +59,7 @@ describe("wire - event validation", () => {
 
   it("wire - a search needs no item and an empty currency is accepted", () => {
     expect(reason(enc({ ...base, type: EventType.SEARCH, itemId: "", searchQuery: "red shoes" }))).toBe("OK");
+    expect(reason(enc({ ...base, attributes: Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`k${i}`, "v"])) }))).toBe("OK");
     expect(reason(enc({ ...base, currency: "" }))).toBe("OK");
   });
 

@@ -94,7 +94,6 @@ export class PartitionConsumer {
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
-  #inflight = 0;
 
   constructor(js: JetStreamClient, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
     this.partition = o.partition;
@@ -147,7 +146,6 @@ export class PartitionConsumer {
     const started = performance.now();
     this.#metrics.batchSize.observe(msgs.length);
     this.#metrics.inflightBatches.inc();
-    this.#inflight++;
     const result = this.#sink.applyBatch({ partition: this.partition, data, offsets, seqs });
     result.catch(() => undefined); // observed through the tail below
     this.#tail = this.#tail
@@ -157,10 +155,7 @@ export class PartitionConsumer {
         this.#o.onFatal(err);
         throw err;
       })
-      .finally(() => {
-        this.#inflight--;
-        this.#metrics.inflightBatches.dec();
-      });
+      .finally(() => this.#metrics.inflightBatches.dec());
     this.#tail.catch(() => undefined);
   }
 
@@ -192,11 +187,6 @@ export class PartitionConsumer {
     this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
     this.#metrics.lag.set({ partition: String(this.partition) }, ackInfo(replyOf(last)).pending);
     this.#metrics.observeWatermark(r.watermarkMs);
-  }
-
-  /** Batches handed over and not yet acknowledged. */
-  get inflight(): number {
-    return this.#inflight;
   }
 
   /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */

@@ -27,10 +27,6 @@ export interface DemoOptions {
   events: number;
 }
 
-async function counterValue(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
-  return (await c.get()).values.reduce((a, v) => a + v.value, 0);
-}
-
 export async function runDemo(o: DemoOptions): Promise<void> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
   let server: NatsServerHandle | undefined;
@@ -56,8 +52,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
 
     const perUser = new Map<string, number>();
     const buyers = new Set<string>();
-    const applied0 = await counterValue(engine.metrics.eventsApplied);
-    const dead0 = await counterValue(engine.metrics.deadLetters);
+    const applied0 = await engine.metrics.total(engine.metrics.eventsApplied);
+    const dead0 = await engine.metrics.total(engine.metrics.deadLetters);
     out(`replaying ${o.events} events of ${o.file} (${o.format})`);
     const bar = progress("published", o.events);
     const t0 = performance.now();
@@ -77,8 +73,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     let dead = 0;
     for (;;) {
       if (failed !== undefined) throw failed;
-      applied = (await counterValue(engine.metrics.eventsApplied)) - applied0;
-      dead = (await counterValue(engine.metrics.deadLetters)) - dead0;
+      applied = (await engine.metrics.total(engine.metrics.eventsApplied)) - applied0;
+      dead = (await engine.metrics.total(engine.metrics.deadLetters)) - dead0;
       if (applied + dead >= r.stored) break;
       if (Date.now() > deadline) throw new PortraitError(ErrorCode.TIMEOUT, `only ${applied + dead} of ${r.stored} events were applied within 120 s`);
       await new Promise((res) => setTimeout(res, 20));

@@ -51,6 +51,10 @@ function requestError(err: unknown): PortraitError {
   return new PortraitError(ErrorCode.INTERNAL, (err as Error)?.message ?? String(err), { cause: err });
 }
 
+function publishError(eventId: string, err: unknown): PortraitError {
+  return new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${eventId} failed: ${(err as Error).message}`, { cause: err });
+}
+
 export class PortraitClient {
   readonly nc: NatsConnection;
   readonly subjects: Subjects;
@@ -97,7 +101,7 @@ export class PortraitClient {
     try {
       return await this.#js.publish(subject, data, { msgID });
     } catch (err) {
-      throw new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${msgID} failed: ${(err as Error).message}`, { cause: err });
+      throw publishError(msgID, err);
     }
   }
 
@@ -130,7 +134,7 @@ export class PortraitClient {
           settled();
         },
         (err: unknown) => {
-          failure ??= new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${msgID} failed: ${(err as Error).message}`, { cause: err });
+          failure ??= publishError(msgID, err);
           settled();
         },
       );

@@ -103,6 +103,11 @@ export class EngineMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });
   }
 
+  /** Current value of a counter or gauge, summed over its labels (for the demo, benchmarks and tests). */
+  async total(metric: Counter | Gauge): Promise<number> {
+    return (await metric.get()).values.reduce((a, v) => a + v.value, 0);
+  }
+
   /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
   observeWatermark(ms: number): void {
     if (ms <= this.#watermarkMs) return;

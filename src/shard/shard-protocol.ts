@@ -55,8 +55,6 @@ export interface BatchResult {
   applied: number;
   /** Valid events skipped because their sequence was already applied (redeliveries). */
   skipped: number;
-  /** Distinct users whose state changed. */
-  users: number;
   deadLetters: DeadLetter[];
   /** Time to decode, validate and apply the batch, ms. */
   applyMs: number;

@@ -20,6 +20,8 @@ import { decodeEvent, type EventValidationOptions } from "../wire/event-validati
 import { pb } from "../wire/proto.js";
 import type { BatchResult, DeadLetter, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats } from "./shard-protocol.js";
 
+const encoder = new TextEncoder();
+
 interface Actor {
   state: UserState;
   /** Number of the last batch that changed this actor; it may be dropped from memory once that batch committed. */
@@ -140,7 +142,7 @@ class Shard implements ShardApi {
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
     return {
-      partition, lastSeq, applied: appliedCount, skipped, users: dirty.size, deadLetters,
+      partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
     };
   }
@@ -154,7 +156,7 @@ class Shard implements ShardApi {
       const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state.lastSeenMs);
       const profile = profileView(userId, state, asOf, this.#profile);
       const body = encoding === "json"
-        ? new TextEncoder().encode(JSON.stringify({ profile }))
+        ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile }).finish();
       // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
       return { ok: true, body };
