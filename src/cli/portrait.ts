@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, profile.
+ * The `portrait` command line: start, demo, replay, profile, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -14,6 +14,7 @@ import { Engine } from "../engine.js";
 import { PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
+import { registerModelCommands } from "./model-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -203,6 +204,8 @@ program.command("profile")
       await client.close();
     }
   });
+
+registerModelCommands(program, DEFAULT_DATASETS);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof PortraitError) {

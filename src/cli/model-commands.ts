@@ -1,0 +1,59 @@
+/**
+ * `portrait train ...` and `portrait eval ...`: the model commands.
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
+import { TF_BACKENDS } from "../models/tf.js";
+import { trainLstm } from "../train/train-lstm.js";
+
+function posInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+
+/** Progress lines on stderr for training and evaluation: at most one every 2 s, plus every note that changes phase. */
+export function progressLines(label: string): (done: number, total: number, note: string) => void {
+  const t0 = Date.now();
+  let last = 0;
+  let lastNote = "";
+  return (done, total, note) => {
+    const now = Date.now();
+    const phase = note.replace(/[\d.]+/g, "#");
+    if (now - last < 2000 && phase === lastNote && done < total) return;
+    last = now;
+    lastNote = phase;
+    process.stderr.write(`[${label} ${((now - t0) / 1000).toFixed(1)}s] ${note}${total > 0 ? ` (${done}/${total})` : ""}\n`);
+  };
+}
+
+interface CommonFlags { datasets: string; models: string; seed: number; current: boolean; backend: string }
+
+function common(cmd: Command, datasets: string): Command {
+  return cmd
+    .option("--datasets <dir>", "directory of the public data sets", datasets)
+    .option("--models <dir>", "models directory; the model is written to <dir>/<name>/<version>/", BUNDLED_MODELS_DIR)
+    .option("--seed <n>", "random seed", posInt, 42)
+    .option("--no-current", "do not make the new version the default (CURRENT)");
+}
+
+export function registerModelCommands(program: Command, datasets: string): void {
+  const train = program.command("train").description("train a model on the public data sets and write models/<name>/<version>/");
+  common(
+    train.command("lstm")
+      .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46, Online Retail)")
+      .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
+      .option("--hidden <n>", "LSTM hidden size", posInt, 32)
+      .option("--max-seconds <n>", "start no new epoch after this long", posInt, 1200)
+      .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
+    datasets,
+  ).action(async (f: CommonFlags & { epochs: number; hidden: number; maxSeconds: number }) => {
+    const r = await trainLstm({
+      dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current,
+      epochs: f.epochs, hidden: f.hidden, maxSeconds: f.maxSeconds, backend: f.backend as "auto",
+      onProgress: progressLines("train lstm"),
+    });
+    console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s)`);
+    for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  });
+}
