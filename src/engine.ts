@@ -23,6 +23,7 @@ import { ConfigError } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
+import { currentVersion, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { VERSION } from "./version.js";
@@ -103,6 +104,24 @@ export class Engine {
     return engine;
   }
 
+  /** The model version directories the shards load, logged and exported as portrait_model_info. */
+  #resolveModels(): { lstmDir?: string; churnDir?: string } {
+    const cfg = this.config;
+    const out: { lstmDir?: string; churnDir?: string } = {};
+    for (const [name, spec, key] of [["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"]] as const) {
+      if (spec === "off") continue;
+      if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
+        this.log.warn({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`portrait train ${name}\`)`);
+        continue;
+      }
+      const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);
+      out[key] = dir;
+      this.metrics.modelInfo.set({ model: name, version: manifest.version }, 1);
+      this.log.info({ model: name, version: manifest.version, dir }, "model loaded");
+    }
+    return out;
+  }
+
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
@@ -134,6 +153,7 @@ export class Engine {
       },
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
+      models: this.#resolveModels(),
     }, (shard, err) => this.#fail(err, { shard }));
 
     const js = this.#nc.jetstream();

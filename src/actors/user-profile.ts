@@ -81,6 +81,14 @@ export interface UserState {
   sEvents: number;
   /** Recent distinct item ids, newest first. */
   recent: string[];
+  /**
+   * The LSTM user encoder's state: h then c, float32 little-endian bytes
+   * (2 x hidden x 4). Absent until the first step. Stepped by the shard, not
+   * by applyEvent; valid only for the model version in lstmV (another version
+   * starts again from zero).
+   */
+  lstm?: Uint8Array;
+  lstmV?: string;
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -281,6 +289,20 @@ export interface ProfileView {
   lastSeenMs: number;
   asOfMs: number;
   eventsApplied: number;
+  /** Model predictions, when the engine runs the models (the shard adds them). */
+  predictions?: PredictionsView;
+}
+
+/** The proto `Predictions` as plain data. Versions are "" when that model is off. */
+export interface PredictionsView {
+  lstmVersion: string;
+  /** P(a purchase within the next 30 minutes of event time), from the live LSTM state. */
+  purchasePropensity: number;
+  /** Most likely categories of the next event, score = probability. */
+  nextCategories: AffinityView[];
+  churnVersion: string;
+  /** P(no purchase in the next 90 days). */
+  churnRisk: number;
 }
 
 function affinityView(t: AffinityTable, f: number): AffinityView[] {

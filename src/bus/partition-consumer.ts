@@ -184,6 +184,10 @@ export class PartitionConsumer {
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);
     this.#metrics.commitSeconds.observe(r.commitMs / 1000);
+    if (r.lstmSteps > 0) {
+      this.#metrics.lstmSteps.inc(r.lstmSteps);
+      this.#metrics.lstmSeconds.observe(r.lstmMs / 1000);
+    }
     this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
     this.#metrics.lag.set({ partition: String(this.partition) }, ackInfo(replyOf(last)).pending);
     this.#metrics.observeWatermark(r.watermarkMs);

@@ -25,7 +25,20 @@ export function formatProfile(p: ProfileView): string {
     `brands          ${aff(p.brands)}`,
     `price bands     ${aff(p.priceBands)}`,
     `recent items    ${p.recentItems.slice(0, 10).join(", ") || "-"}`,
+    ...predictionLines(p),
   ].join("\n");
+}
+
+function predictionLines(p: ProfileView): string[] {
+  const x = p.predictions;
+  if (x === undefined) return ["predictions     - (no models running)"];
+  const out: string[] = [];
+  if (x.lstmVersion !== "") {
+    out.push(`purchase (30m)  ${num(x.purchasePropensity, 3)}   [lstm ${x.lstmVersion}]`);
+    out.push(`next category   ${aff(x.nextCategories, 3)}`);
+  }
+  if (x.churnVersion !== "") out.push(`churn (90d)     ${num(x.churnRisk, 3)}   [churn ${x.churnVersion}]`);
+  return out;
 }
 
 export function printProfile(p: ProfileView): void {

@@ -180,5 +180,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   const v = o as unknown as ProfileView;
   // Proto maps omit nothing with defaults:true, but keep every type present for callers.
   for (let i = 1; i < EVENT_TYPE_NAMES.length; i++) v.counts[EVENT_TYPE_NAMES[i]!] ??= 0;
+  // An absent message field comes back as null; the view leaves it out.
+  if (v.predictions === null) delete v.predictions;
   return v;
 }

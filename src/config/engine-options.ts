@@ -8,6 +8,7 @@ import { resolve } from "node:path";
 import { compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
 import { isValidPrefix } from "../bus/subjects.js";
 import { ConfigError } from "../errors.js";
+import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { LOG_LEVELS } from "../obs/logger.js";
 
 export interface EngineOptions {
@@ -64,6 +65,18 @@ export interface EngineOptions {
   drainTimeoutMs?: number;
   /** The profile model's options. */
   profile?: ProfileOptions;
+  /** Directory of model artifacts, models/<name>/<version>/. Default: the package's bundled models/. */
+  modelsDir?: string;
+  /**
+   * The LSTM user encoder stepped in every actor: a version under
+   * <modelsDir>/lstm/, "current" (the version named by CURRENT) or "off".
+   * Default "current"; when no LSTM is there, the engine runs without its
+   * predictions and logs a warning. A named version that is missing is a
+   * CONFIG error.
+   */
+  lstmModel?: string;
+  /** The churn model (<modelsDir>/churn/), same rules as lstmModel. Default "current". */
+  churnModel?: string;
   /**
    * Fault injection, for crash tests only: after this many batches have been
    * committed, the process kills itself with SIGKILL before acknowledging the
@@ -99,6 +112,9 @@ export interface EngineConfig {
   readonly logLevel: string;
   readonly drainTimeoutMs: number;
   readonly profile: CompiledProfileOptions;
+  readonly modelsDir: string;
+  readonly lstmModel: string;
+  readonly churnModel: string;
   readonly faultKillBeforeAckAfterBatches: number | undefined;
 }
 
@@ -106,7 +122,7 @@ const KEYS: ReadonlySet<string> = new Set([
   "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "dataDir", "partitions", "workers", "subjectPrefix",
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "mapSizeBytes",
-  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "faultKillBeforeAckAfterBatches",
+  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "faultKillBeforeAckAfterBatches",
 ]);
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -165,6 +181,9 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     logLevel,
     drainTimeoutMs: int("drainTimeoutMs", o.drainTimeoutMs ?? 30_000, 0),
     profile: compileProfileOptions(o.profile),
+    modelsDir: resolve(str("modelsDir", o.modelsDir) ?? BUNDLED_MODELS_DIR),
+    lstmModel: str("lstmModel", o.lstmModel) ?? "current",
+    churnModel: str("churnModel", o.churnModel) ?? "current",
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
       ? undefined
       : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),

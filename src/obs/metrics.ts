@@ -91,6 +91,23 @@ export class EngineMetrics {
       for (const st of await this.shardStats()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
     },
   });
+  readonly modelInfo = new Gauge({
+    name: "portrait_model_info",
+    help: "1 for each model version the engine runs.",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
+  readonly lstmSteps = new Counter({
+    name: "portrait_lstm_steps_total",
+    help: "LSTM cell steps run in the shards (one per applied event when the LSTM runs).",
+    registers: [this.registry],
+  });
+  readonly lstmSeconds = new Histogram({
+    name: "portrait_lstm_batch_seconds",
+    help: "Time to step the LSTM for one event batch (all waves).",
+    buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
   readonly ready = new Gauge({
     name: "portrait_engine_ready",
     help: "1 when the engine consumes and answers queries, 0 while starting or draining.",

@@ -19,6 +19,8 @@ export interface ShardInit {
   /** Most actors kept in memory; the least recently used are dropped once committed. */
   maxActors: number;
   logLevel: string;
+  /** Model version directories to load (absent = that model is off). */
+  models: { lstmDir?: string; churnDir?: string };
 }
 
 export interface ShardReady {
@@ -62,6 +64,9 @@ export interface BatchResult {
   commitMs: number;
   /** Latest event time applied by this shard, epoch ms (the shard's event-time clock). */
   watermarkMs: number;
+  /** LSTM cell steps run for this batch (one per applied event when the LSTM runs) and their time, ms. */
+  lstmSteps: number;
+  lstmMs: number;
 }
 
 export type ReplyEncoding = "protobuf" | "json";

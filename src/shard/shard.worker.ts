@@ -11,9 +11,12 @@
 import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { parentPort } from "node:worker_threads";
-import { applyEvent, newUserState, profileView, type UserState } from "../actors/user-profile.js";
+import { applyEvent, newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { UnknownUserError, toWire } from "../errors.js";
+import { ChurnModel } from "../models/churn-model.js";
+import type { LstmEvent } from "../models/lstm-features.js";
+import { LstmRuntime } from "../models/lstm-runtime.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
@@ -28,7 +31,12 @@ interface Actor {
   lastBatch: number;
   /** Used since the eviction sweep last passed it (CLOCK second chance). */
   referenced: boolean;
+  /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
+  lstm: Float32Array | undefined;
 }
+
+/** One LSTM wave: each actor at most once. */
+interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[] }
 
 class Shard implements ShardApi {
   #init!: ShardInit;
@@ -42,12 +50,16 @@ class Shard implements ShardApi {
   #committedBatch = 0;
   #pendingWrites = 0;
   #watermarkMs = 0;
+  #lstm: LstmRuntime | undefined;
+  #churn: ChurnModel | undefined;
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#init = init;
     this.#profile = init.profile;
     this.#validation = init.validation;
     this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard });
+    if (init.models.lstmDir !== undefined) this.#lstm = LstmRuntime.load(init.models.lstmDir);
+    if (init.models.churnDir !== undefined) this.#churn = ChurnModel.load(init.models.churnDir);
     this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes });
     const appliedSeqs: Record<number, number> = {};
     for (const p of init.partitions) {
@@ -65,7 +77,7 @@ class Shard implements ShardApi {
       a.referenced = true;
       return a;
     }
-    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0, referenced: false };
+    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined };
     this.#actors.set(userId, a);
     return a;
   }
@@ -91,6 +103,38 @@ class Shard implements ShardApi {
     }
   }
 
+  /**
+   * The actor's live LSTM state: from its stored bytes when they belong to the
+   * running model version, else a zero state (a new user, or a new version).
+   */
+  #lstmState(a: Actor, rt: LstmRuntime): Float32Array {
+    if (a.lstm !== undefined) return a.lstm;
+    const h = rt.initialState();
+    const stored = a.state.lstm;
+    if (stored !== undefined && a.state.lstmV === rt.version && stored.byteLength === h.byteLength) {
+      new Uint8Array(h.buffer).set(stored);
+    }
+    a.lstm = h;
+    a.state.lstm = new Uint8Array(h.buffer);
+    a.state.lstmV = rt.version;
+    return h;
+  }
+
+  /** Steps every applied event's actor once per event, in waves (a user's k-th event of the batch is in wave k). */
+  #stepLstm(rt: LstmRuntime, steps: Array<[Actor, LstmEvent, number]>): void {
+    const waves: Wave[] = [];
+    const depth = new Map<Actor, number>();
+    for (const [a, e, prevMs] of steps) {
+      const d = depth.get(a) ?? 0;
+      depth.set(a, d + 1);
+      const w = (waves[d] ??= { states: [], events: [], prevMs: [] });
+      w.states.push(this.#lstmState(a, rt));
+      w.events.push(e);
+      w.prevMs.push(prevMs);
+    }
+    for (const w of waves) rt.step(w.states, w.events, w.prevMs);
+  }
+
   async applyBatch(batch: EventBatch): Promise<BatchResult> {
     const t0 = performance.now();
     const { partition, data, offsets, seqs } = batch;
@@ -103,6 +147,8 @@ class Shard implements ShardApi {
     const dirty = new Map<string, Actor>();
     let appliedCount = 0;
     let skipped = 0;
+    const lstm = this.#lstm;
+    const steps: Array<[Actor, LstmEvent, number]> = [];
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
@@ -121,12 +167,16 @@ class Shard implements ShardApi {
       high = seq;
       const e = r.event;
       const actor = this.#actor(e.userId);
+      if (lstm !== undefined) steps.push([actor, e, actor.state.lastSeenMs]);
       applyEvent(actor.state, e, this.#profile);
       actor.lastBatch = batchNo;
       dirty.set(e.userId, actor);
       appliedCount++;
       if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
     }
+    const tl = performance.now();
+    if (lstm !== undefined && steps.length > 0) this.#stepLstm(lstm, steps);
+    const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
     // One synchronous block: these puts are one LMDB transaction.
@@ -144,6 +194,7 @@ class Shard implements ShardApi {
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
+      lstmSteps: steps.length, lstmMs,
     };
   }
 
@@ -155,6 +206,8 @@ class Shard implements ShardApi {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state.lastSeenMs);
       const profile = profileView(userId, state, asOf, this.#profile);
+      const predictions = this.#predictions(state, asOf);
+      if (predictions !== undefined) profile.predictions = predictions;
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile }).finish();
@@ -164,6 +217,26 @@ class Shard implements ShardApi {
       this.#log.error({ err }, "profile query failed");
       return { ok: false, error: toWire(err) };
     }
+  }
+
+  #predictions(state: UserState, asOfMs: number): PredictionsView | undefined {
+    if (this.#lstm === undefined && this.#churn === undefined) return undefined;
+    const out: PredictionsView = { lstmVersion: "", purchasePropensity: 0, nextCategories: [], churnVersion: "", churnRisk: 0 };
+    if (this.#lstm !== undefined) {
+      const h = this.#lstm.initialState();
+      if (state.lstm !== undefined && state.lstmV === this.#lstm.version && state.lstm.byteLength === h.byteLength) {
+        new Uint8Array(h.buffer).set(state.lstm);
+      }
+      const p = this.#lstm.predict(h);
+      out.lstmVersion = this.#lstm.version;
+      out.purchasePropensity = p.purchasePropensity;
+      out.nextCategories = p.nextCategories;
+    }
+    if (this.#churn !== undefined) {
+      out.churnVersion = this.#churn.version;
+      out.churnRisk = this.#churn.predict(state, asOfMs);
+    }
+    return out;
   }
 
   stats(): ShardStats {
