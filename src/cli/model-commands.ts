@@ -2,7 +2,9 @@
  * `portrait train ...` and `portrait eval ...`: the model commands.
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
+import { BUNDLED_MODELS_DIR, resolveModel } from "../models/artifacts.js";
+import { formatEvalTable, type EvalTable } from "../eval/eval-table.js";
+import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
 import { trainLstm } from "../train/train-lstm.js";
 
@@ -56,4 +58,24 @@ export function registerModelCommands(program: Command, datasets: string): void 
     console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s)`);
     for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
   });
+
+  const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
+  evalCmd.command("lstm")
+    .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 30 min (Taobao, REES46) vs popularity, item-kNN, session-kNN")
+    .option("--datasets <dir>", "directory of the public data sets", datasets)
+    .option("--models <dir>", "models directory", BUNDLED_MODELS_DIR)
+    .option("--model <version>", "model version (default: CURRENT)")
+    .option("--json", "print the tables as JSON")
+    .action(async (f: { datasets: string; models: string; model?: string; json?: boolean }) => {
+      const { dir } = resolveModel(f.models, f.model ? `lstm@${f.model}` : "lstm");
+      printTables(await evalLstm({ dataDir: f.datasets, modelDir: dir, onProgress: progressLines("eval lstm") }), f.json);
+    });
+}
+
+function printTables(tables: EvalTable[], json?: boolean): void {
+  if (json) {
+    console.log(JSON.stringify(tables, null, 2));
+    return;
+  }
+  for (const t of tables) console.log(`${formatEvalTable(t)}\n`);
 }

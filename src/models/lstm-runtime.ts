@@ -173,6 +173,11 @@ export class LstmRuntime {
     return this.#headLogits(state, this.#itemW, this.#itemB, out);
   }
 
+  /** Next-category logits over `categories` for a state. */
+  categoryLogits(state: Float32Array, out: Float32Array = new Float32Array(this.categories.size)): Float32Array {
+    return this.#headLogits(state, this.#catW, this.#catB, out);
+  }
+
   #headLogits(state: Float32Array, W: Float32Array, b: Float32Array, out: Float32Array = new Float32Array(b.length)): Float32Array {
     const V = b.length;
     out.set(b);

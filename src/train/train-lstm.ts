@@ -43,6 +43,8 @@ export interface TrainLstmOptions {
 }
 
 const WINDOW = { length: 48, burnIn: 16 } as const;
+/** Ids seen fewer times in training are out of vocabulary (they cannot be learned as targets anyway). */
+const VOCAB_MIN_COUNT = 3;
 
 interface Batch {
   B: number;
@@ -142,7 +144,7 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
     progress(i, specs.length, `reading ${spec.format}`);
     sources.push(await loadSource(o.dataDir, spec, i));
   }
-  const vocabs = buildVocabs(sources, 2, 30_000, 5_000);
+  const vocabs = buildVocabs(sources, VOCAB_MIN_COUNT, 30_000, 5_000);
   const arch: LstmArchitecture = {
     hidden: o.hidden ?? 32,
     embDims: { type: 4, category: 16, item: 24, band: 4, gap: 4 },
@@ -153,13 +155,17 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
   const rows: Record<string, number> = {};
   for (const src of sources) {
     let nTrain = 0;
-    for (const s of src.train) {
+    const cap = src.spec.maxEventsPerUser;
+    for (const full of src.train) {
+      // The cap keeps the most recent events, then the windows are cut from the validation start as usual.
+      const before = full.events.filter((e) => e.timestampMs < src.valStartMs);
+      const s = cap !== undefined && before.length > cap ? { ...full, events: before.slice(-cap) } : full;
       const tw = windowsOf(s, src.spec.heads, vocabs, {
         fromMs: -Infinity, toMs: src.valStartMs, seeUntilMs: src.valStartMs, ...WINDOW,
       });
       for (const w of tw) nTrain += w.length;
       trainWin.push(...tw);
-      valWin.push(...windowsOf(s, src.spec.heads, vocabs, {
+      valWin.push(...windowsOf(full, src.spec.heads, vocabs, {
         fromMs: src.valStartMs, toMs: src.trainEndMs, seeUntilMs: src.trainEndMs, ...WINDOW,
       }));
     }
@@ -284,7 +290,7 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
       fields: LSTM_FIELDS,
       encoding: "see src/models/lstm-features.ts: vocab index 0 = none, 1 = out of vocabulary; gap = log2 buckets of seconds",
       vocab: arch.vocab,
-      vocabMinCount: 2,
+      vocabMinCount: VOCAB_MIN_COUNT,
       heads: { item: "next event's item", category: "next event's category", buy: `purchase within ${PURCHASE_HORIZON_MS / 60000} min` },
     },
     training: {

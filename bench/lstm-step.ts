@@ -1,0 +1,113 @@
+/**
+ * LSTM step throughput of the live cell (src/models/lstm-runtime.ts), per
+ * thread, at several wave sizes, on real events (Taobao), beside:
+ * - the raw limit of this machine for the same work: the recurrent product
+ *   h x R (H x 4H multiply-adds per user) alone, in the same JS engine;
+ * - the same cell in TF.js (wasm backend), batched as one matrix product per wave.
+ *
+ *   npm run bench:lstm -- [--model models/lstm/<version>] [--seconds 1.5] [--no-record]
+ */
+import { parseArgs } from "node:util";
+import { readDataset, resolveDataFile } from "../src/data/datasets.js";
+import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
+import { LSTM_FIELDS, encodeLstmEvent, type LstmEvent } from "../src/models/lstm-features.js";
+import { LSTM_LAYER, readStoredWeights, type LstmArchitecture } from "../src/models/lstm-model.js";
+import { LstmRuntime } from "../src/models/lstm-runtime.js";
+import { initTf, tf } from "../src/models/tf.js";
+import { appendResults, printTable, repoRoot } from "./report.js";
+
+const { values: a } = parseArgs({
+  options: {
+    model: { type: "string" },
+    seconds: { type: "string", default: "1.5" },
+    datasets: { type: "string", default: process.env.PORTRAIT_DATASETS ?? `${repoRoot()}/../shared/data` },
+    "no-record": { type: "boolean", default: false },
+  },
+});
+const SECONDS = Number(a.seconds);
+const WAVES = [1, 64, 512, 4096];
+
+function timed(f: () => number): number {
+  // Warm up, then run whole rounds until the time budget is spent (bounded by time and by 1e6 rounds).
+  f();
+  let steps = 0;
+  const t0 = performance.now();
+  let rounds = 0;
+  while (performance.now() - t0 < SECONDS * 1000 && rounds++ < 1_000_000) steps += f();
+  return steps / ((performance.now() - t0) / 1000);
+}
+
+async function main(): Promise<void> {
+  const dir = a.model ?? resolveModel(BUNDLED_MODELS_DIR, "lstm").dir;
+  const rt = LstmRuntime.load(dir);
+  const arch = rt.manifest.architecture as unknown as LstmArchitecture;
+  const H = rt.hidden;
+  const G = 4 * H;
+  const events: LstmEvent[] = [];
+  for await (const e of readDataset("taobao", resolveDataFile(a.datasets!, "taobao"), { limit: 4096 * 4 })) {
+    events.push({ type: e.type, timestampMs: e.timestampMs, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", price: e.price ?? 0 });
+  }
+  const rows: string[][] = [];
+  const w = readStoredWeights(dir);
+  const rec = w[`${LSTM_LAYER.lstm}/recurrent_kernel`]!.values;
+  const rt2 = await initTf("wasm");
+  for (const n of WAVES) {
+    const states = Array.from({ length: n }, () => rt.initialState().fill(0.1));
+    const evs = events.slice(0, n);
+    const prev = evs.map((e) => e.timestampMs - 5000);
+    const ours = timed(() => {
+      rt.step(states, evs, prev);
+      return n;
+    });
+    // The raw limit: only z += h x R per user, nothing else.
+    const z = new Float32Array(G);
+    const raw = timed(() => {
+      for (let r = 0; r < n; r++) {
+        const s = states[r]!;
+        for (let k = 0; k < H; k++) {
+          const hk = s[k]!;
+          const o = k * G;
+          for (let j = 0; j < G; j++) z[j] = z[j]! + hk * rec[o + j]!;
+        }
+      }
+      return n;
+    });
+    // TF.js wasm: gather the five embeddings, concat, one matMul with [K; R], gates.
+    const F = LSTM_FIELDS.length;
+    const ids = new Int32Array(n * F);
+    evs.forEach((e, r) => encodeLstmEvent(e, prev[r]!, rt.items, rt.categories, ids, r * F));
+    const embs = LSTM_FIELDS.map((f) => tf.tensor2d(w[`${LSTM_LAYER.emb(f)}/embeddings`]!.values, [arch.vocab[f], arch.embDims[f]]));
+    const kr = tf.concat([
+      tf.tensor2d(w[`${LSTM_LAYER.lstm}/kernel`]!.values, w[`${LSTM_LAYER.lstm}/kernel`]!.shape as [number, number]),
+      tf.tensor2d(rec, [H, G]),
+    ], 0);
+    const bias = tf.tensor1d(w[`${LSTM_LAYER.lstm}/bias`]!.values);
+    const idT = LSTM_FIELDS.map((_, f) => tf.tensor1d(Array.from({ length: n }, (_, r) => ids[r * F + f]!), "int32"));
+    let h = tf.fill([n, H], 0.1) as tf.Tensor2D;
+    let c = tf.fill([n, H], 0.1) as tf.Tensor2D;
+    const wasm = timed(() => {
+      const [h2, c2] = tf.tidy(() => {
+        const x = tf.concat([...embs.map((e, f) => tf.gather(e, idT[f]!)), h], 1);
+        const zz = tf.add(tf.matMul(x, kr), bias);
+        const [zi, zf, zc, zo] = tf.split(zz, 4, 1);
+        const cc = tf.add(tf.mul(tf.sigmoid(zf!), c), tf.mul(tf.sigmoid(zi!), tf.tanh(zc!)));
+        return [tf.mul(tf.sigmoid(zo!), tf.tanh(cc)), cc];
+      });
+      h.dispose();
+      c.dispose();
+      h = h2 as tf.Tensor2D;
+      c = c2 as tf.Tensor2D;
+      h.dataSync();
+      return n;
+    });
+    tf.dispose([...embs, kr, bias, ...idT, h, c]);
+    rows.push([String(n), ours.toFixed(0), raw.toFixed(0), (ours / raw).toFixed(2), wasm.toFixed(0)]);
+    process.stderr.write(`wave ${n}: ${ours.toFixed(0)} steps/s\n`);
+  }
+  const header = ["users per wave", "Portrait cell steps/s", "raw h·R only steps/s", "ratio", `TF.js ${rt2.backend} steps/s`];
+  const title = `LSTM step (model ${rt.version}: hidden ${H}, input ${LSTM_FIELDS.map((f) => arch.embDims[f]).reduce((x, y) => x + y, 0)}), one thread`;
+  printTable(title, header, rows);
+  if (!a["no-record"]) appendResults(title, "npm run bench:lstm", header, rows);
+}
+
+await main();
