@@ -8,6 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
+import { cpSync } from "node:fs";
+import { join } from "node:path";
+import { applyEvent, newUserState } from "../src/actors/user-profile.js";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
+import { ChurnModel } from "../src/models/churn-model.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
@@ -124,6 +130,34 @@ describe("engine - models", () => {
     }
     expect(p.predictions?.lstmVersion).toBe("fixture.2");
     expect(p.predictions?.purchasePropensity).toBeCloseTo(rt2.predict(s).purchasePropensity, 12);
+  });
+
+  it("churn - a customer's churn risk is the bundled churn model on the live profile; a user who never bought has none", async () => {
+    const prefix = uniquePrefix("churn");
+    const dir = tmpDir("portrait-models-churn");
+    cpSync(join(BUNDLED_MODELS_DIR, "churn"), join(dir, "churn"), { recursive: true });
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, modelsDir: dir, lstmModel: "off" });
+    engines.push(engine);
+    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    const buyer = `${prefix}-buyer`;
+    const evs: IEvent[] = [0, 20, 45].map((d, i) => ({
+      eventId: `${prefix}-p${i}`, userId: buyer, type: EventType.PURCHASE, timestampMs: T0 + d * 86_400_000,
+      itemId: `sku${i}`, price: 12.5, quantity: 2 + i, orderId: `o${i}`, currency: "GBP",
+    }));
+    evs.push({ eventId: `${prefix}-v`, userId: `${prefix}-viewer`, type: EventType.VIEW, timestampMs: T0, itemId: "sku0" });
+    await client.publishMany(evs);
+    await expectExactCounts(client, countByUser(evs));
+    const asOfMs = T0 + 60 * 86_400_000;
+    const p = await client.getProfile(buyer, { asOfMs });
+    const state = newUserState();
+    for (const e of evs.slice(0, 3)) applyEvent(state, { categoryId: "", brand: "", sessionId: "", ...e } as never, PROFILE_DEFAULTS);
+    const model = ChurnModel.load(resolveModel(dir, "churn").dir);
+    expect(p.predictions?.churnVersion).toBe(model.version);
+    expect(p.predictions?.churnRisk).toBeCloseTo(model.predict(state, asOfMs), 12);
+    expect(p.predictions?.lstmVersion).toBe("");
+    const viewer = await client.getProfile(`${prefix}-viewer`, { asOfMs });
+    expect(viewer.predictions?.churnVersion).toBe("");
+    removeDir(dir);
   });
 
   it("config - a model version that does not exist is a CONFIG error naming what exists", async () => {

@@ -300,6 +300,7 @@ export interface PredictionsView {
   purchasePropensity: number;
   /** Most likely categories of the next event, score = probability. */
   nextCategories: AffinityView[];
+  /** "" when the churn model is off or the user has never bought. */
   churnVersion: string;
   /** P(no purchase in the next 90 days). */
   churnRisk: number;

@@ -6,6 +6,8 @@ import { BUNDLED_MODELS_DIR, resolveModel } from "../models/artifacts.js";
 import { formatEvalTable, type EvalTable } from "../eval/eval-table.js";
 import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
+import { evalChurn } from "../eval/churn-eval.js";
+import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
 
 function posInt(v: string): number {
@@ -59,17 +61,37 @@ export function registerModelCommands(program: Command, datasets: string): void 
     for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
   });
 
+  common(
+    train.command("churn")
+      .description("the churn model on UCI Online Retail: P(no purchase in the next 90 days) from the profile"),
+    datasets,
+  ).action(async (f: CommonFlags) => {
+    const r = await trainChurn({ dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train churn") });
+    console.log(`wrote ${r.dir}`);
+    for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  });
+
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
-  evalCmd.command("lstm")
-    .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 30 min (Taobao, REES46) vs popularity, item-kNN, session-kNN")
+  type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean };
+  const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;
+  modelFlags(evalCmd.command("lstm")
+    .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 30 min (Taobao, REES46) vs popularity, S-POP, item-kNN, session-kNN"), datasets)
+    .action(async (f: EvalFlags) => {
+      printTables(await evalLstm({ dataDir: f.datasets, modelDir: dirOf("lstm", f), onProgress: progressLines("eval lstm") }), f.json);
+    });
+  modelFlags(evalCmd.command("churn")
+    .description("churn on Online Retail (cut-off 2011-09-10, 90-day horizon) vs the other model kind, RFM-only logistic regression, recency"), datasets)
+    .action(async (f: EvalFlags) => {
+      printTables([await evalChurn({ dataDir: f.datasets, modelDir: dirOf("churn", f), onProgress: progressLines("eval churn") })], f.json);
+    });
+}
+
+function modelFlags(cmd: Command, datasets: string): Command {
+  return cmd
     .option("--datasets <dir>", "directory of the public data sets", datasets)
     .option("--models <dir>", "models directory", BUNDLED_MODELS_DIR)
     .option("--model <version>", "model version (default: CURRENT)")
-    .option("--json", "print the tables as JSON")
-    .action(async (f: { datasets: string; models: string; model?: string; json?: boolean }) => {
-      const { dir } = resolveModel(f.models, f.model ? `lstm@${f.model}` : "lstm");
-      printTables(await evalLstm({ dataDir: f.datasets, modelDir: dir, onProgress: progressLines("eval lstm") }), f.json);
-    });
+    .option("--json", "print the tables as JSON");
 }
 
 function printTables(tables: EvalTable[], json?: boolean): void {

@@ -232,7 +232,8 @@ class Shard implements ShardApi {
       out.purchasePropensity = p.purchasePropensity;
       out.nextCategories = p.nextCategories;
     }
-    if (this.#churn !== undefined) {
+    // The churn model describes customers who have bought: it has no answer for the others.
+    if (this.#churn !== undefined && state.lastPurchaseMs > 0) {
       out.churnVersion = this.#churn.version;
       out.churnRisk = this.#churn.predict(state, asOfMs);
     }

@@ -1,0 +1,165 @@
+/**
+ * Churn examples from an event stream: profiles are built with the engine's
+ * own `applyEvent` from the events strictly before each cut-off, and the label
+ * of a customer at cut-off c is 1 when they make no purchase in
+ * [c, c + horizon). Only customers with a purchase before c are examples.
+ */
+import { compileProfileOptions } from "../actors/profile-options.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../actors/user-profile.js";
+import { readDataset, resolveDataFile } from "../data/datasets.js";
+import type { DatasetEvent } from "../data/types.js";
+import { BadRequestError } from "../errors.js";
+import { churnFeatures } from "../models/churn-model.js";
+import { EventType } from "../wire/proto.js";
+
+export const MS_PER_DAY = 86_400_000;
+
+/** The churn split: every time is ms since the epoch (UTC). */
+export interface ChurnSplit {
+  /** Label window length, ms. Default 90 days. */
+  horizonMs: number;
+  /** Training cut-offs, ascending; the last one is the validation cut-off used for model choice. */
+  trainCutoffsMs: number[];
+  /** Test cut-off; every training label window must end on or before it. */
+  testCutoffMs: number;
+}
+
+/**
+ * The default split of UCI Online Retail (data 2010-12-01 -> 2011-12-09):
+ * test at 2011-09-10 00:00 UTC (its 90-day window ends 2011-12-09 00:00,
+ * within the data); training cut-offs every 14 days from 2011-01-09 to
+ * 2011-06-12, whose last label window, [06-12, 09-10), ends exactly at the
+ * test cut-off. Validation is 2011-06-12, fitted on the cut-offs up to
+ * 2011-03-06 (windows ending by 06-12).
+ */
+export const DEFAULT_CHURN_SPLIT: Readonly<ChurnSplit> = Object.freeze({
+  horizonMs: 90 * MS_PER_DAY,
+  trainCutoffsMs: Object.freeze(Array.from({ length: 12 }, (_, i) => Date.UTC(2011, 5, 12) - (11 - i) * 14 * MS_PER_DAY)) as number[],
+  testCutoffMs: Date.UTC(2011, 8, 10),
+});
+
+/** A profile event with its user, as the reader gave it. */
+export interface UserEvent extends ProfileEvent {
+  userId: string;
+}
+
+export function toUserEvent(e: DatasetEvent): UserEvent {
+  return {
+    userId: e.userId,
+    type: e.type,
+    timestampMs: e.timestampMs,
+    itemId: e.itemId ?? "",
+    categoryId: e.categoryId ?? "",
+    brand: e.brand ?? "",
+    price: e.price ?? 0,
+    quantity: e.quantity ?? 0,
+    currency: e.currency ?? "",
+    sessionId: e.sessionId ?? "",
+    orderId: e.orderId ?? "",
+  };
+}
+
+/**
+ * Reads an Online Retail file (default: the data directory's default file)
+ * and returns its events sorted by time (stable: file order within one time).
+ */
+export async function loadRetailEvents(
+  dataDir: string, file?: string, limit?: number, onProgress?: (done: number, total: number, note: string) => void,
+): Promise<{ path: string; events: UserEvent[] }> {
+  const path = resolveDataFile(dataDir, "online-retail", file);
+  const events: UserEvent[] = [];
+  for await (const e of readDataset("online-retail", path, limit === undefined ? undefined : { limit })) {
+    events.push(toUserEvent(e));
+    if (events.length % 50_000 === 0) onProgress?.(events.length, 0, "reading events");
+  }
+  events.sort((a, b) => a.timestampMs - b.timestampMs);
+  return { path, events };
+}
+
+/** Examples of one cut-off: row i is user `userIds[i]`, features `x[i]`, label `y[i]`. */
+export interface ChurnExamples {
+  cutoffMs: number;
+  userIds: string[];
+  x: Float64Array[];
+  y: Uint8Array;
+  /** The profiles the features came from (same order), for tests and inspection. */
+  states: UserState[];
+}
+
+/** Checks a split against the data's time range; throws BadRequestError saying which rule fails. */
+export function checkSplit(split: ChurnSplit, dataStartMs: number, dataEndMs: number): void {
+  const iso = (t: number) => new Date(t).toISOString();
+  if (!(split.horizonMs > 0)) throw new BadRequestError("split.horizonMs must be positive");
+  if (split.trainCutoffsMs.length < 2) throw new BadRequestError("split.trainCutoffsMs needs at least two cut-offs (the last one validates)");
+  split.trainCutoffsMs.forEach((c, i) => {
+    if (i > 0 && c <= split.trainCutoffsMs[i - 1]!) throw new BadRequestError("split.trainCutoffsMs must be ascending");
+    if (c <= dataStartMs) throw new BadRequestError(`training cut-off ${iso(c)} is not after the first event (${iso(dataStartMs)})`);
+    if (c + split.horizonMs > split.testCutoffMs) {
+      throw new BadRequestError(`training cut-off ${iso(c)}: its label window ends after the test cut-off ${iso(split.testCutoffMs)}`);
+    }
+  });
+  if (split.testCutoffMs + split.horizonMs > dataEndMs) {
+    throw new BadRequestError(
+      `test label window [${iso(split.testCutoffMs)}, ${iso(split.testCutoffMs + split.horizonMs)}) ends after the data (${iso(dataEndMs)})`,
+    );
+  }
+}
+
+function firstAtOrAfter(sorted: readonly number[], t: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Builds the examples of every cut-off in one pass over `events` (sorted by
+ * time). Features see only events with timestampMs < cut-off; labels see only
+ * purchases in [cut-off, cut-off + horizonMs).
+ */
+export function buildChurnExamples(events: readonly UserEvent[], cutoffsMs: readonly number[], horizonMs: number): ChurnExamples[] {
+  const profile = compileProfileOptions();
+  const cutoffs = [...cutoffsMs].sort((a, b) => a - b);
+  const purchases = new Map<string, number[]>();
+  for (const e of events) {
+    if (e.type !== EventType.PURCHASE) continue;
+    let times = purchases.get(e.userId);
+    if (times === undefined) purchases.set(e.userId, (times = []));
+    times.push(e.timestampMs);
+  }
+  for (const times of purchases.values()) times.sort((a, b) => a - b);
+
+  const states = new Map<string, UserState>();
+  const out: ChurnExamples[] = [];
+  let next = 0;
+  let prevT = -Infinity;
+  for (const c of cutoffs) {
+    for (; next < events.length && events[next]!.timestampMs < c; next++) {
+      const e = events[next]!;
+      if (e.timestampMs < prevT) throw new BadRequestError("buildChurnExamples needs events sorted by time");
+      prevT = e.timestampMs;
+      let s = states.get(e.userId);
+      if (s === undefined) states.set(e.userId, (s = newUserState()));
+      applyEvent(s, e, profile);
+    }
+    const ex: ChurnExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0), states: [] };
+    const labels: number[] = [];
+    for (const [id, s] of [...states].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      if (s.lastPurchaseMs === 0) continue;
+      const times = purchases.get(id) ?? [];
+      const i = firstAtOrAfter(times, c);
+      const bought = i < times.length && times[i]! < c + horizonMs;
+      ex.userIds.push(id);
+      ex.x.push(churnFeatures(s, c));
+      ex.states.push(structuredClone(s));
+      labels.push(bought ? 0 : 1);
+    }
+    ex.y = Uint8Array.from(labels);
+    out.push(ex);
+  }
+  return out;
+}
