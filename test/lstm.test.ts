@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "../src/models/lstm-features.js";
-import { loadLayersModel } from "../src/models/lstm-model.js";
+import { PURCHASE_HORIZON_MS, loadLayersModel } from "../src/models/lstm-model.js";
 import { initTf, tf } from "../src/models/tf.js";
 import { DEFAULT_LSTM_SOURCES, loadSource, windowsOf, type UserSequence } from "../src/train/lstm-sequences.js";
 import { trainLstm } from "../src/train/train-lstm.js";
@@ -102,8 +102,12 @@ describe("lstm", () => {
     expect(windowsOf(planted, heads, vocabs, o)).toEqual(windowsOf(base, heads, vocabs, o));
     const w = windowsOf(planted, heads, vocabs, { ...o, toMs: 4000, seeUntilMs: 4000 })[0]!;
     expect(Array.from(w.item)).toEqual([vocabs.items.indexOf("b"), vocabs.items.indexOf("a"), vocabs.items.indexOf("c"), 0]);
+    // The horizon runs past what may be seen: no buy label, positive or negative.
+    expect(Array.from(w.buyMask)).toEqual([0, 0, 0, 0]);
+    const seen = windowsOf(planted, heads, vocabs, { ...o, toMs: 4000, seeUntilMs: 3000 + PURCHASE_HORIZON_MS + 1 })[0]!;
     // The purchase 500 ms after the last view is inside the horizon: a positive buy label there.
-    expect(w.buy[2]).toBe(1);
+    expect(seen.buy[2]).toBe(1);
+    expect(seen.buyMask[2]).toBe(1);
   });
 
   it("features - gap buckets and vocabularies encode as documented", () => {

@@ -296,7 +296,7 @@ export interface ProfileView {
 /** The proto `Predictions` as plain data. Versions are "" when that model is off. */
 export interface PredictionsView {
   lstmVersion: string;
-  /** P(a purchase within the next 30 minutes of event time), from the live LSTM state. */
+  /** P(a purchase within the next 10 minutes of event time), from the live LSTM state. */
   purchasePropensity: number;
   /** Most likely categories of the next event, score = probability. */
   nextCategories: AffinityView[];

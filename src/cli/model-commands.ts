@@ -75,7 +75,7 @@ export function registerModelCommands(program: Command, datasets: string): void 
   type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean };
   const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;
   modelFlags(evalCmd.command("lstm")
-    .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 30 min (Taobao, REES46) vs popularity, S-POP, item-kNN, session-kNN"), datasets)
+    .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 10 min (Taobao, REES46) vs popularity, S-POP, item-kNN, session-kNN"), datasets)
     .action(async (f: EvalFlags) => {
       printTables(await evalLstm({ dataDir: f.datasets, modelDir: dirOf("lstm", f), onProgress: progressLines("eval lstm") }), f.json);
     });

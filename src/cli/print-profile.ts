@@ -34,7 +34,7 @@ function predictionLines(p: ProfileView): string[] {
   if (x === undefined) return ["predictions     - (no models running)"];
   const out: string[] = [];
   if (x.lstmVersion !== "") {
-    out.push(`purchase (30m)  ${num(x.purchasePropensity, 3)}   [lstm ${x.lstmVersion}]`);
+    out.push(`purchase (10m)  ${num(x.purchasePropensity, 3)}   [lstm ${x.lstmVersion}]`);
     out.push(`next category   ${aff(x.nextCategories, 3)}`);
   }
   if (x.churnVersion !== "") out.push(`churn (90d)     ${num(x.churnRisk, 3)}   [churn ${x.churnVersion}]`);

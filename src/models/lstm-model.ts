@@ -20,8 +20,13 @@ import { join } from "node:path";
 import { tf, tfl } from "./tf.js";
 import { LSTM_FIELDS } from "./lstm-features.js";
 
-/** The horizon of the purchase-propensity head: a purchase within this much event time after the event. */
-export const PURCHASE_HORIZON_MS = 30 * 60_000;
+/**
+ * The horizon of the purchase-propensity head: a purchase within this much
+ * event time after the event. Short on purpose: the logs with non-purchase
+ * events (Taobao, REES46) span 2-3 hours, and a label needs the whole horizon
+ * observed.
+ */
+export const PURCHASE_HORIZON_MS = 10 * 60_000;
 
 export interface LstmArchitecture {
   hidden: number;

@@ -20,7 +20,7 @@ import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "./lstm-feat
 import { LSTM_LAYER, readStoredWeights, type LstmArchitecture, type StoredWeights } from "./lstm-model.js";
 
 export interface LstmPrediction {
-  /** P(a purchase within the next 30 minutes of event time). */
+  /** P(a purchase within the next 10 minutes of event time). */
   purchasePropensity: number;
   /** The most likely next categories with their probabilities. */
   nextCategories: Array<{ key: string; score: number }>;

@@ -4,7 +4,7 @@
  *
  * Each source has a train part (events before `trainEndMs`) and a test part
  * (events from `trainEndMs` on; Yoochoose instead uses its own test file).
- * Inside the train part, the last 10% of its time is the validation window
+ * Inside the train part, the last 20% of its time is the validation window
  * used for early stopping: training sequences stop before it, validation
  * sequences run up to `trainEndMs` with targets only inside it.
  *
@@ -13,7 +13,7 @@
  *   target window and the id is in the vocabulary;
  * - buy: 1 if a PURCHASE follows within PURCHASE_HORIZON_MS of event t's time,
  *   0 if none does; masked when t's horizon runs past the data the sequence
- *   may see (censoring) or the source has no purchase signal.
+ *   may see (censoring, for both labels) or the source has no purchase signal.
  */
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetFormat } from "../data/types.js";
@@ -65,7 +65,7 @@ export interface SourceData {
   events: number;
 }
 
-const VALIDATION_FRACTION = 0.1;
+const VALIDATION_FRACTION = 0.2;
 
 function group(events: Array<LstmEvent & { userId: string }>, source: number): UserSequence[] {
   const by = new Map<string, LstmEvent[]>();
@@ -195,12 +195,11 @@ export function windowsOf(seq: UserSequence, heads: SourceSpec["heads"], vocabs:
         category[t] = cx >= 2 ? cx : 0;
       }
     }
-    if (heads.buy && e.timestampMs >= o.fromMs && e.timestampMs < o.toMs) {
-      const bought = nextBuyMs - e.timestampMs <= PURCHASE_HORIZON_MS;
-      if (bought || e.timestampMs + PURCHASE_HORIZON_MS < o.seeUntilMs) {
-        buy[t] = bought ? 1 : 0;
-        buyMask[t] = 1;
-      }
+    // Labelled only when the whole horizon is observed: keeping early-found
+    // positives near the end of the data would bias the labels towards 1.
+    if (heads.buy && e.timestampMs >= o.fromMs && e.timestampMs < o.toMs && e.timestampMs + PURCHASE_HORIZON_MS < o.seeUntilMs) {
+      buy[t] = nextBuyMs - e.timestampMs <= PURCHASE_HORIZON_MS ? 1 : 0;
+      buyMask[t] = 1;
     }
     if (e.type === EventType.PURCHASE) nextBuyMs = e.timestampMs;
   }
