@@ -2,11 +2,14 @@
  * `portrait train ...` and `portrait eval ...`: the model commands.
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { BUNDLED_MODELS_DIR, resolveModel } from "../models/artifacts.js";
+import { BUNDLED_MODELS_DIR, currentVersion, readManifest, resolveModel } from "../models/artifacts.js";
 import { formatEvalTable, type EvalTable } from "../eval/eval-table.js";
 import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
+import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
+import { evalDeepFm } from "../eval/deepfm-eval.js";
+import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
 
@@ -71,6 +74,29 @@ export function registerModelCommands(program: Command, datasets: string): void 
     for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
   });
 
+  common(
+    train.command("deepfm")
+      .description("the DeepFM ranker on (user, item, context) rows: real interactions vs sampled negatives, later time window held out")
+      .addOption(new Option("--format <format>", "data set").choices(["taobao", "rees46", "online-retail"]).default("taobao"))
+      .option("--file <path>", "data file relative to --datasets (default: the format's file)")
+      .option("--lstm <version>", 'LSTM whose hidden state is the dense user input: a version, "current" (if one exists) or "off"', "current")
+      .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
+      .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
+    datasets,
+  ).action(async (f: CommonFlags & { format: DatasetFormat; file?: string; lstm: string; epochs: number }) => {
+    let lstmDir: string | undefined;
+    if (f.lstm !== "off" && !(f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)) {
+      lstmDir = resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
+    }
+    const r = await trainDeepFm({
+      dataDir: f.datasets, format: f.format, ...(f.file !== undefined ? { file: f.file } : {}), modelsDir: f.models,
+      ...(lstmDir !== undefined ? { lstmDir } : {}), seed: f.seed, epochs: f.epochs, makeCurrent: f.current,
+      backend: f.backend as "auto", onProgress: progressLines("train deepfm"),
+    });
+    console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s${lstmDir ? `, LSTM input from ${lstmDir}` : ", no LSTM input"})`);
+    for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  });
+
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
   type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean };
   const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;
@@ -78,6 +104,18 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 10 min (Taobao, REES46) vs popularity, S-POP, item-kNN, session-kNN"), datasets)
     .action(async (f: EvalFlags) => {
       printTables(await evalLstm({ dataDir: f.datasets, modelDir: dirOf("lstm", f), onProgress: progressLines("eval lstm") }), f.json);
+    });
+  modelFlags(evalCmd.command("deepfm")
+    .description("DeepFM on its held-out later window vs a first-order logistic regression and popularity (AUC, logloss)"), datasets)
+    .addOption(new Option("--format <format>", "data set (default: the one the model was trained on)").choices(DATASET_FORMATS as unknown as string[]))
+    .action(async (f: EvalFlags & { format?: DatasetFormat }) => {
+      const dir = dirOf("deepfm", f);
+      const lstmVersion = (readManifest(dir).features as { schema?: { lstmVersion?: string } }).schema?.lstmVersion;
+      const lstmDir = lstmVersion !== undefined ? resolveModel(f.models, `lstm@${lstmVersion}`).dir : undefined;
+      printTables([await evalDeepFm({
+        dataDir: f.datasets, modelDir: dir, ...(f.format !== undefined ? { format: f.format } : {}),
+        ...(lstmDir !== undefined ? { lstmDir } : {}), onProgress: progressLines("eval deepfm"),
+      })], f.json);
     });
   modelFlags(evalCmd.command("churn")
     .description("churn on Online Retail (cut-off 2011-09-10, 90-day horizon) vs the other model kind, RFM-only logistic regression, recency"), datasets)
