@@ -1,0 +1,169 @@
+/**
+ * Item-to-item co-visitation, updated per event.
+ *
+ * Definition: each item event of weight w > 0 (RecsOptions.eventWeights:
+ * view 1, add_to_cart 3, purchase 5, ...) links its item to the same user's
+ * previous counted item, when the two differ and are at most sessionGapMs
+ * apart in event time. The link adds w to score(a, b) and to score(b, a),
+ * multiplied by 2^(-(T - t) / halfLifeMs) when read at time T (t = event time).
+ *
+ * Lazy decay, as the profile's affinities (src/actors/user-profile.ts): all
+ * scores are stored at one reference time; an event at t adds
+ * w x 2^((t - ref) / halfLife) instead of decaying every score, and a query
+ * at T scales by 2^(-(T - ref) / halfLife). When t runs 32 half-lives past the
+ * reference, every stored score is rescaled once (O(stored links), once per
+ * 32 half-lives: 32 days with the default 24 h).
+ *
+ * Bounds: at most maxNeighbours links per item; when a new neighbour arrives
+ * at a full list it replaces the weakest link only if its own weight is
+ * larger (so a burst of one-off pairs cannot flush strong links), and the
+ * weakest links have decayed the most. At most maxItems items and maxUsers
+ * users' last items (least recently touched dropped, see TouchOrder). Work
+ * per event: two hash lookups and two scans of at most maxNeighbours links.
+ */
+import type { EventType } from "../wire/proto.js";
+import type { CompiledCovisitationOptions } from "./recs-options.js";
+import { decayFactor, RENORMALISE_HALVINGS } from "./decay.js";
+import { TICK, TouchOrder } from "./touch-order.js";
+import type { ScoredItem } from "./types.js";
+
+interface Node {
+  readonly id: string;
+  [TICK]: number;
+  /** Dropped from the table: links to it are ignored and replaced first. */
+  dead: boolean;
+  /** Neighbour nodes and their scores at the reference time, parallel arrays. */
+  nbr: Node[];
+  score: number[];
+}
+
+interface LastItem {
+  [TICK]: number;
+  node: Node;
+  t: number;
+}
+
+/** The fields of an item event co-visitation reads. */
+export interface CovisitEvent {
+  userId: string;
+  itemId: string;
+  type: EventType;
+  timestampMs: number;
+}
+
+export class Covisitation {
+  private readonly items: TouchOrder<Node>;
+  private readonly users: TouchOrder<LastItem>;
+  private refMs = 0;
+
+  constructor(
+    private readonly options: CompiledCovisitationOptions,
+    /** Weight per EventType number (CompiledRecsOptions.eventWeights). */
+    private readonly weights: readonly number[],
+  ) {
+    this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
+      n.dead = true;
+      n.nbr = [];
+      n.score = [];
+    });
+    this.users = new TouchOrder<LastItem>(options.maxUsers);
+  }
+
+  /** Items tracked. */
+  get size(): number {
+    return this.items.size;
+  }
+
+  /** Users whose last item is remembered. */
+  get userCount(): number {
+    return this.users.size;
+  }
+
+  observe(e: CovisitEvent): void {
+    const w = this.weights[e.type] ?? 0;
+    if (w <= 0 || !e.itemId) return;
+    const t = e.timestampMs;
+    const node = this.node(e.itemId);
+    const last = this.users.get(e.userId);
+    if (last === undefined) {
+      this.users.insert(e.userId, { [TICK]: 0, node, t });
+      return;
+    }
+    this.users.touch(e.userId, last);
+    const prev = last.node;
+    if (prev !== node && !prev.dead && Math.abs(t - last.t) <= this.options.sessionGapMs) {
+      const sw = w * this.scale(t);
+      this.link(prev, node, sw);
+      this.link(node, prev, sw);
+    }
+    last.node = node;
+    last.t = t;
+  }
+
+  /** The item's strongest neighbours at `nowMs`, best first (ties by item id), at most k. */
+  neighbours(itemId: string, k: number, nowMs: number): ScoredItem[] {
+    const n = this.items.get(itemId);
+    if (n === undefined || k <= 0) return [];
+    const f = this.refMs === 0 ? 1 : decayFactor(nowMs - this.refMs, this.options.halfLifeMs);
+    const out: ScoredItem[] = [];
+    for (let i = 0; i < n.nbr.length; i++) {
+      const m = n.nbr[i]!;
+      if (!m.dead) out.push({ itemId: m.id, score: n.score[i]! * f });
+    }
+    out.sort((a, b) => b.score - a.score || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
+    if (out.length > k) out.length = k;
+    return out;
+  }
+
+  private node(id: string): Node {
+    let n = this.items.get(id);
+    if (n !== undefined) {
+      this.items.touch(id, n);
+      return n;
+    }
+    n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
+    this.items.insert(id, n);
+    return n;
+  }
+
+  /** 2^((t - ref) / halfLife), renormalising first when that grows too large. */
+  private scale(t: number): number {
+    if (this.refMs === 0) this.refMs = t;
+    const halvings = (t - this.refMs) / this.options.halfLifeMs;
+    if (halvings <= RENORMALISE_HALVINGS) return Math.pow(2, halvings);
+    const f = Math.pow(2, -halvings);
+    for (const n of this.items.values()) for (let i = 0; i < n.score.length; i++) n.score[i]! *= f;
+    this.refMs = t;
+    return 1;
+  }
+
+  private link(a: Node, b: Node, w: number): void {
+    const i = a.nbr.indexOf(b);
+    if (i >= 0) {
+      a.score[i]! += w;
+      return;
+    }
+    if (a.nbr.length < this.options.maxNeighbours) {
+      a.nbr.push(b);
+      a.score.push(w);
+      return;
+    }
+    let min = -1;
+    let minScore = Infinity;
+    for (let j = 0; j < a.nbr.length; j++) {
+      if (a.nbr[j]!.dead) {
+        min = j;
+        minScore = -Infinity;
+        break;
+      }
+      if (a.score[j]! < minScore) {
+        minScore = a.score[j]!;
+        min = j;
+      }
+    }
+    if (min >= 0 && w > minScore) {
+      a.nbr[min] = b;
+      a.score[min] = w;
+    }
+  }
+}
