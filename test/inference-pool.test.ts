@@ -61,7 +61,7 @@ afterAll(async () => {
 
 describe("inference options", () => {
   it("inference options - defaults, and invalid values are rejected with the option's name", () => {
-    expect(compileInferenceOptions()).toEqual({ workers: 1, backend: "auto", threads: 1, maxBatchRows: 1024, maxDelayMs: 1, maxQueuedRows: 16384 });
+    expect(compileInferenceOptions()).toEqual({ workers: 1, backend: "auto", threads: 1, maxBatchRows: 1024, maxDelayMs: 0, maxQueuedRows: 16384 });
     expect(Object.isFrozen(compileInferenceOptions())).toBe(true);
     expect(() => compileInferenceOptions({ workers: 0 })).toThrow(/options\.workers must be a positive integer/);
     expect(() => compileInferenceOptions({ maxDelayMs: -1 })).toThrow(/options\.maxDelayMs/);
