@@ -16,7 +16,7 @@ import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
-import { ensureStreams, resetConsumer } from "./bus/streams.js";
+import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError } from "./errors.js";
@@ -25,6 +25,11 @@ import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
+import { partitionOf } from "./bus/partition.js";
+import { InferencePool } from "./inference/inference-pool.js";
+import { RecsHost } from "./recs/recs-host.js";
+import { Recommender } from "./recs/recommender.js";
+import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { VERSION } from "./version.js";
 import { join } from "node:path";
@@ -68,6 +73,8 @@ export class Engine {
   #nats?: NatsServerHandle;
   #nc?: NatsConnection;
   #pool?: ShardPool;
+  #recs?: RecsHost;
+  #inference?: InferencePool;
   #consumers: PartitionConsumer[] = [];
   #api?: QueryApi;
   #ops?: OpsServer;
@@ -104,11 +111,13 @@ export class Engine {
     return engine;
   }
 
-  /** The model version directories the shards load, logged and exported as portrait_model_info. */
-  #resolveModels(): { lstmDir?: string; churnDir?: string } {
+  /** The model version directories to load, logged and exported as portrait_model_info. */
+  #resolveModels(): { lstmDir?: string; churnDir?: string; deepfmDir?: string } {
     const cfg = this.config;
-    const out: { lstmDir?: string; churnDir?: string } = {};
-    for (const [name, spec, key] of [["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"]] as const) {
+    const out: { lstmDir?: string; churnDir?: string; deepfmDir?: string } = {};
+    for (const [name, spec, key] of [
+      ["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"], ["deepfm", cfg.deepfmModel, "deepfmDir"],
+    ] as const) {
       if (spec === "off") continue;
       if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
         this.log.warn({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`portrait train ${name}\`)`);
@@ -141,6 +150,14 @@ export class Engine {
     } finally {
       await meta.close();
     }
+    const models = this.#resolveModels();
+    const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
+      cfg.workers, (err) => this.#fail(err, { component: "recs" }));
+    this.#recs = recs.host;
+    if (models.deepfmDir !== undefined) {
+      this.#inference = await InferencePool.start(models.deepfmDir, cfg.inference, this.metrics.registry);
+      this.log.info({ backend: this.#inference.backend, version: this.#inference.version }, "DeepFM inference pool ready");
+    }
     this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
       dataDir: cfg.dataDir,
       mapSizeBytes: cfg.mapSizeBytes,
@@ -153,8 +170,8 @@ export class Engine {
       },
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
-      models: this.#resolveModels(),
-    }, (shard, err) => this.#fail(err, { shard }));
+      models: { ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}) },
+    }, (shard, err) => this.#fail(err, { shard }), recs.shardPorts);
 
     const js = this.#nc.jetstream();
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
@@ -169,10 +186,27 @@ export class Engine {
       await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4));
       this.#consumers.push(c);
     }
+    const recsHost = this.#recs;
+    const replayed = await replayCatalog(js, jsm, s, async (data) => {
+      const r = await recsHost.upsert(data);
+      if (!r.ok) this.log.warn({ code: r.error.code, reason: r.error.message }, "stored catalog upsert rejected on replay");
+    });
+    if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
+    const pool = this.#pool;
+    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
       version: VERSION,
+    }, {
+      recommender,
+      catalog: {
+        upsert: (bytes) => recsHost.upsert(bytes),
+        store: async (bytes) => {
+          const itemId = pb.CatalogUpsert.decode(plainBytes(bytes)).itemId;
+          await js.publish(s.catalogItem(itemId), bytes);
+        },
+      },
     });
     // Ready means the server has our subscriptions: a query sent now finds a responder.
     await this.#nc.flush();
@@ -252,6 +286,8 @@ export class Engine {
     await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.
     await step("shards", () => this.#pool?.close(), 5000);
+    await step("inference", () => this.#inference?.close(), 2000);
+    await step("recs", () => this.#recs?.close(), 2000);
     const nc = this.#nc;
     if (nc && !nc.isClosed()) {
       await step("nats", () => nc.drain());

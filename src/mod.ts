@@ -1,9 +1,10 @@
 /** Portrait's public API: the typed client, the engine, the contract types and errors. */
-export { PortraitClient, type PortraitClientOptions, type ProfileQueryOptions, type PublishResult } from "./client/portrait-client.js";
+export { PortraitClient, type PortraitClientOptions, type ProfileQueryOptions, type PublishResult, type RecommendOptions } from "./client/portrait-client.js";
 export { Engine } from "./engine.js";
 export type { EngineOptions } from "./config/engine-options.js";
 export type { ProfileOptions } from "./actors/profile-options.js";
-export type { ProfileView, AffinityView } from "./actors/user-profile.js";
+export type { ProfileView, AffinityView, PredictionsView } from "./actors/user-profile.js";
+export type { RecommendView } from "./recs/recommender.js";
 export { ErrorCode, PortraitError, BadRequestError, UnknownUserError, OverloadedError, ConfigError } from "./errors.js";
 export { DeadLetterReason } from "./wire/event-validation.js";
 export { EventType, EVENT_TYPE_NAMES, pb, type IEvent } from "./wire/proto.js";

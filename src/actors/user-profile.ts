@@ -18,6 +18,7 @@
  *   one) or after sessionGapMs without events (if not).
  * - funnel: views -> carts -> purchases from the counts.
  * - recent items: the last N distinct item ids of item events, newest first.
+ * - bought: the last BOUGHT_MEMORY distinct purchased item ids, newest first.
  * Events out of time order (older than the latest applied) are applied too:
  * their decayed weight is computed from their own time.
  */
@@ -81,6 +82,8 @@ export interface UserState {
   sEvents: number;
   /** Recent distinct item ids, newest first. */
   recent: string[];
+  /** The last BOUGHT_MEMORY distinct purchased item ids, newest first (absent in states stored before it existed). */
+  bought?: string[];
   /**
    * The LSTM user encoder's state: h then c, float32 little-endian bytes
    * (2 x hidden x 4). Absent until the first step. Stepped by the shard, not
@@ -124,6 +127,8 @@ export const RFM_BINS = Object.freeze({
 });
 
 const ORDER_MEMORY = 8;
+/** Purchased items remembered (for "exclude what the user just bought"). */
+export const BOUGHT_MEMORY = 10;
 /** Renormalise affinity scores once the newest event is this many half-lives past their reference (2^32 keeps full double precision). */
 const RENORMALISE_HALVINGS = 32;
 const MS_PER_DAY = 86_400_000;
@@ -135,7 +140,7 @@ export function newUserState(): UserState {
     firstSeenMs: 0, lastSeenMs: 0, affRefMs: 0,
     cat: { keys: [], scores: [] }, brand: { keys: [], scores: [] }, band: { keys: [], scores: [] },
     sCount: 0, sEventsDone: 0, sDurationDone: 0, sId: "", sStartMs: 0, sLastMs: 0, sEvents: 0,
-    recent: [],
+    recent: [], bought: [],
   };
 }
 
@@ -210,6 +215,7 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
     if (s.currency === "" && e.currency !== "" && amount > 0) s.currency = e.currency;
     if (type === EventType.PURCHASE) {
       s.purchased += amount;
+      if (e.itemId !== "") touchRecent((s.bought ??= []), e.itemId, BOUGHT_MEMORY);
       if (t > s.lastPurchaseMs) s.lastPurchaseMs = t;
       if (e.orderId === "" || !s.orderIds.includes(e.orderId)) {
         s.orders++;

@@ -13,6 +13,7 @@ import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import type { ProfileResult, ReplyEncoding } from "../shard/shard-protocol.js";
+import type { RecommendQuery, Recommender } from "../recs/recommender.js";
 import { pb, plainBytes } from "../wire/proto.js";
 
 /** Header carrying the stable string error code of a failed request. */
@@ -20,6 +21,13 @@ export const ERROR_CODE_HEADER = "Portrait-Error-Code";
 
 export interface ProfileSource {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding): Promise<ProfileResult>;
+}
+
+/** Catalog upserts: validate and apply (the recs worker), then keep (the catalog stream). */
+export interface CatalogSink {
+  upsert(bytes: Uint8Array): Promise<{ ok: true } | { ok: false; error: WireError }>;
+  /** Stores an applied upsert durably (replayed at start). */
+  store(bytes: Uint8Array): Promise<void>;
 }
 
 export interface ApiOptions {
@@ -70,6 +78,45 @@ export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): 
   return { userId, asOfMs };
 }
 
+const MAX_EXCLUDE = 1000;
+
+export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding): RecommendQuery {
+  let o: Record<string, unknown>;
+  try {
+    o = encoding === "json"
+      ? (JSON.parse(decoder.decode(data)) as Record<string, unknown>)
+      : (pb.RecommendRequest.toObject(pb.RecommendRequest.decode(plainBytes(data)), { longs: Number, defaults: true, arrays: true }) as Record<string, unknown>);
+  } catch (err) {
+    throw new BadRequestError(`request is not a RecommendRequest (protobuf or JSON): ${(err as Error).message}`);
+  }
+  if (o === null || typeof o !== "object") throw new BadRequestError("request is not a RecommendRequest object");
+  const get = (a: string, b: string, d: unknown) => o[a] ?? o[b] ?? d;
+  const userId = get("userId", "user_id", undefined);
+  if (typeof userId !== "string" || userId === "" || userId.length > 256) throw new BadRequestError("userId must be a non-empty string of at most 256 characters");
+  const int = (name: string, v: unknown, max: number): number => {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) throw new BadRequestError(`${name} must be an integer in [0, ${max}]`);
+    return v;
+  };
+  const text = (name: string, v: unknown, max: number): string => {
+    if (typeof v !== "string" || v.length > max) throw new BadRequestError(`${name} must be a string of at most ${max} characters`);
+    return v;
+  };
+  const exclude = get("excludeItemIds", "exclude_item_ids", []);
+  if (!Array.isArray(exclude) || exclude.length > MAX_EXCLUDE || !exclude.every((x) => typeof x === "string" && x.length <= 256)) {
+    throw new BadRequestError(`excludeItemIds must be at most ${MAX_EXCLUDE} item ids`);
+  }
+  const k = int("k", get("k", "k", 0), 100);
+  return {
+    userId,
+    k: k === 0 ? 10 : k,
+    page: text("page", get("page", "page", ""), 64),
+    categoryId: text("categoryId", get("categoryId", "category_id", ""), 256),
+    exclude: exclude as string[],
+    asOfMs: int("asOfMs", get("asOfMs", "as_of_ms", 0), Number.MAX_SAFE_INTEGER),
+    candidates: int("candidates", get("candidates", "candidates", 0), 2000),
+  };
+}
+
 export class QueryApi {
   readonly #service: Service;
   #inflight = 0;
@@ -78,7 +125,10 @@ export class QueryApi {
     this.#service = service;
   }
 
-  static async start(nc: NatsConnection, s: Subjects, source: ProfileSource, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<QueryApi> {
+  static async start(
+    nc: NatsConnection, s: Subjects, source: ProfileSource, metrics: EngineMetrics, log: Logger, o: ApiOptions,
+    extra: { recommender?: Recommender; catalog?: CatalogSink } = {},
+  ): Promise<QueryApi> {
     const service = await nc.services.add({
       name: s.serviceName,
       version: o.version,
@@ -87,6 +137,32 @@ export class QueryApi {
     });
     const api = new QueryApi(service);
     const alog = log.child({ component: "api" });
+    if (extra.recommender !== undefined) {
+      const rec = extra.recommender;
+      service.addEndpoint("recommend", {
+        subject: s.recommend,
+        handler: (err, msg) => {
+          if (err) {
+            alog.error({ err }, "recommend endpoint failed");
+            return;
+          }
+          void api.#recommend(msg, rec, metrics, alog, o).catch((e) => alog.error({ err: e }, "recommend reply failed"));
+        },
+      });
+    }
+    if (extra.catalog !== undefined) {
+      const sink = extra.catalog;
+      service.addEndpoint("catalog-upsert", {
+        subject: s.catalogUpsert,
+        handler: (err, msg) => {
+          if (err) {
+            alog.error({ err }, "catalog endpoint failed");
+            return;
+          }
+          void api.#catalogUpsert(msg, sink, metrics, alog).catch((e) => alog.error({ err: e }, "catalog reply failed"));
+        },
+      });
+    }
     service.addEndpoint("profile-get", {
       subject: s.profileGet,
       handler: (err, msg) => {
@@ -127,6 +203,50 @@ export class QueryApi {
     } finally {
       metrics.requests.inc({ endpoint: "profile.get", code });
       metrics.requestSeconds.observe({ endpoint: "profile.get" }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  async #recommend(msg: ServiceMsg, rec: Recommender, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<void> {
+    const t0 = performance.now();
+    const encoding = encodingOf(msg.data);
+    let code: string = "OK";
+    try {
+      if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
+      this.#inflight++;
+      try {
+        const q = parseRecommendRequest(msg.data, encoding);
+        const r = await rec.recommend(q);
+        msg.respond(encoding === "json" ? encoder.encode(JSON.stringify(r)) : pb.RecommendReply.encode(r).finish());
+      } finally {
+        this.#inflight--;
+      }
+    } catch (err) {
+      const w = toWire(err);
+      code = w.code;
+      if (!(err instanceof PortraitError)) log.error({ err }, "recommend failed");
+      respondError(msg, w, encoding);
+    } finally {
+      metrics.requests.inc({ endpoint: "recommend", code });
+      metrics.requestSeconds.observe({ endpoint: "recommend" }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  async #catalogUpsert(msg: ServiceMsg, sink: CatalogSink, metrics: EngineMetrics, log: Logger): Promise<void> {
+    const t0 = performance.now();
+    let code: string = "OK";
+    try {
+      const r = await sink.upsert(msg.data);
+      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+      await sink.store(msg.data);
+      msg.respond(new Uint8Array(0));
+    } catch (err) {
+      const w = toWire(err);
+      code = w.code;
+      if (!(err instanceof PortraitError)) log.error({ err }, "catalog upsert failed");
+      respondError(msg, w, "protobuf");
+    } finally {
+      metrics.requests.inc({ endpoint: "catalog.upsert", code });
+      metrics.requestSeconds.observe({ endpoint: "catalog.upsert" }, (performance.now() - t0) / 1000);
     }
   }
 

@@ -184,6 +184,11 @@ export class PartitionConsumer {
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);
     this.#metrics.commitSeconds.observe(r.commitMs / 1000);
+    for (const version in r.feedback) {
+      const [imps, clicks] = r.feedback[version]!;
+      if (imps > 0) this.#metrics.recImpressions.inc({ model_version: version }, imps);
+      if (clicks > 0) this.#metrics.recClicks.inc({ model_version: version }, clicks);
+    }
     if (r.lstmSteps > 0) {
       this.#metrics.lstmSteps.inc(r.lstmSteps);
       this.#metrics.lstmSeconds.observe(r.lstmMs / 1000);

@@ -3,7 +3,7 @@
  * updates the settings JetStream lets change; safe at every start) and of the
  * durable pull consumers, one per partition, positioned by their owner.
  */
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamClient, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
 import type { Subjects } from "./subjects.js";
 
 export interface StreamSettings {
@@ -47,6 +47,28 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   };
   await ensureStream(jsm, { ...common, name: s.eventStream, subjects: [s.eventsWildcard], max_age: nanos(o.eventRetentionMs) });
   await ensureStream(jsm, { ...common, name: s.dlqStream, subjects: [s.dlqWildcard], max_age: nanos(o.dlqRetentionMs) });
+  // The catalog: the last accepted upsert of each item, kept until replaced.
+  await ensureStream(jsm, { ...common, name: s.catalogStream, subjects: [s.catalogWildcard], max_msgs_per_subject: 1 });
+}
+
+/**
+ * Reads the catalog stream from its start (the last upsert of each item) and
+ * hands each message to `apply`, in stream order; resolves when it has read
+ * up to the stream's last sequence at the time of the call.
+ */
+export async function replayCatalog(js: JetStreamClient, jsm: JetStreamManager, s: Subjects, apply: (data: Uint8Array) => Promise<void>): Promise<number> {
+  const last = (await jsm.streams.info(s.catalogStream)).state.last_seq;
+  if (last === 0) return 0;
+  const c = await js.consumers.get(s.catalogStream);
+  let n = 0;
+  const msgs = await c.consume({ max_messages: 512 });
+  for await (const m of msgs) {
+    await apply(m.data);
+    n++;
+    if (m.seq >= last) break;
+  }
+  await msgs.close();
+  return n;
 }
 
 /**

@@ -8,6 +8,9 @@
  * | <prefix>.events.<partition>      | events (protobuf `Event`), JetStream stream <PREFIX>_EVENTS |
  * | <prefix>.dlq.<REASON>            | dead letters: original bytes + reason headers, stream <PREFIX>_DLQ |
  * | <prefix>.api.profile.get         | request-reply: ProfileRequest -> ProfileReply             |
+ * | <prefix>.api.recommend           | request-reply: RecommendRequest -> RecommendReply         |
+ * | <prefix>.api.catalog.upsert      | request-reply: CatalogUpsert -> empty reply (or an error) |
+ * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
  */
 
 export interface Subjects {
@@ -18,6 +21,12 @@ export interface Subjects {
   readonly eventsWildcard: string;
   readonly dlqWildcard: string;
   readonly profileGet: string;
+  readonly recommend: string;
+  readonly catalogUpsert: string;
+  readonly catalogStream: string;
+  readonly catalogWildcard: string;
+  /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
+  catalogItem(itemId: string): string;
   /** The service name registered with the NATS services framework. */
   readonly serviceName: string;
   events(partition: number): string;
@@ -42,6 +51,11 @@ export function subjects(prefix = "portrait"): Subjects {
     eventsWildcard: `${prefix}.events.*`,
     dlqWildcard: `${prefix}.dlq.>`,
     profileGet: `${prefix}.api.profile.get`,
+    recommend: `${prefix}.api.recommend`,
+    catalogUpsert: `${prefix}.api.catalog.upsert`,
+    catalogStream: `${upper}_CATALOG`,
+    catalogWildcard: `${prefix}.catalog.item.*`,
+    catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,
     serviceName: prefix,
     events: (p: number) => `${prefix}.events.${p}`,
     dlq: (reason: string) => `${prefix}.dlq.${reason}`,

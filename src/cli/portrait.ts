@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, profile, train, eval.
+ * The `portrait` command line: start, demo, replay, profile, recommend, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -200,6 +200,34 @@ program.command("profile")
       const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
       if (f.json) console.log(JSON.stringify(p));
       else printProfile(p);
+    } finally {
+      await client.close();
+    }
+  });
+
+program.command("recommend")
+  .description("print the top-K recommendations for a user, with scores and reasons")
+  .argument("<userId>", "the user id (an unknown user gets popular items)")
+  .option("-k, --k <n>", "how many items", posInt, 10)
+  .option("--category <id>", "the category being browsed (its top items become candidates)")
+  .option("--exclude <ids>", "comma-separated item ids never to return")
+  .option("--json", "print the reply as one JSON object")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
+  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .action(async (userId: string, f: ClientFlags & { k: number; category?: string; exclude?: string; json?: boolean }) => {
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
+    try {
+      const r = await client.recommend(userId, {
+        k: f.k, ...(f.category !== undefined ? { categoryId: f.category } : {}),
+        ...(f.exclude !== undefined ? { exclude: f.exclude.split(",").filter((x) => x !== "") } : {}),
+      });
+      if (f.json) {
+        console.log(JSON.stringify(r));
+      } else {
+        console.log(`${r.knownUser ? "user" : "unknown user"} ${userId}: ${r.items.length} of ${r.candidates} candidates, ` +
+          `ranked by DeepFM ${r.modelVersion || "(none: by candidate prior)"} on ${r.backend}; sources ${Object.entries(r.candidateSources).map(([k, v]) => `${k}=${v}`).join(" ") || "-"}`);
+        r.items.forEach((it, i) => console.log(`${String(i + 1).padStart(3)}. ${it.itemId.padEnd(20)} ${it.score.toFixed(4)}  ${it.reason}`));
+      }
     } finally {
       await client.close();
     }

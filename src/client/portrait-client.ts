@@ -7,11 +7,12 @@
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
 import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
 import type { ProfileView } from "../actors/user-profile.js";
+import type { RecommendView } from "../recs/recommender.js";
 import { connectNats } from "../bus/connect.js";
 import { partitionOf } from "../bus/partition.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
-import { EVENT_TYPE_NAMES, pb, type IEvent } from "../wire/proto.js";
+import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
 export interface PortraitClientOptions {
   /** NATS URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
@@ -41,6 +42,21 @@ export interface PublishResult {
 export interface ProfileQueryOptions {
   /** Evaluate decayed values at this time (epoch ms); default the engine's event-time clock. */
   asOfMs?: number;
+}
+
+export interface RecommendOptions {
+  /** Items wanted, 1..100 (default 10). */
+  k?: number;
+  /** Page type, for logs and metrics. */
+  page?: string;
+  /** The category being browsed: its top items become candidates too. */
+  categoryId?: string;
+  /** Items never to return. */
+  exclude?: string[];
+  /** Evaluate at this event time (epoch ms); default the engine's clock. */
+  asOfMs?: number;
+  /** Candidates to rank (default: the engine's, 200). */
+  candidates?: number;
 }
 
 /** Rebuilds a Portrait error from a NATS request failure. */
@@ -153,21 +169,44 @@ export class PortraitClient {
 
   /** The user's profile; throws PortraitError UNKNOWN_USER, BAD_REQUEST, OVERLOADED, NO_RESPONDERS, TIMEOUT. */
   async getProfile(userId: string, o: ProfileQueryOptions = {}): Promise<ProfileView> {
-    const req = pb.ProfileRequest.encode({ userId, asOfMs: o.asOfMs ?? 0 }).finish();
+    const data = await this.#request(this.subjects.profileGet, pb.ProfileRequest.encode({ userId, asOfMs: o.asOfMs ?? 0 }).finish());
+    const p = pb.ProfileReply.decode(data).profile;
+    if (!p) throw new PortraitError(ErrorCode.INTERNAL, "empty profile reply");
+    return toProfileView(pb.Profile.toObject(p as InstanceType<typeof pb.Profile>, { longs: Number, defaults: true, arrays: true, objects: true }));
+  }
+
+  /**
+   * Top-K recommendations for a user (an unknown user gets popular items).
+   * Throws PortraitError BAD_REQUEST, OVERLOADED, NO_RESPONDERS, TIMEOUT.
+   */
+  async recommend(userId: string, o: RecommendOptions = {}): Promise<RecommendView> {
+    const req = pb.RecommendRequest.encode({
+      userId, k: o.k ?? 10, page: o.page ?? "", categoryId: o.categoryId ?? "", excludeItemIds: o.exclude ?? [],
+      asOfMs: o.asOfMs ?? 0, candidates: o.candidates ?? 0,
+    }).finish();
+    const data = await this.#request(this.subjects.recommend, req);
+    const r = pb.RecommendReply.toObject(pb.RecommendReply.decode(data), { longs: Number, defaults: true, arrays: true, objects: true });
+    return r as unknown as RecommendView;
+  }
+
+  /** Adds or changes a catalog item (e.g. marks it unavailable); resolves once the engine applied and stored it. */
+  async upsertCatalog(item: ICatalogUpsert): Promise<void> {
+    await this.#request(this.subjects.catalogUpsert, pb.CatalogUpsert.encode(item).finish());
+  }
+
+  async #request(subject: string, body: Uint8Array): Promise<Uint8Array> {
     let reply;
     try {
-      reply = await this.nc.request(this.subjects.profileGet, req, { timeout: this.#timeoutMs });
+      reply = await this.nc.request(subject, body, { timeout: this.#timeoutMs });
     } catch (err) {
       throw requestError(err);
     }
     const code = reply.headers?.get(ERROR_CODE_HEADER);
     if (code) {
-      const body = pb.ErrorReply.decode(reply.data);
-      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, body.message || code);
+      const e = pb.ErrorReply.decode(reply.data);
+      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, e.message || code);
     }
-    const p = pb.ProfileReply.decode(reply.data).profile;
-    if (!p) throw new PortraitError(ErrorCode.INTERNAL, "empty profile reply");
-    return toProfileView(pb.Profile.toObject(p as InstanceType<typeof pb.Profile>, { longs: Number, defaults: true, arrays: true, objects: true }));
+    return reply.data;
   }
 
   /** Flushes pending publishes and closes the connection if this client opened it. */

@@ -9,6 +9,8 @@ import { compileProfileOptions, type CompiledProfileOptions, type ProfileOptions
 import { isValidPrefix } from "../bus/subjects.js";
 import { ConfigError } from "../errors.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
+import { compileInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
+import { compileRecsOptions, type RecsOptions } from "../recs/recs-options.js";
 import { LOG_LEVELS } from "../obs/logger.js";
 
 export interface EngineOptions {
@@ -78,6 +80,15 @@ export interface EngineOptions {
   /** The churn model (<modelsDir>/churn/), same rules as lstmModel. Default "current". */
   churnModel?: string;
   /**
+   * The DeepFM ranker (<modelsDir>/deepfm/), same rules as lstmModel. Default
+   * "current". Without one, recommendations are ranked by candidate priors.
+   */
+  deepfmModel?: string;
+  /** Recommendation candidates, co-visitation, trending and catalog options (src/recs/recs-options.ts). */
+  recs?: RecsOptions;
+  /** The DeepFM inference pool (src/inference/inference-options.ts). */
+  inference?: InferenceOptions;
+  /**
    * Fault injection, for crash tests only: after this many batches have been
    * committed, the process kills itself with SIGKILL before acknowledging the
    * next one. Default off.
@@ -115,6 +126,9 @@ export interface EngineConfig {
   readonly modelsDir: string;
   readonly lstmModel: string;
   readonly churnModel: string;
+  readonly deepfmModel: string;
+  readonly recs: RecsOptions;
+  readonly inference: InferenceOptions;
   readonly faultKillBeforeAckAfterBatches: number | undefined;
 }
 
@@ -122,7 +136,7 @@ const KEYS: ReadonlySet<string> = new Set([
   "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "dataDir", "partitions", "workers", "subjectPrefix",
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "mapSizeBytes",
-  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "faultKillBeforeAckAfterBatches",
+  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
 ]);
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -184,6 +198,10 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     modelsDir: resolve(str("modelsDir", o.modelsDir) ?? BUNDLED_MODELS_DIR),
     lstmModel: str("lstmModel", o.lstmModel) ?? "current",
     churnModel: str("churnModel", o.churnModel) ?? "current",
+    deepfmModel: str("deepfmModel", o.deepfmModel) ?? "current",
+    // Validated here so that a bad option fails at start, then handed on as given.
+    recs: (compileRecsOptions(o.recs), o.recs ?? {}),
+    inference: (compileInferenceOptions(o.inference), o.inference ?? {}),
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
       ? undefined
       : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),

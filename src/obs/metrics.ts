@@ -108,6 +108,32 @@ export class EngineMetrics {
     buckets: LATENCY_BUCKETS_S,
     registers: [this.registry],
   });
+  readonly recImpressions = new Counter({
+    name: "portrait_recs_impressions_total",
+    help: "rec_impression events applied, by the model_version they carry.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+  readonly recClicks = new Counter({
+    name: "portrait_recs_clicks_total",
+    help: "rec_click events applied, by the model_version they carry.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+  });
+  readonly recCtr = new Gauge({
+    name: "portrait_recs_ctr",
+    help: "Online click-through rate per model version: rec_click / rec_impression events applied since start.",
+    labelNames: ["model_version"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const imps = new Map((await this.recImpressions.get()).values.map((v) => [String(v.labels.model_version), v.value]));
+      for (const v of (await this.recClicks.get()).values) {
+        const n = imps.get(String(v.labels.model_version)) ?? 0;
+        if (n > 0) this.recCtr.set({ model_version: String(v.labels.model_version) }, v.value / n);
+      }
+      for (const [version, n] of imps) if (n > 0 && !(await this.recClicks.get()).values.some((v) => v.labels.model_version === version)) this.recCtr.set({ model_version: version }, 0);
+    },
+  });
   readonly ready = new Gauge({
     name: "portrait_engine_ready",
     help: "1 when the engine consumes and answers queries, 0 while starting or draining.",

@@ -7,14 +7,12 @@
  */
 import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { Worker } from "node:worker_threads";
+import type { MessagePort, Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
-import type { BatchResult, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
+import { spawnWorker } from "./spawn-worker.js";
+import type { BatchResult, EventBatch, ProfileResult, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
 
-export type ShardCommon = Omit<ShardInit, "shard" | "partitions">;
+export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents">;
 
 interface ShardHandle {
   worker: Worker;
@@ -22,17 +20,6 @@ interface ShardHandle {
   /** Rejects when the worker exits; never resolves. */
   exited: Promise<never>;
   alive: boolean;
-}
-
-function spawnShardWorker(name: string): Worker {
-  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL("./shard.worker.js", import.meta.url), { name });
-  // Running from TypeScript sources (tests, tsx): register tsx's loader in the worker first.
-  // (tsx's "require" entry of esm/api is broken, so take its ESM file from the package folder.)
-  const tsxDir = dirname(createRequire(import.meta.url).resolve("tsx/package.json"));
-  const tsx = pathToFileURL(join(tsxDir, "dist", "esm", "api", "index.mjs")).href;
-  const entry = new URL("./shard.worker.ts", import.meta.url).href;
-  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-  return new Worker(boot, { eval: true, name });
 }
 
 export class ShardPool {
@@ -55,10 +42,12 @@ export class ShardPool {
     partitions: number,
     common: ShardCommon,
     onExit: (shard: number, err: PortraitError) => void,
+    /** Where each shard posts the item events it applied (index = shard), e.g. the recs worker; transferred. */
+    itemEventPorts?: MessagePort[],
   ): Promise<ShardPool> {
     const shards: ShardHandle[] = [];
     for (let i = 0; i < workers; i++) {
-      const worker = spawnShardWorker(`portrait-shard-${i}`);
+      const worker = spawnWorker(import.meta.url, "shard.worker", `portrait-shard-${i}`);
       const handle: ShardHandle = { worker, api: Comlink.wrap<ShardApi>(nodeEndpoint(worker)), exited: undefined as never, alive: true };
       handle.exited = new Promise<never>((_, reject) => {
         const fail = (why: string) => {
@@ -79,7 +68,9 @@ export class ShardPool {
     await Promise.all(
       shards.map(async (s, i) => {
         const owned = pool.partitionsOf(i);
-        const ready = await pool.#call(s, () => s.api.init({ ...common, shard: i, partitions: owned }));
+        const port = itemEventPorts?.[i];
+        const init: ShardInit = { ...common, shard: i, partitions: owned, ...(port !== undefined ? { itemEvents: port } : {}) };
+        const ready = await pool.#call(s, () => s.api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
       }),
     );
@@ -111,6 +102,11 @@ export class ShardPool {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding): Promise<ProfileResult> {
     const s = this.#shards[this.shardOf(partition)]!;
     return this.#call<ProfileResult>(s, () => s.api.getProfile(userId, asOfMs, encoding));
+  }
+
+  getRecContext(partition: number, userId: string, asOfMs: number): Promise<RecContextResult> {
+    const s = this.#shards[this.shardOf(partition)]!;
+    return this.#call<RecContextResult>(s, () => s.api.getRecContext(userId, asOfMs));
   }
 
   stats(): Promise<ShardStats[]> {

@@ -3,8 +3,10 @@
  * typed arrays cross it; errors cross as WireError and are rebuilt on the
  * other side.
  */
+import type { MessagePort } from "node:worker_threads";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { WireError } from "../errors.js";
+import type { DeepFmUserFeatures } from "../models/deepfm-features.js";
 import type { DeadLetterReason, EventValidationOptions } from "../wire/event-validation.js";
 
 export interface ShardInit {
@@ -21,6 +23,27 @@ export interface ShardInit {
   logLevel: string;
   /** Model version directories to load (absent = that model is off). */
   models: { lstmDir?: string; churnDir?: string };
+  /** Where to post the item events of each committed batch (ItemEventBatch), e.g. the recs worker. */
+  itemEvents?: MessagePort;
+}
+
+/**
+ * Item events a shard applied, posted after the batch committed. Columnar,
+ * one entry per event with an item id. `newToUser` is 1 when the item was
+ * not among the user's recent items before the event (the distinct-users
+ * count of the DeepFM item features).
+ */
+export interface ItemEventBatch {
+  userIds: string[];
+  itemIds: string[];
+  types: number[];
+  timestampsMs: number[];
+  categoryIds: string[];
+  categoryPaths: string[];
+  brands: string[];
+  prices: number[];
+  currencies: string[];
+  newToUser: number[];
 }
 
 export interface ShardReady {
@@ -67,7 +90,29 @@ export interface BatchResult {
   /** LSTM cell steps run for this batch (one per applied event when the LSTM runs) and their time, ms. */
   lstmSteps: number;
   lstmMs: number;
+  /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
+  feedback: Record<string, [number, number]>;
 }
+
+/** What a recommendation request needs from the user's profile. */
+export interface RecContext {
+  /** False when the user has no profile. */
+  known: boolean;
+  /** The time the request is evaluated at (the shard's event clock unless the request named one). */
+  asOfMs: number;
+  recentItems: string[];
+  topCategories: Array<{ key: string; score: number }>;
+  /** The LSTM's next categories; empty without an LSTM. */
+  nextCategories: Array<{ key: string; score: number }>;
+  purchasedItems: string[];
+  /** The DeepFM user fields. */
+  user: DeepFmUserFeatures;
+  /** The user's LSTM hidden state (the DeepFM dense input), when the LSTM runs. */
+  lstmH: Float32Array | undefined;
+  lstmVersion?: string | undefined;
+}
+
+export type RecContextResult = { ok: true; context: RecContext } | { ok: false; error: WireError };
 
 export type ReplyEncoding = "protobuf" | "json";
 
@@ -85,6 +130,7 @@ export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<BatchResult>;
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult;
+  getRecContext(userId: string, asOfMs: number): RecContextResult;
   stats(): ShardStats;
   /** Waits for pending commits and closes the store. */
   close(): Promise<void>;

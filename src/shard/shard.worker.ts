@@ -15,13 +15,16 @@ import { applyEvent, newUserState, profileView, type PredictionsView, type UserS
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { UnknownUserError, toWire } from "../errors.js";
 import { ChurnModel } from "../models/churn-model.js";
+import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
-import { pb } from "../wire/proto.js";
-import type { BatchResult, DeadLetter, EventBatch, ProfileResult, ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats } from "./shard-protocol.js";
+import { EventType, pb } from "../wire/proto.js";
+import type {
+  BatchResult, DeadLetter, EventBatch, ItemEventBatch, ProfileResult, RecContext, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats,
+} from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
 
@@ -33,6 +36,23 @@ interface Actor {
   referenced: boolean;
   /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
   lstm: Float32Array | undefined;
+}
+
+function newItemEventBatch(): ItemEventBatch {
+  return { userIds: [], itemIds: [], types: [], timestampsMs: [], categoryIds: [], categoryPaths: [], brands: [], prices: [], currencies: [], newToUser: [] };
+}
+
+function pushItemEvent(b: ItemEventBatch, e: { userId: string; itemId: string; type: number; timestampMs: number; categoryId: string; categoryPath: string; brand: string; price: number; currency: string }, newToUser: boolean): void {
+  b.userIds.push(e.userId);
+  b.itemIds.push(e.itemId);
+  b.types.push(e.type);
+  b.timestampsMs.push(e.timestampMs);
+  b.categoryIds.push(e.categoryId);
+  b.categoryPaths.push(e.categoryPath);
+  b.brands.push(e.brand);
+  b.prices.push(e.price);
+  b.currencies.push(e.currency);
+  b.newToUser.push(newToUser ? 1 : 0);
 }
 
 /** One LSTM wave: each actor at most once. */
@@ -149,6 +169,8 @@ class Shard implements ShardApi {
     let skipped = 0;
     const lstm = this.#lstm;
     const steps: Array<[Actor, LstmEvent, number]> = [];
+    const items = this.#init.itemEvents !== undefined ? newItemEventBatch() : undefined;
+    const feedback: Record<string, [number, number]> = {};
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
@@ -168,6 +190,11 @@ class Shard implements ShardApi {
       const e = r.event;
       const actor = this.#actor(e.userId);
       if (lstm !== undefined) steps.push([actor, e, actor.state.lastSeenMs]);
+      if (items !== undefined && e.itemId !== "") pushItemEvent(items, e, !actor.state.recent.includes(e.itemId));
+      if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
+        const f = (feedback[e.modelVersion] ??= [0, 0]);
+        f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+      }
       applyEvent(actor.state, e, this.#profile);
       actor.lastBatch = batchNo;
       dirty.set(e.userId, actor);
@@ -191,10 +218,11 @@ class Shard implements ShardApi {
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
+    if (items !== undefined && items.itemIds.length > 0) this.#init.itemEvents!.postMessage(items);
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
-      lstmSteps: steps.length, lstmMs,
+      lstmSteps: steps.length, lstmMs, feedback,
     };
   }
 
@@ -215,6 +243,34 @@ class Shard implements ShardApi {
       return { ok: true, body };
     } catch (err) {
       this.#log.error({ err }, "profile query failed");
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  /** What a recommendation needs from the user's profile (known false when the user has none). */
+  getRecContext(userId: string, asOfMs: number): RecContextResult {
+    try {
+      const state = this.#actors.get(userId)?.state ?? this.#store.getState(userId);
+      const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state?.lastSeenMs ?? 0);
+      if (state === undefined) {
+        return { ok: true, context: { known: false, asOfMs: asOf, recentItems: [], topCategories: [], nextCategories: [], purchasedItems: [], user: deepFmUserFeatures(newUserState(), asOf), lstmH: undefined } };
+      }
+      const view = profileView(userId, state, asOf, this.#profile);
+      let lstmH: Float32Array | undefined;
+      let nextCategories: RecContext["nextCategories"] = [];
+      if (this.#lstm !== undefined) {
+        const h = this.#lstm.initialState();
+        if (state.lstm !== undefined && state.lstmV === this.#lstm.version && state.lstm.byteLength === h.byteLength) new Uint8Array(h.buffer).set(state.lstm);
+        nextCategories = this.#lstm.predict(h, 3).nextCategories;
+        lstmH = h.slice(0, this.#lstm.hidden);
+      }
+      const context: RecContext = {
+        known: true, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
+        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: this.#lstm?.version,
+      };
+      return { ok: true, context };
+    } catch (err) {
+      this.#log.error({ err }, "recommendation context failed");
       return { ok: false, error: toWire(err) };
     }
   }

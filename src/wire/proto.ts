@@ -8,6 +8,7 @@ import { portrait } from "./gen/portrait.js";
 export const pb = portrait.v1;
 export type IEvent = portrait.v1.IEvent;
 export type Event = portrait.v1.Event;
+export type ICatalogUpsert = portrait.v1.ICatalogUpsert;
 
 /**
  * A plain Uint8Array view of the same bytes. protobufjs reads Node Buffers

@@ -1,0 +1,83 @@
+/**
+ * A recommendation, end to end: the user's context from the owning shard,
+ * candidates and their DeepFM rows from the recs worker, scores from the
+ * inference pool (micro-batched with concurrent requests), top K.
+ * Without a DeepFM model, candidates are ranked by their source prior.
+ */
+import { randomUUID } from "node:crypto";
+import { PortraitError } from "../errors.js";
+import type { InferencePool } from "../inference/inference-pool.js";
+import type { RecContextResult } from "../shard/shard-protocol.js";
+import type { RecsHost } from "./recs-host.js";
+
+export interface RecommendQuery {
+  userId: string;
+  k: number;
+  page: string;
+  categoryId: string;
+  exclude: string[];
+  asOfMs: number;
+  candidates: number;
+}
+
+export interface RecommendView {
+  items: Array<{ itemId: string; score: number; reason: string; sources: string[] }>;
+  modelVersion: string;
+  backend: string;
+  candidateSources: Record<string, number>;
+  candidates: number;
+  knownUser: boolean;
+  requestId: string;
+}
+
+export interface ContextSource {
+  getRecContext(partition: number, userId: string, asOfMs: number): Promise<RecContextResult>;
+}
+
+export class Recommender {
+  readonly #shards: ContextSource;
+  readonly #recs: RecsHost;
+  readonly #pool: InferencePool | undefined;
+  readonly #partitionOf: (userId: string) => number;
+
+  constructor(shards: ContextSource, recs: RecsHost, pool: InferencePool | undefined, partitionOf: (userId: string) => number) {
+    this.#shards = shards;
+    this.#recs = recs;
+    this.#pool = pool;
+    this.#partitionOf = partitionOf;
+  }
+
+  get modelVersion(): string {
+    return this.#pool?.version ?? "";
+  }
+
+  async recommend(q: RecommendQuery): Promise<RecommendView> {
+    const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs);
+    if (!ctx.ok) throw new PortraitError(ctx.error.code, ctx.error.message);
+    const prep = await this.#recs.prepare({
+      userId: q.userId, context: ctx.context, exclude: q.exclude, count: q.candidates,
+      ...(q.categoryId !== "" ? { category: q.categoryId } : {}),
+    });
+    if (!prep.ok) throw new PortraitError(prep.error.code, prep.error.message);
+    const { candidates, ids, dense, sources } = prep.prepared;
+    let scores: ArrayLike<number>;
+    if (this.#pool !== undefined && ids !== undefined && candidates.length > 0) {
+      scores = await this.#pool.score(ids, dense, candidates.length);
+    } else {
+      scores = candidates.map((c) => c.prior);
+    }
+    const order = candidates.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || candidates[b]!.prior - candidates[a]!.prior);
+    const items = order.slice(0, q.k).map((i) => ({
+      itemId: candidates[i]!.itemId, score: scores[i]!, reason: candidates[i]!.reason, sources: candidates[i]!.sources as string[],
+    }));
+    return {
+      items,
+      modelVersion: this.#pool?.version ?? "",
+      backend: this.#pool?.backend ?? "none",
+      candidateSources: sources as Record<string, number>,
+      candidates: candidates.length,
+      knownUser: ctx.context.known,
+      requestId: randomUUID(),
+    };
+  }
+}

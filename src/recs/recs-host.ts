@@ -1,0 +1,78 @@
+/**
+ * Main-thread side of the recs worker: starts it, hands each shard a
+ * MessagePort on which the shard posts its committed item events directly to
+ * the worker (the main thread does not relay them), and forwards requests. If
+ * the worker exits, pending calls reject with WORKER_EXITED and `onExit` is
+ * told.
+ */
+import * as Comlink from "comlink";
+import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
+import { ErrorCode, PortraitError } from "../errors.js";
+import { spawnWorker } from "../shard/spawn-worker.js";
+import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
+
+export class RecsHost {
+  readonly #worker: Worker;
+  readonly #api: Comlink.Remote<RecsApi>;
+  readonly #exited: Promise<never>;
+  #alive = true;
+  #closed = false;
+
+  private constructor(worker: Worker, onExit: (err: PortraitError) => void) {
+    this.#worker = worker;
+    this.#api = Comlink.wrap<RecsApi>(nodeEndpoint(worker));
+    this.#exited = new Promise<never>((_, reject) => {
+      const fail = (why: string) => {
+        if (!this.#alive) return;
+        this.#alive = false;
+        const err = new PortraitError(ErrorCode.WORKER_EXITED, `recs worker ${why}`);
+        reject(err);
+        if (!this.#closed) onExit(err);
+      };
+      worker.once("error", (e) => fail(`failed: ${e.message}`));
+      worker.once("exit", (code) => fail(`exited with code ${code}`));
+    });
+    this.#exited.catch(() => undefined);
+  }
+
+  /** Starts the worker; returns the host and one port per shard for ShardPool.start. */
+  static async start(init: RecsInit, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; shardPorts: MessagePort[] }> {
+    const host = new RecsHost(spawnWorker(import.meta.url, "recs.worker", "portrait-recs"), onExit);
+    await host.#call(() => host.#api.init(init));
+    const shardPorts: MessagePort[] = [];
+    for (let i = 0; i < shards; i++) {
+      const ch = new MessageChannel();
+      await host.#call(() => host.#api.addItemEventPort(Comlink.transfer(ch.port2, [ch.port2])));
+      shardPorts.push(ch.port1);
+    }
+    return { host, shardPorts };
+  }
+
+  #call<T>(f: () => Promise<T>): Promise<T> {
+    if (!this.#alive) return this.#exited;
+    return Promise.race([f(), this.#exited]);
+  }
+
+  prepare(req: PrepareRequest): Promise<PrepareResult> {
+    return this.#call(() => this.#api.prepare(req) as Promise<PrepareResult>);
+  }
+
+  upsert(bytes: Uint8Array): Promise<UpsertResult> {
+    return this.#call(() => this.#api.upsert(bytes) as Promise<UpsertResult>);
+  }
+
+  stats(): Promise<RecsStats> {
+    return this.#call(() => this.#api.stats());
+  }
+
+  /** Stops the worker. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#alive) await this.#call(() => this.#api.close()).catch(() => undefined);
+    this.#alive = false;
+    this.#api[Comlink.releaseProxy]();
+    await this.#worker.terminate();
+  }
+}

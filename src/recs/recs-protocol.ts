@@ -1,0 +1,64 @@
+/**
+ * The contract between the main thread and the recs worker: what a
+ * recommendation request asks for and what comes back (candidates, and
+ * their DeepFM rows as typed arrays, transferred).
+ */
+import type { RecContext } from "../shard/shard-protocol.js";
+import type { WireError } from "../errors.js";
+import type { RecsOptions } from "./recs-options.js";
+import type { CandidateSource } from "./candidates.js";
+
+export interface RecsInit {
+  recs: RecsOptions;
+  /** The DeepFM version directory whose feature schema the rows follow; absent = candidates only (ranked by prior). */
+  deepfmDir?: string;
+  logLevel: string;
+}
+
+export interface PrepareRequest {
+  userId: string;
+  context: RecContext;
+  exclude: string[];
+  category?: string;
+  /** Candidates wanted (0 = the configured default). */
+  count: number;
+}
+
+export interface PreparedCandidate {
+  itemId: string;
+  sources: CandidateSource[];
+  reason: string;
+  prior: number;
+}
+
+export interface Prepared {
+  candidates: PreparedCandidate[];
+  /** DeepFM rows, one per candidate, when a schema is loaded: ids [rows, fields], dense [rows, denseDim] or undefined. */
+  ids: Int32Array | undefined;
+  dense: Float32Array | undefined;
+  sources: Partial<Record<CandidateSource, number>>;
+}
+
+export type PrepareResult = { ok: true; prepared: Prepared } | { ok: false; error: WireError };
+
+export type UpsertResult = { ok: true } | { ok: false; error: WireError };
+
+export interface RecsStats {
+  items: number;
+  covisitationItems: number;
+  trendingItems: number;
+  itemEvents: number;
+  upserts: number;
+}
+
+export interface RecsApi {
+  init(init: RecsInit): Promise<void>;
+  /** Candidates and their DeepFM rows for one request. */
+  prepare(req: PrepareRequest): PrepareResult;
+  /** Applies a catalog upsert (CatalogUpsert protobuf bytes); BAD_REQUEST errors come back as data. */
+  upsert(bytes: Uint8Array): UpsertResult;
+  /** Adds a port on which a shard posts ItemEventBatch messages. */
+  addItemEventPort(port: import("node:worker_threads").MessagePort): void;
+  stats(): RecsStats;
+  close(): void;
+}

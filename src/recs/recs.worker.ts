@@ -1,0 +1,158 @@
+/**
+ * The recs worker thread: owns the recommendation index (catalog,
+ * co-visitation, trending) and the item statistics the DeepFM item fields
+ * read, fed with the item events every shard posts after each committed
+ * batch. Per request it generates candidates and writes their DeepFM rows.
+ *
+ * The index is statistics, not state with a guarantee: it is rebuilt from the
+ * live stream after a restart (and from catalog upserts, which are durable in
+ * their own stream).
+ */
+import * as Comlink from "comlink";
+import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import { parentPort, type MessagePort } from "node:worker_threads";
+import { EVENT_WEIGHTS } from "../actors/user-profile.js";
+import { BadRequestError, toWire } from "../errors.js";
+import { readManifest } from "../models/artifacts.js";
+import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
+import { createLogger, type Logger } from "../obs/logger.js";
+import type { ItemEventBatch } from "../shard/shard-protocol.js";
+import { pb, plainBytes } from "../wire/proto.js";
+import { fromCatalogUpsertMessage } from "./catalog.js";
+import { countSources, generateCandidates } from "./candidates.js";
+import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
+import { compileRecsOptions, type CompiledRecsOptions } from "./recs-options.js";
+import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
+
+/** Interaction counts of an item, as the DeepFM trainer counts them (src/train/deepfm-rows.ts). */
+interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
+
+class Recs implements RecsApi {
+  #o!: CompiledRecsOptions;
+  #index!: RecsIndex;
+  #schema: DeepFmSchema | undefined;
+  #log!: Logger;
+  readonly #counts = new Map<string, ItemCounts>();
+  readonly #categoryCounts = new Map<string, number>();
+  readonly #ports: MessagePort[] = [];
+  #itemEvents = 0;
+  #upserts = 0;
+
+  async init(init: RecsInit): Promise<void> {
+    this.#o = compileRecsOptions(init.recs);
+    this.#index = createRecsIndex(this.#o);
+    this.#log = createLogger(init.logLevel, { component: "recs" });
+    if (init.deepfmDir !== undefined) {
+      const m = readManifest(init.deepfmDir);
+      this.#schema = checkDeepFmSchema((m.features as { schema: DeepFmSchema }).schema);
+    }
+  }
+
+  addItemEventPort(port: MessagePort): void {
+    port.on("message", (b: ItemEventBatch) => this.#observe(b));
+    this.#ports.push(port);
+  }
+
+  #observe(b: ItemEventBatch): void {
+    const n = b.itemIds.length;
+    for (let i = 0; i < n; i++) {
+      const itemId = b.itemIds[i]!;
+      const type = b.types[i]!;
+      const t = b.timestampsMs[i]!;
+      observeItemEvent(this.#index, {
+        userId: b.userIds[i]!, itemId, type, timestampMs: t, categoryId: b.categoryIds[i]!, categoryPath: b.categoryPaths[i]!,
+        brand: b.brands[i]!, price: b.prices[i]!, currency: b.currencies[i]!, title: "",
+      });
+      if ((EVENT_WEIGHTS[type] ?? 0) > 0) {
+        let c = this.#counts.get(itemId);
+        if (c === undefined) {
+          // Bounded like the catalog: forget counts of items the catalog dropped.
+          if (this.#counts.size >= this.#o.catalog.maxItems) this.#sweep();
+          c = { popularity: 0, users: 0, firstMs: t, lastMs: t };
+          this.#counts.set(itemId, c);
+        }
+        c.popularity++;
+        c.users += b.newToUser[i]!;
+        if (t > c.lastMs) c.lastMs = t;
+        if (t < c.firstMs) c.firstMs = t;
+        const cat = this.#index.catalog.get(itemId)?.categoryId ?? b.categoryIds[i]!;
+        if (cat !== "") this.#categoryCounts.set(cat, (this.#categoryCounts.get(cat) ?? 0) + 1);
+      }
+    }
+    this.#itemEvents += n;
+  }
+
+  #sweep(): void {
+    for (const id of this.#counts.keys()) if (this.#index.catalog.get(id) === undefined) this.#counts.delete(id);
+  }
+
+  prepare(req: PrepareRequest): PrepareResult {
+    try {
+      const c = req.context;
+      const candidates = generateCandidates({
+        userId: req.userId, known: c.known, recentItems: c.recentItems, topCategories: c.topCategories,
+        nextCategories: c.nextCategories, purchasedItems: c.purchasedItems, exclude: req.exclude,
+        ...(req.category ? { category: req.category } : {}), nowMs: c.asOfMs,
+      }, this.#index, req.count > 0 ? { ...this.#o.candidates, count: req.count } : this.#o.candidates);
+      const s = this.#schema;
+      let ids: Int32Array | undefined;
+      let dense: Float32Array | undefined;
+      if (s !== undefined) {
+        const F = s.fields.length;
+        ids = new Int32Array(candidates.length * F);
+        dense = s.denseDim > 0 ? new Float32Array(candidates.length * s.denseDim) : new Float32Array(0);
+        const h = s.denseDim > 0 ? (c.lstmH !== undefined && c.lstmH.length === s.denseDim ? c.lstmH : new Float32Array(s.denseDim)) : undefined;
+        candidates.forEach((cand, r) => {
+          const item = this.#index.catalog.get(cand.itemId)!;
+          const n = this.#counts.get(cand.itemId);
+          const info: ItemInfo = {
+            itemId: cand.itemId, categoryId: item.categoryId, brand: item.brand, price: item.price,
+            popularity: n?.popularity ?? 0, users: n?.users ?? 0, firstMs: n?.firstMs ?? 0, lastMs: n?.lastMs ?? 0,
+            categoryPopularity: item.categoryId !== "" ? this.#categoryCounts.get(item.categoryId) ?? 0 : 0,
+          };
+          writeDeepFmRow(s, c.user, info, c.asOfMs, h, ids!, dense!, r);
+        });
+        if (s.denseDim === 0) dense = undefined;
+      }
+      const prepared = {
+        candidates: candidates.map((x) => ({ itemId: x.itemId, sources: x.sources, reason: x.reason, prior: x.prior })),
+        ids, dense, sources: countSources(candidates),
+      };
+      const transfer = [ids?.buffer, dense?.buffer].filter((b): b is ArrayBuffer => b !== undefined);
+      return Comlink.transfer({ ok: true, prepared }, transfer);
+    } catch (err) {
+      this.#log.error({ err }, "recommendation candidates failed");
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  upsert(bytes: Uint8Array): UpsertResult {
+    try {
+      let m;
+      try {
+        m = pb.CatalogUpsert.decode(plainBytes(bytes));
+      } catch (err) {
+        throw new BadRequestError(`not a CatalogUpsert message: ${(err as Error).message}`);
+      }
+      this.#index.catalog.upsert(fromCatalogUpsertMessage(m));
+      this.#upserts++;
+      return { ok: true };
+    } catch (err) {
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  stats(): RecsStats {
+    return {
+      items: this.#index.catalog.size, covisitationItems: this.#index.covisitation.size, trendingItems: this.#index.trending.size,
+      itemEvents: this.#itemEvents, upserts: this.#upserts,
+    };
+  }
+
+  close(): void {
+    for (const p of this.#ports) p.close();
+  }
+}
+
+if (parentPort === null) throw new Error("recs.worker must run in a worker thread");
+Comlink.expose(new Recs(), nodeEndpoint(parentPort));

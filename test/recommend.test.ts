@@ -1,0 +1,158 @@
+/**
+ * Recommendations over request-reply, end to end: shards give the user's
+ * context, the recs worker the candidates and their DeepFM rows, the
+ * inference pool the scores (the bundled DeepFM on the best backend here).
+ */
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { Engine } from "../src/engine.js";
+import { PortraitError } from "../src/errors.js";
+import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+const engines: Engine[] = [];
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  nc = await connect({ servers: nats.url });
+});
+
+afterAll(async () => {
+  await Promise.all(engines.map((e) => e.close()));
+  engines.forEach((e) => removeDir(e.config.dataDir));
+  await nc?.close();
+  await nats?.stop();
+});
+
+/** A small shop: 40 users browsing 30 items in 3 categories, in sessions of consecutive items. */
+function shop(prefix: string): IEvent[] {
+  const out: IEvent[] = [];
+  let n = 0;
+  for (let u = 0; u < 40; u++) {
+    for (let k = 0; k < 6; k++) {
+      const item = (u * 7 + k * 3) % 30;
+      out.push({
+        eventId: `${prefix}-${n++}`, userId: `${prefix}-u${u}`, type: k === 5 ? EventType.PURCHASE : k === 4 ? EventType.ADD_TO_CART : EventType.VIEW,
+        timestampMs: T0 + u * 60_000 + k * 5_000, itemId: `it${item}`, categoryId: `cat${item % 3}`, brand: `b${item % 4}`, price: 5 + item,
+        quantity: 1, orderId: k === 5 ? `o${u}` : "",
+      });
+    }
+  }
+  return out;
+}
+
+async function setup(name: string, o: Parameters<typeof startTestEngine>[1] = {}) {
+  const prefix = uniquePrefix(name);
+  const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, ...o });
+  engines.push(engine);
+  const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+  const events = shop(prefix);
+  await client.publishMany(events);
+  await expectExactCounts(client, countByUser(events));
+  // The recs worker learns from committed batches asynchronously: wait until it knows every item.
+  await waitFor(async () => (await client.recommend(`${prefix}-nobody`, { k: 30, candidates: 100 })).items.length >= 20, { timeoutMs: 30_000, message: "recs index did not fill" });
+  return { prefix, engine, client, events };
+}
+
+describe("recommend", () => {
+  it("recommend - a known user gets DeepFM-ranked items with reasons; an unknown user gets popular items, not an error", async () => {
+    const { prefix, client } = await setup("rec");
+    const r = await client.recommend(`${prefix}-u3`, { k: 5 });
+    expect(r.knownUser).toBe(true);
+    expect(r.items.length).toBe(5);
+    expect(r.modelVersion).not.toBe("");
+    expect(r.backend).toBe("onnxruntime");
+    expect(r.requestId).toMatch(/^[0-9a-f-]{36}$/);
+    for (let i = 1; i < r.items.length; i++) expect(r.items[i - 1]!.score).toBeGreaterThanOrEqual(r.items[i]!.score);
+    for (const it of r.items) {
+      expect(it.reason).not.toBe("");
+      expect(it.sources.length).toBeGreaterThan(0);
+      expect(it.score).toBeGreaterThan(0);
+      expect(it.score).toBeLessThan(1);
+    }
+    expect(Object.values(r.candidateSources).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(r.candidates);
+    const unknown = await client.recommend(`${prefix}-nobody`, { k: 5 });
+    expect(unknown.knownUser).toBe(false);
+    expect(unknown.items.length).toBe(5);
+    expect(unknown.items.every((it) => it.reason === "popular" || it.sources.includes("trending"))).toBe(true);
+  });
+
+  it("recommend - excluded, unavailable and just-bought items never appear; availability survives a restart", async () => {
+    const { prefix, engine, client, events } = await setup("recx");
+    const user = `${prefix}-u5`;
+    const bought = events.find((e) => e.userId === user && e.type === EventType.PURCHASE)!.itemId!;
+    const all = await client.recommend(user, { k: 30, candidates: 100 });
+    const [a, b] = all.items.map((i) => i.itemId).filter((id) => id !== bought);
+    await client.upsertCatalog({ itemId: a!, available: pb.Availability.UNAVAILABLE });
+    const check = async () => {
+      const r = await client.recommend(user, { k: 30, candidates: 100, exclude: [b!] });
+      const ids = r.items.map((i) => i.itemId);
+      expect(ids).not.toContain(a);
+      expect(ids).not.toContain(b);
+      expect(ids).not.toContain(bought);
+      expect(ids.length).toBeGreaterThan(5);
+    };
+    await check();
+    // A restart on the same data dir and stream replays the catalog: the item stays unavailable.
+    await engine.close();
+    const again = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: engine.config.dataDir });
+    engines.push(again);
+    await client.publishMany(shop(prefix).map((e) => ({ ...e, eventId: `${e.eventId}-again`, timestampMs: (e.timestampMs as number) + 3_600_000 })));
+    await waitFor(async () => (await client.recommend(user, { k: 30, candidates: 100 })).items.length > 5, { timeoutMs: 30_000, message: "no items after restart" });
+    await check();
+  });
+
+  it("recommend - concurrent requests (micro-batched) get the same scores as requests one at a time", async () => {
+    const { prefix, client } = await setup("recb");
+    const users = Array.from({ length: 24 }, (_, u) => `${prefix}-u${u}`);
+    const asOfMs = T0 + 3_600_000;
+    const alone: Awaited<ReturnType<typeof client.recommend>>[] = [];
+    for (const u of users) alone.push(await client.recommend(u, { k: 10, asOfMs }));
+    const together = await Promise.all(users.map((u) => client.recommend(u, { k: 10, asOfMs })));
+    together.forEach((r, i) => {
+      expect(r.items.map((x) => x.itemId)).toEqual(alone[i]!.items.map((x) => x.itemId));
+      r.items.forEach((x, j) => expect(x.score).toBeCloseTo(alone[i]!.items[j]!.score, 6));
+    });
+  });
+
+  it("recommend - a burst larger than the inference queue gets OVERLOADED replies, and the engine recovers", async () => {
+    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 } });
+    const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5, candidates: 100 })));
+    const rejected = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as PortraitError);
+    expect(rejected.length).toBeGreaterThan(0);
+    expect(rejected.every((e) => e instanceof PortraitError && e.code === "OVERLOADED")).toBe(true);
+    expect(results.some((r) => r.status === "fulfilled")).toBe(true);
+    const after = await client.recommend(`${prefix}-u1`, { k: 5, candidates: 100 });
+    expect(after.items.length).toBe(5);
+  });
+
+  it("recommend - bad requests get BAD_REQUEST; a bad catalog upsert is refused", async () => {
+    const { client } = await setup("recbad");
+    await expect(client.recommend("", {})).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await expect(client.recommend("u", { k: 1000 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    const reply = await nc.request(client.subjects.recommend, new TextEncoder().encode('{"userId": 5}'));
+    expect(reply.headers?.get("Portrait-Error-Code")).toBe("BAD_REQUEST");
+    await expect(client.upsertCatalog({ itemId: "" })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await expect(client.upsertCatalog({ itemId: "x", price: -3 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  });
+
+  it("feedback - rec_impression and rec_click events change the online CTR of their model version", async () => {
+    const { prefix, engine, client } = await setup("recfb");
+    const r = await client.recommend(`${prefix}-u2`, { k: 4 });
+    const fb: IEvent[] = r.items.map((it, i) => ({
+      eventId: `${prefix}-imp${i}`, userId: `${prefix}-u2`, type: EventType.REC_IMPRESSION, timestampMs: T0 + 7_200_000 + i,
+      itemId: it.itemId, recRequestId: r.requestId, modelVersion: r.modelVersion,
+    }));
+    fb.push({ eventId: `${prefix}-clk`, userId: `${prefix}-u2`, type: EventType.REC_CLICK, timestampMs: T0 + 7_200_100, itemId: r.items[0]!.itemId, recRequestId: r.requestId, modelVersion: r.modelVersion });
+    await client.publishMany(fb);
+    await waitFor(async () => {
+      const m = (await engine.metrics.recCtr.get()).values.find((v) => v.labels.model_version === r.modelVersion);
+      return m !== undefined && Math.abs(m.value - 1 / 4) < 1e-9;
+    }, { timeoutMs: 30_000, message: "CTR metric did not reach 1/4" });
+  });
+});
