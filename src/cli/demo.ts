@@ -2,7 +2,8 @@
  * `portrait demo`: the main job on an embedded default. Starts its own
  * nats-server (unless --nats is given) and the engine, replays a sample of a
  * real data set through it, waits until every event is applied or
- * dead-lettered, prints the most active user's profile and shuts down.
+ * dead-lettered, prints the most active user's profile and recommendations,
+ * and shuts down.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -89,7 +90,11 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     if (top) {
       out(`\nprofile of the most active ${buyers.has(top[0]) ? "buyer" : "user"} (${top[1]} events), from request-reply ${engine.subjects.profileGet}:\n`);
       out(formatProfile(await client.getProfile(top[0])));
-      out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json`);
+      const rec = await client.recommend(top[0], { k: 5 });
+      out(`\ntop 5 recommendations for them, from request-reply ${engine.subjects.recommend} ` +
+        `(${rec.candidates} candidates ranked by DeepFM ${rec.modelVersion || "(none: by candidate prior)"} on ${rec.backend}):`);
+      rec.items.forEach((it, i) => out(`  ${i + 1}. ${it.itemId.padEnd(12)} ${it.score.toFixed(3)}  ${it.reason}`));
+      out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json; portrait recommend ${JSON.stringify(top[0])}`);
     }
   } finally {
     await client?.close();

@@ -3,7 +3,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { BUNDLED_MODELS_DIR, currentVersion, readManifest, resolveModel } from "../models/artifacts.js";
-import { formatEvalTable, type EvalTable } from "../eval/eval-table.js";
+import { evalTableMarkdown, formatEvalTable, type EvalTable } from "../eval/eval-table.js";
 import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
@@ -98,12 +98,12 @@ export function registerModelCommands(program: Command, datasets: string): void 
   });
 
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
-  type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean };
+  type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean; markdown?: boolean };
   const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;
   modelFlags(evalCmd.command("lstm")
     .description("LSTM: next click (Yoochoose), next category (Taobao), purchase within 10 min (Taobao, REES46) vs popularity, S-POP, item-kNN, session-kNN"), datasets)
     .action(async (f: EvalFlags) => {
-      printTables(await evalLstm({ dataDir: f.datasets, modelDir: dirOf("lstm", f), onProgress: progressLines("eval lstm") }), f.json);
+      printTables(await evalLstm({ dataDir: f.datasets, modelDir: dirOf("lstm", f), onProgress: progressLines("eval lstm") }), f);
     });
   modelFlags(evalCmd.command("deepfm")
     .description("DeepFM on its held-out later window vs a first-order logistic regression and popularity (AUC, logloss)"), datasets)
@@ -115,12 +115,12 @@ export function registerModelCommands(program: Command, datasets: string): void 
       printTables([await evalDeepFm({
         dataDir: f.datasets, modelDir: dir, ...(f.format !== undefined ? { format: f.format } : {}),
         ...(lstmDir !== undefined ? { lstmDir } : {}), onProgress: progressLines("eval deepfm"),
-      })], f.json);
+      })], f);
     });
   modelFlags(evalCmd.command("churn")
     .description("churn on Online Retail (cut-off 2011-09-10, 90-day horizon) vs the other model kind, RFM-only logistic regression, recency"), datasets)
     .action(async (f: EvalFlags) => {
-      printTables([await evalChurn({ dataDir: f.datasets, modelDir: dirOf("churn", f), onProgress: progressLines("eval churn") })], f.json);
+      printTables([await evalChurn({ dataDir: f.datasets, modelDir: dirOf("churn", f), onProgress: progressLines("eval churn") })], f);
     });
 }
 
@@ -129,13 +129,14 @@ function modelFlags(cmd: Command, datasets: string): Command {
     .option("--datasets <dir>", "directory of the public data sets", datasets)
     .option("--models <dir>", "models directory", BUNDLED_MODELS_DIR)
     .option("--model <version>", "model version (default: CURRENT)")
-    .option("--json", "print the tables as JSON");
+    .option("--json", "print the tables as JSON")
+    .option("--markdown", "print the tables as Markdown");
 }
 
-function printTables(tables: EvalTable[], json?: boolean): void {
-  if (json) {
+function printTables(tables: EvalTable[], f: { json?: boolean; markdown?: boolean }): void {
+  if (f.json) {
     console.log(JSON.stringify(tables, null, 2));
     return;
   }
-  for (const t of tables) console.log(`${formatEvalTable(t)}\n`);
+  for (const t of tables) console.log(`${(f.markdown ? evalTableMarkdown : formatEvalTable)(t)}\n`);
 }

@@ -11,6 +11,7 @@ import { PortraitClient } from "../client/portrait-client.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { resolveDataFile } from "../data/datasets.js";
 import { Engine } from "../engine.js";
+import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
@@ -72,6 +73,11 @@ function engineFlags(cmd: Command): Command {
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
     .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+    .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", BUNDLED_MODELS_DIR)
+    .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', "current")
+    .option("--churn <version>", 'churn model: a version, "current" or "off"', "current")
+    .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', "current")
+    .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, 1)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info")
     .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
 }
@@ -79,6 +85,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
   faultKillBeforeAck?: number;
 }
 
@@ -98,6 +105,11 @@ function engineOptions(f: EngineFlags) {
     maxAckPending: f.maxAckPending,
     logLevel: f.logLevel,
     profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
+    modelsDir: f.models,
+    lstmModel: f.lstm,
+    churnModel: f.churn,
+    deepfmModel: f.deepfm,
+    inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
   };
 }
