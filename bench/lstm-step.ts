@@ -7,6 +7,7 @@
  *
  *   npm run bench:lstm -- [--model models/lstm/<version>] [--seconds 1.5] [--no-record]
  */
+import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
@@ -38,6 +39,7 @@ function timed(f: () => number): number {
 }
 
 async function main(): Promise<void> {
+  const load0 = loadavg()[0]!.toFixed(2);
   const dir = a.model ?? resolveModel(BUNDLED_MODELS_DIR, "lstm").dir;
   const rt = LstmRuntime.load(dir);
   const arch = rt.manifest.architecture as unknown as LstmArchitecture;
@@ -116,7 +118,9 @@ async function main(): Promise<void> {
   const header = ["users per wave", "Portrait cell steps/s", "raw h·R only steps/s", "ratio", `TF.js ${rt2.backend} steps/s`];
   const title = `LSTM step (model ${rt.version}: hidden ${H}, input ${LSTM_FIELDS.map((f) => arch.embDims[f]).reduce((x, y) => x + y, 0)}), one thread`;
   printTable(title, header, rows);
-  if (!a["no-record"]) appendResults(title, "npm run bench:lstm", header, rows);
+  const load = `Load average (1 min) before / after: ${load0} / ${loadavg()[0]!.toFixed(2)} on ${cpus().length} cores (above ${cpus().length}, other processes compete for the CPU and every column drops).`;
+  console.log(`  ${load}`);
+  if (!a["no-record"]) appendResults(title, "npm run bench:lstm", header, rows, [load]);
 }
 
 await main();

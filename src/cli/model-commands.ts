@@ -48,14 +48,17 @@ export function registerModelCommands(program: Command, datasets: string): void 
   const train = program.command("train").description("train a model on the public data sets and write models/<name>/<version>/");
   common(
     train.command("lstm")
-      .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46, Online Retail)")
+      .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46)")
       .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
       .option("--hidden <n>", "LSTM hidden size", posInt, 32)
       .option("--max-seconds <n>", "start no new epoch after this long", posInt, 1200)
+      .option("--learning-rate <x>", "Adam learning rate", Number, 0.01)
+      .option("--batch-positions <n>", "event positions per mini-batch", posInt, 512)
       .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
     datasets,
-  ).action(async (f: CommonFlags & { epochs: number; hidden: number; maxSeconds: number }) => {
+  ).action(async (f: CommonFlags & { epochs: number; hidden: number; maxSeconds: number; learningRate: number; batchPositions: number }) => {
     const r = await trainLstm({
+      learningRate: f.learningRate, batchPositions: f.batchPositions,
       dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current,
       epochs: f.epochs, hidden: f.hidden, maxSeconds: f.maxSeconds, backend: f.backend as "auto",
       onProgress: progressLines("train lstm"),
