@@ -23,7 +23,7 @@ import { ConfigError } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
-import { currentVersion, resolveModel } from "./models/artifacts.js";
+import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
 import { partitionOf } from "./bus/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
@@ -124,6 +124,14 @@ export class Engine {
         continue;
       }
       const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);
+      if (name === "deepfm") {
+        const needs = (manifest.features as { schema?: { lstmVersion?: string } }).schema?.lstmVersion;
+        const running = out.lstmDir !== undefined ? readManifest(out.lstmDir).version : undefined;
+        if (needs !== undefined && needs !== running) {
+          throw new ConfigError(`DeepFM ${manifest.version} reads the state of LSTM ${needs}, but the engine runs ${running === undefined ? "no LSTM" : `LSTM ${running}`}: ` +
+            `run --lstm ${needs}, or a DeepFM trained with this LSTM (portrait train deepfm), or --deepfm off`);
+        }
+      }
       out[key] = dir;
       this.metrics.modelInfo.set({ model: name, version: manifest.version }, 1);
       this.log.info({ model: name, version: manifest.version, dir }, "model loaded");

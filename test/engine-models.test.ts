@@ -165,6 +165,11 @@ describe("engine - models", () => {
       .rejects.toMatchObject({ code: "CONFIG", message: expect.stringContaining("fixture.1") });
   });
 
+  it("config - a DeepFM that reads an LSTM state refuses to run beside another LSTM or none", async () => {
+    await expect(startTestEngine(nats.url, { subjectPrefix: uniquePrefix("pair"), lstmModel: "off" }))
+      .rejects.toMatchObject({ code: "CONFIG", message: expect.stringContaining("reads the state of LSTM") });
+  });
+
   it("config - with no models at all the engine runs without predictions", async () => {
     const prefix = uniquePrefix("nomodels");
     const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, modelsDir: tmpDir("empty-models") });
