@@ -205,6 +205,7 @@ export class Engine {
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
+      maxInflightRecommends: cfg.maxInflightRecommends,
       version: VERSION,
     }, {
       recommender,

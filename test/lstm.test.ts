@@ -90,6 +90,10 @@ describe("lstm", () => {
     expect(r1.predict(s1)).toEqual(r2.predict(s2));
     expect(r1.version).toBe(r2.version);
     expect(r1.predict(s1).nextCategories.length).toBe(3);
+    // The top-k pass names the same categories, in the same order, as sorting every logit.
+    const logits = r1.categoryLogits(s1);
+    const sorted = Array.from({ length: logits.length - 2 }, (_, i) => i + 2).sort((a, b) => logits[b]! - logits[a]!);
+    expect(r1.predict(s1, 5).nextCategories.map((c) => c.key)).toEqual(sorted.slice(0, 5).map((v) => r1.categories.ids[v]));
   });
 
   it("features - windows never read events after the time limit (planted future event)", () => {

@@ -131,6 +131,16 @@ describe("recommend", () => {
     expect(after.items.length).toBe(5);
   });
 
+  it("recommend - beyond the in-flight bound for recommendations, requests get OVERLOADED at once; profiles still answer", async () => {
+    const { prefix, client } = await setup("recin", { maxInflightRecommends: 2 });
+    const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5 })));
+    const rejected = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as PortraitError);
+    expect(rejected.length).toBeGreaterThan(0);
+    expect(rejected.every((e) => e.code === "OVERLOADED" && /recommendations in flight/.test(e.message))).toBe(true);
+    expect((await client.getProfile(`${prefix}-u1`)).eventsApplied).toBe(6);
+    expect((await client.recommend(`${prefix}-u1`, { k: 5 })).items.length).toBe(5);
+  });
+
   it("recommend - bad requests get BAD_REQUEST; a bad catalog upsert is refused", async () => {
     const { client } = await setup("recbad");
     await expect(client.recommend("", {})).rejects.toMatchObject({ code: "BAD_REQUEST" });

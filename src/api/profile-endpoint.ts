@@ -34,6 +34,8 @@ export interface ApiOptions {
   partitions: number;
   /** Most queries in flight at once; above it queries get OVERLOADED. */
   maxInflightQueries: number;
+  /** Most recommendations in flight at once (they cost ~4 ms of CPU each); above it they get OVERLOADED at once. */
+  maxInflightRecommends: number;
   version: string;
 }
 
@@ -120,6 +122,7 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
 export class QueryApi {
   readonly #service: Service;
   #inflight = 0;
+  #inflightRecommends = 0;
 
   private constructor(service: Service) {
     this.#service = service;
@@ -212,13 +215,16 @@ export class QueryApi {
     let code: string = "OK";
     try {
       if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
+      if (this.#inflightRecommends >= o.maxInflightRecommends) throw new OverloadedError(`more than ${o.maxInflightRecommends} recommendations in flight`);
       this.#inflight++;
+      this.#inflightRecommends++;
       try {
         const q = parseRecommendRequest(msg.data, encoding);
         const r = await rec.recommend(q);
         msg.respond(encoding === "json" ? encoder.encode(JSON.stringify(r)) : pb.RecommendReply.encode(r).finish());
       } finally {
         this.#inflight--;
+        this.#inflightRecommends--;
       }
     } catch (err) {
       const w = toWire(err);
