@@ -9,6 +9,7 @@ import { TF_BACKENDS } from "../models/tf.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
+import { evalPrequential } from "../eval/prequential.js";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
@@ -118,6 +119,23 @@ export function registerModelCommands(program: Command, datasets: string): void 
       printTables([await evalDeepFm({
         dataDir: f.datasets, modelDir: dir, ...(f.format !== undefined ? { format: f.format } : {}),
         ...(lstmDir !== undefined ? { lstmDir } : {}), onProgress: progressLines("eval deepfm"),
+      })], f);
+    });
+  evalCmd.command("prequential")
+    .description("replay a real log in time order through the engine; before each purchase, is its item in the top K? fresh profiles vs a daily snapshot vs popularity")
+    .addOption(new Option("--format <format>", "data set").choices(["taobao", "online-retail", "rees46"]).makeOptionMandatory())
+    .option("--file <path>", "data file relative to --datasets (default: taobao's 9-day first_users file, or the format's file)")
+    .option("--datasets <dir>", "directory of the public data sets", datasets)
+    .option("--limit <n>", "read at most this many events", posInt)
+    .addOption(new Option("--targets <kind>", "which events are scored").choices(["purchase", "purchase+click"]).default("purchase"))
+    .option("--max-targets <n>", "score at most this many targets, evenly spaced in time", posInt, 2000)
+    .option("--nats <url>", "use this NATS server (default: start an embedded one)")
+    .option("--json", "print the table as JSON")
+    .option("--markdown", "print the table as Markdown")
+    .action(async (f: { format: DatasetFormat; file?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click"; maxTargets: number; nats?: string; json?: boolean; markdown?: boolean }) => {
+      printTables([await evalPrequential({
+        dataDir: f.datasets, format: f.format, ...(f.file !== undefined ? { file: f.file } : {}), ...(f.limit !== undefined ? { limit: f.limit } : {}),
+        targets: f.targets, maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), onProgress: progressLines("eval prequential"),
       })], f);
     });
   modelFlags(evalCmd.command("churn")

@@ -96,9 +96,10 @@ export interface RunPrequentialOptions {
   /** Which events are scored. Default "purchase". */
   targets?: PrequentialTargets;
   /**
-   * Most targets scored. When the log has more, every ceil(count / maxTargets)-th
-   * target event (in time order, starting with the first) is scored; the others
-   * are replayed like any event. A positive integer; default 2000.
+   * Most targets scored. When the log has more target events, maxTargets of
+   * them evenly spaced in time order (target floor(j * count / maxTargets) for
+   * j = 0..maxTargets-1) are scored; the others are replayed like any event.
+   * A positive integer; default 2000.
    */
   maxTargets?: number;
   /** Cut-offs of HR@K and MRR@K, positive integers <= 100. Default [10, 20]; the engines are asked for max(ks) items. */
@@ -138,9 +139,10 @@ export interface PrequentialSummary {
   firstMs: number;
   lastMs: number;
   targetEvents: number;
-  stride: number;
   dayBoundaries: number;
   seconds: number;
+  /** Model versions both engines loaded, e.g. ["deepfm 2026-11-22.1"]. */
+  models: string[];
 }
 
 const MS_PER_DAY = 86_400_000;
@@ -292,27 +294,28 @@ class Side {
   }
 }
 
-/** Indexes of the target events to score: every stride-th target in time order. */
-function selectTargets(events: readonly DatasetEvent[], c: Compiled): { chosen: Set<number>; targetEvents: number; stride: number } {
+/** Indexes of the target events to score: all, or maxTargets evenly spaced over them in time order (the first included). */
+function selectTargets(events: readonly DatasetEvent[], c: Compiled): { chosen: Set<number>; targetEvents: number } {
   const all: number[] = [];
   events.forEach((e, i) => {
     if (e.itemId && isTarget(e.type, c.targets)) all.push(i);
   });
-  const stride = Math.max(1, Math.ceil(all.length / c.maxTargets));
+  if (all.length <= c.maxTargets) return { chosen: new Set(all), targetEvents: all.length };
   const chosen = new Set<number>();
-  for (let j = 0; j < all.length && chosen.size < c.maxTargets; j += stride) chosen.add(all[j]!);
-  return { chosen, targetEvents: all.length, stride };
+  for (let j = 0; j < c.maxTargets; j++) chosen.add(all[Math.floor((j * all.length) / c.maxTargets)]!);
+  return { chosen, targetEvents: all.length };
 }
 
 function splitText(s: PrequentialSummary, c: Compiled, n: number): string {
   const day = (ms: number) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
   const kind = c.targets === "purchase" ? "purchases" : "purchases, views and clicks";
-  const sampled = s.stride > 1 ? `1 in ${s.stride} of the ${s.targetEvents} ${kind} scored (${n})` : `all ${n} ${kind} scored`;
+  const sampled = n < s.targetEvents ? `${n} of the ${s.targetEvents} ${kind} scored (evenly spaced in time order)` : `all ${n} ${kind} scored`;
   const daily = s.dayBoundaries === 0
     ? "the log lies within one UTC day, so the daily snapshot never refreshes (its engine stays empty: cold start for every target)"
-    : `the daily snapshot was refreshed at ${s.dayBoundaries} UTC day boundaries`;
+    : `the daily snapshot was refreshed ${s.dayBoundaries} times (at UTC day boundaries of event time)`;
   return `${s.name}: ${s.events} events ${day(s.firstMs)}..${day(s.lastMs)} UTC replayed in time order; ${sampled}, ` +
-    `each before any event at its own timestamp is applied; ${daily}; top ${Math.max(...c.ks)} asked; ${s.seconds.toFixed(0)} s wall`;
+    `each before any event at its own timestamp is applied; ${daily}; top ${Math.max(...c.ks)} asked; ` +
+    `models: ${s.models.length > 0 ? s.models.join(", ") : "none (candidates ranked by their priors)"}; ${s.seconds.toFixed(0)} s wall`;
 }
 
 /**
@@ -324,7 +327,7 @@ export async function runPrequential(events: readonly DatasetEvent[], name: stri
   const c = compile(o);
   const t0 = performance.now();
   const log = events.map((e, i) => ({ e, i })).sort((a, b) => a.e.timestampMs - b.e.timestampMs || a.i - b.i).map((x) => x.e);
-  const { chosen, targetEvents, stride } = selectTargets(log, c);
+  const { chosen, targetEvents } = selectTargets(log, c);
   const maxK = Math.max(...c.ks);
   const acc = {
     fresh: new RankingAccumulator(c.ks), "daily snapshot": new RankingAccumulator(c.ks), popularity: new RankingAccumulator(c.ks),
@@ -348,6 +351,7 @@ export async function runPrequential(events: readonly DatasetEvent[], name: stri
     const daily = await Side.start("daily", natsUrl, nc, prefixes[1]!, o.engine ?? {});
     sides.push(daily);
     const probe: PrequentialProbe = { fresh: fresh.client, daily: daily.client };
+    const models = (await fresh.engine.metrics.modelInfo.get()).values.map((v) => `${v.labels.model} ${v.labels.version}`).sort();
 
     let pendingFresh: DatasetEvent[] = [];
     let today: DatasetEvent[] = [];
@@ -403,7 +407,7 @@ export async function runPrequential(events: readonly DatasetEvent[], name: stri
     }
     const summary: PrequentialSummary = {
       name, events: log.length, firstMs: log[0]?.timestampMs ?? 0, lastMs: log.at(-1)?.timestampMs ?? 0,
-      targetEvents, stride, dayBoundaries, seconds: (performance.now() - t0) / 1000,
+      targetEvents, dayBoundaries, seconds: (performance.now() - t0) / 1000, models,
     };
     const seconds: Record<PrequentialVariant, number> = { fresh: fresh.queryMs / 1000, "daily snapshot": daily.queryMs / 1000, popularity: popularityMs / 1000 };
     return {
