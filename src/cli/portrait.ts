@@ -12,6 +12,8 @@ import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { resolveDataFile } from "../data/datasets.js";
 import { Engine } from "../engine.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
+import { Catalog } from "../recs/catalog.js";
+import { loadCatalogFromDataset } from "../recs/catalog-loader.js";
 import { PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
@@ -243,6 +245,44 @@ program.command("recommend")
     } finally {
       await client.close();
     }
+  });
+
+program.command("catalog")
+  .description("catalog upserts")
+  .command("load")
+  .description("read a data set's items (category, brand, price, title) and upsert them into a running engine's catalog")
+  .argument("[file]", "data file (default: the format's file under --datasets)")
+  .addOption(formatOption())
+  .option("--limit <n>", "read at most this many events", posInt)
+  .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
+  .option("--concurrency <n>", "upserts in flight", posInt, 64)
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
+  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; limit?: number; datasets: string; concurrency: number }) => {
+    const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
+    const catalog = new Catalog();
+    await loadCatalogFromDataset(catalog, f.format, path, f.limit !== undefined ? { limit: f.limit } : {});
+    const items = [...catalog];
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-catalog" });
+    const bar = progress("catalog upserts", items.length);
+    let done = 0;
+    try {
+      let next = 0;
+      await Promise.all(Array.from({ length: f.concurrency }, async () => {
+        while (next < items.length) {
+          const it = items[next++]!;
+          await client.upsertCatalog({
+            itemId: it.itemId, categoryId: it.categoryId, categoryPath: it.categoryPath, brand: it.brand,
+            price: it.price, currency: it.currency, title: it.title,
+          });
+          bar.update(++done);
+        }
+      }));
+    } finally {
+      bar.stop();
+      await client.close();
+    }
+    console.log(`upserted ${done} items from ${path}`);
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
