@@ -34,6 +34,8 @@ export const ErrorCode = {
   WORKER_EXITED: "WORKER_EXITED",
   /** A data file is missing or unreadable. Terminal. */
   DATA_NOT_FOUND: "DATA_NOT_FOUND",
+  /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
+  STORAGE_FAILED: "STORAGE_FAILED",
   /** An unexpected failure inside the engine. */
   INTERNAL: "INTERNAL",
 } as const;
@@ -51,6 +53,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   NATS_SERVER_NOT_FOUND: 500,
   WORKER_EXITED: 503,
   DATA_NOT_FOUND: 404,
+  STORAGE_FAILED: 507,
   INTERNAL: 500,
 });
 

@@ -13,7 +13,7 @@ import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { parentPort } from "node:worker_threads";
 import { applyEvent, newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
-import { UnknownUserError, toWire } from "../errors.js";
+import { ErrorCode, PortraitError, UnknownUserError, toWire } from "../errors.js";
 import { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -213,6 +213,11 @@ class Shard implements ShardApi {
     this.#pendingWrites++;
     try {
       await commit;
+    } catch (err) {
+      // Nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
+      const e = err as Error & { commitError?: Error };
+      throw new PortraitError(ErrorCode.STORAGE_FAILED,
+        `LMDB commit failed in ${this.#init.dataDir}: ${e.commitError?.message ?? e.message} (disk full or I/O error?)`);
     } finally {
       this.#pendingWrites--;
     }

@@ -1,0 +1,72 @@
+/**
+ * Storage faults: the engine's LMDB lives on a tmpfs that fills up. A failed
+ * commit stops the engine with a clear STORAGE_FAILED error and without
+ * acknowledging anything it did not commit; once space returns, a restart
+ * applies every event exactly once. Needs root (it mounts a tmpfs), as on
+ * the CI machine.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { EventType, type IEvent } from "../src/wire/proto.js";
+import { T0, countByUser, expectExactCounts, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { startTestNats } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+let mnt: string;
+let mounted = false;
+const children: ChildEngine[] = [];
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  mnt = mkdtempSync(join(tmpdir(), "portrait-tmpfs-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt]);
+    mounted = true;
+  } catch (err) {
+    throw new Error(`the storage-fault test mounts a small tmpfs and needs root (mount -t tmpfs): ${(err as Error).message}`);
+  }
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+  await Promise.all(children.map((c) => c.exited));
+  if (mounted) execFileSync("umount", [mnt]);
+  rmSync(mnt, { recursive: true, force: true });
+  await nats?.stop();
+});
+
+describe("storage faults", { timeout: 240_000 }, () => {
+  it("storage - a full disk stops the engine with STORAGE_FAILED and no lost ack; after space returns every event applies exactly once", async () => {
+    const prefix = uniquePrefix("disk");
+    const args = ["--nats", nats.url, "--embedded-nats", "never", "--data-dir", join(mnt, "engine"), "--prefix", prefix,
+      "--partitions", "2", "--workers", "1", "--http-port", "-1", "--log-level", "warn", "--lstm", "off", "--deepfm", "off"];
+    const first = spawnEngine(args);
+    children.push(first);
+    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 2 });
+    try {
+      await waitForEngine(client, first);
+      // Long user ids make profiles big: 3 MB fill up after a few thousand users.
+      const events: IEvent[] = Array.from({ length: 20_000 }, (_, i) => ({
+        eventId: `${prefix}-${i}`, userId: `${prefix}-user-${i % 8000}-${"x".repeat(120)}`, type: EventType.VIEW,
+        timestampMs: T0 + i, itemId: `i${i % 500}`, categoryId: `c${i % 7}`,
+      }));
+      await client.publishMany(events);
+      const exit = await first.exited;
+      expect(exit.code, first.output()).toBe(1);
+      expect(first.output()).toMatch(/STORAGE_FAILED|LMDB commit failed/);
+
+      execFileSync("mount", ["-o", "remount,size=256m", mnt]);
+      const second = spawnEngine(args);
+      children.push(second);
+      await waitForEngine(client, second);
+      await expectExactCounts(client, countByUser(events), 180_000);
+    } finally {
+      await client.close();
+    }
+  });
+});
