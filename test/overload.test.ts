@@ -1,0 +1,73 @@
+/**
+ * Overload: events arrive far faster than the engine applies them (a backlog
+ * published at the broker's speed). Memory stays bounded because consumers
+ * pull only what the shards can take (max ack pending), profile queries are
+ * answered or refused with a typed OVERLOADED error meanwhile, and the lag
+ * drains to zero with every event applied exactly once. (The memory bound of
+ * a long overload is a benchmark's job: this backlog is too small to test it.)
+ */
+import { connect, headers, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { partitionOf } from "../src/bus/partition.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import type { Engine } from "../src/engine.js";
+import { PortraitError } from "../src/errors.js";
+import { pb } from "../src/wire/proto.js";
+import { countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { startTestNats, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+let nc: NatsConnection;
+let engine: Engine | undefined;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  nc = await connect({ servers: nats.url });
+});
+
+afterAll(async () => {
+  await engine?.close();
+  if (engine) removeDir(engine.config.dataDir);
+  await nc?.close();
+  await nats?.stop();
+});
+
+describe("overload", () => {
+  it("overload - a backlog far above the apply rate: bounded batches in flight, queries answered or OVERLOADED, lag drains exactly once", { timeout: 240_000 }, async () => {
+    const prefix = uniquePrefix("ovl");
+    const maxAckPending = 512;
+    engine = await startTestEngine(nats.url, { subjectPrefix: prefix, maxAckPending, maxBatchMessages: 128, maxInflightQueries: 8, lstmModel: "off", deepfmModel: "off" });
+    const e = engine;
+    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: e.config.partitions });
+    const events = interleavedViews(prefix, 2000, 40); // 80k events
+    // Core publish as fast as the broker takes it: much faster than the engine applies.
+    events.forEach((ev, i) => {
+      const h = headers();
+      h.set("Nats-Msg-Id", ev.eventId!);
+      nc.publish(client.subjects.events(partitionOf(ev.userId!, e.config.partitions)), pb.Event.encode(ev).finish(), { headers: h });
+      if (i % 10_000 === 0) void nc.flush();
+    });
+    await nc.flush();
+
+    let maxInflight = 0;
+    let answered = 0;
+    let overloaded = 0;
+    const expected = countByUser(events);
+    await waitFor(async () => {
+      maxInflight = Math.max(maxInflight, await e.metrics.total(e.metrics.inflightBatches));
+      const burst = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => client.getProfile(`${prefix}-u${i}`)));
+      for (const r of burst) {
+        if (r.status === "fulfilled") answered++;
+        else if (r.reason instanceof PortraitError && (r.reason.code === "OVERLOADED" || r.reason.code === "UNKNOWN_USER")) overloaded++;
+        else throw r.reason;
+      }
+      return (await e.metrics.total(e.metrics.eventsApplied)) >= events.length;
+    }, { timeoutMs: 180_000, message: "the backlog was not applied" });
+    await expectExactCounts(client, expected);
+    await waitFor(async () => (await e.metrics.total(e.metrics.lag)) === 0, { timeoutMs: 60_000, message: "lag did not drain" });
+    // Batches in flight are bounded by what the consumers may have unacknowledged.
+    expect(maxInflight).toBeLessThanOrEqual((maxAckPending / 128 + 1) * e.config.partitions);
+    expect(answered).toBeGreaterThan(0);
+  });
+});
