@@ -54,6 +54,8 @@ describe("overload", () => {
     let answered = 0;
     let overloaded = 0;
     const expected = countByUser(events);
+    // Every user has an event in the first 2,000: from then on a profile query has something to answer.
+    await waitFor(async () => (await e.metrics.total(e.metrics.eventsApplied)) >= 2000, { timeoutMs: 120_000, message: "nothing applied" });
     await waitFor(async () => {
       maxInflight = Math.max(maxInflight, await e.metrics.total(e.metrics.inflightBatches));
       const burst = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => client.getProfile(`${prefix}-u${i}`)));
