@@ -41,6 +41,10 @@ async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServe
   if (cfg.embeddedNats === "never") return undefined;
   const first = cfg.natsUrl.split(",")[0]!.trim();
   if (cfg.embeddedNats === "auto" && (await probeNats(first, 1000))) return undefined;
+  // A secured server that is down must not be replaced by an open local one.
+  const secured = [cfg.natsUser, cfg.natsPass, cfg.natsToken, cfg.natsNkeySeedFile, cfg.natsCredsFile, cfg.natsTlsCaFile, cfg.natsTlsCertFile]
+    .some((v) => v !== undefined);
+  if (cfg.embeddedNats === "auto" && secured) return undefined;
   const url = new URL(first.includes("://") ? first : `nats://${first}`);
   if (!LOOPBACK.has(url.hostname)) {
     throw new ConfigError(`nothing answers at ${first}, and an embedded nats-server can only be started on a loopback address`);
@@ -147,7 +151,11 @@ export class Engine {
     }
     this.#nats = await embeddedServer(cfg, this.log);
     const url = this.#nats?.url ?? cfg.natsUrl;
-    this.#nc = await connectNats({ url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken });
+    this.#nc = await connectNats({
+      url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken,
+      nkeySeedFile: cfg.natsNkeySeedFile, credsFile: cfg.natsCredsFile,
+      tlsCaFile: cfg.natsTlsCaFile, tlsCertFile: cfg.natsTlsCertFile, tlsKeyFile: cfg.natsTlsKeyFile,
+    });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);

@@ -26,6 +26,8 @@ export const ErrorCode = {
   NO_RESPONDERS: "NO_RESPONDERS",
   /** A JetStream publish was not acknowledged. Retryable. */
   PUBLISH_FAILED: "PUBLISH_FAILED",
+  /** NATS refused the connection (wrong user/password, token, nkey or creds), or the TLS handshake failed (the server's certificate is not trusted or does not name the host). Terminal: fix the options. */
+  AUTH_FAILED: "AUTH_FAILED",
   /** Options or persisted configuration are invalid or conflict. Terminal. */
   CONFIG: "CONFIG",
   /** The nats-server binary needed to start an embedded server is missing. Terminal. */
@@ -49,6 +51,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   TIMEOUT: 504,
   NO_RESPONDERS: 503,
   PUBLISH_FAILED: 503,
+  AUTH_FAILED: 401,
   CONFIG: 500,
   NATS_SERVER_NOT_FOUND: 500,
   WORKER_EXITED: 503,

@@ -24,12 +24,44 @@ export interface NatsServerOptions {
   host?: string;
   /** JetStream store dir (the server keeps its data in `<storeDir>/jetstream`); default a fresh temp dir that stop() removes. A given dir is never removed. */
   storeDir?: string;
-  /** Extra config text appended to the generated config (e.g. authorization blocks, tls). Must not redefine host/port/http/jetstream/ports_file_dir. */
+  /** Extra config text appended to the generated config. Must not redefine host/port/http/jetstream/ports_file_dir, nor authorization/tls when `auth`/`tls` are given. */
   extraConfig?: string;
+  /** Users the server accepts (an `authorization` block); default none: any client may connect and do anything. */
+  auth?: NatsServerAuth;
+  /** Serve TLS only (a `tls` block); default plain TCP. */
+  tls?: NatsServerTls;
   /** Max ms to wait for readiness (default 10000). */
   readyTimeoutMs?: number;
   /** Called with each line the server prints (default: ignored). */
   onLog?: (line: string) => void;
+}
+
+/** What a user may publish and subscribe to (nats-server `permissions`); a list is the `allow` list. */
+export interface NatsPermissions {
+  /** Subjects the user may publish to (wildcards * and >). */
+  publish?: string[] | { allow?: string[]; deny?: string[] };
+  /** Subjects the user may subscribe to; "subject queue" restricts to a queue group. */
+  subscribe?: string[] | { allow?: string[]; deny?: string[] };
+  /** May publish to the reply subject of a request it received (once), whatever `publish` says. */
+  allow_responses?: boolean;
+}
+
+export interface NatsServerAuth {
+  /** User/password pairs; `pass` is written in clear into the private config file. */
+  users?: Array<{ user: string; pass: string; permissions?: NatsPermissions }>;
+  /** Users identified by their nkey public key ("U..."); they sign with the matching seed. */
+  nkeys?: Array<{ nkey: string; permissions?: NatsPermissions }>;
+}
+
+export interface NatsServerTls {
+  /** PEM certificate of the server (must name the host clients connect to, e.g. IP:127.0.0.1). */
+  certFile: string;
+  /** PEM private key of certFile. */
+  keyFile: string;
+  /** PEM CA that signed client certificates; needed with verify. */
+  caFile?: string;
+  /** Require and verify a client certificate (mutual TLS). Default false. */
+  verify?: boolean;
 }
 
 export interface NatsServerHandle {
@@ -184,6 +216,31 @@ function hostForUrl(host: string): string {
   return h.includes(":") ? `[${h}]` : h;
 }
 
+/** The `authorization` and `tls` blocks; the config format accepts JSON values, and quoted strings are taken literally. */
+function securityConfig(auth: NatsServerAuth | undefined, tls: NatsServerTls | undefined): string {
+  const out: string[] = [];
+  if (auth !== undefined) {
+    const users = [
+      ...(auth.users ?? []).map((u) => ({ user: u.user, password: u.pass, ...(u.permissions ? { permissions: u.permissions } : {}) })),
+      ...(auth.nkeys ?? []).map((u) => ({ nkey: u.nkey, ...(u.permissions ? { permissions: u.permissions } : {}) })),
+    ];
+    if (users.length === 0) throw new PortraitError(ErrorCode.CONFIG, "options.auth needs at least one user or nkey");
+    out.push(`authorization ${JSON.stringify({ users }, null, 2)}`);
+  }
+  if (tls !== undefined) {
+    if (tls.verify && tls.caFile === undefined) throw new PortraitError(ErrorCode.CONFIG, "options.tls.verify needs options.tls.caFile to verify client certificates");
+    out.push(`tls ${JSON.stringify({
+      cert_file: resolve(tls.certFile),
+      key_file: resolve(tls.keyFile),
+      ...(tls.caFile !== undefined ? { ca_file: resolve(tls.caFile) } : {}),
+      verify: tls.verify ?? false,
+      // The default 0.5 s is tight for a handshake on a busy 2-core machine.
+      timeout: 5,
+    }, null, 2)}`);
+  }
+  return out.join("\n");
+}
+
 function configText(host: string, port: number, storeDir: string, workDir: string, extra: string | undefined): string {
   return [
     `host: ${JSON.stringify(host)}`,
@@ -254,7 +311,9 @@ async function launch(
   options: NatsServerOptions,
 ): Promise<Running> {
   const confPath = join(workDir, "nats-server.conf");
-  writeFileSync(confPath, configText(host, port, storeDir, workDir, options.extraConfig));
+  const extra = [securityConfig(options.auth, options.tls), options.extraConfig ?? ""].filter(Boolean).join("\n");
+  // 0600: the config may hold passwords.
+  writeFileSync(confPath, configText(host, port, storeDir, workDir, extra), { mode: 0o600 });
 
   const tail: string[] = [];
   const onLine = (line: string): void => {

@@ -48,20 +48,45 @@ const partitionsOption = () => new Option("--partitions <n>", "partition count P
 const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default("portrait");
 const formatOption = () => new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
 
-interface ClientFlags { nats: string; partitions: number; prefix: string; user?: string; pass?: string }
+interface ClientFlags extends NatsSecurityFlags { nats: string; partitions: number; prefix: string }
+
+interface NatsSecurityFlags { user?: string; pass?: string; nkeySeed?: string; creds?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }
+
+/** NATS credentials and TLS flags, on every command that connects (README "Security"). */
+function natsSecurityFlags(cmd: Command): Command {
+  return cmd
+    .option("--user <user>", "NATS user")
+    .addOption(new Option("--pass <password>", "NATS password (visible in ps: prefer the environment variable)").env("PORTRAIT_NATS_PASS"))
+    .option("--nkey-seed <file>", "file holding a NATS user nkey seed (SU...)")
+    .option("--creds <file>", "NATS .creds file (user JWT and seed)")
+    .option("--tls-ca <file>", "PEM CA to trust for the NATS server's certificate (turns TLS on)")
+    .option("--tls-cert <file>", "PEM client certificate for mutual TLS (with --tls-key)")
+    .option("--tls-key <file>", "PEM key of --tls-cert");
+}
+
+function natsSecurityOptions(f: NatsSecurityFlags) {
+  return {
+    ...(f.user !== undefined ? { natsUser: f.user } : {}),
+    ...(f.pass !== undefined ? { natsPass: f.pass } : {}),
+    ...(f.nkeySeed !== undefined ? { natsNkeySeedFile: f.nkeySeed } : {}),
+    ...(f.creds !== undefined ? { natsCredsFile: f.creds } : {}),
+    ...(f.tlsCa !== undefined ? { natsTlsCaFile: f.tlsCa } : {}),
+    ...(f.tlsCert !== undefined ? { natsTlsCertFile: f.tlsCert } : {}),
+    ...(f.tlsKey !== undefined ? { natsTlsKeyFile: f.tlsKey } : {}),
+  };
+}
 
 function clientOptions(f: ClientFlags) {
   return {
     natsUrl: f.nats,
     partitions: f.partitions,
     subjectPrefix: f.prefix,
-    ...(f.user !== undefined ? { natsUser: f.user } : {}),
-    ...(f.pass !== undefined ? { natsPass: f.pass } : {}),
+    ...natsSecurityOptions(f),
   };
 }
 
 function engineFlags(cmd: Command): Command {
-  return cmd
+  return natsSecurityFlags(cmd)
     .addOption(natsOption())
     .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", ".portrait")
     .addOption(partitionsOption())
@@ -74,7 +99,6 @@ function engineFlags(cmd: Command): Command {
     .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, 8192)
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
-    .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", BUNDLED_MODELS_DIR)
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', "current")
     .option("--churn <version>", 'churn model: a version, "current" or "off"', "current")
@@ -101,8 +125,7 @@ function engineOptions(f: EngineFlags) {
     subjectPrefix: f.prefix,
     httpPort: f.httpPort,
     ...(f.currency !== undefined ? { currency: f.currency } : {}),
-    ...(f.user !== undefined ? { natsUser: f.user } : {}),
-    ...(f.pass !== undefined ? { natsPass: f.pass } : {}),
+    ...natsSecurityOptions(f),
     maxBatchMessages: f.maxBatch,
     maxAckPending: f.maxAckPending,
     logLevel: f.logLevel,
@@ -174,7 +197,7 @@ engineFlags(
   });
 });
 
-program.command("replay")
+natsSecurityFlags(program.command("replay")
   .description("publish a real data set's events to the engine's stream, with a progress bar")
   .argument("[file]", "data file (default: the format's file under --datasets)")
   .addOption(formatOption())
@@ -182,8 +205,7 @@ program.command("replay")
   .option("--limit <n>", "stop after this many events", posInt)
   .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
   .option("--max-inflight <n>", "most publishes awaiting acknowledgement", posInt, 256)
-  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
-  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; datasets: string; maxInflight: number }) => {
     const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
@@ -201,13 +223,12 @@ program.command("replay")
     }
   });
 
-program.command("profile")
+natsSecurityFlags(program.command("profile")
   .description("print a user's profile")
   .argument("<userId>", "the user id")
   .option("--json", "print one JSON object (counts keyed by event-type name)")
   .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
-  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
-  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
     const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
     try {
@@ -219,15 +240,14 @@ program.command("profile")
     }
   });
 
-program.command("recommend")
+natsSecurityFlags(program.command("recommend")
   .description("print the top-K recommendations for a user, with scores and reasons")
   .argument("<userId>", "the user id (an unknown user gets popular items)")
   .option("-k, --k <n>", "how many items", posInt, 10)
   .option("--category <id>", "the category being browsed (its top items become candidates)")
   .option("--exclude <ids>", "comma-separated item ids never to return")
   .option("--json", "print the reply as one JSON object")
-  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
-  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (userId: string, f: ClientFlags & { k: number; category?: string; exclude?: string; json?: boolean }) => {
     const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
     try {
@@ -247,7 +267,7 @@ program.command("recommend")
     }
   });
 
-program.command("catalog")
+natsSecurityFlags(program.command("catalog")
   .description("catalog upserts")
   .command("load")
   .description("read a data set's items (category, brand, price, title) and upsert them into a running engine's catalog")
@@ -256,8 +276,7 @@ program.command("catalog")
   .option("--limit <n>", "read at most this many events", posInt)
   .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
   .option("--concurrency <n>", "upserts in flight", posInt, 64)
-  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption())
-  .option("--user <user>", "NATS user").option("--pass <password>", "NATS password")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; limit?: number; datasets: string; concurrency: number }) => {
     const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const catalog = new Catalog();

@@ -20,6 +20,15 @@ export interface PortraitClientOptions {
   natsUser?: string;
   natsPass?: string;
   natsToken?: string;
+  /** File holding a user nkey seed ("SU..."). Default none. */
+  natsNkeySeedFile?: string;
+  /** A `.creds` file (JWT + seed); not with natsNkeySeedFile. Default none. */
+  natsCredsFile?: string;
+  /** PEM CA to trust for the server's certificate (any tls option turns TLS on). Default the system's CAs. */
+  natsTlsCaFile?: string;
+  /** PEM client certificate and key for mutual TLS; both or neither. Default none. */
+  natsTlsCertFile?: string;
+  natsTlsKeyFile?: string;
   /** Must equal the engine's. Default "portrait". */
   subjectPrefix?: string;
   /** Must equal the engine's partition count. Default 16. */
@@ -60,14 +69,22 @@ export interface RecommendOptions {
 }
 
 /** Rebuilds a Portrait error from a NATS request failure. */
+/** A request or publish the server's permissions deny: terminal, not worth retrying. */
+function denied(err: unknown): boolean {
+  const e = err as NatsError;
+  return e?.code === "PERMISSIONS_VIOLATION" || /permissions violation/i.test((err as Error)?.message ?? "");
+}
+
 function requestError(err: unknown): PortraitError {
   const e = err as NatsError;
+  if (denied(err)) return new PortraitError(ErrorCode.AUTH_FAILED, (err as Error).message, { cause: err });
   if (e?.code === "503") return new PortraitError(ErrorCode.NO_RESPONDERS, "no Portrait engine answers on this subject; is the engine running?");
   if (e?.code === "TIMEOUT") return new PortraitError(ErrorCode.TIMEOUT, "the query timed out", { cause: err });
   return new PortraitError(ErrorCode.INTERNAL, (err as Error)?.message ?? String(err), { cause: err });
 }
 
 function publishError(eventId: string, err: unknown): PortraitError {
+  if (denied(err)) return new PortraitError(ErrorCode.AUTH_FAILED, `publish of event ${eventId} denied: ${(err as Error).message}`, { cause: err });
   return new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${eventId} failed: ${(err as Error).message}`, { cause: err });
 }
 
@@ -101,6 +118,11 @@ export class PortraitClient {
       user: o.natsUser,
       pass: o.natsPass,
       token: o.natsToken,
+      nkeySeedFile: o.natsNkeySeedFile,
+      credsFile: o.natsCredsFile,
+      tlsCaFile: o.natsTlsCaFile,
+      tlsCertFile: o.natsTlsCertFile,
+      tlsKeyFile: o.natsTlsKeyFile,
       maxReconnectAttempts: 10,
     });
     return new PortraitClient(nc, o, true);

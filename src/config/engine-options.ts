@@ -26,6 +26,15 @@ export interface EngineOptions {
   natsUser?: string;
   natsPass?: string;
   natsToken?: string;
+  /** File holding the engine's NATS user nkey seed ("SU..."; the seed is never logged). Default none. */
+  natsNkeySeedFile?: string;
+  /** A NATS `.creds` file (user JWT + seed) for operator/JWT auth; not with natsNkeySeedFile. Default none. */
+  natsCredsFile?: string;
+  /** PEM CA file to trust for the NATS server's certificate (any tls option turns TLS on). Default: the system's CAs. */
+  natsTlsCaFile?: string;
+  /** PEM client certificate and key for mutual TLS; both or neither. Default none. */
+  natsTlsCertFile?: string;
+  natsTlsKeyFile?: string;
   /** Directory of the engine's state (LMDB, embedded NATS store). Default "./.portrait". */
   dataDir?: string;
   /** Partition count P; fixed for a deployment (the data dir remembers it). Default 16. */
@@ -108,6 +117,11 @@ export interface EngineConfig {
   readonly natsUser: string | undefined;
   readonly natsPass: string | undefined;
   readonly natsToken: string | undefined;
+  readonly natsNkeySeedFile: string | undefined;
+  readonly natsCredsFile: string | undefined;
+  readonly natsTlsCaFile: string | undefined;
+  readonly natsTlsCertFile: string | undefined;
+  readonly natsTlsKeyFile: string | undefined;
   readonly dataDir: string;
   readonly partitions: number;
   readonly workers: number;
@@ -140,7 +154,7 @@ export interface EngineConfig {
 }
 
 const KEYS: ReadonlySet<string> = new Set([
-  "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "dataDir", "partitions", "workers", "subjectPrefix",
+  "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "natsNkeySeedFile", "natsCredsFile", "natsTlsCaFile", "natsTlsCertFile", "natsTlsKeyFile", "dataDir", "partitions", "workers", "subjectPrefix",
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "mapSizeBytes",
   "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
@@ -157,6 +171,23 @@ function str(name: string, v: unknown): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "string" || v === "") throw new ConfigError(`options.${name} must be a non-empty string`);
   return v;
+}
+
+function path(name: string, v: unknown): string | undefined {
+  const s = str(name, v);
+  return s === undefined ? undefined : resolve(s);
+}
+
+function natsSecurity(o: EngineOptions) {
+  if (o.natsNkeySeedFile !== undefined && o.natsCredsFile !== undefined) throw new ConfigError("options.natsNkeySeedFile and options.natsCredsFile exclude each other");
+  if ((o.natsTlsCertFile === undefined) !== (o.natsTlsKeyFile === undefined)) throw new ConfigError("options.natsTlsCertFile and options.natsTlsKeyFile must be given together");
+  return {
+    natsNkeySeedFile: path("natsNkeySeedFile", o.natsNkeySeedFile),
+    natsCredsFile: path("natsCredsFile", o.natsCredsFile),
+    natsTlsCaFile: path("natsTlsCaFile", o.natsTlsCaFile),
+    natsTlsCertFile: path("natsTlsCertFile", o.natsTlsCertFile),
+    natsTlsKeyFile: path("natsTlsKeyFile", o.natsTlsKeyFile),
+  };
 }
 
 export function defaultWorkers(): number {
@@ -181,6 +212,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     natsUser: str("natsUser", o.natsUser),
     natsPass: str("natsPass", o.natsPass),
     natsToken: str("natsToken", o.natsToken),
+    ...natsSecurity(o),
     dataDir: resolve(str("dataDir", o.dataDir) ?? ".portrait"),
     partitions: int("partitions", o.partitions ?? 16, 1, 1024),
     workers: int("workers", o.workers ?? defaultWorkers(), 1, 64),
