@@ -63,6 +63,55 @@ describe("wire - event validation", () => {
     expect(reason(enc({ ...base, currency: "" }))).toBe("OK");
   });
 
+  it("wire - boundary values: the limits themselves are accepted, one past them is not", () => {
+    expect(reason(enc({ ...base, price: 1e9 }))).toBe("OK");
+    expect(reason(enc({ ...base, price: -0 }))).toBe("OK");
+    expect(reason(enc({ ...base, price: Number.MIN_VALUE }))).toBe("OK");
+    expect(reason(enc({ ...base, price: -Number.MIN_VALUE }))).toBe("BAD_PRICE");
+    expect(reason(enc({ ...base, price: Number.NEGATIVE_INFINITY }))).toBe("BAD_PRICE");
+    expect(reason(enc({ ...base, quantity: 1e6 }))).toBe("OK");
+    expect(reason(enc({ ...base, quantity: -1 }))).toBe("BAD_QUANTITY"); // uint32: -1 travels as 4294967295
+    expect(reason(enc({ ...base, rating: 5 }))).toBe("OK");
+    expect(reason(enc({ ...base, timestampMs: 946_684_800_000 }))).toBe("OK");
+    expect(reason(enc({ ...base, timestampMs: 946_684_799_999 }))).toBe("BAD_TIMESTAMP");
+    expect(reason(enc({ ...base, timestampMs: now + 60_000 }))).toBe("OK");
+    expect(reason(enc({ ...base, timestampMs: now + 60_001 }))).toBe("BAD_TIMESTAMP");
+    expect(reason(enc({ ...base, type: -1 as EventType }))).toBe("UNKNOWN_TYPE");
+    expect(reason(enc({ ...base, type: EventType.REC_CLICK }))).toBe("OK");
+    expect(reason(enc({ ...base, type: (EventType.REC_CLICK + 1) as EventType }))).toBe("UNKNOWN_TYPE");
+    expect(reason(enc({ ...base, eventId: "e".repeat(128) }))).toBe("OK");
+    expect(reason(enc({ ...base, eventId: "e".repeat(129) }))).toBe("BAD_ID");
+    expect(reason(enc({ ...base, itemId: "i".repeat(256) }))).toBe("OK");
+    const u256 = "u".repeat(256);
+    expect(reason(enc({ ...base, userId: u256 }), partitionOf(u256, P))).toBe("OK");
+    // timestamp_ms = 2^64 - 1 as a raw varint (no JS number encodes it exactly).
+    const noTime = { ...base };
+    delete noTime.timestampMs;
+    expect(reason(Uint8Array.from([...enc(noTime), 0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]))).toBe("BAD_TIMESTAMP");
+    // A varint longer than 10 bytes, a wire type 6/7, a group end without start: MALFORMED, never a throw.
+    expect(reason(Uint8Array.from([...enc(base), 0x20, ...Array<number>(11).fill(0xff), 0x01]))).toBe("MALFORMED");
+    expect(reason(Uint8Array.from([...enc(base), 0x0e]))).toBe("MALFORMED");
+    expect(reason(Uint8Array.from([...enc(base), 0xa4, 0x06]))).toBe("MALFORMED");
+    // Unknown fields (a newer publisher) are skipped.
+    expect(reason(Uint8Array.from([...enc(base), 0xa0, 0x06, 0x01, 0xa2, 0x06, 0x02, 0x68, 0x69]))).toBe("OK");
+    // An empty payload is an Event with every field unset.
+    expect(reason(new Uint8Array(0))).toBe("MISSING_EVENT_ID");
+  });
+
+  it("wire - invalid UTF-8 in an event id is BAD_ID; in an item id it is kept, as U+FFFD", () => {
+    const withBad = (e: IEvent, seq: number[]) => {
+      const b = enc(e);
+      b.set(seq, Buffer.from(b).indexOf("@@@"));
+      return b;
+    };
+    for (const seq of [[0xed, 0xa0, 0x80], [0xc0, 0xaf, 0x41], [0x80, 0x80, 0x80], [0xe2, 0x82, 0x41]]) {
+      expect(reason(withBad({ ...base, eventId: "e@@@" }, seq))).toBe("BAD_ID");
+      const r = decodeEvent(withBad({ ...base, itemId: "i@@@" }, seq), p, now, o);
+      expect(r.ok).toBe(true);
+      if (r.ok) expect(r.event.itemId).toContain("\uFFFD");
+    }
+  });
+
   it("wire - the partition hash is FNV-1a 32 of the UTF-8 bytes (README test vectors)", () => {
     expect(fnv1a32(new Uint8Array())).toBe(0x811c9dc5);
     expect(fnv1a32(new TextEncoder().encode("a"))).toBe(0xe40c292c);

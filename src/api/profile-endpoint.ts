@@ -40,6 +40,8 @@ export interface ApiOptions {
 }
 
 const encoder = new TextEncoder();
+/** The earliest as-of time a query may name: the floor event timestamps have too (decayed scores grow without bound before a user's events). */
+const MIN_AS_OF_MS = Date.UTC(2000, 0, 1);
 const decoder = new TextDecoder();
 
 function encodingOf(data: Uint8Array): ReplyEncoding {
@@ -74,13 +76,18 @@ export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): 
   if (typeof userId !== "string" || userId === "" || userId.length > 256) {
     throw new BadRequestError("userId must be a non-empty string of at most 256 characters");
   }
-  if (typeof asOfMs !== "number" || !Number.isInteger(asOfMs) || asOfMs < 0) {
-    throw new BadRequestError("asOfMs must be a non-negative integer (Unix epoch ms)");
+  if (typeof asOfMs !== "number" || !Number.isInteger(asOfMs) || asOfMs < 0 || (asOfMs > 0 && asOfMs < MIN_AS_OF_MS)) {
+    throw new BadRequestError("asOfMs must be 0 (the engine's clock) or a Unix epoch ms from 2000-01-01 on");
   }
   return { userId, asOfMs };
 }
 
 const MAX_EXCLUDE = 1000;
+
+function asOf(v: number): number {
+  if (v > 0 && v < MIN_AS_OF_MS) throw new BadRequestError("asOfMs must be 0 (the engine's clock) or a Unix epoch ms from 2000-01-01 on");
+  return v;
+}
 
 export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding): RecommendQuery {
   let o: Record<string, unknown>;
@@ -114,7 +121,7 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
     page: text("page", get("page", "page", ""), 64),
     categoryId: text("categoryId", get("categoryId", "category_id", ""), 256),
     exclude: exclude as string[],
-    asOfMs: int("asOfMs", get("asOfMs", "as_of_ms", 0), Number.MAX_SAFE_INTEGER),
+    asOfMs: asOf(int("asOfMs", get("asOfMs", "as_of_ms", 0), Number.MAX_SAFE_INTEGER)),
     candidates: int("candidates", get("candidates", "candidates", 0), 2000),
   };
 }

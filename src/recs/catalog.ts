@@ -111,9 +111,15 @@ interface Entry extends CatalogItem {
 const MAX_ID_LENGTH = 256;
 const MAX_PRICE = 1e9;
 
+/** Longest accepted upsert fields, in characters: a title is text for people, not a document. */
+const MAX_FIELD: Readonly<Record<string, number>> = Object.freeze({ categoryId: 256, brand: 256, categoryPath: 1024, currency: 3, title: 4096 });
+
 function str(name: string, v: unknown): string {
   if (v === undefined) return "";
   if (typeof v !== "string") throw new BadRequestError(`catalog upsert: ${name} must be a string`);
+  const max = MAX_FIELD[name];
+  if (max !== undefined && v.length > max) throw new BadRequestError(`catalog upsert: ${name} must be at most ${max} characters`);
+  if (name === "currency" && v !== "" && !/^[A-Z]{3}$/.test(v)) throw new BadRequestError("catalog upsert: currency must be an ISO 4217 code such as GBP");
   return v;
 }
 
@@ -191,8 +197,9 @@ export class Catalog {
   /** Applies an upsert and returns the item. Throws BadRequestError when it is malformed (nothing is changed then). */
   upsert(u: CatalogUpsertInput): Readonly<CatalogItem> {
     const itemId = str("itemId", u.itemId);
-    if (itemId === "" || itemId.length > MAX_ID_LENGTH) {
-      throw new BadRequestError(`catalog upsert: itemId must be 1..${MAX_ID_LENGTH} characters`);
+    // U+FFFD is what invalid UTF-8 decodes to: different bad ids would collide.
+    if (itemId === "" || itemId.length > MAX_ID_LENGTH || itemId.includes("\uFFFD")) {
+      throw new BadRequestError(`catalog upsert: itemId must be 1..${MAX_ID_LENGTH} characters of valid UTF-8`);
     }
     const price = u.price ?? 0;
     if (typeof price !== "number" || !Number.isFinite(price) || price < 0 || price > MAX_PRICE) {
