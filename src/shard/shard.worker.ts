@@ -207,7 +207,8 @@ class Shard implements ShardApi {
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
     // One synchronous block: these puts are one LMDB transaction.
-    for (const [id, a] of dirty) void this.#store.putState(id, a.state);
+    // Each put resolves with the transaction; a failed commit is reported once, by `commit` below.
+    for (const [id, a] of dirty) void this.#store.putState(id, a.state).catch(() => undefined);
     const commit = this.#store.putAppliedSeq(partition, high);
     const t1 = performance.now();
     this.#pendingWrites++;
