@@ -19,7 +19,7 @@ import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, PortraitError } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
@@ -33,6 +33,8 @@ import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { VERSION } from "./version.js";
 import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
@@ -160,9 +162,12 @@ export class Engine {
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);
 
+    // Read once; never logged. Refused with CONFIG when the data dir was written under another key.
+    const pseudonymKey = cfg.pseudonymKeyFile !== undefined ? readPseudonymKey(cfg.pseudonymKeyFile) : undefined;
     const meta = new ProfileStore({ dataDir: cfg.dataDir, mapSizeBytes: cfg.mapSizeBytes });
     try {
       meta.checkPartitions(cfg.partitions);
+      meta.checkPseudonymKey(pseudonymKey !== undefined ? keyCheck(pseudonymKey) : undefined);
     } finally {
       await meta.close();
     }
@@ -187,6 +192,7 @@ export class Engine {
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
       models: { ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}) },
+      ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.shardPorts);
 
     const js = this.#nc.jetstream();
@@ -209,6 +215,7 @@ export class Engine {
     });
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
+    const nc = this.#nc;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
       partitions: cfg.partitions,
@@ -222,6 +229,17 @@ export class Engine {
         store: async (bytes) => {
           const itemId = pb.CatalogUpsert.decode(plainBytes(bytes)).itemId;
           await js.publish(s.catalogItem(itemId), bytes);
+        },
+      },
+      forget: {
+        forget: async (userId) => {
+          const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
+          if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+          const tombstoneEventId = randomUUID();
+          nc.publish(s.tombstones, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
+          // The server has the tombstone before the caller hears of the forget.
+          await nc.flush();
+          return { existed: r.existed, tombstoneEventId };
         },
       },
     });

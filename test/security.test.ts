@@ -47,6 +47,7 @@ function permissionSets(prefix: string): { publisher: NatsPermissions; query: Na
         `$JS.ACK.${s.eventStream}.>`,
         s.dlqWildcard,
         s.catalogWildcard,
+        s.tombstones,
       ],
       subscribe: ["_INBOX.>", `${prefix}.api.> portrait`, "$SRV.*", `$SRV.*.${s.serviceName}`, `$SRV.*.${s.serviceName}.*`],
       allow_responses: true,

@@ -30,6 +30,11 @@ export interface CatalogSink {
   store(bytes: Uint8Array): Promise<void>;
 }
 
+/** Forgets a user everywhere the engine keeps them, then publishes the tombstone (the composition root wires it). */
+export interface ForgetSink {
+  forget(userId: string): Promise<{ existed: boolean; tombstoneEventId: string }>;
+}
+
 export interface ApiOptions {
   partitions: number;
   /** Most queries in flight at once; above it queries get OVERLOADED. */
@@ -80,6 +85,24 @@ export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): 
     throw new BadRequestError("asOfMs must be 0 (the engine's clock) or a Unix epoch ms from 2000-01-01 on");
   }
   return { userId, asOfMs };
+}
+
+export function parseForgetRequest(data: Uint8Array, encoding: ReplyEncoding): string {
+  let userId: unknown;
+  try {
+    if (encoding === "json") {
+      const o = JSON.parse(decoder.decode(data)) as Record<string, unknown>;
+      userId = o.userId ?? o.user_id;
+    } else {
+      userId = pb.ForgetRequest.decode(plainBytes(data)).userId;
+    }
+  } catch (err) {
+    throw new BadRequestError(`request is not a ForgetRequest (protobuf or JSON): ${(err as Error).message}`);
+  }
+  if (typeof userId !== "string" || userId === "" || userId.length > 256) {
+    throw new BadRequestError("userId must be a non-empty string of at most 256 characters");
+  }
+  return userId;
 }
 
 const MAX_EXCLUDE = 1000;
@@ -137,7 +160,7 @@ export class QueryApi {
 
   static async start(
     nc: NatsConnection, s: Subjects, source: ProfileSource, metrics: EngineMetrics, log: Logger, o: ApiOptions,
-    extra: { recommender?: Recommender; catalog?: CatalogSink } = {},
+    extra: { recommender?: Recommender; catalog?: CatalogSink; forget?: ForgetSink } = {},
   ): Promise<QueryApi> {
     const service = await nc.services.add({
       name: s.serviceName,
@@ -170,6 +193,19 @@ export class QueryApi {
             return;
           }
           void api.#catalogUpsert(msg, sink, metrics, alog).catch((e) => alog.error({ err: e }, "catalog reply failed"));
+        },
+      });
+    }
+    if (extra.forget !== undefined) {
+      const sink = extra.forget;
+      service.addEndpoint("user-forget", {
+        subject: s.forget,
+        handler: (err, msg) => {
+          if (err) {
+            alog.error({ err }, "forget endpoint failed");
+            return;
+          }
+          void api.#forget(msg, sink, metrics, alog, o).catch((e) => alog.error({ err: e }, "forget reply failed"));
         },
       });
     }
@@ -241,6 +277,30 @@ export class QueryApi {
     } finally {
       metrics.requests.inc({ endpoint: "recommend", code });
       metrics.requestSeconds.observe({ endpoint: "recommend" }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  async #forget(msg: ServiceMsg, sink: ForgetSink, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<void> {
+    const t0 = performance.now();
+    const encoding = encodingOf(msg.data);
+    let code: string = "OK";
+    try {
+      if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
+      this.#inflight++;
+      try {
+        const r = await sink.forget(parseForgetRequest(msg.data, encoding));
+        msg.respond(encoding === "json" ? encoder.encode(JSON.stringify(r)) : pb.ForgetReply.encode(r).finish());
+      } finally {
+        this.#inflight--;
+      }
+    } catch (err) {
+      const w = toWire(err);
+      code = w.code;
+      if (!(err instanceof PortraitError)) log.error({ err }, "forget failed");
+      respondError(msg, w, encoding);
+    } finally {
+      metrics.requests.inc({ endpoint: "user.forget", code });
+      metrics.requestSeconds.observe({ endpoint: "user.forget" }, (performance.now() - t0) / 1000);
     }
   }
 

@@ -10,6 +10,8 @@
  * | <prefix>.api.profile.get         | request-reply: ProfileRequest -> ProfileReply             |
  * | <prefix>.api.recommend           | request-reply: RecommendRequest -> RecommendReply         |
  * | <prefix>.api.catalog.upsert      | request-reply: CatalogUpsert -> empty reply (or an error) |
+ * | <prefix>.api.user.forget         | request-reply: ForgetRequest -> ForgetReply               |
+ * | <prefix>.tombstones              | a `Tombstone` per forget (core NATS; no stream by default) |
  * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
  */
 
@@ -23,6 +25,10 @@ export interface Subjects {
   readonly profileGet: string;
   readonly recommend: string;
   readonly catalogUpsert: string;
+  /** Request-reply: forget a user (ForgetRequest -> ForgetReply). */
+  readonly forget: string;
+  /** Where a `Tombstone` is published after each forget, for downstream systems. */
+  readonly tombstones: string;
   readonly catalogStream: string;
   readonly catalogWildcard: string;
   /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
@@ -53,6 +59,8 @@ export function subjects(prefix = "portrait"): Subjects {
     profileGet: `${prefix}.api.profile.get`,
     recommend: `${prefix}.api.recommend`,
     catalogUpsert: `${prefix}.api.catalog.upsert`,
+    forget: `${prefix}.api.user.forget`,
+    tombstones: `${prefix}.tombstones`,
     catalogStream: `${upper}_CATALOG`,
     catalogWildcard: `${prefix}.catalog.item.*`,
     catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, profile, recommend, train, eval.
+ * The `portrait` command line: start, demo, replay, profile, recommend, forget, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -105,6 +105,7 @@ function engineFlags(cmd: Command): Command {
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', "current")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, 1)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info")
+    .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
     .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
 }
 
@@ -113,6 +114,7 @@ interface EngineFlags extends ClientFlags {
   maxBatch: number; maxAckPending: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
   models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
   faultKillBeforeAck?: number;
+  pseudonymKeyFile?: string;
 }
 
 function engineOptions(f: EngineFlags) {
@@ -136,6 +138,7 @@ function engineOptions(f: EngineFlags) {
     deepfmModel: f.deepfm,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
+    ...(f.pseudonymKeyFile !== undefined ? { pseudonymKeyFile: f.pseudonymKeyFile } : {}),
   };
 }
 
@@ -262,6 +265,22 @@ natsSecurityFlags(program.command("recommend")
           `ranked by DeepFM ${r.modelVersion || "(none: by candidate prior)"} on ${r.backend}; sources ${Object.entries(r.candidateSources).map(([k, v]) => `${k}=${v}`).join(" ") || "-"}`);
         r.items.forEach((it, i) => console.log(`${String(i + 1).padStart(3)}. ${it.itemId.padEnd(20)} ${it.score.toFixed(4)}  ${it.reason}`));
       }
+    } finally {
+      await client.close();
+    }
+  });
+
+natsSecurityFlags(program.command("forget")
+  .description("remove every trace of a user from the engine (profile, model state, co-visitation) and publish a tombstone")
+  .argument("<userId>", "the user id")
+  .option("--json", "print the reply as one JSON object")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
+  .action(async (userId: string, f: ClientFlags & { json?: boolean }) => {
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
+    try {
+      const r = await client.forget(userId);
+      if (f.json) console.log(JSON.stringify(r));
+      else console.log(`${r.existed ? "forgot" : "no profile for"} user ${userId}; tombstone ${r.tombstoneEventId} published on ${client.subjects.tombstones}`);
     } finally {
       await client.close();
     }

@@ -53,6 +53,14 @@ export interface ProfileQueryOptions {
   asOfMs?: number;
 }
 
+/** The outcome of a forget (ForgetReply). */
+export interface ForgetResult {
+  /** True when the engine had a profile for the user. */
+  existed: boolean;
+  /** Id of the Tombstone published on `<prefix>.tombstones` for this forget. */
+  tombstoneEventId: string;
+}
+
 export interface RecommendOptions {
   /** Items wanted, 1..100 (default 10). */
   k?: number;
@@ -209,6 +217,18 @@ export class PortraitClient {
     const data = await this.#request(this.subjects.recommend, req);
     const r = pb.RecommendReply.toObject(pb.RecommendReply.decode(data), { longs: Number, defaults: true, arrays: true, objects: true });
     return r as unknown as RecommendView;
+  }
+
+  /**
+   * Removes every trace the engine keeps of a user (profile, LSTM state,
+   * co-visitation) and publishes a Tombstone; idempotent. Events of the user
+   * applied afterwards start a new profile. Throws PortraitError BAD_REQUEST,
+   * OVERLOADED, STORAGE_FAILED, NO_RESPONDERS, TIMEOUT.
+   */
+  async forget(userId: string): Promise<ForgetResult> {
+    const data = await this.#request(this.subjects.forget, pb.ForgetRequest.encode({ userId }).finish());
+    const r = pb.ForgetReply.decode(data);
+    return { existed: r.existed, tombstoneEventId: r.tombstoneEventId };
   }
 
   /** Adds or changes a catalog item (e.g. marks it unavailable); resolves once the engine applied and stored it. */

@@ -104,6 +104,16 @@ export interface EngineOptions {
   /** The DeepFM inference pool (src/inference/inference-options.ts). */
   inference?: InferenceOptions;
   /**
+   * File holding the secret key of user-id pseudonymisation (README
+   * "Pseudonymisation"): at least 16 bytes, trailing line breaks ignored,
+   * read once at start and never logged. When set, user ids are replaced by
+   * `p_<base64url(HMAC-SHA256(key, id))[:22]>` where they enter the shards, so
+   * LMDB, the recs worker and logs see only pseudonyms. Fixed for a data dir:
+   * another key (or turning it on or off) is refused with CONFIG. Default none
+   * (off).
+   */
+  pseudonymKeyFile?: string;
+  /**
    * Fault injection, for crash tests only: after this many batches have been
    * committed, the process kills itself with SIGKILL before acknowledging the
    * next one. Default off.
@@ -151,6 +161,7 @@ export interface EngineConfig {
   readonly recs: RecsOptions;
   readonly inference: InferenceOptions;
   readonly faultKillBeforeAckAfterBatches: number | undefined;
+  readonly pseudonymKeyFile: string | undefined;
 }
 
 const KEYS: ReadonlySet<string> = new Set([
@@ -158,6 +169,7 @@ const KEYS: ReadonlySet<string> = new Set([
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "mapSizeBytes",
   "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
+  "pseudonymKeyFile",
 ]);
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -245,5 +257,6 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
       ? undefined
       : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),
+    pseudonymKeyFile: path("pseudonymKeyFile", o.pseudonymKeyFile),
   });
 }

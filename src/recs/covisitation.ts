@@ -100,6 +100,14 @@ export class Covisitation {
     last.t = t;
   }
 
+  /**
+   * Drops the user's last item (the only per-user trace kept here; the links
+   * are item-to-item sums). Returns whether one was kept.
+   */
+  forgetUser(userId: string): boolean {
+    return this.users.delete(userId);
+  }
+
   /** The item's strongest neighbours at `nowMs`, best first (ties by item id), at most k. */
   neighbours(itemId: string, k: number, nowMs: number): ScoredItem[] {
     const n = this.items.get(itemId);

@@ -55,7 +55,9 @@ export class RecsHost {
   }
 
   prepare(req: PrepareRequest): Promise<PrepareResult> {
-    return this.#call(() => this.#api.prepare(req) as Promise<PrepareResult>);
+    // The worker sees users only under the id their state is kept under (a pseudonym when pseudonymisation is on).
+    const r = req.userId === req.context.userKey ? req : { ...req, userId: req.context.userKey };
+    return this.#call(() => this.#api.prepare(r) as Promise<PrepareResult>);
   }
 
   upsert(bytes: Uint8Array): Promise<UpsertResult> {

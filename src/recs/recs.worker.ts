@@ -16,7 +16,7 @@ import { BadRequestError, toWire } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
 import { createLogger, type Logger } from "../obs/logger.js";
-import type { ItemEventBatch } from "../shard/shard-protocol.js";
+import type { ItemEventBatch, ItemEventMessage } from "../shard/shard-protocol.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
@@ -49,7 +49,10 @@ class Recs implements RecsApi {
   }
 
   addItemEventPort(port: MessagePort): void {
-    port.on("message", (b: ItemEventBatch) => this.#observe(b));
+    port.on("message", (m: ItemEventMessage) => {
+      if ("forgetUserId" in m) this.#index.covisitation.forgetUser(m.forgetUserId);
+      else this.#observe(m);
+    });
     this.#ports.push(port);
   }
 

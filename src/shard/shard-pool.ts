@@ -10,7 +10,7 @@ import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import type { MessagePort, Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
 import { spawnWorker } from "./spawn-worker.js";
-import type { BatchResult, EventBatch, ProfileResult, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
+import type { BatchResult, EventBatch, ForgetResult, ProfileResult, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
 
 export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents">;
 
@@ -107,6 +107,12 @@ export class ShardPool {
   getRecContext(partition: number, userId: string, asOfMs: number): Promise<RecContextResult> {
     const s = this.#shards[this.shardOf(partition)]!;
     return this.#call<RecContextResult>(s, () => s.api.getRecContext(userId, asOfMs));
+  }
+
+  /** Forgets a user in the partition's shard (ShardApi.forget). */
+  forget(partition: number, userId: string): Promise<ForgetResult> {
+    const s = this.#shards[this.shardOf(partition)]!;
+    return this.#call<ForgetResult>(s, () => s.api.forget(userId));
   }
 
   stats(): Promise<ShardStats[]> {

@@ -23,8 +23,13 @@ export interface ShardInit {
   logLevel: string;
   /** Model version directories to load (absent = that model is off). */
   models: { lstmDir?: string; churnDir?: string };
-  /** Where to post the item events of each committed batch (ItemEventBatch), e.g. the recs worker. */
+  /** Where to post the item events of each committed batch (ItemEventBatch) and forgotten users (ForgetUserMessage), e.g. the recs worker. */
   itemEvents?: MessagePort;
+  /**
+   * The pseudonymisation key (src/shard/pseudonym.ts); absent = user ids are
+   * kept as given. Secret: never logged.
+   */
+  pseudonymKey?: Uint8Array;
 }
 
 /**
@@ -45,6 +50,21 @@ export interface ItemEventBatch {
   currencies: string[];
   newToUser: number[];
 }
+
+/**
+ * Posted on the item-event port after a forget committed, after the item
+ * events of every batch applied before it: the receiver drops what it keeps
+ * about the user (the id is the pseudonym when pseudonymisation is on).
+ */
+export interface ForgetUserMessage {
+  forgetUserId: string;
+}
+
+/** What a shard posts on its item-event port. */
+export type ItemEventMessage = ItemEventBatch | ForgetUserMessage;
+
+/** The outcome of a forget, returned once the removal committed. */
+export type ForgetResult = { ok: true; existed: boolean } | { ok: false; error: WireError };
 
 export interface ShardReady {
   /** Last applied stream sequence of each owned partition, as committed in LMDB. */
@@ -98,6 +118,8 @@ export interface BatchResult {
 export interface RecContext {
   /** False when the user has no profile. */
   known: boolean;
+  /** The id the user's state is kept under: the pseudonym when pseudonymisation is on, else the user id. */
+  userKey: string;
   /** The time the request is evaluated at (the shard's event clock unless the request named one). */
   asOfMs: number;
   recentItems: string[];
@@ -131,6 +153,13 @@ export interface ShardApi {
   applyBatch(batch: EventBatch): Promise<BatchResult>;
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult;
   getRecContext(userId: string, asOfMs: number): RecContextResult;
+  /**
+   * Removes the user's actor and stored state. Ordered with the batches: a
+   * batch applied before it cannot bring the state back, one applied after it
+   * starts a new profile. Resolves after the removal committed and the
+   * ForgetUserMessage was posted.
+   */
+  forget(userId: string): Promise<ForgetResult>;
   stats(): ShardStats;
   /** Waits for pending commits and closes the store. */
   close(): Promise<void>;

@@ -7,6 +7,11 @@
  * in stream order), its writes are queued in one LMDB transaction, and the
  * next batch can be applied while that commit flushes. The reply for a batch
  * is sent when its commit resolves; commits resolve in order.
+ *
+ * User ids are pseudonymised here when a key is configured (events after
+ * decoding, queries on arrival; src/shard/pseudonym.ts): actors, LMDB and the
+ * recs worker see only the pseudonym. A forget is ordered with the batches
+ * (see ShardApi.forget).
  */
 import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
@@ -22,8 +27,10 @@ import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType, pb } from "../wire/proto.js";
+import { pseudonymiser, type Pseudonymise } from "./pseudonym.js";
 import type {
-  BatchResult, DeadLetter, EventBatch, ItemEventBatch, ProfileResult, RecContext, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats,
+  BatchResult, DeadLetter, EventBatch, ForgetResult, ForgetUserMessage, ItemEventBatch, ProfileResult, RecContext, RecContextResult, ReplyEncoding,
+  ShardApi, ShardInit, ShardReady, ShardStats,
 } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
@@ -66,6 +73,12 @@ class Shard implements ShardApi {
   #validation!: EventValidationOptions;
   readonly #actors = new Map<string, Actor>();
   readonly #appliedSeq = new Map<number, number>();
+  /** Raw user id -> the id state is kept under (identity without pseudonymisation). */
+  #key!: Pseudonymise;
+  /** Keys whose removal is not committed yet (-> forgets pending): LMDB still returns their old state. */
+  readonly #erasing = new Map<string, number>();
+  /** Batches applied but not yet committed and posted; a forget waits for those before it. */
+  readonly #inflight = new Set<Promise<unknown>>();
   #batchNo = 0;
   #committedBatch = 0;
   #pendingWrites = 0;
@@ -77,6 +90,7 @@ class Shard implements ShardApi {
     this.#init = init;
     this.#profile = init.profile;
     this.#validation = init.validation;
+    this.#key = pseudonymiser(init.pseudonymKey);
     this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard });
     if (init.models.lstmDir !== undefined) this.#lstm = LstmRuntime.load(init.models.lstmDir);
     if (init.models.churnDir !== undefined) this.#churn = ChurnModel.load(init.models.churnDir);
@@ -97,7 +111,8 @@ class Shard implements ShardApi {
       a.referenced = true;
       return a;
     }
-    a = { state: this.#store.getState(userId) ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined };
+    const stored = this.#erasing.has(userId) ? undefined : this.#store.getState(userId);
+    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined };
     this.#actors.set(userId, a);
     return a;
   }
@@ -155,7 +170,16 @@ class Shard implements ShardApi {
     for (const w of waves) rt.step(w.states, w.events, w.prevMs);
   }
 
-  async applyBatch(batch: EventBatch): Promise<BatchResult> {
+  applyBatch(batch: EventBatch): Promise<BatchResult> {
+    // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
+    const run = this.#applyBatch(batch);
+    const done = run.then(() => undefined, () => undefined);
+    this.#inflight.add(done);
+    void done.then(() => this.#inflight.delete(done));
+    return run;
+  }
+
+  async #applyBatch(batch: EventBatch): Promise<BatchResult> {
     const t0 = performance.now();
     const { partition, data, offsets, seqs } = batch;
     const n = seqs.length;
@@ -171,6 +195,7 @@ class Shard implements ShardApi {
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = this.#init.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
+    const keys = this.#init.pseudonymKey !== undefined ? new Map<string, string>() : undefined;
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
@@ -188,6 +213,11 @@ class Shard implements ShardApi {
       }
       high = seq;
       const e = r.event;
+      if (keys !== undefined) {
+        let k = keys.get(e.userId);
+        if (k === undefined) keys.set(e.userId, (k = this.#key(e.userId)));
+        e.userId = k;
+      }
       const actor = this.#actor(e.userId);
       if (lstm !== undefined) steps.push([actor, e, actor.state.lastSeenMs]);
       if (items !== undefined && e.itemId !== "") pushItemEvent(items, e, !actor.state.recent.includes(e.itemId));
@@ -232,9 +262,14 @@ class Shard implements ShardApi {
     };
   }
 
+  /** The user's current state, or undefined (never the stored state of a user being forgotten). */
+  #state(key: string): UserState | undefined {
+    return this.#actors.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));
+  }
+
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult {
     try {
-      const state = this.#actors.get(userId)?.state ?? this.#store.getState(userId);
+      const state = this.#state(this.#key(userId));
       if (state === undefined) {
         return { ok: false, error: toWire(new UnknownUserError(userId)) };
       }
@@ -256,10 +291,11 @@ class Shard implements ShardApi {
   /** What a recommendation needs from the user's profile (known false when the user has none). */
   getRecContext(userId: string, asOfMs: number): RecContextResult {
     try {
-      const state = this.#actors.get(userId)?.state ?? this.#store.getState(userId);
+      const userKey = this.#key(userId);
+      const state = this.#state(userKey);
       const asOf = asOfMs > 0 ? asOfMs : Math.max(this.#watermarkMs, state?.lastSeenMs ?? 0);
       if (state === undefined) {
-        return { ok: true, context: { known: false, asOfMs: asOf, recentItems: [], topCategories: [], nextCategories: [], purchasedItems: [], user: deepFmUserFeatures(newUserState(), asOf), lstmH: undefined } };
+        return { ok: true, context: { known: false, userKey, asOfMs: asOf, recentItems: [], topCategories: [], nextCategories: [], purchasedItems: [], user: deepFmUserFeatures(newUserState(), asOf), lstmH: undefined } };
       }
       const view = profileView(userId, state, asOf, this.#profile);
       let lstmH: Float32Array | undefined;
@@ -271,7 +307,7 @@ class Shard implements ShardApi {
         lstmH = h.slice(0, this.#lstm.hidden);
       }
       const context: RecContext = {
-        known: true, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
+        known: true, userKey, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
         purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: this.#lstm?.version,
       };
       return { ok: true, context };
@@ -300,6 +336,28 @@ class Shard implements ShardApi {
       out.churnRisk = this.#churn.predict(state, asOfMs);
     }
     return out;
+  }
+
+  async forget(userId: string): Promise<ForgetResult> {
+    const key = this.#key(userId);
+    const existed = this.#actors.has(key) || (!this.#erasing.has(key) && this.#store.hasState(key));
+    // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
+    const before = [...this.#inflight];
+    this.#actors.delete(key);
+    this.#erasing.set(key, (this.#erasing.get(key) ?? 0) + 1);
+    try {
+      await this.#store.removeState(key);
+      await Promise.all(before);
+    } catch (err) {
+      const e = err as Error & { commitError?: Error };
+      return { ok: false, error: { code: ErrorCode.STORAGE_FAILED, message: `LMDB commit failed in ${this.#init.dataDir}: ${e.commitError?.message ?? e.message}` } };
+    } finally {
+      const n = this.#erasing.get(key)! - 1;
+      if (n === 0) this.#erasing.delete(key);
+      else this.#erasing.set(key, n);
+    }
+    this.#init.itemEvents?.postMessage({ forgetUserId: key } satisfies ForgetUserMessage);
+    return { ok: true, existed };
   }
 
   stats(): ShardStats {

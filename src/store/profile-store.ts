@@ -4,7 +4,10 @@
  * Layout (one LMDB environment at `<dataDir>/lmdb`):
  * - db `profiles`: user id -> UserState (msgpack with shared structures);
  * - db `meta`: "seq/<partition>" -> last applied JetStream stream sequence,
- *   "partitions" -> the deployment's partition count.
+ *   "partitions" -> the deployment's partition count,
+ *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
+ *   pseudonymisation key (src/shard/pseudonym.ts): profiles are keyed by
+ *   pseudonyms, so a data dir only works with the key it was written with.
  *
  * Writes are lmdb-js asynchronous puts: every put issued in one event turn is
  * committed in one transaction, and the returned promise resolves when it is
@@ -28,7 +31,7 @@ export interface ProfileStoreOptions {
 export class ProfileStore {
   readonly #root: RootDatabase;
   readonly #profiles: Database<UserState, string>;
-  readonly #meta: Database<number, string>;
+  readonly #meta: Database<number | string, string>;
   #closed = false;
 
   constructor(o: ProfileStoreOptions) {
@@ -40,7 +43,7 @@ export class ProfileStore {
       encoding: "msgpack",
       sharedStructuresKey: Symbol.for("structures"),
     });
-    this.#meta = this.#root.openDB<number, string>({ name: "meta", encoding: "msgpack" });
+    this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
   }
 
   getState(userId: string): UserState | undefined {
@@ -52,8 +55,17 @@ export class ProfileStore {
     return this.#profiles.put(userId, state);
   }
 
+  hasState(userId: string): boolean {
+    return this.#profiles.doesExist(userId);
+  }
+
+  /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. */
+  removeState(userId: string): Promise<boolean> {
+    return this.#profiles.remove(userId);
+  }
+
   getAppliedSeq(partition: number): number {
-    return this.#meta.get(`seq/${partition}`) ?? 0;
+    return (this.#meta.get(`seq/${partition}`) as number | undefined) ?? 0;
   }
 
   /** Queues the partition's applied sequence; commits with the other writes of this event turn. */
@@ -74,6 +86,32 @@ export class ProfileStore {
         `this data dir was created with ${stored} partitions; the engine was started with ${partitions}. ` +
           "The partition count is fixed for a deployment: start with --partitions " + stored,
       );
+    }
+  }
+
+  /**
+   * Records whether profiles are keyed by pseudonyms, and under which key
+   * (`check` = keyCheck(key), undefined = off), on first use, and refuses a
+   * start that would not find them: another key, a key for a data dir written
+   * without one, or none for a data dir written with one.
+   */
+  checkPseudonymKey(check: string | undefined): void {
+    const want = check ?? "off";
+    const recorded = this.#meta.get("pseudonymKeyCheck");
+    // A data dir from before this check holds raw ids.
+    const stored = recorded ?? (this.#profiles.getKeysCount({ limit: 1 }) > 0 ? "off" : undefined);
+    if (stored === undefined || stored === want) {
+      if (recorded === undefined) this.#meta.putSync("pseudonymKeyCheck", want);
+      return;
+    }
+    if (stored === "off") {
+      throw new ConfigError("this data dir holds profiles keyed by raw user ids; pseudonymisation (pseudonymKeyFile) cannot be turned on for it: " +
+        "start without it, or with a new data dir");
+    } else if (want === "off") {
+      throw new ConfigError("this data dir holds profiles keyed by pseudonyms: start with the pseudonymKeyFile it was written with");
+    } else {
+      throw new ConfigError("this data dir was written with another pseudonymisation key (pseudonymKeyFile): under this key its profiles are unreachable. " +
+        "Start with the key it was written with, or with a new data dir");
     }
   }
 

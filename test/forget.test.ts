@@ -1,0 +1,234 @@
+/**
+ * Forget and pseudonymisation: a forgotten user leaves no trace in LMDB (every
+ * key and value of every database, read as raw bytes), queries treat them as
+ * unknown, other users are untouched and a tombstone is published; with
+ * pseudonymisation on, neither LMDB nor any log line of a real engine process
+ * (all threads, debug level) holds a raw user id, and another key is refused.
+ */
+import { open } from "lmdb";
+import { execFile } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { subjects } from "../src/bus/subjects.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import type { Engine } from "../src/engine.js";
+import { PortraitError } from "../src/errors.js";
+import { Covisitation } from "../src/recs/covisitation.js";
+import { compileRecsOptions } from "../src/recs/recs-options.js";
+import { pseudonym } from "../src/shard/pseudonym.js";
+import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { T0, countByUser, expectExactCounts, removeDir, spawnEngine, startTestEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+const dirs: string[] = [];
+const engines: Engine[] = [];
+const children: ChildEngine[] = [];
+
+beforeAll(async () => {
+  nats = await startTestNats();
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+  await Promise.all(children.map((c) => c.exited));
+  await Promise.all(engines.map((e) => e.close()));
+  await nats?.stop();
+  dirs.forEach(removeDir);
+});
+
+const CLI = fileURLToPath(new URL("../src/cli/portrait.ts", import.meta.url));
+
+/** Events whose ids do not contain the user id (so a scan for the id finds profiles, not event ids). */
+function views(prefix: string, users: string[], perUser: number): IEvent[] {
+  const out: IEvent[] = [];
+  let n = 0;
+  for (let k = 0; k < perUser; k++) {
+    for (const userId of users) {
+      out.push({ eventId: `${prefix}-e${n++}`, userId, type: k === perUser - 1 ? EventType.ADD_TO_CART : EventType.VIEW, timestampMs: T0 + k * 1000, itemId: `i${k}`, categoryId: `c${k % 3}` });
+    }
+  }
+  return out;
+}
+
+/**
+ * Occurrences of each needle (UTF-8) in every key and value of every database
+ * of the LMDB environment, read as raw bytes: the main database (whose keys
+ * name the named databases) and each named database.
+ */
+function scanLmdb(dataDir: string, needles: string[]): Record<string, number> {
+  const env = open({ path: join(dataDir, "lmdb"), encoding: "binary", keyEncoding: "binary", compression: false });
+  const hits: Record<string, number> = Object.fromEntries(needles.map((n) => [n, 0]));
+  const bytes = needles.map((n) => Buffer.from(n, "utf8"));
+  const check = (b: unknown) => {
+    const buf = Buffer.isBuffer(b) ? b : Buffer.from(b as Uint8Array);
+    bytes.forEach((n, i) => {
+      for (let at = buf.indexOf(n); at >= 0; at = buf.indexOf(n, at + 1)) hits[needles[i]!]!++;
+    });
+  };
+  try {
+    const names: string[] = [];
+    for (const { key, value } of env.getRange({})) {
+      check(key);
+      check(value);
+      // lmdb-js stores database names NUL-terminated.
+      names.push(Buffer.from(key as Uint8Array).toString("utf8").replace(/\0$/, ""));
+    }
+    expect(names).toEqual(expect.arrayContaining(["meta", "profiles"]));
+    let entries = 0;
+    for (const name of names) {
+      const db = env.openDB({ name, encoding: "binary", keyEncoding: "binary" });
+      for (const { key, value } of db.getRange({})) {
+        check(key);
+        check(value);
+        entries++;
+      }
+    }
+    expect(entries).toBeGreaterThan(0);
+  } finally {
+    void env.close();
+  }
+  return hits;
+}
+
+describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
+  it("forget - the user is unknown afterwards, LMDB holds no byte of them, others are unchanged, a tombstone is published", async () => {
+    const prefix = uniquePrefix("forget");
+    const dataDir = tmpDir("portrait-forget");
+    dirs.push(dataDir);
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir });
+    engines.push(engine);
+    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const users = ["anna", "bruno", "chiara", "dario", "elena"].map((u) => `${prefix}-${u}`);
+    try {
+      const [anna, bruno, ...others] = users as [string, string, ...string[]];
+      const events = views(prefix, users, 8);
+      const tombstones: Uint8Array[] = [];
+      const sub = client.nc.subscribe(subjects(prefix).tombstones, { callback: (_, m) => tombstones.push(m.data) });
+      await client.nc.flush();
+      await client.publishMany(events);
+      await expectExactCounts(client, countByUser(events));
+
+      const asOfMs = T0 + 3_600_000;
+      const before = await Promise.all(others.map((u) => client.getProfile(u, { asOfMs })));
+      expect((await client.recommend(anna)).knownUser).toBe(true);
+      expect((await client.getProfile(anna)).predictions?.lstmVersion ?? "").not.toBe("");
+
+      const r = await client.forget(anna);
+      expect(r.existed).toBe(true);
+      expect(r.tombstoneEventId).toMatch(/^[0-9a-f-]{36}$/);
+
+      // (a) unknown to every query
+      await expect(client.getProfile(anna)).rejects.toMatchObject({ code: "UNKNOWN_USER" });
+      expect((await client.recommend(anna)).knownUser).toBe(false);
+      // (c) the others are exactly as before
+      expect(await Promise.all(others.map((u) => client.getProfile(u, { asOfMs })))).toEqual(before);
+      // (d) the tombstone, with the id as the request gave it
+      await waitFor(() => tombstones.length === 1, { message: "no tombstone" });
+      const t = pb.Tombstone.decode(tombstones[0]!);
+      expect(t.userId).toBe(anna);
+      expect(t.tombstoneEventId).toBe(r.tombstoneEventId);
+      expect(Math.abs(Number(t.forgottenMs) - Date.now())).toBeLessThan(60_000);
+      // idempotent
+      expect((await client.forget(anna)).existed).toBe(false);
+      await waitFor(() => tombstones.length === 2, { message: "no second tombstone" });
+
+      // Events applied after a forget start a new profile.
+      expect((await client.forget(bruno)).existed).toBe(true);
+      await client.publish({ eventId: `${prefix}-late`, userId: bruno, type: EventType.VIEW, timestampMs: T0 + 99_000, itemId: "i99" });
+      await waitFor(async () => (await client.getProfile(bruno).catch(() => undefined))?.eventsApplied === 1, { message: "bruno's new profile" });
+      expect((await client.getProfile(bruno)).recentItems).toEqual(["i99"]);
+      sub.unsubscribe();
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+
+    // (b) every key and value of every database: nothing of anna; the others (and bruno's new profile) are found.
+    const hits = scanLmdb(dataDir, users);
+    expect(hits[`${prefix}-anna`]).toBe(0);
+    for (const u of users.slice(1)) expect(hits[u], u).toBeGreaterThan(0);
+  });
+
+  it("forget - co-visitation drops the user's last item and keeps the item links", () => {
+    const o = compileRecsOptions({});
+    const c = new Covisitation(o.covisitation, o.eventWeights);
+    c.observe({ userId: "u1", itemId: "a", type: EventType.VIEW, timestampMs: T0 });
+    c.observe({ userId: "u1", itemId: "b", type: EventType.VIEW, timestampMs: T0 + 1000 });
+    c.observe({ userId: "u2", itemId: "a", type: EventType.VIEW, timestampMs: T0 + 2000 });
+    expect(c.userCount).toBe(2);
+    expect(c.forgetUser("u1")).toBe(true);
+    expect(c.forgetUser("u1")).toBe(false);
+    expect(c.userCount).toBe(1);
+    expect(c.neighbours("a", 5, T0 + 2000).map((x) => x.itemId)).toEqual(["b"]);
+    // A later event of u1 starts from nothing: no link from its old last item.
+    c.observe({ userId: "u1", itemId: "c", type: EventType.VIEW, timestampMs: T0 + 3000 });
+    expect(c.neighbours("b", 5, T0 + 3000).map((x) => x.itemId)).toEqual(["a"]);
+  });
+});
+
+describe("pseudonymisation - raw user ids reach neither LMDB nor logs", { timeout: 90_000 }, () => {
+  it("pseudonymisation - a real engine process keeps and logs only pseudonyms, replies with the ids asked, and refuses another key", async () => {
+    const prefix = uniquePrefix("pseudo");
+    const dataDir = tmpDir("portrait-pseudo");
+    dirs.push(dataDir);
+    const keyFile = join(dataDir, "..", `${prefix}.key`);
+    const otherKeyFile = join(dataDir, "..", `${prefix}.other.key`);
+    const key = Buffer.from("k3y-for-tests-only-0123456789abcdef", "utf8");
+    writeFileSync(keyFile, Buffer.concat([key, Buffer.from("\n")]));
+    writeFileSync(otherKeyFile, "another-key-for-tests-0123456789\n");
+    dirs.push(keyFile, otherKeyFile);
+
+    const child = spawnEngine([
+      "--nats", nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+      "--partitions", "4", "--workers", "2", "--http-port", "-1", "--log-level", "debug", "--pseudonym-key-file", keyFile,
+    ]);
+    children.push(child);
+    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const users = ["Zoe.Example@mail.test", "yusuf-1984", "xavier 3"].map((u) => `${prefix}:${u}`);
+    const [zoe, yusuf, xavier] = users as [string, string, string];
+    try {
+      await waitForEngine(client, child);
+      const events = views(prefix, users, 6);
+      await client.publishMany(events);
+      await expectExactCounts(client, countByUser(events));
+      const p = await client.getProfile(zoe);
+      expect(p.userId).toBe(zoe);
+      expect((await client.recommend(yusuf)).knownUser).toBe(true);
+      // Through the CLI: `portrait forget <userId> --json`.
+      const { stdout } = await promisify(execFile)(process.execPath, [
+        "--import", "tsx", CLI, "forget", xavier, "--json", "--nats", nats.url, "--prefix", prefix, "--partitions", "4",
+      ]);
+      expect(JSON.parse(stdout)).toMatchObject({ existed: true, tombstoneEventId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+      await expect(client.getProfile(xavier)).rejects.toMatchObject({ code: "UNKNOWN_USER" });
+      await expect(client.getProfile("never-seen")).rejects.toBeInstanceOf(PortraitError);
+    } finally {
+      await client.close();
+      child.proc.kill("SIGTERM");
+    }
+    const exit = await child.exited;
+    expect(exit.code, child.output()).toBe(0);
+
+    const pseudonyms = users.map((u) => pseudonym(key, u));
+    const hits = scanLmdb(dataDir, [...users, ...pseudonyms]);
+    for (const u of users) expect(hits[u], `raw id ${u} in LMDB`).toBe(0);
+    expect(hits[pseudonym(key, zoe)]).toBeGreaterThan(0);
+    expect(hits[pseudonym(key, yusuf)]).toBeGreaterThan(0);
+    expect(hits[pseudonym(key, xavier)]).toBe(0);
+
+    const logs = child.output();
+    expect(logs).toContain("engine ready");
+    expect(logs).toContain('"component":"shard"');
+    for (const u of users) expect(logs.includes(u), `raw id ${u} in the logs`).toBe(false);
+    expect(logs.includes(key.toString("utf8"))).toBe(false);
+
+    // Another key, or none, would not find these profiles: refused.
+    for (const o of [{ pseudonymKeyFile: otherKeyFile }, {}]) {
+      await expect(startTestEngine(nats.url, { subjectPrefix: prefix, dataDir, ...o })).rejects.toMatchObject({ code: "CONFIG" });
+    }
+  });
+});
