@@ -133,6 +133,10 @@ export function connectError(err: unknown, o: NatsConnectOptions): unknown {
     return new PortraitError(ErrorCode.TIMEOUT, `NATS at ${o.url} did not complete the connection over TLS within ${o.timeoutMs ?? 5000} ms` +
       (o.tlsCertFile === undefined ? "; if the server verifies client certificates (tls { verify: true }), pass --tls-cert and --tls-key" : ""), { cause: err });
   }
+  if (code === "CONNECTION_REFUSED" || code === "TIMEOUT") {
+    // Nothing listens there (or it does not answer): the same "is it running?" as a query nobody answers.
+    return new PortraitError(ErrorCode.NO_RESPONDERS, `no NATS server answers at ${o.url} (${code}); is it running, and is --nats right?`, { cause: err });
+  }
   return err;
 }
 
