@@ -4,7 +4,7 @@
  * must stay bounded (consumers pull only what the shards take), queries are
  * answered or refused with OVERLOADED, and the lag drains afterwards.
  *
- *   npx tsx bench/overload.ts [--seconds 30] [--users 50000] [--no-record]
+ *   npx tsx bench/overload.ts [--seconds 30] [--users 50000] [--rate N] [--no-record]
  */
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -26,6 +26,8 @@ const { values: a } = parseArgs({
   options: {
     seconds: { type: "string", default: "30" },
     users: { type: "string", default: "50000" },
+    /** Offered events/s; default twice the measured capacity. */
+    rate: { type: "string" },
     "no-record": { type: "boolean", default: false },
   },
 });
@@ -88,7 +90,7 @@ async function main(): Promise<void> {
     log(`capacity ~${capacity.toFixed(0)} events/s`);
 
     // Overload: 2x capacity, open loop, for SECONDS; sample RSS, lag and queries each second.
-    const rate = 2 * capacity;
+    const rate = a.rate !== undefined ? Number(a.rate) : 2 * capacity;
     const start = Date.now();
     let maxRss = 0, maxPending = 0, answered = 0, overloaded = 0, other = 0;
     const samples: number[] = [];
@@ -117,14 +119,14 @@ async function main(): Promise<void> {
     const half = samples.slice(Math.floor(samples.length / 2));
     const rows = [
       ["engine apply capacity (measured burst)", `${capacity.toFixed(0)} events/s`],
-      ["offered during overload", `${rate.toFixed(0)} events/s for ${SECONDS} s (${published - 150_000} events)`],
+      ["offered during overload", `${rate.toFixed(0)} events/s for ${SECONDS} s (${published - 150_000} events published)`],
       ["largest backlog waiting in the broker", String(maxPending)],
       ["engine RSS: idle / max / mean of the second half", `${rss0.toFixed(0)} / ${maxRss.toFixed(0)} / ${(half.reduce((x, y) => x + y, 0) / Math.max(1, half.length)).toFixed(0)} MiB`],
       ["profile queries answered / OVERLOADED / other errors", `${answered} / ${overloaded} / ${other}`],
       ["lag after the overload: drained in / left", `${drainS.toFixed(0)} s / ${lagEnd}`],
     ];
-    printTable("overload at 2x capacity", ["measure", "value"], rows);
-    if (!a["no-record"]) appendResults("overload at 2x capacity", `npx tsx bench/overload.ts --seconds ${SECONDS} --users ${a.users}`, ["measure", "value"], rows,
+    printTable(a.rate !== undefined ? `overload at ${a.rate} events/s` : "overload at 2x capacity", ["measure", "value"], rows);
+    if (!a["no-record"]) appendResults(a.rate !== undefined ? `overload at ${a.rate} events/s` : "overload at 2x capacity", `npx tsx bench/overload.ts --seconds ${SECONDS} --users ${a.users}${a.rate !== undefined ? ` --rate ${a.rate}` : ""}`, ["measure", "value"], rows,
       [`RSS per second during the overload (MiB): ${samples.map((x) => x.toFixed(0)).join(" ")}`]);
   } finally {
     proc.kill("SIGTERM");
