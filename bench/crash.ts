@@ -27,7 +27,8 @@ import type { DatasetFormat } from "../src/data/types.js";
 import { decodeEvent } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { appendResults, printTable, repoRoot } from "./report.js";
-import { prng, syntheticEvents } from "./synthetic.js";
+import { syntheticEvents } from "./synthetic.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const { values: a } = parseArgs({
   options: {
@@ -185,7 +186,7 @@ function readProfiles(dataDir: string): Map<string, Stored> {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const rnd = prng(Number(a.seed));
+  const rnd = seededRandom(Number(a.seed));
   const work = mkdtempSync(join(tmpdir(), "portrait-crash-"));
   const server = await startNatsServer({ storeDir: join(work, "nats") });
   const nc = await connect({ servers: server.url });

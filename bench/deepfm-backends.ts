@@ -21,23 +21,14 @@ import { deepFmWeightShapes, type DeepFmArchitecture } from "../src/models/deepf
 import { saveDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { exportLstmCellOnnx } from "../src/models/onnx/export-lstm-cell.js";
 import { GraphBuilder } from "../src/models/onnx/graph-builder.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const argv = process.argv.slice(2);
 const cellMs = Number(argv[argv.indexOf("--cell-ms") + 1] ?? 400) || 400;
 const MAX_CALLS = 20_000;
 const BATCHES = [1, 64, 256, 1024, 4096];
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const r = rng(1);
+const r = seededRandom(1);
 const uniform = (n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 
 /**

@@ -32,7 +32,7 @@ import { applyEvent, newUserState, profileView, type UserState } from "../src/ac
 import { partitionOf } from "../src/bus/partition.js";
 import { DeadLetterReason, MIN_TIMESTAMP_MS, decodeEvent, type EventValidationOptions } from "../src/wire/event-validation.js";
 import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
-import { prng } from "./synthetic.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 export type FuzzKind = "valid" | "field" | "bitflip" | "truncate" | "splice" | "concat" | "edit" | "random";
 export type Verdict = DeadLetterReason | "OK";
@@ -85,7 +85,7 @@ interface Rng {
 }
 
 function rng(seed: number): Rng {
-  const r = prng(seed) as Rng;
+  const r = seededRandom(seed) as Rng;
   r.int = (n) => Math.floor(r() * n);
   r.pick = (a) => a[r.int(a.length)]!;
   return r;

@@ -34,6 +34,7 @@ import { loadDeepFmScorer } from "../src/models/deepfm-scorer.js";
 import { deepFmWeightShapes, type DeepFmArchitecture } from "../src/models/deepfm-spec.js";
 import { saveDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { appendResults, printTable } from "./report.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const argv = process.argv.slice(2);
 const arg = (name: string, dflt: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] ?? dflt : dflt);
@@ -45,17 +46,7 @@ const CANDIDATES = 200;
 const ARCH: DeepFmArchitecture = { fields: 16, vocab: 200_000, embDim: 8, denseDim: 32, hidden: [64, 32] };
 const command = `npx tsx bench/inference.ts --cell-ms ${cellMs} --clients ${CLIENTS.join(",")}`;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const r = rng(1);
+const r = seededRandom(1);
 const uniform = (n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 function rows(n: number): { ids: Int32Array; dense: Float32Array } {
   return { ids: Int32Array.from({ length: n * ARCH.fields }, () => Math.floor(r() * ARCH.vocab)), dense: uniform(n * ARCH.denseDim, 1) };

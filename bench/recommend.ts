@@ -68,7 +68,7 @@ import { compileInferenceOptions } from "../src/inference/inference-options.js";
 import { PortraitError } from "../src/errors.js";
 import { pb, type IEvent } from "../src/wire/proto.js";
 import { appendResults, printTable, repoRoot } from "./report.js";
-import { prng } from "./synthetic.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const PREFIX = "benchrec";
 const PARTITIONS = 16;
@@ -634,7 +634,7 @@ async function main(): Promise<void> {
       if (Date.now() > deadline) throw new Error("the recs index did not fill");
       await sleep(200);
     }
-    const rnd = prng(11);
+    const rnd = seededRandom(11);
     let nobody = 0;
     const userOf = () => (rnd() < UNKNOWN ? `bench-nobody-${nobody++ % 1000}` : users[Math.floor(rnd() * users.length)]!);
     const reqBytes = (u: string) => pb.RecommendRequest.encode({ userId: u, k: K, candidates: CANDIDATES }).finish();

@@ -7,18 +7,8 @@
  * one gives the ingest benchmark realistic message sizes and key skew.
  */
 import { EventType, type IEvent } from "../src/wire/proto.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
-/** mulberry32: a small, fast, seeded PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Zipf-like rank in [0, n) with exponent ~1, by inverse transform of a log-uniform draw. */
 function zipf(r: number, n: number): number {
@@ -36,7 +26,7 @@ export interface SyntheticOptions {
 }
 
 export function* syntheticEvents(count: number, o: SyntheticOptions): Generator<IEvent> {
-  const rnd = prng(o.seed ?? 42);
+  const rnd = seededRandom(o.seed ?? 42);
   const items = o.items ?? 100_000;
   const categories = o.categories ?? 4_000;
   let t = o.startMs ?? Date.UTC(2024, 0, 1);

@@ -18,7 +18,8 @@ import { CHURN_FEATURE_NAMES, ChurnModel, churnFeatures, type ChurnModelSpec } f
 import {
   MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents, type ChurnSplit, type UserEvent,
 } from "../src/train/churn-data.js";
-import { fitGbdt, fitLogistic, seededRandom } from "../src/train/churn-fit.js";
+import { fitGbdt, fitLogistic } from "../src/train/churn-fit.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 import { trainChurn } from "../src/train/train-churn.js";
 import { EventType } from "../src/wire/proto.js";
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { auc, logloss } from "../src/eval/classification.js";
-import { seededRandom } from "../src/train/churn-fit.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 /** The definition: over all (positive, negative) pairs, 1 if the positive scores higher, 1/2 on a tie. */
 function pairwiseAuc(scores: number[], labels: number[]): number {

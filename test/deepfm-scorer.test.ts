@@ -13,33 +13,24 @@ import { loadDeepFmScorer, nvidiaGpuPresent } from "../src/models/deepfm-scorer.
 import { deepFmForward, deepFmWeightShapes, type DeepFmArchitecture, type DeepFmWeights } from "../src/models/deepfm-spec.js";
 import { loadDeepFmWeights, saveDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { initTf, tf } from "../src/models/tf.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const TOL = 1e-5;
 const arch: DeepFmArchitecture = { fields: 6, vocab: 80, embDim: 4, denseDim: 3, hidden: [16, 8] };
 const sparseArch: DeepFmArchitecture = { fields: 4, vocab: 40, embDim: 3, denseDim: 0, hidden: [8] };
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const uniform = (r: () => number, n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 
 function randomWeights(a: DeepFmArchitecture, seed: number): Record<string, Float32Array> {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const w: Record<string, Float32Array> = {};
   for (const [name, shape] of deepFmWeightShapes(a)) w[name] = uniform(r, shape.reduce((x, d) => x * d, 1), name === "emb" ? 0.3 : 0.5);
   return w;
 }
 
 function randomInput(a: DeepFmArchitecture, rows: number, seed: number) {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const ids = Int32Array.from({ length: rows * a.fields }, () => Math.floor(r() * a.vocab));
   return { ids, dense: a.denseDim > 0 ? uniform(r, rows * a.denseDim, 1) : undefined };
 }

@@ -12,7 +12,8 @@ import { ErrorCode, PortraitError } from "../src/errors.js";
 import { compileInferenceOptions } from "../src/inference/inference-options.js";
 import { InferencePool } from "../src/inference/inference-pool.js";
 import { loadDeepFmScorer, type DeepFmScorer } from "../src/models/deepfm-scorer.js";
-import { FIXTURE_DEEPFM_ARCH as ARCH, randomDeepFmRows, rng, writeDeepFmFixture } from "./helpers/deepfm-fixture.js";
+import { FIXTURE_DEEPFM_ARCH as ARCH, randomDeepFmRows, writeDeepFmFixture } from "./helpers/deepfm-fixture.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const TOL = 1e-6;
 
@@ -91,7 +92,7 @@ describe("inference pool", () => {
   });
 
   it("inference pool - batched results equal one-at-a-time scoring, for many concurrent requests of random sizes", async () => {
-    const r = rng(5);
+    const r = seededRandom(5);
     const before = pool.stats();
     const reqs: Req[] = [];
     const pending: Array<Promise<Float32Array>> = [];
@@ -198,7 +199,7 @@ describe("inference pool model swap and shutdown", () => {
     const registry = new Registry();
     const pool = await InferencePool.start(dirA, { workers: 2, maxBatchRows: 64, maxDelayMs: 1 }, registry);
     try {
-      const r = rng(9);
+      const r = seededRandom(9);
       type Sent = { q: Req; p: Promise<Float32Array>; phase: "before" | "during" | "after" };
       const sent: Sent[] = [];
       let phase: Sent["phase"] = "before";

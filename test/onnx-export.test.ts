@@ -11,25 +11,15 @@ import { exportDeepFmOnnx } from "../src/models/onnx/export-deepfm.js";
 import { exportLstmCellOnnx } from "../src/models/onnx/export-lstm-cell.js";
 import { GraphBuilder } from "../src/models/onnx/graph-builder.js";
 import { initTf, tf } from "../src/models/tf.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const TOL = 1e-5;
 
-/** mulberry32: a seeded uniform [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const uniform = (r: () => number, n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 
 function randomDeepFm(a: DeepFmArchitecture, seed: number): Record<string, Float32Array> {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const w: Record<string, Float32Array> = {};
   for (const [name, shape] of deepFmWeightShapes(a)) {
     const fanIn = shape.length === 2 && name.startsWith("w") ? shape[0]! : 1;
@@ -39,7 +29,7 @@ function randomDeepFm(a: DeepFmArchitecture, seed: number): Record<string, Float
 }
 
 function randomInput(a: DeepFmArchitecture, rows: number, seed: number): { ids: Int32Array; dense: Float32Array | undefined } {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const ids = Int32Array.from({ length: rows * a.fields }, () => Math.floor(r() * a.vocab));
   return { ids, dense: a.denseDim > 0 ? uniform(r, rows * a.denseDim, 1) : undefined };
 }
@@ -129,7 +119,7 @@ describe("onnx - LSTM cell export equals tfjs-layers LSTM", () => {
   for (const [E, H, B, T] of [[5, 7, 3, 6], [4, 16, 1, 5]] as const) {
     it(`onnx - LSTM cell E=${E} H=${H}: stepping ${T} steps (batch ${B}) gives tf.layers.lstm's h and c to 1e-5`, async () => {
       await tf.setBackend("wasm");
-      const r = rng(100 + E * H);
+      const r = seededRandom(100 + E * H);
       const kernel = uniform(r, E * 4 * H, 0.6);
       const recurrentKernel = uniform(r, H * 4 * H, 0.6);
       const bias = uniform(r, 4 * H, 0.5);

@@ -21,6 +21,7 @@ import { TICK, TouchOrder } from "../src/recs/touch-order.js";
 import { Trending } from "../src/recs/trending.js";
 import type { ItemEvent } from "../src/recs/types.js";
 import { EventType, pb, plainBytes } from "../src/wire/proto.js";
+import { seededRandom } from "../src/models/seeded-random.js";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DATA_DIR = process.env.PORTRAIT_DATASETS ?? resolve(REPO_ROOT, "../shared/data");
@@ -34,17 +35,6 @@ function dataFile(format: DatasetFormat): string {
   }
 }
 
-/** mulberry32: a small seeded RNG so every property run is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2024, 0, 1);
@@ -97,7 +87,7 @@ describe("recs options", () => {
 
 describe("touch order", () => {
   it("touch order - never evicts an entry touched within the last capacity / 2 touches (random touches)", () => {
-    const r = rng(7);
+    const r = seededRandom(7);
     const cap = 64;
     const evicted: string[] = [];
     const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
@@ -251,7 +241,7 @@ describe("co-visitation", () => {
   it("co-visitation - matches the decayed sum across renormalisations (100 half-lives of events)", () => {
     const hl = 1000;
     const cv = new Covisitation(opts({ halfLifeMs: hl, sessionGapMs: 10 * hl }), W);
-    const r = rng(3);
+    const r = seededRandom(3);
     const links = new Map<string, { w: number; t: number }[]>();
     const types = [EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.FAVORITE];
     let t = T0;
@@ -300,7 +290,7 @@ describe("co-visitation", () => {
     expect(n.length).toBe(3);
     expect(n[0]!.itemId).toBe("s0");
     expect(n.map((x) => x.itemId)).toContain("new");
-    const r = rng(11);
+    const r = seededRandom(11);
     for (let i = 0; i < 5000; i++) {
       cv.observe(ev(`u${Math.floor(r() * 100)}`, `i${Math.floor(r() * 500)}`, EventType.VIEW, T0 + i));
       expect(cv.size).toBeLessThanOrEqual(50);
@@ -316,7 +306,7 @@ describe("trending", () => {
   it("trending - top lists equal a full sort of the decayed scores, globally and per category (random events)", () => {
     const hl = 10_000;
     const tr = new Trending(opts({ halfLifeMs: hl, globalListSize: 20, categoryListSize: 5 }), W);
-    const r = rng(5);
+    const r = seededRandom(5);
     const hist = new Map<string, { w: number; t: number }[]>();
     const catOf = (item: string) => `c${Number(item.slice(1)) % 7}`;
     const types = [EventType.VIEW, EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.SEARCH];
@@ -360,7 +350,7 @@ describe("trending", () => {
     tr.observe({ itemId: "m", type: EventType.VIEW, timestampMs: T0 }); // no category: stays in c2
     expect(tr.topInCategory("c1", 3, T0)).toEqual([]);
     expect(tr.topInCategory("c2", 3, T0)).toEqual([{ itemId: "m", score: 3 }]);
-    const r = rng(9);
+    const r = seededRandom(9);
     for (let i = 0; i < 3000; i++) {
       tr.observe({ itemId: `i${Math.floor(r() * 200)}`, type: EventType.VIEW, timestampMs: T0 + i, categoryId: `c${Math.floor(r() * 20)}` });
       expect(tr.size).toBeLessThanOrEqual(30);
@@ -495,7 +485,7 @@ describe("candidates", () => {
   });
 
   it("candidates - property: never excluded, purchased, unavailable or unknown items; no duplicates; at most count; deterministic", () => {
-    const r = rng(2024);
+    const r = seededRandom(2024);
     const types = [EventType.VIEW, EventType.VIEW, EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.FAVORITE];
     let checked = 0;
     for (let shop = 0; shop < 40; shop++) {

@@ -24,9 +24,10 @@ import { checkDeepFmSchema, type DeepFmSchema } from "../models/deepfm-features.
 import { loadDeepFmScorer, type DeepFmScorer } from "../models/deepfm-scorer.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import {
-  buildDeepFmRows, loadDeepFmEvents, mulberry32, splitDeepFmRows,
+  buildDeepFmRows, loadDeepFmEvents, splitDeepFmRows,
   type DeepFmRows, type DeepFmSplit, type SplitBy,
 } from "../train/deepfm-rows.js";
+import { seededRandom } from "../models/seeded-random.js";
 
 export type Range = readonly [number, number];
 
@@ -101,7 +102,7 @@ export function fitLogReg(rows: DeepFmRows, vocab: number, train: Range, val: Ra
   let gb2 = 1e-8;
   let best: SparseLogReg = { w: cur.w.slice(), bias: cur.bias, epochs: 0 };
   let bestLoss = Infinity;
-  const rng = mulberry32(seed);
+  const rng = seededRandom(seed);
   const order = Int32Array.from({ length: train[1] - train[0] }, (_, i) => train[0] + i);
   const yVal = rows.labels.subarray(val[0], val[1]);
   for (let epoch = 1; epoch <= maxEpochs; epoch++) {

@@ -5,6 +5,7 @@
  * uses a seeded generator.
  */
 import { sigmoid, type GbdtSpec, type LogisticSpec, type TreeSpec } from "../models/churn-model.js";
+import { seededRandom } from "../models/seeded-random.js";
 
 /** Rows as vectors over one feature list, and 0/1 labels. */
 export interface Dataset {
@@ -18,17 +19,6 @@ export function selectColumns(rows: readonly ArrayLike<number>[], cols: readonly
   return rows.map((r) => Float64Array.from(cols, (c) => r[c]!));
 }
 
-/** mulberry32: a small, fast, seeded PRNG in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Solves A z = b for symmetric positive definite A (Cholesky); A is n x n row-major. */
 function solveSpd(a: Float64Array, b: Float64Array, n: number): Float64Array {

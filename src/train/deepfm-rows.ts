@@ -29,6 +29,7 @@ import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../data/types.js";
 import { ConfigError } from "../errors.js";
 import { deepFmUserFeatures, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
+import { seededRandom } from "../models/seeded-random.js";
 
 /** The slice of the LSTM runtime the row builder needs (src/models/lstm-runtime.ts). */
 export interface LstmStepper {
@@ -121,17 +122,6 @@ export function toProfileEvent(e: DatasetEvent): ProfileEvent {
   };
 }
 
-/** A small seeded PRNG (mulberry32): floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Columns {
   n = 0;
@@ -187,7 +177,7 @@ export function buildDeepFmRows(events: readonly DatasetEvent[], o: DeepFmRowsOp
   if (D > 0 && o.lstm === undefined) throw new ConfigError("the DeepFM schema has a dense LSTM input but no LSTM was given");
   if (D > 0 && o.lstm!.hidden !== D) throw new ConfigError(`the LSTM has hidden size ${o.lstm!.hidden}, the schema needs ${D}`);
   const profile = o.profile ?? compileProfileOptions();
-  const rng = mulberry32(o.seed ?? 1);
+  const rng = seededRandom(o.seed ?? 1);
   const F = schema.fields.length;
   const cols = new Columns(F, D, 1 << 16);
 

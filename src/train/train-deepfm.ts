@@ -20,7 +20,8 @@ import { DEEPFM_FILES, saveDeepFmWeights } from "../models/deepfm-weights.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { initTf, type TfBackendName } from "../models/tf.js";
 import { VERSION } from "../version.js";
-import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, mulberry32, splitDeepFmRows, type DeepFmRows, type SplitBy } from "./deepfm-rows.js";
+import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, splitDeepFmRows, type DeepFmRows, type SplitBy } from "./deepfm-rows.js";
+import { seededRandom } from "../models/seeded-random.js";
 
 export interface TrainDeepFmOptions {
   /** Directory of the data sets (../shared/data). */
@@ -86,7 +87,7 @@ function gaussian(rng: () => number, std: number): number {
 
 /** Seeded initial weights: small Gaussian embeddings, zero first-order terms, Glorot-uniform layers, bias at the base rate. */
 export function initDeepFmWeights(a: DeepFmArchitecture, seed: number, baseRate: number): Record<string, Float32Array> {
-  const rng = mulberry32(seed);
+  const rng = seededRandom(seed);
   const out: Record<string, Float32Array> = {};
   for (const [name, shape] of deepFmWeightShapes(a)) {
     const n = shape.reduce((x, d) => x * d, 1);
@@ -197,7 +198,7 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
     return sum / (range[1] - range[0]);
   };
 
-  const rng = mulberry32(seed ^ 0x5eed);
+  const rng = seededRandom(seed ^ 0x5eed);
   const batch: Batch = { ids: new Int32Array(batchSize * F), dense: new Float32Array(batchSize * D), labels: new Float32Array(batchSize) };
   // Epochs after the first see fresh negatives: the same positives, features
   // rebuilt from the training window's events only, the sampler reseeded.

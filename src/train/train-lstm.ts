@@ -18,6 +18,7 @@ import {
   DEFAULT_LSTM_SOURCES, buildVocabs, loadSource, windowsOf,
   type SourceData, type SourceSpec, type Window,
 } from "./lstm-sequences.js";
+import { seededRandom } from "../models/seeded-random.js";
 
 export interface TrainLstmOptions {
   dataDir: string;
@@ -59,16 +60,6 @@ interface Batch {
   buyLabel: tf.Tensor1D | undefined;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Groups windows of similar length into batches of about `positions` padded positions. */
 function makeBatches(windows: Window[], positions: number, rand: () => number): Window[][] {
@@ -136,7 +127,7 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
   const t0 = performance.now();
   const rt = await initTf(o.backend ?? "auto");
   const seed = o.seed ?? 42;
-  const rand = mulberry32(seed);
+  const rand = seededRandom(seed);
   const progress = o.onProgress ?? (() => {});
   const specs = o.sources ?? DEFAULT_LSTM_SOURCES;
 
@@ -211,7 +202,7 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
     return tf.addN([li, lc, lb]) as tf.Scalar;
   };
 
-  const valBatches = makeBatches(valWin, o.batchPositions ?? 512, mulberry32(seed + 1)).map(toBatch);
+  const valBatches = makeBatches(valWin, o.batchPositions ?? 512, seededRandom(seed + 1)).map(toBatch);
   const counts = { item: 0, category: 0, buy: 0 };
   for (const b of valBatches) {
     counts.item += b.itemTarget.length;
@@ -230,7 +221,7 @@ export async function trainLstm(o: TrainLstmOptions): Promise<{ dir: string; man
 
   /** Mean training loss over all training batches, without updating (the "before" of the history). */
   const trainLossNow = (): number => {
-    const batches = makeBatches(trainWin, o.batchPositions ?? 512, mulberry32(seed + 2));
+    const batches = makeBatches(trainWin, o.batchPositions ?? 512, seededRandom(seed + 2));
     let sum = 0;
     for (const ws of batches) {
       const b = toBatch(ws);

@@ -6,24 +6,14 @@
 import { writeManifest, type ModelManifest } from "../../src/models/artifacts.js";
 import { deepFmWeightShapes, type DeepFmArchitecture } from "../../src/models/deepfm-spec.js";
 import { DEEPFM_FILES, saveDeepFmWeights } from "../../src/models/deepfm-weights.js";
+import { seededRandom } from "../../src/models/seeded-random.js";
 
 /** Small, with dense inputs and two hidden layers: every part of the forward runs. */
 export const FIXTURE_DEEPFM_ARCH: Readonly<DeepFmArchitecture> = Object.freeze({ fields: 6, vocab: 120, embDim: 4, denseDim: 3, hidden: [16, 8] });
 
-/** mulberry32: a seeded uniform generator on [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function randomDeepFmWeights(arch: DeepFmArchitecture, seed: number): Record<string, Float32Array> {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const w: Record<string, Float32Array> = {};
   for (const [name, shape] of deepFmWeightShapes(arch)) {
     w[name] = Float32Array.from({ length: shape.reduce((x, d) => x * d, 1) }, () => (r() * 2 - 1) * (name === "emb" ? 0.3 : 0.5));
@@ -52,7 +42,7 @@ export function writeDeepFmFixture(
 
 /** `rows` seeded random rows: ids in [0, vocab), dense in [-1, 1) (undefined when denseDim is 0). */
 export function randomDeepFmRows(arch: DeepFmArchitecture, rows: number, seed: number): { ids: Int32Array; dense: Float32Array | undefined } {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const ids = Int32Array.from({ length: rows * arch.fields }, () => Math.floor(r() * arch.vocab));
   const dense = arch.denseDim > 0 ? Float32Array.from({ length: rows * arch.denseDim }, () => r() * 2 - 1) : undefined;
   return { ids, dense };
