@@ -149,6 +149,9 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
   };
 }
 
+/** Which in-flight bounds a request counts against: none, the query bound, or the query and the recommendation bounds. */
+type Bound = "none" | "query" | "recommend";
+
 export class QueryApi {
   readonly #service: Service;
   #inflight = 0;
@@ -170,156 +173,83 @@ export class QueryApi {
     });
     const api = new QueryApi(service);
     const alog = log.child({ component: "api" });
-    if (extra.recommender !== undefined) {
-      const rec = extra.recommender;
-      service.addEndpoint("recommend", {
-        subject: s.recommend,
+    /** Registers one endpoint; its replies go through #serve (bounds, typed errors, metrics). */
+    const endpoint = (name: string, subject: string, metric: string, bound: Bound, work: (msg: ServiceMsg, encoding: ReplyEncoding) => Promise<Uint8Array>) => {
+      service.addEndpoint(name, {
+        subject,
         handler: (err, msg) => {
           if (err) {
-            alog.error({ err }, "recommend endpoint failed");
+            alog.error({ err, endpoint: name }, "endpoint failed");
             return;
           }
-          void api.#recommend(msg, rec, metrics, alog, o).catch((e) => alog.error({ err: e }, "recommend reply failed"));
+          void api.#serve(msg, metric, bound, o, metrics, alog, work).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
         },
       });
+    };
+    const reply = <T>(encoding: ReplyEncoding, r: T, type: { encode(m: T): { finish(): Uint8Array } }) =>
+      encoding === "json" ? encoder.encode(JSON.stringify(r)) : type.encode(r).finish();
+    if (extra.recommender !== undefined) {
+      const rec = extra.recommender;
+      endpoint("recommend", s.recommend, "recommend", "recommend", async (msg, enc) =>
+        reply(enc, await rec.recommend(parseRecommendRequest(msg.data, enc)), pb.RecommendReply));
     }
     if (extra.catalog !== undefined) {
       const sink = extra.catalog;
-      service.addEndpoint("catalog-upsert", {
-        subject: s.catalogUpsert,
-        handler: (err, msg) => {
-          if (err) {
-            alog.error({ err }, "catalog endpoint failed");
-            return;
-          }
-          void api.#catalogUpsert(msg, sink, metrics, alog).catch((e) => alog.error({ err: e }, "catalog reply failed"));
-        },
+      // Protobuf only: an upsert is applied, then stored, then acknowledged with an empty reply.
+      endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", async (msg) => {
+        const r = await sink.upsert(msg.data);
+        if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+        await sink.store(msg.data);
+        return new Uint8Array(0);
       });
     }
     if (extra.forget !== undefined) {
       const sink = extra.forget;
-      service.addEndpoint("user-forget", {
-        subject: s.forget,
-        handler: (err, msg) => {
-          if (err) {
-            alog.error({ err }, "forget endpoint failed");
-            return;
-          }
-          void api.#forget(msg, sink, metrics, alog, o).catch((e) => alog.error({ err: e }, "forget reply failed"));
-        },
-      });
+      endpoint("user-forget", s.forget, "user.forget", "query", async (msg, enc) =>
+        reply(enc, await sink.forget(parseForgetRequest(msg.data, enc)), pb.ForgetReply));
     }
-    service.addEndpoint("profile-get", {
-      subject: s.profileGet,
-      handler: (err, msg) => {
-        if (err) {
-          alog.error({ err }, "profile endpoint failed");
-          return;
-        }
-        void api.#profileGet(msg, source, metrics, alog, o).catch((e) => alog.error({ err: e }, "profile reply failed"));
-      },
+    endpoint("profile-get", s.profileGet, "profile.get", "query", async (msg, enc) => {
+      const q = parseProfileRequest(msg.data, enc);
+      const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc);
+      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+      return r.body;
     });
     return api;
   }
 
-  async #profileGet(msg: ServiceMsg, source: ProfileSource, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<void> {
+  /**
+   * Runs one request: the in-flight bounds (OVERLOADED beyond them), the
+   * reply or a typed error reply in the request's encoding, and the metrics.
+   */
+  async #serve(
+    msg: ServiceMsg, metric: string, bound: Bound, o: ApiOptions, metrics: EngineMetrics, log: Logger,
+    work: (msg: ServiceMsg, encoding: ReplyEncoding) => Promise<Uint8Array>,
+  ): Promise<void> {
     const t0 = performance.now();
-    const encoding = encodingOf(msg.data);
+    // Catalog upserts are protobuf only, so their errors are too.
+    const encoding = bound === "none" ? "protobuf" : encodingOf(msg.data);
     let code: string = "OK";
     try {
-      if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
-      this.#inflight++;
+      if (bound !== "none" && this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
+      if (bound === "recommend" && this.#inflightRecommends >= o.maxInflightRecommends) {
+        throw new OverloadedError(`more than ${o.maxInflightRecommends} recommendations in flight`);
+      }
+      if (bound !== "none") this.#inflight++;
+      if (bound === "recommend") this.#inflightRecommends++;
       try {
-        const q = parseProfileRequest(msg.data, encoding);
-        const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, encoding);
-        if (r.ok) {
-          msg.respond(r.body);
-        } else {
-          code = r.error.code;
-          respondError(msg, r.error, encoding);
-        }
+        msg.respond(await work(msg, encoding));
       } finally {
-        this.#inflight--;
+        if (bound !== "none") this.#inflight--;
+        if (bound === "recommend") this.#inflightRecommends--;
       }
     } catch (err) {
       const w = toWire(err);
       code = w.code;
-      if (!(err instanceof PortraitError)) log.error({ err }, "profile query failed");
+      if (!(err instanceof PortraitError)) log.error({ err, endpoint: metric }, "request failed");
       respondError(msg, w, encoding);
     } finally {
-      metrics.requests.inc({ endpoint: "profile.get", code });
-      metrics.requestSeconds.observe({ endpoint: "profile.get" }, (performance.now() - t0) / 1000);
-    }
-  }
-
-  async #recommend(msg: ServiceMsg, rec: Recommender, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<void> {
-    const t0 = performance.now();
-    const encoding = encodingOf(msg.data);
-    let code: string = "OK";
-    try {
-      if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
-      if (this.#inflightRecommends >= o.maxInflightRecommends) throw new OverloadedError(`more than ${o.maxInflightRecommends} recommendations in flight`);
-      this.#inflight++;
-      this.#inflightRecommends++;
-      try {
-        const q = parseRecommendRequest(msg.data, encoding);
-        const r = await rec.recommend(q);
-        msg.respond(encoding === "json" ? encoder.encode(JSON.stringify(r)) : pb.RecommendReply.encode(r).finish());
-      } finally {
-        this.#inflight--;
-        this.#inflightRecommends--;
-      }
-    } catch (err) {
-      const w = toWire(err);
-      code = w.code;
-      if (!(err instanceof PortraitError)) log.error({ err }, "recommend failed");
-      respondError(msg, w, encoding);
-    } finally {
-      metrics.requests.inc({ endpoint: "recommend", code });
-      metrics.requestSeconds.observe({ endpoint: "recommend" }, (performance.now() - t0) / 1000);
-    }
-  }
-
-  async #forget(msg: ServiceMsg, sink: ForgetSink, metrics: EngineMetrics, log: Logger, o: ApiOptions): Promise<void> {
-    const t0 = performance.now();
-    const encoding = encodingOf(msg.data);
-    let code: string = "OK";
-    try {
-      if (this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
-      this.#inflight++;
-      try {
-        const r = await sink.forget(parseForgetRequest(msg.data, encoding));
-        msg.respond(encoding === "json" ? encoder.encode(JSON.stringify(r)) : pb.ForgetReply.encode(r).finish());
-      } finally {
-        this.#inflight--;
-      }
-    } catch (err) {
-      const w = toWire(err);
-      code = w.code;
-      if (!(err instanceof PortraitError)) log.error({ err }, "forget failed");
-      respondError(msg, w, encoding);
-    } finally {
-      metrics.requests.inc({ endpoint: "user.forget", code });
-      metrics.requestSeconds.observe({ endpoint: "user.forget" }, (performance.now() - t0) / 1000);
-    }
-  }
-
-  async #catalogUpsert(msg: ServiceMsg, sink: CatalogSink, metrics: EngineMetrics, log: Logger): Promise<void> {
-    const t0 = performance.now();
-    let code: string = "OK";
-    try {
-      const r = await sink.upsert(msg.data);
-      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
-      await sink.store(msg.data);
-      msg.respond(new Uint8Array(0));
-    } catch (err) {
-      const w = toWire(err);
-      code = w.code;
-      if (!(err instanceof PortraitError)) log.error({ err }, "catalog upsert failed");
-      respondError(msg, w, "protobuf");
-    } finally {
-      metrics.requests.inc({ endpoint: "catalog.upsert", code });
-      metrics.requestSeconds.observe({ endpoint: "catalog.upsert" }, (performance.now() - t0) / 1000);
+      metrics.requests.inc({ endpoint: metric, code });
+      metrics.requestSeconds.observe({ endpoint: metric }, (performance.now() - t0) / 1000);
     }
   }
 
