@@ -23,7 +23,7 @@
  */
 import type { EventType } from "../wire/proto.js";
 import type { CompiledCovisitationOptions } from "./recs-options.js";
-import { decayFactor, RENORMALISE_HALVINGS } from "./decay.js";
+import { DecayClock } from "./decay.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -54,13 +54,14 @@ export interface CovisitEvent {
 export class Covisitation {
   private readonly items: TouchOrder<Node>;
   private readonly users: TouchOrder<LastItem>;
-  private refMs = 0;
+  private readonly clock: DecayClock;
 
   constructor(
     private readonly options: CompiledCovisitationOptions,
     /** Weight per EventType number (CompiledRecsOptions.eventWeights). */
     private readonly weights: readonly number[],
   ) {
+    this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
       n.dead = true;
       n.nbr = [];
@@ -112,7 +113,7 @@ export class Covisitation {
   neighbours(itemId: string, k: number, nowMs: number): ScoredItem[] {
     const n = this.items.get(itemId);
     if (n === undefined || k <= 0) return [];
-    const f = this.refMs === 0 ? 1 : decayFactor(nowMs - this.refMs, this.options.halfLifeMs);
+    const f = this.clock.factor(nowMs);
     const out: ScoredItem[] = [];
     for (let i = 0; i < n.nbr.length; i++) {
       const m = n.nbr[i]!;
@@ -134,15 +135,11 @@ export class Covisitation {
     return n;
   }
 
-  /** 2^((t - ref) / halfLife), renormalising first when that grows too large. */
+  /** 2^((t - ref) / halfLife) for a weight added at t, renormalising every stored score first when that grows too large. */
   private scale(t: number): number {
-    if (this.refMs === 0) this.refMs = t;
-    const halvings = (t - this.refMs) / this.options.halfLifeMs;
-    if (halvings <= RENORMALISE_HALVINGS) return Math.pow(2, halvings);
-    const f = Math.pow(2, -halvings);
-    for (const n of this.items.values()) for (let i = 0; i < n.score.length; i++) n.score[i]! *= f;
-    this.refMs = t;
-    return 1;
+    return this.clock.weight(t, (f) => {
+      for (const n of this.items.values()) for (let i = 0; i < n.score.length; i++) n.score[i]! *= f;
+    });
   }
 
   private link(a: Node, b: Node, w: number): void {

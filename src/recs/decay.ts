@@ -22,3 +22,31 @@ export function decayFactor(elapsedMs: number, halfLifeMs: number): number {
   const h = elapsedMs / halfLifeMs;
   return Math.pow(2, -(h > MAX_QUERY_HALVINGS ? MAX_QUERY_HALVINGS : h < -MAX_QUERY_HALVINGS ? -MAX_QUERY_HALVINGS : h));
 }
+
+/**
+ * The reference time of one table of lazily decayed scores. `weight(t, rescale)`
+ * is the multiplier for a weight added at event time t, and moves the
+ * reference (calling `rescale(f)` to multiply every stored score by f) once t
+ * is RENORMALISE_HALVINGS past it; `factor(now)` reads stored scores at now.
+ */
+export class DecayClock {
+  #refMs = 0;
+  readonly #halfLifeMs: number;
+
+  constructor(halfLifeMs: number) {
+    this.#halfLifeMs = halfLifeMs;
+  }
+
+  weight(t: number, rescale: (f: number) => void): number {
+    if (this.#refMs === 0) this.#refMs = t;
+    const halvings = (t - this.#refMs) / this.#halfLifeMs;
+    if (halvings <= RENORMALISE_HALVINGS) return Math.pow(2, halvings);
+    rescale(Math.pow(2, -halvings));
+    this.#refMs = t;
+    return 1;
+  }
+
+  factor(nowMs: number): number {
+    return this.#refMs === 0 ? 1 : decayFactor(nowMs - this.#refMs, this.#halfLifeMs);
+  }
+}

@@ -26,7 +26,7 @@
  */
 import type { EventType } from "../wire/proto.js";
 import type { CompiledTrendingOptions } from "./recs-options.js";
-import { decayFactor, RENORMALISE_HALVINGS } from "./decay.js";
+import { DecayClock } from "./decay.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -63,13 +63,14 @@ export class Trending {
   private readonly items: TouchOrder<Node>;
   private readonly cats: TouchOrder<CategoryTop>;
   private readonly global: Node[] = [];
-  private refMs = 0;
+  private readonly clock: DecayClock;
 
   constructor(
     private readonly options: CompiledTrendingOptions,
     /** Weight per EventType number (CompiledRecsOptions.eventWeights). */
     private readonly weights: readonly number[],
   ) {
+    this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
       if (n.gpos >= 0) this.remove(this.global, n, true);
       if (n.cat !== undefined && !n.cat.dead && n.cpos >= 0) this.remove(n.cat.list, n, false);
@@ -137,7 +138,7 @@ export class Trending {
   }
 
   private factor(nowMs: number): number {
-    return this.refMs === 0 ? 1 : decayFactor(nowMs - this.refMs, this.options.halfLifeMs);
+    return this.clock.factor(nowMs);
   }
 
   private top(list: readonly Node[], k: number, nowMs: number): ScoredItem[] {
@@ -170,14 +171,11 @@ export class Trending {
     return c;
   }
 
+  /** 2^((t - ref) / halfLife) for a weight added at t, renormalising every stored score first when that grows too large. */
   private scale(t: number): number {
-    if (this.refMs === 0) this.refMs = t;
-    const halvings = (t - this.refMs) / this.options.halfLifeMs;
-    if (halvings <= RENORMALISE_HALVINGS) return Math.pow(2, halvings);
-    const f = Math.pow(2, -halvings);
-    for (const n of this.items.values()) n.score *= f;
-    this.refMs = t;
-    return 1;
+    return this.clock.weight(t, (f) => {
+      for (const n of this.items.values()) n.score *= f;
+    });
   }
 
   /** Moves `n` (whose score just grew) up its list, entering it when it now beats the last entry. */
