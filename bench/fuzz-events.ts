@@ -65,7 +65,6 @@ export interface FuzzContext {
 }
 
 const enc = (e: IEvent): Uint8Array => pb.Event.encode(e).finish();
-const utf8 = new TextEncoder();
 
 /** Invalid UTF-8 sequences, 3 bytes each (so they replace a 3-byte ASCII marker). */
 const BAD_UTF8: readonly (readonly number[])[] = [

@@ -10,46 +10,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, ErrorCode } from "../src/errors.js";
 import { writeManifest, type ModelManifest } from "../src/models/artifacts.js";
 import { loadDeepFmScorer, nvidiaGpuPresent } from "../src/models/deepfm-scorer.js";
-import { deepFmForward, deepFmWeightShapes, type DeepFmArchitecture, type DeepFmWeights } from "../src/models/deepfm-spec.js";
+import { deepFmWeightShapes, type DeepFmArchitecture } from "../src/models/deepfm-spec.js";
 import { loadDeepFmWeights, saveDeepFmWeights } from "../src/models/deepfm-weights.js";
-import { initTf, tf } from "../src/models/tf.js";
-import { seededRandom } from "../src/models/seeded-random.js";
+import { initTf } from "../src/models/tf.js";
+import { deepFmReference, maxAbsDiff, randomDeepFmRows, randomDeepFmWeights } from "./helpers/deepfm-fixture.js";
 
 const TOL = 1e-5;
 const arch: DeepFmArchitecture = { fields: 6, vocab: 80, embDim: 4, denseDim: 3, hidden: [16, 8] };
 const sparseArch: DeepFmArchitecture = { fields: 4, vocab: 40, embDim: 3, denseDim: 0, hidden: [8] };
 
-
-const uniform = (r: () => number, n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
-
-function randomWeights(a: DeepFmArchitecture, seed: number): Record<string, Float32Array> {
-  const r = seededRandom(seed);
-  const w: Record<string, Float32Array> = {};
-  for (const [name, shape] of deepFmWeightShapes(a)) w[name] = uniform(r, shape.reduce((x, d) => x * d, 1), name === "emb" ? 0.3 : 0.5);
-  return w;
-}
-
-function randomInput(a: DeepFmArchitecture, rows: number, seed: number) {
-  const r = seededRandom(seed);
-  const ids = Int32Array.from({ length: rows * a.fields }, () => Math.floor(r() * a.vocab));
-  return { ids, dense: a.denseDim > 0 ? uniform(r, rows * a.denseDim, 1) : undefined };
-}
-
-async function reference(a: DeepFmArchitecture, weights: Record<string, Float32Array>, ids: Int32Array, dense: Float32Array | undefined, rows: number) {
-  const w: DeepFmWeights = {};
-  for (const [name, shape] of deepFmWeightShapes(a)) w[name] = tf.tensor(weights[name]!, shape);
-  const p = deepFmForward(tf, a, w, tf.tensor2d(ids, [rows, a.fields], "int32"), dense && tf.tensor2d(dense, [rows, a.denseDim]));
-  const out = (await p.data()) as Float32Array;
-  tf.dispose([p, ...Object.values(w)]);
-  return out;
-}
-
-function maxAbsDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  expect(x.length).toBe(y.length);
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
-}
 
 function manifest(a: DeepFmArchitecture, version: string): ModelManifest {
   return {
@@ -70,8 +39,8 @@ function gpuBackendUsable(): boolean {
 }
 
 let root: string;
-const weights = randomWeights(arch, 42);
-const sparseWeights = randomWeights(sparseArch, 43);
+const weights = randomDeepFmWeights(arch, 42);
+const sparseWeights = randomDeepFmWeights(sparseArch, 43);
 let dir: string;
 let sparseDir: string;
 
@@ -119,10 +88,10 @@ describe("deepfm scorer - backends", () => {
     expect(s.skipped).toHaveLength(1);
     expect(s.skipped[0]).toMatch(/^tfjs-node-gpu: (@tensorflow\/tfjs-node-gpu does not load: .+|loads, but no NVIDIA GPU)/);
     for (const rows of [1, 257]) {
-      const { ids, dense } = randomInput(arch, rows, rows);
+      const { ids, dense } = randomDeepFmRows(arch, rows, rows);
       const got = await s.score(ids, dense, rows);
       expect(got).toHaveLength(rows);
-      expect(maxAbsDiff(got, await reference(arch, weights, ids, dense, rows))).toBeLessThan(TOL);
+      expect(maxAbsDiff(got, await deepFmReference(arch, weights, ids, dense, rows))).toBeLessThan(TOL);
     }
     await s.close();
   });
@@ -133,10 +102,10 @@ describe("deepfm scorer - backends", () => {
       const onnx = await loadDeepFmScorer(d, { backend: "onnxruntime", threads: 2 });
       expect(wasm.backend).toBe("wasm");
       expect(wasm.skipped).toEqual([]);
-      const { ids, dense } = randomInput(a, 257, 5);
+      const { ids, dense } = randomDeepFmRows(a, 257, 5);
       const p = await wasm.score(ids, dense, 257);
       expect(maxAbsDiff(p, await onnx.score(ids, dense, 257))).toBeLessThan(TOL);
-      expect(maxAbsDiff(p, await reference(a, w, ids, dense, 257))).toBeLessThan(TOL);
+      expect(maxAbsDiff(p, await deepFmReference(a, w, ids, dense, 257))).toBeLessThan(TOL);
       expect(Math.max(...p) - Math.min(...p)).toBeGreaterThan(0.05);
       await wasm.close();
       await onnx.close();
@@ -155,8 +124,8 @@ describe("deepfm scorer - backends", () => {
     const copy = writeManifest(root, manifest(arch, "2026-01-01.3"), false);
     copyFileSync(join(dir, "weights.bin"), join(copy, "weights.bin"));
     const s = await loadDeepFmScorer(copy, { backend: "onnxruntime" });
-    const { ids, dense } = randomInput(arch, 64, 9);
-    expect(maxAbsDiff(await s.score(ids, dense, 64), await reference(arch, weights, ids, dense, 64))).toBeLessThan(TOL);
+    const { ids, dense } = randomDeepFmRows(arch, 64, 9);
+    expect(maxAbsDiff(await s.score(ids, dense, 64), await deepFmReference(arch, weights, ids, dense, 64))).toBeLessThan(TOL);
     await s.close();
   });
 });
@@ -169,7 +138,7 @@ describe("deepfm scorer - input checks and lifecycle", () => {
     await expect(loadDeepFmScorer(join(root, "nope"))).rejects.toThrow(/has no manifest.json/);
 
     const s = await loadDeepFmScorer(dir, { backend: "onnxruntime" });
-    const { ids, dense } = randomInput(arch, 2, 1);
+    const { ids, dense } = randomDeepFmRows(arch, 2, 1);
     ids[7] = arch.vocab;
     await expect(s.score(ids, dense, 2)).rejects.toMatchObject({ code: ErrorCode.BAD_REQUEST, message: `ids[7] = ${arch.vocab} is outside [0, 80)` });
     ids[7] = 0;

@@ -3,14 +3,14 @@
  * forward on TF.js cpu and wasm) and one LSTM cell step (tfjs-layers LSTM over
  * a sequence), run on onnxruntime-node, to 1e-5 max abs difference.
  */
-import * as tfl from "@tensorflow/tfjs-layers";
 import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { deepFmForward, deepFmWeightShapes, type DeepFmArchitecture, type DeepFmWeights } from "../src/models/deepfm-spec.js";
+import { deepFmWeightShapes, type DeepFmArchitecture } from "../src/models/deepfm-spec.js";
 import { exportDeepFmOnnx } from "../src/models/onnx/export-deepfm.js";
 import { exportLstmCellOnnx } from "../src/models/onnx/export-lstm-cell.js";
 import { GraphBuilder } from "../src/models/onnx/graph-builder.js";
-import { initTf, tf } from "../src/models/tf.js";
+import { initTf, tf, tfl } from "../src/models/tf.js";
+import { deepFmReference, maxAbsDiff, randomDeepFmRows } from "./helpers/deepfm-fixture.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 
 const TOL = 1e-5;
@@ -28,23 +28,10 @@ function randomDeepFm(a: DeepFmArchitecture, seed: number): Record<string, Float
   return w;
 }
 
-function randomInput(a: DeepFmArchitecture, rows: number, seed: number): { ids: Int32Array; dense: Float32Array | undefined } {
-  const r = seededRandom(seed);
-  const ids = Int32Array.from({ length: rows * a.fields }, () => Math.floor(r() * a.vocab));
-  return { ids, dense: a.denseDim > 0 ? uniform(r, rows * a.denseDim, 1) : undefined };
-}
-
 /** deepfm-spec's forward on one TF.js backend. */
 async function reference(backend: "cpu" | "wasm", a: DeepFmArchitecture, weights: Record<string, Float32Array>, ids: Int32Array, dense: Float32Array | undefined, rows: number): Promise<Float32Array> {
   await tf.setBackend(backend);
-  const w: DeepFmWeights = {};
-  for (const [name, shape] of deepFmWeightShapes(a)) w[name] = tf.tensor(weights[name]!, shape);
-  const idsT = tf.tensor2d(ids, [rows, a.fields], "int32");
-  const denseT = dense === undefined ? undefined : tf.tensor2d(dense, [rows, a.denseDim]);
-  const p = deepFmForward(tf, a, w, idsT, denseT);
-  const out = (await p.data()) as Float32Array;
-  tf.dispose([p, idsT, ...(denseT ? [denseT] : []), ...Object.values(w)]);
-  return out;
+  return deepFmReference(a, weights, ids, dense, rows);
 }
 
 async function runDeepFmOnnx(model: Uint8Array, a: DeepFmArchitecture, ids: Int32Array, dense: Float32Array | undefined, rows: number): Promise<Float32Array> {
@@ -55,13 +42,6 @@ async function runDeepFmOnnx(model: Uint8Array, a: DeepFmArchitecture, ids: Int3
   await s.release();
   expect(out.prob!.dims).toEqual([rows]);
   return out.prob!.data as Float32Array;
-}
-
-function maxAbsDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  expect(x.length).toBe(y.length);
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
 }
 
 const spread = (p: Float32Array) => Math.max(...p) - Math.min(...p);
@@ -81,7 +61,7 @@ describe("onnx - DeepFM export equals deepfm-spec's forward", () => {
     for (const rows of [1, 257]) {
       it(`onnx - DeepFM ${label}, batch ${rows}: onnxruntime = TF.js wasm = TF.js cpu to 1e-5`, async () => {
         const w = randomDeepFm(a, 11 + rows);
-        const { ids, dense } = randomInput(a, rows, 7 + rows);
+        const { ids, dense } = randomDeepFmRows(a, rows, 7 + rows);
         const got = await runDeepFmOnnx(exportDeepFmOnnx(a, w), a, ids, dense, rows);
         const wasm = await reference("wasm", a, w, ids, dense, rows);
         const cpu = await reference("cpu", a, w, ids, dense, rows);
@@ -96,7 +76,7 @@ describe("onnx - DeepFM export equals deepfm-spec's forward", () => {
   it("onnx - DeepFM a changed weight changes the output (the comparison can fail)", async () => {
     const a: DeepFmArchitecture = { fields: 4, vocab: 30, embDim: 4, denseDim: 2, hidden: [8] };
     const w = randomDeepFm(a, 3);
-    const { ids, dense } = randomInput(a, 32, 4);
+    const { ids, dense } = randomDeepFmRows(a, 32, 4);
     const wasm = await reference("wasm", a, w, ids, dense, 32);
     const emb = Float32Array.from(w.emb!);
     const at = ids[0]! * a.embDim;

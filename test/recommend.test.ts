@@ -11,7 +11,7 @@ import { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+import { startTestNats, waitFor } from "./helpers/nats.js";
 
 let nats: NatsServerHandle;
 let nc: NatsConnection;

@@ -7,6 +7,8 @@ import { writeManifest, type ModelManifest } from "../../src/models/artifacts.js
 import { deepFmWeightShapes, type DeepFmArchitecture } from "../../src/models/deepfm-spec.js";
 import { DEEPFM_FILES, saveDeepFmWeights } from "../../src/models/deepfm-weights.js";
 import { seededRandom } from "../../src/models/seeded-random.js";
+import { deepFmForward, type DeepFmWeights } from "../../src/models/deepfm-spec.js";
+import { tf } from "../../src/models/tf.js";
 
 /** Small, with dense inputs and two hidden layers: every part of the forward runs. */
 export const FIXTURE_DEEPFM_ARCH: Readonly<DeepFmArchitecture> = Object.freeze({ fields: 6, vocab: 120, embDim: 4, denseDim: 3, hidden: [16, 8] });
@@ -46,4 +48,26 @@ export function randomDeepFmRows(arch: DeepFmArchitecture, rows: number, seed: n
   const ids = Int32Array.from({ length: rows * arch.fields }, () => Math.floor(r() * arch.vocab));
   const dense = arch.denseDim > 0 ? Float32Array.from({ length: rows * arch.denseDim }, () => r() * 2 - 1) : undefined;
   return { ids, dense };
+}
+
+/** deepfm-spec's forward on the current TF.js backend: the reference every serving path is compared with. */
+export async function deepFmReference(
+  a: DeepFmArchitecture, weights: Record<string, Float32Array>, ids: Int32Array, dense: Float32Array | undefined, rows: number,
+): Promise<Float32Array> {
+  const w: DeepFmWeights = {};
+  for (const [name, shape] of deepFmWeightShapes(a)) w[name] = tf.tensor(weights[name]!, shape);
+  const idsT = tf.tensor2d(ids, [rows, a.fields], "int32");
+  const denseT = dense === undefined ? undefined : tf.tensor2d(dense, [rows, a.denseDim]);
+  const p = deepFmForward(tf, a, w, idsT, denseT);
+  const out = (await p.data()) as Float32Array;
+  tf.dispose([p, idsT, ...(denseT ? [denseT] : []), ...Object.values(w)]);
+  return out;
+}
+
+/** The largest absolute difference of two equally long arrays. */
+export function maxAbsDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  if (x.length !== y.length) throw new Error(`lengths differ: ${x.length} vs ${y.length}`);
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
+  return m;
 }
