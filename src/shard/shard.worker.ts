@@ -62,6 +62,13 @@ function pushItemEvent(b: ItemEventBatch, e: { userId: string; itemId: string; t
   b.newToUser.push(newToUser ? 1 : 0);
 }
 
+/** A copy of the user's stored LSTM state when it belongs to the running model version, else a zero state. */
+function storedLstmState(state: UserState, rt: LstmRuntime): Float32Array {
+  const h = rt.initialState();
+  if (state.lstm !== undefined && state.lstmV === rt.version && state.lstm.byteLength === h.byteLength) new Uint8Array(h.buffer).set(state.lstm);
+  return h;
+}
+
 /** One LSTM wave: each actor at most once. */
 interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[] }
 
@@ -144,11 +151,7 @@ class Shard implements ShardApi {
    */
   #lstmState(a: Actor, rt: LstmRuntime): Float32Array {
     if (a.lstm !== undefined) return a.lstm;
-    const h = rt.initialState();
-    const stored = a.state.lstm;
-    if (stored !== undefined && a.state.lstmV === rt.version && stored.byteLength === h.byteLength) {
-      new Uint8Array(h.buffer).set(stored);
-    }
+    const h = storedLstmState(a.state, rt);
     a.lstm = h;
     a.state.lstm = new Uint8Array(h.buffer);
     a.state.lstmV = rt.version;
@@ -301,8 +304,7 @@ class Shard implements ShardApi {
       let lstmH: Float32Array | undefined;
       let nextCategories: RecContext["nextCategories"] = [];
       if (this.#lstm !== undefined) {
-        const h = this.#lstm.initialState();
-        if (state.lstm !== undefined && state.lstmV === this.#lstm.version && state.lstm.byteLength === h.byteLength) new Uint8Array(h.buffer).set(state.lstm);
+        const h = storedLstmState(state, this.#lstm);
         nextCategories = this.#lstm.predict(h, 3).nextCategories;
         lstmH = h.slice(0, this.#lstm.hidden);
       }
@@ -321,11 +323,7 @@ class Shard implements ShardApi {
     if (this.#lstm === undefined && this.#churn === undefined) return undefined;
     const out: PredictionsView = { lstmVersion: "", purchasePropensity: 0, nextCategories: [], churnVersion: "", churnRisk: 0 };
     if (this.#lstm !== undefined) {
-      const h = this.#lstm.initialState();
-      if (state.lstm !== undefined && state.lstmV === this.#lstm.version && state.lstm.byteLength === h.byteLength) {
-        new Uint8Array(h.buffer).set(state.lstm);
-      }
-      const p = this.#lstm.predict(h);
+      const p = this.#lstm.predict(storedLstmState(state, this.#lstm));
       out.lstmVersion = this.#lstm.version;
       out.purchasePropensity = p.purchasePropensity;
       out.nextCategories = p.nextCategories;
