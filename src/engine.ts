@@ -11,7 +11,7 @@
  * (every handed-over batch committed and acknowledged) -> shards close LMDB ->
  * NATS drains -> embedded server stops -> HTTP closes.
  */
-import type { NatsConnection } from "nats";
+import type { JetStreamClient, NatsConnection } from "nats";
 import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
@@ -19,7 +19,7 @@ import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
-import { ConfigError, PortraitError } from "./errors.js";
+import { ConfigError, ErrorCode, PortraitError } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
@@ -69,6 +69,34 @@ function faultKiller(batches: number | undefined, log: Logger): (() => void) | u
   return () => {
     if (++n > batches) process.kill(process.pid, "SIGKILL");
   };
+}
+
+/** Attempts and per-attempt timeout of a tombstone publish: together under a client's default 5-second request timeout. */
+const TOMBSTONE_ATTEMPTS = 3;
+const TOMBSTONE_ATTEMPT_TIMEOUT_MS = 1200;
+
+/**
+ * Publishes a tombstone through JetStream and resolves with its PubAck: the
+ * tombstone is stored. Its event id is the `Nats-Msg-Id`, so a retry after a
+ * lost acknowledgement is dropped as a duplicate (stored once); a tombstone
+ * that cannot be stored is PUBLISH_FAILED (retryable: the user is already
+ * forgotten, and a second forget publishes a new tombstone).
+ */
+async function storeTombstone(js: JetStreamClient, s: Subjects, tombstoneEventId: string, data: Uint8Array): Promise<void> {
+  let last: unknown;
+  for (let i = 0; i < TOMBSTONE_ATTEMPTS; i++) {
+    try {
+      await js.publish(s.tombstones, data, { msgID: tombstoneEventId, expect: { streamName: s.tombstoneStream }, timeout: TOMBSTONE_ATTEMPT_TIMEOUT_MS });
+      return;
+    } catch (err) {
+      last = err;
+      // No stream (or JetStream away) answers at once: a short pause before trying again.
+      if (i + 1 < TOMBSTONE_ATTEMPTS) await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new PortraitError(ErrorCode.PUBLISH_FAILED,
+    `the user was forgotten, but its tombstone could not be stored in stream ${s.tombstoneStream} (${(last as Error)?.message ?? String(last)}); forget again to publish one`,
+    { cause: last });
 }
 
 export class Engine {
@@ -215,7 +243,6 @@ export class Engine {
     });
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
-    const nc = this.#nc;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
       partitions: cfg.partitions,
@@ -236,9 +263,8 @@ export class Engine {
           const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
           if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
           const tombstoneEventId = randomUUID();
-          nc.publish(s.tombstones, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
-          // The server has the tombstone before the caller hears of the forget.
-          await nc.flush();
+          // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
+          await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
           return { existed: r.existed, tombstoneEventId };
         },
       },

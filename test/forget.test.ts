@@ -1,7 +1,8 @@
 /**
  * Forget and pseudonymisation: a forgotten user leaves no trace in LMDB (every
  * key and value of every database, read as raw bytes), queries treat them as
- * unknown, other users are untouched and a tombstone is published; with
+ * unknown, other users are untouched and a tombstone is stored in its stream
+ * before the reply (or the reply is PUBLISH_FAILED); with
  * pseudonymisation on, neither LMDB nor any log line of a real engine process
  * (all threads, debug level) holds a raw user id, and another key is refused.
  */
@@ -13,7 +14,9 @@ import { promisify } from "node:util";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { ensureStreams } from "../src/bus/streams.js";
 import { subjects } from "../src/bus/subjects.js";
+import { compileEngineOptions } from "../src/config/engine-options.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
@@ -127,15 +130,36 @@ describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
       expect((await client.recommend(anna)).knownUser).toBe(false);
       // (c) the others are exactly as before
       expect(await Promise.all(others.map((u) => client.getProfile(u, { asOfMs })))).toEqual(before);
-      // (d) the tombstone, with the id as the request gave it
-      await waitFor(() => tombstones.length === 1, { message: "no tombstone" });
-      const t = pb.Tombstone.decode(tombstones[0]!);
+      // (d) the tombstone, with the id as the request gave it: stored in the tombstone stream before the reply,
+      // with its event id as Nats-Msg-Id, and seen by core subscribers too.
+      const jsm = await client.nc.jetstreamManager();
+      const s = subjects(prefix);
+      const stored = await jsm.streams.getMessage(s.tombstoneStream, { last_by_subj: s.tombstones });
+      expect(stored.seq).toBe(1);
+      expect(stored.header.get("Nats-Msg-Id")).toBe(r.tombstoneEventId);
+      const t = pb.Tombstone.decode(stored.data);
       expect(t.userId).toBe(anna);
       expect(t.tombstoneEventId).toBe(r.tombstoneEventId);
       expect(Math.abs(Number(t.forgottenMs) - Date.now())).toBeLessThan(60_000);
-      // idempotent
-      expect((await client.forget(anna)).existed).toBe(false);
-      await waitFor(() => tombstones.length === 2, { message: "no second tombstone" });
+      await waitFor(() => tombstones.length === 1, { message: "no tombstone on the core subscription" });
+      expect(Buffer.from(tombstones[0]!)).toEqual(Buffer.from(stored.data));
+      // A retry of the same tombstone (same Nats-Msg-Id, as the engine retries after a lost PubAck) is stored once.
+      const retry = await client.nc.jetstream().publish(s.tombstones, stored.data, { msgID: r.tombstoneEventId });
+      expect(retry.duplicate).toBe(true);
+      expect((await jsm.streams.info(s.tombstoneStream)).state.messages).toBe(1);
+      // Idempotent, and each forget stores its own tombstone: a second forget of the (now absent) user stores a second one with a new id.
+      const again = await client.forget(anna);
+      expect(again.existed).toBe(false);
+      expect(again.tombstoneEventId).not.toBe(r.tombstoneEventId);
+      const info = await jsm.streams.info(s.tombstoneStream);
+      expect(info.state.messages).toBe(2);
+      expect(info.config.max_age).toBe(0); // kept forever by default
+      const second = await jsm.streams.getMessage(s.tombstoneStream, { seq: 2 });
+      expect(second.header.get("Nats-Msg-Id")).toBe(again.tombstoneEventId);
+      expect(pb.Tombstone.decode(second.data)).toMatchObject({ userId: anna, tombstoneEventId: again.tombstoneEventId });
+      // A core subscriber sees every publish, the retry too (only the stream drops duplicates): downstream should read the stream.
+      await waitFor(() => tombstones.length === 3, { message: "no second tombstone on the core subscription" });
+      expect(tombstones.map((b) => pb.Tombstone.decode(b).tombstoneEventId)).toEqual([r.tombstoneEventId, r.tombstoneEventId, again.tombstoneEventId]);
 
       // Events applied after a forget start a new profile.
       expect((await client.forget(bruno)).existed).toBe(true);
@@ -152,6 +176,42 @@ describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
     const hits = scanLmdb(dataDir, users);
     expect(hits[`${prefix}-anna`]).toBe(0);
     for (const u of users.slice(1)) expect(hits[u], u).toBeGreaterThan(0);
+  });
+
+  it("forget - a tombstone that cannot be stored is a PUBLISH_FAILED error reply; the user is forgotten, and a forget once the stream is back stores one", async () => {
+    const prefix = uniquePrefix("forget-nostream");
+    const dataDir = tmpDir("portrait-forget-nostream");
+    dirs.push(dataDir);
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir });
+    engines.push(engine);
+    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const s = subjects(prefix);
+    try {
+      const user = `${prefix}-fabio`;
+      const events = views(prefix, [user], 3);
+      await client.publishMany(events);
+      await expectExactCounts(client, countByUser(events));
+      const jsm = await client.nc.jetstreamManager();
+      await jsm.streams.delete(s.tombstoneStream);
+      await expect(client.forget(user)).rejects.toMatchObject({ code: "PUBLISH_FAILED", retryable: true, message: expect.stringMatching(/forgotten.*tombstone could not be stored/) });
+      await expect(client.getProfile(user)).rejects.toMatchObject({ code: "UNKNOWN_USER" });
+      // The engine re-creates its streams at start; here the same setup call does it.
+      await ensureStreams(jsm, s, engine.config);
+      const r = await client.forget(user);
+      expect(r.existed).toBe(false);
+      const stored = await jsm.streams.getMessage(s.tombstoneStream, { last_by_subj: s.tombstones });
+      expect(pb.Tombstone.decode(stored.data)).toMatchObject({ userId: user, tombstoneEventId: r.tombstoneEventId });
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it("forget - tombstones are kept forever by default; a retention shorter than the events' is refused", () => {
+    expect(compileEngineOptions({}).tombstoneRetentionMs).toBe(0);
+    expect(compileEngineOptions({ tombstoneRetentionMs: 30 * 86_400_000 }).tombstoneRetentionMs).toBe(30 * 86_400_000);
+    expect(() => compileEngineOptions({ tombstoneRetentionMs: 86_400_000 })).toThrow(/at least options.eventRetentionMs/);
+    expect(() => compileEngineOptions({ eventRetentionMs: 0, tombstoneRetentionMs: 30 * 86_400_000 })).toThrow(expect.objectContaining({ code: "CONFIG" }));
   });
 
   it("forget - co-visitation drops the user's last item and keeps the item links", () => {

@@ -8,7 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect, nkeys, type NatsConnection } from "nats";
+import { AckPolicy, connect, nkeys, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsPermissions, type NatsServerHandle, type NatsServerOptions } from "../src/bus/nats-server-launcher.js";
 import { subjects } from "../src/bus/subjects.js";
@@ -18,15 +18,15 @@ import { Engine } from "../src/engine.js";
 import { ErrorCode, PortraitError } from "../src/errors.js";
 import { countByUser, expectExactCounts, interleavedViews, removeDir, T0 } from "./helpers/engine.js";
 import { tmpDir, waitFor } from "./helpers/nats.js";
-import { EventType } from "../src/wire/proto.js";
+import { EventType, pb } from "../src/wire/proto.js";
 
 /**
  * The permission sets README "Security" shows, for a subject prefix (stream
  * names are the prefix upper-cased). README prints them for "portrait".
  */
-function permissionSets(prefix: string): { publisher: NatsPermissions; query: NatsPermissions; engine: NatsPermissions } {
+function permissionSets(prefix: string): { publisher: NatsPermissions; query: NatsPermissions; engine: NatsPermissions; follower: NatsPermissions } {
   const s = subjects(prefix);
-  const streams = [s.eventStream, s.dlqStream, s.catalogStream];
+  const streams = [s.eventStream, s.dlqStream, s.catalogStream, s.tombstoneStream];
   return {
     publisher: {
       publish: [s.eventsWildcard],
@@ -52,10 +52,21 @@ function permissionSets(prefix: string): { publisher: NatsPermissions; query: Na
       subscribe: ["_INBOX.>", `${prefix}.api.> portrait`, "$SRV.*", `$SRV.*.${s.serviceName}`, `$SRV.*.${s.serviceName}.*`],
       allow_responses: true,
     },
+    // A downstream system following forgets: its own durable pull consumer on the tombstone stream.
+    follower: {
+      publish: [
+        "$JS.API.INFO",
+        `$JS.API.CONSUMER.CREATE.${s.tombstoneStream}.>`,
+        `$JS.API.CONSUMER.INFO.${s.tombstoneStream}.*`,
+        `$JS.API.CONSUMER.MSG.NEXT.${s.tombstoneStream}.*`,
+        `$JS.ACK.${s.tombstoneStream}.>`,
+      ],
+      subscribe: ["_INBOX.>"],
+    },
   };
 }
 
-const PASS = { engine: "engine-pw-1", publisher: "publisher-pw-2", query: "query-pw-3", admin: "admin-pw-4" };
+const PASS = { engine: "engine-pw-1", publisher: "publisher-pw-2", query: "query-pw-3", admin: "admin-pw-4", follower: "follower-pw-5" };
 
 let work: string;
 const servers: NatsServerHandle[] = [];
@@ -242,6 +253,7 @@ describe("security - least-privilege permissions (README sets)", () => {
           { user: "engine", pass: PASS.engine, permissions: sets.engine },
           { user: "publisher", pass: PASS.publisher, permissions: sets.publisher },
           { user: "query", pass: PASS.query, permissions: sets.query },
+          { user: "follower", pass: PASS.follower, permissions: sets.follower },
           { user: "admin", pass: PASS.admin },
         ],
       },
@@ -252,7 +264,7 @@ describe("security - least-privilege permissions (README sets)", () => {
 
   const violations = () => log.filter((l) => /violation/i.test(l));
 
-  it("permissions - the engine runs with its set: ingest, acks, dead letters, catalog, queries, restart", async () => {
+  it("permissions - the engine runs with its set: ingest, acks, dead letters, catalog, queries, forget with its tombstone, restart", async () => {
     const engine = await startEngine(server.url, { natsUser: "engine", natsPass: PASS.engine });
     const publisher = await client({ natsUrl: server.url, natsUser: "publisher", natsPass: PASS.publisher });
     const query = await client({ natsUrl: server.url, natsUser: "query", natsPass: PASS.query });
@@ -275,6 +287,18 @@ describe("security - least-privilege permissions (README sets)", () => {
     const upsert = new PortraitClient(admin, { partitions: 2 });
     await upsert.upsertCatalog({ itemId: "sku-1", categoryId: "c1", brand: "b", price: 10, currency: "GBP", title: "a thing" });
     await waitFor(async () => (await jsm.streams.info(s.catalogStream)).state.messages === 1, { message: "catalog upsert not stored" });
+    // A forget (by an operator user) stores its tombstone with a JetStream publish to <prefix>.tombstones.
+    const forgot = await upsert.forget("perm-u1");
+    expect(forgot.existed).toBe(true);
+    const tomb = await jsm.streams.getMessage(s.tombstoneStream, { last_by_subj: s.tombstones });
+    expect(tomb.header.get("Nats-Msg-Id")).toBe(forgot.tombstoneEventId);
+    // A downstream follower reads it with its own durable consumer, within its set.
+    const follower = await connect({ servers: server.url, user: "follower", pass: PASS.follower });
+    conns.push(follower);
+    await (await follower.jetstreamManager()).consumers.add(s.tombstoneStream, { durable_name: "crm", ack_policy: AckPolicy.Explicit });
+    const followed = await (await follower.jetstream().consumers.get(s.tombstoneStream, "crm")).next({ expires: 5000 });
+    expect(followed && pb.Tombstone.decode(followed.data)).toMatchObject({ userId: "perm-u1", tombstoneEventId: forgot.tombstoneEventId });
+    await followed!.ackAck();
     const dataDir = engine.config.dataDir;
     await stopEngine(engine);
     const again = await startEngine(server.url, { natsUser: "engine", natsPass: PASS.engine, dataDir });
@@ -296,11 +320,12 @@ describe("security - least-privilege permissions (README sets)", () => {
     await expectCode(publisher.recommend("pub-u"), ErrorCode.AUTH_FAILED, /Permissions Violation for Publish to "portrait\.api\.recommend"/);
   });
 
-  it("permissions - the query client can call the API but cannot publish events", async () => {
+  it("permissions - the query client can call the API but cannot publish events, upsert the catalog or forget users", async () => {
     const query = await client({ natsUrl: server.url, natsUser: "query", natsPass: PASS.query });
     await expectCode(query.getProfile("nobody"), ErrorCode.UNKNOWN_USER, /nobody/);
     await expectCode(query.publish({ eventId: "q-1", userId: "q-u", type: EventType.VIEW, timestampMs: T0, itemId: "i1" }),
       ErrorCode.AUTH_FAILED, /Permissions Violation for Publish to "portrait\.events\.\d"/);
     await expectCode(query.upsertCatalog({ itemId: "x", categoryId: "c" }), ErrorCode.AUTH_FAILED, /Permissions Violation for Publish to "portrait\.api\.catalog\.upsert"/);
+    await expectCode(query.forget("q-u"), ErrorCode.AUTH_FAILED, /Permissions Violation for Publish to "portrait\.api\.user\.forget"/);
   });
 });

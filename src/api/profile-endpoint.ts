@@ -30,7 +30,7 @@ export interface CatalogSink {
   store(bytes: Uint8Array): Promise<void>;
 }
 
-/** Forgets a user everywhere the engine keeps them, then publishes the tombstone (the composition root wires it). */
+/** Forgets a user everywhere the engine keeps them, then stores the tombstone in its stream (PUBLISH_FAILED when it cannot); the composition root wires it. */
 export interface ForgetSink {
   forget(userId: string): Promise<{ existed: boolean; tombstoneEventId: string }>;
 }

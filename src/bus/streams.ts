@@ -13,6 +13,8 @@ export interface StreamSettings {
   duplicateWindowMs: number;
   /** How long dead letters are kept, ms. */
   dlqRetentionMs: number;
+  /** How long tombstones are kept, ms (0 = forever, the default). */
+  tombstoneRetentionMs?: number;
 }
 
 export interface ConsumerSettings {
@@ -49,6 +51,8 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   await ensureStream(jsm, { ...common, name: s.dlqStream, subjects: [s.dlqWildcard], max_age: nanos(o.dlqRetentionMs) });
   // The catalog: the last accepted upsert of each item, kept until replaced.
   await ensureStream(jsm, { ...common, name: s.catalogStream, subjects: [s.catalogWildcard], max_msgs_per_subject: 1 });
+  // A Tombstone per forget, for downstream systems that may be offline when it happens.
+  await ensureStream(jsm, { ...common, name: s.tombstoneStream, subjects: [s.tombstones], max_age: nanos(o.tombstoneRetentionMs ?? 0) });
 }
 
 /**

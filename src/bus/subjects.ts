@@ -11,7 +11,7 @@
  * | <prefix>.api.recommend           | request-reply: RecommendRequest -> RecommendReply         |
  * | <prefix>.api.catalog.upsert      | request-reply: CatalogUpsert -> empty reply (or an error) |
  * | <prefix>.api.user.forget         | request-reply: ForgetRequest -> ForgetReply               |
- * | <prefix>.tombstones              | a `Tombstone` per forget (core NATS; no stream by default) |
+ * | <prefix>.tombstones              | a `Tombstone` per forget, stored before the forget is answered, stream <PREFIX>_TOMBSTONES |
  * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
  */
 
@@ -27,8 +27,10 @@ export interface Subjects {
   readonly catalogUpsert: string;
   /** Request-reply: forget a user (ForgetRequest -> ForgetReply). */
   readonly forget: string;
-  /** Where a `Tombstone` is published after each forget, for downstream systems. */
+  /** Where a `Tombstone` is published after each forget, for downstream systems (the subject of the tombstone stream). */
   readonly tombstones: string;
+  /** JetStream stream holding the tombstones (durable: downstream systems may be offline when a user is forgotten). */
+  readonly tombstoneStream: string;
   readonly catalogStream: string;
   readonly catalogWildcard: string;
   /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
@@ -61,6 +63,7 @@ export function subjects(prefix = "portrait"): Subjects {
     catalogUpsert: `${prefix}.api.catalog.upsert`,
     forget: `${prefix}.api.user.forget`,
     tombstones: `${prefix}.tombstones`,
+    tombstoneStream: `${upper}_TOMBSTONES`,
     catalogStream: `${upper}_CATALOG`,
     catalogWildcard: `${prefix}.catalog.item.*`,
     catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,

@@ -57,7 +57,7 @@ export interface ProfileQueryOptions {
 export interface ForgetResult {
   /** True when the engine had a profile for the user. */
   existed: boolean;
-  /** Id of the Tombstone published on `<prefix>.tombstones` for this forget. */
+  /** Id of the Tombstone stored on `<prefix>.tombstones` (stream `<PREFIX>_TOMBSTONES`) for this forget; also its `Nats-Msg-Id`. */
   tombstoneEventId: string;
 }
 
@@ -221,9 +221,11 @@ export class PortraitClient {
 
   /**
    * Removes every trace the engine keeps of a user (profile, LSTM state,
-   * co-visitation) and publishes a Tombstone; idempotent. Events of the user
-   * applied afterwards start a new profile. Throws PortraitError BAD_REQUEST,
-   * OVERLOADED, STORAGE_FAILED, NO_RESPONDERS, TIMEOUT.
+   * co-visitation) and stores a Tombstone in the tombstone stream before it
+   * resolves; idempotent. Events of the user applied afterwards start a new
+   * profile. Throws PortraitError BAD_REQUEST, OVERLOADED, STORAGE_FAILED,
+   * PUBLISH_FAILED (forgotten, but the tombstone was not stored: call again),
+   * NO_RESPONDERS, TIMEOUT.
    */
   async forget(userId: string): Promise<ForgetResult> {
     const data = await this.#request(this.subjects.forget, pb.ForgetRequest.encode({ userId }).finish());

@@ -55,6 +55,14 @@ export interface EngineOptions {
   eventRetentionMs?: number;
   /** Retention of the dead-letter stream, ms. Default 14 days. */
   dlqRetentionMs?: number;
+  /**
+   * Retention of the tombstone stream (one Tombstone per forget, with the raw
+   * user id), ms; 0 = forever (the default). When set it must be at least
+   * eventRetentionMs (and eventRetentionMs must not be 0): a downstream
+   * system that re-reads the event stream must still find the tombstones of
+   * the users whose events it reads.
+   */
+  tombstoneRetentionMs?: number;
   /** Largest accepted event, bytes. Default 65536. */
   maxEventBytes?: number;
   /** How far in the future an event timestamp may be, ms. Default 86400000 (1 day). */
@@ -142,6 +150,7 @@ export interface EngineConfig {
   readonly duplicateWindowMs: number;
   readonly eventRetentionMs: number;
   readonly dlqRetentionMs: number;
+  readonly tombstoneRetentionMs: number;
   readonly maxEventBytes: number;
   readonly maxFutureSkewMs: number;
   readonly currency: string | undefined;
@@ -166,7 +175,7 @@ export interface EngineConfig {
 
 const KEYS: ReadonlySet<string> = new Set([
   "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "natsNkeySeedFile", "natsCredsFile", "natsTlsCaFile", "natsTlsCertFile", "natsTlsKeyFile", "dataDir", "partitions", "workers", "subjectPrefix",
-  "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs",
+  "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs", "tombstoneRetentionMs",
   "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "mapSizeBytes",
   "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
   "pseudonymKeyFile",
@@ -202,6 +211,17 @@ function natsSecurity(o: EngineOptions) {
   };
 }
 
+/** 0 (forever), or at least the event stream's retention: tombstones must outlive the events they cancel. */
+function tombstoneRetention(o: EngineOptions): number {
+  const t = int("tombstoneRetentionMs", o.tombstoneRetentionMs ?? 0, 0);
+  const events = o.eventRetentionMs ?? 7 * 86_400_000;
+  if (t !== 0 && (events === 0 || t < events)) {
+    throw new ConfigError(`options.tombstoneRetentionMs (${t}) must be 0 (forever) or at least options.eventRetentionMs (${events === 0 ? "0, forever" : events}): ` +
+      "a downstream system re-reading the event stream must also find the tombstones of the users it reads");
+  }
+  return t;
+}
+
 export function defaultWorkers(): number {
   return Math.max(2, availableParallelism() - 1);
 }
@@ -235,6 +255,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     duplicateWindowMs: int("duplicateWindowMs", o.duplicateWindowMs ?? 600_000, 1000),
     eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? 7 * 86_400_000, 0),
     dlqRetentionMs: int("dlqRetentionMs", o.dlqRetentionMs ?? 14 * 86_400_000, 60_000),
+    tombstoneRetentionMs: tombstoneRetention(o),
     maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? 65_536, 64, 8 * 1024 * 1024),
     maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? 86_400_000, 0),
     currency,
