@@ -5,6 +5,8 @@
  * defaults that README documents.
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PortraitClient } from "../client/portrait-client.js";
@@ -14,7 +16,7 @@ import { Engine } from "../engine.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { Catalog } from "../recs/catalog.js";
 import { loadCatalogFromDataset } from "../recs/catalog-loader.js";
-import { PortraitError } from "../errors.js";
+import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
@@ -324,6 +326,22 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+
+program.command("bench")
+  .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")
+  .argument("[scenario]", "scenario name")
+  .argument("[flags...]", "the scenario's flags (--smoke, --no-record, ...)")
+  .helpOption(false)
+  .allowUnknownOption(true)
+  .action((_scenario: string | undefined, _flags: string[], cmd: Command) => {
+    // The harness lives in the repository's bench/ (not in the published package); compiled once, then run.
+    const runFile = resolve(PACKAGE_ROOT, "bench", "run.ts");
+    if (!existsSync(runFile)) throw new PortraitError(ErrorCode.CONFIG, `the load-test harness is not here: ${runFile} is missing (it ships with the repository, not the package)`);
+    const build = spawnSync("npm", ["run", "--silent", "bench:build"], { cwd: PACKAGE_ROOT, stdio: ["ignore", "ignore", "inherit"] });
+    if (build.status !== 0) throw new PortraitError(ErrorCode.CONFIG, "building the benchmarks failed (npm run bench:build)");
+    const run = spawnSync(process.execPath, [resolve(PACKAGE_ROOT, "dist-bench", "bench", "run.js"), ...cmd.args], { cwd: PACKAGE_ROOT, stdio: "inherit" });
+    process.exitCode = run.status ?? 1;
+  });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof PortraitError) {

@@ -1,0 +1,287 @@
+/**
+ * Entry file of the benchmark's child processes (bench/harness/ipc.ts forks
+ * it with PORTRAIT_BENCH_ROLE set):
+ *   engine    an in-process Engine with the bundled models, its metrics read over IPC;
+ *   publisher pre-encodes its share of the events (the partitions p with
+ *             p % of === index), then publishes them open-loop at a rate;
+ *   echo      a trivial request-reply responder (the raw request-reply baseline).
+ */
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { connect, headers, type Msg, type NatsConnection } from "nats";
+import { partitionOf } from "../../src/bus/partition.js";
+import { subjects } from "../../src/bus/subjects.js";
+import type { EngineOptions } from "../../src/config/engine-options.js";
+import { readDataset } from "../../src/data/datasets.js";
+import type { DatasetFormat } from "../../src/data/types.js";
+import { Engine } from "../../src/engine.js";
+import { compileInferenceOptions } from "../../src/inference/inference-options.js";
+import { EventType, pb, type IEvent } from "../../src/wire/proto.js";
+import { generateEvents } from "../generator.js";
+import { syntheticEvents } from "../synthetic.js";
+import { serve, sleep } from "./ipc.js";
+import { promCounter, promHist, type PromHist } from "./prom.js";
+
+/** Where a publisher's events come from. */
+export type EventSource =
+  | { kind: "dataset"; format: DatasetFormat; file: string }
+  | { kind: "generator"; users: number; seed: number }
+  | { kind: "simple"; users: number; seed: number }
+  /** Users offset, offset + 1, ... in order, `eventsPerUser` events each (a view, then carts): state for every user, for the scale run. */
+  | { kind: "users"; offset: number; eventsPerUser: number };
+
+export interface EngineSnapshot {
+  applied: number;
+  deadLetters: number;
+  /** Applied + dead-lettered. */
+  processed: number;
+  lagByPartition: Record<string, number>;
+  api: Record<string, PromHist>;
+  apiCodes: Record<string, number>;
+  batchMessages: PromHist;
+  batchSeconds: PromHist;
+  inference: { batchRows: PromHist; queue: PromHist; run: PromHist; request: PromHist; rejected: Record<string, number> };
+  /** Main thread event-loop delay since the previous snapshot, ms. */
+  loop: { p50: number; p99: number; max: number };
+  heapUsedBytes: number;
+}
+
+function engineRole(): void {
+  let engine: Engine | undefined;
+  let tReady = 0;
+  const loop = monitorEventLoopDelay({ resolution: 2 });
+  const totals = async () => {
+    const m = engine!.metrics;
+    const applied = await m.total(m.eventsApplied);
+    const deadLetters = await m.total(m.deadLetters);
+    return { applied, deadLetters, processed: applied + deadLetters };
+  };
+  serve({
+    async start(a: { natsUrl: string; dataDir: string; prefix: string; partitions: number; options?: EngineOptions }) {
+      const t0 = performance.now();
+      engine = await Engine.start({
+        natsUrl: a.natsUrl, embeddedNats: "never", subjectPrefix: a.prefix, partitions: a.partitions, dataDir: a.dataDir, httpPort: -1, logLevel: "warn",
+        ...(a.options ?? {}),
+      });
+      tReady = performance.now();
+      loop.enable();
+      return {
+        startMs: tReady - t0,
+        processedAtReady: (await totals()).processed,
+        workers: engine.config.workers,
+        models: (await engine.metrics.modelInfo.get()).values.map((v) => `${v.labels.model}@${v.labels.version}`),
+        inference: compileInferenceOptions(engine.config.inference),
+      };
+    },
+    /** Waits until `n` events are applied or dead-lettered; ms since ready. */
+    async waitProcessed(a: { n: number; timeoutMs: number }) {
+      const deadline = performance.now() + a.timeoutMs;
+      let n = (await totals()).processed;
+      while (n < a.n && performance.now() < deadline) {
+        await sleep(5);
+        n = (await totals()).processed;
+      }
+      return { processed: n, msSinceReady: performance.now() - tReady, reached: n >= a.n };
+    },
+    async snapshot(): Promise<EngineSnapshot> {
+      const reg = engine!.metrics.registry;
+      const api: Record<string, PromHist> = {};
+      for (const endpoint of ["profile", "recommend"]) api[endpoint] = await promHist(reg, "portrait_api_request_seconds", { endpoint });
+      const s: EngineSnapshot = {
+        ...(await totals()),
+        lagByPartition: await promCounter(reg, "portrait_ingest_lag_messages"),
+        api,
+        apiCodes: await promCounter(reg, "portrait_api_requests_total"),
+        batchMessages: await promHist(reg, "portrait_ingest_batch_size_messages"),
+        batchSeconds: await promHist(reg, "portrait_ingest_batch_seconds"),
+        inference: {
+          batchRows: await promHist(reg, "portrait_inference_batch_rows"),
+          queue: await promHist(reg, "portrait_inference_queue_seconds"),
+          run: await promHist(reg, "portrait_inference_run_seconds"),
+          request: await promHist(reg, "portrait_inference_request_seconds"),
+          rejected: await promCounter(reg, "portrait_inference_rejected_total"),
+        },
+        loop: { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 },
+        heapUsedBytes: process.memoryUsage().heapUsed,
+      };
+      loop.reset();
+      return s;
+    },
+    async stop() {
+      await engine?.close();
+      setImmediate(() => process.exit(0));
+      return true;
+    },
+  });
+}
+
+/** The events of a source, `count` of them: a data set is replayed in rounds with new ids and later timestamps. */
+async function* sourceEvents(src: EventSource, count: number): AsyncGenerator<IEvent> {
+  if (src.kind === "generator") return yield* generateEvents(count, { users: src.users, seed: src.seed });
+  if (src.kind === "simple") return yield* syntheticEvents(count, { users: src.users, seed: src.seed });
+  if (src.kind === "users") {
+    const t0 = Date.UTC(2024, 0, 1);
+    for (let i = 0; i < count; i++) {
+      const u = src.offset + Math.floor(i / src.eventsPerUser);
+      const k = i % src.eventsPerUser;
+      const item = (Math.imul(u, 2654435761) >>> 0) % 100_000;
+      yield {
+        eventId: `scale-${u}-${k}`, userId: `su${u}`, type: k === 0 ? EventType.VIEW : EventType.ADD_TO_CART, timestampMs: t0 + u + k,
+        itemId: `i${item}`, categoryId: `c${item % 4000}`, price: k === 0 ? 0 : 1 + (item % 500), quantity: 0,
+      };
+    }
+    return;
+  }
+  const slice: IEvent[] = [];
+  let lo = Infinity;
+  let hi = -Infinity;
+  for await (const e of readDataset(src.format, src.file)) {
+    slice.push(e);
+    lo = Math.min(lo, e.timestampMs);
+    hi = Math.max(hi, e.timestampMs);
+    if (slice.length >= count) break;
+  }
+  const shiftMs = hi - lo + 60_000;
+  for (let i = 0; i < count; i++) {
+    const round = Math.floor(i / slice.length);
+    const e = slice[i % slice.length]!;
+    yield round === 0 ? e : { ...e, eventId: `${e.eventId}-r${round}`, timestampMs: (e.timestampMs as number) + round * shiftMs };
+  }
+}
+
+function publisherRole(): void {
+  let nc: NatsConnection | undefined;
+  let subjectsOf: string[] = [];
+  let arena = new Uint8Array(0);
+  let offsets = new Uint32Array(0);
+  let parts = new Uint16Array(0);
+  let ids: string[] = [];
+  let n = 0;
+  /** The next prepared event to publish: each is published once, across start() calls. */
+  let cursor = 0;
+  let withMsgId = true;
+  let run: { stop: boolean; sent: number; t0: number; done: Promise<void> } | undefined;
+  serve({
+    /** Pre-encodes this publisher's share of `count` events of the source. */
+    async init(a: { natsUrl: string; prefix: string; partitions: number; source: EventSource; count: number; index: number; of: number; msgId: boolean; idPrefix?: string }) {
+      nc = await connect({ servers: a.natsUrl, name: `bench-publisher-${a.index}`, noAsyncTraces: true });
+      const s = subjects(a.prefix);
+      subjectsOf = Array.from({ length: a.partitions }, (_, p) => s.events(p));
+      withMsgId = a.msgId;
+      const chunks: Uint8Array[] = [];
+      const offs: number[] = [0];
+      const ps: number[] = [];
+      ids = [];
+      const users = new Set<string>();
+      let bytes = 0;
+      for await (const e of sourceEvents(a.source, a.count)) {
+        const p = partitionOf(e.userId!, a.partitions);
+        if (p % a.of !== a.index) continue;
+        const ev = a.idPrefix !== undefined ? { ...e, eventId: `${a.idPrefix}${e.eventId}` } : e;
+        const data = pb.Event.encode(ev).finish();
+        chunks.push(data);
+        bytes += data.length;
+        offs.push(bytes);
+        ps.push(p);
+        ids.push(ev.eventId!);
+        if (a.source.kind !== "users") users.add(ev.userId!);
+      }
+      arena = new Uint8Array(bytes);
+      let o = 0;
+      for (const c of chunks) {
+        arena.set(c, o);
+        o += c.length;
+      }
+      offsets = Uint32Array.from(offs);
+      parts = Uint16Array.from(ps);
+      n = ps.length;
+      cursor = 0;
+      const distinct = a.source.kind === "users" ? new Set(ids.map((id) => id.slice(0, id.lastIndexOf("-")))).size : users.size;
+      return { events: n, users: distinct, bytes };
+    },
+    /** Publishes the next `count` prepared events open-loop at `rate`/s (0 = as fast as possible), for at most maxSeconds. */
+    start(a: { rate: number; count: number; maxSeconds: number }) {
+      if (run !== undefined) throw new Error("already publishing");
+      const count = Math.min(a.count, n - cursor);
+      const r = { stop: false, sent: 0, t0: performance.now(), done: Promise.resolve() };
+      r.done = (async () => {
+        let flushed = 0;
+        while (!r.stop && r.sent < count && performance.now() - r.t0 < a.maxSeconds * 1000) {
+          const due = a.rate === 0 ? count : Math.min(count, Math.floor(((performance.now() - r.t0) * a.rate) / 1000));
+          const upTo = Math.min(due, r.sent + 5000);
+          for (; r.sent < upTo; r.sent++) {
+            const i = cursor++;
+            const data = arena.subarray(offsets[i]!, offsets[i + 1]!);
+            if (withMsgId) {
+              const h = headers();
+              h.set("Nats-Msg-Id", ids[i]!);
+              nc!.publish(subjectsOf[parts[i]!]!, data, { headers: h });
+            } else nc!.publish(subjectsOf[parts[i]!]!, data);
+          }
+          if (r.sent - flushed >= 20_000) {
+            flushed = r.sent;
+            await nc!.flush();
+          }
+          if (a.rate === 0) await new Promise((res) => setImmediate(res));
+          else await sleep(1);
+        }
+        await nc!.flush();
+      })();
+      run = r;
+      return true;
+    },
+    /** Stops publishing (or waits for the run to end by itself with `wait`); what was sent. */
+    async halt(a: { wait?: boolean }) {
+      if (run === undefined) return { sent: 0, seconds: 0 };
+      if (a.wait !== true) run.stop = true;
+      await run.done;
+      const r = { sent: run.sent, seconds: (performance.now() - run.t0) / 1000 };
+      run = undefined;
+      return r;
+    },
+    /** Up to `max` distinct user ids among the prepared events (for queries). */
+    users(a: { max: number }) {
+      const out = new Set<string>();
+      for (let i = 0; i < n && out.size < a.max; i++) out.add(pb.Event.decode(arena.subarray(offsets[i]!, offsets[i + 1]!)).userId);
+      return [...out];
+    },
+    remaining() {
+      return n - cursor;
+    },
+    async stop() {
+      if (run !== undefined) run.stop = true;
+      await run?.done;
+      await nc?.close();
+      setImmediate(() => process.exit(0));
+      return true;
+    },
+  });
+}
+
+function echoRole(): void {
+  let nc: NatsConnection | undefined;
+  let payload = new Uint8Array(0);
+  serve({
+    async start(a: { natsUrl: string; subject: string; replyBytes: number }) {
+      nc = await connect({ servers: a.natsUrl, name: "bench-echo", noAsyncTraces: true });
+      payload = new Uint8Array(a.replyBytes).fill(0x61);
+      nc.subscribe(a.subject, { callback: (err, m: Msg) => (err ? undefined : m.respond(payload)) });
+      await nc.flush();
+      return true;
+    },
+    setPayload(a: { bytes: number }) {
+      payload = new Uint8Array(a.bytes).fill(0x61);
+      return true;
+    },
+    async stop() {
+      await nc?.close();
+      setImmediate(() => process.exit(0));
+      return true;
+    },
+  });
+}
+
+const role = process.env.PORTRAIT_BENCH_ROLE;
+if (role === "engine") engineRole();
+else if (role === "publisher") publisherRole();
+else if (role === "echo") echoRole();
+else throw new Error(`bench/harness/roles: unknown PORTRAIT_BENCH_ROLE ${JSON.stringify(role)}`);

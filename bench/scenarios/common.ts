@@ -1,0 +1,188 @@
+/** Phases shared by the scenarios: loading state, measuring live capacity, freshness probes, query passes. */
+import { headers } from "nats";
+import { partitionOf } from "../../src/bus/partition.js";
+import { EventType, pb } from "../../src/wire/proto.js";
+import { sleep } from "../harness/ipc.js";
+import { newHist, openLoop, pctMs, type Histogram, type PassResult } from "../harness/open-loop.js";
+import { histDelta, type PromHist } from "../harness/prom.js";
+import type { CpuDelta } from "../harness/proc-stats.js";
+import { seededRandom } from "../../src/models/seeded-random.js";
+import type { EngineStart, ResourceSample, Rig } from "../harness/rig.js";
+import type { EngineSnapshot, EventSource } from "../harness/roles.js";
+import { rawPublish } from "../harness/baselines.js";
+import { f2, type Flag, type ScenarioContext } from "./scenario.js";
+
+/** Flags of the synthetic source, shared by the scenarios that use it. */
+export const sourceFlags: Record<string, Flag> = {
+  users: { default: "200000", smoke: "2000", help: "distinct users of the calibrated generator (bench/generator.ts)" },
+  seed: { default: "7", help: "generator seed" },
+  publishers: { default: "2", smoke: "1", help: "publisher processes" },
+};
+
+export function generatorSource(ctx: ScenarioContext): EventSource {
+  return { kind: "generator", users: Number(ctx.flags.users), seed: Number(ctx.flags.seed) };
+}
+
+export interface Loaded {
+  events: number;
+  users: number;
+  /** JetStream publish rate of the preload (stored/s, no engine running). */
+  publishPerSec: number;
+  engine: EngineStart;
+  /** Events/s the engine applied from a full stream after start (the cold apply rate). */
+  applyPerSec: number;
+  /** Engine resources and lag, each second while it applied the preload. */
+  samples: ResourceSample[];
+}
+
+/**
+ * Publishes the prepared events into the stream with no engine running (the
+ * raw publish rate), runs `beforeEngine` (baselines that read the same
+ * stream), then starts the engine and waits until it has applied them all.
+ */
+export async function loadState(rig: Rig, prep: { events: number; users: number }, timeoutMs: number, hooks: { beforeEngine?: () => Promise<void> } = {}): Promise<Loaded> {
+  const pub = await rawPublish(rig, prep.events, timeoutMs);
+  rig.log(`preloaded ${pub.events} events at ${pub.perSec.toFixed(0)}/s`);
+  await hooks.beforeEngine?.();
+  const engine = await rig.startEngine();
+  const sampler = rig.sampleResources(1000);
+  const t0 = performance.now();
+  const done = await rig.waitProcessed(pub.events, timeoutMs);
+  const samples = await sampler.stop();
+  if (!done.reached) throw new Error(`the engine applied ${done.processed} of ${pub.events} events in ${timeoutMs} ms`);
+  const applyPerSec = (pub.events - engine.processedAtReady) / ((performance.now() - t0) / 1000);
+  rig.log(`engine ready in ${engine.startMs.toFixed(0)} ms (models ${engine.models.join(", ")}), applied ${pub.events} at ${applyPerSec.toFixed(0)}/s`);
+  return { events: pub.events, users: prep.users, publishPerSec: pub.perSec, engine, applyPerSec, samples };
+}
+
+/**
+ * Live capacity: publishers at full speed while the engine applies, for
+ * `seconds`; the applied rate over that window. Waits for the backlog to
+ * drain afterwards. `expected` is the count applied before; returns the new one.
+ */
+export async function liveCapacity(rig: Rig, seconds: number, expected: number): Promise<{ perSec: number; published: number; expected: number }> {
+  const s0 = await rig.snapshot();
+  const t0 = performance.now();
+  await rig.startPublishing(0, Number.MAX_SAFE_INTEGER, seconds);
+  const sent = await rig.haltPublishing(true);
+  const s1 = await rig.snapshot();
+  const perSec = (s1.processed - s0.processed) / ((performance.now() - t0) / 1000);
+  const total = expected + sent.sent;
+  const drained = await rig.waitProcessed(total, 300_000);
+  if (!drained.reached) throw new Error(`capacity run: the engine applied ${drained.processed} of ${total}`);
+  rig.log(`live capacity ${perSec.toFixed(0)} events/s (published ${sent.sent} in ${sent.seconds.toFixed(1)} s)`);
+  return { perSec, published: sent.sent, expected: total };
+}
+
+export interface ProbeResult {
+  /** Publish -> change visible in the profile, µs. */
+  freshness: Histogram;
+  /** Profile polls per probe, mean. */
+  pollsPerProbe: number;
+  probes: number;
+  failed: number;
+}
+
+/**
+ * Freshness probes: `concurrency` probe users, each in a loop: note the time,
+ * publish one event for the user, then ask for its profile back to back until
+ * events_applied shows it; the time from publish to the reply that shows it.
+ * The resolution is one profile round trip (the raw request-reply latency is
+ * measured beside it). A pause of `gapMs` between a user's probes keeps the
+ * probes' own query load small.
+ */
+export async function freshnessProbes(rig: Rig, seconds: number, o: { concurrency?: number; gapMs?: number; runId: string; timeoutMs?: number }): Promise<ProbeResult> {
+  const freshness = newHist();
+  const concurrency = o.concurrency ?? 8;
+  const gapMs = o.gapMs ?? 40;
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const end = performance.now() + seconds * 1000;
+  let probes = 0;
+  let polls = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
+    const userId = `probe-${o.runId}-${w}`;
+    const subject = rig.s.events(partitionOf(userId, rig.partitions));
+    let applied = 0;
+    for (let n = 0; performance.now() < end; n++) {
+      const eventId = `${userId}-${n}`;
+      const h = headers();
+      h.set("Nats-Msg-Id", eventId);
+      const data = pb.Event.encode({ eventId, userId, type: EventType.VIEW, timestampMs: Date.now(), itemId: `probe-item-${n % 50}`, categoryId: "probe" }).finish();
+      const t0 = performance.now();
+      rig.nc.publish(subject, data, { headers: h });
+      applied++;
+      let seen = false;
+      while (performance.now() - t0 < timeoutMs) {
+        polls++;
+        const p = await rig.client.getProfile(userId).catch(() => undefined);
+        if (p !== undefined && p.eventsApplied >= applied) {
+          seen = true;
+          break;
+        }
+      }
+      if (seen) {
+        freshness.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
+        probes++;
+      } else failed++;
+      await sleep(gapMs);
+    }
+  }));
+  return { freshness, pollsPerProbe: polls / Math.max(1, probes + failed), probes, failed };
+}
+
+/** Latency percentiles of a histogram as table cells (ms). */
+export const pcts = (h: Histogram, ps: number[] = [50, 99, 99.9]) => ps.map((p) => f2(pctMs(h, p)));
+
+export interface QueryPass {
+  pass: PassResult;
+  /** Engine-side request time (receive to reply) over the pass. */
+  server: PromHist;
+  cpu: CpuDelta;
+  /** Events applied per second during the pass. */
+  appliedPerSec: number;
+  before: EngineSnapshot;
+  after: EngineSnapshot;
+}
+
+/** One open-loop pass of `send` at `rate` for `seconds`, with the engine's own view of it. */
+export async function queryPass(rig: Rig, endpoint: "profile" | "recommend", rate: number, seconds: number, send: () => Promise<unknown>, timeoutMs = 2000): Promise<QueryPass> {
+  const before = await rig.snapshot();
+  const c0 = rig.cpuSample();
+  const pass = await openLoop(rate, seconds, 1000, timeoutMs, send);
+  const c1 = rig.cpuSample();
+  const after = await rig.snapshot();
+  return {
+    pass, before, after, cpu: rig.cpuDelta(c0, c1),
+    server: histDelta(before.api[endpoint]!, after.api[endpoint]!),
+    appliedPerSec: (after.processed - before.processed) / ((c1.t - c0.t) / 1000),
+  };
+}
+
+/** A seeded chooser of query users: known users uniformly, `unknownShare` of ids the engine never saw. */
+export function userChooser(users: string[], unknownShare: number, seed: number): () => string {
+  const rnd = seededRandom(seed);
+  let nobody = 0;
+  return () => (users.length === 0 || rnd() < unknownShare ? `bench-nobody-${nobody++ % 1000}` : users[Math.floor(rnd() * users.length)]!);
+}
+
+/** Up to `max` user ids the publishers have prepared events for. */
+export async function knownUsers(rig: Rig, max: number): Promise<string[]> {
+  const per = await Promise.all(rig.publishers.map((p) => p.call<string[]>("users", { max: Math.ceil(max / rig.publishers.length) }, 300_000)));
+  return per.flat();
+}
+
+/** Least-squares slope of y over x. */
+export function slope(points: Array<[number, number]>): number {
+  const n = points.length;
+  if (n < 2) return NaN;
+  const mx = points.reduce((a, p) => a + p[0], 0) / n;
+  const my = points.reduce((a, p) => a + p[1], 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  }
+  return den > 0 ? num / den : NaN;
+}
