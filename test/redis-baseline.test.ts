@@ -12,7 +12,7 @@ import { subjects } from "../src/bus/subjects.js";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { EVENT_TYPE_NAMES, EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { syntheticEvents } from "../bench/synthetic.js";
-import { measureRedisRaw, runRedisBaseline, type RedisBaselineResult } from "../bench/harness/redis-baseline.js";
+import { measureRedisRaw, measureRedisServerRaw, runRedisBaseline, type RedisBaselineResult } from "../bench/harness/redis-baseline.js";
 import { findRedisServerBinary, pingRedis, RedisServerNotFoundError, startRedisServer, type RedisServerHandle } from "../bench/harness/redis-server.js";
 import { startTestNats } from "./helpers/nats.js";
 
@@ -260,6 +260,18 @@ describe("redis baseline", () => {
     expect(Number.isFinite(perSec)).toBe(true);
     const [, left] = await redis.scan("0", "MATCH", "t-raw:*", "COUNT", 10_000);
     expect(left).toEqual([]);
+  });
+
+  it("redis baseline - measureRedisServerRaw sends exactly n HINCRBYs (raw RESP) and leaves no keys", async () => {
+    const perSec = await measureRedisServerRaw(redisServer.url, 5_000, { keyPrefix: "t-sraw", users: 7, batch: 300, inFlight: 3 });
+    expect(perSec).toBeGreaterThan(0);
+    const [, left] = await redis.scan("0", "MATCH", "t-sraw:*", "COUNT", 10_000);
+    expect(left).toEqual([]);
+    // Exactly n were sent and answered: kept keys sum to n.
+    await measureRedisServerRaw(redisServer.url, 5_000, { keyPrefix: "t-sraw2", users: 7, batch: 300, inFlight: 3, keepKeys: true });
+    let sum = 0;
+    for (let i = 0; i < 7; i++) sum += Number(await redis.hget(`t-sraw2:raw:${i}`, "f"));
+    expect(sum).toBe(5_000);
   });
 
   it("redis baseline - redis-server launcher: clear error without the binary; stop() ends the server", async () => {

@@ -46,6 +46,7 @@
  * users, so it would need hash tags to run on Redis Cluster; standalone only.
  */
 import { AckPolicy, DeliverPolicy, connect, nanos, type ConsumerMessages, type JsMsg, type NatsConnection } from "nats";
+import { connect as netConnect } from "node:net";
 import { Redis } from "ioredis";
 import { ackInfo } from "../../src/bus/partition-consumer.js";
 import { subjects } from "../../src/bus/subjects.js";
@@ -427,12 +428,14 @@ export async function runRedisBaseline(o: RedisBaselineOptions): Promise<RedisBa
 }
 
 /**
- * The raw pipelined HINCRBY rate (commands/s) of this Redis through the same client, with
- * no NATS and no decoding: `n` HINCRBYs over `users` keys (default 100k) in
- * pipelines of `batch` (default 1024) with up to `inFlight` (default 4)
- * pipelines outstanding. The machine's limit for the pipeline mode, which
- * sends 4-5 commands per event. Its keys (`<keyPrefix>:raw:*`) are deleted
- * before and after.
+ * The raw pipelined HINCRBY rate (commands/s) of this Redis through the same
+ * client as the baseline (ioredis), with no NATS and no decoding: `n`
+ * HINCRBYs over `users` keys (default 100k) in pipelines of `batch` (default
+ * 1024) with up to `inFlight` (default 4) pipelines outstanding. The limit of
+ * the pipeline mode, which sends 4-5 commands per event. On this machine it is
+ * bound by the client's per-command JavaScript work, not by Redis: see
+ * measureRedisServerRaw for what the server itself takes. Its keys
+ * (`<keyPrefix>:raw:*`) are deleted before and after.
  */
 export async function measureRedisRaw(
   redisUrl: string,
@@ -472,5 +475,90 @@ export async function measureRedisRaw(
     return n / seconds;
   } finally {
     redis.disconnect();
+  }
+}
+
+/** RESP encoding of one command. */
+function resp(args: string[]): Buffer {
+  let out = `*${args.length}\r\n`;
+  for (const a of args) out += `$${Buffer.byteLength(a)}\r\n${a}\r\n`;
+  return Buffer.from(out);
+}
+
+/**
+ * The pipelined HINCRBY rate (commands/s) that the Redis server itself takes,
+ * with no client library: pre-encoded RESP commands written on one socket
+ * (batches of `batch`, at most `inFlight` batches unanswered) and replies
+ * counted by line. Same keys and defaults as measureRedisRaw; the ratio of
+ * the two is what the JavaScript client costs. Fails after timeoutMs (default
+ * 60000). Its keys are deleted before and, unless keepKeys, after.
+ */
+export async function measureRedisServerRaw(
+  redisUrl: string,
+  n: number,
+  o: { batch?: number; inFlight?: number; users?: number; keyPrefix?: string; timeoutMs?: number; keepKeys?: boolean } = {},
+): Promise<number> {
+  const batch = o.batch ?? 1024;
+  const inFlight = o.inFlight ?? 4;
+  const users = Math.min(o.users ?? 100_000, n);
+  const prefix = `${o.keyPrefix ?? DEFAULT_KEY_PREFIX}:raw`;
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  if (!(n >= 1) || !(batch >= 1) || !(inFlight >= 1) || !(users >= 1)) throw new Error("measureRedisServerRaw: n, batch, inFlight and users must be positive");
+  const u = new URL(redisUrl);
+  const host = u.hostname.replace(/^\[(.*)\]$/, "$1") || "127.0.0.1";
+  const port = u.port ? Number(u.port) : 6379;
+  const cmds = Array.from({ length: users }, (_, i) => resp(["HINCRBY", `${prefix}:${i}`, "f", "1"]));
+  const admin = newRedis(redisUrl);
+  try {
+    await admin.connect();
+    await deleteKeys(admin, `${prefix}:*`);
+    const seconds = await new Promise<number>((resolve, reject) => {
+      const socket = netConnect({ host, port });
+      let sent = 0;
+      let replies = 0;
+      let atLineStart = true;
+      let t0 = 0;
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(() => fail(new Error(`measureRedisServerRaw: ${replies} of ${n} replies within ${timeoutMs} ms`)), timeoutMs);
+      const pump = (): void => {
+        while (sent < n && sent - replies < inFlight * batch) {
+          const end = Math.min(n, sent + batch);
+          const parts: Buffer[] = [];
+          for (let i = sent; i < end; i++) parts.push(cmds[i % users]!);
+          sent = end;
+          socket.write(Buffer.concat(parts));
+        }
+      };
+      socket.on("connect", () => {
+        t0 = performance.now();
+        pump();
+      });
+      socket.on("data", (chunk: Buffer) => {
+        for (let i = 0; i < chunk.length; i++) {
+          const c = chunk[i]!;
+          if (atLineStart && c === 0x2d) return fail(new Error(`redis replied with an error: ${chunk.subarray(i, i + 200).toString("latin1").split("\r\n")[0]}`));
+          atLineStart = c === 0x0a;
+          if (atLineStart) replies++;
+        }
+        if (replies >= n) {
+          const s = (performance.now() - t0) / 1000;
+          clearTimeout(timer);
+          socket.destroy();
+          resolve(s);
+        } else pump();
+      });
+      socket.on("error", (err) => fail(err));
+      socket.on("close", () => {
+        if (replies < n) fail(new Error(`measureRedisServerRaw: connection closed after ${replies} of ${n} replies`));
+      });
+    });
+    if (!o.keepKeys) await deleteKeys(admin, `${prefix}:*`);
+    return n / seconds;
+  } finally {
+    admin.disconnect();
   }
 }
