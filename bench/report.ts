@@ -28,13 +28,16 @@ export function machine(): string {
   return `${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`;
 }
 
-/** Prints an aligned table to stdout. */
-export function printTable(title: string, header: string[], rows: string[][]): void {
+/** An aligned table with its title, the machine and the commit. */
+export function formatTable(title: string, header: string[], rows: string[][]): string {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (r: string[]) => "  " + r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join("  ");
-  console.log(`\n${title} (${machine()}, commit ${commit()})`);
-  console.log(line(header));
-  for (const r of rows) console.log(line(r));
+  return [`\n${title} (${machine()}, commit ${commit()})`, line(header), ...rows.map(line)].join("\n");
+}
+
+/** Prints an aligned table to stdout. */
+export function printTable(title: string, header: string[], rows: string[][]): void {
+  console.log(formatTable(title, header, rows));
 }
 
 /** Appends a titled markdown table with the machine, date, commit and command to bench/RESULTS.md. */

@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { lineChartSvg } from "./harness/chart.js";
-import { appendResults, printTable, repoRoot } from "./report.js";
+import { appendResults, formatTable, repoRoot } from "./report.js";
 import { freshness } from "./scenarios/freshness.js";
 import { maxIngest } from "./scenarios/max-ingest.js";
 import { mixed } from "./scenarios/mixed.js";
@@ -61,10 +61,14 @@ export function usage(s?: Scenario): string {
 export interface RunOutcome { result: ScenarioResult; jsonFile: string; svgFile?: string }
 
 /** Runs one scenario from command-line words (the scenario name first). */
-export async function runBench(argv: string[], log: (s: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<RunOutcome | undefined> {
+export async function runBench(
+  argv: string[],
+  log: (s: string) => void = (m) => process.stderr.write(`${m}\n`),
+  print: (s: string) => void = (m) => console.log(m),
+): Promise<RunOutcome | undefined> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
-    console.log(usage());
+    print(usage());
     return undefined;
   }
   const s = SCENARIOS.find((x) => x.name === name);
@@ -83,7 +87,7 @@ export async function runBench(argv: string[], log: (s: string) => void = (m) =>
   });
   const values = parsed as Record<string, string | boolean | undefined>;
   if (values.help) {
-    console.log(usage(s));
+    print(usage(s));
     return undefined;
   }
   const smoke = values.smoke === true;
@@ -96,8 +100,8 @@ export async function runBench(argv: string[], log: (s: string) => void = (m) =>
   const result = await s.run({ flags, smoke, datasets, log });
   const loadAfter = loadavg().map((x) => x.toFixed(2)).join(" ");
   const notes = [...result.notes, `Load average (1, 5, 15 min) before: ${loadBefore}; after: ${loadAfter} (2 cores: above 2, other processes compete for the CPU).`];
-  printTable(result.title, result.header, result.rows);
-  console.log(notes.map((n) => `- ${n}`).join("\n"));
+  print(formatTable(result.title, result.header, result.rows));
+  print(notes.map((n) => `- ${n}`).join("\n"));
 
   const out = (values.out as string | undefined) ?? (smoke ? mkdtempSync(join(tmpdir(), "portrait-bench-out-")) : join(repoRoot(), "bench", "results"));
   mkdirSync(out, { recursive: true });
