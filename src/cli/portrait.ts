@@ -333,7 +333,7 @@ program.command("bench")
   .argument("[flags...]", "the scenario's flags (--smoke, --no-record, ...)")
   .helpOption(false)
   .allowUnknownOption(true)
-  .action((_scenario: string | undefined, _flags: string[], cmd: Command) => {
+  .action((_scenario: string | undefined, _flags: string[], _opts: unknown, cmd: Command) => {
     // The harness lives in the repository's bench/ (not in the published package); compiled once, then run.
     const runFile = resolve(PACKAGE_ROOT, "bench", "run.ts");
     if (!existsSync(runFile)) throw new PortraitError(ErrorCode.CONFIG, `the load-test harness is not here: ${runFile} is missing (it ships with the repository, not the package)`);
