@@ -28,6 +28,7 @@ import { ShardPool } from "./shard/shard-pool.js";
 import { partitionOf } from "./bus/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
+import type { RecsStats } from "./recs/recs-protocol.js";
 import { Recommender } from "./recs/recommender.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
@@ -248,6 +249,7 @@ export class Engine {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
       maxInflightRecommends: cfg.maxInflightRecommends,
+      maxQueryWaitMs: cfg.maxQueryWaitMs,
       version: VERSION,
     }, {
       recommender,
@@ -274,6 +276,15 @@ export class Engine {
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
+    let recsStats: RecsStats | undefined;
+    this.metrics.workerStats = async () => {
+      // A busy recs worker: the figures it gave last.
+      const asked = recsHost.stats().then((r) => (recsStats = r));
+      asked.catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
+      return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap, itemEventsReceived: recsStats.itemEvents }];
+    };
     this.log.info({
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",
@@ -309,6 +320,17 @@ export class Engine {
   /** Port of the /metrics endpoint, or undefined when off. */
   get httpPort(): number | undefined {
     return this.#ops?.port;
+  }
+
+  /**
+   * Fault injection, for tests only: blocks shard `shard`'s thread for `ms`
+   * (as a very long batch would), starting as soon as the shard reaches this
+   * call; what is sent to the shard afterwards waits. Resolves when the shard
+   * is free again.
+   */
+  faultStallShard(shard: number, ms: number): Promise<void> {
+    if (this.#pool === undefined) return Promise.reject(new Error("the engine is not started"));
+    return this.#pool.faultStall(shard, ms);
   }
 
   /**

@@ -103,4 +103,58 @@ describe("shard - workers on LMDB", () => {
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.error.code).toBe("UNKNOWN_USER");
   });
+
+  it("shard - a query waiting behind handed-over batches is answered before them, and one past its deadline gets OVERLOADED without work", async () => {
+    const dataDir = tmpDir("portrait-shard");
+    dirs.push(dataDir);
+    const p = await pool(dataDir);
+    const user = "carol";
+    const part = partitionOf(user, P);
+    const shard = p.shardOf(part);
+    const ev = (i: number): IEvent => ({ eventId: `c${i}`, userId: user, type: EventType.VIEW, timestampMs: T0 + i, itemId: `i${i}` });
+    expect((await p.applyBatch(batch(part, [ev(0)], 1))).applied).toBe(1);
+    // The shard is blocked; five batches and a query are sent to it meanwhile, in that order.
+    const stalled = p.faultStall(shard, 300);
+    const batches = [1, 2, 3, 4, 5].map((k) => p.applyBatch(batch(part, [ev(k)], k + 1)));
+    let batchesDone = 0;
+    for (const b of batches) void b.then(() => batchesDone++);
+    expect((await profile(p, user)).eventsApplied).toBe(1);
+    expect(batchesDone).toBe(0);
+    await Promise.all(batches);
+    await stalled;
+    expect((await profile(p, user)).eventsApplied).toBe(6);
+
+    // Past its deadline when the shard reaches it: OVERLOADED, saying how long it waited.
+    const blocked = p.faultStall(shard, 400);
+    const now = Date.now();
+    const late = await p.getProfile(part, user, 0, "protobuf", { receivedMs: now, deadlineMs: now + 50 });
+    await blocked;
+    expect(late.ok).toBe(false);
+    if (!late.ok) {
+      expect(late.error.code).toBe("OVERLOADED");
+      expect(late.error.message).toMatch(/waited \d+ ms in the engine before shard \d+ could start it \(allowed 50 ms\)/);
+    }
+    const ctx = await p.getRecContext(part, user, 0, { receivedMs: now, deadlineMs: now });
+    expect(ctx.ok).toBe(false);
+    // In time: answered.
+    const t = Date.now();
+    expect((await p.getProfile(part, user, 0, "protobuf", { receivedMs: t, deadlineMs: t + 60_000 })).ok).toBe(true);
+  });
+
+  it("shard - stats carry the actor count and the thread's heap, also piggy-backed on batch results", async () => {
+    const dataDir = tmpDir("portrait-shard");
+    dirs.push(dataDir);
+    const p = await pool(dataDir);
+    const r = await p.applyBatch(batch(partitionOf("dave", P), [{ eventId: "d0", userId: "dave", type: EventType.VIEW, timestampMs: T0, itemId: "x" }], 1));
+    expect(r.stats.actorsCached).toBe(1);
+    expect(r.stats.heap.usedBytes).toBeGreaterThan(1e6);
+    const all = await p.stats();
+    expect(all.map((s) => s.shard).sort()).toEqual([0, 1]);
+    for (const s of all) {
+      expect(s.heap.usedBytes).toBeGreaterThan(1e6);
+      expect(s.heap.totalBytes).toBeGreaterThanOrEqual(s.heap.usedBytes);
+      expect(s.heap.totalBytes).toBeLessThan(2 ** 32);
+      expect(s.queuedTasks).toBe(0);
+    }
+  });
 });

@@ -12,7 +12,7 @@ import { partitionOf } from "../bus/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { ProfileResult, ReplyEncoding } from "../shard/shard-protocol.js";
+import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../shard/shard-protocol.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
 import { pb, plainBytes } from "../wire/proto.js";
 
@@ -20,7 +20,7 @@ import { pb, plainBytes } from "../wire/proto.js";
 export const ERROR_CODE_HEADER = "Portrait-Error-Code";
 
 export interface ProfileSource {
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding): Promise<ProfileResult>;
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;
 }
 
 /** Catalog upserts: validate and apply (the recs worker), then keep (the catalog stream). */
@@ -41,6 +41,12 @@ export interface ApiOptions {
   maxInflightQueries: number;
   /** Most recommendations in flight at once (they cost ~4 ms of CPU each); above it they get OVERLOADED at once. */
   maxInflightRecommends: number;
+  /**
+   * Most time a profile or recommend query may spend in the engine, from its
+   * arrival to its answer, ms: past it the query gets OVERLOADED (and a shard
+   * that reaches it later skips it).
+   */
+  maxQueryWaitMs: number;
   version: string;
 }
 
@@ -152,6 +158,19 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
 /** Which in-flight bounds a request counts against: none, the query bound, or the query and the recommendation bounds. */
 type Bound = "none" | "query" | "recommend";
 
+type Work = (msg: ServiceMsg, encoding: ReplyEncoding, deadline: QueryDeadline | undefined) => Promise<Uint8Array>;
+
+/** The work's result, or OVERLOADED once the deadline passes first (the work goes on, and is skipped where it checks the deadline). */
+function beforeDeadline<T>(work: Promise<T>, d: QueryDeadline): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const shed = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new OverloadedError(
+      `no answer within ${Date.now() - d.receivedMs} ms of the query's arrival (maxQueryWaitMs ${d.deadlineMs - d.receivedMs}): ` +
+      "the shard holding this user is busy; try again later")), Math.max(0, d.deadlineMs - Date.now()));
+  });
+  return Promise.race([work, shed]).finally(() => clearTimeout(timer));
+}
+
 export class QueryApi {
   readonly #service: Service;
   #inflight = 0;
@@ -174,7 +193,8 @@ export class QueryApi {
     const api = new QueryApi(service);
     const alog = log.child({ component: "api" });
     /** Registers one endpoint; its replies go through #serve (bounds, typed errors, metrics). */
-    const endpoint = (name: string, subject: string, metric: string, bound: Bound, work: (msg: ServiceMsg, encoding: ReplyEncoding) => Promise<Uint8Array>) => {
+    /** `shed`: the query gets OVERLOADED when not answered within maxQueryWaitMs (read-only queries; a forget is never cut short). */
+    const endpoint = (name: string, subject: string, metric: string, bound: Bound, shed: boolean, work: Work) => {
       service.addEndpoint(name, {
         subject,
         handler: (err, msg) => {
@@ -182,7 +202,7 @@ export class QueryApi {
             alog.error({ err, endpoint: name }, "endpoint failed");
             return;
           }
-          void api.#serve(msg, metric, bound, o, metrics, alog, work).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
+          void api.#serve(msg, metric, bound, shed, o, metrics, alog, work).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
         },
       });
     };
@@ -190,13 +210,13 @@ export class QueryApi {
       encoding === "json" ? encoder.encode(JSON.stringify(r)) : type.encode(r).finish();
     if (extra.recommender !== undefined) {
       const rec = extra.recommender;
-      endpoint("recommend", s.recommend, "recommend", "recommend", async (msg, enc) =>
-        reply(enc, await rec.recommend(parseRecommendRequest(msg.data, enc)), pb.RecommendReply));
+      endpoint("recommend", s.recommend, "recommend", "recommend", true, async (msg, enc, deadline) =>
+        reply(enc, await rec.recommend(parseRecommendRequest(msg.data, enc), deadline), pb.RecommendReply));
     }
     if (extra.catalog !== undefined) {
       const sink = extra.catalog;
       // Protobuf only: an upsert is applied, then stored, then acknowledged with an empty reply.
-      endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", async (msg) => {
+      endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", false, async (msg) => {
         const r = await sink.upsert(msg.data);
         if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
         await sink.store(msg.data);
@@ -205,12 +225,12 @@ export class QueryApi {
     }
     if (extra.forget !== undefined) {
       const sink = extra.forget;
-      endpoint("user-forget", s.forget, "user.forget", "query", async (msg, enc) =>
+      endpoint("user-forget", s.forget, "user.forget", "query", false, async (msg, enc) =>
         reply(enc, await sink.forget(parseForgetRequest(msg.data, enc)), pb.ForgetReply));
     }
-    endpoint("profile-get", s.profileGet, "profile.get", "query", async (msg, enc) => {
+    endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
-      const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc);
+      const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline);
       if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
       return r.body;
     });
@@ -218,14 +238,17 @@ export class QueryApi {
   }
 
   /**
-   * Runs one request: the in-flight bounds (OVERLOADED beyond them), the
-   * reply or a typed error reply in the request's encoding, and the metrics.
+   * Runs one request: the in-flight bounds and the wait bound (OVERLOADED
+   * beyond them), the reply or a typed error reply in the request's encoding,
+   * and the metrics. A query cut short by the wait bound keeps its in-flight
+   * place until its work has really ended.
    */
   async #serve(
-    msg: ServiceMsg, metric: string, bound: Bound, o: ApiOptions, metrics: EngineMetrics, log: Logger,
-    work: (msg: ServiceMsg, encoding: ReplyEncoding) => Promise<Uint8Array>,
+    msg: ServiceMsg, metric: string, bound: Bound, shed: boolean, o: ApiOptions, metrics: EngineMetrics, log: Logger, work: Work,
   ): Promise<void> {
     const t0 = performance.now();
+    const receivedMs = Date.now();
+    const deadline = shed ? { receivedMs, deadlineMs: receivedMs + o.maxQueryWaitMs } : undefined;
     // Catalog upserts are protobuf only, so their errors are too.
     const encoding = bound === "none" ? "protobuf" : encodingOf(msg.data);
     let code: string = "OK";
@@ -236,12 +259,13 @@ export class QueryApi {
       }
       if (bound !== "none") this.#inflight++;
       if (bound === "recommend") this.#inflightRecommends++;
-      try {
-        msg.respond(await work(msg, encoding));
-      } finally {
+      const running = (async () => work(msg, encoding, deadline))();
+      const release = () => {
         if (bound !== "none") this.#inflight--;
         if (bound === "recommend") this.#inflightRecommends--;
-      }
+      };
+      running.then(release, release);
+      msg.respond(await (deadline !== undefined ? beforeDeadline(running, deadline) : running));
     } catch (err) {
       const w = toWire(err);
       code = w.code;

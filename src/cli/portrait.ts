@@ -99,6 +99,7 @@ function engineFlags(cmd: Command): Command {
     .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
     .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, 1024)
     .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, 8192)
+    .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, 1000)
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", BUNDLED_MODELS_DIR)
@@ -113,7 +114,7 @@ function engineFlags(cmd: Command): Command {
 
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
-  maxBatch: number; maxAckPending: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+  maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
   models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
   faultKillBeforeAck?: number;
   pseudonymKeyFile?: string;
@@ -132,6 +133,7 @@ function engineOptions(f: EngineFlags) {
     ...natsSecurityOptions(f),
     maxBatchMessages: f.maxBatch,
     maxAckPending: f.maxAckPending,
+    maxQueryWaitMs: f.maxQueryWaitMs,
     logLevel: f.logLevel,
     profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
     modelsDir: f.models,

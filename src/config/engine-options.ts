@@ -79,6 +79,16 @@ export interface EngineOptions {
    * 0.25 s of work at ~4 ms of CPU each on this 2-core machine).
    */
   maxInflightRecommends?: number;
+  /**
+   * Most time a profile or recommend query may wait in the engine, from its
+   * arrival on the engine's connection to its answer, ms. A query not answered
+   * by then (its user's shard is busy with a long queue of batches, or the
+   * machine is starved of CPU) is answered OVERLOADED at that moment, and the
+   * shard skips it when it gets to it. Keep it under the clients' request
+   * timeout (PortraitClient's default is 5000 ms) so that callers get
+   * OVERLOADED rather than TIMEOUT. Default 1000.
+   */
+  maxQueryWaitMs?: number;
   /** Initial LMDB map size, bytes (it grows). Default 1 GiB. */
   mapSizeBytes?: number;
   /** Host and port of the /metrics, /healthz, /readyz endpoint; port 0 = any free port, -1 = off. Default 127.0.0.1:9464. */
@@ -157,6 +167,7 @@ export interface EngineConfig {
   readonly maxActorsPerShard: number;
   readonly maxInflightQueries: number;
   readonly maxInflightRecommends: number;
+  readonly maxQueryWaitMs: number;
   readonly mapSizeBytes: number;
   readonly httpHost: string;
   readonly httpPort: number;
@@ -176,7 +187,7 @@ export interface EngineConfig {
 const KEYS: ReadonlySet<string> = new Set([
   "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "natsNkeySeedFile", "natsCredsFile", "natsTlsCaFile", "natsTlsCertFile", "natsTlsKeyFile", "dataDir", "partitions", "workers", "subjectPrefix",
   "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs", "tombstoneRetentionMs",
-  "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "mapSizeBytes",
+  "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "maxQueryWaitMs", "mapSizeBytes",
   "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
   "pseudonymKeyFile",
 ]);
@@ -262,6 +273,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? 200_000, 1),
     maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? 4096, 1),
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? 64, 1),
+    maxQueryWaitMs: int("maxQueryWaitMs", o.maxQueryWaitMs ?? 1000, 1, 3_600_000),
     mapSizeBytes: int("mapSizeBytes", o.mapSizeBytes ?? 2 ** 30, 2 ** 20),
     httpHost: str("httpHost", o.httpHost) ?? "127.0.0.1",
     httpPort: int("httpPort", o.httpPort ?? 9464, -1, 65535),

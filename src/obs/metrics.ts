@@ -4,7 +4,17 @@
  * histograms. Served at GET /metrics by the engine's HTTP server.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { ShardStats } from "../shard/shard-protocol.js";
+import type { HeapStats, ShardStats } from "../shard/shard-protocol.js";
+import { heapStats } from "./heap.js";
+
+/** The memory of the threads other than the shards and main, as the engine last heard it. */
+export interface WorkerThreadStats {
+  /** Thread name in `portrait_thread_heap_bytes{thread}`, e.g. "recs". */
+  thread: string;
+  heap: HeapStats;
+  /** The recs worker: item events it has taken from the shards' ports. */
+  itemEventsReceived?: number;
+}
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
 const BATCH_BUCKETS = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
@@ -13,6 +23,8 @@ export class EngineMetrics {
   readonly registry = new Registry();
   /** Where the actor-cache gauge reads from at scrape time; set by the engine. */
   shardStats: () => Promise<ShardStats[]> = () => Promise.resolve([]);
+  /** Where the per-thread heap gauge reads the other workers from; set by the engine. */
+  workerStats: () => Promise<WorkerThreadStats[]> = () => Promise.resolve([]);
   readonly eventsApplied = new Counter({
     name: "portrait_ingest_events_applied_total",
     help: "Events applied to profiles and committed.",
@@ -88,7 +100,45 @@ export class EngineMetrics {
     labelNames: ["shard"] as const,
     registers: [this.registry],
     collect: async () => {
-      for (const st of await this.shardStats()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
+      for (const st of await this.#scrapeShards()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
+    },
+  });
+  readonly shardQueuedTasks = new Gauge({
+    name: "portrait_shard_queued_tasks",
+    help: "Batches and forgets handed to a shard and not started yet, by shard (queries are answered between two of them).",
+    labelNames: ["shard"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.#scrapeShards()) this.shardQueuedTasks.set({ shard: String(st.shard) }, st.queuedTasks);
+    },
+  });
+  readonly threadHeap = new Gauge({
+    name: "portrait_thread_heap_bytes",
+    help: "V8 heap of each engine thread (main, shard-<i>, recs), bytes: used, total (reserved by V8), external (ArrayBuffers and other off-heap memory V8 accounts to the thread). A busy shard's figures are those its last batch reported.",
+    labelNames: ["thread", "kind"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const set = (thread: string, h: HeapStats) => {
+        this.threadHeap.set({ thread, kind: "used" }, h.usedBytes);
+        this.threadHeap.set({ thread, kind: "total" }, h.totalBytes);
+        this.threadHeap.set({ thread, kind: "external" }, h.externalBytes);
+      };
+      set("main", heapStats());
+      const [shards, workers] = await Promise.all([this.#scrapeShards(), this.#scrapeWorkers()]);
+      for (const st of shards) set(`shard-${st.shard}`, st.heap);
+      for (const w of workers) set(w.thread, w.heap);
+    },
+  });
+  readonly recsItemEventsQueued = new Gauge({
+    name: "portrait_recs_item_events_queued",
+    help: "Item events the shards posted to the recs worker and it has not taken yet (its input queue, which has no bound).",
+    registers: [this.registry],
+    collect: async () => {
+      const [shards, workers] = await Promise.all([this.#scrapeShards(), this.#scrapeWorkers()]);
+      const received = workers.find((w) => w.itemEventsReceived !== undefined)?.itemEventsReceived;
+      if (received !== undefined && shards.length > 0) {
+        this.recsItemEventsQueued.set(Math.max(0, shards.reduce((n, st) => n + st.itemEventsPosted, 0) - received));
+      }
     },
   });
   readonly modelInfo = new Gauge({
@@ -141,6 +191,27 @@ export class EngineMetrics {
   });
 
   #watermarkMs = 0;
+  #shardScrape: Promise<ShardStats[]> | undefined;
+  #workerScrape: Promise<WorkerThreadStats[]> | undefined;
+
+  /** One shardStats() call shared by the gauges of a scrape (their collects run concurrently). */
+  #scrapeShards(): Promise<ShardStats[]> {
+    if (this.#shardScrape === undefined) {
+      const p = this.shardStats().catch(() => []);
+      this.#shardScrape = p;
+      void p.finally(() => (this.#shardScrape = undefined));
+    }
+    return this.#shardScrape;
+  }
+
+  #scrapeWorkers(): Promise<WorkerThreadStats[]> {
+    if (this.#workerScrape === undefined) {
+      const p = this.workerStats().catch(() => []);
+      this.#workerScrape = p;
+      void p.finally(() => (this.#workerScrape = undefined));
+    }
+    return this.#workerScrape;
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });

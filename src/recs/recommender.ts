@@ -5,9 +5,9 @@
  * Without a DeepFM model, candidates are ranked by their source prior.
  */
 import { randomUUID } from "node:crypto";
-import { PortraitError } from "../errors.js";
+import { OverloadedError, PortraitError } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
-import type { RecContextResult } from "../shard/shard-protocol.js";
+import type { QueryDeadline, RecContextResult } from "../shard/shard-protocol.js";
 import type { RecsHost } from "./recs-host.js";
 
 export interface RecommendQuery {
@@ -31,7 +31,7 @@ export interface RecommendView {
 }
 
 export interface ContextSource {
-  getRecContext(partition: number, userId: string, asOfMs: number): Promise<RecContextResult>;
+  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline): Promise<RecContextResult>;
 }
 
 export class Recommender {
@@ -51,9 +51,11 @@ export class Recommender {
     return this.#pool?.version ?? "";
   }
 
-  async recommend(q: RecommendQuery): Promise<RecommendView> {
-    const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs);
+  /** `deadline`: past it the remaining steps are skipped (OVERLOADED; the API has answered the caller already). */
+  async recommend(q: RecommendQuery, deadline?: QueryDeadline): Promise<RecommendView> {
+    const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs, deadline);
     if (!ctx.ok) throw new PortraitError(ctx.error.code, ctx.error.message);
+    if (deadline !== undefined && Date.now() > deadline.deadlineMs) throw new OverloadedError("the recommendation's deadline passed before its candidates");
     const prep = await this.#recs.prepare({
       userId: q.userId, context: ctx.context, exclude: q.exclude, count: q.candidates,
       ...(q.categoryId !== "" ? { category: q.categoryId } : {}),

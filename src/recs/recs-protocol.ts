@@ -3,7 +3,7 @@
  * recommendation request asks for and what comes back (candidates, and
  * their DeepFM rows as typed arrays, transferred).
  */
-import type { RecContext } from "../shard/shard-protocol.js";
+import type { HeapStats, RecContext } from "../shard/shard-protocol.js";
 import type { WireError } from "../errors.js";
 import type { RecsOptions } from "./recs-options.js";
 import type { CandidateSource } from "./candidates.js";
@@ -49,6 +49,7 @@ export interface RecsStats {
   trendingItems: number;
   itemEvents: number;
   upserts: number;
+  heap: HeapStats;
 }
 
 export interface RecsApi {

@@ -15,6 +15,7 @@ import { EVENT_WEIGHTS } from "../actors/user-profile.js";
 import { BadRequestError, toWire } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
+import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import type { ItemEventBatch, ItemEventMessage } from "../shard/shard-protocol.js";
 import { pb, plainBytes } from "../wire/proto.js";
@@ -148,7 +149,7 @@ class Recs implements RecsApi {
   stats(): RecsStats {
     return {
       items: this.#index.catalog.size, covisitationItems: this.#index.covisitation.size, trendingItems: this.#index.trending.size,
-      itemEvents: this.#itemEvents, upserts: this.#upserts,
+      itemEvents: this.#itemEvents, upserts: this.#upserts, heap: heapStats(),
     };
   }
 

@@ -10,7 +10,12 @@ import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import type { MessagePort, Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
 import { spawnWorker } from "./spawn-worker.js";
-import type { BatchResult, EventBatch, ForgetResult, ProfileResult, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats } from "./shard-protocol.js";
+import type {
+  BatchResult, EventBatch, ForgetResult, ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats,
+} from "./shard-protocol.js";
+
+/** How long a metrics scrape waits for a busy shard's stats before using the ones its last batch carried, ms. */
+const STATS_WAIT_MS = 250;
 
 export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents">;
 
@@ -20,6 +25,8 @@ interface ShardHandle {
   /** Rejects when the worker exits; never resolves. */
   exited: Promise<never>;
   alive: boolean;
+  /** The latest stats heard from the shard (a batch result or a stats call). */
+  last: ShardStats | undefined;
 }
 
 export class ShardPool {
@@ -48,7 +55,7 @@ export class ShardPool {
     const shards: ShardHandle[] = [];
     for (let i = 0; i < workers; i++) {
       const worker = spawnWorker(import.meta.url, "shard.worker", `portrait-shard-${i}`);
-      const handle: ShardHandle = { worker, api: Comlink.wrap<ShardApi>(nodeEndpoint(worker)), exited: undefined as never, alive: true };
+      const handle: ShardHandle = { worker, api: Comlink.wrap<ShardApi>(nodeEndpoint(worker)), exited: undefined as never, alive: true, last: undefined };
       handle.exited = new Promise<never>((_, reject) => {
         const fail = (why: string) => {
           if (!handle.alive) return;
@@ -96,17 +103,26 @@ export class ShardPool {
   applyBatch(batch: EventBatch): Promise<BatchResult> {
     const s = this.#shards[this.shardOf(batch.partition)]!;
     const transfer = [batch.data.buffer, batch.offsets.buffer, batch.seqs.buffer] as ArrayBuffer[];
-    return this.#call(s, () => s.api.applyBatch(Comlink.transfer(batch, transfer)));
+    return this.#call(s, () => s.api.applyBatch(Comlink.transfer(batch, transfer))).then((r) => {
+      s.last = r.stats;
+      return r;
+    });
   }
 
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding): Promise<ProfileResult> {
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult> {
     const s = this.#shards[this.shardOf(partition)]!;
-    return this.#call<ProfileResult>(s, () => s.api.getProfile(userId, asOfMs, encoding));
+    return this.#call<ProfileResult>(s, () => s.api.getProfile(userId, asOfMs, encoding, deadline));
   }
 
-  getRecContext(partition: number, userId: string, asOfMs: number): Promise<RecContextResult> {
+  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline): Promise<RecContextResult> {
     const s = this.#shards[this.shardOf(partition)]!;
-    return this.#call<RecContextResult>(s, () => s.api.getRecContext(userId, asOfMs));
+    return this.#call<RecContextResult>(s, () => s.api.getRecContext(userId, asOfMs, deadline));
+  }
+
+  /** Fault injection, tests only: blocks the shard's thread for `ms` once it reaches this call; resolves when it is free again. */
+  faultStall(shard: number, ms: number): Promise<void> {
+    const s = this.#shards[shard]!;
+    return this.#call(s, () => s.api.faultStall(ms));
   }
 
   /** Forgets a user in the partition's shard (ShardApi.forget). */
@@ -115,8 +131,22 @@ export class ShardPool {
     return this.#call<ForgetResult>(s, () => s.api.forget(userId));
   }
 
+  /**
+   * Every live shard's stats: asked for, or, when a shard does not answer
+   * within 250 ms (a long batch), the ones its last batch carried.
+   */
   stats(): Promise<ShardStats[]> {
-    return Promise.all(this.#shards.filter((s) => s.alive).map((s) => this.#call(s, () => s.api.stats())));
+    return Promise.all(this.#shards.filter((s) => s.alive).map(async (s) => {
+      const asked = this.#call(s, () => s.api.stats()).then((st) => (s.last = st));
+      asked.catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), s.last === undefined ? 10 * STATS_WAIT_MS : STATS_WAIT_MS)));
+      try {
+        return (await Promise.race([asked, late])) ?? s.last;
+      } finally {
+        clearTimeout(timer);
+      }
+    })).then((all) => all.filter((st): st is ShardStats => st !== undefined));
   }
 
   /** Closes every shard's store (waiting for pending commits), then stops the threads. Idempotent. */

@@ -112,6 +112,18 @@ export interface BatchResult {
   lstmMs: number;
   /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
   feedback: Record<string, [number, number]>;
+  /** The shard's stats after the batch (piggy-backed, so the metrics need not wait behind a busy shard). */
+  stats: ShardStats;
+}
+
+/**
+ * When a query arrived in the engine and by when it must be started (Unix
+ * epoch ms, one clock for every thread): a shard that reaches the query after
+ * `deadlineMs` answers OVERLOADED without doing the work.
+ */
+export interface QueryDeadline {
+  receivedMs: number;
+  deadlineMs: number;
 }
 
 /** What a recommendation request needs from the user's profile. */
@@ -141,18 +153,32 @@ export type ReplyEncoding = "protobuf" | "json";
 /** A profile reply, encoded by the worker, or an error. */
 export type ProfileResult = { ok: true; body: Uint8Array } | { ok: false; error: WireError };
 
+/** V8 heap of one thread, bytes (v8.getHeapStatistics()). */
+export interface HeapStats {
+  usedBytes: number;
+  totalBytes: number;
+  /** Off-heap memory V8 accounts to the isolate: ArrayBuffers (transferred batches) and the like. */
+  externalBytes: number;
+}
+
 export interface ShardStats {
   shard: number;
   actorsCached: number;
   pendingWrites: number;
+  /** Tasks (batches, forgets) received and not yet started: the shard's backlog. */
+  queuedTasks: number;
+  /** Item events posted to the recs worker since start. */
+  itemEventsPosted: number;
+  heap: HeapStats;
 }
 
 /** What a shard worker exposes over comlink. */
 export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<BatchResult>;
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult;
-  getRecContext(userId: string, asOfMs: number): RecContextResult;
+  /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult;
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult;
   /**
    * Removes the user's actor and stored state. Ordered with the batches: a
    * batch applied before it cannot bring the state back, one applied after it
@@ -161,6 +187,8 @@ export interface ShardApi {
    */
   forget(userId: string): Promise<ForgetResult>;
   stats(): ShardStats;
+  /** Fault injection, tests only: blocks the thread for `ms` (queued behind the batches handed over before it). */
+  faultStall(ms: number): Promise<void>;
   /** Waits for pending commits and closes the store. */
   close(): Promise<void>;
 }

@@ -8,6 +8,11 @@
  * next batch can be applied while that commit flushes. The reply for a batch
  * is sent when its commit resolves; commits resolve in order.
  *
+ * Batches and forgets are tasks run in arrival order, one per event-loop turn
+ * (setImmediate), so that a query that arrives while batches are queued is
+ * answered between two of them rather than after all of them; a query whose
+ * deadline passed before it got here is answered OVERLOADED without work.
+ *
  * User ids are pseudonymised here when a key is configured (events after
  * decoding, queries on arrival; src/shard/pseudonym.ts): actors, LMDB and the
  * recs worker see only the pseudonym. A forget is ordered with the batches
@@ -18,19 +23,20 @@ import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { parentPort } from "node:worker_threads";
 import { applyEvent, newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
-import { ErrorCode, PortraitError, UnknownUserError, toWire } from "../errors.js";
+import { ErrorCode, OverloadedError, PortraitError, UnknownUserError, toWire, type WireError } from "../errors.js";
 import { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
+import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType, pb } from "../wire/proto.js";
 import { pseudonymiser, type Pseudonymise } from "./pseudonym.js";
 import type {
-  BatchResult, DeadLetter, EventBatch, ForgetResult, ForgetUserMessage, ItemEventBatch, ProfileResult, RecContext, RecContextResult, ReplyEncoding,
-  ShardApi, ShardInit, ShardReady, ShardStats,
+  BatchResult, DeadLetter, EventBatch, ForgetResult, ForgetUserMessage, ItemEventBatch, ProfileResult, QueryDeadline, RecContext, RecContextResult,
+  ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats,
 } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
@@ -92,6 +98,47 @@ class Shard implements ShardApi {
   #watermarkMs = 0;
   #lstm: LstmRuntime | undefined;
   #churn: ChurnModel | undefined;
+  /** Batches and forgets not started yet, in arrival order (see the header). */
+  #tasks: Array<() => void> = [];
+  #taskHead = 0;
+  #pumping = false;
+  #itemEventsPosted = 0;
+
+  /** Runs `f` after every task received before it, in its own event-loop turn. */
+  #task<T>(f: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#tasks.push(() => f().then(resolve, reject));
+      if (!this.#pumping) {
+        this.#pumping = true;
+        setImmediate(this.#pump);
+      }
+    });
+  }
+
+  readonly #pump = (): void => {
+    const f = this.#tasks[this.#taskHead]!;
+    this.#tasks[this.#taskHead++] = undefined as never;
+    if (this.#taskHead === this.#tasks.length) {
+      this.#tasks = [];
+      this.#taskHead = 0;
+    }
+    try {
+      f();
+    } finally {
+      // Queries (and new tasks) that arrived meanwhile are taken before the next task.
+      if (this.#taskHead < this.#tasks.length) setImmediate(this.#pump);
+      else this.#pumping = false;
+    }
+  };
+
+  /** OVERLOADED when the query's deadline passed before this shard could start it. */
+  #late(deadline: QueryDeadline | undefined): WireError | undefined {
+    if (deadline === undefined) return undefined;
+    const now = Date.now();
+    if (now <= deadline.deadlineMs) return undefined;
+    return toWire(new OverloadedError(`the query waited ${now - deadline.receivedMs} ms in the engine before shard ${this.#init.shard} could start it ` +
+      `(allowed ${deadline.deadlineMs - deadline.receivedMs} ms); try again later`));
+  }
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#init = init;
@@ -174,12 +221,14 @@ class Shard implements ShardApi {
   }
 
   applyBatch(batch: EventBatch): Promise<BatchResult> {
-    // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
-    const run = this.#applyBatch(batch);
-    const done = run.then(() => undefined, () => undefined);
-    this.#inflight.add(done);
-    void done.then(() => this.#inflight.delete(done));
-    return run;
+    return this.#task(() => {
+      // The apply runs synchronously in this turn; `done` settles once the batch committed and posted its item events.
+      const run = this.#applyBatch(batch);
+      const done = run.then(() => undefined, () => undefined);
+      this.#inflight.add(done);
+      void done.then(() => this.#inflight.delete(done));
+      return run;
+    });
   }
 
   async #applyBatch(batch: EventBatch): Promise<BatchResult> {
@@ -257,11 +306,14 @@ class Shard implements ShardApi {
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
-    if (items !== undefined && items.itemIds.length > 0) this.#init.itemEvents!.postMessage(items);
+    if (items !== undefined && items.itemIds.length > 0) {
+      this.#init.itemEvents!.postMessage(items);
+      this.#itemEventsPosted += items.itemIds.length;
+    }
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
-      lstmSteps: steps.length, lstmMs, feedback,
+      lstmSteps: steps.length, lstmMs, feedback, stats: this.stats(),
     };
   }
 
@@ -270,7 +322,9 @@ class Shard implements ShardApi {
     return this.#actors.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding): ProfileResult {
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult {
+    const late = this.#late(deadline);
+    if (late !== undefined) return { ok: false, error: late };
     try {
       const state = this.#state(this.#key(userId));
       if (state === undefined) {
@@ -292,7 +346,9 @@ class Shard implements ShardApi {
   }
 
   /** What a recommendation needs from the user's profile (known false when the user has none). */
-  getRecContext(userId: string, asOfMs: number): RecContextResult {
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
+    const late = this.#late(deadline);
+    if (late !== undefined) return { ok: false, error: late };
     try {
       const userKey = this.#key(userId);
       const state = this.#state(userKey);
@@ -336,7 +392,12 @@ class Shard implements ShardApi {
     return out;
   }
 
-  async forget(userId: string): Promise<ForgetResult> {
+  forget(userId: string): Promise<ForgetResult> {
+    // A task, so that it is ordered with the batches received before and after it.
+    return this.#task(() => this.#forget(userId));
+  }
+
+  async #forget(userId: string): Promise<ForgetResult> {
     const key = this.#key(userId);
     const existed = this.#actors.has(key) || (!this.#erasing.has(key) && this.#store.hasState(key));
     // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
@@ -359,7 +420,15 @@ class Shard implements ShardApi {
   }
 
   stats(): ShardStats {
-    return { shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites };
+    return {
+      shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites,
+      queuedTasks: this.#tasks.length - this.#taskHead, itemEventsPosted: this.#itemEventsPosted, heap: heapStats(),
+    };
+  }
+
+  async faultStall(ms: number): Promise<void> {
+    // Blocks this thread now, in the message's turn: whatever was sent after it waits.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   }
 
   async close(): Promise<void> {
