@@ -68,6 +68,8 @@ export class Rig {
   readonly client: PortraitClient;
   readonly log: (s: string) => void;
   #children: Child[] = [];
+  /** Events each publisher prepared (its partitions' share of the source). */
+  #prepared: number[] = [];
 
   private constructor(
     readonly work: string,
@@ -130,15 +132,23 @@ export class Rig {
         natsUrl: this.server.url, prefix: this.s.prefix, partitions: this.partitions, source, count, index, of: this.publishers.length,
         msgId: o.msgId ?? true, ...(o.idPrefix !== undefined ? { idPrefix: o.idPrefix } : {}),
       }, 600_000)));
+    this.#prepared = r.map((x) => x.events);
     const events = r.reduce((x, y) => x + y.events, 0);
     // Publishers own disjoint partitions, so their users are disjoint too.
     return { events, users: r.reduce((x, y) => x + y.users, 0), meanBytes: r.reduce((x, y) => x + y.bytes, 0) / Math.max(1, events) };
   }
 
-  /** Starts every publisher: `rate` events/s in all (0 = as fast as they can), at most `count` in all, for at most maxSeconds. */
+  /**
+   * Starts every publisher: `rate` events/s in all (0 = as fast as they can),
+   * at most `count` in all, for at most maxSeconds. Each publisher takes its
+   * share of the rate and count in proportion to the events it prepared.
+   */
   async startPublishing(rate: number, count: number, maxSeconds: number): Promise<void> {
-    const n = this.publishers.length;
-    await Promise.all(this.publishers.map((p) => p.call("start", { rate: rate / n, count: Math.ceil(count / n), maxSeconds })));
+    const total = this.#prepared.reduce((x, y) => x + y, 0);
+    await Promise.all(this.publishers.map((p, i) => {
+      const share = total > 0 ? this.#prepared[i]! / total : 1 / this.publishers.length;
+      return p.call("start", { rate: rate * share, count: Math.round(Math.min(count, total) * share), maxSeconds });
+    }));
   }
 
   /** Stops the publishers (or, with wait, lets them finish); events sent in all. */

@@ -29,7 +29,7 @@ export const maxIngest: Scenario = {
       const prep = await rig.preparePublishers(generatorSource(ctx), N);
       ctx.log(`prepared ${prep.events} events (${prep.meanBytes.toFixed(0)} B mean) in ${rig.publishers.length} publishers`);
       // Raw consume runs on the preloaded stream before the engine exists, then the Redis baseline, then the engine.
-      const consume = async () => rawConsume(rig, prep.events, { timeoutMs, maxMessages: 2048 });
+      const consume = async () => rawConsume(rig, await rig.streamMessages(), { timeoutMs, maxMessages: 2048 });
       let raw: { perSec: number } | undefined;
       let redis: Array<{ mode: string; perSec: number; usedMiB: number }> = [];
       let redisRaw: { client: number; server: number } | undefined;
@@ -44,7 +44,7 @@ export const maxIngest: Scenario = {
               const n = Math.min(prep.events * 4, 800_000);
               redisRaw = { client: await measureRedisRaw(ctx.flags.redis!, n), server: await measureRedisServerRaw(ctx.flags.redis!, n) };
               for (const mode of ["pipeline", "lua"] as const) {
-                const r = await runRedisBaseline({ natsUrl: rig.server.url, prefix: rig.s.prefix, partitions: rig.partitions, expected: prep.events, redisUrl: ctx.flags.redis!, mode, timeoutMs, keyPrefix: `bench-${mode}-${Date.now()}`, consumerPrefix: `redis-${mode}` });
+                const r = await runRedisBaseline({ natsUrl: rig.server.url, prefix: rig.s.prefix, partitions: rig.partitions, expected: await rig.streamMessages(), redisUrl: ctx.flags.redis!, mode, timeoutMs, keyPrefix: `bench-${mode}-${Date.now()}`, consumerPrefix: `redis-${mode}` });
                 redis.push({ mode, perSec: r.eventsPerSec, usedMiB: r.redisUsedMemoryBytes / 2 ** 20 });
                 ctx.log(`redis baseline (${mode}) ${r.eventsPerSec.toFixed(0)} events/s`);
               }
