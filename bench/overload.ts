@@ -78,13 +78,26 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** A few gauges from the engine's /metrics (main thread heap; actor caches of all shards). */
-async function engineMetrics(port: number): Promise<{ heapMiB: number; externalMiB: number; actors: number } | undefined> {
+/** The engine's threads whose V8 heaps are sampled (portrait_thread_heap_bytes{thread}). */
+const THREADS = ["main", "shard-0", "shard-1", "recs"] as const;
+type ThreadHeaps = Record<string, { used: number; total: number; external: number }>;
+
+/**
+ * A few gauges from the engine's /metrics: the V8 heap of each thread (MiB),
+ * actor caches of all shards, batches queued in the shards, item events
+ * queued for the recs worker.
+ */
+async function engineMetrics(port: number): Promise<{ heaps: ThreadHeaps; actors: number; queuedTasks: number; recsQueued: number } | undefined> {
   try {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
     const one = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)$`, "m").exec(text)?.[1] ?? NaN);
-    const actors = [...text.matchAll(/^portrait_shard_actors_cached\{[^}]*\} ([0-9.e+]+)$/gm)].reduce((x, m) => x + Number(m[1]), 0);
-    return { heapMiB: one("portrait_nodejs_heap_size_used_bytes") / 2 ** 20, externalMiB: one("portrait_nodejs_external_memory_bytes") / 2 ** 20, actors };
+    const sum = (name: string) => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} ([0-9.e+]+)$`, "gm"))].reduce((x, m) => x + Number(m[1]), 0);
+    const heaps: ThreadHeaps = {};
+    for (const t of THREADS) {
+      const kind = (k: string) => Number(new RegExp(`^portrait_thread_heap_bytes\\{thread="${t}",kind="${k}"\\} ([0-9.e+]+)$`, "m").exec(text)?.[1] ?? NaN) / 2 ** 20;
+      heaps[t] = { used: kind("used"), total: kind("total"), external: kind("external") };
+    }
+    return { heaps, actors: sum("portrait_shard_actors_cached"), queuedTasks: sum("portrait_shard_queued_tasks"), recsQueued: one("portrait_recs_item_events_queued") };
   } catch {
     return undefined;
   }
@@ -96,17 +109,19 @@ async function engineMetrics(port: number): Promise<{ heapMiB: number; externalM
  * the consumers' ack floors in consumer sequence: one per delivery, exact
  * while nothing is redelivered, and each consumer's info is one snapshot).
  */
-async function streamState(jsm: JetStreamManager): Promise<{ stored: number; backlog: number; acked: number; redelivered: number } | undefined> {
+async function streamState(jsm: JetStreamManager): Promise<{ stored: number; backlog: number; acked: number; redelivered: number; parts: number[] } | undefined> {
   try {
     let backlog = 0, acked = 0, redelivered = 0;
+    const parts: number[] = [];
     for (let p = 0; p < P; p++) {
       const ci = await jsm.consumers.info(s.eventStream, s.consumer(p));
+      parts.push(ci.num_pending + ci.num_ack_pending);
       backlog += ci.num_pending + ci.num_ack_pending;
       acked += ci.ack_floor.consumer_seq;
       redelivered += ci.num_redelivered;
     }
     const stored = (await jsm.streams.info(s.eventStream)).state.last_seq;
-    return { stored, backlog, acked, redelivered };
+    return { stored, backlog, acked, redelivered, parts };
   } catch {
     return undefined;
   }
@@ -230,16 +245,23 @@ async function main(): Promise<void> {
     const load0 = loadavg()[0]!;
     const publishing = runAll(windowEvents, rate, start, end);
     const w0 = (await streamState(jsm))!;
-    type Sample = { t: number; rss: number; anon: number; file: number; backlog: number; acked: number; stored: number; redelivered: number; sent: number; heap: number; ext: number; actors: number };
+    type Sample = {
+      t: number; rss: number; anon: number; file: number; backlog: number; acked: number; stored: number; redelivered: number; sent: number; parts: number[];
+      heaps: ThreadHeaps | undefined; actors: number; queuedTasks: number; recsQueued: number;
+    };
     const samples: Sample[] = [];
-    const queries: Array<Promise<string>> = [];
-    const ask = (u: string) => client.getProfile(u).then(() => "ok", (e: unknown) => (e instanceof PortraitError && e.code === "OVERLOADED" ? "overloaded" : `other:${(e as PortraitError)?.code ?? e}`));
+    const queries: Array<Promise<{ r: string; ms: number }>> = [];
+    const ask = (u: string) => {
+      const q0 = Date.now();
+      return client.getProfile(u).then(() => "ok", (e: unknown) => (e instanceof PortraitError && e.code === "OVERLOADED" ? "overloaded" : `other:${(e as PortraitError)?.code ?? e}`))
+        .then((r) => ({ r, ms: Date.now() - q0 }));
+    };
     const sample = async (): Promise<Sample> => {
       const m = memMiB(engine.pid!);
       const [st, em] = await Promise.all([streamState(jsm), engineMetrics(httpPort)]);
       return {
-        t: (Date.now() - start) / 1000, ...m, backlog: st?.backlog ?? NaN, acked: st?.acked ?? NaN, stored: st?.stored ?? NaN, redelivered: st?.redelivered ?? NaN,
-        sent: pubs.reduce((x, p) => x + p.sent, 0), heap: em?.heapMiB ?? NaN, ext: em?.externalMiB ?? NaN, actors: em?.actors ?? NaN,
+        t: (Date.now() - start) / 1000, ...m, backlog: st?.backlog ?? NaN, acked: st?.acked ?? NaN, stored: st?.stored ?? NaN, redelivered: st?.redelivered ?? NaN, parts: st?.parts ?? [],
+        sent: pubs.reduce((x, p) => x + p.sent, 0), heaps: em?.heaps, actors: em?.actors ?? NaN, queuedTasks: em?.queuedTasks ?? NaN, recsQueued: em?.recsQueued ?? NaN,
       };
     };
     await sleep(Math.max(0, start - Date.now()));
@@ -248,16 +270,24 @@ async function main(): Promise<void> {
       for (let q = 1; q <= 10; q++) queries.push(ask(`u${q}`));
       const x = await sample();
       samples.push(x);
-      if (i % 5 === 0) log(`t=${i}s backlog ${x.backlog} acked ${x.acked - w0.acked} sent ${x.sent} RSS ${x.rss.toFixed(0)} MiB (anon ${x.anon.toFixed(0)}, file ${x.file.toFixed(0)}) actors ${x.actors}`);
+      if (i % 5 === 0) {
+        const h = THREADS.map((t) => `${t} ${x.heaps?.[t]?.used.toFixed(0) ?? "?"}/${x.heaps?.[t]?.total.toFixed(0) ?? "?"}`).join(", ");
+        log(`t=${i}s backlog ${x.backlog} acked ${x.acked - w0.acked} sent ${x.sent} RSS ${x.rss.toFixed(0)} MiB (anon ${x.anon.toFixed(0)}, file ${x.file.toFixed(0)}) actors ${x.actors} heaps used/total MiB: ${h}`);
+      }
     }
     const done = await publishing;
     const load1 = loadavg()[0]!;
     const w1 = samples[samples.length - 1]!;
     const windowS = (Date.now() - start) / 1000;
     const sentWindow = done.reduce((x, d) => x + d.sent, 0);
-    const answers = await Promise.all(queries);
+    const answered = await Promise.all(queries);
+    const answers = answered.map((x) => x.r);
     const count = (k: string) => answers.filter((x) => x === k).length;
     const others = answers.filter((x) => x.startsWith("other"));
+    const latency = (k: string) => {
+      const ms = answered.filter((x) => x.r === k).map((x) => x.ms).sort((u, v) => u - v);
+      return ms.length === 0 ? "-" : `${ms[Math.floor(ms.length / 2)]} / ${ms[ms.length - 1]}`;
+    };
 
     // Drain: until nothing waits, sampling RSS every second.
     const drain: Sample[] = [];
@@ -265,10 +295,14 @@ async function main(): Promise<void> {
     for (;;) {
       const x = await sample();
       drain.push(x);
+      if (drain.length % 10 === 0) log(`drain t=${drain.length}s backlog per partition: ${x.parts.join(" ")}; batches queued in the shards ${x.queuedTasks}`);
       if (x.backlog === 0 || Date.now() - overloadEnd > DRAIN_CAP_S * 1000) break;
       await sleep(1000);
     }
     const drainS = (Date.now() - overloadEnd) / 1000;
+    // Idle after the drain: what of the memory stays.
+    await sleep(10_000);
+    const after = await sample();
     const lagEnd = drain[drain.length - 1]!.backlog;
     const applyRate = (w1.acked - w0.acked) / w1.t;
     const drainRate = (drain[drain.length - 1]!.acked - w1.acked) / Math.max(1, drainS);
@@ -276,6 +310,17 @@ async function main(): Promise<void> {
     const rssSlope = slope(half.map((x) => x.t), half.map((x) => x.rss));
     const anonSlope = slope(half.map((x) => x.t), half.map((x) => x.anon));
     const maxBacklog = Math.max(w0.backlog, ...samples.map((x) => x.backlog));
+    const heapOf = (x: Sample, t: string, k: "used" | "total" | "external") => x.heaps?.[t]?.[k] ?? NaN;
+    const finite = (xs: number[]) => xs.filter(Number.isFinite);
+    const heapRow = (t: string): [string, string] => {
+      const used = finite(samples.map((x) => heapOf(x, t, "used")));
+      const total = finite(samples.map((x) => heapOf(x, t, "total")));
+      const last = [...samples, ...drain].reverse().find((x) => Number.isFinite(heapOf(x, t, "total")));
+      const f = (xs: number[], g: (u: number[]) => number) => (xs.length > 0 ? g(xs).toFixed(0) : "?");
+      return [`V8 heap of ${t}, MiB: used max / total first / total max / total at the drain's end / external max`,
+        `${f(used, (u) => Math.max(...u))} / ${f(total, (u) => u[0]!)} / ${f(total, (u) => Math.max(...u))} / ${last !== undefined ? heapOf(last, t, "total").toFixed(0) : "?"} / ${f(finite(samples.map((x) => heapOf(x, t, "external"))), (u) => Math.max(...u))}`];
+    };
+    const heapSum = (x: Sample) => THREADS.reduce((n, t) => n + heapOf(x, t, "total"), 0);
     const f0 = (x: number) => x.toFixed(0);
     const title = `overload, saturated: ${BACKLOG > 0 ? `backlog ${BACKLOG} + ` : ""}${a.rate !== undefined ? `${a.rate} events/s` : "2x capacity"} for ${SECONDS} s`;
     const rows = [
@@ -288,8 +333,12 @@ async function main(): Promise<void> {
       ["engine RSS: idle / max / mean of the second half", `${f0(idle.rss)} / ${f0(Math.max(...samples.map((x) => x.rss)))} / ${f0(mean(half.map((x) => x.rss)))} MiB`],
       ["engine RSS slope over the second half: total / anonymous", `${rssSlope.toFixed(2)} / ${anonSlope.toFixed(2)} MiB/s`],
       ["engine RSS at the window end: anonymous / file-backed (LMDB map, code)", `${f0(w1.anon)} / ${f0(w1.file)} MiB`],
+      ...THREADS.map(heapRow),
+      ["sum of the V8 heaps (total) at the window end; RSS minus it", `${heapSum(w1).toFixed(0)} / ${(w1.rss - heapSum(w1)).toFixed(0)} MiB`],
       ["actors cached (all shards) at the window end", String(w1.actors)],
       ["profile queries answered / OVERLOADED / other errors", `${count("ok")} / ${count("overloaded")} / ${others.length}${others.length > 0 ? ` (${[...new Set(others)].join(", ")})` : ""}`],
+      ["query time, ms, median / max: answered; OVERLOADED", `${latency("ok")}; ${latency("overloaded")}`],
+      ["10 s after the drain: RSS / anonymous / sum of V8 heaps (total) / actors", `${f0(after.rss)} / ${f0(after.anon)} / ${f0(heapSum(after))} MiB / ${after.actors}`],
       ["lag after the window: drained in / left / drain apply rate", `${drainS.toFixed(0)} s / ${lagEnd} / ${f0(drainRate)} events/s`],
     ];
     printTable(title, ["measure", "value"], rows);
@@ -300,11 +349,20 @@ async function main(): Promise<void> {
       `- ${series("RSS (MiB)", samples.map((x) => x.rss))}`,
       `- ${series("RSS anonymous (MiB)", samples.map((x) => x.anon))}`,
       `- ${series("RSS file-backed (MiB)", samples.map((x) => x.file))}`,
-      `- ${series("main-thread heap used (MiB)", samples.map((x) => x.heap))}`,
+      ...THREADS.map((t) => `- ${series(`V8 heap of ${t}, used (MiB)`, samples.map((x) => heapOf(x, t, "used")))}`),
+      ...THREADS.map((t) => `- ${series(`V8 heap of ${t}, total (MiB)`, samples.map((x) => heapOf(x, t, "total")))}`),
+      `- ${series("RSS minus the V8 heaps' totals (MiB)", samples.map((x) => x.rss - heapSum(x)))}`,
+      `- ${series("batches queued in the shards", samples.map((x) => x.queuedTasks))}`,
+      `- ${series("item events queued for the recs worker", samples.map((x) => x.recsQueued))}`,
       `- ${series("backlog (events)", samples.map((x) => x.backlog))}`,
       `- ${series("acknowledged per second", samples.map((x, i) => x.acked - (i === 0 ? w0.acked : samples[i - 1]!.acked)))}`,
       `- ${series("actors cached", samples.map((x) => x.actors))}`,
       `- ${series("RSS while draining, every ~1 s (MiB)", drain.map((x) => x.rss))}`,
+      `- ${series("RSS anonymous while draining (MiB)", drain.map((x) => x.anon))}`,
+      ...THREADS.map((t) => `- ${series(`V8 heap of ${t} while draining, total (MiB)`, drain.map((x) => heapOf(x, t, "total")))}`),
+      `- ${series("RSS minus the V8 heaps' totals while draining (MiB)", drain.map((x) => x.rss - heapSum(x)))}`,
+      `- ${series("actors cached while draining", drain.map((x) => x.actors))}`,
+      `- backlog per partition while draining, every 10 s: ${drain.filter((_, i) => (i + 1) % 10 === 0).map((x) => `[${x.parts.join(" ")}]`).join(" ")}`,
       `- ${series("backlog while draining (events)", drain.map((x) => x.backlog))}`,
       "",
       `Redelivered messages at the end: ${drain[drain.length - 1]!.redelivered}. Load average (1 min) at the start / end of the window: ${load0.toFixed(1)} / ${load1.toFixed(1)} (the 2 cores are shared with other work).`,
