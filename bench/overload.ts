@@ -84,10 +84,10 @@ type ThreadHeaps = Record<string, { used: number; total: number; external: numbe
 
 /**
  * A few gauges from the engine's /metrics: the V8 heap of each thread (MiB),
- * actor caches of all shards, batches queued in the shards, item events
+ * actor caches of all shards, batches in flight to the shards, item events
  * queued for the recs worker.
  */
-async function engineMetrics(port: number): Promise<{ heaps: ThreadHeaps; actors: number; queuedTasks: number; recsQueued: number } | undefined> {
+async function engineMetrics(port: number): Promise<{ heaps: ThreadHeaps; actors: number; inflightBatches: number; recsQueued: number } | undefined> {
   try {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
     const one = (name: string) => Number(new RegExp(`^${name} ([0-9.e+]+)$`, "m").exec(text)?.[1] ?? NaN);
@@ -97,7 +97,7 @@ async function engineMetrics(port: number): Promise<{ heaps: ThreadHeaps; actors
       const kind = (k: string) => Number(new RegExp(`^portrait_thread_heap_bytes\\{thread="${t}",kind="${k}"\\} ([0-9.e+]+)$`, "m").exec(text)?.[1] ?? NaN) / 2 ** 20;
       heaps[t] = { used: kind("used"), total: kind("total"), external: kind("external") };
     }
-    return { heaps, actors: sum("portrait_shard_actors_cached"), queuedTasks: sum("portrait_shard_queued_tasks"), recsQueued: one("portrait_recs_item_events_queued") };
+    return { heaps, actors: sum("portrait_shard_actors_cached"), inflightBatches: sum("portrait_ingest_inflight_batches"), recsQueued: one("portrait_recs_item_events_queued") };
   } catch {
     return undefined;
   }
@@ -247,7 +247,7 @@ async function main(): Promise<void> {
     const w0 = (await streamState(jsm))!;
     type Sample = {
       t: number; rss: number; anon: number; file: number; backlog: number; acked: number; stored: number; redelivered: number; sent: number; parts: number[];
-      heaps: ThreadHeaps | undefined; actors: number; queuedTasks: number; recsQueued: number;
+      heaps: ThreadHeaps | undefined; actors: number; inflightBatches: number; recsQueued: number;
     };
     const samples: Sample[] = [];
     const queries: Array<Promise<{ r: string; ms: number }>> = [];
@@ -261,7 +261,7 @@ async function main(): Promise<void> {
       const [st, em] = await Promise.all([streamState(jsm), engineMetrics(httpPort)]);
       return {
         t: (Date.now() - start) / 1000, ...m, backlog: st?.backlog ?? NaN, acked: st?.acked ?? NaN, stored: st?.stored ?? NaN, redelivered: st?.redelivered ?? NaN, parts: st?.parts ?? [],
-        sent: pubs.reduce((x, p) => x + p.sent, 0), heaps: em?.heaps, actors: em?.actors ?? NaN, queuedTasks: em?.queuedTasks ?? NaN, recsQueued: em?.recsQueued ?? NaN,
+        sent: pubs.reduce((x, p) => x + p.sent, 0), heaps: em?.heaps, actors: em?.actors ?? NaN, inflightBatches: em?.inflightBatches ?? NaN, recsQueued: em?.recsQueued ?? NaN,
       };
     };
     await sleep(Math.max(0, start - Date.now()));
@@ -295,7 +295,7 @@ async function main(): Promise<void> {
     for (;;) {
       const x = await sample();
       drain.push(x);
-      if (drain.length % 10 === 0) log(`drain t=${drain.length}s backlog per partition: ${x.parts.join(" ")}; batches queued in the shards ${x.queuedTasks}`);
+      if (drain.length % 10 === 0) log(`drain t=${drain.length}s backlog per partition: ${x.parts.join(" ")}; batches handed to the shards, not yet acknowledged ${x.inflightBatches}`);
       if (x.backlog === 0 || Date.now() - overloadEnd > DRAIN_CAP_S * 1000) break;
       await sleep(1000);
     }
@@ -352,7 +352,7 @@ async function main(): Promise<void> {
       ...THREADS.map((t) => `- ${series(`V8 heap of ${t}, used (MiB)`, samples.map((x) => heapOf(x, t, "used")))}`),
       ...THREADS.map((t) => `- ${series(`V8 heap of ${t}, total (MiB)`, samples.map((x) => heapOf(x, t, "total")))}`),
       `- ${series("RSS minus the V8 heaps' totals (MiB)", samples.map((x) => x.rss - heapSum(x)))}`,
-      `- ${series("batches queued in the shards", samples.map((x) => x.queuedTasks))}`,
+      `- ${series("batches handed to the shards, not yet acknowledged", samples.map((x) => x.inflightBatches))}`,
       `- ${series("item events queued for the recs worker", samples.map((x) => x.recsQueued))}`,
       `- ${series("backlog (events)", samples.map((x) => x.backlog))}`,
       `- ${series("acknowledged per second", samples.map((x, i) => x.acked - (i === 0 ? w0.acked : samples[i - 1]!.acked)))}`,

@@ -103,15 +103,6 @@ export class EngineMetrics {
       for (const st of await this.#scrapeShards()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
     },
   });
-  readonly shardQueuedTasks = new Gauge({
-    name: "portrait_shard_queued_tasks",
-    help: "Batches and forgets handed to a shard and not started yet, by shard (queries are answered between two of them).",
-    labelNames: ["shard"] as const,
-    registers: [this.registry],
-    collect: async () => {
-      for (const st of await this.#scrapeShards()) this.shardQueuedTasks.set({ shard: String(st.shard) }, st.queuedTasks);
-    },
-  });
   readonly threadHeap = new Gauge({
     name: "portrait_thread_heap_bytes",
     help: "V8 heap of each engine thread (main, shard-<i>, recs), bytes: used, total (reserved by V8), external (ArrayBuffers and other off-heap memory V8 accounts to the thread). A busy shard's figures are those its last batch reported.",

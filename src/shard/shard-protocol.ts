@@ -165,8 +165,6 @@ export interface ShardStats {
   shard: number;
   actorsCached: number;
   pendingWrites: number;
-  /** Tasks (batches, forgets) received and not yet started: the shard's backlog. */
-  queuedTasks: number;
   /** Item events posted to the recs worker since start. */
   itemEventsPosted: number;
   heap: HeapStats;

@@ -8,10 +8,8 @@
  * next batch can be applied while that commit flushes. The reply for a batch
  * is sent when its commit resolves; commits resolve in order.
  *
- * Batches and forgets are tasks run in arrival order, one per event-loop turn
- * (setImmediate), so that a query that arrives while batches are queued is
- * answered between two of them rather than after all of them; a query whose
- * deadline passed before it got here is answered OVERLOADED without work.
+ * A query whose deadline passed before it got here is answered OVERLOADED
+ * without work (main has already replied OVERLOADED at the deadline).
  *
  * User ids are pseudonymised here when a key is configured (events after
  * decoding, queries on arrival; src/shard/pseudonym.ts): actors, LMDB and the
@@ -40,6 +38,14 @@ import type {
 } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
+
+/** The cause of a failed lmdb-js write: its `commitError` is a promise that rejects with the LMDB error (e.g. "No space left on device"). */
+async function commitFailure(err: unknown): Promise<string> {
+  const e = err as Error & { commitError?: Promise<unknown> };
+  if (e?.commitError === undefined) return e?.message ?? String(err);
+  const cause = await Promise.race([e.commitError.then(() => undefined, (x: unknown) => x), new Promise((r) => setTimeout(r, 100))]);
+  return cause instanceof Error ? cause.message : e.message;
+}
 
 interface Actor {
   state: UserState;
@@ -98,38 +104,7 @@ class Shard implements ShardApi {
   #watermarkMs = 0;
   #lstm: LstmRuntime | undefined;
   #churn: ChurnModel | undefined;
-  /** Batches and forgets not started yet, in arrival order (see the header). */
-  #tasks: Array<() => void> = [];
-  #taskHead = 0;
-  #pumping = false;
   #itemEventsPosted = 0;
-
-  /** Runs `f` after every task received before it, in its own event-loop turn. */
-  #task<T>(f: () => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.#tasks.push(() => f().then(resolve, reject));
-      if (!this.#pumping) {
-        this.#pumping = true;
-        setImmediate(this.#pump);
-      }
-    });
-  }
-
-  readonly #pump = (): void => {
-    const f = this.#tasks[this.#taskHead]!;
-    this.#tasks[this.#taskHead++] = undefined as never;
-    if (this.#taskHead === this.#tasks.length) {
-      this.#tasks = [];
-      this.#taskHead = 0;
-    }
-    try {
-      f();
-    } finally {
-      // Queries (and new tasks) that arrived meanwhile are taken before the next task.
-      if (this.#taskHead < this.#tasks.length) setImmediate(this.#pump);
-      else this.#pumping = false;
-    }
-  };
 
   /** OVERLOADED when the query's deadline passed before this shard could start it. */
   #late(deadline: QueryDeadline | undefined): WireError | undefined {
@@ -221,14 +196,12 @@ class Shard implements ShardApi {
   }
 
   applyBatch(batch: EventBatch): Promise<BatchResult> {
-    return this.#task(() => {
-      // The apply runs synchronously in this turn; `done` settles once the batch committed and posted its item events.
-      const run = this.#applyBatch(batch);
-      const done = run.then(() => undefined, () => undefined);
-      this.#inflight.add(done);
-      void done.then(() => this.#inflight.delete(done));
-      return run;
-    });
+    // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
+    const run = this.#applyBatch(batch);
+    const done = run.then(() => undefined, () => undefined);
+    this.#inflight.add(done);
+    void done.then(() => this.#inflight.delete(done));
+    return run;
   }
 
   async #applyBatch(batch: EventBatch): Promise<BatchResult> {
@@ -288,21 +261,23 @@ class Shard implements ShardApi {
     const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
-    // One synchronous block: these puts are one LMDB transaction.
-    // Each put resolves with the transaction; a failed commit is reported once, by `commit` below.
-    for (const [id, a] of dirty) void this.#store.putState(id, a.state).catch(() => undefined);
-    const commit = this.#store.putAppliedSeq(partition, high);
+    // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
+    const commit = this.#store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const));
     const t1 = performance.now();
     this.#pendingWrites++;
+    let committed: boolean;
     try {
-      await commit;
+      committed = await commit;
     } catch (err) {
       // Nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
-      const e = err as Error & { commitError?: Error };
       throw new PortraitError(ErrorCode.STORAGE_FAILED,
-        `LMDB commit failed in ${this.#init.dataDir}: ${e.commitError?.message ?? e.message} (disk full or I/O error?)`);
+        `LMDB commit failed in ${this.#init.dataDir}: ${await commitFailure(err)} (disk full or I/O error?)`);
     } finally {
       this.#pendingWrites--;
+    }
+    if (!committed) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED,
+        `LMDB commit of partition ${partition} skipped in ${this.#init.dataDir}: an earlier batch of the partition failed to commit`);
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
@@ -392,12 +367,7 @@ class Shard implements ShardApi {
     return out;
   }
 
-  forget(userId: string): Promise<ForgetResult> {
-    // A task, so that it is ordered with the batches received before and after it.
-    return this.#task(() => this.#forget(userId));
-  }
-
-  async #forget(userId: string): Promise<ForgetResult> {
+  async forget(userId: string): Promise<ForgetResult> {
     const key = this.#key(userId);
     const existed = this.#actors.has(key) || (!this.#erasing.has(key) && this.#store.hasState(key));
     // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
@@ -408,8 +378,7 @@ class Shard implements ShardApi {
       await this.#store.removeState(key);
       await Promise.all(before);
     } catch (err) {
-      const e = err as Error & { commitError?: Error };
-      return { ok: false, error: { code: ErrorCode.STORAGE_FAILED, message: `LMDB commit failed in ${this.#init.dataDir}: ${e.commitError?.message ?? e.message}` } };
+      return { ok: false, error: { code: ErrorCode.STORAGE_FAILED, message: `LMDB commit failed in ${this.#init.dataDir}: ${await commitFailure(err)}` } };
     } finally {
       const n = this.#erasing.get(key)! - 1;
       if (n === 0) this.#erasing.delete(key);
@@ -422,7 +391,7 @@ class Shard implements ShardApi {
   stats(): ShardStats {
     return {
       shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites,
-      queuedTasks: this.#tasks.length - this.#taskHead, itemEventsPosted: this.#itemEventsPosted, heap: heapStats(),
+      itemEventsPosted: this.#itemEventsPosted, heap: heapStats(),
     };
   }
 
@@ -436,6 +405,25 @@ class Shard implements ShardApi {
     this.#log.info("shard closed");
   }
 }
+
+/**
+ * When an LMDB transaction fails, lmdb-js rejects the promises of its writes
+ * from inside whichever write call comes next (before that caller could
+ * attach a handler), and rejects a shared `commitError` promise that nothing
+ * else holds. The failure itself is reported once, as STORAGE_FAILED, by the
+ * batch whose commit promise this worker awaits; these echoes must not crash
+ * the worker before that report gets out. Any other unhandled rejection still
+ * does.
+ */
+function isLmdbCommitEcho(reason: unknown, promise: Promise<unknown>): boolean {
+  const commitFailed = reason instanceof Error && reason.message.startsWith("Commit failed") && "commitError" in reason;
+  const commitErrorPromise = typeof (promise as Promise<unknown> & { reject?: unknown }).reject === "function";
+  return commitFailed || commitErrorPromise;
+}
+process.on("unhandledRejection", (reason, promise) => {
+  if (isLmdbCommitEcho(reason, promise)) return;
+  throw reason;
+});
 
 if (parentPort === null) throw new Error("shard.worker must run in a worker thread");
 Comlink.expose(new Shard(), nodeEndpoint(parentPort));

@@ -9,10 +9,17 @@
  *   pseudonymisation key (src/shard/pseudonym.ts): profiles are keyed by
  *   pseudonyms, so a data dir only works with the key it was written with.
  *
+ * - db `chain` (versioned): "p/<partition>" -> its version counts the
+ *   partition's committed batches.
+ *
  * Writes are lmdb-js asynchronous puts: every put issued in one event turn is
  * committed in one transaction, and the returned promise resolves when it is
- * durable. The shard worker issues a batch's profile puts and its sequence put
- * in one synchronous block, so they commit together or not at all.
+ * durable. A batch's profile puts and its sequence put are one conditional
+ * block (`commitBatch`), so they commit together or not at all, and only if
+ * the partition's previous batch committed: lmdb-js goes on committing the
+ * transactions queued behind a failed one (a disk that was full can take a
+ * smaller one), and without the condition a later batch's sequence would
+ * cover the events of the failed one, which a restart would then skip.
  * Reads are synchronous and see committed data only.
  */
 import { open, type Database, type RootDatabase } from "lmdb";
@@ -32,6 +39,9 @@ export class ProfileStore {
   readonly #root: RootDatabase;
   readonly #profiles: Database<UserState, string>;
   readonly #meta: Database<number | string, string>;
+  readonly #chain: Database<number, string>;
+  /** Version the chain entry of each partition has once every batch issued so far has committed. */
+  readonly #chainVersion = new Map<number, number>();
   #closed = false;
 
   constructor(o: ProfileStoreOptions) {
@@ -44,15 +54,11 @@ export class ProfileStore {
       sharedStructuresKey: Symbol.for("structures"),
     });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
+    this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
   }
 
   getState(userId: string): UserState | undefined {
     return this.#profiles.get(userId);
-  }
-
-  /** Queues a write; it commits with the other writes of this event turn. */
-  putState(userId: string, state: UserState): Promise<boolean> {
-    return this.#profiles.put(userId, state);
   }
 
   hasState(userId: string): boolean {
@@ -68,9 +74,31 @@ export class ProfileStore {
     return (this.#meta.get(`seq/${partition}`) as number | undefined) ?? 0;
   }
 
-  /** Queues the partition's applied sequence; commits with the other writes of this event turn. */
-  putAppliedSeq(partition: number, seq: number): Promise<boolean> {
-    return this.#meta.put(`seq/${partition}`, seq);
+  /**
+   * Queues a batch of a partition: its users' states and the partition's
+   * applied sequence, written only if every batch of the partition issued
+   * before it committed. Resolves true once committed; false when an earlier
+   * batch of the partition failed (nothing of this one is written); rejects
+   * when its own transaction fails.
+   */
+  commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>): Promise<boolean> {
+    const key = `p/${partition}`;
+    let version = this.#chainVersion.get(partition);
+    if (version === undefined) {
+      version = this.#chain.getEntry(key)?.version ?? 0;
+      if (version === 0) {
+        this.#chain.putSync(key, 0, 1);
+        version = 1;
+      }
+    }
+    const next = version + 1;
+    this.#chainVersion.set(partition, next);
+    return this.#chain.ifVersion(key, version, () => {
+      // Each put settles with the block; the block's promise reports the outcome once.
+      for (const [id, state] of states) void this.#profiles.put(id, state).catch(() => undefined);
+      void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
+      void this.#chain.put(key, 0, next).catch(() => undefined);
+    });
   }
 
   /**
