@@ -133,8 +133,10 @@ describe("bench harness - scenarios", () => {
 
   it("bench max-ingest --smoke - every event applied, beside raw consume and both Redis baselines", async () => {
     const { json } = await run(["max-ingest", "--redis", redis.url]);
-    const raw = json.raw as { loaded: { events: number; applyPerSec: number }; raw: { perSec: number }; redis: Array<{ mode: string; perSec: number }>; users: number };
+    const raw = json.raw as { loaded: { events: number; applyPerSec: number; engine: { models: string[] } }; raw: { perSec: number }; redis: Array<{ mode: string; perSec: number }>; users: number };
     expect(raw.loaded.events).toBe(5000);
+    // The engine runs the bundled models, as in production.
+    expect(raw.loaded.engine.models.map((m) => m.split("@")[0]).sort()).toEqual(["churn", "deepfm", "lstm"]);
     expect(raw.loaded.applyPerSec).toBeGreaterThan(0);
     expect(raw.raw.perSec).toBeGreaterThan(0);
     expect(raw.redis.map((r) => r.mode)).toEqual(["pipeline", "lua"]);

@@ -11,13 +11,14 @@
  * sends SIGTERM (SIGKILL after a grace period) and removes the temp dir. The
  * server keeps nothing on disk: `--save "" --appendonly no`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect as netConnect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { findNatsServerBinary } from "../../src/bus/nats-server-launcher.js";
+import { terminateServer, trackChild, type ExitInfo, type RunningServer } from "../../src/bus/server-process.js";
 
 export interface RedisServerOptions {
   /** Path or bare name (searched on PATH) of the binary; default "redis-server" on PATH, then /usr/bin/redis-server. */
@@ -54,25 +55,6 @@ const FALLBACK_BINARY = "/usr/bin/redis-server";
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-// Children still alive; killed if the Node process exits without stopping them.
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function track(child: ChildProcess): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on("exit", () => {
-      for (const c of liveChildren) {
-        try {
-          c.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
-    });
-  }
-  liveChildren.add(child);
-  child.once("exit", () => liveChildren.delete(child));
-}
 
 /**
  * Absolute path of the redis-server binary.
@@ -131,28 +113,9 @@ export function pingRedis(port: number, timeoutMs = 500, host = "127.0.0.1"): Pr
   });
 }
 
-type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
 
-interface Running {
-  child: ChildProcess;
-  exited: Promise<ExitInfo>;
-  isExited: () => boolean;
-}
+type Running = RunningServer;
 
-async function terminate(r: Running): Promise<void> {
-  if (r.isExited()) return;
-  r.child.kill("SIGTERM");
-  let timer: NodeJS.Timeout | undefined;
-  const killer = new Promise<void>((res) => {
-    timer = setTimeout(() => {
-      if (!r.isExited()) r.child.kill("SIGKILL");
-      res();
-    }, KILL_AFTER_MS);
-  });
-  await Promise.race([r.exited, killer]);
-  clearTimeout(timer);
-  await r.exited;
-}
 
 /** Spawns on `port` and waits for PONG; on failure kills the child and throws with its last log lines (`portTaken` when it could not bind). */
 async function launch(binary: string, port: number, dir: string, o: RedisServerOptions): Promise<Running> {
@@ -179,7 +142,7 @@ async function launch(binary: string, port: number, dir: string, o: RedisServerO
   child.once("error", (err) => {
     spawnError = err;
   });
-  if (child.pid !== undefined) track(child);
+  if (child.pid !== undefined) trackChild(child);
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
@@ -244,7 +207,7 @@ export async function startRedisServer(o: RedisServerOptions = {}): Promise<Redi
     pid: r.child.pid as number,
     stop() {
       stopping ??= (async () => {
-        await terminate(r);
+        await terminateServer(r, KILL_AFTER_MS);
         rmSync(dir, { recursive: true, force: true });
       })();
       return stopping;

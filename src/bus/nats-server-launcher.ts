@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { ErrorCode, PortraitError } from "../errors.js";
+import { terminateServer, trackChild, type ExitInfo } from "./server-process.js";
 
 export interface NatsServerOptions {
   /** Path or name of the binary; default: lookup of "nats-server" on PATH, then /usr/sbin/nats-server, /usr/local/bin/nats-server. */
@@ -85,7 +86,6 @@ export interface NatsServerHandle {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
 
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
 const KILL_AFTER_MS = 5_000;
@@ -93,27 +93,6 @@ const LOG_TAIL_LINES = 50;
 const POLL_MS = 20;
 const FALLBACK_BINARIES = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"];
 
-// Children still alive; killed if the Node process exits without stopping them.
-// ("exit" does not fire when Node dies of a signal, but then the children
-// usually get the same terminal signal through the shared process group.)
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function track(child: ChildProcess): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on("exit", () => {
-      for (const c of liveChildren) {
-        try {
-          c.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
-    });
-  }
-  liveChildren.add(child);
-  child.once("exit", () => liveChildren.delete(child));
-}
 
 function isExecutableFile(p: string): boolean {
   try {
@@ -335,7 +314,7 @@ async function launch(
   child.once("error", (err) => {
     spawnError = err;
   });
-  if (child.pid !== undefined) track(child);
+  if (child.pid !== undefined) trackChild(child);
   for (const stream of [child.stdout, child.stderr]) {
     if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
   }
@@ -381,22 +360,6 @@ async function launch(
   return { child, pid: child.pid as number, port: clientPort, monitorUrl, exited, isExited: () => exitInfo !== undefined };
 }
 
-async function terminate(r: Running): Promise<void> {
-  if (r.isExited()) return;
-  r.child.kill("SIGTERM");
-  // A SIGSTOPped server would not act on SIGTERM until continued.
-  r.child.kill("SIGCONT");
-  let timer: NodeJS.Timeout | undefined;
-  const killer = new Promise<void>((res) => {
-    timer = setTimeout(() => {
-      if (!r.isExited()) r.child.kill("SIGKILL");
-      res();
-    }, KILL_AFTER_MS);
-  });
-  await Promise.race([r.exited, killer]);
-  clearTimeout(timer);
-  await r.exited;
-}
 
 /**
  * Start a nats-server with JetStream on 127.0.0.1 (by default on a free port)
@@ -446,7 +409,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     stop() {
       stopping ??= (async () => {
         await queue.catch(() => undefined);
-        await terminate(current);
+        await terminateServer(current, KILL_AFTER_MS);
         cleanup();
       })();
       return stopping;
@@ -454,7 +417,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     restart() {
       const next = queue.catch(() => undefined).then(async () => {
         if (stopping) throw new PortraitError(ErrorCode.INTERNAL, "nats-server handle was stopped; cannot restart");
-        await terminate(current);
+        await terminateServer(current, KILL_AFTER_MS);
         current = await launch(binary, host, port, storeDir, workDir, options);
       });
       queue = next;

@@ -15,8 +15,20 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
-/** The repository's `models/` directory (bundled models). */
-export const BUNDLED_MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../models");
+/**
+ * The package's `models/` directory (bundled models): beside the nearest
+ * package.json above this file, whether it runs from src/ (tsx, vitest),
+ * dist/ or dist-bench/src/.
+ */
+export const BUNDLED_MODELS_DIR = ((): string => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json"))) {
+    const up = dirname(dir);
+    if (up === dir) return resolve(dirname(fileURLToPath(import.meta.url)), "../../models");
+    dir = up;
+  }
+  return join(dir, "models");
+})();
 
 export interface ModelMetric {
   /** Task and split, e.g. "next-click yoochoose train_tr->train_valid". */
