@@ -85,7 +85,8 @@ function engineRole(): void {
     async snapshot(): Promise<EngineSnapshot> {
       const reg = engine!.metrics.registry;
       const api: Record<string, PromHist> = {};
-      for (const endpoint of ["profile", "recommend"]) api[endpoint] = await promHist(reg, "portrait_api_request_seconds", { endpoint });
+      // Keyed by the scenarios' names; the values are the engine's endpoint labels.
+      for (const [name, endpoint] of [["profile", "profile.get"], ["recommend", "recommend"]] as const) api[name] = await promHist(reg, "portrait_api_request_seconds", { endpoint });
       const s: EngineSnapshot = {
         ...(await totals()),
         lagByPartition: await promCounter(reg, "portrait_ingest_lag_messages"),

@@ -97,7 +97,7 @@ export const mixed: Scenario = {
       header: MIXED_HEADER,
       rows: mixedRows(w),
       notes: [
-        `Live capacity ${f0(w.capacity)} events/s; ingest at ${ctx.flags["ingest-fraction"]} of it (${w.ingestRate}/s) with profile ${ctx.flags["profile-rate"]}/s, recommend ${ctx.flags["recommend-rate"]}/s and 4 freshness probes, for ${ctx.flags.seconds} s. State: ${w.loaded.events} events of ${w.loaded.users} users; models ${w.loaded.engine.models.join(", ") || "none"}.`,
+        `Live capacity ${f0(w.capacity)} events/s; ingest at ${ctx.flags["ingest-fraction"]} of it (${w.ingestRate}/s) with profile ${ctx.flags["profile-rate"]}/s, recommend ${ctx.flags["recommend-rate"]}/s and 4 freshness probes, for ${ctx.flags.seconds} s. State: ${w.loaded.events} events applied before (all prepared events cover ${w.loaded.users} users); models ${w.loaded.engine.models.join(", ") || "none"}.`,
         `Engine RSS ${f0(Math.min(...rss))}–${f0(Math.max(...rss))} MiB; engine cores mean ${f2(w.samples.reduce((a, s) => a + s.engineCores, 0) / Math.max(1, w.samples.length))}; other processes ${f2(w.samples.reduce((a, s) => a + s.otherCores, 0) / Math.max(1, w.samples.length))} cores.`,
         "Open loop for every stream; latencies from the intended send time (HDR).",
       ],

@@ -42,7 +42,7 @@ export const profile: Scenario = {
           ...pcts(raw.lat, [50, 99]), ratio(pctMs(q.pass.lat, 99), pctMs(raw.lat, 99)),
           f2(histMean(q.server) * 1000), f2(bucketQuantile(q.server, 0.99) * 1000), f2(q.cpu.procs.engine ?? NaN), f2(q.cpu.others),
         ]);
-        passes.push({ rate, achieved: q.pass.achieved, errors: q.pass.errors, p: [50, 90, 99, 99.9].map((p) => [p, pctMs(q.pass.lat, p)]), raw: [50, 99].map((p) => [p, pctMs(raw.lat, p)]), cpu: q.cpu });
+        passes.push({ rate, achieved: q.pass.achieved, errors: q.pass.errors, serverCount: q.server.count, p: [50, 90, 99, 99.9].map((p) => [p, pctMs(q.pass.lat, p)]), raw: [50, 99].map((p) => [p, pctMs(raw.lat, p)]), cpu: q.cpu });
         ctx.log(`profile ${rate}/s: p50/p99 ${pcts(q.pass.lat, [50, 99]).join("/")} ms, errors ${errText(q.pass.errors)}`);
       }
       const pts = (p: number) => (passes as Array<{ achieved: number; p: Array<[number, number]> }>).map((x) => [x.achieved, x.p.find(([q]) => q === p)![1]] as [number, number]);
@@ -53,7 +53,7 @@ export const profile: Scenario = {
         notes: [
           `Warm state: ${loaded.events} events of ${loaded.users} users (calibrated generator), applied at ${f0(loaded.applyPerSec)}/s; no ingest during the passes. Mean reply ${replyBytes} B.`,
           "Open loop: request i due at start + i/rate; latency from that intended time to the reply (HDR), percentiles over successful replies; at most 1000 outstanding (CLIENT_LIMIT beyond), timeout 2 s.",
-          "Raw: the same request bytes to a trivial responder in its own process answering as many bytes, same rate, just before each pass. Server columns: portrait_api_request_seconds{endpoint=profile}.",
+          "Raw: the same request bytes to a trivial responder in its own process answering as many bytes, same rate, just before each pass. Server columns: portrait_api_request_seconds{endpoint=\"profile.get\"} (receive to reply inside the engine). UNKNOWN_USER is the typed answer for the unknown share of ids.",
         ],
         raw: { loaded, replyBytes, passes },
         chart: {

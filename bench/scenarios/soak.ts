@@ -37,7 +37,7 @@ export const soak: Scenario = {
       ],
       notes: [
         `Live capacity ${f0(w.capacity)} events/s; ingest at ${ctx.flags["ingest-fraction"]} of it (${w.ingestRate}/s), profile ${ctx.flags["profile-rate"]}/s, recommend ${ctx.flags["recommend-rate"]}/s, 4 freshness probes, for ${minutes} min; RSS sampled every ${ctx.smoke ? 1 : 5} s.`,
-        `Freshness p99 over the soak: ${f2(pctMs(w.probes.freshness, 99))} ms. State before: ${w.loaded.events} events of ${w.loaded.users} users.`,
+        `Freshness p99 over the soak: ${f2(pctMs(w.probes.freshness, 99))} ms. State before: ${w.loaded.events} events (all prepared events cover ${w.loaded.users} users).`,
         `RSS (MiB) per sample: ${w.samples.map((s) => f0(s.rssMiB)).join(" ")}`,
       ],
       raw: { ...w, profile: summary(w.profile), recommend: summary(w.recommend), probes: { probes: w.probes.probes, failed: w.probes.failed, p99: pctMs(w.probes.freshness, 99) }, slopeMiBPerMin, flat },
