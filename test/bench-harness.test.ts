@@ -129,6 +129,7 @@ describe("bench harness - scenarios", () => {
     await expect(runBench(["nope"], quiet, quiet)).rejects.toThrow(/unknown scenario "nope"/);
     await expect(runBench(["profile", "--rates", "fast", "--smoke"], quiet, quiet)).rejects.toThrow(/--rates must be/);
     await expect(runBench(["profile", "--bogus", "1"], quiet, quiet)).rejects.toThrow(/bogus/);
+    await expect(runBench(["max-ingest", "--smoke", "--source", "nope"], quiet, quiet)).rejects.toThrow(/--source must be generator or one of/);
   });
 
   it("bench max-ingest --smoke - every event applied, beside raw consume and both Redis baselines", async () => {
@@ -149,8 +150,8 @@ describe("bench harness - scenarios", () => {
     expect(levels[0]!.p.find(([q]) => q === 50)![1]).toBeGreaterThan(0);
   });
 
-  it("bench profile --smoke - lookups answered at the offered rate", async () => {
-    const { json } = await run(["profile"]);
+  it("bench profile --smoke --source rees46 - lookups of a real data set's users answered at the offered rate", async () => {
+    const { json } = await run(["profile", "--source", "rees46"]);
     const p = (json.raw as { passes: Array<{ achieved: number; errors: Record<string, number>; serverCount: number }> }).passes[0]!;
     expect(p.achieved).toBeGreaterThan(0);
     // The engine's own histogram saw the pass's requests (the 5 % unknown users are answered UNKNOWN_USER).

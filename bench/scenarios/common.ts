@@ -10,17 +10,30 @@ import { seededRandom } from "../../src/models/seeded-random.js";
 import type { EngineStart, ResourceSample, Rig } from "../harness/rig.js";
 import type { EngineSnapshot, EventSource } from "../harness/roles.js";
 import { rawPublish } from "../harness/baselines.js";
-import { f2, type Flag, type ScenarioContext } from "./scenario.js";
+import { f2, num, type Flag, type ScenarioContext } from "./scenario.js";
+import { resolveDataFile } from "../../src/data/datasets.js";
+import { DATASET_FORMATS, type DatasetFormat } from "../../src/data/types.js";
 
-/** Flags of the synthetic source, shared by the scenarios that use it. */
+/** Flags of the event source, shared by the scenarios that load events. */
 export const sourceFlags: Record<string, Flag> = {
-  users: { default: "200000", smoke: "2000", help: "distinct users of the calibrated generator (bench/generator.ts)" },
+  source: { default: "generator", help: `"generator" (bench/generator.ts), or a data set replayed in rounds (new ids, later timestamps): ${DATASET_FORMATS.join(", ")}` },
+  users: { default: "200000", smoke: "2000", help: "distinct users of the calibrated generator" },
   seed: { default: "7", help: "generator seed" },
   publishers: { default: "2", smoke: "1", help: "publisher processes" },
 };
 
+/** The source in words, for the notes. */
+export function describeSource(ctx: ScenarioContext): string {
+  const source = ctx.flags.source ?? "generator";
+  return source === "generator" ? `the calibrated generator (bench/generator.ts), ${ctx.flags.users} users, seed ${ctx.flags.seed}` : `the ${source} data set, replayed in rounds`;
+}
+
+/** The source the flags name: the calibrated generator, or a public data set from --datasets. */
 export function generatorSource(ctx: ScenarioContext): EventSource {
-  return { kind: "generator", users: Number(ctx.flags.users), seed: Number(ctx.flags.seed) };
+  const source = ctx.flags.source ?? "generator";
+  if (source === "generator") return { kind: "generator", users: num(ctx, "users", 1, 1_000_000_000), seed: num(ctx, "seed", 0, 2 ** 31) };
+  if (!(DATASET_FORMATS as readonly string[]).includes(source)) throw new Error(`bench: --source must be generator or one of ${DATASET_FORMATS.join(", ")}, got ${JSON.stringify(source)}`);
+  return { kind: "dataset", format: source as DatasetFormat, file: resolveDataFile(ctx.datasets, source as DatasetFormat) };
 }
 
 export interface Loaded {

@@ -6,7 +6,7 @@ import { rawRequestReply } from "../harness/baselines.js";
 import { pctMs } from "../harness/open-loop.js";
 import { Rig } from "../harness/rig.js";
 import { pb } from "../../src/wire/proto.js";
-import { freshnessProbes, generatorSource, liveCapacity, loadState, pcts, sourceFlags } from "./common.js";
+import { describeSource, freshnessProbes, generatorSource, liveCapacity, loadState, pcts, sourceFlags } from "./common.js";
 import { f0, f2, num, nums, ratio, type Scenario } from "./scenario.js";
 
 export const freshness: Scenario = {
@@ -75,7 +75,7 @@ export const freshness: Scenario = {
         notes: [
           `Live capacity in this run: ${f0(cap.perSec)} events/s (publishers at full speed while the engine applies); levels are fractions of it. Warm state: ${loaded.events} events (all prepared events cover ${loaded.users} users); models ${loaded.engine.models.join(", ") || "none"}.`,
           "Freshness: a probe publishes one event for its own user, then polls the profile back to back until events_applied shows it; latency from publish to that reply (HDR). Resolution is one profile round trip; the raw request-reply latency to a trivial responder, measured at the same time at 50/s, is the floor.",
-          "Background load: the calibrated generator, open loop (rate schedule, not send-when-returned) from the publisher processes.",
+          `Background load: ${describeSource(ctx)}, open loop (rate schedule, not send-when-returned) from the publisher processes.`,
         ],
         raw: { capacity: cap, loaded, levels: levelsRaw },
         chart: {

@@ -8,7 +8,7 @@ import { rawConsume } from "../harness/baselines.js";
 import { dirBytes } from "../harness/rig.js";
 import { Rig } from "../harness/rig.js";
 import { measureRedisRaw, measureRedisServerRaw, runRedisBaseline } from "../harness/redis-baseline.js";
-import { generatorSource, loadState, sourceFlags } from "./common.js";
+import { describeSource, generatorSource, loadState, sourceFlags } from "./common.js";
 import { f0, num, ratio, type Scenario } from "./scenario.js";
 
 export const maxIngest: Scenario = {
@@ -78,7 +78,7 @@ export const maxIngest: Scenario = {
         header: ["measure", "value", "ratio to raw consume"],
         rows,
         notes: [
-          `Source: the calibrated generator (bench/generator.ts), ${ctx.flags.users} users, seed ${ctx.flags.seed}; events pre-encoded in the publisher processes, published with Nats-Msg-Id.`,
+          `Source: ${describeSource(ctx)}; events pre-encoded in the publisher processes, published with Nats-Msg-Id.`,
           "Order: preload (raw publish) -> raw consume -> Redis baselines -> engine; each reads the whole stream from its start with its own consumers.",
           ...(redisSkipped ? [redisSkipped] : []),
           `Models: ${loaded.engine.models.join(", ") || "none"}.`,

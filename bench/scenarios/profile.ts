@@ -4,7 +4,7 @@ import { rawRequestReply } from "../harness/baselines.js";
 import { errText, pctMs } from "../harness/open-loop.js";
 import { bucketQuantile, histMean } from "../harness/prom.js";
 import { Rig } from "../harness/rig.js";
-import { generatorSource, knownUsers, loadState, pcts, queryPass, sourceFlags, userChooser } from "./common.js";
+import { describeSource, generatorSource, knownUsers, loadState, pcts, queryPass, sourceFlags, userChooser } from "./common.js";
 import { f0, f2, num, nums, ratio, type Scenario } from "./scenario.js";
 
 export const profile: Scenario = {
@@ -51,7 +51,7 @@ export const profile: Scenario = {
         header,
         rows,
         notes: [
-          `Warm state: ${loaded.events} events of ${loaded.users} users (calibrated generator), applied at ${f0(loaded.applyPerSec)}/s; no ingest during the passes. Mean reply ${replyBytes} B.`,
+          `Warm state: ${loaded.events} events of ${loaded.users} users (${describeSource(ctx)}), applied at ${f0(loaded.applyPerSec)}/s; no ingest during the passes. Mean reply ${replyBytes} B.`,
           "Open loop: request i due at start + i/rate; latency from that intended time to the reply (HDR), percentiles over successful replies; at most 1000 outstanding (CLIENT_LIMIT beyond), timeout 2 s.",
           "Raw: the same request bytes to a trivial responder in its own process answering as many bytes, same rate, just before each pass. Server columns: portrait_api_request_seconds{endpoint=\"profile.get\"} (receive to reply inside the engine). UNKNOWN_USER is the typed answer for the unknown share of ids.",
         ],
