@@ -222,7 +222,7 @@ export class Engine {
       logLevel: cfg.logLevel,
       models: { ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}) },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.shardPorts);
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
 
     const js = this.#nc.jetstream();
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
@@ -283,8 +283,9 @@ export class Engine {
       asked.catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
-      return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap, itemEventsReceived: recsStats.itemEvents }];
+      return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap }];
     };
+    this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
     this.log.info({
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",
@@ -331,6 +332,16 @@ export class Engine {
   faultStallShard(shard: number, ms: number): Promise<void> {
     if (this.#pool === undefined) return Promise.reject(new Error("the engine is not started"));
     return this.#pool.faultStall(shard, ms);
+  }
+
+  /**
+   * Fault injection, for tests only: blocks the recs worker's thread for `ms`
+   * (as a flood of item events would); item events and recommendation
+   * requests sent to it meanwhile wait. Resolves when it is free again.
+   */
+  faultStallRecs(ms: number): Promise<void> {
+    if (this.#recs === undefined) return Promise.reject(new Error("the engine is not started"));
+    return this.#recs.faultStall(ms);
   }
 
   /**

@@ -56,6 +56,8 @@ describe("recs options", () => {
     expect(W[EventType.PURCHASE]).toBe(5);
     expect(W[EventType.REC_IMPRESSION]).toBe(0);
     expect(Object.isFrozen(O.candidates.quotas)).toBe(true);
+    expect(O.maxQueuedItemEvents).toBe(50_000);
+    expect(compileRecsOptions({ maxQueuedItemEvents: 10 }).maxQueuedItemEvents).toBe(10);
   });
 
   it("options - given values replace defaults, per key", () => {
@@ -79,6 +81,10 @@ describe("recs options", () => {
     [{ eventWeights: { teleport: 1 } as never }, /unknown recs option "eventWeights\.teleport"/],
     [{ catalog: { maxItem: 5 } } as never, /unknown recs option "catalog\.maxItem"/],
     [{ candidate: {} } as never, /unknown recs option "candidate"/],
+    [{ maxQueuedItemEvents: 0 }, /maxQueuedItemEvents must be a positive integer/],
+    [{ maxQueuedItemEvents: 2.5 }, /maxQueuedItemEvents must be a positive integer/],
+    [{ maxQueuedItemEvents: 2e9 }, /maxQueuedItemEvents must be at most 1000000000/],
+    [{ maxQueuedItemEvent: 10 } as never, /unknown recs option "maxQueuedItemEvent"/],
   ])("options - rejects %j", (o, message) => {
     expect(() => compileRecsOptions(o)).toThrow(ConfigError);
     expect(() => compileRecsOptions(o)).toThrow(message);

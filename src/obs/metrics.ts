@@ -12,8 +12,6 @@ export interface WorkerThreadStats {
   /** Thread name in `portrait_thread_heap_bytes{thread}`, e.g. "recs". */
   thread: string;
   heap: HeapStats;
-  /** The recs worker: item events it has taken from the shards' ports. */
-  itemEventsReceived?: number;
 }
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
@@ -25,6 +23,8 @@ export class EngineMetrics {
   shardStats: () => Promise<ShardStats[]> = () => Promise.resolve([]);
   /** Where the per-thread heap gauge reads the other workers from; set by the engine. */
   workerStats: () => Promise<WorkerThreadStats[]> = () => Promise.resolve([]);
+  /** Item events queued for the recs worker (the count shared by the shards and the worker), undefined without one; set by the engine. */
+  recsQueuedItemEvents: () => number | undefined = () => undefined;
   readonly eventsApplied = new Counter({
     name: "portrait_ingest_events_applied_total",
     help: "Events applied to profiles and committed.",
@@ -122,13 +122,24 @@ export class EngineMetrics {
   });
   readonly recsItemEventsQueued = new Gauge({
     name: "portrait_recs_item_events_queued",
-    help: "Item events the shards posted to the recs worker and it has not taken yet (its input queue, which has no bound).",
+    help: "Item events the shards posted to the recs worker and it has not observed yet (its input queue, bounded by the recs option maxQueuedItemEvents; exact).",
+    registers: [this.registry],
+    collect: () => {
+      const queued = this.recsQueuedItemEvents();
+      if (queued !== undefined) this.recsItemEventsQueued.set(queued);
+    },
+  });
+  readonly recsItemEventsDropped = new Counter({
+    name: "portrait_recs_item_events_dropped_total",
+    help: "Item events the shards did not post to the recs worker because its queue was full (maxQueuedItemEvents): co-visitation, trending and item statistics miss them; profiles are unaffected.",
     registers: [this.registry],
     collect: async () => {
-      const [shards, workers] = await Promise.all([this.#scrapeShards(), this.#scrapeWorkers()]);
-      const received = workers.find((w) => w.itemEventsReceived !== undefined)?.itemEventsReceived;
-      if (received !== undefined && shards.length > 0) {
-        this.recsItemEventsQueued.set(Math.max(0, shards.reduce((n, st) => n + st.itemEventsPosted, 0) - received));
+      for (const st of await this.#scrapeShards()) {
+        const seen = this.#droppedSeen.get(st.shard) ?? 0;
+        if (st.itemEventsDropped > seen) {
+          this.recsItemEventsDropped.inc(st.itemEventsDropped - seen);
+          this.#droppedSeen.set(st.shard, st.itemEventsDropped);
+        }
       }
     },
   });
@@ -182,6 +193,8 @@ export class EngineMetrics {
   });
 
   #watermarkMs = 0;
+  /** Per shard, the itemEventsDropped already counted in recsItemEventsDropped. */
+  readonly #droppedSeen = new Map<number, number>();
   #shardScrape: Promise<ShardStats[]> | undefined;
   #workerScrape: Promise<WorkerThreadStats[]> | undefined;
 

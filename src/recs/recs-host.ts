@@ -1,7 +1,12 @@
 /**
  * Main-thread side of the recs worker: starts it, hands each shard a
  * MessagePort on which the shard posts its committed item events directly to
- * the worker (the main thread does not relay them), and forwards requests. If
+ * the worker (the main thread does not relay them), and forwards requests.
+ * The item events queued on those ports are bounded by one count shared by
+ * the shards and the worker (ItemEventSink, recs option maxQueuedItemEvents):
+ * beyond it the shards drop item events (drop-newest); co-visitation,
+ * trending and the item statistics are approximate derived state, profiles
+ * are unaffected. If
  * the worker exits, pending calls reject with WORKER_EXITED and `onExit` is
  * told.
  */
@@ -9,13 +14,16 @@ import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
+import type { ItemEventSinks } from "../shard/shard-pool.js";
 import { spawnWorker } from "../shard/spawn-worker.js";
+import { compileRecsOptions } from "./recs-options.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
 export class RecsHost {
   readonly #worker: Worker;
   readonly #api: Comlink.Remote<RecsApi>;
   readonly #exited: Promise<never>;
+  readonly #queued = new Int32Array(new SharedArrayBuffer(4));
   #alive = true;
   #closed = false;
 
@@ -36,17 +44,23 @@ export class RecsHost {
     this.#exited.catch(() => undefined);
   }
 
-  /** Starts the worker; returns the host and one port per shard for ShardPool.start. */
-  static async start(init: RecsInit, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; shardPorts: MessagePort[] }> {
+  /** Starts the worker; returns the host and, for ShardPool.start, one port per shard and the queue bound they share. */
+  static async start(init: Omit<RecsInit, "itemEventsQueued">, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; itemEvents: ItemEventSinks }> {
+    const maxQueued = compileRecsOptions(init.recs).maxQueuedItemEvents;
     const host = new RecsHost(spawnWorker(import.meta.url, "recs.worker", "portrait-recs"), onExit);
-    await host.#call(() => host.#api.init(init));
-    const shardPorts: MessagePort[] = [];
+    await host.#call(() => host.#api.init({ ...init, itemEventsQueued: host.#queued }));
+    const ports: MessagePort[] = [];
     for (let i = 0; i < shards; i++) {
       const ch = new MessageChannel();
       await host.#call(() => host.#api.addItemEventPort(Comlink.transfer(ch.port2, [ch.port2])));
-      shardPorts.push(ch.port1);
+      ports.push(ch.port1);
     }
-    return { host, shardPorts };
+    return { host, itemEvents: { ports, queued: host.#queued, maxQueued } };
+  }
+
+  /** Item events the shards posted that the worker has not observed yet (exact: the shared count). */
+  itemEventsQueued(): number {
+    return Atomics.load(this.#queued, 0);
   }
 
   #call<T>(f: () => Promise<T>): Promise<T> {
@@ -66,6 +80,11 @@ export class RecsHost {
 
   stats(): Promise<RecsStats> {
     return this.#call(() => this.#api.stats());
+  }
+
+  /** Fault injection, tests only: blocks the worker's thread for `ms` once it reaches this call; resolves when it is free again. */
+  faultStall(ms: number): Promise<void> {
+    return this.#call(() => this.#api.faultStall(ms));
   }
 
   /** Stops the worker. Idempotent. */

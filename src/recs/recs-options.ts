@@ -108,6 +108,20 @@ export interface RecsOptions {
    * refund is not popularity). Given keys replace the default of that type only.
    */
   eventWeights?: Partial<Record<EventTypeName, number>>;
+  /**
+   * Most item events queued for the recs worker, shared by all shards
+   * (posted after their batches committed and not yet observed by the
+   * worker), integer in [1, 1e9]. A shard whose batch would take the queue
+   * beyond it drops that batch's item events (drop-newest), counted in
+   * `portrait_recs_item_events_dropped_total`: co-visitation, trending and
+   * the item statistics are approximate derived state and miss those events;
+   * profiles are unaffected (every event is still applied and committed).
+   * Keep it above the batch size (`maxBatchMessages`): a batch with more item
+   * events than this is always dropped. Bounds the memory of the worker's
+   * input queue and how long a recommendation (served by the same thread)
+   * can wait behind queued item events. Default 50,000 item events.
+   */
+  maxQueuedItemEvents?: number;
 }
 
 export type CompiledCatalogOptions = Readonly<Required<CatalogOptions>>;
@@ -128,6 +142,7 @@ export interface CompiledRecsOptions {
   readonly candidates: CompiledCandidateOptions;
   /** Weight per EventType number (index 0 unused). */
   readonly eventWeights: readonly number[];
+  readonly maxQueuedItemEvents: number;
 }
 
 const HOUR_MS = 3_600_000;
@@ -153,7 +168,11 @@ export const RECS_DEFAULTS = Object.freeze({
     nextCategories: 3,
   }),
   eventWeights: DEFAULT_EVENT_WEIGHTS,
+  maxQueuedItemEvents: 50_000,
 });
+
+/** The queue count is an Int32 shared between threads: a bound far below 2^31 leaves room for a batch on top. */
+const MAX_QUEUED_ITEM_EVENTS_LIMIT = 1_000_000_000;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -239,12 +258,17 @@ function compileCandidates(given: unknown): CompiledCandidateOptions {
 
 /** Validates `o` and fills defaults. Throws ConfigError on an unknown key or a bad value. */
 export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
-  const top = group("", o, ["catalog", "covisitation", "trending", "candidates", "eventWeights"]);
+  const top = group("", o, ["catalog", "covisitation", "trending", "candidates", "eventWeights", "maxQueuedItemEvents"]);
+  const maxQueued = positive("maxQueuedItemEvents", top.maxQueuedItemEvents ?? RECS_DEFAULTS.maxQueuedItemEvents, true);
+  if (maxQueued > MAX_QUEUED_ITEM_EVENTS_LIMIT) {
+    throw new ConfigError(`options.maxQueuedItemEvents must be at most ${MAX_QUEUED_ITEM_EVENTS_LIMIT}, got ${maxQueued}`);
+  }
   return Object.freeze({
     catalog: numbers("catalog", top.catalog, RECS_DEFAULTS.catalog, ["maxItems", "maxUnavailableEvicted"]),
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
     trending: numbers("trending", top.trending, RECS_DEFAULTS.trending, ["maxItems", "maxCategories", "globalListSize", "categoryListSize"]),
     candidates: compileCandidates(top.candidates),
     eventWeights: compileWeights(top.eventWeights),
+    maxQueuedItemEvents: maxQueued,
   });
 }

@@ -13,6 +13,8 @@ export interface RecsInit {
   /** The DeepFM version directory whose feature schema the rows follow; absent = candidates only (ranked by prior). */
   deepfmDir?: string;
   logLevel: string;
+  /** The item-event queue count shared with the shards (ItemEventSink.queued): the worker subtracts each batch it observed. */
+  itemEventsQueued: Int32Array;
 }
 
 export interface PrepareRequest {
@@ -47,6 +49,7 @@ export interface RecsStats {
   items: number;
   covisitationItems: number;
   trendingItems: number;
+  /** Item events observed since start. */
   itemEvents: number;
   upserts: number;
   heap: HeapStats;
@@ -61,5 +64,7 @@ export interface RecsApi {
   /** Adds a port on which a shard posts ItemEventBatch messages. */
   addItemEventPort(port: import("node:worker_threads").MessagePort): void;
   stats(): RecsStats;
+  /** Fault injection, tests only: blocks the thread for `ms` (item events and requests sent meanwhile wait). */
+  faultStall(ms: number): Promise<void>;
   close(): void;
 }

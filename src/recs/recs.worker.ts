@@ -3,6 +3,10 @@
  * co-visitation, trending) and the item statistics the DeepFM item fields
  * read, fed with the item events every shard posts after each committed
  * batch. Per request it generates candidates and writes their DeepFM rows.
+ * Its input queue is bounded (recs option maxQueuedItemEvents, shared by the
+ * shards, which drop the item events of a batch that does not fit): when
+ * ingest outruns this thread the index misses events rather than
+ * recommendation requests waiting behind them.
  *
  * The index is statistics, not state with a guarantee: it is rebuilt from the
  * live stream after a restart (and from catalog upserts, which are durable in
@@ -38,9 +42,11 @@ class Recs implements RecsApi {
   readonly #ports: MessagePort[] = [];
   #itemEvents = 0;
   #upserts = 0;
+  #queued!: Int32Array;
 
   async init(init: RecsInit): Promise<void> {
     this.#o = compileRecsOptions(init.recs);
+    this.#queued = init.itemEventsQueued;
     this.#index = createRecsIndex(this.#o);
     this.#log = createLogger(init.logLevel, { component: "recs" });
     if (init.deepfmDir !== undefined) {
@@ -51,8 +57,16 @@ class Recs implements RecsApi {
 
   addItemEventPort(port: MessagePort): void {
     port.on("message", (m: ItemEventMessage) => {
-      if ("forgetUserId" in m) this.#index.covisitation.forgetUser(m.forgetUserId);
-      else this.#observe(m);
+      if ("forgetUserId" in m) {
+        this.#index.covisitation.forgetUser(m.forgetUserId);
+        return;
+      }
+      try {
+        this.#observe(m);
+      } finally {
+        // The shard added the batch's count before posting it (ItemEventSink): it leaves the bounded queue now.
+        Atomics.sub(this.#queued, 0, m.itemIds.length);
+      }
     });
     this.#ports.push(port);
   }
@@ -151,6 +165,10 @@ class Recs implements RecsApi {
       items: this.#index.catalog.size, covisitationItems: this.#index.covisitation.size, trendingItems: this.#index.trending.size,
       itemEvents: this.#itemEvents, upserts: this.#upserts, heap: heapStats(),
     };
+  }
+
+  async faultStall(ms: number): Promise<void> {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   }
 
   close(): void {

@@ -14,6 +14,13 @@ import type {
   BatchResult, EventBatch, ForgetResult, ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats,
 } from "./shard-protocol.js";
 
+/** Where the shards post their item events: one port per shard (index = shard) and the queue bound they share (ItemEventSink). */
+export interface ItemEventSinks {
+  ports: MessagePort[];
+  queued: Int32Array;
+  maxQueued: number;
+}
+
 /** How long a metrics scrape waits for a busy shard's stats before using the ones its last batch carried, ms. */
 const STATS_WAIT_MS = 250;
 
@@ -49,8 +56,8 @@ export class ShardPool {
     partitions: number,
     common: ShardCommon,
     onExit: (shard: number, err: PortraitError) => void,
-    /** Where each shard posts the item events it applied (index = shard), e.g. the recs worker; transferred. */
-    itemEventPorts?: MessagePort[],
+    /** Where each shard posts the item events it applied, e.g. the recs worker; the ports are transferred. */
+    itemEvents?: ItemEventSinks,
   ): Promise<ShardPool> {
     const shards: ShardHandle[] = [];
     for (let i = 0; i < workers; i++) {
@@ -75,8 +82,11 @@ export class ShardPool {
     await Promise.all(
       shards.map(async (s, i) => {
         const owned = pool.partitionsOf(i);
-        const port = itemEventPorts?.[i];
-        const init: ShardInit = { ...common, shard: i, partitions: owned, ...(port !== undefined ? { itemEvents: port } : {}) };
+        const port = itemEvents?.ports[i];
+        const init: ShardInit = {
+          ...common, shard: i, partitions: owned,
+          ...(port !== undefined ? { itemEvents: { port, queued: itemEvents!.queued, maxQueued: itemEvents!.maxQueued } } : {}),
+        };
         const ready = await pool.#call(s, () => s.api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
       }),

@@ -24,12 +24,30 @@ export interface ShardInit {
   /** Model version directories to load (absent = that model is off). */
   models: { lstmDir?: string; churnDir?: string };
   /** Where to post the item events of each committed batch (ItemEventBatch) and forgotten users (ForgetUserMessage), e.g. the recs worker. */
-  itemEvents?: MessagePort;
+  itemEvents?: ItemEventSink;
   /**
    * The pseudonymisation key (src/shard/pseudonym.ts); absent = user ids are
    * kept as given. Secret: never logged.
    */
   pseudonymKey?: Uint8Array;
+}
+
+/**
+ * A bounded queue of item events to one receiver (the recs worker), shared by
+ * all shards: `queued[0]` counts the item events posted and not yet observed
+ * (a shard adds a batch's count before posting it, the receiver subtracts it
+ * after observing it). A shard whose batch would take the count beyond
+ * `maxQueued` drops that batch's item events instead of posting them
+ * (drop-newest, counted in ShardStats.itemEventsDropped): what the receiver
+ * derives from them (co-visitation, trending, item statistics) is
+ * approximate; profiles are unaffected. Forget messages are always posted
+ * and not counted.
+ */
+export interface ItemEventSink {
+  port: MessagePort;
+  /** Int32Array over a SharedArrayBuffer of 4 bytes, shared with every shard and the receiver. */
+  queued: Int32Array;
+  maxQueued: number;
 }
 
 /**
@@ -167,6 +185,8 @@ export interface ShardStats {
   pendingWrites: number;
   /** Item events posted to the recs worker since start. */
   itemEventsPosted: number;
+  /** Item events not posted to the recs worker since start because its queue was full (ItemEventSink). */
+  itemEventsDropped: number;
   heap: HeapStats;
 }
 

@@ -105,6 +105,9 @@ class Shard implements ShardApi {
   #lstm: LstmRuntime | undefined;
   #churn: ChurnModel | undefined;
   #itemEventsPosted = 0;
+  #itemEventsDropped = 0;
+  /** When the last "item events dropped" warning was logged, ms (at most one per 10 s). */
+  #dropLoggedMs = 0;
 
   /** OVERLOADED when the query's deadline passed before this shard could start it. */
   #late(deadline: QueryDeadline | undefined): WireError | undefined {
@@ -281,15 +284,44 @@ class Shard implements ShardApi {
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
-    if (items !== undefined && items.itemIds.length > 0) {
-      this.#init.itemEvents!.postMessage(items);
-      this.#itemEventsPosted += items.itemIds.length;
-    }
+    if (items !== undefined && items.itemIds.length > 0) this.#postItemEvents(items);
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, stats: this.stats(),
     };
+  }
+
+  /**
+   * Posts a committed batch's item events to the recs worker unless its queue
+   * (shared by all shards) would go beyond its bound: then they are dropped
+   * (drop-newest) and counted. Only derived, approximate state (co-visitation,
+   * trending, item statistics) misses them; the batch's profiles are committed.
+   */
+  #postItemEvents(items: ItemEventBatch): void {
+    const sink = this.#init.itemEvents!;
+    const n = items.itemIds.length;
+    // Check and add in one step (compare-and-swap), so that shards posting at the same time never take the count beyond the bound.
+    for (;;) {
+      const queued = Atomics.load(sink.queued, 0);
+      if (queued + n > sink.maxQueued) {
+        this.#dropItemEvents(n, sink.maxQueued);
+        return;
+      }
+      if (Atomics.compareExchange(sink.queued, 0, queued, queued + n) === queued) break;
+    }
+    sink.port.postMessage(items);
+    this.#itemEventsPosted += n;
+  }
+
+  #dropItemEvents(n: number, maxQueued: number): void {
+    this.#itemEventsDropped += n;
+    const now = Date.now();
+    if (now - this.#dropLoggedMs >= 10_000) {
+      this.#dropLoggedMs = now;
+      this.#log.warn({ dropped: this.#itemEventsDropped, maxQueuedItemEvents: maxQueued },
+        "the recs worker's item-event queue is full: dropping item events (co-visitation, trending and item statistics miss them; profiles are unaffected)");
+    }
   }
 
   /** The user's current state, or undefined (never the stored state of a user being forgotten). */
@@ -384,14 +416,15 @@ class Shard implements ShardApi {
       if (n === 0) this.#erasing.delete(key);
       else this.#erasing.set(key, n);
     }
-    this.#init.itemEvents?.postMessage({ forgetUserId: key } satisfies ForgetUserMessage);
+    // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
+    this.#init.itemEvents?.port.postMessage({ forgetUserId: key } satisfies ForgetUserMessage);
     return { ok: true, existed };
   }
 
   stats(): ShardStats {
     return {
       shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites,
-      itemEventsPosted: this.#itemEventsPosted, heap: heapStats(),
+      itemEventsPosted: this.#itemEventsPosted, itemEventsDropped: this.#itemEventsDropped, heap: heapStats(),
     };
   }
 
