@@ -73,7 +73,7 @@ export const freshness: Scenario = {
         header,
         rows,
         notes: [
-          `Live capacity in this run: ${f0(cap.perSec)} events/s (publishers at full speed while the engine applies); levels are fractions of it. Warm state: ${loaded.events} events (all prepared events cover ${loaded.users} users); models ${loaded.engine.models.join(", ") || "none"}.`,
+          `Live capacity in this run: ${f0(cap.perSec)} events/s (a burst published at full speed while the engine applies, from its first publish to its last event applied); levels are fractions of it. Warm state: ${loaded.events} events (all prepared events cover ${loaded.users} users); models ${loaded.engine.models.join(", ") || "none"}.`,
           "Freshness: a probe publishes one event for its own user, then polls the profile back to back until events_applied shows it; latency from publish to that reply (HDR). Resolution is one profile round trip; the raw request-reply latency to a trivial responder, measured at the same time at 50/s, is the floor.",
           `Background load: ${describeSource(ctx)}, open loop (rate schedule, not send-when-returned) from the publisher processes.`,
         ],
