@@ -80,7 +80,8 @@ export const scale: Scenario = {
         notes: [
           `Users su0..su${users - 1}, ${per} events each (a view, then carts; 100k items, 4k categories), published in slices of ${SLICE_USERS} users by ${rig.publishers.length} publishers with Nats-Msg-Id; models ${first.models.join(", ") || "none"}.`,
           "Disk: the size of every file in the engine's data directory (LMDB data and lock files) after a clean stop.",
-          `Load samples (s: RSS MiB, applied): ${samples.map((s) => `${f0(s.t)}: ${f0(s.rssMiB)}, ${s.processed}`).join("; ")}`,
+          `Load samples, at most 30 shown (s: RSS MiB, applied; every sample in the JSON): ${samples.filter((_, i) => i % Math.max(1, Math.ceil(samples.length / 30)) === 0).map((s) => `${f0(s.t)}: ${f0(s.rssMiB)}, ${s.processed}`).join("; ")}`,
+          "RSS counts LMDB's memory-mapped data file pages that the engine wrote or read (file-backed, reclaimable by the kernel), not only the heaps.",
         ],
         raw: { users, per, published, applySeconds, diskBytes: disk, startMs: again.startMs, firstStartMs: first.startMs, loadedRss, restRss, afterQueriesRss, checked, wrong, raw, samples },
         chart: {
