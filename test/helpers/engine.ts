@@ -57,20 +57,30 @@ export function countByUser(events: IEvent[]): Map<string, number> {
 
 /** Waits until every user's profile has exactly the expected number of applied events (fails on more). */
 export async function expectExactCounts(client: PortraitClient, expected: Map<string, number>, timeoutMs = 120_000): Promise<void> {
+  let short = "";
   await waitFor(async () => {
     for (const [user, n] of expected) {
       let got = 0;
       try {
         got = (await client.getProfile(user)).eventsApplied;
       } catch (err) {
-        if (err instanceof PortraitError && err.code === "UNKNOWN_USER") return false;
+        if (err instanceof PortraitError && err.code === "UNKNOWN_USER") {
+          short = `user ${user} unknown, expected ${n} events`;
+          return false;
+        }
         throw err;
       }
       if (got > n) throw new Error(`user ${user} has ${got} events applied, expected ${n}: applied twice`);
-      if (got < n) return false;
+      if (got < n) {
+        short = `user ${user} has ${got} of ${n} events applied`;
+        return false;
+      }
     }
     return true;
-  }, { timeoutMs, message: "profiles did not reach the expected counts" });
+  }, { timeoutMs, message: "profiles did not reach the expected counts" }).catch((err: unknown) => {
+    // Say which user fell short, and by how much: the difference between "slow" and "lost" when a run fails.
+    throw new Error(`${(err as Error).message}; last seen: ${short}`, { cause: err });
+  });
 }
 
 const CLI = fileURLToPath(new URL("../../src/cli/portrait.ts", import.meta.url));
