@@ -70,6 +70,7 @@ export class Rig {
   #children: Child[] = [];
   /** Events each publisher prepared (its partitions' share of the source). */
   #prepared: number[] = [];
+  #cycle = false;
 
   private constructor(
     readonly work: string,
@@ -126,13 +127,14 @@ export class Rig {
   }
 
   /** Each publisher pre-encodes its partitions' share of `count` events of `source`; returns how many in all. */
-  async preparePublishers(source: EventSource, count: number, o: { msgId?: boolean; idPrefix?: string } = {}): Promise<{ events: number; users: number; meanBytes: number }> {
+  async preparePublishers(source: EventSource, count: number, o: { msgId?: boolean; idPrefix?: string; cycle?: boolean } = {}): Promise<{ events: number; users: number; meanBytes: number }> {
     const r = await Promise.all(this.publishers.map((p, index) =>
       p.call<{ events: number; users: number; bytes: number }>("init", {
         natsUrl: this.server.url, prefix: this.s.prefix, partitions: this.partitions, source, count, index, of: this.publishers.length,
-        msgId: o.msgId ?? true, ...(o.idPrefix !== undefined ? { idPrefix: o.idPrefix } : {}),
+        msgId: o.msgId ?? true, cycle: o.cycle ?? false, ...(o.idPrefix !== undefined ? { idPrefix: o.idPrefix } : {}),
       }, 600_000)));
     this.#prepared = r.map((x) => x.events);
+    this.#cycle = o.cycle ?? false;
     const events = r.reduce((x, y) => x + y.events, 0);
     // Publishers own disjoint partitions, so their users are disjoint too.
     return { events, users: r.reduce((x, y) => x + y.users, 0), meanBytes: r.reduce((x, y) => x + y.bytes, 0) / Math.max(1, events) };
@@ -147,7 +149,7 @@ export class Rig {
     const total = this.#prepared.reduce((x, y) => x + y, 0);
     await Promise.all(this.publishers.map((p, i) => {
       const share = total > 0 ? this.#prepared[i]! / total : 1 / this.publishers.length;
-      return p.call("start", { rate: rate * share, count: Math.round(Math.min(count, total) * share), maxSeconds });
+      return p.call("start", { rate: rate * share, count: Math.round((this.#cycle ? count : Math.min(count, total)) * share), maxSeconds });
     }));
   }
 

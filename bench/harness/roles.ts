@@ -159,15 +159,20 @@ function publisherRole(): void {
   let n = 0;
   /** The next prepared event to publish: each is published once, across start() calls. */
   let cursor = 0;
+  /** With `cycle`, the prepared events are published again once all were, round after round, under new message ids. */
+  let cycle = false;
+  let round = 0;
   let withMsgId = true;
   let run: { stop: boolean; sent: number; t0: number; done: Promise<void> } | undefined;
   serve({
     /** Pre-encodes this publisher's share of `count` events of the source. */
-    async init(a: { natsUrl: string; prefix: string; partitions: number; source: EventSource; count: number; index: number; of: number; msgId: boolean; idPrefix?: string }) {
+    async init(a: { natsUrl: string; prefix: string; partitions: number; source: EventSource; count: number; index: number; of: number; msgId: boolean; idPrefix?: string; cycle?: boolean }) {
       nc = await connect({ servers: a.natsUrl, name: `bench-publisher-${a.index}`, noAsyncTraces: true });
       const s = subjects(a.prefix);
       subjectsOf = Array.from({ length: a.partitions }, (_, p) => s.events(p));
       withMsgId = a.msgId;
+      cycle = a.cycle === true;
+      round = 0;
       const chunks: Uint8Array[] = [];
       const offs: number[] = [0];
       const ps: number[] = [];
@@ -202,7 +207,7 @@ function publisherRole(): void {
     /** Publishes the next `count` prepared events open-loop at `rate`/s (0 = as fast as possible), for at most maxSeconds. */
     start(a: { rate: number; count: number; maxSeconds: number }) {
       if (run !== undefined) throw new Error("already publishing");
-      const count = Math.min(a.count, n - cursor);
+      const count = cycle ? a.count : Math.min(a.count, n - cursor);
       const r = { stop: false, sent: 0, t0: performance.now(), done: Promise.resolve() };
       r.done = (async () => {
         let flushed = 0;
@@ -210,11 +215,16 @@ function publisherRole(): void {
           const due = a.rate === 0 ? count : Math.min(count, Math.floor(((performance.now() - r.t0) * a.rate) / 1000));
           const upTo = Math.min(due, r.sent + 5000);
           for (; r.sent < upTo; r.sent++) {
+            if (cursor === n) {
+              if (!cycle || n === 0) break;
+              cursor = 0;
+              round++;
+            }
             const i = cursor++;
             const data = arena.subarray(offsets[i]!, offsets[i + 1]!);
             if (withMsgId) {
               const h = headers();
-              h.set("Nats-Msg-Id", ids[i]!);
+              h.set("Nats-Msg-Id", round === 0 ? ids[i]! : `${ids[i]!}-r${round}`);
               nc!.publish(subjectsOf[parts[i]!]!, data, { headers: h });
             } else nc!.publish(subjectsOf[parts[i]!]!, data);
           }
