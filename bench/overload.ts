@@ -17,18 +17,19 @@
  * Everything runs on 127.0.0.1; every wait has a deadline.
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, type JetStreamManager } from "nats";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
+import { freePort } from "../src/bus/server-process.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { PortraitError } from "../src/errors.js";
 import type { FromPublisher, ToPublisher } from "./overload-publisher.js";
+import { memMiB, slope } from "./harness/proc-stats.js";
 import { appendResults, printTable, repoRoot } from "./report.js";
 
 const { values: a } = parseArgs({
@@ -59,24 +60,6 @@ const prefix = "ovl";
 const s = subjects(prefix);
 const log = (m: string) => process.stderr.write(`[overload] ${m}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** RSS of a process and its split: anonymous (heaps, native buffers) and file-backed (mapped LMDB pages, code). */
-function memMiB(pid: number): { rss: number; anon: number; file: number } {
-  const st = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(st)?.[1] ?? 0) / 1024;
-  return { rss: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile") + kb("RssShmem") };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** The engine's threads whose V8 heaps are sampled (portrait_thread_heap_bytes{thread}). */
 const THREADS = ["main", "shard-0", "shard-1", "recs"] as const;
@@ -125,20 +108,6 @@ async function streamState(jsm: JetStreamManager): Promise<{ stored: number; bac
   } catch {
     return undefined;
   }
-}
-
-/** Least-squares slope of y over x. */
-function slope(xs: number[], ys: number[]): number {
-  const n = xs.length;
-  if (n < 2) return NaN;
-  const mx = xs.reduce((u, v) => u + v, 0) / n;
-  const my = ys.reduce((u, v) => u + v, 0) / n;
-  let num = 0, den = 0;
-  for (let i = 0; i < n; i++) {
-    num += (xs[i]! - mx) * (ys[i]! - my);
-    den += (xs[i]! - mx) ** 2;
-  }
-  return num / den;
 }
 
 const mean = (xs: number[]) => xs.reduce((u, v) => u + v, 0) / Math.max(1, xs.length);
@@ -307,8 +276,8 @@ async function main(): Promise<void> {
     const applyRate = (w1.acked - w0.acked) / w1.t;
     const drainRate = (drain[drain.length - 1]!.acked - w1.acked) / Math.max(1, drainS);
     const half = samples.slice(Math.floor(samples.length / 2));
-    const rssSlope = slope(half.map((x) => x.t), half.map((x) => x.rss));
-    const anonSlope = slope(half.map((x) => x.t), half.map((x) => x.anon));
+    const rssSlope = slope(half.map((x) => [x.t, x.rss]));
+    const anonSlope = slope(half.map((x) => [x.t, x.anon]));
     const maxBacklog = Math.max(w0.backlog, ...samples.map((x) => x.backlog));
     const heapOf = (x: Sample, t: string, k: "used" | "total" | "external") => x.heaps?.[t]?.[k] ?? NaN;
     const finite = (xs: number[]) => xs.filter(Number.isFinite);

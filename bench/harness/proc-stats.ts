@@ -14,14 +14,36 @@ export function procTicks(pid: number, tid?: number): number {
   }
 }
 
+/** RSS of a process in MiB and its split: anonymous (heaps, native buffers) and file-backed (mapped LMDB pages, code); zeros when it is gone. */
+export function memMiB(pid: number): { rss: number; anon: number; file: number } {
+  let st = "";
+  try {
+    st = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    // gone
+  }
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(st)?.[1] ?? 0) / 1024;
+  return { rss: kb("VmRSS"), anon: kb("RssAnon"), file: kb("RssFile") + kb("RssShmem") };
+}
+
 /** Resident set size of a process in bytes; 0 when it is gone. */
 export function rssBytes(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
+  return memMiB(pid).rss * 2 ** 20;
+}
+
+/** Least-squares slope of y over x (NaN with fewer than two points). */
+export function slope(points: Array<[number, number]>): number {
+  const n = points.length;
+  if (n < 2) return NaN;
+  const mx = points.reduce((a, p) => a + p[0], 0) / n;
+  const my = points.reduce((a, p) => a + p[1], 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
   }
+  return den > 0 ? num / den : NaN;
 }
 
 function threadTicks(pid: number): Map<number, number> {

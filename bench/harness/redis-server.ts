@@ -13,12 +13,12 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect as netConnect, createServer } from "node:net";
+import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { findNatsServerBinary } from "../../src/bus/nats-server-launcher.js";
-import { terminateServer, trackChild, type ExitInfo, type RunningServer } from "../../src/bus/server-process.js";
+import { freePort, terminateServer, trackChild, type ExitInfo, type RunningServer } from "../../src/bus/server-process.js";
 
 export interface RedisServerOptions {
   /** Path or bare name (searched on PATH) of the binary; default "redis-server" on PATH, then /usr/bin/redis-server. */
@@ -73,19 +73,6 @@ export function findRedisServerBinary(binary?: string): string {
     `redis-server binary not found: no executable ${binary === undefined ? `"redis-server" on PATH or at ${FALLBACK_BINARY}` : JSON.stringify(binary)}. ` +
       `Install it with "apt-get install redis-server" (Debian/Ubuntu), or pass its path.`,
   );
-}
-
-/** A port that was free on 127.0.0.1 a moment ago (the OS picks it). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolve(port) : reject(new Error("could not get a free port"))));
-    });
-  });
 }
 
 /** True when a Redis at 127.0.0.1:port answers PING with +PONG within timeoutMs. */

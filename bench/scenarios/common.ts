@@ -184,18 +184,3 @@ export async function knownUsers(rig: Rig, max: number): Promise<string[]> {
   const per = await Promise.all(rig.publishers.map((p) => p.call<string[]>("users", { max: Math.ceil(max / rig.publishers.length) }, 300_000)));
   return per.flat();
 }
-
-/** Least-squares slope of y over x. */
-export function slope(points: Array<[number, number]>): number {
-  const n = points.length;
-  if (n < 2) return NaN;
-  const mx = points.reduce((a, p) => a + p[0], 0) / n;
-  const my = points.reduce((a, p) => a + p[1], 0) / n;
-  let num = 0;
-  let den = 0;
-  for (const [x, y] of points) {
-    num += (x - mx) * (y - my);
-    den += (x - mx) ** 2;
-  }
-  return den > 0 ? num / den : NaN;
-}

@@ -5,7 +5,7 @@
  */
 import { MIXED_HEADER, mixedFlags, mixedRows, mixedWindow, summary } from "./mixed.js";
 import { pctMs } from "../harness/open-loop.js";
-import { slope } from "./common.js";
+import { slope } from "../harness/proc-stats.js";
 import { f0, f2, num, type Scenario } from "./scenario.js";
 
 export const soak: Scenario = {

@@ -4,6 +4,7 @@
  * process exits without stopping it, and stopped with SIGTERM then SIGKILL.
  */
 import type { ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
 
@@ -35,6 +36,19 @@ export function trackChild(child: ChildProcess): void {
   }
   liveChildren.add(child);
   child.once("exit", () => liveChildren.delete(child));
+}
+
+/** A port that was free on 127.0.0.1 a moment ago (the OS picks it; another process may take it before it is bound). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+      srv.close(() => (port > 0 ? resolve(port) : reject(new Error("could not get a free port"))));
+    });
+  });
 }
 
 /** SIGTERM (and SIGCONT, for a SIGSTOPped server), then SIGKILL after `killAfterMs`; resolves once it exited. */
