@@ -4,12 +4,12 @@
  * order. Components get their configuration from here; nothing below reads
  * process.env.
  *
- * Start order: (embedded nats-server) -> NATS connection -> streams ->
+ * Start order: data-dir lock -> (embedded nats-server) -> NATS connection -> streams ->
  * shard workers (open LMDB, read applied sequences) -> partition consumers,
  * positioned after each partition's applied sequence -> query API -> ready.
  * Drain order: not ready -> query API stops -> consumers stop intake and flush
  * (every handed-over batch committed and acknowledged) -> shards close LMDB ->
- * NATS drains -> embedded server stops -> HTTP closes.
+ * NATS drains -> embedded server stops -> HTTP closes -> lock released.
  */
 import type { JetStreamClient, NatsConnection } from "nats";
 import { QueryApi } from "./api/profile-endpoint.js";
@@ -32,6 +32,7 @@ import type { RecsStats } from "./recs/recs-protocol.js";
 import { Recommender } from "./recs/recommender.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
+import { DataDirLock } from "./store/data-dir-lock.js";
 import { VERSION } from "./version.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -105,6 +106,7 @@ export class Engine {
   readonly subjects: Subjects;
   readonly metrics: EngineMetrics;
   readonly log: Logger;
+  #lock?: DataDirLock;
   #nats?: NatsServerHandle;
   #nc?: NatsConnection;
   #pool?: ShardPool;
@@ -177,11 +179,14 @@ export class Engine {
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
+    // First: a second engine on this data dir is refused before it touches anything.
+    this.#lock = await DataDirLock.acquire(cfg.dataDir);
     if (cfg.httpPort >= 0) {
       this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready);
     }
     this.#nats = await embeddedServer(cfg, this.log);
     const url = this.#nats?.url ?? cfg.natsUrl;
+    this.#lock.describe({ natsUrl: url, ...(this.#ops ? { httpPort: this.#ops.port } : {}) });
     this.#nc = await connectNats({
       url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken,
       nkeySeedFile: cfg.natsNkeySeedFile, credsFile: cfg.natsCredsFile,
@@ -391,6 +396,7 @@ export class Engine {
     }
     await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
     await this.#ops?.close();
+    await this.#lock?.release();
     this.log.info("engine closed");
     this.#resolveDone();
   }

@@ -36,6 +36,8 @@ export const ErrorCode = {
   WORKER_EXITED: "WORKER_EXITED",
   /** A data file is missing or unreadable. Terminal. */
   DATA_NOT_FOUND: "DATA_NOT_FOUND",
+  /** A data file is not of the format it is read as (a header without the format's columns, or no row that makes an event). Terminal. */
+  DATA_FORMAT: "DATA_FORMAT",
   /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
   STORAGE_FAILED: "STORAGE_FAILED",
   /** An unexpected failure inside the engine. */
@@ -56,6 +58,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   NATS_SERVER_NOT_FOUND: 500,
   WORKER_EXITED: 503,
   DATA_NOT_FOUND: 404,
+  DATA_FORMAT: 422,
   STORAGE_FAILED: 507,
   INTERNAL: 500,
 });

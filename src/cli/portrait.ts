@@ -205,26 +205,40 @@ engineFlags(
 });
 
 natsSecurityFlags(program.command("replay")
-  .description("publish a real data set's events to the engine's stream, with a progress bar")
-  .argument("[file]", "data file (default: the format's file under --datasets)")
+  .description("publish a real data set's events to the engine's stream, with a progress bar; Ctrl-C stops it with a summary and a --skip resume point")
+  .argument("[file]", "data file, gzip or plain (told apart by content); - reads standard input (default: the format's file under --datasets)")
   .addOption(formatOption())
   .option("--rate <n>", "events per second (open-loop schedule); default as fast as acknowledgements allow", posInt)
   .option("--limit <n>", "stop after this many events", posInt)
+  .option("--skip <n>", "leave out the first n events (the resume point an interrupted replay printed)", nonNegInt)
   .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
   .option("--max-inflight <n>", "most publishes awaiting acknowledgement", posInt, 256)
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
-  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; datasets: string; maxInflight: number }) => {
-    const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
+  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; skip?: number; datasets: string; maxInflight: number }) => {
+    const path = file === "-" ? file : file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
     const bar = progress(`replay ${f.format}`, f.limit);
+    // First Ctrl-C: stop reading, let what was published be acknowledged, print where to resume. A second one exits at once.
+    const stop = new AbortController();
+    const onSigint = () => {
+      if (stop.signal.aborted) process.exit(130);
+      stop.abort();
+    };
+    process.on("SIGINT", onSigint);
     let stopped = false;
     try {
-      const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, onProgress: (n) => bar.update(n) });
+      const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, skip: f.skip, signal: stop.signal, onProgress: (n) => bar.update(n) });
       bar.stop();
       stopped = true;
-      console.log(`replayed ${path}: ${r.read} events read, ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream, ` +
-        `${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
+      const name = path === "-" ? "standard input" : path;
+      console.log(`${r.interrupted ? "interrupted: " : ""}replayed ${name}: ${r.read} events read${f.skip ? ` after ${f.skip} skipped` : ""}, ${r.stored} stored, ` +
+        `${r.duplicates} duplicates dropped by JetStream, ${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
+      if (r.interrupted) {
+        console.log(`every event read was acknowledged; resume with: portrait replay ${file ?? ""} --format ${f.format} --skip ${r.resumeSkip}`.replace("  ", " "));
+        process.exitCode = 130;
+      }
     } finally {
+      process.off("SIGINT", onSigint);
       if (!stopped) bar.stop();
       await client.close();
     }
