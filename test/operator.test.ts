@@ -1,0 +1,137 @@
+/**
+ * What an operator meets first: one engine per data dir, and replays that
+ * cannot lose real events (content ids, plain or gzip or stdin input, an
+ * interrupted replay that says where to resume).
+ */
+import { spawn } from "node:child_process";
+import { createReadStream, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { replay } from "../src/cli/replay.js";
+import type { Engine } from "../src/engine.js";
+import { ErrorCode } from "../src/errors.js";
+import { removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+
+let nats: NatsServerHandle;
+const engines: Engine[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  nats = await startTestNats();
+});
+
+afterAll(async () => {
+  await Promise.all(engines.map((e) => e.close()));
+  await nats?.stop();
+  dirs.forEach(removeDir);
+});
+
+function dir(name: string): string {
+  const d = tmpDir(`portrait-${name}`);
+  dirs.push(d);
+  return d;
+}
+
+/** Taobao rows (user,item,category,behavior,seconds) for `users` users, `n` rows in all. */
+function taobaoRows(tag: string, users: number, n: number): string {
+  const rows: string[] = [];
+  for (let i = 0; i < n; i++) rows.push(`${tag}${i % users},${1000 + i},${i % 7},pv,${1511658000 + i}`);
+  return rows.join("\n") + "\n";
+}
+
+describe("operator - one engine per data dir", () => {
+  it("operator - a second engine on a data dir in use is refused with CONFIG naming the first; once it stops the dir is free", async () => {
+    const dataDir = dir("lock");
+    const prefix = uniquePrefix("lock");
+    const first = await startTestEngine(nats.url, { dataDir, subjectPrefix: prefix });
+    engines.push(first);
+    const second = startTestEngine(nats.url, { dataDir, subjectPrefix: prefix });
+    await expect(second).rejects.toMatchObject({
+      code: ErrorCode.CONFIG,
+      message: expect.stringContaining(`is in use by the engine with pid ${process.pid}`),
+    });
+    await expect(second).rejects.toMatchObject({ message: expect.stringContaining(nats.url) });
+    await first.close();
+    const third = await startTestEngine(nats.url, { dataDir, subjectPrefix: prefix });
+    engines.push(third);
+    expect(third.ready).toBe(true);
+    await third.close();
+  });
+});
+
+describe("operator - replay", { timeout: 120_000 }, () => {
+  it("operator - another file of the same name is stored, not dropped as duplicates; the same file again is", async () => {
+    const prefix = uniquePrefix("samename");
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: dir("samename") });
+    engines.push(engine);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      const root = dir("samename-files");
+      mkdirSync(join(root, "other"));
+      const a = join(root, "small.csv.gz");
+      const b = join(root, "other", "small.csv.gz");
+      writeFileSync(a, gzipSync(taobaoRows("a", 2, 2)));
+      writeFileSync(b, gzipSync(taobaoRows("b", 2, 2)));
+      expect(await replay(c, "taobao", a)).toMatchObject({ read: 2, stored: 2, duplicates: 0 });
+      expect(await replay(c, "taobao", b)).toMatchObject({ read: 2, stored: 2, duplicates: 0 });
+      expect(await replay(c, "taobao", a)).toMatchObject({ read: 2, stored: 0, duplicates: 2 });
+      await waitFor(async () => (await c.getProfile("b1").then((p) => p.eventsApplied, () => 0)) === 1, { message: "b1 not applied" });
+      await waitFor(async () => (await c.getProfile("a1").then((p) => p.eventsApplied, () => 0)) === 1, { message: "a1 not applied" });
+    } finally {
+      await c.close();
+      await engine.close();
+    }
+  });
+
+  it("operator - Ctrl-C stops a replay with a summary and a --skip resume point; resuming from stdin stores exactly the rest", async () => {
+    const prefix = uniquePrefix("resume");
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: dir("resume") });
+    engines.push(engine);
+    const total = 600;
+    const file = join(dir("resume-files"), "plain.csv");
+    writeFileSync(file, taobaoRows("r", 10, total));
+    const cli = fileURLToPath(new URL("../src/cli/portrait.ts", import.meta.url));
+    const args = ["--format", "taobao", "--nats", nats.url, "--prefix", prefix, "--partitions", "4"];
+    const run = (extra: string[], stdinFile?: string) => {
+      const proc = spawn(process.execPath, ["--import", "tsx", cli, "replay", ...extra, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      let out = "";
+      proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      proc.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      if (stdinFile !== undefined) createReadStream(stdinFile).pipe(proc.stdin);
+      else proc.stdin.end();
+      const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+      return { proc, exited, out: () => out };
+    };
+    // 100 events/s: the first progress line (after 2 s) comes well before the end.
+    const first = run([file, "--rate", "100"]);
+    await waitFor(() => /replay taobao: [1-9]\d*/.test(first.out()), { timeoutMs: 60_000, message: "no progress" });
+    first.proc.kill("SIGINT");
+    expect(await first.exited, first.out()).toBe(130);
+    const m = /resume with: .* --skip (\d+)/.exec(first.out());
+    expect(m, first.out()).not.toBeNull();
+    const skip = Number(m![1]);
+    expect(skip).toBeGreaterThan(0);
+    expect(skip).toBeLessThan(total);
+    expect(first.out()).toMatch(new RegExp(`interrupted: replayed .*: ${skip} events read, ${skip} stored`));
+
+    const second = run(["-", "--skip", String(skip)], file);
+    expect(await second.exited, second.out()).toBe(0);
+    expect(second.out()).toContain(`replayed standard input: ${total - skip} events read after ${skip} skipped, ${total - skip} stored, 0 duplicates`);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      await waitFor(async () => {
+        let n = 0;
+        for (let u = 0; u < 10; u++) n += await c.getProfile(`r${u}`).then((p) => p.eventsApplied, () => 0);
+        return n === total;
+      }, { timeoutMs: 60_000, message: "not every event was applied once" });
+    } finally {
+      await c.close();
+      await engine.close();
+    }
+  });
+});
