@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, profile, recommend, forget, train, eval.
+ * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -23,6 +23,8 @@ import { registerModelCommands } from "./model-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
+import { publishJson, resolveRequestSubject } from "./publish.js";
+import { compileEngineOptions } from "../config/engine-options.js";
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Where the public data sets are: $PORTRAIT_DATASETS, else ../shared/data beside the repository. */
@@ -48,7 +50,7 @@ function portNumber(v: string): number {
 const natsOption = () => new Option("--nats <url>", "NATS server URL(s), comma-separated").default(DEFAULT_NATS);
 const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(16);
 const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default("portrait");
-const formatOption = () => new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
+const formatOption = () => new Option("--format <format>", "data set format (required)").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
 
 interface ClientFlags extends NatsSecurityFlags { nats: string; partitions: number; prefix: string }
 
@@ -240,6 +242,45 @@ natsSecurityFlags(program.command("replay")
     } finally {
       process.off("SIGINT", onSigint);
       if (!stopped) bar.stop();
+      await client.close();
+    }
+  });
+
+natsSecurityFlags(program.command("publish")
+  .description("publish events written as JSON (one as an argument, or NDJSON with --file; - reads stdin), checked as the engine checks them first")
+  .argument("[json]", 'one event, e.g. \'{"eventId":"e-1","userId":"u1","type":"VIEW","timestampMs":1700000000000,"itemId":"i1"}\'')
+  .option("--file <file>", "NDJSON file of events, one per line (- = standard input)")
+  .option("--currency <code>", "the engine's shop currency, when it has one: events in another are refused here as they would be dead-lettered there")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
+  .action(async (json: string | undefined, f: ClientFlags & { file?: string; currency?: string }) => {
+    const defaults = compileEngineOptions({ partitions: f.partitions });
+    const validation = { partitions: f.partitions, maxEventBytes: defaults.maxEventBytes, maxFutureSkewMs: defaults.maxFutureSkewMs, currency: f.currency };
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-publish" });
+    try {
+      const r = await publishJson(client, { ...(json !== undefined ? { json } : {}), ...(f.file !== undefined ? { file: f.file } : {}) }, validation);
+      console.log(`published ${r.events} event${r.events === 1 ? "" : "s"}: ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream`);
+    } finally {
+      await client.close();
+    }
+  });
+
+natsSecurityFlags(program.command("request")
+  .description("send a JSON request to one of the engine's request-reply subjects and print the JSON reply")
+  .argument("<subject>", "profile, recommend, forget, catalog.upsert, or the full subject")
+  .argument("<json>", 'the request, e.g. \'{"userId":"u1"}\'')
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
+  .action(async (name: string, json: string, f: ClientFlags) => {
+    let body: unknown;
+    try {
+      body = JSON.parse(json);
+    } catch (err) {
+      throw new PortraitError(ErrorCode.BAD_REQUEST, `the request is not JSON: ${(err as Error).message}`);
+    }
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-request" });
+    try {
+      const reply = await client.requestJson(resolveRequestSubject(client.subjects, name), body);
+      console.log(JSON.stringify(reply, null, 2));
+    } finally {
       await client.close();
     }
   });

@@ -238,6 +238,32 @@ export class PortraitClient {
     await this.#request(this.subjects.catalogUpsert, pb.CatalogUpsert.encode(item).finish());
   }
 
+  /**
+   * Sends `body` as JSON to a request-reply `subject` (any of the engine's,
+   * e.g. `subjects.profileGet`) and resolves with the JSON reply parsed (null
+   * for an empty reply). Errors as for the typed calls; for tools and the CLI.
+   */
+  async requestJson(subject: string, body: unknown): Promise<unknown> {
+    let reply;
+    try {
+      reply = await this.nc.request(subject, new TextEncoder().encode(JSON.stringify(body)), { timeout: this.#timeoutMs });
+    } catch (err) {
+      throw requestError(err);
+    }
+    const text = new TextDecoder().decode(reply.data);
+    const code = reply.headers?.get(ERROR_CODE_HEADER);
+    if (code) {
+      let message = code;
+      try {
+        message = (JSON.parse(text) as { message?: string }).message ?? code;
+      } catch {
+        // The body is not JSON: the code says it all.
+      }
+      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, message);
+    }
+    return text === "" ? null : (JSON.parse(text) as unknown);
+  }
+
   async #request(subject: string, body: Uint8Array): Promise<Uint8Array> {
     let reply;
     try {
