@@ -11,7 +11,10 @@ import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import type { ProfileView } from "../src/actors/user-profile.js";
+import { formatProfile } from "../src/cli/print-profile.js";
 import { replay } from "../src/cli/replay.js";
+import { EventType } from "../src/wire/proto.js";
 import type { Engine } from "../src/engine.js";
 import { ErrorCode } from "../src/errors.js";
 import { removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
@@ -61,6 +64,38 @@ describe("operator - one engine per data dir", () => {
     engines.push(third);
     expect(third.ready).toBe(true);
     await third.close();
+  });
+});
+
+describe("operator - profile text", () => {
+  it("operator - categories carry the names events gave them, the timeline lists the last events, a funnel without carts prints '-'", async () => {
+    const prefix = uniquePrefix("text");
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: dir("text") });
+    engines.push(engine);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      const t = Date.UTC(2019, 9, 1);
+      const cat = "2053013555631882655";
+      await c.publishMany([1, 2, 3].map((k) => ({
+        eventId: `${prefix}-${k}`, userId: "buyer", type: EventType.PURCHASE, timestampMs: t + k * 60_000,
+        itemId: `item${k}`, categoryId: cat, categoryPath: "electronics.smartphone", price: 10, quantity: 1,
+      })));
+      const p: ProfileView = await waitFor(async () => {
+        const v = await c.getProfile("buyer").catch(() => undefined);
+        return v !== undefined && v.eventsApplied === 3 ? v : undefined;
+      }, { message: "buyer not applied" });
+      expect(p.categories[0]).toMatchObject({ key: cat, label: "electronics.smartphone" });
+      expect(p.recentEvents.map((e) => [e.type, e.timestampMs, e.itemId])).toEqual([
+        ["purchase", t + 180_000, "item3"], ["purchase", t + 120_000, "item2"], ["purchase", t + 60_000, "item1"],
+      ]);
+      const text = formatProfile(p);
+      expect(text).toContain(`electronics.smartphone [${cat}]`);
+      expect(text).toContain("cart->purchase -)");
+      expect(text).toContain("purchase item3");
+    } finally {
+      await c.close();
+      await engine.close();
+    }
   });
 });
 

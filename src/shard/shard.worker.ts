@@ -28,6 +28,7 @@ import type { LstmEvent } from "../models/lstm-features.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
+import { CategoryLabels } from "./category-labels.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType, pb } from "../wire/proto.js";
@@ -87,6 +88,7 @@ interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[] }
 class Shard implements ShardApi {
   #init!: ShardInit;
   #store!: ProfileStore;
+  #labels!: CategoryLabels;
   #log!: Logger;
   #profile!: CompiledProfileOptions;
   #validation!: EventValidationOptions;
@@ -127,6 +129,7 @@ class Shard implements ShardApi {
     if (init.models.lstmDir !== undefined) this.#lstm = LstmRuntime.load(init.models.lstmDir);
     if (init.models.churnDir !== undefined) this.#churn = ChurnModel.load(init.models.churnDir);
     this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes });
+    this.#labels = new CategoryLabels(this.#store);
     const appliedSeqs: Record<number, number> = {};
     for (const p of init.partitions) {
       const seq = this.#store.getAppliedSeq(p);
@@ -254,6 +257,7 @@ class Shard implements ShardApi {
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
       }
       applyEvent(actor.state, e, this.#profile);
+      if (e.categoryPath !== "") this.#labels.note(e.categoryId, e.categoryPath);
       actor.lastBatch = batchNo;
       dirty.set(e.userId, actor);
       appliedCount++;
@@ -341,6 +345,7 @@ class Shard implements ShardApi {
       const profile = profileView(userId, state, asOf, this.#profile);
       const predictions = this.#predictions(state, asOf);
       if (predictions !== undefined) profile.predictions = predictions;
+      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = this.#labels.label(c.key);
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile }).finish();

@@ -7,7 +7,10 @@
  *   "partitions" -> the deployment's partition count,
  *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
  *   pseudonymisation key (src/shard/pseudonym.ts): profiles are keyed by
- *   pseudonyms, so a data dir only works with the key it was written with.
+ *   pseudonyms, so a data dir only works with the key it was written with,
+ *   "cat/<category id>" -> the category's name (path) as events carried it:
+ *   for people only, written outside the batches (a lost one comes back
+ *   with the category's next event).
  *
  * - db `chain` (versioned): "p/<partition>" -> its version counts the
  *   partition's committed batches.
@@ -68,6 +71,17 @@ export class ProfileStore {
   /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. */
   removeState(userId: string): Promise<boolean> {
     return this.#profiles.remove(userId);
+  }
+
+  /** The stored name of a category, if one was seen. */
+  getCategoryLabel(categoryId: string): string | undefined {
+    const v = this.#meta.get(`cat/${categoryId}`);
+    return typeof v === "string" ? v : undefined;
+  }
+
+  /** Stores a category's name; not awaited by anyone (it commits with the next transaction). */
+  putCategoryLabel(categoryId: string, label: string): void {
+    void this.#meta.put(`cat/${categoryId}`, label).catch(() => undefined);
   }
 
   getAppliedSeq(partition: number): number {
