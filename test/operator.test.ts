@@ -11,7 +11,6 @@ import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import type { ProfileView } from "../src/actors/user-profile.js";
 import { formatProfile } from "../src/cli/print-profile.js";
 import { replay } from "../src/cli/replay.js";
 import { EventType } from "../src/wire/proto.js";
@@ -80,10 +79,10 @@ describe("operator - profile text", () => {
         eventId: `${prefix}-${k}`, userId: "buyer", type: EventType.PURCHASE, timestampMs: t + k * 60_000,
         itemId: `item${k}`, categoryId: cat, categoryPath: "electronics.smartphone", price: 10, quantity: 1,
       })));
-      const p: ProfileView = await waitFor(async () => {
+      const p = (await waitFor(async () => {
         const v = await c.getProfile("buyer").catch(() => undefined);
         return v !== undefined && v.eventsApplied === 3 ? v : undefined;
-      }, { message: "buyer not applied" });
+      }, { message: "buyer not applied" }))!;
       expect(p.categories[0]).toMatchObject({ key: cat, label: "electronics.smartphone" });
       expect(p.recentEvents.map((e) => [e.type, e.timestampMs, e.itemId])).toEqual([
         ["purchase", t + 180_000, "item3"], ["purchase", t + 120_000, "item2"], ["purchase", t + 60_000, "item1"],
