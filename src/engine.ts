@@ -21,6 +21,7 @@ import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError, ErrorCode, PortraitError } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
+import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
@@ -34,6 +35,7 @@ import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { DataDirLock } from "./store/data-dir-lock.js";
 import { VERSION } from "./version.js";
+import { PortraitClient } from "./client/portrait-client.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
@@ -115,6 +117,8 @@ export class Engine {
   #consumers: PartitionConsumer[] = [];
   #api?: QueryApi;
   #ops?: OpsServer;
+  #dashboard?: Dashboard;
+  readonly #models: DashboardModel[] = [];
   #ready = false;
   #closing: Promise<void> | undefined;
   #fatal: ((err: unknown) => void) | undefined;
@@ -170,6 +174,7 @@ export class Engine {
         }
       }
       out[key] = dir;
+      this.#models.push({ name, version: manifest.version, metrics: (manifest.metrics ?? []) as DashboardModel["metrics"] });
       this.metrics.modelInfo.set({ model: name, version: manifest.version }, 1);
       this.log.info({ model: name, version: manifest.version, dir }, "model loaded");
     }
@@ -182,7 +187,12 @@ export class Engine {
     // First: a second engine on this data dir is refused before it touches anything.
     this.#lock = await DataDirLock.acquire(cfg.dataDir);
     if (cfg.httpPort >= 0) {
-      this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready);
+      const dashboard = new Dashboard({
+        metrics: this.metrics, version: VERSION, isReady: () => this.#ready, models: () => this.#models, backend: () => this.#inference?.backend,
+      });
+      this.#dashboard = dashboard;
+      this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready, (req, res) => dashboard.handle(req, res));
+      dashboard.start();
     }
     this.#nats = await embeddedServer(cfg, this.log);
     const url = this.#nats?.url ?? cfg.natsUrl;
@@ -278,6 +288,14 @@ export class Engine {
     });
     // Ready means the server has our subscriptions: a query sent now finds a responder.
     await this.#nc.flush();
+    if (this.#dashboard !== undefined) {
+      // The page shows what clients get: it asks the engine's own endpoints.
+      const client = new PortraitClient(this.#nc, { partitions: cfg.partitions, subjectPrefix: cfg.subjectPrefix });
+      this.#dashboard.users = {
+        profile: (userId) => client.requestJson(s.profileGet, { userId }),
+        recommend: (userId, k) => client.requestJson(s.recommend, { userId, k }),
+      };
+    }
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
@@ -395,6 +413,7 @@ export class Engine {
       await nc.close().catch(() => undefined);
     }
     await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    this.#dashboard?.stop();
     await this.#ops?.close();
     await this.#lock?.release();
     this.log.info("engine closed");

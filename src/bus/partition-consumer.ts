@@ -23,7 +23,7 @@ import type { Subjects } from "./subjects.js";
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>` and
  * `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>.<random>`.
  */
-export function ackInfo(reply: string): { seq: number; pending: number } {
+export function ackInfo(reply: string): { seq: number; pending: number; storedMs: number } {
   let dots = 0;
   for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 46) dots++;
   // Token indexes of the stream sequence and the pending count.
@@ -40,11 +40,14 @@ export function ackInfo(reply: string): { seq: number; pending: number } {
   }
   let seq = NaN;
   let pending = NaN;
+  let storedMs = NaN;
   let token = 0;
   let start = 0;
   for (let i = 0; i <= reply.length; i++) {
     if (i < reply.length && reply.charCodeAt(i) !== 46) continue;
     if (token === seqToken) seq = Number(reply.slice(start, i));
+    // The token before the pending count: the time JetStream stored the message, ns.
+    else if (token === pendingToken - 1) storedMs = Number(reply.slice(start, i)) / 1e6;
     else if (token === pendingToken) {
       pending = Number(reply.slice(start, i));
       break;
@@ -52,7 +55,7 @@ export function ackInfo(reply: string): { seq: number; pending: number } {
     token++;
     start = i + 1;
   }
-  return { seq, pending };
+  return { seq, pending, storedMs };
 }
 
 /** The reply subject of a JetStream message (present on every JsMsg; missing from its type). */
@@ -180,6 +183,8 @@ export class PartitionConsumer {
     const last = msgs[msgs.length - 1]!;
     this.#o.beforeAck?.();
     last.ack();
+    const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
+    if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
     this.#metrics.eventsApplied.inc(r.applied);
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);

@@ -65,6 +65,12 @@ export class EngineMetrics {
     buckets: LATENCY_BUCKETS_S,
     registers: [this.registry],
   });
+  readonly freshnessSeconds = new Histogram({
+    name: "portrait_ingest_freshness_seconds",
+    help: "Time from an event's store in JetStream to the acknowledgement of its batch (applied, committed, visible), for the oldest event of each batch.",
+    buckets: [...LATENCY_BUCKETS_S, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly lag = new Gauge({
     name: "portrait_ingest_lag_messages",
     help: "Messages in the stream not yet delivered to the partition's consumer, at its last acknowledged batch.",
