@@ -29,7 +29,7 @@ import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.
 import { compileRecsOptions, type CompiledRecsOptions } from "./recs-options.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
-/** Interaction counts of an item, as the DeepFM trainer counts them (src/train/deepfm-rows.ts). */
+/** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
 
 class Recs implements RecsApi {
