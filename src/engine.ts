@@ -13,7 +13,7 @@
  */
 import type { JetStreamClient, NatsConnection } from "nats";
 import { QueryApi } from "./api/profile-endpoint.js";
-import { connectNats } from "./bus/connect.js";
+import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
@@ -48,8 +48,7 @@ async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServe
   const first = cfg.natsUrl.split(",")[0]!.trim();
   if (cfg.embeddedNats === "auto" && (await probeNats(first, 1000))) return undefined;
   // A secured server that is down must not be replaced by an open local one.
-  const secured = [cfg.natsUser, cfg.natsPass, cfg.natsToken, cfg.natsNkeySeedFile, cfg.natsCredsFile, cfg.natsTlsCaFile, cfg.natsTlsCertFile]
-    .some((v) => v !== undefined);
+  const secured = Object.keys(natsOptionsOf(cfg)).some((k) => k !== "natsUrl");
   if (cfg.embeddedNats === "auto" && secured) return undefined;
   const url = new URL(first.includes("://") ? first : `nats://${first}`);
   if (!LOOPBACK.has(url.hostname)) {
@@ -197,11 +196,7 @@ export class Engine {
     this.#nats = await embeddedServer(cfg, this.log);
     const url = this.#nats?.url ?? cfg.natsUrl;
     this.#lock.describe({ natsUrl: url, ...(this.#ops ? { httpPort: this.#ops.port } : {}) });
-    this.#nc = await connectNats({
-      url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken,
-      nkeySeedFile: cfg.natsNkeySeedFile, credsFile: cfg.natsCredsFile,
-      tlsCaFile: cfg.natsTlsCaFile, tlsCertFile: cfg.natsTlsCertFile, tlsKeyFile: cfg.natsTlsKeyFile,
-    });
+    this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);

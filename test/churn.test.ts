@@ -11,13 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveDataFile } from "../src/data/datasets.js";
 import { ConfigError } from "../src/errors.js";
 import { evalChurn } from "../src/eval/churn-eval.js";
-import { logloss } from "../src/eval/classification.js";
+import { logloss } from "../src/metrics/classification.js";
 import { evalTableMarkdown, formatEvalTable, type EvalTable } from "../src/eval/eval-table.js";
 import type { ModelManifest } from "../src/models/artifacts.js";
 import { CHURN_FEATURE_NAMES, ChurnModel, churnFeatures, type ChurnModelSpec } from "../src/models/churn-model.js";
 import {
   MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents, type ChurnSplit, type UserEvent,
-} from "../src/train/churn-data.js";
+} from "../src/examples/churn-data.js";
 import { fitGbdt, fitLogistic } from "../src/train/churn-fit.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { trainChurn } from "../src/train/train-churn.js";

@@ -24,7 +24,7 @@ import { loadDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { initTf } from "../src/models/tf.js";
 import {
   buildDeepFmRows, loadDeepFmEvents, sortEventsByTime, splitDeepFmRows, type DeepFmRows, type LstmStepper,
-} from "../src/train/deepfm-rows.js";
+} from "../src/examples/deepfm-rows.js";
 import { trainDeepFm } from "../src/train/train-deepfm.js";
 import { EventType } from "../src/wire/proto.js";
 

@@ -14,6 +14,7 @@ import { partitionOf } from "../src/bus/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { RecsHost } from "../src/recs/recs-host.js";
+import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
 import type { EventBatch, ShardStats } from "../src/shard/shard-protocol.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
@@ -59,7 +60,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
   it("recs queue - a batch that does not fit the shared bound is dropped and counted, one that fits is posted; the count returns to 0; profiles are exact", { timeout: 60_000 }, async () => {
     const dataDir = tmpDir("portrait-recs-queue");
     cleanups.push(() => removeDir(dataDir));
-    const { host, itemEvents } = await RecsHost.start({ recs: { maxQueuedItemEvents: 10 }, logLevel: "silent" }, W, () => undefined);
+    const { host, itemEvents } = await RecsHost.start({ recs: compileRecsOptions({ maxQueuedItemEvents: 10 }), logLevel: "silent" }, W, () => undefined);
     cleanups.push(() => host.close());
     expect(itemEvents.maxQueued).toBe(10);
     const pool = await ShardPool.start(W, P, {

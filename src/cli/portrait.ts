@@ -10,10 +10,10 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PortraitClient } from "../client/portrait-client.js";
+import { ENGINE_DEFAULTS } from "../config/engine-options.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { resolveDataFile } from "../data/datasets.js";
 import { Engine } from "../engine.js";
-import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { Catalog } from "../recs/catalog.js";
 import { loadCatalogFromDataset } from "../recs/catalog-loader.js";
 import { ErrorCode, PortraitError } from "../errors.js";
@@ -24,12 +24,15 @@ import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
 import { publishJson, resolveRequestSubject } from "./publish.js";
-import { compileEngineOptions } from "../config/engine-options.js";
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Where the public data sets are: $PORTRAIT_DATASETS, else ../shared/data beside the repository. */
 export const DEFAULT_DATASETS = process.env.PORTRAIT_DATASETS ?? resolve(PACKAGE_ROOT, "..", "shared", "data");
-const DEFAULT_NATS = process.env.PORTRAIT_NATS_URL ?? "nats://127.0.0.1:4222";
+const DEFAULT_NATS = process.env.PORTRAIT_NATS_URL ?? ENGINE_DEFAULTS.natsUrl;
+/** Flag defaults are the engine's option defaults (converted where the flag has another unit). */
+const D = ENGINE_DEFAULTS;
+const HOUR_MS = 3_600_000;
+const MINUTE_MS = 60_000;
 
 function posInt(v: string): number {
   const n = Number(v);
@@ -48,8 +51,8 @@ function portNumber(v: string): number {
 }
 
 const natsOption = () => new Option("--nats <url>", "NATS server URL(s), comma-separated").default(DEFAULT_NATS);
-const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(16);
-const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default("portrait");
+const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(D.partitions);
+const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default(D.subjectPrefix);
 const formatOption = () => new Option("--format <format>", "data set format (required)").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
 
 interface ClientFlags extends NatsSecurityFlags { nats: string; partitions: number; prefix: string }
@@ -92,24 +95,24 @@ function clientOptions(f: ClientFlags) {
 function engineFlags(cmd: Command): Command {
   return natsSecurityFlags(cmd)
     .addOption(natsOption())
-    .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", ".portrait")
+    .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", D.dataDir)
     .addOption(partitionsOption())
     .option("--workers <n>", "shard worker threads (default: cores - 1, at least 2)", posInt)
     .addOption(prefixOption())
-    .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default("auto"))
-    .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, 9464)
+    .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default(D.embeddedNats))
+    .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, D.httpPort)
     .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
-    .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, 1024)
-    .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, 8192)
-    .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, 1000)
-    .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
-    .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
-    .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", BUNDLED_MODELS_DIR)
-    .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', "current")
-    .option("--churn <version>", 'churn model: a version, "current" or "off"', "current")
-    .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', "current")
-    .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, 1)
-    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info")
+    .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, D.maxBatchMessages)
+    .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, D.maxAckPending)
+    .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, D.maxQueryWaitMs)
+    .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, D.profile.halfLifeMs / HOUR_MS)
+    .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, D.profile.sessionGapMs / MINUTE_MS)
+    .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
+    .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
+    .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
+    .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
+    .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
     .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
 }
@@ -137,7 +140,7 @@ function engineOptions(f: EngineFlags) {
     maxAckPending: f.maxAckPending,
     maxQueryWaitMs: f.maxQueryWaitMs,
     logLevel: f.logLevel,
-    profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
+    profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS },
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,
@@ -253,8 +256,7 @@ natsSecurityFlags(program.command("publish")
   .option("--currency <code>", "the engine's shop currency, when it has one: events in another are refused here as they would be dead-lettered there")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (json: string | undefined, f: ClientFlags & { file?: string; currency?: string }) => {
-    const defaults = compileEngineOptions({ partitions: f.partitions });
-    const validation = { partitions: f.partitions, maxEventBytes: defaults.maxEventBytes, maxFutureSkewMs: defaults.maxFutureSkewMs, currency: f.currency };
+    const validation = { partitions: f.partitions, maxEventBytes: D.maxEventBytes, maxFutureSkewMs: D.maxFutureSkewMs, currency: f.currency };
     const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-publish" });
     try {
       const r = await publishJson(client, { ...(json !== undefined ? { json } : {}), ...(f.file !== undefined ? { file: f.file } : {}) }, validation);

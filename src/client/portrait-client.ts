@@ -8,27 +8,14 @@ import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck 
 import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
-import { connectNats } from "../bus/connect.js";
+import { connectNats, natsOptionsOf, type NatsOptions } from "../bus/connect.js";
 import { partitionOf } from "../bus/partition.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
 import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
-export interface PortraitClientOptions {
-  /** NATS URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
-  natsUrl?: string;
-  natsUser?: string;
-  natsPass?: string;
-  natsToken?: string;
-  /** File holding a user nkey seed ("SU..."). Default none. */
-  natsNkeySeedFile?: string;
-  /** A `.creds` file (JWT + seed); not with natsNkeySeedFile. Default none. */
-  natsCredsFile?: string;
-  /** PEM CA to trust for the server's certificate (any tls option turns TLS on). Default the system's CAs. */
-  natsTlsCaFile?: string;
-  /** PEM client certificate and key for mutual TLS; both or neither. Default none. */
-  natsTlsCertFile?: string;
-  natsTlsKeyFile?: string;
+/** Connection (NatsOptions: URL, credentials, TLS), naming and limits of a client. */
+export interface PortraitClientOptions extends NatsOptions {
   /** Must equal the engine's. Default "portrait". */
   subjectPrefix?: string;
   /** Must equal the engine's partition count. Default 16. */
@@ -120,19 +107,7 @@ export class PortraitClient {
   }
 
   static async connect(o: PortraitClientOptions = {}): Promise<PortraitClient> {
-    const nc = await connectNats({
-      url: o.natsUrl ?? "nats://127.0.0.1:4222",
-      name: o.name ?? "portrait-client",
-      user: o.natsUser,
-      pass: o.natsPass,
-      token: o.natsToken,
-      nkeySeedFile: o.natsNkeySeedFile,
-      credsFile: o.natsCredsFile,
-      tlsCaFile: o.natsTlsCaFile,
-      tlsCertFile: o.natsTlsCertFile,
-      tlsKeyFile: o.natsTlsKeyFile,
-      maxReconnectAttempts: 10,
-    });
+    const nc = await connectNats({ ...natsOptionsOf(o), name: o.name ?? "portrait-client", maxReconnectAttempts: 10 });
     return new PortraitClient(nc, o, true);
   }
 

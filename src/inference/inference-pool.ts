@@ -169,9 +169,10 @@ export class InferencePool {
    * Starts `options.workers` threads and loads the DeepFM version in
    * `modelDir` in each. ConfigError when the options or the directory are
    * invalid or no wanted backend loads; the threads are stopped then.
-   * With `registry`, the pool's metrics are registered on it.
+   * With `registry`, the pool's metrics are registered on it. Options the
+   * engine compiled already (its config's `inference`) are used as they are.
    */
-  static async start(modelDir: string, options: InferenceOptions = {}, registry?: Registry): Promise<InferencePool> {
+  static async start(modelDir: string, options: InferenceOptions | CompiledInferenceOptions = {}, registry?: Registry): Promise<InferencePool> {
     const opts = compileInferenceOptions(options);
     const dir = resolvePath(modelDir);
     readDeepFmArchitecture(dir);

@@ -1,6 +1,6 @@
 /**
  * DeepFM features: the schema and the pure row builder shared by training
- * (src/train/deepfm-rows.ts) and the live engine. One row describes a
+ * (src/examples/deepfm-rows.ts) and the live engine. One row describes a
  * (user, item, context) triple at a time `asOfMs`; the model (deepfm-spec.ts)
  * scores it.
  *

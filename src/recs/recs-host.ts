@@ -16,7 +16,6 @@ import { MessageChannel, type MessagePort, type Worker } from "node:worker_threa
 import { ErrorCode, PortraitError } from "../errors.js";
 import type { ItemEventSinks } from "../shard/shard-pool.js";
 import { spawnWorker } from "../shard/spawn-worker.js";
-import { compileRecsOptions } from "./recs-options.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
 export class RecsHost {
@@ -46,7 +45,6 @@ export class RecsHost {
 
   /** Starts the worker; returns the host and, for ShardPool.start, one port per shard and the queue bound they share. */
   static async start(init: Omit<RecsInit, "itemEventsQueued">, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; itemEvents: ItemEventSinks }> {
-    const maxQueued = compileRecsOptions(init.recs).maxQueuedItemEvents;
     const host = new RecsHost(spawnWorker(import.meta.url, "recs.worker", "portrait-recs"), onExit);
     await host.#call(() => host.#api.init({ ...init, itemEventsQueued: host.#queued }));
     const ports: MessagePort[] = [];
@@ -55,7 +53,7 @@ export class RecsHost {
       await host.#call(() => host.#api.addItemEventPort(Comlink.transfer(ch.port2, [ch.port2])));
       ports.push(ch.port1);
     }
-    return { host, itemEvents: { ports, queued: host.#queued, maxQueued } };
+    return { host, itemEvents: { ports, queued: host.#queued, maxQueued: init.recs.maxQueuedItemEvents } };
   }
 
   /** Item events the shards posted that the worker has not observed yet (exact: the shared count). */

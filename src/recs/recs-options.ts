@@ -85,6 +85,7 @@ export interface CandidateOptions {
   count?: number;
   /** Leave out the items in the request's `purchasedItems`. Default true. */
   excludePurchased?: boolean;
+  /** Each source's share of the count (CandidateQuotas). */
   quotas?: CandidateQuotas;
   /** How many of the newest recent items seed co-visitation. Default 5. */
   covisitSeeds?: number;
@@ -95,9 +96,13 @@ export interface CandidateOptions {
 }
 
 export interface RecsOptions {
+  /** The item catalog's bounds (CatalogOptions). */
   catalog?: CatalogOptions;
+  /** Co-visitation: decay, session gap, bounds (CovisitationOptions). */
   covisitation?: CovisitationOptions;
+  /** Trending: decay, bounds, top-list sizes (TrendingOptions). */
   trending?: TrendingOptions;
+  /** Candidate generation per request (CandidateOptions). */
   candidates?: CandidateOptions;
   /**
    * Weight of each event type in co-visitation and trending, by lower-case
@@ -151,6 +156,7 @@ const DEFAULT_EVENT_WEIGHTS: Readonly<Partial<Record<EventTypeName, number>>> = 
   view: 1, click: 1, add_to_cart: 3, favorite: 2, purchase: 5, rec_click: 1,
 });
 
+/** The default of every recs option; its keys (and its groups' keys) are the known options. */
 export const RECS_DEFAULTS = Object.freeze({
   catalog: Object.freeze({ maxItems: 300_000, maxUnavailableEvicted: 100_000 }),
   covisitation: Object.freeze({
@@ -258,7 +264,7 @@ function compileCandidates(given: unknown): CompiledCandidateOptions {
 
 /** Validates `o` and fills defaults. Throws ConfigError on an unknown key or a bad value. */
 export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
-  const top = group("", o, ["catalog", "covisitation", "trending", "candidates", "eventWeights", "maxQueuedItemEvents"]);
+  const top = group("", o, Object.keys(RECS_DEFAULTS));
   const maxQueued = positive("maxQueuedItemEvents", top.maxQueuedItemEvents ?? RECS_DEFAULTS.maxQueuedItemEvents, true);
   if (maxQueued > MAX_QUEUED_ITEM_EVENTS_LIMIT) {
     throw new ConfigError(`options.maxQueuedItemEvents must be at most ${MAX_QUEUED_ITEM_EVENTS_LIMIT}, got ${maxQueued}`);

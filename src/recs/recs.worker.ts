@@ -26,10 +26,10 @@ import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
 import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
-import { compileRecsOptions, type CompiledRecsOptions } from "./recs-options.js";
+import type { CompiledRecsOptions } from "./recs-options.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
-/** Interaction counts of an item, as the DeepFM trainer counts them (src/train/deepfm-rows.ts). */
+/** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
 
 class Recs implements RecsApi {
@@ -45,7 +45,7 @@ class Recs implements RecsApi {
   #queued!: Int32Array;
 
   async init(init: RecsInit): Promise<void> {
-    this.#o = compileRecsOptions(init.recs);
+    this.#o = init.recs;
     this.#queued = init.itemEventsQueued;
     this.#index = createRecsIndex(this.#o);
     this.#log = createLogger(init.logLevel, { component: "recs" });

@@ -31,10 +31,13 @@ import { join } from "node:path";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError } from "../errors.js";
 
+/** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
+export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
+
 export interface ProfileStoreOptions {
   /** Directory of the engine's state; the LMDB environment lives in `<dataDir>/lmdb`. */
   dataDir: string;
-  /** LMDB map size, bytes; grows automatically, this is the initial size. Default 1 GiB. */
+  /** LMDB map size, bytes; grows automatically, this is the initial size. Default DEFAULT_MAP_SIZE_BYTES (1 GiB). */
   mapSizeBytes?: number;
 }
 
@@ -50,7 +53,7 @@ export class ProfileStore {
   constructor(o: ProfileStoreOptions) {
     const path = join(o.dataDir, "lmdb");
     mkdirSync(path, { recursive: true });
-    this.#root = open({ path, mapSize: o.mapSizeBytes ?? 2 ** 30, compression: false });
+    this.#root = open({ path, mapSize: o.mapSizeBytes ?? DEFAULT_MAP_SIZE_BYTES, compression: false });
     this.#profiles = this.#root.openDB<UserState, string>({
       name: "profiles",
       encoding: "msgpack",
