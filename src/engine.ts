@@ -43,7 +43,7 @@ import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
 /** Starts an embedded nats-server on the URL's loopback port, or explains why it cannot. */
-async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServerHandle | undefined> {
+async function embeddedServer(cfg: EngineConfig, log: Logger, root: Logger): Promise<NatsServerHandle | undefined> {
   if (cfg.embeddedNats === "never") return undefined;
   const first = cfg.natsUrl.split(",")[0]!.trim();
   if (cfg.embeddedNats === "auto" && (await probeNats(first, 1000))) return undefined;
@@ -55,7 +55,7 @@ async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServe
     throw new ConfigError(`nothing answers at ${first}, and an embedded nats-server can only be started on a loopback address`);
   }
   log.info({ port: Number(url.port || 4222) }, "no NATS server answers; starting an embedded nats-server with JetStream");
-  const nlog = log.child({ component: "nats-server" });
+  const nlog = root.child({ component: "nats-server" });
   return startNatsServer({
     host: "127.0.0.1",
     port: Number(url.port || 4222),
@@ -107,6 +107,7 @@ export class Engine {
   readonly subjects: Subjects;
   readonly metrics: EngineMetrics;
   readonly log: Logger;
+  readonly #root: Logger;
   #lock?: DataDirLock;
   #nats?: NatsServerHandle;
   #nc?: NatsConnection;
@@ -125,9 +126,10 @@ export class Engine {
   readonly done: Promise<void>;
   #resolveDone!: () => void;
 
-  private constructor(cfg: EngineConfig, log: Logger) {
+  private constructor(cfg: EngineConfig, root: Logger) {
     this.config = cfg;
-    this.log = log;
+    this.#root = root;
+    this.log = root.child({ component: "engine" });
     this.subjects = subjects(cfg.subjectPrefix);
     this.metrics = new EngineMetrics();
     this.done = new Promise<void>((resolve, reject) => {
@@ -140,8 +142,8 @@ export class Engine {
   /** Starts an engine; resolves when it is ready (consuming and answering queries). */
   static async start(options: EngineOptions = {}, logger?: Logger): Promise<Engine> {
     const cfg = compileEngineOptions(options);
-    const log = logger ?? createLogger(cfg.logLevel, { component: "engine" });
-    const engine = new Engine(cfg, log);
+    // Components bind their own `component`: the root logger has none, so no line carries the key twice.
+    const engine = new Engine(cfg, logger ?? createLogger(cfg.logLevel));
     try {
       await engine.#start();
     } catch (err) {
@@ -193,7 +195,7 @@ export class Engine {
       this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready, (req, res) => dashboard.handle(req, res));
       dashboard.start();
     }
-    this.#nats = await embeddedServer(cfg, this.log);
+    this.#nats = await embeddedServer(cfg, this.log, this.#root);
     const url = this.#nats?.url ?? cfg.natsUrl;
     this.#lock.describe({ natsUrl: url, ...(this.#ops ? { httpPort: this.#ops.port } : {}) });
     this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
@@ -238,7 +240,7 @@ export class Engine {
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
       await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
-      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.log, {
+      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.#root, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,
         onFatal: (err) => this.#fail(err, { partition: p }),
@@ -255,7 +257,7 @@ export class Engine {
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
-    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
+    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.#root, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
       maxInflightRecommends: cfg.maxInflightRecommends,

@@ -201,7 +201,7 @@ describe("engine - operations", () => {
     expect(text).toMatch(/^portrait_ingest_events_applied_total 1$/m);
     expect(text).toMatch(/^portrait_engine_ready 1$/m);
     expect(text).toContain("portrait_shard_actors_cached{shard=\"");
-    expect(text).toMatch(/^portrait_ingest_event_time_watermark_ms 1714521600000$/m);
+    expect(text).toMatch(/^portrait_ingest_event_time_watermark_seconds 1714521600$/m);
     await engine.close();
     await expect(fetch(`${base}/readyz`)).rejects.toThrow();
   });

@@ -16,7 +16,7 @@ import { replay } from "../src/cli/replay.js";
 import { EventType } from "../src/wire/proto.js";
 import type { Engine } from "../src/engine.js";
 import { ErrorCode } from "../src/errors.js";
-import { removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { removeDir, spawnEngine, startTestEngine, uniquePrefix, waitForEngine } from "./helpers/engine.js";
 import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
 
 let nats: NatsServerHandle;
@@ -63,6 +63,36 @@ describe("operator - one engine per data dir", () => {
     engines.push(third);
     expect(third.ready).toBe(true);
     await third.close();
+  });
+});
+
+describe("operator - logs and metrics", { timeout: 120_000 }, () => {
+  it("operator - a log line names its component once; no gauge is named *_total; the watermark is in seconds", async () => {
+    const prefix = uniquePrefix("logs");
+    const dataDir = dir("logs");
+    const child = spawnEngine(["--nats", nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+      "--partitions", "4", "--workers", "2", "--http-port", "0", "--log-level", "info"]);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      await waitForEngine(c, child);
+      // A dead letter makes the partition consumer log (component "consumer", a child of the engine's logger).
+      await c.nc.jetstream().publish(`${prefix}.events.0`, new Uint8Array([0xff, 0xff, 0xff]));
+      await waitFor(() => child.output().includes("dead-lettered events"), { message: "no dead-letter log line" });
+      const lines = child.output().split("\n").filter((l) => l.startsWith("{"));
+      for (const l of lines) expect(l.match(/"component":/g)?.length ?? 0, l).toBeLessThanOrEqual(1);
+      expect(lines.find((l) => l.includes("dead-lettered events"))).toContain('"component":"consumer"');
+      const port = Number(/"metrics":"http:\/\/127\.0\.0\.1:(\d+)\/metrics"/.exec(child.output())![1]);
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const gauges = [...text.matchAll(/^# TYPE (\S+) gauge$/gm)].map((m) => m[1]!);
+      expect(gauges.length).toBeGreaterThan(10);
+      expect(gauges.filter((g) => g.endsWith("_total"))).toEqual([]);
+      expect(gauges).toContain("portrait_ingest_event_time_watermark_seconds");
+      expect(gauges).toContain("portrait_nodejs_active_handles");
+    } finally {
+      child.proc.kill("SIGTERM");
+      await child.exited;
+      await c.close();
+    }
   });
 });
 

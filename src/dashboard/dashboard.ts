@@ -221,7 +221,7 @@ export class Dashboard {
       ready: this.#src.isReady(),
       startedMs: this.#startedMs,
       nowMs: Date.now(),
-      eventTimeWatermarkMs: (await m.watermark.get()).values[0]?.value ?? 0,
+      eventTimeWatermarkMs: m.watermarkMs,
       eventsApplied: applied,
       eventsSkipped: skipped,
       lagByPartition: Object.entries(lagByPartition).map(([partition, lag]) => ({ partition: Number(partition), lag })).sort((a, b) => a.partition - b.partition),

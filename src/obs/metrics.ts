@@ -83,8 +83,8 @@ export class EngineMetrics {
     registers: [this.registry],
   });
   readonly watermark = new Gauge({
-    name: "portrait_ingest_event_time_watermark_ms",
-    help: "Latest event timestamp applied, Unix epoch ms.",
+    name: "portrait_ingest_event_time_watermark_seconds",
+    help: "Latest event timestamp applied, Unix epoch seconds.",
     registers: [this.registry],
   });
   readonly requests = new Counter({
@@ -225,6 +225,14 @@ export class EngineMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });
+    // prom-client also exports three sums of its labelled gauges under *_total names, a suffix Prometheus keeps
+    // for counters; the labelled gauges (portrait_nodejs_active_{handles,requests,resources}{type}) carry the same.
+    for (const name of ["active_handles_total", "active_requests_total", "active_resources_total"]) this.registry.removeSingleMetric(`portrait_nodejs_${name}`);
+  }
+
+  /** The latest event timestamp applied, Unix epoch ms. */
+  get watermarkMs(): number {
+    return this.#watermarkMs;
   }
 
   /** Current value of a counter or gauge, summed over its labels (for the demo, benchmarks and tests). */
@@ -236,6 +244,6 @@ export class EngineMetrics {
   observeWatermark(ms: number): void {
     if (ms <= this.#watermarkMs) return;
     this.#watermarkMs = ms;
-    this.watermark.set(ms);
+    this.watermark.set(ms / 1000);
   }
 }
