@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { formatProfile } from "../src/cli/print-profile.js";
+import { progress } from "../src/cli/progress.js";
 import { replay } from "../src/cli/replay.js";
 import { EventType } from "../src/wire/proto.js";
 import type { Engine } from "../src/engine.js";
@@ -93,6 +94,27 @@ describe("operator - logs and metrics", { timeout: 120_000 }, () => {
       await child.exited;
       await c.close();
     }
+  });
+});
+
+describe("operator - progress", () => {
+  it("operator - a replay's limit is shown as a limit, not as a total the file may never reach", () => {
+    const written: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => written.push(String(chunk)) > 0) as typeof process.stderr.write;
+    try {
+      const bar = progress("replay rees46", undefined, { limit: 20000 });
+      bar.update(17434);
+      bar.stop();
+      const known = progress("catalog upserts", 10);
+      known.update(10);
+      known.stop();
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(written.join("")).toMatch(/^replay rees46: 17434 \(limit 20000\) /m);
+    expect(written.join("")).not.toContain("/20000");
+    expect(written.join("")).toMatch(/^catalog upserts: 10\/10 /m);
   });
 });
 

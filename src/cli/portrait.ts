@@ -222,7 +222,7 @@ natsSecurityFlags(program.command("replay")
   .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; skip?: number; datasets: string; maxInflight: number }) => {
     const path = file === "-" ? file : file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
-    const bar = progress(`replay ${f.format}`, f.limit);
+    const bar = progress(`replay ${f.format}`, undefined, { limit: f.limit });
     // First Ctrl-C: stop reading, let what was published be acknowledged, print where to resume. A second one exits at once.
     const stop = new AbortController();
     const onSigint = () => {
