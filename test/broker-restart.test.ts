@@ -1,27 +1,23 @@
 /** The engine outlives a broker restart: it reconnects and applies what follows, exactly once. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, startTestEngine, waitForEngine } from "./helpers/engine.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, waitForEngine } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
+const fx = useEngineFixture();
 let engine: Engine;
 let client: PortraitClient;
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  engine = await startTestEngine(nats.url);
-  client = await PortraitClient.connect({ natsUrl: nats.url, partitions: 4 });
+  engine = await fx.startEngine();
+  client = await PortraitClient.connect({ natsUrl: fx.nats.url, partitions: 4 });
 });
 
 afterAll(async () => {
   await client?.close();
-  await engine?.close();
-  if (engine) removeDir(engine.config.dataDir);
-  await nats?.stop();
 });
 
 describe("bus - broker restart", () => {
@@ -30,7 +26,7 @@ describe("bus - broker restart", () => {
     await client.publishMany(before);
     await expectExactCounts(client, countByUser(before));
 
-    await nats.restart();
+    await fx.nats.restart();
     // JetStream needs a moment after the restart; a publisher retries until it answers.
     await waitFor(() => client.publish({ eventId: "br-probe", userId: "br-probe", type: EventType.VIEW, timestampMs: T0, itemId: "x" }).then(() => true, () => false), {
       timeoutMs: 60_000,
@@ -56,12 +52,12 @@ describe("bus - broker faults", () => {
     const faults = (async () => {
       for (let k = 0; k < 5; k++) {
         await new Promise((r) => setTimeout(r, 700));
-        await nats.restart();
+        await fx.nats.restart();
       }
       await new Promise((r) => setTimeout(r, 700));
-      nats.signal("SIGSTOP");
+      fx.nats.signal("SIGSTOP");
       await new Promise((r) => setTimeout(r, 4000));
-      nats.signal("SIGCONT");
+      fx.nats.signal("SIGCONT");
     })();
     await Promise.all([publishRetrying(client, events), faults]);
     await expectExactCounts(client, countByUser([...interleavedViews("br", 20, 20), { userId: "br-probe" }, ...events]), 180_000);

@@ -2,30 +2,22 @@
  * Crash and signal behaviour, tested by killing real engine processes
  * (`portrait start` in a child process) and checking every count afterwards.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import { countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
-import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+import { countByUser, expectExactCounts, interleavedViews, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
+const fx = useEngineFixture();
 const children: ChildEngine[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  nats = await startTestNats();
-});
-
-afterAll(async () => {
+fx.onCleanup(async () => {
   for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
   await Promise.all(children.map((c) => c.exited));
-  await nats?.stop();
-  dirs.forEach(removeDir);
 });
 
 function engineArgs(prefix: string, dataDir: string, extra: string[] = []): string[] {
   return [
-    "--nats", nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+    "--nats", fx.nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
     "--partitions", "4", "--workers", "2", "--http-port", "-1", "--log-level", "warn", ...extra,
   ];
 }
@@ -39,9 +31,8 @@ function start(prefix: string, dataDir: string, extra: string[] = []): ChildEngi
 /** A scenario's own prefix, data dir (removed after the file) and client. */
 async function scenario(name: string): Promise<{ prefix: string; dataDir: string; c: PortraitClient }> {
   const prefix = uniquePrefix(name);
-  const dataDir = tmpDir(`portrait-${name}`);
-  dirs.push(dataDir);
-  const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+  const dataDir = fx.tmpDir(`portrait-${name}`);
+  const c = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
   return { prefix, dataDir, c };
 }
 

@@ -6,39 +6,24 @@
  * drains to zero with every event applied exactly once. (The memory bound of
  * a long overload is a benchmark's job: this backlog is too small to test it.)
  */
-import { connect, headers, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { headers } from "nats";
+import { describe, expect, it } from "vitest";
 import { partitionOf } from "../src/bus/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import type { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { pb } from "../src/wire/proto.js";
-import { countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, waitFor } from "./helpers/nats.js";
+import { countByUser, expectExactCounts, interleavedViews, uniquePrefix } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-let engine: Engine | undefined;
-
-beforeAll(async () => {
-  nats = await startTestNats();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await engine?.close();
-  if (engine) removeDir(engine.config.dataDir);
-  await nc?.close();
-  await nats?.stop();
-});
+const fx = useEngineFixture();
 
 describe("overload", () => {
   it("overload - a backlog far above the apply rate: the backlog waits in the broker, queries answered or OVERLOADED, lag drains exactly once", { timeout: 240_000 }, async () => {
     const prefix = uniquePrefix("ovl");
     const maxAckPending = 512;
-    engine = await startTestEngine(nats.url, { subjectPrefix: prefix, maxAckPending, maxBatchMessages: 128, maxInflightQueries: 8, lstmModel: "off", deepfmModel: "off" });
-    const e = engine;
+    const e = await fx.startEngine({ subjectPrefix: prefix, maxAckPending, maxBatchMessages: 128, maxInflightQueries: 8, lstmModel: "off", deepfmModel: "off" });
+    const nc = fx.nc;
     const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: e.config.partitions });
     const events = interleavedViews(prefix, 2000, 40); // 80k events
     // Core publish as fast as the broker takes it: much faster than the engine applies.
