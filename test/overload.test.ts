@@ -40,6 +40,7 @@ describe("overload", () => {
     const jsm = await nc.jetstreamManager();
     let answered = 0;
     let overloaded = 0;
+    let unknown = 0;
     const expected = countByUser(events);
     // Every user has an event in the first 2,000: from then on a profile query has something to answer.
     await waitFor(async () => (await e.metrics.total(e.metrics.eventsApplied)) >= 2000, { timeoutMs: 120_000, message: "nothing applied" });
@@ -52,16 +53,23 @@ describe("overload", () => {
       const burst = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => client.getProfile(`${prefix}-u${i}`)));
       for (const r of burst) {
         if (r.status === "fulfilled") answered++;
-        else if (r.reason instanceof PortraitError && (r.reason.code === "OVERLOADED" || r.reason.code === "UNKNOWN_USER")) overloaded++;
+        else if (r.reason instanceof PortraitError && r.reason.code === "OVERLOADED") overloaded++;
+        // A user whose first event is still in the backlog.
+        else if (r.reason instanceof PortraitError && r.reason.code === "UNKNOWN_USER") unknown++;
         else throw r.reason;
       }
       return (await e.metrics.total(e.metrics.eventsApplied)) >= events.length;
     }, { timeoutMs: 180_000, message: "the backlog was not applied" });
+    // What the engine refused while only the bursts above queried it.
+    const refused = (await e.metrics.requests.get()).values.filter((v) => v.labels.code === "OVERLOADED");
     await expectExactCounts(client, expected);
     await waitFor(async () => (await e.metrics.total(e.metrics.lag)) === 0, { timeoutMs: 60_000, message: "lag did not drain" });
     // The backlog waited in the broker: the engine held at most maxAckPending unacknowledged messages per partition.
     expect(maxWaitingInBroker).toBeGreaterThan(maxAckPending);
     expect(maxAckPendingSeen).toBeLessThanOrEqual(maxAckPending);
     expect(answered).toBeGreaterThan(0);
+    // Queries were refused with the typed error, each one counted by the engine (and nothing else refused them).
+    expect(overloaded, `answered ${answered}, OVERLOADED ${overloaded}, UNKNOWN_USER ${unknown}`).toBeGreaterThan(0);
+    expect(Object.fromEntries(refused.map((v) => [v.labels.endpoint, v.value]))).toEqual({ "profile.get": overloaded });
   });
 });

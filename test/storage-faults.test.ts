@@ -10,7 +10,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
@@ -60,6 +62,23 @@ describe("storage faults", { timeout: 240_000 }, () => {
       expect(first.output()).toMatch(/STORAGE_FAILED|LMDB commit failed/);
 
       execFileSync("mount", ["-o", "remount,size=256m", mnt]);
+      // No lost ack: with AckPolicy.All a partition's ack floor is the last event acknowledged, and it must not
+      // pass the stream sequence LMDB committed for that partition (an acknowledged event past it would never
+      // be delivered again, and no restart would apply it). And the fault hit traffic: something was committed
+      // and acknowledged before it, and not everything was.
+      const s = subjects(prefix);
+      const jsm = await client.nc.jetstreamManager();
+      const store = new ProfileStore({ dataDir: join(mnt, "engine") });
+      const committed = [0, 1].map((p) => store.getAppliedSeq(p));
+      await store.close();
+      const consumers = await Promise.all([0, 1].map((p) => jsm.consumers.info(s.eventStream, s.consumer(p))));
+      const acked = consumers.map((c) => c.ack_floor.stream_seq);
+      const unacked = consumers.reduce((n, c) => n + c.num_pending + c.num_ack_pending, 0);
+      const seen = `acknowledged ${acked.join("/")}, committed ${committed.join("/")}, ${unacked} not acknowledged`;
+      for (const p of [0, 1]) expect(acked[p], seen).toBeLessThanOrEqual(committed[p]!);
+      expect(Math.min(...acked), seen).toBeGreaterThan(0);
+      expect(unacked, seen).toBeGreaterThan(0);
+
       const second = spawnEngine(args);
       children.push(second);
       await waitForEngine(client, second);
