@@ -85,7 +85,7 @@ describe("dependency rules", () => {
     expect(added.filter((v) => !/^no-(folder-)?cycle:/.test(v))).toEqual(["upward-from-core: src/actors/user-profile.ts -> src/engine.ts"]);
   });
 
-  it("dependency rules - a module cycle and a folder cycle inside one layer fail the check; a downward import passes", () => {
+  it("dependency rules - a module cycle and a folder cycle inside one layer fail the check; a downward import passes; an unplaced folder fails", () => {
     const dir = scratch();
     const put = (path: string, text: string) => {
       mkdirSync(join(dir, path, ".."), { recursive: true });
@@ -105,5 +105,10 @@ describe("dependency rules", () => {
       "no-folder-cycle: src/api -> src/client",
       "no-folder-cycle: src/client -> src/api",
     ]);
+
+    // A folder no layer names is an error too, until it is placed in the rules file.
+    put("src/api/handler.ts", 'import { E } from "../errors.js";\nexport const H = E;\n');
+    put("src/extras/x.ts", 'import { E } from "../errors.js";\nexport const X = E;\n');
+    expect(check(dir, ["src"]).violations).toEqual(["in-a-layer: src/extras/x.ts -> src/errors.ts"]);
   });
 });
