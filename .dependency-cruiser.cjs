@@ -16,7 +16,7 @@
 /** [name, path prefixes relative to the repo root]; index 0 is the bottom. */
 const LAYERS = [
   // Contracts: wire format, error codes, shared types. Import nothing above.
-  ["contracts", ["src/errors.ts", "src/version.ts", "src/types/", "src/wire/"]],
+  ["contracts", ["src/errors.ts", "src/version.ts", "src/types.ts", "src/types/", "src/wire/"]],
   // Pure logic and leaf services: per-user actors, logs/metrics, dataset readers, metric functions.
   ["core", ["src/actors/", "src/obs/", "src/data/", "src/metrics/"]],
   // Model code, the LMDB store, the NATS bus (which knows nothing of actors: see bus-knows-no-actors).
