@@ -6,20 +6,18 @@
  * always. The recs worker is blocked by a test-only hook, so what is queued
  * does not depend on the machine's speed.
  */
-import { connect, type NatsConnection } from "nats";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { partitionOf } from "../src/bus/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import type { Engine } from "../src/engine.js";
 import { RecsHost } from "../src/recs/recs-host.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
 import type { EventBatch, ShardStats } from "../src/shard/shard-protocol.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+import { T0, countByUser, expectExactCounts, removeDir, uniquePrefix } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { tmpDir, waitFor } from "./helpers/nats.js";
 
 const P = 4;
 const W = 2;
@@ -120,21 +118,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
 });
 
 describe("recs queue - engine", () => {
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
-  let engine: Engine | undefined;
-
-  beforeAll(async () => {
-    nats = await startTestNats();
-    nc = await connect({ servers: nats.url });
-  });
-
-  afterAll(async () => {
-    await engine?.close();
-    if (engine) removeDir(engine.config.dataDir);
-    await nc?.close();
-    await nats?.stop();
-  });
+  const fx = useEngineFixture();
 
   const sample = (text: string, name: string) => {
     const m = new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text);
@@ -143,11 +127,10 @@ describe("recs queue - engine", () => {
 
   it("recs queue - metrics: the queued gauge is the shared count (at most maxQueuedItemEvents) and returns to 0, drops are counted; profiles are exact; recommendations answered", { timeout: 120_000 }, async () => {
     const prefix = uniquePrefix("recsq");
-    engine = await startTestEngine(nats.url, {
+    const e = await fx.startEngine({
       subjectPrefix: prefix, recs: { maxQueuedItemEvents: 10 }, lstmModel: "off", deepfmModel: "off", churnModel: "off",
     });
-    const e = engine;
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
     const first = views(`${prefix}-u0`, 5);
     await client.publishMany(first);
     await waitFor(async () => (await e.metrics.total(e.metrics.eventsApplied)) >= 5, { timeoutMs: 60_000, message: "events not applied" });
