@@ -24,8 +24,8 @@ const LAYERS = [
   // Worker-thread shards, the inference pool, example builders for training and evaluation.
   ["runtime", ["src/shard/", "src/inference/", "src/examples/"]],
   ["recs", ["src/recs/"]],
-  // Request-reply handlers, the client library, engine options.
-  ["edge", ["src/api/", "src/client/", "src/config/"]],
+  // Request-reply handlers, the client library, engine options, the dashboard (HTTP).
+  ["edge", ["src/api/", "src/client/", "src/config/", "src/dashboard/"]],
   // The composition root.
   ["engine", ["src/engine.ts"]],
   // Offline tools: training and evaluation (prequential evaluation drives a real engine).
