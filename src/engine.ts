@@ -19,7 +19,7 @@ import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
-import { ConfigError, ErrorCode, PortraitError } from "./errors.js";
+import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
@@ -263,7 +263,7 @@ export class Engine {
       forget: {
         forget: async (userId) => {
           const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
-          if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+          if (!r.ok) throw fromWire(r.error);
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());

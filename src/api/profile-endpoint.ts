@@ -7,7 +7,7 @@
  * code, and an ErrorReply body in the request's encoding.
  */
 import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
-import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, toWire, type WireError } from "../errors.js";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
 import { partitionOf } from "../bus/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
@@ -218,7 +218,7 @@ export class QueryApi {
       // Protobuf only: an upsert is applied, then stored, then acknowledged with an empty reply.
       endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", false, async (msg) => {
         const r = await sink.upsert(msg.data);
-        if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+        if (!r.ok) throw fromWire(r.error);
         await sink.store(msg.data);
         return new Uint8Array(0);
       });
@@ -231,7 +231,7 @@ export class QueryApi {
     endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
       const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline);
-      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+      if (!r.ok) throw fromWire(r.error);
       return r.body;
     });
     return api;

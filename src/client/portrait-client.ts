@@ -11,7 +11,7 @@ import type { RecommendView } from "../recs/recommender.js";
 import { connectNats } from "../bus/connect.js";
 import { partitionOf } from "../bus/partition.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
+import { BadRequestError, ErrorCode, PortraitError, fromWire, isErrorCode } from "../errors.js";
 import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
 export interface PortraitClientOptions {
@@ -248,7 +248,7 @@ export class PortraitClient {
     const code = reply.headers?.get(ERROR_CODE_HEADER);
     if (code) {
       const e = pb.ErrorReply.decode(reply.data);
-      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, e.message || code);
+      throw fromWire({ code: isErrorCode(code) ? code : ErrorCode.INTERNAL, message: e.message || code });
     }
     return reply.data;
   }

@@ -16,8 +16,11 @@ import { MessageChannel, type MessagePort, type Worker } from "node:worker_threa
 import { ErrorCode, PortraitError } from "../errors.js";
 import type { ItemEventSinks } from "../shard/shard-pool.js";
 import { spawnWorker } from "../shard/spawn-worker.js";
+import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { compileRecsOptions } from "./recs-options.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
+
+registerErrorTransfer();
 
 export class RecsHost {
   readonly #worker: Worker;

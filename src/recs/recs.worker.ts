@@ -22,6 +22,7 @@ import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } f
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import type { ItemEventBatch, ItemEventMessage } from "../shard/shard-protocol.js";
+import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
@@ -177,4 +178,5 @@ class Recs implements RecsApi {
 }
 
 if (parentPort === null) throw new Error("recs.worker must run in a worker thread");
+registerErrorTransfer();
 Comlink.expose(new Recs(), nodeEndpoint(parentPort));

@@ -9,6 +9,7 @@ import * as Comlink from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import type { MessagePort, Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
+import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { spawnWorker } from "./spawn-worker.js";
 import type {
   BatchResult, EventBatch, ForgetResult, ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats,
@@ -35,6 +36,8 @@ interface ShardHandle {
   /** The latest stats heard from the shard (a batch result or a stats call). */
   last: ShardStats | undefined;
 }
+
+registerErrorTransfer();
 
 export class ShardPool {
   readonly workers: number;

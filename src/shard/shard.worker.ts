@@ -31,6 +31,7 @@ import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType, pb } from "../wire/proto.js";
+import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { pseudonymiser, type Pseudonymise } from "./pseudonym.js";
 import type {
   BatchResult, DeadLetter, EventBatch, ForgetResult, ForgetUserMessage, ItemEventBatch, ProfileResult, QueryDeadline, RecContext, RecContextResult,
@@ -459,4 +460,5 @@ process.on("unhandledRejection", (reason, promise) => {
 });
 
 if (parentPort === null) throw new Error("shard.worker must run in a worker thread");
+registerErrorTransfer();
 Comlink.expose(new Shard(), nodeEndpoint(parentPort));
