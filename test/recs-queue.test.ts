@@ -15,7 +15,8 @@ import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { RecsHost } from "../src/recs/recs-host.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
-import type { EventBatch, ShardStats } from "../src/shard/shard-protocol.js";
+import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
+import type { ShardStats } from "../src/obs/metrics.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
 import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
@@ -29,17 +30,7 @@ afterEach(async () => {
 });
 
 function batch(partition: number, events: IEvent[], firstSeq: number): EventBatch {
-  const parts = events.map((e) => pb.Event.encode(e).finish());
-  const data = new Uint8Array(parts.reduce((a, b) => a + b.length, 0));
-  const offsets = new Uint32Array(parts.length + 1);
-  let off = 0;
-  parts.forEach((b, i) => {
-    data.set(b, off);
-    offsets[i] = off;
-    off += b.length;
-  });
-  offsets[parts.length] = off;
-  return { partition, data, offsets, seqs: Float64Array.from(parts, (_, i) => firstSeq + i) };
+  return packBatch(partition, events.map((e) => pb.Event.encode(e).finish()), (b) => b, (_, i) => firstSeq + i);
 }
 
 /** A user id whose partition belongs to shard `shard`. */

@@ -12,7 +12,7 @@ import { partitionOf } from "../bus/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../shard/shard-protocol.js";
+import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
 import { pb, plainBytes } from "../wire/proto.js";
 

@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { OverloadedError, fromWire } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
-import type { QueryDeadline, RecContextResult } from "../shard/shard-protocol.js";
+import type { QueryDeadline, RecContextResult } from "../contracts.js";
 import type { RecsHost } from "./recs-host.js";
 
 export interface RecommendQuery {

@@ -11,9 +11,10 @@ import type { MessagePort, Worker } from "node:worker_threads";
 import { ErrorCode, PortraitError } from "../errors.js";
 import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { spawnWorker } from "./spawn-worker.js";
-import type {
-  BatchResult, EventBatch, ForgetResult, ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding, ShardApi, ShardInit, ShardStats,
-} from "./shard-protocol.js";
+import type { EventBatch } from "../bus/event-batch.js";
+import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
+import type { ShardStats } from "../obs/metrics.js";
+import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit } from "./shard-protocol.js";
 
 /** Where the shards post their item events: one port per shard (index = shard) and the queue bound they share (ItemEventSink). */
 export interface ItemEventSinks {
@@ -113,7 +114,7 @@ export class ShardPool {
   }
 
   /** Hands a packed batch to the partition's shard; its buffers are transferred. */
-  applyBatch(batch: EventBatch): Promise<BatchResult> {
+  applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
     const s = this.#shards[this.shardOf(batch.partition)]!;
     const transfer = [batch.data.buffer, batch.offsets.buffer, batch.seqs.buffer] as ArrayBuffer[];
     return this.#call(s, () => s.api.applyBatch(Comlink.transfer(batch, transfer))).then((r) => {

@@ -33,10 +33,10 @@ import { decodeEvent, type EventValidationOptions } from "../wire/event-validati
 import { EventType, pb } from "../wire/proto.js";
 import { registerErrorTransfer } from "../threads/comlink-errors.js";
 import { pseudonymiser, type Pseudonymise } from "./pseudonym.js";
-import type {
-  BatchResult, DeadLetter, EventBatch, ForgetResult, ForgetUserMessage, ItemEventBatch, ProfileResult, QueryDeadline, RecContext, RecContextResult,
-  ReplyEncoding, ShardApi, ShardInit, ShardReady, ShardStats,
-} from "./shard-protocol.js";
+import type { DeadLetter, EventBatch } from "../bus/event-batch.js";
+import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
+import type { ShardStats } from "../obs/metrics.js";
+import type { ForgetResult, ForgetUserMessage, ItemEventBatch, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
 
@@ -199,7 +199,7 @@ class Shard implements ShardApi {
     for (const w of waves) rt.step(w.states, w.events, w.prevMs);
   }
 
-  applyBatch(batch: EventBatch): Promise<BatchResult> {
+  applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
     // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
     const run = this.#applyBatch(batch);
     const done = run.then(() => undefined, () => undefined);
@@ -208,7 +208,7 @@ class Shard implements ShardApi {
     return run;
   }
 
-  async #applyBatch(batch: EventBatch): Promise<BatchResult> {
+  async #applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
     const t0 = performance.now();
     const { partition, data, offsets, seqs } = batch;
     const n = seqs.length;
