@@ -28,7 +28,6 @@ import { ShardPool } from "./shard/shard-pool.js";
 import { partitionOf } from "./bus/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
-import type { RecsStats } from "./recs/recs-protocol.js";
 import { Recommender } from "./recs/recommender.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
@@ -276,13 +275,8 @@ export class Engine {
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
-    let recsStats: RecsStats | undefined;
     this.metrics.workerStats = async () => {
-      // A busy recs worker: the figures it gave last.
-      const asked = recsHost.stats().then((r) => (recsStats = r));
-      asked.catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
+      const recsStats = await recsHost.recentStats();
       return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();

@@ -5,12 +5,12 @@
  * transfer (src/threads/comlink-errors.ts). The batch contract belongs to the
  * bus (src/bus/event-batch.ts), the query types to src/contracts.ts.
  */
-import type { MessagePort } from "node:worker_threads";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { EventBatch, BatchResult } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
 import type { WireError } from "../errors.js";
 import type { ShardStats } from "../obs/metrics.js";
+import type { ItemEventSink } from "../threads/item-event-queue.js";
 import type { EventValidationOptions } from "../wire/event-validation.js";
 
 export interface ShardInit {
@@ -27,7 +27,7 @@ export interface ShardInit {
   logLevel: string;
   /** Model version directories to load (absent = that model is off). */
   models: { lstmDir?: string; churnDir?: string };
-  /** Where to post the item events of each committed batch (ItemEventBatch) and forgotten users (ForgetUserMessage), e.g. the recs worker. */
+  /** Where to post the item events of each committed batch and forgotten users (src/threads/item-event-queue.ts), e.g. to the recs worker. */
   itemEvents?: ItemEventSink;
   /**
    * The pseudonymisation key (src/shard/pseudonym.ts); absent = user ids are
@@ -35,55 +35,6 @@ export interface ShardInit {
    */
   pseudonymKey?: Uint8Array;
 }
-
-/**
- * A bounded queue of item events to one receiver (the recs worker), shared by
- * all shards: `queued[0]` counts the item events posted and not yet observed
- * (a shard adds a batch's count before posting it, the receiver subtracts it
- * after observing it). A shard whose batch would take the count beyond
- * `maxQueued` drops that batch's item events instead of posting them
- * (drop-newest, counted in ShardStats.itemEventsDropped): what the receiver
- * derives from them (co-visitation, trending, item statistics) is
- * approximate; profiles are unaffected. Forget messages are always posted
- * and not counted.
- */
-export interface ItemEventSink {
-  port: MessagePort;
-  /** Int32Array over a SharedArrayBuffer of 4 bytes, shared with every shard and the receiver. */
-  queued: Int32Array;
-  maxQueued: number;
-}
-
-/**
- * Item events a shard applied, posted after the batch committed. Columnar,
- * one entry per event with an item id. `newToUser` is 1 when the item was
- * not among the user's recent items before the event (the distinct-users
- * count of the DeepFM item features).
- */
-export interface ItemEventBatch {
-  userIds: string[];
-  itemIds: string[];
-  types: number[];
-  timestampsMs: number[];
-  categoryIds: string[];
-  categoryPaths: string[];
-  brands: string[];
-  prices: number[];
-  currencies: string[];
-  newToUser: number[];
-}
-
-/**
- * Posted on the item-event port after a forget committed, after the item
- * events of every batch applied before it: the receiver drops what it keeps
- * about the user (the id is the pseudonym when pseudonymisation is on).
- */
-export interface ForgetUserMessage {
-  forgetUserId: string;
-}
-
-/** What a shard posts on its item-event port. */
-export type ItemEventMessage = ItemEventBatch | ForgetUserMessage;
 
 /** The outcome of a forget, returned once the removal committed. */
 export type ForgetResult = { ok: true; existed: boolean } | { ok: false; error: WireError };

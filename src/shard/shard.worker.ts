@@ -16,9 +16,6 @@
  * recs worker see only the pseudonym. A forget is ordered with the batches
  * (see ShardApi.forget).
  */
-import * as Comlink from "comlink";
-import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { parentPort } from "node:worker_threads";
 import { applyEvent, newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { ErrorCode, OverloadedError, PortraitError, UnknownUserError, toWire, type WireError } from "../errors.js";
@@ -31,12 +28,13 @@ import { createLogger, type Logger } from "../obs/logger.js";
 import { ProfileStore } from "../store/profile-store.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType, pb } from "../wire/proto.js";
-import { registerErrorTransfer } from "../threads/comlink-errors.js";
+import { ItemEventSender, newItemEventBatch, pushItemEvent } from "../threads/item-event-queue.js";
+import { exposeWorker, stallThread } from "../threads/worker-thread.js";
 import { pseudonymiser, type Pseudonymise } from "./pseudonym.js";
 import type { DeadLetter, EventBatch } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
 import type { ShardStats } from "../obs/metrics.js";
-import type { ForgetResult, ForgetUserMessage, ItemEventBatch, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
+import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
 
@@ -56,23 +54,6 @@ interface Actor {
   referenced: boolean;
   /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
   lstm: Float32Array | undefined;
-}
-
-function newItemEventBatch(): ItemEventBatch {
-  return { userIds: [], itemIds: [], types: [], timestampsMs: [], categoryIds: [], categoryPaths: [], brands: [], prices: [], currencies: [], newToUser: [] };
-}
-
-function pushItemEvent(b: ItemEventBatch, e: { userId: string; itemId: string; type: number; timestampMs: number; categoryId: string; categoryPath: string; brand: string; price: number; currency: string }, newToUser: boolean): void {
-  b.userIds.push(e.userId);
-  b.itemIds.push(e.itemId);
-  b.types.push(e.type);
-  b.timestampsMs.push(e.timestampMs);
-  b.categoryIds.push(e.categoryId);
-  b.categoryPaths.push(e.categoryPath);
-  b.brands.push(e.brand);
-  b.prices.push(e.price);
-  b.currencies.push(e.currency);
-  b.newToUser.push(newToUser ? 1 : 0);
 }
 
 /** A copy of the user's stored LSTM state when it belongs to the running model version, else a zero state. */
@@ -105,10 +86,7 @@ class Shard implements ShardApi {
   #watermarkMs = 0;
   #lstm: LstmRuntime | undefined;
   #churn: ChurnModel | undefined;
-  #itemEventsPosted = 0;
-  #itemEventsDropped = 0;
-  /** When the last "item events dropped" warning was logged, ms (at most one per 10 s). */
-  #dropLoggedMs = 0;
+  #itemEvents: ItemEventSender | undefined;
 
   /** OVERLOADED when the query's deadline passed before this shard could start it. */
   #late(deadline: QueryDeadline | undefined): WireError | undefined {
@@ -125,6 +103,7 @@ class Shard implements ShardApi {
     this.#validation = init.validation;
     this.#key = pseudonymiser(init.pseudonymKey);
     this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard });
+    if (init.itemEvents !== undefined) this.#itemEvents = new ItemEventSender(init.itemEvents, this.#log);
     if (init.models.lstmDir !== undefined) this.#lstm = LstmRuntime.load(init.models.lstmDir);
     if (init.models.churnDir !== undefined) this.#churn = ChurnModel.load(init.models.churnDir);
     this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes });
@@ -222,7 +201,7 @@ class Shard implements ShardApi {
     let skipped = 0;
     const lstm = this.#lstm;
     const steps: Array<[Actor, LstmEvent, number]> = [];
-    const items = this.#init.itemEvents !== undefined ? newItemEventBatch() : undefined;
+    const items = this.#itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
     const keys = this.#init.pseudonymKey !== undefined ? new Map<string, string>() : undefined;
     // Highest sequence done so far: a partition delivers in stream order, so
@@ -285,44 +264,12 @@ class Shard implements ShardApi {
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     this.#evict();
-    if (items !== undefined && items.itemIds.length > 0) this.#postItemEvents(items);
+    if (items !== undefined && items.itemIds.length > 0) this.#itemEvents!.post(items);
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, stats: this.stats(),
     };
-  }
-
-  /**
-   * Posts a committed batch's item events to the recs worker unless its queue
-   * (shared by all shards) would go beyond its bound: then they are dropped
-   * (drop-newest) and counted. Only derived, approximate state (co-visitation,
-   * trending, item statistics) misses them; the batch's profiles are committed.
-   */
-  #postItemEvents(items: ItemEventBatch): void {
-    const sink = this.#init.itemEvents!;
-    const n = items.itemIds.length;
-    // Check and add in one step (compare-and-swap), so that shards posting at the same time never take the count beyond the bound.
-    for (;;) {
-      const queued = Atomics.load(sink.queued, 0);
-      if (queued + n > sink.maxQueued) {
-        this.#dropItemEvents(n, sink.maxQueued);
-        return;
-      }
-      if (Atomics.compareExchange(sink.queued, 0, queued, queued + n) === queued) break;
-    }
-    sink.port.postMessage(items);
-    this.#itemEventsPosted += n;
-  }
-
-  #dropItemEvents(n: number, maxQueued: number): void {
-    this.#itemEventsDropped += n;
-    const now = Date.now();
-    if (now - this.#dropLoggedMs >= 10_000) {
-      this.#dropLoggedMs = now;
-      this.#log.warn({ dropped: this.#itemEventsDropped, maxQueuedItemEvents: maxQueued },
-        "the recs worker's item-event queue is full: dropping item events (co-visitation, trending and item statistics miss them; profiles are unaffected)");
-    }
   }
 
   /** The user's current state, or undefined (never the stored state of a user being forgotten). */
@@ -418,20 +365,19 @@ class Shard implements ShardApi {
       else this.#erasing.set(key, n);
     }
     // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
-    this.#init.itemEvents?.port.postMessage({ forgetUserId: key } satisfies ForgetUserMessage);
+    this.#itemEvents?.forget(key);
     return { ok: true, existed };
   }
 
   stats(): ShardStats {
     return {
       shard: this.#init.shard, actorsCached: this.#actors.size, pendingWrites: this.#pendingWrites,
-      itemEventsPosted: this.#itemEventsPosted, itemEventsDropped: this.#itemEventsDropped, heap: heapStats(),
+      itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0, heap: heapStats(),
     };
   }
 
   async faultStall(ms: number): Promise<void> {
-    // Blocks this thread now, in the message's turn: whatever was sent after it waits.
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    stallThread(ms);
   }
 
   async close(): Promise<void> {
@@ -459,6 +405,4 @@ process.on("unhandledRejection", (reason, promise) => {
   throw reason;
 });
 
-if (parentPort === null) throw new Error("shard.worker must run in a worker thread");
-registerErrorTransfer();
-Comlink.expose(new Shard(), nodeEndpoint(parentPort));
+exposeWorker(new Shard(), "shard.worker");
