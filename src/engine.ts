@@ -25,7 +25,7 @@ import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
-import { partitionOf } from "./bus/partition.js";
+import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
 import { Recommender } from "./recs/recommender.js";

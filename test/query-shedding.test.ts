@@ -9,7 +9,7 @@
 import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";

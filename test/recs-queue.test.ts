@@ -10,7 +10,7 @@ import { connect, type NatsConnection } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { RecsHost } from "../src/recs/recs-host.js";

@@ -1,7 +1,7 @@
 /** Shard workers on a real LMDB: batches, the applied-sequence guard, profiles. */
 import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
 import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";

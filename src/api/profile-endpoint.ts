@@ -8,16 +8,14 @@
  */
 import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
 import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
-import { partitionOf } from "../bus/partition.js";
+import { partitionOf } from "../wire/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
 import { pb, plainBytes } from "../wire/proto.js";
-
-/** Header carrying the stable string error code of a failed request. */
-export const ERROR_CODE_HEADER = "Portrait-Error-Code";
 
 export interface ProfileSource {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;

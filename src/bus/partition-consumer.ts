@@ -14,6 +14,7 @@ import { headers, type ConsumerMessages, type JetStreamClient, type JsMsg } from
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
+import { DLQ_HEADERS } from "../wire/headers.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -59,14 +60,6 @@ export function ackInfo(reply: string): { seq: number; pending: number } {
 function replyOf(m: JsMsg): string {
   return (m as unknown as { reply: string }).reply;
 }
-
-/** Headers of a dead letter (the body is the original message). */
-export const DLQ_HEADERS = Object.freeze({
-  reason: "Portrait-Dlq-Reason",
-  detail: "Portrait-Dlq-Detail",
-  subject: "Portrait-Source-Subject",
-  seq: "Portrait-Source-Seq",
-});
 
 export interface PartitionConsumerOptions {
   partition: number;

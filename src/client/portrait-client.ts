@@ -5,13 +5,13 @@
  * shows the same calls from the `nats` CLI for publishers in other languages.
  */
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
-import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
 import { connectNats } from "../bus/connect.js";
-import { partitionOf } from "../bus/partition.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { BadRequestError, ErrorCode, PortraitError, fromWire, isErrorCode } from "../errors.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
+import { partitionOf } from "../wire/partition.js";
 import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
 export interface PortraitClientOptions {
