@@ -19,8 +19,9 @@ const LAYERS = [
   ["contracts", ["src/errors.ts", "src/version.ts", "src/types.ts", "src/types/", "src/wire/"]],
   // Pure logic and leaf services: per-user actors, logs/metrics, dataset readers, metric functions.
   ["core", ["src/actors/", "src/obs/", "src/data/", "src/metrics/"]],
-  // Model code, the LMDB store, the NATS bus (which knows nothing of actors: see bus-knows-no-actors).
-  ["services", ["src/models/", "src/store/", "src/bus/"]],
+  // Model code, the LMDB store, the NATS bus (which knows nothing of actors: see bus-knows-no-actors),
+  // the worker-thread plumbing every pool shares, and the query types the shards, recs and api share.
+  ["services", ["src/models/", "src/store/", "src/bus/", "src/threads/", "src/contracts.ts"]],
   // Worker-thread shards, the inference pool, example builders for training and evaluation.
   ["runtime", ["src/shard/", "src/inference/", "src/examples/"]],
   ["recs", ["src/recs/"]],

@@ -19,17 +19,16 @@ import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
-import { ConfigError, ErrorCode, PortraitError } from "./errors.js";
+import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
-import { partitionOf } from "./bus/partition.js";
+import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
-import type { RecsStats } from "./recs/recs-protocol.js";
 import { Recommender } from "./recs/recommender.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
@@ -275,7 +274,7 @@ export class Engine {
       forget: {
         forget: async (userId) => {
           const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
-          if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+          if (!r.ok) throw fromWire(r.error);
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
@@ -296,13 +295,8 @@ export class Engine {
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
-    let recsStats: RecsStats | undefined;
     this.metrics.workerStats = async () => {
-      // A busy recs worker: the figures it gave last.
-      const asked = recsHost.stats().then((r) => (recsStats = r));
-      asked.catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
+      const recsStats = await recsHost.recentStats();
       return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();

@@ -32,8 +32,8 @@
 import type { JsMsg, NatsConnection } from "nats";
 import { describe, expect, it } from "vitest";
 import { applyEvent, newUserState, profileView, type UserState } from "../src/actors/user-profile.js";
-import { DLQ_HEADERS } from "../src/bus/partition-consumer.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";

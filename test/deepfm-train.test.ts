@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyEvent, newUserState, type ProfileEvent } from "../src/actors/user-profile.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
-import { fnv1a32String } from "../src/bus/partition.js";
+import { fnv1a32String } from "../src/wire/partition.js";
 import { resolveDataFile } from "../src/data/datasets.js";
 import type { DatasetEvent } from "../src/data/types.js";
 import { evalDeepFm, scoreDeepFmRows, type DeepFmRowsSpec } from "../src/eval/deepfm-eval.js";

@@ -3,8 +3,8 @@
  * temp dir, real shard worker threads. Each test has its own subject prefix.
  */
 import { describe, expect, it } from "vitest";
-import { DLQ_HEADERS } from "../src/bus/partition-consumer.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fnv1a32, partitionOf } from "../src/bus/partition.js";
+import { fnv1a32, partitionOf } from "../src/wire/partition.js";
 import { decodeEvent, type EventValidationOptions } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 

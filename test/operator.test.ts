@@ -97,6 +97,55 @@ describe("operator - logs and metrics", { timeout: 120_000 }, () => {
   });
 });
 
+describe("operator - one clock", { timeout: 120_000 }, () => {
+  it("operator - after a replay of old data, one live event moves no other user's clock; a quorum of live users starts the live era for all", async () => {
+    const prefix = uniquePrefix("clock");
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: dir("clock") });
+    engines.push(engine);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      const t2019 = Date.UTC(2019, 9, 1, 12);
+      // Old data for 8 users, spread over the partitions (and so over both shards).
+      const old = Array.from({ length: 8 }, (_, u) => ({
+        eventId: `${prefix}-old-${u}`, userId: `old${u}`, type: EventType.PURCHASE, timestampMs: t2019 + u * 60_000, itemId: "i1", price: 5, quantity: 1,
+      }));
+      await c.publishMany(old);
+      const applied = async (users: string[]) => {
+        for (const u of users) if ((await c.getProfile(u).catch(() => undefined)) === undefined) return false;
+        return true;
+      };
+      await waitFor(() => applied(old.map((e) => e.userId)), { message: "old events not applied" });
+      const clockOf = async (u: string) => (await c.getProfile(u)).asOfMs;
+      const before = await Promise.all(old.map((e) => clockOf(e.userId)));
+      for (const t of before) expect(t).toBe(t2019 + 7 * 60_000);
+
+      // One event stamped now: its own user lives now, every other user stays in 2019.
+      const now = Date.now();
+      await c.publish({ eventId: `${prefix}-live-0`, userId: "live0", type: EventType.VIEW, timestampMs: now, itemId: "i2" });
+      await waitFor(() => applied(["live0"]), { message: "live event not applied" });
+      expect(await clockOf("live0")).toBeGreaterThanOrEqual(now);
+      for (const e of old) {
+        const p = await c.getProfile(e.userId);
+        expect(p.asOfMs).toBe(t2019 + 7 * 60_000);
+        expect(p.rfm.recencyDays).toBeLessThan(1);
+      }
+      // A profile cannot be rewound: an as-of before the user's last event is refused.
+      await expect(c.getProfile("old7", { asOfMs: t2019 })).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("before this user's last event") });
+
+      // Ten distinct users live now: a new era, for everyone.
+      await c.publishMany(Array.from({ length: 10 }, (_, u) => ({
+        eventId: `${prefix}-live-${u + 1}`, userId: `live${u + 1}`, type: EventType.VIEW, timestampMs: Date.now(), itemId: "i3",
+      })));
+      await waitFor(async () => (await clockOf("old0")) >= now, { message: "the clock did not move to the live era" });
+      const p = await c.getProfile("old0");
+      expect(p.rfm.recencyDays).toBeGreaterThan(365);
+    } finally {
+      await c.close();
+      await engine.close();
+    }
+  });
+});
+
 describe("operator - progress", () => {
   it("operator - a replay's limit is shown as a limit, not as a total the file may never reach", () => {
     const written: string[] = [];

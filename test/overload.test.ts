@@ -8,7 +8,7 @@
  */
 import { headers } from "nats";
 import { describe, expect, it } from "vitest";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { PortraitError } from "../src/errors.js";
 import { pb } from "../src/wire/proto.js";

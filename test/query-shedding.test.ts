@@ -7,7 +7,7 @@
  * the machine's speed.
  */
 import { describe, expect, it } from "vitest";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { PortraitError } from "../src/errors.js";
 import { EventType } from "../src/wire/proto.js";

@@ -8,12 +8,13 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { RecsHost } from "../src/recs/recs-host.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
-import type { EventBatch, ShardStats } from "../src/shard/shard-protocol.js";
+import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
+import type { ShardStats } from "../src/obs/metrics.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, removeDir, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
@@ -28,17 +29,7 @@ afterEach(async () => {
 });
 
 function batch(partition: number, events: IEvent[], firstSeq: number): EventBatch {
-  const parts = events.map((e) => pb.Event.encode(e).finish());
-  const data = new Uint8Array(parts.reduce((a, b) => a + b.length, 0));
-  const offsets = new Uint32Array(parts.length + 1);
-  let off = 0;
-  parts.forEach((b, i) => {
-    data.set(b, off);
-    offsets[i] = off;
-    off += b.length;
-  });
-  offsets[parts.length] = off;
-  return { partition, data, offsets, seqs: Float64Array.from(parts, (_, i) => firstSeq + i) };
+  return packBatch(partition, events.map((e) => pb.Event.encode(e).finish()), (b) => b, (_, i) => firstSeq + i);
 }
 
 /** A user id whose partition belongs to shard `shard`. */

@@ -59,7 +59,11 @@ describe("storage faults", { timeout: 240_000 }, () => {
       await client.publishMany(events);
       const exit = await first.exited;
       expect(exit.code, first.output()).toBe(1);
-      expect(first.output()).toMatch(/STORAGE_FAILED|LMDB commit failed/);
+      // The fatal log line carries the error as the main thread got it: its code must have survived the thread boundary.
+      const fatal = first.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { level: number; err?: { code?: string; message?: string } })
+        .find((l) => l.level === 60);
+      expect(fatal?.err, first.output()).toBeDefined();
+      expect(fatal!.err!.code, fatal!.err!.message).toBe("STORAGE_FAILED");
 
       execFileSync("mount", ["-o", "remount,size=256m", mnt]);
       // No lost ack: with AckPolicy.All a partition's ack floor is the last event acknowledged, and it must not

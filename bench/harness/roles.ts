@@ -8,7 +8,7 @@
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { connect, headers, type Msg, type NatsConnection } from "nats";
-import { partitionOf } from "../../src/bus/partition.js";
+import { partitionOf } from "../../src/wire/partition.js";
 import { subjects } from "../../src/bus/subjects.js";
 import type { EngineOptions } from "../../src/config/engine-options.js";
 import { readDataset } from "../../src/data/datasets.js";

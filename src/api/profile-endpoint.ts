@@ -7,17 +7,15 @@
  * code, and an ErrorReply body in the request's encoding.
  */
 import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
-import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, toWire, type WireError } from "../errors.js";
-import { partitionOf } from "../bus/partition.js";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
+import { partitionOf } from "../wire/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../shard/shard-protocol.js";
+import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
 import { pb, plainBytes } from "../wire/proto.js";
-
-/** Header carrying the stable string error code of a failed request. */
-export const ERROR_CODE_HEADER = "Portrait-Error-Code";
 
 export interface ProfileSource {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;
@@ -218,7 +216,7 @@ export class QueryApi {
       // Protobuf only: an upsert is applied, then stored, then acknowledged with an empty reply.
       endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", false, async (msg) => {
         const r = await sink.upsert(msg.data);
-        if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+        if (!r.ok) throw fromWire(r.error);
         await sink.store(msg.data);
         return new Uint8Array(0);
       });
@@ -231,7 +229,7 @@ export class QueryApi {
     endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
       const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline);
-      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+      if (!r.ok) throw fromWire(r.error);
       return r.body;
     });
     return api;

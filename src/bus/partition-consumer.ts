@@ -13,7 +13,8 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { BatchResult, EventBatch } from "../shard/shard-protocol.js";
+import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
+import { DLQ_HEADERS } from "../wire/headers.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -62,18 +63,6 @@ export function ackInfo(reply: string): { seq: number; pending: number; storedMs
 function replyOf(m: JsMsg): string {
   return (m as unknown as { reply: string }).reply;
 }
-
-export interface BatchSink {
-  applyBatch(batch: EventBatch): Promise<BatchResult>;
-}
-
-/** Headers of a dead letter (the body is the original message). */
-export const DLQ_HEADERS = Object.freeze({
-  reason: "Portrait-Dlq-Reason",
-  detail: "Portrait-Dlq-Detail",
-  subject: "Portrait-Source-Subject",
-  seq: "Portrait-Source-Seq",
-});
 
 export interface PartitionConsumerOptions {
   partition: number;
@@ -132,24 +121,10 @@ export class PartitionConsumer {
     const msgs = this.#pending;
     if (msgs.length === 0) return;
     this.#pending = [];
-    let total = 0;
-    for (const m of msgs) total += m.data.length;
-    const data = new Uint8Array(total);
-    const offsets = new Uint32Array(msgs.length + 1);
-    const seqs = new Float64Array(msgs.length);
-    let off = 0;
-    for (let i = 0; i < msgs.length; i++) {
-      const m = msgs[i]!;
-      data.set(m.data, off);
-      offsets[i] = off;
-      off += m.data.length;
-      seqs[i] = ackInfo(replyOf(m)).seq;
-    }
-    offsets[msgs.length] = off;
     const started = performance.now();
     this.#metrics.batchSize.observe(msgs.length);
     this.#metrics.inflightBatches.inc();
-    const result = this.#sink.applyBatch({ partition: this.partition, data, offsets, seqs });
+    const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (m) => ackInfo(replyOf(m)).seq));
     result.catch(() => undefined); // observed through the tail below
     this.#tail = this.#tail
       .then(() => result)

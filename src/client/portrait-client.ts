@@ -5,13 +5,13 @@
  * shows the same calls from the `nats` CLI for publishers in other languages.
  */
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
-import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
 import { connectNats, natsOptionsOf, type NatsOptions } from "../bus/connect.js";
-import { partitionOf } from "../bus/partition.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
+import { BadRequestError, ErrorCode, PortraitError, fromWire, isErrorCode } from "../errors.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
+import { partitionOf } from "../wire/partition.js";
 import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
 /** Connection (NatsOptions: URL, credentials, TLS), naming and limits of a client. */
@@ -249,7 +249,7 @@ export class PortraitClient {
     const code = reply.headers?.get(ERROR_CODE_HEADER);
     if (code) {
       const e = pb.ErrorReply.decode(reply.data);
-      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, e.message || code);
+      throw fromWire({ code: isErrorCode(code) ? code : ErrorCode.INTERNAL, message: e.message || code });
     }
     return reply.data;
   }

@@ -33,7 +33,7 @@ import { resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Piscina } from "piscina";
 import type { Registry } from "prom-client";
-import { BadRequestError, ConfigError, ErrorCode, OverloadedError, PortraitError, type WireError } from "../errors.js";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, fromWire } from "../errors.js";
 import type { DeepFmArchitecture } from "../models/deepfm-spec.js";
 import { readDeepFmArchitecture } from "../models/deepfm-weights.js";
 import { InferenceMetrics } from "./inference-metrics.js";
@@ -78,12 +78,6 @@ interface Request {
   t0: number;
   resolve: (scores: Float32Array) => void;
   reject: (err: PortraitError) => void;
-}
-
-function fromWire(e: WireError): PortraitError {
-  if (e.code === ErrorCode.BAD_REQUEST) return new BadRequestError(e.message);
-  if (e.code === ErrorCode.CONFIG) return new ConfigError(e.message);
-  return new PortraitError(e.code, e.message);
 }
 
 function workerExited(err: unknown): PortraitError {

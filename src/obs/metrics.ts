@@ -4,8 +4,19 @@
  * histograms. Served at GET /metrics by the engine's HTTP server.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { HeapStats, ShardStats } from "../shard/shard-protocol.js";
-import { heapStats } from "./heap.js";
+import { heapStats, type HeapStats } from "./heap.js";
+
+/** What a shard reports of itself (ShardApi.stats, and piggy-backed on each batch result). */
+export interface ShardStats {
+  shard: number;
+  actorsCached: number;
+  pendingWrites: number;
+  /** Item events posted to the recs worker since start. */
+  itemEventsPosted: number;
+  /** Item events not posted to the recs worker since start because its queue was full (src/threads/item-event-queue.ts). */
+  itemEventsDropped: number;
+  heap: HeapStats;
+}
 
 /** The memory of the threads other than the shards and main, as the engine last heard it. */
 export interface WorkerThreadStats {

@@ -5,9 +5,9 @@
  * Without a DeepFM model, candidates are ranked by their source prior.
  */
 import { randomUUID } from "node:crypto";
-import { OverloadedError, PortraitError } from "../errors.js";
+import { OverloadedError, fromWire } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
-import type { QueryDeadline, RecContextResult } from "../shard/shard-protocol.js";
+import type { QueryDeadline, RecContextResult } from "../contracts.js";
 import type { RecsHost } from "./recs-host.js";
 
 export interface RecommendQuery {
@@ -54,13 +54,13 @@ export class Recommender {
   /** `deadline`: past it the remaining steps are skipped (OVERLOADED; the API has answered the caller already). */
   async recommend(q: RecommendQuery, deadline?: QueryDeadline): Promise<RecommendView> {
     const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs, deadline);
-    if (!ctx.ok) throw new PortraitError(ctx.error.code, ctx.error.message);
+    if (!ctx.ok) throw fromWire(ctx.error);
     if (deadline !== undefined && Date.now() > deadline.deadlineMs) throw new OverloadedError("the recommendation's deadline passed before its candidates");
     const prep = await this.#recs.prepare({
       userId: q.userId, context: ctx.context, exclude: q.exclude, count: q.candidates,
       ...(q.categoryId !== "" ? { category: q.categoryId } : {}),
     });
-    if (!prep.ok) throw new PortraitError(prep.error.code, prep.error.message);
+    if (!prep.ok) throw fromWire(prep.error);
     const { candidates, ids, dense, sources } = prep.prepared;
     let scores: ArrayLike<number>;
     if (this.#pool !== undefined && ids !== undefined && candidates.length > 0) {

@@ -3,7 +3,8 @@
  * recommendation request asks for and what comes back (candidates, and
  * their DeepFM rows as typed arrays, transferred).
  */
-import type { HeapStats, RecContext } from "../shard/shard-protocol.js";
+import type { RecContext } from "../contracts.js";
+import type { HeapStats } from "../obs/heap.js";
 import type { WireError } from "../errors.js";
 import type { CompiledRecsOptions } from "./recs-options.js";
 import type { CandidateSource } from "./candidates.js";

@@ -13,15 +13,15 @@
  * their own stream).
  */
 import * as Comlink from "comlink";
-import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { parentPort, type MessagePort } from "node:worker_threads";
+import type { MessagePort } from "node:worker_threads";
 import { EVENT_WEIGHTS } from "../actors/user-profile.js";
 import { BadRequestError, toWire } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
-import type { ItemEventBatch, ItemEventMessage } from "../shard/shard-protocol.js";
+import { receiveItemEvents, type ItemEventBatch } from "../threads/item-event-queue.js";
+import { exposeWorker, stallThread } from "../threads/worker-thread.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
@@ -56,17 +56,9 @@ class Recs implements RecsApi {
   }
 
   addItemEventPort(port: MessagePort): void {
-    port.on("message", (m: ItemEventMessage) => {
-      if ("forgetUserId" in m) {
-        this.#index.covisitation.forgetUser(m.forgetUserId);
-        return;
-      }
-      try {
-        this.#observe(m);
-      } finally {
-        // The shard added the batch's count before posting it (ItemEventSink): it leaves the bounded queue now.
-        Atomics.sub(this.#queued, 0, m.itemIds.length);
-      }
+    receiveItemEvents(port, this.#queued, {
+      observe: (b) => this.#observe(b),
+      forget: (userKey) => this.#index.covisitation.forgetUser(userKey),
     });
     this.#ports.push(port);
   }
@@ -168,7 +160,7 @@ class Recs implements RecsApi {
   }
 
   async faultStall(ms: number): Promise<void> {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    stallThread(ms);
   }
 
   close(): void {
@@ -176,5 +168,4 @@ class Recs implements RecsApi {
   }
 }
 
-if (parentPort === null) throw new Error("recs.worker must run in a worker thread");
-Comlink.expose(new Recs(), nodeEndpoint(parentPort));
+exposeWorker(new Recs(), "recs.worker");

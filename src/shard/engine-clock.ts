@@ -95,6 +95,11 @@ export class EngineClock extends ClockReader {
     this.#advance(startMs);
   }
 
+  /** Starts from a clock stored before a restart (never moves it back). */
+  restore(ms: number): void {
+    this.#advance(ms);
+  }
+
   /** Takes a batch's times into account. */
   observe(b: BatchTimes, wallMs = Date.now()): void {
     if (b.inEraMs > 0) this.#advance(b.inEraMs, wallMs);

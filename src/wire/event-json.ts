@@ -9,7 +9,7 @@
  */
 import { BadRequestError } from "../errors.js";
 import { decodeEvent, type EventValidationOptions } from "./event-validation.js";
-import { partitionOf } from "../bus/partition.js";
+import { partitionOf } from "./partition.js";
 import { EVENT_TYPE_NAMES, pb, type Event } from "./proto.js";
 
 /** The field names of `Event`, from a default instance (the generated static code has no reflection). */
