@@ -167,6 +167,39 @@ describe("operator - progress", () => {
   });
 });
 
+describe("operator - services stats", { timeout: 120_000 }, () => {
+  it("operator - $SRV.STATS counts error replies and times the whole asynchronous handling", async () => {
+    const prefix = uniquePrefix("stats");
+    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: dir("stats") });
+    engines.push(engine);
+    const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      await c.publish({ eventId: `${prefix}-1`, userId: "known", type: EventType.VIEW, timestampMs: Date.UTC(2024, 0, 1), itemId: "i1" });
+      await waitFor(async () => (await c.getProfile("known").catch(() => undefined)) !== undefined, { message: "not applied" });
+      for (let i = 0; i < 11; i++) await expect(c.getProfile(`nobody-${i}`)).rejects.toMatchObject({ code: "UNKNOWN_USER" });
+      for (let i = 0; i < 2; i++) await c.getProfile("known");
+      const hist = (await engine.metrics.requestSeconds.get()).values.filter((v) => v.labels.endpoint === "profile.get");
+      const count = hist.find((v) => v.metricName?.endsWith("_count"))!.value;
+      const sumS = hist.find((v) => v.metricName?.endsWith("_sum"))!.value;
+      const stats = [];
+      for await (const s of await c.nc.services.client().stats(prefix)) stats.push(...(s.endpoints ?? []));
+      // Error replies as the engine counts them: the 11 above, and the waits for "known" that came before its event was applied.
+      const errors = (await engine.metrics.requests.get()).values
+        .filter((v) => v.labels.endpoint === "profile.get" && v.labels.code !== "OK").reduce((a, v) => a + v.value, 0);
+      expect(errors).toBeGreaterThanOrEqual(11);
+      const ep = stats.find((e) => e.name === "profile-get")!;
+      expect(ep.num_requests).toBe(count);
+      expect(ep.num_errors).toBe(errors);
+      expect(ep.last_error).toContain("UNKNOWN_USER");
+      // The framework's figure is the engine's own request time, in ns.
+      expect(Math.abs(ep.processing_time - sumS * 1e9)).toBeLessThan(count * 1000);
+    } finally {
+      await c.close();
+      await engine.close();
+    }
+  });
+});
+
 describe("operator - profile text", () => {
   it("operator - categories carry the names events gave them, the timeline lists the last events, a funnel without carts prints '-'", async () => {
     const prefix = uniquePrefix("text");

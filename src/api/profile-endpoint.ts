@@ -16,6 +16,7 @@ import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.j
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
 import { ERROR_CODE_HEADER } from "../wire/headers.js";
 import { pb, plainBytes } from "../wire/proto.js";
+import { asyncEndpointStats, type EndpointStats } from "./service-stats.js";
 
 export interface ProfileSource {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;
@@ -200,9 +201,10 @@ export class QueryApi {
             alog.error({ err, endpoint: name }, "endpoint failed");
             return;
           }
-          void api.#serve(msg, metric, bound, shed, o, metrics, alog, work).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
+          void api.#serve(msg, metric, bound, shed, o, metrics, alog, work, stats).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
         },
       });
+      const stats = asyncEndpointStats(service, name);
     };
     const reply = <T>(encoding: ReplyEncoding, r: T, type: { encode(m: T): { finish(): Uint8Array } }) =>
       encoding === "json" ? encoder.encode(JSON.stringify(r)) : type.encode(r).finish();
@@ -242,7 +244,7 @@ export class QueryApi {
    * place until its work has really ended.
    */
   async #serve(
-    msg: ServiceMsg, metric: string, bound: Bound, shed: boolean, o: ApiOptions, metrics: EngineMetrics, log: Logger, work: Work,
+    msg: ServiceMsg, metric: string, bound: Bound, shed: boolean, o: ApiOptions, metrics: EngineMetrics, log: Logger, work: Work, stats: EndpointStats,
   ): Promise<void> {
     const t0 = performance.now();
     const receivedMs = Date.now();
@@ -250,6 +252,7 @@ export class QueryApi {
     // Catalog upserts are protobuf only, so their errors are too.
     const encoding = bound === "none" ? "protobuf" : encodingOf(msg.data);
     let code: string = "OK";
+    let errorText: string | undefined;
     try {
       if (bound !== "none" && this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
       if (bound === "recommend" && this.#inflightRecommends >= o.maxInflightRecommends) {
@@ -267,11 +270,14 @@ export class QueryApi {
     } catch (err) {
       const w = toWire(err);
       code = w.code;
+      errorText = `${w.code}: ${w.message}`;
       if (!(err instanceof PortraitError)) log.error({ err, endpoint: metric }, "request failed");
       respondError(msg, w, encoding);
     } finally {
+      const ms = performance.now() - t0;
       metrics.requests.inc({ endpoint: metric, code });
-      metrics.requestSeconds.observe({ endpoint: metric }, (performance.now() - t0) / 1000);
+      metrics.requestSeconds.observe({ endpoint: metric }, ms / 1000);
+      stats.done(ms, errorText);
     }
   }
 
