@@ -54,13 +54,10 @@ async function embeddedServer(cfg: EngineConfig, log: Logger, root: Logger): Pro
     throw new ConfigError(`nothing answers at ${first}, and an embedded nats-server can only be started on a loopback address`);
   }
   log.info({ port: Number(url.port || 4222) }, "no NATS server answers; starting an embedded nats-server with JetStream");
-  const nlog = root.child({ component: "nats-server" });
-  return startNatsServer({
-    host: "127.0.0.1",
-    port: Number(url.port || 4222),
-    storeDir: join(cfg.dataDir, "nats"),
-    onLog: (line) => nlog.debug(line),
-  });
+  // It outlives a crash of this engine (clients of other processes keep their broker; the next start finds it at the URL).
+  const server = await startNatsServer({ outliveParent: true, host: "127.0.0.1", port: Number(url.port || 4222), storeDir: join(cfg.dataDir, "nats") });
+  root.child({ component: "nats-server" }).info({ pid: server.pid, url: server.url, logFile: server.logFile }, "embedded nats-server started");
+  return server;
 }
 
 /** The crash-test hook: SIGKILL after `batches` committed batches, before the next acknowledgement. */
@@ -120,6 +117,8 @@ export class Engine {
   readonly #models: DashboardModel[] = [];
   #ready = false;
   #closing: Promise<void> | undefined;
+  /** Set when the engine failed: close() then leaves an embedded nats-server running for the other clients. */
+  #failed = false;
   #fatal: ((err: unknown) => void) | undefined;
   /** Rejects when the engine fails (a shard died, a dead letter could not be written); resolves after close(). */
   readonly done: Promise<void>;
@@ -316,6 +315,7 @@ export class Engine {
   }
 
   #fail(err: unknown, where: Record<string, unknown>): void {
+    this.#failed = true;
     if (this.#fatal === undefined) return;
     this.log.fatal({ err, ...where }, "engine failed; unacknowledged events will be redelivered after a restart");
     const fatal = this.#fatal;
@@ -335,6 +335,16 @@ export class Engine {
   /** Port of the /metrics endpoint, or undefined when off. */
   get httpPort(): number | undefined {
     return this.#ops?.port;
+  }
+
+  /** The embedded nats-server this engine started, if any. */
+  get embeddedServer(): { pid: number; url: string } | undefined {
+    return this.#nats !== undefined ? { pid: this.#nats.pid, url: this.#nats.url } : undefined;
+  }
+
+  /** Fault injection, for tests only: fails the engine as an internal failure would (`done` rejects with `err`). */
+  faultFail(err: Error): void {
+    this.#fail(err, { fault: "injected" });
   }
 
   /**
@@ -403,7 +413,12 @@ export class Engine {
       // and heartbeat timers running; close() stops them (a no-op when drained).
       await nc.close().catch(() => undefined);
     }
-    await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    if (this.#failed && this.#nats !== undefined) {
+      // A failed engine must not take down a broker that other processes use; the next start finds it at the URL and uses it.
+      this.log.warn({ pid: this.#nats.pid, url: this.#nats.url }, "the engine failed: leaving its embedded nats-server running for other clients");
+    } else {
+      await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    }
     this.#dashboard?.stop();
     await this.#ops?.close();
     await this.#lock?.release();

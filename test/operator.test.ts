@@ -15,7 +15,8 @@ import { formatProfile } from "../src/cli/print-profile.js";
 import { progress } from "../src/cli/progress.js";
 import { replay } from "../src/cli/replay.js";
 import { EventType } from "../src/wire/proto.js";
-import type { Engine } from "../src/engine.js";
+import { freePort } from "../src/bus/server-process.js";
+import { Engine } from "../src/engine.js";
 import { ErrorCode } from "../src/errors.js";
 import { removeDir, spawnEngine, startTestEngine, uniquePrefix, waitForEngine } from "./helpers/engine.js";
 import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
@@ -228,6 +229,35 @@ describe("operator - profile text", () => {
     } finally {
       await c.close();
       await engine.close();
+    }
+  });
+});
+
+describe("operator - embedded broker", { timeout: 120_000 }, () => {
+  it("operator - an engine that fails leaves its embedded nats-server to the other processes using it; the next start uses it", async () => {
+    const url = `nats://127.0.0.1:${await freePort()}`;
+    const prefix = uniquePrefix("emb");
+    const dataDir = dir("emb");
+    const first = await Engine.start({ natsUrl: url, embeddedNats: "always", dataDir, subjectPrefix: prefix, partitions: 4, workers: 2, httpPort: -1, logLevel: "silent" });
+    const server = first.embeddedServer!;
+    expect(server.url).toBe(url);
+    const other = await PortraitClient.connect({ natsUrl: url, subjectPrefix: prefix, partitions: 4 });
+    let second: Engine | undefined;
+    try {
+      await other.publish({ eventId: `${prefix}-1`, userId: "u1", type: EventType.VIEW, timestampMs: Date.UTC(2024, 0, 1), itemId: "i1" });
+      first.faultFail(new Error("injected failure"));
+      await expect(first.done).rejects.toThrow("injected failure");
+      await first.close();
+      // The other process's connection still has its broker: a publish is stored.
+      const ack = await other.publish({ eventId: `${prefix}-2`, userId: "u1", type: EventType.VIEW, timestampMs: Date.UTC(2024, 0, 2), itemId: "i2" });
+      expect(ack.duplicate).toBe(false);
+      second = await Engine.start({ natsUrl: url, embeddedNats: "auto", dataDir, subjectPrefix: prefix, partitions: 4, workers: 2, httpPort: -1, logLevel: "silent" });
+      expect(second.embeddedServer).toBeUndefined();
+      await waitFor(async () => (await other.getProfile("u1").catch(() => undefined))?.eventsApplied === 2, { message: "events not applied once each" });
+    } finally {
+      await other.close();
+      await second?.close();
+      process.kill(server.pid, "SIGTERM");
     }
   });
 });
