@@ -266,5 +266,9 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   for (let i = 1; i < EVENT_TYPE_NAMES.length; i++) v.counts[EVENT_TYPE_NAMES[i]!] ??= 0;
   // An absent message field comes back as null; the view leaves it out.
   if (v.predictions === null) delete v.predictions;
+  // A category without a known name comes back with label ""; brands and price bands never have one: the view leaves it out.
+  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? []]) {
+    for (const a of list) if (a.label === "") delete a.label;
+  }
   return v;
 }
