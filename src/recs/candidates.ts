@@ -6,6 +6,10 @@
  *
  * Sources, for a known user (in this order, which is also the precedence on
  * ties and in backfill):
+ * - "sknn": session-kNN over recent sessions (src/recs/session-knn.ts) for
+ *   the user's current session. Reason "viewed in sessions like yours".
+ * - "rules": sequential rules (src/recs/sequential-rules.ts) from the newest
+ *   item of the current session. Reason "often viewed after <item>".
  * - "covisit": co-visitation neighbours of the newest `covisitSeeds` recent
  *   items; seed j (0 = newest) weighs 1 / (j + 1), each seed's neighbour
  *   scores are divided by its best one, contributions add up.
@@ -40,12 +44,14 @@
 import type { CompiledCandidateOptions } from "./recs-options.js";
 import type { RecsIndex } from "./recs-index.js";
 import type { ScoredItem, ScoredKey } from "./types.js";
+import type { Session } from "./session-store.js";
+import { sessionKnnScores } from "./session-knn.js";
 
 /** Where a candidate came from (see the module comment). */
-export type CandidateSource = "covisit" | "next-category" | "category" | "recent" | "trending" | "popular";
+export type CandidateSource = "sknn" | "rules" | "covisit" | "next-category" | "category" | "recent" | "trending" | "popular";
 
 export const CANDIDATE_SOURCES: readonly CandidateSource[] = Object.freeze([
-  "covisit", "next-category", "category", "recent", "trending", "popular",
+  "sknn", "rules", "covisit", "next-category", "category", "recent", "trending", "popular",
 ]);
 
 /** What a request knows about the user, taken from the profile and the request. */
@@ -67,6 +73,8 @@ export interface CandidateContext {
   category?: string;
   /** The request's time on the event clock, Unix ms (decayed scores are read at it). */
   nowMs: number;
+  /** The user's current session in the index (its items in order, repeats kept); absent = none within the session gap. */
+  session?: Session;
 }
 
 export interface Candidate {
@@ -77,6 +85,8 @@ export interface Candidate {
   reason: string;
   /** Sum of the item's normalised source scores (each in (0, 1]); for tie-breaking and as a fallback ranking. */
   prior: number;
+  /** Each finding source's normalised score (in (0, 1]): the ranking policy's features. */
+  scores: Partial<Record<CandidateSource, number>>;
 }
 
 interface Hit {
@@ -201,6 +211,25 @@ function recentHits(recent: readonly string[], eligible: (id: string) => boolean
   return finish(acc);
 }
 
+function sknnHits(index: RecsIndex, session: Session | undefined, o: CompiledCandidateOptions, eligible: (id: string) => boolean): Hit[] {
+  if (session === undefined) return [];
+  const acc = new Map<string, Hit>();
+  for (const [id, score] of sessionKnnScores(index.sessions, session, index.sessionKnnOptions)) {
+    if (eligible(id)) acc.set(id, { itemId: id, score, reason: "viewed in sessions like yours" });
+  }
+  return finish(acc).slice(0, o.count);
+}
+
+function rulesHits(index: RecsIndex, session: Session | undefined, o: CompiledCandidateOptions, eligible: (id: string) => boolean): Hit[] {
+  const last = session?.items.at(-1);
+  if (last === undefined) return [];
+  const acc = new Map<string, Hit>();
+  for (const it of index.rules.successors(last, Infinity)) {
+    if (eligible(it.itemId)) acc.set(it.itemId, { itemId: it.itemId, score: it.score, reason: `often viewed after ${last}` });
+  }
+  return finish(acc).slice(0, o.count);
+}
+
 /** The candidates for one request (see the module comment). At most options.count. */
 export function generateCandidates(ctx: CandidateContext, index: RecsIndex, options: CompiledCandidateOptions): Candidate[] {
   const count = options.count;
@@ -218,6 +247,8 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   };
 
   if (ctx.known) {
+    add("sknn", slots(q.sknn), sknnHits(index, ctx.session, options, eligible));
+    add("rules", slots(q.rules), rulesHits(index, ctx.session, options, eligible));
     add("covisit", slots(q.covisit), covisitHits(index, ctx.recentItems.slice(0, options.covisitSeeds), now, eligible));
     add("next-category", slots(q.nextCategory), categoryHits(
       index, weighted(ctx.nextCategories.slice(0, options.nextCategories)), count, skip, now, eligible,
@@ -235,7 +266,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   }
 
   const chosen = new Map<string, Candidate & { best: number }>();
-  const choose = (itemId: string) => chosen.set(itemId, { itemId, sources: [], reason: "", prior: 0, best: -1 });
+  const choose = (itemId: string) => chosen.set(itemId, { itemId, sources: [], reason: "", prior: 0, scores: {}, best: -1 });
   for (const l of lists) {
     let taken = 0;
     while (taken < l.quota && l.pos < l.hits.length && chosen.size < count) {
@@ -265,6 +296,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
       if (c === undefined) continue;
       c.sources.push(l.source);
       c.prior += h.score;
+      c.scores[l.source] = h.score;
       if (h.score > c.best) {
         c.best = h.score;
         c.reason = h.reason;
@@ -272,7 +304,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
     }
   }
   const out: Candidate[] = [];
-  for (const c of chosen.values()) out.push({ itemId: c.itemId, sources: c.sources, reason: c.reason, prior: c.prior });
+  for (const c of chosen.values()) out.push({ itemId: c.itemId, sources: c.sources, reason: c.reason, prior: c.prior, scores: c.scores });
   return out.sort((a, b) => b.prior - a.prior || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
 }
 
