@@ -10,7 +10,9 @@ import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
 import { evalPrequential } from "../eval/prequential.js";
-import { evalNextClick } from "../eval/next-click.js";
+import { carveValidation, evalNextClick, readNextClickTrain } from "../eval/next-click.js";
+import { selectPolicy, writePolicyFile } from "../eval/ranking-selection.js";
+import { basename } from "node:path";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
@@ -136,12 +138,26 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .option("--lstm <version>", 'LSTM model the engine loads: a version, "current" or "off"', "current")
     .option("--policy <name>", 'ranking policy: auto, prior, blend, deepfm or source:<name> (default auto)')
     .option("--policy-file <path>", "ranking policy file (see README)")
+    .option("--write-policy <path>", "next-click: first choose the ranking policy on a validation carved from the training file (its last day), write it here, and evaluate with it")
     .option("--json", "print the table as JSON")
     .option("--markdown", "print the table as Markdown")
     .action(async (f: {
       format: DatasetFormat; file?: string; testFile?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
-      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; json?: boolean; markdown?: boolean;
+      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; json?: boolean; markdown?: boolean;
     }) => {
+      if (f.writePolicy !== undefined) {
+        if (f.targets !== "next-click") throw new InvalidArgumentError("--write-policy needs --targets next-click");
+        const tr = await readNextClickTrain({ dataDir: f.datasets, ...(f.file !== undefined ? { trainFile: f.file } : {}) });
+        const carve = carveValidation(tr.events);
+        const chosen = selectPolicy(carve.earlier, carve.validation, `${basename(tr.path)}: ${carve.description}`, { onProgress: progressLines("select policy") });
+        writePolicyFile(f.writePolicy, chosen);
+        const columns = ["policy", "HR@10", "MRR@10", "HR@20", "MRR@20", "targets"];
+        printTables([{
+          task: `ranking policy selection (chosen: ${chosen.policy}, written to ${f.writePolicy})`, split: chosen.validation, columns,
+          rows: Object.entries(chosen.results).map(([policy, m]) => ({ policy, ...m })),
+        }], f);
+        f.policyFile = f.writePolicy;
+      }
       const ranking = { ...(f.policy !== undefined ? { policy: f.policy as "auto" } : {}), ...(f.policyFile !== undefined ? { policyFile: f.policyFile } : {}) };
       const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ranking } };
       const common = { maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), engine, onProgress: progressLines("eval prequential") };

@@ -229,6 +229,36 @@ export async function runNextClick(train: readonly DatasetEvent[], test: readonl
   };
 }
 
+/**
+ * Session-rec's validation carve of a training log: the sessions (users)
+ * whose last click is within the last `days` days of the log are the
+ * validation part, the rest the earlier part.
+ */
+export function carveValidation(events: readonly DatasetEvent[], days = 1): { earlier: DatasetEvent[]; validation: DatasetEvent[]; description: string } {
+  const end = new Map<string, number>();
+  let last = -Infinity;
+  for (const e of events) {
+    end.set(e.userId, Math.max(end.get(e.userId) ?? -Infinity, e.timestampMs));
+    last = Math.max(last, e.timestampMs);
+  }
+  const threshold = last - days * 86_400_000;
+  const earlier: DatasetEvent[] = [];
+  const validation: DatasetEvent[] = [];
+  for (const e of events) (end.get(e.userId)! >= threshold ? validation : earlier).push(e);
+  return {
+    earlier, validation,
+    description: `sessions ending in the last ${days} day(s) (from ${new Date(threshold).toISOString()}) are validation: ${earlier.length} earlier clicks, ${validation.length} validation clicks`,
+  };
+}
+
+/** Reads the training file only (the validation is carved from it). */
+export async function readNextClickTrain(o: Pick<EvalNextClickOptions, "dataDir" | "trainFile">): Promise<{ path: string; events: DatasetEvent[] }> {
+  const path = resolveDataFile(o.dataDir, "yoochoose", o.trainFile ?? NEXT_CLICK_FILES.train);
+  const events: DatasetEvent[] = [];
+  for await (const e of readDataset("yoochoose", path)) events.push(e);
+  return { path, events };
+}
+
 /** Reads the train and test files (Yoochoose format) and runs runNextClick. */
 export async function evalNextClick(o: EvalNextClickOptions): Promise<EvalTable> {
   const read = async (file: string) => {
