@@ -60,8 +60,8 @@ async function setup(name: string, o: Parameters<typeof startTestEngine>[1] = {}
 }
 
 describe("recommend", () => {
-  it("recommend - a known user gets DeepFM-ranked items with reasons; an unknown user gets popular items, not an error", async () => {
-    const { prefix, client } = await setup("rec");
+  it("recommend - with the deepfm policy a known user gets DeepFM-ranked items with reasons; an unknown user gets popular items, not an error", async () => {
+    const { prefix, client } = await setup("rec", { recs: { ranking: { policy: "deepfm" } } });
     const r = await client.recommend(`${prefix}-u3`, { k: 5 });
     expect(r.knownUser).toBe(true);
     expect(r.items.length).toBe(5);
@@ -80,6 +80,16 @@ describe("recommend", () => {
     expect(unknown.knownUser).toBe(false);
     expect(unknown.items.length).toBe(5);
     expect(unknown.items.every((it) => it.reason === "popular" || it.sources.includes("trending"))).toBe(true);
+  });
+
+  it("recommend - by default (no policy file) the bundled DeepFM is loaded but not served: the reply names the source order", async () => {
+    const { prefix, client } = await setup("recp");
+    const r = await client.recommend(`${prefix}-u3`, { k: 5 });
+    expect(r.knownUser).toBe(true);
+    expect(r.modelVersion).toBe("ranking source:sknn");
+    expect(r.backend).toBe("none");
+    for (let i = 1; i < r.items.length; i++) expect(r.items[i - 1]!.score).toBeGreaterThanOrEqual(r.items[i]!.score);
+    expect(r.items.length).toBe(5);
   });
 
   it("recommend - excluded, unavailable and just-bought items never appear; availability survives a restart", async () => {

@@ -138,12 +138,14 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .option("--lstm <version>", 'LSTM model the engine loads: a version, "current" or "off"', "current")
     .option("--policy <name>", 'ranking policy: auto, prior, blend, deepfm or source:<name> (default auto)')
     .option("--policy-file <path>", "ranking policy file (see README)")
+    .addOption(new Option("--exclude-purchased <on|off>", "leave out items the user bought (recs option candidates.excludePurchased)").choices(["on", "off"]).default("on"))
+    .addOption(new Option("--allow-recent <on|off>", "let recently viewed items be recommended (candidates.allowRecent)").choices(["on", "off"]).default("on"))
     .option("--write-policy <path>", "next-click: first choose the ranking policy on a validation carved from the training file (its last day), write it here, and evaluate with it")
     .option("--json", "print the table as JSON")
     .option("--markdown", "print the table as Markdown")
     .action(async (f: {
       format: DatasetFormat; file?: string; testFile?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
-      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; json?: boolean; markdown?: boolean;
+      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; excludePurchased: "on" | "off"; allowRecent: "on" | "off"; json?: boolean; markdown?: boolean;
     }) => {
       if (f.writePolicy !== undefined) {
         if (f.targets !== "next-click") throw new InvalidArgumentError("--write-policy needs --targets next-click");
@@ -159,7 +161,8 @@ export function registerModelCommands(program: Command, datasets: string): void 
         f.policyFile = f.writePolicy;
       }
       const ranking = { ...(f.policy !== undefined ? { policy: f.policy as "auto" } : {}), ...(f.policyFile !== undefined ? { policyFile: f.policyFile } : {}) };
-      const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ranking } };
+      const candidates = { excludePurchased: f.excludePurchased === "on", allowRecent: f.allowRecent === "on" };
+      const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ranking, candidates } };
       const common = { maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), engine, onProgress: progressLines("eval prequential") };
       if (f.targets === "next-click") {
         if (f.format !== "yoochoose") throw new InvalidArgumentError("--targets next-click reads Yoochoose session files (--format yoochoose)");

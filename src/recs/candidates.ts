@@ -22,6 +22,9 @@
  *   divided by the best). Reason "top in category <cat>".
  * - "recent": the user's recent items themselves, 1 / (j + 1) (repeat views
  *   are frequent in real logs). Reason "viewed recently".
+ * - "repeat": the items the user bought before (`purchasedItems`, newest
+ *   first), 1 / (j + 1); only when `excludePurchased` is off (replenishment
+ *   shops). Reason "bought before".
  * - "trending": the global trending list. Reason "trending".
  * For an unknown user (`known` false) the history is ignored: the page
  * category when given ("category"), then "popular": the global trending list
@@ -39,7 +42,7 @@
  * The result is sorted by prior, best first (ties by item id).
  *
  * Never returned: items in `exclude`, items in `purchasedItems` when
- * `excludePurchased`, and items the catalog does not hold or marks unavailable.
+ * `excludePurchased`, the recent and current-session items when not `allowRecent`, and items the catalog does not hold or marks unavailable.
  */
 import type { CompiledCandidateOptions } from "./recs-options.js";
 import type { RecsIndex } from "./recs-index.js";
@@ -48,10 +51,10 @@ import type { Session } from "./session-store.js";
 import { sessionKnnScores } from "./session-knn.js";
 
 /** Where a candidate came from (see the module comment). */
-export type CandidateSource = "sknn" | "rules" | "covisit" | "next-category" | "category" | "recent" | "trending" | "popular";
+export type CandidateSource = "sknn" | "rules" | "covisit" | "next-category" | "category" | "recent" | "repeat" | "trending" | "popular";
 
 export const CANDIDATE_SOURCES: readonly CandidateSource[] = Object.freeze([
-  "sknn", "rules", "covisit", "next-category", "category", "recent", "trending", "popular",
+  "sknn", "rules", "covisit", "next-category", "category", "recent", "repeat", "trending", "popular",
 ]);
 
 /** What a request knows about the user, taken from the profile and the request. */
@@ -203,10 +206,10 @@ function trendingHits(
   return items.map((it) => ({ itemId: it.itemId, score: it.score / top, reason }));
 }
 
-function recentHits(recent: readonly string[], eligible: (id: string) => boolean): Hit[] {
+function recentHits(recent: readonly string[], eligible: (id: string) => boolean, reason = "viewed recently"): Hit[] {
   const acc = new Map<string, Hit>();
   recent.forEach((id, j) => {
-    if (eligible(id)) keepMax(acc, id, 1 / (j + 1), "viewed recently");
+    if (eligible(id)) keepMax(acc, id, 1 / (j + 1), reason);
   });
   return finish(acc);
 }
@@ -235,6 +238,10 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   const count = options.count;
   const blocked = new Set<string>(ctx.exclude);
   if (options.excludePurchased) for (const id of ctx.purchasedItems) blocked.add(id);
+  if (!options.allowRecent) {
+    for (const id of ctx.recentItems) blocked.add(id);
+    for (const id of ctx.session?.items ?? []) blocked.add(id);
+  }
   const eligible = (id: string) => !blocked.has(id) && index.catalog.isAvailable(id);
   const skip = blocked.size;
   const now = ctx.nowMs;
@@ -259,6 +266,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
       (c) => `top in category ${c}`,
     ));
     add("recent", slots(q.recent), recentHits(ctx.recentItems, eligible));
+    if (!options.excludePurchased) add("repeat", slots(q.repeat), recentHits(ctx.purchasedItems, eligible, "bought before"));
     add("trending", slots(q.trending), trendingHits(index, count, skip, now, eligible, "trending"));
   } else {
     add("category", slots(q.category), categoryHits(index, page, count, skip, now, eligible, (c) => `top in category ${c}`));

@@ -98,7 +98,7 @@ export interface TrendingOptions {
  * fraction in [0, 1], summing to at most 1. Slots a source cannot fill (and
  * the rest when the shares sum to less than 1) are filled in a second pass,
  * one item per source in turn, in source order (sknn, rules, covisit,
- * next-category, category, recent, trending). Set a share to 0 to use a source for backfill
+ * next-category, category, recent, repeat, trending). Set a share to 0 to use a source for backfill
  * only.
  */
 export interface CandidateQuotas {
@@ -114,15 +114,19 @@ export interface CandidateQuotas {
   category?: number;
   /** The user's own recent items (repeat views are frequent in real logs). Default 0.05. */
   recent?: number;
-  /** Globally trending items. Default 0.2. */
+  /** Items the user bought before, newest first (only when excludePurchased is off). Default 0.05. */
+  repeat?: number;
+  /** Globally trending items. Default 0.15. */
   trending?: number;
 }
 
 export interface CandidateOptions {
   /** Candidates per request (fewer when the index has fewer eligible items). Default 200. */
   count?: number;
-  /** Leave out the items in the request's `purchasedItems`. Default true. */
+  /** Leave out the items in the request's `purchasedItems` (on for durable goods, off for replenishment shops). Default true. */
   excludePurchased?: boolean;
+  /** Let the user's recently viewed items (the profile's recent items and the current session) be recommended. Default true. */
+  allowRecent?: boolean;
   quotas?: CandidateQuotas;
   /** How many of the newest recent items seed co-visitation. Default 5. */
   covisitSeeds?: number;
@@ -195,6 +199,7 @@ export interface CompiledRankingOptions {
 export interface CompiledCandidateOptions {
   readonly count: number;
   readonly excludePurchased: boolean;
+  readonly allowRecent: boolean;
   readonly quotas: Readonly<Required<CandidateQuotas>>;
   readonly covisitSeeds: number;
   readonly topCategories: number;
@@ -231,7 +236,8 @@ export const RECS_DEFAULTS = Object.freeze({
   candidates: Object.freeze({
     count: 200,
     excludePurchased: true,
-    quotas: Object.freeze({ sknn: 0.25, rules: 0.15, covisit: 0.2, nextCategory: 0.05, category: 0.1, recent: 0.05, trending: 0.2 }),
+    allowRecent: true,
+    quotas: Object.freeze({ sknn: 0.25, rules: 0.15, covisit: 0.2, nextCategory: 0.05, category: 0.1, recent: 0.05, repeat: 0.05, trending: 0.15 }),
     covisitSeeds: 5,
     topCategories: 5,
     nextCategories: 3,
@@ -314,15 +320,17 @@ function compileCandidates(given: unknown): CompiledCandidateOptions {
     nextCategory: fraction("candidates.quotas.nextCategory", q.nextCategory ?? d.quotas.nextCategory),
     category: fraction("candidates.quotas.category", q.category ?? d.quotas.category),
     recent: fraction("candidates.quotas.recent", q.recent ?? d.quotas.recent),
+    repeat: fraction("candidates.quotas.repeat", q.repeat ?? d.quotas.repeat),
     trending: fraction("candidates.quotas.trending", q.trending ?? d.quotas.trending),
   });
-  const sum = quotas.sknn + quotas.rules + quotas.covisit + quotas.nextCategory + quotas.category + quotas.recent + quotas.trending;
+  const sum = quotas.sknn + quotas.rules + quotas.covisit + quotas.nextCategory + quotas.category + quotas.recent + quotas.repeat + quotas.trending;
   if (sum > 1 + 1e-9) {
     throw new ConfigError(`options.candidates.quotas must sum to at most 1, got ${+sum.toFixed(6)} (shares of the candidate count)`);
   }
   return Object.freeze({
     count: positive("candidates.count", g.count ?? d.count, true),
     excludePurchased: bool("candidates.excludePurchased", g.excludePurchased ?? d.excludePurchased),
+    allowRecent: bool("candidates.allowRecent", g.allowRecent ?? d.allowRecent),
     quotas,
     covisitSeeds: positive("candidates.covisitSeeds", g.covisitSeeds ?? d.covisitSeeds, true),
     topCategories: positive("candidates.topCategories", g.topCategories ?? d.topCategories, true),
