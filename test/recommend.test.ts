@@ -118,7 +118,7 @@ describe("recommend", () => {
   });
 
   it("recommend - concurrent requests (micro-batched) get the same scores as requests one at a time", async () => {
-    const { prefix, client } = await setup("recb");
+    const { prefix, client } = await setup("recb", { recs: { ranking: { policy: "deepfm" } } });
     const users = Array.from({ length: 24 }, (_, u) => `${prefix}-u${u}`);
     const asOfMs = T0 + 3_600_000;
     const alone: Awaited<ReturnType<typeof client.recommend>>[] = [];
@@ -131,7 +131,7 @@ describe("recommend", () => {
   });
 
   it("recommend - a burst larger than the inference queue gets OVERLOADED replies, and the engine recovers", async () => {
-    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 } });
+    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 }, recs: { ranking: { policy: "deepfm" } } });
     const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5, candidates: 100 })));
     const rejected = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as PortraitError);
     expect(rejected.length).toBeGreaterThan(0);
