@@ -283,7 +283,13 @@ export class Engine {
       asked.catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
-      return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap }];
+      if (recsStats === undefined) return [];
+      const r = recsStats;
+      const tables = {
+        catalog: r.items, covisitation: r.covisitationItems, trending: r.trendingItems,
+        sessions: r.sessions, session_index_items: r.sessionIndexItems, rule_items: r.ruleItems,
+      };
+      return [{ thread: "recs", heap: r.heap, tables }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
     this.log.info({
