@@ -120,7 +120,7 @@ describe("session-kNN", () => {
 
   it("session store - memory caps hold under a long random stream", () => {
     const idx = index({
-      sessions: { maxSessions: 100, maxSessionItems: 8, maxSessionsPerItem: 5, maxItems: 50 },
+      sessions: { maxSessions: 100, maxUserSessions: 3, maxSessionItems: 8, maxSessionsPerItem: 5, maxItems: 50 },
       sequentialRules: { maxSuccessors: 4, maxItems: 30 },
     });
     const rnd = seededRandom(7);
@@ -137,6 +137,7 @@ describe("session-kNN", () => {
       expect(idx.rules.successors(`i${i}`, 100).length).toBeLessThanOrEqual(4);
     }
     for (let u = 0; u < 300; u++) {
+      expect(idx.sessions.history(`u${u}`).length).toBeLessThanOrEqual(3);
       const s = idx.sessions.current(`u${u}`);
       if (s !== undefined) {
         expect(s.items.length).toBeLessThanOrEqual(8);
@@ -150,6 +151,49 @@ describe("session-kNN", () => {
     idx.sessions.forgetUser("p1");
     const o = compileRecsOptions().sessionKnn;
     expect(asObject(sessionKnnScores(idx.sessions, idx.sessions.current("u")!, o))).toEqual({ b: 0.5, y: 0.5 });
+  });
+});
+
+describe("repeat source", () => {
+  it("repeat - the user's kept sessions (1/(j+1) by recency) and bought items, only with excludePurchased off", () => {
+    const idx = index({ sessions: { lastSessionMaxAgeMs: 86_400_000 } });
+    const H = 3_600_000;
+    ["a", "b"].forEach((it, i) => view(idx, "u", it, T0 + i * MIN));
+    ["b", "c"].forEach((it, i) => view(idx, "u", it, T0 + 2 * H + i * MIN));
+    view(idx, "u", "c", T0 + 4 * H);
+    expect(idx.sessions.history("u").map((s) => s.items)).toEqual([["c"], ["b", "c"], ["a", "b"]]);
+    // The last session is used by a request 1 h later (lastSessionMaxAgeMs 1 day), not with the default 30 minutes.
+    expect(idx.sessions.forRequest("u", T0 + 5 * H)!.items).toEqual(["c"]);
+    expect(index().sessions.forRequest("u", T0 + 5 * H)).toBeUndefined();
+    // c: 1 + 1/2 = 1.5; b: 1/2 + 1/3; a: 1/3 + 1 (bought, newest). Normalised by 1.5.
+    const ctx = {
+      userId: "u", known: true, recentItems: [], topCategories: [], nextCategories: [], purchasedItems: ["a"], exclude: [],
+      nowMs: T0 + 5 * H, history: idx.sessions.history("u"),
+    };
+    const off = compileRecsOptions({ candidates: { excludePurchased: false } }).candidates;
+    const by = new Map(generateCandidates(ctx, idx, off).map((c) => [c.itemId, c]));
+    expect(by.get("c")!.scores.repeat).toBeCloseTo(1, 9);
+    expect(by.get("a")!.scores.repeat).toBeCloseTo(4 / 3 / 1.5, 9);
+    expect(by.get("b")!.scores.repeat).toBeCloseTo(5 / 6 / 1.5, 9);
+    expect(by.get("a")!.reason).toBe("bought before");
+    expect(by.get("c")!.reason).toBe("from your earlier sessions");
+    // excludePurchased on: no repeat source, and the bought item is gone.
+    const on = generateCandidates(ctx, idx, compileRecsOptions().candidates);
+    expect(on.some((c) => c.sources.includes("repeat"))).toBe(false);
+    expect(on.map((c) => c.itemId)).not.toContain("a");
+  });
+
+  it("allowRecent off - the recent and current-session items are never candidates", () => {
+    const idx = index();
+    ["a", "b", "c"].forEach((it, i) => view(idx, "p", it, T0 + i * MIN));
+    ["a", "b"].forEach((it, i) => view(idx, "u", it, T0 + (10 + i) * MIN));
+    const session = idx.sessions.forRequest("u", T0 + 12 * MIN)!;
+    const ctx = { userId: "u", known: true, recentItems: ["b"], topCategories: [], nextCategories: [], purchasedItems: [], exclude: [], nowMs: T0 + 12 * MIN, session };
+    expect(generateCandidates(ctx, idx, compileRecsOptions().candidates).map((c) => c.itemId)).toEqual(expect.arrayContaining(["a", "b", "c"]));
+    const ids = generateCandidates(ctx, idx, compileRecsOptions({ candidates: { allowRecent: false } }).candidates).map((c) => c.itemId);
+    expect(ids).toContain("c");
+    expect(ids).not.toContain("a");
+    expect(ids).not.toContain("b");
   });
 });
 

@@ -13,6 +13,7 @@ import { evalPrequential } from "../eval/prequential.js";
 import { carveValidation, evalNextClick, readNextClickTrain } from "../eval/next-click.js";
 import { selectPolicy, writePolicyFile } from "../eval/ranking-selection.js";
 import { basename } from "node:path";
+import type { RecsOptions } from "../recs/recs-options.js";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
@@ -140,12 +141,13 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .option("--policy-file <path>", "ranking policy file (see README)")
     .addOption(new Option("--exclude-purchased <on|off>", "leave out items the user bought (recs option candidates.excludePurchased)").choices(["on", "off"]).default("on"))
     .addOption(new Option("--allow-recent <on|off>", "let recently viewed items be recommended (candidates.allowRecent)").choices(["on", "off"]).default("on"))
+    .option("--recs <json>", 'recs options as JSON (README "Recommendations"), e.g. \'{"trending":{"halfLifeMs":2592000000}}\'; the flags above override their fields')
     .option("--write-policy <path>", "next-click: first choose the ranking policy on a validation carved from the training file (its last day), write it here, and evaluate with it")
     .option("--json", "print the table as JSON")
     .option("--markdown", "print the table as Markdown")
     .action(async (f: {
       format: DatasetFormat; file?: string; testFile?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
-      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; excludePurchased: "on" | "off"; allowRecent: "on" | "off"; json?: boolean; markdown?: boolean;
+      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; recs?: string; excludePurchased: "on" | "off"; allowRecent: "on" | "off"; json?: boolean; markdown?: boolean;
     }) => {
       if (f.writePolicy !== undefined) {
         if (f.targets !== "next-click") throw new InvalidArgumentError("--write-policy needs --targets next-click");
@@ -161,8 +163,14 @@ export function registerModelCommands(program: Command, datasets: string): void 
         f.policyFile = f.writePolicy;
       }
       const ranking = { ...(f.policy !== undefined ? { policy: f.policy as "auto" } : {}), ...(f.policyFile !== undefined ? { policyFile: f.policyFile } : {}) };
-      const candidates = { excludePurchased: f.excludePurchased === "on", allowRecent: f.allowRecent === "on" };
-      const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ranking, candidates } };
+      let given: RecsOptions = {};
+      try {
+        given = f.recs !== undefined ? (JSON.parse(f.recs) as RecsOptions) : {};
+      } catch (err) {
+        throw new InvalidArgumentError(`--recs is not JSON: ${(err as Error).message}`);
+      }
+      const candidates = { ...given.candidates, excludePurchased: f.excludePurchased === "on", allowRecent: f.allowRecent === "on" };
+      const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ...given, ranking: { ...given.ranking, ...ranking }, candidates } };
       const common = { maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), engine, onProgress: progressLines("eval prequential") };
       if (f.targets === "next-click") {
         if (f.format !== "yoochoose") throw new InvalidArgumentError("--targets next-click reads Yoochoose session files (--format yoochoose)");

@@ -84,7 +84,7 @@ export function selectPolicy(earlier: readonly DatasetEvent[], validation: reado
   log.forEach((e, i) => {
     if (chosen.has(i)) {
       const r = recent.get(e.userId) ?? [];
-      const session = index.sessions.current(e.userId, e.timestampMs);
+      const session = index.sessions.forRequest(e.userId, e.timestampMs);
       const cands = generateCandidates({
         userId: e.userId, known: r.length > 0, recentItems: r, topCategories: [], nextCategories: [], purchasedItems: [], exclude: [],
         nowMs: e.timestampMs, ...(session !== undefined ? { session } : {}),

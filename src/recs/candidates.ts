@@ -22,9 +22,12 @@
  *   divided by the best). Reason "top in category <cat>".
  * - "recent": the user's recent items themselves, 1 / (j + 1) (repeat views
  *   are frequent in real logs). Reason "viewed recently".
- * - "repeat": the items the user bought before (`purchasedItems`, newest
- *   first), 1 / (j + 1); only when `excludePurchased` is off (replenishment
- *   shops). Reason "bought before".
+ * - "repeat": replenishment, only when `excludePurchased` is off: each item
+ *   of the user's j-th newest kept session (j = 0 the current one; `history`)
+ *   adds 1 / (j + 1), each item of `purchasedItems` at position j (newest
+ *   first) adds 1 / (j + 1): items bought or seen in many recent sessions
+ *   first. Reason "bought before" for bought items, else "from your earlier
+ *   sessions".
  * - "trending": the global trending list. Reason "trending".
  * For an unknown user (`known` false) the history is ignored: the page
  * category when given ("category"), then "popular": the global trending list
@@ -78,6 +81,8 @@ export interface CandidateContext {
   nowMs: number;
   /** The user's current session in the index (its items in order, repeats kept); absent = none within the session gap. */
   session?: Session;
+  /** The user's kept sessions, newest first (the repeat source); absent = none. */
+  history?: readonly Session[];
 }
 
 export interface Candidate {
@@ -233,6 +238,22 @@ function rulesHits(index: RecsIndex, session: Session | undefined, o: CompiledCa
   return finish(acc).slice(0, o.count);
 }
 
+function repeatHits(ctx: CandidateContext, eligible: (id: string) => boolean): Hit[] {
+  const acc = new Map<string, Hit>();
+  const bought = new Set(ctx.purchasedItems);
+  const add = (id: string, w: number) => {
+    if (!eligible(id)) return;
+    const h = acc.get(id);
+    if (h === undefined) acc.set(id, { itemId: id, score: w, reason: bought.has(id) ? "bought before" : "from your earlier sessions" });
+    else h.score += w;
+  };
+  (ctx.history ?? []).forEach((s, j) => {
+    for (const id of s.distinct) add(id, 1 / (j + 1));
+  });
+  ctx.purchasedItems.forEach((id, j) => add(id, 1 / (j + 1)));
+  return finish(acc);
+}
+
 /** The candidates for one request (see the module comment). At most options.count. */
 export function generateCandidates(ctx: CandidateContext, index: RecsIndex, options: CompiledCandidateOptions): Candidate[] {
   const count = options.count;
@@ -266,7 +287,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
       (c) => `top in category ${c}`,
     ));
     add("recent", slots(q.recent), recentHits(ctx.recentItems, eligible));
-    if (!options.excludePurchased) add("repeat", slots(q.repeat), recentHits(ctx.purchasedItems, eligible, "bought before"));
+    if (!options.excludePurchased) add("repeat", slots(q.repeat), repeatHits(ctx, eligible));
     add("trending", slots(q.trending), trendingHits(index, count, skip, now, eligible, "trending"));
   } else {
     add("category", slots(q.category), categoryHits(index, page, count, skip, now, eligible, (c) => `top in category ${c}`));

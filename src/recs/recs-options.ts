@@ -52,8 +52,17 @@ export interface CovisitationOptions {
 export interface SessionOptions {
   /** A user's item event more than this far from the session's last event (event time) starts a new session, ms. Default 30 minutes. */
   sessionGapMs?: number;
+  /**
+   * A request uses the user's last session (for session-kNN and sequential
+   * rules) while its last event is at most this old at the request's time,
+   * ms. Default 30 minutes (the session gap: only a session still going);
+   * longer suits shops whose users come back days later (the last basket).
+   */
+  lastSessionMaxAgeMs?: number;
   /** Most sessions kept (least recently extended dropped); also bounds the users whose current session is known. Default 200,000. */
   maxSessions?: number;
+  /** Most sessions remembered per user (the current one included), for the repeat source. Default 10. */
+  maxUserSessions?: number;
   /** Most events kept per session (the oldest dropped) and most distinct items per session. Default 50. */
   maxSessionItems?: number;
   /** Most recent sessions listed per item in the inverted index (session-kNN's candidate neighbours). Default 500. */
@@ -114,7 +123,7 @@ export interface CandidateQuotas {
   category?: number;
   /** The user's own recent items (repeat views are frequent in real logs). Default 0.05. */
   recent?: number;
-  /** Items the user bought before, newest first (only when excludePurchased is off). Default 0.05. */
+  /** Items the user bought before and the items of the user's earlier sessions (only when excludePurchased is off). Default 0.05. */
   repeat?: number;
   /** Globally trending items. Default 0.15. */
   trending?: number;
@@ -242,7 +251,7 @@ export const RECS_DEFAULTS = Object.freeze({
     topCategories: 5,
     nextCategories: 3,
   }),
-  sessions: Object.freeze({ sessionGapMs: 30 * 60_000, maxSessions: 200_000, maxSessionItems: 50, maxSessionsPerItem: 500, maxItems: 200_000 }),
+  sessions: Object.freeze({ sessionGapMs: 30 * 60_000, lastSessionMaxAgeMs: 30 * 60_000, maxSessions: 200_000, maxUserSessions: 10, maxSessionItems: 50, maxSessionsPerItem: 500, maxItems: 200_000 }),
   sequentialRules: Object.freeze({ steps: 10, maxSuccessors: 50, maxItems: 200_000 }),
   sessionKnn: Object.freeze({ k: 100, sampleSize: 500 }),
   eventWeights: DEFAULT_EVENT_WEIGHTS,
@@ -367,7 +376,7 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
     trending: numbers("trending", top.trending, RECS_DEFAULTS.trending, ["maxItems", "maxCategories", "globalListSize", "categoryListSize"]),
     candidates: compileCandidates(top.candidates),
-    sessions: numbers("sessions", top.sessions, RECS_DEFAULTS.sessions, ["maxSessions", "maxSessionItems", "maxSessionsPerItem", "maxItems"]),
+    sessions: numbers("sessions", top.sessions, RECS_DEFAULTS.sessions, ["maxSessions", "maxUserSessions", "maxSessionItems", "maxSessionsPerItem", "maxItems"]),
     sequentialRules: numbers("sequentialRules", top.sequentialRules, RECS_DEFAULTS.sequentialRules, ["steps", "maxSuccessors", "maxItems"]),
     sessionKnn: numbers("sessionKnn", top.sessionKnn, RECS_DEFAULTS.sessionKnn, ["k", "sampleSize"]),
     ranking: compileRanking(top.ranking),

@@ -112,12 +112,13 @@ class Recs implements RecsApi {
   prepare(req: PrepareRequest): PrepareResult {
     try {
       const c = req.context;
-      const session = c.known ? this.#index.sessions.current(c.userKey, c.asOfMs) : undefined;
+      const session = c.known ? this.#index.sessions.forRequest(c.userKey, c.asOfMs) : undefined;
       const policy = this.#policy;
       const candidates = orderCandidates(policy, generateCandidates({
         userId: req.userId, known: c.known, recentItems: c.recentItems, topCategories: c.topCategories,
         nextCategories: c.nextCategories, purchasedItems: c.purchasedItems, exclude: req.exclude,
         ...(req.category ? { category: req.category } : {}), nowMs: c.asOfMs, ...(session !== undefined ? { session } : {}),
+        ...(c.known && !this.#o.candidates.excludePurchased ? { history: this.#index.sessions.history(c.userKey) } : {}),
       }, this.#index, req.count > 0 ? { ...this.#o.candidates, count: req.count } : this.#o.candidates));
       // DeepFM rows only when the policy serves DeepFM: without rows the candidates keep this order.
       const s = policy.name === "deepfm" ? this.#schema : undefined;

@@ -37,6 +37,8 @@ export interface Session {
 interface SessionEntry {
   [TICK]: number;
   session: Session;
+  /** User entries only: the user's earlier sessions, newest first, at most maxUserSessions - 1. */
+  past?: Session[];
 }
 
 interface ItemEntry {
@@ -72,14 +74,26 @@ export class SessionStore {
   }
 
   /**
-   * The user's current session if its last event is at most sessionGapMs
-   * before `nowMs` (or `nowMs` is not given), else undefined.
+   * The user's current session if its last event is at most `maxAgeMs`
+   * (default sessionGapMs) from `nowMs` (or `nowMs` is not given), else undefined.
    */
-  current(userId: string, nowMs?: number): Session | undefined {
+  current(userId: string, nowMs?: number, maxAgeMs = this.#o.sessionGapMs): Session | undefined {
     const s = this.#current.get(userId)?.session;
     if (s === undefined || s.dead) return undefined;
-    if (nowMs !== undefined && Math.abs(nowMs - s.lastMs) > this.#o.sessionGapMs) return undefined;
+    if (nowMs !== undefined && Math.abs(nowMs - s.lastMs) > maxAgeMs) return undefined;
     return s;
+  }
+
+  /** The user's sessions kept, newest first (the current one included), at most maxUserSessions. */
+  history(userId: string): Session[] {
+    const e = this.#current.get(userId);
+    if (e === undefined) return [];
+    return [e.session, ...(e.past ?? [])].filter((s) => !s.dead);
+  }
+
+  /** The session a request at `nowMs` uses: the user's last one while at most lastSessionMaxAgeMs old. */
+  forRequest(userId: string, nowMs: number): Session | undefined {
+    return this.current(userId, nowMs, this.#o.lastSessionMaxAgeMs);
   }
 
   /** Adds an event to its user's session (a new one after a gap) and returns that session. */
@@ -94,6 +108,11 @@ export class SessionStore {
         cur = { [TICK]: 0, session: s };
         this.#current.insert(userId, cur);
       } else {
+        if (!cur.session.dead) {
+          const past = (cur.past ??= []);
+          past.unshift(cur.session);
+          if (past.length >= this.#o.maxUserSessions) past.length = this.#o.maxUserSessions - 1;
+        }
         cur.session = s;
         this.#current.touch(userId, cur);
       }
