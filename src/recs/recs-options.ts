@@ -59,7 +59,7 @@ export interface SessionOptions {
    * longer suits shops whose users come back days later (the last basket).
    */
   lastSessionMaxAgeMs?: number;
-  /** Most sessions kept (least recently extended dropped); also bounds the users whose current session is known. Default 200,000. */
+  /** Most sessions kept (the oldest started dropped); also bounds the users whose current session is known. Default 200,000. */
   maxSessions?: number;
   /** Most sessions remembered per user (the current one included), for the repeat source. Default 10. */
   maxUserSessions?: number;

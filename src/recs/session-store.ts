@@ -10,8 +10,9 @@
  * one stays in the index as a past session.
  *
  * Bounds (all options, see SessionOptions): at most maxSessions sessions
- * (least recently extended dropped, and its index entries ignored and swept
- * lazily), maxSessionItems events per session (the oldest dropped from the
+ * (the oldest started dropped, its index entries ignored and swept lazily;
+ * a dropped session still going makes its user's next event start a new
+ * one), maxSessionItems events per session (the oldest dropped from the
  * ordered list; the distinct set keeps the first maxSessionItems items), the
  * maxSessionsPerItem newest sessions per item, and maxItems items in the
  * index (least recently touched dropped). Work per event: O(1) amortised
@@ -51,14 +52,13 @@ export class SessionStore {
   readonly #o: CompiledSessionOptions;
   /** Each user's current session, keyed by user id; bounded by maxSessions too (a user with no session here starts a new one). */
   readonly #current: TouchOrder<SessionEntry>;
-  /** Every live session by its id. */
-  readonly #sessions: TouchOrder<SessionEntry>;
+  /** Every live session by its id, in the order they started (a Map iterates in insertion order). */
+  readonly #sessions = new Map<number, Session>();
   readonly #items: TouchOrder<ItemEntry>;
   #nextId = 1;
 
   constructor(options: CompiledSessionOptions) {
     this.#o = options;
-    this.#sessions = new TouchOrder<SessionEntry>(options.maxSessions, (_, e) => (e.session.dead = true));
     this.#current = new TouchOrder<SessionEntry>(options.maxSessions);
     this.#items = new TouchOrder<ItemEntry>(options.maxItems);
   }
@@ -102,8 +102,12 @@ export class SessionStore {
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
       s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false };
-      const entry: SessionEntry = { [TICK]: 0, session: s };
-      this.#sessions.insert(String(s.id), entry);
+      this.#sessions.set(s.id, s);
+      if (this.#sessions.size > this.#o.maxSessions) {
+        const first = this.#sessions.entries().next().value!;
+        first[1].dead = true;
+        this.#sessions.delete(first[0]);
+      }
       if (cur === undefined) {
         cur = { [TICK]: 0, session: s };
         this.#current.insert(userId, cur);
@@ -118,7 +122,6 @@ export class SessionStore {
       }
     } else {
       this.#current.touch(userId, cur!);
-      this.#sessions.touch(String(s.id), this.#sessions.get(String(s.id))!);
     }
     s.items.push(itemId);
     if (s.items.length > this.#o.maxSessionItems) s.items.splice(0, s.items.length - this.#o.maxSessionItems);
@@ -144,10 +147,10 @@ export class SessionStore {
   forgetUser(userId: string): boolean {
     this.#current.delete(userId);
     const gone: Session[] = [];
-    for (const [key, e] of this.#sessions.entries()) {
-      if (e.session.userId !== userId) continue;
-      e.session.dead = true;
-      gone.push(e.session);
+    for (const [key, session] of this.#sessions) {
+      if (session.userId !== userId) continue;
+      session.dead = true;
+      gone.push(session);
       this.#sessions.delete(key);
     }
     for (const s of gone) {
