@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { open } from "lmdb";
 import { connect, headers, type NatsConnection } from "nats";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { ensureStreams } from "../src/bus/streams.js";
 import { subjects } from "../src/bus/subjects.js";
 import { compileEngineOptions } from "../src/config/engine-options.js";

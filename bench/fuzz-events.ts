@@ -29,7 +29,7 @@ import { pathToFileURL } from "node:url";
 import { isDeepStrictEqual, parseArgs } from "node:util";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, profileView, type UserState } from "../src/actors/user-profile.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { DeadLetterReason, MIN_TIMESTAMP_MS, decodeEvent, type EventValidationOptions } from "../src/wire/event-validation.js";
 import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
 import { seededRandom } from "../src/models/seeded-random.js";

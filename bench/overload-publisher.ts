@@ -13,7 +13,7 @@
  * child -> parent `ready`, `progress` (about every 250 ms while running), `done`.
  */
 import { connect, type NatsConnection } from "nats";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { subjects } from "../src/bus/subjects.js";
 import { pb } from "../src/wire/proto.js";
 import { syntheticEvents } from "./synthetic.js";

@@ -4,35 +4,37 @@
  * order. Components get their configuration from here; nothing below reads
  * process.env.
  *
- * Start order: (embedded nats-server) -> NATS connection -> streams ->
+ * Start order: data-dir lock -> (embedded nats-server) -> NATS connection -> streams ->
  * shard workers (open LMDB, read applied sequences) -> partition consumers,
  * positioned after each partition's applied sequence -> query API -> ready.
  * Drain order: not ready -> query API stops -> consumers stop intake and flush
  * (every handed-over batch committed and acknowledged) -> shards close LMDB ->
- * NATS drains -> embedded server stops -> HTTP closes.
+ * NATS drains -> embedded server stops -> HTTP closes -> lock released.
  */
 import type { JetStreamClient, NatsConnection } from "nats";
 import { QueryApi } from "./api/profile-endpoint.js";
-import { connectNats } from "./bus/connect.js";
+import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
-import { ConfigError, ErrorCode, PortraitError } from "./errors.js";
+import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
+import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
 import { ShardPool } from "./shard/shard-pool.js";
-import { partitionOf } from "./bus/partition.js";
+import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
-import type { RecsStats } from "./recs/recs-protocol.js";
 import { Recommender } from "./recs/recommender.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
+import { DataDirLock } from "./store/data-dir-lock.js";
 import { VERSION } from "./version.js";
+import { PortraitClient } from "./client/portrait-client.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
@@ -40,26 +42,22 @@ import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
 /** Starts an embedded nats-server on the URL's loopback port, or explains why it cannot. */
-async function embeddedServer(cfg: EngineConfig, log: Logger): Promise<NatsServerHandle | undefined> {
+async function embeddedServer(cfg: EngineConfig, log: Logger, root: Logger): Promise<NatsServerHandle | undefined> {
   if (cfg.embeddedNats === "never") return undefined;
   const first = cfg.natsUrl.split(",")[0]!.trim();
   if (cfg.embeddedNats === "auto" && (await probeNats(first, 1000))) return undefined;
   // A secured server that is down must not be replaced by an open local one.
-  const secured = [cfg.natsUser, cfg.natsPass, cfg.natsToken, cfg.natsNkeySeedFile, cfg.natsCredsFile, cfg.natsTlsCaFile, cfg.natsTlsCertFile]
-    .some((v) => v !== undefined);
+  const secured = Object.keys(natsOptionsOf(cfg)).some((k) => k !== "natsUrl");
   if (cfg.embeddedNats === "auto" && secured) return undefined;
   const url = new URL(first.includes("://") ? first : `nats://${first}`);
   if (!LOOPBACK.has(url.hostname)) {
     throw new ConfigError(`nothing answers at ${first}, and an embedded nats-server can only be started on a loopback address`);
   }
   log.info({ port: Number(url.port || 4222) }, "no NATS server answers; starting an embedded nats-server with JetStream");
-  const nlog = log.child({ component: "nats-server" });
-  return startNatsServer({
-    host: "127.0.0.1",
-    port: Number(url.port || 4222),
-    storeDir: join(cfg.dataDir, "nats"),
-    onLog: (line) => nlog.debug(line),
-  });
+  // It outlives a crash of this engine (clients of other processes keep their broker; the next start finds it at the URL).
+  const server = await startNatsServer({ outliveParent: true, host: "127.0.0.1", port: Number(url.port || 4222), storeDir: join(cfg.dataDir, "nats") });
+  root.child({ component: "nats-server" }).info({ pid: server.pid, url: server.url, logFile: server.logFile }, "embedded nats-server started");
+  return server;
 }
 
 /** The crash-test hook: SIGKILL after `batches` committed batches, before the next acknowledgement. */
@@ -105,6 +103,8 @@ export class Engine {
   readonly subjects: Subjects;
   readonly metrics: EngineMetrics;
   readonly log: Logger;
+  readonly #root: Logger;
+  #lock?: DataDirLock;
   #nats?: NatsServerHandle;
   #nc?: NatsConnection;
   #pool?: ShardPool;
@@ -113,16 +113,21 @@ export class Engine {
   #consumers: PartitionConsumer[] = [];
   #api?: QueryApi;
   #ops?: OpsServer;
+  #dashboard?: Dashboard;
+  readonly #models: DashboardModel[] = [];
   #ready = false;
   #closing: Promise<void> | undefined;
+  /** Set when the engine failed: close() then leaves an embedded nats-server running for the other clients. */
+  #failed = false;
   #fatal: ((err: unknown) => void) | undefined;
   /** Rejects when the engine fails (a shard died, a dead letter could not be written); resolves after close(). */
   readonly done: Promise<void>;
   #resolveDone!: () => void;
 
-  private constructor(cfg: EngineConfig, log: Logger) {
+  private constructor(cfg: EngineConfig, root: Logger) {
     this.config = cfg;
-    this.log = log;
+    this.#root = root;
+    this.log = root.child({ component: "engine" });
     this.subjects = subjects(cfg.subjectPrefix);
     this.metrics = new EngineMetrics();
     this.done = new Promise<void>((resolve, reject) => {
@@ -135,8 +140,8 @@ export class Engine {
   /** Starts an engine; resolves when it is ready (consuming and answering queries). */
   static async start(options: EngineOptions = {}, logger?: Logger): Promise<Engine> {
     const cfg = compileEngineOptions(options);
-    const log = logger ?? createLogger(cfg.logLevel, { component: "engine" });
-    const engine = new Engine(cfg, log);
+    // Components bind their own `component`: the root logger has none, so no line carries the key twice.
+    const engine = new Engine(cfg, logger ?? createLogger(cfg.logLevel));
     try {
       await engine.#start();
     } catch (err) {
@@ -168,6 +173,7 @@ export class Engine {
         }
       }
       out[key] = dir;
+      this.#models.push({ name, version: manifest.version, metrics: (manifest.metrics ?? []) as DashboardModel["metrics"] });
       this.metrics.modelInfo.set({ model: name, version: manifest.version }, 1);
       this.log.info({ model: name, version: manifest.version, dir }, "model loaded");
     }
@@ -177,16 +183,20 @@ export class Engine {
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
+    // First: a second engine on this data dir is refused before it touches anything.
+    this.#lock = await DataDirLock.acquire(cfg.dataDir);
     if (cfg.httpPort >= 0) {
-      this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready);
+      const dashboard = new Dashboard({
+        metrics: this.metrics, version: VERSION, isReady: () => this.#ready, models: () => this.#models, backend: () => this.#inference?.backend,
+      });
+      this.#dashboard = dashboard;
+      this.#ops = await startOpsServer(cfg.httpHost, cfg.httpPort, this.metrics.registry, () => this.#ready, (req, res) => dashboard.handle(req, res));
+      dashboard.start();
     }
-    this.#nats = await embeddedServer(cfg, this.log);
+    this.#nats = await embeddedServer(cfg, this.log, this.#root);
     const url = this.#nats?.url ?? cfg.natsUrl;
-    this.#nc = await connectNats({
-      url, name: "portrait-engine", user: cfg.natsUser, pass: cfg.natsPass, token: cfg.natsToken,
-      nkeySeedFile: cfg.natsNkeySeedFile, credsFile: cfg.natsCredsFile,
-      tlsCaFile: cfg.natsTlsCaFile, tlsCertFile: cfg.natsTlsCertFile, tlsKeyFile: cfg.natsTlsKeyFile,
-    });
+    this.#lock.describe({ natsUrl: url, ...(this.#ops ? { httpPort: this.#ops.port } : {}) });
+    this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);
@@ -228,7 +238,7 @@ export class Engine {
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
       await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
-      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.log, {
+      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.#root, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,
         onFatal: (err) => this.#fail(err, { partition: p }),
@@ -245,7 +255,7 @@ export class Engine {
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
-    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.log, {
+    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.#root, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
       maxInflightRecommends: cfg.maxInflightRecommends,
@@ -263,7 +273,7 @@ export class Engine {
       forget: {
         forget: async (userId) => {
           const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
-          if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+          if (!r.ok) throw fromWire(r.error);
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
@@ -273,18 +283,20 @@ export class Engine {
     });
     // Ready means the server has our subscriptions: a query sent now finds a responder.
     await this.#nc.flush();
+    if (this.#dashboard !== undefined) {
+      // The page shows what clients get: it asks the engine's own endpoints.
+      const client = new PortraitClient(this.#nc, { partitions: cfg.partitions, subjectPrefix: cfg.subjectPrefix });
+      this.#dashboard.users = {
+        profile: (userId) => client.requestJson(s.profileGet, { userId }),
+        recommend: (userId, k) => client.requestJson(s.recommend, { userId, k }),
+      };
+    }
     this.#ready = true;
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
-    let recsStats: RecsStats | undefined;
     this.metrics.workerStats = async () => {
-      // A busy recs worker: the figures it gave last.
-      const asked = recsHost.stats().then((r) => (recsStats = r));
-      asked.catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([asked, new Promise((r) => (timer = setTimeout(r, 250)))]).finally(() => clearTimeout(timer));
-      if (recsStats === undefined) return [];
-      const r = recsStats;
+      const r = await recsHost.recentStats();
+      if (r === undefined) return [];
       const tables = {
         catalog: r.items, covisitation: r.covisitationItems, trending: r.trendingItems,
         sessions: r.sessions, session_index_items: r.sessionIndexItems, rule_items: r.ruleItems,
@@ -308,6 +320,7 @@ export class Engine {
   }
 
   #fail(err: unknown, where: Record<string, unknown>): void {
+    this.#failed = true;
     if (this.#fatal === undefined) return;
     this.log.fatal({ err, ...where }, "engine failed; unacknowledged events will be redelivered after a restart");
     const fatal = this.#fatal;
@@ -327,6 +340,16 @@ export class Engine {
   /** Port of the /metrics endpoint, or undefined when off. */
   get httpPort(): number | undefined {
     return this.#ops?.port;
+  }
+
+  /** The embedded nats-server this engine started, if any. */
+  get embeddedServer(): { pid: number; url: string } | undefined {
+    return this.#nats !== undefined ? { pid: this.#nats.pid, url: this.#nats.url } : undefined;
+  }
+
+  /** Fault injection, for tests only: fails the engine as an internal failure would (`done` rejects with `err`). */
+  faultFail(err: Error): void {
+    this.#fail(err, { fault: "injected" });
   }
 
   /**
@@ -395,8 +418,15 @@ export class Engine {
       // and heartbeat timers running; close() stops them (a no-op when drained).
       await nc.close().catch(() => undefined);
     }
-    await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    if (this.#failed && this.#nats !== undefined) {
+      // A failed engine must not take down a broker that other processes use; the next start finds it at the URL and uses it.
+      this.log.warn({ pid: this.#nats.pid, url: this.#nats.url }, "the engine failed: leaving its embedded nats-server running for other clients");
+    } else {
+      await this.#nats?.stop().catch((err: unknown) => this.log.warn({ err }, "embedded nats-server did not stop cleanly"));
+    }
+    this.#dashboard?.stop();
     await this.#ops?.close();
+    await this.#lock?.release();
     this.log.info("engine closed");
     this.#resolveDone();
   }

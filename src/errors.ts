@@ -9,7 +9,8 @@
  *   is away): the caller may try again later.
  *
  * `instanceof` does not survive a thread boundary or the wire: send
- * `toWire(err)` (a plain {code, message}) and rebuild a PortraitError from it.
+ * `toWire(err)` (a plain {code, message}) and rebuild it with `fromWire`
+ * (comlink calls both for errors thrown across a thread: src/threads/).
  */
 
 /** Stable error codes. Keep in sync with README "Error codes" (a test checks). */
@@ -36,6 +37,8 @@ export const ErrorCode = {
   WORKER_EXITED: "WORKER_EXITED",
   /** A data file is missing or unreadable. Terminal. */
   DATA_NOT_FOUND: "DATA_NOT_FOUND",
+  /** A data file is not of the format it is read as (a header without the format's columns, or no row that makes an event). Terminal. */
+  DATA_FORMAT: "DATA_FORMAT",
   /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
   STORAGE_FAILED: "STORAGE_FAILED",
   /** An unexpected failure inside the engine. */
@@ -56,12 +59,18 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   NATS_SERVER_NOT_FOUND: 500,
   WORKER_EXITED: 503,
   DATA_NOT_FOUND: 404,
+  DATA_FORMAT: 422,
   STORAGE_FAILED: 507,
   INTERNAL: 500,
 });
 
-const retryable: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "OVERLOADED", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED",
+/**
+ * The codes for which trying again later may succeed (PortraitError.retryable);
+ * the others are terminal, or a bug (INTERNAL). README's "retry?" column and
+ * the "Retryable."/"Terminal." notes above say the same (test/docs.test.ts).
+ */
+export const retryableCodes: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "OVERLOADED", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED", "STORAGE_FAILED",
 ]);
 
 /** Base of every Portrait error. */
@@ -74,7 +83,7 @@ export class PortraitError extends Error {
   }
   /** True when trying again later may succeed. */
   get retryable(): boolean {
-    return retryable.has(this.code);
+    return retryableCodes.has(this.code);
   }
 }
 
@@ -99,7 +108,10 @@ export class ConfigError extends PortraitError {
   }
 }
 
-/** Plain form of an error for thread messages and reply bodies. */
+/**
+ * Plain form of an error for thread messages, comlink rejections and reply
+ * bodies: `toWire` on the sending side, `fromWire` on the receiving side.
+ */
 export interface WireError {
   code: ErrorCode;
   message: string;
@@ -109,8 +121,23 @@ export function isErrorCode(s: unknown): s is ErrorCode {
   return typeof s === "string" && Object.hasOwn(ErrorCode, s);
 }
 
+/** A PortraitError keeps its code; anything else is INTERNAL with its message. */
 export function toWire(err: unknown): WireError {
   if (err instanceof PortraitError) return { code: err.code, message: err.message };
   const message = err instanceof Error ? err.message : String(err);
   return { code: ErrorCode.INTERNAL, message };
+}
+
+/**
+ * Rebuilds an error sent as `toWire(err)`: the subclass of its code where one
+ * can be rebuilt from the message, else a PortraitError with the code. An
+ * unknown code (a newer peer) becomes INTERNAL.
+ */
+export function fromWire(e: WireError): PortraitError {
+  switch (e.code) {
+    case ErrorCode.BAD_REQUEST: return new BadRequestError(e.message);
+    case ErrorCode.OVERLOADED: return new OverloadedError(e.message);
+    case ErrorCode.CONFIG: return new ConfigError(e.message);
+    default: return new PortraitError(isErrorCode(e.code) ? e.code : ErrorCode.INTERNAL, e.message);
+  }
 }

@@ -29,46 +29,31 @@
  * | 17 | search without query                    | SEARCH, search_query ""                               | MISSING_QUERY                    |
  * | 18 | other missing fields                    | event_id "", item_id "", rating 6                     | MISSING_EVENT_ID / MISSING_ITEM_ID / BAD_RATING |
  */
-import { connect, type JsMsg, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { JsMsg, NatsConnection } from "nats";
+import { describe, expect, it } from "vitest";
 import { applyEvent, newUserState, profileView, type UserState } from "../src/actors/user-profile.js";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
-import { DLQ_HEADERS } from "../src/bus/partition-consumer.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
 import { DeadLetterReason, decodeEvent } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { bystanderEvent, fuzzPayloads, runDecodeFuzz, verdict, type FuzzContext, type Verdict } from "../bench/fuzz-events.js";
-import { T0, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, waitFor } from "./helpers/nats.js";
+import { T0, uniquePrefix } from "./helpers/engine.js";
+import { waitFor } from "./helpers/nats.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-const engines: Engine[] = [];
+const fx = useEngineFixture();
 const P = 4;
 const enc = (e: IEvent): Uint8Array => pb.Event.encode(e).finish();
 const key = (b: Uint8Array): string => Buffer.from(b).toString("base64");
 const AS_OF = T0 + 30 * 86_400_000;
 
-beforeAll(async () => {
-  nats = await startTestNats();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await Promise.all(engines.map((e) => e.close()));
-  engines.forEach((e) => removeDir(e.config.dataDir));
-  await nc?.close();
-  await nats?.stop();
-});
-
 async function setup(name: string) {
   const prefix = uniquePrefix(name);
-  const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, partitions: P, currency: "GBP" });
-  engines.push(engine);
-  const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: P });
+  const engine = await fx.startEngine({ subjectPrefix: prefix, partitions: P, currency: "GBP" });
+  const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: P });
   return { prefix, engine, client, s: subjects(prefix) };
 }
 
@@ -92,7 +77,7 @@ async function expectHandled(engine: Engine, applied: number, dead: number): Pro
 
 /** Every dead letter of the prefix's DLQ stream. */
 async function readDeadLetters(nc: NatsConnection, stream: string, n: number): Promise<JsMsg[]> {
-  const c = await nc.jetstream().consumers.get(stream);
+  const c = await fx.nc.jetstream().consumers.get(stream);
   const out: JsMsg[] = [];
   await waitFor(async () => {
     const m = await c.next({ expires: 1000 });
@@ -119,7 +104,7 @@ async function expectBystanders(client: PortraitClient, engine: Engine, good: IE
 describe("bad input - the catalogue", () => {
   it("bad input - each class is dead-lettered with its reason and original bytes, or handled as documented; bystanders equal the reference", async () => {
     const { prefix, engine, client, s } = await setup("badcat");
-    const js = nc.jetstream();
+    const js = fx.nc.jetstream();
     const bystanders = Array.from({ length: 8 }, (_, k) => `${prefix}-by${k}`);
     const partOf = (u: string) => partitionOf(u, P);
     const now = Date.now();
@@ -177,8 +162,9 @@ describe("bad input - the catalogue", () => {
     add("18 empty event id", "MISSING_EVENT_ID", victim(4, { eventId: "" }));
     add("18 missing item id", "MISSING_ITEM_ID", victim(5, { type: EventType.VIEW, itemId: "" }));
     add("18 rating above 5", "BAD_RATING", victim(6, { type: EventType.REVIEW, rating: 6 }));
-    const classes = new Set(bad.map((b) => b.cls.split(" ")[0]));
-    expect(classes.size + 2).toBeGreaterThanOrEqual(10); // + 10 duplicate id, 11 refund without purchase (below)
+    // Every class of the catalogue above has a bad event here, but 10 (duplicate id) and 11 (refund without purchase), tested below.
+    const classes = new Set(bad.map((b) => Number(b.cls.split(" ")[0])));
+    expect([...classes].sort((x, y) => x - y)).toEqual(Array.from({ length: 18 }, (_, i) => i + 1).filter((c) => c !== 10 && c !== 11));
     expect(new Set(bad.map((b) => key(b.bytes))).size).toBe(bad.length);
     // The verdicts are the gate's own (a wrong reason here is a validation bug, not an engine one).
     for (const b of bad) {
@@ -214,7 +200,7 @@ describe("bad input - the catalogue", () => {
     expect(engine.ready).toBe(true);
 
     // Each bad one is on <prefix>.dlq.<REASON> with its reason, detail, source subject and original bytes.
-    const letters = await readDeadLetters(nc, s.dlqStream, bad.length);
+    const letters = await readDeadLetters(fx.nc, s.dlqStream, bad.length);
     expect(letters.length).toBe(bad.length);
     const byBytes = new Map(letters.map((m) => [key(m.data), m]));
     for (const b of bad) {
@@ -292,7 +278,7 @@ describe("bad input - queries", () => {
       ["recommend: asOfMs before 2000", s.recommend, json({ userId: user, asOfMs: 5 })],
     ];
     for (const [name, subject, body] of cases) {
-      const r = await nc.request(subject, body, { timeout: 10_000 });
+      const r = await fx.nc.request(subject, body, { timeout: 10_000 });
       expect(r.headers?.get("Portrait-Error-Code"), name).toBe("BAD_REQUEST");
       expect(r.headers?.get("Nats-Service-Error-Code"), name).toBe("400");
       const isJson = body[0] === 0x7b && subject !== s.catalogUpsert;
@@ -341,18 +327,18 @@ describe("bad input - fuzz", () => {
       const v = verdict(p, c);
       expected.set(v.v, (expected.get(v.v) ?? 0) + 1);
       if (v.event) expect(bystanders).not.toContain(v.event.userId);
-      nc.publish(s.events(p.partition), p.bytes);
+      fx.nc.publish(s.events(p.partition), p.bytes);
       published++;
       if (published % 5 === 0) {
         const e = bystanderEvent(prefix, bystanders, good.length, T0);
         good.push(e);
         expected.set("OK", (expected.get("OK") ?? 0) + 1);
-        nc.publish(s.events(partitionOf(e.userId!, P)), enc(e));
+        fx.nc.publish(s.events(partitionOf(e.userId!, P)), enc(e));
         published++;
       }
     }
-    await nc.flush();
-    const jsm = await nc.jetstreamManager();
+    await fx.nc.flush();
+    const jsm = await fx.nc.jetstreamManager();
     await waitFor(async () => (await jsm.streams.info(s.eventStream)).state.messages === published, { message: "the stream did not store every payload" });
     const ok = expected.get("OK") ?? 0;
     await expectHandled(engine, ok, published - ok);

@@ -1,27 +1,23 @@
 /** The engine outlives a broker restart: it reconnects and applies what follows, exactly once. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import type { Engine } from "../src/engine.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, startTestEngine, waitForEngine } from "./helpers/engine.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, spawnEngine, waitForEngine } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
+const fx = useEngineFixture();
 let engine: Engine;
 let client: PortraitClient;
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  engine = await startTestEngine(nats.url);
-  client = await PortraitClient.connect({ natsUrl: nats.url, partitions: 4 });
+  engine = await fx.startEngine();
+  client = await PortraitClient.connect({ natsUrl: fx.nats.url, partitions: 4 });
 });
 
 afterAll(async () => {
   await client?.close();
-  await engine?.close();
-  if (engine) removeDir(engine.config.dataDir);
-  await nats?.stop();
 });
 
 describe("bus - broker restart", () => {
@@ -30,7 +26,7 @@ describe("bus - broker restart", () => {
     await client.publishMany(before);
     await expectExactCounts(client, countByUser(before));
 
-    await nats.restart();
+    await fx.nats.restart();
     // JetStream needs a moment after the restart; a publisher retries until it answers.
     await waitFor(() => client.publish({ eventId: "br-probe", userId: "br-probe", type: EventType.VIEW, timestampMs: T0, itemId: "x" }).then(() => true, () => false), {
       timeoutMs: 60_000,
@@ -42,28 +38,69 @@ describe("bus - broker restart", () => {
   });
 });
 
-/** Publishes in chunks, retrying a chunk until JetStream acknowledges it (event ids make a retry a no-op duplicate). */
-async function publishRetrying(c: PortraitClient, events: IEvent[]): Promise<void> {
+/**
+ * Publishes in chunks, retrying a chunk until JetStream acknowledges it (event
+ * ids make a retry a no-op duplicate). `before(i)` runs before the chunk that
+ * starts at event i; `published` counts the events acknowledged so far.
+ */
+async function publishRetrying(c: PortraitClient, events: IEvent[], before: (i: number) => Promise<void> = async () => undefined, progress = { published: 0 }): Promise<void> {
   for (let i = 0; i < events.length; i += 200) {
+    await before(i);
     const chunk = events.slice(i, i + 200);
     await waitFor(() => c.publishMany(chunk).then(() => true, () => false), { timeoutMs: 90_000, message: "publishing did not recover" });
+    progress.published = i + chunk.length;
   }
+}
+
+/** A promise with its resolve function. */
+function signal(): { promise: Promise<void>; fire: () => void } {
+  let fire!: () => void;
+  const promise = new Promise<void>((r) => (fire = r));
+  return { promise, fire };
 }
 
 describe("bus - broker faults", () => {
   it("bus - five nats-server restarts and a 4 s pause while events flow: every event applied exactly once, lag drains", { timeout: 240_000 }, async () => {
     const events = interleavedViews("bf", 40, 60);
+    const appliedBefore = await engine.metrics.total(engine.metrics.eventsApplied);
+    // Six faults (five restarts, then the pause), each while the publisher waits at a chunk boundary: fault k
+    // comes once 200 × (2k + 1) events are published, and the next chunk goes out while it lasts. So every
+    // fault hits traffic: events still to publish, and those published just before it still to apply.
+    const FAULTS = 6;
+    const at = Array.from({ length: FAULTS }, (_, k) => 200 * (2 * k + 1));
+    const reached = at.map(() => signal());
+    const started = at.map(() => signal());
+    const progress = { published: 0 };
+    const seen: Array<{ fault: string; published: number; applied: number }> = [];
     const faults = (async () => {
-      for (let k = 0; k < 5; k++) {
-        await new Promise((r) => setTimeout(r, 700));
-        await nats.restart();
+      for (let k = 0; k < FAULTS; k++) {
+        await reached[k]!.promise;
+        const applied = (await engine.metrics.total(engine.metrics.eventsApplied)) - appliedBefore;
+        seen.push({ fault: k < 5 ? `restart ${k + 1}` : "pause", published: progress.published, applied });
+        if (k < 5) {
+          const restarting = fx.nats.restart();
+          started[k]!.fire();
+          await restarting;
+        } else {
+          fx.nats.signal("SIGSTOP");
+          started[k]!.fire();
+          await new Promise((r) => setTimeout(r, 4000));
+          fx.nats.signal("SIGCONT");
+        }
       }
-      await new Promise((r) => setTimeout(r, 700));
-      nats.signal("SIGSTOP");
-      await new Promise((r) => setTimeout(r, 4000));
-      nats.signal("SIGCONT");
     })();
-    await Promise.all([publishRetrying(client, events), faults]);
+    const gate = async (i: number) => {
+      const k = at.indexOf(i);
+      if (k < 0) return;
+      reached[k]!.fire();
+      await started[k]!.promise;
+    };
+    await Promise.all([publishRetrying(client, events, gate, progress), faults]);
+    expect(seen.map((f) => f.fault)).toEqual(["restart 1", "restart 2", "restart 3", "restart 4", "restart 5", "pause"]);
+    for (const f of seen) {
+      expect(f.published < events.length || f.applied < events.length, JSON.stringify(f)).toBe(true);
+    }
+    expect(seen.map((f) => f.published)).toEqual(at);
     await expectExactCounts(client, countByUser([...interleavedViews("br", 20, 20), { userId: "br-probe" }, ...events]), 180_000);
     await waitFor(async () => (await engine.metrics.total(engine.metrics.lag)) === 0, { timeoutMs: 60_000, message: "lag did not drain" });
   });

@@ -11,13 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveDataFile } from "../src/data/datasets.js";
 import { ConfigError } from "../src/errors.js";
 import { evalChurn } from "../src/eval/churn-eval.js";
-import { logloss } from "../src/eval/classification.js";
+import { logloss } from "../src/metrics/classification.js";
 import { evalTableMarkdown, formatEvalTable, type EvalTable } from "../src/eval/eval-table.js";
 import type { ModelManifest } from "../src/models/artifacts.js";
 import { CHURN_FEATURE_NAMES, ChurnModel, churnFeatures, type ChurnModelSpec } from "../src/models/churn-model.js";
 import {
   MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents, type ChurnSplit, type UserEvent,
-} from "../src/train/churn-data.js";
+} from "../src/examples/churn-data.js";
 import { fitGbdt, fitLogistic } from "../src/train/churn-fit.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { trainChurn } from "../src/train/train-churn.js";
@@ -222,18 +222,21 @@ describe("churn - training on a small real slice", () => {
     const alt = JSON.parse(readFileSync(join(dir, manifest.files.alternative!), "utf8")) as ChurnModelSpec;
     const kinds = new Set([loaded.spec.kind, alt.kind]);
     expect(kinds).toEqual(new Set(["logistic", "gbdt"]));
-    // Predictions from the saved JSON equal those of the same spec rebuilt in memory, bit for bit.
-    const again = new ChurnModel(structuredClone(loaded.spec), "copy");
+    // Each loaded model predicts from a profile exactly what it predicts from the example row that the
+    // training code built for the same user (separate code), bit for bit; the two kinds are two models.
+    // (That the loaded numbers are the trained ones: the next test reproduces the manifest's metrics.)
     const altLoaded = new ChurnModel(alt, "alt");
-    const altCopy = new ChurnModel(JSON.parse(JSON.stringify(alt)) as ChurnModelSpec, "alt-copy");
+    let differ = 0;
     test!.states.forEach((s, i) => {
-      const p = loaded.predict(s, split.testCutoffMs);
-      expect(p).toBeGreaterThan(0);
-      expect(p).toBeLessThan(1);
-      expect(p).toBe(again.predict(s, split.testCutoffMs));
-      expect(p).toBe(loaded.predictFeatures(test!.x[i]!));
-      expect(altLoaded.predict(s, split.testCutoffMs)).toBe(altCopy.predict(s, split.testCutoffMs));
+      for (const m of [loaded, altLoaded]) {
+        const p = m.predict(s, split.testCutoffMs);
+        expect(p).toBeGreaterThan(0);
+        expect(p).toBeLessThan(1);
+        expect(p, m.spec.kind).toBe(m.predictFeatures(test!.x[i]!));
+      }
+      if (loaded.predict(s, split.testCutoffMs) !== altLoaded.predict(s, split.testCutoffMs)) differ++;
     });
+    expect(differ).toBeGreaterThan(test!.states.length / 2);
   });
 
   it("churn - evaluation of the saved model reproduces the manifest's test metrics", async () => {

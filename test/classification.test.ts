@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { auc, logloss } from "../src/eval/classification.js";
+import { auc, logloss } from "../src/metrics/classification.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 
 /** The definition: over all (positive, negative) pairs, 1 if the positive scores higher, 1/2 on a tie. */

@@ -4,13 +4,14 @@
  * (`zcat <file> | sed -n <line>p`). A few edge cases the real files do not
  * contain use small gzip files written to a temp directory.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
 import { DEFAULT_DATA_FILES, readDataset, readers, resolveDataFile } from "../src/data/datasets.js";
+import { FORMAT_PROBE_ROWS } from "../src/data/read-table.js";
 import { zonedDateTimeToUtcMs } from "../src/data/fields.js";
 import { DATASET_FORMATS } from "../src/data/types.js";
 import type { DatasetEvent, DatasetFormat, ReadOptions } from "../src/data/types.js";
@@ -61,6 +62,10 @@ const countTypes = (events: DatasetEvent[]) => {
   return counts;
 };
 
+/** An event id as read-table.ts makes it: `<format>:<line>:<16 hex digits of the row's hash>`. */
+const idAt = (format: DatasetFormat, line: number) => expect.stringMatching(new RegExp(`^${format}:${line}:[0-9a-f]{16}$`));
+const lineOf = (e: DatasetEvent): number => Number(e.eventId.split(":")[1]);
+
 describe("data readers", () => {
   it("data - registry: every format has a reader and an existing default file", () => {
     for (const format of DATASET_FORMATS) {
@@ -69,19 +74,27 @@ describe("data readers", () => {
     }
   });
 
-  it("data - registry: a missing file is DATA_NOT_FOUND naming the path and where the data lives", async () => {
+  it("data - registry: a missing file is DATA_NOT_FOUND naming the path; only a missing default file says where the data lives", async () => {
     const missing = join(DATA_DIR, "no-such-dir/none.csv.gz");
-    let thrown: unknown;
-    try {
-      resolveDataFile(DATA_DIR, "taobao", "no-such-dir/none.csv.gz");
-    } catch (err) {
-      thrown = err;
-    }
-    expect(thrown).toBeInstanceOf(PortraitError);
-    expect((thrown as PortraitError).code).toBe(ErrorCode.DATA_NOT_FOUND);
-    expect((thrown as PortraitError).message).toContain(missing);
-    expect((thrown as PortraitError).message).toContain("../shared/data");
-    expect((thrown as PortraitError).message).toContain("--datasets");
+    const thrownBy = (f: () => unknown): PortraitError => {
+      try {
+        f();
+      } catch (err) {
+        return err as PortraitError;
+      }
+      throw new Error("nothing thrown");
+    };
+    const named = thrownBy(() => resolveDataFile(DATA_DIR, "taobao", "no-such-dir/none.csv.gz"));
+    expect(named).toBeInstanceOf(PortraitError);
+    expect(named.code).toBe(ErrorCode.DATA_NOT_FOUND);
+    expect(named.message).toContain(missing);
+    expect(named.message).not.toContain("--datasets");
+    const empty = mkdtempSync(join(tmpdir(), "portrait-no-datasets-"));
+    const byDefault = thrownBy(() => resolveDataFile(empty, "taobao"));
+    expect(byDefault.code).toBe(ErrorCode.DATA_NOT_FOUND);
+    expect(byDefault.message).toContain(join(empty, DEFAULT_DATA_FILES.taobao));
+    expect(byDefault.message).toContain("../shared/data");
+    expect(byDefault.message).toContain("--datasets");
     for (const format of DATASET_FORMATS) {
       await expect(read(format, missing)).rejects.toMatchObject({ code: ErrorCode.DATA_NOT_FOUND });
     }
@@ -94,14 +107,14 @@ describe("data readers", () => {
       expect(events).toHaveLength(200);
       expect(skips).toEqual([]);
       expect(events[0]).toEqual({
-        eventId: "taobao:UserBehavior_timeslice.csv.gz:1",
+        eventId: idAt("taobao", 1),
         userId: "543462",
         type: EventType.VIEW,
         timestampMs: 1_511_658_000_000,
         itemId: "1715",
         categoryId: "1464116",
       });
-      expect(events[199]!.eventId).toBe("taobao:UserBehavior_timeslice.csv.gz:200");
+      expect(lineOf(events[199]!)).toBe(200);
       // The first 200 lines hold 172 pv, 13 cart, 12 fav, 3 buy.
       expect(countTypes(events)).toEqual(
         new Map([
@@ -135,8 +148,8 @@ describe("data readers", () => {
       const file = gzFile("taobao-bad.csv.gz", "1,2,3,pv,1511658000\n1,2,3,like,1511658000\n\n1,2,3\n4,5,6,buy,1511658001\n");
       const { events, skips } = await read("taobao", file);
       expect(events.map((e) => [e.eventId, e.type])).toEqual([
-        ["taobao:taobao-bad.csv.gz:1", EventType.VIEW],
-        ["taobao:taobao-bad.csv.gz:5", EventType.PURCHASE],
+        [idAt("taobao", 1), EventType.VIEW],
+        [idAt("taobao", 5), EventType.PURCHASE],
       ]);
       expect(skips).toEqual([
         { line: 2, reason: 'unknown behavior "like"' },
@@ -144,14 +157,46 @@ describe("data readers", () => {
       ]);
     });
 
-    it("data - taobao: a quote that never closes is one skip at the line it opens; a non-gzip file is DATA_NOT_FOUND", async () => {
+    it("data - taobao: a quote that never closes is one skip at the line it opens", async () => {
       const file = gzFile("taobao-quote.csv.gz", '1,2,3,pv,1511658000\n1,"2,3,pv,1511658000\n1,2,3,pv,1511658000\n');
       const { events, skips } = await read("taobao", file);
-      expect(events.map((e) => e.eventId)).toEqual(["taobao:taobao-quote.csv.gz:1"]);
+      expect(events.map((e) => e.eventId)).toEqual([idAt("taobao", 1)]);
       expect(skips).toEqual([{ line: 2, reason: expect.stringMatching(/^malformed: Quote Not Closed/) }]);
+    });
+
+    it("data - event ids come from the rows: a file read twice keeps its ids, another file of the same name gets its own", async () => {
+      scratch ??= mkdtempSync(join(tmpdir(), "portrait-data-"));
+      const a = gzFile("small.csv.gz", "1,2,3,pv,1511658000\n4,5,6,buy,1511658001\n");
+      mkdirSync(join(scratch, "other"), { recursive: true });
+      const b = join(scratch, "other", "small.csv.gz");
+      writeFileSync(b, gzipSync("7,2,3,pv,1511658000\n4,5,6,buy,1511658002\n"));
+      const first = (await read("taobao", a)).events.map((e) => e.eventId);
+      expect((await read("taobao", a)).events.map((e) => e.eventId)).toEqual(first);
+      const other = (await read("taobao", b)).events.map((e) => e.eventId);
+      expect(other).toHaveLength(2);
+      for (const id of other) expect(first).not.toContain(id);
+    });
+
+    it("data - a plain (uncompressed) file reads like its gzip twin, whatever its name says", async () => {
+      const text = "1,2,3,pv,1511658000\n4,5,6,buy,1511658001\n";
       const plain = join(scratch!, "plain.csv.gz");
-      writeFileSync(plain, "1,2,3,pv,1511658000\n");
-      await expect(read("taobao", plain)).rejects.toMatchObject({ code: ErrorCode.DATA_NOT_FOUND, message: expect.stringContaining(plain) });
+      writeFileSync(plain, text);
+      const gz = gzFile("twin.csv", text);
+      const a = await read("taobao", plain);
+      const b = await read("taobao", gz);
+      expect(a.events).toHaveLength(2);
+      expect(a.events).toEqual(b.events);
+    });
+
+    it("data - a file of another format is DATA_FORMAT, not DATA_NOT_FOUND", async () => {
+      // REES46 rows read as Taobao: every row has the wrong width.
+      const rees = Array.from({ length: FORMAT_PROBE_ROWS + 5 }, (_, i) =>
+        `2019-10-01 00:00:0${i % 10} UTC,view,44600062,2103807459595387724,,shiseido,35.79,${i},72d76fde`).join("\n");
+      const wrongWidth = gzFile("rees-as-taobao.csv.gz", rees + "\n");
+      await expect(read("taobao", wrongWidth)).rejects.toMatchObject({ code: ErrorCode.DATA_FORMAT, message: expect.stringContaining("make no taobao event") });
+      // Taobao rows read as REES46: the first line is no REES46 header.
+      const taobao = gzFile("taobao-as-rees.csv.gz", "1,2,3,pv,1511658000\n");
+      await expect(read("rees46", taobao)).rejects.toMatchObject({ code: ErrorCode.DATA_FORMAT, message: expect.stringContaining("lacks") });
     });
   });
 
@@ -162,7 +207,7 @@ describe("data readers", () => {
       expect(events).toHaveLength(200);
       expect(skips).toEqual([]);
       expect(events[0]).toEqual({
-        eventId: "rees46:2019-Oct_head_sample.csv.gz:2",
+        eventId: idAt("rees46", 2),
         userId: "541312140",
         type: EventType.VIEW,
         timestampMs: Date.UTC(2019, 9, 1, 0, 0, 0),
@@ -178,7 +223,7 @@ describe("data readers", () => {
 
     it("data - rees46: purchase and cart map, category ids stay exact strings", async () => {
       const { events } = await read("rees46", dataFile("rees46"), { limit: 400 });
-      const byLine = (line: number) => events.find((e) => e.eventId === `rees46:2019-Oct_head_sample.csv.gz:${line}`);
+      const byLine = (line: number) => events.find((e) => lineOf(e) === line);
       // line 164: 2019-10-01 00:02:14 UTC,purchase,1004856,2053013555631882655,electronics.smartphone,samsung,130.76,543272936,8187d148-...
       expect(byLine(164)).toMatchObject({
         type: EventType.PURCHASE,
@@ -201,7 +246,7 @@ describe("data readers", () => {
       const { events } = await read("online-retail", dataFile("online-retail"), { limit: 200 });
       expect(events).toHaveLength(200);
       expect(events[0]).toEqual({
-        eventId: "online-retail:online_retail.csv.gz:2",
+        eventId: idAt("online-retail", 2),
         userId: "17850",
         type: EventType.PURCHASE,
         // December: London is on GMT, no offset.
@@ -218,9 +263,9 @@ describe("data readers", () => {
     it("data - online-retail: a C invoice is a REFUND with a positive quantity", async () => {
       // line 143: C536379,D,Discount,-1,2010-12-01 09:41:00,27.5,14527.0,United Kingdom
       const { events } = await read("online-retail", dataFile("online-retail"), { limit: 200 });
-      const refund = events.find((e) => e.eventId === "online-retail:online_retail.csv.gz:143");
+      const refund = events.find((e) => lineOf(e) === 143);
       expect(refund).toEqual({
-        eventId: "online-retail:online_retail.csv.gz:143",
+        eventId: idAt("online-retail", 143),
         userId: "14527",
         type: EventType.REFUND,
         timestampMs: Date.UTC(2010, 11, 1, 9, 41, 0),
@@ -240,10 +285,10 @@ describe("data readers", () => {
       expect(events).toHaveLength(700);
       expect(skips[0]).toEqual({ line: 624, reason: "missing CustomerID" });
       expect(skips.every((s) => s.reason === "missing CustomerID")).toBe(true);
-      const ids = new Set(events.map((e) => e.eventId));
-      for (const s of skips) expect(ids.has(`online-retail:online_retail.csv.gz:${s.line}`)).toBe(false);
+      const lines = new Set(events.map(lineOf));
+      for (const s of skips) expect(lines.has(s.line)).toBe(false);
       // Every line up to the last event is either an event or a skip.
-      expect(events.length + skips.length).toBe(Number(events.at(-1)!.eventId.split(":").at(-1)) - 1);
+      expect(events.length + skips.length).toBe(lineOf(events.at(-1)!) - 1);
       expect(events.every((e) => /^\d+$/.test(e.userId))).toBe(true);
     });
 
@@ -297,7 +342,7 @@ describe("data readers", () => {
       expect(events).toHaveLength(200);
       expect(skips).toEqual([]);
       expect(events[0]).toEqual({
-        eventId: "yoochoose:yoochoose-clicks-100k_train_tr.txt.gz:2",
+        eventId: idAt("yoochoose", 2),
         userId: "yc-3",
         type: EventType.CLICK,
         timestampMs: 1_396_437_466_940,
@@ -311,8 +356,8 @@ describe("data readers", () => {
       const file = gzFile("yc-noheader.txt.gz", "11\t214821275\t1396839069.277\n11\t214821371\t1396839081\n");
       const { events } = await read("yoochoose", file);
       expect(events.map((e) => [e.eventId, e.timestampMs])).toEqual([
-        ["yoochoose:yc-noheader.txt.gz:1", 1_396_839_069_277],
-        ["yoochoose:yc-noheader.txt.gz:2", 1_396_839_081_000],
+        [idAt("yoochoose", 1), 1_396_839_069_277],
+        [idAt("yoochoose", 2), 1_396_839_081_000],
       ]);
     });
   });
@@ -325,7 +370,7 @@ describe("data readers", () => {
       expect(events).toHaveLength(200);
       expect(skips).toEqual([]);
       expect(events[0]).toEqual({
-        eventId: "diginetica:train-purchases.csv.gz:2",
+        eventId: idAt("diginetica", 2),
         userId: "18278",
         type: EventType.PURCHASE,
         timestampMs: Date.UTC(2016, 4, 6) + 17_100_868,
@@ -344,7 +389,7 @@ describe("data readers", () => {
       const { events } = await read("diginetica", file, { limit: 200 });
       expect(events).toHaveLength(200);
       expect(events[0]).toEqual({
-        eventId: "diginetica:sample_train-item-views.csv.gz:2",
+        eventId: idAt("diginetica", 2),
         userId: "dg-s1",
         type: EventType.VIEW,
         timestampMs: Date.UTC(2016, 4, 9) + 526_309,
@@ -371,7 +416,7 @@ describe("data readers", () => {
       expect(events).toHaveLength(200);
       expect(skips).toEqual([]);
       expect(events[0]).toEqual({
-        eventId: "amazon-reviews:Musical_instruments_reviews_partial.csv.gz:1",
+        eventId: idAt("amazon-reviews", 1),
         userId: "A2IBPI20UZIR0U",
         type: EventType.REVIEW,
         timestampMs: 1_393_545_600_000,

@@ -13,7 +13,7 @@ import { loadDeepFmScorer, nvidiaGpuPresent } from "../src/models/deepfm-scorer.
 import { deepFmWeightShapes, type DeepFmArchitecture } from "../src/models/deepfm-spec.js";
 import { loadDeepFmWeights, saveDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { initTf } from "../src/models/tf.js";
-import { deepFmReference, maxAbsDiff, randomDeepFmRows, randomDeepFmWeights } from "./helpers/deepfm-fixture.js";
+import { deepFmPlain, deepFmReference, maxAbsDiff, randomDeepFmRows, randomDeepFmWeights } from "./helpers/deepfm-fixture.js";
 
 const TOL = 1e-5;
 const arch: DeepFmArchitecture = { fields: 6, vocab: 80, embDim: 4, denseDim: 3, hidden: [16, 8] };
@@ -105,7 +105,9 @@ describe("deepfm scorer - backends", () => {
       const { ids, dense } = randomDeepFmRows(a, 257, 5);
       const p = await wasm.score(ids, dense, 257);
       expect(maxAbsDiff(p, await onnx.score(ids, dense, 257))).toBeLessThan(TOL);
+      // The TF.js reference may run on the same wasm backend as this scorer: compare with plain loops as well.
       expect(maxAbsDiff(p, await deepFmReference(a, w, ids, dense, 257))).toBeLessThan(TOL);
+      expect(maxAbsDiff(p, deepFmPlain(a, w, ids, dense, 257))).toBeLessThan(TOL);
       expect(Math.max(...p) - Math.min(...p)).toBeGreaterThan(0.05);
       await wasm.close();
       await onnx.close();

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyEvent, newUserState, type ProfileEvent } from "../src/actors/user-profile.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
-import { fnv1a32String } from "../src/bus/partition.js";
+import { fnv1a32String } from "../src/wire/partition.js";
 import { resolveDataFile } from "../src/data/datasets.js";
 import type { DatasetEvent } from "../src/data/types.js";
 import { evalDeepFm, scoreDeepFmRows, type DeepFmRowsSpec } from "../src/eval/deepfm-eval.js";
@@ -24,7 +24,7 @@ import { loadDeepFmWeights } from "../src/models/deepfm-weights.js";
 import { initTf } from "../src/models/tf.js";
 import {
   buildDeepFmRows, loadDeepFmEvents, sortEventsByTime, splitDeepFmRows, type DeepFmRows, type LstmStepper,
-} from "../src/train/deepfm-rows.js";
+} from "../src/examples/deepfm-rows.js";
 import { trainDeepFm } from "../src/train/train-deepfm.js";
 import { EventType } from "../src/wire/proto.js";
 

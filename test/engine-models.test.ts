@@ -3,11 +3,8 @@
  * (batched in waves), the state is committed to LMDB with the profile, and
  * profile replies carry the predictions and the model version.
  */
-import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { beforeAll, describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import { Engine } from "../src/engine.js";
 import { cpSync } from "node:fs";
 import { join } from "node:path";
 import { applyEvent, newUserState } from "../src/actors/user-profile.js";
@@ -16,30 +13,18 @@ import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { ChurnModel } from "../src/models/churn-model.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
+import { T0, countByUser, expectExactCounts, removeDir, uniquePrefix } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 import { writeLstmFixture } from "./helpers/models.js";
-import { startTestNats, tmpDir } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
+const fx = useEngineFixture();
 let modelsDir: string;
 let lstmDir: string;
-const engines: Engine[] = [];
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  nc = await connect({ servers: nats.url });
-  modelsDir = tmpDir("portrait-models");
+  modelsDir = fx.tmpDir("portrait-models");
   lstmDir = await writeLstmFixture(modelsDir, "fixture.1", ["i0", "i1", "i2", "i3"], ["c0", "c1", "c2"]);
 }, 60_000);
-
-afterAll(async () => {
-  await Promise.all(engines.map((e) => e.close()));
-  engines.forEach((e) => removeDir(e.config.dataDir));
-  await nc?.close();
-  await nats?.stop();
-  removeDir(modelsDir);
-});
 
 /** Users with several events each in one publish burst, so a batch holds several waves per user. */
 function events(prefix: string, users: number, perUser: number, from = 0): IEvent[] {
@@ -70,10 +55,10 @@ function offline(rt: LstmRuntime, evs: IEvent[]) {
 describe("engine - models", () => {
   it("lstm - live predictions equal stepping each user's events offline, and the state survives a restart", async () => {
     const prefix = uniquePrefix("lstm");
-    const dataDir = tmpDir("portrait-engine");
+    const dataDir = fx.tmpDir("portrait-engine");
     const opts = { subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "current", churnModel: "off" };
-    let engine = await startTestEngine(nats.url, opts);
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    let engine = await fx.startEngine(opts);
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const first = events(prefix, 6, 8);
     await client.publishMany(first);
     await expectExactCounts(client, countByUser(first));
@@ -95,8 +80,7 @@ describe("engine - models", () => {
     await engine.close();
 
     // A new engine on the same data dir continues each user's state from LMDB.
-    engine = await startTestEngine(nats.url, opts);
-    engines.push(engine);
+    engine = await fx.startEngine(opts);
     const more = events(prefix, 6, 3, 8);
     await client.publishMany(more);
     const all = [...first, ...more];
@@ -106,16 +90,15 @@ describe("engine - models", () => {
 
   it("lstm - a state stored under another model version starts again from zero", async () => {
     const prefix = uniquePrefix("lstmv");
-    const dataDir = tmpDir("portrait-engine");
+    const dataDir = fx.tmpDir("portrait-engine");
     const v2 = await writeLstmFixture(modelsDir, "fixture.2", ["i0", "i1", "i2", "i3"], ["c0", "c1", "c2"], 99);
-    let engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "fixture.1", churnModel: "off" });
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    let engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "fixture.1", churnModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const first = events(prefix, 2, 4);
     await client.publishMany(first);
     await expectExactCounts(client, countByUser(first));
     await engine.close();
-    engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "fixture.2", churnModel: "off" });
-    engines.push(engine);
+    engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "fixture.2", churnModel: "off" });
     const more = events(prefix, 2, 2, 4);
     await client.publishMany(more);
     await expectExactCounts(client, countByUser([...first, ...more]));
@@ -134,11 +117,10 @@ describe("engine - models", () => {
 
   it("churn - a customer's churn risk is the bundled churn model on the live profile; a user who never bought has none", async () => {
     const prefix = uniquePrefix("churn");
-    const dir = tmpDir("portrait-models-churn");
+    const dir = fx.tmpDir("portrait-models-churn");
     cpSync(join(BUNDLED_MODELS_DIR, "churn"), join(dir, "churn"), { recursive: true });
-    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, modelsDir: dir, lstmModel: "off" });
-    engines.push(engine);
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, modelsDir: dir, lstmModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const buyer = `${prefix}-buyer`;
     const evs: IEvent[] = [0, 20, 45].map((d, i) => ({
       eventId: `${prefix}-p${i}`, userId: buyer, type: EventType.PURCHASE, timestampMs: T0 + d * 86_400_000,
@@ -161,20 +143,19 @@ describe("engine - models", () => {
   });
 
   it("config - a model version that does not exist is a CONFIG error naming what exists", async () => {
-    await expect(startTestEngine(nats.url, { subjectPrefix: uniquePrefix("nomodel"), modelsDir, lstmModel: "2020-01-01.9" }))
+    await expect(fx.startEngine({ subjectPrefix: uniquePrefix("nomodel"), modelsDir, lstmModel: "2020-01-01.9" }))
       .rejects.toMatchObject({ code: "CONFIG", message: expect.stringContaining("fixture.1") });
   });
 
   it("config - a DeepFM that reads an LSTM state refuses to run beside another LSTM or none", async () => {
-    await expect(startTestEngine(nats.url, { subjectPrefix: uniquePrefix("pair"), lstmModel: "off" }))
+    await expect(fx.startEngine({ subjectPrefix: uniquePrefix("pair"), lstmModel: "off" }))
       .rejects.toMatchObject({ code: "CONFIG", message: expect.stringContaining("reads the state of LSTM") });
   });
 
   it("config - with no models at all the engine runs without predictions", async () => {
     const prefix = uniquePrefix("nomodels");
-    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, modelsDir: tmpDir("empty-models") });
-    engines.push(engine);
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, modelsDir: fx.tmpDir("empty-models") });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const evs = events(prefix, 1, 2);
     await client.publishMany(evs);
     await expectExactCounts(client, countByUser(evs));

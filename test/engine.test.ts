@@ -2,42 +2,24 @@
  * The event path end to end, in process: a real nats-server, real LMDB in a
  * temp dir, real shard worker threads. Each test has its own subject prefix.
  */
-import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DLQ_HEADERS } from "../src/bus/partition-consumer.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { describe, expect, it } from "vitest";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, interleavedViews, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, waitFor } from "./helpers/nats.js";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { T0, countByUser, expectExactCounts, interleavedViews, uniquePrefix } from "./helpers/engine.js";
+import { waitFor } from "./helpers/nats.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-const engines: Engine[] = [];
-const clients: PortraitClient[] = [];
+const fx = useEngineFixture();
 
-beforeAll(async () => {
-  nats = await startTestNats();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await Promise.all(engines.map((e) => e.close()));
-  engines.forEach((e) => removeDir(e.config.dataDir));
-  await nc?.close();
-  await nats?.stop();
-});
-
-async function setup(name: string, o: Parameters<typeof startTestEngine>[1] = {}) {
+async function setup(name: string, o: Parameters<typeof fx.startEngine>[0] = {}) {
   const prefix = uniquePrefix(name);
-  const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, ...o });
-  engines.push(engine);
-  const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+  const engine = await fx.startEngine({ subjectPrefix: prefix, ...o });
+  const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
   return { prefix, engine, client };
 }
 
@@ -81,7 +63,7 @@ describe("engine - ingest", () => {
   it("ingest - bad events go to the dead-letter subject with a reason and the original bytes while good events apply", async () => {
     const { prefix, engine, client } = await setup("dlq");
     const s = subjects(prefix);
-    const js = nc.jetstream();
+    const js = fx.nc.jetstream();
     const user = `${prefix}-good`;
     const part = partitionOf(user, 4);
     const enc = (e: IEvent) => pb.Event.encode(e).finish();
@@ -126,8 +108,7 @@ describe("engine - ingest", () => {
     const before = await client.getProfile(`${prefix}-u3`);
     await engine.close();
 
-    const again = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: engine.config.dataDir });
-    engines.push(again);
+    const again = await fx.startEngine({ subjectPrefix: prefix, dataDir: engine.config.dataDir });
     expect(await client.getProfile(`${prefix}-u3`)).toEqual(before);
     const more = interleavedViews(prefix, 10, 7).slice(50);
     await client.publishMany(more);
@@ -145,12 +126,12 @@ describe("engine - queries", () => {
     expect((err as PortraitError).code).toBe("UNKNOWN_USER");
 
     const s = subjects(prefix);
-    const bad = await nc.request(s.profileGet, new Uint8Array([0x0a, 0x05, 0x61]), { timeout: 5000 });
+    const bad = await fx.nc.request(s.profileGet, new Uint8Array([0x0a, 0x05, 0x61]), { timeout: 5000 });
     expect(bad.headers?.get("Portrait-Error-Code")).toBe("BAD_REQUEST");
     expect(bad.headers?.get("Nats-Service-Error-Code")).toBe("400");
     expect(pb.ErrorReply.decode(bad.data).code).toBe("BAD_REQUEST");
 
-    const empty = await nc.request(s.profileGet, new TextEncoder().encode('{"userId":""}'), { timeout: 5000 });
+    const empty = await fx.nc.request(s.profileGet, new TextEncoder().encode('{"userId":""}'), { timeout: 5000 });
     expect(empty.headers?.get("Portrait-Error-Code")).toBe("BAD_REQUEST");
     expect(JSON.parse(new TextDecoder().decode(empty.data))).toMatchObject({ code: "BAD_REQUEST" });
   });
@@ -160,7 +141,7 @@ describe("engine - queries", () => {
     const user = `${prefix}-u`;
     await client.publish({ eventId: `${prefix}-1`, userId: user, type: EventType.ADD_TO_CART, timestampMs: T0, itemId: "sku", price: 3 });
     await expectExactCounts(client, new Map([[user, 1]]));
-    const r = await nc.request(subjects(prefix).profileGet, new TextEncoder().encode(JSON.stringify({ userId: user })), { timeout: 5000 });
+    const r = await fx.nc.request(subjects(prefix).profileGet, new TextEncoder().encode(JSON.stringify({ userId: user })), { timeout: 5000 });
     const body = JSON.parse(new TextDecoder().decode(r.data)) as { profile: { counts: Record<string, number>; userId: string } };
     expect(body.profile.userId).toBe(user);
     expect(body.profile.counts.add_to_cart).toBe(1);
@@ -182,7 +163,7 @@ describe("engine - queries", () => {
 
   it("api - the service answers NATS services discovery", async () => {
     const { prefix } = await setup("srv");
-    const r = await nc.request(`$SRV.INFO.${prefix}`, undefined, { timeout: 5000 });
+    const r = await fx.nc.request(`$SRV.INFO.${prefix}`, undefined, { timeout: 5000 });
     const info = JSON.parse(new TextDecoder().decode(r.data)) as { name: string; endpoints: { subject: string }[] };
     expect(info.name).toBe(prefix);
     expect(info.endpoints.map((e) => e.subject)).toContain(subjects(prefix).profileGet);
@@ -201,7 +182,7 @@ describe("engine - operations", () => {
     expect(text).toMatch(/^portrait_ingest_events_applied_total 1$/m);
     expect(text).toMatch(/^portrait_engine_ready 1$/m);
     expect(text).toContain("portrait_shard_actors_cached{shard=\"");
-    expect(text).toMatch(/^portrait_ingest_event_time_watermark_ms 1714521600000$/m);
+    expect(text).toMatch(/^portrait_ingest_event_time_watermark_seconds 1714521600$/m);
     await engine.close();
     await expect(fetch(`${base}/readyz`)).rejects.toThrow();
   });

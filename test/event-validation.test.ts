@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fnv1a32, partitionOf } from "../src/bus/partition.js";
+import { fnv1a32, partitionOf } from "../src/wire/partition.js";
 import { decodeEvent, type EventValidationOptions } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 
@@ -122,10 +122,10 @@ describe("wire - event validation", () => {
 });
 
 describe("bus - JetStream reply subjects", () => {
-  it("bus - ackInfo reads the stream sequence and pending count of both reply formats", async () => {
+  it("bus - ackInfo reads the stream sequence, store time and pending count of both reply formats", async () => {
     const { ackInfo } = await import("../src/bus/partition-consumer.js");
-    expect(ackInfo("$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000000000000.42")).toEqual({ seq: 4711, pending: 42 });
-    expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000000000000.42.rnd")).toEqual({ seq: 4711, pending: 42 });
+    expect(ackInfo("$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000123000000.42")).toEqual({ seq: 4711, pending: 42, storedMs: 1_700_000_000_123 });
+    expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000123000000.42.rnd")).toEqual({ seq: 4711, pending: 42, storedMs: 1_700_000_000_123 });
     expect(() => ackInfo("_INBOX.abc")).toThrow(/not a JetStream reply subject/);
   });
 });

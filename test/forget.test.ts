@@ -12,36 +12,25 @@ import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { describe, expect, it } from "vitest";
 import { ensureStreams } from "../src/bus/streams.js";
 import { subjects } from "../src/bus/subjects.js";
 import { compileEngineOptions } from "../src/config/engine-options.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import type { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { Covisitation } from "../src/recs/covisitation.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { pseudonym } from "../src/shard/pseudonym.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, removeDir, spawnEngine, startTestEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
-import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+import { T0, countByUser, expectExactCounts, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
 
-let nats: NatsServerHandle;
-const dirs: string[] = [];
-const engines: Engine[] = [];
+const fx = useEngineFixture();
 const children: ChildEngine[] = [];
-
-beforeAll(async () => {
-  nats = await startTestNats();
-});
-
-afterAll(async () => {
+fx.onCleanup(async () => {
   for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
   await Promise.all(children.map((c) => c.exited));
-  await Promise.all(engines.map((e) => e.close()));
-  await nats?.stop();
-  dirs.forEach(removeDir);
 });
 
 const CLI = fileURLToPath(new URL("../src/cli/portrait.ts", import.meta.url));
@@ -101,11 +90,9 @@ function scanLmdb(dataDir: string, needles: string[]): Record<string, number> {
 describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
   it("forget - the user is unknown afterwards, LMDB holds no byte of them, others are unchanged, a tombstone is published", async () => {
     const prefix = uniquePrefix("forget");
-    const dataDir = tmpDir("portrait-forget");
-    dirs.push(dataDir);
-    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir });
-    engines.push(engine);
-    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const dataDir = fx.tmpDir("portrait-forget");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, dataDir });
+    const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
     const users = ["anna", "bruno", "chiara", "dario", "elena"].map((u) => `${prefix}-${u}`);
     try {
       const [anna, bruno, ...others] = users as [string, string, ...string[]];
@@ -180,11 +167,9 @@ describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
 
   it("forget - a tombstone that cannot be stored is a PUBLISH_FAILED error reply; the user is forgotten, and a forget once the stream is back stores one", async () => {
     const prefix = uniquePrefix("forget-nostream");
-    const dataDir = tmpDir("portrait-forget-nostream");
-    dirs.push(dataDir);
-    const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir });
-    engines.push(engine);
-    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const dataDir = fx.tmpDir("portrait-forget-nostream");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, dataDir });
+    const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
     const s = subjects(prefix);
     try {
       const user = `${prefix}-fabio`;
@@ -234,21 +219,20 @@ describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
 describe("pseudonymisation - raw user ids reach neither LMDB nor logs", { timeout: 90_000 }, () => {
   it("pseudonymisation - a real engine process keeps and logs only pseudonyms, replies with the ids asked, and refuses another key", async () => {
     const prefix = uniquePrefix("pseudo");
-    const dataDir = tmpDir("portrait-pseudo");
-    dirs.push(dataDir);
-    const keyFile = join(dataDir, "..", `${prefix}.key`);
-    const otherKeyFile = join(dataDir, "..", `${prefix}.other.key`);
+    const dataDir = fx.tmpDir("portrait-pseudo");
+    const keys = fx.tmpDir("portrait-pseudo-keys");
+    const keyFile = join(keys, `${prefix}.key`);
+    const otherKeyFile = join(keys, `${prefix}.other.key`);
     const key = Buffer.from("k3y-for-tests-only-0123456789abcdef", "utf8");
     writeFileSync(keyFile, Buffer.concat([key, Buffer.from("\n")]));
     writeFileSync(otherKeyFile, "another-key-for-tests-0123456789\n");
-    dirs.push(keyFile, otherKeyFile);
 
     const child = spawnEngine([
-      "--nats", nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+      "--nats", fx.nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
       "--partitions", "4", "--workers", "2", "--http-port", "-1", "--log-level", "debug", "--pseudonym-key-file", keyFile,
     ]);
     children.push(child);
-    const client = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: 4 });
+    const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
     const users = ["Zoe.Example@mail.test", "yusuf-1984", "xavier 3"].map((u) => `${prefix}:${u}`);
     const [zoe, yusuf, xavier] = users as [string, string, string];
     try {
@@ -261,7 +245,7 @@ describe("pseudonymisation - raw user ids reach neither LMDB nor logs", { timeou
       expect((await client.recommend(yusuf)).knownUser).toBe(true);
       // Through the CLI: `portrait forget <userId> --json`.
       const { stdout } = await promisify(execFile)(process.execPath, [
-        "--import", "tsx", CLI, "forget", xavier, "--json", "--nats", nats.url, "--prefix", prefix, "--partitions", "4",
+        "--import", "tsx", CLI, "forget", xavier, "--json", "--nats", fx.nats.url, "--prefix", prefix, "--partitions", "4",
       ]);
       expect(JSON.parse(stdout)).toMatchObject({ existed: true, tombstoneEventId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
       await expect(client.getProfile(xavier)).rejects.toMatchObject({ code: "UNKNOWN_USER" });
@@ -288,7 +272,7 @@ describe("pseudonymisation - raw user ids reach neither LMDB nor logs", { timeou
 
     // Another key, or none, would not find these profiles: refused.
     for (const o of [{ pseudonymKeyFile: otherKeyFile }, {}]) {
-      await expect(startTestEngine(nats.url, { subjectPrefix: prefix, dataDir, ...o })).rejects.toMatchObject({ code: "CONFIG" });
+      await expect(fx.startEngine({ subjectPrefix: prefix, dataDir, ...o })).rejects.toMatchObject({ code: "CONFIG" });
     }
   });
 });

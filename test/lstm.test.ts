@@ -4,7 +4,7 @@ import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "../src/models/lstm-features.js";
 import { PURCHASE_HORIZON_MS, loadLayersModel } from "../src/models/lstm-model.js";
 import { initTf, tf } from "../src/models/tf.js";
-import { DEFAULT_LSTM_SOURCES, loadSource, windowsOf, type UserSequence } from "../src/train/lstm-sequences.js";
+import { DEFAULT_LSTM_SOURCES, loadSource, windowsOf, type UserSequence } from "../src/examples/lstm-sequences.js";
 import { trainLstm } from "../src/train/train-lstm.js";
 import { EventType } from "../src/wire/proto.js";
 import { removeDir } from "./helpers/engine.js";

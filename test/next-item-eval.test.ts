@@ -20,7 +20,7 @@ import {
   yoochooseSplit,
 } from "../src/eval/next-item.js";
 import type { NextItemModel, Session, Split, Vocab } from "../src/eval/next-item.js";
-import { RankingAccumulator, rankOf } from "../src/eval/ranking.js";
+import { RankingAccumulator, rankOf } from "../src/metrics/ranking.js";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DATA_DIR = process.env.PORTRAIT_DATASETS ?? resolve(REPO_ROOT, "../shared/data");

@@ -4,25 +4,18 @@
  * snapshot only what happened before today's UTC midnight, and no engine ever
  * sees a target (or anything at its timestamp) before it is scored.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { describe, expect, it } from "vitest";
 import type { DatasetEvent } from "../src/data/types.js";
 import { PortraitError } from "../src/errors.js";
 import { PopularityCounter, runPrequential, type PrequentialTarget } from "../src/eval/prequential.js";
 import { EventType } from "../src/wire/proto.js";
-import { startTestNats } from "./helpers/nats.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2024, 4, 1);
 
-let nats: NatsServerHandle;
-beforeAll(async () => {
-  nats = await startTestNats();
-});
-afterAll(async () => {
-  await nats?.stop();
-});
+const fx = useEngineFixture();
 
 /** 20 background users view 100 catalogue items every morning (pop0 the most); the named users act later in the day. */
 function syntheticLog(): DatasetEvent[] {
@@ -59,7 +52,7 @@ describe("prequential", () => {
     const log = syntheticLog();
     const seen: PrequentialTarget[] = [];
     const table = await runPrequential(log, "synthetic", {
-      natsUrl: nats.url,
+      natsUrl: fx.nats.url,
       engine: { logLevel: "silent" },
       onTarget: async (t, probe) => {
         seen.push(t);
@@ -112,7 +105,7 @@ describe("prequential", () => {
     }
     const seen: number[] = [];
     const table = await runPrequential(log, "one day", {
-      natsUrl: nats.url, engine: { logLevel: "silent" }, maxTargets: 5, ks: [5],
+      natsUrl: fx.nats.url, engine: { logLevel: "silent" }, maxTargets: 5, ks: [5],
       onTarget: (t) => void seen.push(t.index),
     });
     // 15 purchases at odd indexes, 5 evenly spaced: the 1st, 4th, 7th, 10th and 13th.

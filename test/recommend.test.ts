@@ -3,31 +3,15 @@
  * context, the recs worker the candidates and their DeepFM rows, the
  * inference pool the scores (the bundled DeepFM on the best backend here).
  */
-import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
+import { describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import { Engine } from "../src/engine.js";
 import { PortraitError } from "../src/errors.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, waitFor } from "./helpers/nats.js";
+import { T0, countByUser, expectExactCounts, uniquePrefix } from "./helpers/engine.js";
+import { waitFor } from "./helpers/nats.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 
-let nats: NatsServerHandle;
-let nc: NatsConnection;
-const engines: Engine[] = [];
-
-beforeAll(async () => {
-  nats = await startTestNats();
-  nc = await connect({ servers: nats.url });
-});
-
-afterAll(async () => {
-  await Promise.all(engines.map((e) => e.close()));
-  engines.forEach((e) => removeDir(e.config.dataDir));
-  await nc?.close();
-  await nats?.stop();
-});
+const fx = useEngineFixture();
 
 /** A small shop: 40 users browsing 30 items in 3 categories, in sessions of consecutive items. */
 function shop(prefix: string): IEvent[] {
@@ -46,11 +30,10 @@ function shop(prefix: string): IEvent[] {
   return out;
 }
 
-async function setup(name: string, o: Parameters<typeof startTestEngine>[1] = {}) {
+async function setup(name: string, o: Parameters<typeof fx.startEngine>[0] = {}) {
   const prefix = uniquePrefix(name);
-  const engine = await startTestEngine(nats.url, { subjectPrefix: prefix, ...o });
-  engines.push(engine);
-  const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+  const engine = await fx.startEngine({ subjectPrefix: prefix, ...o });
+  const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
   const events = shop(prefix);
   await client.publishMany(events);
   await expectExactCounts(client, countByUser(events));
@@ -110,8 +93,7 @@ describe("recommend", () => {
     await check();
     // A restart on the same data dir and stream replays the catalog: the item stays unavailable.
     await engine.close();
-    const again = await startTestEngine(nats.url, { subjectPrefix: prefix, dataDir: engine.config.dataDir });
-    engines.push(again);
+    await fx.startEngine({ subjectPrefix: prefix, dataDir: engine.config.dataDir });
     await client.publishMany(shop(prefix).map((e) => ({ ...e, eventId: `${e.eventId}-again`, timestampMs: (e.timestampMs as number) + 3_600_000 })));
     await waitFor(async () => (await client.recommend(user, { k: 30, candidates: 100 })).items.length > 5, { timeoutMs: 30_000, message: "no items after restart" });
     await check();
@@ -155,7 +137,7 @@ describe("recommend", () => {
     const { client } = await setup("recbad");
     await expect(client.recommend("", {})).rejects.toMatchObject({ code: "BAD_REQUEST" });
     await expect(client.recommend("u", { k: 1000 })).rejects.toMatchObject({ code: "BAD_REQUEST" });
-    const reply = await nc.request(client.subjects.recommend, new TextEncoder().encode('{"userId": 5}'));
+    const reply = await fx.nc.request(client.subjects.recommend, new TextEncoder().encode('{"userId": 5}'));
     expect(reply.headers?.get("Portrait-Error-Code")).toBe("BAD_REQUEST");
     await expect(client.upsertCatalog({ itemId: "" })).rejects.toMatchObject({ code: "BAD_REQUEST" });
     await expect(client.upsertCatalog({ itemId: "x", price: -3 })).rejects.toMatchObject({ code: "BAD_REQUEST" });

@@ -6,19 +6,19 @@
  * always. The recs worker is blocked by a test-only hook, so what is queued
  * does not depend on the machine's speed.
  */
-import { connect, type NatsConnection } from "nats";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import type { Engine } from "../src/engine.js";
 import { RecsHost } from "../src/recs/recs-host.js";
+import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
-import type { EventBatch, ShardStats } from "../src/shard/shard-protocol.js";
+import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
+import type { ShardStats } from "../src/obs/metrics.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, countByUser, expectExactCounts, removeDir, startTestEngine, uniquePrefix } from "./helpers/engine.js";
-import { startTestNats, tmpDir, waitFor } from "./helpers/nats.js";
+import { T0, countByUser, expectExactCounts, removeDir, uniquePrefix } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { tmpDir, waitFor } from "./helpers/nats.js";
 
 const P = 4;
 const W = 2;
@@ -29,17 +29,7 @@ afterEach(async () => {
 });
 
 function batch(partition: number, events: IEvent[], firstSeq: number): EventBatch {
-  const parts = events.map((e) => pb.Event.encode(e).finish());
-  const data = new Uint8Array(parts.reduce((a, b) => a + b.length, 0));
-  const offsets = new Uint32Array(parts.length + 1);
-  let off = 0;
-  parts.forEach((b, i) => {
-    data.set(b, off);
-    offsets[i] = off;
-    off += b.length;
-  });
-  offsets[parts.length] = off;
-  return { partition, data, offsets, seqs: Float64Array.from(parts, (_, i) => firstSeq + i) };
+  return packBatch(partition, events.map((e) => pb.Event.encode(e).finish()), (b) => b, (_, i) => firstSeq + i);
 }
 
 /** A user id whose partition belongs to shard `shard`. */
@@ -59,7 +49,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
   it("recs queue - a batch that does not fit the shared bound is dropped and counted, one that fits is posted; the count returns to 0; profiles are exact", { timeout: 60_000 }, async () => {
     const dataDir = tmpDir("portrait-recs-queue");
     cleanups.push(() => removeDir(dataDir));
-    const { host, itemEvents } = await RecsHost.start({ recs: { maxQueuedItemEvents: 10 }, logLevel: "silent" }, W, () => undefined);
+    const { host, itemEvents } = await RecsHost.start({ recs: compileRecsOptions({ maxQueuedItemEvents: 10 }), logLevel: "silent" }, W, () => undefined);
     cleanups.push(() => host.close());
     expect(itemEvents.maxQueued).toBe(10);
     const pool = await ShardPool.start(W, P, {
@@ -119,21 +109,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
 });
 
 describe("recs queue - engine", () => {
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
-  let engine: Engine | undefined;
-
-  beforeAll(async () => {
-    nats = await startTestNats();
-    nc = await connect({ servers: nats.url });
-  });
-
-  afterAll(async () => {
-    await engine?.close();
-    if (engine) removeDir(engine.config.dataDir);
-    await nc?.close();
-    await nats?.stop();
-  });
+  const fx = useEngineFixture();
 
   const sample = (text: string, name: string) => {
     const m = new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text);
@@ -142,11 +118,10 @@ describe("recs queue - engine", () => {
 
   it("recs queue - metrics: the queued gauge is the shared count (at most maxQueuedItemEvents) and returns to 0, drops are counted; profiles are exact; recommendations answered", { timeout: 120_000 }, async () => {
     const prefix = uniquePrefix("recsq");
-    engine = await startTestEngine(nats.url, {
+    const e = await fx.startEngine({
       subjectPrefix: prefix, recs: { maxQueuedItemEvents: 10 }, lstmModel: "off", deepfmModel: "off", churnModel: "off",
     });
-    const e = engine;
-    const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
     const first = views(`${prefix}-u0`, 5);
     await client.publishMany(first);
     await waitFor(async () => (await e.metrics.total(e.metrics.eventsApplied)) >= 5, { timeoutMs: 60_000, message: "events not applied" });

@@ -4,23 +4,22 @@
  * computed here from the published event list.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type NatsConnection } from "nats";
+import type { NatsConnection } from "nats";
 import { Redis } from "ioredis";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { ensureStreams } from "../src/bus/streams.js";
 import { subjects } from "../src/bus/subjects.js";
-import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { EVENT_TYPE_NAMES, EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { syntheticEvents } from "../bench/synthetic.js";
 import { measureRedisRaw, measureRedisServerRaw, runRedisBaseline, type RedisBaselineResult } from "../bench/harness/redis-baseline.js";
 import { findRedisServerBinary, pingRedis, RedisServerNotFoundError, startRedisServer, type RedisServerHandle } from "../bench/harness/redis-server.js";
-import { startTestNats } from "./helpers/nats.js";
+import { useEngineFixture } from "./helpers/fixture.js";
 
 const PREFIX = "rbase";
 const P = 4;
 const USERS = 150;
 
-let nats: NatsServerHandle;
+const fx = useEngineFixture({ natsConnect: { noAsyncTraces: true } });
 let redisServer: RedisServerHandle;
 let nc: NatsConnection;
 let redis: Redis;
@@ -134,14 +133,13 @@ async function mismatches(keyPrefix: string, refs: Map<string, Ref>, seen: "arri
 }
 
 beforeAll(async () => {
-  nats = await startTestNats();
   try {
     redisServer = await startRedisServer({ readyTimeoutMs: 20_000 });
   } catch (err) {
     if (err instanceof RedisServerNotFoundError) throw new Error(`These tests need a real redis-server binary: ${err.message}`, { cause: err });
     throw err;
   }
-  nc = await connect({ servers: nats.url, noAsyncTraces: true });
+  nc = fx.nc;
   redis = new Redis(redisServer.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
   await redis.connect();
   const s = subjects(PREFIX);
@@ -163,9 +161,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   redis?.disconnect();
-  await nc?.close();
   await redisServer?.stop();
-  await nats?.stop();
 });
 
 describe("redis baseline", () => {
@@ -182,7 +178,7 @@ describe("redis baseline", () => {
     it(`redis baseline - ${mode}: every user's hash equals the reference`, async () => {
       const keyPrefix = `t-${mode}`;
       const res: RedisBaselineResult = await runRedisBaseline({
-        natsUrl: nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode,
+        natsUrl: fx.nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode,
         maxBatch: 128, timeoutMs: 60_000, keyPrefix, consumerPrefix: `rb-${mode}`, keepKeys: true,
       });
       const refs = reference(events);
@@ -210,7 +206,7 @@ describe("redis baseline", () => {
   it("redis baseline - a second run starts from a clean key space and gives the same hashes", async () => {
     const keyPrefix = "t-pipeline";
     await runRedisBaseline({
-      natsUrl: nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "pipeline",
+      natsUrl: fx.nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "pipeline",
       maxBatch: 1024, timeoutMs: 60_000, keyPrefix, consumerPrefix: "rb-again", keepKeys: true,
     });
     expect(await mismatches(keyPrefix, reference(events), "arrival")).toEqual([]);
@@ -219,7 +215,7 @@ describe("redis baseline", () => {
   it("redis baseline - the check catches a wrong count, a wrong amount and a missing user", async () => {
     const keyPrefix = "t-broken";
     await runRedisBaseline({
-      natsUrl: nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "lua",
+      natsUrl: fx.nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "lua",
       timeoutMs: 60_000, keyPrefix, consumerPrefix: "rb-broken", keepKeys: true,
     });
     const refs = reference(events);
@@ -237,7 +233,7 @@ describe("redis baseline", () => {
 
   it("redis baseline - without keepKeys its hashes are deleted after the run (the shared Redis keeps nothing)", async () => {
     const res = await runRedisBaseline({
-      natsUrl: nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "lua",
+      natsUrl: fx.nats.url, prefix: PREFIX, partitions: P, expected: published, redisUrl: redisServer.url, mode: "lua",
       timeoutMs: 60_000, keyPrefix: "t-gone", consumerPrefix: "rb-gone",
     });
     expect(res.users).toBe(reference(events).size);
@@ -247,7 +243,7 @@ describe("redis baseline", () => {
 
   it("redis baseline - fails within its time bound when the stream holds fewer events than expected", async () => {
     await expect(runRedisBaseline({
-      natsUrl: nats.url, prefix: PREFIX, partitions: P, expected: published + 10, redisUrl: redisServer.url, mode: "pipeline",
+      natsUrl: fx.nats.url, prefix: PREFIX, partitions: P, expected: published + 10, redisUrl: redisServer.url, mode: "pipeline",
       timeoutMs: 1500, keyPrefix: "t-short", consumerPrefix: "rb-short",
     })).rejects.toThrow(/events applied within 1500 ms/);
     const left = await (await nc.jetstreamManager()).consumers.list(subjects(PREFIX).eventStream).next();

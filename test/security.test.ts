@@ -6,7 +6,7 @@
  * with openssl into a temp dir and removed afterwards.
  */
 import { execFileSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AckPolicy, connect, nkeys, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,50 +20,32 @@ import { countByUser, expectExactCounts, interleavedViews, removeDir, T0 } from 
 import { tmpDir, waitFor } from "./helpers/nats.js";
 import { EventType, pb } from "../src/wire/proto.js";
 
+type Role = "publisher" | "query" | "engine" | "follower";
+
 /**
- * The permission sets README "Security" shows, for a subject prefix (stream
- * names are the prefix upper-cased). README prints them for "portrait".
+ * The permission sets of README "Security" (for the default prefix
+ * "portrait"), read from README itself: the engine, publisher and query users
+ * of its `authorization` block, and the follower of the bullet that lists its
+ * subjects. The test runs them as written, so README cannot drift from what
+ * is tested.
  */
-function permissionSets(prefix: string): { publisher: NatsPermissions; query: NatsPermissions; engine: NatsPermissions; follower: NatsPermissions } {
-  const s = subjects(prefix);
-  const streams = [s.eventStream, s.dlqStream, s.catalogStream, s.tombstoneStream];
-  return {
-    publisher: {
-      publish: [s.eventsWildcard],
-      subscribe: ["_INBOX.>"],
-    },
-    query: {
-      publish: [s.profileGet, s.recommend],
-      subscribe: ["_INBOX.>"],
-    },
-    engine: {
-      publish: [
-        "$JS.API.INFO",
-        ...streams.flatMap((n) => [`$JS.API.STREAM.INFO.${n}`, `$JS.API.STREAM.CREATE.${n}`, `$JS.API.STREAM.UPDATE.${n}`]),
-        // Durable partition consumers (re-created at start), and the catalog's ordered consumer.
-        ...[s.eventStream, s.catalogStream].flatMap((n) => [`$JS.API.CONSUMER.CREATE.${n}.>`, `$JS.API.CONSUMER.MSG.NEXT.${n}.*`]),
-        `$JS.API.CONSUMER.INFO.${s.eventStream}.*`,
-        `$JS.API.CONSUMER.DELETE.${s.eventStream}.*`,
-        `$JS.ACK.${s.eventStream}.>`,
-        s.dlqWildcard,
-        s.catalogWildcard,
-        s.tombstones,
-      ],
-      subscribe: ["_INBOX.>", `${prefix}.api.> portrait`, "$SRV.*", `$SRV.*.${s.serviceName}`, `$SRV.*.${s.serviceName}.*`],
-      allow_responses: true,
-    },
-    // A downstream system following forgets: its own durable pull consumer on the tombstone stream.
-    follower: {
-      publish: [
-        "$JS.API.INFO",
-        `$JS.API.CONSUMER.CREATE.${s.tombstoneStream}.>`,
-        `$JS.API.CONSUMER.INFO.${s.tombstoneStream}.*`,
-        `$JS.API.CONSUMER.MSG.NEXT.${s.tombstoneStream}.*`,
-        `$JS.ACK.${s.tombstoneStream}.>`,
-      ],
-      subscribe: ["_INBOX.>"],
-    },
-  };
+function readmePermissionSets(): Record<Role, NatsPermissions> {
+  const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+  const section = readme.slice(readme.indexOf("### Least-privilege permissions"), readme.indexOf("## Forget and pseudonymisation"));
+  const block = /```\n(authorization \{[\s\S]*?)```/.exec(section)?.[1] ?? "";
+  const quoted = (text: string) => [...text.matchAll(/"([^"]*)"/g)].map((m) => m[1]!);
+  const ticked = (text: string) => [...text.matchAll(/`([^`]+)`/g)].map((m) => m[1]!);
+  const sets: Partial<Record<Role, NatsPermissions>> = {};
+  for (const [, user, body] of block.matchAll(/\{ user: "(\w+)", password: "\.\.\.", permissions: \{([\s\S]*?)\n {4}\} \}/g)) {
+    const list = (key: string) => quoted(new RegExp(`${key}:\\s*\\[([\\s\\S]*?)\\]`).exec(body!)?.[1] ?? "");
+    sets[user as Role] = { publish: list("publish"), subscribe: list("subscribe"), ...(/allow_responses: true/.test(body!) ? { allow_responses: true } : {}) };
+  }
+  const follower = section.slice(section.indexOf("A downstream system that follows forgets"), section.indexOf('(tested as the "follower" user)')).replace(/\s+/g, " ");
+  const sub = follower.indexOf(": subscribe ");
+  const pub = follower.indexOf(", publish ", sub);
+  sets.follower = { publish: ticked(follower.slice(pub)), subscribe: ticked(follower.slice(sub, pub)) };
+  expect(Object.keys(sets).sort(), "README's permission sets").toEqual(["engine", "follower", "publisher", "query"]);
+  return sets as Record<Role, NatsPermissions>;
 }
 
 const PASS = { engine: "engine-pw-1", publisher: "publisher-pw-2", query: "query-pw-3", admin: "admin-pw-4", follower: "follower-pw-5" };
@@ -193,9 +175,9 @@ describe("security - user/password and nkey", () => {
     const url = down.url;
     await down.stop();
     await expect(Engine.start({ natsUrl: url, embeddedNats: "auto", natsUser: "engine", natsPass: PASS.engine, httpPort: -1, logLevel: "silent", dataDir: tmpDir("portrait-sec-down") }))
-      .rejects.toBeInstanceOf(Error);
+      .rejects.toMatchObject({ code: ErrorCode.NO_RESPONDERS, message: expect.stringMatching(/no NATS server answers at .*CONNECTION_REFUSED/) });
     // Nothing was started on that port.
-    await expect(connect({ servers: url, reconnect: false, timeout: 1000 })).rejects.toBeTruthy();
+    await expect(connect({ servers: url, reconnect: false, timeout: 1000 })).rejects.toMatchObject({ code: "CONNECTION_REFUSED" });
   });
 
   it("nkey - the engine and the client authenticate with seed files; an unknown nkey is AUTH_FAILED", async () => {
@@ -241,7 +223,7 @@ describe("security - TLS", () => {
 describe("security - least-privilege permissions (README sets)", () => {
   const prefix = "portrait";
   const s = subjects(prefix);
-  const sets = permissionSets(prefix);
+  const sets = readmePermissionSets();
   const log: string[] = [];
   let server: NatsServerHandle;
   let admin: NatsConnection;

@@ -1,9 +1,9 @@
 /** Shard workers on a real LMDB: batches, the applied-sequence guard, profiles. */
 import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
-import type { EventBatch } from "../src/shard/shard-protocol.js";
+import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, removeDir } from "./helpers/engine.js";
 import { tmpDir } from "./helpers/nats.js";
@@ -29,17 +29,7 @@ async function pool(dataDir: string): Promise<ShardPool> {
 }
 
 function batch(partition: number, events: IEvent[], firstSeq: number): EventBatch {
-  const parts = events.map((e) => pb.Event.encode(e).finish());
-  const data = new Uint8Array(parts.reduce((a, b) => a + b.length, 0));
-  const offsets = new Uint32Array(parts.length + 1);
-  let off = 0;
-  parts.forEach((b, i) => {
-    data.set(b, off);
-    offsets[i] = off;
-    off += b.length;
-  });
-  offsets[parts.length] = off;
-  return { partition, data, offsets, seqs: Float64Array.from(parts, (_, i) => firstSeq + i) };
+  return packBatch(partition, events.map((e) => pb.Event.encode(e).finish()), (b) => b, (_, i) => firstSeq + i);
 }
 
 async function profile(p: ShardPool, user: string) {

@@ -12,7 +12,7 @@ import { describe, expect, it } from "vitest";
 import { countBy, zipfExponent } from "../bench/generator-stats.js";
 import { describeGenerator, FITTED_PARAMS, generateEvents, userInterests, type GeneratorOptions, type GeneratorStats } from "../bench/generator.js";
 import { syntheticEvents } from "../bench/synthetic.js";
-import { partitionOf } from "../src/bus/partition.js";
+import { partitionOf } from "../src/wire/partition.js";
 import { decodeEvent } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 

@@ -8,13 +8,12 @@
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { connect, headers, type Msg, type NatsConnection } from "nats";
-import { partitionOf } from "../../src/bus/partition.js";
+import { partitionOf } from "../../src/wire/partition.js";
 import { subjects } from "../../src/bus/subjects.js";
 import type { EngineOptions } from "../../src/config/engine-options.js";
 import { readDataset } from "../../src/data/datasets.js";
 import type { DatasetFormat } from "../../src/data/types.js";
 import { Engine } from "../../src/engine.js";
-import { compileInferenceOptions } from "../../src/inference/inference-options.js";
 import { EventType, pb, type IEvent } from "../../src/wire/proto.js";
 import { generateEvents } from "../generator.js";
 import { syntheticEvents } from "../synthetic.js";
@@ -69,7 +68,7 @@ function engineRole(): void {
         processedAtReady: (await totals()).processed,
         workers: engine.config.workers,
         models: (await engine.metrics.modelInfo.get()).values.map((v) => `${v.labels.model}@${v.labels.version}`),
-        inference: compileInferenceOptions(engine.config.inference),
+        inference: engine.config.inference,
       };
     },
     /** Waits until `n` events are applied or dead-lettered; ms since ready. */

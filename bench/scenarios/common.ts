@@ -1,6 +1,6 @@
 /** Phases shared by the scenarios: loading state, measuring live capacity, freshness probes, query passes. */
 import { headers } from "nats";
-import { partitionOf } from "../../src/bus/partition.js";
+import { partitionOf } from "../../src/wire/partition.js";
 import { EventType, pb } from "../../src/wire/proto.js";
 import { sleep } from "../harness/ipc.js";
 import { newHist, openLoop, pctMs, type Histogram, type PassResult } from "../harness/open-loop.js";

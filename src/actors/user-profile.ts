@@ -19,6 +19,8 @@
  * - funnel: views -> carts -> purchases from the counts.
  * - recent items: the last N distinct item ids of item events, newest first.
  * - bought: the last BOUGHT_MEMORY distinct purchased item ids, newest first.
+ * - timeline: the last TIMELINE_MEMORY events applied (type, time, item id or
+ *   search query), in the order applied, newest first.
  * Events out of time order (older than the latest applied) are applied too:
  * their decayed weight is computed from their own time.
  */
@@ -37,6 +39,8 @@ export interface ProfileEvent {
   currency: string;
   sessionId: string;
   orderId: string;
+  /** A SEARCH's query (optional: only the timeline reads it). */
+  searchQuery?: string;
 }
 
 /** Decayed scores of one dimension: parallel arrays, at most affinityTopK long. */
@@ -84,6 +88,8 @@ export interface UserState {
   recent: string[];
   /** The last BOUGHT_MEMORY distinct purchased item ids, newest first (absent in states stored before it existed). */
   bought?: string[];
+  /** The last TIMELINE_MEMORY events: [type number, event time ms, item id or search query], newest first (absent in states stored before it existed). */
+  tl?: [number, number, string][];
   /**
    * The LSTM user encoder's state: h then c, float32 little-endian bytes
    * (2 x hidden x 4). Absent until the first step. Stepped by the shard, not
@@ -129,6 +135,8 @@ export const RFM_BINS = Object.freeze({
 const ORDER_MEMORY = 8;
 /** Purchased items remembered (for "exclude what the user just bought"). */
 export const BOUGHT_MEMORY = 10;
+/** Events kept in the profile's timeline (for people: the dashboard's user page). */
+export const TIMELINE_MEMORY = 10;
 /** Renormalise affinity scores once the newest event is this many half-lives past their reference (2^32 keeps full double precision). */
 const RENORMALISE_HALVINGS = 32;
 const MS_PER_DAY = 86_400_000;
@@ -140,7 +148,7 @@ export function newUserState(): UserState {
     firstSeenMs: 0, lastSeenMs: 0, affRefMs: 0,
     cat: { keys: [], scores: [] }, brand: { keys: [], scores: [] }, band: { keys: [], scores: [] },
     sCount: 0, sEventsDone: 0, sDurationDone: 0, sId: "", sStartMs: 0, sLastMs: 0, sEvents: 0,
-    recent: [], bought: [],
+    recent: [], bought: [], tl: [],
   };
 }
 
@@ -253,6 +261,9 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
 
   updateSession(s, e, o);
   if (e.itemId !== "") touchRecent(s.recent, e.itemId, o.recentItems);
+  const tl = (s.tl ??= []);
+  tl.unshift([e.type, e.timestampMs, e.itemId !== "" ? e.itemId : (e.searchQuery ?? "")]);
+  if (tl.length > TIMELINE_MEMORY) tl.length = TIMELINE_MEMORY;
 }
 
 function score(value: number, bins: readonly number[], lowerIsBetter: boolean): number {
@@ -268,6 +279,8 @@ function ratio(a: number, b: number): number {
 export interface AffinityView {
   key: string;
   score: number;
+  /** A category's name, when the shard knows one (it adds them). */
+  label?: string;
 }
 
 /** The profile a query returns: the proto `Profile` as plain data. */
@@ -291,12 +304,21 @@ export interface ProfileView {
     viewToCart: number; cartToPurchase: number; viewToPurchase: number;
   };
   recentItems: string[];
+  /** The last events applied, newest first (the timeline). */
+  recentEvents: RecentEventView[];
   firstSeenMs: number;
   lastSeenMs: number;
   asOfMs: number;
   eventsApplied: number;
   /** Model predictions, when the engine runs the models (the shard adds them). */
   predictions?: PredictionsView;
+}
+
+/** One event of the timeline: its type's name, its time, and its item id (or a search's query). */
+export interface RecentEventView {
+  type: string;
+  timestampMs: number;
+  itemId: string;
 }
 
 /** The proto `Predictions` as plain data. Versions are "" when that model is off. */
@@ -362,6 +384,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
       viewToPurchase: ratio(purchases, views),
     },
     recentItems: s.recent.slice(),
+    recentEvents: (s.tl ?? []).map(([type, timestampMs, itemId]) => ({ type: EVENT_TYPE_NAMES[type] ?? "unspecified", timestampMs, itemId })),
     firstSeenMs: s.firstSeenMs,
     lastSeenMs: s.lastSeenMs,
     asOfMs,

@@ -7,17 +7,16 @@
  * code, and an ErrorReply body in the request's encoding.
  */
 import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
-import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, toWire, type WireError } from "../errors.js";
-import { partitionOf } from "../bus/partition.js";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
+import { partitionOf } from "../wire/partition.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../shard/shard-protocol.js";
+import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
 import { pb, plainBytes } from "../wire/proto.js";
-
-/** Header carrying the stable string error code of a failed request. */
-export const ERROR_CODE_HEADER = "Portrait-Error-Code";
+import { asyncEndpointStats, type EndpointStats } from "./service-stats.js";
 
 export interface ProfileSource {
   getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;
@@ -202,9 +201,10 @@ export class QueryApi {
             alog.error({ err, endpoint: name }, "endpoint failed");
             return;
           }
-          void api.#serve(msg, metric, bound, shed, o, metrics, alog, work).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
+          void api.#serve(msg, metric, bound, shed, o, metrics, alog, work, stats).catch((e) => alog.error({ err: e, endpoint: name }, "reply failed"));
         },
       });
+      const stats = asyncEndpointStats(service, name);
     };
     const reply = <T>(encoding: ReplyEncoding, r: T, type: { encode(m: T): { finish(): Uint8Array } }) =>
       encoding === "json" ? encoder.encode(JSON.stringify(r)) : type.encode(r).finish();
@@ -218,7 +218,7 @@ export class QueryApi {
       // Protobuf only: an upsert is applied, then stored, then acknowledged with an empty reply.
       endpoint("catalog-upsert", s.catalogUpsert, "catalog.upsert", "none", false, async (msg) => {
         const r = await sink.upsert(msg.data);
-        if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+        if (!r.ok) throw fromWire(r.error);
         await sink.store(msg.data);
         return new Uint8Array(0);
       });
@@ -231,7 +231,7 @@ export class QueryApi {
     endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
       const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline);
-      if (!r.ok) throw new PortraitError(r.error.code, r.error.message);
+      if (!r.ok) throw fromWire(r.error);
       return r.body;
     });
     return api;
@@ -244,7 +244,7 @@ export class QueryApi {
    * place until its work has really ended.
    */
   async #serve(
-    msg: ServiceMsg, metric: string, bound: Bound, shed: boolean, o: ApiOptions, metrics: EngineMetrics, log: Logger, work: Work,
+    msg: ServiceMsg, metric: string, bound: Bound, shed: boolean, o: ApiOptions, metrics: EngineMetrics, log: Logger, work: Work, stats: EndpointStats,
   ): Promise<void> {
     const t0 = performance.now();
     const receivedMs = Date.now();
@@ -252,6 +252,7 @@ export class QueryApi {
     // Catalog upserts are protobuf only, so their errors are too.
     const encoding = bound === "none" ? "protobuf" : encodingOf(msg.data);
     let code: string = "OK";
+    let errorText: string | undefined;
     try {
       if (bound !== "none" && this.#inflight >= o.maxInflightQueries) throw new OverloadedError(`more than ${o.maxInflightQueries} queries in flight`);
       if (bound === "recommend" && this.#inflightRecommends >= o.maxInflightRecommends) {
@@ -269,11 +270,14 @@ export class QueryApi {
     } catch (err) {
       const w = toWire(err);
       code = w.code;
+      errorText = `${w.code}: ${w.message}`;
       if (!(err instanceof PortraitError)) log.error({ err, endpoint: metric }, "request failed");
       respondError(msg, w, encoding);
     } finally {
+      const ms = performance.now() - t0;
       metrics.requests.inc({ endpoint: metric, code });
-      metrics.requestSeconds.observe({ endpoint: metric }, (performance.now() - t0) / 1000);
+      metrics.requestSeconds.observe({ endpoint: metric }, ms / 1000);
+      stats.done(ms, errorText);
     }
   }
 

@@ -8,7 +8,7 @@
  * NATS INFO line on the client port and by the monitoring `/healthz`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants as fsConstants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, closeSync, constants as fsConstants, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
@@ -33,8 +33,15 @@ export interface NatsServerOptions {
   tls?: NatsServerTls;
   /** Max ms to wait for readiness (default 10000). */
   readyTimeoutMs?: number;
-  /** Called with each line the server prints (default: ignored). */
+  /** Called with each line the server prints (default: ignored). Not called with `outliveParent`: the lines go to `<work dir>/nats-server.log`. */
   onLog?: (line: string) => void;
+  /**
+   * Let the server outlive this process when it dies without stopping it (a
+   * crash, SIGKILL): it runs in its own process group, writes its log to a
+   * file rather than a pipe that would close with us, and is not killed by
+   * the exit hook. stop() still stops it. Default false.
+   */
+  outliveParent?: boolean;
 }
 
 /** What a user may publish and subscribe to (nats-server `permissions`); a list is the `allow` list. */
@@ -76,6 +83,8 @@ export interface NatsServerHandle {
   readonly pid: number;
   /** The JetStream store_dir given to the server. */
   readonly storeDir: string;
+  /** Where the server writes its log with `outliveParent` (undefined: its lines go to onLog). */
+  readonly logFile: string | undefined;
   /** SIGTERM then wait for exit (SIGKILL after 5 s); idempotent; removes temp dirs it created (not a caller-given storeDir). */
   stop(): Promise<void>;
   /** Send a signal to the current process without cleanup (e.g. "SIGKILL", "SIGSTOP", "SIGCONT") — for fault tests. */
@@ -301,7 +310,12 @@ async function launch(
     options.onLog?.(line);
   };
 
-  const child = spawn(binary, ["-c", confPath], { stdio: ["ignore", "pipe", "pipe"] });
+  const logFile = join(workDir, "nats-server.log");
+  const logFd = options.outliveParent === true ? openSync(logFile, "a") : undefined;
+  const child = logFd !== undefined
+    ? spawn(binary, ["-c", confPath], { stdio: ["ignore", logFd, logFd], detached: true })
+    : spawn(binary, ["-c", confPath], { stdio: ["ignore", "pipe", "pipe"] });
+  if (logFd !== undefined) closeSync(logFd);
   let exitInfo: ExitInfo | undefined;
   let spawnError: Error | undefined;
   const exited = new Promise<ExitInfo>((res) => {
@@ -314,7 +328,7 @@ async function launch(
   child.once("error", (err) => {
     spawnError = err;
   });
-  if (child.pid !== undefined) trackChild(child);
+  if (child.pid !== undefined && logFd === undefined) trackChild(child);
   for (const stream of [child.stdout, child.stderr]) {
     if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on("line", onLine);
   }
@@ -326,6 +340,7 @@ async function launch(
       child.kill("SIGKILL");
       await exited;
     }
+    if (logFd !== undefined) tail.push(...readFileSync(logFile, "utf8").split("\n").slice(-LOG_TAIL_LINES));
     const logs = tail.length ? `\n--- last nats-server output ---\n${tail.join("\n")}` : "";
     throw new PortraitError(ErrorCode.INTERNAL, `nats-server (${binary}) ${why}${logs}`, cause === undefined ? undefined : { cause });
   };
@@ -394,6 +409,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     url,
     port,
     storeDir,
+    logFile: options.outliveParent === true ? join(workDir, "nats-server.log") : undefined,
     get pid() {
       return current.pid;
     },

@@ -13,7 +13,8 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import type { BatchResult, EventBatch } from "../shard/shard-protocol.js";
+import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
+import { DLQ_HEADERS } from "../wire/headers.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -23,7 +24,7 @@ import type { Subjects } from "./subjects.js";
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>` and
  * `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>.<random>`.
  */
-export function ackInfo(reply: string): { seq: number; pending: number } {
+export function ackInfo(reply: string): { seq: number; pending: number; storedMs: number } {
   let dots = 0;
   for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 46) dots++;
   // Token indexes of the stream sequence and the pending count.
@@ -40,11 +41,14 @@ export function ackInfo(reply: string): { seq: number; pending: number } {
   }
   let seq = NaN;
   let pending = NaN;
+  let storedMs = NaN;
   let token = 0;
   let start = 0;
   for (let i = 0; i <= reply.length; i++) {
     if (i < reply.length && reply.charCodeAt(i) !== 46) continue;
     if (token === seqToken) seq = Number(reply.slice(start, i));
+    // The token before the pending count: the time JetStream stored the message, ns.
+    else if (token === pendingToken - 1) storedMs = Number(reply.slice(start, i)) / 1e6;
     else if (token === pendingToken) {
       pending = Number(reply.slice(start, i));
       break;
@@ -52,25 +56,13 @@ export function ackInfo(reply: string): { seq: number; pending: number } {
     token++;
     start = i + 1;
   }
-  return { seq, pending };
+  return { seq, pending, storedMs };
 }
 
 /** The reply subject of a JetStream message (present on every JsMsg; missing from its type). */
 function replyOf(m: JsMsg): string {
   return (m as unknown as { reply: string }).reply;
 }
-
-export interface BatchSink {
-  applyBatch(batch: EventBatch): Promise<BatchResult>;
-}
-
-/** Headers of a dead letter (the body is the original message). */
-export const DLQ_HEADERS = Object.freeze({
-  reason: "Portrait-Dlq-Reason",
-  detail: "Portrait-Dlq-Detail",
-  subject: "Portrait-Source-Subject",
-  seq: "Portrait-Source-Seq",
-});
 
 export interface PartitionConsumerOptions {
   partition: number;
@@ -129,24 +121,10 @@ export class PartitionConsumer {
     const msgs = this.#pending;
     if (msgs.length === 0) return;
     this.#pending = [];
-    let total = 0;
-    for (const m of msgs) total += m.data.length;
-    const data = new Uint8Array(total);
-    const offsets = new Uint32Array(msgs.length + 1);
-    const seqs = new Float64Array(msgs.length);
-    let off = 0;
-    for (let i = 0; i < msgs.length; i++) {
-      const m = msgs[i]!;
-      data.set(m.data, off);
-      offsets[i] = off;
-      off += m.data.length;
-      seqs[i] = ackInfo(replyOf(m)).seq;
-    }
-    offsets[msgs.length] = off;
     const started = performance.now();
     this.#metrics.batchSize.observe(msgs.length);
     this.#metrics.inflightBatches.inc();
-    const result = this.#sink.applyBatch({ partition: this.partition, data, offsets, seqs });
+    const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (m) => ackInfo(replyOf(m)).seq));
     result.catch(() => undefined); // observed through the tail below
     this.#tail = this.#tail
       .then(() => result)
@@ -180,6 +158,8 @@ export class PartitionConsumer {
     const last = msgs[msgs.length - 1]!;
     this.#o.beforeAck?.();
     last.ack();
+    const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
+    if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
     this.#metrics.eventsApplied.inc(r.applied);
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);

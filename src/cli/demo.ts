@@ -56,7 +56,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const applied0 = await engine.metrics.total(engine.metrics.eventsApplied);
     const dead0 = await engine.metrics.total(engine.metrics.deadLetters);
     out(`replaying ${o.events} events of ${o.file} (${o.format})`);
-    const bar = progress("published", o.events);
+    const bar = progress("published", undefined, { limit: o.events });
     const t0 = performance.now();
     const r = await replay(client, o.format, o.file, {
       limit: o.events,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, profile, recommend, forget, train, eval.
+ * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -10,10 +10,10 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PortraitClient } from "../client/portrait-client.js";
+import { ENGINE_DEFAULTS } from "../config/engine-options.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { resolveDataFile } from "../data/datasets.js";
 import { Engine } from "../engine.js";
-import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { Catalog } from "../recs/catalog.js";
 import { loadCatalogFromDataset } from "../recs/catalog-loader.js";
 import { ErrorCode, PortraitError } from "../errors.js";
@@ -23,11 +23,16 @@ import { registerModelCommands } from "./model-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
+import { publishJson, resolveRequestSubject } from "./publish.js";
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Where the public data sets are: $PORTRAIT_DATASETS, else ../shared/data beside the repository. */
 export const DEFAULT_DATASETS = process.env.PORTRAIT_DATASETS ?? resolve(PACKAGE_ROOT, "..", "shared", "data");
-const DEFAULT_NATS = process.env.PORTRAIT_NATS_URL ?? "nats://127.0.0.1:4222";
+const DEFAULT_NATS = process.env.PORTRAIT_NATS_URL ?? ENGINE_DEFAULTS.natsUrl;
+/** Flag defaults are the engine's option defaults (converted where the flag has another unit). */
+const D = ENGINE_DEFAULTS;
+const HOUR_MS = 3_600_000;
+const MINUTE_MS = 60_000;
 
 function posInt(v: string): number {
   const n = Number(v);
@@ -46,9 +51,9 @@ function portNumber(v: string): number {
 }
 
 const natsOption = () => new Option("--nats <url>", "NATS server URL(s), comma-separated").default(DEFAULT_NATS);
-const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(16);
-const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default("portrait");
-const formatOption = () => new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
+const partitionsOption = () => new Option("--partitions <n>", "partition count P (must match the engine)").argParser(posInt).default(D.partitions);
+const prefixOption = () => new Option("--prefix <prefix>", "subject and stream name prefix").default(D.subjectPrefix);
+const formatOption = () => new Option("--format <format>", "data set format (required)").choices(DATASET_FORMATS as unknown as string[]).makeOptionMandatory();
 
 interface ClientFlags extends NatsSecurityFlags { nats: string; partitions: number; prefix: string }
 
@@ -90,24 +95,24 @@ function clientOptions(f: ClientFlags) {
 function engineFlags(cmd: Command): Command {
   return natsSecurityFlags(cmd)
     .addOption(natsOption())
-    .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", ".portrait")
+    .option("--data-dir <dir>", "engine state directory (LMDB, embedded NATS store)", D.dataDir)
     .addOption(partitionsOption())
     .option("--workers <n>", "shard worker threads (default: cores - 1, at least 2)", posInt)
     .addOption(prefixOption())
-    .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default("auto"))
-    .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, 9464)
+    .addOption(new Option("--embedded-nats <mode>", "start an embedded nats-server: auto (when nothing answers), never, always").choices(["auto", "never", "always"]).default(D.embeddedNats))
+    .option("--http-port <port>", "port of /metrics, /healthz, /readyz (0 = any, -1 = off)", portNumber, D.httpPort)
     .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
-    .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, 1024)
-    .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, 8192)
-    .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, 1000)
-    .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, 168)
-    .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, 30)
-    .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", BUNDLED_MODELS_DIR)
-    .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', "current")
-    .option("--churn <version>", 'churn model: a version, "current" or "off"', "current")
-    .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', "current")
-    .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, 1)
-    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? "info")
+    .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, D.maxBatchMessages)
+    .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, D.maxAckPending)
+    .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, D.maxQueryWaitMs)
+    .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, D.profile.halfLifeMs / HOUR_MS)
+    .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, D.profile.sessionGapMs / MINUTE_MS)
+    .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
+    .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
+    .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
+    .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
+    .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
     .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
 }
@@ -135,7 +140,7 @@ function engineOptions(f: EngineFlags) {
     maxAckPending: f.maxAckPending,
     maxQueryWaitMs: f.maxQueryWaitMs,
     logLevel: f.logLevel,
-    profile: { halfLifeMs: f.halfLifeHours * 3600_000, sessionGapMs: f.sessionGapMinutes * 60_000 },
+    profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS },
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,
@@ -205,27 +210,79 @@ engineFlags(
 });
 
 natsSecurityFlags(program.command("replay")
-  .description("publish a real data set's events to the engine's stream, with a progress bar")
-  .argument("[file]", "data file (default: the format's file under --datasets)")
+  .description("publish a real data set's events to the engine's stream, with a progress bar; Ctrl-C stops it with a summary and a --skip resume point")
+  .argument("[file]", "data file, gzip or plain (told apart by content); - reads standard input (default: the format's file under --datasets)")
   .addOption(formatOption())
   .option("--rate <n>", "events per second (open-loop schedule); default as fast as acknowledgements allow", posInt)
   .option("--limit <n>", "stop after this many events", posInt)
+  .option("--skip <n>", "leave out the first n events (the resume point an interrupted replay printed)", nonNegInt)
   .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
   .option("--max-inflight <n>", "most publishes awaiting acknowledgement", posInt, 256)
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
-  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; datasets: string; maxInflight: number }) => {
-    const path = file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
+  .action(async (file: string | undefined, f: ClientFlags & { format: DatasetFormat; rate?: number; limit?: number; skip?: number; datasets: string; maxInflight: number }) => {
+    const path = file === "-" ? file : file ? resolveDataFile(process.cwd(), f.format, resolve(file)) : resolveDataFile(f.datasets, f.format);
     const client = await PortraitClient.connect({ ...clientOptions(f), maxInflightPublishes: f.maxInflight, name: "portrait-replay" });
-    const bar = progress(`replay ${f.format}`, f.limit);
+    const bar = progress(`replay ${f.format}`, undefined, { limit: f.limit });
+    // First Ctrl-C: stop reading, let what was published be acknowledged, print where to resume. A second one exits at once.
+    const stop = new AbortController();
+    const onSigint = () => {
+      if (stop.signal.aborted) process.exit(130);
+      stop.abort();
+    };
+    process.on("SIGINT", onSigint);
     let stopped = false;
     try {
-      const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, onProgress: (n) => bar.update(n) });
+      const r = await replay(client, f.format, path, { rate: f.rate, limit: f.limit, skip: f.skip, signal: stop.signal, onProgress: (n) => bar.update(n) });
       bar.stop();
       stopped = true;
-      console.log(`replayed ${path}: ${r.read} events read, ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream, ` +
-        `${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
+      const name = path === "-" ? "standard input" : path;
+      console.log(`${r.interrupted ? "interrupted: " : ""}replayed ${name}: ${r.read} events read${f.skip ? ` after ${f.skip} skipped` : ""}, ${r.stored} stored, ` +
+        `${r.duplicates} duplicates dropped by JetStream, ${r.skippedRows} rows skipped, ${(r.read / r.seconds).toFixed(0)} events/s`);
+      if (r.interrupted) {
+        console.log(`every event read was acknowledged; resume with: portrait replay ${file ?? ""} --format ${f.format} --skip ${r.resumeSkip}`.replace("  ", " "));
+        process.exitCode = 130;
+      }
     } finally {
+      process.off("SIGINT", onSigint);
       if (!stopped) bar.stop();
+      await client.close();
+    }
+  });
+
+natsSecurityFlags(program.command("publish")
+  .description("publish events written as JSON (one as an argument, or NDJSON with --file; - reads stdin), checked as the engine checks them first")
+  .argument("[json]", 'one event, e.g. \'{"eventId":"e-1","userId":"u1","type":"VIEW","timestampMs":1700000000000,"itemId":"i1"}\'')
+  .option("--file <file>", "NDJSON file of events, one per line (- = standard input)")
+  .option("--currency <code>", "the engine's shop currency, when it has one: events in another are refused here as they would be dead-lettered there")
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
+  .action(async (json: string | undefined, f: ClientFlags & { file?: string; currency?: string }) => {
+    const validation = { partitions: f.partitions, maxEventBytes: D.maxEventBytes, maxFutureSkewMs: D.maxFutureSkewMs, currency: f.currency };
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-publish" });
+    try {
+      const r = await publishJson(client, { ...(json !== undefined ? { json } : {}), ...(f.file !== undefined ? { file: f.file } : {}) }, validation);
+      console.log(`published ${r.events} event${r.events === 1 ? "" : "s"}: ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream`);
+    } finally {
+      await client.close();
+    }
+  });
+
+natsSecurityFlags(program.command("request")
+  .description("send a JSON request to one of the engine's request-reply subjects and print the JSON reply")
+  .argument("<subject>", "profile, recommend, forget, catalog.upsert, or the full subject")
+  .argument("<json>", 'the request, e.g. \'{"userId":"u1"}\'')
+  .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
+  .action(async (name: string, json: string, f: ClientFlags) => {
+    let body: unknown;
+    try {
+      body = JSON.parse(json);
+    } catch (err) {
+      throw new PortraitError(ErrorCode.BAD_REQUEST, `the request is not JSON: ${(err as Error).message}`);
+    }
+    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-request" });
+    try {
+      const reply = await client.requestJson(resolveRequestSubject(client.subjects, name), body);
+      console.log(JSON.stringify(reply, null, 2));
+    } finally {
       await client.close();
     }
   });

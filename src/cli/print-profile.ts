@@ -3,7 +3,11 @@ import type { AffinityView, ProfileView } from "../actors/user-profile.js";
 
 const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
 const num = (x: number, d = 2) => (Number.isInteger(x) ? String(x) : x.toFixed(d));
-const aff = (a: AffinityView[], n = 5) => (a.length === 0 ? "-" : a.slice(0, n).map((x) => `${x.key} (${num(x.score)})`).join(", "));
+/** A key with its name when it has one: "electronics.smartphone [2053013555631882655] (3.10)". */
+const aff = (a: AffinityView[], n = 5) => (a.length === 0 ? "-" : a.slice(0, n).map((x) =>
+  `${x.label ? `${x.label} [${x.key}]` : x.key} (${num(x.score)})`).join(", "));
+/** A funnel rate, or "-" when its divisor is 0 (no carts: purchases made straight from views, or an order feed). */
+const rate = (x: number, divisor: number) => (divisor > 0 ? num(x, 3) : "-");
 
 export function formatProfile(p: ProfileView): string {
   const counts = Object.entries(p.counts).filter(([, c]) => c > 0).map(([k, c]) => `${k}=${c}`).join(" ") || "-";
@@ -19,12 +23,13 @@ export function formatProfile(p: ProfileView): string {
     `RFM             recency ${r.recencyDays < 0 ? "never bought" : `${num(r.recencyDays, 1)} d`}, frequency ${r.frequency}, monetary ${num(r.monetary)}` +
       `  scores R${r.rScore} F${r.fScore} M${r.mScore}`,
     `funnel          views ${f.views} -> carts ${f.carts} -> purchases ${f.purchases}` +
-      `  (view->cart ${num(f.viewToCart, 3)}, cart->purchase ${num(f.cartToPurchase, 3)})`,
+      `  (view->cart ${rate(f.viewToCart, f.views)}, cart->purchase ${rate(f.cartToPurchase, f.carts)})`,
     `sessions        ${s.count}, avg ${num(s.avgEvents, 1)} events, avg ${num(s.avgDurationMs / 60_000, 1)} min; current since ${iso(s.currentStartMs)} (${s.currentEvents} events)`,
     `categories      ${aff(p.categories)}`,
     `brands          ${aff(p.brands)}`,
     `price bands     ${aff(p.priceBands)}`,
     `recent items    ${p.recentItems.slice(0, 10).join(", ") || "-"}`,
+    `last events     ${(p.recentEvents ?? []).slice(0, 5).map((e) => `${iso(e.timestampMs)} ${e.type} ${e.itemId}`).join("; ") || "-"}`,
     ...predictionLines(p),
   ].join("\n");
 }

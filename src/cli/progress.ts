@@ -9,11 +9,17 @@ export interface Progress {
   stop(): void;
 }
 
-export function progress(label: string, total: number | undefined): Progress {
+/**
+ * `total`: the count the job will reach, when known (shown as done/total).
+ * `limit`: a count it stops at if the input lasts that long (a replay's
+ * --limit): shown as "limit N", never as a total the job may not reach.
+ */
+export function progress(label: string, total: number | undefined, o: { limit?: number | undefined } = {}): Progress {
   const started = Date.now();
+  const limit = o.limit !== undefined ? ` (limit ${o.limit})` : "";
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar({
-      format: `${label} [{bar}] {value}${total ? "/{total}" : ""} | {rate}/s | {duration_formatted}`,
+      format: total ? `${label} [{bar}] {value}/{total} | {rate}/s | {duration_formatted}` : `${label} {value}${limit} | {rate}/s | {duration_formatted}`,
       stream: process.stderr,
       hideCursor: true,
     }, cliProgress.Presets.shades_classic);
@@ -27,7 +33,7 @@ export function progress(label: string, total: number | undefined): Progress {
   let done = 0;
   const line = () => {
     const s = (Date.now() - started) / 1000;
-    process.stderr.write(`${label}: ${done}${total ? `/${total}` : ""} (${Math.round(done / Math.max(s, 0.001))}/s, ${s.toFixed(1)} s)\n`);
+    process.stderr.write(`${label}: ${done}${total ? `/${total}` : limit} (${Math.round(done / Math.max(s, 0.001))}/s, ${s.toFixed(1)} s)\n`);
   };
   return {
     update: (d) => {

@@ -5,30 +5,17 @@
  * shows the same calls from the `nats` CLI for publishers in other languages.
  */
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
-import { ERROR_CODE_HEADER } from "../api/profile-endpoint.js";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
-import { connectNats } from "../bus/connect.js";
-import { partitionOf } from "../bus/partition.js";
+import { connectNats, natsOptionsOf, type NatsOptions } from "../bus/connect.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import { BadRequestError, ErrorCode, PortraitError, isErrorCode } from "../errors.js";
+import { BadRequestError, ErrorCode, PortraitError, fromWire, isErrorCode } from "../errors.js";
+import { ERROR_CODE_HEADER } from "../wire/headers.js";
+import { partitionOf } from "../wire/partition.js";
 import { EVENT_TYPE_NAMES, pb, type ICatalogUpsert, type IEvent } from "../wire/proto.js";
 
-export interface PortraitClientOptions {
-  /** NATS URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
-  natsUrl?: string;
-  natsUser?: string;
-  natsPass?: string;
-  natsToken?: string;
-  /** File holding a user nkey seed ("SU..."). Default none. */
-  natsNkeySeedFile?: string;
-  /** A `.creds` file (JWT + seed); not with natsNkeySeedFile. Default none. */
-  natsCredsFile?: string;
-  /** PEM CA to trust for the server's certificate (any tls option turns TLS on). Default the system's CAs. */
-  natsTlsCaFile?: string;
-  /** PEM client certificate and key for mutual TLS; both or neither. Default none. */
-  natsTlsCertFile?: string;
-  natsTlsKeyFile?: string;
+/** Connection (NatsOptions: URL, credentials, TLS), naming and limits of a client. */
+export interface PortraitClientOptions extends NatsOptions {
   /** Must equal the engine's. Default "portrait". */
   subjectPrefix?: string;
   /** Must equal the engine's partition count. Default 16. */
@@ -120,19 +107,7 @@ export class PortraitClient {
   }
 
   static async connect(o: PortraitClientOptions = {}): Promise<PortraitClient> {
-    const nc = await connectNats({
-      url: o.natsUrl ?? "nats://127.0.0.1:4222",
-      name: o.name ?? "portrait-client",
-      user: o.natsUser,
-      pass: o.natsPass,
-      token: o.natsToken,
-      nkeySeedFile: o.natsNkeySeedFile,
-      credsFile: o.natsCredsFile,
-      tlsCaFile: o.natsTlsCaFile,
-      tlsCertFile: o.natsTlsCertFile,
-      tlsKeyFile: o.natsTlsKeyFile,
-      maxReconnectAttempts: 10,
-    });
+    const nc = await connectNats({ ...natsOptionsOf(o), name: o.name ?? "portrait-client", maxReconnectAttempts: 10 });
     return new PortraitClient(nc, o, true);
   }
 
@@ -238,6 +213,32 @@ export class PortraitClient {
     await this.#request(this.subjects.catalogUpsert, pb.CatalogUpsert.encode(item).finish());
   }
 
+  /**
+   * Sends `body` as JSON to a request-reply `subject` (any of the engine's,
+   * e.g. `subjects.profileGet`) and resolves with the JSON reply parsed (null
+   * for an empty reply). Errors as for the typed calls; for tools and the CLI.
+   */
+  async requestJson(subject: string, body: unknown): Promise<unknown> {
+    let reply;
+    try {
+      reply = await this.nc.request(subject, new TextEncoder().encode(JSON.stringify(body)), { timeout: this.#timeoutMs });
+    } catch (err) {
+      throw requestError(err);
+    }
+    const text = new TextDecoder().decode(reply.data);
+    const code = reply.headers?.get(ERROR_CODE_HEADER);
+    if (code) {
+      let message = code;
+      try {
+        message = (JSON.parse(text) as { message?: string }).message ?? code;
+      } catch {
+        // The body is not JSON: the code says it all.
+      }
+      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, message);
+    }
+    return text === "" ? null : (JSON.parse(text) as unknown);
+  }
+
   async #request(subject: string, body: Uint8Array): Promise<Uint8Array> {
     let reply;
     try {
@@ -248,7 +249,7 @@ export class PortraitClient {
     const code = reply.headers?.get(ERROR_CODE_HEADER);
     if (code) {
       const e = pb.ErrorReply.decode(reply.data);
-      throw new PortraitError(isErrorCode(code) ? code : ErrorCode.INTERNAL, e.message || code);
+      throw fromWire({ code: isErrorCode(code) ? code : ErrorCode.INTERNAL, message: e.message || code });
     }
     return reply.data;
   }

@@ -1,40 +1,33 @@
 /**
  * Engine options: what a user passes (CLI flags map one to one), every field
- * with its unit and default. `compileEngineOptions` validates them once into a
- * frozen config; unknown keys are errors.
+ * with its unit and default. ENGINE_DEFAULTS holds the default of each one and
+ * is the list of them: a key it lacks is an unknown option, and an error.
+ * `compileEngineOptions` validates them once into a frozen config, compiling
+ * the nested profile, recs and inference options too; the engine hands those
+ * compiled parts down to the shards, the recs worker and the inference pool.
  */
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
-import { compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
+import { PROFILE_DEFAULTS, compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
+import { NATS_DEFAULTS, type NatsOptions } from "../bus/connect.js";
 import { isValidPrefix } from "../bus/subjects.js";
 import { ConfigError } from "../errors.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
-import { compileInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
-import { compileRecsOptions, type RecsOptions } from "../recs/recs-options.js";
+import { DEFAULT_INFERENCE_OPTIONS, compileInferenceOptions, type CompiledInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
+import { RECS_DEFAULTS, compileRecsOptions, type CompiledRecsOptions, type RecsOptions } from "../recs/recs-options.js";
 import { LOG_LEVELS } from "../obs/logger.js";
+import { DEFAULT_MAP_SIZE_BYTES } from "../store/profile-store.js";
 
-export interface EngineOptions {
-  /** NATS server URL(s), comma-separated. Default "nats://127.0.0.1:4222". */
-  natsUrl?: string;
+const DAY_MS = 86_400_000;
+
+/** The NATS URL, credentials and TLS files are NatsOptions (src/bus/connect.ts), shared with the client. */
+export interface EngineOptions extends NatsOptions {
   /**
    * Start an embedded nats-server (JetStream, store in `<dataDir>/nats`) on the
    * URL's loopback port: "auto" when nothing answers there, "never", or
    * "always". Default "auto".
    */
   embeddedNats?: "auto" | "never" | "always";
-  /** NATS user and password, or token, when the server requires them. Default none. */
-  natsUser?: string;
-  natsPass?: string;
-  natsToken?: string;
-  /** File holding the engine's NATS user nkey seed ("SU..."; the seed is never logged). Default none. */
-  natsNkeySeedFile?: string;
-  /** A NATS `.creds` file (user JWT + seed) for operator/JWT auth; not with natsNkeySeedFile. Default none. */
-  natsCredsFile?: string;
-  /** PEM CA file to trust for the NATS server's certificate (any tls option turns TLS on). Default: the system's CAs. */
-  natsTlsCaFile?: string;
-  /** PEM client certificate and key for mutual TLS; both or neither. Default none. */
-  natsTlsCertFile?: string;
-  natsTlsKeyFile?: string;
   /** Directory of the engine's state (LMDB, embedded NATS store). Default "./.portrait". */
   dataDir?: string;
   /** Partition count P; fixed for a deployment (the data dir remembers it). Default 16. */
@@ -43,17 +36,17 @@ export interface EngineOptions {
   workers?: number;
   /** Prefix of every subject and stream name. Default "portrait". */
   subjectPrefix?: string;
-  /** Most messages in one batch handed to a shard. Default 1024. */
+  /** Most messages in one batch handed to a shard, messages. Default 1024. */
   maxBatchMessages?: number;
-  /** Most unacknowledged messages per partition consumer (the ingest back-pressure bound). Default 8192. */
+  /** Most unacknowledged messages per partition consumer, messages (the ingest back-pressure bound). Default 8192. */
   maxAckPending?: number;
   /** Redelivery timeout of an unacknowledged message, ms. Default 60000. */
   ackWaitMs?: number;
   /** JetStream duplicate window for Nats-Msg-Id, ms. Default 600000 (10 minutes). */
   duplicateWindowMs?: number;
-  /** Retention of the event stream, ms (0 = forever). Default 7 days. */
+  /** Retention of the event stream, ms (0 = forever). Default 604800000 (7 days). */
   eventRetentionMs?: number;
-  /** Retention of the dead-letter stream, ms. Default 14 days. */
+  /** Retention of the dead-letter stream, ms. Default 1209600000 (14 days). */
   dlqRetentionMs?: number;
   /**
    * Retention of the tombstone stream (one Tombstone per forget, with the raw
@@ -69,9 +62,9 @@ export interface EngineOptions {
   maxFutureSkewMs?: number;
   /** When set (ISO 4217), events in another non-empty currency are dead-lettered. Default none. */
   currency?: string;
-  /** Most actors each shard keeps in memory. Default 200000. */
+  /** Most actors each shard keeps in memory, actors. Default 200000. */
   maxActorsPerShard?: number;
-  /** Most profile queries in flight; more get OVERLOADED. Default 4096. */
+  /** Most profile queries in flight, queries; more get OVERLOADED. Default 4096. */
   maxInflightQueries?: number;
   /**
    * Most recommendations in flight (they also count as queries); more get
@@ -89,16 +82,17 @@ export interface EngineOptions {
    * OVERLOADED rather than TIMEOUT. Default 1000.
    */
   maxQueryWaitMs?: number;
-  /** Initial LMDB map size, bytes (it grows). Default 1 GiB. */
+  /** Initial LMDB map size, bytes (it grows). Default 1073741824 (1 GiB). */
   mapSizeBytes?: number;
-  /** Host and port of the /metrics, /healthz, /readyz endpoint; port 0 = any free port, -1 = off. Default 127.0.0.1:9464. */
+  /** Host the /metrics, /healthz, /readyz endpoint listens on. Default "127.0.0.1". */
   httpHost?: string;
+  /** Port of that endpoint; 0 = any free port, -1 = off. Default 9464. */
   httpPort?: number;
-  /** pino log level. Default "info". */
+  /** pino log level: fatal, error, warn, info, debug, trace or silent. Default "info". */
   logLevel?: string;
   /** Time allowed for a graceful drain on SIGTERM, ms. Default 30000. */
   drainTimeoutMs?: number;
-  /** The profile model's options. */
+  /** The profile model's options (src/actors/profile-options.ts); each defaults there (PROFILE_DEFAULTS). */
   profile?: ProfileOptions;
   /** Directory of model artifacts, models/<name>/<version>/. Default: the package's bundled models/. */
   modelsDir?: string;
@@ -117,9 +111,9 @@ export interface EngineOptions {
    * "current". Without one, recommendations are ranked by candidate priors.
    */
   deepfmModel?: string;
-  /** Recommendation candidates, co-visitation, trending and catalog options (src/recs/recs-options.ts). */
+  /** Recommendation candidates, co-visitation, trending and catalog options (src/recs/recs-options.ts); each defaults there (RECS_DEFAULTS). */
   recs?: RecsOptions;
-  /** The DeepFM inference pool (src/inference/inference-options.ts). */
+  /** The DeepFM inference pool (src/inference/inference-options.ts); each defaults there (DEFAULT_INFERENCE_OPTIONS). */
   inference?: InferenceOptions;
   /**
    * File holding the secret key of user-id pseudonymisation (README
@@ -139,58 +133,60 @@ export interface EngineOptions {
   faultKillBeforeAckAfterBatches?: number;
 }
 
-export interface EngineConfig {
-  readonly natsUrl: string;
-  readonly embeddedNats: "auto" | "never" | "always";
-  readonly natsUser: string | undefined;
-  readonly natsPass: string | undefined;
-  readonly natsToken: string | undefined;
-  readonly natsNkeySeedFile: string | undefined;
-  readonly natsCredsFile: string | undefined;
-  readonly natsTlsCaFile: string | undefined;
-  readonly natsTlsCertFile: string | undefined;
-  readonly natsTlsKeyFile: string | undefined;
-  readonly dataDir: string;
-  readonly partitions: number;
-  readonly workers: number;
-  readonly subjectPrefix: string;
-  readonly maxBatchMessages: number;
-  readonly maxAckPending: number;
-  readonly ackWaitMs: number;
-  readonly duplicateWindowMs: number;
-  readonly eventRetentionMs: number;
-  readonly dlqRetentionMs: number;
-  readonly tombstoneRetentionMs: number;
-  readonly maxEventBytes: number;
-  readonly maxFutureSkewMs: number;
-  readonly currency: string | undefined;
-  readonly maxActorsPerShard: number;
-  readonly maxInflightQueries: number;
-  readonly maxInflightRecommends: number;
-  readonly maxQueryWaitMs: number;
-  readonly mapSizeBytes: number;
-  readonly httpHost: string;
-  readonly httpPort: number;
-  readonly logLevel: string;
-  readonly drainTimeoutMs: number;
-  readonly profile: CompiledProfileOptions;
-  readonly modelsDir: string;
-  readonly lstmModel: string;
-  readonly churnModel: string;
-  readonly deepfmModel: string;
-  readonly recs: RecsOptions;
-  readonly inference: InferenceOptions;
-  readonly faultKillBeforeAckAfterBatches: number | undefined;
-  readonly pseudonymKeyFile: string | undefined;
-}
+type OptionKey = keyof EngineOptions;
 
-const KEYS: ReadonlySet<string> = new Set([
-  "natsUrl", "embeddedNats", "natsUser", "natsPass", "natsToken", "natsNkeySeedFile", "natsCredsFile", "natsTlsCaFile", "natsTlsCertFile", "natsTlsKeyFile", "dataDir", "partitions", "workers", "subjectPrefix",
-  "maxBatchMessages", "maxAckPending", "ackWaitMs", "duplicateWindowMs", "eventRetentionMs", "dlqRetentionMs", "tombstoneRetentionMs",
-  "maxEventBytes", "maxFutureSkewMs", "currency", "maxActorsPerShard", "maxInflightQueries", "maxInflightRecommends", "maxQueryWaitMs", "mapSizeBytes",
-  "httpHost", "httpPort", "logLevel", "drainTimeoutMs", "profile", "modelsDir", "lstmModel", "churnModel", "deepfmModel", "recs", "inference", "faultKillBeforeAckAfterBatches",
-  "pseudonymKeyFile",
-]);
+/**
+ * The default of every engine option (undefined = none, off); its keys are
+ * the known options. Nested groups default to their own modules' defaults.
+ */
+export const ENGINE_DEFAULTS = Object.freeze({
+  ...NATS_DEFAULTS,
+  embeddedNats: "auto",
+  dataDir: ".portrait",
+  partitions: 16,
+  workers: defaultWorkers(),
+  subjectPrefix: "portrait",
+  maxBatchMessages: 1024,
+  maxAckPending: 8192,
+  ackWaitMs: 60_000,
+  duplicateWindowMs: 600_000,
+  eventRetentionMs: 7 * DAY_MS,
+  dlqRetentionMs: 14 * DAY_MS,
+  tombstoneRetentionMs: 0,
+  maxEventBytes: 65_536,
+  maxFutureSkewMs: DAY_MS,
+  currency: undefined,
+  maxActorsPerShard: 200_000,
+  maxInflightQueries: 4096,
+  maxInflightRecommends: 64,
+  maxQueryWaitMs: 1000,
+  mapSizeBytes: DEFAULT_MAP_SIZE_BYTES,
+  httpHost: "127.0.0.1",
+  httpPort: 9464,
+  logLevel: "info",
+  drainTimeoutMs: 30_000,
+  profile: PROFILE_DEFAULTS,
+  modelsDir: BUNDLED_MODELS_DIR,
+  lstmModel: "current",
+  churnModel: "current",
+  deepfmModel: "current",
+  recs: RECS_DEFAULTS,
+  inference: DEFAULT_INFERENCE_OPTIONS,
+  pseudonymKeyFile: undefined,
+  faultKillBeforeAckAfterBatches: undefined,
+} satisfies { [K in OptionKey]: EngineOptions[K] | undefined });
+
+type Defaults = typeof ENGINE_DEFAULTS;
+/** Options with no default: undefined in the config unless given. */
+type Unset = { [K in keyof Defaults]: Defaults[K] extends undefined ? K : never }[keyof Defaults];
+type Nested = "profile" | "recs" | "inference";
+
+/** The compiled options: every default filled in, paths resolved, nested groups compiled; frozen. */
+export type EngineConfig = Readonly<
+  { [K in Exclude<keyof EngineOptions, Unset | Nested>]-?: Exclude<EngineOptions[K], undefined> } &
+  { [K in Unset]: EngineOptions[K] } &
+  { profile: CompiledProfileOptions; recs: CompiledRecsOptions; inference: CompiledInferenceOptions }
+>;
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
@@ -224,8 +220,8 @@ function natsSecurity(o: EngineOptions) {
 
 /** 0 (forever), or at least the event stream's retention: tombstones must outlive the events they cancel. */
 function tombstoneRetention(o: EngineOptions): number {
-  const t = int("tombstoneRetentionMs", o.tombstoneRetentionMs ?? 0, 0);
-  const events = o.eventRetentionMs ?? 7 * 86_400_000;
+  const t = int("tombstoneRetentionMs", o.tombstoneRetentionMs ?? ENGINE_DEFAULTS.tombstoneRetentionMs, 0);
+  const events = o.eventRetentionMs ?? ENGINE_DEFAULTS.eventRetentionMs;
   if (t !== 0 && (events === 0 || t < events)) {
     throw new ConfigError(`options.tombstoneRetentionMs (${t}) must be 0 (forever) or at least options.eventRetentionMs (${events === 0 ? "0, forever" : events}): ` +
       "a downstream system re-reading the event stream must also find the tombstones of the users it reads");
@@ -237,56 +233,61 @@ export function defaultWorkers(): number {
   return Math.max(2, availableParallelism() - 1);
 }
 
+/**
+ * Validates `o` and fills in ENGINE_DEFAULTS; compiles the profile, recs and
+ * inference groups once (the parts the engine hands down). Throws ConfigError
+ * on an unknown key or a bad value, naming the option.
+ */
 export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
   for (const k of Object.keys(o)) {
-    if (!KEYS.has(k)) throw new ConfigError(`unknown engine option ${JSON.stringify(k)}`);
+    if (!Object.hasOwn(ENGINE_DEFAULTS, k)) throw new ConfigError(`unknown engine option ${JSON.stringify(k)}`);
   }
-  const embeddedNats = o.embeddedNats ?? "auto";
+  const D = ENGINE_DEFAULTS;
+  const embeddedNats = o.embeddedNats ?? D.embeddedNats;
   if (!["auto", "never", "always"].includes(embeddedNats)) throw new ConfigError('options.embeddedNats must be "auto", "never" or "always"');
-  const subjectPrefix = o.subjectPrefix ?? "portrait";
+  const subjectPrefix = o.subjectPrefix ?? D.subjectPrefix;
   if (!isValidPrefix(subjectPrefix)) throw new ConfigError("options.subjectPrefix must be lower-case letters, digits, _ or -, starting with a letter");
-  const logLevel = o.logLevel ?? "info";
+  const logLevel = o.logLevel ?? D.logLevel;
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`options.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
   const currency = str("currency", o.currency);
   if (currency !== undefined && !/^[A-Z]{3}$/.test(currency)) throw new ConfigError("options.currency must be an ISO 4217 code such as GBP");
   return Object.freeze({
-    natsUrl: str("natsUrl", o.natsUrl) ?? "nats://127.0.0.1:4222",
+    natsUrl: str("natsUrl", o.natsUrl) ?? D.natsUrl,
     embeddedNats,
     natsUser: str("natsUser", o.natsUser),
     natsPass: str("natsPass", o.natsPass),
     natsToken: str("natsToken", o.natsToken),
     ...natsSecurity(o),
-    dataDir: resolve(str("dataDir", o.dataDir) ?? ".portrait"),
-    partitions: int("partitions", o.partitions ?? 16, 1, 1024),
-    workers: int("workers", o.workers ?? defaultWorkers(), 1, 64),
+    dataDir: resolve(str("dataDir", o.dataDir) ?? D.dataDir),
+    partitions: int("partitions", o.partitions ?? D.partitions, 1, 1024),
+    workers: int("workers", o.workers ?? D.workers, 1, 64),
     subjectPrefix,
-    maxBatchMessages: int("maxBatchMessages", o.maxBatchMessages ?? 1024, 1, 65536),
-    maxAckPending: int("maxAckPending", o.maxAckPending ?? 8192, 1, 1_000_000),
-    ackWaitMs: int("ackWaitMs", o.ackWaitMs ?? 60_000, 1000),
-    duplicateWindowMs: int("duplicateWindowMs", o.duplicateWindowMs ?? 600_000, 1000),
-    eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? 7 * 86_400_000, 0),
-    dlqRetentionMs: int("dlqRetentionMs", o.dlqRetentionMs ?? 14 * 86_400_000, 60_000),
+    maxBatchMessages: int("maxBatchMessages", o.maxBatchMessages ?? D.maxBatchMessages, 1, 65536),
+    maxAckPending: int("maxAckPending", o.maxAckPending ?? D.maxAckPending, 1, 1_000_000),
+    ackWaitMs: int("ackWaitMs", o.ackWaitMs ?? D.ackWaitMs, 1000),
+    duplicateWindowMs: int("duplicateWindowMs", o.duplicateWindowMs ?? D.duplicateWindowMs, 1000),
+    eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? D.eventRetentionMs, 0),
+    dlqRetentionMs: int("dlqRetentionMs", o.dlqRetentionMs ?? D.dlqRetentionMs, 60_000),
     tombstoneRetentionMs: tombstoneRetention(o),
-    maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? 65_536, 64, 8 * 1024 * 1024),
-    maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? 86_400_000, 0),
+    maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? D.maxEventBytes, 64, 8 * 1024 * 1024),
+    maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? D.maxFutureSkewMs, 0),
     currency,
-    maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? 200_000, 1),
-    maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? 4096, 1),
-    maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? 64, 1),
-    maxQueryWaitMs: int("maxQueryWaitMs", o.maxQueryWaitMs ?? 1000, 1, 3_600_000),
-    mapSizeBytes: int("mapSizeBytes", o.mapSizeBytes ?? 2 ** 30, 2 ** 20),
-    httpHost: str("httpHost", o.httpHost) ?? "127.0.0.1",
-    httpPort: int("httpPort", o.httpPort ?? 9464, -1, 65535),
+    maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? D.maxActorsPerShard, 1),
+    maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? D.maxInflightQueries, 1),
+    maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),
+    maxQueryWaitMs: int("maxQueryWaitMs", o.maxQueryWaitMs ?? D.maxQueryWaitMs, 1, 3_600_000),
+    mapSizeBytes: int("mapSizeBytes", o.mapSizeBytes ?? D.mapSizeBytes, 2 ** 20),
+    httpHost: str("httpHost", o.httpHost) ?? D.httpHost,
+    httpPort: int("httpPort", o.httpPort ?? D.httpPort, -1, 65535),
     logLevel,
-    drainTimeoutMs: int("drainTimeoutMs", o.drainTimeoutMs ?? 30_000, 0),
+    drainTimeoutMs: int("drainTimeoutMs", o.drainTimeoutMs ?? D.drainTimeoutMs, 0),
     profile: compileProfileOptions(o.profile),
-    modelsDir: resolve(str("modelsDir", o.modelsDir) ?? BUNDLED_MODELS_DIR),
-    lstmModel: str("lstmModel", o.lstmModel) ?? "current",
-    churnModel: str("churnModel", o.churnModel) ?? "current",
-    deepfmModel: str("deepfmModel", o.deepfmModel) ?? "current",
-    // Validated here so that a bad option fails at start, then handed on as given.
-    recs: (compileRecsOptions(o.recs), o.recs ?? {}),
-    inference: (compileInferenceOptions(o.inference), o.inference ?? {}),
+    modelsDir: resolve(str("modelsDir", o.modelsDir) ?? D.modelsDir),
+    lstmModel: str("lstmModel", o.lstmModel) ?? D.lstmModel,
+    churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
+    deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
+    recs: compileRecsOptions(o.recs),
+    inference: compileInferenceOptions(o.inference),
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
       ? undefined
       : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),

@@ -12,6 +12,7 @@ import { readOnlineRetail } from "./online-retail.js";
 import { readRees46 } from "./rees46.js";
 import { readTaobao } from "./taobao.js";
 import { readYoochoose } from "./yoochoose.js";
+import { STDIN_PATH } from "./read-table.js";
 import type { DatasetEvent, DatasetFormat, DatasetReader, ReadOptions } from "./types.js";
 
 export const readers: Readonly<Record<DatasetFormat, DatasetReader>> = Object.freeze({
@@ -40,17 +41,19 @@ export function readDataset(format: DatasetFormat, file: string, options?: ReadO
 
 /**
  * The absolute path of `file` (default: the format's default file), resolved
- * against `dataDir` unless absolute. Throws a `DATA_NOT_FOUND` PortraitError
- * when it is not an existing file.
+ * against `dataDir` unless absolute; "-" (standard input) as it is. Throws a
+ * `DATA_NOT_FOUND` PortraitError when it is not an existing file; only a
+ * missing default file gets the hint about where the data sets live.
  */
 export function resolveDataFile(dataDir: string, format: DatasetFormat, file?: string): string {
+  if (file === STDIN_PATH) return file;
   const path = resolve(dataDir, file ?? DEFAULT_DATA_FILES[format]);
   const stat = statSync(path, { throwIfNoEntry: false });
   if (stat?.isFile()) return path;
   throw new PortraitError(
     ErrorCode.DATA_NOT_FOUND,
-    `${format} data file ${stat ? "is not a file" : "not found"}: ${path}. ` +
+    `${format} data file ${stat ? "is not a file" : "not found"}: ${path}` + (file !== undefined ? "" : ". " +
       "The data sets live in ../shared/data beside the repository (see ../shared/DATA.md); " +
-      "set --datasets (or PORTRAIT_DATASETS) to the directory that holds them.",
+      "set --datasets (or PORTRAIT_DATASETS) to the directory that holds them."),
   );
 }

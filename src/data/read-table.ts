@@ -1,12 +1,13 @@
 /**
- * The stream plumbing every dataset reader shares: gunzip a file, parse it as
+ * The stream plumbing every dataset reader shares: read a file (gzip or plain,
+ * told apart by gzip's magic bytes; "-" is standard input), parse it as
  * delimited text, name its columns, and turn rows into events with
- * deterministic ids, a limit and skip reporting. A reader only supplies a
+ * content-derived ids, a limit and skip reporting. A reader only supplies a
  * `TableSpec` and a row → event function.
  */
+import { createHash } from "node:crypto";
 import { access, constants, open } from "node:fs/promises";
-import { basename } from "node:path";
-import { pipeline } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { parse } from "csv-parse";
 import type { CsvError } from "csv-parse";
@@ -15,6 +16,16 @@ import type { DatasetEvent, DatasetFormat, ReadOptions } from "./types.js";
 
 /** Bounds memory when a stray quote would otherwise swallow the rest of a file into one field. */
 const MAX_RECORD_BYTES = 1 << 20;
+
+/** The path that means standard input. */
+export const STDIN_PATH = "-";
+
+/**
+ * When this many data rows in a row at the start of a file make no event, the
+ * file is not of the format it was read as (`DATA_FORMAT`), rather than a file
+ * of that format whose rows are all skipped.
+ */
+export const FORMAT_PROBE_ROWS = 1000;
 
 export interface TableSpec<C extends string, R extends C = never> {
   /** Field separator: ",", ";" or "\t". */
@@ -66,8 +77,13 @@ function unreadable(file: string, err: unknown, verb: string): PortraitError {
   return new PortraitError(ErrorCode.DATA_NOT_FOUND, `cannot ${verb} data file ${file}: ${why}`, { cause: err });
 }
 
+function notOfFormat(file: string, why: string): PortraitError {
+  return new PortraitError(ErrorCode.DATA_FORMAT, `data file ${file} does not look like the format it is read as: ${why}`);
+}
+
 /** Throws the `DATA_NOT_FOUND` error reading `file` would, without reading it. */
 export async function assertReadable(file: string): Promise<void> {
+  if (file === STDIN_PATH) return;
   try {
     await access(file, constants.R_OK);
   } catch (err) {
@@ -81,13 +97,50 @@ function countLineBreaks(fields: readonly string[]): number {
   return n;
 }
 
-/** Parsed records of a gzipped delimited file, with the 1-based line each starts on. */
-async function* readRecords(file: string, delimiter: string): AsyncGenerator<RawRecord> {
-  let handle;
+/** The bytes of `src`, gunzipped when they start with gzip's magic bytes (1f 8b). Stopping early closes `src`. */
+async function* decompressed(src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const it = src[Symbol.asyncIterator]();
+  let gunzip: ReturnType<typeof createGunzip> | undefined;
   try {
-    handle = await open(file);
-  } catch (err) {
-    throw unreadable(file, err, "open");
+    let head = Buffer.alloc(0);
+    let ended = false;
+    while (head.length < 2) {
+      const n = await it.next();
+      if (n.done) {
+        ended = true;
+        break;
+      }
+      head = Buffer.concat([head, n.value]);
+    }
+    const rest = async function* (): AsyncGenerator<Buffer> {
+      if (head.length > 0) yield head;
+      if (ended) return;
+      for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+    };
+    if (head[0] === 0x1f && head[1] === 0x8b) {
+      gunzip = createGunzip();
+      pipeline(Readable.from(rest()), gunzip, () => {});
+      yield* gunzip;
+    } else {
+      yield* rest();
+    }
+  } finally {
+    gunzip?.destroy();
+    await it.return?.();
+  }
+}
+
+/** Parsed records of a delimited file (gzip or plain; "-" = stdin), with the 1-based line each starts on. */
+async function* readRecords(file: string, delimiter: string): AsyncGenerator<RawRecord> {
+  let source: Readable;
+  if (file === STDIN_PATH) {
+    source = process.stdin;
+  } else {
+    try {
+      source = (await open(file)).createReadStream();
+    } catch (err) {
+      throw unreadable(file, err, "open");
+    }
   }
   // Lines are counted here rather than with the parser's `info` option, which
   // copies a snapshot object per record and doubles the parse time. Empty lines
@@ -106,7 +159,7 @@ async function* readRecords(file: string, delimiter: string): AsyncGenerator<Raw
   const failures: string[] = [];
   parser.on("skip", (err: CsvError) => failures.push(err.message));
   // Errors reach us through the parser, which pipeline destroys with them.
-  pipeline(handle.createReadStream(), createGunzip(), parser, () => {});
+  pipeline(Readable.from(decompressed(source)), parser, () => {});
   let line = 1;
   try {
     for await (const record of parser as AsyncIterable<string[]>) {
@@ -127,7 +180,7 @@ async function* readRecords(file: string, delimiter: string): AsyncGenerator<Raw
 
 /**
  * Turns the records of `file` into rows by column name, header first: returns
- * undefined for the header line and throws a `DATA_NOT_FOUND` PortraitError
+ * undefined for the header line and throws a `DATA_FORMAT` PortraitError
  * when a header lacks a column the spec needs.
  */
 function rowDecoder<C extends string, R extends C>(
@@ -145,10 +198,7 @@ function rowDecoder<C extends string, R extends C>(
     if (spec.header === "detect" && found.some((i) => i < 0)) return false;
     const lacking = spec.columns.filter((c, i) => found[i]! < 0 && !spec.optional?.includes(c));
     if (lacking.length > 0) {
-      throw new PortraitError(
-        ErrorCode.DATA_NOT_FOUND,
-        `data file ${file} has header ${JSON.stringify(fields.join(spec.delimiter))}, which lacks ${lacking.join(", ")}`,
-      );
+      throw notOfFormat(file, `its header ${JSON.stringify(fields.join(spec.delimiter))} lacks ${lacking.join(", ")}`);
     }
     index = found.map((i) => (i >= 0 ? i : undefined));
     width = names.length;
@@ -173,8 +223,8 @@ function rowDecoder<C extends string, R extends C>(
 }
 
 /**
- * The rows of a gzipped delimited file, by column name. Throws a
- * `DATA_NOT_FOUND` PortraitError when the file cannot be opened or read, or
+ * The rows of a delimited file, by column name. Throws a `DATA_NOT_FOUND`
+ * PortraitError when the file cannot be opened or read, and `DATA_FORMAT`
  * when a required header lacks a column; a bad row becomes a skip record.
  */
 export async function* readRows<C extends string, R extends C = never>(
@@ -189,9 +239,21 @@ export async function* readRows<C extends string, R extends C = never>(
 }
 
 /**
- * Events from a gzipped delimited file: `toEvent` maps each row (it also gets
- * the columns the file has), and every row that is not an event goes to
- * `options.onSkip`. Event ids are `<format>:<file basename>:<line>`.
+ * The event id of a row: `<format>:<line>:<hash>`, the hash being the first 16
+ * hex digits of SHA-1 over the row's fields. Replaying the same file again
+ * gives the same ids (JetStream drops them as duplicates); another file's rows
+ * differ in content and are not dropped, whatever the file is called.
+ */
+export function rowEventId(format: DatasetFormat, line: number, fields: readonly string[]): string {
+  return `${format}:${line}:${createHash("sha1").update(fields.join("\x1f")).digest("hex").slice(0, 16)}`;
+}
+
+/**
+ * Events from a delimited file: `toEvent` maps each row (it also gets the
+ * columns the file has), and every row that is not an event goes to
+ * `options.onSkip`; `options.skipEvents` events are read and left out. Event
+ * ids come from `rowEventId`. Throws `DATA_FORMAT` when the first
+ * FORMAT_PROBE_ROWS data rows make no event.
  */
 export async function* readEvents<C extends string, R extends C = never>(
   format: DatasetFormat,
@@ -201,22 +263,35 @@ export async function* readEvents<C extends string, R extends C = never>(
   toEvent: (row: Row<C, R>, present: ReadonlySet<C>) => EventFields | Skip,
 ): AsyncGenerator<DatasetEvent> {
   const limit = options?.limit ?? Number.POSITIVE_INFINITY;
+  let toSkip = options?.skipEvents ?? 0;
   const onSkip = options?.onSkip;
-  const idPrefix = `${format}:${basename(file)}:`;
   const decode = rowDecoder(file, spec);
   let count = 0;
+  let events = 0;
+  let rows = 0;
+  let firstSkip = "";
   // Not built on readRows: an async generator less per row reads a third faster.
   for await (const raw of readRecords(file, spec.delimiter)) {
     // Checked before reading on as well as after yielding, so limit 0 still opens (and checks) the file.
     if (count >= limit) return;
     const rec = decode(raw);
     if (!rec) continue;
+    rows++;
     const out = "skip" in rec ? rec : toEvent(rec.row, rec.present);
     if ("skip" in out) {
+      if (events === 0) {
+        firstSkip ||= `line ${rec.line}: ${out.skip}`;
+        if (rows >= FORMAT_PROBE_ROWS) throw notOfFormat(file, `its first ${rows} rows make no ${format} event (first: ${firstSkip})`);
+      }
       onSkip?.(rec.line, out.skip);
       continue;
     }
-    yield { eventId: idPrefix + rec.line, ...out };
+    events++;
+    if (toSkip > 0) {
+      toSkip--;
+      continue;
+    }
+    yield { eventId: rowEventId(format, rec.line, "fields" in raw ? raw.fields : []), ...out };
     if (++count >= limit) return;
   }
 }

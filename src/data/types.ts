@@ -11,9 +11,11 @@ export type DatasetFormat = (typeof DATASET_FORMATS)[number];
 
 /**
  * An event as read from a data set: the protobuf message's fields, with
- * `eventId`, `userId`, `type` and `timestampMs` always set. Event ids are
- * deterministic (`<format>:<file-basename>:<line>`) so that replaying the same
- * file twice publishes the same ids and JetStream deduplicates them.
+ * `eventId`, `userId`, `type` and `timestampMs` always set. Event ids come
+ * from the row's content (`<format>:<line>:<hash of the row>`, see
+ * read-table.ts `rowEventId`): replaying the same file twice publishes the same
+ * ids and JetStream deduplicates them, and another file's events keep theirs
+ * whatever the file is called.
  */
 export type DatasetEvent = IEvent & {
   eventId: string;
@@ -25,6 +27,8 @@ export type DatasetEvent = IEvent & {
 export interface ReadOptions {
   /** Stop after this many events (default: no limit). */
   limit?: number;
+  /** Read and leave out this many events first (a replay's resume point); they do not count toward `limit`. */
+  skipEvents?: number;
   /** Called for each row that cannot become an event, with the 1-based line number and why. */
   onSkip?: (line: number, reason: string) => void;
 }

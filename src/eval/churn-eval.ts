@@ -12,9 +12,8 @@ import { readManifest } from "../models/artifacts.js";
 import {
   CHURN_FEATURE_NAMES, ChurnModel, featureIndices, sigmoid, specLogit, validateSpec, type ChurnModelSpec,
 } from "../models/churn-model.js";
-import { MS_PER_DAY, buildChurnExamples, loadRetailEvents, type ChurnExamples } from "../train/churn-data.js";
-import { selectColumns } from "../train/churn-fit.js";
-import { auc, logloss } from "./classification.js";
+import { MS_PER_DAY, buildChurnExamples, loadRetailEvents, selectColumns, type ChurnExamples } from "../examples/churn-data.js";
+import { auc, logloss } from "../metrics/classification.js";
 import type { EvalTable } from "./eval-table.js";
 
 export interface EvalChurnOptions {

@@ -1,6 +1,6 @@
 /**
  * DeepFM CTR evaluation on a later time window (../shared/DATA.md, "CTR
- * ranking"): the rows of src/train/deepfm-rows.ts (real interactions as
+ * ranking"): the rows of src/examples/deepfm-rows.ts (real interactions as
  * positives, negatives sampled from the catalog so far among items the user
  * never touched), split by time as the model was trained; AUC and logloss on
  * the test window for:
@@ -15,7 +15,7 @@
  * the user's first event with that item (repeats are easy: the protocol never
  * samples an item the user touched as a negative).
  */
-import { auc, logloss } from "./classification.js";
+import { auc, logloss } from "../metrics/classification.js";
 import type { EvalTable } from "./eval-table.js";
 import type { DatasetFormat } from "../data/types.js";
 import { ConfigError } from "../errors.js";
@@ -26,7 +26,7 @@ import { LstmRuntime } from "../models/lstm-runtime.js";
 import {
   buildDeepFmRows, loadDeepFmEvents, splitDeepFmRows,
   type DeepFmRows, type DeepFmSplit, type SplitBy,
-} from "../train/deepfm-rows.js";
+} from "../examples/deepfm-rows.js";
 import { seededRandom } from "../models/seeded-random.js";
 
 export type Range = readonly [number, number];

@@ -10,10 +10,10 @@
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import { PURCHASE_HORIZON_MS } from "../models/lstm-model.js";
-import { DEFAULT_LSTM_SOURCES, loadSource } from "../train/lstm-sequences.js";
+import { DEFAULT_LSTM_SOURCES, loadSource } from "../examples/lstm-sequences.js";
 import { EventType } from "../wire/proto.js";
 import { ItemKnnModel, PopularityModel, SessionPopModel, SknnModel, type ItemKnnOptions, type SknnOptions } from "./baselines.js";
-import { auc, logloss } from "./classification.js";
+import { auc, logloss } from "../metrics/classification.js";
 import type { EvalTable } from "./eval-table.js";
 import {
   evaluateNextItem, taobaoTimeSplit, yoochooseSplit,

@@ -36,7 +36,7 @@ import { ItemKnnModel, PopularityModel, SequentialRulesModel, SessionPopModel, S
 import type { EvalTable } from "./eval-table.js";
 import { buildVocab, prefixView, type NextItemModel, type Session } from "./next-item.js";
 import { Side } from "./prequential.js";
-import { DEFAULT_KS, RankingAccumulator, rankOf } from "./ranking.js";
+import { DEFAULT_KS, RankingAccumulator, rankOf } from "../metrics/ranking.js";
 
 export const NEXT_CLICK_FILES = Object.freeze({
   train: "yoochoose-100k/yoochoose-clicks-100k_train_tr.txt.gz",

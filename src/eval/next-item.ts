@@ -17,13 +17,13 @@
  *   model must be able to rank it.
  * - A model sees a prefix through a copy that holds events [0, upTo) only
  *   (frozen arrays), so it cannot read the target or anything after it.
- * - Ties are pessimistic (see `rankOf` in ranking.ts).
+ * - Ties are pessimistic (see `rankOf` in src/metrics/ranking.ts).
  */
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetFormat, ReadOptions } from "../data/types.js";
 import { BadRequestError } from "../errors.js";
 import type { EvalTable } from "./eval-table.js";
-import { DEFAULT_KS, RankingAccumulator, rankOf } from "./ranking.js";
+import { DEFAULT_KS, RankingAccumulator, rankOf } from "../metrics/ranking.js";
 
 export type { EvalTable };
 

@@ -51,7 +51,7 @@ import { Engine } from "../engine.js";
 import { BadRequestError, ErrorCode, PortraitError } from "../errors.js";
 import { EventType } from "../wire/proto.js";
 import type { EvalTable } from "./eval-table.js";
-import { DEFAULT_KS, RankingAccumulator } from "./ranking.js";
+import { DEFAULT_KS, RankingAccumulator } from "../metrics/ranking.js";
 
 export type { EvalTable };
 

@@ -21,7 +21,7 @@ import { generateCandidates, type Candidate, type CandidateSource } from "../rec
 import { choosePolicy, policyScore, type RankingPolicy, type RankingPolicyFile, type RankingPolicyName } from "../recs/ranking-policy.js";
 import { createRecsIndex, observeItemEvent } from "../recs/recs-index.js";
 import { compileRecsOptions, type RecsOptions } from "../recs/recs-options.js";
-import { RankingAccumulator } from "./ranking.js";
+import { RankingAccumulator } from "../metrics/ranking.js";
 
 export interface SelectPolicyOptions {
   recs?: RecsOptions;

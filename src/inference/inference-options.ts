@@ -67,13 +67,21 @@ export const DEFAULT_INFERENCE_OPTIONS: CompiledInferenceOptions = Object.freeze
   maxQueuedRows: 16384,
 });
 
+/** Every config compileInferenceOptions returned: passed again, it is returned as is (compiled once, handed down). */
+const compiled = new WeakSet<object>([DEFAULT_INFERENCE_OPTIONS]);
+
 function positiveInt(name: string, v: unknown): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new ConfigError(`options.${name} must be a positive integer, got ${JSON.stringify(v)}`);
   return v;
 }
 
-/** Validates `opts` (unknown keys are errors) and fills in the defaults; throws ConfigError. */
-export function compileInferenceOptions(opts: InferenceOptions = {}): CompiledInferenceOptions {
+/**
+ * Validates `opts` (unknown keys are errors) and fills in the defaults;
+ * throws ConfigError. A config it returned before (the engine's, say) is
+ * returned unchanged.
+ */
+export function compileInferenceOptions(opts: InferenceOptions | CompiledInferenceOptions = {}): CompiledInferenceOptions {
+  if (compiled.has(opts)) return opts as CompiledInferenceOptions;
   const known = Object.keys(DEFAULT_INFERENCE_OPTIONS);
   for (const k of Object.keys(opts)) {
     if (!known.includes(k)) throw new ConfigError(`options.${k} is not an inference option (${known.join(", ")})`);
@@ -92,5 +100,7 @@ export function compileInferenceOptions(opts: InferenceOptions = {}): CompiledIn
   if (o.maxQueuedRows < o.maxBatchRows) {
     throw new ConfigError(`options.maxQueuedRows (${o.maxQueuedRows}) must be at least options.maxBatchRows (${o.maxBatchRows})`);
   }
-  return Object.freeze(o);
+  const c = Object.freeze(o);
+  compiled.add(c);
+  return c;
 }

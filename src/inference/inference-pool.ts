@@ -33,7 +33,7 @@ import { resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Piscina } from "piscina";
 import type { Registry } from "prom-client";
-import { BadRequestError, ConfigError, ErrorCode, OverloadedError, PortraitError, type WireError } from "../errors.js";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, fromWire } from "../errors.js";
 import type { DeepFmArchitecture } from "../models/deepfm-spec.js";
 import { readDeepFmArchitecture } from "../models/deepfm-weights.js";
 import { InferenceMetrics } from "./inference-metrics.js";
@@ -78,12 +78,6 @@ interface Request {
   t0: number;
   resolve: (scores: Float32Array) => void;
   reject: (err: PortraitError) => void;
-}
-
-function fromWire(e: WireError): PortraitError {
-  if (e.code === ErrorCode.BAD_REQUEST) return new BadRequestError(e.message);
-  if (e.code === ErrorCode.CONFIG) return new ConfigError(e.message);
-  return new PortraitError(e.code, e.message);
 }
 
 function workerExited(err: unknown): PortraitError {
@@ -169,9 +163,10 @@ export class InferencePool {
    * Starts `options.workers` threads and loads the DeepFM version in
    * `modelDir` in each. ConfigError when the options or the directory are
    * invalid or no wanted backend loads; the threads are stopped then.
-   * With `registry`, the pool's metrics are registered on it.
+   * With `registry`, the pool's metrics are registered on it. Options the
+   * engine compiled already (its config's `inference`) are used as they are.
    */
-  static async start(modelDir: string, options: InferenceOptions = {}, registry?: Registry): Promise<InferencePool> {
+  static async start(modelDir: string, options: InferenceOptions | CompiledInferenceOptions = {}, registry?: Registry): Promise<InferencePool> {
     const opts = compileInferenceOptions(options);
     const dir = resolvePath(modelDir);
     readDeepFmArchitecture(dir);

@@ -1,6 +1,6 @@
 /**
  * DeepFM features: the schema and the pure row builder shared by training
- * (src/train/deepfm-rows.ts) and the live engine. One row describes a
+ * (src/examples/deepfm-rows.ts) and the live engine. One row describes a
  * (user, item, context) triple at a time `asOfMs`; the model (deepfm-spec.ts)
  * scores it.
  *
@@ -13,7 +13,7 @@
  * Encodings (`DeepFmField.encoding`):
  * - `hash`: an id (category, brand, item id) becomes
  *   `1 + fnv1a32(utf8(id)) % (size - 1)`; "" becomes 0. FNV-1a 32-bit, the
- *   same function as the bus partitioner (src/bus/partition.ts), so any
+ *   same function as the partitioner (src/wire/partition.ts), so any
  *   language can reproduce it. Collisions are accepted: no vocabulary file to
  *   ship or keep in sync, and unseen ids share buckets instead of one OOV slot.
  * - `bucket`: a small integer computed from numbers (bins below).
@@ -272,7 +272,7 @@ export function deepFmArchitecture(s: DeepFmSchema, embDim: number, hidden: numb
 
 const encoder = new TextEncoder();
 
-/** FNV-1a 32-bit over the UTF-8 bytes of `s` (equal to src/bus/partition.ts fnv1a32String). */
+/** FNV-1a 32-bit over the UTF-8 bytes of `s` (equal to src/wire/partition.ts fnv1a32String). */
 export function hashId(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {

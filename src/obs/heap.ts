@@ -1,6 +1,13 @@
 /** The V8 heap of the calling thread (each worker thread has its own isolate). */
 import { getHeapStatistics } from "node:v8";
-import type { HeapStats } from "../shard/shard-protocol.js";
+
+/** V8 heap of one thread, bytes (v8.getHeapStatistics()). */
+export interface HeapStats {
+  usedBytes: number;
+  totalBytes: number;
+  /** Off-heap memory V8 accounts to the isolate: ArrayBuffers (transferred batches) and the like. */
+  externalBytes: number;
+}
 
 export function heapStats(): HeapStats {
   const h = getHeapStatistics();

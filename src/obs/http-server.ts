@@ -1,9 +1,10 @@
 /**
  * The engine's operations endpoint: GET /metrics (Prometheus text),
  * GET /healthz (200 while the process runs), GET /readyz (200 when ready,
- * 503 while starting or draining).
+ * 503 while starting or draining), and whatever `routes` serves (the
+ * dashboard: it answers true for the requests it took).
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import { ConfigError } from "../errors.js";
@@ -13,7 +14,10 @@ export interface OpsServer {
   close(): Promise<void>;
 }
 
-export async function startOpsServer(host: string, port: number, registry: Registry, isReady: () => boolean): Promise<OpsServer> {
+/** Serves a request and returns true, or returns false to leave it to the next handler (then 404). */
+export type Routes = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+export async function startOpsServer(host: string, port: number, registry: Registry, isReady: () => boolean, routes?: Routes): Promise<OpsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET") {
@@ -28,7 +32,7 @@ export async function startOpsServer(host: string, port: number, registry: Regis
     } else if (path === "/readyz") {
       const ready = isReady();
       res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready\n");
-    } else {
+    } else if (routes === undefined || !routes(req, res)) {
       res.writeHead(404).end();
     }
   });

@@ -4,8 +4,19 @@
  * histograms. Served at GET /metrics by the engine's HTTP server.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { HeapStats, ShardStats } from "../shard/shard-protocol.js";
-import { heapStats } from "./heap.js";
+import { heapStats, type HeapStats } from "./heap.js";
+
+/** What a shard reports of itself (ShardApi.stats, and piggy-backed on each batch result). */
+export interface ShardStats {
+  shard: number;
+  actorsCached: number;
+  pendingWrites: number;
+  /** Item events posted to the recs worker since start. */
+  itemEventsPosted: number;
+  /** Item events not posted to the recs worker since start because its queue was full (src/threads/item-event-queue.ts). */
+  itemEventsDropped: number;
+  heap: HeapStats;
+}
 
 /** The memory of the threads other than the shards and main, as the engine last heard it. */
 export interface WorkerThreadStats {
@@ -67,6 +78,12 @@ export class EngineMetrics {
     buckets: LATENCY_BUCKETS_S,
     registers: [this.registry],
   });
+  readonly freshnessSeconds = new Histogram({
+    name: "portrait_ingest_freshness_seconds",
+    help: "Time from an event's store in JetStream to the acknowledgement of its batch (applied, committed, visible), for the oldest event of each batch.",
+    buckets: [...LATENCY_BUCKETS_S, 10, 30, 60],
+    registers: [this.registry],
+  });
   readonly lag = new Gauge({
     name: "portrait_ingest_lag_messages",
     help: "Messages in the stream not yet delivered to the partition's consumer, at its last acknowledged batch.",
@@ -79,8 +96,8 @@ export class EngineMetrics {
     registers: [this.registry],
   });
   readonly watermark = new Gauge({
-    name: "portrait_ingest_event_time_watermark_ms",
-    help: "Latest event timestamp applied, Unix epoch ms.",
+    name: "portrait_ingest_event_time_watermark_seconds",
+    help: "Latest event timestamp applied, Unix epoch seconds.",
     registers: [this.registry],
   });
   readonly requests = new Counter({
@@ -230,6 +247,14 @@ export class EngineMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "portrait_" });
+    // prom-client also exports three sums of its labelled gauges under *_total names, a suffix Prometheus keeps
+    // for counters; the labelled gauges (portrait_nodejs_active_{handles,requests,resources}{type}) carry the same.
+    for (const name of ["active_handles_total", "active_requests_total", "active_resources_total"]) this.registry.removeSingleMetric(`portrait_nodejs_${name}`);
+  }
+
+  /** The latest event timestamp applied, Unix epoch ms. */
+  get watermarkMs(): number {
+    return this.#watermarkMs;
   }
 
   /** Current value of a counter or gauge, summed over its labels (for the demo, benchmarks and tests). */
@@ -241,6 +266,6 @@ export class EngineMetrics {
   observeWatermark(ms: number): void {
     if (ms <= this.#watermarkMs) return;
     this.#watermarkMs = ms;
-    this.watermark.set(ms);
+    this.watermark.set(ms / 1000);
   }
 }

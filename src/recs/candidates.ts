@@ -53,12 +53,9 @@ import type { ScoredItem, ScoredKey } from "./types.js";
 import type { Session } from "./session-store.js";
 import { sessionKnnScores } from "./session-knn.js";
 
-/** Where a candidate came from (see the module comment). */
-export type CandidateSource = "sknn" | "rules" | "covisit" | "next-category" | "category" | "recent" | "repeat" | "trending" | "popular";
+import { CANDIDATE_SOURCES, type CandidateSource } from "./sources.js";
 
-export const CANDIDATE_SOURCES: readonly CandidateSource[] = Object.freeze([
-  "sknn", "rules", "covisit", "next-category", "category", "recent", "repeat", "trending", "popular",
-]);
+export { CANDIDATE_SOURCES, type CandidateSource };
 
 /** What a request knows about the user, taken from the profile and the request. */
 export interface CandidateContext {

@@ -17,9 +17,10 @@
  */
 import { readFileSync } from "node:fs";
 import { ConfigError } from "../errors.js";
-import { CANDIDATE_SOURCES, type Candidate, type CandidateSource } from "./candidates.js";
+import type { Candidate } from "./candidates.js";
+import { isPolicyName, type CandidateSource, type RankingPolicyName } from "./sources.js";
 
-export type RankingPolicyName = "prior" | "blend" | "deepfm" | `source:${CandidateSource}`;
+export { isPolicyName, type RankingPolicyName };
 
 /** What is served when no policy file says otherwise (see README "Recommendations": chosen on Yoochoose train_tr validation). */
 export const DEFAULT_POLICY: RankingPolicyName = "source:sknn";
@@ -48,11 +49,6 @@ export interface RankingPolicyFile {
   validation: string;
   /** Every policy measured, by name. */
   results: Record<string, PolicyMetrics>;
-}
-
-export function isPolicyName(v: unknown): v is RankingPolicyName {
-  if (v === "prior" || v === "blend" || v === "deepfm") return true;
-  return typeof v === "string" && v.startsWith("source:") && (CANDIDATE_SOURCES as readonly string[]).includes(v.slice(7));
 }
 
 /**

@@ -6,9 +6,9 @@
  * scores only when the policy serves DeepFM, else the recs worker's order.
  */
 import { randomUUID } from "node:crypto";
-import { OverloadedError, PortraitError } from "../errors.js";
+import { OverloadedError, fromWire } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
-import type { QueryDeadline, RecContextResult } from "../shard/shard-protocol.js";
+import type { QueryDeadline, RecContextResult } from "../contracts.js";
 import type { RecsHost } from "./recs-host.js";
 
 export interface RecommendQuery {
@@ -55,13 +55,13 @@ export class Recommender {
   /** `deadline`: past it the remaining steps are skipped (OVERLOADED; the API has answered the caller already). */
   async recommend(q: RecommendQuery, deadline?: QueryDeadline): Promise<RecommendView> {
     const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs, deadline);
-    if (!ctx.ok) throw new PortraitError(ctx.error.code, ctx.error.message);
+    if (!ctx.ok) throw fromWire(ctx.error);
     if (deadline !== undefined && Date.now() > deadline.deadlineMs) throw new OverloadedError("the recommendation's deadline passed before its candidates");
     const prep = await this.#recs.prepare({
       userId: q.userId, context: ctx.context, exclude: q.exclude, count: q.candidates,
       ...(q.categoryId !== "" ? { category: q.categoryId } : {}),
     });
-    if (!prep.ok) throw new PortraitError(prep.error.code, prep.error.message);
+    if (!prep.ok) throw fromWire(prep.error);
     const { candidates, ids, dense, sources, ranking } = prep.prepared;
     // The recs worker writes DeepFM rows only when its ranking policy serves DeepFM; else its order is served.
     let scores: ArrayLike<number>;

@@ -16,8 +16,7 @@
  * category for 20k categories).
  */
 import { ConfigError } from "../errors.js";
-import { CANDIDATE_SOURCES, type CandidateSource } from "./candidates.js";
-import { isPolicyName, type RankingPolicyName } from "./ranking-policy.js";
+import { CANDIDATE_SOURCES, isPolicyName, type CandidateSource, type RankingPolicyName } from "./sources.js";
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, type EventTypeName } from "../wire/proto.js";
 
 export interface CatalogOptions {
@@ -136,6 +135,7 @@ export interface CandidateOptions {
   excludePurchased?: boolean;
   /** Let the user's recently viewed items (the profile's recent items and the current session) be recommended. Default true. */
   allowRecent?: boolean;
+  /** Each source's share of the count (CandidateQuotas). */
   quotas?: CandidateQuotas;
   /** How many of the newest recent items seed co-visitation. Default 5. */
   covisitSeeds?: number;
@@ -161,13 +161,21 @@ export interface RankingOptions {
 }
 
 export interface RecsOptions {
+  /** The item catalog's bounds (CatalogOptions). */
   catalog?: CatalogOptions;
+  /** Co-visitation: decay, session gap, bounds (CovisitationOptions). */
   covisitation?: CovisitationOptions;
+  /** Trending: decay, bounds, top-list sizes (TrendingOptions). */
   trending?: TrendingOptions;
+  /** Candidate generation per request (CandidateOptions). */
   candidates?: CandidateOptions;
+  /** Recent sessions for session-kNN and the rules: gap, bounds (SessionOptions). */
   sessions?: SessionOptions;
+  /** Sequential rules: reach and bounds (SequentialRulesOptions). */
   sequentialRules?: SequentialRulesOptions;
+  /** Session-kNN: neighbours and sample (SessionKnnOptions). */
   sessionKnn?: SessionKnnOptions;
+  /** Which order is served (RankingOptions). */
   ranking?: RankingOptions;
   /**
    * Weight of each event type in co-visitation and trending, by lower-case
@@ -234,6 +242,7 @@ const DEFAULT_EVENT_WEIGHTS: Readonly<Partial<Record<EventTypeName, number>>> = 
   view: 1, click: 1, add_to_cart: 3, favorite: 2, purchase: 5, rec_click: 1,
 });
 
+/** The default of every recs option; its keys (and its groups' keys) are the known options. */
 export const RECS_DEFAULTS = Object.freeze({
   catalog: Object.freeze({ maxItems: 300_000, maxUnavailableEvicted: 100_000 }),
   covisitation: Object.freeze({
@@ -366,7 +375,7 @@ function compileRanking(given: unknown): CompiledRankingOptions {
 
 /** Validates `o` and fills defaults. Throws ConfigError on an unknown key or a bad value. */
 export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
-  const top = group("", o, ["catalog", "covisitation", "trending", "candidates", "sessions", "sequentialRules", "sessionKnn", "ranking", "eventWeights", "maxQueuedItemEvents"]);
+  const top = group("", o, [...Object.keys(RECS_DEFAULTS), "ranking"]);
   const maxQueued = positive("maxQueuedItemEvents", top.maxQueuedItemEvents ?? RECS_DEFAULTS.maxQueuedItemEvents, true);
   if (maxQueued > MAX_QUEUED_ITEM_EVENTS_LIMIT) {
     throw new ConfigError(`options.maxQueuedItemEvents must be at most ${MAX_QUEUED_ITEM_EVENTS_LIMIT}, got ${maxQueued}`);

@@ -3,13 +3,15 @@
  * recommendation request asks for and what comes back (candidates, and
  * their DeepFM rows as typed arrays, transferred).
  */
-import type { HeapStats, RecContext } from "../shard/shard-protocol.js";
+import type { RecContext } from "../contracts.js";
+import type { HeapStats } from "../obs/heap.js";
 import type { WireError } from "../errors.js";
-import type { RecsOptions } from "./recs-options.js";
+import type { CompiledRecsOptions } from "./recs-options.js";
 import type { CandidateSource } from "./candidates.js";
 
 export interface RecsInit {
-  recs: RecsOptions;
+  /** Compiled once with the engine's options (compileRecsOptions); the worker gets a structured clone. */
+  recs: CompiledRecsOptions;
   /** The DeepFM version directory whose feature schema the rows follow; absent = candidates only (ranked by prior). */
   deepfmDir?: string;
   logLevel: string;

@@ -13,24 +13,24 @@
  * their own stream).
  */
 import * as Comlink from "comlink";
-import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { parentPort, type MessagePort } from "node:worker_threads";
+import type { MessagePort } from "node:worker_threads";
 import { EVENT_WEIGHTS } from "../actors/user-profile.js";
 import { BadRequestError, toWire } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
-import type { ItemEventBatch, ItemEventMessage } from "../shard/shard-protocol.js";
+import { receiveItemEvents, type ItemEventBatch } from "../threads/item-event-queue.js";
+import { exposeWorker, stallThread } from "../threads/worker-thread.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
 import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
-import { compileRecsOptions, type CompiledRecsOptions } from "./recs-options.js";
+import type { CompiledRecsOptions } from "./recs-options.js";
 import { orderCandidates, policyScore, resolvePolicy, type RankingPolicy } from "./ranking-policy.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
-/** Interaction counts of an item, as the DeepFM trainer counts them (src/train/deepfm-rows.ts). */
+/** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
 
 class Recs implements RecsApi {
@@ -47,7 +47,7 @@ class Recs implements RecsApi {
   #queued!: Int32Array;
 
   async init(init: RecsInit): Promise<void> {
-    this.#o = compileRecsOptions(init.recs);
+    this.#o = init.recs;
     this.#queued = init.itemEventsQueued;
     this.#index = createRecsIndex(this.#o);
     this.#log = createLogger(init.logLevel, { component: "recs" });
@@ -60,18 +60,12 @@ class Recs implements RecsApi {
   }
 
   addItemEventPort(port: MessagePort): void {
-    port.on("message", (m: ItemEventMessage) => {
-      if ("forgetUserId" in m) {
-        this.#index.covisitation.forgetUser(m.forgetUserId);
-        this.#index.sessions.forgetUser(m.forgetUserId);
-        return;
-      }
-      try {
-        this.#observe(m);
-      } finally {
-        // The shard added the batch's count before posting it (ItemEventSink): it leaves the bounded queue now.
-        Atomics.sub(this.#queued, 0, m.itemIds.length);
-      }
+    receiveItemEvents(port, this.#queued, {
+      observe: (b) => this.#observe(b),
+      forget: (userKey) => {
+        this.#index.covisitation.forgetUser(userKey);
+        this.#index.sessions.forgetUser(userKey);
+      },
     });
     this.#ports.push(port);
   }
@@ -178,7 +172,7 @@ class Recs implements RecsApi {
   }
 
   async faultStall(ms: number): Promise<void> {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    stallThread(ms);
   }
 
   close(): void {
@@ -186,5 +180,4 @@ class Recs implements RecsApi {
   }
 }
 
-if (parentPort === null) throw new Error("recs.worker must run in a worker thread");
-Comlink.expose(new Recs(), nodeEndpoint(parentPort));
+exposeWorker(new Recs(), "recs.worker");

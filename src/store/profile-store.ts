@@ -7,7 +7,11 @@
  *   "partitions" -> the deployment's partition count,
  *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
  *   pseudonymisation key (src/shard/pseudonym.ts): profiles are keyed by
- *   pseudonyms, so a data dir only works with the key it was written with.
+ *   pseudonyms, so a data dir only works with the key it was written with,
+ *   "clock" -> the engine clock (engine-clock.ts) when the shard last wrote,
+ *   "cat/<category id>" -> the category's name (path) as events carried it:
+ *   for people only, written outside the batches (a lost one comes back
+ *   with the category's next event).
  *
  * - db `chain` (versioned): "p/<partition>" -> its version counts the
  *   partition's committed batches.
@@ -21,21 +25,50 @@
  * smaller one), and without the condition a later batch's sequence would
  * cover the events of the failed one, which a restart would then skip.
  * Reads are synchronous and see committed data only.
+ *
+ * Failures: a write that cannot commit (disk full, I/O error) rejects with
+ * STORAGE_FAILED naming the LMDB error; nothing of it is written.
  */
 import { open, type Database, type RootDatabase } from "lmdb";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { UserState } from "../actors/user-profile.js";
-import { ConfigError } from "../errors.js";
+import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
+
+/** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
+export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
 
 export interface ProfileStoreOptions {
   /** Directory of the engine's state; the LMDB environment lives in `<dataDir>/lmdb`. */
   dataDir: string;
-  /** LMDB map size, bytes; grows automatically, this is the initial size. Default 1 GiB. */
+  /** LMDB map size, bytes; grows automatically, this is the initial size. Default DEFAULT_MAP_SIZE_BYTES (1 GiB). */
   mapSizeBytes?: number;
 }
 
+/** The cause of a failed lmdb-js write: its `commitError` is a promise that rejects with the LMDB error (e.g. "No space left on device"). */
+async function commitFailure(err: unknown): Promise<string> {
+  const e = err as Error & { commitError?: Promise<unknown> };
+  if (e?.commitError === undefined) return e?.message ?? String(err);
+  const cause = await Promise.race([e.commitError.then(() => undefined, (x: unknown) => x), new Promise((r) => setTimeout(r, 100))]);
+  return cause instanceof Error ? cause.message : e.message;
+}
+
+/**
+ * When an LMDB transaction fails, lmdb-js rejects the promises of its writes
+ * from inside whichever write call comes next (before that caller could
+ * attach a handler), and rejects a shared `commitError` promise that nothing
+ * else holds. The failure itself is reported once, as STORAGE_FAILED, by the
+ * write whose promise its caller awaits; a process-level unhandledRejection
+ * handler uses this to let these echoes pass (anything else still crashes).
+ */
+export function isLmdbCommitEcho(reason: unknown, promise: Promise<unknown>): boolean {
+  const commitFailed = reason instanceof Error && reason.message.startsWith("Commit failed") && "commitError" in reason;
+  const commitErrorPromise = typeof (promise as Promise<unknown> & { reject?: unknown }).reject === "function";
+  return commitFailed || commitErrorPromise;
+}
+
 export class ProfileStore {
+  readonly #dataDir: string;
   readonly #root: RootDatabase;
   readonly #profiles: Database<UserState, string>;
   readonly #meta: Database<number | string, string>;
@@ -45,9 +78,10 @@ export class ProfileStore {
   #closed = false;
 
   constructor(o: ProfileStoreOptions) {
+    this.#dataDir = o.dataDir;
     const path = join(o.dataDir, "lmdb");
     mkdirSync(path, { recursive: true });
-    this.#root = open({ path, mapSize: o.mapSizeBytes ?? 2 ** 30, compression: false });
+    this.#root = open({ path, mapSize: o.mapSizeBytes ?? DEFAULT_MAP_SIZE_BYTES, compression: false });
     this.#profiles = this.#root.openDB<UserState, string>({
       name: "profiles",
       encoding: "msgpack",
@@ -65,9 +99,35 @@ export class ProfileStore {
     return this.#profiles.doesExist(userId);
   }
 
-  /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. */
-  removeState(userId: string): Promise<boolean> {
-    return this.#profiles.remove(userId);
+  /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. STORAGE_FAILED when it cannot. */
+  async removeState(userId: string): Promise<void> {
+    try {
+      await this.#profiles.remove(userId);
+    } catch (err) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED, `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)}`, { cause: err });
+    }
+  }
+
+  /** The engine clock this shard last stored (engine-clock.ts), Unix ms; 0 when none. */
+  getClock(): number {
+    const v = this.#meta.get("clock");
+    return typeof v === "number" ? v : 0;
+  }
+
+  /** Stores the engine clock; not awaited (it commits with the next transaction). */
+  putClock(ms: number): void {
+    if (ms > 0) void this.#meta.put("clock", ms).catch(() => undefined);
+  }
+
+  /** The stored name of a category, if one was seen. */
+  getCategoryLabel(categoryId: string): string | undefined {
+    const v = this.#meta.get(`cat/${categoryId}`);
+    return typeof v === "string" ? v : undefined;
+  }
+
+  /** Stores a category's name; not awaited by anyone (it commits with the next transaction). */
+  putCategoryLabel(categoryId: string, label: string): void {
+    void this.#meta.put(`cat/${categoryId}`, label).catch(() => undefined);
   }
 
   getAppliedSeq(partition: number): number {
@@ -77,11 +137,12 @@ export class ProfileStore {
   /**
    * Queues a batch of a partition: its users' states and the partition's
    * applied sequence, written only if every batch of the partition issued
-   * before it committed. Resolves true once committed; false when an earlier
-   * batch of the partition failed (nothing of this one is written); rejects
-   * when its own transaction fails.
+   * before it committed. The writes are queued in this call; resolves once
+   * they committed. Rejects with STORAGE_FAILED when its own transaction
+   * fails, or when an earlier batch of the partition failed (then nothing of
+   * this one is written).
    */
-  commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>): Promise<boolean> {
+  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -93,12 +154,23 @@ export class ProfileStore {
     }
     const next = version + 1;
     this.#chainVersion.set(partition, next);
-    return this.#chain.ifVersion(key, version, () => {
+    const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
       for (const [id, state] of states) void this.#profiles.put(id, state).catch(() => undefined);
       void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
       void this.#chain.put(key, 0, next).catch(() => undefined);
     });
+    let committed: boolean;
+    try {
+      committed = await block;
+    } catch (err) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED,
+        `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)} (disk full or I/O error?)`, { cause: err });
+    }
+    if (!committed) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED,
+        `LMDB commit of partition ${partition} skipped in ${this.#dataDir}: an earlier batch of the partition failed to commit`);
+    }
   }
 
   /**

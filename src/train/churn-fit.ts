@@ -14,11 +14,6 @@ export interface Dataset {
   y: ArrayLike<number>;
 }
 
-/** Keeps the columns `cols` (indices into each row) of `rows`. */
-export function selectColumns(rows: readonly ArrayLike<number>[], cols: readonly number[]): Float64Array[] {
-  return rows.map((r) => Float64Array.from(cols, (c) => r[c]!));
-}
-
 
 /** Solves A z = b for symmetric positive definite A (Cholesky); A is n x n row-major. */
 function solveSpd(a: Float64Array, b: Float64Array, n: number): Float64Array {

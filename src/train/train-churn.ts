@@ -28,10 +28,10 @@ import { nextVersion, versionDir, writeManifest, type ModelManifest, type ModelM
 import { CHURN_FEATURE_NAMES, featureIndices, type ChurnModelSpec } from "../models/churn-model.js";
 import { VERSION } from "../version.js";
 import {
-  DEFAULT_CHURN_SPLIT, MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents,
+  DEFAULT_CHURN_SPLIT, MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents, selectColumns,
   type ChurnExamples, type ChurnSplit,
-} from "./churn-data.js";
-import { fitGbdt, fitLogistic, selectColumns, type GbdtParams } from "./churn-fit.js";
+} from "../examples/churn-data.js";
+import { fitGbdt, fitLogistic, type GbdtParams } from "./churn-fit.js";
 
 export interface TrainChurnOptions {
   /** Directory holding the data sets (../shared/data). */

@@ -1,6 +1,6 @@
 /**
  * Trains the DeepFM ranker (src/models/deepfm-spec.ts) on the rows of
- * deepfm-rows.ts with a custom TF.js loop: seeded initialisation, Adam,
+ * src/examples/deepfm-rows.ts with a custom TF.js loop: seeded initialisation, Adam,
  * sigmoid cross-entropy on `deepFmLogit`, shuffled mini-batches, early
  * stopping on the validation window's logloss (the best epoch's weights are
  * kept). Writes `models/deepfm/<version>/` (manifest.json, weights.bin,
@@ -20,7 +20,7 @@ import { DEEPFM_FILES, saveDeepFmWeights } from "../models/deepfm-weights.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { initTf, type TfBackendName } from "../models/tf.js";
 import { VERSION } from "../version.js";
-import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, splitDeepFmRows, type DeepFmRows, type SplitBy } from "./deepfm-rows.js";
+import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, splitDeepFmRows, type DeepFmRows, type SplitBy } from "../examples/deepfm-rows.js";
 import { seededRandom } from "../models/seeded-random.js";
 
 export interface TrainDeepFmOptions {
@@ -30,7 +30,7 @@ export interface TrainDeepFmOptions {
   format?: DatasetFormat;
   /** Data file relative to dataDir. Default: the format's default file (Taobao: the 2h10m time slice). */
   file?: string;
-  /** How the 70/10/20 time split places its boundaries (deepfm-rows.ts SplitBy). Default "time-range"; use "event-count" for bursty files (REES46 sample). */
+  /** How the 70/10/20 time split places its boundaries (examples/deepfm-rows.ts SplitBy). Default "time-range"; use "event-count" for bursty files (REES46 sample). */
   splitBy?: SplitBy;
   /** Read at most this many events (for tests). Default: all. */
   limit?: number;
@@ -294,7 +294,7 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
       protocol: "events replayed in time order; positives = interactions (event types with a positive affinity weight) with an item already in the " +
         "catalog built from earlier events; features from the user's state, the catalog and the LSTM state before the event; " +
         `${negatives} negatives per positive drawn uniformly from the catalog so far among items the user never had an event with (seeded); ` +
-        "the validation and test windows are built the same way (src/train/deepfm-rows.ts)",
+        "the validation and test windows are built the same way (src/examples/deepfm-rows.ts)",
       rowsSpec,
       seed,
       epochs: epoch,

@@ -1,6 +1,6 @@
 /**
  * `portrait train lstm`: trains the LSTM user encoder (lstm-model.ts) on real
- * sequences (lstm-sequences.ts) with TF.js, early-stopping on the validation
+ * sequences (src/examples/lstm-sequences.ts) with TF.js, early-stopping on the validation
  * window, and writes models/lstm/<version>/.
  *
  * Loss per batch = mean next-item cross-entropy + mean next-category
@@ -17,7 +17,7 @@ import { initTf, tf, tfl, type TfBackendName } from "../models/tf.js";
 import {
   DEFAULT_LSTM_SOURCES, buildVocabs, loadSource, windowsOf,
   type SourceData, type SourceSpec, type Window,
-} from "./lstm-sequences.js";
+} from "../examples/lstm-sequences.js";
 import { seededRandom } from "../models/seeded-random.js";
 
 export interface TrainLstmOptions {

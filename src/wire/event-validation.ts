@@ -3,7 +3,7 @@
  * stream and the actors. Pure and deterministic (apart from the clock passed
  * in), so a redelivered event gets the same verdict as the first time.
  */
-import { partitionOf } from "../bus/partition.js";
+import { partitionOf } from "./partition.js";
 import { EventType, pb, plainBytes, type Event } from "./proto.js";
 
 /**

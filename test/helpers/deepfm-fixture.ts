@@ -64,6 +64,52 @@ export async function deepFmReference(
   return out;
 }
 
+/**
+ * The same forward pass in plain loops (float64, no TF.js): a reference that
+ * shares no code and no backend with any serving path. Row-major weights as in
+ * weights.bin: emb [vocab,k], lin [vocab,1], denseProj [D,k], denseLin [D,1],
+ * w<i> [in,out], wOut [in,1]; the dense projection is one more field.
+ */
+export function deepFmPlain(
+  a: DeepFmArchitecture, w: Record<string, Float32Array>, ids: Int32Array, dense: Float32Array | undefined, rows: number,
+): Float64Array {
+  const k = a.embDim;
+  const out = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const fields: number[][] = [];
+    let first = w.bias![0]!;
+    for (let f = 0; f < a.fields; f++) {
+      const id = ids[r * a.fields + f]!;
+      fields.push(Array.from({ length: k }, (_, j) => w.emb![id * k + j]!));
+      first += w.lin![id]!;
+    }
+    if (a.denseDim > 0) {
+      const x = Array.from({ length: a.denseDim }, (_, d) => dense![r * a.denseDim + d]!);
+      fields.push(Array.from({ length: k }, (_, j) => x.reduce((s, v, d) => s + v * w.denseProj![d * k + j]!, 0)));
+      first += x.reduce((s, v, d) => s + v * w.denseLin![d]!, 0);
+    }
+    let fm = 0;
+    for (let j = 0; j < k; j++) {
+      let sum = 0;
+      let squares = 0;
+      for (const e of fields) {
+        sum += e[j]!;
+        squares += e[j]! * e[j]!;
+      }
+      fm += 0.5 * (sum * sum - squares);
+    }
+    let h = fields.flat();
+    a.hidden.forEach((width, i) => {
+      const W = w[`w${i}`]!;
+      const b = w[`b${i}`]!;
+      h = Array.from({ length: width }, (_, o) => Math.max(0, h.reduce((s, v, n) => s + v * W[n * width + o]!, b[o]!)));
+    });
+    const deep = h.reduce((s, v, n) => s + v * w.wOut![n]!, w.bOut![0]!);
+    out[r] = 1 / (1 + Math.exp(-(first + fm + deep)));
+  }
+  return out;
+}
+
 /** The largest absolute difference of two equally long arrays. */
 export function maxAbsDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
   if (x.length !== y.length) throw new Error(`lengths differ: ${x.length} vs ${y.length}`);

@@ -86,6 +86,11 @@ export interface ChurnExamples {
   states: UserState[];
 }
 
+/** Keeps the columns `cols` (indices into each row) of `rows`. */
+export function selectColumns(rows: readonly ArrayLike<number>[], cols: readonly number[]): Float64Array[] {
+  return rows.map((r) => Float64Array.from(cols, (c) => r[c]!));
+}
+
 /** Checks a split against the data's time range; throws BadRequestError saying which rule fails. */
 export function checkSplit(split: ChurnSplit, dataStartMs: number, dataEndMs: number): void {
   const iso = (t: number) => new Date(t).toISOString();

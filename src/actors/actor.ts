@@ -1,0 +1,18 @@
+/**
+ * An actor: one user's state as a shard holds it in memory, with what the
+ * shard's actor cache needs to keep or drop it. It handles one message at a
+ * time: a shard applies a user's events in stream order, one batch after the
+ * other. The state is committed to LMDB with the batch that changed it;
+ * dropping an actor from memory is never the persistence point.
+ */
+import type { UserState } from "./user-profile.js";
+
+export interface Actor {
+  state: UserState;
+  /** Number of the last batch that changed this actor; it may be dropped from memory once that batch committed. */
+  lastBatch: number;
+  /** Used since the eviction sweep last passed it (CLOCK second chance). */
+  referenced: boolean;
+  /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
+  lstm: Float32Array | undefined;
+}

@@ -1,0 +1,81 @@
+/**
+ * What the bus hands over and what it gets back: the contract between a
+ * partition consumer and whatever applies its batches (the shards). The bus
+ * owns it; the receiving side implements BatchSink. Only plain data and typed
+ * arrays cross it, so it can cross a thread boundary.
+ */
+import type { DeadLetterReason } from "../wire/event-validation.js";
+
+/**
+ * A fetched batch of one partition's messages, packed: message i is
+ * data[offsets[i] .. offsets[i+1]) and has stream sequence seqs[i]. The three
+ * buffers are transferred to the worker, not copied.
+ */
+export interface EventBatch {
+  partition: number;
+  data: Uint8Array;
+  offsets: Uint32Array;
+  seqs: Float64Array;
+}
+
+/** A message of a batch that is dead-lettered instead of applied. */
+export interface DeadLetter {
+  /** Index of the message in its batch. */
+  index: number;
+  seq: number;
+  reason: DeadLetterReason;
+  detail: string;
+}
+
+/** The outcome of a batch; returned only once its LMDB transaction committed. */
+export interface BatchResult {
+  partition: number;
+  /** Stream sequence of the batch's last message: everything up to it is done. */
+  lastSeq: number;
+  /** Events applied to profiles. */
+  applied: number;
+  /** Valid events skipped because their sequence was already applied (redeliveries). */
+  skipped: number;
+  deadLetters: DeadLetter[];
+  /** Time to decode, validate and apply the batch, ms. */
+  applyMs: number;
+  /** Time from queuing the writes to their commit, ms. */
+  commitMs: number;
+  /** Latest event time applied by the receiver, epoch ms (its event-time clock). */
+  watermarkMs: number;
+  /** LSTM cell steps run for this batch (one per applied event when the LSTM runs) and their time, ms. */
+  lstmSteps: number;
+  lstmMs: number;
+  /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
+  feedback: Record<string, [number, number]>;
+}
+
+/**
+ * Where a partition consumer delivers. The promise resolves once the batch is
+ * committed (then the consumer acknowledges it) and rejects when it cannot be
+ * (the consumer stops: nothing more of the partition is acknowledged).
+ */
+export interface BatchSink {
+  applyBatch(batch: EventBatch): Promise<BatchResult>;
+}
+
+/** Packs messages into one EventBatch (one copy of their bytes). */
+export function packBatch<M>(partition: number, msgs: readonly M[], dataOf: (m: M) => Uint8Array, seqOf: (m: M, i: number) => number): EventBatch {
+  const n = msgs.length;
+  let total = 0;
+  for (let i = 0; i < n; i++) total += dataOf(msgs[i]!).length;
+  const data = new Uint8Array(total);
+  const offsets = new Uint32Array(n + 1);
+  const seqs = new Float64Array(n);
+  let off = 0;
+  for (let i = 0; i < n; i++) {
+    const m = msgs[i]!;
+    const bytes = dataOf(m);
+    data.set(bytes, off);
+    offsets[i] = off;
+    off += bytes.length;
+    seqs[i] = seqOf(m, i);
+  }
+  offsets[n] = off;
+  return { partition, data, offsets, seqs };
+}

@@ -1,0 +1,194 @@
+/**
+ * The writes of a shard, in stream order: event batches and forgets.
+ *
+ * Each batch is applied synchronously (an actor handles one event at a time,
+ * in stream order), its writes are queued in one LMDB transaction, and the
+ * next batch can be applied while that commit flushes. A batch's promise
+ * settles when its commit does; commits resolve in order. A forget is ordered
+ * with the batches (ShardApi.forget).
+ */
+import type { Actor } from "../actors/actor.js";
+import type { CompiledProfileOptions } from "../actors/profile-options.js";
+import { applyEvent } from "../actors/user-profile.js";
+import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
+import { toWire } from "../errors.js";
+import type { LstmEvent } from "../models/lstm-features.js";
+import type { LstmRuntime } from "../models/lstm-runtime.js";
+import type { ProfileStore } from "../store/profile-store.js";
+import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
+import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
+import { EventType } from "../wire/proto.js";
+import type { ActorCache } from "./actor-cache.js";
+import type { CategoryLabels } from "./category-labels.js";
+import { MAX_AHEAD_PER_BATCH, type BatchTimes, type ClockReader } from "./engine-clock.js";
+import { stepLstm } from "./lstm-steps.js";
+import type { Pseudonymise } from "./pseudonym.js";
+import type { ForgetResult } from "./shard-protocol.js";
+
+export interface BatchApplierDeps {
+  shard: number;
+  partitions: number[];
+  store: ProfileStore;
+  actors: ActorCache;
+  profile: CompiledProfileOptions;
+  validation: EventValidationOptions;
+  /** Raw user id -> the id state is kept under; `pseudonymised` false when that is the id itself. */
+  key: Pseudonymise;
+  pseudonymised: boolean;
+  lstm: LstmRuntime | undefined;
+  itemEvents: ItemEventSender | undefined;
+  /** Category names events carry. */
+  labels: CategoryLabels;
+  /** The engine clock (engine-clock.ts): which event times are in its era. */
+  clock: ClockReader;
+}
+
+/** A batch's outcome with what the engine clock needs from it. */
+export interface AppliedBatch extends BatchResult {
+  times: BatchTimes;
+}
+
+export class BatchApplier {
+  readonly #d: BatchApplierDeps;
+  readonly #appliedSeq = new Map<number, number>();
+  /** Batches applied but not yet committed and posted; a forget waits for those before it. */
+  readonly #inflight = new Set<Promise<unknown>>();
+  #batchNo = 0;
+  #committedBatch = 0;
+  #pendingWrites = 0;
+  #watermarkMs = 0;
+
+  constructor(d: BatchApplierDeps) {
+    this.#d = d;
+    for (const p of d.partitions) this.#appliedSeq.set(p, d.store.getAppliedSeq(p));
+  }
+
+  /** Last applied stream sequence of each owned partition, as committed in LMDB at start. */
+  appliedSeqs(): Record<number, number> {
+    return Object.fromEntries(this.#appliedSeq);
+  }
+
+  /** Latest event time applied, epoch ms: the shard's event-time clock. */
+  get watermarkMs(): number {
+    return this.#watermarkMs;
+  }
+
+  /** Batches whose writes are queued and not committed yet. */
+  get pendingWrites(): number {
+    return this.#pendingWrites;
+  }
+
+  apply(batch: EventBatch): Promise<AppliedBatch> {
+    // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
+    const run = this.#apply(batch);
+    const done = run.then(() => undefined, () => undefined);
+    this.#inflight.add(done);
+    void done.then(() => this.#inflight.delete(done));
+    return run;
+  }
+
+  async #apply(batch: EventBatch): Promise<AppliedBatch> {
+    const t0 = performance.now();
+    const d = this.#d;
+    const { partition, data, offsets, seqs } = batch;
+    const n = seqs.length;
+    const applied = this.#appliedSeq.get(partition);
+    if (applied === undefined) throw new Error(`shard ${d.shard} does not own partition ${partition}`);
+    const batchNo = ++this.#batchNo;
+    const now = Date.now();
+    const deadLetters: DeadLetter[] = [];
+    const dirty = new Map<string, Actor>();
+    let appliedCount = 0;
+    let skipped = 0;
+    const lstm = d.lstm;
+    const steps: Array<[Actor, LstmEvent, number]> = [];
+    const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
+    const feedback: Record<string, [number, number]> = {};
+    const keys = d.pseudonymised ? new Map<string, string>() : undefined;
+    let inEraMs = 0;
+    const ahead = new Map<string, number>();
+    // Highest sequence done so far: a partition delivers in stream order, so
+    // anything at or below it is a redelivery (even one inside this batch).
+    let high = applied;
+    for (let i = 0; i < n; i++) {
+      const seq = seqs[i]!;
+      const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, d.validation);
+      if (!r.ok) {
+        deadLetters.push({ index: i, seq, reason: r.reason, detail: r.detail });
+        if (seq > high) high = seq;
+        continue;
+      }
+      if (seq <= high) {
+        skipped++;
+        continue;
+      }
+      high = seq;
+      const e = r.event;
+      if (keys !== undefined) {
+        let k = keys.get(e.userId);
+        if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
+        e.userId = k;
+      }
+      const actor = d.actors.actor(e.userId);
+      if (lstm !== undefined) steps.push([actor, e, actor.state.lastSeenMs]);
+      if (items !== undefined && e.itemId !== "") pushItemEvent(items, e, !actor.state.recent.includes(e.itemId));
+      if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
+        const f = (feedback[e.modelVersion] ??= [0, 0]);
+        f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+      }
+      applyEvent(actor.state, e, d.profile);
+      if (e.categoryPath !== "") d.labels.note(e.categoryId, e.categoryPath);
+      if (d.clock.inEra(e.timestampMs, now)) {
+        if (e.timestampMs > inEraMs) inEraMs = e.timestampMs;
+      } else if (ahead.size < MAX_AHEAD_PER_BATCH || ahead.has(e.userId)) {
+        ahead.set(e.userId, Math.min(ahead.get(e.userId) ?? Infinity, e.timestampMs));
+      }
+      actor.lastBatch = batchNo;
+      dirty.set(e.userId, actor);
+      appliedCount++;
+      if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
+    }
+    const tl = performance.now();
+    if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps);
+    const lstmMs = performance.now() - tl;
+    const lastSeq = n > 0 ? seqs[n - 1]! : applied;
+    this.#appliedSeq.set(partition, high);
+    // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
+    // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
+    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const));
+    const t1 = performance.now();
+    this.#pendingWrites++;
+    try {
+      await commit;
+    } finally {
+      this.#pendingWrites--;
+    }
+    if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    d.actors.evict(this.#committedBatch);
+    if (items !== undefined && items.itemIds.length > 0) d.itemEvents!.post(items);
+    return {
+      partition, lastSeq, applied: appliedCount, skipped, deadLetters,
+      applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
+      lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
+    };
+  }
+
+  async forget(userId: string): Promise<ForgetResult> {
+    const d = this.#d;
+    const key = d.key(userId);
+    const existed = d.actors.has(key);
+    // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
+    const before = [...this.#inflight];
+    try {
+      await d.actors.erase(key, async () => {
+        await d.store.removeState(key);
+        await Promise.all(before);
+      });
+    } catch (err) {
+      return { ok: false, error: toWire(err) };
+    }
+    // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
+    d.itemEvents?.forget(key);
+    return { ok: true, existed };
+  }
+}

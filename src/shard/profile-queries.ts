@@ -1,0 +1,131 @@
+/**
+ * The reads of a shard: profile and recommendation-context queries, answered
+ * from the actors in memory or LMDB's committed state, between batches. A
+ * query whose deadline passed before it got here is answered OVERLOADED
+ * without work (main has already replied OVERLOADED at the deadline).
+ */
+import type { CompiledProfileOptions } from "../actors/profile-options.js";
+import { newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
+import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
+import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
+import type { ChurnModel } from "../models/churn-model.js";
+import { deepFmUserFeatures } from "../models/deepfm-features.js";
+import type { LstmRuntime } from "../models/lstm-runtime.js";
+import type { Logger } from "../obs/logger.js";
+import { pb } from "../wire/proto.js";
+import type { ActorCache } from "./actor-cache.js";
+import type { CategoryLabels } from "./category-labels.js";
+import type { ClockReader } from "./engine-clock.js";
+import { storedLstmState } from "./lstm-steps.js";
+import type { Pseudonymise } from "./pseudonym.js";
+
+const encoder = new TextEncoder();
+
+export interface ProfileQueriesDeps {
+  shard: number;
+  actors: ActorCache;
+  profile: CompiledProfileOptions;
+  key: Pseudonymise;
+  /** The engine clock (engine-clock.ts): "now" for a query that names no time. */
+  clock: ClockReader;
+  /** Category names, for the profile's categories. */
+  labels: CategoryLabels;
+  lstm: LstmRuntime | undefined;
+  churn: ChurnModel | undefined;
+  log: Logger;
+}
+
+export class ProfileQueries {
+  readonly #d: ProfileQueriesDeps;
+
+  constructor(d: ProfileQueriesDeps) {
+    this.#d = d;
+  }
+
+  /** OVERLOADED when the query's deadline passed before this shard could start it. */
+  #late(deadline: QueryDeadline | undefined): WireError | undefined {
+    if (deadline === undefined) return undefined;
+    const now = Date.now();
+    if (now <= deadline.deadlineMs) return undefined;
+    return toWire(new OverloadedError(`the query waited ${now - deadline.receivedMs} ms in the engine before shard ${this.#d.shard} could start it ` +
+      `(allowed ${deadline.deadlineMs - deadline.receivedMs} ms); try again later`));
+  }
+
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult {
+    const late = this.#late(deadline);
+    if (late !== undefined) return { ok: false, error: late };
+    const d = this.#d;
+    try {
+      const state = d.actors.state(d.key(userId));
+      if (state === undefined) {
+        return { ok: false, error: toWire(new UnknownUserError(userId)) };
+      }
+      if (asOfMs > 0 && asOfMs < state.lastSeenMs) {
+        return { ok: false, error: toWire(new BadRequestError(`asOfMs ${new Date(asOfMs).toISOString()} is before this user's last event ` +
+          `(${new Date(state.lastSeenMs).toISOString()}): a profile holds every event applied and cannot be rewound; ask at or after its last event`)) };
+      }
+      const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
+      const profile = profileView(userId, state, asOf, d.profile);
+      const predictions = this.#predictions(state, asOf);
+      if (predictions !== undefined) profile.predictions = predictions;
+      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = d.labels.label(c.key);
+      const body = encoding === "json"
+        ? encoder.encode(JSON.stringify({ profile }))
+        : pb.ProfileReply.encode({ profile }).finish();
+      // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
+      return { ok: true, body };
+    } catch (err) {
+      d.log.error({ err }, "profile query failed");
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  /** What a recommendation needs from the user's profile (known false when the user has none). */
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
+    const late = this.#late(deadline);
+    if (late !== undefined) return { ok: false, error: late };
+    const d = this.#d;
+    try {
+      const userKey = d.key(userId);
+      const state = d.actors.state(userKey);
+      const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state?.lastSeenMs ?? 0);
+      if (state === undefined) {
+        return { ok: true, context: { known: false, userKey, asOfMs: asOf, recentItems: [], topCategories: [], nextCategories: [], purchasedItems: [], user: deepFmUserFeatures(newUserState(), asOf), lstmH: undefined } };
+      }
+      const view = profileView(userId, state, asOf, d.profile);
+      let lstmH: Float32Array | undefined;
+      let nextCategories: RecContext["nextCategories"] = [];
+      if (d.lstm !== undefined) {
+        const h = storedLstmState(state, d.lstm);
+        nextCategories = d.lstm.predict(h, 3).nextCategories;
+        lstmH = h.slice(0, d.lstm.hidden);
+      }
+      const context: RecContext = {
+        known: true, userKey, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
+        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: d.lstm?.version,
+      };
+      return { ok: true, context };
+    } catch (err) {
+      d.log.error({ err }, "recommendation context failed");
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  #predictions(state: UserState, asOfMs: number): PredictionsView | undefined {
+    const { lstm, churn } = this.#d;
+    if (lstm === undefined && churn === undefined) return undefined;
+    const out: PredictionsView = { lstmVersion: "", purchasePropensity: 0, nextCategories: [], churnVersion: "", churnRisk: 0 };
+    if (lstm !== undefined) {
+      const p = lstm.predict(storedLstmState(state, lstm));
+      out.lstmVersion = lstm.version;
+      out.purchasePropensity = p.purchasePropensity;
+      out.nextCategories = p.nextCategories;
+    }
+    // The churn model describes customers who have bought: it has no answer for the others.
+    if (churn !== undefined && state.lastPurchaseMs > 0) {
+      out.churnVersion = churn.version;
+      out.churnRisk = churn.predict(state, asOfMs);
+    }
+    return out;
+  }
+}

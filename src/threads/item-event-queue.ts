@@ -1,0 +1,167 @@
+/**
+ * The item-event queue: the item events of every committed batch, from the
+ * shards straight to one receiver (the recs worker), with no relay through
+ * the main thread. Both ends live here: the host creates the queue and one
+ * channel per shard, each shard posts through an ItemEventSender, and the
+ * receiver observes with receiveItemEvents.
+ *
+ * The queue is bounded by one count shared by all shards and the receiver
+ * (an Int32Array over a SharedArrayBuffer): a shard adds a batch's count
+ * before posting it (compare-and-swap, so shards posting at once never take
+ * it beyond the bound), the receiver subtracts it after observing it. A batch
+ * that would take the count beyond `maxQueued` is dropped instead (drop-newest,
+ * counted in ShardStats.itemEventsDropped): what the receiver derives from
+ * item events (co-visitation, trending, item statistics) is approximate;
+ * profiles are unaffected. Forget messages are always posted and not counted.
+ */
+import { MessageChannel, type MessagePort } from "node:worker_threads";
+import type { Logger } from "../obs/logger.js";
+
+/**
+ * Item events a shard applied, posted after the batch committed. Columnar,
+ * one entry per event with an item id. `newToUser` is 1 when the item was
+ * not among the user's recent items before the event (the distinct-users
+ * count of the DeepFM item features).
+ */
+export interface ItemEventBatch {
+  userIds: string[];
+  itemIds: string[];
+  types: number[];
+  timestampsMs: number[];
+  categoryIds: string[];
+  categoryPaths: string[];
+  brands: string[];
+  prices: number[];
+  currencies: string[];
+  newToUser: number[];
+}
+
+/**
+ * Posted after a forget committed, after the item events of every batch
+ * applied before it: the receiver drops what it keeps about the user (the id
+ * is the pseudonym when pseudonymisation is on).
+ */
+export interface ForgetUserMessage {
+  forgetUserId: string;
+}
+
+/** What a shard posts on its port. */
+export type ItemEventMessage = ItemEventBatch | ForgetUserMessage;
+
+/** One shard's end of the queue (part of its init; the port is transferred). */
+export interface ItemEventSink {
+  port: MessagePort;
+  /** The shared count: Int32Array over a SharedArrayBuffer of 4 bytes. */
+  queued: Int32Array;
+  maxQueued: number;
+}
+
+/** Every shard's end: one port per shard (index = shard) and the bound they share. */
+export interface ItemEventSinks {
+  ports: MessagePort[];
+  queued: Int32Array;
+  maxQueued: number;
+}
+
+/** The host's handle on the queue: the shared count and the channels. */
+export class ItemEventQueue {
+  readonly queued = new Int32Array(new SharedArrayBuffer(4));
+  readonly maxQueued: number;
+
+  constructor(maxQueued: number) {
+    this.maxQueued = maxQueued;
+  }
+
+  /** A channel for one shard: `sender` goes to the shard (ItemEventSink.port), `receiver` to the receiver. */
+  channel(): { sender: MessagePort; receiver: MessagePort } {
+    const ch = new MessageChannel();
+    return { sender: ch.port1, receiver: ch.port2 };
+  }
+
+  /** Item events posted and not observed yet (exact). */
+  size(): number {
+    return Atomics.load(this.queued, 0);
+  }
+}
+
+export function newItemEventBatch(): ItemEventBatch {
+  return { userIds: [], itemIds: [], types: [], timestampsMs: [], categoryIds: [], categoryPaths: [], brands: [], prices: [], currencies: [], newToUser: [] };
+}
+
+export interface ItemEvent {
+  userId: string; itemId: string; type: number; timestampMs: number; categoryId: string; categoryPath: string; brand: string; price: number; currency: string;
+}
+
+export function pushItemEvent(b: ItemEventBatch, e: ItemEvent, newToUser: boolean): void {
+  b.userIds.push(e.userId);
+  b.itemIds.push(e.itemId);
+  b.types.push(e.type);
+  b.timestampsMs.push(e.timestampMs);
+  b.categoryIds.push(e.categoryId);
+  b.categoryPaths.push(e.categoryPath);
+  b.brands.push(e.brand);
+  b.prices.push(e.price);
+  b.currencies.push(e.currency);
+  b.newToUser.push(newToUser ? 1 : 0);
+}
+
+/** A shard's end: posts within the bound, counts what it posted and dropped. */
+export class ItemEventSender {
+  readonly #sink: ItemEventSink;
+  readonly #log: Logger;
+  posted = 0;
+  dropped = 0;
+  /** When the last "dropped" warning was logged, ms (at most one per 10 s). */
+  #dropLoggedMs = 0;
+
+  constructor(sink: ItemEventSink, log: Logger) {
+    this.#sink = sink;
+    this.#log = log;
+  }
+
+  /** Posts a committed batch's item events, or drops them (counted, logged) when the queue would go beyond its bound. */
+  post(items: ItemEventBatch): void {
+    const sink = this.#sink;
+    const n = items.itemIds.length;
+    for (;;) {
+      const queued = Atomics.load(sink.queued, 0);
+      if (queued + n > sink.maxQueued) {
+        this.#drop(n);
+        return;
+      }
+      if (Atomics.compareExchange(sink.queued, 0, queued, queued + n) === queued) break;
+    }
+    sink.port.postMessage(items);
+    this.posted += n;
+  }
+
+  /** Always posted (never dropped, not counted in the bound): the receiver must forget the user. */
+  forget(userKey: string): void {
+    this.#sink.port.postMessage({ forgetUserId: userKey } satisfies ForgetUserMessage);
+  }
+
+  #drop(n: number): void {
+    this.dropped += n;
+    const now = Date.now();
+    if (now - this.#dropLoggedMs >= 10_000) {
+      this.#dropLoggedMs = now;
+      this.#log.warn({ dropped: this.dropped, maxQueuedItemEvents: this.#sink.maxQueued },
+        "the recs worker's item-event queue is full: dropping item events (co-visitation, trending and item statistics miss them; profiles are unaffected)");
+    }
+  }
+}
+
+/** The receiver's end of one channel: observes each batch, then takes its count off the shared bound. */
+export function receiveItemEvents(port: MessagePort, queued: Int32Array, on: { observe(b: ItemEventBatch): void; forget(userKey: string): void }): void {
+  port.on("message", (m: ItemEventMessage) => {
+    if ("forgetUserId" in m) {
+      on.forget(m.forgetUserId);
+      return;
+    }
+    try {
+      on.observe(m);
+    } finally {
+      Atomics.sub(queued, 0, m.itemIds.length);
+    }
+  });
+}

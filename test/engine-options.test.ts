@@ -1,0 +1,63 @@
+/** Engine options: one defaults object, compiled once, and README's flag table agreeing with it. */
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { NATS_DEFAULTS } from "../src/bus/connect.js";
+import { ENGINE_DEFAULTS, compileEngineOptions } from "../src/config/engine-options.js";
+import { compileInferenceOptions } from "../src/inference/inference-options.js";
+import { compileRecsOptions } from "../src/recs/recs-options.js";
+
+describe("engine options", () => {
+  it("engine options - nothing given compiles to ENGINE_DEFAULTS (paths resolved, groups compiled), frozen", () => {
+    const cfg = compileEngineOptions({});
+    const { dataDir, modelsDir, profile, recs, inference, ...rest } = ENGINE_DEFAULTS;
+    expect(cfg).toEqual({ ...rest, dataDir: resolve(dataDir), modelsDir: resolve(modelsDir), profile, recs: compileRecsOptions(recs), inference });
+    expect(Object.keys(cfg).sort()).toEqual(Object.keys(ENGINE_DEFAULTS).sort());
+    expect(Object.isFrozen(cfg)).toBe(true);
+    expect(profile).toBe(PROFILE_DEFAULTS);
+    for (const k of Object.keys(NATS_DEFAULTS)) expect(Object.hasOwn(ENGINE_DEFAULTS, k), k).toBe(true);
+  });
+
+  it("engine options - a key ENGINE_DEFAULTS lacks is an error, inherited names included", () => {
+    expect(() => compileEngineOptions({ maxBatch: 3 } as never)).toThrow('unknown engine option "maxBatch"');
+    expect(() => compileEngineOptions({ toString: "x" } as never)).toThrow('unknown engine option "toString"');
+    expect(() => compileEngineOptions({ recs: { nope: 1 } } as never)).toThrow('unknown recs option "nope"');
+    expect(() => compileEngineOptions({ inference: { workers: 0 } })).toThrow(/options\.workers must be a positive integer/);
+  });
+
+  it("engine options - recs and inference are compiled once, and the pool takes the compiled config as it is", () => {
+    const cfg = compileEngineOptions({ recs: { maxQueuedItemEvents: 10 }, inference: { workers: 2 } });
+    expect(cfg.recs).toEqual(compileRecsOptions({ maxQueuedItemEvents: 10 }));
+    expect(Object.isFrozen(cfg.recs)).toBe(true);
+    expect(cfg.inference).toEqual({ ...compileInferenceOptions(), workers: 2 });
+    expect(compileInferenceOptions(cfg.inference)).toBe(cfg.inference);
+    // A plain object with the same fields is still validated.
+    expect(() => compileInferenceOptions({ ...cfg.inference, workers: 0 })).toThrow(/options\.workers/);
+  });
+
+  it("docs - README's engine flag table gives the defaults of ENGINE_DEFAULTS", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+    const cells = new Map([...readme.matchAll(/^\| `(--[a-z-]+)[^|]*\|[^|]*\| ([^|]+) \|$/gm)].map((m) => [m[1]!, m[2]!.trim()]));
+    const first = (flag: string) => {
+      const cell = cells.get(flag);
+      expect(cell, `README's table has ${flag}`).toBeDefined();
+      return cell!.replace(/`/g, "").split(" ")[0];
+    };
+    const D = ENGINE_DEFAULTS;
+    expect(first("--nats")).toBe(D.natsUrl);
+    expect(first("--data-dir")).toBe(D.dataDir);
+    expect(first("--partitions")).toBe(String(D.partitions));
+    expect(first("--prefix")).toBe(D.subjectPrefix);
+    expect(first("--embedded-nats")).toBe(D.embeddedNats);
+    expect(first("--http-port")).toBe(String(D.httpPort));
+    expect(first("--max-batch")).toBe(String(D.maxBatchMessages));
+    expect(first("--max-ack-pending")).toBe(String(D.maxAckPending));
+    expect(first("--max-query-wait-ms")).toBe(String(D.maxQueryWaitMs));
+    expect(first("--half-life-hours")).toBe(String(D.profile.halfLifeMs / 3_600_000));
+    expect(first("--session-gap-minutes")).toBe(String(D.profile.sessionGapMs / 60_000));
+    expect(first("--lstm")).toBe(D.lstmModel);
+    expect(first("--inference-workers")).toBe(String(D.inference.workers));
+    expect(first("--log-level")).toBe(D.logLevel);
+  });
+});

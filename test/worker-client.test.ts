@@ -1,0 +1,57 @@
+/** The worker-thread client and the comlink error transfer, with a real worker thread (test/fixtures/errors.worker.ts). */
+import { afterEach, describe, expect, it } from "vitest";
+import { BadRequestError, ErrorCode, PortraitError, fromWire, toWire } from "../src/errors.js";
+import { WorkerClient } from "../src/threads/worker-client.js";
+
+interface Api {
+  storageFailed(): Promise<never>;
+  unknownUser(): Promise<never>;
+  plain(): Promise<never>;
+  stats(): Promise<{ n: number }>;
+  exit(): void;
+}
+
+const clients: Array<WorkerClient<Api, { n: number }>> = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+function spawn(onExit: (err: PortraitError) => void = () => undefined): WorkerClient<Api, { n: number }> {
+  const c = new WorkerClient<Api, { n: number }>({
+    base: new URL("./fixtures/", import.meta.url).href + "x.ts", module: "errors.worker", threadName: "test-errors", what: "test worker", onExit,
+  });
+  clients.push(c);
+  return c;
+}
+
+describe("errors across threads", () => {
+  it("errors - toWire/fromWire keep the code, the subclass where one exists, and map anything else to INTERNAL", () => {
+    const bad = fromWire(toWire(new BadRequestError("no")));
+    expect(bad).toBeInstanceOf(BadRequestError);
+    expect(bad).toMatchObject({ code: "BAD_REQUEST", message: "no", retryable: false });
+    expect(fromWire(toWire(new PortraitError(ErrorCode.STORAGE_FAILED, "full")))).toMatchObject({ code: "STORAGE_FAILED", retryable: true });
+    expect(fromWire(toWire(new RangeError("x")))).toMatchObject({ code: "INTERNAL", message: "x" });
+    expect(fromWire({ code: "NOT_A_CODE" as ErrorCode, message: "y" })).toMatchObject({ code: "INTERNAL", message: "y" });
+  });
+
+  it("errors - an error thrown in a worker reaches the main thread as a PortraitError with its code", async () => {
+    const c = spawn();
+    const storage = await c.call((api) => api.storageFailed()).catch((e: unknown) => e);
+    expect(storage).toBeInstanceOf(PortraitError);
+    expect(storage).toMatchObject({ code: "STORAGE_FAILED", message: expect.stringContaining("No space left") });
+    expect((storage as Error).stack).toContain("errors.worker");
+    await expect(c.call((api) => api.unknownUser())).rejects.toMatchObject({ code: "UNKNOWN_USER", message: 'no profile for user "u1"' });
+    await expect(c.call((api) => api.plain())).rejects.toMatchObject({ code: "INTERNAL", message: "not a PortraitError" });
+  });
+
+  it("worker client - a worker that exits rejects the pending and later calls with WORKER_EXITED and tells onExit once", async () => {
+    const exits: PortraitError[] = [];
+    const c = spawn((err) => exits.push(err));
+    expect(await c.stats((api) => api.stats(), 5000)).toEqual({ n: 1 });
+    expect(c.lastStats).toEqual({ n: 1 });
+    await expect(c.call(async (api) => api.exit())).rejects.toMatchObject({ code: "WORKER_EXITED", message: "test worker exited with code 3" });
+    await expect(c.call((api) => api.stats())).rejects.toMatchObject({ code: "WORKER_EXITED" });
+    expect(exits.map((e) => e.code)).toEqual(["WORKER_EXITED"]);
+    expect(c.alive).toBe(false);
+  });
+});
