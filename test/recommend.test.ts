@@ -99,6 +99,26 @@ describe("recommend", () => {
     await check();
   });
 
+  it("recommend - session sources are rebuilt from the live stream after a restart: empty at first (the documented difference), back with new sessions", async () => {
+    const { prefix, engine, client } = await setup("recr");
+    const user = `${prefix}-u39`;
+    // u39's session is the newest (within the 30-minute gap of the event clock): session-kNN and the rules find candidates.
+    const before = await client.recommend(user, { k: 10, candidates: 100 });
+    expect(before.candidateSources.sknn ?? 0).toBeGreaterThan(0);
+    await engine.close();
+    await fx.startEngine({ subjectPrefix: prefix, dataDir: engine.config.dataDir });
+    const after = await client.recommend(user, { k: 10, candidates: 100 });
+    expect(after.knownUser).toBe(true);
+    expect(after.candidateSources.sknn).toBeUndefined();
+    expect(after.candidateSources.rules).toBeUndefined();
+    // New sessions an hour later rebuild them.
+    const events = shop(prefix).map((e) => ({ ...e, eventId: `${e.eventId}-r`, timestampMs: (e.timestampMs as number) + 3_600_000 }));
+    await client.publishMany(events);
+    await waitFor(async () => ((await client.recommend(user, { k: 10, candidates: 100 })).candidateSources.sknn ?? 0) > 0, {
+      timeoutMs: 30_000, message: "session-kNN found nothing after new sessions",
+    });
+  });
+
   it("recommend - concurrent requests (micro-batched) get the same scores as requests one at a time", async () => {
     const { prefix, client } = await setup("recb", { recs: { ranking: { policy: "deepfm" } } });
     const users = Array.from({ length: 24 }, (_, u) => `${prefix}-u${u}`);
