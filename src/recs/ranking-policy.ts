@@ -5,7 +5,7 @@
  *   did not find follow, by prior). Needs no training and no evidence.
  * - "prior": the sum of the normalised source scores (every source weighs 1).
  * - "blend": the sum of weight x normalised score per source, the weights
- *   fit on the shop's own log (`portrait eval next-click --write-policy`).
+ *   fit on the shop's own log (`portrait eval prequential --targets next-click --write-policy`).
  * - "deepfm": the DeepFM ranker's scores (the inference pool).
  *
  * A trained ranker ("blend", "deepfm") is served only where a policy file

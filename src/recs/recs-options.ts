@@ -154,7 +154,7 @@ export interface RankingOptions {
    * "prior" (sum of normalised source scores), "blend" (`weights`), "deepfm".
    */
   policy?: "auto" | RankingPolicyName;
-  /** JSON written by `portrait eval next-click --write-policy`: the chosen policy and its validation numbers. Default "" (none). */
+  /** JSON written by `portrait eval prequential --targets next-click --write-policy`: the chosen policy and its validation numbers. Default "" (none). */
   policyFile?: string;
   /** Per-source weights of "blend", each finite and >= 0. Default none (all 0). */
   weights?: Partial<Record<CandidateSource, number>>;
