@@ -75,8 +75,10 @@ function contexts(events: readonly ItemEvent[], index: RecsIndex): CandidateCont
       if (c) cats.set(c, (cats.get(c) ?? 0) + 1);
     }
     const last = h[h.length - 1]!;
+    // The user's last session (whatever its age), so session-kNN and the rules do their full work.
+    const session = index.sessions.current(userId);
     out.push({
-      userId, known: true, recentItems: recent, nowMs,
+      userId, known: true, recentItems: recent, nowMs, ...(session !== undefined ? { session } : {}),
       topCategories: [...cats].map(([key, score]) => ({ key, score })).sort((x, y) => y.score - x.score).slice(0, 16),
       nextCategories: last.categoryId ? [{ key: last.categoryId, score: 0.5 }] : [],
       purchasedItems: h.filter((e) => e.type === EventType.PURCHASE).map((e) => e.itemId),

@@ -295,8 +295,13 @@ export class Engine {
     this.metrics.ready.set(1);
     this.metrics.shardStats = () => this.#pool?.stats() ?? Promise.resolve([]);
     this.metrics.workerStats = async () => {
-      const recsStats = await recsHost.recentStats();
-      return recsStats === undefined ? [] : [{ thread: "recs", heap: recsStats.heap }];
+      const r = await recsHost.recentStats();
+      if (r === undefined) return [];
+      const tables = {
+        catalog: r.items, covisitation: r.covisitationItems, trending: r.trendingItems,
+        sessions: r.sessions, session_index_items: r.sessionIndexItems, rule_items: r.ruleItems,
+      };
+      return [{ thread: "recs", heap: r.heap, tables }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
     this.log.info({

@@ -43,8 +43,8 @@ async function setup(name: string, o: Parameters<typeof fx.startEngine>[0] = {})
 }
 
 describe("recommend", () => {
-  it("recommend - a known user gets DeepFM-ranked items with reasons; an unknown user gets popular items, not an error", async () => {
-    const { prefix, client } = await setup("rec");
+  it("recommend - with the deepfm policy a known user gets DeepFM-ranked items with reasons; an unknown user gets popular items, not an error", async () => {
+    const { prefix, client } = await setup("rec", { recs: { ranking: { policy: "deepfm" } } });
     const r = await client.recommend(`${prefix}-u3`, { k: 5 });
     expect(r.knownUser).toBe(true);
     expect(r.items.length).toBe(5);
@@ -63,6 +63,16 @@ describe("recommend", () => {
     expect(unknown.knownUser).toBe(false);
     expect(unknown.items.length).toBe(5);
     expect(unknown.items.every((it) => it.reason === "popular" || it.sources.includes("trending"))).toBe(true);
+  });
+
+  it("recommend - by default (no policy file) the bundled DeepFM is loaded but not served: the reply names the source order", async () => {
+    const { prefix, client } = await setup("recp");
+    const r = await client.recommend(`${prefix}-u3`, { k: 5 });
+    expect(r.knownUser).toBe(true);
+    expect(r.modelVersion).toBe("ranking source:sknn");
+    expect(r.backend).toBe("none");
+    for (let i = 1; i < r.items.length; i++) expect(r.items[i - 1]!.score).toBeGreaterThanOrEqual(r.items[i]!.score);
+    expect(r.items.length).toBe(5);
   });
 
   it("recommend - excluded, unavailable and just-bought items never appear; availability survives a restart", async () => {
@@ -89,8 +99,28 @@ describe("recommend", () => {
     await check();
   });
 
+  it("recommend - session sources are rebuilt from the live stream after a restart: empty at first (the documented difference), back with new sessions", async () => {
+    const { prefix, engine, client } = await setup("recr");
+    const user = `${prefix}-u39`;
+    // u39's session is the newest (within the 30-minute gap of the event clock): session-kNN and the rules find candidates.
+    const before = await client.recommend(user, { k: 10, candidates: 100 });
+    expect(before.candidateSources.sknn ?? 0).toBeGreaterThan(0);
+    await engine.close();
+    await fx.startEngine({ subjectPrefix: prefix, dataDir: engine.config.dataDir });
+    const after = await client.recommend(user, { k: 10, candidates: 100 });
+    expect(after.knownUser).toBe(true);
+    expect(after.candidateSources.sknn).toBeUndefined();
+    expect(after.candidateSources.rules).toBeUndefined();
+    // New sessions an hour later rebuild them.
+    const events = shop(prefix).map((e) => ({ ...e, eventId: `${e.eventId}-r`, timestampMs: (e.timestampMs as number) + 3_600_000 }));
+    await client.publishMany(events);
+    await waitFor(async () => ((await client.recommend(user, { k: 10, candidates: 100 })).candidateSources.sknn ?? 0) > 0, {
+      timeoutMs: 30_000, message: "session-kNN found nothing after new sessions",
+    });
+  });
+
   it("recommend - concurrent requests (micro-batched) get the same scores as requests one at a time", async () => {
-    const { prefix, client } = await setup("recb");
+    const { prefix, client } = await setup("recb", { recs: { ranking: { policy: "deepfm" } } });
     const users = Array.from({ length: 24 }, (_, u) => `${prefix}-u${u}`);
     const asOfMs = T0 + 3_600_000;
     const alone: Awaited<ReturnType<typeof client.recommend>>[] = [];
@@ -103,7 +133,7 @@ describe("recommend", () => {
   });
 
   it("recommend - a burst larger than the inference queue gets OVERLOADED replies, and the engine recovers", async () => {
-    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 } });
+    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 }, recs: { ranking: { policy: "deepfm" } } });
     const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5, candidates: 100 })));
     const rejected = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as PortraitError);
     expect(rejected.length).toBeGreaterThan(0);

@@ -426,16 +426,16 @@ describe("candidates", () => {
       observeItemEvent(idx, ev("u", `n${i}`, EventType.VIEW, T0 + 2 * i + 1));
       observeItemEvent(idx, ev(`p${i}`, `pop${i}`, EventType.PURCHASE, T0 + i));
     }
-    const o = compileRecsOptions({ candidates: { count: 10, quotas: { covisit: 0.3, trending: 0.7, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
+    const o = compileRecsOptions({ candidates: { count: 10, quotas: { sknn: 0, rules: 0, repeat: 0, covisit: 0.3, trending: 0.7, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
     const cands = generateCandidates(context({ recentItems: ["seed"], nowMs: T0 + 200 }), idx, o);
     expect(cands).toHaveLength(10);
     expect(cands.filter((c) => c.itemId.startsWith("n")).length).toBe(3);
     // All slots to covisit.
-    const only = compileRecsOptions({ candidates: { count: 10, quotas: { covisit: 1, trending: 0, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
+    const only = compileRecsOptions({ candidates: { count: 10, quotas: { sknn: 0, rules: 0, repeat: 0, covisit: 1, trending: 0, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
     const c2 = generateCandidates(context({ recentItems: ["seed"], nowMs: T0 + 200 }), idx, only);
     expect(c2.filter((c) => c.itemId.startsWith("n")).length).toBe(10);
     // Shares summing to less than 1: the rest is backfilled, one item per source in turn.
-    const part = compileRecsOptions({ candidates: { count: 10, quotas: { covisit: 0.2, trending: 0.2, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
+    const part = compileRecsOptions({ candidates: { count: 10, quotas: { sknn: 0, rules: 0, repeat: 0, covisit: 0.2, trending: 0.2, category: 0, nextCategory: 0, recent: 0 } } }).candidates;
     const c3 = generateCandidates(context({ recentItems: ["seed"], nowMs: T0 + 200 }), idx, part);
     expect(c3).toHaveLength(10);
     expect(c3.filter((c) => c.itemId.startsWith("n")).length).toBeGreaterThanOrEqual(4);

@@ -10,6 +10,10 @@ import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
 import { evalPrequential } from "../eval/prequential.js";
+import { carveValidation, evalNextClick, readNextClickTrain } from "../eval/next-click.js";
+import { selectPolicy, writePolicyFile } from "../eval/ranking-selection.js";
+import { basename } from "node:path";
+import type { RecsOptions } from "../recs/recs-options.js";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
@@ -122,20 +126,62 @@ export function registerModelCommands(program: Command, datasets: string): void 
       })], f);
     });
   evalCmd.command("prequential")
-    .description("replay a real log in time order through the engine; before each purchase, is its item in the top K? fresh profiles vs a daily snapshot vs popularity")
-    .addOption(new Option("--format <format>", "data set").choices(["taobao", "online-retail", "rees46"]).makeOptionMandatory())
-    .option("--file <path>", "data file relative to --datasets (default: taobao's 9-day first_users file, or the format's file)")
+    .description("replay a real log in time order through the engine; before each purchase (or, with --targets next-click, each next click of a session), is its item in the top K? purchases: fresh profiles vs a daily snapshot vs popularity; next-click: the live engine vs offline SR, SKNN, item-kNN, S-POP, popularity on the same targets")
+    .addOption(new Option("--format <format>", "data set").choices(["taobao", "online-retail", "rees46", "yoochoose"]).makeOptionMandatory())
+    .option("--file <path>", "data file relative to --datasets (default: taobao's 9-day first_users file, or the format's file; next-click: the training file)")
+    .option("--test-file <path>", "next-click: the test file (default: yoochoose train_valid)")
     .option("--datasets <dir>", "directory of the public data sets", datasets)
     .option("--limit <n>", "read at most this many events", posInt)
-    .addOption(new Option("--targets <kind>", "which events are scored").choices(["purchase", "purchase+click"]).default("purchase"))
+    .addOption(new Option("--targets <kind>", "which events are scored").choices(["purchase", "purchase+click", "next-click"]).default("purchase"))
     .option("--max-targets <n>", "score at most this many targets, evenly spaced in time", posInt, 2000)
     .option("--nats <url>", "use this NATS server (default: start an embedded one)")
+    .option("--deepfm <version>", 'DeepFM model the engine loads: a version, "current" or "off"', "current")
+    .option("--lstm <version>", 'LSTM model the engine loads: a version, "current" or "off"', "current")
+    .option("--policy <name>", 'ranking policy: auto, prior, blend, deepfm or source:<name> (default auto)')
+    .option("--policy-file <path>", "ranking policy file (see README)")
+    .addOption(new Option("--exclude-purchased <on|off>", "leave out items the user bought (recs option candidates.excludePurchased)").choices(["on", "off"]).default("on"))
+    .addOption(new Option("--allow-recent <on|off>", "let recently viewed items be recommended (candidates.allowRecent)").choices(["on", "off"]).default("on"))
+    .option("--recs <json>", 'recs options as JSON (README "Recommendations"), e.g. \'{"trending":{"halfLifeMs":2592000000}}\'; the flags above override their fields')
+    .option("--write-policy <path>", "next-click: first choose the ranking policy on a validation carved from the training file (its last day), write it here, and evaluate with it")
     .option("--json", "print the table as JSON")
     .option("--markdown", "print the table as Markdown")
-    .action(async (f: { format: DatasetFormat; file?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click"; maxTargets: number; nats?: string; json?: boolean; markdown?: boolean }) => {
+    .action(async (f: {
+      format: DatasetFormat; file?: string; testFile?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
+      maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; recs?: string; excludePurchased: "on" | "off"; allowRecent: "on" | "off"; json?: boolean; markdown?: boolean;
+    }) => {
+      if (f.writePolicy !== undefined) {
+        if (f.targets !== "next-click") throw new InvalidArgumentError("--write-policy needs --targets next-click");
+        const tr = await readNextClickTrain({ dataDir: f.datasets, ...(f.file !== undefined ? { trainFile: f.file } : {}) });
+        const carve = carveValidation(tr.events);
+        const chosen = selectPolicy(carve.earlier, carve.validation, `${basename(tr.path)}: ${carve.description}`, { onProgress: progressLines("select policy") });
+        writePolicyFile(f.writePolicy, chosen);
+        const columns = ["policy", "HR@10", "MRR@10", "HR@20", "MRR@20", "targets"];
+        printTables([{
+          task: `ranking policy selection (chosen: ${chosen.policy}, written to ${f.writePolicy})`, split: chosen.validation, columns,
+          rows: Object.entries(chosen.results).map(([policy, m]) => ({ policy, ...m })),
+        }], f);
+        f.policyFile = f.writePolicy;
+      }
+      const ranking = { ...(f.policy !== undefined ? { policy: f.policy as "auto" } : {}), ...(f.policyFile !== undefined ? { policyFile: f.policyFile } : {}) };
+      let given: RecsOptions = {};
+      try {
+        given = f.recs !== undefined ? (JSON.parse(f.recs) as RecsOptions) : {};
+      } catch (err) {
+        throw new InvalidArgumentError(`--recs is not JSON: ${(err as Error).message}`);
+      }
+      const candidates = { ...given.candidates, excludePurchased: f.excludePurchased === "on", allowRecent: f.allowRecent === "on" };
+      const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ...given, ranking: { ...given.ranking, ...ranking }, candidates } };
+      const common = { maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), engine, onProgress: progressLines("eval prequential") };
+      if (f.targets === "next-click") {
+        if (f.format !== "yoochoose") throw new InvalidArgumentError("--targets next-click reads Yoochoose session files (--format yoochoose)");
+        printTables([await evalNextClick({
+          dataDir: f.datasets, ...(f.file !== undefined ? { trainFile: f.file } : {}), ...(f.testFile !== undefined ? { testFile: f.testFile } : {}), ...common,
+        })], f);
+        return;
+      }
       printTables([await evalPrequential({
         dataDir: f.datasets, format: f.format, ...(f.file !== undefined ? { file: f.file } : {}), ...(f.limit !== undefined ? { limit: f.limit } : {}),
-        targets: f.targets, maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), onProgress: progressLines("eval prequential"),
+        targets: f.targets, ...common,
       })], f);
     });
   modelFlags(evalCmd.command("churn")

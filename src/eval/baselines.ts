@@ -14,6 +14,10 @@
  *   session-rec counts) and supp(i) = events of i; self-similarity is 0;
  *   only the `neighbors` most similar items are kept; a prefix is scored by
  *   the similarity to its LAST token.
+ * - `SequentialRulesModel` ("SR"): session-rec's SR (baselines/sr.py): for
+ *   each training click j and each of the `steps` clicks i before it in its
+ *   session (distance d, repeats kept), rule i -> j gains 1 / d; a prefix is
+ *   scored by the rules of its LAST token (the `pruning` strongest kept).
  * - `SknnModel` ("SKNN"): session-rec's ContextKNN (knn/sknn.py): training
  *   sessions that share tokens with the prefix, the `sampleSize` most recent
  *   of them (by last event), the `k` most similar by cosine or Jaccard
@@ -179,6 +183,59 @@ export class ItemKnnModel implements NextItemModel {
     if (last === undefined) return;
     const nb = this.#neighbors[last]!;
     writeAbove(out, nb, nb.length);
+  }
+}
+
+export interface SequentialRulesModelOptions {
+  /** Most clicks back a rule reaches (default 10; session-rec steps). */
+  steps?: number;
+  /** Rules kept per item, strongest first (default 20; session-rec pruning; 0 = all). */
+  pruning?: number;
+}
+
+export class SequentialRulesModel implements NextItemModel {
+  readonly name = "SR";
+  readonly options: Readonly<Required<SequentialRulesModelOptions>>;
+  #vocab: Vocab | undefined;
+  #base: Float32Array = new Float32Array(0);
+  #rules: Array<{ next: Int32Array; score: Float64Array }> = [];
+
+  constructor(options: SequentialRulesModelOptions = {}) {
+    const { steps = 10, pruning = 20 } = options;
+    if (!Number.isInteger(steps) || steps < 1) throw new BadRequestError(`options.steps must be a positive integer, got ${steps}`);
+    if (!Number.isInteger(pruning) || pruning < 0) throw new BadRequestError(`options.pruning must be a non-negative integer, got ${pruning}`);
+    this.options = Object.freeze({ steps, pruning });
+  }
+
+  fit(train: Session[], vocab: Vocab): void {
+    this.#vocab = vocab;
+    const popRank = popularityRank(vocab);
+    this.#base = popularityBase(popRank);
+    const acc: Array<Map<number, number>> = Array.from({ length: vocab.tokens.length }, () => new Map());
+    for (const s of train) {
+      const seq = indices(s, vocab);
+      for (let t = 1; t < seq.length; t++) {
+        for (let d = 1; d <= this.options.steps && t - d >= 0; d++) {
+          const m = acc[seq[t - d]!]!;
+          m.set(seq[t]!, (m.get(seq[t]!) ?? 0) + 1 / d);
+        }
+      }
+    }
+    this.#rules = acc.map((m) => {
+      let e = [...m].sort((a, b) => b[1] - a[1] || popRank[a[0]]! - popRank[b[0]]!);
+      if (this.options.pruning > 0) e = e.slice(0, this.options.pruning);
+      return { next: Int32Array.from(e, (x) => x[0]), score: Float64Array.from(e, (x) => x[1]) };
+    });
+  }
+
+  scoreNext(prefix: Session, upTo: number, out: Float32Array): void {
+    checkFitted(this.#base, out, this.name);
+    out.set(this.#base);
+    if (upTo === 0) return;
+    const last = this.#vocab!.index.get(tokensOf(prefix, this.#vocab!.token)[upTo - 1]!);
+    if (last === undefined) return;
+    const r = this.#rules[last]!;
+    writeAbove(out, r.next, r.next.length);
   }
 }
 

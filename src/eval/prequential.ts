@@ -202,8 +202,8 @@ export class PopularityCounter {
   }
 }
 
-/** One engine of the comparison, with its client and the counts of what was published to it. */
-class Side {
+/** One engine of the comparison, with its client and the counts of what was published to it (also the next-click evaluation's engine). */
+export class Side {
   readonly perUser = new Map<string, number>();
   published = 0;
   queryMs = 0;

@@ -23,6 +23,8 @@ export interface WorkerThreadStats {
   /** Thread name in `portrait_thread_heap_bytes{thread}`, e.g. "recs". */
   thread: string;
   heap: HeapStats;
+  /** Entries per bounded table of the thread (the recs worker: items, sessions, rules...), for `portrait_recs_state_entries{table}`. */
+  tables?: Record<string, number>;
 }
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
@@ -144,6 +146,15 @@ export class EngineMetrics {
     collect: () => {
       const queued = this.recsQueuedItemEvents();
       if (queued !== undefined) this.recsItemEventsQueued.set(queued);
+    },
+  });
+  readonly recsStateEntries = new Gauge({
+    name: "portrait_recs_state_entries",
+    help: "Entries in each bounded table of the recs worker, by table: catalog items, co-visitation items, trending items, sessions (session-kNN), session-index items, items with sequential rules. Each is capped by its recs option (README \"Recommendations\").",
+    labelNames: ["table"],
+    registers: [this.registry],
+    collect: async () => {
+      for (const w of await this.#scrapeWorkers()) for (const [table, n] of Object.entries(w.tables ?? {})) this.recsStateEntries.set({ table }, n);
     },
   });
   readonly recsItemEventsDropped = new Counter({

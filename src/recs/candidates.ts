@@ -6,6 +6,10 @@
  *
  * Sources, for a known user (in this order, which is also the precedence on
  * ties and in backfill):
+ * - "sknn": session-kNN over recent sessions (src/recs/session-knn.ts) for
+ *   the user's current session. Reason "viewed in sessions like yours".
+ * - "rules": sequential rules (src/recs/sequential-rules.ts) from the newest
+ *   item of the current session. Reason "often viewed after <item>".
  * - "covisit": co-visitation neighbours of the newest `covisitSeeds` recent
  *   items; seed j (0 = newest) weighs 1 / (j + 1), each seed's neighbour
  *   scores are divided by its best one, contributions add up.
@@ -18,6 +22,12 @@
  *   divided by the best). Reason "top in category <cat>".
  * - "recent": the user's recent items themselves, 1 / (j + 1) (repeat views
  *   are frequent in real logs). Reason "viewed recently".
+ * - "repeat": replenishment, only when `excludePurchased` is off: each item
+ *   of the user's j-th newest kept session (j = 0 the current one; `history`)
+ *   adds 1 / (j + 1), each item of `purchasedItems` at position j (newest
+ *   first) adds 1 / (j + 1): items bought or seen in many recent sessions
+ *   first. Reason "bought before" for bought items, else "from your earlier
+ *   sessions".
  * - "trending": the global trending list. Reason "trending".
  * For an unknown user (`known` false) the history is ignored: the page
  * category when given ("category"), then "popular": the global trending list
@@ -35,18 +45,17 @@
  * The result is sorted by prior, best first (ties by item id).
  *
  * Never returned: items in `exclude`, items in `purchasedItems` when
- * `excludePurchased`, and items the catalog does not hold or marks unavailable.
+ * `excludePurchased`, the recent and current-session items when not `allowRecent`, and items the catalog does not hold or marks unavailable.
  */
 import type { CompiledCandidateOptions } from "./recs-options.js";
 import type { RecsIndex } from "./recs-index.js";
 import type { ScoredItem, ScoredKey } from "./types.js";
+import type { Session } from "./session-store.js";
+import { sessionKnnScores } from "./session-knn.js";
 
-/** Where a candidate came from (see the module comment). */
-export type CandidateSource = "covisit" | "next-category" | "category" | "recent" | "trending" | "popular";
+import { CANDIDATE_SOURCES, type CandidateSource } from "./sources.js";
 
-export const CANDIDATE_SOURCES: readonly CandidateSource[] = Object.freeze([
-  "covisit", "next-category", "category", "recent", "trending", "popular",
-]);
+export { CANDIDATE_SOURCES, type CandidateSource };
 
 /** What a request knows about the user, taken from the profile and the request. */
 export interface CandidateContext {
@@ -67,6 +76,10 @@ export interface CandidateContext {
   category?: string;
   /** The request's time on the event clock, Unix ms (decayed scores are read at it). */
   nowMs: number;
+  /** The user's current session in the index (its items in order, repeats kept); absent = none within the session gap. */
+  session?: Session;
+  /** The user's kept sessions, newest first (the repeat source); absent = none. */
+  history?: readonly Session[];
 }
 
 export interface Candidate {
@@ -77,6 +90,8 @@ export interface Candidate {
   reason: string;
   /** Sum of the item's normalised source scores (each in (0, 1]); for tie-breaking and as a fallback ranking. */
   prior: number;
+  /** Each finding source's normalised score (in (0, 1]): the ranking policy's features. */
+  scores: Partial<Record<CandidateSource, number>>;
 }
 
 interface Hit {
@@ -193,11 +208,46 @@ function trendingHits(
   return items.map((it) => ({ itemId: it.itemId, score: it.score / top, reason }));
 }
 
-function recentHits(recent: readonly string[], eligible: (id: string) => boolean): Hit[] {
+function recentHits(recent: readonly string[], eligible: (id: string) => boolean, reason = "viewed recently"): Hit[] {
   const acc = new Map<string, Hit>();
   recent.forEach((id, j) => {
-    if (eligible(id)) keepMax(acc, id, 1 / (j + 1), "viewed recently");
+    if (eligible(id)) keepMax(acc, id, 1 / (j + 1), reason);
   });
+  return finish(acc);
+}
+
+function sknnHits(index: RecsIndex, session: Session | undefined, o: CompiledCandidateOptions, eligible: (id: string) => boolean): Hit[] {
+  if (session === undefined) return [];
+  const acc = new Map<string, Hit>();
+  for (const [id, score] of sessionKnnScores(index.sessions, session, index.sessionKnnOptions)) {
+    if (eligible(id)) acc.set(id, { itemId: id, score, reason: "viewed in sessions like yours" });
+  }
+  return finish(acc).slice(0, o.count);
+}
+
+function rulesHits(index: RecsIndex, session: Session | undefined, o: CompiledCandidateOptions, eligible: (id: string) => boolean): Hit[] {
+  const last = session?.items.at(-1);
+  if (last === undefined) return [];
+  const acc = new Map<string, Hit>();
+  for (const it of index.rules.successors(last, Infinity)) {
+    if (eligible(it.itemId)) acc.set(it.itemId, { itemId: it.itemId, score: it.score, reason: `often viewed after ${last}` });
+  }
+  return finish(acc).slice(0, o.count);
+}
+
+function repeatHits(ctx: CandidateContext, eligible: (id: string) => boolean): Hit[] {
+  const acc = new Map<string, Hit>();
+  const bought = new Set(ctx.purchasedItems);
+  const add = (id: string, w: number) => {
+    if (!eligible(id)) return;
+    const h = acc.get(id);
+    if (h === undefined) acc.set(id, { itemId: id, score: w, reason: bought.has(id) ? "bought before" : "from your earlier sessions" });
+    else h.score += w;
+  };
+  (ctx.history ?? []).forEach((s, j) => {
+    for (const id of s.distinct) add(id, 1 / (j + 1));
+  });
+  ctx.purchasedItems.forEach((id, j) => add(id, 1 / (j + 1)));
   return finish(acc);
 }
 
@@ -206,6 +256,10 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   const count = options.count;
   const blocked = new Set<string>(ctx.exclude);
   if (options.excludePurchased) for (const id of ctx.purchasedItems) blocked.add(id);
+  if (!options.allowRecent) {
+    for (const id of ctx.recentItems) blocked.add(id);
+    for (const id of ctx.session?.items ?? []) blocked.add(id);
+  }
   const eligible = (id: string) => !blocked.has(id) && index.catalog.isAvailable(id);
   const skip = blocked.size;
   const now = ctx.nowMs;
@@ -218,6 +272,8 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   };
 
   if (ctx.known) {
+    add("sknn", slots(q.sknn), sknnHits(index, ctx.session, options, eligible));
+    add("rules", slots(q.rules), rulesHits(index, ctx.session, options, eligible));
     add("covisit", slots(q.covisit), covisitHits(index, ctx.recentItems.slice(0, options.covisitSeeds), now, eligible));
     add("next-category", slots(q.nextCategory), categoryHits(
       index, weighted(ctx.nextCategories.slice(0, options.nextCategories)), count, skip, now, eligible,
@@ -228,6 +284,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
       (c) => `top in category ${c}`,
     ));
     add("recent", slots(q.recent), recentHits(ctx.recentItems, eligible));
+    if (!options.excludePurchased) add("repeat", slots(q.repeat), repeatHits(ctx, eligible));
     add("trending", slots(q.trending), trendingHits(index, count, skip, now, eligible, "trending"));
   } else {
     add("category", slots(q.category), categoryHits(index, page, count, skip, now, eligible, (c) => `top in category ${c}`));
@@ -235,7 +292,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
   }
 
   const chosen = new Map<string, Candidate & { best: number }>();
-  const choose = (itemId: string) => chosen.set(itemId, { itemId, sources: [], reason: "", prior: 0, best: -1 });
+  const choose = (itemId: string) => chosen.set(itemId, { itemId, sources: [], reason: "", prior: 0, scores: {}, best: -1 });
   for (const l of lists) {
     let taken = 0;
     while (taken < l.quota && l.pos < l.hits.length && chosen.size < count) {
@@ -265,6 +322,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
       if (c === undefined) continue;
       c.sources.push(l.source);
       c.prior += h.score;
+      c.scores[l.source] = h.score;
       if (h.score > c.best) {
         c.best = h.score;
         c.reason = h.reason;
@@ -272,7 +330,7 @@ export function generateCandidates(ctx: CandidateContext, index: RecsIndex, opti
     }
   }
   const out: Candidate[] = [];
-  for (const c of chosen.values()) out.push({ itemId: c.itemId, sources: c.sources, reason: c.reason, prior: c.prior });
+  for (const c of chosen.values()) out.push({ itemId: c.itemId, sources: c.sources, reason: c.reason, prior: c.prior, scores: c.scores });
   return out.sort((a, b) => b.prior - a.prior || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
 }
 

@@ -2,7 +2,8 @@
  * A recommendation, end to end: the user's context from the owning shard,
  * candidates and their DeepFM rows from the recs worker, scores from the
  * inference pool (micro-batched with concurrent requests), top K.
- * Without a DeepFM model, candidates are ranked by their source prior.
+ * The order is the ranking policy's (src/recs/ranking-policy.ts): DeepFM
+ * scores only when the policy serves DeepFM, else the recs worker's order.
  */
 import { randomUUID } from "node:crypto";
 import { OverloadedError, fromWire } from "../errors.js";
@@ -61,12 +62,14 @@ export class Recommender {
       ...(q.categoryId !== "" ? { category: q.categoryId } : {}),
     });
     if (!prep.ok) throw fromWire(prep.error);
-    const { candidates, ids, dense, sources } = prep.prepared;
+    const { candidates, ids, dense, sources, ranking } = prep.prepared;
+    // The recs worker writes DeepFM rows only when its ranking policy serves DeepFM; else its order is served.
     let scores: ArrayLike<number>;
-    if (this.#pool !== undefined && ids !== undefined && candidates.length > 0) {
-      scores = await this.#pool.score(ids, dense, candidates.length);
+    const deepfm = this.#pool !== undefined && ids !== undefined;
+    if (deepfm && candidates.length > 0) {
+      scores = await this.#pool!.score(ids, dense, candidates.length);
     } else {
-      scores = candidates.map((c) => c.prior);
+      scores = candidates.map((c) => c.score);
     }
     const order = candidates.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || candidates[b]!.prior - candidates[a]!.prior);
     const items = order.slice(0, q.k).map((i) => ({
@@ -74,8 +77,8 @@ export class Recommender {
     }));
     return {
       items,
-      modelVersion: this.#pool?.version ?? "",
-      backend: this.#pool?.backend ?? "none",
+      modelVersion: deepfm ? this.#pool!.version : `ranking ${ranking}`,
+      backend: deepfm ? this.#pool!.backend : "none",
       candidateSources: sources as Record<string, number>,
       candidates: candidates.length,
       knownUser: ctx.context.known,

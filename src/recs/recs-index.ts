@@ -1,12 +1,14 @@
 /**
- * The recommendation index: the catalog, co-visitation and trending tables
- * fed together from one stream of item events. Single-threaded; the engine
+ * The recommendation index: the catalog, co-visitation, trending, recent
+ * sessions and sequential rules, fed together from one stream of item events. Single-threaded; the engine
  * hosts one per recs worker and feeds it every item event.
  */
 import type { IEvent } from "../wire/proto.js";
 import { Catalog } from "./catalog.js";
 import { Covisitation } from "./covisitation.js";
-import type { CompiledRecsOptions } from "./recs-options.js";
+import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
+import { SequentialRules } from "./sequential-rules.js";
+import { SessionStore } from "./session-store.js";
 import { Trending } from "./trending.js";
 import type { ItemEvent } from "./types.js";
 
@@ -14,6 +16,12 @@ export interface RecsIndex {
   readonly catalog: Catalog;
   readonly covisitation: Covisitation;
   readonly trending: Trending;
+  /** Recent sessions and the item -> sessions index (session-kNN, sequential rules). */
+  readonly sessions: SessionStore;
+  readonly rules: SequentialRules;
+  readonly sessionKnnOptions: CompiledSessionKnnOptions;
+  /** Weight per EventType number: events of weight 0 do not enter sessions. */
+  readonly eventWeights: readonly number[];
 }
 
 export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
@@ -21,11 +29,16 @@ export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
     catalog: new Catalog(options.catalog),
     covisitation: new Covisitation(options.covisitation, options.eventWeights),
     trending: new Trending(options.trending, options.eventWeights),
+    sessions: new SessionStore(options.sessions),
+    rules: new SequentialRules(options.sequentialRules),
+    sessionKnnOptions: options.sessionKnn,
+    eventWeights: options.eventWeights,
   };
 }
 
 /**
- * Applies one item event to all three tables. The catalog goes first, and
+ * Applies one item event to every table (sessions and rules only for events
+ * of weight > 0; the rules read the session before the event joins it). The catalog goes first, and
  * trending counts the item under the category the catalog holds for it
  * afterwards: the event's own, unless the event has none or is older than the
  * item's last sighting. O(1) amortised (see each table).
@@ -35,6 +48,11 @@ export function observeItemEvent(index: RecsIndex, e: ItemEvent): void {
   if (item === undefined) return;
   index.covisitation.observe(e);
   index.trending.observe(e, item.categoryId);
+  if ((index.eventWeights[e.type] ?? 0) > 0) {
+    const cur = index.sessions.current(e.userId, e.timestampMs);
+    if (cur !== undefined) index.rules.observe(cur.items, cur.items.length, e.itemId);
+    index.sessions.observe(e.userId, e.itemId, e.timestampMs);
+  }
 }
 
 /**

@@ -16,6 +16,7 @@
  * category for 20k categories).
  */
 import { ConfigError } from "../errors.js";
+import { CANDIDATE_SOURCES, isPolicyName, type CandidateSource, type RankingPolicyName } from "./sources.js";
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, type EventTypeName } from "../wire/proto.js";
 
 export interface CatalogOptions {
@@ -46,6 +47,47 @@ export interface CovisitationOptions {
   maxUsers?: number;
 }
 
+/** The recent sessions session-kNN and sequential rules read (src/recs/session-store.ts). */
+export interface SessionOptions {
+  /** A user's item event more than this far from the session's last event (event time) starts a new session, ms. Default 30 minutes. */
+  sessionGapMs?: number;
+  /**
+   * A request uses the user's last session (for session-kNN and sequential
+   * rules) while its last event is at most this old at the request's time,
+   * ms. Default 30 minutes (the session gap: only a session still going);
+   * longer suits shops whose users come back days later (the last basket).
+   */
+  lastSessionMaxAgeMs?: number;
+  /** Most sessions kept (the oldest started dropped); also bounds the users whose current session is known. Default 200,000. */
+  maxSessions?: number;
+  /** Most sessions remembered per user (the current one included), for the repeat source. Default 10. */
+  maxUserSessions?: number;
+  /** Most events kept per session (the oldest dropped) and most distinct items per session. Default 50. */
+  maxSessionItems?: number;
+  /** Most recent sessions listed per item in the inverted index (session-kNN's candidate neighbours). Default 500. */
+  maxSessionsPerItem?: number;
+  /** Most items in the inverted index (least recently touched dropped). Default 200,000. */
+  maxItems?: number;
+}
+
+/** Sequential rules i -> j within a session (src/recs/sequential-rules.ts). */
+export interface SequentialRulesOptions {
+  /** Most items back a rule reaches (i at distance d <= steps before j adds 1/d). Default 10. */
+  steps?: number;
+  /** Most successors kept per item. Default 50. */
+  maxSuccessors?: number;
+  /** Most items with rules (least recently touched dropped). Default 200,000. */
+  maxItems?: number;
+}
+
+/** Session-kNN over recent sessions (V-SKNN, src/recs/session-knn.ts). */
+export interface SessionKnnOptions {
+  /** Neighbour sessions scored. Default 100. */
+  k?: number;
+  /** Candidate neighbours: the most recent sessions sharing an item with the current one. Default 500. */
+  sampleSize?: number;
+}
+
 export interface TrendingOptions {
   /** Half-life of the popularity scores on event time, ms. Default 1 hour. */
   halfLifeMs?: number;
@@ -63,28 +105,36 @@ export interface TrendingOptions {
  * Share of the candidate count each source may fill in the first pass, each a
  * fraction in [0, 1], summing to at most 1. Slots a source cannot fill (and
  * the rest when the shares sum to less than 1) are filled in a second pass,
- * one item per source in turn, in source order (covisit, next-category,
- * category, recent, trending). Set a share to 0 to use a source for backfill
+ * one item per source in turn, in source order (sknn, rules, covisit,
+ * next-category, category, recent, repeat, trending). Set a share to 0 to use a source for backfill
  * only.
  */
 export interface CandidateQuotas {
-  /** Neighbours of the user's recent items. Default 0.4. */
+  /** Session-kNN over recent sessions. Default 0.25. */
+  sknn?: number;
+  /** Sequential rules from the current session's last item. Default 0.15. */
+  rules?: number;
+  /** Neighbours of the user's recent items. Default 0.2. */
   covisit?: number;
-  /** Top items of the LSTM's predicted next categories. Default 0.15. */
+  /** Top items of the LSTM's predicted next categories. Default 0.05. */
   nextCategory?: number;
-  /** Top items of the page category and the user's top categories. Default 0.2. */
+  /** Top items of the page category and the user's top categories. Default 0.1. */
   category?: number;
   /** The user's own recent items (repeat views are frequent in real logs). Default 0.05. */
   recent?: number;
-  /** Globally trending items. Default 0.2. */
+  /** Items the user bought before and the items of the user's earlier sessions (only when excludePurchased is off). Default 0.05. */
+  repeat?: number;
+  /** Globally trending items. Default 0.15. */
   trending?: number;
 }
 
 export interface CandidateOptions {
   /** Candidates per request (fewer when the index has fewer eligible items). Default 200. */
   count?: number;
-  /** Leave out the items in the request's `purchasedItems`. Default true. */
+  /** Leave out the items in the request's `purchasedItems` (on for durable goods, off for replenishment shops). Default true. */
   excludePurchased?: boolean;
+  /** Let the user's recently viewed items (the profile's recent items and the current session) be recommended. Default true. */
+  allowRecent?: boolean;
   /** Each source's share of the count (CandidateQuotas). */
   quotas?: CandidateQuotas;
   /** How many of the newest recent items seed co-visitation. Default 5. */
@@ -93,6 +143,21 @@ export interface CandidateOptions {
   topCategories?: number;
   /** How many predicted next categories feed the next-category source. Default 3. */
   nextCategories?: number;
+}
+
+/** Which order of the candidates is served (src/recs/ranking-policy.ts). */
+export interface RankingOptions {
+  /**
+   * "auto" (default): the policy file's policy when `policyFile` is given,
+   * else one source's order (DEFAULT_POLICY, "source:sknn"), never DeepFM.
+   * Or one of "source:<sknn|rules|covisit|next-category|category|recent|trending|popular>",
+   * "prior" (sum of normalised source scores), "blend" (`weights`), "deepfm".
+   */
+  policy?: "auto" | RankingPolicyName;
+  /** JSON written by `portrait eval prequential --targets next-click --write-policy`: the chosen policy and its validation numbers. Default "" (none). */
+  policyFile?: string;
+  /** Per-source weights of "blend", each finite and >= 0. Default none (all 0). */
+  weights?: Partial<Record<CandidateSource, number>>;
 }
 
 export interface RecsOptions {
@@ -104,6 +169,14 @@ export interface RecsOptions {
   trending?: TrendingOptions;
   /** Candidate generation per request (CandidateOptions). */
   candidates?: CandidateOptions;
+  /** Recent sessions for session-kNN and the rules: gap, bounds (SessionOptions). */
+  sessions?: SessionOptions;
+  /** Sequential rules: reach and bounds (SequentialRulesOptions). */
+  sequentialRules?: SequentialRulesOptions;
+  /** Session-kNN: neighbours and sample (SessionKnnOptions). */
+  sessionKnn?: SessionKnnOptions;
+  /** Which order is served (RankingOptions). */
+  ranking?: RankingOptions;
   /**
    * Weight of each event type in co-visitation and trending, by lower-case
    * type name ("view", "add_to_cart", ...), finite and >= 0; events of a type
@@ -132,9 +205,18 @@ export interface RecsOptions {
 export type CompiledCatalogOptions = Readonly<Required<CatalogOptions>>;
 export type CompiledCovisitationOptions = Readonly<Required<CovisitationOptions>>;
 export type CompiledTrendingOptions = Readonly<Required<TrendingOptions>>;
+export type CompiledSessionOptions = Readonly<Required<SessionOptions>>;
+export type CompiledSequentialRulesOptions = Readonly<Required<SequentialRulesOptions>>;
+export type CompiledSessionKnnOptions = Readonly<Required<SessionKnnOptions>>;
+export interface CompiledRankingOptions {
+  readonly policy: "auto" | RankingPolicyName;
+  readonly policyFile: string;
+  readonly weights: Readonly<Partial<Record<CandidateSource, number>>>;
+}
 export interface CompiledCandidateOptions {
   readonly count: number;
   readonly excludePurchased: boolean;
+  readonly allowRecent: boolean;
   readonly quotas: Readonly<Required<CandidateQuotas>>;
   readonly covisitSeeds: number;
   readonly topCategories: number;
@@ -145,6 +227,10 @@ export interface CompiledRecsOptions {
   readonly covisitation: CompiledCovisitationOptions;
   readonly trending: CompiledTrendingOptions;
   readonly candidates: CompiledCandidateOptions;
+  readonly sessions: CompiledSessionOptions;
+  readonly sequentialRules: CompiledSequentialRulesOptions;
+  readonly sessionKnn: CompiledSessionKnnOptions;
+  readonly ranking: CompiledRankingOptions;
   /** Weight per EventType number (index 0 unused). */
   readonly eventWeights: readonly number[];
   readonly maxQueuedItemEvents: number;
@@ -168,11 +254,15 @@ export const RECS_DEFAULTS = Object.freeze({
   candidates: Object.freeze({
     count: 200,
     excludePurchased: true,
-    quotas: Object.freeze({ covisit: 0.4, nextCategory: 0.15, category: 0.2, recent: 0.05, trending: 0.2 }),
+    allowRecent: true,
+    quotas: Object.freeze({ sknn: 0.25, rules: 0.15, covisit: 0.2, nextCategory: 0.05, category: 0.1, recent: 0.05, repeat: 0.05, trending: 0.15 }),
     covisitSeeds: 5,
     topCategories: 5,
     nextCategories: 3,
   }),
+  sessions: Object.freeze({ sessionGapMs: 30 * 60_000, lastSessionMaxAgeMs: 30 * 60_000, maxSessions: 200_000, maxUserSessions: 10, maxSessionItems: 50, maxSessionsPerItem: 500, maxItems: 200_000 }),
+  sequentialRules: Object.freeze({ steps: 10, maxSuccessors: 50, maxItems: 200_000 }),
+  sessionKnn: Object.freeze({ k: 100, sampleSize: 500 }),
   eventWeights: DEFAULT_EVENT_WEIGHTS,
   maxQueuedItemEvents: 50_000,
 });
@@ -242,19 +332,23 @@ function compileCandidates(given: unknown): CompiledCandidateOptions {
   const g = group("candidates", given, Object.keys(d));
   const q = group("candidates.quotas", g.quotas, Object.keys(d.quotas));
   const quotas = Object.freeze({
+    sknn: fraction("candidates.quotas.sknn", q.sknn ?? d.quotas.sknn),
+    rules: fraction("candidates.quotas.rules", q.rules ?? d.quotas.rules),
     covisit: fraction("candidates.quotas.covisit", q.covisit ?? d.quotas.covisit),
     nextCategory: fraction("candidates.quotas.nextCategory", q.nextCategory ?? d.quotas.nextCategory),
     category: fraction("candidates.quotas.category", q.category ?? d.quotas.category),
     recent: fraction("candidates.quotas.recent", q.recent ?? d.quotas.recent),
+    repeat: fraction("candidates.quotas.repeat", q.repeat ?? d.quotas.repeat),
     trending: fraction("candidates.quotas.trending", q.trending ?? d.quotas.trending),
   });
-  const sum = quotas.covisit + quotas.nextCategory + quotas.category + quotas.recent + quotas.trending;
+  const sum = quotas.sknn + quotas.rules + quotas.covisit + quotas.nextCategory + quotas.category + quotas.recent + quotas.repeat + quotas.trending;
   if (sum > 1 + 1e-9) {
     throw new ConfigError(`options.candidates.quotas must sum to at most 1, got ${+sum.toFixed(6)} (shares of the candidate count)`);
   }
   return Object.freeze({
     count: positive("candidates.count", g.count ?? d.count, true),
     excludePurchased: bool("candidates.excludePurchased", g.excludePurchased ?? d.excludePurchased),
+    allowRecent: bool("candidates.allowRecent", g.allowRecent ?? d.allowRecent),
     quotas,
     covisitSeeds: positive("candidates.covisitSeeds", g.covisitSeeds ?? d.covisitSeeds, true),
     topCategories: positive("candidates.topCategories", g.topCategories ?? d.topCategories, true),
@@ -262,9 +356,26 @@ function compileCandidates(given: unknown): CompiledCandidateOptions {
   });
 }
 
+function compileRanking(given: unknown): CompiledRankingOptions {
+  const g = group("ranking", given, ["policy", "policyFile", "weights"]);
+  const policy = g.policy ?? "auto";
+  if (policy !== "auto" && !isPolicyName(policy)) {
+    throw new ConfigError(`options.ranking.policy must be "auto", "prior", "blend", "deepfm" or "source:<${CANDIDATE_SOURCES.join("|")}>", got ${JSON.stringify(policy)}`);
+  }
+  const policyFile = g.policyFile ?? "";
+  if (typeof policyFile !== "string") throw new ConfigError(`options.ranking.policyFile must be a string, got ${JSON.stringify(policyFile)}`);
+  const w = group("ranking.weights", g.weights, CANDIDATE_SOURCES);
+  const weights: Partial<Record<CandidateSource, number>> = {};
+  for (const [k, v] of Object.entries(w)) {
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new ConfigError(`options.ranking.weights.${k} must be a finite number >= 0, got ${JSON.stringify(v)}`);
+    weights[k as CandidateSource] = v;
+  }
+  return Object.freeze({ policy: policy as "auto" | RankingPolicyName, policyFile, weights: Object.freeze(weights) });
+}
+
 /** Validates `o` and fills defaults. Throws ConfigError on an unknown key or a bad value. */
 export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
-  const top = group("", o, Object.keys(RECS_DEFAULTS));
+  const top = group("", o, [...Object.keys(RECS_DEFAULTS), "ranking"]);
   const maxQueued = positive("maxQueuedItemEvents", top.maxQueuedItemEvents ?? RECS_DEFAULTS.maxQueuedItemEvents, true);
   if (maxQueued > MAX_QUEUED_ITEM_EVENTS_LIMIT) {
     throw new ConfigError(`options.maxQueuedItemEvents must be at most ${MAX_QUEUED_ITEM_EVENTS_LIMIT}, got ${maxQueued}`);
@@ -274,6 +385,10 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
     trending: numbers("trending", top.trending, RECS_DEFAULTS.trending, ["maxItems", "maxCategories", "globalListSize", "categoryListSize"]),
     candidates: compileCandidates(top.candidates),
+    sessions: numbers("sessions", top.sessions, RECS_DEFAULTS.sessions, ["maxSessions", "maxUserSessions", "maxSessionItems", "maxSessionsPerItem", "maxItems"]),
+    sequentialRules: numbers("sequentialRules", top.sequentialRules, RECS_DEFAULTS.sequentialRules, ["steps", "maxSuccessors", "maxItems"]),
+    sessionKnn: numbers("sessionKnn", top.sessionKnn, RECS_DEFAULTS.sessionKnn, ["k", "sampleSize"]),
+    ranking: compileRanking(top.ranking),
     eventWeights: compileWeights(top.eventWeights),
     maxQueuedItemEvents: maxQueued,
   });

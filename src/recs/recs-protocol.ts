@@ -33,6 +33,8 @@ export interface PreparedCandidate {
   sources: CandidateSource[];
   reason: string;
   prior: number;
+  /** The ranking policy's score (the served order without DeepFM; best first). */
+  score: number;
 }
 
 export interface Prepared {
@@ -41,6 +43,8 @@ export interface Prepared {
   ids: Int32Array | undefined;
   dense: Float32Array | undefined;
   sources: Partial<Record<CandidateSource, number>>;
+  /** The ranking policy that ordered the candidates (src/recs/ranking-policy.ts), e.g. "source:sknn" or "deepfm". */
+  ranking: string;
 }
 
 export type PrepareResult = { ok: true; prepared: Prepared } | { ok: false; error: WireError };
@@ -51,6 +55,10 @@ export interface RecsStats {
   items: number;
   covisitationItems: number;
   trendingItems: number;
+  /** Sessions kept for session-kNN, items in their inverted index, items with sequential rules. */
+  sessions: number;
+  sessionIndexItems: number;
+  ruleItems: number;
   /** Item events observed since start. */
   itemEvents: number;
   upserts: number;

@@ -27,6 +27,7 @@ import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
 import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
 import type { CompiledRecsOptions } from "./recs-options.js";
+import { orderCandidates, policyScore, resolvePolicy, type RankingPolicy } from "./ranking-policy.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
 /** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
@@ -36,6 +37,7 @@ class Recs implements RecsApi {
   #o!: CompiledRecsOptions;
   #index!: RecsIndex;
   #schema: DeepFmSchema | undefined;
+  #policy!: RankingPolicy;
   #log!: Logger;
   readonly #counts = new Map<string, ItemCounts>();
   readonly #categoryCounts = new Map<string, number>();
@@ -49,6 +51,8 @@ class Recs implements RecsApi {
     this.#queued = init.itemEventsQueued;
     this.#index = createRecsIndex(this.#o);
     this.#log = createLogger(init.logLevel, { component: "recs" });
+    this.#policy = resolvePolicy(this.#o.ranking);
+    this.#log.info({ policy: this.#policy.name, from: this.#policy.from }, "ranking policy");
     if (init.deepfmDir !== undefined) {
       const m = readManifest(init.deepfmDir);
       this.#schema = checkDeepFmSchema((m.features as { schema: DeepFmSchema }).schema);
@@ -58,7 +62,10 @@ class Recs implements RecsApi {
   addItemEventPort(port: MessagePort): void {
     receiveItemEvents(port, this.#queued, {
       observe: (b) => this.#observe(b),
-      forget: (userKey) => this.#index.covisitation.forgetUser(userKey),
+      forget: (userKey) => {
+        this.#index.covisitation.forgetUser(userKey);
+        this.#index.sessions.forgetUser(userKey);
+      },
     });
     this.#ports.push(port);
   }
@@ -99,12 +106,16 @@ class Recs implements RecsApi {
   prepare(req: PrepareRequest): PrepareResult {
     try {
       const c = req.context;
-      const candidates = generateCandidates({
+      const session = c.known ? this.#index.sessions.forRequest(c.userKey, c.asOfMs) : undefined;
+      const policy = this.#policy;
+      const candidates = orderCandidates(policy, generateCandidates({
         userId: req.userId, known: c.known, recentItems: c.recentItems, topCategories: c.topCategories,
         nextCategories: c.nextCategories, purchasedItems: c.purchasedItems, exclude: req.exclude,
-        ...(req.category ? { category: req.category } : {}), nowMs: c.asOfMs,
-      }, this.#index, req.count > 0 ? { ...this.#o.candidates, count: req.count } : this.#o.candidates);
-      const s = this.#schema;
+        ...(req.category ? { category: req.category } : {}), nowMs: c.asOfMs, ...(session !== undefined ? { session } : {}),
+        ...(c.known && !this.#o.candidates.excludePurchased ? { history: this.#index.sessions.history(c.userKey) } : {}),
+      }, this.#index, req.count > 0 ? { ...this.#o.candidates, count: req.count } : this.#o.candidates));
+      // DeepFM rows only when the policy serves DeepFM: without rows the candidates keep this order.
+      const s = policy.name === "deepfm" ? this.#schema : undefined;
       let ids: Int32Array | undefined;
       let dense: Float32Array | undefined;
       if (s !== undefined) {
@@ -125,8 +136,8 @@ class Recs implements RecsApi {
         if (s.denseDim === 0) dense = undefined;
       }
       const prepared = {
-        candidates: candidates.map((x) => ({ itemId: x.itemId, sources: x.sources, reason: x.reason, prior: x.prior })),
-        ids, dense, sources: countSources(candidates),
+        candidates: candidates.map((x) => ({ itemId: x.itemId, sources: x.sources, reason: x.reason, prior: x.prior, score: policyScore(policy, x) })),
+        ids, dense, sources: countSources(candidates), ranking: policy.name,
       };
       const transfer = [ids?.buffer, dense?.buffer].filter((b): b is ArrayBuffer => b !== undefined);
       return Comlink.transfer({ ok: true, prepared }, transfer);
@@ -155,6 +166,7 @@ class Recs implements RecsApi {
   stats(): RecsStats {
     return {
       items: this.#index.catalog.size, covisitationItems: this.#index.covisitation.size, trendingItems: this.#index.trending.size,
+      sessions: this.#index.sessions.size, sessionIndexItems: this.#index.sessions.itemCount, ruleItems: this.#index.rules.size,
       itemEvents: this.#itemEvents, upserts: this.#upserts, heap: heapStats(),
     };
   }

@@ -1,0 +1,91 @@
+/**
+ * Sequential rules, updated per item event (session-rec's SR, Ludewig &
+ * Jannach 2018, made incremental and bounded).
+ *
+ * Definition: when an item j is added to a session whose items (in order,
+ * repeats kept) end with ..., i_3, i_2, i_1, each of the last `steps` items
+ * i_d (d = 1 is the newest) gets the rule i_d -> j strengthened by 1 / d.
+ * Self-rules (i -> i) count too: in click logs the next click is often the
+ * item just clicked. score(i, j) is the sum of those weights; no decay (old
+ * rules lose their place only through the successor cap below).
+ *
+ * Bounds: at most maxSuccessors rules per item; a new successor at a full
+ * list replaces the weakest rule only when its own weight is larger (so a
+ * burst of one-off pairs cannot flush strong rules), at most maxItems items
+ * with rules (least recently touched dropped, see TouchOrder). Work per
+ * event: `steps` scans of at most maxSuccessors rules.
+ */
+import type { CompiledSequentialRulesOptions } from "./recs-options.js";
+import { TICK, TouchOrder } from "./touch-order.js";
+import type { ScoredItem } from "./types.js";
+
+interface Rules {
+  [TICK]: number;
+  next: string[];
+  score: number[];
+}
+
+export class SequentialRules {
+  readonly #o: CompiledSequentialRulesOptions;
+  readonly #items: TouchOrder<Rules>;
+
+  constructor(options: CompiledSequentialRulesOptions) {
+    this.#o = options;
+    this.#items = new TouchOrder<Rules>(options.maxItems);
+  }
+
+  /** Items with rules. */
+  get size(): number {
+    return this.#items.size;
+  }
+
+  /** Maximum distance d counted (1 / d weights). */
+  get steps(): number {
+    return this.#o.steps;
+  }
+
+  /**
+   * Adds the rules of `itemId` following `before[0 .. length)` (oldest first,
+   * the newest at length - 1).
+   */
+  observe(before: readonly string[], length: number, itemId: string): void {
+    const from = Math.max(0, length - this.#o.steps);
+    for (let p = length - 1; p >= from; p--) this.#add(before[p]!, itemId, 1 / (length - p));
+  }
+
+  /** The successors of `itemId`, best first (ties by item id), at most k. */
+  successors(itemId: string, k: number): ScoredItem[] {
+    const r = this.#items.get(itemId);
+    if (r === undefined || k <= 0) return [];
+    const out: ScoredItem[] = r.next.map((id, i) => ({ itemId: id, score: r.score[i]! }));
+    out.sort((a, b) => b.score - a.score || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
+    if (out.length > k) out.length = k;
+    return out;
+  }
+
+  #add(a: string, b: string, w: number): void {
+    let r = this.#items.get(a);
+    if (r === undefined) {
+      r = { [TICK]: 0, next: [], score: [] };
+      this.#items.insert(a, r);
+    } else {
+      this.#items.touch(a, r);
+    }
+    const i = r.next.indexOf(b);
+    if (i >= 0) {
+      r.score[i]! += w;
+      return;
+    }
+    if (r.next.length < this.#o.maxSuccessors) {
+      r.next.push(b);
+      r.score.push(w);
+      return;
+    }
+    let min = 0;
+    for (let j = 1; j < r.score.length; j++) if (r.score[j]! < r.score[min]!) min = j;
+    if (w > r.score[min]!) {
+      r.next[min] = b;
+      r.score[min] = w;
+    }
+  }
+}
