@@ -3,8 +3,8 @@
  * cannot lose real events (content ids, plain or gzip or stdin input, an
  * interrupted replay that says where to resume).
  */
-import { spawn } from "node:child_process";
-import { createReadStream, mkdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { createReadStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
@@ -144,6 +144,27 @@ describe("operator - one clock", { timeout: 120_000 }, () => {
       await c.close();
       await engine.close();
     }
+  });
+});
+
+describe("operator - help, README and npm", { timeout: 120_000 }, () => {
+  const ROOT = fileURLToPath(new URL("..", import.meta.url));
+  const cli = (args: string[]) => execFileSync(process.execPath, ["--import", "tsx", join(ROOT, "src/cli/portrait.ts"), ...args], { cwd: ROOT, encoding: "utf8" });
+
+  it("operator - every required flag says so in --help, and README's command summary names every command", () => {
+    expect(cli(["catalog", "load", "--help"])).toMatch(/--format <format>\s+data set format \(required\)/);
+    expect(cli(["replay", "--help"])).toMatch(/--format <format>\s+data set format \(required\)/);
+    const commands = [...cli(["--help"]).matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((c) => c !== "help");
+    expect(commands.length).toBeGreaterThan(10);
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const summary = /## Running the engine\n\n```sh\n([\s\S]*?)```/.exec(readme)![1]!;
+    for (const c of commands) expect(summary, `README's command summary lacks ${c}`).toMatch(new RegExp(`^portrait ${c}\\b`, "m"));
+  });
+
+  it("operator - npm in the checkout warns of no unknown project config", () => {
+    const r = spawnSync("npm", ["config", "list"], { cwd: ROOT, encoding: "utf8" });
+    expect(r.status).toBe(0);
+    expect(r.stderr).not.toContain("Unknown project config");
   });
 });
 
