@@ -28,14 +28,13 @@ import { connect, type NatsConnection } from "nats";
 import { startNatsServer, type NatsServerHandle } from "../bus/nats-server-launcher.js";
 import { subjects } from "../bus/subjects.js";
 import type { PortraitClient } from "../client/portrait-client.js";
-import type { EngineOptions } from "../config/engine-options.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent } from "../data/types.js";
 import { BadRequestError } from "../errors.js";
 import { ItemKnnModel, PopularityModel, SequentialRulesModel, SessionPopModel, SknnModel } from "./baselines.js";
 import type { EvalTable } from "./eval-table.js";
 import { buildVocab, prefixView, type NextItemModel, type Session } from "./next-item.js";
-import { Side } from "./prequential.js";
+import { Side, type LiveReplayOptions } from "./prequential.js";
 import { DEFAULT_KS, RankingAccumulator, rankOf } from "../metrics/ranking.js";
 
 export const NEXT_CLICK_FILES = Object.freeze({
@@ -53,23 +52,10 @@ export interface NextClickTarget {
   served: string[];
 }
 
-export interface RunNextClickOptions {
-  /** Most targets scored (evenly spaced in time order). Positive integer; default 2000. */
-  maxTargets?: number;
-  /** Cut-offs, integers in [1, 100]. Default [10, 20]. */
-  ks?: number[];
-  /** A running nats-server with JetStream; default: an embedded one started (and stopped) here. */
-  natsUrl?: string;
-  /** Engine options (models, recs, partitions...), over the prequential defaults. */
-  engine?: EngineOptions;
-  /** Check each target session's eventsApplied before scoring. Default true. */
-  verify?: boolean;
-  /** Max wait for the engine to apply what was published, ms. Default 300000. */
-  applyTimeoutMs?: number;
+export interface RunNextClickOptions extends LiveReplayOptions {
   /** Score the offline baselines too. Default true. */
   baselines?: boolean;
   onTarget?: (t: NextClickTarget, client: PortraitClient) => void | Promise<void>;
-  onProgress?: (done: number, total: number, note: string) => void;
 }
 
 export interface EvalNextClickOptions extends RunNextClickOptions {

@@ -92,9 +92,8 @@ export interface PrequentialProbe {
   daily: PortraitClient;
 }
 
-export interface RunPrequentialOptions {
-  /** Which events are scored. Default "purchase". */
-  targets?: PrequentialTargets;
+/** What every replay through live engines takes (purchases here, next clicks in next-click.ts). */
+export interface LiveReplayOptions {
   /**
    * Most targets scored. When the log has more target events, maxTargets of
    * them evenly spaced in time order (target floor(j * count / maxTargets) for
@@ -107,19 +106,24 @@ export interface RunPrequentialOptions {
   /** A running nats-server with JetStream; default: an embedded one started (and stopped) here. */
   natsUrl?: string;
   /**
-   * Engine options for both engines (models, recs, partitions, workers,
-   * logLevel...), over PREQUENTIAL_ENGINE_DEFAULTS. natsUrl, embeddedNats,
-   * dataDir, subjectPrefix and httpPort are set here and may not be given.
+   * Engine options (models, recs, partitions, workers, logLevel...), over the
+   * evaluation's defaults. natsUrl, embeddedNats, dataDir, subjectPrefix and
+   * httpPort are set by the evaluation and may not be given.
    */
   engine?: EngineOptions;
-  /** Check each target user's eventsApplied on both engines before scoring (see the module comment). Default true. */
+  /** Check each target's eventsApplied before scoring (see the module comment). Default true. */
   verify?: boolean;
-  /** Max wait for an engine to apply what was published, ms. Default 120000. */
+  /** Max wait for an engine to apply what was published, ms. Default 120000 (next clicks: 300000). */
   applyTimeoutMs?: number;
-  /** Sees each scored target (awaited when it returns a promise). */
-  onTarget?: (t: PrequentialTarget, probe: PrequentialProbe) => void | Promise<void>;
   /** Progress: targets scored of the targets selected. */
   onProgress?: (done: number, total: number, note: string) => void;
+}
+
+export interface RunPrequentialOptions extends LiveReplayOptions {
+  /** Which events are scored. Default "purchase". */
+  targets?: PrequentialTargets;
+  /** Sees each scored target (awaited when it returns a promise). */
+  onTarget?: (t: PrequentialTarget, probe: PrequentialProbe) => void | Promise<void>;
 }
 
 export interface EvalPrequentialOptions extends RunPrequentialOptions {
