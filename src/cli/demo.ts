@@ -5,6 +5,7 @@
  * dead-lettered, prints the most active user's profile and recommendations,
  * and shuts down.
  */
+import { describeOrder } from "../recs/recommender.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -92,7 +93,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       out(formatProfile(await client.getProfile(top[0])));
       const rec = await client.recommend(top[0], { k: 5 });
       out(`\ntop 5 recommendations for them, from request-reply ${engine.subjects.recommend} ` +
-        `(${rec.candidates} candidates, order: ${rec.modelVersion.startsWith("ranking ") ? rec.modelVersion : `DeepFM ${rec.modelVersion} on ${rec.backend}`}):`);
+        `(${rec.candidates} candidates, order: ${describeOrder(rec.modelVersion, rec.backend)}):`);
       rec.items.forEach((it, i) => out(`  ${i + 1}. ${it.itemId.padEnd(12)} ${it.score.toFixed(3)}  ${it.reason}`));
       out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json; portrait recommend ${JSON.stringify(top[0])}`);
     }

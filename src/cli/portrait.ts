@@ -4,6 +4,7 @@
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
+import { describeOrder } from "../recs/recommender.js";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -323,7 +324,7 @@ natsSecurityFlags(program.command("recommend")
         console.log(JSON.stringify(r));
       } else {
         console.log(`${r.knownUser ? "user" : "unknown user"} ${userId}: ${r.items.length} of ${r.candidates} candidates, ` +
-          `ranked by DeepFM ${r.modelVersion || "(none: by candidate prior)"} on ${r.backend}; sources ${Object.entries(r.candidateSources).map(([k, v]) => `${k}=${v}`).join(" ") || "-"}`);
+          `order: ${describeOrder(r.modelVersion, r.backend)}; sources ${Object.entries(r.candidateSources).map(([k, v]) => `${k}=${v}`).join(" ") || "-"}`);
         r.items.forEach((it, i) => console.log(`${String(i + 1).padStart(3)}. ${it.itemId.padEnd(20)} ${it.score.toFixed(4)}  ${it.reason}`));
       }
     } finally {

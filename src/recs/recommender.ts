@@ -86,3 +86,8 @@ export class Recommender {
     };
   }
 }
+
+/** The order a reply was served in, for people: "ranking source:sknn", or "DeepFM <version> on <backend>". */
+export function describeOrder(modelVersion: string, backend: string): string {
+  return modelVersion.startsWith("ranking ") ? modelVersion : `DeepFM ${modelVersion} on ${backend}`;
+}

@@ -127,7 +127,9 @@ async function showUser(userId) {
     $("user-recs-meta").textContent = "";
   } else {
     fill($("user-recs").tBodies[0], recs.items.map((it, i) => [i + 1, it.itemId, it.score, it.reason, (it.sources || []).join(", ")]));
-    $("user-recs-meta").textContent = `ranked by ${recs.modelVersion ? `DeepFM ${recs.modelVersion} on ${recs.backend}` : "candidate prior"}; ${recs.candidates} candidates`;
+    // As describeOrder in src/recs/recommender.ts.
+    const order = recs.modelVersion.startsWith("ranking ") ? recs.modelVersion : `DeepFM ${recs.modelVersion} on ${recs.backend}`;
+    $("user-recs-meta").textContent = `order: ${order}; ${recs.candidates} candidates`;
   }
   fill($("user-timeline").tBodies[0], (p.recentEvents || []).map((e) => [iso(e.timestampMs), e.type, e.itemId]));
   $("user-audiences").textContent = "Not part of this version of the engine.";
