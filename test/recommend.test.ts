@@ -132,6 +132,43 @@ describe("recommend", () => {
     });
   });
 
+  it("recommend - under concurrent ingest no reply holds an excluded, an unavailable or an already bought item", async () => {
+    const { prefix, client } = await setup("recx");
+    await client.upsertCatalog({ itemId: "it1", available: pb.Availability.UNAVAILABLE });
+    await client.upsertCatalog({ itemId: "it2", available: pb.Availability.UNAVAILABLE });
+    const excluded = ["it3", "it4"];
+    const never = new Set(["it1", "it2", ...excluded]);
+    // More browsing and buying while the requests run, the unavailable items among the viewed ones.
+    const more: IEvent[] = [];
+    for (let n = 0; n < 1_500; n++) {
+      const u = n % 40;
+      const item = (n * 11) % 30;
+      more.push({
+        eventId: `${prefix}-more-${n}`, userId: `${prefix}-u${u}`, type: n % 10 === 9 ? EventType.PURCHASE : EventType.VIEW,
+        timestampMs: T0 + 3_600_000 + n * 1_000, itemId: `it${item}`, categoryId: `cat${item % 3}`, price: 5 + item, quantity: 1,
+      });
+    }
+    const ingest = client.publishMany(more);
+    let replies = 0;
+    let served = 0;
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(Array.from({ length: 40 }, async (_, u) => {
+        const bought = `it${(u * 7 + 15) % 30}`; // the user's purchase in shop(): excludePurchased is on by default
+        const r = await client.recommend(`${prefix}-u${u}`, { k: 20, exclude: excluded });
+        replies++;
+        served += r.items.length;
+        for (const it of r.items) {
+          expect(never.has(it.itemId), `${it.itemId} served to u${u}`).toBe(false);
+          expect(it.itemId, `u${u} is served the item it bought`).not.toBe(bought);
+        }
+      }));
+    }
+    await ingest;
+    expect(replies).toBe(120);
+    // Real lists were checked: 30 items less the 4 never served and the one bought leave 20 for most users.
+    expect(served).toBeGreaterThan(120 * 10);
+  });
+
   it("recommend - a burst larger than the inference queue gets OVERLOADED replies, and the engine recovers", async () => {
     const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 }, recs: { ranking: { policy: "deepfm" } } });
     const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5, candidates: 100 })));
