@@ -36,6 +36,8 @@ export interface EngineSnapshot {
   lagByPartition: Record<string, number>;
   api: Record<string, PromHist>;
   apiCodes: Record<string, number>;
+  /** Item events the shards dropped because the recs worker's queue was full (portrait_recs_item_events_dropped_total). */
+  recsItemEventsDropped: number;
   batchMessages: PromHist;
   batchSeconds: PromHist;
   inference: { batchRows: PromHist; queue: PromHist; run: PromHist; request: PromHist; rejected: Record<string, number> };
@@ -91,6 +93,7 @@ function engineRole(): void {
         lagByPartition: await promCounter(reg, "portrait_ingest_lag_messages"),
         api,
         apiCodes: await promCounter(reg, "portrait_api_requests_total"),
+        recsItemEventsDropped: await engine!.metrics.total(engine!.metrics.recsItemEventsDropped),
         batchMessages: await promHist(reg, "portrait_ingest_batch_size_messages"),
         batchSeconds: await promHist(reg, "portrait_ingest_batch_seconds"),
         inference: {

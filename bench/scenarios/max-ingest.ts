@@ -56,6 +56,7 @@ export const maxIngest: Scenario = {
         },
       });
       const disk = dirBytes(rig.engineDataDir);
+      const after = await rig.snapshot();
       const users = loaded.users;
       const rows = [
         ["events / distinct users / mean event size", `${loaded.events} / ${users} / ${prep.meanBytes.toFixed(0)} B`, ""],
@@ -70,6 +71,7 @@ export const maxIngest: Scenario = {
         ["**Portrait apply** (decode, validate, profile, LSTM, LMDB commit, ack)", `**${f0(loaded.applyPerSec)} events/s**`, `**${ratio(loaded.applyPerSec, raw?.perSec ?? NaN)}**`],
         ...redis.map((r) => [`Portrait / Redis ${r.mode}`, ratio(loaded.applyPerSec, r.perSec), ""]),
         ["engine start to ready", `${f0(loaded.engine.startMs)} ms`, ""],
+        ["item events the recs worker missed (its queue was full: co-visitation, trending, sessions, rules)", `${f0(after.recsItemEventsDropped)} of ${loaded.events}`, ""],
         ["LMDB on disk / per user", `${(disk / 2 ** 20).toFixed(1)} MiB / ${f0(disk / Math.max(1, users))} B`, ""],
         ["engine RSS max / CPU cores mean while applying", loaded.samples.length > 0 ? `${f0(Math.max(...loaded.samples.map((s) => s.rssMiB)))} MiB / ${(loaded.samples.reduce((a, s) => a + s.engineCores, 0) / loaded.samples.length).toFixed(2)}` : "- (no sample: applied in under 1 s)", ""],
       ];
