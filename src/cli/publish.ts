@@ -30,7 +30,7 @@ function parseEvent(text: string, where: string, o: EventValidationOptions): Eve
 }
 
 /** The events of an NDJSON file ("-" = standard input), all checked before any is returned; blank lines are ignored. */
-export async function readNdjsonEvents(file: string, o: EventValidationOptions): Promise<Event[]> {
+async function readNdjsonEvents(file: string, o: EventValidationOptions): Promise<Event[]> {
   const input = file === "-" ? process.stdin : createReadStream(file);
   const lines = createInterface({ input, crlfDelay: Infinity });
   const events: Event[] = [];
@@ -52,7 +52,7 @@ export async function publishJson(client: PortraitClient, input: { json?: string
 }
 
 /** Short names of the request-reply subjects, for `portrait request <name>`. */
-export function requestSubjects(s: Subjects): Readonly<Record<string, string>> {
+function requestSubjects(s: Subjects): Readonly<Record<string, string>> {
   return { profile: s.profileGet, recommend: s.recommend, forget: s.forget, "catalog.upsert": s.catalogUpsert };
 }
 

@@ -68,11 +68,6 @@ export class BatchApplier {
     return Object.fromEntries(this.#appliedSeq);
   }
 
-  /** Latest event time applied, epoch ms: the shard's event-time clock. */
-  get watermarkMs(): number {
-    return this.#watermarkMs;
-  }
-
   /** Batches whose writes are queued and not committed yet. */
   get pendingWrites(): number {
     return this.#pendingWrites;
