@@ -4,21 +4,10 @@
  * within their bounds, and the index still answers from recent events.
  */
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "../src/models/seeded-random.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { createRecsIndex, observeItemEvent } from "../src/recs/recs-index.js";
 import { EventType } from "../src/wire/proto.js";
-
-/** Deterministic uniform in [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("recs caps", () => {
   it("recs caps - a stream of 200k events over 60k items and 40k users keeps every table at or under its cap", () => {
@@ -30,7 +19,7 @@ describe("recs caps", () => {
       sequentialRules: { maxItems: 3_000, maxSuccessors: 8 },
     };
     const index = createRecsIndex(compileRecsOptions(caps));
-    const r = rng(7);
+    const r = seededRandom(7);
     const t0 = Date.UTC(2024, 0, 1);
     let maxPerItem = 0;
     let maxSuccessors = 0;

@@ -93,6 +93,16 @@ function clientOptions(f: ClientFlags) {
   };
 }
 
+/** Runs `work` with a client connected for one command, and closes it whatever happens. */
+async function withClient<T>(f: ClientFlags, name: string, work: (client: PortraitClient) => Promise<T>): Promise<T> {
+  const client = await PortraitClient.connect({ ...clientOptions(f), name });
+  try {
+    return await work(client);
+  } finally {
+    await client.close();
+  }
+}
+
 function engineFlags(cmd: Command): Command {
   return natsSecurityFlags(cmd)
     .addOption(natsOption())
@@ -258,13 +268,10 @@ natsSecurityFlags(program.command("publish")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (json: string | undefined, f: ClientFlags & { file?: string; currency?: string }) => {
     const validation = { partitions: f.partitions, maxEventBytes: D.maxEventBytes, maxFutureSkewMs: D.maxFutureSkewMs, currency: f.currency };
-    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-publish" });
-    try {
+    await withClient(f, "portrait-publish", async (client) => {
       const r = await publishJson(client, { ...(json !== undefined ? { json } : {}), ...(f.file !== undefined ? { file: f.file } : {}) }, validation);
       console.log(`published ${r.events} event${r.events === 1 ? "" : "s"}: ${r.stored} stored, ${r.duplicates} duplicates dropped by JetStream`);
-    } finally {
-      await client.close();
-    }
+    });
   });
 
 natsSecurityFlags(program.command("request")
@@ -279,13 +286,10 @@ natsSecurityFlags(program.command("request")
     } catch (err) {
       throw new PortraitError(ErrorCode.BAD_REQUEST, `the request is not JSON: ${(err as Error).message}`);
     }
-    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-request" });
-    try {
+    await withClient(f, "portrait-request", async (client) => {
       const reply = await client.requestJson(resolveRequestSubject(client.subjects, name), body);
       console.log(JSON.stringify(reply, null, 2));
-    } finally {
-      await client.close();
-    }
+    });
   });
 
 natsSecurityFlags(program.command("profile")
@@ -295,14 +299,11 @@ natsSecurityFlags(program.command("profile")
   .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
-    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
-    try {
+    await withClient(f, "portrait-cli", async (client) => {
       const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
       if (f.json) console.log(JSON.stringify(p));
       else printProfile(p);
-    } finally {
-      await client.close();
-    }
+    });
   });
 
 natsSecurityFlags(program.command("recommend")
@@ -314,8 +315,7 @@ natsSecurityFlags(program.command("recommend")
   .option("--json", "print the reply as one JSON object")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (userId: string, f: ClientFlags & { k: number; category?: string; exclude?: string; json?: boolean }) => {
-    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
-    try {
+    await withClient(f, "portrait-cli", async (client) => {
       const r = await client.recommend(userId, {
         k: f.k, ...(f.category !== undefined ? { categoryId: f.category } : {}),
         ...(f.exclude !== undefined ? { exclude: f.exclude.split(",").filter((x) => x !== "") } : {}),
@@ -327,9 +327,7 @@ natsSecurityFlags(program.command("recommend")
           `order: ${describeOrder(r.modelVersion, r.backend)}; sources ${Object.entries(r.candidateSources).map(([k, v]) => `${k}=${v}`).join(" ") || "-"}`);
         r.items.forEach((it, i) => console.log(`${String(i + 1).padStart(3)}. ${it.itemId.padEnd(20)} ${it.score.toFixed(4)}  ${it.reason}`));
       }
-    } finally {
-      await client.close();
-    }
+    });
   });
 
 natsSecurityFlags(program.command("forget")
@@ -338,14 +336,11 @@ natsSecurityFlags(program.command("forget")
   .option("--json", "print the reply as one JSON object")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
   .action(async (userId: string, f: ClientFlags & { json?: boolean }) => {
-    const client = await PortraitClient.connect({ ...clientOptions(f), name: "portrait-cli" });
-    try {
+    await withClient(f, "portrait-cli", async (client) => {
       const r = await client.forget(userId);
       if (f.json) console.log(JSON.stringify(r));
       else console.log(`${r.existed ? "forgot" : "no profile for"} user ${userId}; tombstone ${r.tombstoneEventId} published on ${client.subjects.tombstones}`);
-    } finally {
-      await client.close();
-    }
+    });
   });
 
 natsSecurityFlags(program.command("catalog")
