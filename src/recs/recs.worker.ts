@@ -61,7 +61,7 @@ class Recs implements RecsApi {
 
   addItemEventPort(port: MessagePort): void {
     receiveItemEvents(port, this.#queued, {
-      observe: (b) => this.#observe(b),
+      observe: (b, from, to) => this.#observe(b, from, to),
       forget: (userKey) => {
         this.#index.covisitation.forgetUser(userKey);
         this.#index.sessions.forgetUser(userKey);
@@ -70,9 +70,8 @@ class Recs implements RecsApi {
     this.#ports.push(port);
   }
 
-  #observe(b: ItemEventBatch): void {
-    const n = b.itemIds.length;
-    for (let i = 0; i < n; i++) {
+  #observe(b: ItemEventBatch, from: number, to: number): void {
+    for (let i = from; i < to; i++) {
       const itemId = b.itemIds[i]!;
       const type = b.types[i]!;
       const t = b.timestampsMs[i]!;
@@ -96,7 +95,7 @@ class Recs implements RecsApi {
         if (cat !== "") this.#categoryCounts.set(cat, (this.#categoryCounts.get(cat) ?? 0) + 1);
       }
     }
-    this.#itemEvents += n;
+    this.#itemEvents += to - from;
   }
 
   #sweep(): void {

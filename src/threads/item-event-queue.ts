@@ -151,17 +151,59 @@ export class ItemEventSender {
   }
 }
 
-/** The receiver's end of one channel: observes each batch, then takes its count off the shared bound. */
-export function receiveItemEvents(port: MessagePort, queued: Int32Array, on: { observe(b: ItemEventBatch): void; forget(userKey: string): void }): void {
-  port.on("message", (m: ItemEventMessage) => {
-    if ("forgetUserId" in m) {
-      on.forget(m.forgetUserId);
-      return;
+/** Item events observed in one go before the receiver's thread turns to its other messages (recommendation requests). */
+export const RECEIVE_SLICE_EVENTS = 256;
+
+type Pending = { m: ItemEventMessage; at: number; queued: Int32Array; on: ItemEventObserver };
+
+export interface ItemEventObserver {
+  /** Observes events [from, to) of a batch. */
+  observe(b: ItemEventBatch, from: number, to: number): void;
+  forget(userKey: string): void;
+}
+
+/**
+ * The receiver's pending messages, from every channel, in arrival order (a
+ * channel's own order kept: a forget after its batches). Observed in slices of
+ * RECEIVE_SLICE_EVENTS with setImmediate between them, so that the thread's
+ * requests are answered between slices rather than behind a whole backlog;
+ * each slice's count comes off the shared bound once observed, so senders
+ * never queue more than the bound here either.
+ */
+const pending: Pending[] = [];
+let draining = false;
+
+function drain(): void {
+  let budget = RECEIVE_SLICE_EVENTS;
+  while (pending.length > 0 && budget > 0) {
+    const p = pending[0]!;
+    if ("forgetUserId" in p.m) {
+      p.on.forget(p.m.forgetUserId);
+      pending.shift();
+      continue;
     }
+    const n = p.m.itemIds.length;
+    const to = Math.min(n, p.at + budget);
     try {
-      on.observe(m);
+      p.on.observe(p.m, p.at, to);
     } finally {
-      Atomics.sub(queued, 0, m.itemIds.length);
+      Atomics.sub(p.queued, 0, to - p.at);
+      budget -= to - p.at;
+      p.at = to;
+      if (p.at >= n) pending.shift();
+    }
+  }
+  if (pending.length > 0) setImmediate(drain);
+  else draining = false;
+}
+
+/** The receiver's end of one channel: observes each batch (in slices, between the thread's other work), then takes its count off the shared bound. */
+export function receiveItemEvents(port: MessagePort, queued: Int32Array, on: ItemEventObserver): void {
+  port.on("message", (m: ItemEventMessage) => {
+    pending.push({ m, at: 0, queued, on });
+    if (!draining) {
+      draining = true;
+      setImmediate(drain);
     }
   });
 }
