@@ -66,6 +66,11 @@ function indices(s: Session, vocab: Vocab): number[] {
   return out;
 }
 
+/** The vocabulary index of the prefix's last item (the one the next click follows), or undefined when unknown. */
+function lastIndex(vocab: Vocab, prefix: Session, upTo: number): number | undefined {
+  return vocab.index.get(tokensOf(prefix, vocab.token)[upTo - 1]!);
+}
+
 function checkFitted(base: Float32Array, out: Float32Array, name: string): void {
   if (base.length !== out.length) throw new BadRequestError(`${name}: scored over ${out.length} tokens but fit on ${base.length}; call fit first`);
 }
@@ -179,7 +184,7 @@ export class ItemKnnModel implements NextItemModel {
     checkFitted(this.#base, out, this.name);
     out.set(this.#base);
     if (upTo === 0) return;
-    const last = this.#vocab!.index.get(tokensOf(prefix, this.#vocab!.token)[upTo - 1]!);
+    const last = lastIndex(this.#vocab!, prefix, upTo);
     if (last === undefined) return;
     const nb = this.#neighbors[last]!;
     writeAbove(out, nb, nb.length);
@@ -232,7 +237,7 @@ export class SequentialRulesModel implements NextItemModel {
     checkFitted(this.#base, out, this.name);
     out.set(this.#base);
     if (upTo === 0) return;
-    const last = this.#vocab!.index.get(tokensOf(prefix, this.#vocab!.token)[upTo - 1]!);
+    const last = lastIndex(this.#vocab!, prefix, upTo);
     if (last === undefined) return;
     const r = this.#rules[last]!;
     writeAbove(out, r.next, r.next.length);

@@ -76,6 +76,8 @@ export class ProfileStore {
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
+  /** The clock this store last wrote (putClock). */
+  #clockWritten = 0;
 
   constructor(o: ProfileStoreOptions) {
     this.#dataDir = o.dataDir;
@@ -114,9 +116,11 @@ export class ProfileStore {
     return typeof v === "number" ? v : 0;
   }
 
-  /** Stores the engine clock; not awaited (it commits with the next transaction). */
+  /** Stores the engine clock when it moved since the last write; not awaited (it commits with the next transaction). */
   putClock(ms: number): void {
-    if (ms > 0) void this.#meta.put("clock", ms).catch(() => undefined);
+    if (ms <= this.#clockWritten) return;
+    this.#clockWritten = ms;
+    void this.#meta.put("clock", ms).catch(() => undefined);
   }
 
   /** The stored name of a category, if one was seen. */
