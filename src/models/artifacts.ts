@@ -65,6 +65,42 @@ export interface ModelManifest {
   metrics: ModelMetric[];
   /** Extra files in the version directory, by role. */
   files: Record<string, string>;
+  /**
+   * The promotion evidence: the challenger, the champion it would replace and the
+   * simple baselines, all scored on the same later window of this shop's data.
+   * Absent for models evaluated only on the public data sets (the bundled seeds).
+   */
+  evaluation?: ModelEvaluation;
+  /** Set by the registry when this version was promoted (forced or on a win). */
+  promotion?: ModelPromotion;
+}
+
+export interface ModelEvaluation {
+  /** Where the examples came from: "stream:<stream name>" or "file:<format>". */
+  source: string;
+  /** The training window and the later window everything was scored on (ms since epoch, event time). */
+  trainWindow: { fromMs: number; toMs: number };
+  testWindow: { fromMs: number; toMs: number };
+  /** Example counts per window. */
+  counts: { train: number; test: number; [k: string]: number };
+  /** The deciding metric, e.g. "AUC", "HR@20". */
+  metric: string;
+  higherIsBetter: boolean;
+  challenger: number;
+  /** The promoted version at training time scored on the same test window; absent when there was none. */
+  champion?: { version: string; value: number };
+  /** Baseline name -> value on the same test window, e.g. { popularity: 0.61, "rfm-logistic": 0.70 }. */
+  baselines: Record<string, number>;
+}
+
+export interface ModelPromotion {
+  /** ISO time of the promotion. */
+  at: string;
+  /** True when `--force` overrode a loss to the champion or a baseline. */
+  forced: boolean;
+  /** The version it replaced, when there was one. */
+  replaced?: string;
+  reason: string;
 }
 
 export function versionDir(root: string, name: string, version: string): string {
