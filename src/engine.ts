@@ -25,6 +25,7 @@ import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
 import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
+import { streamSource } from "./models/evidence.js";
 import { ShardPool } from "./shard/shard-pool.js";
 import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
@@ -152,11 +153,12 @@ export class Engine {
   }
 
   /** The model version directories to load, logged and exported as portrait_model_info. */
-  #resolveModels(): { lstmDir?: string; churnDir?: string; deepfmDir?: string } {
+  #resolveModels(): { lstmDir?: string; churnDir?: string; propensityDir?: string; deepfmDir?: string } {
     const cfg = this.config;
-    const out: { lstmDir?: string; churnDir?: string; deepfmDir?: string } = {};
+    const out: { lstmDir?: string; churnDir?: string; propensityDir?: string; deepfmDir?: string } = {};
     for (const [name, spec, key] of [
-      ["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"], ["deepfm", cfg.deepfmModel, "deepfmDir"],
+      ["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"], ["propensity", cfg.propensityModel, "propensityDir"],
+      ["deepfm", cfg.deepfmModel, "deepfmDir"],
     ] as const) {
       if (spec === "off") continue;
       if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
@@ -230,7 +232,10 @@ export class Engine {
       },
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
-      models: { ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}) },
+      models: {
+        ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
+        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}), shopSource: streamSource(s.eventStream),
+      },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
 

@@ -5,7 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import { cpSync } from "node:fs";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { applyEvent, newUserState } from "../src/actors/user-profile.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
@@ -15,7 +15,7 @@ import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, removeDir, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
-import { writeLstmFixture } from "./helpers/models.js";
+import { evaluateOnStream, writeLstmFixture } from "./helpers/models.js";
 
 const fx = useEngineFixture();
 let modelsDir: string;
@@ -57,6 +57,7 @@ describe("engine - models", () => {
     const prefix = uniquePrefix("lstm");
     const dataDir = fx.tmpDir("portrait-engine");
     const opts = { subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "current", churnModel: "off" };
+    evaluateOnStream(lstmDir, prefix);
     let engine = await fx.startEngine(opts);
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const first = events(prefix, 6, 8);
@@ -68,9 +69,10 @@ describe("engine - models", () => {
         const user = `${prefix}-u${u}`;
         const p = await client.getProfile(user);
         const want = offline(rt, all.filter((e) => e.userId === user));
-        expect(p.predictions?.lstmVersion).toBe("fixture.1");
-        expect(p.predictions?.purchasePropensity).toBeCloseTo(want.purchasePropensity, 12);
+        expect(p.predictions?.nextCategory).toMatchObject({ model: "lstm", version: "fixture.1", reason: "" });
+        expect(p.predictions?.nextCategory.probability).toBeCloseTo(want.nextCategories[0]!.score, 12);
         expect(p.predictions?.nextCategories.map((c) => c.key)).toEqual(want.nextCategories.map((c) => c.key));
+        expect(p.predictions?.nextCategories.map((c) => c.score)).toEqual(want.nextCategories.map((c) => expect.closeTo(c.score, 12)));
       }
     };
     await check(first);
@@ -92,6 +94,7 @@ describe("engine - models", () => {
     const prefix = uniquePrefix("lstmv");
     const dataDir = fx.tmpDir("portrait-engine");
     const v2 = await writeLstmFixture(modelsDir, "fixture.2", ["i0", "i1", "i2", "i3"], ["c0", "c1", "c2"], 99);
+    evaluateOnStream(v2, prefix);
     let engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, lstmModel: "fixture.1", churnModel: "off" });
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const first = events(prefix, 2, 4);
@@ -111,15 +114,16 @@ describe("engine - models", () => {
       const e = u1[i]!;
       rt2.step([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", price: e.price ?? 0 }], [u1[i - 1]!.timestampMs as number]);
     }
-    expect(p.predictions?.lstmVersion).toBe("fixture.2");
-    expect(p.predictions?.purchasePropensity).toBeCloseTo(rt2.predict(s).purchasePropensity, 12);
+    expect(p.predictions?.nextCategory.version).toBe("fixture.2");
+    expect(p.predictions?.nextCategory.probability).toBeCloseTo(rt2.predict(s).nextCategories[0]!.score, 12);
   });
 
-  it("churn - a customer's churn risk is the bundled churn model on the live profile; a user who never bought has none", async () => {
+  it("churn - the bundled churn model (no evaluation on this shop) is served as null with the reason; evaluated here and calibrated, it is the model on the live profile; a user who never bought has none", async () => {
     const prefix = uniquePrefix("churn");
     const dir = fx.tmpDir("portrait-models-churn");
+    const dataDir = fx.tmpDir("portrait-engine");
     cpSync(join(BUNDLED_MODELS_DIR, "churn"), join(dir, "churn"), { recursive: true });
-    const engine = await fx.startEngine({ subjectPrefix: prefix, modelsDir: dir, lstmModel: "off" });
+    let engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir: dir, lstmModel: "off" });
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const buyer = `${prefix}-buyer`;
     const evs: IEvent[] = [0, 20, 45].map((d, i) => ({
@@ -130,15 +134,33 @@ describe("engine - models", () => {
     await client.publishMany(evs);
     await expectExactCounts(client, countByUser(evs));
     const asOfMs = T0 + 60 * 86_400_000;
+    const modelDir = resolveModel(dir, "churn").dir;
+    const bundled = ChurnModel.load(modelDir);
+    const unearned = (await client.getProfile(buyer, { asOfMs })).predictions!;
+    expect(unearned.churnRisk).toMatchObject({ model: "churn", version: bundled.version, probability: null });
+    expect(unearned.churnRisk.reason).toMatch(/has no evaluation on this shop's data/);
+    expect(unearned.churnRisk.evidence).toBeUndefined();
+    expect(unearned.purchasePropensity).toMatchObject({ probability: null, reason: "no propensity model runs in this engine" });
+    await engine.close();
+
+    // Evaluated on this stream, beating its baseline, with a calibration: served, with its evidence.
+    evaluateOnStream(modelDir, prefix, 0.81, 0.74);
+    const specFile = join(modelDir, "model.json");
+    writeFileSync(specFile, JSON.stringify({ ...JSON.parse(readFileSync(specFile, "utf8")), calibration: { kind: "platt", a: 0.8, b: -0.3, rows: 77 } }));
+    engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir: dir, lstmModel: "off" });
     const p = await client.getProfile(buyer, { asOfMs });
     const state = newUserState();
     for (const e of evs.slice(0, 3)) applyEvent(state, { categoryId: "", brand: "", sessionId: "", ...e } as never, PROFILE_DEFAULTS);
-    const model = ChurnModel.load(resolveModel(dir, "churn").dir);
-    expect(p.predictions?.churnVersion).toBe(model.version);
-    expect(p.predictions?.churnRisk).toBeCloseTo(model.predict(state, asOfMs), 12);
-    expect(p.predictions?.lstmVersion).toBe("");
+    const model = ChurnModel.load(modelDir);
+    expect(p.predictions?.churnRisk).toMatchObject({
+      model: "churn", version: model.version, reason: "", definition: "no purchase in the next 90 days",
+      evidence: { metric: "AUC", holdout: 0.81, baselineName: "popularity", baseline: 0.74, calibration: "platt on 77 validation rows" },
+    });
+    expect(p.predictions?.churnRisk.probability).toBeCloseTo(model.predict(state, asOfMs), 12);
+    expect(model.predict(state, asOfMs)).not.toBeCloseTo(bundled.predict(state, asOfMs), 3);
+    expect(p.predictions?.nextCategory.reason).toBe("no lstm model runs in this engine");
     const viewer = await client.getProfile(`${prefix}-viewer`, { asOfMs });
-    expect(viewer.predictions?.churnVersion).toBe("");
+    expect(viewer.predictions?.churnRisk).toMatchObject({ probability: null, reason: expect.stringMatching(/this user has not/) });
     removeDir(dir);
   });
 

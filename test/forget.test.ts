@@ -106,7 +106,7 @@ describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {
       const asOfMs = T0 + 3_600_000;
       const before = await Promise.all(others.map((u) => client.getProfile(u, { asOfMs })));
       expect((await client.recommend(anna)).knownUser).toBe(true);
-      expect((await client.getProfile(anna)).predictions?.lstmVersion ?? "").not.toBe("");
+      expect((await client.getProfile(anna)).predictions?.nextCategory.version ?? "").not.toBe("");
 
       const r = await client.forget(anna);
       expect(r.existed).toBe(true);

@@ -53,7 +53,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
     cleanups.push(() => host.close());
     expect(itemEvents.maxQueued).toBe(10);
     const pool = await ShardPool.start(W, P, {
-      dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: {},
+      dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
       validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
     }, () => undefined, itemEvents);
     cleanups.push(() => pool.close());

@@ -21,7 +21,7 @@ afterEach(async () => {
 
 async function pool(dataDir: string): Promise<ShardPool> {
   const p = await ShardPool.start(2, P, {
-    dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: {},
+    dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
     validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
   }, () => undefined);
   pools.push(p);

@@ -321,17 +321,46 @@ export interface RecentEventView {
   itemId: string;
 }
 
-/** The proto `Predictions` as plain data. Versions are "" when that model is off. */
+/** A model's holdout result on this shop's data (proto `Evidence`). */
+export interface EvidenceView {
+  /** The deciding metric ("AUC") and the model's value on the later window. */
+  metric: string;
+  holdout: number;
+  /** The best baseline on the same window and its value. */
+  baselineName: string;
+  baseline: number;
+  /** "stream:<event stream>" and the test window (event time, ms). */
+  source: string;
+  testFromMs: number;
+  testToMs: number;
+  testExamples: number;
+  /** How the probability was calibrated. */
+  calibration: string;
+}
+
+/** One prediction (proto `Prediction`): a calibrated probability with its evidence, or null with the reason. */
+export interface PredictionView {
+  /** Model name and version; "" when no such model runs. */
+  model: string;
+  version: string;
+  /** The calibrated probability, or null when the model has not earned a place here (see reason). */
+  probability: number | null;
+  /** "" when probability is set. */
+  reason: string;
+  /** What the probability is of, e.g. "a purchase within 5 minutes". */
+  definition: string;
+  evidence?: EvidenceView;
+}
+
+/** The proto `Predictions` as plain data. */
 export interface PredictionsView {
-  lstmVersion: string;
-  /** P(a purchase within the next 10 minutes of event time), from the live LSTM state. */
-  purchasePropensity: number;
-  /** Most likely categories of the next event, score = probability. */
+  /** P(a purchase within the propensity model's horizon). */
+  purchasePropensity: PredictionView;
+  /** P(no purchase in the churn model's horizon). */
+  churnRisk: PredictionView;
+  /** The top next category's probability; nextCategories lists the top ones, empty when it is null. */
+  nextCategory: PredictionView;
   nextCategories: AffinityView[];
-  /** "" when the churn model is off or the user has never bought. */
-  churnVersion: string;
-  /** P(no purchase in the next 90 days). */
-  churnRisk: number;
 }
 
 function affinityView(t: AffinityTable, f: number): AffinityView[] {

@@ -2,7 +2,11 @@
  * `portrait train ...` and `portrait eval ...`: the model commands.
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { BUNDLED_MODELS_DIR, currentVersion, readManifest, resolveModel } from "../models/artifacts.js";
+import { BUNDLED_MODELS_DIR, currentVersion, readManifest, resolveModel, type ModelManifest } from "../models/artifacts.js";
+import { BadRequestError } from "../errors.js";
+import { trainPropensity } from "../train/train-propensity.js";
+import { fileEvents, streamEvents, type TrainingEvents } from "../train/training-events.js";
+import { progress } from "./progress.js";
 import { evalTableMarkdown, formatEvalTable, type EvalTable } from "../eval/eval-table.js";
 import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
@@ -52,7 +56,7 @@ function common(cmd: Command, datasets: string): Command {
 export function registerModelCommands(program: Command, datasets: string): void {
   const train = program.command("train").description("train a model on the public data sets and write models/<name>/<version>/");
   common(
-    train.command("lstm")
+    streamFlags(train.command("lstm"))
       .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46)")
       .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
       .option("--hidden <n>", "LSTM hidden size", posInt, 32)
@@ -61,7 +65,8 @@ export function registerModelCommands(program: Command, datasets: string): void 
       .option("--batch-positions <n>", "event positions per mini-batch", posInt, 512)
       .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
     datasets,
-  ).action(async (f: CommonFlags & { epochs: number; hidden: number; maxSeconds: number; learningRate: number; batchPositions: number }) => {
+  ).action(async (f: CommonFlags & StreamFlags & { epochs: number; hidden: number; maxSeconds: number; learningRate: number; batchPositions: number }) => {
+    if (f.fromStream) throw notFromStream("lstm", true);
     const r = await trainLstm({
       learningRate: f.learningRate, batchPositions: f.batchPositions,
       dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current,
@@ -73,17 +78,44 @@ export function registerModelCommands(program: Command, datasets: string): void 
   });
 
   common(
-    train.command("churn")
-      .description("the churn model on UCI Online Retail: P(no purchase in the next 90 days) from the profile"),
+    streamFlags(train.command("churn")
+      .description("the churn model: P(no purchase in the next 90 days) from the profile; UCI Online Retail, or the shop's own stream with --from-stream")),
     datasets,
-  ).action(async (f: CommonFlags) => {
-    const r = await trainChurn({ dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train churn") });
-    console.log(`wrote ${r.dir}`);
-    for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  ).action(async (f: CommonFlags & StreamFlags) => {
+    const events = f.fromStream ? await readStream(f) : undefined;
+    const r = await trainChurn({
+      dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train churn"),
+      ...(events !== undefined ? { events } : {}),
+    });
+    printTrained(r.dir, r.manifest);
   });
 
   common(
-    train.command("deepfm")
+    streamFlags(train.command("propensity")
+      .description("purchase propensity: P(a purchase within --horizon minutes) from the profile; the shop's own stream (--from-stream) or a data set file (--format)"))
+      .option("--horizon <minutes>", "label window after each cut-off, minutes", posInt, 30)
+      .addOption(new Option("--format <format>", "data set, without --from-stream").choices(["taobao", "rees46", "online-retail"]).default("rees46"))
+      .option("--file <path>", "data file relative to --datasets (default: the format's file)"),
+    datasets,
+  ).action(async (f: CommonFlags & StreamFlags & { horizon: number; format: DatasetFormat; file?: string }) => {
+    const events = f.fromStream
+      ? await readStream(f)
+      : await fileEvents(f.datasets, f.format, f.file, { ...(f.since !== undefined ? { sinceMs: f.since } : {}), ...(f.until !== undefined ? { untilMs: f.until } : {}) });
+    const r = await trainPropensity(events, {
+      modelsDir: f.models, horizonMs: f.horizon * 60_000, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train propensity"),
+    });
+    printTrained(r.dir, r.manifest);
+  });
+
+  for (const name of ["ranker", "all"]) {
+    streamFlags(train.command(name).description(`${name} from the shop's own stream: not built yet (a clear error says so)`))
+      .action(async (f: StreamFlags) => {
+        throw notFromStream(name, f.fromStream);
+      });
+  }
+
+  common(
+    streamFlags(train.command("deepfm"))
       .description("the DeepFM ranker on (user, item, context) rows: real interactions vs sampled negatives, later time window held out")
       .addOption(new Option("--format <format>", "data set").choices(["taobao", "rees46", "online-retail"]).default("taobao"))
       .option("--file <path>", "data file relative to --datasets (default: the format's file)")
@@ -91,7 +123,8 @@ export function registerModelCommands(program: Command, datasets: string): void 
       .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
       .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
     datasets,
-  ).action(async (f: CommonFlags & { format: DatasetFormat; file?: string; lstm: string; epochs: number }) => {
+  ).action(async (f: CommonFlags & StreamFlags & { format: DatasetFormat; file?: string; lstm: string; epochs: number }) => {
+    if (f.fromStream) throw notFromStream("deepfm", true);
     let lstmDir: string | undefined;
     if (f.lstm !== "off" && !(f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)) {
       lstmDir = resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
@@ -189,6 +222,60 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .action(async (f: EvalFlags) => {
       printTables([await evalChurn({ dataDir: f.datasets, modelDir: dirOf("churn", f), onProgress: progressLines("eval churn") })], f);
     });
+}
+
+interface StreamFlags { fromStream?: boolean; since?: number; until?: number; nats: string; prefix: string; partitions?: number }
+
+/** Event-time bounds: an ISO time or Unix epoch ms. */
+function timeArg(v: string): number {
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError("must be an ISO time (2019-10-01T02:00:00Z) or Unix epoch ms");
+  return n;
+}
+
+function streamFlags(cmd: Command): Command {
+  return cmd
+    .option("--from-stream", "train on the engine's own event stream (a JetStream ordered consumer) instead of a data set file")
+    .option("--since <time>", "only events at or after this event time (ISO or epoch ms)", timeArg)
+    .option("--until <time>", "only events before this event time (ISO or epoch ms)", timeArg)
+    .option("--nats <url>", "NATS server of the stream", "nats://127.0.0.1:4222")
+    .option("--prefix <prefix>", "subject prefix of the deployment (its stream is <PREFIX>_EVENTS)", "portrait")
+    .option("--partitions <n>", "partition count of the deployment: events on a wrong partition are skipped, as the engine dead-letters them", posInt);
+}
+
+async function readStream(f: StreamFlags): Promise<TrainingEvents> {
+  const bar = progress("read stream", undefined);
+  try {
+    const r = await streamEvents({
+      natsUrl: f.nats, prefix: f.prefix, ...(f.partitions !== undefined ? { partitions: f.partitions } : {}),
+      ...(f.since !== undefined ? { sinceMs: f.since } : {}), ...(f.until !== undefined ? { untilMs: f.until } : {}),
+      onProgress: (read) => bar.update(read),
+    });
+    process.stderr.write(`read ${r.read} messages from ${r.source}: ${r.events.length} events in the window, ` +
+      `${r.skipped.invalid} invalid and ${r.skipped.outOfWindow} outside it skipped\n`);
+    return r;
+  } finally {
+    bar.stop();
+  }
+}
+
+/** The typed refusal of a model that cannot be trained from the stream yet. */
+function notFromStream(name: string, fromStream: boolean | undefined): BadRequestError {
+  return new BadRequestError(fromStream
+    ? `training ${name} from the shop's stream is not supported yet: churn and propensity are (portrait train churn|propensity --from-stream); ` +
+      `${name === "lstm" || name === "deepfm" ? `train ${name} on a data set file without --from-stream` : "train the models one by one"}`
+    : `portrait train ${name} needs --from-stream, and training ${name} from the stream is not supported yet`);
+}
+
+function printTrained(dir: string, manifest: ModelManifest): void {
+  console.log(`wrote ${dir}`);
+  for (const m of manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  const e = manifest.evaluation;
+  if (e !== undefined) {
+    const champ = e.champion !== undefined ? `champion ${e.champion.version} ${e.champion.value}` : "no champion";
+    console.log(`evaluation on ${e.source}, test ${new Date(e.testWindow.fromMs).toISOString()}..${new Date(e.testWindow.toMs).toISOString()} ` +
+      `(${e.counts.test} examples): ${e.metric} ${e.challenger} vs ${champ}; baselines ${Object.entries(e.baselines).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  }
 }
 
 function modelFlags(cmd: Command, datasets: string): Command {

@@ -121,6 +121,7 @@ function engineFlags(cmd: Command): Command {
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
+    .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
@@ -131,7 +132,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
+  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number;
   faultKillBeforeAck?: number;
   pseudonymKeyFile?: string;
 }
@@ -155,6 +156,7 @@ function engineOptions(f: EngineFlags) {
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,
+    propensityModel: f.propensity,
     deepfmModel: f.deepfm,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),

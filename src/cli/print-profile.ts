@@ -1,5 +1,5 @@
 /** Human-readable rendering of a profile for `portrait profile` and the demo. */
-import type { AffinityView, ProfileView } from "../actors/user-profile.js";
+import type { AffinityView, PredictionView, ProfileView } from "../actors/user-profile.js";
 
 const iso = (ms: number) => (ms > 0 ? new Date(ms).toISOString() : "-");
 const num = (x: number, d = 2) => (Number.isInteger(x) ? String(x) : x.toFixed(d));
@@ -34,16 +34,24 @@ export function formatProfile(p: ProfileView): string {
   ].join("\n");
 }
 
+/** One prediction: the probability with its model and evidence, or "null" with the reason. */
+function predictionLine(label: string, x: PredictionView, extra = ""): string {
+  const who = x.model !== "" ? `[${x.model} ${x.version}]` : "";
+  if (x.probability === null) return `${label.padEnd(16)}null   ${who === "" ? "" : `${who} `}${x.reason}`;
+  const e = x.evidence;
+  const ev = e === undefined ? "" : `; holdout ${e.metric} ${num(e.holdout, 3)} vs ${e.baselineName} ${num(e.baseline, 3)} ` +
+    `on ${e.source} ${iso(e.testFromMs)}..${iso(e.testToMs)} (${e.testExamples} examples), ${e.calibration}`;
+  return `${label.padEnd(16)}${num(x.probability, 3)}  ${x.definition} ${who}${ev}${extra}`;
+}
+
 function predictionLines(p: ProfileView): string[] {
   const x = p.predictions;
   if (x === undefined) return ["predictions     - (no models running)"];
-  const out: string[] = [];
-  if (x.lstmVersion !== "") {
-    out.push(`purchase (10m)  ${num(x.purchasePropensity, 3)}   [lstm ${x.lstmVersion}]`);
-    out.push(`next category   ${aff(x.nextCategories, 3)}`);
-  }
-  if (x.churnVersion !== "") out.push(`churn (90d)     ${num(x.churnRisk, 3)}   [churn ${x.churnVersion}]`);
-  return out;
+  return [
+    predictionLine("purchase", x.purchasePropensity),
+    predictionLine("churn", x.churnRisk),
+    predictionLine("next category", x.nextCategory, x.nextCategories.length > 0 ? `\n${" ".repeat(16)}${aff(x.nextCategories, 3)}` : ""),
+  ];
 }
 
 export function printProfile(p: ProfileView): void {

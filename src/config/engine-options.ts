@@ -107,6 +107,11 @@ export interface EngineOptions extends NatsOptions {
   /** The churn model (<modelsDir>/churn/), same rules as lstmModel. Default "current". */
   churnModel?: string;
   /**
+   * The purchase-propensity model (<modelsDir>/propensity/, `portrait train
+   * propensity --from-stream`), same rules as lstmModel. Default "current".
+   */
+  propensityModel?: string;
+  /**
    * The DeepFM ranker (<modelsDir>/deepfm/), same rules as lstmModel. Default
    * "current". Without one, recommendations are ranked by candidate priors.
    */
@@ -169,6 +174,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   modelsDir: BUNDLED_MODELS_DIR,
   lstmModel: "current",
   churnModel: "current",
+  propensityModel: "current",
   deepfmModel: "current",
   recs: RECS_DEFAULTS,
   inference: DEFAULT_INFERENCE_OPTIONS,
@@ -285,6 +291,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     modelsDir: resolve(str("modelsDir", o.modelsDir) ?? D.modelsDir),
     lstmModel: str("lstmModel", o.lstmModel) ?? D.lstmModel,
     churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
+    propensityModel: str("propensityModel", o.propensityModel) ?? D.propensityModel,
     deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
     recs: compileRecsOptions(o.recs),
     inference: compileInferenceOptions(o.inference),

@@ -38,6 +38,26 @@ export const DEFAULT_CHURN_SPLIT: Readonly<ChurnSplit> = Object.freeze({
   testCutoffMs: Date.UTC(2011, 8, 10),
 });
 
+/**
+ * A split for any log long enough: the test cut-off a horizon before the last
+ * event, and up to 12 training cut-offs every 14 days whose label windows end by
+ * it (the first at least 30 days after the first event).
+ */
+export function deriveChurnSplit(firstMs: number, lastMs: number, horizonMs = 90 * MS_PER_DAY): ChurnSplit {
+  const testCutoffMs = Math.floor((lastMs - horizonMs) / MS_PER_DAY) * MS_PER_DAY;
+  const lastTrain = testCutoffMs - horizonMs;
+  const trainCutoffsMs: number[] = [];
+  for (let i = 11; i >= 0; i--) {
+    const c = lastTrain - i * 14 * MS_PER_DAY;
+    if (c >= firstMs + 30 * MS_PER_DAY) trainCutoffsMs.push(c);
+  }
+  if (trainCutoffsMs.length < 2) {
+    throw new BadRequestError(`the events span ${new Date(firstMs).toISOString()} .. ${new Date(lastMs).toISOString()}: ` +
+      `a churn split with a ${horizonMs / MS_PER_DAY}-day horizon needs at least 30 days + two horizons + 14 days of events`);
+  }
+  return { horizonMs, trainCutoffsMs, testCutoffMs };
+}
+
 /** A profile event with its user, as the reader gave it. */
 export interface UserEvent extends ProfileEvent {
   userId: string;

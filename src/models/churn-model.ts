@@ -24,6 +24,7 @@ import type { UserState } from "../actors/user-profile.js";
 import { ConfigError } from "../errors.js";
 import { EventType } from "../wire/proto.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
+import { calibrate, sigmoid, validateCalibration, type Calibration } from "./calibration.js";
 
 /** Names of the feature vector `churnFeatures` returns, in order. */
 export const CHURN_FEATURE_NAMES = Object.freeze([
@@ -149,11 +150,12 @@ export interface GbdtSpec {
   params: Record<string, number>;
 }
 
-export type ChurnModelSpec = LogisticSpec | GbdtSpec;
+export type ChurnModelSpec = (LogisticSpec | GbdtSpec) & {
+  /** Platt scaling fitted on a validation window (models trained from a shop's stream); absent = the plain sigmoid. */
+  calibration?: Calibration;
+};
 
-export function sigmoid(z: number): number {
-  return z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z));
-}
+export { sigmoid };
 
 function treeOutput(t: TreeSpec, x: ArrayLike<number>): number {
   let i = 0;
@@ -173,11 +175,11 @@ export function specLogit(spec: ChurnModelSpec, x: ArrayLike<number>): number {
   return z;
 }
 
-/** Indices of `names` in CHURN_FEATURE_NAMES; throws ConfigError naming an unknown one. */
-export function featureIndices(names: readonly string[]): number[] {
+/** Indices of `names` in `known` (default CHURN_FEATURE_NAMES); throws ConfigError naming an unknown one. */
+export function featureIndices(names: readonly string[], known: readonly string[] = CHURN_FEATURE_NAMES, model = "churn"): number[] {
   return names.map((n) => {
-    const i = (CHURN_FEATURE_NAMES as readonly string[]).indexOf(n);
-    if (i < 0) throw new ConfigError(`churn model uses unknown feature ${JSON.stringify(n)}; known: ${CHURN_FEATURE_NAMES.join(", ")}`);
+    const i = known.indexOf(n);
+    if (i < 0) throw new ConfigError(`${model} model uses unknown feature ${JSON.stringify(n)}; known: ${known.join(", ")}`);
     return i;
   });
 }
@@ -186,18 +188,23 @@ function isNumberArray(a: unknown, length?: number): a is number[] {
   return Array.isArray(a) && (length === undefined || a.length === length) && a.every((v) => typeof v === "number" && Number.isFinite(v));
 }
 
-/** Checks a parsed spec's shape; throws ConfigError saying what is wrong. */
-export function validateSpec(spec: unknown, where: string): ChurnModelSpec {
+/** Checks a parsed spec's shape (features from `known`, default CHURN_FEATURE_NAMES); throws ConfigError saying what is wrong. */
+export function validateSpec(spec: unknown, where: string, known: readonly string[] = CHURN_FEATURE_NAMES, model = "churn"): ChurnModelSpec {
   const bad = (why: string): never => {
-    throw new ConfigError(`invalid churn model in ${where}: ${why}`);
+    throw new ConfigError(`invalid ${model} model in ${where}: ${why}`);
   };
   if (typeof spec !== "object" || spec === null) return bad("not a JSON object");
   const s = spec as Partial<LogisticSpec> & Partial<Omit<GbdtSpec, "kind">> & { kind?: unknown };
   if (!Array.isArray(s.features) || s.features.length === 0 || !s.features.every((f) => typeof f === "string")) {
     return bad("features must be a non-empty array of names");
   }
-  featureIndices(s.features);
+  featureIndices(s.features, known, model);
   const d = s.features.length;
+  try {
+    validateCalibration((spec as { calibration?: unknown }).calibration);
+  } catch (err) {
+    return bad((err as Error).message);
+  }
   if (s.kind === "logistic") {
     if (!isNumberArray(s.mean, d) || !isNumberArray(s.std, d) || !isNumberArray(s.weights, d)) {
       return bad(`mean, std and weights must be ${d} finite numbers each`);
@@ -234,12 +241,14 @@ export function validateSpec(spec: unknown, where: string): ChurnModelSpec {
 export class ChurnModel {
   readonly version: string;
   readonly spec: ChurnModelSpec;
+  readonly manifest: ModelManifest | undefined;
   readonly #index: number[];
   readonly #x: Float64Array;
 
-  constructor(spec: ChurnModelSpec, version: string) {
+  constructor(spec: ChurnModelSpec, version: string, manifest?: ModelManifest) {
     this.spec = validateSpec(spec, `model ${version}`);
     this.version = version;
+    this.manifest = manifest;
     this.#index = featureIndices(spec.features);
     this.#x = new Float64Array(this.#index.length);
   }
@@ -267,7 +276,7 @@ export class ChurnModel {
     } catch (err) {
       throw new ConfigError(`cannot read churn model ${join(dir, file)}: ${(err as Error).message}`, { cause: err });
     }
-    return new ChurnModel(validateSpec(spec, join(dir, file)), manifest.version);
+    return new ChurnModel(validateSpec(spec, join(dir, file)), manifest.version, manifest);
   }
 
   /** P(no purchase in [asOfMs, asOfMs + 90 days)) for the profile `state`. */
@@ -275,9 +284,14 @@ export class ChurnModel {
     return this.predictFeatures(churnFeatures(state, asOfMs));
   }
 
-  /** The same from a full feature vector (CHURN_FEATURE_NAMES order). */
+  /** The same from a full feature vector (CHURN_FEATURE_NAMES order); calibrated when the model carries a calibration. */
   predictFeatures(full: ArrayLike<number>): number {
+    return calibrate(this.spec.calibration, this.logitFeatures(full));
+  }
+
+  /** The uncalibrated logit for a full feature vector. */
+  logitFeatures(full: ArrayLike<number>): number {
     for (let j = 0; j < this.#index.length; j++) this.#x[j] = full[this.#index[j]!]!;
-    return sigmoid(specLogit(this.spec, this.#x));
+    return specLogit(this.spec, this.#x);
   }
 }

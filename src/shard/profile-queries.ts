@@ -5,10 +5,9 @@
  * without work (main has already replied OVERLOADED at the deadline).
  */
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
-import { newUserState, profileView, type PredictionsView, type UserState } from "../actors/user-profile.js";
+import { newUserState, profileView } from "../actors/user-profile.js";
 import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
 import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
-import type { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { Logger } from "../obs/logger.js";
@@ -17,6 +16,7 @@ import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import type { ClockReader } from "./engine-clock.js";
 import { storedLstmState } from "./lstm-steps.js";
+import { wirePredictions, type Predictions } from "./predictions.js";
 import type { Pseudonymise } from "./pseudonym.js";
 
 const encoder = new TextEncoder();
@@ -31,7 +31,8 @@ export interface ProfileQueriesDeps {
   /** Category names, for the profile's categories. */
   labels: CategoryLabels;
   lstm: LstmRuntime | undefined;
-  churn: ChurnModel | undefined;
+  /** The prediction models and their verdicts (predictions.ts). */
+  predictions: Predictions;
   log: Logger;
 }
 
@@ -66,12 +67,12 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
-      const predictions = this.#predictions(state, asOf);
+      const predictions = d.predictions.any ? d.predictions.of(state, asOf) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;
       for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = d.labels.label(c.key);
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
-        : pb.ProfileReply.encode({ profile }).finish();
+        : pb.ProfileReply.encode({ profile: { ...profile, predictions: predictions !== undefined ? wirePredictions(predictions) : null } }).finish();
       // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
       return { ok: true, body };
     } catch (err) {
@@ -109,23 +110,5 @@ export class ProfileQueries {
       d.log.error({ err }, "recommendation context failed");
       return { ok: false, error: toWire(err) };
     }
-  }
-
-  #predictions(state: UserState, asOfMs: number): PredictionsView | undefined {
-    const { lstm, churn } = this.#d;
-    if (lstm === undefined && churn === undefined) return undefined;
-    const out: PredictionsView = { lstmVersion: "", purchasePropensity: 0, nextCategories: [], churnVersion: "", churnRisk: 0 };
-    if (lstm !== undefined) {
-      const p = lstm.predict(storedLstmState(state, lstm));
-      out.lstmVersion = lstm.version;
-      out.purchasePropensity = p.purchasePropensity;
-      out.nextCategories = p.nextCategories;
-    }
-    // The churn model describes customers who have bought: it has no answer for the others.
-    if (churn !== undefined && state.lastPurchaseMs > 0) {
-      out.churnVersion = churn.version;
-      out.churnRisk = churn.predict(state, asOfMs);
-    }
-    return out;
   }
 }

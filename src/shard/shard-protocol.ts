@@ -26,8 +26,12 @@ export interface ShardInit {
   /** Most actors kept in memory; the least recently used are dropped once committed. */
   maxActors: number;
   logLevel: string;
-  /** Model version directories to load (absent = that model is off). */
-  models: { lstmDir?: string; churnDir?: string };
+  /**
+   * Model version directories to load (absent = that model is off), and this
+   * engine's own stream source ("stream:<event stream>"): a prediction is
+   * served only from a model evaluated on it (src/models/evidence.ts).
+   */
+  models: { lstmDir?: string; churnDir?: string; propensityDir?: string; shopSource: string };
   /** Where to post the item events of each committed batch and forgotten users (src/threads/item-event-queue.ts), e.g. to the recs worker. */
   itemEvents?: ItemEventSink;
   /**

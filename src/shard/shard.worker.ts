@@ -13,6 +13,7 @@ import type { EventBatch } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
 import { ChurnModel } from "../models/churn-model.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
+import { PropensityModel } from "../models/propensity-model.js";
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import type { ShardStats } from "../obs/metrics.js";
@@ -23,6 +24,7 @@ import { ActorCache } from "./actor-cache.js";
 import { BatchApplier } from "./batch-applier.js";
 import { CategoryLabels } from "./category-labels.js";
 import { ClockReader } from "./engine-clock.js";
+import { Predictions } from "./predictions.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
 import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
@@ -43,6 +45,8 @@ class Shard implements ShardApi {
     const key = pseudonymiser(init.pseudonymKey);
     const lstm = init.models.lstmDir !== undefined ? LstmRuntime.load(init.models.lstmDir) : undefined;
     const churn = init.models.churnDir !== undefined ? ChurnModel.load(init.models.churnDir) : undefined;
+    const propensity = init.models.propensityDir !== undefined ? PropensityModel.load(init.models.propensityDir) : undefined;
+    const predictions = new Predictions({ lstm, lstmDir: init.models.lstmDir, churn, propensity, shopSource: init.models.shopSource });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
@@ -52,7 +56,7 @@ class Shard implements ShardApi {
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
       key, pseudonymised: init.pseudonymKey !== undefined, lstm, itemEvents, labels, clock,
     }));
-    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, lstm, churn, log });
+    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, lstm, predictions, log });
     log.info({ partitions: init.partitions.length }, "shard ready");
     return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock() };
   }

@@ -24,14 +24,18 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BadRequestError } from "../errors.js";
 import { churnEvalTable, scoreSpec } from "../eval/churn-eval.js";
-import { nextVersion, versionDir, writeManifest, type ModelManifest, type ModelMetric } from "../models/artifacts.js";
-import { CHURN_FEATURE_NAMES, featureIndices, type ChurnModelSpec } from "../models/churn-model.js";
+import { currentVersion, nextVersion, versionDir, writeManifest, type ModelEvaluation, type ModelManifest, type ModelMetric } from "../models/artifacts.js";
+import { fitPlatt } from "../models/calibration.js";
+import { CHURN_FEATURE_NAMES, ChurnModel, featureIndices, specLogit, type ChurnModelSpec } from "../models/churn-model.js";
+import { auc } from "../metrics/classification.js";
+import type { EvalTable } from "../eval/eval-table.js";
 import { VERSION } from "../version.js";
 import {
-  DEFAULT_CHURN_SPLIT, MS_PER_DAY, buildChurnExamples, checkSplit, loadRetailEvents, selectColumns,
+  DEFAULT_CHURN_SPLIT, MS_PER_DAY, buildChurnExamples, checkSplit, deriveChurnSplit, loadRetailEvents, selectColumns,
   type ChurnExamples, type ChurnSplit,
 } from "../examples/churn-data.js";
 import { fitGbdt, fitLogistic, type GbdtParams } from "./churn-fit.js";
+import type { TrainingEvents } from "./training-events.js";
 
 export interface TrainChurnOptions {
   /** Directory holding the data sets (../shared/data). */
@@ -48,8 +52,14 @@ export interface TrainChurnOptions {
   onProgress?: (done: number, total: number, note: string) => void;
   /** Read only the first `limit` events of the file (tests). Default: all. */
   limit?: number;
-  /** Cut-offs and horizon. Default DEFAULT_CHURN_SPLIT (the test needs data through 2011-12-09). */
+  /** Cut-offs and horizon. Default DEFAULT_CHURN_SPLIT when the events cover it, else `deriveChurnSplit` of the events. */
   split?: ChurnSplit;
+  /**
+   * Train on these events instead of reading the Online Retail file: the shop's
+   * own stream (`streamEvents`, src/train/training-events.ts). Their source is
+   * recorded in the manifest's evaluation.
+   */
+  events?: TrainingEvents;
 }
 
 /** L2 strengths tried for the logistic model. */
@@ -105,12 +115,16 @@ export async function trainChurn(opts: TrainChurnOptions): Promise<{ dir: string
   for (const k of ["dataDir", "modelsDir"] as const) {
     if (typeof opts[k] !== "string" || opts[k] === "") throw new BadRequestError(`options.${k} must be a non-empty path`);
   }
-  const split = opts.split ?? DEFAULT_CHURN_SPLIT;
   const total = 6;
   const progress = (done: number, note: string) => opts.onProgress?.(done, total, note);
 
-  const { path, events } = await loadRetailEvents(opts.dataDir, opts.file, opts.limit);
+  const { path, events } = opts.events !== undefined
+    ? { path: opts.events.source, events: opts.events.events }
+    : await loadRetailEvents(opts.dataDir, opts.file, opts.limit);
+  const source = opts.events?.source ?? `file:online-retail:${path.split("/").at(-1)}`;
   if (events.length === 0) throw new BadRequestError(`no events in ${path}`);
+  const covers = (sp: ChurnSplit) => sp.trainCutoffsMs[0]! > events[0]!.timestampMs && sp.testCutoffMs + sp.horizonMs <= events.at(-1)!.timestampMs;
+  const split = opts.split ?? (covers(DEFAULT_CHURN_SPLIT) ? DEFAULT_CHURN_SPLIT : deriveChurnSplit(events[0]!.timestampMs, events.at(-1)!.timestampMs));
   checkSplit(split, events[0]!.timestampMs, events.at(-1)!.timestampMs);
   progress(1, `read ${events.length} events`);
 
@@ -153,14 +167,27 @@ export async function trainChurn(opts: TrainChurnOptions): Promise<{ dir: string
   });
   const rfmCols = featureIndices(RFM_FEATURES);
   const rfm = fitLogistic({ features: [...RFM_FEATURES], x: selectColumns(all.x, rfmCols), y: all.y }, RFM_L2);
-  const chosen: ChurnModelSpec = chosenKind === "gbdt" ? gbdt : logistic;
+  const chosenFit: ChurnModelSpec = chosenKind === "gbdt" ? gbdt : logistic;
   const alternative: ChurnModelSpec = chosenKind === "gbdt" ? logistic : gbdt;
-  progress(4, `fitted on ${all.y.length} rows`);
+  // Platt scaling on the validation cut-off (the last training cut-off, whose label window ends by the test cut-off).
+  const calibration = fitPlatt(logitsOf(chosenFit, val.x), val.y);
+  const chosen: ChurnModelSpec = { ...chosenFit, calibration };
+  progress(4, `fitted on ${all.y.length} rows; platt on the validation cut-off a=${calibration.a.toFixed(3)} b=${calibration.b.toFixed(3)}`);
 
   const trainLabelRate = all.y.reduce((a, b) => a + b, 0) / all.y.length;
   const table = churnEvalTable({ chosen, alternative, rfm, trainLabelRate }, test, split.horizonMs);
   progress(5, `test AUC ${(table.rows[0]!.AUC as number).toFixed(4)}`);
 
+  let champion: ModelEvaluation["champion"];
+  const champVersion = currentVersion(opts.modelsDir, "churn");
+  if (champVersion !== undefined) {
+    try {
+      const m = ChurnModel.load(versionDir(opts.modelsDir, "churn", champVersion));
+      champion = { version: champVersion, value: round(auc(test.x.map((r) => m.logitFeatures(r)), test.y)) };
+    } catch (err) {
+      progress(5, `champion ${champVersion} not scored: ${(err as Error).message}`);
+    }
+  }
   const version = nextVersion(opts.modelsDir, "churn");
   const dir = versionDir(opts.modelsDir, "churn", version);
   mkdirSync(dir, { recursive: true });
@@ -235,7 +262,35 @@ export async function trainChurn(opts: TrainChurnOptions): Promise<{ dir: string
     ],
     files,
   };
+  manifest.evaluation = churnEvaluation(source, split, examples, table, champion, events[0]!.timestampMs);
   writeManifest(opts.modelsDir, manifest, opts.makeCurrent ?? false);
   progress(6, `wrote ${dir}`);
   return { dir, manifest };
+}
+
+function logitsOf(spec: ChurnModelSpec, x: readonly Float64Array[]): Float64Array {
+  return Float64Array.from(selectColumns(x, featureIndices(spec.features)), (r) => specLogit(spec, r));
+}
+
+/** The manifest's evaluation: the chosen model, the champion and the baselines on the test cut-off (rows of `table`). */
+function churnEvaluation(
+  source: string, split: ChurnSplit, examples: readonly ChurnExamples[], table: EvalTable, champion: ModelEvaluation["champion"], firstMs: number,
+): ModelEvaluation {
+  const rowAuc = (prefix: string) => {
+    const r = table.rows.find((x) => String(x.model).startsWith(prefix));
+    return typeof r?.AUC === "number" ? round(r.AUC) : Number.NaN;
+  };
+  const test = examples.at(-1)!;
+  const train = examples.slice(0, -1);
+  return {
+    source,
+    trainWindow: { fromMs: firstMs, toMs: train.at(-1)!.cutoffMs + split.horizonMs },
+    testWindow: { fromMs: split.testCutoffMs, toMs: split.testCutoffMs + split.horizonMs },
+    counts: { train: train.reduce((a, e) => a + e.y.length, 0), test: test.y.length },
+    metric: "AUC",
+    higherIsBetter: true,
+    challenger: rowAuc("ours"),
+    ...(champion !== undefined ? { champion } : {}),
+    baselines: { "recency/RFM logistic": rowAuc("RFM-only"), "recency (days since last purchase)": rowAuc("recency only") },
+  };
 }

@@ -1,7 +1,9 @@
 /** Tiny seeded model fixtures (untrained weights, real artifacts) for engine tests. */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeManifest } from "../../src/models/artifacts.js";
+import { subjects } from "../../src/bus/subjects.js";
+import { readManifest, writeManifest } from "../../src/models/artifacts.js";
+import { streamSource } from "../../src/models/evidence.js";
 import { BAND_SLOTS, GAP_BUCKETS, TYPE_SLOTS } from "../../src/models/lstm-features.js";
 import { buildLstmModel, saveLayersModel, type LstmArchitecture } from "../../src/models/lstm-model.js";
 import { initTf } from "../../src/models/tf.js";
@@ -26,4 +28,20 @@ export async function writeLstmFixture(modelsDir: string, version: string, items
   writeFileSync(join(dir, "vocab.json"), JSON.stringify({ items, categories }));
   model.dispose();
   return dir;
+}
+
+/**
+ * Gives the model in `dir` an evaluation on the stream of `prefix` (a winning
+ * one, and a calibration note), so that an engine on that prefix serves its
+ * predictions (src/models/evidence.ts). Rewrites the manifest in place.
+ */
+export function evaluateOnStream(dir: string, prefix: string, challenger = 0.8, baseline = 0.6): void {
+  const m = readManifest(dir);
+  m.evaluation = {
+    source: streamSource(subjects(prefix).eventStream),
+    trainWindow: { fromMs: 0, toMs: 1 }, testWindow: { fromMs: 1, toMs: 2 }, counts: { train: 10, test: 10 },
+    metric: "AUC", higherIsBetter: true, challenger, baselines: { popularity: baseline },
+  };
+  m.training.calibration = "fixture: softmax taken as calibrated";
+  writeFileSync(join(dir, "manifest.json"), JSON.stringify(m, null, 2) + "\n");
 }

@@ -73,13 +73,6 @@ async function refreshOverview() {
   chart("chart-lag", [["lag", "#c23b3b"]], [t, o.series.map((s) => s.lag)]);
 }
 
-function evidence(models, name, version) {
-  const m = models.find((x) => x.name === name && x.version === version);
-  const first = m?.metrics?.[0];
-  if (!first) return `${name} ${version || "-"}: no evaluation recorded`;
-  return `${name} ${version}; ${first.task}: ${Object.entries(first.values).slice(0, 2).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`;
-}
-
 async function showUser(userId) {
   $("overview").hidden = true;
   $("user").hidden = false;
@@ -112,13 +105,20 @@ async function showUser(userId) {
     ["sessions", `${p.sessions.count}, avg ${fmt(p.sessions.avgEvents, 1)} events`],
   ]);
   const pr = p.predictions;
-  const preds = [];
-  if (pr && pr.lstmVersion) {
-    preds.push(["purchase in 10 min", fmt(pr.purchasePropensity, 3), evidence(body.models, "lstm", pr.lstmVersion)]);
-    preds.push(["next category", (pr.nextCategories || []).slice(0, 3).map((c) => `${c.label || c.key} (${fmt(c.score, 2)})`).join(", ") || "-", evidence(body.models, "lstm", pr.lstmVersion)]);
-  }
-  if (pr && pr.churnVersion) preds.push(["churn in 90 days", fmt(pr.churnRisk, 3), evidence(body.models, "churn", pr.churnVersion)]);
-  fill($("user-predictions").tBodies[0], preds.length ? preds : [["none", "-", "no model runs for this user"]]);
+  // Each prediction with its evidence (model, holdout metric on this shop vs its baseline, calibration), or null with the reason.
+  const pred = (label, x, shown) => {
+    const who = x.model ? `${x.model} ${x.version}` : "no model";
+    if (x.probability === null || x.probability === undefined) return [label, "null", `${who}: ${x.reason}`];
+    const e = x.evidence;
+    return [`${label} (${x.definition})`, shown ?? fmt(x.probability, 3),
+      e ? `${who}; holdout ${e.metric} ${fmt(e.holdout, 3)} vs ${e.baselineName} ${fmt(e.baseline, 3)} on ${e.source} (${e.testExamples} examples); ${e.calibration}` : who];
+  };
+  const preds = pr ? [
+    pred("purchase", pr.purchasePropensity),
+    pred("churn", pr.churnRisk),
+    pred("next category", pr.nextCategory, (pr.nextCategories || []).slice(0, 3).map((c) => `${c.label || c.key} (${fmt(c.score, 2)})`).join(", ")),
+  ] : [];
+  fill($("user-predictions").tBodies[0], preds.length ? preds : [["none", "-", "no model runs in this engine"]]);
   fill($("user-categories").tBodies[0], p.categories.slice(0, 8).map((c) => [c.label ? `${c.label} (${c.key})` : c.key, c.score]));
   fill($("user-brands").tBodies[0], [...p.brands.slice(0, 5), ...p.priceBands.slice(0, 3)].map((c) => [c.key, c.score]));
   const recs = body.recommendations;

@@ -1,0 +1,57 @@
+/**
+ * Reads the event stream from its first message to the last one stored when
+ * the read starts, with a JetStream ordered consumer (ephemeral, flow
+ * controlled, no acknowledgements, restarted by the client on a gap): what
+ * training from the shop's own stream reads. The engine's durable consumers
+ * are not touched. Bounded: it never waits for events published after it
+ * started.
+ */
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "nats";
+import type { Subjects } from "./subjects.js";
+
+export interface StreamMessage {
+  /** Stream sequence. */
+  seq: number;
+  /** The partition, from the subject's last token. */
+  partition: number;
+  /** The stored bytes (a protobuf `Event` when the publisher was well behaved). */
+  data: Uint8Array;
+}
+
+export interface ReadStreamOptions {
+  /** Start at the first message stored at or after this wall-clock time (ms), instead of the stream's first. */
+  storedSinceMs?: number;
+  /** Called every `progressEvery` messages and at the end with (read, last sequence). */
+  onProgress?: (read: number, lastSeq: number) => void;
+  progressEvery?: number;
+}
+
+/** Hands every message of the event stream up to its last sequence at call time to `each`, in stream order; resolves with the count. */
+export async function readEventStream(
+  js: JetStreamClient, jsm: JetStreamManager, s: Subjects, each: (m: StreamMessage) => void, o: ReadStreamOptions = {},
+): Promise<{ read: number; firstSeq: number; lastSeq: number }> {
+  const state = (await jsm.streams.info(s.eventStream)).state;
+  const lastSeq = state.last_seq;
+  if (state.messages === 0) return { read: 0, firstSeq: 0, lastSeq };
+  const consumer = await js.consumers.get(s.eventStream, o.storedSinceMs !== undefined
+    ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(o.storedSinceMs).toISOString() }
+    : { deliver_policy: DeliverPolicy.All });
+  const every = o.progressEvery ?? 5000;
+  let read = 0;
+  let firstSeq = 0;
+  const msgs = await consumer.consume({ max_messages: 1024 });
+  try {
+    for await (const m of msgs) {
+      if (firstSeq === 0) firstSeq = m.seq;
+      const dot = m.subject.lastIndexOf(".");
+      each({ seq: m.seq, partition: Number(m.subject.slice(dot + 1)), data: m.data });
+      read++;
+      if (read % every === 0) o.onProgress?.(read, lastSeq);
+      if (m.seq >= lastSeq) break;
+    }
+  } finally {
+    await msgs.close();
+  }
+  o.onProgress?.(read, lastSeq);
+  return { read, firstSeq, lastSeq };
+}

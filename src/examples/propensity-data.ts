@@ -1,0 +1,110 @@
+/**
+ * Purchase-propensity examples from an event log: profiles are built with the
+ * engine's own `applyEvent` from the events strictly before each cut-off, and
+ * featurised with `propensityFeatures(state, cut-off)`, the function the shard
+ * calls at query time. The label of a user at cut-off c is 1 when they make a
+ * purchase in [c, c + horizon). Every user with at least one event before c is
+ * an example (the population the profile endpoint answers for).
+ *
+ * The split (`propensitySplit`) is strict in time: the cut-offs of the
+ * training block have label windows that end by the first validation cut-off,
+ * and the validation block's windows end by the first test cut-off, so no
+ * label the model or its calibration learned from lies in the test window.
+ */
+import { compileProfileOptions } from "../actors/profile-options.js";
+import { applyEvent, newUserState, type UserState } from "../actors/user-profile.js";
+import { BadRequestError } from "../errors.js";
+import { propensityFeatures } from "../models/propensity-model.js";
+import { EventType } from "../wire/proto.js";
+import type { UserEvent } from "./churn-data.js";
+
+export interface PropensityExamples {
+  cutoffMs: number;
+  userIds: string[];
+  x: Float64Array[];
+  y: Uint8Array;
+}
+
+export interface PropensitySplit {
+  horizonMs: number;
+  train: number[];
+  validation: number[];
+  test: number[];
+}
+
+/**
+ * Cut-offs every `stepMs`, placed by the events' volume (a shop's log is rarely
+ * uniform in time): the training block runs from the time of the 10% event
+ * quantile to that of the 40% quantile, the validation block from a horizon
+ * later to the 55% quantile (at least one step), and the test block from a
+ * horizon after that to a horizon before the last event (the later ~40%). `eventTimesMs` is
+ * sorted.
+ */
+export function propensitySplit(eventTimesMs: ArrayLike<number>, horizonMs: number, stepMs: number): PropensitySplit {
+  const n = eventTimesMs.length;
+  const q = (f: number) => eventTimesMs[Math.min(n - 1, Math.floor(f * n))]!;
+  const iso = (t: number) => new Date(t).toISOString();
+  const grid = (from: number, to: number) => {
+    const out: number[] = [];
+    for (let t = Math.ceil(from / stepMs) * stepMs; t <= to; t += stepMs) out.push(t);
+    return out;
+  };
+  const trainEnd = q(0.4);
+  const valStart = trainEnd + horizonMs;
+  const valEnd = Math.max(q(0.55), valStart + stepMs);
+  const split = { horizonMs, train: grid(q(0.1), trainEnd), validation: grid(valStart, valEnd), test: grid(valEnd + horizonMs, eventTimesMs[n - 1]! - horizonMs) };
+  if (split.train.length === 0 || split.validation.length === 0 || split.test.length === 0) {
+    throw new BadRequestError(`the events span ${iso(eventTimesMs[0]!)} .. ${iso(eventTimesMs[n - 1]!)} (half of them by ${iso(q(0.5))}): ` +
+      `too short for a strict split with a ${horizonMs / 60_000}-minute horizon (three horizon-long gaps and cut-offs every ${stepMs / 60_000} minutes); ` +
+      `use a shorter --horizon or more data`);
+  }
+  return split;
+}
+
+/**
+ * The examples of every cut-off, in one pass over `events` (sorted by time;
+ * equal times keep their order). Features see only events with timestampMs <
+ * cut-off; labels only purchases in [cut-off, cut-off + horizon).
+ * `keepNegative(userId, cutoffMs)` may drop negatives (training subsamples them;
+ * validation and test keep all).
+ */
+export function buildPropensityExamples(
+  events: readonly UserEvent[], cutoffsMs: readonly number[], horizonMs: number,
+  keepNegative: (userId: string, cutoffMs: number) => boolean = () => true,
+): PropensityExamples[] {
+  const profile = compileProfileOptions();
+  const cutoffs = [...cutoffsMs].sort((a, b) => a - b);
+  const purchases = new Map<string, number[]>();
+  for (const e of events) {
+    if (e.type !== EventType.PURCHASE) continue;
+    let times = purchases.get(e.userId);
+    if (times === undefined) purchases.set(e.userId, (times = []));
+    times.push(e.timestampMs);
+  }
+  const states = new Map<string, UserState>();
+  const out: PropensityExamples[] = [];
+  let next = 0;
+  let prevT = -Infinity;
+  for (const c of cutoffs) {
+    for (; next < events.length && events[next]!.timestampMs < c; next++) {
+      const e = events[next]!;
+      if (e.timestampMs < prevT) throw new BadRequestError("buildPropensityExamples needs events sorted by time");
+      prevT = e.timestampMs;
+      let s = states.get(e.userId);
+      if (s === undefined) states.set(e.userId, (s = newUserState()));
+      applyEvent(s, e, profile);
+    }
+    const ex: PropensityExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0) };
+    const labels: number[] = [];
+    for (const [id, s] of states) {
+      const bought = (purchases.get(id) ?? []).some((t) => t >= c && t < c + horizonMs) ? 1 : 0;
+      if (bought === 0 && !keepNegative(id, c)) continue;
+      ex.userIds.push(id);
+      ex.x.push(propensityFeatures(s, c));
+      labels.push(bought);
+    }
+    ex.y = Uint8Array.from(labels);
+    out.push(ex);
+  }
+  return out;
+}

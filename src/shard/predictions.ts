@@ -1,0 +1,106 @@
+/**
+ * The predictions of a profile, each with its evidence or null with a reason
+ * (src/models/evidence.ts says when a model has earned a place). The verdicts
+ * are computed once per model when the shard loads it; a query only runs the
+ * models whose verdict allows them.
+ */
+import type { AffinityView, PredictionView, PredictionsView, UserState } from "../actors/user-profile.js";
+import { readManifest } from "../models/artifacts.js";
+import type { ChurnModel } from "../models/churn-model.js";
+import { describeCalibration, judgeModel, type ModelVerdict } from "../models/evidence.js";
+import type { LstmRuntime } from "../models/lstm-runtime.js";
+import type { PropensityModel } from "../models/propensity-model.js";
+import { storedLstmState } from "./lstm-steps.js";
+
+export interface PredictionModels {
+  lstm: LstmRuntime | undefined;
+  lstmDir?: string | undefined;
+  churn: ChurnModel | undefined;
+  propensity: PropensityModel | undefined;
+  /** This engine's own stream source ("stream:<event stream>"), what "this shop's data" means. */
+  shopSource: string;
+}
+
+const MS_PER_DAY = 86_400_000;
+
+function off(model: string): PredictionView {
+  return { model: "", version: "", probability: null, reason: `no ${model} model runs in this engine`, definition: "" };
+}
+
+function view(v: ModelVerdict, definition: string, probability: number | null, reason = v.reason): PredictionView {
+  return {
+    model: v.name, version: v.version, definition,
+    probability: reason === "" ? probability : null,
+    reason,
+    ...(reason === "" && v.evidence !== undefined ? { evidence: { ...v.evidence } } : {}),
+  };
+}
+
+export class Predictions {
+  readonly #m: PredictionModels;
+  readonly #propensity: { v: ModelVerdict; definition: string } | undefined;
+  readonly #churn: { v: ModelVerdict; definition: string } | undefined;
+  readonly #lstm: { v: ModelVerdict; definition: string } | undefined;
+
+  constructor(m: PredictionModels) {
+    this.#m = m;
+    if (m.propensity !== undefined && m.propensity.manifest !== undefined) {
+      const p = m.propensity;
+      this.#propensity = {
+        v: judgeModel(p.manifest!, m.shopSource, describeCalibration(p.spec.calibration)),
+        definition: `a purchase within ${p.spec.horizonMs / 60_000} minutes`,
+      };
+    }
+    if (m.churn !== undefined && m.churn.manifest !== undefined) {
+      const horizon = (m.churn.manifest.training.splitMs as { horizonMs?: number } | undefined)?.horizonMs ?? 90 * MS_PER_DAY;
+      this.#churn = {
+        v: judgeModel(m.churn.manifest, m.shopSource, describeCalibration(m.churn.spec.calibration)),
+        definition: `no purchase in the next ${horizon / MS_PER_DAY} days`,
+      };
+    }
+    if (m.lstm !== undefined && m.lstmDir !== undefined) {
+      const manifest = readManifest(m.lstmDir);
+      const cal = manifest.training.calibration;
+      this.#lstm = { v: judgeModel(manifest, m.shopSource, typeof cal === "string" ? cal : undefined), definition: "the category of the next event" };
+    }
+  }
+
+  /** True when any prediction model runs (the profile then carries a predictions block). */
+  get any(): boolean {
+    return this.#m.lstm !== undefined || this.#m.churn !== undefined || this.#m.propensity !== undefined;
+  }
+
+  of(state: UserState, asOfMs: number): PredictionsView {
+    const { lstm, churn, propensity } = this.#m;
+    const out: PredictionsView = {
+      purchasePropensity: off("propensity"), churnRisk: off("churn"), nextCategory: off("lstm"), nextCategories: [],
+    };
+    const p = this.#propensity;
+    if (propensity !== undefined && p !== undefined) {
+      out.purchasePropensity = view(p.v, p.definition, p.v.reason === "" ? propensity.predict(state, asOfMs) : null);
+    }
+    const c = this.#churn;
+    if (churn !== undefined && c !== undefined) {
+      // The churn model describes customers who have bought: it has no answer for the others.
+      const reason = c.v.reason !== "" ? c.v.reason : state.lastPurchaseMs > 0 ? "" : "the churn model describes customers who have bought; this user has not";
+      out.churnRisk = view(c.v, c.definition, reason === "" ? churn.predict(state, asOfMs) : null, reason);
+    }
+    const l = this.#lstm;
+    if (lstm !== undefined && l !== undefined && l.v.reason === "") {
+      const top: AffinityView[] = lstm.predict(storedLstmState(state, lstm)).nextCategories;
+      out.nextCategory = view(l.v, l.definition, top[0]?.score ?? null, top.length === 0 ? "the LSTM has no category for this user" : "");
+      if (top.length > 0) out.nextCategories = top;
+    } else if (l !== undefined) {
+      out.nextCategory = view(l.v, l.definition, null);
+    }
+    return out;
+  }
+}
+
+/** The proto `Predictions` of a view: a null probability becomes has_value = false. */
+export function wirePredictions(p: PredictionsView): Record<string, unknown> {
+  const one = (v: PredictionView) => ({ ...v, hasValue: v.probability !== null, probability: v.probability ?? 0 });
+  return {
+    purchasePropensity: one(p.purchasePropensity), churnRisk: one(p.churnRisk), nextCategory: one(p.nextCategory), nextCategories: p.nextCategories,
+  };
+}
