@@ -6,7 +6,7 @@
  * are not touched. Bounded: it never waits for events published after it
  * started.
  */
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "nats";
+import { type JetStreamClient, type JetStreamManager } from "nats";
 import type { Subjects } from "./subjects.js";
 
 export interface StreamMessage {
@@ -19,8 +19,6 @@ export interface StreamMessage {
 }
 
 export interface ReadStreamOptions {
-  /** Start at the first message stored at or after this wall-clock time (ms), instead of the stream's first. */
-  storedSinceMs?: number;
   /** Called every `progressEvery` messages and at the end with (read, last sequence). */
   onProgress?: (read: number, lastSeq: number) => void;
   progressEvery?: number;
@@ -33,9 +31,8 @@ export async function readEventStream(
   const state = (await jsm.streams.info(s.eventStream)).state;
   const lastSeq = state.last_seq;
   if (state.messages === 0) return { read: 0, firstSeq: 0, lastSeq };
-  const consumer = await js.consumers.get(s.eventStream, o.storedSinceMs !== undefined
-    ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(o.storedSinceMs).toISOString() }
-    : { deliver_policy: DeliverPolicy.All });
+  // An ordered consumer from the first message (giving it a deliver_policy option here made it deliver nothing in nats.js 2.29).
+  const consumer = await js.consumers.get(s.eventStream);
   const every = o.progressEvery ?? 5000;
   let read = 0;
   let firstSeq = 0;

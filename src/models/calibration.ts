@@ -33,8 +33,19 @@ export function fitPlatt(logits: ArrayLike<number>, labels: ArrayLike<number>, l
   let pos = 0;
   for (let i = 0; i < n; i++) pos += labels[i]!;
   if (pos === 0 || pos === n) throw new RangeError(`platt: the validation window needs both labels (${pos} positives of ${n})`);
+  // Newton's method with step halving: a full step can overshoot when the logits are far off.
+  const loss = (a: number, b: number) => {
+    let l = 0.5 * l2 * ((a - 1) ** 2 + b * b);
+    for (let i = 0; i < n; i++) {
+      const z = a * logits[i]! + b;
+      // log(1 + e^z) - y z, computed without overflow.
+      l += (z > 0 ? z + Math.log1p(Math.exp(-z)) : Math.log1p(Math.exp(z))) - labels[i]! * z;
+    }
+    return l;
+  };
   let a = 1;
   let b = 0;
+  let current = loss(a, b);
   for (let it = 0; it < maxIter; it++) {
     let ga = l2 * (a - 1);
     let gb = l2 * b;
@@ -56,9 +67,18 @@ export function fitPlatt(logits: ArrayLike<number>, labels: ArrayLike<number>, l
     if (!(det > 0)) break;
     const da = (hbb * ga - hab * gb) / det;
     const db = (haa * gb - hab * ga) / det;
-    a -= da;
-    b -= db;
-    if (Math.abs(da) + Math.abs(db) < 1e-10) break;
+    let step = 1;
+    let next = loss(a - da, b - db);
+    while (next > current && step > 1e-6) {
+      step /= 2;
+      next = loss(a - step * da, b - step * db);
+    }
+    if (next > current) break;
+    a -= step * da;
+    b -= step * db;
+    const moved = step * (Math.abs(da) + Math.abs(db));
+    current = next;
+    if (moved < 1e-10) break;
   }
   return { kind: "platt", a, b, rows: n };
 }
