@@ -162,7 +162,9 @@ export class Engine {
     ] as const) {
       if (spec === "off") continue;
       if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
-        this.log.warn({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`portrait train ${name}\`)`);
+        // A shop's own propensity model is absent until it trains one: expected, not a warning.
+        this.log[name === "propensity" ? "info" : "warn"]({ model: name, modelsDir: cfg.modelsDir },
+          `no ${name} model found; running without it (train one with \`portrait train ${name}${name === "propensity" ? " --from-stream" : ""}\`)`);
         continue;
       }
       const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);

@@ -6,7 +6,7 @@
  * and shuts down.
  */
 import { describeOrder } from "../recs/recommender.js";
-import { mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PortraitClient } from "../client/portrait-client.js";
@@ -16,7 +16,10 @@ import type { DatasetFormat } from "../data/types.js";
 import { Engine } from "../engine.js";
 import { PortraitError, ErrorCode } from "../errors.js";
 import { EventType } from "../wire/proto.js";
-import { formatProfile } from "./print-profile.js";
+import { BUNDLED_MODELS_DIR, currentVersion } from "../models/artifacts.js";
+import { trainPropensity } from "../train/train-propensity.js";
+import { streamEvents } from "../train/training-events.js";
+import { formatProfile, predictionLines } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
 
@@ -27,6 +30,8 @@ export interface DemoOptions {
   file: string;
   format: DatasetFormat;
   events: number;
+  /** Train a purchase-propensity model on the demo's own stream with this horizon (minutes) and serve it; 0 = don't. */
+  learnHorizonMin: number;
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
@@ -40,14 +45,15 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       server = await startNatsServer();
       out(`started an embedded nats-server with JetStream at ${server.url}`);
     }
-    engine = await Engine.start({
+    const engineOptions: EngineOptions = {
       ...o.engine,
       natsUrl: server?.url ?? o.engine.natsUrl!,
       embeddedNats: o.natsGiven ? o.engine.embeddedNats! : "never",
       dataDir,
       httpPort: 0,
       logLevel: o.engine.logLevel === "info" ? "warn" : o.engine.logLevel!,
-    });
+    };
+    engine = await Engine.start(engineOptions);
     out(`engine ready: ${engine.config.partitions} partitions, ${engine.config.workers} shard worker(s), state in ${dataDir}, ` +
       `metrics at http://127.0.0.1:${engine.httpPort}/metrics`);
     client = await PortraitClient.connect({ natsUrl: engine.natsUrl, partitions: engine.config.partitions, subjectPrefix: engine.config.subjectPrefix, name: "portrait-demo" });
@@ -96,6 +102,30 @@ export async function runDemo(o: DemoOptions): Promise<void> {
         `(${rec.candidates} candidates, order: ${describeOrder(rec.modelVersion, rec.backend)}):`);
       rec.items.forEach((it, i) => out(`  ${i + 1}. ${it.itemId.padEnd(12)} ${it.score.toFixed(3)}  ${it.reason}`));
       out(`\nthe same from another shell, while an engine runs:  portrait profile ${JSON.stringify(top[0])} --json; portrait recommend ${JSON.stringify(top[0])}`);
+      if (o.learnHorizonMin > 0) {
+        // Learn from this shop's own stream, then serve what was learned (with its evidence) after a restart.
+        out(`\nlearning from this shop's own stream: portrait train propensity --from-stream --horizon ${o.learnHorizonMin}`);
+        const modelsDir = join(dataDir, "models");
+        cpSync(o.engine.modelsDir ?? BUNDLED_MODELS_DIR, modelsDir, { recursive: true });
+        try {
+          const events = await streamEvents({ natsUrl: engine.natsUrl, prefix: engine.config.subjectPrefix, partitions: engine.config.partitions });
+          const lstm = currentVersion(modelsDir, "lstm");
+          const { manifest } = await trainPropensity(events, {
+            modelsDir, horizonMs: o.learnHorizonMin * 60_000, makeCurrent: true, ...(lstm !== undefined ? { lstmDir: join(modelsDir, "lstm", lstm) } : {}),
+          });
+          const e = manifest.evaluation!;
+          out(`trained propensity ${manifest.version} on ${e.counts.train} examples; on the later window (${e.counts.test} examples) ` +
+            `AUC ${e.challenger} vs ${Object.entries(e.baselines).map(([k, v]) => `${k} ${v}`).join(", ")}` +
+            `${e.champion ? `, champion ${e.champion.version} ${e.champion.value}` : ""}`);
+          await engine.close();
+          engine = await Engine.start({ ...engineOptions, modelsDir });
+          out(`engine restarted with it; the same user's predictions now:\n`);
+          out(predictionLines(await client.getProfile(top[0])).join("\n"));
+        } catch (err) {
+          if (!(err instanceof PortraitError) || err.code !== ErrorCode.BAD_REQUEST) throw err;
+          out(`not trained: ${err.message}`);
+        }
+      }
     }
   } finally {
     await client?.close();

@@ -95,14 +95,18 @@ export function registerModelCommands(program: Command, datasets: string): void 
       .description("purchase propensity: P(a purchase within --horizon minutes) from the profile; the shop's own stream (--from-stream) or a data set file (--format)"))
       .option("--horizon <minutes>", "label window after each cut-off, minutes", posInt, 30)
       .addOption(new Option("--format <format>", "data set, without --from-stream").choices(["taobao", "rees46", "online-retail"]).default("rees46"))
-      .option("--file <path>", "data file relative to --datasets (default: the format's file)"),
+      .option("--file <path>", "data file relative to --datasets (default: the format's file)")
+      .option("--lstm <version>", 'when there is no propensity model yet, the champion is this LSTM\'s purchase head: a version, "current" or "off"', "current"),
     datasets,
-  ).action(async (f: CommonFlags & StreamFlags & { horizon: number; format: DatasetFormat; file?: string }) => {
+  ).action(async (f: CommonFlags & StreamFlags & { horizon: number; format: DatasetFormat; file?: string; lstm: string }) => {
+    const lstmDir = f.lstm === "off" || (f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)
+      ? undefined : resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
     const events = f.fromStream
       ? await readStream(f)
       : await fileEvents(f.datasets, f.format, f.file, { ...(f.since !== undefined ? { sinceMs: f.since } : {}), ...(f.until !== undefined ? { untilMs: f.until } : {}) });
     const r = await trainPropensity(events, {
       modelsDir: f.models, horizonMs: f.horizon * 60_000, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train propensity"),
+      ...(lstmDir !== undefined ? { lstmDir } : {}),
     });
     printTrained(r.dir, r.manifest);
   });

@@ -208,8 +208,9 @@ engineFlags(
     .option("--events <n>", "how many events of the sample to replay", posInt, 20000)
     .addOption(new Option("--format <format>", "data set format").choices(DATASET_FORMATS as unknown as string[]).default("rees46"))
     .option("--file <path>", "data file (default: the format's file under --datasets)")
-    .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS),
-).action((f: EngineFlags & { events: number; format: DatasetFormat; file?: string; datasets: string }, cmd: Command) => {
+    .option("--datasets <dir>", "directory of the public data sets", DEFAULT_DATASETS)
+    .option("--learn-horizon <minutes>", "then train a purchase-propensity model on the demo's own stream with this horizon and serve it (0 = don't)", nonNegInt, 5),
+).action((f: EngineFlags & { events: number; format: DatasetFormat; file?: string; datasets: string; learnHorizon: number }, cmd: Command) => {
   const natsGiven = cmd.getOptionValueSource("nats") !== "default";
   const dataDirGiven = cmd.getOptionValueSource("dataDir") !== "default";
   return runDemo({
@@ -219,6 +220,7 @@ engineFlags(
     file: f.file ? resolve(f.file) : resolveDataFile(f.datasets, f.format),
     format: f.format,
     events: f.events,
+    learnHorizonMin: f.learnHorizon,
   });
 });
 

@@ -44,7 +44,7 @@ function predictionLine(label: string, x: PredictionView, extra = ""): string {
   return `${label.padEnd(16)}${num(x.probability, 3)}  ${x.definition} ${who}${ev}${extra}`;
 }
 
-function predictionLines(p: ProfileView): string[] {
+export function predictionLines(p: ProfileView): string[] {
   const x = p.predictions;
   if (x === undefined) return ["predictions     - (no models running)"];
   return [

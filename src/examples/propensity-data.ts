@@ -23,6 +23,18 @@ export interface PropensityExamples {
   userIds: string[];
   x: Float64Array[];
   y: Uint8Array;
+  /** The side scorer's score of each example, when one was given. */
+  side?: number[];
+}
+
+/**
+ * Another model that keeps its own per-user state over the same events (the
+ * LSTM's purchase head, scored as the champion): told every event in the order
+ * the profile gets it, asked for a user's score at each cut-off.
+ */
+export interface SideScorer {
+  apply(e: UserEvent): void;
+  score(userId: string): number;
 }
 
 export interface PropensitySplit {
@@ -71,6 +83,7 @@ export function propensitySplit(eventTimesMs: ArrayLike<number>, horizonMs: numb
 export function buildPropensityExamples(
   events: readonly UserEvent[], cutoffsMs: readonly number[], horizonMs: number,
   keepNegative: (userId: string, cutoffMs: number) => boolean = () => true,
+  side?: SideScorer,
 ): PropensityExamples[] {
   const profile = compileProfileOptions();
   const cutoffs = [...cutoffsMs].sort((a, b) => a - b);
@@ -93,8 +106,9 @@ export function buildPropensityExamples(
       let s = states.get(e.userId);
       if (s === undefined) states.set(e.userId, (s = newUserState()));
       applyEvent(s, e, profile);
+      side?.apply(e);
     }
-    const ex: PropensityExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0) };
+    const ex: PropensityExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0), ...(side !== undefined ? { side: [] } : {}) };
     const labels: number[] = [];
     for (const [id, s] of states) {
       const bought = (purchases.get(id) ?? []).some((t) => t >= c && t < c + horizonMs) ? 1 : 0;
@@ -102,6 +116,7 @@ export function buildPropensityExamples(
       ex.userIds.push(id);
       ex.x.push(propensityFeatures(s, c));
       labels.push(bought);
+      ex.side?.push(side!.score(id));
     }
     ex.y = Uint8Array.from(labels);
     out.push(ex);

@@ -20,6 +20,9 @@ export function streamSource(eventStream: string): string {
   return `stream:${eventStream}`;
 }
 
+/** The models `portrait train <name> --from-stream` can train. */
+export const STREAM_TRAINABLE: ReadonlySet<string> = new Set(["churn", "propensity"]);
+
 /** What a served prediction carries about its model. */
 export interface PredictionEvidence {
   /** The deciding metric on the holdout, e.g. "AUC". */
@@ -53,16 +56,17 @@ export interface ModelVerdict {
  */
 export function judgeModel(manifest: ModelManifest, shopSource: string, calibration: string | undefined): ModelVerdict {
   const id = `${manifest.name} ${manifest.version}`;
+  const howTo = STREAM_TRAINABLE.has(manifest.name)
+    ? `train it on this shop's stream: portrait train ${manifest.name} --from-stream`
+    : `training ${manifest.name} on a shop's stream is not built yet`;
   const refuse = (reason: string): ModelVerdict => ({ name: manifest.name, version: manifest.version, reason });
   const ev = manifest.evaluation;
   if (ev === undefined) {
     const data = (manifest.training?.data ?? []).map((d) => d.split("/").at(-1)).join(", ") || "other data";
-    return refuse(`${id} has no evaluation on this shop's data (it was trained and tested on ${data}); ` +
-      `train it on this shop's stream: portrait train ${manifest.name} --from-stream`);
+    return refuse(`${id} has no evaluation on this shop's data (it was trained and tested on ${data}); ${howTo}`);
   }
   if (ev.source !== shopSource) {
-    return refuse(`${id} was evaluated on ${ev.source}, not on this shop's stream (${shopSource}); ` +
-      `train it on this shop's stream: portrait train ${manifest.name} --from-stream`);
+    return refuse(`${id} was evaluated on ${ev.source}, not on this shop's stream (${shopSource}); ${howTo}`);
   }
   const better = (a: number, b: number) => (ev.higherIsBetter ? a > b : a < b);
   let baselineName = "";

@@ -31,7 +31,8 @@ import { featureIndices, specLogit, type ChurnModelSpec } from "../models/churn-
 import { PROPENSITY_FEATURE_NAMES, PropensityModel, type PropensitySpec } from "../models/propensity-model.js";
 import { VERSION } from "../version.js";
 import { selectColumns } from "../examples/churn-data.js";
-import { buildPropensityExamples, propensitySplit, type PropensityExamples } from "../examples/propensity-data.js";
+import { buildPropensityExamples, propensitySplit, type PropensityExamples, type SideScorer } from "../examples/propensity-data.js";
+import { LstmRuntime } from "../models/lstm-runtime.js";
 import { fitGbdt, fitLogistic, type GbdtParams } from "./churn-fit.js";
 import type { TrainingEvents } from "./training-events.js";
 
@@ -42,6 +43,12 @@ export interface TrainPropensityOptions {
   horizonMs?: number;
   seed?: number;
   makeCurrent?: boolean;
+  /**
+   * The champion when the models directory has no propensity model yet: the
+   * purchase head of this LSTM (what the profile served as purchase propensity
+   * before this model), stepped over the same events as the engine steps it.
+   */
+  lstmDir?: string;
   onProgress?: (done: number, total: number, note: string) => void;
 }
 
@@ -89,7 +96,10 @@ export async function trainPropensity(data: TrainingEvents, opts: TrainPropensit
   const split = propensitySplit(Float64Array.from(ev, (e) => e.timestampMs), horizonMs, Math.max(60_000, Math.round(horizonMs / 6)));
 
   // Training negatives: count first, then keep each with a fixed probability so that at most MAX_TRAIN_NEGATIVES remain.
-  const full = buildPropensityExamples(ev, [...split.train, ...split.validation, ...split.test], horizonMs);
+  const champVersion = currentVersion(opts.modelsDir, "propensity");
+  const lstm = champVersion === undefined && opts.lstmDir !== undefined ? LstmRuntime.load(opts.lstmDir) : undefined;
+  const full = buildPropensityExamples(ev, [...split.train, ...split.validation, ...split.test], horizonMs, undefined,
+    lstm !== undefined ? lstmScorer(lstm) : undefined);
   const inTrain = new Set(split.train);
   let trainNeg = 0;
   for (const e of full) if (inTrain.has(e.cutoffMs)) for (const y of e.y) trainNeg += 1 - y;
@@ -149,7 +159,10 @@ export async function trainPropensity(data: TrainingEvents, opts: TrainPropensit
     "recency/RFM logistic": r4(auc(logits(rfm, test.x), test.y)),
   };
   let champion: ModelEvaluation["champion"];
-  const champVersion = currentVersion(opts.modelsDir, "propensity");
+  if (lstm !== undefined) {
+    const side = full.filter((e) => split.test.includes(e.cutoffMs)).flatMap((e) => e.side!);
+    champion = { version: `lstm ${lstm.version} purchase head`, value: r4(auc(side, test.y)) };
+  }
   if (champVersion !== undefined) {
     try {
       const m = PropensityModel.load(versionDir(opts.modelsDir, "propensity", champVersion));
@@ -209,4 +222,21 @@ export async function trainPropensity(data: TrainingEvents, opts: TrainPropensit
   writeManifest(opts.modelsDir, manifest, opts.makeCurrent ?? false);
   progress(5, `wrote ${dir}`);
   return { dir, manifest };
+}
+
+/** The LSTM's purchase head as a side scorer: each user's (h, c) stepped once per event, as the shard steps it. */
+function lstmScorer(rt: LstmRuntime): SideScorer {
+  const states = new Map<string, { s: Float32Array; prev: number }>();
+  return {
+    apply(e) {
+      let u = states.get(e.userId);
+      if (u === undefined) states.set(e.userId, (u = { s: rt.initialState(), prev: 0 }));
+      rt.step([u.s], [{ type: e.type, timestampMs: e.timestampMs, itemId: e.itemId, categoryId: e.categoryId, price: e.price }], [u.prev]);
+      u.prev = Math.max(u.prev, e.timestampMs);
+    },
+    score(userId) {
+      const u = states.get(userId);
+      return u === undefined ? 0 : rt.predict(u.s).purchasePropensity;
+    },
+  };
 }
