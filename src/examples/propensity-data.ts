@@ -34,7 +34,8 @@ export interface PropensityExamples {
  */
 export interface SideScorer {
   apply(e: UserEvent): void;
-  score(userId: string): number;
+  /** The user's score at this cut-off (NaN where the caller needs none). */
+  score(userId: string, cutoffMs: number): number;
 }
 
 export interface PropensitySplit {
@@ -116,7 +117,7 @@ export function buildPropensityExamples(
       ex.userIds.push(id);
       ex.x.push(propensityFeatures(s, c));
       labels.push(bought);
-      ex.side?.push(side!.score(id));
+      ex.side?.push(side!.score(id, c));
     }
     ex.y = Uint8Array.from(labels);
     out.push(ex);

@@ -170,6 +170,13 @@ export class LstmRuntime {
     }
   }
 
+  /** The purchase head alone (what `predict` returns as purchasePropensity), without the category softmax. */
+  purchasePropensity(state: Float32Array): number {
+    let buy = this.#buyB;
+    for (let j = 0; j < this.hidden; j++) buy += state[j]! * this.#buyW[j]!;
+    return sigmoid(buy);
+  }
+
   /** Purchase propensity and the top `k` next categories for a state. */
   predict(state: Float32Array, k = 3): LstmPrediction {
     const H = this.hidden;

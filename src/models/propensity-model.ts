@@ -71,6 +71,10 @@ export const PROPENSITY_FEATURE_NAMES = Object.freeze([
   "events_5m_log",
   /** 1 when the newest event is an add-to-cart. */
   "last_is_cart",
+  /** Σ over the last 10 events of 2^(-minutes before as-of / 10): recent activity, smooth in time. */
+  "activity_10m",
+  /** The same over add-to-cart events. */
+  "cart_activity_10m",
   /** Share of the strongest category in the category affinity (0 without categories). */
   "top_category_share",
   /** Distinct categories kept in the affinity table. */
@@ -103,6 +107,8 @@ export function propensityFeatures(s: UserState, asOfMs: number): Float64Array {
   let lastCart = 0;
   let last30 = 0;
   let last5 = 0;
+  let activity = 0;
+  let cartActivity = 0;
   for (const [type, t] of tl) {
     if (t > asOfMs) continue;
     if (type === EventType.ADD_TO_CART) {
@@ -112,6 +118,9 @@ export function propensityFeatures(s: UserState, asOfMs: number): Float64Array {
     if (type === EventType.PURCHASE) recentPurchases++;
     if (asOfMs - t <= 30 * MS_PER_MIN) last30++;
     if (asOfMs - t <= 5 * MS_PER_MIN) last5++;
+    const w = Math.pow(2, -(asOfMs - t) / (10 * MS_PER_MIN));
+    activity += w;
+    if (type === EventType.ADD_TO_CART) cartActivity += w;
   }
   let catSum = 0;
   let catMax = 0;
@@ -143,9 +152,11 @@ export function propensityFeatures(s: UserState, asOfMs: number): Float64Array {
   x[20] = Math.log1p(last30);
   x[21] = Math.log1p(last5);
   x[22] = tl.length > 0 && tl[0]![0] === EventType.ADD_TO_CART ? 1 : 0;
-  x[23] = catSum > 0 ? catMax / catSum : 0;
-  x[24] = s.cat.keys.length;
-  x[25] = Math.log1p(s.recent.length);
+  x[23] = activity;
+  x[24] = cartActivity;
+  x[25] = catSum > 0 ? catMax / catSum : 0;
+  x[26] = s.cat.keys.length;
+  x[27] = Math.log1p(s.recent.length);
   return x;
 }
 

@@ -99,7 +99,7 @@ export async function trainPropensity(data: TrainingEvents, opts: TrainPropensit
   const champVersion = currentVersion(opts.modelsDir, "propensity");
   const lstm = champVersion === undefined && opts.lstmDir !== undefined ? LstmRuntime.load(opts.lstmDir) : undefined;
   const full = buildPropensityExamples(ev, [...split.train, ...split.validation, ...split.test], horizonMs, undefined,
-    lstm !== undefined ? lstmScorer(lstm) : undefined);
+    lstm !== undefined ? lstmScorer(lstm, new Set(split.test)) : undefined);
   const inTrain = new Set(split.train);
   let trainNeg = 0;
   for (const e of full) if (inTrain.has(e.cutoffMs)) for (const y of e.y) trainNeg += 1 - y;
@@ -225,7 +225,7 @@ export async function trainPropensity(data: TrainingEvents, opts: TrainPropensit
 }
 
 /** The LSTM's purchase head as a side scorer: each user's (h, c) stepped once per event, as the shard steps it. */
-function lstmScorer(rt: LstmRuntime): SideScorer {
+function lstmScorer(rt: LstmRuntime, at: ReadonlySet<number>): SideScorer {
   const states = new Map<string, { s: Float32Array; prev: number }>();
   return {
     apply(e) {
@@ -234,9 +234,10 @@ function lstmScorer(rt: LstmRuntime): SideScorer {
       rt.step([u.s], [{ type: e.type, timestampMs: e.timestampMs, itemId: e.itemId, categoryId: e.categoryId, price: e.price }], [u.prev]);
       u.prev = Math.max(u.prev, e.timestampMs);
     },
-    score(userId) {
+    score(userId, cutoffMs) {
+      if (!at.has(cutoffMs)) return Number.NaN;
       const u = states.get(userId);
-      return u === undefined ? 0 : rt.predict(u.s).purchasePropensity;
+      return u === undefined ? 0 : rt.purchasePropensity(u.s);
     },
   };
 }
