@@ -169,7 +169,8 @@ export async function trainChurn(opts: TrainChurnOptions): Promise<{ dir: string
   const rfm = fitLogistic({ features: [...RFM_FEATURES], x: selectColumns(all.x, rfmCols), y: all.y }, RFM_L2);
   const chosenFit: ChurnModelSpec = chosenKind === "gbdt" ? gbdt : logistic;
   const alternative: ChurnModelSpec = chosenKind === "gbdt" ? logistic : gbdt;
-  // Platt scaling on the validation cut-off (the last training cut-off, whose label window ends by the test cut-off).
+  // Platt scaling on the validation cut-off (the last training cut-off, whose label window ends by the test cut-off;
+  // the refit above saw its rows too, so this calibration is not fully held out).
   const calibration = fitPlatt(logitsOf(chosenFit, val.x), val.y);
   const chosen: ChurnModelSpec = { ...chosenFit, calibration };
   progress(4, `fitted on ${all.y.length} rows; platt on the validation cut-off a=${calibration.a.toFixed(3)} b=${calibration.b.toFixed(3)}`);
