@@ -99,6 +99,11 @@ describe("dashboard", { timeout: 180_000 }, () => {
       const cats = await page.$$eval("#user-categories tbody tr td:first-child", (cells) => cells.map((c) => c.textContent));
       expect(cats.some((c) => c?.startsWith(named.categoryPath!))).toBe(true);
     }
+    // The bundled models have no evaluation on this shop's stream: each prediction is null with the reason, never a bare number.
+    const preds = await page.$$eval("#user-predictions tbody tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent ?? "")));
+    expect(preds.map((p) => p[1])).toEqual(["null", "null", "null"]);
+    expect(preds[1]![2]).toMatch(/^churn \S+ has no evaluation on this shop's data/);
+    expect(preds[2]![2]).toMatch(/^lstm \S+ has no evaluation on this shop's data/);
     const recs = await page.$$eval("#user-recs tbody tr", (rows) => rows.length);
     expect(recs).toBeGreaterThan(0);
     if (SHOT !== undefined) await page.screenshot({ path: SHOT.replace(/\.png$/, "-user.png"), fullPage: true });

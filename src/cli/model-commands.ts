@@ -54,7 +54,7 @@ function common(cmd: Command, datasets: string): Command {
 }
 
 export function registerModelCommands(program: Command, datasets: string): void {
-  const train = program.command("train").description("train a model on the public data sets and write models/<name>/<version>/");
+  const train = program.command("train").description("train a model on the public data sets, or on the shop's own stream (--from-stream: churn, propensity), and write models/<name>/<version>/");
   common(
     streamFlags(train.command("lstm"))
       .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46)")

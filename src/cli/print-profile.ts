@@ -37,7 +37,8 @@ export function formatProfile(p: ProfileView): string {
 /** One prediction: the probability with its model and evidence, or "null" with the reason. */
 function predictionLine(label: string, x: PredictionView, extra = ""): string {
   const who = x.model !== "" ? `[${x.model} ${x.version}]` : "";
-  if (x.probability === null) return `${label.padEnd(16)}null   ${who === "" ? "" : `${who} `}${x.reason}`;
+  // The reason names the model itself.
+  if (x.probability === null) return `${label.padEnd(16)}null   ${x.reason}`;
   const e = x.evidence;
   const ev = e === undefined ? "" : `; holdout ${e.metric} ${num(e.holdout, 3)} vs ${e.baselineName} ${num(e.baseline, 3)} ` +
     `on ${e.source} ${iso(e.testFromMs)}..${iso(e.testToMs)} (${e.testExamples} examples), ${e.calibration}`;

@@ -108,7 +108,8 @@ async function showUser(userId) {
   // Each prediction with its evidence (model, holdout metric on this shop vs its baseline, calibration), or null with the reason.
   const pred = (label, x, shown) => {
     const who = x.model ? `${x.model} ${x.version}` : "no model";
-    if (x.probability === null || x.probability === undefined) return [label, "null", `${who}: ${x.reason}`];
+    // The reason names the model itself.
+    if (x.probability === null || x.probability === undefined) return [label, "null", x.reason];
     const e = x.evidence;
     return [`${label} (${x.definition})`, shown ?? fmt(x.probability, 3),
       e ? `${who}; holdout ${e.metric} ${fmt(e.holdout, 3)} vs ${e.baselineName} ${fmt(e.baseline, 3)} on ${e.source} (${e.testExamples} examples); ${e.calibration}` : who];
