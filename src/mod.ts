@@ -3,7 +3,7 @@ export { PortraitClient, type PortraitClientOptions, type ProfileQueryOptions, t
 export { Engine } from "./engine.js";
 export type { EngineOptions } from "./config/engine-options.js";
 export type { ProfileOptions } from "./actors/profile-options.js";
-export type { ProfileView, AffinityView, PredictionsView } from "./actors/user-profile.js";
+export type { ProfileView, AffinityView, PredictionsView, PredictionView, EvidenceView } from "./actors/user-profile.js";
 export type { RecommendView } from "./recs/recommender.js";
 export { ErrorCode, PortraitError, BadRequestError, UnknownUserError, OverloadedError, ConfigError } from "./errors.js";
 export { DeadLetterReason } from "./wire/event-validation.js";

@@ -10,8 +10,10 @@
  * 2. it was evaluated on this shop's data: `evaluation.source` equals the
  *    engine's own stream source, "stream:<event stream name>";
  * 3. on that holdout it beats every baseline scored beside it (strictly);
- * 4. its probabilities are calibrated (a calibration fitted on the validation
- *    window is stored with the model).
+ * 4. its probabilities are calibrated: a Platt calibration fitted on the
+ *    validation window is stored in the model file (churn, propensity); for
+ *    the LSTM's softmax, a `training.calibration` note in its manifest says how
+ *    it was checked (no LSTM carries one yet).
  */
 import type { ModelManifest } from "./artifacts.js";
 
