@@ -16,7 +16,7 @@ import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
-import { ensureStreams, replayCatalog, resetConsumer } from "./bus/streams.js";
+import { ensureStreams, replayCatalog } from "./bus/streams.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
@@ -237,14 +237,15 @@ export class Engine {
     const js = this.#nc.jetstream();
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
-      await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
-      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.#root, {
+      const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,
+        prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
+        consumer: cfg,
         onFatal: (err) => this.#fail(err, { partition: p }),
         beforeAck,
       });
-      await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4));
+      await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
       this.#consumers.push(c);
     }
     const recsHost = this.#recs;
