@@ -41,6 +41,14 @@ export const ErrorCode = {
   DATA_FORMAT: "DATA_FORMAT",
   /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
   STORAGE_FAILED: "STORAGE_FAILED",
+  /** The model registry's Object Store or KV bucket does not exist on this NATS server (no engine with the registry on has started, or another --prefix). Terminal: start an engine or `portrait models push` first. */
+  REGISTRY_MISSING: "REGISTRY_MISSING",
+  /** A model artifact in the registry or a local cache is corrupt: a digest mismatch, a missing file its manifest names, or a file that does not parse. Terminal: push the version again. */
+  MODEL_CORRUPT: "MODEL_CORRUPT",
+  /** A model's manifest is of a schema this engine cannot run: an unknown name or format, or a ranker paired with another LSTM version than the one promoted. Terminal. */
+  MODEL_INCOMPATIBLE: "MODEL_INCOMPATIBLE",
+  /** A promotion was refused: the challenger's evaluation does not beat the champion and every baseline on the same window, or it has none (use --force). Terminal. */
+  PROMOTION_REFUSED: "PROMOTION_REFUSED",
   /** An unexpected failure inside the engine. */
   INTERNAL: "INTERNAL",
 } as const;
@@ -61,6 +69,10 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   DATA_NOT_FOUND: 404,
   DATA_FORMAT: 422,
   STORAGE_FAILED: 507,
+  REGISTRY_MISSING: 404,
+  MODEL_CORRUPT: 422,
+  MODEL_INCOMPATIBLE: 422,
+  PROMOTION_REFUSED: 409,
   INTERNAL: 500,
 });
 
@@ -105,6 +117,31 @@ export class OverloadedError extends PortraitError {
 export class ConfigError extends PortraitError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.CONFIG, message, options);
+  }
+}
+
+/** A registry bucket is missing (REGISTRY_MISSING). */
+export class RegistryMissingError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.REGISTRY_MISSING, message, options);
+  }
+}
+/** A model artifact is corrupt (MODEL_CORRUPT). */
+export class ModelCorruptError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.MODEL_CORRUPT, message, options);
+  }
+}
+/** A model manifest is of an incompatible schema (MODEL_INCOMPATIBLE). */
+export class ModelIncompatibleError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.MODEL_INCOMPATIBLE, message, options);
+  }
+}
+/** A promotion was refused (PROMOTION_REFUSED). */
+export class PromotionRefusedError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.PROMOTION_REFUSED, message, options);
   }
 }
 
