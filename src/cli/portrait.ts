@@ -21,6 +21,7 @@ import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
+import { registerRegistryCommands } from "./registry-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -381,6 +382,11 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+registerRegistryCommands(
+  program,
+  (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(prefixOption()),
+  (f, work) => withClient({ ...(f as unknown as ClientFlags), partitions: D.partitions }, "portrait-models", (client) => work(client.nc, (f as unknown as ClientFlags).prefix)),
+);
 
 program.command("bench")
   .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")
