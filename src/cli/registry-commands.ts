@@ -3,18 +3,19 @@
  * NATS (src/models/registry.ts) from the command line.
  *
  * `models promote <target>` takes `name@version` (a version in the registry),
- * a version directory (`models/churn/2026-12-06.1`, pushed first) or a model
+ * a version directory (`models/churn/2026-12-06.1`, pushed first), a model
  * directory with a CURRENT file (`models/churn`, its CURRENT version pushed
- * first). `--if-better` makes a refusal an ordinary outcome (exit 0, logged)
+ * first), or a models directory (each model in it with a CURRENT, LSTM before
+ * DeepFM so that a pair is promoted in order). `--if-better` makes a refusal an ordinary outcome (exit 0, logged)
  * so that `portrait train ... && portrait models promote --if-better DIR`
  * runs unattended from a timer (scripts/systemd/).
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import type { NatsConnection } from "nats";
 import { BadRequestError, PortraitError } from "../errors.js";
-import { ModelRegistry, lstmPairing, readLocalManifest } from "../models/registry.js";
+import { ENGINE_MODELS, ModelRegistry, lstmPairing, readLocalManifest } from "../models/registry.js";
 
 export type WithNats = <T>(flags: Record<string, unknown>, work: (nc: NatsConnection, prefix: string) => Promise<T>) => Promise<T>;
 
@@ -39,8 +40,50 @@ export function parseTarget(target: string): { name: string; version: string; di
   return { name: target.slice(0, at), version: target.slice(at + 1) };
 }
 
+/** The targets of `promote`: one, or each model of a models directory (ENGINE_MODELS order first). */
+export function parseTargets(target: string): Array<{ name: string; version: string; dir?: string }> {
+  const path = resolve(target);
+  if (existsSync(path) && statSync(path).isDirectory() && !existsSync(join(path, "manifest.json")) && !existsSync(join(path, "CURRENT"))) {
+    const names = readdirSync(path).filter((n) => existsSync(join(path, n, "CURRENT")));
+    const order = (n: string) => {
+      const i = (ENGINE_MODELS as readonly string[]).indexOf(n);
+      return i < 0 ? ENGINE_MODELS.length : i;
+    };
+    names.sort((a, b) => order(a) - order(b) || (a < b ? -1 : 1));
+    if (names.length === 0) throw new BadRequestError(`${target} holds no model directory with a CURRENT file`);
+    return names.map((n) => parseTarget(join(path, n)));
+  }
+  return [parseTarget(target)];
+}
+
 function mib(bytes: number): string {
   return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
+}
+
+/** Promotes one target and prints the decision as one JSON line (a refusal too, with --if-better). */
+async function promoteOne(reg: ModelRegistry, t: { name: string; version: string; dir?: string }, f: Record<string, unknown>): Promise<void> {
+  if (t.dir !== undefined) await reg.push(t.dir);
+  const at = new Date().toISOString();
+  try {
+    const r = await reg.promote(t.name, t.version, { force: f.force === true, ...(typeof f.reason === "string" ? { reason: f.reason } : {}) });
+    console.log(JSON.stringify({ at, model: t.name, version: t.version, decision: "promoted", forced: r.record!.forced, replaced: r.record!.previous[0] ?? null, reason: r.reason }));
+    if (t.name === "lstm") {
+      const deepfm = await reg.promoted("deepfm");
+      if (deepfm !== undefined) {
+        const needs = lstmPairing(await reg.manifest("deepfm", deepfm.version));
+        if (needs !== undefined && needs !== t.version) {
+          console.error(`note: the promoted deepfm@${deepfm.version} reads LSTM ${needs}; engines keep running lstm@${needs} with it until a DeepFM trained with lstm@${t.version} is promoted`);
+        }
+      }
+    }
+  } catch (err) {
+    const refused = err instanceof PortraitError && (err.code === "PROMOTION_REFUSED" || err.code === "MODEL_INCOMPATIBLE");
+    if (f.ifBetter === true && refused) {
+      console.log(JSON.stringify({ at, model: t.name, version: t.version, decision: "refused", code: (err as PortraitError).code, reason: (err as Error).message }));
+      return;
+    }
+    throw err;
+  }
 }
 
 export function registerRegistryCommands(program: Command, connectFlags: (cmd: Command) => Command, withNats: WithNats): void {
@@ -93,34 +136,15 @@ export function registerRegistryCommands(program: Command, connectFlags: (cmd: C
 
   connectFlags(models.command("promote")
     .description("promote a version: refused unless its evaluation beats the champion and every baseline on the same window (--force overrides, and is recorded)")
-    .argument("<target>", "name@version in the registry, a version directory, or a model directory with CURRENT (pushed first)")
+    .argument("<target>", "name@version in the registry, a version directory, a model directory with CURRENT, or a models directory (pushed first)")
     .option("--force", "promote even when the evaluation loses or is absent (recorded as forced)")
     .option("--if-better", "a refusal is an outcome, not an error: log the decision and exit 0 (for timers)")
     .option("--reason <text>", "recorded with the promotion"))
     .action((target: string, f: Record<string, unknown>) => withNats(f, async (nc, prefix) => {
-      const t = parseTarget(target);
-      const reg = await ModelRegistry.open(nc, { prefix, create: t.dir !== undefined });
-      if (t.dir !== undefined) await reg.push(t.dir);
-      const at = new Date().toISOString();
-      try {
-        const r = await reg.promote(t.name, t.version, { force: f.force === true, ...(typeof f.reason === "string" ? { reason: f.reason } : {}) });
-        console.log(JSON.stringify({ at, model: t.name, version: t.version, decision: "promoted", forced: r.record!.forced, replaced: r.record!.previous[0] ?? null, reason: r.reason }));
-        if (t.name === "lstm") {
-          const deepfm = await reg.promoted("deepfm");
-          if (deepfm !== undefined) {
-            const needs = lstmPairing(await reg.manifest("deepfm", deepfm.version));
-            if (needs !== undefined && needs !== t.version) {
-              console.error(`note: the promoted deepfm@${deepfm.version} reads LSTM ${needs}; engines keep running lstm@${needs} with it until a DeepFM trained with lstm@${t.version} is promoted`);
-            }
-          }
-        }
-      } catch (err) {
-        if (f.ifBetter === true && err instanceof PortraitError && err.code === "PROMOTION_REFUSED") {
-          console.log(JSON.stringify({ at, model: t.name, version: t.version, decision: "refused", reason: err.message }));
-          return;
-        }
-        throw err;
-      }
+      const targets = parseTargets(target);
+      const local = targets.some((t) => t.dir !== undefined);
+      const reg = await ModelRegistry.open(nc, { prefix, create: local });
+      for (const t of targets) await promoteOne(reg, t, f);
     }));
 
   connectFlags(models.command("rollback").description("promote again the version promoted before the current one (recorded as a forced rollback)")

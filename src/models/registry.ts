@@ -246,7 +246,13 @@ export class ModelRegistry {
     for (const f of files) {
       await this.objects.putBlob({ name: objectName(m.name, m.version, f) }, readFileSync(join(dir, f)));
     }
-    await this.objects.putBlob({ name: objectName(m.name, m.version, "manifest.json") }, readFileSync(join(dir, "manifest.json")));
+    // Pushing a version again keeps the promotion the registry recorded for it (the local manifest does not know of it).
+    const stored = await readAll(this.objects, objectName(m.name, m.version, "manifest.json")).catch(() => undefined);
+    const promotion = stored !== undefined ? (JSON.parse(new TextDecoder().decode(stored)) as ModelManifest).promotion : undefined;
+    const bytes = promotion !== undefined && m.promotion === undefined
+      ? new TextEncoder().encode(JSON.stringify({ ...m, promotion }, null, 2) + "\n")
+      : readFileSync(join(dir, "manifest.json"));
+    await this.objects.putBlob({ name: objectName(m.name, m.version, "manifest.json") }, bytes);
     return m;
   }
 
