@@ -79,6 +79,7 @@ export class EngineModels {
   #watch: QueuedIterator<KvEntry> | undefined;
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
+  #fetchMs = 0;
   /** Swaps applied since start (tests and the bench wait on it). */
   swaps = 0;
 
@@ -149,7 +150,9 @@ export class EngineModels {
     const run = this.#chain.then(async () => {
       if (this.#closed || this.#targets === undefined) return;
       try {
+        const t0 = performance.now();
         const next = await this.#desired();
+        this.#fetchMs = performance.now() - t0;
         await this.#swap(next);
       } catch (err) {
         this.#log.error({ err, code: (err as { code?: string }).code }, "model swap failed; the running models stay");
@@ -255,23 +258,32 @@ export class EngineModels {
     // 1. Load the new versions beside the running ones.
     let pool = t.inference();
     let pin: Pin | undefined;
+    const steps: Record<string, number> = { fetchMs: Math.round(this.#fetchMs) };
+    const timed = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+      const s0 = performance.now();
+      try {
+        return await f();
+      } finally {
+        steps[name] = Math.round(performance.now() - s0);
+      }
+    };
     if (next.deepfm !== undefined) {
       if (changed("deepfm")) {
-        if (pool === undefined) pool = await t.startInference(next.deepfm.dir);
-        else await pool.swapModel(next.deepfm.dir);
-        await t.recs.setDeepFm(next.deepfm.dir, oldDeepfm !== undefined ? [oldDeepfm] : []);
+        if (pool === undefined) pool = await timed("inferenceMs", () => t.startInference(next.deepfm!.dir));
+        else await timed("inferenceMs", () => pool!.swapModel(next.deepfm!.dir));
+        await timed("recsMs", () => t.recs.setDeepFm(next.deepfm!.dir, oldDeepfm !== undefined ? [oldDeepfm] : []));
       }
       pin = pool!.pin(next.deepfm.dir);
     }
     // 2. Switch: shards from their next message (keeping the old LSTM for pinned requests), then the ranker pairing.
     const keep = oldLstm !== undefined && oldLstm !== next.lstm?.version ? [oldLstm] : [];
-    await t.shards.setModels({ lstmDir: next.lstm?.dir ?? null, churnDir: next.churn?.dir ?? null, keepLstm: keep });
+    await timed("shardsMs", () => t.shards.setModels({ lstmDir: next.lstm?.dir ?? null, churnDir: next.churn?.dir ?? null, keepLstm: keep }));
     const switchedMs = performance.now() - t0;
     const pairing: RankerPairing = {
       lstmVersion: next.lstm?.version,
       deepfm: pin !== undefined ? { dir: pin.dir, version: pin.version, backend: pin.backend } : undefined,
     };
-    await t.recommender.setPairing(pairing, pool);
+    await timed("drainMs", () => t.recommender.setPairing(pairing, pool));
     // 3. The old pairing's requests have finished: let its versions go.
     this.#pin?.release();
     this.#pin = pin;
@@ -281,6 +293,6 @@ export class EngineModels {
     this.#publish(next);
     this.swaps++;
     this.#log.info({ before, after: Object.fromEntries(ENGINE_MODELS.map((n) => [n, next[n]?.version ?? "off"])),
-      loadMs: Math.round(switchedMs), totalMs: Math.round(performance.now() - t0) }, "models hot-swapped");
+      loadMs: Math.round(switchedMs), totalMs: Math.round(performance.now() - t0), ...steps }, "models hot-swapped");
   }
 }

@@ -87,7 +87,7 @@ export interface ShardApi {
    * the versions it started with. A model that fails to load leaves the
    * running ones in place (the call rejects).
    */
-  setModels(set: ShardModelSet): ShardModelVersions;
+  setModels(set: ShardModelSet): Promise<ShardModelVersions>;
   /**
    * Removes the user's actor and stored state. Ordered with the batches: a
    * batch applied before it cannot bring the state back, one applied after it

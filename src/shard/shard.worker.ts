@@ -36,12 +36,13 @@ class ShardModels {
   readonly #dirs = new Map<string, string>();
   #churnDir: string | undefined;
 
-  set(set: ShardModelSet): ShardModelVersions {
+  /** Loads what is new (the LSTM in slices, answering other messages meanwhile), then switches in one synchronous step. */
+  async set(set: ShardModelSet): Promise<ShardModelVersions> {
     // Load first, switch after: a failed load changes nothing.
     let lstm: LstmRuntime | undefined;
     if (set.lstmDir !== null) {
       const known = [...this.#dirs].find(([, dir]) => dir === set.lstmDir)?.[0];
-      lstm = known !== undefined ? this.lstmVersions.get(known) : LstmRuntime.load(set.lstmDir);
+      lstm = known !== undefined ? this.lstmVersions.get(known) : await LstmRuntime.loadAsync(set.lstmDir);
     }
     const churn = set.churnDir === null ? undefined : set.churnDir === this.#churnDir ? this.churn : ChurnModel.load(set.churnDir);
     this.lstm = lstm;
@@ -77,7 +78,7 @@ class Shard implements ShardApi {
     const log = (this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard }));
     const key = pseudonymiser(init.pseudonymKey);
     const models = this.#models;
-    models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, keepLstm: [] });
+    await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
@@ -107,8 +108,8 @@ class Shard implements ShardApi {
     return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion);
   }
 
-  setModels(set: ShardModelSet): ShardModelVersions {
-    const r = this.#models.set(set);
+  async setModels(set: ShardModelSet): Promise<ShardModelVersions> {
+    const r = await this.#models.set(set);
     this.#log.info({ lstm: r.lstm || "off", churn: r.churn || "off", keptLstm: [...this.#models.lstmVersions.keys()] }, "models set");
     return r;
   }
