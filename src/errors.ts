@@ -175,6 +175,10 @@ export function fromWire(e: WireError): PortraitError {
     case ErrorCode.BAD_REQUEST: return new BadRequestError(e.message);
     case ErrorCode.OVERLOADED: return new OverloadedError(e.message);
     case ErrorCode.CONFIG: return new ConfigError(e.message);
+    case ErrorCode.REGISTRY_MISSING: return new RegistryMissingError(e.message);
+    case ErrorCode.MODEL_CORRUPT: return new ModelCorruptError(e.message);
+    case ErrorCode.MODEL_INCOMPATIBLE: return new ModelIncompatibleError(e.message);
+    case ErrorCode.PROMOTION_REFUSED: return new PromotionRefusedError(e.message);
     default: return new PortraitError(isErrorCode(e.code) ? e.code : ErrorCode.INTERNAL, e.message);
   }
 }
