@@ -21,6 +21,7 @@ import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
+import { registerRegistryCommands } from "./registry-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -122,6 +123,7 @@ function engineFlags(cmd: Command): Command {
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
+    .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
@@ -131,7 +133,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
+  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   pseudonymKeyFile?: string;
 }
@@ -156,6 +158,7 @@ function engineOptions(f: EngineFlags) {
     lstmModel: f.lstm,
     churnModel: f.churn,
     deepfmModel: f.deepfm,
+    modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
     ...(f.pseudonymKeyFile !== undefined ? { pseudonymKeyFile: f.pseudonymKeyFile } : {}),
@@ -381,6 +384,11 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+registerRegistryCommands(
+  program,
+  (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(prefixOption()),
+  (f, work) => withClient({ ...(f as unknown as ClientFlags), partitions: D.partitions }, "portrait-models", (client) => work(client.nc, (f as unknown as ClientFlags).prefix)),
+);
 
 program.command("bench")
   .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")

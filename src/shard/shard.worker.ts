@@ -25,7 +25,42 @@ import { CategoryLabels } from "./category-labels.js";
 import { ClockReader } from "./engine-clock.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
+import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady } from "./shard-protocol.js";
+
+/** The models a shard runs; swapped whole between messages (setModels). */
+class ShardModels {
+  lstm: LstmRuntime | undefined;
+  churn: ChurnModel | undefined;
+  /** Loaded LSTM versions: the running one and those kept for pinned recommendations. */
+  readonly lstmVersions = new Map<string, LstmRuntime>();
+  readonly #dirs = new Map<string, string>();
+  #churnDir: string | undefined;
+
+  /** Loads what is new (the LSTM in slices, answering other messages meanwhile), then switches in one synchronous step. */
+  async set(set: ShardModelSet): Promise<ShardModelVersions> {
+    // Load first, switch after: a failed load changes nothing.
+    let lstm: LstmRuntime | undefined;
+    if (set.lstmDir !== null) {
+      const known = [...this.#dirs].find(([, dir]) => dir === set.lstmDir)?.[0];
+      lstm = known !== undefined ? this.lstmVersions.get(known) : await LstmRuntime.loadAsync(set.lstmDir);
+    }
+    const churn = set.churnDir === null ? undefined : set.churnDir === this.#churnDir ? this.churn : ChurnModel.load(set.churnDir);
+    this.lstm = lstm;
+    this.churn = churn;
+    this.#churnDir = set.churnDir ?? undefined;
+    if (lstm !== undefined && set.lstmDir !== null) {
+      this.lstmVersions.set(lstm.version, lstm);
+      this.#dirs.set(lstm.version, set.lstmDir);
+    }
+    for (const v of [...this.lstmVersions.keys()]) {
+      if (v !== lstm?.version && !set.keepLstm.includes(v)) {
+        this.lstmVersions.delete(v);
+        this.#dirs.delete(v);
+      }
+    }
+    return { lstm: lstm?.version ?? "", churn: churn?.version ?? "" };
+  }
+}
 
 class Shard implements ShardApi {
   #shard = 0;
@@ -36,13 +71,14 @@ class Shard implements ShardApi {
   #queries!: ProfileQueries;
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
+  readonly #models = new ShardModels();
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#shard = init.shard;
     const log = (this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard }));
     const key = pseudonymiser(init.pseudonymKey);
-    const lstm = init.models.lstmDir !== undefined ? LstmRuntime.load(init.models.lstmDir) : undefined;
-    const churn = init.models.churnDir !== undefined ? ChurnModel.load(init.models.churnDir) : undefined;
+    const models = this.#models;
+    await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
@@ -50,9 +86,9 @@ class Shard implements ShardApi {
     const clock = (this.#clock = new ClockReader(init.clock.buffer, init.clock.options));
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
-      key, pseudonymised: init.pseudonymKey !== undefined, lstm, itemEvents, labels, clock,
+      key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock,
     }));
-    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, lstm, churn, log });
+    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log });
     log.info({ partitions: init.partitions.length }, "shard ready");
     return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock() };
   }
@@ -68,8 +104,14 @@ class Shard implements ShardApi {
     return this.#queries.getProfile(userId, asOfMs, encoding, deadline);
   }
 
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
-    return this.#queries.getRecContext(userId, asOfMs, deadline);
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
+    return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion);
+  }
+
+  async setModels(set: ShardModelSet): Promise<ShardModelVersions> {
+    const r = await this.#models.set(set);
+    this.#log.info({ lstm: r.lstm || "off", churn: r.churn || "off", keptLstm: [...this.#models.lstmVersions.keys()] }, "models set");
+    return r;
   }
 
   forget(userId: string): Promise<ForgetResult> {
