@@ -13,6 +13,11 @@
  * | <prefix>.api.user.forget         | request-reply: ForgetRequest -> ForgetReply               |
  * | <prefix>.tombstones              | a `Tombstone` per forget, stored before the forget is answered, stream <PREFIX>_TOMBSTONES |
  * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
+ *
+ * The model registry (src/models/registry.ts) lives in two JetStream buckets:
+ * the Object Store <PREFIX>_MODELS (every file of every pushed version, as
+ * `<name>/<version>/<file>`) and the KV bucket <PREFIX>_MODELS_PROMOTED (key
+ * `<name>`: the promoted version and the ones before it, for rollback).
  */
 
 export interface Subjects {
@@ -35,6 +40,10 @@ export interface Subjects {
   readonly catalogWildcard: string;
   /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
   catalogItem(itemId: string): string;
+  /** JetStream Object Store bucket of the model registry's artifacts. */
+  readonly modelObjects: string;
+  /** JetStream KV bucket of the promoted version of each model name. */
+  readonly modelPromoted: string;
   /** The service name registered with the NATS services framework. */
   readonly serviceName: string;
   events(partition: number): string;
@@ -67,6 +76,8 @@ export function subjects(prefix = "portrait"): Subjects {
     catalogStream: `${upper}_CATALOG`,
     catalogWildcard: `${prefix}.catalog.item.*`,
     catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,
+    modelObjects: `${upper}_MODELS`,
+    modelPromoted: `${upper}_MODELS_PROMOTED`,
     serviceName: prefix,
     events: (p: number) => `${prefix}.events.${p}`,
     dlq: (reason: string) => `${prefix}.dlq.${reason}`,

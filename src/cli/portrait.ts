@@ -21,6 +21,7 @@ import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
+import { registerRegistryCommands } from "./registry-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -123,6 +124,7 @@ function engineFlags(cmd: Command): Command {
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
     .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
+    .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
@@ -132,7 +134,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number;
+  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   pseudonymKeyFile?: string;
 }
@@ -158,6 +160,7 @@ function engineOptions(f: EngineFlags) {
     churnModel: f.churn,
     propensityModel: f.propensity,
     deepfmModel: f.deepfm,
+    modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
     ...(f.pseudonymKeyFile !== undefined ? { pseudonymKeyFile: f.pseudonymKeyFile } : {}),
@@ -385,6 +388,11 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+registerRegistryCommands(
+  program,
+  (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(prefixOption()),
+  (f, work) => withClient({ ...(f as unknown as ClientFlags), partitions: D.partitions }, "portrait-models", (client) => work(client.nc, (f as unknown as ClientFlags).prefix)),
+);
 
 program.command("bench")
   .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")

@@ -8,6 +8,7 @@ import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { newUserState, profileView } from "../actors/user-profile.js";
 import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
 import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
+import type { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { Logger } from "../obs/logger.js";
@@ -30,9 +31,18 @@ export interface ProfileQueriesDeps {
   clock: ClockReader;
   /** Category names, for the profile's categories. */
   labels: CategoryLabels;
-  lstm: LstmRuntime | undefined;
-  /** The prediction models and their verdicts (predictions.ts). */
-  predictions: Predictions;
+  /**
+   * The models the shard runs now, swapped between messages (shard.worker.ts
+   * setModels): a query reads them once, at its start, so a reply is produced
+   * entirely by the versions it names. `lstmVersions` also holds LSTM
+   * versions kept for recommendations pinned to an earlier ranker pairing.
+   * `predictions` holds the prediction models of the same set with their
+   * verdicts (predictions.ts), rebuilt on every swap.
+   */
+  models: {
+    readonly lstm: LstmRuntime | undefined; readonly churn: ChurnModel | undefined; readonly lstmVersions: ReadonlyMap<string, LstmRuntime>;
+    readonly predictions: Predictions;
+  };
   log: Logger;
 }
 
@@ -67,7 +77,8 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
-      const predictions = d.predictions.any ? d.predictions.of(state, asOf) : undefined;
+      const models = d.models.predictions;
+      const predictions = models.any ? models.of(state, asOf) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;
       for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = d.labels.label(c.key);
       const body = encoding === "json"
@@ -82,10 +93,19 @@ export class ProfileQueries {
   }
 
   /** What a recommendation needs from the user's profile (known false when the user has none). */
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
+  /**
+   * `lstmVersion`: the LSTM version the request's ranker pairing reads (the
+   * running one when absent); OVERLOADED (retryable) when this shard no
+   * longer holds it.
+   */
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
     const late = this.#late(deadline);
     if (late !== undefined) return { ok: false, error: late };
     const d = this.#d;
+    const lstm = lstmVersion === undefined ? d.models.lstm : d.models.lstm?.version === lstmVersion ? d.models.lstm : d.models.lstmVersions.get(lstmVersion);
+    if (lstmVersion !== undefined && lstm === undefined) {
+      return { ok: false, error: toWire(new OverloadedError(`shard ${d.shard} no longer holds LSTM ${lstmVersion} (a model swap finished meanwhile); try again`)) };
+    }
     try {
       const userKey = d.key(userId);
       const state = d.actors.state(userKey);
@@ -96,14 +116,14 @@ export class ProfileQueries {
       const view = profileView(userId, state, asOf, d.profile);
       let lstmH: Float32Array | undefined;
       let nextCategories: RecContext["nextCategories"] = [];
-      if (d.lstm !== undefined) {
-        const h = storedLstmState(state, d.lstm);
-        nextCategories = d.lstm.predict(h, 3).nextCategories;
-        lstmH = h.slice(0, d.lstm.hidden);
+      if (lstm !== undefined) {
+        const h = storedLstmState(state, lstm);
+        nextCategories = lstm.predict(h, 3).nextCategories;
+        lstmH = h.slice(0, lstm.hidden);
       }
       const context: RecContext = {
         known: true, userKey, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
-        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: d.lstm?.version,
+        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: lstm?.version,
       };
       return { ok: true, context };
     } catch (err) {

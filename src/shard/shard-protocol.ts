@@ -43,6 +43,26 @@ export interface ShardInit {
   clock: { buffer: SharedArrayBuffer; options: ClockOptions };
 }
 
+/**
+ * The models a shard runs (ShardApi.setModels): a version directory, or null
+ * for off. `keepLstm`: earlier LSTM versions to keep loaded for
+ * recommendations still pinned to them (getRecContext's lstmVersion); every
+ * other earlier version is dropped.
+ */
+export interface ShardModelSet {
+  lstmDir: string | null;
+  churnDir: string | null;
+  /** The propensity model (null = off); absent = keep the running one (the registry does not carry it yet). */
+  propensityDir?: string | null;
+  keepLstm: string[];
+}
+
+/** The versions a shard runs after setModels ("" = off). */
+export interface ShardModelVersions {
+  lstm: string;
+  churn: string;
+}
+
 /** The outcome of a forget, returned once the removal committed. */
 export type ForgetResult = { ok: true; existed: boolean } | { ok: false; error: WireError };
 
@@ -66,7 +86,14 @@ export interface ShardApi {
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult;
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult;
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult;
+  /**
+   * Loads the models of `set` (a version already loaded is reused) and runs
+   * them from the next message on: a batch or query in progress finishes on
+   * the versions it started with. A model that fails to load leaves the
+   * running ones in place (the call rejects).
+   */
+  setModels(set: ShardModelSet): Promise<ShardModelVersions>;
   /**
    * Removes the user's actor and stored state. Ordered with the batches: a
    * batch applied before it cannot bring the state back, one applied after it

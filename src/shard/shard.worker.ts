@@ -27,7 +27,55 @@ import { ClockReader } from "./engine-clock.js";
 import { Predictions } from "./predictions.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady } from "./shard-protocol.js";
+import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady } from "./shard-protocol.js";
+
+/** The models a shard runs; swapped whole between messages (setModels). */
+class ShardModels {
+  lstm: LstmRuntime | undefined;
+  churn: ChurnModel | undefined;
+  propensity: PropensityModel | undefined;
+  /** The prediction models of this set with their verdicts on this shop's stream, rebuilt on every set. */
+  predictions: Predictions = new Predictions({ lstm: undefined, churn: undefined, propensity: undefined, shopSource: "" });
+  /** This engine's own stream source (what "this shop's data" means for a model's evaluation). */
+  shopSource = "";
+  #propensityDir: string | undefined;
+  /** Loaded LSTM versions: the running one and those kept for pinned recommendations. */
+  readonly lstmVersions = new Map<string, LstmRuntime>();
+  readonly #dirs = new Map<string, string>();
+  #churnDir: string | undefined;
+
+  /** Loads what is new (the LSTM in slices, answering other messages meanwhile), then switches in one synchronous step. */
+  async set(set: ShardModelSet): Promise<ShardModelVersions> {
+    // Load first, switch after: a failed load changes nothing.
+    let lstm: LstmRuntime | undefined;
+    if (set.lstmDir !== null) {
+      const known = [...this.#dirs].find(([, dir]) => dir === set.lstmDir)?.[0];
+      lstm = known !== undefined ? this.lstmVersions.get(known) : await LstmRuntime.loadAsync(set.lstmDir);
+    }
+    const churn = set.churnDir === null ? undefined : set.churnDir === this.#churnDir ? this.churn : ChurnModel.load(set.churnDir);
+    // The propensity model is not in the registry's sets yet: a set that does not name it keeps the running one.
+    const propensityDir = set.propensityDir === undefined ? this.#propensityDir : set.propensityDir ?? undefined;
+    const propensity = propensityDir === undefined ? undefined : propensityDir === this.#propensityDir ? this.propensity : PropensityModel.load(propensityDir);
+    const predictions = new Predictions({ lstm, lstmDir: set.lstmDir ?? undefined, churn, propensity, shopSource: this.shopSource });
+    this.lstm = lstm;
+    this.churn = churn;
+    this.propensity = propensity;
+    this.predictions = predictions;
+    this.#churnDir = set.churnDir ?? undefined;
+    this.#propensityDir = propensityDir;
+    if (lstm !== undefined && set.lstmDir !== null) {
+      this.lstmVersions.set(lstm.version, lstm);
+      this.#dirs.set(lstm.version, set.lstmDir);
+    }
+    for (const v of [...this.lstmVersions.keys()]) {
+      if (v !== lstm?.version && !set.keepLstm.includes(v)) {
+        this.lstmVersions.delete(v);
+        this.#dirs.delete(v);
+      }
+    }
+    return { lstm: lstm?.version ?? "", churn: churn?.version ?? "" };
+  }
+}
 
 class Shard implements ShardApi {
   #shard = 0;
@@ -38,15 +86,15 @@ class Shard implements ShardApi {
   #queries!: ProfileQueries;
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
+  readonly #models = new ShardModels();
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#shard = init.shard;
     const log = (this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard }));
     const key = pseudonymiser(init.pseudonymKey);
-    const lstm = init.models.lstmDir !== undefined ? LstmRuntime.load(init.models.lstmDir) : undefined;
-    const churn = init.models.churnDir !== undefined ? ChurnModel.load(init.models.churnDir) : undefined;
-    const propensity = init.models.propensityDir !== undefined ? PropensityModel.load(init.models.propensityDir) : undefined;
-    const predictions = new Predictions({ lstm, lstmDir: init.models.lstmDir, churn, propensity, shopSource: init.models.shopSource });
+    const models = this.#models;
+    models.shopSource = init.models.shopSource;
+    await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, propensityDir: init.models.propensityDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
@@ -54,9 +102,9 @@ class Shard implements ShardApi {
     const clock = (this.#clock = new ClockReader(init.clock.buffer, init.clock.options));
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
-      key, pseudonymised: init.pseudonymKey !== undefined, lstm, itemEvents, labels, clock,
+      key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock,
     }));
-    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, lstm, predictions, log });
+    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log });
     log.info({ partitions: init.partitions.length }, "shard ready");
     return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock() };
   }
@@ -72,8 +120,14 @@ class Shard implements ShardApi {
     return this.#queries.getProfile(userId, asOfMs, encoding, deadline);
   }
 
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
-    return this.#queries.getRecContext(userId, asOfMs, deadline);
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
+    return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion);
+  }
+
+  async setModels(set: ShardModelSet): Promise<ShardModelVersions> {
+    const r = await this.#models.set(set);
+    this.#log.info({ lstm: r.lstm || "off", churn: r.churn || "off", propensity: this.#models.propensity?.version ?? "off", keptLstm: [...this.#models.lstmVersions.keys()] }, "models set");
+    return r;
   }
 
   forget(userId: string): Promise<ForgetResult> {
