@@ -98,6 +98,13 @@ describe("learn from the stream", () => {
     expect(ev.challenger).toBeGreaterThan(Math.max(...Object.values(ev.baselines)));
     expect(resolveModel(modelsDir, "propensity").dir).toBe(dir);
 
+    // The CLI the scheduler runs: one read of the stream, every model it can train; churn needs months, so it is skipped with the reason.
+    const cli = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "all", "--from-stream", "--nats", fx.nats.url, "--prefix", prefix,
+      "--partitions", "4", "--horizon", "10", "--models", fx.tmpDir("portrait-models-cli"), "--no-current"], { encoding: "utf8", timeout: 60_000 });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(cli.stderr).toMatch(/skipped churn: the events span .* a churn split with a 90-day horizon needs/);
+    expect(cli.stdout).toContain(`evaluation on ${read.source}`);
+
     await engine.close();
     engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, ...off });
     const model = PropensityModel.load(dir);
@@ -187,5 +194,8 @@ describe("learn from the stream", () => {
     const r = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "lstm", "--from-stream"], { encoding: "utf8", timeout: 20_000 });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/BAD_REQUEST: training lstm from the shop's stream is not supported yet: churn and propensity are/);
+    const all = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "all"], { encoding: "utf8", timeout: 20_000 });
+    expect(all.status).not.toBe(0);
+    expect(all.stderr).toMatch(/BAD_REQUEST: portrait train all trains every model that can learn from the shop's stream: add --from-stream/);
   });
 });

@@ -111,12 +111,36 @@ export function registerModelCommands(program: Command, datasets: string): void 
     printTrained(r.dir, r.manifest);
   });
 
-  for (const name of ["ranker", "all"]) {
-    streamFlags(train.command(name).description(`${name} from the shop's own stream: not built yet (a clear error says so)`))
-      .action(async (f: StreamFlags) => {
-        throw notFromStream(name, f.fromStream);
-      });
-  }
+  streamFlags(train.command("ranker").description("the ranker from the shop's own stream: not built yet (a clear error says so)"))
+    .action(async (f: StreamFlags) => {
+      throw notFromStream("ranker", f.fromStream);
+    });
+
+  common(
+    streamFlags(train.command("all")
+      .description("every model that can be trained from the shop's own stream (churn, propensity), from one read of it; a model the stream is too short or too thin for is skipped with the reason"))
+      .option("--horizon <minutes>", "the propensity model's horizon, minutes", posInt, 30),
+    datasets,
+  ).action(async (f: CommonFlags & StreamFlags & { horizon: number }) => {
+    if (!f.fromStream) throw new BadRequestError("portrait train all trains every model that can learn from the shop's stream: add --from-stream (or train the models one by one on data set files)");
+    const events = await readStream(f);
+    const skipped: string[] = [];
+    const attempt = async (name: string, run: () => Promise<{ dir: string; manifest: ModelManifest }>) => {
+      try {
+        const r = await run();
+        printTrained(r.dir, r.manifest);
+      } catch (err) {
+        if (!(err instanceof BadRequestError)) throw err;
+        skipped.push(`${name}: ${err.message}`);
+        process.stderr.write(`skipped ${name}: ${err.message}\n`);
+      }
+    };
+    await attempt("churn", () => trainChurn({ dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, events, onProgress: progressLines("train churn") }));
+    await attempt("propensity", () => trainPropensity(events, {
+      modelsDir: f.models, horizonMs: f.horizon * 60_000, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train propensity"),
+    }));
+    if (skipped.length === 2) throw new BadRequestError(`no model could be trained from ${events.source}: ${skipped.join("; ")}`);
+  });
 
   common(
     streamFlags(train.command("deepfm"))
@@ -230,18 +254,20 @@ export function registerModelCommands(program: Command, datasets: string): void 
 
 interface StreamFlags { fromStream?: boolean; since?: number; until?: number; nats: string; prefix: string; partitions?: number }
 
-/** Event-time bounds: an ISO time or Unix epoch ms. */
+/** Event-time bounds: an ISO time, Unix epoch ms, or a duration before now (30d, 12h, 90m). */
 function timeArg(v: string): number {
+  const ago = /^(\d+)([dhm])$/.exec(v);
+  if (ago !== null) return Date.now() - Number(ago[1]) * { d: 86_400_000, h: 3_600_000, m: 60_000 }[ago[2] as "d" | "h" | "m"];
   const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError("must be an ISO time (2019-10-01T02:00:00Z) or Unix epoch ms");
+  if (!Number.isFinite(n)) throw new InvalidArgumentError("must be an ISO time (2019-10-01T02:00:00Z), Unix epoch ms, or a duration before now (30d, 12h, 90m)");
   return n;
 }
 
 function streamFlags(cmd: Command): Command {
   return cmd
     .option("--from-stream", "train on the engine's own event stream (a JetStream ordered consumer) instead of a data set file")
-    .option("--since <time>", "only events at or after this event time (ISO or epoch ms)", timeArg)
-    .option("--until <time>", "only events before this event time (ISO or epoch ms)", timeArg)
+    .option("--since <time>", "only events at or after this event time (ISO, epoch ms, or a duration before now: 30d)", timeArg)
+    .option("--until <time>", "only events before this event time (ISO, epoch ms, or a duration before now)", timeArg)
     .option("--nats <url>", "NATS server of the stream", "nats://127.0.0.1:4222")
     .option("--prefix <prefix>", "subject prefix of the deployment (its stream is <PREFIX>_EVENTS)", "portrait")
     .option("--partitions <n>", "partition count of the deployment: events on a wrong partition are skipped, as the engine dead-letters them", posInt);
@@ -267,7 +293,7 @@ async function readStream(f: StreamFlags): Promise<TrainingEvents> {
 function notFromStream(name: string, fromStream: boolean | undefined): BadRequestError {
   return new BadRequestError(fromStream
     ? `training ${name} from the shop's stream is not supported yet: churn and propensity are (portrait train churn|propensity --from-stream); ` +
-      `${name === "lstm" || name === "deepfm" ? `train ${name} on a data set file without --from-stream` : "train the models one by one"}`
+      `${name === "lstm" || name === "deepfm" ? `train ${name} on a data set file without --from-stream` : "the ranker is chosen on the shop's log by portrait eval prequential --write-policy"}`
     : `portrait train ${name} needs --from-stream, and training ${name} from the stream is not supported yet`);
 }
 
