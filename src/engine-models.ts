@@ -8,7 +8,7 @@
  * given as a version, or any model when the registry is off, is read from
  * `modelsDir` and never swapped; "off" is off.
  *
- * What runs: the promoted churn model; the promoted DeepFM; the LSTM the
+ * What runs: the promoted churn and propensity models; the promoted DeepFM; the LSTM the
  * DeepFM was trained with (its manifest's features.schema.lstmVersion), else
  * the promoted LSTM. A ranker and its LSTM pairing therefore switch together:
  * an LSTM promoted before a DeepFM trained on it runs only once that DeepFM is
@@ -18,9 +18,9 @@
  * Hot swap (on every change of the promotions KV bucket, one at a time):
  * 1. download the changed versions and load them beside the running ones:
  *    the DeepFM in the inference pool and its schema in the recs worker, the
- *    LSTM and churn model in every shard (which keep the old LSTM for the
+ *    LSTM, churn and propensity models in every shard (which keep the old LSTM for the
  *    recommendations still pinned to it);
- * 2. switch: shards run the new LSTM and churn model from their next message
+ * 2. switch: shards run the new LSTM, churn and propensity models from their next message
  *    (a batch or a query runs entirely on the models it started with), and the
  *    recommender pins new requests to the new ranker pairing;
  * 3. once the requests pinned to the old pairing have finished, the old
@@ -64,6 +64,16 @@ export interface SwapTargets {
 
 type Pin = ReturnType<InferencePool["pin"]>;
 
+/** Each engine model's option: "current", a version, or "off". */
+function modelSpecs(cfg: EngineConfig): Record<EngineModelName, string> {
+  return { lstm: cfg.lstmModel, churn: cfg.churnModel, propensity: cfg.propensityModel, deepfm: cfg.deepfmModel };
+}
+
+/** The shards' part of a set (null = off). */
+function shardModels(set: ServedSet): { lstmDir: string | null; churnDir: string | null; propensityDir: string | null } {
+  return { lstmDir: set.lstm?.dir ?? null, churnDir: set.churn?.dir ?? null, propensityDir: set.propensity?.dir ?? null };
+}
+
 export class EngineModels {
   readonly #cfg: EngineConfig;
   readonly #log: Logger;
@@ -89,8 +99,7 @@ export class EngineModels {
     this.#metrics = metrics;
     this.dashboard = dashboard;
     this.#registry = registry;
-    const spec = { lstm: cfg.lstmModel, churn: cfg.churnModel, deepfm: cfg.deepfmModel };
-    this.#followed = registry === undefined ? [] : ENGINE_MODELS.filter((n) => spec[n] === "current");
+    this.#followed = registry === undefined ? [] : ENGINE_MODELS.filter((n) => modelSpecs(cfg)[n] === "current");
   }
 
   /** Opens the registry (when on), seeds it, and resolves the set the engine starts with. */
@@ -107,11 +116,12 @@ export class EngineModels {
   }
 
   /** The version directories to start the components with. */
-  get dirs(): { lstmDir?: string; churnDir?: string; deepfmDir?: string } {
+  get dirs(): { lstmDir?: string; churnDir?: string; propensityDir?: string; deepfmDir?: string } {
     const s = this.#served;
     return {
       ...(s.lstm !== undefined ? { lstmDir: s.lstm.dir } : {}),
       ...(s.churn !== undefined ? { churnDir: s.churn.dir } : {}),
+      ...(s.propensity !== undefined ? { propensityDir: s.propensity.dir } : {}),
       ...(s.deepfm !== undefined ? { deepfmDir: s.deepfm.dir } : {}),
     };
   }
@@ -175,7 +185,9 @@ export class EngineModels {
     const cfg = this.#cfg;
     if (spec === "off") return undefined;
     if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
-      this.#log.warn({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`portrait train ${name}\`)`);
+      // The propensity model is the shop's own (none is bundled): its absence is expected until the shop trains one.
+      const how = name === "propensity" ? "portrait train propensity --from-stream" : `portrait train ${name}`;
+      this.#log[name === "propensity" ? "info" : "warn"]({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`${how}\`)`);
       return undefined;
     }
     const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);
@@ -190,7 +202,7 @@ export class EngineModels {
   /** What should run now: see the file comment. */
   async #desired(): Promise<ServedSet> {
     const cfg = this.#cfg;
-    const spec = { lstm: cfg.lstmModel, churn: cfg.churnModel, deepfm: cfg.deepfmModel };
+    const spec = modelSpecs(cfg);
     const follows = (n: EngineModelName) => this.#followed.includes(n);
     const reg = this.#registry;
     const promoted = async (n: EngineModelName) => (follows(n) ? (await reg!.promoted(n))?.version : undefined);
@@ -204,6 +216,8 @@ export class EngineModels {
     };
     const churn = await get("churn");
     if (churn !== undefined) out.churn = churn;
+    const propensity = await get("propensity");
+    if (propensity !== undefined) out.propensity = propensity;
     const deepfm = await get("deepfm");
     const needs = deepfm !== undefined ? lstmPairing(deepfm.manifest) : undefined;
     let lstm: ServedModel | undefined;
@@ -277,7 +291,7 @@ export class EngineModels {
     }
     // 2. Switch: shards from their next message (keeping the old LSTM for pinned requests), then the ranker pairing.
     const keep = oldLstm !== undefined && oldLstm !== next.lstm?.version ? [oldLstm] : [];
-    await timed("shardsMs", () => t.shards.setModels({ lstmDir: next.lstm?.dir ?? null, churnDir: next.churn?.dir ?? null, keepLstm: keep }));
+    await timed("shardsMs", () => t.shards.setModels({ ...shardModels(next), keepLstm: keep }));
     const switchedMs = performance.now() - t0;
     const pairing: RankerPairing = {
       lstmVersion: next.lstm?.version,
@@ -287,7 +301,7 @@ export class EngineModels {
     // 3. The old pairing's requests have finished: let its versions go.
     this.#pin?.release();
     this.#pin = pin;
-    if (keep.length > 0) await t.shards.setModels({ lstmDir: next.lstm?.dir ?? null, churnDir: next.churn?.dir ?? null, keepLstm: [] });
+    if (keep.length > 0) await t.shards.setModels({ ...shardModels(next), keepLstm: [] });
     if (changed("deepfm")) await t.recs.setDeepFm(next.deepfm?.dir ?? null, []);
     const before = Object.fromEntries(ENGINE_MODELS.map((n) => [n, cur[n]?.version ?? "off"]));
     this.#publish(next);

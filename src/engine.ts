@@ -24,7 +24,6 @@ import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
-import { currentVersion, resolveModel } from "./models/artifacts.js";
 import { streamSource } from "./models/evidence.js";
 import { EngineModels } from "./engine-models.js";
 import { ShardPool } from "./shard/shard-pool.js";
@@ -154,25 +153,6 @@ export class Engine {
     return engine;
   }
 
-  /**
-   * The shop's purchase-propensity model (not in the registry yet): read from
-   * modelsDir, "current" or a version, never swapped; absent until the shop
-   * trains one (`portrait train propensity --from-stream`), which is expected.
-   */
-  #resolvePropensity(): string | undefined {
-    const cfg = this.config;
-    if (cfg.propensityModel === "off") return undefined;
-    if (cfg.propensityModel === "current" && currentVersion(cfg.modelsDir, "propensity") === undefined) {
-      this.log.info({ model: "propensity", modelsDir: cfg.modelsDir }, "no propensity model found; running without it (train one with `portrait train propensity --from-stream`)");
-      return undefined;
-    }
-    const { dir, manifest } = resolveModel(cfg.modelsDir, cfg.propensityModel === "current" ? "propensity" : `propensity@${cfg.propensityModel}`);
-    this.#models.push({ name: "propensity", version: manifest.version, metrics: (manifest.metrics ?? []) as DashboardModel["metrics"] });
-    this.metrics.modelInfo.set({ model: "propensity", version: manifest.version }, 1);
-    this.log.info({ model: "propensity", version: manifest.version, dir }, "model loaded");
-    return dir;
-  }
-
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
@@ -204,7 +184,7 @@ export class Engine {
       await meta.close();
     }
     const engineModels = (this.#engineModels = await EngineModels.start(cfg, this.log, this.metrics, this.#models, this.#nc));
-    const models = { ...engineModels.dirs, propensityDir: this.#resolvePropensity() };
+    const models = engineModels.dirs;
     const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
       cfg.workers, (err) => this.#fail(err, { component: "recs" }));
     this.#recs = recs.host;

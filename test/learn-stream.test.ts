@@ -19,12 +19,14 @@ import { resolveModel, type ModelManifest } from "../src/models/artifacts.js";
 import { calibrate, expectedCalibrationError, fitPlatt, sigmoid } from "../src/models/calibration.js";
 import { judgeModel, streamSource } from "../src/models/evidence.js";
 import { PropensityModel, propensityFeatures } from "../src/models/propensity-model.js";
+import { ModelRegistry } from "../src/models/registry.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { trainPropensity } from "../src/train/train-propensity.js";
 import { streamEvents } from "../src/train/training-events.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
 
 const MIN = 60_000;
 const HORIZON = 10 * MIN;
@@ -66,12 +68,13 @@ function userEvent(e: IEvent): UserEvent {
 describe("learn from the stream", () => {
   const fx = useEngineFixture();
 
-  it("train propensity --from-stream: the stream is read whole, the split is strict, and the engine serves what training computed, with its evidence", async () => {
+  it("train propensity --from-stream: the stream is read whole, the split is strict, and the engine serves what training computed, with its evidence, once promoted (no restart)", async () => {
     const prefix = uniquePrefix("learn");
     const dataDir = fx.tmpDir("portrait-engine");
     const modelsDir = fx.tmpDir("portrait-models");
     const off = { lstmModel: "off", churnModel: "off", deepfmModel: "off" };
-    let engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, ...off });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, ...off, modelRegistry: true });
+    expect(engine.models!.served.propensity).toBeUndefined();
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
     const published = shop(prefix, 400);
     await client.publishMany(published);
@@ -105,8 +108,11 @@ describe("learn from the stream", () => {
     expect(cli.stderr).toMatch(/skipped churn: the events span .* a churn split with a 90-day horizon needs/);
     expect(cli.stdout).toContain(`evaluation on ${read.source}`);
 
-    await engine.close();
-    engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, modelsDir, ...off });
+    // Promoted through the registry (it beats the baselines and there is no champion), the running engine swaps it in.
+    const reg = await ModelRegistry.open(fx.nc, { prefix });
+    await reg.push(dir);
+    await reg.promote("propensity", manifest.version, { reason: "test: trained on the stream" });
+    await waitFor(() => engine.models!.served.propensity?.version === manifest.version, { timeoutMs: 30_000, message: "the engine did not swap the propensity model in" });
     const model = PropensityModel.load(dir);
     const asOf = Math.max(...published.map((e) => e.timestampMs as number)) + MIN;
     const users = [...new Set(published.map((e) => e.userId!))].slice(0, 25);

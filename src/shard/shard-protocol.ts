@@ -52,8 +52,7 @@ export interface ShardInit {
 export interface ShardModelSet {
   lstmDir: string | null;
   churnDir: string | null;
-  /** The propensity model (null = off); absent = keep the running one (the registry does not carry it yet). */
-  propensityDir?: string | null;
+  propensityDir: string | null;
   keepLstm: string[];
 }
 

@@ -53,8 +53,7 @@ class ShardModels {
       lstm = known !== undefined ? this.lstmVersions.get(known) : await LstmRuntime.loadAsync(set.lstmDir);
     }
     const churn = set.churnDir === null ? undefined : set.churnDir === this.#churnDir ? this.churn : ChurnModel.load(set.churnDir);
-    // The propensity model is not in the registry's sets yet: a set that does not name it keeps the running one.
-    const propensityDir = set.propensityDir === undefined ? this.#propensityDir : set.propensityDir ?? undefined;
+    const propensityDir = set.propensityDir ?? undefined;
     const propensity = propensityDir === undefined ? undefined : propensityDir === this.#propensityDir ? this.propensity : PropensityModel.load(propensityDir);
     const predictions = new Predictions({ lstm, lstmDir: set.lstmDir ?? undefined, churn, propensity, shopSource: this.shopSource });
     this.lstm = lstm;
