@@ -41,6 +41,10 @@ export const ErrorCode = {
   DATA_FORMAT: "DATA_FORMAT",
   /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
   STORAGE_FAILED: "STORAGE_FAILED",
+  /** An audience definition is invalid: unknown field, wrong type, an unknown or cyclic audience reference, too many rules. The message names the audience and the field. Terminal. */
+  BAD_AUDIENCE: "BAD_AUDIENCE",
+  /** No audience has this id. Terminal. */
+  UNKNOWN_AUDIENCE: "UNKNOWN_AUDIENCE",
   /** An unexpected failure inside the engine. */
   INTERNAL: "INTERNAL",
 } as const;
@@ -61,6 +65,8 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   DATA_NOT_FOUND: 404,
   DATA_FORMAT: 422,
   STORAGE_FAILED: 507,
+  BAD_AUDIENCE: 422,
+  UNKNOWN_AUDIENCE: 404,
   INTERNAL: 500,
 });
 

@@ -15,6 +15,7 @@ import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
+import { publishOutbound } from "./streams.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -154,6 +155,11 @@ export class PartitionConsumer {
       }));
       for (const d of r.deadLetters) this.#metrics.deadLetters.inc({ reason: d.reason });
       this.#log.warn({ count: r.deadLetters.length, reasons: [...new Set(r.deadLetters.map((d) => d.reason))] }, "dead-lettered events");
+    }
+    if (r.outbound !== undefined && r.outbound.length > 0) {
+      // Committed with the batch (in the sink's outbox): published before the acknowledgement, so a crash in between republishes them at start.
+      await publishOutbound(this.#js, r.outbound);
+      this.#sink.published?.(this.partition, r.outbound.map((m) => m.msgId));
     }
     const last = msgs[msgs.length - 1]!;
     this.#o.beforeAck?.();

@@ -4,6 +4,7 @@
  * durable pull consumers, one per partition, positioned by their owner.
  */
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamClient, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
+import type { OutboundMessage } from "./event-batch.js";
 import type { Subjects } from "./subjects.js";
 
 export interface StreamSettings {
@@ -53,6 +54,13 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   await ensureStream(jsm, { ...common, name: s.catalogStream, subjects: [s.catalogWildcard], max_msgs_per_subject: 1 });
   // A Tombstone per forget, for downstream systems that may be offline when it happens.
   await ensureStream(jsm, { ...common, name: s.tombstoneStream, subjects: [s.tombstones], max_age: nanos(o.tombstoneRetentionMs ?? 0) });
+  // Audience enter/exit events for marketing tools; kept like the events. The duplicate window drops the second copy of a transition republished from the outbox after a crash.
+  await ensureStream(jsm, { ...common, name: s.audienceStream, subjects: [s.audienceWildcard], max_age: nanos(o.eventRetentionMs) });
+}
+
+/** Publishes messages through JetStream (each stored once by its Nats-Msg-Id), resolving when every one is acknowledged. */
+export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+  await Promise.all(msgs.map((m) => js.publish(m.subject, m.data, { msgID: m.msgId })));
 }
 
 /**

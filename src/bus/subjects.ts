@@ -13,6 +13,9 @@
  * | <prefix>.api.user.forget         | request-reply: ForgetRequest -> ForgetReply               |
  * | <prefix>.tombstones              | a `Tombstone` per forget, stored before the forget is answered, stream <PREFIX>_TOMBSTONES |
  * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
+ * | <prefix>.audience.events.<id>    | `AudienceTransition` per enter/exit, stream <PREFIX>_AUDIENCES, Nats-Msg-Id audience:user:transition |
+ * | <prefix>.api.audience.<op>       | request-reply, JSON: create, list, show, delete, count, members, report |
+ * | KV bucket <PREFIX>_AUDIENCE_DEFS | audience definitions (JSON), key = audience id; engines watch it |
  */
 
 export interface Subjects {
@@ -35,6 +38,16 @@ export interface Subjects {
   readonly catalogWildcard: string;
   /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
   catalogItem(itemId: string): string;
+  /** JetStream stream of audience enter/exit events. */
+  readonly audienceStream: string;
+  /** Wildcard of the audience event subjects (the audience stream's subject). */
+  readonly audienceWildcard: string;
+  /** Subject of an audience's enter/exit events. */
+  audienceEvents(audienceId: string): string;
+  /** KV bucket of the audience definitions. */
+  readonly audienceBucket: string;
+  /** Request-reply subject of an audience operation (create, list, show, delete, count, members, report). */
+  audienceApi(op: AudienceOp): string;
   /** The service name registered with the NATS services framework. */
   readonly serviceName: string;
   events(partition: number): string;
@@ -42,6 +55,9 @@ export interface Subjects {
   /** Durable consumer name of a partition. */
   consumer(partition: number): string;
 }
+
+export const AUDIENCE_OPS = ["create", "list", "show", "delete", "count", "members", "report"] as const;
+export type AudienceOp = (typeof AUDIENCE_OPS)[number];
 
 const PREFIX_RE = /^[a-z][a-z0-9_-]{0,31}$/;
 
@@ -67,6 +83,11 @@ export function subjects(prefix = "portrait"): Subjects {
     catalogStream: `${upper}_CATALOG`,
     catalogWildcard: `${prefix}.catalog.item.*`,
     catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,
+    audienceStream: `${upper}_AUDIENCES`,
+    audienceWildcard: `${prefix}.audience.events.*`,
+    audienceEvents: (id: string) => `${prefix}.audience.events.${id}`,
+    audienceBucket: `${upper}_AUDIENCE_DEFS`,
+    audienceApi: (op: AudienceOp) => `${prefix}.api.audience.${op}`,
     serviceName: prefix,
     events: (p: number) => `${prefix}.events.${p}`,
     dlq: (reason: string) => `${prefix}.dlq.${reason}`,

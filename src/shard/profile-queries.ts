@@ -13,6 +13,7 @@ import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { Logger } from "../obs/logger.js";
 import { pb } from "../wire/proto.js";
+import { membershipsOf } from "../actors/audience-state.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import type { ClockReader } from "./engine-clock.js";
@@ -66,6 +67,7 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
+      profile.audiences = membershipsOf(state);
       const predictions = this.#predictions(state, asOf);
       if (predictions !== undefined) profile.predictions = predictions;
       for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = d.labels.label(c.key);
