@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, train, eval.
+ * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, audience, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -21,6 +21,7 @@ import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
+import { registerAudienceCommands } from "./audience-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -381,6 +382,10 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+registerAudienceCommands(program, {
+  clientFlags: (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()),
+  withClient: (f, name, work) => withClient(f as ClientFlags, name, work),
+});
 
 program.command("bench")
   .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")
