@@ -240,6 +240,7 @@ export class Engine {
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
       subjectPrefix: cfg.subjectPrefix,
+      backfillChunk: cfg.audienceBackfillPerTick,
       models: { ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}) },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
@@ -350,8 +351,10 @@ export class Engine {
    */
   #startTicks(js: JetStreamClient): void {
     const pool = this.#pool!;
+    const killBeforePublish = faultKiller(this.config.faultKillBeforeAudiencePublishAfterTicks, this.log);
     const run = async () => {
       const results = await pool.tick();
+      if (results.some((r) => Object.keys(r.outbound).length > 0)) killBeforePublish?.();
       const publishes: Promise<void>[] = [];
       for (const r of results) {
         for (const [p, msgs] of Object.entries(r.outbound) as [string, OutboundMessage[]][]) {

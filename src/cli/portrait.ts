@@ -126,7 +126,9 @@ function engineFlags(cmd: Command): Command {
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
-    .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
+    .option("--audience-backfill-per-tick <n>", "stored profiles each shard evaluates per 100 ms tick in an audience backfill (its rate bound)", posInt, D.audienceBackfillPerTick)
+    .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp())
+    .addOption(new Option("--fault-kill-before-audience-publish <ticks>", "crash tests only: SIGKILL after N audience ticks with transitions, before publishing the next").argParser(posInt).hideHelp());
 }
 
 interface EngineFlags extends ClientFlags {
@@ -134,6 +136,8 @@ interface EngineFlags extends ClientFlags {
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
   models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
   faultKillBeforeAck?: number;
+  faultKillBeforeAudiencePublish?: number;
+  audienceBackfillPerTick: number;
   pseudonymKeyFile?: string;
 }
 
@@ -159,6 +163,8 @@ function engineOptions(f: EngineFlags) {
     deepfmModel: f.deepfm,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
+    ...(f.faultKillBeforeAudiencePublish !== undefined ? { faultKillBeforeAudiencePublishAfterTicks: f.faultKillBeforeAudiencePublish } : {}),
+    audienceBackfillPerTick: f.audienceBackfillPerTick,
     ...(f.pseudonymKeyFile !== undefined ? { pseudonymKeyFile: f.pseudonymKeyFile } : {}),
   };
 }
