@@ -58,9 +58,33 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   await ensureStream(jsm, { ...common, name: s.audienceStream, subjects: [s.audienceWildcard], max_age: nanos(o.eventRetentionMs) });
 }
 
-/** Publishes messages through JetStream (each stored once by its Nats-Msg-Id), resolving when every one is acknowledged. */
+/** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */
+const OUTBOUND_INFLIGHT = 256;
+const OUTBOUND_ATTEMPTS = 5;
+
+/**
+ * Publishes messages through JetStream (each stored once by its Nats-Msg-Id),
+ * at most OUTBOUND_INFLIGHT at once, retrying a failed publish (a timeout
+ * under load) up to OUTBOUND_ATTEMPTS times; resolves when every one is
+ * acknowledged, rejects with the last error otherwise.
+ */
 export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
-  await Promise.all(msgs.map((m) => js.publish(m.subject, m.data, { msgID: m.msgId })));
+  let next = 0;
+  const one = async (m: OutboundMessage) => {
+    for (let i = 1; ; i++) {
+      try {
+        await js.publish(m.subject, m.data, { msgID: m.msgId, timeout: 10_000 });
+        return;
+      } catch (err) {
+        if (i >= OUTBOUND_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, 100 * i));
+      }
+    }
+  };
+  const lane = async () => {
+    while (next < msgs.length) await one(msgs[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(OUTBOUND_INFLIGHT, msgs.length) }, lane));
 }
 
 /**

@@ -136,20 +136,24 @@ export class AudienceRunner {
     return out;
   }
 
-  #count(audience: string, partition: number, delta: number, side: SideWrites): void {
-    const k = `${audience}\u0000${partition}`;
-    let n = this.#counts.get(k);
-    if (n === undefined) n = (this.#d.store.audienceGet(["c", audience, partition]) as number | undefined) ?? 0;
-    n += delta;
-    this.#counts.set(k, n);
-    side.puts.push([["c", audience, partition], n]);
+  /** Applies the count changes of one commit and writes each changed counter once. */
+  #writeCounts(partition: number, deltas: Map<string, number>, side: SideWrites): void {
+    for (const [audience, delta] of deltas) {
+      if (delta === 0) continue;
+      const k = `${audience}\u0000${partition}`;
+      let n = this.#counts.get(k);
+      if (n === undefined) n = (this.#d.store.audienceGet(["c", audience, partition]) as number | undefined) ?? 0;
+      n += delta;
+      this.#counts.set(k, n);
+      side.puts.push([["c", audience, partition], n]);
+    }
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[]): void {
+  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>): void {
     for (const t of ts) {
       if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
       else side.removes.push(["m", t.audience, key]);
-      this.#count(t.audience, partition, t.entered ? 1 : -1, side);
+      deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
       const msgId = transitionMsgId(t);
       side.puts.push([["o", partition, msgId], t]);
       out.push(this.outbound(t));
@@ -163,6 +167,7 @@ export class AudienceRunner {
   /** Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`. */
   evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason]>, now: number, side: SideWrites, out: OutboundMessage[]): void {
     const d = this.#d;
+    const deltas = new Map<string, number>();
     for (const [key, actor, reason] of users) {
       const u = actor.state;
       const oldDue = u.aud?.due ?? 0;
@@ -173,8 +178,9 @@ export class AudienceRunner {
         if (oldDue > 0) side.removes.push(["t", partition, oldDue, key]);
         if (due > 0) side.puts.push([["t", partition, due, key], 1]);
       }
-      if (ts.length > 0) this.#record(ts, partition, key, side, out);
+      if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas);
     }
+    this.#writeCounts(partition, deltas, side);
   }
 
   /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */
@@ -184,7 +190,9 @@ export class AudienceRunner {
     if (u?.aud === undefined) return { side, out };
     const p = u.aud.p;
     if (u.aud.due > 0) side.removes.push(["t", p, u.aud.due, key]);
-    this.#record(exitAll(key, u, atMs), p, key, side, out);
+    const deltas = new Map<string, number>();
+    this.#record(exitAll(key, u, atMs), p, key, side, out, deltas);
+    this.#writeCounts(p, deltas, side);
     return { side, out };
   }
 
