@@ -39,7 +39,7 @@ function expectedAddresses(s: Subjects): string[] {
     else if (key === "dlq" || key === "dlqWildcard") out.push(s.dlqWildcard.replace(">", "{reason}"));
     else if (key === "catalogItem" || key === "catalogWildcard") out.push(s.catalogWildcard.replace("*", "{itemHex}"));
     else if (key === "audienceEvents" || key === "audienceWildcard") out.push(s.audienceWildcard.replace("*", "{audienceId}"));
-    else if (key === "audienceApi") out.push(...AUDIENCE_OPS.filter((op) => op !== "report").map((op) => s.audienceApi(op)));
+    else if (key === "audienceApi") out.push(...AUDIENCE_OPS.map((op) => s.audienceApi(op)));
     else if (typeof v === "string") out.push(v);
     else throw new Error(`Subjects.${key} is new: say in this test whether it is a subject, and document it in docs/asyncapi.yaml`);
   }

@@ -119,6 +119,14 @@ describe("audiences - on a running engine", () => {
     }
     // Holdout: the flag is the stable hash draw.
     for (const t of ts.filter((x) => x.audienceId === "buyers")) expect(t.holdout).toBe(holdoutDraw(t.userId, "buyers") < 0.5);
+    // Report: every buyer bought 2 x 5 on the day it entered, contacted or held out; no uplift.
+    const held = ts.filter((x) => x.audienceId === "buyers" && x.holdout).length;
+    const report = await client.audienceReport("buyers", 7);
+    expect(report.holdout.members).toBe(held);
+    expect(report.contacted.members).toBe(20 - held);
+    expect(report.contacted.purchaseRate).toBe(1);
+    expect(report.contacted.revenuePerMember).toBeCloseTo(10, 9);
+    if (held > 0 && held < 20) expect(report.revenueUplift?.estimate).toBeCloseTo(0, 9);
 
     // A purchase makes an abandoner exit by event.
     await client.publish({ eventId: `${prefix}-late`, userId: users[1]!, type: EventType.PURCHASE, timestampMs: Date.now(), itemId: "i1", price: 5, orderId: "late" });

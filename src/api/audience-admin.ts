@@ -12,11 +12,27 @@ import { orderDefinitions, parseDefinition, referencesOf, type AudienceDefinitio
 import { AudienceError } from "../actors/audience-rules.js";
 import { BadRequestError, ErrorCode, PortraitError, fromWire } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
-import type { AudienceQueryResult } from "../shard/shard-protocol.js";
+import type { ReportGroup } from "../shard/audience-runner.js";
+import type { AudienceQueryResult, AudienceReportResult } from "../shard/shard-protocol.js";
 
 /** Where counts and members are read (the shard pool). */
 export interface AudienceSource {
   audienceQuery(audienceId: string, after: string, limit: number): Promise<AudienceQueryResult>;
+  audienceReport(audienceId: string, days: number): Promise<AudienceReportResult>;
+}
+
+/** An uplift report: contacted members vs holdout, in the `days` days from entering. */
+export interface AudienceReport {
+  id: string;
+  days: number;
+  contacted: ReportGroup;
+  holdout: ReportGroup;
+  /** contacted - holdout purchase rate, with a 95% normal-approximation interval (null without both groups). */
+  purchaseRateUplift: { estimate: number; low: number; high: number } | null;
+  /** contacted - holdout revenue per member, with a 95% interval (Welch standard error). */
+  revenueUplift: { estimate: number; low: number; high: number } | null;
+  /** What the report covers. */
+  note: string;
 }
 
 /** A backfill's progress over the engine (the slowest shard). */
@@ -180,6 +196,27 @@ export class AudienceAdmin {
     const id = str(body, "id");
     await this.#get(id);
     return { id, count: (await this.#count(id)).count };
+  }
+
+  /** Contacted vs holdout members: purchase rate and revenue per member in the `days` days from entering, with 95% intervals of the difference. */
+  async report(body: Record<string, unknown>): Promise<AudienceReport> {
+    const id = str(body, "id");
+    await this.#get(id);
+    const days = body.days === undefined ? 30 : body.days;
+    if (typeof days !== "number" || !Number.isInteger(days) || days < 1 || days > 90) throw new BadRequestError("days must be an integer in [1, 90]");
+    const r = await this.#source.audienceReport(id, days);
+    if (!r.ok) throw fromWire(r.error);
+    const { contacted: c, holdout: h } = r;
+    const both = c.members > 0 && h.members > 0;
+    const rateSe = Math.sqrt(c.purchaseRate * (1 - c.purchaseRate) / Math.max(1, c.members) + h.purchaseRate * (1 - h.purchaseRate) / Math.max(1, h.members));
+    const revSe = Math.sqrt(c.revenueVariance / Math.max(1, c.members) + h.revenueVariance / Math.max(1, h.members));
+    const ci = (est: number, se: number) => ({ estimate: est, low: est - 1.96 * se, high: est + 1.96 * se });
+    return {
+      id, days, contacted: c, holdout: h,
+      purchaseRateUplift: both ? ci(c.purchaseRate - h.purchaseRate, rateSe) : null,
+      revenueUplift: both ? ci(c.revenuePerMember - h.revenuePerMember, revSe) : null,
+      note: `current members only (members who have left are not counted), whole UTC days from the day each entered; 95% intervals by normal approximation`,
+    };
   }
 
   /** A page of members in user-id order; `next` is the `after` of the next page ("" = the last page). */

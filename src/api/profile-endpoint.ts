@@ -233,7 +233,6 @@ export class QueryApi {
       const admin = extra.audiences;
       // JSON in and out: definitions are JSON documents.
       for (const op of AUDIENCE_OPS) {
-        if (op === "report") continue;
         endpoint(`audience-${op}`, s.audienceApi(op), `audience.${op}`, "query", false, async (msg) => {
           let body: unknown;
           try {
@@ -244,7 +243,7 @@ export class QueryApi {
           if (body === null || typeof body !== "object" || Array.isArray(body)) throw new BadRequestError("an audience request is a JSON object");
           const b = body as Record<string, unknown>;
           const r = op === "create" ? await admin.create(b) : op === "list" ? await admin.list() : op === "show" ? await admin.show(b)
-            : op === "delete" ? await admin.delete(b) : op === "count" ? await admin.count(b) : await admin.members(b);
+            : op === "delete" ? await admin.delete(b) : op === "count" ? await admin.count(b) : op === "report" ? await admin.report(b) : await admin.members(b);
           return encoder.encode(JSON.stringify(r));
         });
       }

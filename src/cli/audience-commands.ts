@@ -1,5 +1,5 @@
 /**
- * `portrait audience create|list|show|delete|count|members|export|starters`:
+ * `portrait audience create|list|show|delete|count|members|export|report|starters`:
  * the audience endpoints over request-reply (README "Audiences").
  */
 import { InvalidArgumentError, type Command } from "commander";
@@ -152,6 +152,25 @@ export function registerAudienceCommands(program: Command, deps: AudienceCliDeps
           await once(out, "finish");
           console.error(`exported ${n} members of ${id} to ${f.out}`);
         }
+      });
+    });
+
+  deps.clientFlags(aud.command("report").description("uplift: contacted members vs holdout, purchase rate and revenue per member after entering, with 95% intervals").argument("<id>")
+    .option("--days <n>", "days from entering", (v) => Number(v), 30)
+    .option("--json", "print JSON"))
+    .action(async (id: string, f: { days: number; json?: boolean }) => {
+      await deps.withClient(f, "portrait-cli", async (client) => {
+        const r = await client.audienceReport(id, f.days);
+        if (f.json) return console.log(JSON.stringify(r));
+        const row = (name: string, g: typeof r.contacted) =>
+          console.log(`${name.padEnd(10)} ${String(g.members).padStart(8)} members  purchase rate ${(100 * g.purchaseRate).toFixed(2)}%  revenue/member ${g.revenuePerMember.toFixed(2)}`);
+        console.log(`${id}, ${r.days} days from entering:`);
+        row("contacted", r.contacted);
+        row("holdout", r.holdout);
+        const ci = (u: typeof r.revenueUplift, pct: boolean) => u === null ? "n/a (needs members in both groups)"
+          : pct ? `${(100 * u.estimate).toFixed(2)} pts [${(100 * u.low).toFixed(2)}, ${(100 * u.high).toFixed(2)}]` : `${u.estimate.toFixed(2)} [${u.low.toFixed(2)}, ${u.high.toFixed(2)}]`;
+        console.log(`uplift    purchase rate ${ci(r.purchaseRateUplift, true)}; revenue/member ${ci(r.revenueUplift, false)} (95%)`);
+        console.log(`(${r.note})`);
       });
     });
 

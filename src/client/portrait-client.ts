@@ -5,7 +5,7 @@
  * shows the same calls from the `nats` CLI for publishers in other languages.
  */
 import type { AudienceDefinition } from "../actors/audience-rules.js";
-import type { BackfillView } from "../api/audience-admin.js";
+import type { AudienceReport, BackfillView } from "../api/audience-admin.js";
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
@@ -293,6 +293,11 @@ export class PortraitClient {
   /** One page of members in user-id order; pass `next` as `after` for the following page ("" = none). */
   async audienceMembers(id: string, after = "", limit = 1000): Promise<AudienceMembersPage> {
     return (await this.requestJson(this.subjects.audienceApi("members"), { id, after, limit })) as AudienceMembersPage;
+  }
+
+  /** Uplift: contacted members vs holdout, purchase rate and revenue per member in the `days` days from entering, with 95% intervals. */
+  async audienceReport(id: string, days = 30): Promise<AudienceReport> {
+    return (await this.requestJson(this.subjects.audienceApi("report"), { id, days })) as AudienceReport;
   }
 
   /** Every member, page by page. */

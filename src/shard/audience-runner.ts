@@ -230,3 +230,47 @@ export function audienceMembers(store: ProfileStore, audience: string, after: st
   }
   return out;
 }
+
+/** One group of an uplift report: members entered, share who bought within the window, revenue per member. */
+export interface ReportGroup {
+  members: number;
+  buyers: number;
+  purchaseRate: number;
+  revenuePerMember: number;
+  /** Sample variance of revenue per member. */
+  revenueVariance: number;
+}
+
+/**
+ * What current members did in the `days` UTC days from the day they entered
+ * (their day buckets: purchases and revenue), split into contacted members
+ * and holdout. Members whose profile is gone (forgotten) are left out.
+ */
+export function audienceReport(store: ProfileStore, audience: string, days: number): { contacted: ReportGroup; holdout: ReportGroup } {
+  const acc = [[0, 0, 0, 0], [0, 0, 0, 0]]; // members, buyers, Σ revenue, Σ revenue²
+  for (const { key, value } of store.audienceRange(["m", audience], ["m", audience, "\u{10FFFF}"])) {
+    const [since, holdout] = value as [number, number];
+    const u = store.getState(key[2] as string);
+    if (u === undefined) continue;
+    const from = Math.floor(since / 86_400_000);
+    let buys = 0;
+    let cents = 0;
+    const d = u.aud?.d ?? [];
+    for (let i = 0; i < d.length; i += 5) {
+      if (d[i]! >= from && d[i]! < from + days) {
+        buys += d[i + 3]!;
+        cents += d[i + 4]!;
+      }
+    }
+    const g = acc[holdout === 1 ? 1 : 0]!;
+    g[0]!++;
+    if (buys > 0) g[1]!++;
+    g[2]! += cents / 100;
+    g[3]! += (cents / 100) ** 2;
+  }
+  const group = ([n, b, s, s2]: number[]): ReportGroup => {
+    const mean = n! > 0 ? s! / n! : 0;
+    return { members: n!, buyers: b!, purchaseRate: n! > 0 ? b! / n! : 0, revenuePerMember: mean, revenueVariance: n! > 1 ? (s2! - n! * mean * mean) / (n! - 1) : 0 };
+  };
+  return { contacted: group(acc[0]!), holdout: group(acc[1]!) };
+}

@@ -13,7 +13,7 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import type { AudienceQueryResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { BackfillProgress } from "./audience-runner.js";
@@ -135,6 +135,11 @@ export class ShardPool {
   /** An audience's count and a page of members (any shard reads the one LMDB). */
   audienceQuery(audienceId: string, after: string, limit: number): Promise<AudienceQueryResult> {
     return this.#shards[0]!.call<AudienceQueryResult>((api) => api.audienceQuery(audienceId, after, limit));
+  }
+
+  /** An uplift report of an audience's current members (any shard reads the one LMDB). */
+  audienceReport(audienceId: string, days: number): Promise<AudienceReportResult> {
+    return this.#shards[0]!.call<AudienceReportResult>((api) => api.audienceReport(audienceId, days));
   }
 
   /** Forgets a user in the partition's shard (ShardApi.forget). */

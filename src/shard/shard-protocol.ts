@@ -15,7 +15,7 @@ import type { EventValidationOptions } from "../wire/event-validation.js";
 import type { BatchTimes, ClockOptions } from "./engine-clock.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
-import type { BackfillProgress } from "./audience-runner.js";
+import type { BackfillProgress, ReportGroup } from "./audience-runner.js";
 
 export interface ShardInit {
   /** Index of this shard, 0..workers-1. */
@@ -50,6 +50,9 @@ export interface ShardInit {
 
 /** The outcome of a forget, returned once the removal committed; `outbound`: the user's audience exits (reason "forgotten"), committed in the outbox, to publish. */
 export type ForgetResult = { ok: true; existed: boolean; outbound: OutboundMessage[] } | { ok: false; error: WireError };
+
+/** A shard's uplift report (audience-runner.ts audienceReport). */
+export type AudienceReportResult = { ok: true; contacted: ReportGroup; holdout: ReportGroup } | { ok: false; error: WireError };
 
 /** What a tick committed: the transitions to publish, per partition. */
 export interface TickResult {
@@ -101,6 +104,8 @@ export interface ShardApi {
   published(partition: number, msgIds: string[]): Promise<void>;
   /** An audience's count, and a page of its members after `after` (limit 0 = count only). Any shard answers for all (one LMDB). */
   audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult;
+  /** What current members and holdout did in the `days` days from entering (audience-runner.ts audienceReport). */
+  audienceReport(audienceId: string, days: number): AudienceReportResult;
   stats(): ShardStats;
   /** Fault injection, tests only: blocks the thread for `ms` (queued behind the batches handed over before it). */
   faultStall(ms: number): Promise<void>;

@@ -25,8 +25,8 @@ import { CategoryLabels } from "./category-labels.js";
 import { ClockReader } from "./engine-clock.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { AudienceQueryResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady, TickResult } from "./shard-protocol.js";
-import { AudienceRunner, audienceCount, audienceMembers, type BackfillProgress } from "./audience-runner.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady, TickResult } from "./shard-protocol.js";
+import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { toWire } from "../errors.js";
@@ -110,6 +110,14 @@ class Shard implements ShardApi {
       return { ok: true, count: audienceCount(this.#store, audienceId), members: limit > 0 ? audienceMembers(this.#store, audienceId, after, limit) : [] };
     } catch (err) {
       return { ok: false, error: toWire(err) };
+    }
+  }
+
+  audienceReport(audienceId: string, days: number): AudienceReportResult {
+    try {
+      return { ok: true as const, ...audienceReport(this.#store, audienceId, days) };
+    } catch (err) {
+      return { ok: false as const, error: toWire(err) };
     }
   }
 
