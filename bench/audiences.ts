@@ -222,7 +222,7 @@ async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: num
   for (;;) {
     const b = (await client.audienceShow("backfilled")).backfill;
     if (b.running) profiles = Math.max(profiles, b.total);
-    else if (profiles > 0 || performance.now() - b0 > 5000) break;
+    else if (profiles > 0 || performance.now() - b0 > 60_000) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   const secs = (performance.now() - b0) / 1000;
