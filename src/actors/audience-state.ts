@@ -112,7 +112,10 @@ function compare(x: number | undefined, op: string, v: number): boolean {
   }
 }
 
-const WINDOW_COLUMN: Record<string, number> = { events: 1, carts: 2, purchases: 3, revenue: 4 };
+/** Windowed fields: name -> [bucket column, days]. */
+const WINDOW_FIELDS = new Map<string, [number, number]>(
+  (["events", "carts", "purchases", "revenue"] as const).flatMap((name, i) => [1, 7, 30, 90].map((w) => [`${name}.${w}d`, [i + 1, w]] as [string, [number, number]])),
+);
 
 /** Evaluates rules of one user at one time, collecting the next instant any leaf may change. */
 class Evaluator {
@@ -124,7 +127,18 @@ class Evaluator {
     if (t > this.now && t < this.due) this.due = t;
   }
 
+  /** Window sums already computed in this evaluation: col * 1000 + days -> sum (their next change is recorded once). */
+  readonly #windows = new Map<number, number>();
+
   #window(col: number, w: number): number {
+    const memo = this.#windows.get(col * 1000 + w);
+    if (memo !== undefined) return memo;
+    const v = this.#windowSum(col, w);
+    this.#windows.set(col * 1000 + w, v);
+    return v;
+  }
+
+  #windowSum(col: number, w: number): number {
     const d = this.a.d;
     const from = dayOf(this.now) - w + 1;
     let sum = 0;
@@ -147,10 +161,8 @@ class Evaluator {
 
   #field(f: Field, v: number): number | undefined {
     const u = this.u;
-    const dot = f.indexOf(".");
-    const head = dot < 0 ? f : f.slice(0, dot);
-    const col = WINDOW_COLUMN[head];
-    if (col !== undefined) return this.#window(col, Number(f.slice(dot + 1, -1)));
+    const win = WINDOW_FIELDS.get(f);
+    if (win !== undefined) return this.#window(win[0], win[1]);
     switch (f) {
       case "rfm.r": {
         if (u.lastPurchaseMs <= 0) return 0;
@@ -193,8 +205,16 @@ class Evaluator {
 
   rule(r: Rule): boolean {
     // Every leaf is evaluated (no short cut), so that every leaf's next change is known.
-    if ("all" in r) return r.all.map((x) => this.rule(x)).every(Boolean);
-    if ("any" in r) return r.any.map((x) => this.rule(x)).some(Boolean);
+    if ("all" in r) {
+      let ok = true;
+      for (const x of r.all) ok = this.rule(x) && ok;
+      return ok;
+    }
+    if ("any" in r) {
+      let ok = false;
+      for (const x of r.any) ok = this.rule(x) || ok;
+      return ok;
+    }
     if ("not" in r) return !this.rule(r.not);
     if ("field" in r) return compare(this.#field(r.field, r.value), r.op, r.value);
     if ("affinity" in r) {
