@@ -28,7 +28,7 @@ const LAYERS = [
   // Request-reply handlers, the client library, engine options, the dashboard (HTTP).
   ["edge", ["src/api/", "src/client/", "src/config/", "src/dashboard/"]],
   // The composition root.
-  ["engine", ["src/engine.ts"]],
+  ["engine", ["src/engine.ts", "src/engine-models.ts"]],
   // Offline tools: training and evaluation (prequential evaluation drives a real engine).
   ["tools", ["src/train/", "src/eval/"]],
   // Entry points: the CLI, the package's public module, the benchmarks.

@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { lineChartSvg } from "./harness/chart.js";
 import { appendResults, formatTable, repoRoot } from "./report.js";
 import { freshness } from "./scenarios/freshness.js";
+import { hotSwap } from "./scenarios/hot-swap.js";
 import { maxIngest } from "./scenarios/max-ingest.js";
 import { mixed } from "./scenarios/mixed.js";
 import { profile } from "./scenarios/profile.js";
@@ -23,7 +24,7 @@ import type { Scenario, ScenarioResult } from "./scenarios/scenario.js";
 import { scale } from "./scenarios/scale.js";
 import { soak } from "./scenarios/soak.js";
 
-export const SCENARIOS: readonly Scenario[] = [maxIngest, freshness, profile, recommend, mixed, soak, scale];
+export const SCENARIOS: readonly Scenario[] = [maxIngest, freshness, profile, recommend, mixed, soak, scale, hotSwap];
 
 const COMMON = {
   smoke: "a CI-sized run of a few seconds (small defaults; nothing appended to RESULTS.md)",

@@ -16,7 +16,7 @@ import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
-import { ensureStreams, publishOutbound, replayCatalog, resetConsumer } from "./bus/streams.js";
+import { ensureStreams, publishOutbound, replayCatalog } from "./bus/streams.js";
 import { AudienceAdmin, openDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
 import type { OutboundMessage } from "./bus/event-batch.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
@@ -26,7 +26,7 @@ import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
 import { EngineMetrics } from "./obs/metrics.js";
-import { currentVersion, readManifest, resolveModel } from "./models/artifacts.js";
+import { EngineModels } from "./engine-models.js";
 import { ShardPool } from "./shard/shard-pool.js";
 import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
@@ -115,6 +115,7 @@ export class Engine {
   #pool?: ShardPool;
   #recs?: RecsHost;
   #inference?: InferencePool;
+  #engineModels?: EngineModels;
   #consumers: PartitionConsumer[] = [];
   #api?: QueryApi;
   #ops?: OpsServer;
@@ -160,35 +161,6 @@ export class Engine {
     return engine;
   }
 
-  /** The model version directories to load, logged and exported as portrait_model_info. */
-  #resolveModels(): { lstmDir?: string; churnDir?: string; deepfmDir?: string } {
-    const cfg = this.config;
-    const out: { lstmDir?: string; churnDir?: string; deepfmDir?: string } = {};
-    for (const [name, spec, key] of [
-      ["lstm", cfg.lstmModel, "lstmDir"], ["churn", cfg.churnModel, "churnDir"], ["deepfm", cfg.deepfmModel, "deepfmDir"],
-    ] as const) {
-      if (spec === "off") continue;
-      if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
-        this.log.warn({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`portrait train ${name}\`)`);
-        continue;
-      }
-      const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);
-      if (name === "deepfm") {
-        const needs = (manifest.features as { schema?: { lstmVersion?: string } }).schema?.lstmVersion;
-        const running = out.lstmDir !== undefined ? readManifest(out.lstmDir).version : undefined;
-        if (needs !== undefined && needs !== running) {
-          throw new ConfigError(`DeepFM ${manifest.version} reads the state of LSTM ${needs}, but the engine runs ${running === undefined ? "no LSTM" : `LSTM ${running}`}: ` +
-            `run --lstm ${needs}, or a DeepFM trained with this LSTM (portrait train deepfm), or --deepfm off`);
-        }
-      }
-      out[key] = dir;
-      this.#models.push({ name, version: manifest.version, metrics: (manifest.metrics ?? []) as DashboardModel["metrics"] });
-      this.metrics.modelInfo.set({ model: name, version: manifest.version }, 1);
-      this.log.info({ model: name, version: manifest.version, dir }, "model loaded");
-    }
-    return out;
-  }
-
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
@@ -219,7 +191,8 @@ export class Engine {
     } finally {
       await meta.close();
     }
-    const models = this.#resolveModels();
+    const engineModels = (this.#engineModels = await EngineModels.start(cfg, this.log, this.metrics, this.#models, this.#nc));
+    const models = engineModels.dirs;
     const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
       cfg.workers, (err) => this.#fail(err, { component: "recs" }));
     this.#recs = recs.host;
@@ -262,14 +235,15 @@ export class Engine {
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
-      await resetConsumer(jsm, s, p, this.#pool.appliedAtStart.get(p) ?? 0, cfg);
-      const c = new PartitionConsumer(js, s, this.#pool, this.metrics, this.#root, {
+      const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
         partition: p,
         maxBatchMessages: cfg.maxBatchMessages,
+        prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
+        consumer: cfg,
         onFatal: (err) => this.#fail(err, { partition: p }),
         beforeAck,
       });
-      await c.start(Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4));
+      await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
       this.#consumers.push(c);
     }
     const recsHost = this.#recs;
@@ -279,7 +253,12 @@ export class Engine {
     });
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
-    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions));
+    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference));
+    await engineModels.attach({
+      shards: pool, recs: recsHost, recommender,
+      inference: () => this.#inference,
+      startInference: async (dir) => (this.#inference = await InferencePool.start(dir, cfg.inference, this.metrics.registry)),
+    });
     this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.#root, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
@@ -405,6 +384,11 @@ export class Engine {
     return this.#ops?.port;
   }
 
+  /** The running models and their hot swap (src/engine-models.ts). */
+  get models(): EngineModels | undefined {
+    return this.#engineModels;
+  }
+
   /** The embedded nats-server this engine started, if any. */
   get embeddedServer(): { pid: number; url: string } | undefined {
     return this.#nats !== undefined ? { pid: this.#nats.pid, url: this.#nats.url } : undefined;
@@ -472,6 +456,7 @@ export class Engine {
     clearInterval(this.#tickTimer);
     this.#audienceWatch?.stop();
     await step("audience-ticks", () => this.#ticking);
+    await step("models", () => this.#engineModels?.close());
     await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.
     await step("shards", () => this.#pool?.close(), 5000);

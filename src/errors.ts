@@ -45,6 +45,14 @@ export const ErrorCode = {
   BAD_AUDIENCE: "BAD_AUDIENCE",
   /** No audience has this id. Terminal. */
   UNKNOWN_AUDIENCE: "UNKNOWN_AUDIENCE",
+  /** The model registry's Object Store or KV bucket does not exist on this NATS server (no engine with the registry on has started, or another --prefix). Terminal: start an engine or `portrait models push` first. */
+  REGISTRY_MISSING: "REGISTRY_MISSING",
+  /** A model artifact in the registry or a local cache is corrupt: a digest mismatch, a missing file its manifest names, or a file that does not parse. Terminal: push the version again. */
+  MODEL_CORRUPT: "MODEL_CORRUPT",
+  /** A model's manifest is of a schema this engine cannot run: an unknown name or format, or a ranker paired with another LSTM version than the one promoted. Terminal. */
+  MODEL_INCOMPATIBLE: "MODEL_INCOMPATIBLE",
+  /** A promotion was refused: the challenger's evaluation does not beat the champion and every baseline on the same window, or it has none (use --force). Terminal. */
+  PROMOTION_REFUSED: "PROMOTION_REFUSED",
   /** An unexpected failure inside the engine. */
   INTERNAL: "INTERNAL",
 } as const;
@@ -67,6 +75,10 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   STORAGE_FAILED: 507,
   BAD_AUDIENCE: 422,
   UNKNOWN_AUDIENCE: 404,
+  REGISTRY_MISSING: 404,
+  MODEL_CORRUPT: 422,
+  MODEL_INCOMPATIBLE: 422,
+  PROMOTION_REFUSED: 409,
   INTERNAL: 500,
 });
 
@@ -114,6 +126,31 @@ export class ConfigError extends PortraitError {
   }
 }
 
+/** A registry bucket is missing (REGISTRY_MISSING). */
+export class RegistryMissingError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.REGISTRY_MISSING, message, options);
+  }
+}
+/** A model artifact is corrupt (MODEL_CORRUPT). */
+export class ModelCorruptError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.MODEL_CORRUPT, message, options);
+  }
+}
+/** A model manifest is of an incompatible schema (MODEL_INCOMPATIBLE). */
+export class ModelIncompatibleError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.MODEL_INCOMPATIBLE, message, options);
+  }
+}
+/** A promotion was refused (PROMOTION_REFUSED). */
+export class PromotionRefusedError extends PortraitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.PROMOTION_REFUSED, message, options);
+  }
+}
+
 /**
  * Plain form of an error for thread messages, comlink rejections and reply
  * bodies: `toWire` on the sending side, `fromWire` on the receiving side.
@@ -144,6 +181,10 @@ export function fromWire(e: WireError): PortraitError {
     case ErrorCode.BAD_REQUEST: return new BadRequestError(e.message);
     case ErrorCode.OVERLOADED: return new OverloadedError(e.message);
     case ErrorCode.CONFIG: return new ConfigError(e.message);
+    case ErrorCode.REGISTRY_MISSING: return new RegistryMissingError(e.message);
+    case ErrorCode.MODEL_CORRUPT: return new ModelCorruptError(e.message);
+    case ErrorCode.MODEL_INCOMPATIBLE: return new ModelIncompatibleError(e.message);
+    case ErrorCode.PROMOTION_REFUSED: return new PromotionRefusedError(e.message);
     default: return new PortraitError(isErrorCode(e.code) ? e.code : ErrorCode.INTERNAL, e.message);
   }
 }

@@ -88,7 +88,7 @@ describe("engine - models", () => {
     await check(all);
   });
 
-  it("lstm - a state stored under another model version starts again from zero", async () => {
+  it("lstm - a state stored under another model version is re-encoded from the profile's timeline on first touch", async () => {
     const prefix = uniquePrefix("lstmv");
     const dataDir = fx.tmpDir("portrait-engine");
     const v2 = await writeLstmFixture(modelsDir, "fixture.2", ["i0", "i1", "i2", "i3"], ["c0", "c1", "c2"], 99);
@@ -104,12 +104,14 @@ describe("engine - models", () => {
     await expectExactCounts(client, countByUser([...first, ...more]));
     const p = await client.getProfile(`${prefix}-u1`);
     const rt2 = LstmRuntime.load(v2);
-    // Only the events after the switch were stepped by fixture.2; the gap of the first one is measured from the last event seen.
+    // fixture.2 first re-encodes the events before the switch from the timeline (type, time, item: no category or price there),
+    // then steps the events after it as usual; the gap of each is measured from the event before.
     const s = rt2.initialState();
     const u1 = [...first, ...more].filter((e) => e.userId === `${prefix}-u1`);
-    for (let i = 4; i < u1.length; i++) {
+    for (let i = 0; i < u1.length; i++) {
       const e = u1[i]!;
-      rt2.step([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", price: e.price ?? 0 }], [u1[i - 1]!.timestampMs as number]);
+      const kept = i < 4 ? { categoryId: "", price: 0 } : { categoryId: e.categoryId ?? "", price: e.price ?? 0 };
+      rt2.step([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", ...kept }], [i === 0 ? 0 : u1[i - 1]!.timestampMs as number]);
     }
     expect(p.predictions?.lstmVersion).toBe("fixture.2");
     expect(p.predictions?.purchasePropensity).toBeCloseTo(rt2.predict(s).purchasePropensity, 12);

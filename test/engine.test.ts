@@ -113,6 +113,8 @@ describe("engine - ingest", () => {
     const more = interleavedViews(prefix, 10, 7).slice(50);
     await client.publishMany(more);
     await expectExactCounts(client, countByUser([...events, ...more]));
+    // Queries see a batch's profiles before its commit settles and the counter moves: wait for it, then check it exactly.
+    await waitFor(async () => (await metric(again, "portrait_ingest_events_applied_total")) >= more.length, { message: "the applied counter did not reach the events published" });
     expect(await metric(again, "portrait_ingest_events_applied_total")).toBe(more.length);
     expect(await metric(again, "portrait_ingest_events_skipped_total")).toBe(0);
   });

@@ -13,12 +13,12 @@
  * The bus knows nothing of actors: it delivers to a BatchSink.
  * Back-pressure: the consumer's max_ack_pending bounds the messages held.
  */
-import { headers, type ConsumerMessages, type JetStreamClient, type JsMsg } from "nats";
+import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
-import { publishOutbound } from "./streams.js";
+import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -28,7 +28,19 @@ import type { Subjects } from "./subjects.js";
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>` and
  * `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>.<random>`.
  */
-export function ackInfo(reply: string): { seq: number; pending: number; storedMs: number } {
+/** What a JetStream reply subject says of its message. */
+export interface AckInfo {
+  /** Stream sequence. */
+  seq: number;
+  /** Consumer (delivery) sequence: one more for every delivery the consumer makes, redeliveries included. */
+  dseq: number;
+  /** Messages still pending for the consumer after this one. */
+  pending: number;
+  /** When JetStream stored the message, ms since the epoch. */
+  storedMs: number;
+}
+
+export function ackInfo(reply: string): AckInfo {
   let dots = 0;
   for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 46) dots++;
   // Token indexes of the stream sequence and the pending count.
@@ -44,6 +56,7 @@ export function ackInfo(reply: string): { seq: number; pending: number; storedMs
     throw new Error(`not a JetStream reply subject: ${reply}`);
   }
   let seq = NaN;
+  let dseq = NaN;
   let pending = NaN;
   let storedMs = NaN;
   let token = 0;
@@ -51,6 +64,7 @@ export function ackInfo(reply: string): { seq: number; pending: number; storedMs
   for (let i = 0; i <= reply.length; i++) {
     if (i < reply.length && reply.charCodeAt(i) !== 46) continue;
     if (token === seqToken) seq = Number(reply.slice(start, i));
+    else if (token === seqToken + 1) dseq = Number(reply.slice(start, i));
     // The token before the pending count: the time JetStream stored the message, ns.
     else if (token === pendingToken - 1) storedMs = Number(reply.slice(start, i)) / 1e6;
     else if (token === pendingToken) {
@@ -60,7 +74,7 @@ export function ackInfo(reply: string): { seq: number; pending: number; storedMs
     token++;
     start = i + 1;
   }
-  return { seq, pending, storedMs };
+  return { seq, dseq, pending, storedMs };
 }
 
 /** The reply subject of a JetStream message (present on every JsMsg; missing from its type). */
@@ -74,15 +88,23 @@ const MAX_OUTBOUND_QUEUED = 20_000;
 export interface PartitionConsumerOptions {
   partition: number;
   maxBatchMessages: number;
+  /** Messages the consumer asks JetStream for ahead of the batches in hand. */
+  prefetchMessages: number;
+  /** The durable consumer's settings, for (re)positioning it. */
+  consumer: ConsumerSettings;
   /** Called once when the pipeline cannot continue (a shard died, the DLQ cannot be written). */
   onFatal: (err: unknown) => void;
   /** Fault injection for crash tests: called after a batch committed, just before its acknowledgement. */
   beforeAck?: (() => void) | undefined;
 }
 
+/** Pause between attempts to reposition a consumer while JetStream does not answer (after a broker restart). */
+const REPOSITION_RETRY_MS = 500;
+
 export class PartitionConsumer {
   readonly partition: number;
   readonly #js: JetStreamClient;
+  readonly #jsm: JetStreamManager;
   readonly #subjects: Subjects;
   readonly #sink: BatchSink;
   readonly #metrics: EngineMetrics;
@@ -90,16 +112,24 @@ export class PartitionConsumer {
   readonly #o: PartitionConsumerOptions;
   #messages: ConsumerMessages | undefined;
   #pending: JsMsg[] = [];
+  #pendingSeqs: number[] = [];
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
   /** Outbound messages of acknowledged batches being published, in batch order, and how many. */
   #outboundTail: Promise<void> = Promise.resolve();
   #outboundQueued = 0;
+  /** The consumer sequence of the last message taken in; 0 right after (re)positioning. */
+  #lastDelivery = 0;
+  /** The highest stream sequence handed to the sink (or the position the consumer was created at). */
+  #handedSeq = 0;
+  /** Set while the consumer is being repositioned; messages that arrive meanwhile are ignored. */
+  #repositioning: Promise<void> | undefined;
 
-  constructor(js: JetStreamClient, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
+  constructor(js: JetStreamClient, jsm: JetStreamManager, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
     this.partition = o.partition;
     this.#js = js;
+    this.#jsm = jsm;
     this.#subjects = subjects;
     this.#sink = sink;
     this.#metrics = metrics;
@@ -107,17 +137,37 @@ export class PartitionConsumer {
     this.#o = o;
   }
 
-  async start(prefetchMessages: number): Promise<void> {
+  /**
+   * (Re)creates the partition's durable consumer so that it delivers from
+   * `afterSeq + 1` (the partition's committed position) and starts taking
+   * messages in.
+   */
+  async start(afterSeq: number): Promise<void> {
+    await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer);
+    this.#handedSeq = afterSeq;
+    this.#lastDelivery = 0;
     const consumer = await this.#js.consumers.get(this.#subjects.eventStream, this.#subjects.consumer(this.partition));
     this.#messages = await consumer.consume({
-      max_messages: prefetchMessages,
+      max_messages: this.#o.prefetchMessages,
       callback: (m) => this.#onMessage(m),
     });
   }
 
   #onMessage(m: JsMsg): void {
-    if (this.#stopped) return; // not acknowledged: redelivered to the next owner
+    if (this.#stopped || this.#repositioning !== undefined) return; // not acknowledged: delivered again
+    const info = ackInfo(replyOf(m));
+    // Every delivery the consumer makes has the next delivery sequence. One that skips (a delivery
+    // lost on its way, e.g. across a broker restart) or goes back (the broker restored older
+    // consumer state) means a message before this one may never arrive: acknowledging this one
+    // (AckPolicy.All) would acknowledge that one unapplied. So the consumer is positioned again
+    // after what it handed over.
+    if (info.dseq !== this.#lastDelivery + 1) {
+      this.#reposition(info);
+      return;
+    }
+    this.#lastDelivery = info.dseq;
     this.#pending.push(m);
+    this.#pendingSeqs.push(info.seq);
     if (this.#pending.length >= this.#o.maxBatchMessages) {
       this.#flush();
     } else if (!this.#flushScheduled) {
@@ -126,15 +176,42 @@ export class PartitionConsumer {
     }
   }
 
+  #reposition(seen: AckInfo): void {
+    this.#metrics.consumerRepositions.inc({ partition: String(this.partition) });
+    this.#log.warn({ expectedDelivery: this.#lastDelivery + 1, delivery: seen.dseq, seq: seen.seq },
+      "delivery sequence out of order (a delivery was lost or the broker restored older consumer state): repositioning the consumer after the last handed-over event");
+    this.#messages?.stop();
+    this.#flush(); // what arrived in order before the break is applied as usual
+    this.#repositioning = (async () => {
+      await this.#tail.catch(() => undefined);
+      await this.#messages?.closed().catch(() => undefined);
+      for (let attempt = 1; !this.#stopped; attempt++) {
+        try {
+          await this.start(this.#handedSeq);
+          this.#log.info({ afterSeq: this.#handedSeq, attempt }, "consumer repositioned");
+          return;
+        } catch (err) {
+          if (attempt === 1 || attempt % 20 === 0) this.#log.warn({ err, attempt }, "cannot reposition the consumer yet; retrying");
+          await new Promise((r) => setTimeout(r, REPOSITION_RETRY_MS));
+        }
+      }
+    })().finally(() => {
+      this.#repositioning = undefined;
+    });
+  }
+
   #flush(): void {
     this.#flushScheduled = false;
     const msgs = this.#pending;
     if (msgs.length === 0) return;
+    const seqs = this.#pendingSeqs;
     this.#pending = [];
+    this.#pendingSeqs = [];
+    this.#handedSeq = Math.max(this.#handedSeq, seqs[seqs.length - 1]!);
     const started = performance.now();
     this.#metrics.batchSize.observe(msgs.length);
     this.#metrics.inflightBatches.inc();
-    const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (m) => ackInfo(replyOf(m)).seq));
+    const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (_m, i) => seqs[i]!));
     result.catch(() => undefined); // observed through the tail below
     this.#tail = this.#tail
       .then(() => result)
@@ -203,6 +280,7 @@ export class PartitionConsumer {
   /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */
   async drain(): Promise<void> {
     this.#stopped = true;
+    await this.#repositioning;
     this.#messages?.stop();
     this.#flush();
     await this.#tail.catch(() => undefined);

@@ -16,6 +16,11 @@
  * | <prefix>.audience.events.<id>    | `AudienceTransition` per enter/exit, stream <PREFIX>_AUDIENCES, Nats-Msg-Id audience:user:transition |
  * | <prefix>.api.audience.<op>       | request-reply, JSON: create, list, show, delete, count, members, report |
  * | KV bucket <PREFIX>_AUDIENCE_DEFS | audience definitions (JSON), key = audience id; engines watch it |
+ *
+ * The model registry (src/models/registry.ts) lives in two JetStream buckets:
+ * the Object Store <PREFIX>_MODELS (every file of every pushed version, as
+ * `<name>/<version>/<file>`) and the KV bucket <PREFIX>_MODELS_PROMOTED (key
+ * `<name>`: the promoted version and the ones before it, for rollback).
  */
 
 export interface Subjects {
@@ -48,6 +53,10 @@ export interface Subjects {
   readonly audienceBucket: string;
   /** Request-reply subject of an audience operation (create, list, show, delete, count, members, report). */
   audienceApi(op: AudienceOp): string;
+  /** JetStream Object Store bucket of the model registry's artifacts. */
+  readonly modelObjects: string;
+  /** JetStream KV bucket of the promoted version of each model name. */
+  readonly modelPromoted: string;
   /** The service name registered with the NATS services framework. */
   readonly serviceName: string;
   events(partition: number): string;
@@ -88,6 +97,8 @@ export function subjects(prefix = "portrait"): Subjects {
     audienceEvents: (id: string) => `${prefix}.audience.events.${id}`,
     audienceBucket: `${upper}_AUDIENCE_DEFS`,
     audienceApi: (op: AudienceOp) => `${prefix}.api.audience.${op}`,
+    modelObjects: `${upper}_MODELS`,
+    modelPromoted: `${upper}_MODELS_PROMOTED`,
     serviceName: prefix,
     events: (p: number) => `${prefix}.events.${p}`,
     dlq: (reason: string) => `${prefix}.dlq.${reason}`,

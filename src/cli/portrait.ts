@@ -22,6 +22,7 @@ import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
 import { registerAudienceCommands } from "./audience-commands.js";
+import { registerRegistryCommands } from "./registry-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -123,6 +124,7 @@ function engineFlags(cmd: Command): Command {
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
+    .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
@@ -134,7 +136,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number;
+  models: string; lstm: string; churn: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -161,6 +163,7 @@ function engineOptions(f: EngineFlags) {
     lstmModel: f.lstm,
     churnModel: f.churn,
     deepfmModel: f.deepfm,
+    modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
     ...(f.faultKillBeforeAudiencePublish !== undefined ? { faultKillBeforeAudiencePublishAfterTicks: f.faultKillBeforeAudiencePublish } : {}),
@@ -392,6 +395,11 @@ registerAudienceCommands(program, {
   clientFlags: (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()),
   withClient: (f, name, work) => withClient(f as ClientFlags, name, work),
 });
+registerRegistryCommands(
+  program,
+  (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(prefixOption()),
+  (f, work) => withClient({ ...(f as unknown as ClientFlags), partitions: D.partitions }, "portrait-models", (client) => work(client.nc, (f as unknown as ClientFlags).prefix)),
+);
 
 program.command("bench")
   .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")

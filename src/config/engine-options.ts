@@ -117,6 +117,16 @@ export interface EngineOptions extends NatsOptions {
    * "current". Without one, recommendations are ranked by candidate priors.
    */
   deepfmModel?: string;
+  /**
+   * Follow the model registry on NATS (src/models/registry.ts, README "Model
+   * registry"): on first start the bundled models are pushed and promoted as
+   * the seed; then each model whose option is "current" runs the version
+   * promoted in the registry (downloaded to <dataDir>/models-cache/), and is
+   * hot-swapped when another is promoted or rolled back. A model given as a
+   * version or "off" is pinned by its option. Default true; false = models
+   * only from modelsDir, no watch.
+   */
+  modelRegistry?: boolean;
   /** Recommendation candidates, co-visitation, trending and catalog options (src/recs/recs-options.ts); each defaults there (RECS_DEFAULTS). */
   recs?: RecsOptions;
   /** The DeepFM inference pool (src/inference/inference-options.ts); each defaults there (DEFAULT_INFERENCE_OPTIONS). */
@@ -183,6 +193,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   lstmModel: "current",
   churnModel: "current",
   deepfmModel: "current",
+  modelRegistry: true,
   recs: RECS_DEFAULTS,
   inference: DEFAULT_INFERENCE_OPTIONS,
   pseudonymKeyFile: undefined,
@@ -209,6 +220,10 @@ function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGE
   return v;
 }
 
+function bool(name: string, v: unknown): boolean {
+  if (typeof v !== "boolean") throw new ConfigError(`options.${name} must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
 function str(name: string, v: unknown): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "string" || v === "") throw new ConfigError(`options.${name} must be a non-empty string`);
@@ -301,6 +316,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     lstmModel: str("lstmModel", o.lstmModel) ?? D.lstmModel,
     churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
     deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
+    modelRegistry: bool("modelRegistry", o.modelRegistry ?? D.modelRegistry),
     recs: compileRecsOptions(o.recs),
     inference: compileInferenceOptions(o.inference),
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined

@@ -74,7 +74,8 @@ export const PREQUENTIAL_DEFAULT_FILES: Readonly<Record<DatasetFormat, string>> 
 export const DEFAULT_MAX_TARGETS = 2000;
 
 /** Engine options both engines get unless `engine` overrides them: two engines share the machine. */
-export const PREQUENTIAL_ENGINE_DEFAULTS: Readonly<EngineOptions> = Object.freeze({ partitions: 4, workers: 1, logLevel: "warn" });
+/** The evaluated engines run the models their options name (modelsDir), not what a registry on the same server promotes. */
+export const PREQUENTIAL_ENGINE_DEFAULTS: Readonly<EngineOptions> = Object.freeze({ partitions: 4, workers: 1, logLevel: "warn", modelRegistry: false });
 
 /** One scored target, as `onTarget` sees it. Ranks are 1-based; undefined = not in the top max(ks). */
 export interface PrequentialTarget {

@@ -22,6 +22,11 @@
  *   switch are still scored by the old version (nothing is dropped), requests
  *   accepted after it by the new one. A worker closes the old scorer once the
  *   pool has no request of it left (on its next task).
+ * - `pin(dir)` holds a loaded version for a caller that must score several
+ *   requests, or requests spread over time, with one version (a recommender
+ *   pinned to a ranker pairing during a hot swap): `score(..., dir)` scores
+ *   with that version while it is pinned or current, whatever is current.
+ *   The pin's `release()` lets it go once nothing else uses it.
  * - `drain()` stops intake (new requests get OVERLOADED), flushes the queue
  *   without waiting for deadlines, and resolves when every accepted request
  *   has settled. `close()` drains, then stops the threads; idempotent.
@@ -222,10 +227,11 @@ export class InferencePool {
    * [0, vocab), `dense` float32 [rows, denseDim] (undefined when denseDim is
    * 0). Rejections: see the file comment.
    */
-  score(ids: Int32Array, dense: Float32Array | undefined, rows: number): Promise<Float32Array> {
+  score(ids: Int32Array, dense: Float32Array | undefined, rows: number, dir?: string): Promise<Float32Array> {
     const t0 = performance.now();
     if (this.#draining) return this.#refuse(new OverloadedError("the inference pool is draining; try again elsewhere or later"));
-    const model = this.#current;
+    const model = dir === undefined ? this.#current : this.#models.get(dir);
+    if (model === undefined) return this.#refuse(new OverloadedError(`DeepFM ${dir} is no longer loaded (a model swap finished meanwhile); try again`));
     try {
       checkRequest(model.arch, ids, dense, rows, this.#opts.maxQueuedRows);
     } catch (err) {
@@ -277,6 +283,27 @@ export class InferencePool {
     this.#forgetIfUnused(old);
     this.#refreshLive();
     this.#metrics?.setModel(model.backend, model.version);
+  }
+
+  /**
+   * Holds the version in `dir` (the current one when absent), which must be
+   * loaded: it stays scoreable by `score(..., dir)` until released.
+   * Returns the pinned model's directory, version and backend.
+   */
+  pin(dir?: string): { dir: string; version: string; backend: string; release: () => void } {
+    const model = dir === undefined ? this.#current : this.#models.get(resolvePath(dir));
+    if (model === undefined) throw new PortraitError(ErrorCode.INTERNAL, `DeepFM ${dir} is not loaded in the inference pool`);
+    model.pending++;
+    let released = false;
+    return {
+      dir: model.dir, version: model.version, backend: model.backend,
+      release: () => {
+        if (released) return;
+        released = true;
+        model.pending--;
+        this.#forgetIfUnused(model);
+      },
+    };
   }
 
   stats(): InferenceStats {

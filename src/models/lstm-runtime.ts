@@ -35,6 +35,48 @@ function weight(w: StoredWeights, name: string, shape: number[]): Float32Array {
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
+/** Rows of projection tables built between two yields of `projections`. */
+const PROJECTION_ROWS_PER_SLICE = 512;
+
+/**
+ * Builds the per-field projection tables P_f = emb_f · K_f (bias folded into
+ * the type field), yielding every PROJECTION_ROWS_PER_SLICE rows so that a
+ * caller can give the event loop back; returns the tables.
+ */
+function* projections(manifest: ModelManifest, w: StoredWeights): Generator<void, Float32Array[]> {
+  const a = manifest.architecture as unknown as LstmArchitecture;
+  const G = 4 * a.hidden;
+  let E = 0;
+  for (const f of LSTM_FIELDS) E += a.embDims[f];
+  const kernel = weight(w, `${LSTM_LAYER.lstm}/kernel`, [E, G]);
+  const bias = weight(w, `${LSTM_LAYER.lstm}/bias`, [G]);
+  const out: Float32Array[] = [];
+  let row = 0;
+  let done = 0;
+  for (let fi = 0; fi < LSTM_FIELDS.length; fi++) {
+    const f = LSTM_FIELDS[fi]!;
+    const V = a.vocab[f];
+    const d = a.embDims[f];
+    const emb = weight(w, `${LSTM_LAYER.emb(f)}/embeddings`, [V, d]);
+    const p = new Float32Array(V * G);
+    const acc = new Float64Array(G);
+    for (let v = 0; v < V; v++) {
+      if (fi === 0) for (let j = 0; j < G; j++) acc[j] = bias[j]!;
+      else acc.fill(0);
+      for (let k = 0; k < d; k++) {
+        const e = emb[v * d + k]!;
+        const kr = (row + k) * G;
+        for (let j = 0; j < G; j++) acc[j]! += e * kernel[kr + j]!;
+      }
+      p.set(acc, v * G);
+      if (++done % PROJECTION_ROWS_PER_SLICE === 0) yield;
+    }
+    row += d;
+    out.push(p);
+  }
+  return out;
+}
+
 export class LstmRuntime {
   readonly version: string;
   readonly hidden: number;
@@ -55,7 +97,7 @@ export class LstmRuntime {
   readonly #h: Float64Array;
   readonly #ids = new Int32Array(5);
 
-  private constructor(manifest: ModelManifest, vocab: { items: string[]; categories: string[] }, w: StoredWeights) {
+  private constructor(manifest: ModelManifest, vocab: { items: string[]; categories: string[] }, w: StoredWeights, proj: Float32Array[]) {
     const a = manifest.architecture as unknown as LstmArchitecture;
     const H = a.hidden;
     const G = 4 * H;
@@ -67,35 +109,13 @@ export class LstmRuntime {
     if (this.items.size !== a.vocab.item || this.categories.size !== a.vocab.category) {
       throw new ConfigError(`LSTM ${manifest.version}: vocab.json does not match the architecture's vocabulary sizes`);
     }
-    let E = 0;
-    for (const f of LSTM_FIELDS) E += a.embDims[f];
-    const kernel = weight(w, `${LSTM_LAYER.lstm}/kernel`, [E, G]);
-    const bias = weight(w, `${LSTM_LAYER.lstm}/bias`, [G]);
     if (H % 4 !== 0) throw new ConfigError(`LSTM hidden size must be a multiple of 4, got ${H}`);
     const rec = weight(w, `${LSTM_LAYER.lstm}/recurrent_kernel`, [H, G]);
     this.#recT = new Float64Array(G * H);
     for (let k = 0; k < H; k++) for (let j = 0; j < G; j++) this.#recT[j * H + k] = rec[k * G + j]!;
     this.#z = new Float64Array(G);
     this.#h = new Float64Array(H);
-    let row = 0;
-    this.#proj = LSTM_FIELDS.map((f, fi) => {
-      const V = a.vocab[f];
-      const d = a.embDims[f];
-      const emb = weight(w, `${LSTM_LAYER.emb(f)}/embeddings`, [V, d]);
-      const p = new Float32Array(V * G);
-      for (let v = 0; v < V; v++) {
-        const acc = new Float64Array(G);
-        if (fi === 0) for (let j = 0; j < G; j++) acc[j] = bias[j]!;
-        for (let k = 0; k < d; k++) {
-          const e = emb[v * d + k]!;
-          const kr = (row + k) * G;
-          for (let j = 0; j < G; j++) acc[j]! += e * kernel[kr + j]!;
-        }
-        p.set(acc, v * G);
-      }
-      row += d;
-      return p;
-    });
+    this.#proj = proj;
     this.#catW = weight(w, `${LSTM_LAYER.category}/kernel`, [H, a.vocab.category]);
     this.#catB = weight(w, `${LSTM_LAYER.category}/bias`, [a.vocab.category]);
     this.#buyW = weight(w, `${LSTM_LAYER.buy}/kernel`, [H, 1]);
@@ -114,7 +134,37 @@ export class LstmRuntime {
     } catch (err) {
       throw new ConfigError(`cannot read LSTM vocabulary in ${dir}: ${(err as Error).message}`);
     }
-    return new LstmRuntime(manifest, vocab, readStoredWeights(dir));
+    const w = readStoredWeights(dir);
+    const build = projections(manifest, w);
+    let r = build.next();
+    while (!r.done) r = build.next();
+    return new LstmRuntime(manifest, vocab, w, r.value);
+  }
+
+  /**
+   * `load`, giving the event loop back every few thousand projection rows
+   * (`pause`, default setImmediate), so that a shard loading a new version
+   * beside the running one keeps answering queries and applying batches
+   * meanwhile (a hot swap; building the tables takes ~0.5 s here).
+   */
+  static async loadAsync(dir: string, pause: () => Promise<void> = () => new Promise((r) => setImmediate(r))): Promise<LstmRuntime> {
+    const manifest = readManifest(dir);
+    if (manifest.name !== "lstm") throw new ConfigError(`${dir} holds a "${manifest.name}" model, not an LSTM`);
+    let vocab: { items: string[]; categories: string[] };
+    try {
+      vocab = JSON.parse(readFileSync(join(dir, "vocab.json"), "utf8"));
+    } catch (err) {
+      throw new ConfigError(`cannot read LSTM vocabulary in ${dir}: ${(err as Error).message}`);
+    }
+    const w = readStoredWeights(dir);
+    await pause();
+    const build = projections(manifest, w);
+    let r = build.next();
+    while (!r.done) {
+      await pause();
+      r = build.next();
+    }
+    return new LstmRuntime(manifest, vocab, w, r.value);
   }
 
   initialState(): Float32Array {

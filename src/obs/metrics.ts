@@ -48,6 +48,12 @@ export class EngineMetrics {
     help: "Redelivered events skipped because their stream sequence was already applied.",
     registers: [this.registry],
   });
+  readonly consumerRepositions = new Counter({
+    name: "portrait_ingest_consumer_repositions_total",
+    help: "Partition consumers recreated after their last handed-over event because a delivery went missing or came out of order (broker restarts), by partition.",
+    labelNames: ["partition"] as const,
+    registers: [this.registry],
+  });
   readonly deadLetters = new Counter({
     name: "portrait_ingest_dead_letters_total",
     help: "Events that failed decoding or validation and were published to the dead-letter subject, by reason.",

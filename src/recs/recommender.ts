@@ -4,6 +4,14 @@
  * inference pool (micro-batched with concurrent requests), top K.
  * The order is the ranking policy's (src/recs/ranking-policy.ts): DeepFM
  * scores only when the policy serves DeepFM, else the recs worker's order.
+ *
+ * Hot swap: a request is pinned, when it starts, to the ranker pairing that
+ * is current then (the DeepFM version, its feature schema, and the LSTM
+ * version whose state it reads) and every step names that pairing, so a
+ * reply is produced entirely by one pairing and says which (`modelVersion`,
+ * `lstmVersion`). `setPairing` makes a new pairing current and resolves once
+ * the requests pinned to the earlier one have finished; the components then
+ * let the earlier versions go (src/engine-models.ts).
  */
 import { randomUUID } from "node:crypto";
 import { OverloadedError, fromWire } from "../errors.js";
@@ -24,6 +32,8 @@ export interface RecommendQuery {
 export interface RecommendView {
   items: Array<{ itemId: string; score: number; reason: string; sources: string[] }>;
   modelVersion: string;
+  /** The LSTM version whose user state the candidates and the ranker read ("" = none). */
+  lstmVersion: string;
   backend: string;
   candidateSources: Record<string, number>;
   candidates: number;
@@ -32,42 +42,97 @@ export interface RecommendView {
 }
 
 export interface ContextSource {
-  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline): Promise<RecContextResult>;
+  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult>;
+}
+
+/** What ranks a recommendation: switched whole (see the file comment). */
+export interface RankerPairing {
+  /** The LSTM version the user's context is read with; undefined = the shard's running one (or none). */
+  lstmVersion: string | undefined;
+  /** The DeepFM version (loaded in the pool and the recs worker); undefined = no DeepFM, the recs worker's order. */
+  deepfm: { dir: string; version: string; backend: string } | undefined;
+}
+
+class Pinned {
+  readonly pairing: RankerPairing;
+  inflight = 0;
+  #idle: (() => void) | undefined;
+  constructor(pairing: RankerPairing) {
+    this.pairing = pairing;
+  }
+  done(): void {
+    if (--this.inflight === 0 && this.#idle !== undefined) this.#idle();
+  }
+  /** Resolves once no request is pinned to this pairing. */
+  drained(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#idle = resolve));
+  }
 }
 
 export class Recommender {
   readonly #shards: ContextSource;
   readonly #recs: RecsHost;
-  readonly #pool: InferencePool | undefined;
+  #pool: InferencePool | undefined;
   readonly #partitionOf: (userId: string) => number;
+  #current: Pinned;
 
-  constructor(shards: ContextSource, recs: RecsHost, pool: InferencePool | undefined, partitionOf: (userId: string) => number) {
+  constructor(shards: ContextSource, recs: RecsHost, pool: InferencePool | undefined, partitionOf: (userId: string) => number, pairing?: RankerPairing) {
     this.#shards = shards;
     this.#recs = recs;
     this.#pool = pool;
     this.#partitionOf = partitionOf;
+    this.#current = new Pinned(pairing ?? { lstmVersion: undefined, deepfm: pool !== undefined ? { dir: "", version: pool.version, backend: pool.backend } : undefined });
   }
 
   get modelVersion(): string {
-    return this.#pool?.version ?? "";
+    return this.#current.pairing.deepfm?.version ?? "";
+  }
+
+  get pairing(): RankerPairing {
+    return this.#current.pairing;
+  }
+
+  /**
+   * Makes `pairing` current for the requests that start from now on (its
+   * DeepFM must be loaded in `pool` and the recs worker, its LSTM in the
+   * shards); resolves once every request pinned to the earlier pairing has finished.
+   */
+  setPairing(pairing: RankerPairing, pool: InferencePool | undefined): Promise<void> {
+    const old = this.#current;
+    this.#current = new Pinned(pairing);
+    if (pool !== undefined) this.#pool = pool;
+    return old.drained();
   }
 
   /** `deadline`: past it the remaining steps are skipped (OVERLOADED; the API has answered the caller already). */
   async recommend(q: RecommendQuery, deadline?: QueryDeadline): Promise<RecommendView> {
-    const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs, deadline);
+    const pinned = this.#current;
+    pinned.inflight++;
+    try {
+      return await this.#recommend(q, pinned.pairing, deadline);
+    } finally {
+      pinned.done();
+    }
+  }
+
+  async #recommend(q: RecommendQuery, pairing: RankerPairing, deadline?: QueryDeadline): Promise<RecommendView> {
+    const ctx = await this.#shards.getRecContext(this.#partitionOf(q.userId), q.userId, q.asOfMs, deadline, pairing.lstmVersion);
     if (!ctx.ok) throw fromWire(ctx.error);
     if (deadline !== undefined && Date.now() > deadline.deadlineMs) throw new OverloadedError("the recommendation's deadline passed before its candidates");
     const prep = await this.#recs.prepare({
       userId: q.userId, context: ctx.context, exclude: q.exclude, count: q.candidates,
       ...(q.categoryId !== "" ? { category: q.categoryId } : {}),
+      deepfmVersion: pairing.deepfm?.version ?? null,
     });
     if (!prep.ok) throw fromWire(prep.error);
     const { candidates, ids, dense, sources, ranking } = prep.prepared;
     // The recs worker writes DeepFM rows only when its ranking policy serves DeepFM; else its order is served.
     let scores: ArrayLike<number>;
-    const deepfm = this.#pool !== undefined && ids !== undefined;
+    const ranker = pairing.deepfm;
+    const deepfm = this.#pool !== undefined && ranker !== undefined && ids !== undefined;
     if (deepfm && candidates.length > 0) {
-      scores = await this.#pool!.score(ids, dense, candidates.length);
+      scores = await this.#pool!.score(ids, dense, candidates.length, ranker.dir === "" ? undefined : ranker.dir);
     } else {
       scores = candidates.map((c) => c.score);
     }
@@ -77,8 +142,9 @@ export class Recommender {
     }));
     return {
       items,
-      modelVersion: deepfm ? this.#pool!.version : `ranking ${ranking}`,
-      backend: deepfm ? this.#pool!.backend : "none",
+      modelVersion: deepfm ? ranker.version : `ranking ${ranking}`,
+      lstmVersion: ctx.context.lstmVersion ?? "",
+      backend: deepfm ? ranker.backend : "none",
       candidateSources: sources as Record<string, number>,
       candidates: candidates.length,
       knownUser: ctx.context.known,

@@ -53,6 +53,11 @@ export class RecsHost {
     return this.#client.call((api) => api.prepare(r) as Promise<PrepareResult>);
   }
 
+  /** RecsApi.setDeepFm: loads a DeepFM version's schema beside those in `keep`. */
+  setDeepFm(dir: string | null, keep: string[]): Promise<string> {
+    return this.#client.call((api) => api.setDeepFm(dir, keep) as unknown as Promise<string>);
+  }
+
   upsert(bytes: Uint8Array): Promise<UpsertResult> {
     return this.#client.call((api) => api.upsert(bytes) as Promise<UpsertResult>);
   }

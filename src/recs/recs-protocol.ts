@@ -26,6 +26,12 @@ export interface PrepareRequest {
   category?: string;
   /** Candidates wanted (0 = the configured default). */
   count: number;
+  /**
+   * The DeepFM version whose feature schema the rows follow (the request's
+   * pinned ranker, src/recs/recommender.ts); null = no rows; absent = the
+   * latest one set. OVERLOADED (retryable) when the worker no longer holds it.
+   */
+  deepfmVersion?: string | null;
 }
 
 export interface PreparedCandidate {
@@ -73,6 +79,12 @@ export interface RecsApi {
   upsert(bytes: Uint8Array): UpsertResult;
   /** Adds a port on which a shard posts ItemEventBatch messages. */
   addItemEventPort(port: import("node:worker_threads").MessagePort): void;
+  /**
+   * Loads the feature schema of the DeepFM version in `dir` (null = none)
+   * and makes it the latest; keeps the schemas of the versions in `keep`
+   * (still pinned by requests in flight) and drops the others. Returns the version.
+   */
+  setDeepFm(dir: string | null, keep: string[]): string;
   stats(): RecsStats;
   /** Fault injection, tests only: blocks the thread for `ms` (item events and requests sent meanwhile wait). */
   faultStall(ms: number): Promise<void>;

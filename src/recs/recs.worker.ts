@@ -15,7 +15,7 @@
 import * as Comlink from "comlink";
 import type { MessagePort } from "node:worker_threads";
 import { EVENT_WEIGHTS } from "../actors/user-profile.js";
-import { BadRequestError, toWire } from "../errors.js";
+import { BadRequestError, OverloadedError, toWire } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, writeDeepFmRow, type DeepFmSchema, type ItemInfo } from "../models/deepfm-features.js";
 import { heapStats } from "../obs/heap.js";
@@ -37,6 +37,8 @@ class Recs implements RecsApi {
   #o!: CompiledRecsOptions;
   #index!: RecsIndex;
   #schema: DeepFmSchema | undefined;
+  /** Schemas by DeepFM version: the latest and those kept for pinned requests. */
+  readonly #schemas = new Map<string, DeepFmSchema>();
   #policy!: RankingPolicy;
   #log!: Logger;
   readonly #counts = new Map<string, ItemCounts>();
@@ -53,10 +55,22 @@ class Recs implements RecsApi {
     this.#log = createLogger(init.logLevel, { component: "recs" });
     this.#policy = resolvePolicy(this.#o.ranking);
     this.#log.info({ policy: this.#policy.name, from: this.#policy.from }, "ranking policy");
-    if (init.deepfmDir !== undefined) {
-      const m = readManifest(init.deepfmDir);
-      this.#schema = checkDeepFmSchema((m.features as { schema: DeepFmSchema }).schema);
+    if (init.deepfmDir !== undefined) this.setDeepFm(init.deepfmDir, []);
+  }
+
+  setDeepFm(dir: string | null, keep: string[]): string {
+    let version = "";
+    if (dir !== null) {
+      const m = readManifest(dir);
+      const schema = checkDeepFmSchema((m.features as { schema: DeepFmSchema }).schema);
+      version = m.version;
+      this.#schemas.set(version, schema);
+      this.#schema = schema;
+    } else {
+      this.#schema = undefined;
     }
+    for (const v of [...this.#schemas.keys()]) if (v !== version && !keep.includes(v)) this.#schemas.delete(v);
+    return version;
   }
 
   addItemEventPort(port: MessagePort): void {
@@ -114,7 +128,12 @@ class Recs implements RecsApi {
         ...(c.known && !this.#o.candidates.excludePurchased ? { history: this.#index.sessions.history(c.userKey) } : {}),
       }, this.#index, req.count > 0 ? { ...this.#o.candidates, count: req.count } : this.#o.candidates));
       // DeepFM rows only when the policy serves DeepFM: without rows the candidates keep this order.
-      const s = policy.name === "deepfm" ? this.#schema : undefined;
+      const wanted = req.deepfmVersion;
+      const pinned = wanted === undefined ? this.#schema : wanted === null ? undefined : this.#schemas.get(wanted);
+      if (typeof wanted === "string" && pinned === undefined) {
+        return { ok: false, error: toWire(new OverloadedError(`the recs worker no longer holds DeepFM ${wanted}'s schema (a model swap finished meanwhile); try again`)) };
+      }
+      const s = policy.name === "deepfm" ? pinned : undefined;
       let ids: Int32Array | undefined;
       let dense: Float32Array | undefined;
       if (s !== undefined) {

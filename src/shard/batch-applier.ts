@@ -21,7 +21,7 @@ import { EventType } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import { MAX_AHEAD_PER_BATCH, type BatchTimes, type ClockReader } from "./engine-clock.js";
-import { stepLstm } from "./lstm-steps.js";
+import { liveState, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
 import type { ForgetResult, TickResult } from "./shard-protocol.js";
 import type { AudienceRunner } from "./audience-runner.js";
@@ -39,7 +39,8 @@ export interface BatchApplierDeps {
   /** Raw user id -> the id state is kept under; `pseudonymised` false when that is the id itself. */
   key: Pseudonymise;
   pseudonymised: boolean;
-  lstm: LstmRuntime | undefined;
+  /** The models the shard runs now (swapped between batches: a batch reads them once, at its start). */
+  models: { readonly lstm: LstmRuntime | undefined };
   itemEvents: ItemEventSender | undefined;
   /** Category names events carry. */
   labels: CategoryLabels;
@@ -102,7 +103,7 @@ export class BatchApplier {
     const dirty = new Map<string, Actor>();
     let appliedCount = 0;
     let skipped = 0;
-    const lstm = d.lstm;
+    const lstm = d.models.lstm;
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
@@ -132,7 +133,11 @@ export class BatchApplier {
         e.userId = k;
       }
       const actor = d.actors.actor(e.userId);
-      if (lstm !== undefined) steps.push([actor, e, actor.state.lastSeenMs]);
+      if (lstm !== undefined) {
+        // Before the event enters the timeline: a state of another version is re-encoded from the events before this one.
+        liveState(actor, lstm);
+        steps.push([actor, e, actor.state.lastSeenMs]);
+      }
       if (items !== undefined && e.itemId !== "") pushItemEvent(items, e, !actor.state.recent.includes(e.itemId));
       if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
         const f = (feedback[e.modelVersion] ??= [0, 0]);

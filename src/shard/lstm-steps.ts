@@ -1,22 +1,52 @@
-/** The LSTM user encoder in a shard: each applied event is one cell step from the user's stored (h, c). */
+/**
+ * The LSTM user encoder in a shard: each applied event is one cell step from
+ * the user's stored (h, c).
+ *
+ * A state belongs to the model version that stepped it (UserState.lstmV).
+ * When another version runs (a hot swap, or a restart with another --lstm),
+ * the state is rebuilt lazily, on the user's first touch: the new version
+ * steps the events of the profile's timeline (UserState.tl: the last
+ * TIMELINE_MEMORY events, type, time and item id; category and price are
+ * not kept there, so they enter as "none") from a zero state, oldest first.
+ * A query re-encodes without storing; the next applied event stores the
+ * re-encoded state with its batch.
+ */
 import type { Actor } from "../actors/actor.js";
 import type { UserState } from "../actors/user-profile.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
+import { EventType } from "../wire/proto.js";
 
-/** A copy of the user's stored LSTM state when it belongs to the running model version, else a zero state. */
-export function storedLstmState(state: UserState, rt: LstmRuntime): Float32Array {
+/** The state `rt` reaches from zero over the timeline's events (oldest first): the re-encoding after a version change. */
+export function reencodeLstmState(state: UserState, rt: LstmRuntime): Float32Array {
   const h = rt.initialState();
-  if (state.lstm !== undefined && state.lstmV === rt.version && state.lstm.byteLength === h.byteLength) new Uint8Array(h.buffer).set(state.lstm);
+  const tl = state.tl ?? [];
+  let prev = 0;
+  for (let i = tl.length - 1; i >= 0; i--) {
+    const [type, timestampMs, item] = tl[i]!;
+    rt.step([h], [{ type, timestampMs, itemId: type === EventType.SEARCH ? "" : item, categoryId: "", price: 0 }], [prev]);
+    if (timestampMs > prev) prev = timestampMs;
+  }
   return h;
 }
 
+/** A copy of the user's stored LSTM state when it belongs to `rt`'s version, else the re-encoded one. */
+export function storedLstmState(state: UserState, rt: LstmRuntime): Float32Array {
+  const h = rt.initialState();
+  if (state.lstm !== undefined && state.lstmV === rt.version && state.lstm.byteLength === h.byteLength) {
+    new Uint8Array(h.buffer).set(state.lstm);
+    return h;
+  }
+  return reencodeLstmState(state, rt);
+}
+
 /**
- * The actor's live LSTM state: from its stored bytes when they belong to the
- * running model version, else a zero state (a new user, or a new version).
+ * The actor's live LSTM state for `rt`: its stored bytes when they belong to
+ * `rt`'s version, else re-encoded from the timeline. Called before the
+ * actor's next event is applied (the timeline must not hold it yet).
  */
-function liveState(a: Actor, rt: LstmRuntime): Float32Array {
-  if (a.lstm !== undefined) return a.lstm;
+export function liveState(a: Actor, rt: LstmRuntime): Float32Array {
+  if (a.lstm !== undefined && a.state.lstmV === rt.version) return a.lstm;
   const h = storedLstmState(a.state, rt);
   a.lstm = h;
   a.state.lstm = new Uint8Array(h.buffer);

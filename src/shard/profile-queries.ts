@@ -31,8 +31,13 @@ export interface ProfileQueriesDeps {
   clock: ClockReader;
   /** Category names, for the profile's categories. */
   labels: CategoryLabels;
-  lstm: LstmRuntime | undefined;
-  churn: ChurnModel | undefined;
+  /**
+   * The models the shard runs now, swapped between messages (shard.worker.ts
+   * setModels): a query reads them once, at its start, so a reply is produced
+   * entirely by the versions it names. `lstmVersions` also holds LSTM
+   * versions kept for recommendations pinned to an earlier ranker pairing.
+   */
+  models: { readonly lstm: LstmRuntime | undefined; readonly churn: ChurnModel | undefined; readonly lstmVersions: ReadonlyMap<string, LstmRuntime> };
   log: Logger;
 }
 
@@ -83,10 +88,19 @@ export class ProfileQueries {
   }
 
   /** What a recommendation needs from the user's profile (known false when the user has none). */
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
+  /**
+   * `lstmVersion`: the LSTM version the request's ranker pairing reads (the
+   * running one when absent); OVERLOADED (retryable) when this shard no
+   * longer holds it.
+   */
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
     const late = this.#late(deadline);
     if (late !== undefined) return { ok: false, error: late };
     const d = this.#d;
+    const lstm = lstmVersion === undefined ? d.models.lstm : d.models.lstm?.version === lstmVersion ? d.models.lstm : d.models.lstmVersions.get(lstmVersion);
+    if (lstmVersion !== undefined && lstm === undefined) {
+      return { ok: false, error: toWire(new OverloadedError(`shard ${d.shard} no longer holds LSTM ${lstmVersion} (a model swap finished meanwhile); try again`)) };
+    }
     try {
       const userKey = d.key(userId);
       const state = d.actors.state(userKey);
@@ -97,14 +111,14 @@ export class ProfileQueries {
       const view = profileView(userId, state, asOf, d.profile);
       let lstmH: Float32Array | undefined;
       let nextCategories: RecContext["nextCategories"] = [];
-      if (d.lstm !== undefined) {
-        const h = storedLstmState(state, d.lstm);
-        nextCategories = d.lstm.predict(h, 3).nextCategories;
-        lstmH = h.slice(0, d.lstm.hidden);
+      if (lstm !== undefined) {
+        const h = storedLstmState(state, lstm);
+        nextCategories = lstm.predict(h, 3).nextCategories;
+        lstmH = h.slice(0, lstm.hidden);
       }
       const context: RecContext = {
         known: true, userKey, asOfMs: asOf, recentItems: view.recentItems, topCategories: view.categories.slice(0, 5), nextCategories,
-        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: d.lstm?.version,
+        purchasedItems: state.bought ?? [], user: deepFmUserFeatures(state, asOf), lstmH, lstmVersion: lstm?.version,
       };
       return { ok: true, context };
     } catch (err) {
@@ -114,7 +128,7 @@ export class ProfileQueries {
   }
 
   #predictions(state: UserState, asOfMs: number): PredictionsView | undefined {
-    const { lstm, churn } = this.#d;
+    const { lstm, churn } = this.#d.models;
     if (lstm === undefined && churn === undefined) return undefined;
     const out: PredictionsView = { lstmVersion: "", purchasePropensity: 0, nextCategories: [], churnVersion: "", churnRisk: 0 };
     if (lstm !== undefined) {

@@ -13,7 +13,7 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { BackfillProgress } from "./audience-runner.js";
@@ -108,8 +108,13 @@ export class ShardPool {
     return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline));
   }
 
-  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline): Promise<RecContextResult> {
-    return this.#owner(partition).call<RecContextResult>((api) => api.getRecContext(userId, asOfMs, deadline));
+  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult> {
+    return this.#owner(partition).call<RecContextResult>((api) => api.getRecContext(userId, asOfMs, deadline, lstmVersion));
+  }
+
+  /** Sets the models of every shard (ShardApi.setModels); resolves with each shard's versions. */
+  setModels(set: ShardModelSet): Promise<ShardModelVersions[]> {
+    return Promise.all(this.#shards.map((s) => s.call<ShardModelVersions>((api) => api.setModels(set))));
   }
 
   /** Fault injection, tests only: blocks the shard's thread for `ms` once it reaches this call; resolves when it is free again. */

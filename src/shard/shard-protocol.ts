@@ -65,6 +65,24 @@ export interface TickResult {
 export type AudienceQueryResult =
   | { ok: true; count: number; members: { userId: string; sinceMs: number; holdout: boolean }[] }
   | { ok: false; error: WireError };
+/**
+ * The models a shard runs (ShardApi.setModels): a version directory, or null
+ * for off. `keepLstm`: earlier LSTM versions to keep loaded for
+ * recommendations still pinned to them (getRecContext's lstmVersion); every
+ * other earlier version is dropped.
+ */
+export interface ShardModelSet {
+  lstmDir: string | null;
+  churnDir: string | null;
+  keepLstm: string[];
+}
+
+/** The versions a shard runs after setModels ("" = off). */
+export interface ShardModelVersions {
+  lstm: string;
+  churn: string;
+}
+
 
 export interface ShardReady {
   /** Last applied stream sequence of each owned partition, as committed in LMDB. */
@@ -88,7 +106,14 @@ export interface ShardApi {
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult;
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult;
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult;
+  /**
+   * Loads the models of `set` (a version already loaded is reused) and runs
+   * them from the next message on: a batch or query in progress finishes on
+   * the versions it started with. A model that fails to load leaves the
+   * running ones in place (the call rejects).
+   */
+  setModels(set: ShardModelSet): Promise<ShardModelVersions>;
   /**
    * Removes the user's actor and stored state. Ordered with the batches: a
    * batch applied before it cannot bring the state back, one applied after it

@@ -25,12 +25,47 @@ import { CategoryLabels } from "./category-labels.js";
 import { ClockReader } from "./engine-clock.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardReady, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
 import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { toWire } from "../errors.js";
 import { storedLstmState } from "./lstm-steps.js";
+
+/** The models a shard runs; swapped whole between messages (setModels). */
+class ShardModels {
+  lstm: LstmRuntime | undefined;
+  churn: ChurnModel | undefined;
+  /** Loaded LSTM versions: the running one and those kept for pinned recommendations. */
+  readonly lstmVersions = new Map<string, LstmRuntime>();
+  readonly #dirs = new Map<string, string>();
+  #churnDir: string | undefined;
+
+  /** Loads what is new (the LSTM in slices, answering other messages meanwhile), then switches in one synchronous step. */
+  async set(set: ShardModelSet): Promise<ShardModelVersions> {
+    // Load first, switch after: a failed load changes nothing.
+    let lstm: LstmRuntime | undefined;
+    if (set.lstmDir !== null) {
+      const known = [...this.#dirs].find(([, dir]) => dir === set.lstmDir)?.[0];
+      lstm = known !== undefined ? this.lstmVersions.get(known) : await LstmRuntime.loadAsync(set.lstmDir);
+    }
+    const churn = set.churnDir === null ? undefined : set.churnDir === this.#churnDir ? this.churn : ChurnModel.load(set.churnDir);
+    this.lstm = lstm;
+    this.churn = churn;
+    this.#churnDir = set.churnDir ?? undefined;
+    if (lstm !== undefined && set.lstmDir !== null) {
+      this.lstmVersions.set(lstm.version, lstm);
+      this.#dirs.set(lstm.version, set.lstmDir);
+    }
+    for (const v of [...this.lstmVersions.keys()]) {
+      if (v !== lstm?.version && !set.keepLstm.includes(v)) {
+        this.lstmVersions.delete(v);
+        this.#dirs.delete(v);
+      }
+    }
+    return { lstm: lstm?.version ?? "", churn: churn?.version ?? "" };
+  }
+}
 
 class Shard implements ShardApi {
   #shard = 0;
@@ -42,13 +77,14 @@ class Shard implements ShardApi {
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
   #audiences!: AudienceRunner;
+  readonly #models = new ShardModels();
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#shard = init.shard;
     const log = (this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard }));
     const key = pseudonymiser(init.pseudonymKey);
-    const lstm = init.models.lstmDir !== undefined ? LstmRuntime.load(init.models.lstmDir) : undefined;
-    const churn = init.models.churnDir !== undefined ? ChurnModel.load(init.models.churnDir) : undefined;
+    const models = this.#models;
+    await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
@@ -57,16 +93,18 @@ class Shard implements ShardApi {
     const audiences = (this.#audiences = new AudienceRunner({
       shard: init.shard, partitions: init.partitions, partitionCount: init.partitionCount, store, actors, profile: init.profile,
       subjectPrefix: init.subjectPrefix ?? "portrait", pseudonymised: init.pseudonymKey !== undefined, backfillChunk: init.backfillChunk ?? 2000,
-      predictor: lstm === undefined && churn === undefined ? undefined : (u, now) => (name) => {
+      // The models running at the time of the evaluation (they may be swapped between messages).
+      predictor: (u, now) => (name) => {
+        const { lstm, churn } = models;
         if (name === "churnRisk") return churn !== undefined && u.lastPurchaseMs > 0 ? churn.predict(u, now) : undefined;
         return lstm !== undefined ? lstm.predict(storedLstmState(u, lstm)).purchasePropensity : undefined;
       },
     }));
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
-      key, pseudonymised: init.pseudonymKey !== undefined, lstm, itemEvents, labels, clock, audiences,
+      key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock, audiences,
     }));
-    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, lstm, churn, log });
+    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log });
     log.info({ partitions: init.partitions.length }, "shard ready");
     const outbox: Record<number, OutboundMessage[]> = {};
     for (const m of audiences.pendingOutbox()) (outbox[m.partition] ??= []).push(m.message);
@@ -84,8 +122,14 @@ class Shard implements ShardApi {
     return this.#queries.getProfile(userId, asOfMs, encoding, deadline);
   }
 
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline): RecContextResult {
-    return this.#queries.getRecContext(userId, asOfMs, deadline);
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
+    return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion);
+  }
+
+  async setModels(set: ShardModelSet): Promise<ShardModelVersions> {
+    const r = await this.#models.set(set);
+    this.#log.info({ lstm: r.lstm || "off", churn: r.churn || "off", keptLstm: [...this.#models.lstmVersions.keys()] }, "models set");
+    return r;
   }
 
   forget(userId: string): Promise<ForgetResult> {

@@ -24,6 +24,8 @@ export async function startTestEngine(natsUrl: string, o: EngineOptions = {}): P
     httpPort: -1,
     logLevel: "silent",
     dataDir: tmpDir("portrait-engine"),
+    // In-process test engines read models from modelsDir unless a test turns the registry on (test/model-swap.test.ts).
+    modelRegistry: false,
     ...o,
   });
 }
