@@ -16,7 +16,9 @@ import { QueryApi } from "./api/profile-endpoint.js";
 import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
-import { ensureStreams, replayCatalog } from "./bus/streams.js";
+import { ensureStreams, publishOutbound, replayCatalog } from "./bus/streams.js";
+import { AudienceAdmin, openDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
+import type { OutboundMessage } from "./bus/event-batch.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
@@ -39,6 +41,9 @@ import { PortraitClient } from "./client/portrait-client.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
+
+/** Period of the audience ticks (timers on the engine clock, backfill chunks), ms: time-driven transitions fire within about this of their due time. */
+const AUDIENCE_TICK_MS = 100;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
@@ -116,6 +121,10 @@ export class Engine {
   #api?: QueryApi;
   #ops?: OpsServer;
   #dashboard?: Dashboard;
+  #audienceWatch?: { stop(): void };
+  #tickTimer?: NodeJS.Timeout;
+  #ticking: Promise<void> | undefined;
+  #backfill: BackfillView = { running: false, scanned: 0, total: 0 };
   readonly #models: DashboardModel[] = [];
   #ready = false;
   #closing: Promise<void> | undefined;
@@ -204,6 +213,8 @@ export class Engine {
       },
       maxActors: cfg.maxActorsPerShard,
       logLevel: cfg.logLevel,
+      subjectPrefix: cfg.subjectPrefix,
+      backfillChunk: cfg.audienceBackfillPerTick,
       models: {
         ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
         ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}), shopSource: streamSource(s.eventStream),
@@ -212,6 +223,20 @@ export class Engine {
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
 
     const js = this.#nc.jetstream();
+    const pool0 = this.#pool;
+    // Audience transitions committed before the last stop and not confirmed published: published again (JetStream drops copies by id).
+    for (const [p, msgs] of pool0.outboxAtStart) {
+      await publishOutbound(js, msgs);
+      pool0.published(p, msgs.map((m) => m.msgId));
+      this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
+    }
+    // Audience definitions: the KV bucket's set before the first batch, then every change.
+    const defsKv = await openDefinitions(js, s.audienceBucket);
+    this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
+      await pool0.setAudiences(defs);
+      this.log.info({ audiences: defs.length }, "audience definitions applied");
+    });
+    this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     for (let p = 0; p < cfg.partitions; p++) {
       const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
@@ -255,14 +280,21 @@ export class Engine {
       },
       forget: {
         forget: async (userId) => {
-          const r = await pool.forget(partitionOf(userId, cfg.partitions), userId);
+          const partition = partitionOf(userId, cfg.partitions);
+          const r = await pool.forget(partition, userId);
           if (!r.ok) throw fromWire(r.error);
+          if (r.outbound.length > 0) {
+            // The exits (reason "forgotten") were committed in the outbox with the removal; a failed publish is republished at the next start.
+            await publishOutbound(js, r.outbound);
+            pool.published(partition, r.outbound.map((m) => m.msgId));
+          }
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
           return { existed: r.existed, tombstoneEventId };
         },
       },
+      audiences: new AudienceAdmin(defsKv, pool, () => this.#backfill),
     });
     // Ready means the server has our subscriptions: a query sent now finds a responder.
     await this.#nc.flush();
@@ -291,6 +323,37 @@ export class Engine {
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",
     }, "engine ready");
+  }
+
+  /**
+   * Time passing for audiences: every AUDIENCE_TICK_MS each shard fires its
+   * due timers on the engine clock and runs a chunk of a running backfill;
+   * the committed transitions are then published (and dropped from the
+   * outboxes). One tick at a time; a failure stops the engine like a failed
+   * batch (the outboxes keep what was not published).
+   */
+  #startTicks(js: JetStreamClient): void {
+    const pool = this.#pool!;
+    const killBeforePublish = faultKiller(this.config.faultKillBeforeAudiencePublishAfterTicks, this.log);
+    const run = async () => {
+      const results = await pool.tick();
+      if (results.some((r) => Object.keys(r.outbound).length > 0)) killBeforePublish?.();
+      const publishes: Promise<void>[] = [];
+      for (const r of results) {
+        for (const [p, msgs] of Object.entries(r.outbound) as [string, OutboundMessage[]][]) {
+          publishes.push(publishOutbound(js, msgs).then(() => pool.published(Number(p), msgs.map((m) => m.msgId))));
+        }
+      }
+      await Promise.all(publishes);
+      const running = results.filter((r) => r.backfill.running);
+      this.#backfill = running.length === 0
+        ? { running: false, scanned: 0, total: 0 }
+        : { running: true, scanned: Math.min(...running.map((r) => r.backfill.scanned)), total: Math.max(...running.map((r) => r.backfill.total)) };
+    };
+    this.#tickTimer = setInterval(() => {
+      if (this.#ticking !== undefined || this.#closing !== undefined) return;
+      this.#ticking = run().catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => (this.#ticking = undefined));
+    }, AUDIENCE_TICK_MS);
   }
 
   #watchConnection(nc: NatsConnection): void {
@@ -394,6 +457,9 @@ export class Engine {
       }
     };
     await step("api", () => this.#api?.stop());
+    clearInterval(this.#tickTimer);
+    this.#audienceWatch?.stop();
+    await step("audience-ticks", () => this.#ticking);
     await step("models", () => this.#engineModels?.close());
     await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.

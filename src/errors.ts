@@ -41,6 +41,10 @@ export const ErrorCode = {
   DATA_FORMAT: "DATA_FORMAT",
   /** LMDB could not commit (disk full, I/O error): the engine stops without acknowledging the batch. Retryable after the cause is fixed. */
   STORAGE_FAILED: "STORAGE_FAILED",
+  /** An audience definition is invalid: unknown field, wrong type, an unknown or cyclic audience reference, too many rules. The message names the audience and the field. Terminal. */
+  BAD_AUDIENCE: "BAD_AUDIENCE",
+  /** No audience has this id. Terminal. */
+  UNKNOWN_AUDIENCE: "UNKNOWN_AUDIENCE",
   /** The model registry's Object Store or KV bucket does not exist on this NATS server (no engine with the registry on has started, or another --prefix). Terminal: start an engine or `portrait models push` first. */
   REGISTRY_MISSING: "REGISTRY_MISSING",
   /** A model artifact in the registry or a local cache is corrupt: a digest mismatch, a missing file its manifest names, or a file that does not parse. Terminal: push the version again. */
@@ -69,6 +73,8 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   DATA_NOT_FOUND: 404,
   DATA_FORMAT: 422,
   STORAGE_FAILED: 507,
+  BAD_AUDIENCE: 422,
+  UNKNOWN_AUDIENCE: 404,
   REGISTRY_MISSING: 404,
   MODEL_CORRUPT: 422,
   MODEL_INCOMPATIBLE: 422,

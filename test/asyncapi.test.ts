@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { DLQ_HEADERS, ERROR_CODE_HEADER } from "../src/wire/headers.js";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
-import { subjects, type Subjects } from "../src/bus/subjects.js";
+import { AUDIENCE_OPS, subjects, type Subjects } from "../src/bus/subjects.js";
 import type { Engine } from "../src/engine.js";
 import { ErrorCode } from "../src/errors.js";
 import { DeadLetterReason } from "../src/wire/event-validation.js";
@@ -31,7 +31,7 @@ const addresses = new Map(Object.entries(doc.channels).map(([name, c]) => [c.add
 /** Every name of `Subjects`, sorted into the subjects a document must have and the names that are not subjects. */
 function expectedAddresses(s: Subjects): string[] {
   // Stream and bucket names (the model registry's Object Store and KV buckets are read through JetStream's own APIs).
-  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted"]);
+  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted", "audienceStream", "audienceBucket"]);
   const out: string[] = [];
   for (const key of Object.keys(s) as (keyof Subjects)[]) {
     if (notSubjects.has(key)) continue;
@@ -39,6 +39,8 @@ function expectedAddresses(s: Subjects): string[] {
     if (key === "events" || key === "eventsWildcard") out.push(s.eventsWildcard.replace("*", "{partition}"));
     else if (key === "dlq" || key === "dlqWildcard") out.push(s.dlqWildcard.replace(">", "{reason}"));
     else if (key === "catalogItem" || key === "catalogWildcard") out.push(s.catalogWildcard.replace("*", "{itemHex}"));
+    else if (key === "audienceEvents" || key === "audienceWildcard") out.push(s.audienceWildcard.replace("*", "{audienceId}"));
+    else if (key === "audienceApi") out.push(...AUDIENCE_OPS.map((op) => s.audienceApi(op)));
     else if (typeof v === "string") out.push(v);
     else throw new Error(`Subjects.${key} is new: say in this test whether it is a subject, and document it in docs/asyncapi.yaml`);
   }
@@ -49,7 +51,7 @@ function expectedAddresses(s: Subjects): string[] {
 function rootProtoMessages(): string[] {
   const names: string[] = [];
   const used = new Set<string>();
-  for (const f of ["event.proto", "query.proto", "catalog.proto"]) {
+  for (const f of ["event.proto", "query.proto", "catalog.proto", "audience.proto"]) {
     const text = readFileSync(join(ROOT, "proto/portrait/v1", f), "utf8");
     for (const m of text.matchAll(/^message (\w+)/gm)) names.push(m[1]!);
     for (const m of text.matchAll(/^\s+(?:repeated\s+)?([A-Z]\w*)\s+\w+\s*=\s*\d+;/gm)) used.add(m[1]!);

@@ -180,7 +180,11 @@ describe("engine - operations", () => {
     const base = `http://127.0.0.1:${engine.httpPort}`;
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
-    const text = await (await fetch(`${base}/metrics`)).text();
+    // The applied counter moves when the batch settles, after its profile is visible: wait for it.
+    const text = await waitFor(async () => {
+      const t = await (await fetch(`${base}/metrics`)).text();
+      return /^portrait_ingest_events_applied_total 1$/m.test(t) ? t : undefined;
+    });
     expect(text).toMatch(/^portrait_ingest_events_applied_total 1$/m);
     expect(text).toMatch(/^portrait_engine_ready 1$/m);
     expect(text).toContain("portrait_shard_actors_cached{shard=\"");

@@ -25,6 +25,7 @@
  * their decayed weight is computed from their own time.
  */
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
+import type { AudienceState } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
 
 /** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
@@ -98,6 +99,8 @@ export interface UserState {
    */
   lstm?: Uint8Array;
   lstmV?: string;
+  /** Audiences: day buckets, session categories, memberships, next due time (src/actors/audience-types.ts); absent until the first evaluation. */
+  aud?: AudienceState;
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -312,6 +315,8 @@ export interface ProfileView {
   eventsApplied: number;
   /** Model predictions, when the engine runs the models (the shard adds them). */
   predictions?: PredictionsView;
+  /** The user's audience memberships with the time each began (the shard adds them; README "Audiences"). */
+  audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
 }
 
 /** One event of the timeline: its type's name, its time, and its item id (or a search's query). */

@@ -9,7 +9,8 @@
 import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
 import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
 import { partitionOf } from "../wire/partition.js";
-import type { Subjects } from "../bus/subjects.js";
+import { AUDIENCE_OPS, type Subjects } from "../bus/subjects.js";
+import type { AudienceAdmin } from "./audience-admin.js";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
@@ -181,7 +182,7 @@ export class QueryApi {
 
   static async start(
     nc: NatsConnection, s: Subjects, source: ProfileSource, metrics: EngineMetrics, log: Logger, o: ApiOptions,
-    extra: { recommender?: Recommender; catalog?: CatalogSink; forget?: ForgetSink } = {},
+    extra: { recommender?: Recommender; catalog?: CatalogSink; forget?: ForgetSink; audiences?: AudienceAdmin } = {},
   ): Promise<QueryApi> {
     const service = await nc.services.add({
       name: s.serviceName,
@@ -227,6 +228,25 @@ export class QueryApi {
       const sink = extra.forget;
       endpoint("user-forget", s.forget, "user.forget", "query", false, async (msg, enc) =>
         reply(enc, await sink.forget(parseForgetRequest(msg.data, enc)), pb.ForgetReply));
+    }
+    if (extra.audiences !== undefined) {
+      const admin = extra.audiences;
+      // JSON in and out: definitions are JSON documents.
+      for (const op of AUDIENCE_OPS) {
+        endpoint(`audience-${op}`, s.audienceApi(op), `audience.${op}`, "query", false, async (msg) => {
+          let body: unknown;
+          try {
+            body = msg.data.length === 0 ? {} : JSON.parse(decoder.decode(msg.data));
+          } catch (err) {
+            throw new BadRequestError(`an audience request is a JSON object: ${(err as Error).message}`);
+          }
+          if (body === null || typeof body !== "object" || Array.isArray(body)) throw new BadRequestError("an audience request is a JSON object");
+          const b = body as Record<string, unknown>;
+          const r = op === "create" ? await admin.create(b) : op === "list" ? await admin.list() : op === "show" ? await admin.show(b)
+            : op === "delete" ? await admin.delete(b) : op === "count" ? await admin.count(b) : op === "report" ? await admin.report(b) : await admin.members(b);
+          return encoder.encode(JSON.stringify(r));
+        });
+      }
     }
     endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);

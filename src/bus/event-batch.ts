@@ -48,6 +48,20 @@ export interface BatchResult {
   lstmMs: number;
   /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
   feedback: Record<string, [number, number]>;
+  /**
+   * Messages the batch's commit produced (audience enter/exit events), to be
+   * published through JetStream with their ids before the batch is
+   * acknowledged; the sink keeps them (an outbox) until told they were.
+   */
+  outbound?: OutboundMessage[];
+}
+
+/** A message to publish through JetStream, deduplicated by its id. */
+export interface OutboundMessage {
+  subject: string;
+  /** Nats-Msg-Id: the same message always has the same id. */
+  msgId: string;
+  data: Uint8Array;
 }
 
 /**
@@ -57,6 +71,8 @@ export interface BatchResult {
  */
 export interface BatchSink {
   applyBatch(batch: EventBatch): Promise<BatchResult>;
+  /** The batch's outbound messages of a partition were published (acknowledged by JetStream). */
+  published?(partition: number, msgIds: string[]): void;
 }
 
 /** Packs messages into one EventBatch (one copy of their bytes). */

@@ -5,7 +5,10 @@
  * (the partition's shard). Batches are settled strictly in order: once a
  * batch's commit is reported, its dead letters are published (and their
  * publish acknowledged) and then the batch's last message is acknowledged,
- * which with AckPolicy.All acknowledges the whole batch.
+ * which with AckPolicy.All acknowledges the whole batch. A batch's outbound
+ * messages (audience transitions, kept in the sink's outbox) are published
+ * after its acknowledgement, in batch order, on a chain of their own; ingest
+ * waits for it only when more than MAX_OUTBOUND_QUEUED are pending.
  *
  * The bus knows nothing of actors: it delivers to a BatchSink.
  * Back-pressure: the consumer's max_ack_pending bounds the messages held.
@@ -15,7 +18,7 @@ import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import { packBatch, type BatchResult, type BatchSink } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
-import { resetConsumer, type ConsumerSettings } from "./streams.js";
+import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -79,6 +82,9 @@ function replyOf(m: JsMsg): string {
   return (m as unknown as { reply: string }).reply;
 }
 
+/** Most outbound messages of a partition waiting to be published before the next batch's acknowledgement waits for them. */
+const MAX_OUTBOUND_QUEUED = 20_000;
+
 export interface PartitionConsumerOptions {
   partition: number;
   maxBatchMessages: number;
@@ -110,6 +116,9 @@ export class PartitionConsumer {
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
+  /** Outbound messages of acknowledged batches being published, in batch order, and how many. */
+  #outboundTail: Promise<void> = Promise.resolve();
+  #outboundQueued = 0;
   /** The consumer sequence of the last message taken in; 0 right after (re)positioning. */
   #lastDelivery = 0;
   /** The highest stream sequence handed to the sink (or the position the consumer was created at). */
@@ -233,6 +242,18 @@ export class PartitionConsumer {
       for (const d of r.deadLetters) this.#metrics.deadLetters.inc({ reason: d.reason });
       this.#log.warn({ count: r.deadLetters.length, reasons: [...new Set(r.deadLetters.map((d) => d.reason))] }, "dead-lettered events");
     }
+    if (r.outbound !== undefined && r.outbound.length > 0) {
+      // Committed with the batch (in the sink's outbox, republished at start after a crash), so the batch can be acknowledged
+      // before they are published: they go out in batch order on their own chain, which ingest waits for only beyond a bound.
+      const msgs = r.outbound;
+      this.#outboundQueued += msgs.length;
+      this.#outboundTail = this.#outboundTail.then(async () => {
+        await publishOutbound(this.#js, msgs);
+        this.#sink.published?.(this.partition, msgs.map((m) => m.msgId));
+      }).finally(() => (this.#outboundQueued -= msgs.length));
+      this.#outboundTail.catch((err: unknown) => this.#o.onFatal(err));
+      if (this.#outboundQueued > MAX_OUTBOUND_QUEUED) await this.#outboundTail;
+    }
     const last = msgs[msgs.length - 1]!;
     this.#o.beforeAck?.();
     last.ack();
@@ -263,6 +284,7 @@ export class PartitionConsumer {
     this.#messages?.stop();
     this.#flush();
     await this.#tail.catch(() => undefined);
+    await this.#outboundTail.catch(() => undefined);
     await this.#messages?.closed().catch(() => undefined);
   }
 }

@@ -4,6 +4,7 @@
  * durable pull consumers, one per partition, positioned by their owner.
  */
 import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamClient, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
+import type { OutboundMessage } from "./event-batch.js";
 import type { Subjects } from "./subjects.js";
 
 export interface StreamSettings {
@@ -53,6 +54,37 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   await ensureStream(jsm, { ...common, name: s.catalogStream, subjects: [s.catalogWildcard], max_msgs_per_subject: 1 });
   // A Tombstone per forget, for downstream systems that may be offline when it happens.
   await ensureStream(jsm, { ...common, name: s.tombstoneStream, subjects: [s.tombstones], max_age: nanos(o.tombstoneRetentionMs ?? 0) });
+  // Audience enter/exit events for marketing tools; kept like the events. The duplicate window drops the second copy of a transition republished from the outbox after a crash.
+  await ensureStream(jsm, { ...common, name: s.audienceStream, subjects: [s.audienceWildcard], max_age: nanos(o.eventRetentionMs) });
+}
+
+/** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */
+const OUTBOUND_INFLIGHT = 256;
+const OUTBOUND_ATTEMPTS = 5;
+
+/**
+ * Publishes messages through JetStream (each stored once by its Nats-Msg-Id),
+ * at most OUTBOUND_INFLIGHT at once, retrying a failed publish (a timeout
+ * under load) up to OUTBOUND_ATTEMPTS times; resolves when every one is
+ * acknowledged, rejects with the last error otherwise.
+ */
+export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+  let next = 0;
+  const one = async (m: OutboundMessage) => {
+    for (let i = 1; ; i++) {
+      try {
+        await js.publish(m.subject, m.data, { msgID: m.msgId, timeout: 10_000 });
+        return;
+      } catch (err) {
+        if (i >= OUTBOUND_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, 100 * i));
+      }
+    }
+  };
+  const lane = async () => {
+    while (next < msgs.length) await one(msgs[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(OUTBOUND_INFLIGHT, msgs.length) }, lane));
 }
 
 /**

@@ -13,6 +13,9 @@
  * | <prefix>.api.user.forget         | request-reply: ForgetRequest -> ForgetReply               |
  * | <prefix>.tombstones              | a `Tombstone` per forget, stored before the forget is answered, stream <PREFIX>_TOMBSTONES |
  * | <prefix>.catalog.item.<hex id>   | accepted upserts, last one per item, stream <PREFIX>_CATALOG |
+ * | <prefix>.audience.events.<id>    | `AudienceTransition` per enter/exit, stream <PREFIX>_AUDIENCES, Nats-Msg-Id audience:user:transition |
+ * | <prefix>.api.audience.<op>       | request-reply, JSON: create, list, show, delete, count, members, report |
+ * | KV bucket <PREFIX>_AUDIENCE_DEFS | audience definitions (JSON), key = audience id; engines watch it |
  *
  * The model registry (src/models/registry.ts) lives in two JetStream buckets:
  * the Object Store <PREFIX>_MODELS (every file of every pushed version, as
@@ -40,6 +43,16 @@ export interface Subjects {
   readonly catalogWildcard: string;
   /** The catalog stream subject of an item: its id as UTF-8 hex, so any id is a valid subject token. */
   catalogItem(itemId: string): string;
+  /** JetStream stream of audience enter/exit events. */
+  readonly audienceStream: string;
+  /** Wildcard of the audience event subjects (the audience stream's subject). */
+  readonly audienceWildcard: string;
+  /** Subject of an audience's enter/exit events. */
+  audienceEvents(audienceId: string): string;
+  /** KV bucket of the audience definitions. */
+  readonly audienceBucket: string;
+  /** Request-reply subject of an audience operation (create, list, show, delete, count, members, report). */
+  audienceApi(op: AudienceOp): string;
   /** JetStream Object Store bucket of the model registry's artifacts. */
   readonly modelObjects: string;
   /** JetStream KV bucket of the promoted version of each model name. */
@@ -51,6 +64,9 @@ export interface Subjects {
   /** Durable consumer name of a partition. */
   consumer(partition: number): string;
 }
+
+export const AUDIENCE_OPS = ["create", "list", "show", "delete", "count", "members", "report"] as const;
+export type AudienceOp = (typeof AUDIENCE_OPS)[number];
 
 const PREFIX_RE = /^[a-z][a-z0-9_-]{0,31}$/;
 
@@ -76,6 +92,11 @@ export function subjects(prefix = "portrait"): Subjects {
     catalogStream: `${upper}_CATALOG`,
     catalogWildcard: `${prefix}.catalog.item.*`,
     catalogItem: (itemId: string) => `${prefix}.catalog.item.${Buffer.from(itemId, "utf8").toString("hex")}`,
+    audienceStream: `${upper}_AUDIENCES`,
+    audienceWildcard: `${prefix}.audience.events.*`,
+    audienceEvents: (id: string) => `${prefix}.audience.events.${id}`,
+    audienceBucket: `${upper}_AUDIENCE_DEFS`,
+    audienceApi: (op: AudienceOp) => `${prefix}.api.audience.${op}`,
     modelObjects: `${upper}_MODELS`,
     modelPromoted: `${upper}_MODELS_PROMOTED`,
     serviceName: prefix,

@@ -2,8 +2,9 @@
  * `portrait demo`: the main job on an embedded default. Starts its own
  * nats-server (unless --nats is given) and the engine, replays a sample of a
  * real data set through it, waits until every event is applied or
- * dead-lettered, prints the most active user's profile and recommendations,
- * and shuts down.
+ * dead-lettered, prints the most active user's profile, audiences and
+ * recommendations, and shuts down. The starter audiences (README "Audiences")
+ * are switched on before the replay.
  */
 import { describeOrder } from "../recs/recommender.js";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
@@ -19,6 +20,7 @@ import { EventType } from "../wire/proto.js";
 import { BUNDLED_MODELS_DIR, currentVersion } from "../models/artifacts.js";
 import { trainPropensity } from "../train/train-propensity.js";
 import { streamEvents } from "../train/training-events.js";
+import { STARTER_NAMES, starterAudience } from "../actors/audience-starters.js";
 import { formatProfile, predictionLines } from "./print-profile.js";
 import { progress } from "./progress.js";
 import { replay } from "./replay.js";
@@ -58,6 +60,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       `metrics at http://127.0.0.1:${engine.httpPort}/metrics`);
     client = await PortraitClient.connect({ natsUrl: engine.natsUrl, partitions: engine.config.partitions, subjectPrefix: engine.config.subjectPrefix, name: "portrait-demo" });
 
+    const starters = STARTER_NAMES.filter((n) => n !== "category-lovers").map((n) => starterAudience(n)!);
+    for (const d of starters) await client.audienceCreate(d);
+    out(`switched on ${starters.length} starter audiences: ${starters.map((d) => d.id).join(", ")}`);
     const perUser = new Map<string, number>();
     const buyers = new Set<string>();
     const applied0 = await engine.metrics.total(engine.metrics.eventsApplied);
@@ -96,7 +101,12 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const top = ranked[0];
     if (top) {
       out(`\nprofile of the most active ${buyers.has(top[0]) ? "buyer" : "user"} (${top[1]} events), from request-reply ${engine.subjects.profileGet}:\n`);
-      out(formatProfile(await client.getProfile(top[0])));
+      const profile = await client.getProfile(top[0]);
+      out(formatProfile(profile));
+      const mine = profile.audiences ?? [];
+      out(`\ntheir audiences (${mine.length}): ${mine.map((m) => `${m.audienceId} since ${new Date(m.sinceMs).toISOString().slice(0, 10)}${m.holdout ? " (holdout)" : ""}`).join(", ") || "none"}`);
+      const counts = await Promise.all(starters.map(async (d) => `${d.id} ${await client!.audienceCount(d.id)}`));
+      out(`audience sizes: ${counts.join(", ")}`);
       const rec = await client.recommend(top[0], { k: 5 });
       out(`\ntop 5 recommendations for them, from request-reply ${engine.subjects.recommend} ` +
         `(${rec.candidates} candidates, order: ${describeOrder(rec.modelVersion, rec.backend)}):`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, train, eval.
+ * The `portrait` command line: start, demo, replay, publish, request, profile, recommend, forget, audience, train, eval.
  * The only place besides the composition root that reads process.env, for
  * defaults that README documents.
  */
@@ -21,6 +21,7 @@ import { ErrorCode, PortraitError } from "../errors.js";
 import { VERSION } from "../version.js";
 import { runDemo } from "./demo.js";
 import { registerModelCommands } from "./model-commands.js";
+import { registerAudienceCommands } from "./audience-commands.js";
 import { registerRegistryCommands } from "./registry-commands.js";
 import { printProfile } from "./print-profile.js";
 import { progress } from "./progress.js";
@@ -128,7 +129,9 @@ function engineFlags(cmd: Command): Command {
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
-    .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp());
+    .option("--audience-backfill-per-tick <n>", "stored profiles each shard evaluates per 100 ms tick in an audience backfill (its rate bound)", posInt, D.audienceBackfillPerTick)
+    .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp())
+    .addOption(new Option("--fault-kill-before-audience-publish <ticks>", "crash tests only: SIGKILL after N audience ticks with transitions, before publishing the next").argParser(posInt).hideHelp());
 }
 
 interface EngineFlags extends ClientFlags {
@@ -136,6 +139,8 @@ interface EngineFlags extends ClientFlags {
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
   models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
+  faultKillBeforeAudiencePublish?: number;
+  audienceBackfillPerTick: number;
   pseudonymKeyFile?: string;
 }
 
@@ -163,6 +168,8 @@ function engineOptions(f: EngineFlags) {
     modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },
     ...(f.faultKillBeforeAck !== undefined ? { faultKillBeforeAckAfterBatches: f.faultKillBeforeAck } : {}),
+    ...(f.faultKillBeforeAudiencePublish !== undefined ? { faultKillBeforeAudiencePublishAfterTicks: f.faultKillBeforeAudiencePublish } : {}),
+    audienceBackfillPerTick: f.audienceBackfillPerTick,
     ...(f.pseudonymKeyFile !== undefined ? { pseudonymKeyFile: f.pseudonymKeyFile } : {}),
   };
 }
@@ -388,6 +395,10 @@ natsSecurityFlags(program.command("catalog")
   });
 
 registerModelCommands(program, DEFAULT_DATASETS);
+registerAudienceCommands(program, {
+  clientFlags: (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()),
+  withClient: (f, name, work) => withClient(f as ClientFlags, name, work),
+});
 registerRegistryCommands(
   program,
   (cmd) => natsSecurityFlags(cmd).addOption(natsOption()).addOption(prefixOption()),

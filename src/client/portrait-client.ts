@@ -4,6 +4,8 @@
  * profiles with typed errors. The CLI, the tests and bench/ use it; README
  * shows the same calls from the `nats` CLI for publishers in other languages.
  */
+import type { AudienceDefinition } from "../actors/audience-rules.js";
+import type { AudienceReport, BackfillView } from "../api/audience-admin.js";
 import { type JetStreamClient, type NatsConnection, type NatsError, type PubAck } from "nats";
 import type { ProfileView } from "../actors/user-profile.js";
 import type { RecommendView } from "../recs/recommender.js";
@@ -81,6 +83,14 @@ function requestError(err: unknown): PortraitError {
 function publishError(eventId: string, err: unknown): PortraitError {
   if (denied(err)) return new PortraitError(ErrorCode.AUTH_FAILED, `publish of event ${eventId} denied: ${(err as Error).message}`, { cause: err });
   return new PortraitError(ErrorCode.PUBLISH_FAILED, `publish of event ${eventId} failed: ${(err as Error).message}`, { cause: err });
+}
+
+/** A page of an audience's members. */
+export interface AudienceMembersPage {
+  id: string;
+  count: number;
+  members: { userId: string; sinceMs: number; holdout: boolean }[];
+  next: string;
 }
 
 export class PortraitClient {
@@ -252,6 +262,53 @@ export class PortraitClient {
       throw fromWire({ code: isErrorCode(code) ? code : ErrorCode.INTERNAL, message: e.message || code });
     }
     return reply.data;
+  }
+
+  /**
+   * Audience administration (README "Audiences"), JSON over request-reply.
+   * Errors: BAD_AUDIENCE (an invalid definition: the message names the audience
+   * and the field), UNKNOWN_AUDIENCE, BAD_REQUEST, and those of every request.
+   */
+  async audienceCreate(definition: AudienceDefinition): Promise<{ audience: AudienceDefinition; replaced: boolean }> {
+    return (await this.requestJson(this.subjects.audienceApi("create"), { definition })) as { audience: AudienceDefinition; replaced: boolean };
+  }
+
+  async audienceList(): Promise<{ audiences: { definition: AudienceDefinition; count: number }[]; backfill: BackfillView }> {
+    return (await this.requestJson(this.subjects.audienceApi("list"), {})) as { audiences: { definition: AudienceDefinition; count: number }[]; backfill: BackfillView };
+  }
+
+  async audienceShow(id: string): Promise<{ definition: AudienceDefinition; count: number; backfill: BackfillView }> {
+    return (await this.requestJson(this.subjects.audienceApi("show"), { id })) as { definition: AudienceDefinition; count: number; backfill: BackfillView };
+  }
+
+  async audienceDelete(id: string): Promise<void> {
+    await this.requestJson(this.subjects.audienceApi("delete"), { id });
+  }
+
+  /** The exact member count, from the shards' maintained counters (committed state). */
+  async audienceCount(id: string): Promise<number> {
+    return ((await this.requestJson(this.subjects.audienceApi("count"), { id })) as { count: number }).count;
+  }
+
+  /** One page of members in user-id order; pass `next` as `after` for the following page ("" = none). */
+  async audienceMembers(id: string, after = "", limit = 1000): Promise<AudienceMembersPage> {
+    return (await this.requestJson(this.subjects.audienceApi("members"), { id, after, limit })) as AudienceMembersPage;
+  }
+
+  /** Uplift: contacted members vs holdout, purchase rate and revenue per member in the `days` days from entering, with 95% intervals. */
+  async audienceReport(id: string, days = 30): Promise<AudienceReport> {
+    return (await this.requestJson(this.subjects.audienceApi("report"), { id, days })) as AudienceReport;
+  }
+
+  /** Every member, page by page. */
+  async *audienceMembersAll(id: string, pageSize = 1000): AsyncGenerator<AudienceMembersPage["members"][number]> {
+    let after = "";
+    for (;;) {
+      const page = await this.audienceMembers(id, after, pageSize);
+      yield* page.members;
+      if (page.next === "") return;
+      after = page.next;
+    }
   }
 
   /** Flushes pending publishes and closes the connection if this client opened it. */

@@ -64,6 +64,12 @@ export interface EngineOptions extends NatsOptions {
   currency?: string;
   /** Most actors each shard keeps in memory, actors. Default 200000. */
   maxActorsPerShard?: number;
+  /**
+   * Stored profiles each shard evaluates per audience tick (every 100 ms) while
+   * an audience backfill runs: the bound on its rate, profiles. Default 2000
+   * (at most 20,000 profiles/s per shard).
+   */
+  audienceBackfillPerTick?: number;
   /** Most profile queries in flight, queries; more get OVERLOADED. Default 4096. */
   maxInflightQueries?: number;
   /**
@@ -146,6 +152,12 @@ export interface EngineOptions extends NatsOptions {
    * next one. Default off.
    */
   faultKillBeforeAckAfterBatches?: number;
+  /**
+   * Fault injection, for crash tests only: after this many audience ticks
+   * that committed transitions, the process kills itself with SIGKILL before
+   * publishing the next one's. Default off.
+   */
+  faultKillBeforeAudiencePublishAfterTicks?: number;
 }
 
 type OptionKey = keyof EngineOptions;
@@ -172,6 +184,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   maxFutureSkewMs: DAY_MS,
   currency: undefined,
   maxActorsPerShard: 200_000,
+  audienceBackfillPerTick: 2000,
   maxInflightQueries: 4096,
   maxInflightRecommends: 64,
   maxQueryWaitMs: 1000,
@@ -191,6 +204,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   inference: DEFAULT_INFERENCE_OPTIONS,
   pseudonymKeyFile: undefined,
   faultKillBeforeAckAfterBatches: undefined,
+  faultKillBeforeAudiencePublishAfterTicks: undefined,
 } satisfies { [K in OptionKey]: EngineOptions[K] | undefined });
 
 type Defaults = typeof ENGINE_DEFAULTS;
@@ -294,6 +308,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? D.maxFutureSkewMs, 0),
     currency,
     maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? D.maxActorsPerShard, 1),
+    audienceBackfillPerTick: int("audienceBackfillPerTick", o.audienceBackfillPerTick ?? D.audienceBackfillPerTick, 1, 1_000_000),
     maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? D.maxInflightQueries, 1),
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),
     maxQueryWaitMs: int("maxQueryWaitMs", o.maxQueryWaitMs ?? D.maxQueryWaitMs, 1, 3_600_000),
@@ -314,6 +329,9 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     faultKillBeforeAckAfterBatches: o.faultKillBeforeAckAfterBatches === undefined
       ? undefined
       : int("faultKillBeforeAckAfterBatches", o.faultKillBeforeAckAfterBatches, 1),
+    faultKillBeforeAudiencePublishAfterTicks: o.faultKillBeforeAudiencePublishAfterTicks === undefined
+      ? undefined
+      : int("faultKillBeforeAudiencePublishAfterTicks", o.faultKillBeforeAudiencePublishAfterTicks, 1),
     pseudonymKeyFile: path("pseudonymKeyFile", o.pseudonymKeyFile),
   });
 }

@@ -23,7 +23,11 @@ import type { CategoryLabels } from "./category-labels.js";
 import { MAX_AHEAD_PER_BATCH, type BatchTimes, type ClockReader } from "./engine-clock.js";
 import { liveState, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
-import type { ForgetResult } from "./shard-protocol.js";
+import type { ForgetResult, TickResult } from "./shard-protocol.js";
+import type { AudienceRunner } from "./audience-runner.js";
+import type { TransitionReason } from "../actors/audience-state.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import type { SideWrites } from "../store/profile-store.js";
 
 export interface BatchApplierDeps {
   shard: number;
@@ -42,7 +46,10 @@ export interface BatchApplierDeps {
   labels: CategoryLabels;
   /** The engine clock (engine-clock.ts): which event times are in its era. */
   clock: ClockReader;
+  /** The shard's audiences: evaluated after each batch, on timers and in backfills (audience-runner.ts). */
+  audiences: AudienceRunner;
 }
+
 
 /** A batch's outcome with what the engine clock needs from it. */
 export interface AppliedBatch extends BatchResult {
@@ -137,6 +144,7 @@ export class BatchApplier {
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
       }
       applyEvent(actor.state, e, d.profile);
+      d.audiences.observe(actor.state, e, partition);
       if (e.categoryPath !== "") d.labels.note(e.categoryId, e.categoryPath);
       if (d.clock.inEra(e.timestampMs, now)) {
         if (e.timestampMs > inEraMs) inEraMs = e.timestampMs;
@@ -153,9 +161,17 @@ export class BatchApplier {
     const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
+    // Audiences: the batch's users, and the partition's users whose timer is due on the engine clock, in the same commit.
+    const side: SideWrites = { puts: [], removes: [] };
+    const outbound: OutboundMessage[] = [];
+    const clockNow = d.clock.now(now);
+    const evaluated: [string, Actor, TransitionReason][] = [];
+    for (const [id, a] of dirty) evaluated.push([id, a, "event"]);
+    if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
+    d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
-    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const));
+    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side);
     const t1 = performance.now();
     this.#pendingWrites++;
     try {
@@ -170,18 +186,100 @@ export class BatchApplier {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
+      ...(outbound.length > 0 ? { outbound } : {}),
     };
+  }
+
+  /**
+   * The partition's users whose committed timer is due at `now`, added to
+   * `dirty` and `into` (reason "time"). An entry that is not the user's
+   * current due (it moved in a batch since) is removed instead.
+   */
+  #collectDue(partition: number, now: number, batchNo: number, dirty: Map<string, Actor>, into: [string, Actor, TransitionReason][], side: SideWrites): number {
+    const d = this.#d;
+    let fired = 0;
+    for (const [due, key] of d.audiences.dueTimers(partition, now)) {
+      const a = d.actors.actor(key);
+      if (a.state.aud?.due !== due) {
+        side.removes.push(["t", partition, due, key]);
+        continue;
+      }
+      if (dirty.has(key)) continue;
+      a.lastBatch = batchNo;
+      dirty.set(key, a);
+      into.push([key, a, "time"]);
+      fired++;
+    }
+    return fired;
+  }
+
+  /**
+   * Time passing: fires the due timers of every owned partition on the engine
+   * clock and runs one chunk of a running backfill. Each partition's writes
+   * commit through its chain (after its batches in flight); resolves after
+   * they committed, with the transitions to publish.
+   */
+  async tick(): Promise<TickResult> {
+    const d = this.#d;
+    const now = d.clock.now();
+    const result: TickResult = { outbound: {}, timersFired: 0, backfilled: 0 };
+    const batchNo = ++this.#batchNo;
+    const work = new Map<number, { dirty: Map<string, Actor>; users: [string, Actor, TransitionReason][]; side: SideWrites }>();
+    const of = (p: number) => {
+      let w = work.get(p);
+      if (w === undefined) work.set(p, (w = { dirty: new Map(), users: [], side: { puts: [], removes: [] } }));
+      return w;
+    };
+    if (now > 0) {
+      for (const p of d.partitions) {
+        const w = of(p);
+        result.timersFired += this.#collectDue(p, now, batchNo, w.dirty, w.users, w.side);
+      }
+    }
+    for (const [user, p] of d.audiences.backfillKeys() ?? []) {
+      const w = of(p);
+      if (w.dirty.has(user)) continue;
+      const a = d.actors.actor(user);
+      a.lastBatch = batchNo;
+      w.dirty.set(user, a);
+      w.users.push([user, a, "backfill"]);
+      result.backfilled++;
+    }
+    const commits: Promise<void>[] = [];
+    for (const [p, w] of work) {
+      if (w.users.length === 0 && w.side.removes.length === 0) continue;
+      const out: OutboundMessage[] = [];
+      d.audiences.evaluate(p, w.users, now, w.side, out);
+      if (out.length > 0) result.outbound[p] = out;
+      commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, w.users.map(([id, a]) => [id, a.state] as const), w.side));
+    }
+    if (commits.length === 0) return result;
+    this.#pendingWrites++;
+    const all = Promise.all(commits);
+    const settled = all.then(() => undefined, () => undefined);
+    this.#inflight.add(settled);
+    void settled.then(() => this.#inflight.delete(settled));
+    try {
+      await all;
+    } finally {
+      this.#pendingWrites--;
+    }
+    if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    d.actors.evict(this.#committedBatch);
+    return result;
   }
 
   async forget(userId: string): Promise<ForgetResult> {
     const d = this.#d;
     const key = d.key(userId);
     const existed = d.actors.has(key);
+    // Exits from every audience (reason "forgotten"), committed with the removal of the state.
+    const exits = d.audiences.forget(key, d.actors.state(key), Math.max(d.clock.now(), d.actors.state(key)?.lastSeenMs ?? 0));
     // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
     const before = [...this.#inflight];
     try {
       await d.actors.erase(key, async () => {
-        await d.store.removeState(key);
+        await d.store.removeStateWith(key, exits.side);
         await Promise.all(before);
       });
     } catch (err) {
@@ -189,6 +287,6 @@ export class BatchApplier {
     }
     // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
     d.itemEvents?.forget(key);
-    return { ok: true, existed };
+    return { ok: true, existed, outbound: exits.out };
   }
 }

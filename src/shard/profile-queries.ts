@@ -13,6 +13,7 @@ import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { Logger } from "../obs/logger.js";
 import { pb } from "../wire/proto.js";
+import { membershipsOf } from "../actors/audience-state.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import type { ClockReader } from "./engine-clock.js";
@@ -77,6 +78,7 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
+      profile.audiences = membershipsOf(state);
       const models = d.models.predictions;
       const predictions = models.any ? models.of(state, asOf) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;

@@ -13,12 +13,15 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
+import type { AudienceDefinition } from "../actors/audience-rules.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import type { BackfillProgress } from "./audience-runner.js";
 
 /** How long a metrics scrape waits for a busy shard's stats before using the ones its last batch carried, ms. */
 const STATS_WAIT_MS = 250;
 
-export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents" | "clock">;
+export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents" | "clock" | "partitionCount">;
 
 type Shard = WorkerClient<ShardApi, ShardStats>;
 
@@ -30,6 +33,8 @@ export class ShardPool {
   readonly appliedAtStart: ReadonlyMap<number, number>;
   /** The engine clock (engine-clock.ts): moved by the batches' times, read by every shard. */
   readonly clock: EngineClock;
+  /** Audience transitions found in the shards' outboxes at start, per partition: to publish before consuming. */
+  readonly outboxAtStart = new Map<number, OutboundMessage[]>();
   #closed = false;
 
   private constructor(shards: Shard[], partitions: number, applied: Map<number, number>, clock: EngineClock) {
@@ -62,11 +67,12 @@ export class ShardPool {
         const owned = pool.partitionsOf(i);
         const port = itemEvents?.ports[i];
         const init: ShardInit = {
-          ...common, shard: i, partitions: owned, clock: { buffer: clock.buffer, options: CLOCK_DEFAULTS },
+          ...common, shard: i, partitions: owned, partitionCount: partitions, clock: { buffer: clock.buffer, options: CLOCK_DEFAULTS },
           ...(port !== undefined ? { itemEvents: { port, queued: itemEvents!.queued, maxQueued: itemEvents!.maxQueued } } : {}),
         };
         const ready = await s.call((api) => api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
+        for (const [p, msgs] of Object.entries(ready.outbox)) pool.outboxAtStart.set(Number(p), msgs);
         clock.restore(ready.clockMs);
       }),
     );
@@ -114,6 +120,31 @@ export class ShardPool {
   /** Fault injection, tests only: blocks the shard's thread for `ms` once it reaches this call; resolves when it is free again. */
   faultStall(shard: number, ms: number): Promise<void> {
     return this.#shards[shard]!.call((api) => api.faultStall(ms));
+  }
+
+  /** The partition's outbound messages were published (BatchSink.published): the shard drops them from its outbox. */
+  published(partition: number, msgIds: string[]): void {
+    void this.#owner(partition).call((api) => api.published(partition, msgIds)).catch(() => undefined);
+  }
+
+  /** Replaces every shard's audience definitions. */
+  setAudiences(defs: AudienceDefinition[]): Promise<void> {
+    return Promise.all(this.#shards.map((s) => s.call((api) => api.setAudiences(defs)))).then(() => undefined);
+  }
+
+  /** Ticks every shard (timers, backfill chunks); resolves with each shard's result once its writes committed. */
+  tick(): Promise<(TickResult & { backfill: BackfillProgress })[]> {
+    return Promise.all(this.#shards.map((s) => s.call((api) => api.tick())));
+  }
+
+  /** An audience's count and a page of members (any shard reads the one LMDB). */
+  audienceQuery(audienceId: string, after: string, limit: number): Promise<AudienceQueryResult> {
+    return this.#shards[0]!.call<AudienceQueryResult>((api) => api.audienceQuery(audienceId, after, limit));
+  }
+
+  /** An uplift report of an audience's current members (any shard reads the one LMDB). */
+  audienceReport(audienceId: string, days: number): Promise<AudienceReportResult> {
+    return this.#shards[0]!.call<AudienceReportResult>((api) => api.audienceReport(audienceId, days));
   }
 
   /** Forgets a user in the partition's shard (ShardApi.forget). */

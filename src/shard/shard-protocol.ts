@@ -13,6 +13,9 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSink } from "../threads/item-event-queue.js";
 import type { EventValidationOptions } from "../wire/event-validation.js";
 import type { BatchTimes, ClockOptions } from "./engine-clock.js";
+import type { AudienceDefinition } from "../actors/audience-rules.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import type { BackfillProgress, ReportGroup } from "./audience-runner.js";
 
 export interface ShardInit {
   /** Index of this shard, 0..workers-1. */
@@ -41,8 +44,31 @@ export interface ShardInit {
   pseudonymKey?: Uint8Array;
   /** The engine clock's shared memory (EngineClock.buffer) and its rules. */
   clock: { buffer: SharedArrayBuffer; options: ClockOptions };
+  /** The subject prefix (audience enter/exit events are published under it). Default "portrait". */
+  subjectPrefix?: string;
+  /** The deployment's partition count. */
+  partitionCount: number;
+  /** Profiles evaluated per tick in an audience backfill (the bound on its rate). Default 2000. */
+  backfillChunk?: number;
 }
 
+/** The outcome of a forget, returned once the removal committed; `outbound`: the user's audience exits (reason "forgotten"), committed in the outbox, to publish. */
+export type ForgetResult = { ok: true; existed: boolean; outbound: OutboundMessage[] } | { ok: false; error: WireError };
+
+/** A shard's uplift report (audience-runner.ts audienceReport). */
+export type AudienceReportResult = { ok: true; contacted: ReportGroup; holdout: ReportGroup } | { ok: false; error: WireError };
+
+/** What a tick committed: the transitions to publish, per partition. */
+export interface TickResult {
+  outbound: Record<number, OutboundMessage[]>;
+  timersFired: number;
+  backfilled: number;
+}
+
+/** A shard's answer to an audience query (read from the committed `audiences` db). */
+export type AudienceQueryResult =
+  | { ok: true; count: number; members: { userId: string; sinceMs: number; holdout: boolean }[] }
+  | { ok: false; error: WireError };
 /**
  * The models a shard runs (ShardApi.setModels): a version directory, or null
  * for off. `keepLstm`: earlier LSTM versions to keep loaded for
@@ -62,14 +88,14 @@ export interface ShardModelVersions {
   churn: string;
 }
 
-/** The outcome of a forget, returned once the removal committed. */
-export type ForgetResult = { ok: true; existed: boolean } | { ok: false; error: WireError };
 
 export interface ShardReady {
   /** Last applied stream sequence of each owned partition, as committed in LMDB. */
   appliedSeqs: Record<number, number>;
   /** The engine clock as this shard last stored it, Unix ms (0: never). */
   clockMs: number;
+  /** Audience transitions committed but not confirmed published before the last stop: published again (deduplicated by id) before consuming. */
+  outbox: Record<number, OutboundMessage[]>;
 }
 
 /** A batch's outcome as the shard reports it: with its stats piggy-backed (so the metrics need not wait behind a busy shard). */
@@ -100,6 +126,16 @@ export interface ShardApi {
    * ForgetUserMessage was posted.
    */
   forget(userId: string): Promise<ForgetResult>;
+  /** Replaces the audience definitions (validated by whoever stored them); a new set starts a backfill. */
+  setAudiences(defs: AudienceDefinition[]): Promise<void>;
+  /** Time passing: fires due audience timers and runs a chunk of a backfill; resolves after they committed. */
+  tick(): Promise<TickResult & { backfill: BackfillProgress }>;
+  /** These outbound messages of the partition were published: their outbox entries go. */
+  published(partition: number, msgIds: string[]): Promise<void>;
+  /** An audience's count, and a page of its members after `after` (limit 0 = count only). Any shard answers for all (one LMDB). */
+  audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult;
+  /** What current members and holdout did in the `days` days from entering (audience-runner.ts audienceReport). */
+  audienceReport(audienceId: string, days: number): AudienceReportResult;
   stats(): ShardStats;
   /** Fault injection, tests only: blocks the thread for `ms` (queued behind the batches handed over before it). */
   faultStall(ms: number): Promise<void>;

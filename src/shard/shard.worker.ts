@@ -27,7 +27,12 @@ import { ClockReader } from "./engine-clock.js";
 import { Predictions } from "./predictions.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
+import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
+import type { AudienceDefinition } from "../actors/audience-rules.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import { toWire } from "../errors.js";
+import { storedLstmState } from "./lstm-steps.js";
 
 /** The models a shard runs; swapped whole between messages (setModels). */
 class ShardModels {
@@ -85,6 +90,7 @@ class Shard implements ShardApi {
   #queries!: ProfileQueries;
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
+  #audiences!: AudienceRunner;
   readonly #models = new ShardModels();
 
   async init(init: ShardInit): Promise<ShardReady> {
@@ -99,13 +105,25 @@ class Shard implements ShardApi {
     const actors = (this.#actors = new ActorCache(store, init.maxActors));
     const labels = new CategoryLabels(store);
     const clock = (this.#clock = new ClockReader(init.clock.buffer, init.clock.options));
+    const audiences = (this.#audiences = new AudienceRunner({
+      shard: init.shard, partitions: init.partitions, partitionCount: init.partitionCount, store, actors, profile: init.profile,
+      subjectPrefix: init.subjectPrefix ?? "portrait", pseudonymised: init.pseudonymKey !== undefined, backfillChunk: init.backfillChunk ?? 2000,
+      // The models running at the time of the evaluation (they may be swapped between messages).
+      predictor: (u, now) => (name) => {
+        const { lstm, churn } = models;
+        if (name === "churnRisk") return churn !== undefined && u.lastPurchaseMs > 0 ? churn.predict(u, now) : undefined;
+        return lstm !== undefined ? lstm.predict(storedLstmState(u, lstm)).purchasePropensity : undefined;
+      },
+    }));
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
-      key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock,
+      key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock, audiences,
     }));
     this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log });
     log.info({ partitions: init.partitions.length }, "shard ready");
-    return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock() };
+    const outbox: Record<number, OutboundMessage[]> = {};
+    for (const m of audiences.pendingOutbox()) (outbox[m.partition] ??= []).push(m.message);
+    return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock(), outbox };
   }
 
   async applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
@@ -131,6 +149,35 @@ class Shard implements ShardApi {
 
   forget(userId: string): Promise<ForgetResult> {
     return this.#batches.forget(userId);
+  }
+
+  async setAudiences(defs: AudienceDefinition[]): Promise<void> {
+    this.#audiences.set(defs);
+  }
+
+  async tick(): Promise<TickResult & { backfill: BackfillProgress }> {
+    const r = await this.#batches.tick();
+    return { ...r, backfill: this.#audiences.progress() };
+  }
+
+  async published(partition: number, msgIds: string[]): Promise<void> {
+    this.#audiences.published(partition, msgIds);
+  }
+
+  audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult {
+    try {
+      return { ok: true, count: audienceCount(this.#store, audienceId), members: limit > 0 ? audienceMembers(this.#store, audienceId, after, limit) : [] };
+    } catch (err) {
+      return { ok: false, error: toWire(err) };
+    }
+  }
+
+  audienceReport(audienceId: string, days: number): AudienceReportResult {
+    try {
+      return { ok: true as const, ...audienceReport(this.#store, audienceId, days) };
+    } catch (err) {
+      return { ok: false as const, error: toWire(err) };
+    }
   }
 
   stats(): ShardStats {

@@ -13,6 +13,13 @@
  *   for people only, written outside the batches (a lost one comes back
  *   with the category's next event).
  *
+ * - db `audiences` (ordered keys, src/shard/audience-runner.ts): ["t", partition,
+ *   due ms, user] -> 1 (timers), ["m", audience, user] -> [since ms, holdout]
+ *   (members), ["c", audience, partition] -> members (counts), ["o", partition,
+ *   message id] -> transition (the outbox: committed, not yet published),
+ *   ["b", shard] -> the definitions a shard last backfilled. Written in the
+ *   same transaction as the states that caused them.
+ *
  * - db `chain` (versioned): "p/<partition>" -> its version counts the
  *   partition's committed batches.
  *
@@ -37,6 +44,15 @@ import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
+
+/** A key of the `audiences` db. */
+export type AudienceKey = (string | number)[];
+
+/** Writes of the `audiences` db that commit with a batch. */
+export interface SideWrites {
+  puts: [AudienceKey, unknown][];
+  removes: AudienceKey[];
+}
 
 export interface ProfileStoreOptions {
   /** Directory of the engine's state; the LMDB environment lives in `<dataDir>/lmdb`. */
@@ -73,6 +89,7 @@ export class ProfileStore {
   readonly #profiles: Database<UserState, string>;
   readonly #meta: Database<number | string, string>;
   readonly #chain: Database<number, string>;
+  readonly #aud: Database<unknown, AudienceKey>;
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
@@ -91,6 +108,54 @@ export class ProfileStore {
     });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
     this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
+    this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
+  }
+
+  /** Committed entries of the `audiences` db from `start` (inclusive) to `end` (exclusive), at most `limit`. */
+  audienceRange(start: AudienceKey, end: AudienceKey, limit?: number): { key: AudienceKey; value: unknown }[] {
+    return [...this.#aud.getRange({ start, end, ...(limit !== undefined ? { limit } : {}) })] as { key: AudienceKey; value: unknown }[];
+  }
+
+  audienceGet(key: AudienceKey): unknown {
+    return this.#aud.get(key);
+  }
+
+  /** Writes outside the batch chain (what is lost in a crash is only redone): not awaited. */
+  audienceWrite(w: SideWrites): void {
+    for (const [k, v] of w.puts) void this.#aud.put(k, v).catch(() => undefined);
+    for (const k of w.removes) void this.#aud.remove(k).catch(() => undefined);
+  }
+
+  /** User ids of stored profiles after `after` (exclusive; "" = from the start), at most `limit`. */
+  profileKeys(after: string, limit: number): string[] {
+    const out: string[] = [];
+    for (const k of this.#profiles.getKeys({ start: after, limit: limit + 1 })) {
+      if (k === after) continue;
+      out.push(k);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  profileCount(): number {
+    return this.#profiles.getKeysCount();
+  }
+
+  /**
+   * Removes a user's state together with the audience writes of its
+   * forgetting (exits in the outbox, members, counts, timers), in one
+   * transaction. STORAGE_FAILED when it cannot commit.
+   */
+  async removeStateWith(userId: string, side: SideWrites): Promise<void> {
+    try {
+      await this.#root.transaction(() => {
+        void this.#profiles.remove(userId);
+        for (const [k, v] of side.puts) void this.#aud.put(k, v);
+        for (const k of side.removes) void this.#aud.remove(k);
+      });
+    } catch (err) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED, `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)}`, { cause: err });
+    }
   }
 
   getState(userId: string): UserState | undefined {
@@ -146,7 +211,7 @@ export class ProfileStore {
    * fails, or when an earlier batch of the partition failed (then nothing of
    * this one is written).
    */
-  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>): Promise<void> {
+  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>, side?: SideWrites): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -161,6 +226,10 @@ export class ProfileStore {
     const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
       for (const [id, state] of states) void this.#profiles.put(id, state).catch(() => undefined);
+      if (side !== undefined) {
+        for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(() => undefined);
+        for (const k of side.removes) void this.#aud.remove(k).catch(() => undefined);
+      }
       void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
       void this.#chain.put(key, 0, next).catch(() => undefined);
     });

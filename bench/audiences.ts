@@ -1,0 +1,246 @@
+/**
+ * `npm run bench:audiences`: what audiences cost and how fast they react, on a
+ * real nats-server (127.0.0.1, free port, temp store) and an in-process engine
+ * (models off, so the audience share of the work is the largest it can be):
+ *
+ * 1. Ingest throughput of the same pre-published stream with 0 and with 100
+ *    active audiences (fresh engine and data dir each), same run.
+ * 2. Membership change visible: at ~50% of the measured throughput, probe
+ *    events that make their user enter an audience; latency = arrival of the
+ *    enter event on the audience stream - publish time of the probe.
+ * 3. Time-based transitions: users that leave "seen within the last N s" by
+ *    time alone; lateness = arrival of the exit event - its due time.
+ * 4. Backfill: a new audience over every stored profile while the 50% load
+ *    goes on; profiles/s, and the time 1M profiles would take at that rate.
+ *
+ *   node dist-bench/bench/audiences.js [--events N] [--users N] [--span-days D] [--no-record]
+ */
+import { connect, type NatsConnection } from "nats";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { AudienceDefinition } from "../src/actors/audience-rules.js";
+import { startNatsServer } from "../src/bus/nats-server-launcher.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { Engine } from "../src/engine.js";
+import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { appendResults, printTable } from "./report.js";
+
+const { values: a } = parseArgs({
+  options: {
+    events: { type: "string", default: "150000" },
+    users: { type: "string", default: "20000" },
+    "span-days": { type: "string", default: "60" },
+    "no-record": { type: "boolean", default: false },
+  },
+});
+const EVENTS = Number(a.events);
+const USERS = Number(a.users);
+/** Event time the pre-published events cover: a long span makes every user's windows change at each midnight (time-driven re-evaluation). */
+const SPAN_DAYS = Number(a["span-days"]);
+const PARTITIONS = 8;
+const WORKERS = 2;
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+/** 100 audiences over every kind of rule. */
+function hundredAudiences(): AudienceDefinition[] {
+  const out: AudienceDefinition[] = [];
+  const fields = ["events", "carts", "purchases", "revenue"] as const;
+  const windows = [1, 7, 30, 90] as const;
+  let i = 0;
+  for (const f of fields) for (const w of windows) for (const v of [1, 3, 10]) out.push({ id: `w${i++}`, rule: { field: `${f}.${w}d`, op: ">=", value: v } });
+  for (let c = 0; c < 20; c++) out.push({ id: `aff${c}`, rule: { affinity: { dimension: "category", key: `c${c}`, topN: 3 } } });
+  for (let c = 0; c < 10; c++) out.push({ id: `sess${c}`, rule: { session: { category: `c${c}`, topN: 2 } } });
+  out.push({ id: "abandon", rule: { cartAbandoned: { afterMinutes: 60 } } });
+  out.push({ id: "lapsed", rule: { all: [{ field: "orders", op: ">=", value: 1 }, { field: "daysSincePurchase", op: ">=", value: 30 }] } });
+  out.push({ id: "champ", rule: { all: [{ field: "rfm.r", op: ">=", value: 4 }, { field: "rfm.f", op: ">=", value: 4 }, { field: "rfm.m", op: ">=", value: 4 }] } });
+  while (out.length < 100) {
+    const k = out.length;
+    out.push({ id: `mix${k}`, rule: { any: [{ all: [{ inAudience: `w${k % 48}` }, { not: { inAudience: `aff${k % 20}` } }] }, { field: "net", op: ">", value: k * 10 }] } });
+  }
+  return out;
+}
+
+function makeEvents(prefix: string, n: number, users: number, t0: number, spanMs: number): IEvent[] {
+  const out: IEvent[] = [];
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  for (let i = 0; i < n; i++) {
+    const r = rnd();
+    const type = r < 0.75 ? EventType.VIEW : r < 0.92 ? EventType.ADD_TO_CART : EventType.PURCHASE;
+    out.push({
+      eventId: `${prefix}-${i}`, userId: `u${Math.floor(rnd() * users)}`, type, timestampMs: t0 + Math.floor((i / n) * spanMs),
+      itemId: `i${Math.floor(rnd() * 5000)}`, categoryId: `c${Math.floor(rnd() * 30)}`, price: 1 + Math.floor(rnd() * 200), quantity: 1, orderId: type === EventType.PURCHASE ? `o${i}` : "",
+    });
+  }
+  return out;
+}
+
+async function applied(engine: Engine): Promise<number> {
+  return (await engine.metrics.eventsApplied.get()).values[0]?.value ?? 0;
+}
+
+async function main(): Promise<void> {
+  const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
+  const nats = await startNatsServer({ readyTimeoutMs: 20_000 });
+  const nc: NatsConnection = await connect({ servers: nats.url });
+  const dirs: string[] = [];
+  const engineAt = async (prefix: string) => {
+    const dataDir = mkdtempSync(join(tmpdir(), "portrait-bench-aud-"));
+    dirs.push(dataDir);
+    return Engine.start({
+      natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
+      lstmModel: "off", churnModel: "off", deepfmModel: "off",
+    });
+  };
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  try {
+    // 1. Throughput with 0 and 100 audiences: the same events, pre-published, consumed from the stream's start.
+    const t0 = Date.now() - (SPAN_DAYS + 1) * 86_400_000;
+    const rates: number[] = [];
+    for (const [name, defs] of [["none", []], ["100", hundredAudiences()]] as const) {
+      const prefix = `ba${name}`;
+      const client = new PortraitClient(nc, { partitions: PARTITIONS, subjectPrefix: prefix });
+      // Streams and the definitions exist before the engine starts consuming: start, define, stop, publish, start again.
+      const e0 = await engineAt(prefix);
+      for (const d of defs) await client.audienceCreate(d);
+      await e0.close();
+      await client.publishMany(makeEvents(prefix, EVENTS, USERS, t0, SPAN_DAYS * 86_400_000));
+      const dataDir = e0.config.dataDir;
+      const engine = await Engine.start({
+        natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
+        lstmModel: "off", churnModel: "off", deepfmModel: "off",
+      });
+      // From the first applied event (engine start-up is not ingest).
+      while ((await applied(engine)) === 0) await new Promise((r) => setTimeout(r, 5));
+      const started = performance.now();
+      const first = await applied(engine);
+      while ((await applied(engine)) < EVENTS) await new Promise((r) => setTimeout(r, 20));
+      const rate = (EVENTS - first) / ((performance.now() - started) / 1000);
+      const jsm = await nc.jetstreamManager();
+      const transitions = (await jsm.streams.info(engine.subjects.audienceStream)).state.messages;
+      rates.push(rate);
+      rows.push([`ingest, ${name === "none" ? "no audiences" : "100 active audiences"} (events/s)`, rate.toFixed(0),
+        `${transitions} enter/exit events published (${(transitions / EVENTS).toFixed(2)} per event)`]);
+      if (name !== "none") {
+        // 2-4 run on this engine (100 audiences, stored profiles of USERS users).
+        await liveMeasures(engine, client, rate, rows, notes);
+      }
+      await engine.close();
+    }
+    const cost = 1 - rates[1]! / rates[0]!;
+    rows.splice(2, 0, ["throughput cost of 100 audiences", `${(cost * 100).toFixed(1)}%`, "target <= 20%"]);
+  } finally {
+    await nc.close();
+    await nats.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+  const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores (above ${cpus().length}, other processes compete for the CPU).`;
+  notes.push(`Engine in-process (main thread shared with the publisher), ${PARTITIONS} partitions, ${WORKERS} shard workers, models off; ${EVENTS} synthetic events over ${USERS} users (75% view, 17% cart, 8% purchase, 30 categories), ${SPAN_DAYS} days of event time.`);
+  notes.push(load);
+  const header = ["measure", "value", "note"];
+  printTable("audiences", header, rows);
+  for (const n of notes) console.log(`- ${n}`);
+  if (!a["no-record"]) appendResults("audiences", `npm run bench:audiences -- --events ${EVENTS} --users ${USERS} --span-days ${SPAN_DAYS}`, header, rows, notes.map((n) => `- ${n}`));
+}
+
+async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: number, rows: string[][], notes: string[]): Promise<void> {
+  const nc = client.nc;
+  const s = engine.subjects;
+  const arrivals = new Map<string, number>();
+  const sub = nc.subscribe(s.audienceWildcard, {
+    callback: (_e, m) => {
+      const t = pb.AudienceTransition.decode(m.data);
+      arrivals.set(`${t.audienceId}:${t.userId}:${t.entered ? 1 : 0}`, Date.now());
+    },
+  });
+  await client.audienceCreate({ id: "probe", rule: { field: "purchases.1d", op: ">=", value: 3 } });
+  const ttlS = 3;
+  await client.audienceCreate({ id: "fresh", rule: { all: [{ field: "daysSinceSeen", op: "<", value: ttlS / 86_400 }, { field: "carts.1d", op: ">=", value: 50 }] } });
+  await new Promise((r) => setTimeout(r, 1000));
+
+  // Background load: half the measured rate, live timestamps, the stored users.
+  const target = maxRate / 2;
+  let stop = false;
+  let sent = 0;
+  let failedPublishes = 0;
+  const bg = (async () => {
+    const startedAt = Date.now();
+    let k = 0;
+    while (!stop) {
+      const due = Math.floor(((Date.now() - startedAt) / 1000) * target);
+      const batch: IEvent[] = [];
+      while (sent < due && batch.length < 2000) {
+        batch.push({ eventId: `bg-${k}`, userId: `u${k % USERS}`, type: EventType.VIEW, timestampMs: Date.now(), itemId: `i${k % 5000}`, categoryId: `c${k % 30}` });
+        k++;
+        sent++;
+      }
+      if (batch.length > 0) {
+        // A publish that times out (the broker shares the 2 cores) is counted, not fatal: the bench measures the engine.
+        await client.publishMany(batch).catch(() => void (failedPublishes += batch.length));
+      } else {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  })();
+
+  // 2. Probes: a fresh user buys three times; the third purchase makes it enter "probe".
+  const lat: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const user = `probe${i}`;
+    for (let j = 0; j < 2; j++) await client.publish({ eventId: `p${i}-${j}`, userId: user, type: EventType.PURCHASE, timestampMs: Date.now(), itemId: "x", price: 1, orderId: `po${i}-${j}` });
+    const sentAt = Date.now();
+    await client.publish({ eventId: `p${i}-2`, userId: user, type: EventType.PURCHASE, timestampMs: Date.now(), itemId: "x", price: 1, orderId: `po${i}-2` });
+    const key = `probe:${user}:1`;
+    const deadline = Date.now() + 5000;
+    while (!arrivals.has(key) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    if (arrivals.has(key)) lat.push(arrivals.get(key)! - sentAt);
+  }
+  const measuredRate = sent;
+  rows.push(["membership change visible after the event, p50 / p99 / max (ms)", `${pct(lat, 50)} / ${pct(lat, 99)} / ${Math.max(...lat)}`, `target p99 <= 20 ms; ${lat.length}/200 probes seen`]);
+
+  // 3. Time: 200 users enter "fresh" (50 carts today) and leave it ttlS after their last event, by time alone.
+  const dueOf = new Map<string, number>();
+  for (let i = 0; i < 200; i++) {
+    const user = `fresh${i}`;
+    const now = Date.now();
+    const evs: IEvent[] = Array.from({ length: 50 }, (_, j) => ({ eventId: `f${i}-${j}`, userId: user, type: EventType.ADD_TO_CART, timestampMs: now, itemId: "y" }));
+    await client.publishMany(evs);
+    dueOf.set(user, now + ttlS * 1000);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await new Promise((r) => setTimeout(r, ttlS * 1000 + 2500));
+  const late: number[] = [];
+  for (const [user, due] of dueOf) {
+    const t = arrivals.get(`fresh:${user}:0`);
+    if (t !== undefined) late.push(t - due);
+  }
+  rows.push(["time-based exit on the stream after its due time, p50 / p99 / max (ms)", `${pct(late, 50)} / ${pct(late, 99)} / ${Math.max(...late)}`, `target <= 1000 ms; ${late.length}/200 exits seen`]);
+
+  // 4. Backfill over every stored profile while the load goes on.
+  let profiles = 0;
+  const b0 = performance.now();
+  await client.audienceCreate({ id: "backfilled", rule: { field: "events.90d", op: ">=", value: 1 } });
+  for (;;) {
+    const b = (await client.audienceShow("backfilled")).backfill;
+    if (b.running) profiles = Math.max(profiles, b.total);
+    else if (profiles > 0 || performance.now() - b0 > 60_000) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const secs = (performance.now() - b0) / 1000;
+  const bRate = profiles / secs;
+  rows.push(["backfill of a new audience while ingest goes on (profiles/s)", bRate.toFixed(0), `${profiles} profiles in ${secs.toFixed(1)} s`]);
+  rows.push(["backfill of 1M profiles at that rate, extrapolated (s)", (1e6 / bRate).toFixed(0), "target <= 60 s; bound: 2000 profiles per 100 ms tick per shard"]);
+  stop = true;
+  await bg;
+  sub.unsubscribe();
+  notes.push(`Background load during 2-4: ${target.toFixed(0)} events/s target (half the 100-audience ingest rate), ${measuredRate} events sent, ${failedPublishes} in batches whose publish failed (timeouts).`);
+}
+
+await main();

@@ -1,0 +1,38 @@
+/**
+ * The audience sub-structure of a user's state (`UserState.aud`) and the
+ * transitions it produces; the logic is in audience-state.ts. Kept apart so
+ * that user-profile.ts can name the type without importing the logic.
+ */
+
+export interface AudienceState {
+  /** The user's partition (the shard needs it for timers and backfills of pseudonymised ids). */
+  p: number;
+  /** Day buckets, flattened: [day, events, carts, purchases, cents] x n, oldest first. */
+  d: number[];
+  /** Time of the last add-to-cart, ms (0 = none). */
+  cart: number;
+  /** The current session's categories and their event counts; scS = the profile's session number they belong to. */
+  sc: string[];
+  scn: number[];
+  scS: number;
+  /** Memberships: audience id -> [since ms (0 = out), transitions, holdout (0/1)]. */
+  m: Record<string, [number, number, number]>;
+  /** Next time-driven evaluation, ms (0 = none). */
+  due: number;
+}
+
+/** One enter or exit: published once on the audience stream. */
+export interface Transition {
+  audience: string;
+  /** The user id as the engine keeps it (the pseudonym when pseudonymisation is on). */
+  user: string;
+  /** The transition number (1 = first enter, 2 = its exit, ...). */
+  n: number;
+  entered: boolean;
+  atMs: number;
+  /** "event" | "time" | "backfill" | "deleted" | "forgotten". */
+  reason: string;
+  /** A holdout member: recorded, but not to be contacted. */
+  holdout: boolean;
+}
+

@@ -1,0 +1,276 @@
+/**
+ * A shard's audiences: the compiled definitions, the evaluation of its users
+ * (after each batch, when a timer is due, in a backfill) and the writes that
+ * go with it. The pure rules are in src/actors/audience-*.ts; this module
+ * turns their transitions into LMDB writes of the `audiences` db
+ * (profile-store.ts) that commit with the states that caused them:
+ * - timers: ["t", partition, due ms, user]: the due-time index, read in time
+ *   order by range; a stale entry (the user's due moved) is dropped when met;
+ * - members: ["m", audience, user] -> [since ms, holdout];
+ * - counts: ["c", audience, partition] -> members, maintained in memory and
+ *   written with every change (a count is a sum over partitions, not a scan);
+ * - outbox: ["o", partition, message id] -> the transition, until the main
+ *   thread has published it (JetStream PubAck) and tells the shard.
+ *
+ * Exactly once: a transition exists only in a committed state (its number is
+ * in the user's memberships) together with its outbox entry; the main thread
+ * publishes committed transitions with Nats-Msg-Id = audience:user:number and
+ * republishes the outbox at start, so a crash loses none and JetStream's
+ * duplicate window drops a second copy.
+ */
+import type { Actor } from "../actors/actor.js";
+import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
+import { evaluateAudiences, exitAll, observeAudienceEvent, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
+import type { CompiledProfileOptions } from "../actors/profile-options.js";
+import type { ProfileEvent, UserState } from "../actors/user-profile.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import { subjects, type Subjects } from "../bus/subjects.js";
+import type { ProfileStore, SideWrites } from "../store/profile-store.js";
+import { pb } from "../wire/proto.js";
+import { partitionOf } from "../wire/partition.js";
+import type { ActorCache } from "./actor-cache.js";
+
+/** Most due timers fired per partition per batch or tick (the rest wait for the next). */
+const MAX_TIMERS_PER_PASS = 5000;
+
+export interface AudienceRunnerDeps {
+  shard: number;
+  partitions: number[];
+  partitionCount: number;
+  store: ProfileStore;
+  actors: ActorCache;
+  profile: CompiledProfileOptions;
+  subjectPrefix: string;
+  pseudonymised: boolean;
+  /** Model predictions for a user at a time (lazy: called only by rules that read them). */
+  predictor?: ((u: UserState, now: number) => EvalEnv["predict"]) | undefined;
+  /** Profiles evaluated per backfill pass (the rate bound: passes run on the engine's tick). */
+  backfillChunk: number;
+}
+
+/** A backfill's progress in this shard. */
+export interface BackfillProgress {
+  running: boolean;
+  scanned: number;
+  total: number;
+}
+
+export function encodeTransition(t: Transition): Uint8Array {
+  return pb.AudienceTransition.encode({
+    audienceId: t.audience, userId: t.user, transition: t.n, entered: t.entered, atMs: t.atMs, reason: t.reason, holdout: t.holdout,
+  }).finish();
+}
+
+export function transitionMsgId(t: Transition): string {
+  return `${t.audience}:${t.user}:${t.n}`;
+}
+
+export class AudienceRunner {
+  readonly #d: AudienceRunnerDeps;
+  readonly #s: Subjects;
+  readonly #owned: Set<number>;
+  #set: CompiledAudiences = compileAudiences([]);
+  #hash = "[]";
+  readonly #counts = new Map<string, number>();
+  #backfill: { cursor: string; scanned: number; total: number; hash: string } | undefined;
+
+  constructor(d: AudienceRunnerDeps) {
+    this.#d = d;
+    this.#s = subjects(d.subjectPrefix);
+    this.#owned = new Set(d.partitions);
+  }
+
+  get size(): number {
+    return this.#set.defs.length;
+  }
+
+  /** Takes a new set of definitions (already validated by whoever stored them); starts a backfill when it differs from the last one backfilled. */
+  set(defs: AudienceDefinition[]): void {
+    this.#set = compileAudiences(defs);
+    this.#hash = JSON.stringify([...this.#set.versions].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+    const done = this.#d.store.audienceGet(["b", this.#d.shard]);
+    if (done === this.#hash) {
+      this.#backfill = undefined;
+      return;
+    }
+    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash };
+  }
+
+  progress(): BackfillProgress {
+    const b = this.#backfill;
+    return b === undefined ? { running: false, scanned: 0, total: 0 } : { running: true, scanned: b.scanned, total: b.total };
+  }
+
+  observe(u: UserState, e: ProfileEvent, partition: number): void {
+    observeAudienceEvent(u, e, partition);
+  }
+
+  /** Committed timers of the partition due at `now`, [due ms, user], earliest first. */
+  dueTimers(partition: number, now: number): [number, string][] {
+    const out: [number, string][] = [];
+    for (const { key } of this.#d.store.audienceRange(["t", partition, 0], ["t", partition, now + 1], MAX_TIMERS_PER_PASS)) {
+      out.push([key[2] as number, key[3] as string]);
+    }
+    return out;
+  }
+
+  /** The next chunk of the running backfill: stored users of this shard's partitions, with their partition. */
+  backfillKeys(): [string, number][] | undefined {
+    const b = this.#backfill;
+    if (b === undefined) return undefined;
+    const d = this.#d;
+    const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
+    const out: [string, number][] = [];
+    for (const k of keys) {
+      const st = d.actors.state(k);
+      const p = st?.aud?.p ?? (d.pseudonymised ? undefined : partitionOf(k, d.partitionCount));
+      if (p !== undefined && this.#owned.has(p)) out.push([k, p]);
+    }
+    b.scanned += keys.length;
+    if (keys.length === 0) {
+      d.store.audienceWrite({ puts: [[["b", d.shard], b.hash]], removes: [] });
+      this.#backfill = undefined;
+      return out;
+    }
+    b.cursor = keys[keys.length - 1]!;
+    return out;
+  }
+
+  /** Applies the count changes of one commit and writes each changed counter once. */
+  #writeCounts(partition: number, deltas: Map<string, number>, side: SideWrites): void {
+    for (const [audience, delta] of deltas) {
+      if (delta === 0) continue;
+      const k = `${audience}\u0000${partition}`;
+      let n = this.#counts.get(k);
+      if (n === undefined) n = (this.#d.store.audienceGet(["c", audience, partition]) as number | undefined) ?? 0;
+      n += delta;
+      this.#counts.set(k, n);
+      side.puts.push([["c", audience, partition], n]);
+    }
+  }
+
+  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>): void {
+    for (const t of ts) {
+      if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
+      else side.removes.push(["m", t.audience, key]);
+      deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
+      const msgId = transitionMsgId(t);
+      side.puts.push([["o", partition, msgId], t]);
+      out.push(this.outbound(t));
+    }
+  }
+
+  outbound(t: Transition): OutboundMessage {
+    return { subject: this.#s.audienceEvents(t.audience), msgId: transitionMsgId(t), data: encodeTransition(t) };
+  }
+
+  /** Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`. */
+  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason]>, now: number, side: SideWrites, out: OutboundMessage[]): void {
+    const d = this.#d;
+    const deltas = new Map<string, number>();
+    for (const [key, actor, reason] of users) {
+      const u = actor.state;
+      const oldDue = u.aud?.due ?? 0;
+      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)) };
+      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition);
+      const due = u.aud!.due;
+      if (due !== oldDue) {
+        if (oldDue > 0) side.removes.push(["t", partition, oldDue, key]);
+        if (due > 0) side.puts.push([["t", partition, due, key], 1]);
+      }
+      if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas);
+    }
+    this.#writeCounts(partition, deltas, side);
+  }
+
+  /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */
+  forget(key: string, u: UserState | undefined, atMs: number): { side: SideWrites; out: OutboundMessage[] } {
+    const side: SideWrites = { puts: [], removes: [] };
+    const out: OutboundMessage[] = [];
+    if (u?.aud === undefined) return { side, out };
+    const p = u.aud.p;
+    if (u.aud.due > 0) side.removes.push(["t", p, u.aud.due, key]);
+    const deltas = new Map<string, number>();
+    this.#record(exitAll(key, u, atMs), p, key, side, out, deltas);
+    this.#writeCounts(p, deltas, side);
+    return { side, out };
+  }
+
+  /** Outbox entries of the owned partitions, committed and not yet confirmed published (republished at start). */
+  pendingOutbox(): { partition: number; message: OutboundMessage }[] {
+    const out: { partition: number; message: OutboundMessage }[] = [];
+    for (const p of this.#d.partitions) {
+      for (const { value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) out.push({ partition: p, message: this.outbound(value as Transition) });
+    }
+    return out;
+  }
+
+  /** The main thread published these (PubAck): their outbox entries go (not awaited; a lost removal only republishes, deduplicated by id). */
+  published(partition: number, msgIds: string[]): void {
+    this.#d.store.audienceWrite({ puts: [], removes: msgIds.map((id) => ["o", partition, id]) });
+  }
+}
+
+/** Count of an audience: the sum of its committed per-partition counters. */
+export function audienceCount(store: ProfileStore, audience: string): number {
+  let n = 0;
+  for (const { value } of store.audienceRange(["c", audience], ["c", audience, Infinity])) n += value as number;
+  return n;
+}
+
+/** A page of an audience's committed members, after user `after` ("" = from the start). */
+export function audienceMembers(store: ProfileStore, audience: string, after: string, limit: number): { userId: string; sinceMs: number; holdout: boolean }[] {
+  const out: { userId: string; sinceMs: number; holdout: boolean }[] = [];
+  for (const { key, value } of store.audienceRange(["m", audience, after], ["m", audience, "\u{10FFFF}"], limit + 1)) {
+    const user = key[2] as string;
+    if (user === after) continue;
+    const [since, holdout] = value as [number, number];
+    out.push({ userId: user, sinceMs: since, holdout: holdout === 1 });
+    if (out.length >= limit) break;
+  }
+  return out;
+}
+
+/** One group of an uplift report: members entered, share who bought within the window, revenue per member. */
+export interface ReportGroup {
+  members: number;
+  buyers: number;
+  purchaseRate: number;
+  revenuePerMember: number;
+  /** Sample variance of revenue per member. */
+  revenueVariance: number;
+}
+
+/**
+ * What current members did in the `days` UTC days from the day they entered
+ * (their day buckets: purchases and revenue), split into contacted members
+ * and holdout. Members whose profile is gone (forgotten) are left out.
+ */
+export function audienceReport(store: ProfileStore, audience: string, days: number): { contacted: ReportGroup; holdout: ReportGroup } {
+  const acc = [[0, 0, 0, 0], [0, 0, 0, 0]]; // members, buyers, Σ revenue, Σ revenue²
+  for (const { key, value } of store.audienceRange(["m", audience], ["m", audience, "\u{10FFFF}"])) {
+    const [since, holdout] = value as [number, number];
+    const u = store.getState(key[2] as string);
+    if (u === undefined) continue;
+    const from = Math.floor(since / 86_400_000);
+    let buys = 0;
+    let cents = 0;
+    const d = u.aud?.d ?? [];
+    for (let i = 0; i < d.length; i += 5) {
+      if (d[i]! >= from && d[i]! < from + days) {
+        buys += d[i + 3]!;
+        cents += d[i + 4]!;
+      }
+    }
+    const g = acc[holdout === 1 ? 1 : 0]!;
+    g[0]!++;
+    if (buys > 0) g[1]!++;
+    g[2]! += cents / 100;
+    g[3]! += (cents / 100) ** 2;
+  }
+  const group = ([n, b, s, s2]: number[]): ReportGroup => {
+    const mean = n! > 0 ? s! / n! : 0;
+    return { members: n!, buyers: b!, purchaseRate: n! > 0 ? b! / n! : 0, revenuePerMember: mean, revenueVariance: n! > 1 ? (s2! - n! * mean * mean) / (n! - 1) : 0 };
+  };
+  return { contacted: group(acc[0]!), holdout: group(acc[1]!) };
+}
