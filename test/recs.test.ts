@@ -58,6 +58,8 @@ describe("recs options", () => {
     expect(Object.isFrozen(O.candidates.quotas)).toBe(true);
     expect(O.maxQueuedItemEvents).toBe(50_000);
     expect(compileRecsOptions({ maxQueuedItemEvents: 10 }).maxQueuedItemEvents).toBe(10);
+    expect(O.maxItemEventWaitMs).toBe(5_000);
+    expect(compileRecsOptions({ maxItemEventWaitMs: 0 }).maxItemEventWaitMs).toBe(0);
   });
 
   it("options - given values replace defaults, per key", () => {
@@ -84,6 +86,8 @@ describe("recs options", () => {
     [{ maxQueuedItemEvents: 0 }, /maxQueuedItemEvents must be a positive integer/],
     [{ maxQueuedItemEvents: 2.5 }, /maxQueuedItemEvents must be a positive integer/],
     [{ maxQueuedItemEvents: 2e9 }, /maxQueuedItemEvents must be at most 1000000000/],
+    [{ maxItemEventWaitMs: -1 }, /maxItemEventWaitMs must be an integer in \[0, 60000\]/],
+    [{ maxItemEventWaitMs: 60_001 }, /maxItemEventWaitMs must be an integer in \[0, 60000\]/],
     [{ maxQueuedItemEvent: 10 } as never, /unknown recs option "maxQueuedItemEvent"/],
   ])("options - rejects %j", (o, message) => {
     expect(() => compileRecsOptions(o)).toThrow(ConfigError);

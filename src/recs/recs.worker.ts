@@ -4,9 +4,10 @@
  * read, fed with the item events every shard posts after each committed
  * batch. Per request it generates candidates and writes their DeepFM rows.
  * Its input queue is bounded (recs option maxQueuedItemEvents, shared by the
- * shards, which drop the item events of a batch that does not fit): when
- * ingest outruns this thread the index misses events rather than
- * recommendation requests waiting behind them.
+ * shards): when ingest outruns this thread the shards wait for room
+ * (back-pressure on ingest), and drop a batch's item events only after
+ * maxItemEventWaitMs (a stuck thread), so that recommendation requests never
+ * wait behind more than the bound.
  *
  * The index is statistics, not state with a guarantee: it is rebuilt from the
  * live stream after a restart (and from catalog upserts, which are durable in
