@@ -41,7 +41,7 @@ class Recs implements RecsApi {
   #policy!: RankingPolicy;
   #log!: Logger;
   readonly #counts = new Map<string, ItemCounts>();
-  readonly #categoryCounts = new Map<string, number>();
+  readonly #categoryCounts = new Map<string, { n: number }>();
   readonly #ports: MessagePort[] = [];
   #itemEvents = 0;
   #upserts = 0;
@@ -76,11 +76,11 @@ class Recs implements RecsApi {
       const itemId = b.itemIds[i]!;
       const type = b.types[i]!;
       const t = b.timestampsMs[i]!;
-      observeItemEvent(this.#index, {
+      const item = observeItemEvent(this.#index, {
         userId: b.userIds[i]!, itemId, type, timestampMs: t, categoryId: b.categoryIds[i]!, categoryPath: b.categoryPaths[i]!,
         brand: b.brands[i]!, price: b.prices[i]!, currency: b.currencies[i]!, title: "",
       });
-      if ((EVENT_WEIGHTS[type] ?? 0) > 0) {
+      if (item !== undefined && (EVENT_WEIGHTS[type] ?? 0) > 0) {
         let c = this.#counts.get(itemId);
         if (c === undefined) {
           // Bounded like the catalog: forget counts of items the catalog dropped.
@@ -92,8 +92,12 @@ class Recs implements RecsApi {
         c.users += b.newToUser[i]!;
         if (t > c.lastMs) c.lastMs = t;
         if (t < c.firstMs) c.firstMs = t;
-        const cat = this.#index.catalog.get(itemId)?.categoryId ?? b.categoryIds[i]!;
-        if (cat !== "") this.#categoryCounts.set(cat, (this.#categoryCounts.get(cat) ?? 0) + 1);
+        const cat = item.categoryId;
+        if (cat !== "") {
+          const k = this.#categoryCounts.get(cat);
+          if (k !== undefined) k.n++;
+          else this.#categoryCounts.set(cat, { n: 1 });
+        }
       }
     }
     this.#itemEvents += to - from;
@@ -129,7 +133,7 @@ class Recs implements RecsApi {
           const info: ItemInfo = {
             itemId: cand.itemId, categoryId: item.categoryId, brand: item.brand, price: item.price,
             popularity: n?.popularity ?? 0, users: n?.users ?? 0, firstMs: n?.firstMs ?? 0, lastMs: n?.lastMs ?? 0,
-            categoryPopularity: item.categoryId !== "" ? this.#categoryCounts.get(item.categoryId) ?? 0 : 0,
+            categoryPopularity: item.categoryId !== "" ? this.#categoryCounts.get(item.categoryId)?.n ?? 0 : 0,
           };
           writeDeepFmRow(s, c.user, info, c.asOfMs, h, ids!, dense!, r);
         });

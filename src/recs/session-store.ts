@@ -35,6 +35,11 @@ export interface Session {
   dead: boolean;
 }
 
+/** Sees each event that continues a session, with the session's items before it (sequential rules). */
+export interface SessionFollower {
+  observe(before: readonly string[], length: number, itemId: string): void;
+}
+
 interface SessionEntry {
   [TICK]: number;
   session: Session;
@@ -96,8 +101,13 @@ export class SessionStore {
     return this.current(userId, nowMs, this.#o.lastSessionMaxAgeMs);
   }
 
-  /** Adds an event to its user's session (a new one after a gap) and returns that session. */
-  observe(userId: string, itemId: string, timestampMs: number): Session {
+  /**
+   * Adds an event to its user's session (a new one after a gap) and returns
+   * that session. When the event continues the session, `follower` first sees
+   * the session's items before the event (what `current(userId, timestampMs)`
+   * would have returned): one lookup of the user for both.
+   */
+  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower): Session {
     let cur = this.#current.get(userId);
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
@@ -121,6 +131,7 @@ export class SessionStore {
         this.#current.touch(userId, cur);
       }
     } else {
+      follower?.observe(s.items, s.items.length, itemId);
       this.#current.touch(userId, cur!);
     }
     s.items.push(itemId);
