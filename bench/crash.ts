@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { open } from "lmdb";
+import { ProfileStore } from "../src/store/profile-store.js";
 import { connect, headers, type NatsConnection } from "nats";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
 import { partitionOf } from "../src/wire/partition.js";
@@ -172,15 +172,13 @@ async function runToEnd(nc: NatsConnection, natsUrl: string, dataDir: string): P
 
 interface Stored { counts: number[]; purchased: number; refunded: number; lstm?: Uint8Array; lstmV?: string }
 
-function readProfiles(dataDir: string): Map<string, Stored> {
-  const root = open({ path: join(dataDir, "lmdb"), readOnly: true });
-  const db = root.openDB<Stored, string>({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures") });
+async function readProfiles(dataDir: string): Promise<Map<string, Stored>> {
+  const store = new ProfileStore({ dataDir });
   const out = new Map<string, Stored>();
-  for (const { key, value } of db.getRange()) {
-    if (typeof key !== "string") continue;
+  for (const [key, value] of store.states()) {
     out.set(key, { counts: value.counts, purchased: value.purchased, refunded: value.refunded, ...(value.lstm ? { lstm: Uint8Array.from(value.lstm) } : {}), lstmV: value.lstmV });
   }
-  void root.close();
+  await store.close();
   return out;
 }
 
@@ -240,8 +238,8 @@ async function main(): Promise<void> {
     await runToEnd(nc, server.url, cleanDir);
     log("uninterrupted run done");
 
-    const crashed = readProfiles(crashDir);
-    const clean = readProfiles(cleanDir);
+    const crashed = await readProfiles(crashDir);
+    const clean = await readProfiles(cleanDir);
     let lost = 0, doubled = 0, moneyOff = 0, missing = 0, extra = 0, lstmDiff = 0, lstmCompared = 0;
     for (const [user, r] of ref) {
       const got = crashed.get(user);
