@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { ProfileStore } from "../src/store/profile-store.js";
+import { open } from "lmdb";
 import { connect, headers, type NatsConnection } from "nats";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
 import { partitionOf } from "../src/wire/partition.js";
@@ -172,13 +172,15 @@ async function runToEnd(nc: NatsConnection, natsUrl: string, dataDir: string): P
 
 interface Stored { counts: number[]; purchased: number; refunded: number; lstm?: Uint8Array; lstmV?: string }
 
-async function readProfiles(dataDir: string): Promise<Map<string, Stored>> {
-  const store = new ProfileStore({ dataDir });
+function readProfiles(dataDir: string): Map<string, Stored> {
+  const root = open({ path: join(dataDir, "lmdb"), readOnly: true });
+  const db = root.openDB<Stored, string>({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures") });
   const out = new Map<string, Stored>();
-  for (const [key, value] of store.states()) {
+  for (const { key, value } of db.getRange()) {
+    if (typeof key !== "string") continue;
     out.set(key, { counts: value.counts, purchased: value.purchased, refunded: value.refunded, ...(value.lstm ? { lstm: Uint8Array.from(value.lstm) } : {}), lstmV: value.lstmV });
   }
-  await store.close();
+  void root.close();
   return out;
 }
 
@@ -238,8 +240,8 @@ async function main(): Promise<void> {
     await runToEnd(nc, server.url, cleanDir);
     log("uninterrupted run done");
 
-    const crashed = await readProfiles(crashDir);
-    const clean = await readProfiles(cleanDir);
+    const crashed = readProfiles(crashDir);
+    const clean = readProfiles(cleanDir);
     let lost = 0, doubled = 0, moneyOff = 0, missing = 0, extra = 0, lstmDiff = 0, lstmCompared = 0;
     for (const [user, r] of ref) {
       const got = crashed.get(user);

@@ -2,10 +2,7 @@
  * LMDB storage of user state and of each partition's applied stream sequence.
  *
  * Layout (one LMDB environment at `<dataDir>/lmdb`):
- * - db `profiles`: user id -> UserState in the binary layout of
- *   profile-codec.ts (first byte 0xc1); records stored by the previous
- *   layout (msgpack with shared structures) still load, and are rewritten in
- *   the binary layout with the user's next change;
+ * - db `profiles`: user id -> UserState (msgpack with shared structures);
  * - db `meta`: "seq/<partition>" -> last applied JetStream stream sequence,
  *   "partitions" -> the deployment's partition count,
  *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
@@ -37,7 +34,6 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
-import { decodeProfile, encodeProfile, isProfileRecord } from "./profile-codec.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
@@ -74,10 +70,7 @@ export function isLmdbCommitEcho(reason: unknown, promise: Promise<unknown>): bo
 export class ProfileStore {
   readonly #dataDir: string;
   readonly #root: RootDatabase;
-  /** The profiles db read and written as bytes (profile-codec.ts). */
-  readonly #profiles: Database<Uint8Array, string>;
-  /** The same db through msgpack with shared structures: records stored by the previous layout. */
-  readonly #legacy: Database<UserState, string>;
+  readonly #profiles: Database<UserState, string>;
   readonly #meta: Database<number | string, string>;
   readonly #chain: Database<number, string>;
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
@@ -91,8 +84,7 @@ export class ProfileStore {
     const path = join(o.dataDir, "lmdb");
     mkdirSync(path, { recursive: true });
     this.#root = open({ path, mapSize: o.mapSizeBytes ?? DEFAULT_MAP_SIZE_BYTES, compression: false });
-    this.#profiles = this.#root.openDB<Uint8Array, string>({ name: "profiles", encoding: "binary" });
-    this.#legacy = this.#root.openDB<UserState, string>({
+    this.#profiles = this.#root.openDB<UserState, string>({
       name: "profiles",
       encoding: "msgpack",
       sharedStructuresKey: Symbol.for("structures"),
@@ -102,19 +94,7 @@ export class ProfileStore {
   }
 
   getState(userId: string): UserState | undefined {
-    // getBinaryFast: a view valid until the next read, decoded at once (no copy of the record).
-    const bytes = this.#profiles.getBinaryFast(userId);
-    if (bytes === undefined) return undefined;
-    return isProfileRecord(bytes) ? decodeProfile(bytes) : this.#legacy.get(userId);
-  }
-
-  /** Every stored state, in key order (for tools and tests: a full scan). */
-  *states(): IterableIterator<[string, UserState]> {
-    for (const { key } of this.#profiles.getRange()) {
-      if (typeof key !== "string") continue;
-      const s = this.getState(key);
-      if (s !== undefined) yield [key, s];
-    }
+    return this.#profiles.get(userId);
   }
 
   hasState(userId: string): boolean {
@@ -167,9 +147,6 @@ export class ProfileStore {
    * this one is written).
    */
   async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>): Promise<void> {
-    // Encoded before anything is queued: a state that cannot be encoded (a non-finite number, a bug) writes nothing.
-    const records: Array<readonly [string, Uint8Array]> = [];
-    for (const [id, state] of states) records.push([id, encodeProfile(state)]);
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -183,7 +160,7 @@ export class ProfileStore {
     this.#chainVersion.set(partition, next);
     const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
-      for (const [id, record] of records) void this.#profiles.put(id, record).catch(() => undefined);
+      for (const [id, state] of states) void this.#profiles.put(id, state).catch(() => undefined);
       void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
       void this.#chain.put(key, 0, next).catch(() => undefined);
     });
