@@ -113,6 +113,28 @@ describe("touch order", () => {
       evicted.length = 0;
     }
   });
+
+  it("touch order - evicts exactly the first entry in map order (its long-lived cursor agrees with a fresh iterator), through touches, deletes and refills", () => {
+    const r = seededRandom(11);
+    const cap = 50;
+    const evicted: string[] = [];
+    const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
+    for (let step = 0; step < 30_000; step++) {
+      const key = `k${Math.floor(Math.pow(r(), 1.5) * 300)}`;
+      const v = t.get(key);
+      if (v !== undefined && r() < 0.05) t.delete(key);
+      else if (v !== undefined) t.touch(key, v);
+      else {
+        // Before the insert, the entry a fresh iterator sees first is the one that must go (when the insert overflows).
+        const expected = t.size >= cap ? t.entries().next().value![0] : undefined;
+        t.insert(key, { [TICK]: 0 });
+        expect(evicted).toEqual(expected === undefined ? [] : [expected]);
+        evicted.length = 0;
+      }
+      // Now and then the table empties entirely, so a finished cursor must be replaced.
+      if (step % 7_000 === 6_999) for (const [k] of [...t.entries()]) t.delete(k);
+    }
+  });
 });
 
 describe("catalog", () => {

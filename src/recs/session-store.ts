@@ -61,6 +61,8 @@ export class SessionStore {
   readonly #sessions = new Map<number, Session>();
   readonly #items: TouchOrder<ItemEntry>;
   #nextId = 1;
+  /** Reads the oldest live session without walking the deleted slots at the front of #sessions (see TouchOrder). */
+  #oldest: IterableIterator<[number, Session]> | undefined;
 
   constructor(options: CompiledSessionOptions) {
     this.#o = options;
@@ -114,9 +116,11 @@ export class SessionStore {
       s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false };
       this.#sessions.set(s.id, s);
       if (this.#sessions.size > this.#o.maxSessions) {
-        const first = this.#sessions.entries().next().value!;
-        first[1].dead = true;
-        this.#sessions.delete(first[0]);
+        let first = (this.#oldest ??= this.#sessions.entries()).next();
+        if (first.done) first = (this.#oldest = this.#sessions.entries()).next();
+        const [id, old] = first.value!;
+        old.dead = true;
+        this.#sessions.delete(id);
       }
       if (cur === undefined) {
         cur = { [TICK]: 0, session: s };
