@@ -60,7 +60,7 @@ export type ItemEventMessage = ItemEventBatch | ForgetUserMessage;
 /** One shard's end of the queue (part of its init; the port is transferred). */
 export interface ItemEventSink {
   port: MessagePort;
-  /** The shared count: Int32Array over a SharedArrayBuffer of 4 bytes. */
+  /** The shared count: Int32Array over a SharedArrayBuffer of 8 bytes ([0] queued, [1] slices observed, wrapping: the receiver's progress). */
   queued: Int32Array;
   maxQueued: number;
   /** Longest a batch waits for room before it is dropped, ms (0: dropped at once, drop-newest). */
@@ -77,7 +77,7 @@ export interface ItemEventSinks {
 
 /** The host's handle on the queue: the shared count and the channels. */
 export class ItemEventQueue {
-  readonly queued = new Int32Array(new SharedArrayBuffer(4));
+  readonly queued = new Int32Array(new SharedArrayBuffer(8));
   readonly maxQueued: number;
   readonly maxWaitMs: number;
 
@@ -124,7 +124,7 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, index: number, value: number, timeoutMs: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
 
-type Waiting = { m: ItemEventMessage; n: number; untilMs: number; done: () => void };
+type Waiting = { m: ItemEventMessage; n: number; done: () => void };
 
 /** A shard's end: posts within the bound, waits for room when full (in order), counts what it posted and dropped. */
 export class ItemEventSender {
@@ -195,7 +195,7 @@ export class ItemEventSender {
 
   #wait(m: ItemEventMessage, n: number): Promise<void> {
     return new Promise<void>((done) => {
-      this.#waiting.push({ m, n, untilMs: Date.now() + this.#sink.maxWaitMs, done });
+      this.#waiting.push({ m, n, done });
       if (!this.#pumping) {
         this.#pumping = true;
         void this.#pump().catch((err: unknown) => this.#log.error({ err }, "item-event queue: waiting sender failed"));
@@ -203,9 +203,16 @@ export class ItemEventSender {
     });
   }
 
-  /** Posts the waiting messages in order as room frees up (woken by the receiver's notify, or at the head's deadline). */
+  /**
+   * Posts the waiting messages in order as room frees up (woken by the
+   * receiver's notify). The receiver is stuck, and the head is dropped, only
+   * when its progress count ([1]) has not moved for maxWaitMs: the queued
+   * count alone cannot tell, since another shard may fill the room it frees.
+   */
   async #pump(): Promise<void> {
     const sink = this.#sink;
+    let progress = Atomics.load(sink.queued, 1);
+    let progressMs = Date.now();
     try {
       while (this.#waiting.length > 0) {
         const w = this.#waiting[0]!;
@@ -213,18 +220,22 @@ export class ItemEventSender {
           sink.port.postMessage(w.m);
         } else if (this.#tryPost(w.m, w.n)) {
           this.waited += w.n;
-        } else if (Date.now() >= w.untilMs) {
-          this.#drop(w.n);
         } else {
-          const seen = Atomics.load(sink.queued, 0);
-          if (seen + w.n > sink.maxQueued) {
-            const r = waitAsync(sink.queued, 0, seen, Math.max(1, w.untilMs - Date.now()));
-            // Woken by the receiver: it made progress, so it is slow, not stuck; the wait starts again.
-            if ((r.async ? await r.value : r.value) === "ok") w.untilMs = Date.now() + sink.maxWaitMs;
-          } else {
-            w.untilMs = Date.now() + sink.maxWaitMs;
+          const p = Atomics.load(sink.queued, 1);
+          const now = Date.now();
+          if (p !== progress) {
+            progress = p;
+            progressMs = now;
           }
-          continue;
+          if (now - progressMs < sink.maxWaitMs) {
+            const seen = Atomics.load(sink.queued, 0);
+            const r = seen + w.n > sink.maxQueued ? waitAsync(sink.queued, 0, seen, Math.max(1, progressMs + sink.maxWaitMs - now)) : undefined;
+            // Awaited either way, so that a count changing under us never spins this thread.
+            if (r?.async === true) await r.value;
+            else await new Promise<void>((resolve) => setImmediate(resolve));
+            continue;
+          }
+          this.#drop(w.n);
         }
         this.#waiting.shift();
         w.done();
@@ -282,6 +293,7 @@ function drain(): void {
       p.on.observe(p.m, p.at, to);
     } finally {
       Atomics.sub(p.queued, 0, to - p.at);
+      Atomics.add(p.queued, 1, 1);
       Atomics.notify(p.queued, 0);
       budget -= to - p.at;
       p.at = to;
