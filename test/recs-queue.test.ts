@@ -1,10 +1,11 @@
 /**
  * The bounded item-event queue of the recs worker (recs option
  * maxQueuedItemEvents): one count shared by every shard and the worker; a
- * shard whose batch does not fit drops that batch's item events
- * (drop-newest) and counts them, while the batch's profiles are committed as
- * always. The recs worker is blocked by a test-only hook, so what is queued
- * does not depend on the machine's speed.
+ * shard whose batch does not fit waits for room (maxItemEventWaitMs; its
+ * batch result waits with it) and drops that batch's item events only when
+ * the wait runs out (with 0: at once, drop-newest), counting them, while the
+ * batch's profiles are committed as always. The recs worker is blocked by a
+ * test-only hook, so what is queued does not depend on the machine's speed.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
@@ -45,11 +46,75 @@ function views(user: string, n: number, from = 0): IEvent[] {
 
 const byShard = (stats: ShardStats[]) => Object.fromEntries(stats.map((s) => [s.shard, [s.itemEventsPosted, s.itemEventsDropped]]));
 
+async function startPool(maxItemEventWaitMs: number) {
+  const dataDir = tmpDir("portrait-recs-queue");
+  cleanups.push(() => removeDir(dataDir));
+  const { host, itemEvents } = await RecsHost.start({ recs: compileRecsOptions({ maxQueuedItemEvents: 10, maxItemEventWaitMs }), logLevel: "silent" }, W, () => undefined);
+  cleanups.push(() => host.close());
+  const pool = await ShardPool.start(W, P, {
+    dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
+    validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
+  }, () => undefined, itemEvents);
+  cleanups.push(() => pool.close());
+  const seq = new Map<number, number>();
+  const apply = (user: string, events: IEvent[]) => {
+    const p = partitionOf(user, P);
+    const first = (seq.get(p) ?? 0) + 1;
+    seq.set(p, first + events.length - 1);
+    return pool.applyBatch(batch(p, events, first));
+  };
+  return { host, itemEvents, pool, apply };
+}
+
 describe("recs queue - shards and the recs worker on LMDB", () => {
-  it("recs queue - a batch that does not fit the shared bound is dropped and counted, one that fits is posted; the count returns to 0; profiles are exact", { timeout: 60_000 }, async () => {
+  it("recs queue - back-pressure: a batch that does not fit waits for room (its result with it), in order with the shard's later batches and forgets, and nothing is dropped", { timeout: 60_000 }, async () => {
+    const { host, pool, apply } = await startPool(20_000);
+    const alice = userOnShard("alice", 0);
+    const bob = userOnShard("bob", 1);
+    const stalled = host.faultStall(2000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await apply(alice, views(alice, 8))).applied).toBe(8); // fits
+    let settled = 0;
+    const late = [apply(alice, views(alice, 5, 8)), apply(bob, views(bob, 5))].map((p) => p.then((r) => { settled++; return r; }));
+    const forgot = pool.forget(partitionOf(alice, P), alice);
+    await new Promise((r) => setTimeout(r, 500));
+    // The recs worker is still stalled: both batches wait (their profiles are committed already), nothing is dropped.
+    expect(settled).toBe(0);
+    expect(host.itemEventsQueued()).toBe(8);
+    const r = await pool.getProfile(partitionOf(bob, P), bob, 0, "protobuf");
+    if (!r.ok) throw new Error(r.error.code);
+    expect(pb.ProfileReply.decode(r.body).profile!.eventsApplied).toBe(5);
+    await stalled;
+    for (const res of await Promise.all(late)) expect(res.applied).toBe(5);
+    expect(await forgot).toEqual({ ok: true, existed: true });
+    await waitFor(async () => host.itemEventsQueued() === 0 && (await host.stats()).itemEvents === 18, { timeoutMs: 10_000, message: "recs did not observe" });
+    const stats = await pool.stats();
+    expect(byShard(stats)).toEqual({ 0: [13, 0], 1: [5, 0] });
+    expect(stats.map((s) => s.itemEventsWaited).reduce((a, b) => a + b)).toBeGreaterThanOrEqual(5);
+    // The forget reached the worker after alice's batches: none of her sessions is left.
+    expect((await host.stats()).sessions).toBe(1);
+  });
+
+  it("recs queue - back-pressure: a batch that waited maxItemEventWaitMs (a stuck worker) is dropped and counted; ingest goes on", { timeout: 60_000 }, async () => {
+    const { host, pool, apply } = await startPool(400);
+    const alice = userOnShard("alice", 0);
+    const stalled = host.faultStall(3000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await apply(alice, views(alice, 8))).applied).toBe(8);
+    const t0 = Date.now();
+    expect((await apply(alice, views(alice, 5, 8))).applied).toBe(5);
+    const waited = Date.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(350);
+    expect(waited).toBeLessThan(2500);
+    expect(byShard(await pool.stats())[0]).toEqual([8, 5]);
+    await stalled;
+    await waitFor(async () => host.itemEventsQueued() === 0, { timeoutMs: 10_000, message: "queue did not drain" });
+  });
+
+  it("recs queue - a batch that does not fit the shared bound is dropped and counted (maxItemEventWaitMs 0), one that fits is posted; the count returns to 0; profiles are exact", { timeout: 60_000 }, async () => {
     const dataDir = tmpDir("portrait-recs-queue");
     cleanups.push(() => removeDir(dataDir));
-    const { host, itemEvents } = await RecsHost.start({ recs: compileRecsOptions({ maxQueuedItemEvents: 10 }), logLevel: "silent" }, W, () => undefined);
+    const { host, itemEvents } = await RecsHost.start({ recs: compileRecsOptions({ maxQueuedItemEvents: 10, maxItemEventWaitMs: 0 }), logLevel: "silent" }, W, () => undefined);
     cleanups.push(() => host.close());
     expect(itemEvents.maxQueued).toBe(10);
     const pool = await ShardPool.start(W, P, {
@@ -119,7 +184,7 @@ describe("recs queue - engine", () => {
   it("recs queue - metrics: the queued gauge is the shared count (at most maxQueuedItemEvents) and returns to 0, drops are counted; profiles are exact; recommendations answered", { timeout: 120_000 }, async () => {
     const prefix = uniquePrefix("recsq");
     const e = await fx.startEngine({
-      subjectPrefix: prefix, recs: { maxQueuedItemEvents: 10 }, lstmModel: "off", deepfmModel: "off", churnModel: "off",
+      subjectPrefix: prefix, recs: { maxQueuedItemEvents: 10, maxItemEventWaitMs: 0 }, lstmModel: "off", deepfmModel: "off", churnModel: "off",
     });
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
     const first = views(`${prefix}-u0`, 5);

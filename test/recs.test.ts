@@ -58,6 +58,8 @@ describe("recs options", () => {
     expect(Object.isFrozen(O.candidates.quotas)).toBe(true);
     expect(O.maxQueuedItemEvents).toBe(50_000);
     expect(compileRecsOptions({ maxQueuedItemEvents: 10 }).maxQueuedItemEvents).toBe(10);
+    expect(O.maxItemEventWaitMs).toBe(5_000);
+    expect(compileRecsOptions({ maxItemEventWaitMs: 0 }).maxItemEventWaitMs).toBe(0);
   });
 
   it("options - given values replace defaults, per key", () => {
@@ -84,6 +86,8 @@ describe("recs options", () => {
     [{ maxQueuedItemEvents: 0 }, /maxQueuedItemEvents must be a positive integer/],
     [{ maxQueuedItemEvents: 2.5 }, /maxQueuedItemEvents must be a positive integer/],
     [{ maxQueuedItemEvents: 2e9 }, /maxQueuedItemEvents must be at most 1000000000/],
+    [{ maxItemEventWaitMs: -1 }, /maxItemEventWaitMs must be an integer in \[0, 60000\]/],
+    [{ maxItemEventWaitMs: 60_001 }, /maxItemEventWaitMs must be an integer in \[0, 60000\]/],
     [{ maxQueuedItemEvent: 10 } as never, /unknown recs option "maxQueuedItemEvent"/],
   ])("options - rejects %j", (o, message) => {
     expect(() => compileRecsOptions(o)).toThrow(ConfigError);
@@ -107,6 +111,28 @@ describe("touch order", () => {
       expect(t.size).toBeLessThanOrEqual(cap);
       for (const k of evicted) expect(clock - lastTouch.get(k)!).toBeGreaterThanOrEqual(cap / 2);
       evicted.length = 0;
+    }
+  });
+
+  it("touch order - evicts exactly the first entry in map order (its long-lived cursor agrees with a fresh iterator), through touches, deletes and refills", () => {
+    const r = seededRandom(11);
+    const cap = 50;
+    const evicted: string[] = [];
+    const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
+    for (let step = 0; step < 30_000; step++) {
+      const key = `k${Math.floor(Math.pow(r(), 1.5) * 300)}`;
+      const v = t.get(key);
+      if (v !== undefined && r() < 0.05) t.delete(key);
+      else if (v !== undefined) t.touch(key, v);
+      else {
+        // Before the insert, the entry a fresh iterator sees first is the one that must go (when the insert overflows).
+        const expected = t.size >= cap ? t.entries().next().value![0] : undefined;
+        t.insert(key, { [TICK]: 0 });
+        expect(evicted).toEqual(expected === undefined ? [] : [expected]);
+        evicted.length = 0;
+      }
+      // Now and then the table empties entirely, so a finished cursor must be replaced.
+      if (step % 7_000 === 6_999) for (const [k] of [...t.entries()]) t.delete(k);
     }
   });
 });

@@ -107,7 +107,9 @@ export class Rig {
   /** Starts the engine child (again, after stopEngine, on the same data dir). */
   async startEngine(options: EngineOptions = {}): Promise<EngineStart> {
     if (this.engine !== undefined) throw new Error("bench: the engine is running");
-    this.engine = this.#child(new Child("engine"));
+    // PORTRAIT_BENCH_ENGINE_CPU_PROF=<dir>: V8 CPU profiles of the engine's threads (one .cpuprofile per thread, written when it stops).
+    const prof = process.env.PORTRAIT_BENCH_ENGINE_CPU_PROF;
+    this.engine = this.#child(new Child("engine", prof ? ["--cpu-prof", "--cpu-prof-dir", prof] : []));
     return this.engine.call<EngineStart>("start", { natsUrl: this.server.url, dataDir: this.engineDataDir, prefix: this.s.prefix, partitions: this.partitions, options }, 600_000);
   }
 

@@ -15,6 +15,8 @@ export interface ShardStats {
   itemEventsPosted: number;
   /** Item events not posted to the recs worker since start because its queue was full (src/threads/item-event-queue.ts). */
   itemEventsDropped: number;
+  /** Item events posted after waiting for room in the recs worker's queue (back-pressure, recs option maxItemEventWaitMs). */
+  itemEventsWaited: number;
   heap: HeapStats;
 }
 
@@ -165,7 +167,7 @@ export class EngineMetrics {
   });
   readonly recsItemEventsDropped = new Counter({
     name: "portrait_recs_item_events_dropped_total",
-    help: "Item events the shards did not post to the recs worker because its queue was full (maxQueuedItemEvents): co-visitation, trending and item statistics miss them; profiles are unaffected.",
+    help: "Item events the shards did not post to the recs worker because its queue stayed full (maxQueuedItemEvents) for maxItemEventWaitMs: co-visitation, trending and item statistics miss them; profiles are unaffected.",
     registers: [this.registry],
     collect: async () => {
       for (const st of await this.#scrapeShards()) {
@@ -173,6 +175,20 @@ export class EngineMetrics {
         if (st.itemEventsDropped > seen) {
           this.recsItemEventsDropped.inc(st.itemEventsDropped - seen);
           this.#droppedSeen.set(st.shard, st.itemEventsDropped);
+        }
+      }
+    },
+  });
+  readonly recsItemEventsWaited = new Counter({
+    name: "portrait_recs_item_events_waited_total",
+    help: "Item events a shard posted to the recs worker only after waiting for room in its queue (back-pressure on ingest, at most recs.maxItemEventWaitMs per batch); none of them was dropped.",
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.#scrapeShards()) {
+        const seen = this.#waitedSeen.get(st.shard) ?? 0;
+        if (st.itemEventsWaited > seen) {
+          this.recsItemEventsWaited.inc(st.itemEventsWaited - seen);
+          this.#waitedSeen.set(st.shard, st.itemEventsWaited);
         }
       }
     },
@@ -229,6 +245,8 @@ export class EngineMetrics {
   #watermarkMs = 0;
   /** Per shard, the itemEventsDropped already counted in recsItemEventsDropped. */
   readonly #droppedSeen = new Map<number, number>();
+  /** Per shard, the itemEventsWaited already counted in recsItemEventsWaited. */
+  readonly #waitedSeen = new Map<number, number>();
   #shardScrape: Promise<ShardStats[]> | undefined;
   #workerScrape: Promise<WorkerThreadStats[]> | undefined;
 

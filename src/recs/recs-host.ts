@@ -4,8 +4,9 @@
  * the worker (the main thread does not relay them), and forwards requests.
  * The item events queued on those ports are bounded by one count shared by
  * the shards and the worker (src/threads/item-event-queue.ts, recs option
- * maxQueuedItemEvents): beyond it the shards drop item events (drop-newest);
- * co-visitation, trending and the item statistics are approximate derived
+ * maxQueuedItemEvents): beyond it a shard's batch waits for room (its
+ * acknowledgement with it), and only a batch that waited maxItemEventWaitMs
+ * is dropped; co-visitation, trending and the item statistics are approximate derived
  * state, profiles are unaffected. If the worker exits, pending calls reject
  * with WORKER_EXITED and `onExit` is told.
  */
@@ -29,7 +30,7 @@ export class RecsHost {
 
   /** Starts the worker; returns the host and, for ShardPool.start, one port per shard and the queue bound they share. */
   static async start(init: Omit<RecsInit, "itemEventsQueued">, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; itemEvents: ItemEventSinks }> {
-    const queue = new ItemEventQueue(init.recs.maxQueuedItemEvents);
+    const queue = new ItemEventQueue(init.recs.maxQueuedItemEvents, init.recs.maxItemEventWaitMs);
     const client = new WorkerClient<RecsApi, RecsStats>({ base: import.meta.url, module: "recs.worker", threadName: "portrait-recs", what: "recs worker", onExit });
     const host = new RecsHost(client, queue);
     await client.call((api) => api.init({ ...init, itemEventsQueued: queue.queued }));
@@ -39,7 +40,7 @@ export class RecsHost {
       await client.call((api) => api.addItemEventPort(Comlink.transfer(receiver, [receiver])));
       ports.push(sender);
     }
-    return { host, itemEvents: { ports, queued: queue.queued, maxQueued: queue.maxQueued } };
+    return { host, itemEvents: { ports, queued: queue.queued, maxQueued: queue.maxQueued, maxWaitMs: queue.maxWaitMs } };
   }
 
   /** Item events the shards posted that the worker has not observed yet (exact: the shared count). */

@@ -4,7 +4,7 @@
  * hosts one per recs worker and feeds it every item event.
  */
 import type { IEvent } from "../wire/proto.js";
-import { Catalog } from "./catalog.js";
+import { Catalog, type CatalogItem } from "./catalog.js";
 import { Covisitation } from "./covisitation.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
 import { SequentialRules } from "./sequential-rules.js";
@@ -41,18 +41,17 @@ export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
  * of weight > 0; the rules read the session before the event joins it). The catalog goes first, and
  * trending counts the item under the category the catalog holds for it
  * afterwards: the event's own, unless the event has none or is older than the
- * item's last sighting. O(1) amortised (see each table).
+ * item's last sighting. O(1) amortised (see each table). Returns the item as
+ * the catalog holds it afterwards (undefined for an event without an item).
  */
-export function observeItemEvent(index: RecsIndex, e: ItemEvent): void {
+export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<CatalogItem> | undefined {
   const item = index.catalog.observe(e);
-  if (item === undefined) return;
+  if (item === undefined) return undefined;
   index.covisitation.observe(e);
   index.trending.observe(e, item.categoryId);
-  if ((index.eventWeights[e.type] ?? 0) > 0) {
-    const cur = index.sessions.current(e.userId, e.timestampMs);
-    if (cur !== undefined) index.rules.observe(cur.items, cur.items.length, e.itemId);
-    index.sessions.observe(e.userId, e.itemId, e.timestampMs);
-  }
+  // The rules see the session before the event joins it (in the same lookup of the user).
+  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, e.itemId, e.timestampMs, index.rules);
+  return item;
 }
 
 /**

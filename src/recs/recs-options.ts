@@ -190,7 +190,8 @@ export interface RecsOptions {
    * Most item events queued for the recs worker, shared by all shards
    * (posted after their batches committed and not yet observed by the
    * worker), integer in [1, 1e9]. A shard whose batch would take the queue
-   * beyond it drops that batch's item events (drop-newest), counted in
+   * beyond it waits for room (maxItemEventWaitMs), and drops that batch's
+   * item events only when the wait runs out, counted in
    * `portrait_recs_item_events_dropped_total`: co-visitation, trending and
    * the item statistics are approximate derived state and miss those events;
    * profiles are unaffected (every event is still applied and committed).
@@ -200,6 +201,18 @@ export interface RecsOptions {
    * can wait behind queued item events. Default 50,000 item events.
    */
   maxQueuedItemEvents?: number;
+  /**
+   * What a shard does when its batch's item events do not fit the queue
+   * (maxQueuedItemEvents): it waits for the recs worker to make room, and the
+   * batch's acknowledgement waits with it (back-pressure: ingest runs at the
+   * pace the recs worker takes in item events, and nothing is dropped). A
+   * batch is dropped and counted only when the worker observed nothing for
+   * this long, ms, integer in [0, 60000] (a stuck worker must not stop
+   * ingest; a slow one only slows it). 0 drops at once (drop-newest, the
+   * behaviour before this option). Keep it well below the consumer's
+   * ackWaitMs. Default 5,000 ms.
+   */
+  maxItemEventWaitMs?: number;
 }
 
 export type CompiledCatalogOptions = Readonly<Required<CatalogOptions>>;
@@ -234,6 +247,7 @@ export interface CompiledRecsOptions {
   /** Weight per EventType number (index 0 unused). */
   readonly eventWeights: readonly number[];
   readonly maxQueuedItemEvents: number;
+  readonly maxItemEventWaitMs: number;
 }
 
 const HOUR_MS = 3_600_000;
@@ -265,10 +279,14 @@ export const RECS_DEFAULTS = Object.freeze({
   sessionKnn: Object.freeze({ k: 100, sampleSize: 500 }),
   eventWeights: DEFAULT_EVENT_WEIGHTS,
   maxQueuedItemEvents: 50_000,
+  maxItemEventWaitMs: 5_000,
 });
 
 /** The queue count is an Int32 shared between threads: a bound far below 2^31 leaves room for a batch on top. */
 const MAX_QUEUED_ITEM_EVENTS_LIMIT = 1_000_000_000;
+
+/** Longest maxItemEventWaitMs: a minute, below the default ackWaitMs. */
+const MAX_ITEM_EVENT_WAIT_MS = 60_000;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -380,6 +398,10 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
   if (maxQueued > MAX_QUEUED_ITEM_EVENTS_LIMIT) {
     throw new ConfigError(`options.maxQueuedItemEvents must be at most ${MAX_QUEUED_ITEM_EVENTS_LIMIT}, got ${maxQueued}`);
   }
+  const maxWait = top.maxItemEventWaitMs ?? RECS_DEFAULTS.maxItemEventWaitMs;
+  if (typeof maxWait !== "number" || !Number.isInteger(maxWait) || maxWait < 0 || maxWait > MAX_ITEM_EVENT_WAIT_MS) {
+    throw new ConfigError(`options.maxItemEventWaitMs must be an integer in [0, ${MAX_ITEM_EVENT_WAIT_MS}], got ${JSON.stringify(maxWait)}`);
+  }
   return Object.freeze({
     catalog: numbers("catalog", top.catalog, RECS_DEFAULTS.catalog, ["maxItems", "maxUnavailableEvicted"]),
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
@@ -391,5 +413,6 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
     ranking: compileRanking(top.ranking),
     eventWeights: compileWeights(top.eventWeights),
     maxQueuedItemEvents: maxQueued,
+    maxItemEventWaitMs: maxWait,
   });
 }

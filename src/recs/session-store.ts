@@ -35,6 +35,11 @@ export interface Session {
   dead: boolean;
 }
 
+/** Sees each event that continues a session, with the session's items before it (sequential rules). */
+export interface SessionFollower {
+  observe(before: readonly string[], length: number, itemId: string): void;
+}
+
 interface SessionEntry {
   [TICK]: number;
   session: Session;
@@ -56,6 +61,8 @@ export class SessionStore {
   readonly #sessions = new Map<number, Session>();
   readonly #items: TouchOrder<ItemEntry>;
   #nextId = 1;
+  /** Reads the oldest live session without walking the deleted slots at the front of #sessions (see TouchOrder). */
+  #oldest: IterableIterator<[number, Session]> | undefined;
 
   constructor(options: CompiledSessionOptions) {
     this.#o = options;
@@ -96,17 +103,24 @@ export class SessionStore {
     return this.current(userId, nowMs, this.#o.lastSessionMaxAgeMs);
   }
 
-  /** Adds an event to its user's session (a new one after a gap) and returns that session. */
-  observe(userId: string, itemId: string, timestampMs: number): Session {
+  /**
+   * Adds an event to its user's session (a new one after a gap) and returns
+   * that session. When the event continues the session, `follower` first sees
+   * the session's items before the event (what `current(userId, timestampMs)`
+   * would have returned): one lookup of the user for both.
+   */
+  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower): Session {
     let cur = this.#current.get(userId);
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
       s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false };
       this.#sessions.set(s.id, s);
       if (this.#sessions.size > this.#o.maxSessions) {
-        const first = this.#sessions.entries().next().value!;
-        first[1].dead = true;
-        this.#sessions.delete(first[0]);
+        let first = (this.#oldest ??= this.#sessions.entries()).next();
+        if (first.done) first = (this.#oldest = this.#sessions.entries()).next();
+        const [id, old] = first.value!;
+        old.dead = true;
+        this.#sessions.delete(id);
       }
       if (cur === undefined) {
         cur = { [TICK]: 0, session: s };
@@ -121,6 +135,7 @@ export class SessionStore {
         this.#current.touch(userId, cur);
       }
     } else {
+      follower?.observe(s.items, s.items.length, itemId);
       this.#current.touch(userId, cur!);
     }
     s.items.push(itemId);

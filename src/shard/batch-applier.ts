@@ -181,10 +181,13 @@ export class BatchApplier {
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     d.actors.evict(this.#committedBatch);
-    if (items !== undefined && items.itemIds.length > 0) d.itemEvents!.post(items);
+    // Back-pressure: when the recs worker's queue is full, the batch's result (and so its ack) waits for room (item-event-queue.ts).
+    const posted = items !== undefined && items.itemIds.length > 0 ? d.itemEvents!.post(items) : undefined;
+    const t2 = performance.now();
+    if (posted !== undefined) await posted;
     return {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
-      applyMs: t1 - t0, commitMs: performance.now() - t1, watermarkMs: this.#watermarkMs,
+      applyMs: t1 - t0, commitMs: t2 - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
     };
@@ -286,7 +289,7 @@ export class BatchApplier {
       return { ok: false, error: toWire(err) };
     }
     // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
-    d.itemEvents?.forget(key);
+    void d.itemEvents?.forget(key);
     return { ok: true, existed, outbound: exits.out };
   }
 }

@@ -68,7 +68,7 @@ export class ShardPool {
         const port = itemEvents?.ports[i];
         const init: ShardInit = {
           ...common, shard: i, partitions: owned, partitionCount: partitions, clock: { buffer: clock.buffer, options: CLOCK_DEFAULTS },
-          ...(port !== undefined ? { itemEvents: { port, queued: itemEvents!.queued, maxQueued: itemEvents!.maxQueued } } : {}),
+          ...(port !== undefined ? { itemEvents: { port, queued: itemEvents!.queued, maxQueued: itemEvents!.maxQueued, maxWaitMs: itemEvents!.maxWaitMs } } : {}),
         };
         const ready = await s.call((api) => api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);

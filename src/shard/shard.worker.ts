@@ -183,7 +183,8 @@ class Shard implements ShardApi {
   stats(): ShardStats {
     return {
       shard: this.#shard, actorsCached: this.#actors.size, pendingWrites: this.#batches.pendingWrites,
-      itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0, heap: heapStats(),
+      itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0,
+      itemEventsWaited: this.#itemEvents?.waited ?? 0, heap: heapStats(),
     };
   }
 

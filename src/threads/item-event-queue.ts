@@ -8,11 +8,20 @@
  * The queue is bounded by one count shared by all shards and the receiver
  * (an Int32Array over a SharedArrayBuffer): a shard adds a batch's count
  * before posting it (compare-and-swap, so shards posting at once never take
- * it beyond the bound), the receiver subtracts it after observing it. A batch
- * that would take the count beyond `maxQueued` is dropped instead (drop-newest,
- * counted in ShardStats.itemEventsDropped): what the receiver derives from
- * item events (co-visitation, trending, item statistics) is approximate;
- * profiles are unaffected. Forget messages are always posted and not counted.
+ * it beyond the bound), the receiver subtracts it after observing it and
+ * wakes waiting senders (Atomics.notify).
+ *
+ * When full, a sender waits (back-pressure): a batch that would take the
+ * count beyond `maxQueued` is kept in the shard, in order behind any batch
+ * already waiting, and posted as soon as the receiver has made room; the
+ * batch's promise (what the shard's batch result awaits, and so the
+ * acknowledgement and the next pulls) settles when it is posted. Only a batch
+ * that waited `maxWaitMs` without the receiver observing anything (a receiver
+ * that is stuck, not slow), or one larger than the whole bound, is dropped (counted in
+ * ShardStats.itemEventsDropped): what the receiver derives from item events
+ * (co-visitation, trending, sessions, item statistics) is approximate;
+ * profiles are unaffected. Forget messages are never dropped and not
+ * counted; they keep their place behind waiting batches.
  */
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { Logger } from "../obs/logger.js";
@@ -51,9 +60,11 @@ export type ItemEventMessage = ItemEventBatch | ForgetUserMessage;
 /** One shard's end of the queue (part of its init; the port is transferred). */
 export interface ItemEventSink {
   port: MessagePort;
-  /** The shared count: Int32Array over a SharedArrayBuffer of 4 bytes. */
+  /** The shared count: Int32Array over a SharedArrayBuffer of 8 bytes ([0] queued, [1] slices observed, wrapping: the receiver's progress). */
   queued: Int32Array;
   maxQueued: number;
+  /** Longest a batch waits for room before it is dropped, ms (0: dropped at once, drop-newest). */
+  maxWaitMs: number;
 }
 
 /** Every shard's end: one port per shard (index = shard) and the bound they share. */
@@ -61,15 +72,18 @@ export interface ItemEventSinks {
   ports: MessagePort[];
   queued: Int32Array;
   maxQueued: number;
+  maxWaitMs: number;
 }
 
 /** The host's handle on the queue: the shared count and the channels. */
 export class ItemEventQueue {
-  readonly queued = new Int32Array(new SharedArrayBuffer(4));
+  readonly queued = new Int32Array(new SharedArrayBuffer(8));
   readonly maxQueued: number;
+  readonly maxWaitMs: number;
 
-  constructor(maxQueued: number) {
+  constructor(maxQueued: number, maxWaitMs: number) {
     this.maxQueued = maxQueued;
+    this.maxWaitMs = maxWaitMs;
   }
 
   /** A channel for one shard: `sender` goes to the shard (ItemEventSink.port), `receiver` to the receiver. */
@@ -105,12 +119,24 @@ export function pushItemEvent(b: ItemEventBatch, e: ItemEvent, newToUser: boolea
   b.newToUser.push(newToUser ? 1 : 0);
 }
 
-/** A shard's end: posts within the bound, counts what it posted and dropped. */
+/** Atomics.waitAsync (Node >= 16; not in this TypeScript's lib): resolves on a notify or at the timeout. */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, index: number, value: number, timeoutMs: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}).waitAsync;
+
+type Waiting = { m: ItemEventMessage; n: number; done: () => void };
+
+/** A shard's end: posts within the bound, waits for room when full (in order), counts what it posted and dropped. */
 export class ItemEventSender {
   readonly #sink: ItemEventSink;
   readonly #log: Logger;
+  /** Messages waiting for room, in posting order (a forget behind the batches before it). */
+  readonly #waiting: Waiting[] = [];
+  #pumping = false;
   posted = 0;
   dropped = 0;
+  /** Item events that had to wait for room before they were posted. */
+  waited = 0;
   /** When the last "dropped" warning was logged, ms (at most one per 10 s). */
   #dropLoggedMs = 0;
 
@@ -119,25 +145,104 @@ export class ItemEventSender {
     this.#log = log;
   }
 
-  /** Posts a committed batch's item events, or drops them (counted, logged) when the queue would go beyond its bound. */
-  post(items: ItemEventBatch): void {
-    const sink = this.#sink;
+  /** Item events waiting in this shard for room in the queue. */
+  get waiting(): number {
+    let n = 0;
+    for (const w of this.#waiting) n += w.n;
+    return n;
+  }
+
+  /**
+   * Posts a committed batch's item events. Returns undefined when posted (or
+   * dropped) at once, else a promise that settles when the batch was posted
+   * after waiting for room, or dropped after maxWaitMs.
+   */
+  post(items: ItemEventBatch): Promise<void> | undefined {
     const n = items.itemIds.length;
+    if (n > this.#sink.maxQueued) {
+      this.#drop(n);
+      return undefined;
+    }
+    if (this.#waiting.length === 0 && this.#tryPost(items, n)) return undefined;
+    if (this.#sink.maxWaitMs === 0) {
+      this.#drop(n);
+      return undefined;
+    }
+    return this.#wait(items, n);
+  }
+
+  /** Never dropped, not counted in the bound; behind the batches waiting before it. */
+  forget(userKey: string): Promise<void> | undefined {
+    const m: ForgetUserMessage = { forgetUserId: userKey };
+    if (this.#waiting.length === 0) {
+      this.#sink.port.postMessage(m);
+      return undefined;
+    }
+    return this.#wait(m, 0);
+  }
+
+  #tryPost(items: ItemEventBatch, n: number): boolean {
+    const sink = this.#sink;
     for (;;) {
       const queued = Atomics.load(sink.queued, 0);
-      if (queued + n > sink.maxQueued) {
-        this.#drop(n);
-        return;
-      }
+      if (queued + n > sink.maxQueued) return false;
       if (Atomics.compareExchange(sink.queued, 0, queued, queued + n) === queued) break;
     }
     sink.port.postMessage(items);
     this.posted += n;
+    return true;
   }
 
-  /** Always posted (never dropped, not counted in the bound): the receiver must forget the user. */
-  forget(userKey: string): void {
-    this.#sink.port.postMessage({ forgetUserId: userKey } satisfies ForgetUserMessage);
+  #wait(m: ItemEventMessage, n: number): Promise<void> {
+    return new Promise<void>((done) => {
+      this.#waiting.push({ m, n, done });
+      if (!this.#pumping) {
+        this.#pumping = true;
+        void this.#pump().catch((err: unknown) => this.#log.error({ err }, "item-event queue: waiting sender failed"));
+      }
+    });
+  }
+
+  /**
+   * Posts the waiting messages in order as room frees up (woken by the
+   * receiver's notify). The receiver is stuck, and the head is dropped, only
+   * when its progress count ([1]) has not moved for maxWaitMs: the queued
+   * count alone cannot tell, since another shard may fill the room it frees.
+   */
+  async #pump(): Promise<void> {
+    const sink = this.#sink;
+    let progress = Atomics.load(sink.queued, 1);
+    let progressMs = Date.now();
+    try {
+      while (this.#waiting.length > 0) {
+        const w = this.#waiting[0]!;
+        if ("forgetUserId" in w.m) {
+          sink.port.postMessage(w.m);
+        } else if (this.#tryPost(w.m, w.n)) {
+          this.waited += w.n;
+        } else {
+          const p = Atomics.load(sink.queued, 1);
+          const now = Date.now();
+          if (p !== progress) {
+            progress = p;
+            progressMs = now;
+          }
+          if (now - progressMs < sink.maxWaitMs) {
+            const seen = Atomics.load(sink.queued, 0);
+            const r = seen + w.n > sink.maxQueued ? waitAsync(sink.queued, 0, seen, Math.max(1, progressMs + sink.maxWaitMs - now)) : undefined;
+            // Awaited either way, so that a count changing under us never spins this thread.
+            if (r?.async === true) await r.value;
+            else await new Promise<void>((resolve) => setImmediate(resolve));
+            continue;
+          }
+          this.#drop(w.n);
+        }
+        this.#waiting.shift();
+        w.done();
+      }
+    } finally {
+      this.#pumping = false;
+    }
   }
 
   #drop(n: number): void {
@@ -145,8 +250,8 @@ export class ItemEventSender {
     const now = Date.now();
     if (now - this.#dropLoggedMs >= 10_000) {
       this.#dropLoggedMs = now;
-      this.#log.warn({ dropped: this.dropped, maxQueuedItemEvents: this.#sink.maxQueued },
-        "the recs worker's item-event queue is full: dropping item events (co-visitation, trending and item statistics miss them; profiles are unaffected)");
+      this.#log.warn({ dropped: this.dropped, maxQueuedItemEvents: this.#sink.maxQueued, maxItemEventWaitMs: this.#sink.maxWaitMs },
+        "the recs worker's item-event queue stayed full: dropping item events (co-visitation, trending, sessions and item statistics miss them; profiles are unaffected)");
     }
   }
 }
@@ -188,6 +293,8 @@ function drain(): void {
       p.on.observe(p.m, p.at, to);
     } finally {
       Atomics.sub(p.queued, 0, to - p.at);
+      Atomics.add(p.queued, 1, 1);
+      Atomics.notify(p.queued, 0);
       budget -= to - p.at;
       p.at = to;
       if (p.at >= n) pending.shift();
