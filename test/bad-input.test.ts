@@ -94,6 +94,9 @@ async function expectBystanders(client: PortraitClient, engine: Engine, good: IE
   for (const u of users) {
     const got = await client.getProfile(u, { asOfMs: AS_OF });
     delete got.predictions;
+    // Memberships are the shard's (no audience is defined here).
+    expect(got.audiences, u).toEqual([]);
+    delete got.audiences;
     // Category names are the shard's (the last name any event gave the category), not part of the user's state: checked in operator.test.ts.
     for (const c of got.categories) {
       if (c.label !== undefined) expect(c.label, `${u} ${c.key}`).toMatch(/\S/);

@@ -122,10 +122,10 @@ describe("wire - event validation", () => {
 });
 
 describe("bus - JetStream reply subjects", () => {
-  it("bus - ackInfo reads the stream sequence, store time and pending count of both reply formats", async () => {
+  it("bus - ackInfo reads the stream and delivery sequences, store time and pending count of both reply formats", async () => {
     const { ackInfo } = await import("../src/bus/partition-consumer.js");
-    expect(ackInfo("$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000123000000.42")).toEqual({ seq: 4711, pending: 42, storedMs: 1_700_000_000_123 });
-    expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000123000000.42.rnd")).toEqual({ seq: 4711, pending: 42, storedMs: 1_700_000_000_123 });
+    expect(ackInfo("$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000123000000.42")).toEqual({ seq: 4711, dseq: 12, pending: 42, storedMs: 1_700_000_000_123 });
+    expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000123000000.42.rnd")).toEqual({ seq: 4711, dseq: 12, pending: 42, storedMs: 1_700_000_000_123 });
     expect(() => ackInfo("_INBOX.abc")).toThrow(/not a JetStream reply subject/);
   });
 });

@@ -20,7 +20,8 @@ import { startTestNats, tmpDir } from "./helpers/nats.js";
 
 const run = promisify(execFile);
 const DIR = fileURLToPath(new URL("../scripts/systemd/", import.meta.url));
-const CLI = fileURLToPath(new URL("../src/cli/portrait.ts", import.meta.url));
+// The built CLI (`npm test` builds first): no TypeScript transform per run of the command.
+const CLI = fileURLToPath(new URL("../dist/cli/portrait.js", import.meta.url));
 
 /** A systemd unit file as sections of [key, value] lines (repeated keys kept in order). */
 function parseUnit(text: string): Map<string, Array<[string, string]>> {
@@ -58,7 +59,7 @@ afterAll(async () => {
 /** `portrait ...` through tsx, as the unit's `/usr/bin/env portrait` would run it. */
 async function portrait(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const r = await run(process.execPath, ["--import", "tsx", CLI, ...args], { env: { ...process.env, PORTRAIT_LOG_LEVEL: "silent" } });
+    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, PORTRAIT_LOG_LEVEL: "silent" } });
     return { ...r, code: 0 };
   } catch (err) {
     const e = err as { stdout: string; stderr: string; code: number };
@@ -145,5 +146,5 @@ describe("train timer - the systemd units and the promote-on-a-win loop", () => 
     const missing = await portrait(["models", "list", "--nats", server.url, "--prefix", uniquePrefix("none")]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/REGISTRY_MISSING/);
-  }, 60_000);
+  }, 120_000);
 });
