@@ -75,7 +75,7 @@ describe("learn the DeepFM ranker from the stream", () => {
     const read = await streamEvents({ natsUrl: fx.nats.url, prefix, partitions: engine.config.partitions });
     expect(read.read).toBe(published.length);
     const modelsDir = fx.tmpDir("portrait-models");
-    const quick = { dataDir: fx.tmpDir("no-datasets"), modelsDir, events: read, epochs: 3, patience: 1, maxSeconds: 5, seed: 3 };
+    const quick = { dataDir: fx.tmpDir("no-datasets"), modelsDir, events: read, epochs: 2, patience: 1, seed: 3 };
 
     // First version: no champion yet.
     const first = await trainDeepFm({ ...quick, makeCurrent: true });
