@@ -11,7 +11,8 @@ import { describe, expect, it } from "vitest";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { buildDeepFmRows } from "../src/examples/deepfm-rows.js";
-import type { UserEvent } from "../src/examples/churn-data.js";
+import { toUserEvent, type UserEvent } from "../src/examples/churn-data.js";
+import type { DatasetEvent } from "../src/data/types.js";
 import { resolveModel } from "../src/models/artifacts.js";
 import { createDeepFmSchema } from "../src/models/deepfm-features.js";
 import { streamSource } from "../src/models/evidence.js";
@@ -51,13 +52,6 @@ function shop(prefix: string, users: number, seed = 5): IEvent[] {
     }
   }
   return out.sort((a, b) => (a.timestampMs as number) - (b.timestampMs as number));
-}
-
-function userEvent(e: IEvent): UserEvent {
-  return {
-    userId: e.userId!, type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "",
-    brand: "", price: e.price ?? 0, quantity: 0, currency: "", sessionId: e.sessionId ?? "", orderId: "",
-  };
 }
 
 describe("learn the DeepFM ranker from the stream", () => {
@@ -120,7 +114,8 @@ describe("learn the DeepFM ranker from the stream", () => {
   });
 
   it("no future leak: a planted later event changes no earlier row, and a stream too short for a split is a clear BAD_REQUEST", async () => {
-    const events = shop("leak", 120, 9).map(userEvent);
+    // Converted as the stream reader converts what it reads (training-events.ts).
+    const events = shop("leak", 120, 9).map((e) => toUserEvent(e as DatasetEvent));
     const schema = createDeepFmSchema({});
     const before = buildDeepFmRows(events, { schema, negatives: 4, seed: 1 });
     const last = events.at(-1)!;
