@@ -13,10 +13,10 @@ import { PortraitClient } from "../src/client/portrait-client.js";
 import { buildDeepFmRows } from "../src/examples/deepfm-rows.js";
 import { toUserEvent, type UserEvent } from "../src/examples/churn-data.js";
 import type { DatasetEvent } from "../src/data/types.js";
-import { resolveModel } from "../src/models/artifacts.js";
+import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { createDeepFmSchema } from "../src/models/deepfm-features.js";
 import { streamSource } from "../src/models/evidence.js";
-import { decidePromotion } from "../src/models/registry.js";
+import { decidePromotion, lstmPairing } from "../src/models/registry.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { trainDeepFm } from "../src/train/train-deepfm.js";
 import { streamEvents } from "../src/train/training-events.js";
@@ -88,9 +88,13 @@ describe("learn the DeepFM ranker from the stream", () => {
     expect(decidePromotion(first.manifest, undefined).promote).toBe(e1.challenger > Math.max(...Object.values(e1.baselines)));
     expect((first.manifest.features as { schema: { dense: string } }).schema.dense).toBe("none");
 
-    // Second version on the same stream and seed: the champion (the first, CURRENT) is scored on the same rows and gets the AUC it got
-    // as the challenger; promotion decides on the numbers, whichever way they fall.
-    const second = await trainDeepFm({ ...quick, makeCurrent: false });
+    // Second version on the same stream and seed: the champion (the first, CURRENT, with its own schema) is scored on the same rows
+    // and gets the AUC it got as the challenger; promotion decides on the numbers, whichever way they fall.
+    // This one reads the bundled LSTM's state (a different schema from the champion's): the pairing is recorded as on the file path.
+    const lstm = resolveModel(BUNDLED_MODELS_DIR, "lstm");
+    const second = await trainDeepFm({ ...quick, lstmDir: lstm.dir, makeCurrent: false });
+    expect((second.manifest.features as { schema: { lstmVersion?: string } }).schema.lstmVersion).toBe(lstm.manifest.version);
+    expect(lstmPairing(second.manifest)).toBe(lstm.manifest.version);
     const e2 = second.manifest.evaluation!;
     expect(e2.champion).toEqual({ version: first.manifest.version, value: e1.challenger });
     expect(e2.testWindow).toEqual(e1.testWindow);
