@@ -103,10 +103,14 @@ describe("learn from the stream", () => {
 
     // The CLI the scheduler runs: one read of the stream, every model it can train; churn needs months, so it is skipped with the reason.
     const cli = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "all", "--from-stream", "--nats", fx.nats.url, "--prefix", prefix,
-      "--partitions", "4", "--horizon", "10", "--models", fx.tmpDir("portrait-models-cli"), "--no-current"], { encoding: "utf8", timeout: 60_000 });
+      "--partitions", "4", "--horizon", "10", "--models", fx.tmpDir("portrait-models-cli"), "--no-current", "--epochs", "1", "--max-seconds", "5"],
+    { encoding: "utf8", timeout: 60_000 });
     expect(cli.status, cli.stderr).toBe(0);
     expect(cli.stderr).toMatch(/skipped churn: the events span .* a churn split with a 90-day horizon needs/);
     expect(cli.stdout).toContain(`evaluation on ${read.source}`);
+    // The DeepFM learns from the same read: its manifest's evaluation is printed too.
+    expect(cli.stdout).toMatch(/wrote .*deepfm/);
+    expect(cli.stdout.match(/evaluation on /g)).toHaveLength(2);
 
     // Promoted through the registry (it beats the baselines and there is no champion), the running engine swaps it in.
     const reg = await ModelRegistry.open(fx.nc, { prefix });
@@ -199,7 +203,7 @@ describe("learn from the stream", () => {
   it("cli: a model that cannot be trained from the stream yet is a clear BAD_REQUEST", () => {
     const r = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "lstm", "--from-stream"], { encoding: "utf8", timeout: 20_000 });
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/BAD_REQUEST: training lstm from the shop's stream is not supported yet: churn and propensity are/);
+    expect(r.stderr).toMatch(/BAD_REQUEST: training lstm from the shop's stream is not supported yet: churn, propensity and deepfm are/);
     const all = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "all"], { encoding: "utf8", timeout: 20_000 });
     expect(all.status).not.toBe(0);
     expect(all.stderr).toMatch(/BAD_REQUEST: portrait train all trains every model that can learn from the shop's stream: add --from-stream/);

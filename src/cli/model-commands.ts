@@ -54,7 +54,7 @@ function common(cmd: Command, datasets: string): Command {
 }
 
 export function registerModelCommands(program: Command, datasets: string): void {
-  const train = program.command("train").description("train a model on the public data sets, or on the shop's own stream (--from-stream: churn, propensity), and write models/<name>/<version>/");
+  const train = program.command("train").description("train a model on the public data sets, or on the shop's own stream (--from-stream: churn, propensity, deepfm), and write models/<name>/<version>/");
   common(
     streamFlags(train.command("lstm"))
       .description("the LSTM user encoder: next item, next category and purchase propensity (Yoochoose, Taobao, REES46)")
@@ -118,10 +118,13 @@ export function registerModelCommands(program: Command, datasets: string): void 
 
   common(
     streamFlags(train.command("all")
-      .description("every model that can be trained from the shop's own stream (churn, propensity), from one read of it; a model the stream is too short or too thin for is skipped with the reason"))
-      .option("--horizon <minutes>", "the propensity model's horizon, minutes", posInt, 30),
+      .description("every model that can be trained from the shop's own stream (churn, propensity, deepfm), from one read of it; a model the stream is too short or too thin for is skipped with the reason"))
+      .option("--horizon <minutes>", "the propensity model's horizon, minutes", posInt, 30)
+      .option("--lstm <version>", 'the DeepFM\'s LSTM input: a version, "current" (if one exists) or "off"', "current")
+      .option("--epochs <n>", "the DeepFM's most epochs", posInt, 12)
+      .option("--max-seconds <n>", "the DeepFM starts no new epoch after this long", posInt, 1200),
     datasets,
-  ).action(async (f: CommonFlags & StreamFlags & { horizon: number }) => {
+  ).action(async (f: CommonFlags & StreamFlags & { horizon: number; lstm: string; epochs: number; maxSeconds: number }) => {
     if (!f.fromStream) throw new BadRequestError("portrait train all trains every model that can learn from the shop's stream: add --from-stream (or train the models one by one on data set files)");
     const events = await readStream(f);
     const skipped: string[] = [];
@@ -139,7 +142,8 @@ export function registerModelCommands(program: Command, datasets: string): void 
     await attempt("propensity", () => trainPropensity(events, {
       modelsDir: f.models, horizonMs: f.horizon * 60_000, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train propensity"),
     }));
-    if (skipped.length === 2) throw new BadRequestError(`no model could be trained from ${events.source}: ${skipped.join("; ")}`);
+    await attempt("deepfm", () => trainDeepFmOn(events, f));
+    if (skipped.length === 3) throw new BadRequestError(`no model could be trained from ${events.source}: ${skipped.join("; ")}`);
   });
 
   common(
@@ -149,21 +153,12 @@ export function registerModelCommands(program: Command, datasets: string): void 
       .option("--file <path>", "data file relative to --datasets (default: the format's file)")
       .option("--lstm <version>", 'LSTM whose hidden state is the dense user input: a version, "current" (if one exists) or "off"', "current")
       .option("--epochs <n>", "most epochs (early stopping on the validation window ends sooner)", posInt, 12)
+      .option("--max-seconds <n>", "start no new epoch after this long", posInt, 1200)
       .addOption(new Option("--backend <name>", "TF.js backend").choices(["auto", ...TF_BACKENDS]).default("auto")),
     datasets,
-  ).action(async (f: CommonFlags & StreamFlags & { format: DatasetFormat; file?: string; lstm: string; epochs: number }) => {
-    if (f.fromStream) throw notFromStream("deepfm", true);
-    let lstmDir: string | undefined;
-    if (f.lstm !== "off" && !(f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)) {
-      lstmDir = resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
-    }
-    const r = await trainDeepFm({
-      dataDir: f.datasets, format: f.format, ...(f.file !== undefined ? { file: f.file } : {}), modelsDir: f.models,
-      ...(lstmDir !== undefined ? { lstmDir } : {}), seed: f.seed, epochs: f.epochs, makeCurrent: f.current,
-      backend: f.backend as "auto", onProgress: progressLines("train deepfm"),
-    });
-    console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s${lstmDir ? `, LSTM input from ${lstmDir}` : ", no LSTM input"})`);
-    for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  ).action(async (f: CommonFlags & StreamFlags & { format: DatasetFormat; file?: string; lstm: string; epochs: number; maxSeconds: number }) => {
+    const r = await trainDeepFmOn(f.fromStream ? await readStream(f) : undefined, f);
+    printTrained(r.dir, r.manifest);
   });
 
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
@@ -252,6 +247,24 @@ export function registerModelCommands(program: Command, datasets: string): void 
     });
 }
 
+/** `train deepfm` (and its part of `train all`): on the stream's events when given, else on the data set file. */
+async function trainDeepFmOn(
+  events: TrainingEvents | undefined,
+  f: CommonFlags & { format?: DatasetFormat; file?: string; lstm: string; epochs: number; maxSeconds: number },
+): Promise<{ dir: string; manifest: ModelManifest }> {
+  let lstmDir: string | undefined;
+  if (f.lstm !== "off" && !(f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)) {
+    lstmDir = resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
+  }
+  const r = await trainDeepFm({
+    dataDir: f.datasets, ...(f.format !== undefined ? { format: f.format } : {}), ...(f.file !== undefined ? { file: f.file } : {}), modelsDir: f.models,
+    ...(events !== undefined ? { events } : {}), ...(lstmDir !== undefined ? { lstmDir } : {}), seed: f.seed, epochs: f.epochs, maxSeconds: f.maxSeconds,
+    makeCurrent: f.current, backend: (f.backend ?? "auto") as "auto", onProgress: progressLines("train deepfm"),
+  });
+  process.stderr.write(`deepfm: backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s of training, ${lstmDir ? `LSTM input from ${lstmDir}` : "no LSTM input"}\n`);
+  return r;
+}
+
 interface StreamFlags { fromStream?: boolean; since?: number; until?: number; nats: string; prefix: string; partitions?: number }
 
 /** Event-time bounds: an ISO time, Unix epoch ms, or a duration before now (30d, 12h, 90m). */
@@ -292,8 +305,8 @@ async function readStream(f: StreamFlags): Promise<TrainingEvents> {
 /** The typed refusal of a model that cannot be trained from the stream yet. */
 function notFromStream(name: string, fromStream: boolean | undefined): BadRequestError {
   return new BadRequestError(fromStream
-    ? `training ${name} from the shop's stream is not supported yet: churn and propensity are (portrait train churn|propensity --from-stream); ` +
-      `${name === "lstm" || name === "deepfm" ? `train ${name} on a data set file without --from-stream` : "the ranker is chosen on the shop's log by portrait eval prequential --write-policy"}`
+    ? `training ${name} from the shop's stream is not supported yet: churn, propensity and deepfm are (portrait train churn|propensity|deepfm --from-stream); ` +
+      `${name === "lstm" ? `train ${name} on a data set file without --from-stream` : "the ranker is chosen on the shop's log by portrait eval prequential --write-policy"}`
     : `portrait train ${name} needs --from-stream, and training ${name} from the stream is not supported yet`);
 }
 

@@ -18,7 +18,7 @@
 import { auc, logloss } from "../metrics/classification.js";
 import type { EvalTable } from "./eval-table.js";
 import type { DatasetFormat } from "../data/types.js";
-import { ConfigError } from "../errors.js";
+import { BadRequestError, ConfigError } from "../errors.js";
 import { readManifest } from "../models/artifacts.js";
 import { checkDeepFmSchema, type DeepFmSchema } from "../models/deepfm-features.js";
 import { loadDeepFmScorer, type DeepFmScorer } from "../models/deepfm-scorer.js";
@@ -194,6 +194,8 @@ export interface DeepFmRowsSpec {
   format: DatasetFormat;
   /** Data file relative to the data directory ("" = the format's default). */
   file: string;
+  /** Set when the rows came from the shop's stream ("stream:<name>"): `format`/`file` then mean nothing, pass a data set to evaluate on. */
+  source?: string;
   limit?: number;
   negatives: number;
   seed: number;
@@ -223,6 +225,10 @@ export async function evalDeepFm(o: EvalDeepFmOptions): Promise<EvalTable> {
   const schema = checkDeepFmSchema((manifest.features as { schema: DeepFmSchema }).schema);
   const spec = manifest.training.rowsSpec as DeepFmRowsSpec | undefined;
   if (spec === undefined) throw new ConfigError(`${o.modelDir}/manifest.json lacks training.rowsSpec`);
+  if (spec.source !== undefined && o.format === undefined) {
+    throw new BadRequestError(`DeepFM ${manifest.version} was trained on ${spec.source}; its evaluation on that stream is in its manifest ` +
+      `("evaluation", \`portrait models show deepfm@${manifest.version}\`); name a data set (--format) to evaluate it on one`);
+  }
   const same = o.format === undefined || (o.format === spec.format && (o.file ?? "") === spec.file);
   const format = o.format ?? spec.format;
   const file = o.format === undefined ? spec.file : o.file ?? "";

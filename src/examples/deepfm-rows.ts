@@ -114,7 +114,14 @@ export function sortEventsByTime(events: readonly DatasetEvent[]): DatasetEvent[
     .map(([e]) => e);
 }
 
-export function toProfileEvent(e: DatasetEvent): ProfileEvent {
+/**
+ * What the row builder reads of an event: a data set event (readDataset) or a
+ * stream event (src/train/training-events.ts, already a UserEvent).
+ */
+export type RowEvent = Pick<DatasetEvent, "userId" | "timestampMs"> & { type: ProfileEvent["type"] } &
+  Partial<Pick<DatasetEvent, "itemId" | "categoryId" | "brand" | "price" | "quantity" | "currency" | "sessionId" | "orderId">>;
+
+export function toProfileEvent(e: RowEvent): ProfileEvent {
   return {
     type: e.type, timestampMs: e.timestampMs, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "",
     brand: e.brand ?? "", price: e.price ?? 0, quantity: e.quantity ?? 0, currency: e.currency ?? "",
@@ -169,7 +176,7 @@ interface CatalogItem extends ItemInfo {
 }
 
 /** Builds the rows of `events` (already in time order) under the protocol above. Pure and deterministic. */
-export function buildDeepFmRows(events: readonly DatasetEvent[], o: DeepFmRowsOptions): DeepFmRows {
+export function buildDeepFmRows(events: readonly RowEvent[], o: DeepFmRowsOptions): DeepFmRows {
   const { schema } = o;
   const negatives = o.negatives ?? 4;
   if (!Number.isInteger(negatives) || negatives < 0) throw new ConfigError(`options.negatives must be a non-negative integer, got ${negatives}`);

@@ -6,21 +6,33 @@
  * kept). Writes `models/deepfm/<version>/` (manifest.json, weights.bin,
  * model.onnx) and evaluates the saved model on the test window through the
  * serving scorer, with the baselines of src/eval/deepfm-eval.ts.
+ *
+ * The events come from a data set file (`format`/`file`) or from the shop's
+ * own stream (`events`: src/train/training-events.ts, `portrait train deepfm
+ * --from-stream`); the rows, the split and the training are the same. The
+ * manifest's `evaluation` (what `portrait models promote --if-better` decides
+ * on) holds the challenger's test-window AUC beside the champion's (the
+ * models directory's CURRENT DeepFM, with its own schema and LSTM pairing,
+ * scored on the same rows: same events, same seed, so the same positives and
+ * sampled negatives) and the baselines' (popularity, first-order logistic
+ * regression).
  */
-import { relative, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { DEFAULT_DATA_FILES } from "../data/datasets.js";
 import type { DatasetFormat } from "../data/types.js";
-import { ConfigError } from "../errors.js";
+import { BadRequestError, ConfigError } from "../errors.js";
 import { deepFmEvalTable, scoreDeepFmRows, type DeepFmRowsSpec } from "../eval/deepfm-eval.js";
-import { nextVersion, writeManifest, type ModelManifest, type ModelMetric } from "../models/artifacts.js";
-import { createDeepFmSchema, deepFmArchitecture, type DeepFmSchema } from "../models/deepfm-features.js";
+import { currentVersion, nextVersion, readManifest, versionDir, writeManifest, type ModelEvaluation, type ModelManifest, type ModelMetric } from "../models/artifacts.js";
+import { checkDeepFmSchema, createDeepFmSchema, deepFmArchitecture, type DeepFmSchema } from "../models/deepfm-features.js";
+import { auc } from "../metrics/classification.js";
 import { loadDeepFmScorer } from "../models/deepfm-scorer.js";
 import { deepFmLogit, deepFmWeightShapes, type DeepFmArchitecture, type DeepFmWeights } from "../models/deepfm-spec.js";
 import { DEEPFM_FILES, saveDeepFmWeights } from "../models/deepfm-weights.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { initTf, type TfBackendName } from "../models/tf.js";
 import { VERSION } from "../version.js";
-import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, splitDeepFmRows, type DeepFmRows, type SplitBy } from "../examples/deepfm-rows.js";
+import { buildDeepFmRows, DEFAULT_SPLIT, loadDeepFmEvents, splitDeepFmRows, type DeepFmRows, type DeepFmSplit, type RowEvent, type SplitBy } from "../examples/deepfm-rows.js";
+import type { TrainingEvents } from "./training-events.js";
 import { seededRandom } from "../models/seeded-random.js";
 
 export interface TrainDeepFmOptions {
@@ -30,6 +42,14 @@ export interface TrainDeepFmOptions {
   format?: DatasetFormat;
   /** Data file relative to dataDir. Default: the format's default file (Taobao: the 2h10m time slice). */
   file?: string;
+  /**
+   * Train on these events instead of reading a data set file: the shop's own
+   * stream (`streamEvents`, src/train/training-events.ts). `format`, `file`
+   * and `limit` are then ignored; the manifest names `events.source`.
+   */
+  events?: TrainingEvents;
+  /** Start no new epoch after this many seconds of training. Default: no limit. */
+  maxSeconds?: number;
   /** How the 70/10/20 time split places its boundaries (examples/deepfm-rows.ts SplitBy). Default "time-range"; use "event-count" for bursty files (REES46 sample). */
   splitBy?: SplitBy;
   /** Read at most this many events (for tests). Default: all. */
@@ -150,8 +170,12 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
   });
   const arch = deepFmArchitecture(schema, embDim, hidden);
 
-  progress(0, 1, `reading ${format}`);
-  const events = await loadDeepFmEvents(o.dataDir, format, o.file, o.limit);
+  const source = o.events?.source ?? `file:${format}:${o.file ?? DEFAULT_DATA_FILES[format]}`;
+  progress(0, 1, `reading ${source}`);
+  const events: readonly RowEvent[] = o.events !== undefined ? o.events.events : await loadDeepFmEvents(o.dataDir, format, o.file, o.limit);
+  if (events.length === 0) throw new BadRequestError(`no events to train the DeepFM on from ${source}`);
+  // The champion: the CURRENT version before this one is written.
+  const championVersion = currentVersion(o.modelsDir, "deepfm");
   const rows = buildDeepFmRows(events, {
     schema, negatives, seed, ...(lstm === undefined ? {} : { lstm }),
     onProgress: (d, t) => progress(d, t, "building rows"),
@@ -161,7 +185,8 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
   const nVal = split.val[1] - split.val[0];
   const nTest = split.test[1] - split.test[0];
   if (nTrain === 0 || nVal === 0 || nTest === 0) {
-    throw new ConfigError(`too few rows for a time split: train ${nTrain}, validation ${nVal}, test ${nTest} (read more events)`);
+    throw new BadRequestError(`too few DeepFM rows for a time split of ${source}: train ${nTrain}, validation ${nVal}, test ${nTest} ` +
+      `(${rows.stats.positives} interactions with an item seen before, among ${events.length} events; read more events)`);
   }
   let trainPos = 0;
   for (let r = split.train[0]; r < split.train[1]; r++) trainPos += rows.labels[r]!;
@@ -220,7 +245,7 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
   let best = snapshot();
   let epoch = 0;
   const trainStart = performance.now();
-  while (epoch < maxEpochs) {
+  while (epoch < maxEpochs && (o.maxSeconds === undefined || epoch === 0 || (performance.now() - trainStart) / 1000 < o.maxSeconds)) {
     epoch++;
     const { rows: tr, n: nTr } = trainRowsOf(epoch);
     const order = Int32Array.from({ length: nTr }, (_, i) => i);
@@ -266,8 +291,8 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
 
   const version = o.version ?? nextVersion(o.modelsDir, "deepfm");
   const rowsSpec: DeepFmRowsSpec = {
-    format, file: o.file ?? "", negatives, seed, split: [...DEFAULT_SPLIT] as [number, number, number], splitBy,
-    ...(o.limit === undefined ? {} : { limit: o.limit }),
+    format, file: o.file ?? "", ...(o.events !== undefined ? { source } : {}), negatives, seed, split: [...DEFAULT_SPLIT] as [number, number, number], splitBy,
+    ...(o.limit === undefined || o.events !== undefined ? {} : { limit: o.limit }),
   };
   const countPos = ([a, b]: readonly [number, number]): number => {
     let p = 0;
@@ -287,7 +312,7 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
       encoding: "hash fields: 1 + fnv1a32(utf8(id)) % (size - 1), 0 = none; bucket fields: see deepfm-features.ts",
     },
     training: {
-      data: [`${format}:${o.file ?? DEFAULT_DATA_FILES[format]}`],
+      data: [o.events !== undefined ? source : `${format}:${o.file ?? DEFAULT_DATA_FILES[format]}`],
       split: `by time (${splitBy}) over ${new Date(rows.stats.tMinMs).toISOString()}..${new Date(rows.stats.tMaxMs).toISOString()}: ` +
         `first ${DEFAULT_SPLIT[0]} train, next ${DEFAULT_SPLIT[1]} validation (early stopping) from ${new Date(split.valStartMs).toISOString()}, ` +
         `last ${DEFAULT_SPLIT[2]} test from ${new Date(split.testStartMs).toISOString()}`,
@@ -308,7 +333,8 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
       },
       backend: rt.backend,
       seconds: Math.round(trainSeconds),
-      optimizer: { name: "adam", learningRate: lr, batchSize, l2, patience, maxEpochs, resampleNegatives: resample },
+      optimizer: { name: "adam", learningRate: lr, batchSize, l2, patience, maxEpochs, resampleNegatives: resample, ...(o.maxSeconds !== undefined ? { maxSeconds: o.maxSeconds } : {}) },
+      ...(o.events !== undefined ? { read: o.events.read, skipped: o.events.skipped } : {}),
       initialValidationLogloss: initialVal,
       bestValidationLogloss: bestVal,
       history,
@@ -325,7 +351,7 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
   let table;
   try {
     const probs = await scoreDeepFmRows(scorer, rows, split.test);
-    table = deepFmEvalTable(rows, split, schema.vocab, seed, probs, `CTR ranking ${format}, test window (${scorer.backend})`);
+    table = deepFmEvalTable(rows, split, schema.vocab, seed, probs, `CTR ranking ${o.events !== undefined ? source : format}, test window (${scorer.backend})`);
   } finally {
     await scorer.close();
   }
@@ -334,8 +360,68 @@ export async function trainDeepFm(o: TrainDeepFmOptions): Promise<{ dir: string;
     values: Object.fromEntries(Object.entries(r).filter(([, v]) => typeof v === "number")) as Record<string, number>,
   }));
   manifest.metrics = metrics;
+  progress(0, 1, championVersion === undefined ? "no champion" : `scoring the champion ${championVersion} on the same test rows`);
+  let champion: ModelEvaluation["champion"];
+  if (championVersion !== undefined) {
+    try {
+      champion = { version: championVersion, value: r4(await scoreChampion(o.modelsDir, championVersion, events, rows, split, negatives, seed)) };
+    } catch (err) {
+      progress(0, 1, `champion ${championVersion} not scored: ${(err as Error).message}`);
+    }
+  }
+  const aucOf = (prefix: string): number => {
+    const row = table.rows.find((r) => String(r.model).startsWith(prefix));
+    return r4(Number(row?.AUC));
+  };
+  manifest.evaluation = {
+    source,
+    trainWindow: { fromMs: rows.stats.tMinMs, toMs: split.valStartMs },
+    testWindow: { fromMs: split.testStartMs, toMs: rows.stats.tMaxMs },
+    counts: { train: nTrain, validation: nVal, test: nTest, testPositives: countPos(split.test) },
+    metric: "AUC",
+    higherIsBetter: true,
+    challenger: aucOf("DeepFM"),
+    ...(champion !== undefined ? { champion } : {}),
+    baselines: {
+      "popularity (item interactions so far)": aucOf("popularity"),
+      "logistic regression (same fields, first order)": aucOf("logistic regression"),
+    },
+  };
   manifest.training.totalSeconds = Math.round((performance.now() - t0) / 1000);
   writeManifest(o.modelsDir, manifest, o.makeCurrent ?? false);
   progress(1, 1, "done");
   return { dir, manifest };
+}
+
+const r4 = (v: number): number => Number(v.toFixed(4));
+
+/**
+ * The champion's AUC on the challenger's test rows: its rows are rebuilt from
+ * the same events with its own schema (and its own LSTM pairing, read from the
+ * models directory), the same negatives and seed, so they are the same
+ * (user, item, label) rows in the same order; checked, then scored by the
+ * serving scorer from its saved files.
+ */
+async function scoreChampion(
+  modelsDir: string, version: string, events: readonly RowEvent[], rows: DeepFmRows, split: DeepFmSplit, negatives: number, seed: number,
+): Promise<number> {
+  const dir = versionDir(modelsDir, "deepfm", version);
+  const schema = checkDeepFmSchema((readManifest(dir).features as { schema: DeepFmSchema }).schema);
+  let lstm: LstmRuntime | undefined;
+  if (schema.dense === "lstm-h") {
+    if (schema.lstmVersion === undefined) throw new ConfigError(`deepfm ${version} reads an LSTM state but names no LSTM version`);
+    lstm = LstmRuntime.load(join(modelsDir, "lstm", schema.lstmVersion));
+  }
+  const theirs = buildDeepFmRows(events, { schema, negatives, seed, ...(lstm === undefined ? {} : { lstm }) });
+  const [a, b] = split.test;
+  if (theirs.n !== rows.n || theirs.itemIds[a] !== rows.itemIds[a] || theirs.itemIds[b - 1] !== rows.itemIds[b - 1]) {
+    throw new ConfigError(`the champion's rows differ from the challenger's (${theirs.n} vs ${rows.n})`);
+  }
+  const scorer = await loadDeepFmScorer(dir);
+  try {
+    const probs = await scoreDeepFmRows(scorer, theirs, split.test);
+    return auc(probs, rows.labels.subarray(a, b));
+  } finally {
+    await scorer.close();
+  }
 }
