@@ -15,7 +15,7 @@ import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { buildPropensityExamples } from "../src/examples/propensity-data.js";
 import type { UserEvent } from "../src/examples/churn-data.js";
-import { resolveModel, type ModelManifest } from "../src/models/artifacts.js";
+import { currentVersion, resolveModel, type ModelManifest } from "../src/models/artifacts.js";
 import { calibrate, expectedCalibrationError, fitPlatt, sigmoid } from "../src/models/calibration.js";
 import { judgeModel, streamSource } from "../src/models/evidence.js";
 import { PropensityModel, propensityFeatures } from "../src/models/propensity-model.js";
@@ -117,6 +117,15 @@ describe("learn from the stream", () => {
     await reg.push(dir);
     await reg.promote("propensity", manifest.version, { reason: "test: trained on the stream" });
     await waitFor(() => engine.models!.served.propensity?.version === manifest.version, { timeoutMs: 30_000, message: "the engine did not swap the propensity model in" });
+
+    // The next training, into a directory that has never seen it, is scored against that promoted champion (what promotion compares with).
+    const fresh = fx.tmpDir("portrait-models-next");
+    const next = spawnSync(process.execPath, ["dist/cli/portrait.js", "train", "propensity", "--from-stream", "--nats", fx.nats.url, "--prefix", prefix,
+      "--partitions", "4", "--horizon", "10", "--models", fresh, "--no-current"], { encoding: "utf8", timeout: 60_000 });
+    expect(next.status, next.stderr).toBe(0);
+    expect(next.stderr).toContain(`champion propensity@${manifest.version}: promoted in the registry, now CURRENT in ${fresh}`);
+    expect(next.stdout).toContain(`vs champion ${manifest.version} `);
+    expect(currentVersion(fresh, "propensity")).toBe(manifest.version);
     const model = PropensityModel.load(dir);
     const asOf = Math.max(...published.map((e) => e.timestampMs as number)) + MIN;
     const users = [...new Set(published.map((e) => e.userId!))].slice(0, 25);

@@ -3,7 +3,9 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { BUNDLED_MODELS_DIR, currentVersion, readManifest, resolveModel, type ModelManifest } from "../models/artifacts.js";
-import { BadRequestError } from "../errors.js";
+import { BadRequestError, ErrorCode, PortraitError } from "../errors.js";
+import { connectNats } from "../bus/connect.js";
+import { ENGINE_MODELS, ModelRegistry } from "../models/registry.js";
 import { trainPropensity } from "../train/train-propensity.js";
 import { fileEvents, streamEvents, type TrainingEvents } from "../train/training-events.js";
 import { progress } from "./progress.js";
@@ -99,11 +101,12 @@ export function registerModelCommands(program: Command, datasets: string): void 
       .option("--lstm <version>", 'when there is no propensity model yet, the champion is this LSTM\'s purchase head: a version, "current" or "off"', "current"),
     datasets,
   ).action(async (f: CommonFlags & StreamFlags & { horizon: number; format: DatasetFormat; file?: string; lstm: string }) => {
-    const lstmDir = f.lstm === "off" || (f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)
-      ? undefined : resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
     const events = f.fromStream
       ? await readStream(f)
       : await fileEvents(f.datasets, f.format, f.file, { ...(f.since !== undefined ? { sinceMs: f.since } : {}), ...(f.until !== undefined ? { untilMs: f.until } : {}) });
+    // After readStream: it may have made the registry's promoted LSTM CURRENT.
+    const lstmDir = f.lstm === "off" || (f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)
+      ? undefined : resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
     const r = await trainPropensity(events, {
       modelsDir: f.models, horizonMs: f.horizon * 60_000, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train propensity"),
       ...(lstmDir !== undefined ? { lstmDir } : {}),
@@ -286,7 +289,8 @@ function streamFlags(cmd: Command): Command {
     .option("--partitions <n>", "partition count of the deployment: events on a wrong partition are skipped, as the engine dead-letters them", posInt);
 }
 
-async function readStream(f: StreamFlags): Promise<TrainingEvents> {
+async function readStream(f: StreamFlags & { models: string }): Promise<TrainingEvents> {
+  await checkoutChampions(f);
   const bar = progress("read stream", undefined);
   try {
     const r = await streamEvents({
@@ -299,6 +303,32 @@ async function readStream(f: StreamFlags): Promise<TrainingEvents> {
     return r;
   } finally {
     bar.stop();
+  }
+}
+
+/**
+ * A model trained on the stream is scored against the champion the engines
+ * run: the registry's promoted version of each model is made CURRENT in
+ * --models before training (downloaded if missing), so that `models promote
+ * --if-better` compares the same champion. A server with no registry leaves
+ * --models as it is.
+ */
+async function checkoutChampions(f: StreamFlags & { models: string }): Promise<void> {
+  const nc = await connectNats({ natsUrl: f.nats, name: "portrait-train" });
+  try {
+    const reg = await ModelRegistry.open(nc, { prefix: f.prefix }).catch((err: unknown) => {
+      if (err instanceof PortraitError && err.code === ErrorCode.REGISTRY_MISSING) return undefined;
+      throw err;
+    });
+    if (reg === undefined) {
+      process.stderr.write(`no model registry for prefix ${f.prefix}: the champions are the CURRENT versions in ${f.models}\n`);
+      return;
+    }
+    for (const c of await reg.checkoutPromoted(f.models, ENGINE_MODELS)) {
+      process.stderr.write(`champion ${c.name}@${c.version}: promoted in the registry, now CURRENT in ${f.models}\n`);
+    }
+  } finally {
+    await nc.close();
   }
 }
 

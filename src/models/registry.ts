@@ -425,6 +425,26 @@ export class ModelRegistry {
    * engine seeding at the same time is harmless: the KV create of the second
    * fails and its record is left as the first wrote it. Returns the names seeded.
    */
+  /**
+   * Makes `root` hold the promoted version of each of `names` as its CURRENT
+   * (downloading what is missing), so that a model trained into `root` is
+   * scored against the champion the engines run, the one promotion compares
+   * it with. Returns the versions that became CURRENT.
+   */
+  async checkoutPromoted(root: string, names: readonly string[]): Promise<Array<{ name: string; version: string }>> {
+    const changed: Array<{ name: string; version: string }> = [];
+    for (const name of names) {
+      const p = await this.promoted(name);
+      if (p === undefined) continue;
+      await this.fetch(name, p.version, root);
+      const current = join(root, name, "CURRENT");
+      if (existsSync(current) && readFileSync(current, "utf8").trim() === p.version) continue;
+      writeFileSync(current, p.version + "\n");
+      changed.push({ name, version: p.version });
+    }
+    return changed;
+  }
+
   async seed(root: string, names: readonly string[]): Promise<string[]> {
     const seeded: string[] = [];
     for (const name of names) {
