@@ -152,7 +152,7 @@ export async function freshnessProbes(rig: Rig, seconds: number, o: { concurrenc
  * lead there). Latency from publishing the last of the three events to the
  * first reply that holds j.
  */
-export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?: number; gapMs?: number; runId: string; timeoutMs?: number; k?: number }): Promise<ProbeResult> {
+export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?: number; gapMs?: number; runId: string; timeoutMs?: number; k?: number }): Promise<ProbeResult & { polls: number; replies: number; errors: Record<string, number> }> {
   const freshness = newHist();
   const concurrency = o.concurrency ?? 2;
   const gapMs = o.gapMs ?? 100;
@@ -162,6 +162,8 @@ export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?
   let probes = 0;
   let polls = 0;
   let failed = 0;
+  let replies = 0;
+  const errors = new Map<string, number>();
   const send = (eventId: string, userId: string, itemId: string, timestampMs: number) => {
     const h = headers();
     h.set("Nats-Msg-Id", eventId);
@@ -179,7 +181,12 @@ export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?
       let seen = false;
       while (performance.now() - t0 < timeoutMs) {
         polls++;
-        const r = await rig.client.recommend(b, { k }).catch(() => undefined);
+        const r = await rig.client.recommend(b, { k }).catch((err: unknown) => {
+          const code = (err as { code?: string }).code ?? (err as Error).name;
+          errors.set(code, (errors.get(code) ?? 0) + 1);
+          return undefined;
+        });
+        if (r !== undefined) replies++;
         if (r !== undefined && r.items.some((it) => it.itemId === j)) {
           seen = true;
           break;
@@ -192,7 +199,7 @@ export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?
       await sleep(gapMs);
     }
   }));
-  return { freshness, pollsPerProbe: polls / Math.max(1, probes + failed), probes, failed };
+  return { freshness, pollsPerProbe: polls / Math.max(1, probes + failed), probes, failed, polls, replies, errors: Object.fromEntries(errors) };
 }
 
 /** Latency percentiles of a histogram as table cells (ms). */
