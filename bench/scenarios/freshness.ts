@@ -34,7 +34,7 @@ export const freshness: Scenario = {
       const cap = await liveCapacity(rig, num(ctx, "capacity-seconds", 1, 120), loaded.events);
       let expected = cap.expected;
       const probeReq = pb.ProfileRequest.encode({ userId: "probe" }).finish();
-      const header = ["load", "offered ev/s", "applied ev/s", "freshness p50 ms", "p99 ms", "p99.9 ms", "max ms", "probes (failed)", "polls/probe", "raw req-reply p99 ms", "p99 / raw p99", "engine cores", "max lag", "co-visitation p50 ms", "co-vis. p99 ms", "co-vis. max ms", "co-vis. probes (failed)", "co-vis. polls (answered)"];
+      const header = ["load", "offered ev/s", "applied ev/s", "freshness p50 ms", "p99 ms", "p99.9 ms", "max ms", "probes (failed)", "polls/probe", "raw req-reply p99 ms", "p99 / raw p99", "engine cores", "max lag", "co-visitation p50 ms", "co-vis. p99 ms", "co-vis. max ms", "co-vis. probes (failed)", "co-vis. polls (answered)", "recs queue start / end"];
       const rows: string[][] = [];
       const levelsRaw: unknown[] = [];
       for (const level of levels) {
@@ -64,6 +64,7 @@ export const freshness: Scenario = {
           `${probe.probes} (${probe.failed})`, probe.pollsPerProbe.toFixed(1), f2(pctMs(raw.lat, 99)), ratio(p99, pctMs(raw.lat, 99)),
           f2(cpu.procs.engine ?? NaN), f0(Math.max(0, ...samples.map((s) => s.maxPartitionLag))),
           ...(cv !== undefined ? [...pcts(cv.freshness, [50, 99]), f2(cv.freshness.maxValue / 1000), `${cv.probes} (${cv.failed})`, `${cv.polls} (${cv.replies})`] : ["—", "—", "—", "—", "—"]),
+          `${s0.recsItemEventsQueued} / ${s1.recsItemEventsQueued}`,
         ]);
         levelsRaw.push({ level, offered: rate, published: sent, applied, covisit: cv && { p: [50, 90, 99].map((q) => [q, pctMs(cv.freshness, q)]), probes: cv.probes, failed: cv.failed, pollsPerProbe: cv.pollsPerProbe, polls: cv.polls, replies: cv.replies, errors: cv.errors }, p: [50, 90, 99, 99.9].map((q) => [q, pctMs(probe.freshness, q)]), raw: [50, 99].map((q) => [q, pctMs(raw.lat, q)]), samples, cpu });
         ctx.log(`level ${level}%: offered ${rate.toFixed(0)}/s, freshness p50/p99 ${pcts(probe.freshness, [50, 99]).join("/")} ms` +
