@@ -32,7 +32,7 @@ import type { PortraitClient } from "../client/portrait-client.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../data/types.js";
 import { EventType } from "../wire/proto.js";
-import { BadRequestError } from "../errors.js";
+import { BadRequestError, ErrorCode, PortraitError } from "../errors.js";
 import { ItemKnnModel, PopularityModel, SequentialRulesModel, SessionPopModel, SknnModel } from "./baselines.js";
 import type { EvalTable } from "./eval-table.js";
 import { buildVocab, prefixView, type NextItemModel, type Session } from "./next-item.js";
@@ -88,6 +88,23 @@ export function sessionsOf(events: readonly DatasetEvent[]): Array<{ session: Se
 
 interface Target { e: DatasetEvent; session: Session; position: number }
 
+/**
+ * recommend, asked again (up to 5 times, 0.2 s, 0.4 s, ... apart) when the
+ * engine answers OVERLOADED: the engine has applied everything before the
+ * target, so the question and the state are the same; this measures quality,
+ * not latency, and a machine short of CPU should not end the run.
+ */
+async function recommendRetrying(client: PortraitClient, userId: string, k: number, asOfMs: number): ReturnType<PortraitClient["recommend"]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.recommend(userId, { k, asOfMs });
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof PortraitError) || err.code !== ErrorCode.OVERLOADED) throw err;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+}
+
 /** The engine and baselines on the same next-click targets. */
 export async function runNextClick(train: readonly DatasetEvent[], test: readonly DatasetEvent[], name: string, o: RunNextClickOptions = {}): Promise<EvalTable> {
   const maxTargets = o.maxTargets ?? 2000;
@@ -136,7 +153,7 @@ export async function runNextClick(train: readonly DatasetEvent[], test: readonl
         await side.settle(applyTimeoutMs);
         if (o.verify ?? true) await side.verify(e.userId);
         const t1 = performance.now();
-        const r = await side.client.recommend(e.userId, { k: maxK, asOfMs: e.timestampMs });
+        const r = await recommendRetrying(side.client, e.userId, maxK, e.timestampMs);
         engineSeconds += (performance.now() - t1) / 1000;
         policy = r.modelVersion;
         const served = r.items.map((it) => it.itemId);
