@@ -38,6 +38,8 @@ export interface EngineSnapshot {
   apiCodes: Record<string, number>;
   /** Item events the shards dropped because the recs worker's queue was full (portrait_recs_item_events_dropped_total). */
   recsItemEventsDropped: number;
+  /** Item events posted to the recs worker and not observed yet (portrait_recs_item_events_queued). */
+  recsItemEventsQueued: number;
   batchMessages: PromHist;
   batchSeconds: PromHist;
   inference: { batchRows: PromHist; queue: PromHist; run: PromHist; request: PromHist; rejected: Record<string, number> };
@@ -94,6 +96,7 @@ function engineRole(): void {
         api,
         apiCodes: await promCounter(reg, "portrait_api_requests_total"),
         recsItemEventsDropped: await engine!.metrics.total(engine!.metrics.recsItemEventsDropped),
+        recsItemEventsQueued: engine!.metrics.recsQueuedItemEvents() ?? 0,
         batchMessages: await promHist(reg, "portrait_ingest_batch_size_messages"),
         batchSeconds: await promHist(reg, "portrait_ingest_batch_seconds"),
         inference: {

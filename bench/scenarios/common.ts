@@ -144,6 +144,64 @@ export async function freshnessProbes(rig: Rig, seconds: number, o: { concurrenc
   return { freshness, pollsPerProbe: polls / Math.max(1, probes + failed), probes, failed };
 }
 
+/**
+ * Co-visitation and session freshness: each probe plants a pair on two new
+ * items, user A views i then j, and user B views i; then it asks
+ * `recommend(B, k)` back to back until j is among the items (co-visitation
+ * i -> j, sequential rules i -> j, and session-kNN through A's session all
+ * lead there). Latency from publishing the last of the three events to the
+ * first reply that holds j.
+ */
+export async function covisitProbes(rig: Rig, seconds: number, o: { concurrency?: number; gapMs?: number; runId: string; timeoutMs?: number; k?: number }): Promise<ProbeResult & { polls: number; replies: number; errors: Record<string, number> }> {
+  const freshness = newHist();
+  const concurrency = o.concurrency ?? 2;
+  const gapMs = o.gapMs ?? 100;
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  const k = o.k ?? 50;
+  const end = performance.now() + seconds * 1000;
+  let probes = 0;
+  let polls = 0;
+  let failed = 0;
+  let replies = 0;
+  const errors = new Map<string, number>();
+  const send = (eventId: string, userId: string, itemId: string, timestampMs: number) => {
+    const h = headers();
+    h.set("Nats-Msg-Id", eventId);
+    rig.nc.publish(rig.s.events(partitionOf(userId, rig.partitions)), pb.Event.encode({ eventId, userId, type: EventType.VIEW, timestampMs, itemId, categoryId: "covisit-probe" }).finish(), { headers: h });
+  };
+  await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
+    for (let n = 0; performance.now() < end; n++) {
+      const tag = `cvp-${o.runId}-${w}-${n}`;
+      const [a, b, i, j] = [`${tag}-a`, `${tag}-b`, `${tag}-i`, `${tag}-j`];
+      const now = Date.now();
+      send(`${a}-1`, a, i, now);
+      send(`${a}-2`, a, j, now + 1);
+      send(`${b}-1`, b, i, now + 2);
+      const t0 = performance.now();
+      let seen = false;
+      while (performance.now() - t0 < timeoutMs) {
+        polls++;
+        const r = await rig.client.recommend(b, { k }).catch((err: unknown) => {
+          const code = (err as { code?: string }).code ?? (err as Error).name;
+          errors.set(code, (errors.get(code) ?? 0) + 1);
+          return undefined;
+        });
+        if (r !== undefined) replies++;
+        if (r !== undefined && r.items.some((it) => it.itemId === j)) {
+          seen = true;
+          break;
+        }
+      }
+      if (seen) {
+        freshness.recordValue(Math.max(1, Math.round((performance.now() - t0) * 1000)));
+        probes++;
+      } else failed++;
+      await sleep(gapMs);
+    }
+  }));
+  return { freshness, pollsPerProbe: polls / Math.max(1, probes + failed), probes, failed, polls, replies, errors: Object.fromEntries(errors) };
+}
+
 /** Latency percentiles of a histogram as table cells (ms). */
 export const pcts = (h: Histogram, ps: number[] = [50, 99, 99.9]) => ps.map((p) => f2(pctMs(h, p)));
 

@@ -6,7 +6,7 @@ import { rawRequestReply } from "../harness/baselines.js";
 import { pctMs } from "../harness/open-loop.js";
 import { Rig } from "../harness/rig.js";
 import { pb } from "../../src/wire/proto.js";
-import { describeSource, freshnessProbes, generatorSource, liveCapacity, loadState, pcts, sourceFlags } from "./common.js";
+import { covisitProbes, describeSource, freshnessProbes, generatorSource, liveCapacity, loadState, pcts, sourceFlags } from "./common.js";
 import { f0, f2, num, nums, ratio, type Scenario } from "./scenario.js";
 
 export const freshness: Scenario = {
@@ -21,6 +21,7 @@ export const freshness: Scenario = {
     seconds: { default: "20", smoke: "2", help: "seconds per level" },
     "capacity-seconds": { default: "6", smoke: "2", help: "seconds of the live-capacity run" },
     probes: { default: "8", smoke: "4", help: "concurrent probe users" },
+    "covisit-probes": { default: "2", smoke: "1", help: "concurrent co-visitation probes (a planted pair i -> j; publish -> j recommended to a viewer of i); 0 = none" },
   },
   async run(ctx) {
     const seconds = num(ctx, "seconds", 1, 3600);
@@ -33,7 +34,7 @@ export const freshness: Scenario = {
       const cap = await liveCapacity(rig, num(ctx, "capacity-seconds", 1, 120), loaded.events);
       let expected = cap.expected;
       const probeReq = pb.ProfileRequest.encode({ userId: "probe" }).finish();
-      const header = ["load", "offered ev/s", "applied ev/s", "freshness p50 ms", "p99 ms", "p99.9 ms", "max ms", "probes (failed)", "polls/probe", "raw req-reply p99 ms", "p99 / raw p99", "engine cores", "max lag"];
+      const header = ["load", "offered ev/s", "applied ev/s", "freshness p50 ms", "p99 ms", "p99.9 ms", "max ms", "probes (failed)", "polls/probe", "raw req-reply p99 ms", "p99 / raw p99", "engine cores", "max lag", "co-visitation p50 ms", "co-vis. p99 ms", "co-vis. max ms", "co-vis. probes (failed)", "co-vis. polls (answered)", "recs queue start / end"];
       const rows: string[][] = [];
       const levelsRaw: unknown[] = [];
       for (const level of levels) {
@@ -42,15 +43,17 @@ export const freshness: Scenario = {
         const s0 = await rig.snapshot();
         const c0 = rig.cpuSample();
         await rig.startPublishing(rate, Math.round(rate * (seconds + 1)), seconds + 1);
-        const [probe, raw] = await Promise.all([
+        const covisitConcurrency = num(ctx, "covisit-probes", 0, 64);
+        const [probe, raw, cv] = await Promise.all([
           freshnessProbes(rig, seconds, { runId: `l${level}`, concurrency: num(ctx, "probes", 1, 256) }),
           rawRequestReply(rig, probeReq, 300, 50, seconds),
+          covisitConcurrency > 0 ? covisitProbes(rig, seconds, { runId: `l${level}`, concurrency: covisitConcurrency }) : undefined,
         ]);
         const sent = await rig.haltPublishing();
         const c1 = rig.cpuSample();
         const s1 = await rig.snapshot();
         const samples = await sampler.stop();
-        expected += sent.sent + probe.probes + probe.failed;
+        expected += sent.sent + probe.probes + probe.failed + 3 * ((cv?.probes ?? 0) + (cv?.failed ?? 0));
         const drained = await rig.waitProcessed(expected, 300_000);
         if (!drained.reached) throw new Error(`level ${level}%: the engine applied ${drained.processed} of ${expected}`);
         const cpu = rig.cpuDelta(c0, c1);
@@ -60,9 +63,12 @@ export const freshness: Scenario = {
           `${level} %`, f0(sent.sent / Math.max(1e-9, sent.seconds)), f0(applied), ...pcts(probe.freshness), f2(probe.freshness.maxValue / 1000),
           `${probe.probes} (${probe.failed})`, probe.pollsPerProbe.toFixed(1), f2(pctMs(raw.lat, 99)), ratio(p99, pctMs(raw.lat, 99)),
           f2(cpu.procs.engine ?? NaN), f0(Math.max(0, ...samples.map((s) => s.maxPartitionLag))),
+          ...(cv !== undefined ? [...pcts(cv.freshness, [50, 99]), f2(cv.freshness.maxValue / 1000), `${cv.probes} (${cv.failed})`, `${cv.polls} (${cv.replies})`] : ["—", "—", "—", "—", "—"]),
+          `${s0.recsItemEventsQueued} / ${s1.recsItemEventsQueued}`,
         ]);
-        levelsRaw.push({ level, offered: rate, published: sent, applied, p: [50, 90, 99, 99.9].map((q) => [q, pctMs(probe.freshness, q)]), raw: [50, 99].map((q) => [q, pctMs(raw.lat, q)]), samples, cpu });
-        ctx.log(`level ${level}%: offered ${rate.toFixed(0)}/s, freshness p50/p99 ${pcts(probe.freshness, [50, 99]).join("/")} ms`);
+        levelsRaw.push({ level, offered: rate, published: sent, applied, covisit: cv && { p: [50, 90, 99].map((q) => [q, pctMs(cv.freshness, q)]), probes: cv.probes, failed: cv.failed, pollsPerProbe: cv.pollsPerProbe, polls: cv.polls, replies: cv.replies, errors: cv.errors }, p: [50, 90, 99, 99.9].map((q) => [q, pctMs(probe.freshness, q)]), raw: [50, 99].map((q) => [q, pctMs(raw.lat, q)]), samples, cpu });
+        ctx.log(`level ${level}%: offered ${rate.toFixed(0)}/s, freshness p50/p99 ${pcts(probe.freshness, [50, 99]).join("/")} ms` +
+          (cv !== undefined ? `; co-visitation ${cv.probes} probes (${cv.failed} failed), p50/p99 ${pcts(cv.freshness, [50, 99]).join("/")} ms, ${cv.polls} polls, ${cv.replies} answered, errors ${JSON.stringify(cv.errors)}` : ""));
       }
       const points = (q: number) => levelsRaw.map((l) => {
         const x = l as { applied: number; p: Array<[number, number]> };
@@ -75,6 +81,7 @@ export const freshness: Scenario = {
         notes: [
           `Live capacity in this run: ${f0(cap.perSec)} events/s (a burst published at full speed while the engine applies, from its first publish to its last event applied); levels are fractions of it. Warm state: ${loaded.events} events (all prepared events cover ${loaded.users} users); models ${loaded.engine.models.join(", ") || "none"}.`,
           "Freshness: a probe publishes one event for its own user, then polls the profile back to back until events_applied shows it; latency from publish to that reply (HDR). Resolution is one profile round trip; the raw request-reply latency to a trivial responder, measured at the same time at 50/s, is the floor.",
+          "Co-visitation freshness: a probe publishes a planted pair on two new items (user A views i, then j) and a view of i by user B, then asks recommend(B, k 50) back to back until j is in the reply (co-visitation, sequential rules and session-kNN all lead there); latency from the last publish to that reply (HDR). A failed probe did not see j within 10 s.",
           `Background load: ${describeSource(ctx)}, open loop (rate schedule, not send-when-returned) from the publisher processes.`,
         ],
         raw: { capacity: cap, loaded, levels: levelsRaw },

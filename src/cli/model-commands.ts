@@ -16,7 +16,7 @@ import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
 import { evalPrequential } from "../eval/prequential.js";
-import { carveValidation, evalNextClick, readNextClickTrain } from "../eval/next-click.js";
+import { carveValidation, evalNextClick, evalNextClickSplit, NEXT_CLICK_SPLIT_FORMATS, readNextClickTrain, type NextClickSplitFormat } from "../eval/next-click.js";
 import { selectPolicy, writePolicyFile } from "../eval/ranking-selection.js";
 import { basename } from "node:path";
 import type { RecsOptions } from "../recs/recs-options.js";
@@ -27,6 +27,12 @@ import { trainLstm } from "../train/train-lstm.js";
 function posInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+
+function shareArg(v: string): number {
+  const n = Number(v);
+  if (!(n > 0 && n < 1)) throw new InvalidArgumentError("must be a number between 0 and 1 (exclusive)");
   return n;
 }
 
@@ -186,9 +192,10 @@ export function registerModelCommands(program: Command, datasets: string): void 
     });
   evalCmd.command("prequential")
     .description("replay a real log in time order through the engine; before each purchase (or, with --targets next-click, each next click of a session), is its item in the top K? purchases: fresh profiles vs a daily snapshot vs popularity; next-click: the live engine vs offline SR, SKNN, item-kNN, S-POP, popularity on the same targets")
-    .addOption(new Option("--format <format>", "data set").choices(["taobao", "online-retail", "rees46", "yoochoose"]).makeOptionMandatory())
+    .addOption(new Option("--format <format>", "data set").choices(["taobao", "online-retail", "rees46", "yoochoose", "diginetica"]).makeOptionMandatory())
     .option("--file <path>", "data file relative to --datasets (default: taobao's 9-day first_users file, or the format's file; next-click: the training file)")
-    .option("--test-file <path>", "next-click: the test file (default: yoochoose train_valid)")
+    .option("--test-file <path>", "next-click on yoochoose: the test file (default: train_valid)")
+    .option("--test-share <x>", "next-click on diginetica, rees46, taobao: the share of the log's clicks (in time order) after the split time; sessions ending after it are the test part", shareArg, 0.2)
     .option("--datasets <dir>", "directory of the public data sets", datasets)
     .option("--limit <n>", "read at most this many events", posInt)
     .addOption(new Option("--targets <kind>", "which events are scored").choices(["purchase", "purchase+click", "next-click"]).default("purchase"))
@@ -205,11 +212,12 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .option("--json", "print the table as JSON")
     .option("--markdown", "print the table as Markdown")
     .action(async (f: {
-      format: DatasetFormat; file?: string; testFile?: string; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
+      format: DatasetFormat; file?: string; testFile?: string; testShare: number; datasets: string; limit?: number; targets: "purchase" | "purchase+click" | "next-click";
       maxTargets: number; nats?: string; deepfm: string; lstm: string; policy?: string; policyFile?: string; writePolicy?: string; recs?: string; excludePurchased: "on" | "off"; allowRecent: "on" | "off"; json?: boolean; markdown?: boolean;
     }) => {
       if (f.writePolicy !== undefined) {
         if (f.targets !== "next-click") throw new InvalidArgumentError("--write-policy needs --targets next-click");
+        if (f.format !== "yoochoose") throw new InvalidArgumentError("--write-policy chooses the policy on Yoochoose's training file (--format yoochoose)");
         const tr = await readNextClickTrain({ dataDir: f.datasets, ...(f.file !== undefined ? { trainFile: f.file } : {}) });
         const carve = carveValidation(tr.events);
         const chosen = selectPolicy(carve.earlier, carve.validation, `${basename(tr.path)}: ${carve.description}`, { onProgress: progressLines("select policy") });
@@ -232,7 +240,14 @@ export function registerModelCommands(program: Command, datasets: string): void 
       const engine = { deepfmModel: f.deepfm, lstmModel: f.lstm, recs: { ...given, ranking: { ...given.ranking, ...ranking }, candidates } };
       const common = { maxTargets: f.maxTargets, ...(f.nats !== undefined ? { natsUrl: f.nats } : {}), engine, onProgress: progressLines("eval prequential") };
       if (f.targets === "next-click") {
-        if (f.format !== "yoochoose") throw new InvalidArgumentError("--targets next-click reads Yoochoose session files (--format yoochoose)");
+        if (f.format !== "yoochoose") {
+          if (!(NEXT_CLICK_SPLIT_FORMATS as string[]).includes(f.format)) throw new InvalidArgumentError(`--targets next-click reads ${["yoochoose", ...NEXT_CLICK_SPLIT_FORMATS].join(", ")} logs`);
+          if (f.testFile !== undefined) throw new InvalidArgumentError("--test-file is for --format yoochoose (the other logs are split by time, --test-share)");
+          printTables([await evalNextClickSplit({
+            dataDir: f.datasets, format: f.format as NextClickSplitFormat, ...(f.file !== undefined ? { file: f.file } : {}), testShare: f.testShare, ...common,
+          })], f);
+          return;
+        }
         printTables([await evalNextClick({
           dataDir: f.datasets, ...(f.file !== undefined ? { trainFile: f.file } : {}), ...(f.testFile !== undefined ? { testFile: f.testFile } : {}), ...common,
         })], f);

@@ -15,8 +15,9 @@
  *   allowed). Then the target is published like any other click.
  * - The offline baselines of src/eval/baselines.ts (SR, SKNN, item-kNN,
  *   S-POP, popularity) are fit on the training sessions only and score
- *   exactly the same targets from the same prefixes (a target outside their
- *   training vocabulary is a miss for them). The engine also learns from the
+ *   exactly the same targets from the same prefixes (their vocabulary also
+ *   lists the test part's new items with count 0, so S-POP can predict a
+ *   repeat of one; nothing else is learnt from the test part). The engine also learns from the
  *   test sessions that came before a target, as a live engine does.
  *
  * With more targets than maxTargets, maxTargets of them, evenly spaced in
@@ -29,8 +30,9 @@ import { startNatsServer, type NatsServerHandle } from "../bus/nats-server-launc
 import { subjects } from "../bus/subjects.js";
 import type { PortraitClient } from "../client/portrait-client.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
-import type { DatasetEvent } from "../data/types.js";
-import { BadRequestError } from "../errors.js";
+import type { DatasetEvent, DatasetFormat } from "../data/types.js";
+import { EventType } from "../wire/proto.js";
+import { BadRequestError, ErrorCode, PortraitError } from "../errors.js";
 import { ItemKnnModel, PopularityModel, SequentialRulesModel, SessionPopModel, SknnModel } from "./baselines.js";
 import type { EvalTable } from "./eval-table.js";
 import { buildVocab, prefixView, type NextItemModel, type Session } from "./next-item.js";
@@ -86,6 +88,23 @@ export function sessionsOf(events: readonly DatasetEvent[]): Array<{ session: Se
 
 interface Target { e: DatasetEvent; session: Session; position: number }
 
+/**
+ * recommend, asked again (up to 5 times, 0.2 s, 0.4 s, ... apart) when the
+ * engine answers OVERLOADED: the engine has applied everything before the
+ * target, so the question and the state are the same; this measures quality,
+ * not latency, and a machine short of CPU should not end the run.
+ */
+async function recommendRetrying(client: PortraitClient, userId: string, k: number, asOfMs: number): ReturnType<PortraitClient["recommend"]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.recommend(userId, { k, asOfMs });
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof PortraitError) || err.code !== ErrorCode.OVERLOADED) throw err;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+}
+
 /** The engine and baselines on the same next-click targets. */
 export async function runNextClick(train: readonly DatasetEvent[], test: readonly DatasetEvent[], name: string, o: RunNextClickOptions = {}): Promise<EvalTable> {
   const maxTargets = o.maxTargets ?? 2000;
@@ -134,7 +153,7 @@ export async function runNextClick(train: readonly DatasetEvent[], test: readonl
         await side.settle(applyTimeoutMs);
         if (o.verify ?? true) await side.verify(e.userId);
         const t1 = performance.now();
-        const r = await side.client.recommend(e.userId, { k: maxK, asOfMs: e.timestampMs });
+        const r = await recommendRetrying(side.client, e.userId, maxK, e.timestampMs);
         engineSeconds += (performance.now() - t1) / 1000;
         policy = r.modelVersion;
         const served = r.items.map((it) => it.itemId);
@@ -179,7 +198,18 @@ export async function runNextClick(train: readonly DatasetEvent[], test: readonl
   row(`engine (live; ${policy})`, engineAcc, engineSeconds);
 
   if (o.baselines ?? true) {
-    const vocab = buildVocab(trainSessions, "item");
+    // Training counts only; the items first seen in the test part are added
+    // with count 0 (after every trained item, by id), so a baseline can still
+    // predict a repeat of an item its session showed (S-POP does) without
+    // learning anything from the test part.
+    const trained = buildVocab(trainSessions, "item");
+    const unseen = [...new Set(testLog.map((e) => e.itemId!))].filter((i) => !trained.index.has(i)).sort();
+    const vocab = {
+      ...trained,
+      tokens: [...trained.tokens, ...unseen],
+      index: new Map([...trained.index, ...unseen.map((t, j) => [t, trained.tokens.length + j] as const)]),
+      counts: Int32Array.from([...trained.counts, ...unseen.map(() => 0)]),
+    };
     const targets = testLog.filter((e) => chosen.has(e)).map((e) => targetOf.get(e)!);
     const models: NextItemModel[] = [
       new SequentialRulesModel(), new SknnModel({ k: 100, sampleSize: 1000, similarity: "cosine" }),
@@ -257,4 +287,85 @@ export async function evalNextClick(o: EvalNextClickOptions): Promise<EvalTable>
   const tr = await read(o.trainFile ?? NEXT_CLICK_FILES.train);
   const te = await read(o.testFile ?? NEXT_CLICK_FILES.test);
   return runNextClick(tr.out, te.out, `yoochoose ${basename(tr.path)} -> ${basename(te.path)}`, o);
+}
+
+/** Session data sets other than Yoochoose: one log, split by time (splitSessionsByTime). */
+export const NEXT_CLICK_SPLIT_FILES = Object.freeze({
+  diginetica: "diginetica/sample_train-item-views.csv.gz",
+  rees46: "rees46/2019-Oct_head_sample.csv.gz",
+  taobao: "taobao/UserBehavior_first_users.csv.gz",
+} satisfies Partial<Record<DatasetFormat, string>>);
+export type NextClickSplitFormat = keyof typeof NEXT_CLICK_SPLIT_FILES;
+export const NEXT_CLICK_SPLIT_FORMATS = Object.keys(NEXT_CLICK_SPLIT_FILES) as NextClickSplitFormat[];
+
+/** Where a log has no session id (Taobao), a user's session ends after this much idle time (session-rec's 30 min). */
+export const SESSION_GAP_MS = 30 * 60_000;
+
+/**
+ * The clicks of a log as anonymous sessions, session-rec's preprocessing:
+ * views and clicks with an item only (cart, purchase and other events are
+ * left out), each event's userId replaced by its session's key (the log's
+ * session id where it has one, Diginetica and REES46; else the user and a
+ * count of idle gaps longer than gapMs, Taobao), so the engine sees one
+ * anonymous user per session, as it does with Yoochoose.
+ */
+export function clickSessions(events: readonly DatasetEvent[], gapMs = SESSION_GAP_MS): DatasetEvent[] {
+  const clicks = events
+    .map((e, i) => ({ e, i }))
+    .filter(({ e }) => e.itemId && (e.type === EventType.VIEW || e.type === EventType.CLICK))
+    .sort((a, b) => a.e.timestampMs - b.e.timestampMs || a.i - b.i)
+    .map(({ e }) => e);
+  const open = new Map<string, { n: number; lastMs: number }>();
+  return clicks.map((e) => {
+    if (e.sessionId) return { ...e, userId: `s-${e.sessionId}` };
+    let s = open.get(e.userId);
+    if (s === undefined) open.set(e.userId, (s = { n: 0, lastMs: e.timestampMs }));
+    else if (e.timestampMs - s.lastMs > gapMs) s.n++;
+    s.lastMs = e.timestampMs;
+    return { ...e, userId: `s-${e.userId}-${s.n}` };
+  });
+}
+
+/**
+ * A strict time split of sessions (session-rec's): the threshold is the time
+ * of the event at (1 - testShare) of the log in time order; the sessions whose
+ * last event is at or after it are the test part, the others (all ended
+ * before it) the training part.
+ */
+export function splitSessionsByTime(events: readonly DatasetEvent[], testShare = 0.2): { train: DatasetEvent[]; test: DatasetEvent[]; description: string } {
+  if (!(testShare > 0 && testShare < 1)) throw new BadRequestError("testShare must be in (0, 1)");
+  if (events.length === 0) throw new BadRequestError("no click events to split");
+  const times = events.map((e) => e.timestampMs).sort((a, b) => a - b);
+  const threshold = times[Math.min(times.length - 1, Math.floor(times.length * (1 - testShare)))]!;
+  const end = new Map<string, number>();
+  for (const e of events) end.set(e.userId, Math.max(end.get(e.userId) ?? -Infinity, e.timestampMs));
+  const train: DatasetEvent[] = [];
+  const test: DatasetEvent[] = [];
+  for (const e of events) (end.get(e.userId)! >= threshold ? test : train).push(e);
+  return {
+    train, test,
+    description: `sessions ending at or after ${new Date(threshold).toISOString()} (the last ${Math.round(testShare * 100)}% of the clicks in time order) are the test part`,
+  };
+}
+
+export interface EvalNextClickSplitOptions extends RunNextClickOptions {
+  dataDir: string;
+  format: NextClickSplitFormat;
+  /** The log, relative to dataDir or absolute. Default NEXT_CLICK_SPLIT_FILES[format]. */
+  file?: string;
+  /** Share of the clicks (in time order) after the split time. Default 0.2. */
+  testShare?: number;
+}
+
+/** Next click on Diginetica, REES46 or Taobao: clickSessions, splitSessionsByTime, runNextClick. */
+export async function evalNextClickSplit(o: EvalNextClickSplitOptions): Promise<EvalTable> {
+  if (!(o.format in NEXT_CLICK_SPLIT_FILES)) throw new BadRequestError(`next-click targets are read from ${["yoochoose", ...NEXT_CLICK_SPLIT_FORMATS].join(", ")} logs, not ${o.format}`);
+  const path = resolveDataFile(o.dataDir, o.format, o.file ?? NEXT_CLICK_SPLIT_FILES[o.format]);
+  o.onProgress?.(0, 1, `reading ${basename(path)}`);
+  const events: DatasetEvent[] = [];
+  for await (const e of readDataset(o.format, path)) events.push(e);
+  const clicks = clickSessions(events);
+  const split = splitSessionsByTime(clicks, o.testShare ?? 0.2);
+  const name = `${o.format} ${basename(path)} (${clicks.length} views of ${events.length} events, as ${new Set(clicks.map((e) => e.userId)).size} sessions; ${split.description})`;
+  return runNextClick(split.train, split.test, name, o);
 }
