@@ -44,6 +44,8 @@ import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
 
 /** Period of the audience ticks (timers on the engine clock, backfill chunks), ms: time-driven transitions fire within about this of their due time. */
 const AUDIENCE_TICK_MS = 100;
+/** Most transitions of ticks being published before a tick waits for them (a backfill's enters, time-driven exits). */
+const TICK_PUBLISH_BOUND = 20_000;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
@@ -124,6 +126,9 @@ export class Engine {
   #audienceWatch?: { stop(): void };
   #tickTimer?: NodeJS.Timeout;
   #ticking: Promise<void> | undefined;
+  /** Transitions of ticks being published, and how many messages they hold. */
+  readonly #tickPublishes = new Set<Promise<void>>();
+  #tickPublishing = 0;
   #backfill: BackfillView = { running: false, scanned: 0, total: 0 };
   readonly #models: DashboardModel[] = [];
   #ready = false;
@@ -338,13 +343,20 @@ export class Engine {
     const run = async () => {
       const results = await pool.tick();
       if (results.some((r) => Object.keys(r.outbound).length > 0)) killBeforePublish?.();
-      const publishes: Promise<void>[] = [];
+      // Published while the next ticks run (committed in the outboxes, so a crash loses none); a tick waits for them only
+      // beyond TICK_PUBLISH_BOUND messages in flight, and close waits for all.
       for (const r of results) {
         for (const [p, msgs] of Object.entries(r.outbound) as [string, OutboundMessage[]][]) {
-          publishes.push(publishOutbound(js, msgs).then(() => pool.published(Number(p), msgs.map((m) => m.msgId))));
+          this.#tickPublishing += msgs.length;
+          const done: Promise<void> = publishOutbound(js, msgs).then(() => pool.published(Number(p), msgs.map((m) => m.msgId)))
+            .catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => {
+            this.#tickPublishing -= msgs.length;
+            this.#tickPublishes.delete(done);
+          });
+          this.#tickPublishes.add(done);
         }
       }
-      await Promise.all(publishes);
+      if (this.#tickPublishing > TICK_PUBLISH_BOUND) await Promise.all(this.#tickPublishes);
       const running = results.filter((r) => r.backfill.running);
       this.#backfill = running.length === 0
         ? { running: false, scanned: 0, total: 0 }
@@ -459,7 +471,10 @@ export class Engine {
     await step("api", () => this.#api?.stop());
     clearInterval(this.#tickTimer);
     this.#audienceWatch?.stop();
-    await step("audience-ticks", () => this.#ticking);
+    await step("audience-ticks", async () => {
+      await this.#ticking;
+      await Promise.all(this.#tickPublishes);
+    });
     await step("models", () => this.#engineModels?.close());
     await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.

@@ -32,6 +32,7 @@
  */
 import { z } from "zod";
 import { ErrorCode, PortraitError } from "../errors.js";
+import { EventType } from "../wire/proto.js";
 
 /** Most rule nodes (leaves and all/any/not) in one definition. */
 export const MAX_RULE_NODES = 64;
@@ -198,13 +199,53 @@ export interface CompiledAudiences {
   readonly defs: readonly AudienceDefinition[];
   /** A content hash per audience: a changed definition is re-evaluated over every profile. */
   readonly versions: ReadonlyMap<string, string>;
+  /** Per definition (same order as defs): the event types (bit 1 << type) that can change its rule's value; see eventMask. */
+  readonly masks: readonly number[];
+}
+
+/** Bit of an event type in a mask. */
+export const eventBit = (type: number): number => 2 ** type;
+/** Every event type. */
+export const ANY_EVENT = 2 ** 31 - 1;
+const PURCHASE_BITS = eventBit(EventType.PURCHASE);
+const MONEY_BITS = eventBit(EventType.PURCHASE) | eventBit(EventType.REFUND);
+const CART_BITS = eventBit(EventType.ADD_TO_CART);
+
+/**
+ * The event types whose application can change a field's value (besides time
+ * passing, which the timers cover): what user-profile.ts applyEvent and
+ * audience-state.ts observeAudienceEvent update for each type.
+ */
+function fieldMask(f: Field): number {
+  if (f.startsWith("carts.")) return CART_BITS;
+  if (f.startsWith("purchases.") || f.startsWith("revenue.")) return PURCHASE_BITS;
+  switch (f) {
+    case "rfm.r": case "rfm.f": case "orders": case "daysSincePurchase": return PURCHASE_BITS;
+    case "rfm.m": case "net": return MONEY_BITS;
+    default: return ANY_EVENT; // events.*, eventsTotal, daysSinceSeen, predictions
+  }
+}
+
+/** The event types that can change a rule's value; `refs`: the masks of the audiences already compiled. */
+export function eventMask(r: Rule, refs: ReadonlyMap<string, number>): number {
+  if ("all" in r) return r.all.reduce((m, x) => m | eventMask(x, refs), 0);
+  if ("any" in r) return r.any.reduce((m, x) => m | eventMask(x, refs), 0);
+  if ("not" in r) return eventMask(r.not, refs);
+  if ("field" in r) return fieldMask(r.field);
+  if ("cartAbandoned" in r) return CART_BITS | PURCHASE_BITS;
+  if ("inAudience" in r) return refs.get(r.inAudience) ?? ANY_EVENT;
+  return ANY_EVENT; // affinities and sessions move with every event
 }
 
 export function compileAudiences(defs: readonly AudienceDefinition[]): CompiledAudiences {
   const order = orderDefinitions(defs);
   const byId = new Map(defs.map((d) => [d.id, d]));
+  const sorted = order.map((id) => byId.get(id)!);
+  const refs = new Map<string, number>();
+  for (const d of sorted) refs.set(d.id, eventMask(d.rule, refs));
   return Object.freeze({
-    defs: order.map((id) => byId.get(id)!),
+    defs: sorted,
     versions: new Map(defs.map((d) => [d.id, JSON.stringify(d)])),
+    masks: sorted.map((d) => refs.get(d.id)!),
   });
 }

@@ -145,7 +145,8 @@ class Evaluator {
     let oldest = Infinity;
     for (let i = 0; i < d.length; i += STRIDE) {
       if (d[i]! < from) continue;
-      if (d[i]! < oldest) oldest = d[i]!;
+      // The sum changes by time only when a bucket with something in this column leaves the window.
+      if (d[i + col]! !== 0 && d[i]! < oldest) oldest = d[i]!;
       sum += d[i + col]!;
     }
     if (oldest !== Infinity) this.#at((oldest + w) * DAY_MS);
@@ -257,7 +258,8 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
   m[1]++;
   if (entered) {
     m[0] = at;
-    m[2] = holdoutDraw(user, id) < (def?.holdoutShare ?? 0) ? 1 : 0;
+    const share = def?.holdoutShare ?? 0;
+    m[2] = share > 0 && holdoutDraw(user, id) < share ? 1 : 0;
   } else {
     m[0] = 0;
   }
@@ -265,27 +267,51 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
 }
 
 /**
- * Evaluates every audience of the set for one user at `now` (not before the
+ * Evaluates the audiences of the set for one user at `now` (not before the
  * user's last event), updates the memberships and `due`, and returns the
  * transitions. Memberships of audiences no longer in the set exit with reason
  * "deleted".
+ *
+ * `events`: the event types (eventBit) applied to the user since its last
+ * evaluation, when that is all that happened; undefined = evaluate every
+ * audience. With it, an audience whose rule no such event type can change
+ * (CompiledAudiences.masks) keeps its membership unevaluated, provided that no
+ * time boundary passed since the last evaluation (`now` < due) and the user
+ * was evaluated in whole before (`w`). Exact: its leaves have the values they
+ * had, and their next changes were in the old due, so min(old due, the due of
+ * what was evaluated) is never later than the true next change (it may be
+ * earlier: a timer that finds nothing changed just sets the next one).
  */
-export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number): Transition[] {
+export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number): Transition[] {
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
+  const partial = events !== undefined && a.w === 1 && (a.due === 0 || t < a.due);
   const ev = new Evaluator(u, a, t, env);
   const out: Transition[] = [];
-  for (const def of set.defs) {
+  const defs = set.defs;
+  for (let i = 0; i < defs.length; i++) {
+    const def = defs[i]!;
+    const was = (a.m[def.id]?.[0] ?? 0) > 0;
+    if (partial && (set.masks[i]! & events) === 0) {
+      ev.results.set(def.id, was);
+      continue;
+    }
     const inside = ev.rule(def.rule);
     ev.results.set(def.id, inside);
-    const was = (a.m[def.id]?.[0] ?? 0) > 0;
     if (inside !== was) out.push(transition(a, user, def, def.id, inside, t, reason));
   }
   for (const id in a.m) {
     if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
   }
-  a.due = ev.due === Infinity ? 0 : ev.due;
+  const due = ev.due === Infinity ? 0 : ev.due;
+  a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
+  a.w = 1;
   return out;
+}
+
+/** Time of the user's entry in the timer index (0 = none): AudienceState.tm. */
+export function timerOf(a: AudienceState | undefined): number {
+  return a === undefined ? 0 : a.tm ?? a.due;
 }
 
 /** Exits from every audience (the user is being forgotten). */

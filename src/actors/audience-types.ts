@@ -19,6 +19,21 @@ export interface AudienceState {
   m: Record<string, [number, number, number]>;
   /** Next time-driven evaluation, ms (0 = none). */
   due: number;
+  /**
+   * 1 once every audience of the set was evaluated for the user (absent in
+   * states from before it existed: their next evaluation is a whole one).
+   * Until then an event's evaluation cannot skip an audience (audience-state.ts
+   * evaluateAudiences).
+   */
+  w?: 1;
+  /**
+   * Time of the user's entry in the shard's timer index (0 = none; absent in
+   * states from before it existed: then it is `due`). It may be earlier than
+   * `due`: an entry still ahead is kept when the due moves later (no two
+   * writes per event); it then fires early, finds nothing changed, and is
+   * replaced by one at the due (audience-runner.ts).
+   */
+  tm?: number;
 }
 
 /** One enter or exit: published once on the audience stream. */

@@ -4,8 +4,10 @@
  * go with it. The pure rules are in src/actors/audience-*.ts; this module
  * turns their transitions into LMDB writes of the `audiences` db
  * (profile-store.ts) that commit with the states that caused them:
- * - timers: ["t", partition, due ms, user]: the due-time index, read in time
- *   order by range; a stale entry (the user's due moved) is dropped when met;
+ * - timers: ["t", partition, time ms, user]: the due-time index, read in time
+ *   order by range; one entry per user, at AudienceState.tm (at or before its
+ *   due: an entry still ahead is kept when the due moves later, and fires
+ *   early to no effect); a stale entry (not the user's tm) is dropped when met;
  * - members: ["m", audience, user] -> [since ms, holdout];
  * - counts: ["c", audience, partition] -> members, maintained in memory and
  *   written with every change (a count is a sum over partitions, not a scan);
@@ -20,7 +22,7 @@
  */
 import type { Actor } from "../actors/actor.js";
 import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
-import { evaluateAudiences, exitAll, observeAudienceEvent, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
+import { evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
@@ -122,8 +124,8 @@ export class AudienceRunner {
     const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
     const out: [string, number][] = [];
     for (const k of keys) {
-      const st = d.actors.state(k);
-      const p = st?.aud?.p ?? (d.pseudonymised ? undefined : partitionOf(k, d.partitionCount));
+      // The partition from the id when it is the raw one: another shard's users are not read.
+      const p = d.pseudonymised ? d.actors.state(k)?.aud?.p : partitionOf(k, d.partitionCount);
       if (p !== undefined && this.#owned.has(p)) out.push([k, p]);
     }
     b.scanned += keys.length;
@@ -164,23 +166,40 @@ export class AudienceRunner {
     return { subject: this.#s.audienceEvents(t.audience), msgId: transitionMsgId(t), data: encodeTransition(t) };
   }
 
-  /** Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`. */
-  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason]>, now: number, side: SideWrites, out: OutboundMessage[]): void {
+  /**
+   * Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`.
+   * A user's optional fourth element: the event types (eventBit) applied to it since its last evaluation (evaluateAudiences).
+   */
+  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason, number?]>, now: number, side: SideWrites, out: OutboundMessage[]): Set<string> {
     const d = this.#d;
     const deltas = new Map<string, number>();
-    for (const [key, actor, reason] of users) {
+    const changed = new Set<string>();
+    for (const [key, actor, reason, events] of users) {
       const u = actor.state;
-      const oldDue = u.aud?.due ?? 0;
+      const oldTimer = timerOf(u.aud);
+      if (u.aud === undefined) changed.add(key);
       const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)) };
-      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition);
-      const due = u.aud!.due;
-      if (due !== oldDue) {
-        if (oldDue > 0) side.removes.push(["t", partition, oldDue, key]);
-        if (due > 0) side.puts.push([["t", partition, due, key], 1]);
+      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events);
+      const a = u.aud!;
+      const due = a.due;
+      // An entry still ahead and not later than the due stays (it fires early and finds nothing changed); else it moves to the due.
+      const timer = due > 0 && oldTimer > now && oldTimer <= due ? oldTimer : due;
+      if (timer !== oldTimer) {
+        changed.add(key);
+        if (oldTimer > 0) side.removes.push(["t", partition, oldTimer, key]);
+        if (timer > 0) side.puts.push([["t", partition, timer, key], 1]);
       }
-      if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas);
+      if (a.tm !== timer) {
+        changed.add(key);
+        a.tm = timer;
+      }
+      if (ts.length > 0) {
+        changed.add(key);
+        this.#record(ts, partition, key, side, out, deltas);
+      }
     }
     this.#writeCounts(partition, deltas, side);
+    return changed;
   }
 
   /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */
@@ -189,7 +208,8 @@ export class AudienceRunner {
     const out: OutboundMessage[] = [];
     if (u?.aud === undefined) return { side, out };
     const p = u.aud.p;
-    if (u.aud.due > 0) side.removes.push(["t", p, u.aud.due, key]);
+    const timer = timerOf(u.aud);
+    if (timer > 0) side.removes.push(["t", p, timer, key]);
     const deltas = new Map<string, number>();
     this.#record(exitAll(key, u, atMs), p, key, side, out, deltas);
     this.#writeCounts(p, deltas, side);

@@ -25,7 +25,8 @@ import { liveState, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
 import type { ForgetResult, TickResult } from "./shard-protocol.js";
 import type { AudienceRunner } from "./audience-runner.js";
-import type { TransitionReason } from "../actors/audience-state.js";
+import { timerOf, type TransitionReason } from "../actors/audience-state.js";
+import { eventBit } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { SideWrites } from "../store/profile-store.js";
 
@@ -101,6 +102,8 @@ export class BatchApplier {
     const now = Date.now();
     const deadLetters: DeadLetter[] = [];
     const dirty = new Map<string, Actor>();
+    // Event types applied per user (eventBit): audiences no such type can change are not re-evaluated.
+    const types = new Map<string, number>();
     let appliedCount = 0;
     let skipped = 0;
     const lstm = d.models.lstm;
@@ -153,6 +156,7 @@ export class BatchApplier {
       }
       actor.lastBatch = batchNo;
       dirty.set(e.userId, actor);
+      types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
       appliedCount++;
       if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
     }
@@ -165,8 +169,8 @@ export class BatchApplier {
     const side: SideWrites = { puts: [], removes: [] };
     const outbound: OutboundMessage[] = [];
     const clockNow = d.clock.now(now);
-    const evaluated: [string, Actor, TransitionReason][] = [];
-    for (const [id, a] of dirty) evaluated.push([id, a, "event"]);
+    const evaluated: [string, Actor, TransitionReason, number?][] = [];
+    for (const [id, a] of dirty) evaluated.push([id, a, "event", types.get(id)]);
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
     d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
@@ -198,15 +202,16 @@ export class BatchApplier {
    * `dirty` and `into` (reason "time"). An entry that is not the user's
    * current due (it moved in a batch since) is removed instead.
    */
-  #collectDue(partition: number, now: number, batchNo: number, dirty: Map<string, Actor>, into: [string, Actor, TransitionReason][], side: SideWrites): number {
+  #collectDue(partition: number, now: number, batchNo: number, dirty: Map<string, Actor>, into: [string, Actor, TransitionReason, number?][], side: SideWrites): number {
     const d = this.#d;
     let fired = 0;
     for (const [due, key] of d.audiences.dueTimers(partition, now)) {
       const a = d.actors.actor(key);
-      if (a.state.aud?.due !== due) {
+      if (timerOf(a.state.aud) !== due) {
         side.removes.push(["t", partition, due, key]);
         continue;
       }
+      // In the batch too: its evaluation is a whole one (evaluateAudiences: the due passed).
       if (dirty.has(key)) continue;
       a.lastBatch = batchNo;
       dirty.set(key, a);
@@ -252,9 +257,11 @@ export class BatchApplier {
     for (const [p, w] of work) {
       if (w.users.length === 0 && w.side.removes.length === 0) continue;
       const out: OutboundMessage[] = [];
-      d.audiences.evaluate(p, w.users, now, w.side, out);
+      const changed = d.audiences.evaluate(p, w.users, now, w.side, out);
       if (out.length > 0) result.outbound[p] = out;
-      commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, w.users.map(([id, a]) => [id, a.state] as const), w.side));
+      // A backfilled user whose audiences did not change keeps its stored state (no write).
+      const states = w.users.filter(([id, , reason]) => reason !== "backfill" || changed.has(id)).map(([id, a]) => [id, a.state] as const);
+      commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, states, w.side));
     }
     if (commits.length === 0) return result;
     this.#pendingWrites++;

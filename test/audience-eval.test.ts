@@ -1,0 +1,92 @@
+/**
+ * Evaluating only the audiences an event can change (evaluateAudiences with
+ * the event types) gives the same transitions as evaluating every audience
+ * each time: two copies of each user, one evaluated in whole, one with the
+ * types, on random events and with their own timers (pure: no broker, no store).
+ */
+import { describe, expect, it } from "vitest";
+import { compileAudiences, eventBit, type AudienceDefinition } from "../src/actors/audience-rules.js";
+import { evaluateAudiences, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { EventType } from "../src/wire/proto.js";
+
+const DEFS: AudienceDefinition[] = [
+  { id: "buyers-30d", rule: { field: "purchases.30d", op: ">=", value: 1 } },
+  { id: "big-90d", rule: { field: "revenue.90d", op: ">=", value: 300 } },
+  { id: "active-7d", rule: { field: "events.7d", op: ">=", value: 3 } },
+  { id: "carts-1d", rule: { field: "carts.1d", op: ">=", value: 2 } },
+  { id: "lapsed-10", rule: { all: [{ field: "orders", op: ">=", value: 1 }, { field: "daysSincePurchase", op: ">=", value: 10 }] } },
+  { id: "dormant-5", rule: { field: "daysSinceSeen", op: ">=", value: 5 } },
+  { id: "champ", rule: { all: [{ field: "rfm.r", op: ">=", value: 4 }, { field: "rfm.f", op: ">=", value: 2 }, { field: "rfm.m", op: ">=", value: 2 }] } },
+  { id: "net-100", rule: { field: "net", op: ">", value: 100 } },
+  { id: "abandon", rule: { cartAbandoned: { afterMinutes: 60 } } },
+  { id: "lover-c1", rule: { affinity: { dimension: "category", key: "c1", topN: 1 } } },
+  { id: "interest-c2", rule: { affinity: { dimension: "category", key: "c2", minScore: 3 } } },
+  { id: "browsing-c3", rule: { session: { category: "c3", topN: 1 } } },
+  { id: "buyer-not-lover", rule: { all: [{ inAudience: "buyers-30d" }, { not: { inAudience: "lover-c1" } }] } },
+  { id: "never-bought", rule: { not: { field: "orders", op: ">=", value: 1 } } },
+];
+
+describe("audience evaluation by event type", () => {
+  it("skipping the audiences an event cannot change gives the transitions of evaluating all", () => {
+    const set = compileAudiences(DEFS);
+    const env = { profile: PROFILE_DEFAULTS };
+    let seed = 11;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const types = [EventType.VIEW, EventType.VIEW, EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.REFUND, EventType.CLICK];
+    let skipped = 0;
+    let compared = 0;
+    for (let user = 0; user < 120; user++) {
+      const whole: UserState = newUserState();
+      const part: UserState = newUserState();
+      const outWhole: Transition[] = [];
+      const outPart: Transition[] = [];
+      const id = `u${user}`;
+      // Time-driven evaluations up to `t`, at each due (as the shard's timers do).
+      const timers = (u: UserState, out: Transition[], t: number) => {
+        while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(id, u, set, u.aud.due, env, "time", 0));
+      };
+      let t = Date.UTC(2026, 0, 1) + Math.floor(rnd() * DAY_MS);
+      for (let k = 0; k < 60; k++) {
+        const gap = rnd();
+        t += gap < 0.5 ? Math.floor(rnd() * 20 * 60_000) : gap < 0.85 ? Math.floor(rnd() * 6 * 3_600_000) : Math.floor(rnd() * 12 * DAY_MS);
+        const type = types[Math.floor(rnd() * types.length)]!;
+        const e: ProfileEvent = {
+          type, timestampMs: t, itemId: `i${Math.floor(rnd() * 50)}`, categoryId: `c${Math.floor(rnd() * 5)}`, brand: "", price: 5 + Math.floor(rnd() * 100),
+          quantity: 1, currency: "", sessionId: "", orderId: type === EventType.PURCHASE ? `o${user}-${k}` : "",
+        };
+        for (const [u, out, events] of [[whole, outWhole, undefined], [part, outPart, eventBit(type)]] as const) {
+          timers(u, out, t);
+          applyEvent(u, e, PROFILE_DEFAULTS);
+          observeAudienceEvent(u, e, 0);
+          out.push(...evaluateAudiences(id, u, set, t, env, "event", 0, events));
+        }
+        if (type !== EventType.PURCHASE && type !== EventType.ADD_TO_CART) skipped++;
+        const members = (u: UserState) => Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([a, m]) => `${a}@${m[0]}`).sort();
+        expect(members(part)).toEqual(members(whole));
+        compared++;
+      }
+      const end = t + 120 * DAY_MS;
+      timers(whole, outWhole, end);
+      timers(part, outPart, end);
+      const view = (ts: Transition[]) => ts.map((x) => `${x.audience}:${x.n}:${x.entered ? "in" : "out"}@${x.atMs}:${x.reason}`);
+      expect(view(outPart)).toEqual(view(outWhole));
+    }
+    expect(compared).toBe(120 * 60);
+    expect(skipped).toBeGreaterThan(600);
+  });
+
+  it("event masks: purchase-only rules are not touched by views; references carry their masks", () => {
+    const set = compileAudiences(DEFS);
+    const mask = (id: string) => set.masks[set.defs.findIndex((d) => d.id === id)]!;
+    expect(mask("buyers-30d") & eventBit(EventType.VIEW)).toBe(0);
+    expect(mask("buyers-30d") & eventBit(EventType.PURCHASE)).not.toBe(0);
+    expect(mask("net-100") & eventBit(EventType.REFUND)).not.toBe(0);
+    expect(mask("abandon") & eventBit(EventType.ADD_TO_CART)).not.toBe(0);
+    expect(mask("abandon") & eventBit(EventType.VIEW)).toBe(0);
+    expect(mask("active-7d") & eventBit(EventType.VIEW)).not.toBe(0);
+    // buyer-not-lover reads an affinity through its reference: every event type.
+    expect(mask("buyer-not-lover") & eventBit(EventType.VIEW)).not.toBe(0);
+  });
+});
