@@ -48,8 +48,20 @@ const { values: a } = parseArgs({
     probes: { type: "string", default: "200" },
     "span-days": { type: "string" },
     "no-record": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (a.help) {
+  process.stdout.write(`npm run bench:audiences -- [options]: what 100 audiences cost and how fast they react (see the comment at the top of bench/audiences.ts)
+  --set shop|churny   the audience set (default shop: starter audiences and typical rules; churny: the stress case)
+  --events N          events pre-published for the throughput pair (default 150000)
+  --users N           users they belong to (default 20000)
+  --span-days D       event time they cover (default 1 for shop, 60 for churny)
+  --probes N          probe users for the visibility and time measures (default 200)
+  --no-record         print only; do not append to bench/RESULTS.md
+`);
+  process.exit(0);
+}
 const EVENTS = Number(a.events);
 /** Probe users of measure 2 and "fresh" users of measure 3 (each probe waits for its enter, up to 5 s). */
 const PROBES = Number(a.probes);
