@@ -15,6 +15,7 @@
  *    the LSTM's softmax, a `training.calibration` note in its manifest says how
  *    it was checked (no LSTM carries one yet).
  */
+import type { EvidenceView } from "../actors/user-profile.js";
 import type { ModelManifest } from "./artifacts.js";
 
 /** The source string of an engine's own event stream, as training records it. */
@@ -25,23 +26,8 @@ export function streamSource(eventStream: string): string {
 /** The models `portrait train <name> --from-stream` can train. */
 export const STREAM_TRAINABLE: ReadonlySet<string> = new Set(["churn", "propensity"]);
 
-/** What a served prediction carries about its model. */
-export interface PredictionEvidence {
-  /** The deciding metric on the holdout, e.g. "AUC". */
-  metric: string;
-  /** The model's value of that metric on this shop's later window. */
-  holdout: number;
-  /** The best baseline on the same window, and its value. */
-  baselineName: string;
-  baseline: number;
-  /** Where the holdout came from ("stream:PORTRAIT_EVENTS") and its window (event time, ms). */
-  source: string;
-  testFromMs: number;
-  testToMs: number;
-  testExamples: number;
-  /** How the probability was calibrated, e.g. "platt on 2825 validation rows". */
-  calibration: string;
-}
+/** What a served prediction carries about its model: the profile's evidence view (proto `Evidence`). */
+export type PredictionEvidence = EvidenceView;
 
 /** A model's standing: evidence when it may be served, else the reason it may not. */
 export interface ModelVerdict {
