@@ -38,6 +38,19 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 /** Rows of projection tables built between two yields of `projections`. */
 const PROJECTION_ROWS_PER_SLICE = 512;
 
+/** The files of models/lstm/<version>/: manifest.json, vocab.json, model.json + weights.bin. */
+function readLstmFiles(dir: string): { manifest: ModelManifest; vocab: { items: string[]; categories: string[] }; w: StoredWeights } {
+  const manifest = readManifest(dir);
+  if (manifest.name !== "lstm") throw new ConfigError(`${dir} holds a "${manifest.name}" model, not an LSTM`);
+  let vocab: { items: string[]; categories: string[] };
+  try {
+    vocab = JSON.parse(readFileSync(join(dir, "vocab.json"), "utf8"));
+  } catch (err) {
+    throw new ConfigError(`cannot read LSTM vocabulary in ${dir}: ${(err as Error).message}`);
+  }
+  return { manifest, vocab, w: readStoredWeights(dir) };
+}
+
 /**
  * Builds the per-field projection tables P_f = emb_f · K_f (bias folded into
  * the type field), yielding every PROJECTION_ROWS_PER_SLICE rows so that a
@@ -126,15 +139,7 @@ export class LstmRuntime {
 
   /** Loads models/lstm/<version>/ (manifest.json, vocab.json, model.json, weights.bin). */
   static load(dir: string): LstmRuntime {
-    const manifest = readManifest(dir);
-    if (manifest.name !== "lstm") throw new ConfigError(`${dir} holds a "${manifest.name}" model, not an LSTM`);
-    let vocab: { items: string[]; categories: string[] };
-    try {
-      vocab = JSON.parse(readFileSync(join(dir, "vocab.json"), "utf8"));
-    } catch (err) {
-      throw new ConfigError(`cannot read LSTM vocabulary in ${dir}: ${(err as Error).message}`);
-    }
-    const w = readStoredWeights(dir);
+    const { manifest, vocab, w } = readLstmFiles(dir);
     const build = projections(manifest, w);
     let r = build.next();
     while (!r.done) r = build.next();
@@ -148,15 +153,7 @@ export class LstmRuntime {
    * meanwhile (a hot swap; building the tables takes ~0.5 s here).
    */
   static async loadAsync(dir: string, pause: () => Promise<void> = () => new Promise((r) => setImmediate(r))): Promise<LstmRuntime> {
-    const manifest = readManifest(dir);
-    if (manifest.name !== "lstm") throw new ConfigError(`${dir} holds a "${manifest.name}" model, not an LSTM`);
-    let vocab: { items: string[]; categories: string[] };
-    try {
-      vocab = JSON.parse(readFileSync(join(dir, "vocab.json"), "utf8"));
-    } catch (err) {
-      throw new ConfigError(`cannot read LSTM vocabulary in ${dir}: ${(err as Error).message}`);
-    }
-    const w = readStoredWeights(dir);
+    const { manifest, vocab, w } = readLstmFiles(dir);
     await pause();
     const build = projections(manifest, w);
     let r = build.next();
