@@ -23,6 +23,7 @@ import type { RecsOptions } from "../recs/recs-options.js";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
+import { SENTIMENT_DATA_FILE, trainSentiment } from "../train/train-sentiment.js";
 
 function posInt(v: string): number {
   const n = Number(v);
@@ -83,6 +84,16 @@ export function registerModelCommands(program: Command, datasets: string): void 
     });
     console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s)`);
     for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  });
+
+  common(
+    train.command("sentiment")
+      .description("review sentiment (hashed uni/bigram logistic regression, our own code) and the aspect vocabulary; Amazon reviews, strict time split, beside the wink-nlp lexicon")
+      .option("--file <path>", "reviews file relative to --datasets", SENTIMENT_DATA_FILE),
+    datasets,
+  ).action(async (f: CommonFlags & { file: string }) => {
+    const r = await trainSentiment({ dataDir: f.datasets, file: f.file, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train sentiment") });
+    printTrained(r.dir, r.manifest);
   });
 
   common(
