@@ -323,6 +323,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   for (let i = 1; i < EVENT_TYPE_NAMES.length; i++) v.counts[EVENT_TYPE_NAMES[i]!] ??= 0;
   // An absent message field comes back as null; the view leaves it out.
   if (v.predictions === null) delete v.predictions;
+  if (v.reviews === null) delete v.reviews;
   // A prediction without a value is null in the view (has_value = false on the wire), with its reason.
   if (v.predictions !== undefined) {
     for (const p of [v.predictions.purchasePropensity, v.predictions.churnRisk, v.predictions.nextCategory]) {
@@ -333,7 +334,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
     }
   }
   // A category without a known name comes back with label ""; brands and price bands never have one: the view leaves it out.
-  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? []]) {
+  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? [], v.reviews?.categories ?? [], v.reviews?.brands ?? [], v.reviews?.aspects ?? []]) {
     for (const a of list) if (a.label === "") delete a.label;
   }
   return v;

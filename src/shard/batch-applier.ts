@@ -14,6 +14,8 @@ import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js"
 import { toWire } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
+import type { SentimentModel } from "../models/sentiment-model.js";
+import type { ProfileEvent } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
@@ -41,7 +43,7 @@ export interface BatchApplierDeps {
   key: Pseudonymise;
   pseudonymised: boolean;
   /** The models the shard runs now (swapped between batches: a batch reads them once, at its start). */
-  models: { readonly lstm: LstmRuntime | undefined };
+  models: { readonly lstm: LstmRuntime | undefined; readonly sentiment: SentimentModel | undefined };
   itemEvents: ItemEventSender | undefined;
   /** Category names events carry. */
   labels: CategoryLabels;
@@ -107,6 +109,7 @@ export class BatchApplier {
     let appliedCount = 0;
     let skipped = 0;
     const lstm = d.models.lstm;
+    const sentiment = d.models.sentiment;
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
@@ -145,6 +148,11 @@ export class BatchApplier {
       if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+      }
+      if (e.type === EventType.REVIEW && e.reviewText !== "" && sentiment !== undefined) {
+        // The text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
+        const a = sentiment.analyse(e.reviewText, e.attributes["summary"] ?? "");
+        (e as ProfileEvent).review = { sentiment: a.sentiment, aspects: a.aspects };
       }
       applyEvent(actor.state, e, d.profile);
       d.audiences.observe(actor.state, e, partition);

@@ -34,7 +34,7 @@ export interface ShardInit {
    * engine's own stream source ("stream:<event stream>"): a prediction is
    * served only from a model evaluated on it (src/models/evidence.ts).
    */
-  models: { lstmDir?: string; churnDir?: string; propensityDir?: string; shopSource: string };
+  models: { lstmDir?: string; churnDir?: string; propensityDir?: string; sentimentDir?: string; shopSource: string };
   /** Where to post the item events of each committed batch and forgotten users (src/threads/item-event-queue.ts), e.g. to the recs worker. */
   itemEvents?: ItemEventSink;
   /**
