@@ -66,6 +66,8 @@ export const FIELDS = [
   "prediction.churnRisk", "prediction.purchasePropensity",
   /** Reviews: decayed mean sentiment in [-1, 1] of the user's reviews, and how many have one (README "Reviews"); sentiment has no value without reviews. */
   "review.sentiment", "review.count",
+  /** Risk scores in [0, 1], 1 = flagged (README "Risk signals"). */
+  "risk.velocity", "risk.refundAbuse", "risk.accountSharing",
 ] as const;
 export type Field = (typeof FIELDS)[number];
 export const OPS = [">", ">=", "<", "<=", "==", "!="] as const;
@@ -240,6 +242,7 @@ function fieldMask(f: Field): number {
     case "rfm.r": case "rfm.f": case "orders": case "daysSincePurchase": return PURCHASE_BITS;
     case "rfm.m": case "net": return MONEY_BITS;
     case "review.sentiment": case "review.count": return REVIEW_BITS;
+    case "risk.refundAbuse": return MONEY_BITS;
     default: return ANY_EVENT; // events.*, eventsTotal, daysSinceSeen, predictions
   }
 }

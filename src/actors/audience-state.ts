@@ -28,6 +28,7 @@
  */
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
+import { riskScores } from "./risk.js";
 import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
@@ -182,6 +183,9 @@ class Evaluator {
       // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
       case "review.sentiment": return u.rv !== undefined && u.rv.w > 0 ? u.rv.s / u.rv.w : undefined;
       case "review.count": return u.rv?.n ?? 0;
+      case "risk.velocity": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[0];
+      case "risk.refundAbuse": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[1];
+      case "risk.accountSharing": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[2];
       default: return undefined;
     }
   }

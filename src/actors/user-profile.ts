@@ -29,12 +29,15 @@
  *   asOf; the weight sum(d) says how much evidence is behind it). The
  *   review's aspects (src/models/sentiment-model.ts) add d to a decayed
  *   aspect table. Each table keeps REVIEW_TOP_K keys, dropping the weakest.
+ * - risk: bot-like velocity, refund abuse and account sharing scores with
+ *   their reasons (src/actors/risk.ts).
  * Events out of time order (older than the latest applied) are applied too:
  * their decayed weight is computed from their own time.
  */
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
 import type { AudienceState } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
+import { newRiskState, observeRisk, riskView, type RiskState, type RiskView } from "./risk.js";
 
 /** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
 export interface ProfileEvent {
@@ -50,6 +53,8 @@ export interface ProfileEvent {
   orderId: string;
   /** A SEARCH's query (optional: only the timeline reads it). */
   searchQuery?: string;
+  /** Free-form attributes (optional: the risk signals read attributes["device_id"]). */
+  attributes?: { [k: string]: string };
   /** A REVIEW's stars, 0 = none (optional: only the review sentiment reads it). */
   rating?: number;
   /** A REVIEW's text analysed by the shard's sentiment model (absent without text or model). */
@@ -137,6 +142,8 @@ export interface UserState {
   aud?: AudienceState;
   /** Review sentiment and aspects (absent until the first review with a sentiment). */
   rv?: ReviewState;
+  /** Risk signals (src/actors/risk.ts); absent in states stored before they existed, until their next event. */
+  rk?: RiskState;
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -297,6 +304,8 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
   if (s.firstSeenMs === 0 || t < s.firstSeenMs) s.firstSeenMs = t;
   if (t > s.lastSeenMs) s.lastSeenMs = t;
 
+  observeRisk((s.rk ??= newRiskState()), e, s.lastPurchaseMs, o.sessionGapMs);
+
   const qty = e.quantity > 0 ? e.quantity : 1;
   if (type === EventType.PURCHASE || type === EventType.REFUND) {
     const amount = e.price * qty;
@@ -412,6 +421,8 @@ export interface ProfileView {
   audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
   /** Review sentiment and aspects; absent when the user has no review with a sentiment. */
   reviews?: ReviewsView;
+  /** Risk signals with their reasons (src/actors/risk.ts). */
+  risk?: RiskView;
 }
 
 /** A decayed mean sentiment of one key: sentiment in [-1, 1], weight = the decayed review count behind it. */
@@ -556,5 +567,6 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     asOfMs,
     eventsApplied: s.n,
     ...(s.rv !== undefined ? { reviews: reviewsView(s.rv, f)! } : {}),
+    risk: riskView(s.rk, s.counts[EventType.REFUND] ?? 0, purchases),
   };
 }

@@ -21,6 +21,15 @@ function reviewLines(p: ProfileView): string[] {
   return lines;
 }
 
+/** The risk lines: score, flag and reason of each signal. */
+function riskLines(p: ProfileView): string[] {
+  const r = p.risk;
+  if (r === undefined) return [];
+  const one = (label: string, x: { score: number; flagged: boolean; reason: string }) =>
+    `${label.padEnd(16)}${num(x.score, 2)}${x.flagged ? " FLAGGED" : ""}  ${x.reason}`;
+  return [one("risk velocity", r.velocity), one("risk refunds", r.refundAbuse), one("risk sharing", r.accountSharing)];
+}
+
 /** A funnel rate, or "-" when its divisor is 0 (no carts: purchases made straight from views, or an order feed). */
 const rate = (x: number, divisor: number) => (divisor > 0 ? num(x, 3) : "-");
 
@@ -46,6 +55,7 @@ export function formatProfile(p: ProfileView): string {
     `recent items    ${p.recentItems.slice(0, 10).join(", ") || "-"}`,
     `last events     ${(p.recentEvents ?? []).slice(0, 5).map((e) => `${iso(e.timestampMs)} ${e.type} ${e.itemId}`).join("; ") || "-"}`,
     ...reviewLines(p),
+    ...riskLines(p),
     ...predictionLines(p),
   ].join("\n");
 }

@@ -324,6 +324,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   // An absent message field comes back as null; the view leaves it out.
   if (v.predictions === null) delete v.predictions;
   if (v.reviews === null) delete v.reviews;
+  if (v.risk === null) delete v.risk;
   // A prediction without a value is null in the view (has_value = false on the wire), with its reason.
   if (v.predictions !== undefined) {
     for (const p of [v.predictions.purchasePropensity, v.predictions.churnRisk, v.predictions.nextCategory]) {

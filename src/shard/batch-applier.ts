@@ -10,6 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
+import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
 import { toWire } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -110,6 +111,7 @@ export class BatchApplier {
     let skipped = 0;
     const lstm = d.models.lstm;
     const sentiment = d.models.sentiment;
+    let riskFlags: Record<string, number> | undefined;
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
@@ -154,7 +156,14 @@ export class BatchApplier {
         const a = sentiment.analyse(e.reviewText, e.attributes["summary"] ?? "");
         (e as ProfileEvent).review = { sentiment: a.sentiment, aspects: a.aspects };
       }
-      applyEvent(actor.state, e, d.profile);
+      const st = actor.state;
+      const riskBefore = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0);
+      applyEvent(st, e, d.profile);
+      const riskNew = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0) & ~riskBefore;
+      if (riskNew !== 0) {
+        riskFlags ??= {};
+        for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
+      }
       d.audiences.observe(actor.state, e, partition);
       if (e.categoryPath !== "") d.labels.note(e.categoryId, e.categoryPath);
       if (d.clock.inEra(e.timestampMs, now)) {
@@ -202,6 +211,7 @@ export class BatchApplier {
       applyMs: t1 - t0, commitMs: t2 - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
+      ...(riskFlags !== undefined ? { riskFlags } : {}),
     };
   }
 
