@@ -9,11 +9,11 @@
  *    rate = count x ln 2 / half-life events/s (a steady stream of r events/s
  *    reads r). An event is "fast" when that rate is at or above the global
  *    threshold (RISK.velocityPerSec) and at or above RISK.userFactor times
- *    the user's own typical rate: the geometric mean 2^mean(log2 rate) of the
- *    rates at the user's earlier events that were not fast (robust: bursts do
- *    not raise it, so a bot that is fast from its first event keeps a
- *    typical rate of 0 and meets only the global threshold, while a busy
- *    human must burst well above their own habit). Only actions count:
+ *    the user's own habit: the highest rate the user reached in earlier
+ *    sessions (a session ends after sessionGapMs without actions). Measured
+ *    on earlier sessions only, the habit is not raised by the burst it
+ *    judges: a new user meets only the global threshold, and a user who has
+ *    always browsed fast must go well beyond their own past. Only actions count:
  *    PURCHASE and REFUND lines are order lines (an order of 50 lines has one
  *    time) and do not enter the rate. Score = min(1, fast events /
  *    RISK.velocityMinFast); flagged at 1.
@@ -35,20 +35,21 @@ import { EventType } from "../wire/proto.js";
 export const RISK = Object.freeze({
   burstHalfLifeMs: 10_000,
   /** Global threshold: events/s over the burst window. */
-  velocityPerSec: 2,
-  /** Per-user threshold: this many times the user's own typical rate. */
-  userFactor: 4,
+  velocityPerSec: 1.5,
+  /** Per-user threshold: this many times the user's own habit (highest rate of earlier sessions). */
+  userFactor: 2,
   /** Fast events that make a user bot-like. */
-  velocityMinFast: 20,
+  velocityMinFast: 10,
   /** Refund lines / purchase lines that make a user a refund abuser (with refundMinLines refund lines). */
-  refundRatio: 0.5,
+  refundRatio: 0.3,
   refundMinLines: 4,
   /** A refund this soon after the user's last purchase is quick. */
   quickRefundMs: 48 * 3_600_000,
-  /** Quick refunds that make a user a refund abuser. */
-  quickRefunds: 4,
-  /** Concurrent session or device ids that make an account shared. */
+  /** Quick refunds / purchase lines that make a user a refund abuser (with refundMinLines refund lines). */
+  quickShare: 0.3,
+  /** Concurrent session or device ids that make an account shared, with this many returns to an earlier active id. */
   sharingPeak: 3,
+  sharingReturns: 4,
 });
 /** Session and device ids tracked for sharing (most recent first). */
 export const SHARING_TRACKED = 5;
@@ -59,9 +60,9 @@ export interface RiskState {
   /** Burst count (decayed) as of bt, and bt. */
   b: number;
   bt: number;
-  /** Sum of log2(rate) over the user's actions that were not fast, and their number (the user's typical rate). */
-  lr: number;
-  ln: number;
+  /** Peak rate of the current session, and the highest of earlier sessions (the user's habit), events/s. */
+  sp: number;
+  pp: number;
   /** Fast events, and the peak rate seen (events/s). */
   f: number;
   pk: number;
@@ -70,10 +71,12 @@ export interface RiskState {
   /** Tracked ids with their last event time, newest first: fnv1a32("s:" + session id) or -fnv1a32("d:" + device id) - 1 (devices negative); and the peak active at once. */
   ids: [number, number][];
   cp: number;
+  /** Returns: events whose session or device id is an earlier one still active (not the latest), i.e. interleaved use. */
+  rt: number;
 }
 
 export function newRiskState(): RiskState {
-  return { b: 0, bt: 0, lr: 0, ln: 0, f: 0, pk: 0, q: 0, ids: [], cp: 0 };
+  return { b: 0, bt: 0, sp: 0, pp: 0, f: 0, pk: 0, q: 0, ids: [], cp: 0, rt: 0 };
 }
 
 /** What observeRisk reads of an event. */
@@ -84,9 +87,11 @@ export interface RiskEvent {
   attributes?: { [k: string]: string };
 }
 
-function touchId(r: RiskState, id: number, t: number): void {
+function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
   const i = r.ids.findIndex((x) => x[0] === id);
   if (i >= 0) {
+    // Back to an id that is not the latest of its kind while it is still active: two of them in use at once.
+    if (t - r.ids[i]![1] <= gapMs && r.ids.slice(0, i).some((x) => (x[0] >= 0) === (id >= 0))) r.rt++;
     if (t > r.ids[i]![1]) r.ids[i]![1] = t;
     if (i > 0) r.ids.unshift(r.ids.splice(i, 1)[0]!);
     return;
@@ -104,24 +109,24 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   if (e.type !== EventType.PURCHASE && e.type !== EventType.REFUND) {
     // Velocity: decay the burst count to t (an older event adds at the current time: dt 0).
     const dt = Math.max(0, t - r.bt);
+    if (r.bt > 0 && dt > gapMs) {
+      // A new session: the one that ended joins the habit.
+      if (r.sp > r.pp) r.pp = r.sp;
+      r.sp = 0;
+    }
     r.b = r.b * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1;
     if (t > r.bt) r.bt = t;
     const rate = (r.b * LN2 * 1000) / RISK.burstHalfLifeMs;
-    const typical = r.ln > 0 ? Math.pow(2, r.lr / r.ln) : 0;
-    if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * typical) {
-      r.f++;
-    } else {
-      r.lr += Math.log2(rate);
-      r.ln++;
-    }
+    if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * r.pp) r.f++;
+    if (rate > r.sp) r.sp = rate;
     if (rate > r.pk) r.pk = rate;
   }
   // Refunds soon after a purchase.
   if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) r.q++;
   // Sharing: ids active at t (including this event's).
   const device = e.attributes?.["device_id"] ?? "";
-  if (e.sessionId !== "") touchId(r, fnv1a32String(`s:${e.sessionId}`), t);
-  if (device !== "") touchId(r, -fnv1a32String(`d:${device}`) - 1, t);
+  if (e.sessionId !== "") touchId(r, fnv1a32String(`s:${e.sessionId}`), t, gapMs);
+  if (device !== "") touchId(r, -fnv1a32String(`d:${device}`) - 1, t, gapMs);
   if (e.sessionId !== "" || device !== "") {
     let sessions = 0;
     let devices = 0;
@@ -161,9 +166,12 @@ function signal(s: number, reason: string): RiskSignalView {
 export function riskScores(r: RiskState | undefined, refunds: number, purchases: number): [number, number, number] {
   const x = r ?? EMPTY;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
-  const ratioScore = refunds >= RISK.refundMinLines ? ratio / RISK.refundRatio : 0;
+  const quick = purchases > 0 ? x.q / purchases : 0;
+  // Both: many refunds for what was bought, and soon after buying (a wholesale customer cancelling old orders is not flagged).
+  const refundScore = refunds >= RISK.refundMinLines ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare) : 0;
   const c = (v: number) => Math.min(1, Math.max(0, v));
-  return [c(x.f / RISK.velocityMinFast), c(Math.max(ratioScore, x.q / RISK.quickRefunds)), c(x.cp <= 1 ? 0 : (x.cp - 1) / (RISK.sharingPeak - 1))];
+  const shared = x.cp <= 1 ? 0 : Math.min((x.cp - 1) / (RISK.sharingPeak - 1), x.rt / RISK.sharingReturns);
+  return [c(x.f / RISK.velocityMinFast), c(refundScore), c(shared)];
 }
 
 const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
@@ -180,18 +188,17 @@ export const RISK_SIGNALS = ["velocity", "refundAbuse", "accountSharing"] as con
 /** The risk signals of a state with their reasons. */
 export function riskView(r: RiskState | undefined, refunds: number, purchases: number): RiskView {
   const x = r ?? EMPTY;
-  const typical = x.ln > 0 ? Math.pow(2, x.lr / x.ln) : 0;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
   const [sv, sf, ss] = riskScores(r, refunds, purchases);
   return {
     velocity: signal(sv,
-      `${x.f} fast events (>= ${RISK.velocityPerSec}/s and >= ${RISK.userFactor}x the user's typical ${f2(typical)}/s over a ${RISK.burstHalfLifeMs / 1000} s half-life); ` +
+      `${x.f} fast actions (>= ${RISK.velocityPerSec}/s over a ${RISK.burstHalfLifeMs / 1000} s half-life and >= ${RISK.userFactor}x the user's habit, ${f2(x.pp)}/s in earlier sessions); ` +
       `peak ${f2(x.pk)}/s; flagged at ${RISK.velocityMinFast}`),
     refundAbuse: signal(sf,
       `${refunds} refund lines / ${purchases} purchase lines = ${Number.isFinite(ratio) ? f2(ratio) : "inf"} (flagged at ${RISK.refundRatio} with >= ${RISK.refundMinLines} refunds); ` +
-      `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase (flagged at ${RISK.quickRefunds})`),
+      `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase = ${purchases > 0 ? f2(x.q / purchases) : "0"} of purchase lines (flagged at ${RISK.quickShare})`),
     accountSharing: signal(ss,
-      `peak ${x.cp} session or device ids active at once (flagged at ${RISK.sharingPeak})`),
+      `peak ${x.cp} session or device ids active at once (flagged at ${RISK.sharingPeak}), ${x.rt} returns to an earlier active one (flagged at ${RISK.sharingReturns})`),
   };
 }
 
