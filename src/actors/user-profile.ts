@@ -483,6 +483,30 @@ export interface PredictionView {
   /** What the probability is of, e.g. "a purchase within 5 minutes". */
   definition: string;
   evidence?: EvidenceView;
+  /** The prediction's top inputs; only when the query asked for explanations and the probability is served. */
+  explanation?: ExplanationView;
+}
+
+/** One input's part in a prediction (proto `Contribution`). */
+export interface ContributionView {
+  /** The input: a feature name, or an event of the timeline. */
+  input: string;
+  /** Its value (the feature's value; for an event, how many events ago, 0 = newest). */
+  value: number;
+  /** Its contribution, in the explanation's unit. */
+  contribution: number;
+}
+
+/** How a prediction came about (proto `Explanation`). */
+export interface ExplanationView {
+  /** How the contributions were computed, e.g. "exact (linear)". */
+  method: string;
+  /** Their unit, e.g. "logit" or "probability". */
+  unit: string;
+  /** The model's output before the inputs: the bias of a linear model, the base of boosted trees. */
+  base: number;
+  /** The strongest inputs, largest |contribution| first (at most EXPLAIN_TOP). */
+  contributions: ContributionView[];
 }
 
 /** The proto `Predictions` as plain data. */

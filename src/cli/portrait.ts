@@ -313,10 +313,11 @@ natsSecurityFlags(program.command("profile")
   .argument("<userId>", "the user id")
   .option("--json", "print one JSON object (counts keyed by event-type name)")
   .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
+  .option("--explain", "list each served prediction's top contributing inputs")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
-  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
+  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number; explain?: boolean }) => {
     await withClient(f, "portrait-cli", async (client) => {
-      const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
+      const p = await client.getProfile(userId, { ...(f.asOf !== undefined ? { asOfMs: f.asOf } : {}), ...(f.explain ? { explain: true } : {}) });
       if (f.json) console.log(JSON.stringify(p));
       else printProfile(p);
     });

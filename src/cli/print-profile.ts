@@ -68,7 +68,10 @@ function predictionLine(label: string, x: PredictionView, extra = ""): string {
   const e = x.evidence;
   const ev = e === undefined ? "" : `; holdout ${e.metric} ${num(e.holdout, 3)} vs ${e.baselineName} ${num(e.baseline, 3)} ` +
     `on ${e.source} ${iso(e.testFromMs)}..${iso(e.testToMs)} (${e.testExamples} examples), ${e.calibration}`;
-  return `${label.padEnd(16)}${num(x.probability, 3)}  ${x.definition} ${who}${ev}${extra}`;
+  const ex = x.explanation;
+  const why = ex === undefined ? "" : `\n${" ".repeat(16)}why (${ex.unit}, ${ex.method}; base ${num(ex.base, 3)}):` +
+    ex.contributions.map((c) => `\n${" ".repeat(18)}${c.contribution >= 0 ? "+" : ""}${num(c.contribution, 3)}  ${c.input} = ${num(c.value, 3)}`).join("");
+  return `${label.padEnd(16)}${num(x.probability, 3)}  ${x.definition} ${who}${ev}${extra}${why}`;
 }
 
 export function predictionLines(p: ProfileView): string[] {

@@ -4,13 +4,15 @@
  * are computed once per model when the shard loads it; a query only runs the
  * models whose verdict allows them.
  */
-import type { AffinityView, PredictionView, PredictionsView, UserState } from "../actors/user-profile.js";
+import type { AffinityView, ContributionView, ExplanationView, PredictionView, PredictionsView, UserState } from "../actors/user-profile.js";
+import { EVENT_TYPE_NAMES } from "../wire/proto.js";
+import { topContributions } from "../models/churn-model.js";
 import { readManifest } from "../models/artifacts.js";
 import type { ChurnModel } from "../models/churn-model.js";
 import { describeCalibration, judgeModel, type ModelVerdict } from "../models/evidence.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { PropensityModel } from "../models/propensity-model.js";
-import { storedLstmState } from "./lstm-steps.js";
+import { reencodeLstmState, storedLstmState } from "./lstm-steps.js";
 
 export interface PredictionModels {
   lstm: LstmRuntime | undefined;
@@ -22,6 +24,41 @@ export interface PredictionModels {
 }
 
 const MS_PER_DAY = 86_400_000;
+
+/** P(category index v) under the LSTM's category head for state h. */
+function categoryProbability(lstm: LstmRuntime, h: Float32Array, v: number, buf: Float32Array): number {
+  const logits = lstm.categoryLogits(h, buf);
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+  return Math.exp(logits[v]! - max) / sum;
+}
+
+/**
+ * Occlusion over the timeline (the last TIMELINE_MEMORY events) for the LSTM's
+ * top next category: the state re-encoded from the whole timeline against
+ * the state re-encoded without one event, one event at a time; an event's
+ * contribution is P(category | all) - P(category | without it). At most
+ * 10 re-encodings of at most 9 steps and 11 category heads per query.
+ */
+export function explainNextCategory(state: UserState, lstm: LstmRuntime, category: string): ExplanationView {
+  const tl = state.tl ?? [];
+  const v = lstm.categories.indexOf(category);
+  const buf = new Float32Array(lstm.categories.size);
+  const base = categoryProbability(lstm, reencodeLstmState(state, lstm), v, buf);
+  const out: ContributionView[] = [];
+  for (let k = 0; k < tl.length; k++) {
+    const without: UserState = { ...state, tl: tl.filter((_, i) => i !== k) };
+    const p = categoryProbability(lstm, reencodeLstmState(without, lstm), v, buf);
+    const [type, t, item] = tl[k]!;
+    out.push({ input: `${EVENT_TYPE_NAMES[type] ?? "event"} ${item} at ${new Date(t).toISOString()}`, value: k, contribution: base - p });
+  }
+  return {
+    method: `occlusion over the last ${tl.length} events: P(${category} | timeline re-encoded) - P(${category} | the same without the event)`,
+    unit: "probability", base, contributions: topContributions(out),
+  };
+}
 
 function off(model: string): PredictionView {
   return { model: "", version: "", probability: null, reason: `no ${model} model runs in this engine`, definition: "" };
@@ -70,7 +107,8 @@ export class Predictions {
     return this.#m.lstm !== undefined || this.#m.churn !== undefined || this.#m.propensity !== undefined;
   }
 
-  of(state: UserState, asOfMs: number): PredictionsView {
+  /** The predictions of a state; with `explain`, each served one carries its explanation (computed only then). */
+  of(state: UserState, asOfMs: number, explain = false): PredictionsView {
     const { lstm, churn, propensity } = this.#m;
     const out: PredictionsView = {
       purchasePropensity: off("propensity"), churnRisk: off("churn"), nextCategory: off("lstm"), nextCategories: [],
@@ -78,18 +116,21 @@ export class Predictions {
     const p = this.#propensity;
     if (propensity !== undefined && p !== undefined) {
       out.purchasePropensity = view(p.v, p.definition, p.v.reason === "" ? propensity.predict(state, asOfMs) : null);
+      if (explain && out.purchasePropensity.probability !== null) out.purchasePropensity.explanation = propensity.explain(state, asOfMs);
     }
     const c = this.#churn;
     if (churn !== undefined && c !== undefined) {
       // The churn model describes customers who have bought: it has no answer for the others.
       const reason = c.v.reason !== "" ? c.v.reason : state.lastPurchaseMs > 0 ? "" : "the churn model describes customers who have bought; this user has not";
       out.churnRisk = view(c.v, c.definition, reason === "" ? churn.predict(state, asOfMs) : null, reason);
+      if (explain && out.churnRisk.probability !== null) out.churnRisk.explanation = churn.explain(state, asOfMs);
     }
     const l = this.#lstm;
     if (lstm !== undefined && l !== undefined && l.v.reason === "") {
       const top: AffinityView[] = lstm.predict(storedLstmState(state, lstm)).nextCategories;
       out.nextCategory = view(l.v, l.definition, top[0]?.score ?? null, top.length === 0 ? "the LSTM has no category for this user" : "");
       if (top.length > 0) out.nextCategories = top;
+      if (explain && top.length > 0) out.nextCategory.explanation = explainNextCategory(state, lstm, top[0]!.key);
     } else if (l !== undefined) {
       out.nextCategory = view(l.v, l.definition, null);
     }

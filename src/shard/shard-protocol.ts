@@ -110,7 +110,7 @@ export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult;
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean): ProfileResult;
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult;
   /**
    * Loads the models of `set` (a version already loaded is reused) and runs

@@ -137,8 +137,8 @@ class Shard implements ShardApi {
     return { ...r, stats: this.stats() };
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult {
-    return this.#queries.getProfile(userId, asOfMs, encoding, deadline);
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): ProfileResult {
+    return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain);
   }
 
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
