@@ -74,7 +74,7 @@ describe("explain - LSTM occlusion and the engine", () => {
     cpSync(join(BUNDLED_MODELS_DIR, "churn"), join(modelsDir, "churn"), { recursive: true });
   });
 
-  it("explain - the LSTM's next category: each event's contribution is P(all) - P(without it), re-encoding the timeline", () => {
+  it("explain - the LSTM's next category: each event's contribution is logit(all) - logit(without it), re-encoding the timeline", () => {
     const rt = LstmRuntime.load(lstmDir);
     const s = newUserState();
     ["i0", "i1", "i2", "i1", "i3"].forEach((item, k) => applyEvent(s, {
@@ -83,15 +83,18 @@ describe("explain - LSTM occlusion and the engine", () => {
     }, PROFILE_DEFAULTS));
     const top = rt.predict(reencodeLstmState(s, rt)).nextCategories[0]!;
     const e = explainNextCategory(s, rt, top.key);
-    expect(e.unit).toBe("probability");
-    expect(e.base).toBeCloseTo(top.score, 6);
+    const v = rt.categories.indexOf(top.key);
+    const logit = (u: UserState) => rt.categoryLogits(reencodeLstmState(u, rt))[v]!;
+    expect(e.unit).toBe("category logit");
+    expect(e.base).toBeCloseTo(logit(s), 5);
     expect(e.contributions).toHaveLength(5);
-    // By hand for the newest event (index 0 of the timeline).
-    const without: UserState = { ...s, tl: s.tl!.slice(1) };
-    const pWithout = rt.predict(reencodeLstmState(without, rt), 3).nextCategories.find((c) => c.key === top.key)?.score;
-    const newest = e.contributions.find((c) => c.value === 0)!;
-    expect(newest.input).toMatch(/^view i3 at /);
-    if (pWithout !== undefined) expect(newest.contribution).toBeCloseTo(top.score - pWithout, 6);
+    // By hand for every event: the timeline without it, re-encoded from zero.
+    for (const c of e.contributions) {
+      const without: UserState = { ...s, tl: s.tl!.filter((_, i) => i !== c.value) };
+      expect(c.contribution).toBeCloseTo(logit(s) - logit(without), 5);
+    }
+    expect(e.contributions.find((c) => c.value === 0)!.input).toMatch(/^view i3 at /);
+    expect(e.contributions.find((c) => c.value === 1)!.input).toMatch(/^add_to_cart i1 at /);
   });
 
   it("explain - the engine explains served predictions only when asked; the CLI's printer shows them", async () => {

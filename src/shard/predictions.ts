@@ -5,14 +5,14 @@
  * models whose verdict allows them.
  */
 import type { AffinityView, ContributionView, ExplanationView, PredictionView, PredictionsView, UserState } from "../actors/user-profile.js";
-import { EVENT_TYPE_NAMES } from "../wire/proto.js";
+import { EVENT_TYPE_NAMES, EventType } from "../wire/proto.js";
 import { topContributions } from "../models/churn-model.js";
 import { readManifest } from "../models/artifacts.js";
 import type { ChurnModel } from "../models/churn-model.js";
 import { describeCalibration, judgeModel, type ModelVerdict } from "../models/evidence.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import type { PropensityModel } from "../models/propensity-model.js";
-import { reencodeLstmState, storedLstmState } from "./lstm-steps.js";
+import { storedLstmState } from "./lstm-steps.js";
 
 export interface PredictionModels {
   lstm: LstmRuntime | undefined;
@@ -25,38 +25,46 @@ export interface PredictionModels {
 
 const MS_PER_DAY = 86_400_000;
 
-/** P(category index v) under the LSTM's category head for state h. */
-function categoryProbability(lstm: LstmRuntime, h: Float32Array, v: number, buf: Float32Array): number {
-  const logits = lstm.categoryLogits(h, buf);
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-  return Math.exp(logits[v]! - max) / sum;
-}
-
 /**
  * Occlusion over the timeline (the last TIMELINE_MEMORY events) for the LSTM's
- * top next category: the state re-encoded from the whole timeline against
- * the state re-encoded without one event, one event at a time; an event's
- * contribution is P(category | all) - P(category | without it). At most
- * 10 re-encodings of at most 9 steps and 11 category heads per query.
+ * top next category: the category's logit (the softmax input) from the
+ * timeline re-encoded with every event, minus the same without one event, one
+ * event at a time. The states before each left-out event are shared with the
+ * full re-encoding, so the cost is n(n-1)/2 cell steps (45 for 10 events) and
+ * n + 1 dot products of the hidden size.
  */
 export function explainNextCategory(state: UserState, lstm: LstmRuntime, category: string): ExplanationView {
   const tl = state.tl ?? [];
   const v = lstm.categories.indexOf(category);
-  const buf = new Float32Array(lstm.categories.size);
-  const base = categoryProbability(lstm, reencodeLstmState(state, lstm), v, buf);
+  const n = tl.length;
+  // Oldest first, as the re-encoding steps them (lstm-steps.ts reencodeLstmState).
+  const evs = tl.slice().reverse().map(([type, timestampMs, item]) => ({ type, timestampMs, itemId: type === EventType.SEARCH ? "" : item, categoryId: "", price: 0 }));
+  const prefix: Float32Array[] = [];
+  const prevAt: number[] = [];
+  const h = lstm.initialState();
+  let prev = 0;
+  for (let j = 0; j < n; j++) {
+    prefix.push(h.slice());
+    prevAt.push(prev);
+    lstm.step([h], [evs[j]!], [prev]);
+    if (evs[j]!.timestampMs > prev) prev = evs[j]!.timestampMs;
+  }
+  const base = lstm.categoryLogit(h, v);
   const out: ContributionView[] = [];
-  for (let k = 0; k < tl.length; k++) {
-    const without: UserState = { ...state, tl: tl.filter((_, i) => i !== k) };
-    const p = categoryProbability(lstm, reencodeLstmState(without, lstm), v, buf);
-    const [type, t, item] = tl[k]!;
-    out.push({ input: `${EVENT_TYPE_NAMES[type] ?? "event"} ${item} at ${new Date(t).toISOString()}`, value: k, contribution: base - p });
+  for (let j = 0; j < n; j++) {
+    const g = prefix[j]!.slice();
+    let p = prevAt[j]!;
+    for (let m = j + 1; m < n; m++) {
+      lstm.step([g], [evs[m]!], [p]);
+      if (evs[m]!.timestampMs > p) p = evs[m]!.timestampMs;
+    }
+    const e = evs[j]!;
+    const ago = n - 1 - j;
+    out.push({ input: `${EVENT_TYPE_NAMES[e.type] ?? "event"} ${tl[ago]![2]} at ${new Date(e.timestampMs).toISOString()}`, value: ago, contribution: base - lstm.categoryLogit(g, v) });
   }
   return {
-    method: `occlusion over the last ${tl.length} events: P(${category} | timeline re-encoded) - P(${category} | the same without the event)`,
-    unit: "probability", base, contributions: topContributions(out),
+    method: `occlusion over the last ${n} events: logit of ${category} with the timeline re-encoded, minus the same without the event`,
+    unit: "category logit", base, contributions: topContributions(out),
   };
 }
 
