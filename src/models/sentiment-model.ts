@@ -40,6 +40,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 import { fnv1a32String } from "../wire/partition.js";
+import { EventType } from "../wire/proto.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
 import { calibrate, sigmoid, validateCalibration, type Calibration } from "./calibration.js";
 
@@ -168,6 +169,20 @@ export function extractAspects(text: string, vocab: Record<string, number>, k = 
     .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
     .slice(0, k)
     .map(([t]) => t);
+}
+
+/**
+ * What the shard adds to an event before applying it (ProfileEvent.review):
+ * a REVIEW with text, analysed from its text and its title
+ * (attributes["summary"]); undefined for anything else or without a model.
+ */
+export function analyseReviewEvent(
+  model: SentimentModel | undefined,
+  e: { type: number; reviewText: string; attributes: { [k: string]: string } },
+): { sentiment: number; aspects: string[] } | undefined {
+  if (model === undefined || e.type !== EventType.REVIEW || e.reviewText === "") return undefined;
+  const a = model.analyse(e.reviewText, e.attributes["summary"] ?? "");
+  return { sentiment: a.sentiment, aspects: a.aspects };
 }
 
 /** A loaded sentiment model. */

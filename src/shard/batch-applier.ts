@@ -15,7 +15,7 @@ import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js"
 import { toWire } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
-import type { SentimentModel } from "../models/sentiment-model.js";
+import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
 import type { ProfileEvent } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
@@ -151,11 +151,9 @@ export class BatchApplier {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
       }
-      if (e.type === EventType.REVIEW && e.reviewText !== "" && sentiment !== undefined) {
-        // The text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
-        const a = sentiment.analyse(e.reviewText, e.attributes["summary"] ?? "");
-        (e as ProfileEvent).review = { sentiment: a.sentiment, aspects: a.aspects };
-      }
+      // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
+      const review = analyseReviewEvent(sentiment, e);
+      if (review !== undefined) (e as ProfileEvent).review = review;
       const st = actor.state;
       const riskBefore = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0);
       applyEvent(st, e, d.profile);
