@@ -4,7 +4,7 @@
  * rules over them, and the engine end to end (text in, sentiment and aspects
  * in the profile reply; a review over the text limit dead-lettered).
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { compileAudiences, parseDefinition } from "../src/actors/audience-rules.js";
 import { evaluateAudiences } from "../src/actors/audience-state.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
@@ -12,6 +12,12 @@ import { applyEvent, newUserState, profileView, type ProfileEvent } from "../src
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { extractAspects, SentimentModel, sentimentFeatures } from "../src/models/sentiment-model.js";
+import { resolveDataFile } from "../src/data/datasets.js";
+import { loadSentimentExamples, splitSentiment, trainSentiment, SENTIMENT_DATA_FILE } from "../src/train/train-sentiment.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { EventType } from "../src/wire/proto.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
@@ -58,6 +64,37 @@ describe("reviews - sentiment model", () => {
     expect(extractAspects("nothing known here", vocab)).toEqual([]);
     // The bundled vocabulary finds product parts in a real-looking review.
     expect(model.analyse("The cable is solid, but the jack came loose.").aspects).toEqual(expect.arrayContaining(["cable", "jack"]));
+  });
+});
+
+const DATA_DIR = process.env.PORTRAIT_DATASETS ?? resolve(dirname(fileURLToPath(import.meta.url)), "../../shared/data");
+
+/** The reviews file, or an error naming where the data sets are expected. */
+function reviewsFile(): string {
+  try {
+    return resolveDataFile(DATA_DIR, "amazon-reviews");
+  } catch (err) {
+    throw new Error(`missing test data: ${(err as Error).message} (tests look in ${DATA_DIR}; set PORTRAIT_DATASETS to override)`);
+  }
+}
+
+describe("reviews - training", () => {
+  it("reviews - the split is strictly by time with 3-star reviews only in training; a trained model is a loadable versioned artifact", async () => {
+    const ex = await loadSentimentExamples(reviewsFile(), 1500);
+    const sp = splitSentiment(ex);
+    expect(sp.train.at(-1)!.timestampMs).toBeLessThan(sp.validation[0]!.timestampMs);
+    expect(sp.validation.at(-1)!.timestampMs).toBeLessThan(sp.test[0]!.timestampMs);
+    expect(sp.train.some((e) => e.rating === 3)).toBe(true);
+    expect([...sp.validation, ...sp.test].some((e) => e.rating === 3)).toBe(false);
+    const models = mkdtempSync(join(tmpdir(), "portrait-models-sentiment-"));
+    onTestFinished(() => rmSync(models, { recursive: true, force: true }));
+    const r = await trainSentiment({ dataDir: DATA_DIR, file: SENTIMENT_DATA_FILE, modelsDir: models, limit: 1500, makeCurrent: true });
+    expect(r.manifest).toMatchObject({ name: "sentiment", format: "json", files: { model: "model.json", weights: "weights.bin" } });
+    expect(r.test.n).toBe(sp.test.length);
+    const loaded = SentimentModel.load(resolveModel(models, "sentiment").dir);
+    expect(loaded.version).toBe(r.manifest.version);
+    expect(loaded.probability(sp.test[0]!.text, sp.test[0]!.title)).toBeGreaterThan(0);
+    expect(Object.keys(loaded.spec.aspects).length).toBeGreaterThan(10);
   });
 });
 

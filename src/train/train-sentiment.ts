@@ -28,8 +28,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import winkNLP, { type ItemToken } from "wink-nlp";
-import winkModel from "wink-eng-lite-web-model";
+import type { ItemToken } from "wink-nlp";
 import { BadRequestError } from "../errors.js";
 import { readAmazonReviews } from "../data/amazon-reviews.js";
 import { nextVersion, versionDir, writeManifest, type ModelManifest } from "../models/artifacts.js";
@@ -146,17 +145,23 @@ function fit(rows: Hashed, buckets: number, l2: number, epochs: number, seed: nu
   }
 }
 
+/** wink-nlp with its English lite model, loaded on first use (training only: the engine and the CLI's other commands never load it). */
+async function wink() {
+  const [{ default: winkNLP }, { default: winkModel }] = await Promise.all([import("wink-nlp"), import("wink-eng-lite-web-model")]);
+  return winkNLP(winkModel);
+}
+
 /** The wink-nlp document sentiment of each text (the lexicon baseline). */
-export function lexiconScores(texts: string[]): Float64Array {
-  const nlp = winkNLP(winkModel);
+export async function lexiconScores(texts: string[]): Promise<Float64Array> {
+  const nlp = await wink();
   const out = new Float64Array(texts.length);
   texts.forEach((t, i) => (out[i] = nlp.readDoc(t).out(nlp.its.sentiment) as unknown as number));
   return out;
 }
 
 /** The aspect vocabulary of the training reviews (see the header). */
-export function aspectVocabulary(texts: string[]): Record<string, number> {
-  const nlp = winkNLP(winkModel);
+export async function aspectVocabulary(texts: string[]): Promise<Record<string, number>> {
+  const nlp = await wink();
   const its = nlp.its;
   const df = new Map<string, number>();
   // Occurrences of a term, and those tagged as nouns (a pair: both tokens nouns).
@@ -248,16 +253,16 @@ export async function trainSentiment(o: TrainSentimentOptions): Promise<Sentimen
   const calibration = fitPlatt(val.map((r) => logit(best.w, r)), valLabels);
   note(0, 0, "aspect vocabulary (wink-nlp part-of-speech tags over the training reviews)");
   const lexInput = (e: SentimentExample) => (e.title === "" ? e.text : `${e.title}.\n${e.text}`);
-  const aspects = aspectVocabulary(split.train.map(lexInput));
+  const aspects = await aspectVocabulary(split.train.map(lexInput));
   const spec: SentimentSpec = { buckets, calibration, aspects };
 
   const model = new SentimentModel(spec, best.w, "candidate");
   const testLabels = split.test.map((e) => e.label);
   const probs = split.test.map((e) => model.probability(e.text, e.title));
   note(0, 0, "lexicon baseline (wink-nlp) on the test window");
-  const lex = lexiconScores(split.test.map(lexInput));
+  const lex = await lexiconScores(split.test.map(lexInput));
   // The lexicon's threshold: its best accuracy on the validation window (0 = neutral is its own default).
-  const lexVal = lexiconScores(split.validation.map(lexInput));
+  const lexVal = await lexiconScores(split.validation.map(lexInput));
   let lexThreshold = 0;
   let lexBestAcc = -1;
   for (const th of [-0.2, -0.1, 0, 0.05, 0.1, 0.15, 0.2, 0.3]) {
