@@ -13,6 +13,8 @@ import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { CHURN_FEATURE_NAMES, ChurnModel, churnFeatures, explainSpec, specContributions, specLogit, type ChurnModelSpec } from "../src/models/churn-model.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { explainNextCategory } from "../src/shard/predictions.js";
+import { parseProfileRequest } from "../src/api/profile-endpoint.js";
+import { pb } from "../src/wire/proto.js";
 import { reencodeLstmState } from "../src/shard/lstm-steps.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, countByUser, expectExactCounts, uniquePrefix } from "./helpers/engine.js";
@@ -30,6 +32,16 @@ function buyerState(): UserState {
   }, PROFILE_DEFAULTS));
   return s;
 }
+
+describe("explain - request", () => {
+  it("explain - ProfileRequest.explain parses from protobuf and JSON; a JSON explain that is not a boolean is BAD_REQUEST", () => {
+    const enc = new TextEncoder();
+    expect(parseProfileRequest(pb.ProfileRequest.encode({ userId: "u", explain: true }).finish(), "protobuf")).toEqual({ userId: "u", asOfMs: 0, explain: true });
+    expect(parseProfileRequest(pb.ProfileRequest.encode({ userId: "u" }).finish(), "protobuf").explain).toBe(false);
+    expect(parseProfileRequest(enc.encode(JSON.stringify({ userId: "u", explain: true })), "json").explain).toBe(true);
+    expect(() => parseProfileRequest(enc.encode(JSON.stringify({ userId: "u", explain: "yes" })), "json")).toThrow(expect.objectContaining({ code: "BAD_REQUEST" }));
+  });
+});
 
 describe("explain - models", () => {
   it("explain - a linear model's explanation is its exact contributions: bias + every contribution = the logit; the top 5 are the largest", () => {
