@@ -222,7 +222,8 @@ export class Engine {
       backfillChunk: cfg.audienceBackfillPerTick,
       models: {
         ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
-        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}), shopSource: streamSource(s.eventStream),
+        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}),
+        ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });

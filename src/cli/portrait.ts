@@ -124,6 +124,7 @@ function engineFlags(cmd: Command): Command {
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
+    .option("--sentiment <version>", 'review sentiment model (read from --models, not the registry): a version, "current" or "off"', D.sentimentModel)
     .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
@@ -138,7 +139,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
+  models: string; lstm: string; churn: string; sentiment: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -165,6 +166,7 @@ function engineOptions(f: EngineFlags) {
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,
+    sentimentModel: f.sentiment,
     propensityModel: f.propensity,
     deepfmModel: f.deepfm,
     modelRegistry: f.modelRegistry,
@@ -313,10 +315,11 @@ natsSecurityFlags(program.command("profile")
   .argument("<userId>", "the user id")
   .option("--json", "print one JSON object (counts keyed by event-type name)")
   .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
+  .option("--explain", "list each served prediction's top contributing inputs")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
-  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
+  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number; explain?: boolean }) => {
     await withClient(f, "portrait-cli", async (client) => {
-      const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
+      const p = await client.getProfile(userId, { ...(f.asOf !== undefined ? { asOfMs: f.asOf } : {}), ...(f.explain ? { explain: true } : {}) });
       if (f.json) console.log(JSON.stringify(p));
       else printProfile(p);
     });

@@ -122,6 +122,12 @@ export interface EngineOptions extends NatsOptions {
   /** The churn model (<modelsDir>/churn/), same rules as lstmModel. Default "current". */
   churnModel?: string;
   /**
+   * The review sentiment model (<modelsDir>/sentiment/, `portrait train
+   * sentiment`), same rules as lstmModel. Read from modelsDir only: it does not
+   * follow the model registry (no hot swap). Default "current".
+   */
+  sentimentModel?: string;
+  /**
    * The purchase-propensity model (<modelsDir>/propensity/, `portrait train
    * propensity --from-stream`), same rules as lstmModel. Default "current".
    */
@@ -207,6 +213,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   modelsDir: BUNDLED_MODELS_DIR,
   lstmModel: "current",
   churnModel: "current",
+  sentimentModel: "current",
   propensityModel: "current",
   deepfmModel: "current",
   modelRegistry: true,
@@ -332,6 +339,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     modelsDir: resolve(str("modelsDir", o.modelsDir) ?? D.modelsDir),
     lstmModel: str("lstmModel", o.lstmModel) ?? D.lstmModel,
     churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
+    sentimentModel: str("sentimentModel", o.sentimentModel) ?? D.sentimentModel,
     propensityModel: str("propensityModel", o.propensityModel) ?? D.propensityModel,
     deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
     modelRegistry: bool("modelRegistry", o.modelRegistry ?? D.modelRegistry),

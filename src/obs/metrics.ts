@@ -221,6 +221,12 @@ export class EngineMetrics {
     buckets: LATENCY_BUCKETS_S,
     registers: [this.registry],
   });
+  readonly riskFlags = new Counter({
+    name: "portrait_risk_flags_total",
+    help: "Users newly flagged by a risk signal (velocity, refundAbuse, accountSharing; README \"Risk signals\"), counted when their score reaches 1.",
+    labelNames: ["signal"] as const,
+    registers: [this.registry],
+  });
   readonly recImpressions = new Counter({
     name: "portrait_recs_impressions_total",
     help: "rec_impression events applied, by the model_version they carry.",

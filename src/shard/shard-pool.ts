@@ -163,8 +163,8 @@ export class ShardPool {
     return this.#windows.map((w) => w.held);
   }
 
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult> {
-    return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline));
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): Promise<ProfileResult> {
+    return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline, explain));
   }
 
   getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult> {
