@@ -145,7 +145,7 @@ describe("bad input - the catalogue", () => {
     delete noUser.userId;
     add("4 missing user id", "MISSING_USER_ID", noUser, partOf(bystanders[5]!));
     add("4 empty user id", "MISSING_USER_ID", victim(6, { userId: "" }), partOf(bystanders[6]!));
-    for (const t of [0, 12, 99]) add("5 unknown event type", "UNKNOWN_TYPE", victim(t, { type: t as EventType }));
+    for (const t of [0, 14, 99]) add("5 unknown event type", "UNKNOWN_TYPE", victim(t, { type: t as EventType }));
     add("6 NaN price", "BAD_PRICE", victim(1, { price: NaN }));
     add("6 infinite price", "BAD_PRICE", victim(2, { price: Infinity }));
     add("7 negative price", "BAD_PRICE", victim(3, { price: -5 }));

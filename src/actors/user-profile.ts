@@ -101,6 +101,10 @@ export interface UserState {
   lstmV?: string;
   /** Audiences: day buckets, session categories, memberships, next due time (src/actors/audience-types.ts); absent until the first evaluation. */
   aud?: AudienceState;
+  /** Identity (README "Identity"): the ids merged into this one, [key, partition], chains included; absent until the first merge. */
+  al?: [string, number][];
+  /** Identity: the merge ids folded into this state (each is folded once). */
+  mg?: string[];
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -317,6 +321,10 @@ export interface ProfileView {
   predictions?: PredictionsView;
   /** The user's audience memberships with the time each began (the shard adds them; README "Audiences"). */
   audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
+  /** The id the profile is kept under (README "Identity": the primary when userId was merged into it); the shard adds it. */
+  primaryUserId?: string;
+  /** Ids merged into this profile (the shard adds it). */
+  aliases?: number;
 }
 
 /** One event of the timeline: its type's name, its time, and its item id (or a search's query). */
