@@ -315,8 +315,8 @@ describe("bad input - fuzz", () => {
     expect(s.mismatchSamples.map((m) => `${m.payload.mutation}: expected ${m.payload.expect}, got ${m.got} (${m.detail})`)).toEqual([]);
     expect(s.applyFailures).toBe(0);
     expect(s.victimsHit).toBe(0);
-    // Every reason and every family shows up.
-    expect([...s.byReason.keys()].sort()).toEqual(["OK", ...Object.keys(DeadLetterReason)].sort());
+    // Every reason and every family shows up (but IDENTIFY_CYCLE, which the shard decides from a user's aliases: test/identity.test.ts).
+    expect([...s.byReason.keys()].sort()).toEqual(["OK", ...Object.keys(DeadLetterReason).filter((r) => r !== "IDENTIFY_CYCLE")].sort());
     expect([...s.byKind.keys()].sort()).toEqual(["bitflip", "concat", "edit", "field", "random", "splice", "truncate", "valid"]);
     expect(s.ok).toBeGreaterThan(2000);
   });

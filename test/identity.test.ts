@@ -173,7 +173,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     const merged = await waitFor(async () => {
       const p = await client.getProfile(B, { asOfMs });
       return p.eventsApplied === 15 ? p : undefined;
-    }, { message: "the merge did not arrive" });
+    }, { message: "the merge did not arrive" }) as ProfileView;
     expect(merged.primaryUserId).toBe(B);
     expect(merged.aliases).toBe(1);
     // Two devices, two sessions (the A events are 1 minute apart, B's too; they overlap in time but are not joined).
@@ -196,7 +196,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     const afterDup = await waitFor(async () => {
       const p = await client.getProfile(B, { asOfMs });
       return p.eventsApplied === 16 ? p : undefined;
-    }, { message: "B's late event not applied" });
+    }, { message: "B's late event not applied" }) as ProfileView;
     expectProfile(afterDup, reference([...evA, ...evB, { ...evB[0]!, timestampMs: T0 + 40 * 60_000, itemId: "b-late" }], asOfMs, 3));
     expect(handovers).toHaveLength(2); // the one republished by hand; the duplicate identify sent none
 
@@ -215,7 +215,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     const chained = await waitFor(async () => {
       const p = await client.getProfile(C, { asOfMs });
       return p.eventsApplied === 21 ? p : undefined;
-    }, { message: "A's event after the chain did not reach C" });
+    }, { message: "A's event after the chain did not reach C" }) as ProfileView;
     expect(chained.primaryUserId).toBe(C);
     expect(chained.aliases).toBe(2);
     expect(chained.recentItems[0]).toBe("a-late2");

@@ -321,10 +321,10 @@ export interface ProfileView {
   predictions?: PredictionsView;
   /** The user's audience memberships with the time each began (the shard adds them; README "Audiences"). */
   audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
-  /** The id the profile is kept under (README "Identity": the primary when userId was merged into it); the shard adds it. */
-  primaryUserId?: string;
-  /** Ids merged into this profile (the shard adds it). */
-  aliases?: number;
+  /** The id the profile is kept under: userId, or the primary when userId was merged into it (README "Identity"; the shard sets that). */
+  primaryUserId: string;
+  /** Ids merged into this profile. */
+  aliases: number;
 }
 
 /** One event of the timeline: its type's name, its time, and its item id (or a search's query). */
@@ -431,5 +431,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     lastSeenMs: s.lastSeenMs,
     asOfMs,
     eventsApplied: s.n,
+    primaryUserId: userId,
+    aliases: s.al?.length ?? 0,
   };
 }

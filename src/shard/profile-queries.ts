@@ -92,8 +92,8 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
-      profile.primaryUserId = key;
-      profile.aliases = state.al?.length ?? 0;
+      // Asked through an alias: the primary, as the engine keys it.
+      if (resolved !== undefined) profile.primaryUserId = key;
       profile.audiences = membershipsOf(state);
       const models = d.models.predictions;
       const predictions = models.any ? models.of(state, asOf) : undefined;
