@@ -135,7 +135,8 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     const prefix = uniquePrefix("ident");
     const s = subjects(prefix);
     const dataDir = fx.tmpDir("portrait-identity");
-    await fx.startEngine({ subjectPrefix: prefix, dataDir, partitions: P, workers: W });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, dataDir, partitions: P, workers: W });
+    const identityCount = async (kind: string) => (await engine.metrics.identity.get()).values.find((v) => v.labels.kind === kind)?.value ?? 0;
     const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: P });
     fx.onCleanup(() => client.close());
     // A on one shard, B and C on the other; a bystander next to A.
@@ -199,6 +200,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     }, { message: "B's late event not applied" }) as ProfileView;
     expectProfile(afterDup, reference([...evA, ...evB, { ...evB[0]!, timestampMs: T0 + 40 * 60_000, itemId: "b-late" }], asOfMs, 3));
     expect(handovers).toHaveLength(2); // the one republished by hand; the duplicate identify sent none
+    expect([await identityCount("identifies"), await identityCount("merges"), await identityCount("duplicate_merges")]).toEqual([1, 1, 1]);
 
     // 3. Late events of A reach B; then a chain B -> C: A's and B's later events reach C.
     const lateA = { ...evA[0]!, eventId: `${prefix}-a-late`, timestampMs: T0 + 50 * 60_000, itemId: "a-late" };

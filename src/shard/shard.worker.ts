@@ -190,7 +190,7 @@ class Shard implements ShardApi {
     return {
       shard: this.#shard, actorsCached: this.#actors.size, pendingWrites: this.#batches.pendingWrites,
       itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0,
-      itemEventsWaited: this.#itemEvents?.waited ?? 0, heap: heapStats(),
+      itemEventsWaited: this.#itemEvents?.waited ?? 0, identity: { ...this.#batches.identity }, heap: heapStats(),
     };
   }
 
