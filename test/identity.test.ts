@@ -10,12 +10,14 @@
  * raw bytes) and stores a tombstone for each.
  */
 import { open } from "lmdb";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
 import { partitionOf } from "../src/wire/partition.js";
+import { pseudonym } from "../src/shard/pseudonym.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import type { ProfileView } from "../src/actors/user-profile.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
@@ -261,5 +263,36 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     const hits = scanLmdb(dataDir, [A, B, C, bystander]);
     expect({ A: hits[A], B: hits[B], C: hits[C] }).toEqual({ A: 0, B: 0, C: 0 });
     expect(hits[bystander]).toBeGreaterThan(0); // the scan does see ids
+  });
+
+  it("identity with pseudonymisation - keys travel between partitions, the primary is named by its pseudonym, LMDB holds no raw id", async () => {
+    const prefix = uniquePrefix("identps");
+    const dataDir = fx.tmpDir("portrait-identity-ps");
+    const keyFile = join(fx.tmpDir("portrait-identity-key"), "key");
+    const key = Buffer.from("identity-test-key-0123456789abcdef");
+    writeFileSync(keyFile, key);
+    await fx.startEngine({ subjectPrefix: prefix, dataDir, partitions: P, workers: W, pseudonymKeyFile: keyFile });
+    const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: P });
+    fx.onCleanup(() => client.close());
+    const A = idOnShard(prefix, "anon", 0);
+    const B = idOnShard(prefix, "login", 1);
+    const evA = activity(prefix, A, "a", T0, 4);
+    const evB = activity(prefix, B, "b", T0 + 3_600_000, 4);
+    await client.publishMany([...evA, ...evB]);
+    await waitFor(async () => (await client.getProfile(A)).eventsApplied === 4 && (await client.getProfile(B)).eventsApplied === 4);
+    await client.publish({ eventId: `${prefix}-id`, userId: A, type: EventType.IDENTIFY, primaryUserId: B, timestampMs: T0 + 7_200_000 });
+    await waitFor(async () => (await client.getProfile(B)).eventsApplied === 8, { message: "the merge did not arrive" });
+    await client.publish({ ...evA[0]!, eventId: `${prefix}-a-late`, timestampMs: T0 + 8_000_000, itemId: "a-late" });
+    await waitFor(async () => (await client.getProfile(B)).eventsApplied === 9, { message: "A's late event did not reach B" });
+    const viaA = await client.getProfile(A);
+    expect(viaA.userId).toBe(A);
+    expect(viaA.primaryUserId).toBe(pseudonym(key, B));
+    expect(viaA.aliases).toBe(1);
+    expect(viaA.recentItems[0]).toBe("a-late");
+    expect((await client.getProfile(B)).primaryUserId).toBe(B);
+    const hits = scanLmdb(dataDir, [A, B, pseudonym(key, A), pseudonym(key, B)]);
+    expect([hits[A], hits[B]]).toEqual([0, 0]);
+    expect(hits[pseudonym(key, A)]).toBeGreaterThan(0); // the alias entry, under A's pseudonym
+    expect(hits[pseudonym(key, B)]).toBeGreaterThan(0);
   });
 });
