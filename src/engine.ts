@@ -291,9 +291,12 @@ export class Engine {
           let resolved: string | undefined;
           let askedKey: string | undefined;
           let r = await pool.forget(partition, userId);
+          // The aliases walked on the way: erased too, even if the primary does not list them yet (a hand-over in flight).
+          const walked: [string, number][] = [];
           for (let hop = 0; r.ok && r.alias !== undefined; hop++) {
             if (hop >= MAX_HOPS) throw new PortraitError(ErrorCode.INTERNAL, "the user's aliases form a loop");
             askedKey ??= r.key;
+            walked.push([r.key, partition]);
             [resolved, partition] = r.alias;
             r = await pool.forget(partition, userId, resolved);
           }
@@ -305,7 +308,9 @@ export class Engine {
           }
           askedKey ??= r.key;
           const merged: string[] = resolved !== undefined ? [resolved] : [];
-          for (const [k, p] of r.aliases ?? []) {
+          const aliases = [...(r.aliases ?? [])];
+          for (const [k, p] of walked) if (!aliases.some(([x]) => x === k)) aliases.push([k, p]);
+          for (const [k, p] of aliases) {
             const a = await pool.forgetAlias(p, k);
             if (!a.ok) throw fromWire(a.error);
             if (k !== askedKey) merged.push(k);
