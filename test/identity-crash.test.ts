@@ -71,7 +71,7 @@ describe("identity - SIGKILL between hand-over and fold", { timeout: 300_000 }, 
         const timer = setTimeout(() => {
           byUs = true;
           engine.proc.kill("SIGKILL");
-        }, 20_000);
+        }, 45_000);
         const exit = await engine.exited;
         clearTimeout(timer);
         expect(exit.signal, engine.output()).toBe("SIGKILL");
