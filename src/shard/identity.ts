@@ -39,9 +39,11 @@ export function mergeIdOf(s: Subjects, partition: number, seq: number): string {
 
 /** The hand-over message of a merge, to B's partition. */
 export function handoverMessage(s: Subjects, mergeId: string, primary: AliasEntry, atMs: number, payload: HandoverPayload): OutboundMessage {
+  // Not carried: the LSTM state (re-encoded by the primary) and the memberships (the secondary exits them; the primary re-evaluates).
   const state = { ...payload.s };
   delete state.lstm;
   delete state.lstmV;
+  if (state.aud !== undefined) state.aud = { ...state.aud, m: {} };
   const data = pb.Event.encode({
     eventId: mergeId, userId: primary[0], type: EventType.IDENTITY_HANDOVER, timestampMs: atMs, mergeId,
     handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state })), forwarded: true,
