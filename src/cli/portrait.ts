@@ -124,6 +124,9 @@ function engineFlags(cmd: Command): Command {
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
     .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
+    .option("--ranker <version>", 'feedback-trained ranker (portrait train ranker --from-feedback): a version, "current" or "off"', D.rankerModel)
+    .option("--exploration-share <share>", "share of recommend replies that explore, in [0, 0.5] (0 = off)", Number, D.explorationShare)
+    .option("--exploration-pool <n>", "exploration pool: the ranker's first n candidates", posInt, D.explorationPool)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
@@ -137,7 +140,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
+  models: string; lstm: string; churn: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -164,6 +167,9 @@ function engineOptions(f: EngineFlags) {
     lstmModel: f.lstm,
     churnModel: f.churn,
     propensityModel: f.propensity,
+    rankerModel: f.ranker,
+    explorationShare: f.explorationShare,
+    explorationPool: f.explorationPool,
     deepfmModel: f.deepfm,
     modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },

@@ -38,7 +38,7 @@ import { currentVersion, type ModelManifest, type ModelPromotion } from "./artif
 /** Artifact formats this engine can run, by the manifest's `format`. */
 export const KNOWN_FORMATS: ReadonlySet<string> = new Set(["tfjs-layers", "json", "deepfm-f32le+onnx", "deepfm-f32le", "deepfm-f32"]);
 /** The models an engine runs and swaps (other names may be stored and promoted, e.g. by newer trainers). */
-export const ENGINE_MODELS = ["lstm", "churn", "propensity", "deepfm"] as const;
+export const ENGINE_MODELS = ["lstm", "churn", "propensity", "ranker", "deepfm"] as const;
 export type EngineModelName = (typeof ENGINE_MODELS)[number];
 
 const NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;

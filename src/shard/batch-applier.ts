@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
+import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
@@ -110,6 +110,7 @@ export class BatchApplier {
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
+    const logged: LoggedFeedback[] = [];
     const keys = d.pseudonymised ? new Map<string, string>() : undefined;
     let inEraMs = 0;
     const ahead = new Map<string, number>();
@@ -145,6 +146,9 @@ export class BatchApplier {
       if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+        if (e.recPropensity != null) {
+          logged.push({ index: i, seq, click: e.type === EventType.REC_CLICK, requestId: e.recRequestId, itemId: e.itemId, propensity: e.recPropensity, timestampMs: e.timestampMs, eventId: e.eventId });
+        }
       }
       applyEvent(actor.state, e, d.profile);
       d.audiences.observe(actor.state, e, partition);
@@ -194,6 +198,7 @@ export class BatchApplier {
       applyMs: t1 - t0, commitMs: t2 - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
+      ...(logged.length > 0 ? { logged } : {}),
     };
   }
 
