@@ -25,8 +25,8 @@ import { seededRandom } from "../src/models/seeded-random.js";
 import type { RecommendView } from "../src/recs/recommender.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 
-const BASE = -3;
-const TASTE = 2.6;
+const BASE = -4;
+const TASTE = 3.6;
 const QUALITY = 0.8;
 const BIAS_POWER = 0.8;
 const LIKED_SHARE = 0.8;
