@@ -193,9 +193,15 @@ describe("feedback - logged feedback on a live engine", () => {
     expect((await jsm.streams.info(s.dlqStream)).state.messages).toBe(before);
   });
 
-  it("feedback - a feedback-trained ranker that loses off-policy is refused at promotion (PROMOTION_REFUSED); one that wins is promoted", async () => {
+  it("feedback - a feedback-trained ranker that loses off-policy is refused at promotion (PROMOTION_REFUSED); one that wins is promoted and the engine serves it", async () => {
     const prefix = uniquePrefix("fbp");
-    const reg = await ModelRegistry.open(fx.nc, { prefix, create: true });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, modelRegistry: true, modelsDir: fx.tmpDir("portrait-fb-none"), lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    await client.publishMany(shop(prefix));
+    const user = `${prefix}-u3`;
+    await waitFor(async () => (await client.recommend(user, { k: 4 })).items.length === 4, { timeoutMs: 30_000, message: "recs index did not fill" });
+    expect((await client.recommend(user, { k: 4 })).modelVersion).toBe("ranking source:sknn");
+    const reg = await ModelRegistry.open(fx.nc, { prefix });
     const models = fx.tmpDir("portrait-fb-models");
     // Clicks only ever on what the logging policy ranks first: the best a trained ranker can do is tie, and a tie's lower bound loses.
     const { log } = plantedLog(5, 3000, 0.3);
@@ -213,5 +219,7 @@ describe("feedback - logged feedback on a live engine", () => {
     expect(winner.weights.trending!).toBeGreaterThan(winner.weights.sknn!);
     await reg.push(winner.dir);
     expect((await reg.promote("ranker", winner.manifest.version)).promote).toBe(true);
+    // The engine hot-swaps it in: its replies are ranked by it and say so.
+    await waitFor(async () => (await client.recommend(user, { k: 4 })).modelVersion === `ranking ranker@${winner.manifest.version}`, { message: "ranker hot swap" });
   });
 });
