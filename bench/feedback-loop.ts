@@ -115,7 +115,14 @@ async function main(): Promise<void> {
     const initialPolicy = A.replies.find((r) => !r.reply.explored)?.reply.modelVersion ?? "";
 
     // 3. Train on the training log.
-    const logA = ofPhase(await readFeedbackLog(js, jsm, engine.subjects), A);
+    // Each phase reads its own records: the bench owns this deployment, so the training log is purged once a phase's is read
+    // (reading the whole, growing log once per run made the runs ever slower).
+    const readPhase = async (phase: PhaseResult) => {
+      const log = ofPhase(await readFeedbackLog(js, jsm, engine.subjects), phase);
+      await jsm.streams.purge(engine.subjects.feedbackStream);
+      return log;
+    };
+    const logA = await readPhase(A);
     const trained = trainRanker(logA, { modelsDir, source: `stream:${engine.subjects.feedbackStream}` });
     const target = weightsTarget(`ranker@${trained.manifest.version}`, trained.weights);
     console.log(`trained ${trained.manifest.version}: weights ${JSON.stringify(trained.weights)}; evaluation ${JSON.stringify(trained.manifest.evaluation)}`);
@@ -133,7 +140,7 @@ async function main(): Promise<void> {
       const P = await runPhase(client, w, { requests: OPE_REQUESTS, seed: SEED * 1000 + 100 + run, k: K, timeMs: now });
       expected += P.published;
       await logged(expected);
-      const log = ofPhase(await readFeedbackLog(js, jsm, engine.subjects), P);
+      const log = await readPhase(P);
       const e = estimateOffPolicy(log, target);
       const t = truth(w, log, (q) => target.slate(q.record));
       const err = Math.abs(e.ips.estimate - t) / t;

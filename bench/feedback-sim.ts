@@ -21,6 +21,7 @@
  * policy's truth is computed, not sampled.
  */
 import type { PortraitClient } from "../src/client/portrait-client.js";
+import { PortraitError } from "../src/errors.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import type { RecommendView } from "../src/recs/recommender.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
@@ -131,6 +132,18 @@ export function historyEvents(w: SimWorld, t0: number): IEvent[] {
   return out;
 }
 
+/** A recommendation, asked again after OVERLOADED (retryable: a loaded machine sheds queries; the simulated user just asks later). */
+async function recommend(client: PortraitClient, user: string, k: number): Promise<RecommendView> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.recommend(user, { k });
+    } catch (err) {
+      if (!(err instanceof PortraitError && err.retryable) || attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
 /** One served reply as the simulator saw it. */
 export interface SimReply {
   user: number;
@@ -174,7 +187,7 @@ export async function runPhase(client: PortraitClient, w: SimWorld, o: { request
       const i = next++;
       if (i >= o.requests) return;
       const u = users[i]!;
-      const reply = await client.recommend(userId(w, u), { k: o.k });
+      const reply = await recommend(client, userId(w, u), o.k);
       const slate = reply.items.map((x) => x.itemId);
       let clicks = 0;
       reply.items.forEach((it, j) => {
@@ -188,7 +201,7 @@ export async function runPhase(client: PortraitClient, w: SimWorld, o: { request
       replies[i] = { user: u, reply, ctr: trueCtr(w, u, slate), clicks };
     }
   };
-  await Promise.all(Array.from({ length: o.concurrency ?? 8 }, worker));
+  await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
   // Impressions before clicks of the same reply: publishMany keeps the order per partition (one user's events share one).
   if (events.length > 0) await client.publishMany(events);
   const seconds = (performance.now() - t0) / 1000;
