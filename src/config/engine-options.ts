@@ -58,7 +58,7 @@ export interface EngineOptions extends NatsOptions {
   explorationPool?: number;
   /** How long after a reply its logged feedback (rec_propensity set) is accepted, ms. Default 3600000 (1 hour). */
   feedbackWindowMs?: number;
-  /** Most served replies kept for judging logged feedback (the oldest are dropped first). Default 200000. */
+  /** Most served replies kept for judging logged feedback (the oldest are dropped first; each takes about 4 KB with the default pool): size it to the replies served in feedbackWindowMs. Default 20000. */
   feedbackMaxRequests?: number;
   /** Retention of the training log stream <PREFIX>_FEEDBACK, ms. Default 604800000 (7 days). */
   feedbackRetentionMs?: number;
@@ -206,7 +206,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   explorationShare: 0,
   explorationPool: 20,
   feedbackWindowMs: 3_600_000,
-  feedbackMaxRequests: 200_000,
+  feedbackMaxRequests: 20_000,
   feedbackRetentionMs: 7 * DAY_MS,
   feedbackMaxBytes: 256 * 1024 * 1024,
   tombstoneRetentionMs: 0,

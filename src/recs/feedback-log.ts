@@ -71,16 +71,15 @@ export interface FeedbackRecord {
 export interface FeedbackLogOptions {
   /** How long after a reply its feedback is accepted, ms. Default 1 hour. */
   windowMs: number;
-  /** Most replies kept for judging (oldest dropped first). Default 200000. */
+  /** Most replies kept for judging (oldest dropped first). Default 20000 (a reply with its pool of 20 takes about 4 KB). */
   maxRequests: number;
 }
 
-export const FEEDBACK_LOG_DEFAULTS: FeedbackLogOptions = Object.freeze({ windowMs: 3_600_000, maxRequests: 200_000 });
+export const FEEDBACK_LOG_DEFAULTS: FeedbackLogOptions = Object.freeze({ windowMs: 3_600_000, maxRequests: 20_000 });
 
 interface Kept {
   record: ServedRecord;
   impressed: Set<string>;
-  clicked: Set<string>;
   logged: boolean;
 }
 
@@ -114,7 +113,7 @@ export class FeedbackLog {
 
   /** Keeps a served reply (the recommender calls it for every reply). */
   served(record: ServedRecord): void {
-    this.#served.set(record.requestId, { record, impressed: new Set(), clicked: new Set(), logged: false });
+    this.#served.set(record.requestId, { record, impressed: new Set(), logged: false });
     this.#evict();
   }
 
@@ -164,7 +163,6 @@ export class FeedbackLog {
         put(this.#s.feedback("impression"), `imp:${f.requestId}:${f.itemId}`, rec);
         impressions++;
       } else {
-        k.clicked.add(f.itemId);
         put(this.#s.feedback("click"), `clk:${f.requestId}:${f.itemId}`, rec);
         clicks++;
       }
