@@ -4,6 +4,7 @@
  * training log, dead letters of bad feedback, off-policy estimates, and the
  * promotion gate of a feedback-trained ranker. Real nats-server, real engine.
  */
+import { spawnSync } from "node:child_process";
 import type { JsMsg } from "nats";
 import { describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
@@ -183,6 +184,13 @@ describe("feedback - logged feedback on a live engine", () => {
       { slot: 0, itemId: r.items[0]!.itemId, propensity: r.items[0]!.propensity, clicked: false },
       { slot: 1, itemId: r.items[1]!.itemId, propensity: r.items[1]!.propensity, clicked: true },
     ]);
+    // `portrait eval offpolicy` reads the same log: the reply's greedy slate, as logged.
+    const cli = spawnSync(process.execPath, ["dist/cli/portrait.js", "eval", "offpolicy", "--nats", fx.nats.url, "--prefix", prefix, "--policy", "logged-greedy", "--policy", "source:category", "--json"],
+      { encoding: "utf8", timeout: 30_000 });
+    expect(cli.status, cli.stderr).toBe(0);
+    const out = JSON.parse(cli.stdout) as { source: string; estimates: Array<{ policy: string; requests: number; impressions: number; logged: number }> };
+    expect(out.source).toBe(`stream:${s.feedbackStream}`);
+    expect(out.estimates.map((e) => [e.policy, e.requests, e.impressions, e.logged])).toEqual([["logged-greedy", 1, 2, 0.5], ["source:category", 1, 2, 0.5]]);
     // Feedback without rec_propensity feeds the profile and the CTR metric only, as before: neither logged nor dead-lettered.
     const before = (await jsm.streams.info(s.dlqStream)).state.messages;
     const legacy = { ...ev(EventType.REC_IMPRESSION, 3), eventId: `${prefix}-legacy` };
