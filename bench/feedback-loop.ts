@@ -20,7 +20,7 @@
  *    wait for the hot swap, and serve --requests more replies: the promoted
  *    ranker's true CTR (greedy replies) against the initial policy's (step 2).
  *
- *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--no-record]
+ *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record]
  */
 import { connect } from "nats";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -46,6 +46,7 @@ const { values: a } = parseArgs({
     pool: { type: "string", default: "20" },
     k: { type: "string", default: "5" },
     "no-record": { type: "boolean", default: false },
+    force: { type: "boolean", default: false },
   },
 });
 const SEED = Number(a.seed);
@@ -163,9 +164,14 @@ async function main(): Promise<void> {
       decision = `promoted: ${(await reg.promote("ranker", trained.manifest.version)).reason}`;
     } catch (err) {
       decision = `refused: ${(err as Error).message}`;
+      // --force: measure the refused challenger live anyway (recorded as forced, in the registry and in the table).
+      if (a.force) {
+        await reg.promote("ranker", trained.manifest.version, { force: true, reason: "bench --force: measuring a refused challenger" });
+        decision = `forced after ${decision}`;
+      }
     }
     console.log(decision);
-    const promoted = decision.startsWith("promoted");
+    const promoted = decision.startsWith("promoted") || decision.startsWith("forced");
     let B: PhaseResult | undefined;
     if (promoted) {
       await waitFor("hot swap", async () => (await client.recommend(userId(w, 1), { k: K })).modelVersion === `ranking ranker@${trained.manifest.version}`);
@@ -177,7 +183,7 @@ async function main(): Promise<void> {
     const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
     rows.push(["initial policy (" + initialPolicy + "): true CTR of its greedy replies", A.ctrGreedy.toFixed(4), `${REQUESTS} replies, ${A.explored} of them explored`]);
     rows.push(["exploration cost while it runs (share " + SHARE + ", pool " + POOL + ")", pct(cost), `all replies ${A.ctrAll.toFixed(4)} vs greedy ${A.ctrGreedy.toFixed(4)}, explored ${A.ctrExplored.toFixed(4)}; target <= 5%`]);
-    rows.push(["promotion of the feedback-trained ranker", promoted ? "promoted" : "refused", decision.replace(/\|/g, "/")]);
+    rows.push(["promotion of the feedback-trained ranker", decision.startsWith("forced") ? "refused, then forced (--force)" : promoted ? "promoted" : "refused", decision.replace(/\|/g, "/")]);
     if (B !== undefined) {
       rows.push(["promoted ranker: true CTR of its greedy replies", B.ctrGreedy.toFixed(4), `ratio to the initial policy ${(B.ctrGreedy / A.ctrGreedy).toFixed(2)}x; target >= 1.2x`]);
     }
@@ -189,7 +195,7 @@ async function main(): Promise<void> {
     notes.push(`Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`);
     printTable("feedback loop", ["measure", "value", "notes"], rows);
     if (!a["no-record"]) {
-      appendResults("feedback loop", `npm run bench:feedback -- --seed ${SEED} --requests ${REQUESTS} --ope-requests ${OPE_REQUESTS} --runs ${RUNS} --share ${SHARE} --pool ${POOL} --k ${K}`,
+      appendResults("feedback loop", `npm run bench:feedback -- --seed ${SEED} --requests ${REQUESTS} --ope-requests ${OPE_REQUESTS} --runs ${RUNS} --share ${SHARE} --pool ${POOL} --k ${K}${a.force ? " --force" : ""}`,
         ["measure", "value", "notes"], rows, notes.map((n) => `- ${n}`));
     }
   } finally {
