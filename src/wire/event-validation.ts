@@ -58,6 +58,9 @@ export const DeadLetterReason = {
 } as const;
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
 
+/** The reasons judged against the served replies after a batch (src/recs/feedback-log.ts), never by decodeEvent. */
+export const JUDGED_AFTER_BATCH: ReadonlySet<DeadLetterReason> = new Set<DeadLetterReason>(["UNKNOWN_REC_REQUEST", "PROPENSITY_MISMATCH", "CLICK_WITHOUT_IMPRESSION"]);
+
 export interface EventValidationOptions {
   /** Partition count P of the deployment. */
   partitions: number;
