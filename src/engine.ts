@@ -42,6 +42,7 @@ import { PortraitClient } from "./client/portrait-client.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
+import { MAX_HOPS } from "./shard/identity.js";
 
 /** Period of the audience ticks (timers on the engine clock, backfill chunks), ms: time-driven transitions fire within about this of their due time. */
 const AUDIENCE_TICK_MS = 100;
@@ -223,10 +224,11 @@ export class Engine {
       backfillChunk: cfg.audienceBackfillPerTick,
       models: {
         ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
-        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}), shopSource: streamSource(s.eventStream),
+        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}),
+        ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
 
     const js = this.#nc.jetstream();
     const pool0 = this.#pool;
@@ -293,18 +295,43 @@ export class Engine {
       },
       forget: {
         forget: async (userId) => {
-          const partition = partitionOf(userId, cfg.partitions);
-          const r = await pool.forget(partition, userId);
+          // A merged user (README "Identity"): the forget reaches the primary through the aliases and erases every id merged into it.
+          let partition = partitionOf(userId, cfg.partitions);
+          let resolved: string | undefined;
+          let askedKey: string | undefined;
+          let r = await pool.forget(partition, userId);
+          // The aliases walked on the way: erased too, even if the primary does not list them yet (a hand-over in flight).
+          const walked: [string, number][] = [];
+          for (let hop = 0; r.ok && r.alias !== undefined; hop++) {
+            if (hop >= MAX_HOPS) throw new PortraitError(ErrorCode.INTERNAL, "the user's aliases form a loop");
+            askedKey ??= r.key;
+            walked.push([r.key, partition]);
+            [resolved, partition] = r.alias;
+            r = await pool.forget(partition, userId, resolved);
+          }
           if (!r.ok) throw fromWire(r.error);
           if (r.outbound.length > 0) {
             // The exits (reason "forgotten") were committed in the outbox with the removal; a failed publish is republished at the next start.
             await publishOutbound(js, r.outbound);
             pool.published(partition, r.outbound.map((m) => m.msgId));
           }
+          askedKey ??= r.key;
+          const merged: string[] = resolved !== undefined ? [resolved] : [];
+          const aliases = [...(r.aliases ?? [])];
+          for (const [k, p] of walked) if (!aliases.some(([x]) => x === k)) aliases.push([k, p]);
+          for (const [k, p] of aliases) {
+            const a = await pool.forgetAlias(p, k);
+            if (!a.ok) throw fromWire(a.error);
+            if (k !== askedKey) merged.push(k);
+          }
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
-          return { existed: r.existed, tombstoneEventId };
+          for (const k of merged) {
+            const id = randomUUID();
+            await storeTombstone(js, s, id, pb.Tombstone.encode({ userId: k, forgottenMs: Date.now(), tombstoneEventId: id, mergedWithUserId: userId }).finish());
+          }
+          return { existed: r.existed, tombstoneEventId, mergedIdsErased: merged.length };
         },
       },
       audiences: new AudienceAdmin(defsKv, pool, () => this.#backfill),
@@ -332,6 +359,7 @@ export class Engine {
       return [{ thread: "recs", heap: r.heap, tables }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
+    this.metrics.shardBatchesHeld = () => pool0.heldBatches();
     this.log.info({
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",

@@ -21,7 +21,12 @@
  *   profile's sessionGapMs without events);
  * - `{ "cartAbandoned": { "afterMinutes": m } }`: the user's last add-to-cart is at least m
  *   minutes old and no purchase came after it;
- * - `{ "inAudience": id }`: the user is a member of another audience (no cycles).
+ * - `{ "inAudience": id }`: the user is a member of another audience (no cycles);
+ * - `{ "reviewSentiment": { "dimension": "category"|"brand", "key": K, "op": op, "value": x, "minWeight"?: w } }`:
+ *   the user's decayed mean review sentiment about K compares to x (false when the user has not
+ *   reviewed K, or the decayed weight of those reviews is below w);
+ * - `{ "reviewAspect": { "key": K, "topN": n } }`: K is among the n aspects the user's reviews
+ *   talk about most.
  *
  * Time is part of the rules: windows end at the evaluation time, "days since"
  * grows; the engine fires the transitions that time alone causes (audience-state.ts).
@@ -59,6 +64,10 @@ export const FIELDS = [
   "daysSincePurchase", "daysSinceSeen",
   /** Model predictions (no value when that model is off or has no answer for the user). */
   "prediction.churnRisk", "prediction.purchasePropensity",
+  /** Reviews: decayed mean sentiment in [-1, 1] of the user's reviews, and how many have one (README "Reviews"); sentiment has no value without reviews. */
+  "review.sentiment", "review.count",
+  /** Risk scores in [0, 1], 1 = flagged (README "Risk signals"). */
+  "risk.velocity", "risk.refundAbuse", "risk.accountSharing",
 ] as const;
 export type Field = (typeof FIELDS)[number];
 export const OPS = [">", ">=", "<", "<=", "==", "!="] as const;
@@ -75,7 +84,9 @@ export type Rule =
   | { affinity: { dimension: "category" | "brand" | "priceBand"; key: string; topN?: number | undefined; minScore?: number | undefined } }
   | { session: { category: string; topN?: number | undefined } }
   | { cartAbandoned: { afterMinutes: number } }
-  | { inAudience: string };
+  | { inAudience: string }
+  | { reviewSentiment: { dimension: "category" | "brand"; key: string; op: Op; value: number; minWeight?: number | undefined } }
+  | { reviewAspect: { key: string; topN: number } };
 
 const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
   z.object({ all: z.array(ruleSchema).min(1) }).strict(),
@@ -91,6 +102,13 @@ const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
   z.object({ session: z.object({ category: key, topN: z.number().int().min(1).max(8).optional() }).strict() }).strict(),
   z.object({ cartAbandoned: z.object({ afterMinutes: z.number().positive().max(90 * 24 * 60) }).strict() }).strict(),
   z.object({ inAudience: z.string().regex(ID_RE) }).strict(),
+  z.object({
+    reviewSentiment: z.object({
+      dimension: z.enum(["category", "brand"]), key, op: z.enum(OPS), value: z.number().min(-1).max(1),
+      minWeight: z.number().positive().finite().optional(),
+    }).strict(),
+  }).strict(),
+  z.object({ reviewAspect: z.object({ key, topN: z.number().int().min(1).max(8) }).strict() }).strict(),
 ]));
 
 export const definitionSchema = z.object({
@@ -131,7 +149,7 @@ function blame(issues: readonly z.ZodIssue[]): z.ZodIssue {
   const here = i.path.length;
   const fits = i.unionErrors.filter((u) => !u.issues.some((x) => x.code === "unrecognized_keys" && x.path.length === here));
   if (fits.length === 0) {
-    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience` };
+    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, reviewSentiment, reviewAspect` };
   }
   fits.sort((a, b) => a.issues.length - b.issues.length);
   return blame(fits[0]!.issues);
@@ -210,6 +228,7 @@ export const ANY_EVENT = 2 ** 31 - 1;
 const PURCHASE_BITS = eventBit(EventType.PURCHASE);
 const MONEY_BITS = eventBit(EventType.PURCHASE) | eventBit(EventType.REFUND);
 const CART_BITS = eventBit(EventType.ADD_TO_CART);
+const REVIEW_BITS = eventBit(EventType.REVIEW);
 
 /**
  * The event types whose application can change a field's value (besides time
@@ -222,6 +241,8 @@ function fieldMask(f: Field): number {
   switch (f) {
     case "rfm.r": case "rfm.f": case "orders": case "daysSincePurchase": return PURCHASE_BITS;
     case "rfm.m": case "net": return MONEY_BITS;
+    case "review.sentiment": case "review.count": return REVIEW_BITS;
+    case "risk.refundAbuse": return MONEY_BITS;
     default: return ANY_EVENT; // events.*, eventsTotal, daysSinceSeen, predictions
   }
 }
@@ -234,6 +255,8 @@ export function eventMask(r: Rule, refs: ReadonlyMap<string, number>): number {
   if ("field" in r) return fieldMask(r.field);
   if ("cartAbandoned" in r) return CART_BITS | PURCHASE_BITS;
   if ("inAudience" in r) return refs.get(r.inAudience) ?? ANY_EVENT;
+  if ("reviewAspect" in r) return REVIEW_BITS;
+  if ("reviewSentiment" in r) return r.reviewSentiment.minWeight === undefined ? REVIEW_BITS : ANY_EVENT;
   return ANY_EVENT; // affinities and sessions move with every event
 }
 

@@ -28,6 +28,7 @@
  */
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
+import { riskScores } from "./risk.js";
 import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
@@ -40,7 +41,7 @@ const STRIDE = 5;
 const SESSION_CATEGORIES = 8;
 
 export type { AudienceState, Transition };
-export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten";
+export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten" | "merged";
 
 export function newAudienceState(partition: number): AudienceState {
   return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: {}, due: 0 };
@@ -179,6 +180,12 @@ class Evaluator {
       case "daysSinceSeen": return this.#since(u.lastSeenMs, v);
       case "prediction.churnRisk": return this.env.predict?.("churnRisk");
       case "prediction.purchasePropensity": return this.env.predict?.("purchasePropensity");
+      // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
+      case "review.sentiment": return u.rv !== undefined && u.rv.w > 0 ? u.rv.s / u.rv.w : undefined;
+      case "review.count": return u.rv?.n ?? 0;
+      case "risk.velocity": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[0];
+      case "risk.refundAbuse": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[1];
+      case "risk.accountSharing": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[2];
       default: return undefined;
     }
   }
@@ -222,6 +229,26 @@ class Evaluator {
       const x = r.affinity;
       const t = x.dimension === "category" ? this.u.cat : x.dimension === "brand" ? this.u.brand : this.u.band;
       return this.#affinity(t, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+    }
+    if ("reviewAspect" in r) {
+      const t = this.u.rv?.asp;
+      return t !== undefined && t.keys.includes(r.reviewAspect.key) && this.#affinity(t, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+    }
+    if ("reviewSentiment" in r) {
+      const x = r.reviewSentiment;
+      const rv = this.u.rv;
+      const t = x.dimension === "category" ? rv?.cat : rv?.brand;
+      const i = t?.keys.indexOf(x.dimension === "brand" ? x.key.toLowerCase() : x.key) ?? -1;
+      if (t === undefined || i < 0 || !(t.w[i]! > 0)) return false;
+      if (x.minWeight !== undefined) {
+        // The weight decays like an affinity score: it falls below minWeight at a known time.
+        const hl = this.env.profile.halfLifeMs;
+        const ref = this.u.affRefMs;
+        const w = t.w[i]! * Math.pow(2, -(this.now - ref) / hl);
+        if (w >= x.minWeight) this.#at(Math.ceil(ref + hl * Math.log2(t.w[i]! / x.minWeight)) + 1);
+        if (w < x.minWeight) return false;
+      }
+      return compare(t.s[i]! / t.w[i]!, x.op, x.value);
     }
     if ("session" in r) {
       const u = this.u;
@@ -314,12 +341,12 @@ export function timerOf(a: AudienceState | undefined): number {
   return a === undefined ? 0 : a.tm ?? a.due;
 }
 
-/** Exits from every audience (the user is being forgotten). */
-export function exitAll(user: string, u: UserState, atMs: number): Transition[] {
+/** Exits from every audience (the user is being forgotten, or merged into another id). */
+export function exitAll(user: string, u: UserState, atMs: number, reason: "forgotten" | "merged" = "forgotten"): Transition[] {
   const a = u.aud;
   if (a === undefined) return [];
   const out: Transition[] = [];
-  for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, "forgotten"));
+  for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, reason));
   a.due = 0;
   return out;
 }

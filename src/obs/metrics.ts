@@ -17,6 +17,8 @@ export interface ShardStats {
   itemEventsDropped: number;
   /** Item events posted after waiting for room in the recs worker's queue (back-pressure, recs option maxItemEventWaitMs). */
   itemEventsWaited: number;
+  /** Identity counters since start (README "Identity"): identifies, merges folded, duplicate hand-overs skipped, events forwarded, alias-table reads. */
+  identity?: { identifies: number; merges: number; duplicateMerges: number; forwarded: number; aliasReads: number };
   heap: HeapStats;
 }
 
@@ -40,6 +42,8 @@ export class EngineMetrics {
   workerStats: () => Promise<WorkerThreadStats[]> = () => Promise.resolve([]);
   /** Item events queued for the recs worker (the count shared by the shards and the worker), undefined without one; set by the engine. */
   recsQueuedItemEvents: () => number | undefined = () => undefined;
+  /** Batches held on main per shard, waiting for room in the shard's queue (ShardPool.heldBatches); set by the engine. */
+  shardBatchesHeld: () => number[] = () => [];
   readonly eventsApplied = new Counter({
     name: "portrait_ingest_events_applied_total",
     help: "Events applied to profiles and committed.",
@@ -102,6 +106,15 @@ export class EngineMetrics {
     name: "portrait_ingest_inflight_batches",
     help: "Batches handed to shards and not yet acknowledged.",
     registers: [this.registry],
+  });
+  readonly heldBatches = new Gauge({
+    name: "portrait_ingest_batches_held",
+    help: "Batches waiting on the main thread for room in their shard's queue (the engine option maxShardQueueEvents), by shard.",
+    labelNames: ["shard"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.shardBatchesHeld().forEach((n, shard) => this.heldBatches.set({ shard: String(shard) }, n));
+    },
   });
   readonly watermark = new Gauge({
     name: "portrait_ingest_event_time_watermark_seconds",
@@ -193,6 +206,26 @@ export class EngineMetrics {
       }
     },
   });
+  readonly identity = new Counter({
+    name: "portrait_identity_total",
+    help: "Identity work of the shards (README \"Identity\"), by kind: identifies (merges started), merges (hand-overs folded), duplicate_merges (hand-overs whose merge id was folded before), forwarded (events of an alias sent to its primary's partition), alias_reads (alias-table reads on ingest).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.#scrapeShards()) {
+        if (st.identity === undefined) continue;
+        for (const [kind, v] of [["identifies", st.identity.identifies], ["merges", st.identity.merges], ["duplicate_merges", st.identity.duplicateMerges],
+          ["forwarded", st.identity.forwarded], ["alias_reads", st.identity.aliasReads]] as const) {
+          const key = `${st.shard}/${kind}`;
+          const seen = this.#identitySeen.get(key) ?? 0;
+          if (v > seen) {
+            this.identity.inc({ kind }, v - seen);
+            this.#identitySeen.set(key, v);
+          }
+        }
+      }
+    },
+  });
   readonly modelInfo = new Gauge({
     name: "portrait_model_info",
     help: "1 for each model version the engine runs.",
@@ -208,6 +241,12 @@ export class EngineMetrics {
     name: "portrait_lstm_batch_seconds",
     help: "Time to step the LSTM for one event batch (all waves).",
     buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly riskFlags = new Counter({
+    name: "portrait_risk_flags_total",
+    help: "Users newly flagged by a risk signal (velocity, refundAbuse, accountSharing; README \"Risk signals\"), counted when their score reaches 1.",
+    labelNames: ["signal"] as const,
     registers: [this.registry],
   });
   readonly recImpressions = new Counter({
@@ -256,6 +295,8 @@ export class EngineMetrics {
   #watermarkMs = 0;
   /** Per shard, the itemEventsDropped already counted in recsItemEventsDropped. */
   readonly #droppedSeen = new Map<number, number>();
+  /** Per shard and kind, the identity counts already counted in `identity`. */
+  readonly #identitySeen = new Map<string, number>();
   /** Per shard, the itemEventsWaited already counted in recsItemEventsWaited. */
   readonly #waitedSeen = new Map<number, number>();
   #shardScrape: Promise<ShardStats[]> | undefined;
