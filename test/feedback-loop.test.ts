@@ -214,7 +214,8 @@ describe("feedback - logged feedback on a live engine", () => {
     // Clicks only ever on what the logging policy ranks first: the best a trained ranker can do is tie, and a tie's lower bound loses.
     const { log } = plantedLog(5, 3000, 0.3);
     const onlyGreedy = log.map((q) => ({ ...q, impressions: q.impressions.map((m) => ({ ...m, clicked: m.itemId === "a0" && m.slot === 0 && (Number(q.record.requestId.slice(1)) % 3 === 0) })) }));
-    const loser = trainRanker(onlyGreedy, { modelsDir: models, source: "test", now: new Date(T0) });
+    const source = `stream:${engine.subjects.feedbackStream}`;
+    const loser = trainRanker(onlyGreedy, { modelsDir: models, source, now: new Date(T0) });
     expect(loser.manifest.evaluation!.challenger).toBeLessThan(loser.manifest.evaluation!.baselines["logged-greedy"]!);
     await reg.push(loser.dir);
     const refused = await reg.promote("ranker", loser.manifest.version).then(() => undefined, (err: unknown) => err);
@@ -223,7 +224,7 @@ describe("feedback - logged feedback on a live engine", () => {
     expect((refused as Error).message).toMatch(/does not beat baseline logged-greedy/);
     expect(await reg.promoted("ranker")).toBeUndefined();
     // The planted log where "trending" is better: the trained ranker's lower bound beats the logged greedy's estimate.
-    const winner = trainRanker(log, { modelsDir: models, source: "test", now: new Date(T0) });
+    const winner = trainRanker(log, { modelsDir: models, source, now: new Date(T0) });
     expect(winner.weights.trending!).toBeGreaterThan(winner.weights.sknn!);
     await reg.push(winner.dir);
     expect((await reg.promote("ranker", winner.manifest.version)).promote).toBe(true);

@@ -108,7 +108,10 @@ export function decidePromotion(m: ModelManifest, promoted: string | undefined, 
   if (e === undefined) {
     return { promote: false, reason: `${id} has no evaluation on this shop's data (manifest "evaluation" is absent): it can only be promoted with --force` };
   }
-  if (e.source !== `stream:${shopStream}`) {
+  // The shop's data: its event stream, or its training log of recommendation feedback (the feedback ranker's, README
+  // "The feedback loop"; subjects.ts names both from the same prefix: <PREFIX>_EVENTS, <PREFIX>_FEEDBACK).
+  const feedbackStream = shopStream.replace(/_EVENTS$/, "_FEEDBACK");
+  if (e.source !== `stream:${shopStream}` && e.source !== `stream:${feedbackStream}`) {
     return { promote: false, reason: `${id} was evaluated on ${e.source}, not on this shop's stream ${shopStream}: ` +
       `train it with --from-stream (or promote it with --force)` };
   }
