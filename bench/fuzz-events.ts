@@ -215,6 +215,16 @@ const MUTATIONS: Record<string, Mutation> = {
   "too many attributes": (e, _c, r) => ({
     event: { ...e, attributes: Object.fromEntries(Array.from({ length: 33 + r.int(40) }, (_, k) => [`a${k}`, "v"])) }, expect: "FIELD_TOO_LONG",
   }),
+  // Logged feedback whose propensity is legal goes on to be judged against the served replies (UNKNOWN_REC_REQUEST here):
+  // not a decodeEvent verdict, so only the propensities decodeEvent refuses are fuzzed.
+  "rec propensity outside (0, 1]": (e, _c, r) => ({
+    event: { ...e, type: r.pick([EventType.REC_IMPRESSION, EventType.REC_CLICK]), itemId: e.itemId || "it1", recRequestId: "rq1", recPropensity: r.pick([0, -0.5, 1.0000001, 2, NaN, Infinity, -Infinity]) },
+    expect: "BAD_PROPENSITY",
+  }),
+  "rec propensity on another type": (e, _c, r) => ({
+    event: { ...e, type: r.pick([EventType.VIEW, EventType.PURCHASE]), itemId: e.itemId || "it1", recRequestId: "rq1", recPropensity: 0.5 }, expect: "BAD_PROPENSITY",
+  }),
+  "rec propensity without request id": (e) => ({ event: { ...e, type: EventType.REC_IMPRESSION, itemId: e.itemId || "it1", recRequestId: "", recPropensity: 0.5 }, expect: "BAD_PROPENSITY" }),
   "32 attributes (legal)": (e) => ({ event: { ...e, attributes: Object.fromEntries(Array.from({ length: 32 }, (_, k) => [`a${k}`, "v"])) }, expect: "OK" }),
   "wrong currency": (e, _c, r) => ({ event: { ...e, currency: r.pick(["USD", "EUR", "gbp", "GB", "€"]) }, expect: "CURRENCY_MISMATCH" }),
   "wrong partition": (e, c, r) => ({ event: e, partition: (partitionOf(e.userId!, c.partitions) + 1 + r.int(c.partitions - 1)) % c.partitions, expect: "WRONG_PARTITION" }),

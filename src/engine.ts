@@ -33,6 +33,7 @@ import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
 import { Recommender } from "./recs/recommender.js";
+import { FeedbackLog } from "./recs/feedback-log.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { DataDirLock } from "./store/data-dir-lock.js";
@@ -245,6 +246,8 @@ export class Engine {
     });
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
+    // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
+    const feedbackLog = new FeedbackLog(js, s, { windowMs: cfg.feedbackWindowMs, maxRequests: cfg.feedbackMaxRequests });
     for (let p = 0; p < cfg.partitions; p++) {
       const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
         partition: p,
@@ -253,6 +256,7 @@ export class Engine {
         consumer: cfg,
         onFatal: (err) => this.#fail(err, { partition: p }),
         beforeAck,
+        feedback: (logged) => feedbackLog.judge(logged),
       });
       await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
       this.#consumers.push(c);
@@ -264,7 +268,11 @@ export class Engine {
     });
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
-    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference));
+    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
+      exploration: { share: cfg.explorationShare, pool: cfg.explorationPool },
+      log: feedbackLog,
+      onExplored: () => this.metrics.recsExplored.inc(),
+    });
     await engineModels.attach({
       shards: pool, recs: recsHost, recommender,
       inference: () => this.#inference,

@@ -261,6 +261,17 @@ export class EngineMetrics {
     labelNames: ["model_version"] as const,
     registers: [this.registry],
   });
+  readonly feedbackLogged = new Counter({
+    name: "portrait_feedback_logged_total",
+    help: "Logged recommendation feedback written to the training log, by kind (impression, click).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly recsExplored = new Counter({
+    name: "portrait_recs_explored_total",
+    help: "Recommend replies that explored (a random order of the exploration pool).",
+    registers: [this.registry],
+  });
   readonly recCtr = new Gauge({
     name: "portrait_recs_ctr",
     help: "Online click-through rate per model version: rec_click / rec_impression events applied since start.",

@@ -11,7 +11,7 @@ import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
 import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
-import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
+import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
@@ -166,6 +166,7 @@ export class BatchApplier {
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
+    const logged: LoggedFeedback[] = [];
     const keys = d.pseudonymised ? new Map<string, string>() : undefined;
     let inEraMs = 0;
     const ahead = new Map<string, number>();
@@ -215,6 +216,9 @@ export class BatchApplier {
       if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+        if (e.recPropensity != null) {
+          logged.push({ index: i, seq, click: e.type === EventType.REC_CLICK, requestId: e.recRequestId, itemId: e.itemId, propensity: e.recPropensity, timestampMs: e.timestampMs, eventId: e.eventId });
+        }
       }
       // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
       const review = analyseReviewEvent(sentiment, e);
@@ -280,6 +284,7 @@ export class BatchApplier {
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
       ...(riskFlags !== undefined ? { riskFlags } : {}),
+      ...(logged.length > 0 ? { logged } : {}),
     };
   }
 

@@ -50,8 +50,24 @@ export const DeadLetterReason = {
   IDENTIFY_CYCLE: "IDENTIFY_CYCLE",
   /** An IDENTITY_HANDOVER without merge_id or state, or not marked forwarded (only the engine publishes them). */
   BAD_HANDOVER: "BAD_HANDOVER",
+  /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
+  BAD_PROPENSITY: "BAD_PROPENSITY",
+  /**
+   * Logged feedback (rec_propensity present) whose rec_request_id names no
+   * reply this engine served within feedbackWindowMs (or whose item was not
+   * in it). Judged after the batch (src/recs/feedback-log.ts): the event fed
+   * the profile like any rec_impression / rec_click; it is kept out of the training log.
+   */
+  UNKNOWN_REC_REQUEST: "UNKNOWN_REC_REQUEST",
+  /** Logged feedback whose rec_propensity differs from the one served for that item in that reply. Judged like UNKNOWN_REC_REQUEST. */
+  PROPENSITY_MISMATCH: "PROPENSITY_MISMATCH",
+  /** A logged REC_CLICK before any logged REC_IMPRESSION of the same item in the same reply. Judged like UNKNOWN_REC_REQUEST. */
+  CLICK_WITHOUT_IMPRESSION: "CLICK_WITHOUT_IMPRESSION",
 } as const;
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
+
+/** The reasons judged against the served replies after a batch (src/recs/feedback-log.ts), never by decodeEvent. */
+export const JUDGED_AFTER_BATCH: ReadonlySet<DeadLetterReason> = new Set<DeadLetterReason>(["UNKNOWN_REC_REQUEST", "PROPENSITY_MISMATCH", "CLICK_WITHOUT_IMPRESSION"]);
 
 export interface EventValidationOptions {
   /** Partition count P of the deployment. */
@@ -141,6 +157,12 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (tooManyAttributes(e.attributes)) return fail("FIELD_TOO_LONG", `more than ${MAX_ATTRIBUTES} attributes`);
   if (o.currency && e.currency !== "" && e.currency !== o.currency) {
     return fail("CURRENCY_MISMATCH", `currency ${JSON.stringify(e.currency)} is not the engine's ${o.currency}`);
+  }
+  if (e.recPropensity != null) {
+    const q = e.recPropensity;
+    if (t !== EventType.REC_IMPRESSION && t !== EventType.REC_CLICK) return fail("BAD_PROPENSITY", "rec_propensity is only for REC_IMPRESSION and REC_CLICK");
+    if (!(q > 0 && q <= 1)) return fail("BAD_PROPENSITY", `rec_propensity ${q} is not in (0, 1]`);
+    if (e.recRequestId === "") return fail("BAD_PROPENSITY", "rec_propensity without rec_request_id");
   }
   // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
   const p = e.forwarded ? partition : partitionOf(e.userId, o.partitions);
