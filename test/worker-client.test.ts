@@ -1,4 +1,6 @@
 /** The worker-thread client and the comlink error transfer, with a real worker thread (test/fixtures/errors.worker.ts). */
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { afterEach, describe, expect, it } from "vitest";
 import { BadRequestError, ErrorCode, PortraitError, fromWire, toWire } from "../src/errors.js";
 import { WorkerClient } from "../src/threads/worker-client.js";
@@ -53,5 +55,19 @@ describe("errors across threads", () => {
     await expect(c.call((api) => api.stats())).rejects.toMatchObject({ code: "WORKER_EXITED" });
     expect(exits.map((e) => e.code)).toEqual(["WORKER_EXITED"]);
     expect(c.alive).toBe(false);
+  });
+
+  it("worker client - a call's result is not kept once the caller dropped it (no reaction left on a pending promise per call)", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const c = spawn();
+    // Each reply is a fresh object on main (structured clone); the caller keeps only weak references to them.
+    const refs: WeakRef<object>[] = [];
+    for (let i = 0; i < 20; i++) refs.push(new WeakRef(await c.call((api) => api.stats())));
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setImmediate(r));
+      gc();
+    }
+    expect(refs.filter((r) => r.deref() !== undefined).length).toBe(0);
   });
 });

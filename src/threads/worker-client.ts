@@ -34,6 +34,8 @@ export class WorkerClient<Api, Stats = never> {
   /** Rejects with WORKER_EXITED when the thread is gone; never resolves. */
   readonly exited: Promise<never>;
   readonly #worker: Worker;
+  /** Rejecters of the calls not answered yet: a thread that goes rejects them all (WORKER_EXITED). */
+  readonly #pending = new Set<(err: PortraitError) => void>();
   #alive = true;
   #closed = false;
   #stats: Stats | undefined;
@@ -47,6 +49,8 @@ export class WorkerClient<Api, Stats = never> {
         this.#alive = false;
         const err = new PortraitError(ErrorCode.WORKER_EXITED, `${o.what} ${why}`);
         reject(err);
+        for (const r of this.#pending) r(err);
+        this.#pending.clear();
         o.onExit(err);
       };
       this.#worker.once("error", (e) => fail(`failed: ${e.message}`));
@@ -59,10 +63,19 @@ export class WorkerClient<Api, Stats = never> {
     return this.#alive;
   }
 
-  /** Runs a call on the worker; rejects with WORKER_EXITED if the thread is gone or goes before it answers. */
+  /**
+   * Runs a call on the worker; rejects with WORKER_EXITED if the thread is
+   * gone or goes before it answers. (Not a race against `exited`: that
+   * promise stays pending while the thread lives, and every race left a
+   * reaction on it holding the call's result, so every reply ever received,
+   * batch results, profiles and candidate lists, stayed on the heap.)
+   */
   call<T>(f: (api: Comlink.Remote<Api>) => Promise<T>): Promise<T> {
     if (!this.#alive) return this.exited;
-    return Promise.race([f(this.api), this.exited]);
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.add(reject);
+      f(this.api).then(resolve, reject).finally(() => this.#pending.delete(reject));
+    });
   }
 
   /** The latest stats heard from the worker: asked with stats(), or reported along with other replies (noteStats). */
