@@ -100,45 +100,48 @@ function rfmScore(value: number, bins: readonly number[], lowerIsBetter: boolean
   return lowerIsBetter ? 5 - passed : 1 + passed;
 }
 
-function compare(x: number | undefined, op: string, v: number): boolean {
-  if (x === undefined) return false;
-  switch (op) {
-    case ">": return x > v;
-    case ">=": return x >= v;
-    case "<": return x < v;
-    case "<=": return x <= v;
-    case "==": return x === v;
-    default: return x !== v;
-  }
-}
-
 /** Windowed fields: name -> [bucket column, days]. */
 const WINDOW_FIELDS = new Map<string, [number, number]>(
   (["events", "carts", "purchases", "revenue"] as const).flatMap((name, i) => [1, 7, 30, 90].map((w) => [`${name}.${w}d`, [i + 1, w]] as [string, [number, number]])),
 );
 
-/** Evaluates rules of one user at one time, collecting the next instant any leaf may change. */
-class Evaluator {
+/**
+ * One user's evaluation at one time: what the compiled rules read, and the
+ * next instant any leaf may change (`due`). One context per thread, reset for
+ * each user (no allocation per evaluation).
+ */
+class EvalContext {
+  u!: UserState;
+  a!: AudienceState;
+  now = 0;
+  env!: EvalEnv;
   due = Infinity;
-  readonly results = new Map<string, boolean>();
-  constructor(readonly u: UserState, readonly a: AudienceState, readonly now: number, readonly env: EvalEnv) {}
+  /** Per audience of the set (its index in defs): 0 = not evaluated in this evaluation, 1 = out, 2 = in. */
+  res = new Uint8Array(0);
+  /** Window sums already computed in this evaluation, by col * 4 + window index; valid where stamp === gen. */
+  readonly win = new Float64Array(20);
+  readonly stamp = new Uint32Array(20);
+  gen = 0;
 
-  #at(t: number): void {
+  reset(u: UserState, a: AudienceState, now: number, env: EvalEnv, audiences: number): void {
+    this.u = u;
+    this.a = a;
+    this.now = now;
+    this.env = env;
+    this.due = Infinity;
+    if (this.res.length < audiences) this.res = new Uint8Array(Math.max(audiences, 2 * this.res.length));
+    else this.res.fill(0, 0, audiences);
+    this.gen++;
+  }
+
+  at(t: number): void {
     if (t > this.now && t < this.due) this.due = t;
   }
 
-  /** Window sums already computed in this evaluation: col * 1000 + days -> sum (their next change is recorded once). */
-  readonly #windows = new Map<number, number>();
-
-  #window(col: number, w: number): number {
-    const memo = this.#windows.get(col * 1000 + w);
-    if (memo !== undefined) return memo;
-    const v = this.#windowSum(col, w);
-    this.#windows.set(col * 1000 + w, v);
-    return v;
-  }
-
-  #windowSum(col: number, w: number): number {
+  window(col: number, wi: number): number {
+    const k = col * 4 + wi;
+    if (this.stamp[k] === this.gen) return this.win[k]!;
+    const w = WINDOW_DAYS[wi]!;
     const d = this.a.d;
     const from = dayOf(this.now) - w + 1;
     let sum = 0;
@@ -149,41 +152,68 @@ class Evaluator {
       if (d[i + col]! !== 0 && d[i]! < oldest) oldest = d[i]!;
       sum += d[i + col]!;
     }
-    if (oldest !== Infinity) this.#at((oldest + w) * DAY_MS);
-    return col === 4 ? sum / 100 : sum;
+    if (oldest !== Infinity) this.at((oldest + w) * DAY_MS);
+    const v = col === 4 ? sum / 100 : sum;
+    this.win[k] = v;
+    this.stamp[k] = this.gen;
+    return v;
   }
 
-  #since(from: number, v: number): number | undefined {
+  since(from: number, v: number): number | undefined {
     if (from <= 0) return undefined;
-    this.#at(from + v * DAY_MS);
-    this.#at(from + v * DAY_MS + 1);
+    this.at(from + v * DAY_MS);
+    this.at(from + v * DAY_MS + 1);
     return (this.now - from) / DAY_MS;
   }
+}
 
-  #field(f: Field, v: number): number | undefined {
-    const u = this.u;
-    const win = WINDOW_FIELDS.get(f);
-    if (win !== undefined) return this.#window(win[0], win[1]);
-    switch (f) {
-      case "rfm.r": {
-        if (u.lastPurchaseMs <= 0) return 0;
-        for (const b of RFM_BINS.recencyDays) this.#at(u.lastPurchaseMs + b * DAY_MS + 1);
-        return rfmScore((this.now - u.lastPurchaseMs) / DAY_MS, RFM_BINS.recencyDays, true);
-      }
-      case "rfm.f": return u.lastPurchaseMs > 0 ? rfmScore(u.orders, RFM_BINS.frequency, false) : 0;
-      case "rfm.m": return u.lastPurchaseMs > 0 ? rfmScore(u.purchased - u.refunded, RFM_BINS.monetary, false) : 0;
-      case "orders": return u.orders;
-      case "net": return u.purchased - u.refunded;
-      case "eventsTotal": return u.n;
-      case "daysSincePurchase": return this.#since(u.lastPurchaseMs, v);
-      case "daysSinceSeen": return this.#since(u.lastSeenMs, v);
-      case "prediction.churnRisk": return this.env.predict?.("churnRisk");
-      case "prediction.purchasePropensity": return this.env.predict?.("purchasePropensity");
-      default: return undefined;
-    }
+/** A compiled rule: its value for the context's user and time (every leaf runs: each records its next change). */
+type Compiled = (c: EvalContext) => boolean;
+const WINDOW_DAYS = [1, 7, 30, 90] as const;
+
+function comparator(op: string, v: number): (x: number | undefined) => boolean {
+  switch (op) {
+    case ">": return (x) => x !== undefined && x > v;
+    case ">=": return (x) => x !== undefined && x >= v;
+    case "<": return (x) => x !== undefined && x < v;
+    case "<=": return (x) => x !== undefined && x <= v;
+    case "==": return (x) => x !== undefined && x === v;
+    default: return (x) => x !== undefined && x !== v;
   }
+}
 
-  #affinity(t: AffinityTable, key: string, topN: number | undefined, minScore: number | undefined): boolean {
+/** A field's value reader (it records the field's next change by time, given the compared value). */
+function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefined {
+  const win = WINDOW_FIELDS.get(f);
+  if (win !== undefined) {
+    const [col, w] = win;
+    const wi = WINDOW_DAYS.indexOf(w as 1 | 7 | 30 | 90);
+    return (c) => c.window(col, wi);
+  }
+  switch (f) {
+    case "rfm.r": return (c) => {
+      const u = c.u;
+      if (u.lastPurchaseMs <= 0) return 0;
+      for (const b of RFM_BINS.recencyDays) c.at(u.lastPurchaseMs + b * DAY_MS + 1);
+      return rfmScore((c.now - u.lastPurchaseMs) / DAY_MS, RFM_BINS.recencyDays, true);
+    };
+    case "rfm.f": return (c) => (c.u.lastPurchaseMs > 0 ? rfmScore(c.u.orders, RFM_BINS.frequency, false) : 0);
+    case "rfm.m": return (c) => (c.u.lastPurchaseMs > 0 ? rfmScore(c.u.purchased - c.u.refunded, RFM_BINS.monetary, false) : 0);
+    case "orders": return (c) => c.u.orders;
+    case "net": return (c) => c.u.purchased - c.u.refunded;
+    case "eventsTotal": return (c) => c.u.n;
+    case "daysSincePurchase": return (c) => c.since(c.u.lastPurchaseMs, v);
+    case "daysSinceSeen": return (c) => c.since(c.u.lastSeenMs, v);
+    case "prediction.churnRisk": return (c) => c.env.predict?.("churnRisk");
+    case "prediction.purchasePropensity": return (c) => c.env.predict?.("purchasePropensity");
+    default: return () => undefined;
+  }
+}
+
+function affinityRule(dimension: "category" | "brand" | "priceBand", key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+  const table = dimension === "category" ? (u: UserState) => u.cat : dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
+  return (c) => {
+    const t: AffinityTable = table(c.u);
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
@@ -195,57 +225,99 @@ class Evaluator {
       ok = above < topN;
     }
     if (minScore !== undefined) {
-      const hl = this.env.profile.halfLifeMs;
-      const ref = this.u.affRefMs;
-      const score = raw * Math.pow(2, -(this.now - ref) / hl);
-      if (score >= minScore) this.#at(Math.ceil(ref + hl * Math.log2(raw / minScore)) + 1);
+      const hl = c.env.profile.halfLifeMs;
+      const ref = c.u.affRefMs;
+      const score = raw * Math.pow(2, -(c.now - ref) / hl);
+      if (score >= minScore) c.at(Math.ceil(ref + hl * Math.log2(raw / minScore)) + 1);
       ok = ok && score >= minScore;
     }
     return ok;
-  }
-
-  rule(r: Rule): boolean {
-    // Every leaf is evaluated (no short cut), so that every leaf's next change is known.
-    if ("all" in r) {
-      let ok = true;
-      for (const x of r.all) ok = this.rule(x) && ok;
-      return ok;
-    }
-    if ("any" in r) {
-      let ok = false;
-      for (const x of r.any) ok = this.rule(x) || ok;
-      return ok;
-    }
-    if ("not" in r) return !this.rule(r.not);
-    if ("field" in r) return compare(this.#field(r.field, r.value), r.op, r.value);
-    if ("affinity" in r) {
-      const x = r.affinity;
-      const t = x.dimension === "category" ? this.u.cat : x.dimension === "brand" ? this.u.brand : this.u.band;
-      return this.#affinity(t, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
-    }
-    if ("session" in r) {
-      const u = this.u;
-      if (u.sCount === 0 || this.a.scS !== u.sCount) return false;
-      const end = u.sLastMs + this.env.profile.sessionGapMs;
-      if (this.now > end) return false;
-      this.#at(end + 1);
-      const i = this.a.sc.indexOf(r.session.category);
-      if (i < 0) return false;
-      const n = this.a.scn[i]!;
-      let above = 0;
-      for (let j = 0; j < this.a.sc.length; j++) if (this.a.scn[j]! > n || (this.a.scn[j] === n && j < i)) above++;
-      return above < (r.session.topN ?? 1);
-    }
-    if ("cartAbandoned" in r) {
-      const cart = this.a.cart;
-      if (cart <= 0 || this.u.lastPurchaseMs >= cart) return false;
-      const at = cart + r.cartAbandoned.afterMinutes * 60_000;
-      this.#at(at);
-      return this.now >= at;
-    }
-    return this.results.get(r.inAudience) === true;
-  }
+  };
 }
+
+/** Compiles a rule once per set; `index`: position of each audience in the set's evaluation order (references come first). */
+function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
+  if ("all" in r) {
+    const xs = r.all.map((x) => compileRule(x, index));
+    return (c) => {
+      let ok = true;
+      for (let i = 0; i < xs.length; i++) ok = xs[i]!(c) && ok;
+      return ok;
+    };
+  }
+  if ("any" in r) {
+    const xs = r.any.map((x) => compileRule(x, index));
+    return (c) => {
+      let ok = false;
+      for (let i = 0; i < xs.length; i++) ok = xs[i]!(c) || ok;
+      return ok;
+    };
+  }
+  if ("not" in r) {
+    const x = compileRule(r.not, index);
+    return (c) => !x(c);
+  }
+  if ("field" in r) {
+    const read = fieldReader(r.field, r.value);
+    const cmp = comparator(r.op, r.value);
+    return (c) => cmp(read(c));
+  }
+  if ("affinity" in r) {
+    const x = r.affinity;
+    return affinityRule(x.dimension, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+  }
+  if ("session" in r) {
+    const category = r.session.category;
+    const topN = r.session.topN ?? 1;
+    return (c) => {
+      const u = c.u;
+      const a = c.a;
+      if (u.sCount === 0 || a.scS !== u.sCount) return false;
+      const end = u.sLastMs + c.env.profile.sessionGapMs;
+      if (c.now > end) return false;
+      c.at(end + 1);
+      const i = a.sc.indexOf(category);
+      if (i < 0) return false;
+      const n = a.scn[i]!;
+      let above = 0;
+      for (let j = 0; j < a.sc.length; j++) if (a.scn[j]! > n || (a.scn[j] === n && j < i)) above++;
+      return above < topN;
+    };
+  }
+  if ("cartAbandoned" in r) {
+    const afterMs = r.cartAbandoned.afterMinutes * 60_000;
+    return (c) => {
+      const cart = c.a.cart;
+      if (cart <= 0 || c.u.lastPurchaseMs >= cart) return false;
+      const at = cart + afterMs;
+      c.at(at);
+      return c.now >= at;
+    };
+  }
+  const id = r.inAudience;
+  const j = index.get(id)!;
+  // Evaluated before this audience in this evaluation, or (skipped: no event of its types) its membership as it stands.
+  return (c) => {
+    const v = c.res[j]!;
+    if (v !== 0) return v === 2;
+    return (c.a.m[id]?.[0] ?? 0) > 0;
+  };
+}
+
+/** The compiled rules of a set, in its order; built once per set. */
+const compiledSets = new WeakMap<CompiledAudiences, readonly Compiled[]>();
+
+function rulesOf(set: CompiledAudiences): readonly Compiled[] {
+  let rules = compiledSets.get(set);
+  if (rules === undefined) {
+    const index = new Map(set.defs.map((d, i) => [d.id, i]));
+    rules = set.defs.map((d) => compileRule(d.rule, index));
+    compiledSets.set(set, rules);
+  }
+  return rules;
+}
+
+const context = new EvalContext();
 
 /** Holdout draw of a user for an audience: stable (a hash of both), uniform in [0, 1). */
 export function holdoutDraw(user: string, audience: string): number {
@@ -270,7 +342,8 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * Evaluates the audiences of the set for one user at `now` (not before the
  * user's last event), updates the memberships and `due`, and returns the
  * transitions. Memberships of audiences no longer in the set exit with reason
- * "deleted".
+ * "deleted" in a whole evaluation (a changed set is backfilled: every stored
+ * profile is evaluated in whole).
  *
  * `events`: the event types (eventBit) applied to the user since its last
  * evaluation, when that is all that happened; undefined = evaluate every
@@ -286,24 +359,28 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
   const partial = events !== undefined && a.w === 1 && (a.due === 0 || t < a.due);
-  const ev = new Evaluator(u, a, t, env);
+  const rules = rulesOf(set);
+  const c = context;
+  c.reset(u, a, t, env, rules.length);
   const out: Transition[] = [];
   const defs = set.defs;
+  const masks = set.masks;
   for (let i = 0; i < defs.length; i++) {
+    if (partial && (masks[i]! & events) === 0) continue;
     const def = defs[i]!;
-    const was = (a.m[def.id]?.[0] ?? 0) > 0;
-    if (partial && (set.masks[i]! & events) === 0) {
-      ev.results.set(def.id, was);
-      continue;
-    }
-    const inside = ev.rule(def.rule);
-    ev.results.set(def.id, inside);
+    const inside = rules[i]!(c);
+    c.res[i] = inside ? 2 : 1;
+    const m = a.m[def.id];
+    const was = m !== undefined && m[0] > 0;
     if (inside !== was) out.push(transition(a, user, def, def.id, inside, t, reason));
   }
-  for (const id in a.m) {
-    if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
+  // Memberships of deleted audiences: in whole evaluations (a new set re-evaluates every stored profile in whole: its backfill).
+  if (!partial) {
+    for (const id in a.m) {
+      if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
+    }
   }
-  const due = ev.due === Infinity ? 0 : ev.due;
+  const due = c.due === Infinity ? 0 : c.due;
   a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
   a.w = 1;
   return out;
