@@ -170,6 +170,7 @@ async function main(): Promise<void> {
     // ahead, every user's timers fired at once, and the probes waited behind that burst.)
     const t0 = Date.now() - SPAN_DAYS * 86_400_000 - 60_000;
     const rates: number[] = [];
+    const cpus_: number[] = [];
     for (const [name, defs] of [["none", []], ["100", SET === "shop" ? shopAudiences() : churnyAudiences()]] as const) {
       const prefix = `ba${name}`;
       const client = new PortraitClient(nc, { partitions: PARTITIONS, subjectPrefix: prefix, requestTimeoutMs: 30_000 });
@@ -187,8 +188,14 @@ async function main(): Promise<void> {
       // the first poll that saw an applied event gave absurd rates when most events were applied before that poll. Events the
       // consumers apply before start() resolves still count (an overstatement of both figures; use many events).
       const started = performance.now();
+      const cpu0 = process.cpuUsage();
       while ((await applied(engine)) < EVENTS) await new Promise((r) => setTimeout(r, 5));
       const rate = EVENTS / ((performance.now() - started) / 1000);
+      // CPU of this process (engine threads; the publisher is idle here) per event: unlike the rate, not divided among the
+      // other processes of a shared machine. The broker's CPU (a separate process) is not in it.
+      const cpu = process.cpuUsage(cpu0);
+      const cpuPerEvent = (cpu.user + cpu.system) / EVENTS;
+      cpus_.push(cpuPerEvent);
       const jsm = await nc.jetstreamManager();
       const transitions = (await jsm.streams.info(engine.subjects.audienceStream)).state.messages;
       // Before measures 2-4: the enter/exit events of the ingest still being published settle (stable for 1 s, at most 60 s).
@@ -200,7 +207,7 @@ async function main(): Promise<void> {
       }
       rates.push(rate);
       rows.push([`ingest, ${name === "none" ? "no audiences" : `100 active audiences (${SET})`} (events/s)`, rate.toFixed(0),
-        `${transitions} enter/exit events published (${(transitions / EVENTS).toFixed(2)} per event)`]);
+        `${transitions} enter/exit events published (${(transitions / EVENTS).toFixed(2)} per event); engine process CPU ${cpuPerEvent.toFixed(1)} µs per event`]);
       console.log(`- ${rows[rows.length - 1]!.join(": ")}`);
       if (name !== "none" && !a["no-live"]) {
         // 2-4 run on this engine (100 audiences, stored profiles of USERS users); a request that times out on a saturated
@@ -211,6 +218,8 @@ async function main(): Promise<void> {
     }
     const cost = 1 - rates[1]! / rates[0]!;
     rows.splice(2, 0, ["throughput cost of 100 audiences", `${(cost * 100).toFixed(1)}%`, "target <= 20%"]);
+    rows.splice(3, 0, ["throughput cost of 100 audiences from CPU per event (1 - without / with)", `${((1 - cpus_[0]! / cpus_[1]!) * 100).toFixed(1)}%`,
+      `engine process CPU per event ${cpus_[1]!.toFixed(1)} / ${cpus_[0]!.toFixed(1)} µs with / without; read this one on a shared machine (a rate is divided among every process that runs, CPU per event is not)`]);
   } finally {
     await nc.close();
     await nats.stop();
