@@ -21,7 +21,11 @@
  *   profile's sessionGapMs without events);
  * - `{ "cartAbandoned": { "afterMinutes": m } }`: the user's last add-to-cart is at least m
  *   minutes old and no purchase came after it;
- * - `{ "inAudience": id }`: the user is a member of another audience (no cycles).
+ * - `{ "inAudience": id }`: the user is a member of another audience (no cycles);
+ * - `{ "percentile": { "field": P, "top": t } }` where P is a prediction field: a
+ *   percentile cohort, the user's prediction is in the top t% (0 < t < 100) of the
+ *   predictions of the shard's users as they stand (a sketch kept current with
+ *   every evaluation: audience-state.ts CohortSketches).
  *
  * Time is part of the rules: windows end at the evaluation time, "days since"
  * grows; the engine fires the transitions that time alone causes (audience-state.ts).
@@ -61,6 +65,8 @@ export const FIELDS = [
   "prediction.churnRisk", "prediction.purchasePropensity",
 ] as const;
 export type Field = (typeof FIELDS)[number];
+export const PREDICTION_FIELDS = ["prediction.churnRisk", "prediction.purchasePropensity"] as const;
+export type PredictionField = (typeof PREDICTION_FIELDS)[number];
 export const OPS = [">", ">=", "<", "<=", "==", "!="] as const;
 export type Op = (typeof OPS)[number];
 
@@ -75,9 +81,12 @@ export type Rule =
   | { affinity: { dimension: "category" | "brand" | "priceBand"; key: string; topN?: number | undefined; minScore?: number | undefined } }
   | { session: { category: string; topN?: number | undefined } }
   | { cartAbandoned: { afterMinutes: number } }
-  | { inAudience: string };
+  | { inAudience: string }
+  | { percentile: { field: PredictionField; top: number } };
 
-const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
+// Built once: a bare z.lazy(() => z.union(...)) builds the whole union again at every rule node of every parse.
+let ruleUnion: z.ZodType<Rule> | undefined;
+const ruleSchema: z.ZodType<Rule> = z.lazy(() => (ruleUnion ??= z.union([
   z.object({ all: z.array(ruleSchema).min(1) }).strict(),
   z.object({ any: z.array(ruleSchema).min(1) }).strict(),
   z.object({ not: ruleSchema }).strict(),
@@ -91,7 +100,8 @@ const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
   z.object({ session: z.object({ category: key, topN: z.number().int().min(1).max(8).optional() }).strict() }).strict(),
   z.object({ cartAbandoned: z.object({ afterMinutes: z.number().positive().max(90 * 24 * 60) }).strict() }).strict(),
   z.object({ inAudience: z.string().regex(ID_RE) }).strict(),
-]));
+  z.object({ percentile: z.object({ field: z.enum(PREDICTION_FIELDS), top: z.number().gt(0).lt(100) }).strict() }).strict(),
+])));
 
 export const definitionSchema = z.object({
   /** Stable id: lower-case letters, digits, '-' and '_', at most 64 (it is part of subjects and message ids). */
@@ -131,7 +141,7 @@ function blame(issues: readonly z.ZodIssue[]): z.ZodIssue {
   const here = i.path.length;
   const fits = i.unionErrors.filter((u) => !u.issues.some((x) => x.code === "unrecognized_keys" && x.path.length === here));
   if (fits.length === 0) {
-    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience` };
+    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, percentile` };
   }
   fits.sort((a, b) => a.issues.length - b.issues.length);
   return blame(fits[0]!.issues);

@@ -92,6 +92,109 @@ export interface EvalEnv {
   profile: CompiledProfileOptions;
   /** A model's prediction for the user at `now`, or undefined when there is none. */
   predict?: ((name: "churnRisk" | "purchasePropensity") => number | undefined) | undefined;
+  /** The percentile cohorts' sketches (the shard's); without them a percentile rule is false. */
+  cohorts?: CohortSketches | undefined;
+}
+
+/** Bins of a cohort sketch over [0, 1] (predictions are probabilities): boundaries are kept to 1/COHORT_BINS. */
+export const COHORT_BINS = 1000;
+const PREDICTIONS = ["churnRisk", "purchasePropensity"] as const;
+type PredictionName = (typeof PREDICTIONS)[number];
+
+/**
+ * Percentile cohorts ("the top 10% of churn risk"): per prediction, a
+ * histogram of the latest prediction of each user evaluated by a percentile
+ * rule (COHORT_BINS bins over [0, 1]). A user's bin is kept in its state
+ * (`AudienceState.q`), so a new value moves the user's one count rather than
+ * adding one: the histogram counts users, not evaluations. A cohort's
+ * boundary is the lower edge of the bin where the users counted from the top
+ * first reach the cohort's share; it is recomputed after every 0.5% of the
+ * counted users changed bins (so it stays current as predictions move).
+ * The shard keeps one per engine shard (users are spread over shards by a
+ * hash, so each shard's distribution estimates the whole's) and stores it
+ * with its batches (audience-runner.ts).
+ */
+export class CohortSketches {
+  readonly counts: Record<PredictionName, Float64Array> = { churnRisk: new Float64Array(COHORT_BINS), purchasePropensity: new Float64Array(COHORT_BINS) };
+  readonly #total = { churnRisk: 0, purchasePropensity: 0 };
+  readonly #moves = { churnRisk: 0, purchasePropensity: 0 };
+  readonly #boundaries = new Map<string, number>();
+  /** Changed since the last `taken()`. */
+  dirty = false;
+
+  constructor(stored?: Partial<Record<PredictionName, number[]>>) {
+    for (const n of PREDICTIONS) {
+      const xs = stored?.[n];
+      if (xs === undefined || xs.length !== COHORT_BINS) continue;
+      this.counts[n].set(xs);
+      this.#total[n] = xs.reduce((x, y) => x + y, 0);
+    }
+  }
+
+  static bin(x: number): number {
+    return Math.min(COHORT_BINS - 1, Math.max(0, Math.floor(x * COHORT_BINS)));
+  }
+
+  /** Counts the user's prediction `x` (moving its earlier count). */
+  observe(a: AudienceState, name: PredictionName, x: number): void {
+    const k = PREDICTIONS.indexOf(name);
+    const q = (a.q ??= [0, 0]);
+    const b = CohortSketches.bin(x) + 1;
+    if (q[k] === b) return;
+    const c = this.counts[name];
+    if (q[k]! > 0) c[q[k]! - 1]!--;
+    else this.#total[name]++;
+    c[b - 1]!++;
+    q[k] = b;
+    this.#moves[name]++;
+    this.dirty = true;
+  }
+
+  /** Takes the user out (forgotten). */
+  drop(a: AudienceState | undefined): void {
+    if (a?.q === undefined) return;
+    PREDICTIONS.forEach((name, k) => {
+      const b = a.q![k]!;
+      if (b <= 0) return;
+      this.counts[name][b - 1]!--;
+      this.#total[name]--;
+      this.#moves[name]++;
+      this.dirty = true;
+    });
+    a.q = [0, 0];
+  }
+
+  /** The lower bound of the top `top`% of the counted users' predictions; undefined before any user is counted. */
+  boundary(name: PredictionName, top: number): number | undefined {
+    const total = this.#total[name];
+    if (total <= 0) return undefined;
+    if (this.#moves[name] > Math.max(1, total / 200)) {
+      this.#boundaries.clear();
+      this.#moves[name] = 0;
+    }
+    const key = `${name}:${top}`;
+    let v = this.#boundaries.get(key);
+    if (v === undefined) {
+      const want = (top / 100) * total;
+      const c = this.counts[name];
+      let above = 0;
+      let i = COHORT_BINS - 1;
+      for (; i > 0; i--) {
+        above += c[i]!;
+        if (above >= want) break;
+      }
+      v = i / COHORT_BINS;
+      this.#boundaries.set(key, v);
+    }
+    return v;
+  }
+
+  /** The histograms to store, when changed since the last call. */
+  taken(): Record<PredictionName, number[]> | undefined {
+    if (!this.dirty) return undefined;
+    this.dirty = false;
+    return { churnRisk: [...this.counts.churnRisk], purchasePropensity: [...this.counts.purchasePropensity] };
+  }
 }
 
 function rfmScore(value: number, bins: readonly number[], lowerIsBetter: boolean): number {
@@ -296,8 +399,19 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
       return c.now >= at;
     };
   }
-  const id = r.inAudience;
-  const j = index.get(id)!;
+  if ("percentile" in r) {
+    const name = r.percentile.field === "prediction.churnRisk" ? "churnRisk" : "purchasePropensity";
+    const top = r.percentile.top;
+    return (c) => {
+      const x = c.env.predict?.(name);
+      const sk = c.env.cohorts;
+      if (x === undefined || sk === undefined) return false;
+      sk.observe(c.a, name, x);
+      const b = sk.boundary(name, top);
+      return b !== undefined && x >= b;
+    };
+  }
+  const j = index.get(r.inAudience)!;
   // Evaluated before this audience in this evaluation, or (skipped: no event of its types) its membership as it stands.
   return (c) => {
     const v = c.res[j]!;

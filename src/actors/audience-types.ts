@@ -34,6 +34,12 @@ export interface AudienceState {
    * replaced by one at the due (audience-runner.ts).
    */
   tm?: number;
+  /**
+   * Percentile cohorts: the bin (1-based; 0 = none) of the user's prediction
+   * counted in the shard's sketch, [churnRisk, purchasePropensity] (absent
+   * until a percentile rule evaluated the user): audience-state.ts CohortSketches.
+   */
+  q?: [number, number];
 }
 
 /** One enter or exit: published once on the audience stream. */

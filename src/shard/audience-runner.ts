@@ -13,6 +13,9 @@
  *   written with every change (a count is a sum over partitions, not a scan);
  * - outbox: ["o", partition, message id] -> the transition, until the main
  *   thread has published it (JetStream PubAck) and tells the shard.
+ * - cohort sketch: ["q", shard] -> the shard's percentile-cohort histograms
+ *   (CohortSketches), written with a batch at most once a second when changed,
+ *   read at start.
  *
  * Exactly once: a transition exists only in a committed state (its number is
  * in the user's memberships) together with its outbox entry; the main thread
@@ -22,7 +25,7 @@
  */
 import type { Actor } from "../actors/actor.js";
 import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
-import { evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
+import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
@@ -75,11 +78,14 @@ export class AudienceRunner {
   #hash = "[]";
   readonly #counts = new Map<string, number>();
   #backfill: { cursor: string; scanned: number; total: number; hash: string } | undefined;
+  readonly #cohorts: CohortSketches;
+  #cohortsWrittenAt = 0;
 
   constructor(d: AudienceRunnerDeps) {
     this.#d = d;
     this.#s = subjects(d.subjectPrefix);
     this.#owned = new Set(d.partitions);
+    this.#cohorts = new CohortSketches(d.store.audienceGet(["q", d.shard]) as ConstructorParameters<typeof CohortSketches>[0]);
   }
 
   get size(): number {
@@ -178,7 +184,7 @@ export class AudienceRunner {
       const u = actor.state;
       const oldTimer = timerOf(u.aud);
       if (u.aud === undefined) changed.add(key);
-      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)) };
+      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events);
       const a = u.aud!;
       const due = a.due;
@@ -199,6 +205,10 @@ export class AudienceRunner {
       }
     }
     this.#writeCounts(partition, deltas, side);
+    if (this.#cohorts.dirty && performance.now() - this.#cohortsWrittenAt >= 1000) {
+      this.#cohortsWrittenAt = performance.now();
+      side.puts.push([["q", d.shard], this.#cohorts.taken()]);
+    }
     return changed;
   }
 
@@ -208,6 +218,7 @@ export class AudienceRunner {
     const out: OutboundMessage[] = [];
     if (u?.aud === undefined) return { side, out };
     const p = u.aud.p;
+    this.#cohorts.drop(u.aud);
     const timer = timerOf(u.aud);
     if (timer > 0) side.removes.push(["t", p, timer, key]);
     const deltas = new Map<string, number>();
