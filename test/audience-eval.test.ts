@@ -126,4 +126,25 @@ describe("audience evaluation by event type", () => {
     cohorts.drop(users[0]!.u.aud);
     expect(cohorts.counts.churnRisk.reduce((a, b) => a + b, 0)).toBe(2999);
   });
+
+  it("short-term interest: the session's top category follows a change of interest inside the session within a few events", () => {
+    const set = compileAudiences([
+      { id: "now-c1", rule: { session: { category: "c1", topN: 1 } } },
+      { id: "now-c2", rule: { session: { category: "c2", topN: 1 } } },
+    ]);
+    const u = newUserState();
+    let t = Date.UTC(2026, 0, 1);
+    const tops: string[] = [];
+    for (const cat of ["c1", "c1", "c1", "c1", "c1", "c1", "c2", "c2", "c2", "c2"]) {
+      t += 60_000; // one session: a minute apart
+      const e: ProfileEvent = { type: EventType.VIEW, timestampMs: t, itemId: "i", categoryId: cat, brand: "", price: 1, quantity: 1, currency: "", sessionId: "", orderId: "" };
+      applyEvent(u, e, PROFILE_DEFAULTS);
+      observeAudienceEvent(u, e, 0);
+      evaluateAudiences("u", u, set, t, { profile: PROFILE_DEFAULTS }, "event", 0);
+      tops.push(Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([id]) => id).join(","));
+    }
+    expect(u.sCount).toBe(1);
+    // Six views of c1, then c2: plain counts would keep c1 on top until the seventh c2; decayed ones switch at the third.
+    expect(tops).toEqual(["now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c2", "now-c2"]);
+  });
 });

@@ -38,6 +38,14 @@ export const DAY_MS = 86_400_000;
 export const BUCKET_DAYS = 90;
 const STRIDE = 5;
 const SESSION_CATEGORIES = 8;
+/**
+ * Short-term interest: the session's category counts halve every this many
+ * events of the session (each event multiplies them by SESSION_DECAY before
+ * adding 1 to its category), so the session's top category follows a change
+ * of interest within a few events (bench/interest-shift.ts).
+ */
+export const SESSION_HALF_LIFE_EVENTS = 3;
+const SESSION_DECAY = 2 ** (-1 / SESSION_HALF_LIFE_EVENTS);
 
 export type { AudienceState, Transition };
 export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten";
@@ -78,11 +86,21 @@ export function observeAudienceEvent(u: UserState, e: ProfileEvent, partition: n
     a.scn = [];
   }
   if (e.categoryId !== "") {
+    // Counts decayed per event (SESSION_HALF_LIFE_EVENTS): the session's top follows a change of interest inside a session.
+    for (let j = 0; j < a.scn.length; j++) a.scn[j] = Math.round(a.scn[j]! * SESSION_DECAY * 1000) / 1000;
     const i = a.sc.indexOf(e.categoryId);
     if (i >= 0) a.scn[i]!++;
     else if (a.sc.length < SESSION_CATEGORIES) {
       a.sc.push(e.categoryId);
       a.scn.push(1);
+    } else {
+      // The table is full: the category replaces the weakest one (the current interest is never left out).
+      let weakest = 0;
+      for (let j = 1; j < a.scn.length; j++) if (a.scn[j]! < a.scn[weakest]!) weakest = j;
+      if (a.scn[weakest]! < 1) {
+        a.sc[weakest] = e.categoryId;
+        a.scn[weakest] = 1;
+      }
     }
   }
 }
