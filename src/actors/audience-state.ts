@@ -503,6 +503,7 @@ export function holdoutDraw(user: string, audience: string): number {
 function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
   const m = (a.m[id] ??= [0, 0, 0]);
   m[1]++;
+  const since = entered ? at : m[0];
   if (entered) {
     m[0] = at;
     const share = def?.holdoutShare ?? 0;
@@ -510,7 +511,7 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
   } else {
     m[0] = 0;
   }
-  return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1 };
+  return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1, sinceMs: since };
 }
 
 /**

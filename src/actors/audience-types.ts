@@ -55,5 +55,7 @@ export interface Transition {
   reason: string;
   /** A holdout member: recorded, but not to be contacted. */
   holdout: boolean;
+  /** When the membership began (an enter: atMs; an exit: the time of its enter). Not on the stream (the enter carries it). */
+  sinceMs?: number;
 }
 
