@@ -474,6 +474,8 @@ interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
+  /** The membership entries of `m` by index in the set (undefined = never entered), so that a transition does not look them up by id. */
+  entries: ([number, number, number] | undefined)[];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -483,10 +485,12 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = flagCache.get(a);
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array(set.defs.length).fill(undefined), others: 0 };
   for (const id in a.m) {
-    if (a.m[id]![0] <= 0) continue;
+    const m = a.m[id]!;
     const i = index.get(id);
+    if (i !== undefined) g.entries[i] = m;
+    if (m[0] <= 0) continue;
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
@@ -500,8 +504,8 @@ export function holdoutDraw(user: string, audience: string): number {
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
-  const m = (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: [number, number, number]): Transition {
+  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
   m[1]++;
   const since = entered ? at : m[0];
   if (entered) {
@@ -549,7 +553,9 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      out.push(transition(a, user, def, def.id, inside, t, reason));
+      let entry = f.entries[i];
+      if (entry === undefined) a.m[def.id] = f.entries[i] = entry = [0, 0, 0];
+      out.push(transition(a, user, def, def.id, inside, t, reason, entry));
       flags[i] = inside ? 1 : 0;
     }
   }
