@@ -84,6 +84,8 @@ export class EngineModels {
   /** The names that follow the registry. */
   readonly #followed: EngineModelName[];
   #served: ServedSet = {};
+  /** The review sentiment model: read from modelsDir at start, not followed in the registry. */
+  #sentiment: ServedModel | undefined;
   #targets: SwapTargets | undefined;
   #pin: Pin | undefined;
   #watch: QueuedIterator<KvEntry> | undefined;
@@ -112,13 +114,16 @@ export class EngineModels {
     }
     const set = await m.#desired();
     m.#publish(set);
+    m.#sentiment = m.#local("sentiment", cfg.sentimentModel);
+    if (m.#sentiment !== undefined) log.info({ model: "sentiment", version: m.#sentiment.version, dir: m.#sentiment.dir }, "model loaded");
     return m;
   }
 
   /** The version directories to start the components with. */
-  get dirs(): { lstmDir?: string; churnDir?: string; propensityDir?: string; deepfmDir?: string } {
+  get dirs(): { lstmDir?: string; churnDir?: string; propensityDir?: string; deepfmDir?: string; sentimentDir?: string } {
     const s = this.#served;
     return {
+      ...(this.#sentiment !== undefined ? { sentimentDir: this.#sentiment.dir } : {}),
       ...(s.lstm !== undefined ? { lstmDir: s.lstm.dir } : {}),
       ...(s.churn !== undefined ? { churnDir: s.churn.dir } : {}),
       ...(s.propensity !== undefined ? { propensityDir: s.propensity.dir } : {}),
@@ -181,7 +186,7 @@ export class EngineModels {
   }
 
   /** A model from modelsDir, by its option (the rules of EngineOptions.lstmModel). */
-  #local(name: EngineModelName, spec: string): ServedModel | undefined {
+  #local(name: EngineModelName | "sentiment", spec: string): ServedModel | undefined {
     const cfg = this.#cfg;
     if (spec === "off") return undefined;
     if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {

@@ -222,10 +222,11 @@ export class Engine {
       backfillChunk: cfg.audienceBackfillPerTick,
       models: {
         ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
-        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}), shopSource: streamSource(s.eventStream),
+        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}),
+        ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents);
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
 
     const js = this.#nc.jetstream();
     const pool0 = this.#pool;
@@ -324,6 +325,7 @@ export class Engine {
       return [{ thread: "recs", heap: r.heap, tables }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
+    this.metrics.shardBatchesHeld = () => pool0.heldBatches();
     this.log.info({
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",

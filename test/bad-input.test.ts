@@ -39,6 +39,8 @@ import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
 import { DeadLetterReason, decodeEvent } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { resolveModel } from "../src/models/artifacts.js";
+import { SentimentModel, analyseReviewEvent } from "../src/models/sentiment-model.js";
 import { bystanderEvent, fuzzPayloads, runDecodeFuzz, verdict, type FuzzContext, type Verdict } from "../bench/fuzz-events.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
 import { waitFor } from "./helpers/nats.js";
@@ -90,7 +92,13 @@ async function readDeadLetters(nc: NatsConnection, stream: string, n: number): P
 /** Each bystander's profile (at AS_OF, predictions left out) equals the view of the reference state. */
 async function expectBystanders(client: PortraitClient, engine: Engine, good: IEvent[], users: string[]): Promise<void> {
   const ref = new Map<string, UserState>(users.map((u) => [u, newUserState()]));
-  for (const e of good) applyEvent(ref.get(e.userId!)!, pb.Event.decode(enc(e)), engine.config.profile);
+  // The shard's own enrichment: a review's text through the engine's sentiment model.
+  const sentiment = SentimentModel.load(resolveModel(engine.config.modelsDir, "sentiment").dir);
+  for (const e of good) {
+    const d = pb.Event.decode(enc(e));
+    const review = analyseReviewEvent(sentiment, d);
+    applyEvent(ref.get(e.userId!)!, review !== undefined ? Object.assign(d, { review }) : d, engine.config.profile);
+  }
   for (const u of users) {
     const got = await client.getProfile(u, { asOfMs: AS_OF });
     delete got.predictions;
@@ -98,7 +106,7 @@ async function expectBystanders(client: PortraitClient, engine: Engine, good: IE
     expect(got.audiences, u).toEqual([]);
     delete got.audiences;
     // Category names are the shard's (the last name any event gave the category), not part of the user's state: checked in operator.test.ts.
-    for (const c of got.categories) {
+    for (const c of [...got.categories, ...(got.reviews?.categories ?? [])]) {
       if (c.label !== undefined) expect(c.label, `${u} ${c.key}`).toMatch(/\S/);
       delete c.label;
     }

@@ -85,7 +85,7 @@ describe("learn the DeepFM ranker from the stream", () => {
     // The planted signal (the user's category) is learned and beats the baselines on the later window; popularity knows nothing here.
     expect(e1.baselines["popularity (item interactions so far)"]).toBeLessThan(0.6);
     expect(e1.challenger).toBeGreaterThan(0.7);
-    expect(decidePromotion(first.manifest, undefined).promote).toBe(e1.challenger > Math.max(...Object.values(e1.baselines)));
+    expect(decidePromotion(first.manifest, undefined, subjects(prefix).eventStream).promote).toBe(e1.challenger > Math.max(...Object.values(e1.baselines)));
     expect((first.manifest.features as { schema: { dense: string } }).schema.dense).toBe("none");
 
     // Second version on the same stream and seed: the champion (the first, CURRENT, with its own schema) is scored on the same rows
@@ -98,7 +98,7 @@ describe("learn the DeepFM ranker from the stream", () => {
     const e2 = second.manifest.evaluation!;
     expect(e2.champion).toEqual({ version: first.manifest.version, value: e1.challenger });
     expect(e2.testWindow).toEqual(e1.testWindow);
-    const d = decidePromotion(second.manifest, first.manifest.version);
+    const d = decidePromotion(second.manifest, first.manifest.version, subjects(prefix).eventStream);
     expect(d.promote).toBe(e2.challenger > e1.challenger && Object.values(e2.baselines).every((b) => e2.challenger > b));
     if (!d.promote) expect(d.reason).toMatch(/does not beat/);
 

@@ -12,6 +12,7 @@ import { BUNDLED_MODELS_DIR, currentVersion, type ModelEvaluation, type ModelMan
 import { ModelRegistry, decidePromotion } from "../src/models/registry.js";
 import type { NatsServerHandle } from "../src/bus/nats-server-launcher.js";
 import { uniquePrefix } from "./helpers/engine.js";
+import { subjects } from "../src/bus/subjects.js";
 import { startTestNats, tmpDir } from "./helpers/nats.js";
 
 let server: NatsServerHandle;
@@ -39,9 +40,14 @@ function churnVersion(version: string, edit: (m: ModelManifest) => void = () => 
   return dir;
 }
 
-function evaluation(challenger: number, champion: { version: string; value: number } | undefined, baselines: Record<string, number>): ModelEvaluation {
+/** The event stream the registry tests' evaluations come from (a deployment with prefix "test"). */
+const TEST_STREAM = "TEST_EVENTS";
+
+function evaluation(
+  challenger: number, champion: { version: string; value: number } | undefined, baselines: Record<string, number>, source = `stream:${TEST_STREAM}`,
+): ModelEvaluation {
   return {
-    source: "stream:TEST_EVENTS", trainWindow: { fromMs: 0, toMs: 1000 }, testWindow: { fromMs: 1000, toMs: 2000 },
+    source, trainWindow: { fromMs: 0, toMs: 1000 }, testWindow: { fromMs: 1000, toMs: 2000 },
     counts: { train: 100, test: 50 }, metric: "AUC", higherIsBetter: true, challenger, ...(champion ? { champion } : {}), baselines,
   };
 }
@@ -67,6 +73,7 @@ describe("model registry - Object Store and KV", () => {
   it("registry - push, list, seed, promote on a win, refuse a loss, force, rollback: files and records round-trip", async () => {
     const prefix = uniquePrefix("reg");
     const reg = await ModelRegistry.open(nc, { prefix, create: true });
+    const shop = `stream:${subjects(prefix).eventStream}`;
     // Seed: the bundled CURRENT, promoted as the seed, once.
     expect(await reg.seed(BUNDLED_MODELS_DIR, ["churn"])).toEqual(["churn"]);
     expect(await reg.seed(BUNDLED_MODELS_DIR, ["churn"])).toEqual([]);
@@ -88,7 +95,7 @@ describe("model registry - Object Store and KV", () => {
     }
 
     // A challenger that beats the champion but not every baseline is refused; nothing changes.
-    await reg.push(churnVersion("t.2", (m) => (m.evaluation = evaluation(0.8, { version: churnSeed, value: 0.7 }, { popularity: 0.6, "rfm-logistic": 0.81 }))));
+    await reg.push(churnVersion("t.2", (m) => (m.evaluation = evaluation(0.8, { version: churnSeed, value: 0.7 }, { popularity: 0.6, "rfm-logistic": 0.81 }, shop))));
     const refused = reg.promote("churn", "t.2");
     await expect(refused).rejects.toMatchObject({ code: ErrorCode.PROMOTION_REFUSED });
     await expect(refused).rejects.toThrow(/does not beat baseline rfm-logistic 0\.8100/);
@@ -98,8 +105,15 @@ describe("model registry - Object Store and KV", () => {
     await reg.push(churnVersion("t.3"));
     await expect(reg.promote("churn", "t.3")).rejects.toThrow(/no evaluation.*--force/);
 
+    // A win on another stream or on a public data set file says nothing about this shop: refused, and says why.
+    await reg.push(churnVersion("t.5", (m) => (m.evaluation = evaluation(0.85, { version: churnSeed, value: 0.7 }, { popularity: 0.6 }, "file:online-retail:x.csv"))));
+    await expect(reg.promote("churn", "t.5")).rejects.toThrow(/evaluated on file:online-retail:x\.csv, not on this shop's stream .*--from-stream/);
+    await reg.push(churnVersion("t.6", (m) => (m.evaluation = evaluation(0.85, { version: churnSeed, value: 0.7 }, { popularity: 0.6 }, "stream:OTHER_EVENTS"))));
+    await expect(reg.promote("churn", "t.6")).rejects.toMatchObject({ code: ErrorCode.PROMOTION_REFUSED });
+    expect((await reg.promoted("churn"))!.version).toBe(churnSeed);
+
     // A win is promoted; the stored manifest records it (not forced).
-    await reg.push(churnVersion("t.4", (m) => (m.evaluation = evaluation(0.85, { version: churnSeed, value: 0.7 }, { popularity: 0.6, "rfm-logistic": 0.8 }))));
+    await reg.push(churnVersion("t.4", (m) => (m.evaluation = evaluation(0.85, { version: churnSeed, value: 0.7 }, { popularity: 0.6, "rfm-logistic": 0.8 }, shop))));
     const win = await reg.promote("churn", "t.4");
     expect(win.record).toMatchObject({ version: "t.4", forced: false, kind: "promote", previous: [churnSeed] });
     expect((await reg.manifest("churn", "t.4")).promotion).toMatchObject({ forced: false, replaced: churnSeed });
@@ -115,7 +129,7 @@ describe("model registry - Object Store and KV", () => {
     await expect(reg.rollback("churn")).rejects.toMatchObject({ code: ErrorCode.BAD_REQUEST });
 
     const versions = (await reg.versions("churn")).map((v) => v.version);
-    expect(versions).toEqual([churnSeed, "t.2", "t.3", "t.4"].sort());
+    expect(versions).toEqual([churnSeed, "t.2", "t.3", "t.4", "t.5", "t.6"].sort());
     // A reader that does not create sees the same registry.
     const reader = await ModelRegistry.open(nc, { prefix });
     expect((await reader.promoted("churn"))!.version).toBe(churnSeed);
@@ -170,10 +184,10 @@ describe("model registry - Object Store and KV", () => {
   it("registry - decidePromotion: lower-is-better metrics, a stale champion, no baseline", () => {
     const m = (e: ModelEvaluation | undefined): ModelManifest => ({ name: "churn", version: "x", evaluation: e } as ModelManifest);
     const lower = (c: number): ModelEvaluation => ({ ...evaluation(c, { version: "a", value: 0.5 }, { popularity: 0.6 }), metric: "logloss", higherIsBetter: false });
-    expect(decidePromotion(m(lower(0.4)), "a").promote).toBe(true);
-    expect(decidePromotion(m(lower(0.55)), "a").promote).toBe(false);
-    expect(decidePromotion(m(lower(0.4)), "b").reason).toMatch(/evaluated against churn@a, but churn@b is promoted/);
-    expect(decidePromotion(m(evaluation(0.9, undefined, {})), undefined).reason).toMatch(/names no baseline/);
-    expect(decidePromotion(m(evaluation(0.9, undefined, { popularity: 0.5 })), undefined).promote).toBe(true);
+    expect(decidePromotion(m(lower(0.4)), "a", TEST_STREAM).promote).toBe(true);
+    expect(decidePromotion(m(lower(0.55)), "a", TEST_STREAM).promote).toBe(false);
+    expect(decidePromotion(m(lower(0.4)), "b", TEST_STREAM).reason).toMatch(/evaluated against churn@a, but churn@b is promoted/);
+    expect(decidePromotion(m(evaluation(0.9, undefined, {})), undefined, TEST_STREAM).reason).toMatch(/names no baseline/);
+    expect(decidePromotion(m(evaluation(0.9, undefined, { popularity: 0.5 })), undefined, TEST_STREAM).promote).toBe(true);
   });
 });

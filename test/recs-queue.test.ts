@@ -13,6 +13,7 @@ import { partitionOf } from "../src/wire/partition.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { RecsHost } from "../src/recs/recs-host.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
+import { ENGINE_DEFAULTS } from "../src/config/engine-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
 import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
 import type { ShardStats } from "../src/obs/metrics.js";
@@ -54,7 +55,7 @@ async function startPool(maxItemEventWaitMs: number) {
   const pool = await ShardPool.start(W, P, {
     dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
     validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
-  }, () => undefined, itemEvents);
+  }, () => undefined, itemEvents, { maxShardQueueEvents: ENGINE_DEFAULTS.maxShardQueueEvents });
   cleanups.push(() => pool.close());
   const seq = new Map<number, number>();
   const apply = (user: string, events: IEvent[]) => {
@@ -120,7 +121,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
     const pool = await ShardPool.start(W, P, {
       dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
       validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
-    }, () => undefined, itemEvents);
+    }, () => undefined, itemEvents, { maxShardQueueEvents: ENGINE_DEFAULTS.maxShardQueueEvents });
     cleanups.push(() => pool.close());
     const alice = userOnShard("alice", 0);
     const bob = userOnShard("bob", 1);

@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { partitionOf } from "../src/wire/partition.js";
+import { ENGINE_DEFAULTS } from "../src/config/engine-options.js";
 import { ShardPool } from "../src/shard/shard-pool.js";
 import { packBatch, type EventBatch } from "../src/bus/event-batch.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
@@ -19,11 +20,11 @@ afterEach(async () => {
   dirs = [];
 });
 
-async function pool(dataDir: string): Promise<ShardPool> {
+async function pool(dataDir: string, maxShardQueueEvents = ENGINE_DEFAULTS.maxShardQueueEvents): Promise<ShardPool> {
   const p = await ShardPool.start(2, P, {
     dataDir, mapSizeBytes: 2 ** 26, profile: PROFILE_DEFAULTS, maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
     validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000 },
-  }, () => undefined);
+  }, () => undefined, undefined, { maxShardQueueEvents });
   pools.push(p);
   return p;
 }
@@ -67,6 +68,29 @@ describe("shard - workers on LMDB", () => {
     const r4 = await second.applyBatch(b);
     expect([r4.applied, r4.skipped]).toEqual([2, 1]);
     expect((await profile(second, user)).eventsApplied).toBe(13);
+  });
+
+  it("shard - batches beyond maxShardQueueEvents wait on main, so a query is answered before them, and every batch still applies in order", async () => {
+    const user = "carol";
+    const part = partitionOf(user, P);
+    const events = (b: number): IEvent[] => Array.from({ length: 10 }, (_, i) => ({
+      eventId: `c${b}-${i}`, userId: user, type: EventType.VIEW, timestampMs: T0 + b * 10 + i, itemId: `i${i}`,
+    }));
+    const run = async (maxShardQueueEvents: number) => {
+      const dir = tmpDir("portrait-shard");
+      dirs.push(dir);
+      const p = await pool(dir, maxShardQueueEvents);
+      // Five batches of ten events, handed over at once, then a query: with room for one batch, four wait on main
+      // and the query reaches the shard right behind the first; with room for all, it waits behind all five.
+      const results = [0, 1, 2, 3, 4].map((b) => p.applyBatch(batch(part, events(b), 1 + b * 10)));
+      const held = p.heldBatches()[p.shardOf(part)];
+      const seen = (await profile(p, user)).eventsApplied;
+      const applied = (await Promise.all(results)).map((r) => [r.applied, r.lastSeq]);
+      return { held, seen, applied, after: (await profile(p, user)).eventsApplied, heldAfter: p.heldBatches() };
+    };
+    const ordered = [[10, 10], [10, 20], [10, 30], [10, 40], [10, 50]];
+    expect(await run(10)).toEqual({ held: 4, seen: 10, applied: ordered, after: 50, heldAfter: [0, 0] });
+    expect(await run(1000)).toEqual({ held: 0, seen: 50, applied: ordered, after: 50, heldAfter: [0, 0] });
   });
 
   it("shard - invalid events in a batch are reported as dead letters and not applied", async () => {

@@ -61,9 +61,11 @@ function engineRole(): void {
   serve({
     async start(a: { natsUrl: string; dataDir: string; prefix: string; partitions: number; options?: EngineOptions }) {
       const t0 = performance.now();
+      // PORTRAIT_BENCH_ENGINE_OPTIONS='{"maxShardQueueEvents":100000}': engine options of every run's engine (A/B runs of an option).
+      const extra = JSON.parse(process.env.PORTRAIT_BENCH_ENGINE_OPTIONS ?? "{}") as EngineOptions;
       engine = await Engine.start({
         natsUrl: a.natsUrl, embeddedNats: "never", subjectPrefix: a.prefix, partitions: a.partitions, dataDir: a.dataDir, httpPort: -1, logLevel: "warn",
-        ...(a.options ?? {}),
+        ...extra, ...(a.options ?? {}),
       });
       tReady = performance.now();
       loop.enable();

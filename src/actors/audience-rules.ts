@@ -25,7 +25,12 @@
  * - `{ "percentile": { "field": P, "top": t } }` where P is a prediction field: a
  *   percentile cohort, the user's prediction is in the top t% (0 < t < 100) of the
  *   predictions of the shard's users as they stand (a sketch kept current with
- *   every evaluation: audience-state.ts CohortSketches).
+ *   every evaluation: audience-state.ts CohortSketches);
+ * - `{ "reviewSentiment": { "dimension": "category"|"brand", "key": K, "op": op, "value": x, "minWeight"?: w } }`:
+ *   the user's decayed mean review sentiment about K compares to x (false when the user has not
+ *   reviewed K, or the decayed weight of those reviews is below w);
+ * - `{ "reviewAspect": { "key": K, "topN": n } }`: K is among the n aspects the user's reviews
+ *   talk about most.
  *
  * Time is part of the rules: windows end at the evaluation time, "days since"
  * grows; the engine fires the transitions that time alone causes (audience-state.ts).
@@ -63,6 +68,10 @@ export const FIELDS = [
   "daysSincePurchase", "daysSinceSeen",
   /** Model predictions (no value when that model is off or has no answer for the user). */
   "prediction.churnRisk", "prediction.purchasePropensity",
+  /** Reviews: decayed mean sentiment in [-1, 1] of the user's reviews, and how many have one (README "Reviews"); sentiment has no value without reviews. */
+  "review.sentiment", "review.count",
+  /** Risk scores in [0, 1], 1 = flagged (README "Risk signals"). */
+  "risk.velocity", "risk.refundAbuse", "risk.accountSharing",
 ] as const;
 export type Field = (typeof FIELDS)[number];
 export const PREDICTION_FIELDS = ["prediction.churnRisk", "prediction.purchasePropensity"] as const;
@@ -82,6 +91,8 @@ export type Rule =
   | { session: { category: string; topN?: number | undefined } }
   | { cartAbandoned: { afterMinutes: number } }
   | { inAudience: string }
+  | { reviewSentiment: { dimension: "category" | "brand"; key: string; op: Op; value: number; minWeight?: number | undefined } }
+  | { reviewAspect: { key: string; topN: number } }
   | { percentile: { field: PredictionField; top: number } };
 
 // Built once: a bare z.lazy(() => z.union(...)) builds the whole union again at every rule node of every parse.
@@ -100,6 +111,13 @@ const ruleSchema: z.ZodType<Rule> = z.lazy(() => (ruleUnion ??= z.union([
   z.object({ session: z.object({ category: key, topN: z.number().int().min(1).max(8).optional() }).strict() }).strict(),
   z.object({ cartAbandoned: z.object({ afterMinutes: z.number().positive().max(90 * 24 * 60) }).strict() }).strict(),
   z.object({ inAudience: z.string().regex(ID_RE) }).strict(),
+  z.object({
+    reviewSentiment: z.object({
+      dimension: z.enum(["category", "brand"]), key, op: z.enum(OPS), value: z.number().min(-1).max(1),
+      minWeight: z.number().positive().finite().optional(),
+    }).strict(),
+  }).strict(),
+  z.object({ reviewAspect: z.object({ key, topN: z.number().int().min(1).max(8) }).strict() }).strict(),
   z.object({ percentile: z.object({ field: z.enum(PREDICTION_FIELDS), top: z.number().gt(0).lt(100) }).strict() }).strict(),
 ])));
 
@@ -141,7 +159,7 @@ function blame(issues: readonly z.ZodIssue[]): z.ZodIssue {
   const here = i.path.length;
   const fits = i.unionErrors.filter((u) => !u.issues.some((x) => x.code === "unrecognized_keys" && x.path.length === here));
   if (fits.length === 0) {
-    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, percentile` };
+    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, reviewSentiment, reviewAspect, percentile` };
   }
   fits.sort((a, b) => a.issues.length - b.issues.length);
   return blame(fits[0]!.issues);
@@ -220,6 +238,7 @@ export const ANY_EVENT = 2 ** 31 - 1;
 const PURCHASE_BITS = eventBit(EventType.PURCHASE);
 const MONEY_BITS = eventBit(EventType.PURCHASE) | eventBit(EventType.REFUND);
 const CART_BITS = eventBit(EventType.ADD_TO_CART);
+const REVIEW_BITS = eventBit(EventType.REVIEW);
 
 /**
  * The event types whose application can change a field's value (besides time
@@ -232,6 +251,8 @@ function fieldMask(f: Field): number {
   switch (f) {
     case "rfm.r": case "rfm.f": case "orders": case "daysSincePurchase": return PURCHASE_BITS;
     case "rfm.m": case "net": return MONEY_BITS;
+    case "review.sentiment": case "review.count": return REVIEW_BITS;
+    case "risk.refundAbuse": return MONEY_BITS;
     default: return ANY_EVENT; // events.*, eventsTotal, daysSinceSeen, predictions
   }
 }
@@ -244,6 +265,8 @@ export function eventMask(r: Rule, refs: ReadonlyMap<string, number>): number {
   if ("field" in r) return fieldMask(r.field);
   if ("cartAbandoned" in r) return CART_BITS | PURCHASE_BITS;
   if ("inAudience" in r) return refs.get(r.inAudience) ?? ANY_EVENT;
+  if ("reviewAspect" in r) return REVIEW_BITS;
+  if ("reviewSentiment" in r) return r.reviewSentiment.minWeight === undefined ? REVIEW_BITS : ANY_EVENT;
   return ANY_EVENT; // affinities and sessions move with every event
 }
 

@@ -28,6 +28,7 @@
  */
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
+import { riskScores } from "./risk.js";
 import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
@@ -329,14 +330,21 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
     case "daysSinceSeen": return (c) => c.since(c.u.lastSeenMs, v);
     case "prediction.churnRisk": return (c) => c.env.predict?.("churnRisk");
     case "prediction.purchasePropensity": return (c) => c.env.predict?.("purchasePropensity");
+    // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
+    case "review.sentiment": return (c) => (c.u.rv !== undefined && c.u.rv.w > 0 ? c.u.rv.s / c.u.rv.w : undefined);
+    case "review.count": return (c) => c.u.rv?.n ?? 0;
+    case "risk.velocity": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[0];
+    case "risk.refundAbuse": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[1];
+    case "risk.accountSharing": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[2];
     default: return () => undefined;
   }
 }
 
-function affinityRule(dimension: "category" | "brand" | "priceBand", key: string, topN: number | undefined, minScore: number | undefined): Compiled {
-  const table = dimension === "category" ? (u: UserState) => u.cat : dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
+/** A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined = none). */
+function affinityRule(table: (u: UserState) => AffinityTable | undefined, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
   return (c) => {
-    const t: AffinityTable = table(c.u);
+    const t = table(c.u);
+    if (t === undefined) return false;
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
@@ -387,7 +395,30 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
   }
   if ("affinity" in r) {
     const x = r.affinity;
-    return affinityRule(x.dimension, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+    const table = x.dimension === "category" ? (u: UserState) => u.cat : x.dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
+    return affinityRule(table, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+  }
+  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+  if ("reviewSentiment" in r) {
+    const x = r.reviewSentiment;
+    const key = x.dimension === "brand" ? x.key.toLowerCase() : x.key;
+    const cmp = comparator(x.op, x.value);
+    const minWeight = x.minWeight;
+    return (c) => {
+      const rv = c.u.rv;
+      const t = x.dimension === "category" ? rv?.cat : rv?.brand;
+      const i = t?.keys.indexOf(key) ?? -1;
+      if (t === undefined || i < 0 || !(t.w[i]! > 0)) return false;
+      if (minWeight !== undefined) {
+        // The weight decays like an affinity score: it falls below minWeight at a known time.
+        const hl = c.env.profile.halfLifeMs;
+        const ref = c.u.affRefMs;
+        const w = t.w[i]! * Math.pow(2, -(c.now - ref) / hl);
+        if (w >= minWeight) c.at(Math.ceil(ref + hl * Math.log2(t.w[i]! / minWeight)) + 1);
+        if (w < minWeight) return false;
+      }
+      return cmp(t.s[i]! / t.w[i]!);
+    };
   }
   if ("session" in r) {
     const category = r.session.category;

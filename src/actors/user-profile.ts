@@ -21,12 +21,23 @@
  * - bought: the last BOUGHT_MEMORY distinct purchased item ids, newest first.
  * - timeline: the last TIMELINE_MEMORY events applied (type, time, item id or
  *   search query), in the order applied, newest first.
+ * - reviews: each REVIEW's sentiment in [-1, 1] (from its text through the
+ *   shard's sentiment model, else from its rating: (stars - 3) / 2, else
+ *   none) is kept as a decayed mean overall, per category and per brand:
+ *   sum(d x sentiment) / sum(d), d = 2^(-(asOf - t) / halfLife), the same
+ *   decay and reference time as the affinities (the ratio does not depend on
+ *   asOf; the weight sum(d) says how much evidence is behind it). The
+ *   review's aspects (src/models/sentiment-model.ts) add d to a decayed
+ *   aspect table. Each table keeps REVIEW_TOP_K keys, dropping the weakest.
+ * - risk: bot-like velocity, refund abuse and account sharing scores with
+ *   their reasons (src/actors/risk.ts).
  * Events out of time order (older than the latest applied) are applied too:
  * their decayed weight is computed from their own time.
  */
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
 import type { AudienceState } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
+import { newRiskState, observeRisk, riskView, type RiskState, type RiskView } from "./risk.js";
 
 /** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
 export interface ProfileEvent {
@@ -42,6 +53,34 @@ export interface ProfileEvent {
   orderId: string;
   /** A SEARCH's query (optional: only the timeline reads it). */
   searchQuery?: string;
+  /** Free-form attributes (optional: the risk signals read attributes["device_id"]). */
+  attributes?: { [k: string]: string };
+  /** A REVIEW's stars, 0 = none (optional: only the review sentiment reads it). */
+  rating?: number;
+  /** A REVIEW's text analysed by the shard's sentiment model (absent without text or model). */
+  review?: { sentiment: number; aspects: string[] };
+}
+
+/** Decayed sentiment of one dimension: parallel arrays; w = sum of decayed weights, s = sum of decayed weight x sentiment. */
+export interface SentimentTable {
+  keys: string[];
+  w: number[];
+  s: number[];
+}
+
+/** The review part of a state (absent until the first review with a sentiment). */
+export interface ReviewState {
+  /** Reviews with a sentiment. */
+  n: number;
+  /** Of them, sentiment from the text (the rest from the rating). */
+  nText: number;
+  /** Overall decayed sums (scaled like the affinities, reference affRefMs). */
+  w: number;
+  s: number;
+  cat: SentimentTable;
+  brand: SentimentTable;
+  /** Decayed aspect weights. */
+  asp: AffinityTable;
 }
 
 /** Decayed scores of one dimension: parallel arrays, at most affinityTopK long. */
@@ -101,6 +140,10 @@ export interface UserState {
   lstmV?: string;
   /** Audiences: day buckets, session categories, memberships, next due time (src/actors/audience-types.ts); absent until the first evaluation. */
   aud?: AudienceState;
+  /** Review sentiment and aspects (absent until the first review with a sentiment). */
+  rv?: ReviewState;
+  /** Risk signals (src/actors/risk.ts); absent in states stored before they existed, until their next event. */
+  rk?: RiskState;
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -136,6 +179,8 @@ export const RFM_BINS = Object.freeze({
 });
 
 const ORDER_MEMORY = 8;
+/** Keys kept per review table (category and brand sentiment, aspects). */
+export const REVIEW_TOP_K = 8;
 /** Purchased items remembered (for "exclude what the user just bought"). */
 export const BOUGHT_MEMORY = 10;
 /** Events kept in the profile's timeline (for people: the dashboard's user page). */
@@ -182,6 +227,45 @@ function addAffinity(t: AffinityTable, key: string, w: number, topK: number): vo
   t.scores[min] = w;
 }
 
+function scaleReviews(r: ReviewState, f: number): void {
+  r.w *= f;
+  r.s *= f;
+  for (const t of [r.cat, r.brand]) {
+    for (let i = 0; i < t.w.length; i++) {
+      t.w[i]! *= f;
+      t.s[i]! *= f;
+    }
+  }
+  scaleTable(r.asp, f);
+}
+
+function addSentiment(t: SentimentTable, key: string, w: number, sentiment: number): void {
+  let i = t.keys.indexOf(key);
+  if (i < 0) {
+    if (t.keys.length < REVIEW_TOP_K) {
+      i = t.keys.length;
+      t.keys.push(key);
+      t.w.push(0);
+      t.s.push(0);
+    } else {
+      i = 0;
+      for (let j = 1; j < t.w.length; j++) if (t.w[j]! < t.w[i]!) i = j;
+      t.keys[i] = key;
+      t.w[i] = 0;
+      t.s[i] = 0;
+    }
+  }
+  t.w[i]! += w;
+  t.s[i]! += w * sentiment;
+}
+
+/** The sentiment of a review event: its text's, else its rating's, else undefined. */
+export function reviewSentiment(e: ProfileEvent): number | undefined {
+  if (e.review !== undefined) return e.review.sentiment;
+  const r = e.rating ?? 0;
+  return r >= 1 && r <= 5 ? (r - 3) / 2 : undefined;
+}
+
 function touchRecent(recent: string[], item: string, max: number): void {
   const i = recent.indexOf(item);
   if (i === 0) return;
@@ -220,6 +304,8 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
   if (s.firstSeenMs === 0 || t < s.firstSeenMs) s.firstSeenMs = t;
   if (t > s.lastSeenMs) s.lastSeenMs = t;
 
+  observeRisk((s.rk ??= newRiskState()), e, s.lastPurchaseMs, o.sessionGapMs);
+
   const qty = e.quantity > 0 ? e.quantity : 1;
   if (type === EventType.PURCHASE || type === EventType.REFUND) {
     const amount = e.price * qty;
@@ -253,6 +339,7 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
       scaleTable(s.cat, f);
       scaleTable(s.brand, f);
       scaleTable(s.band, f);
+      if (s.rv !== undefined) scaleReviews(s.rv, f);
       s.affRefMs = t;
       halvings = 0;
     }
@@ -260,6 +347,21 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
     if (e.categoryId !== "") addAffinity(s.cat, e.categoryId, w, o.affinityTopK);
     if (e.brand !== "") addAffinity(s.brand, e.brand.toLowerCase(), w, o.affinityTopK);
     if (e.price > 0) addAffinity(s.band, priceBand(e.price), w, o.affinityTopK);
+    if (type === EventType.REVIEW) {
+      const sentiment = reviewSentiment(e);
+      if (sentiment !== undefined) {
+        // The review tables take the decay factor alone (not the event weight): a mean of sentiments.
+        const d = w / w0;
+        const r = (s.rv ??= { n: 0, nText: 0, w: 0, s: 0, cat: { keys: [], w: [], s: [] }, brand: { keys: [], w: [], s: [] }, asp: { keys: [], scores: [] } });
+        r.n++;
+        if (e.review !== undefined) r.nText++;
+        r.w += d;
+        r.s += d * sentiment;
+        if (e.categoryId !== "") addSentiment(r.cat, e.categoryId, d, sentiment);
+        if (e.brand !== "") addSentiment(r.brand, e.brand.toLowerCase(), d, sentiment);
+        for (const a of e.review?.aspects ?? []) addAffinity(r.asp, a, d, REVIEW_TOP_K);
+      }
+    }
   }
 
   updateSession(s, e, o);
@@ -317,6 +419,32 @@ export interface ProfileView {
   predictions?: PredictionsView;
   /** The user's audience memberships with the time each began (the shard adds them; README "Audiences"). */
   audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
+  /** Review sentiment and aspects; absent when the user has no review with a sentiment. */
+  reviews?: ReviewsView;
+  /** Risk signals with their reasons (src/actors/risk.ts). */
+  risk?: RiskView;
+}
+
+/** A decayed mean sentiment of one key: sentiment in [-1, 1], weight = the decayed review count behind it. */
+export interface SentimentView {
+  key: string;
+  sentiment: number;
+  weight: number;
+  label?: string;
+}
+
+/** The proto `Reviews` as plain data. */
+export interface ReviewsView {
+  /** Reviews with a sentiment, and those whose sentiment came from their text. */
+  count: number;
+  fromText: number;
+  /** Decayed mean sentiment of all the user's reviews, in [-1, 1]. */
+  sentiment: number;
+  /** Per category and per brand, heaviest first. */
+  categories: SentimentView[];
+  brands: SentimentView[];
+  /** The aspects the user writes about most (decayed), strongest first. */
+  aspects: AffinityView[];
 }
 
 /** One event of the timeline: its type's name, its time, and its item id (or a search's query). */
@@ -355,6 +483,30 @@ export interface PredictionView {
   /** What the probability is of, e.g. "a purchase within 5 minutes". */
   definition: string;
   evidence?: EvidenceView;
+  /** The prediction's top inputs; only when the query asked for explanations and the probability is served. */
+  explanation?: ExplanationView;
+}
+
+/** One input's part in a prediction (proto `Contribution`). */
+export interface ContributionView {
+  /** The input: a feature name, or an event of the timeline. */
+  input: string;
+  /** Its value (the feature's value; for an event, how many events ago, 0 = newest). */
+  value: number;
+  /** Its contribution, in the explanation's unit. */
+  contribution: number;
+}
+
+/** How a prediction came about (proto `Explanation`). */
+export interface ExplanationView {
+  /** How the contributions were computed, e.g. "exact (linear)". */
+  method: string;
+  /** Their unit, e.g. "logit" or "probability". */
+  unit: string;
+  /** The model's output before the inputs: the bias of a linear model, the base of boosted trees. */
+  base: number;
+  /** The strongest inputs, largest |contribution| first (at most EXPLAIN_TOP). */
+  contributions: ContributionView[];
 }
 
 /** The proto `Predictions` as plain data. */
@@ -366,6 +518,21 @@ export interface PredictionsView {
   /** The top next category's probability; nextCategories lists the top ones, empty when it is null. */
   nextCategory: PredictionView;
   nextCategories: AffinityView[];
+}
+
+function sentimentView(t: SentimentTable, f: number): SentimentView[] {
+  return t.keys
+    .map((key, i) => ({ key, sentiment: t.w[i]! > 0 ? t.s[i]! / t.w[i]! : 0, weight: t.w[i]! * f }))
+    .sort((a, b) => b.weight - a.weight || (a.key < b.key ? -1 : 1));
+}
+
+/** The review view of a state at decay factor f (undefined without reviews). */
+export function reviewsView(r: ReviewState | undefined, f: number): ReviewsView | undefined {
+  if (r === undefined) return undefined;
+  return {
+    count: r.n, fromText: r.nText, sentiment: r.w > 0 ? r.s / r.w : 0,
+    categories: sentimentView(r.cat, f), brands: sentimentView(r.brand, f), aspects: affinityView(r.asp, f),
+  };
 }
 
 function affinityView(t: AffinityTable, f: number): AffinityView[] {
@@ -423,5 +590,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     lastSeenMs: s.lastSeenMs,
     asOfMs,
     eventsApplied: s.n,
+    ...(s.rv !== undefined ? { reviews: reviewsView(s.rv, f)! } : {}),
+    risk: riskView(s.rk, s.counts[EventType.REFUND] ?? 0, purchases),
   };
 }

@@ -20,7 +20,7 @@ import { pb, plainBytes } from "../wire/proto.js";
 import { asyncEndpointStats, type EndpointStats } from "./service-stats.js";
 
 export interface ProfileSource {
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult>;
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean): Promise<ProfileResult>;
 }
 
 /** Catalog upserts: validate and apply (the recs worker), then keep (the catalog stream). */
@@ -66,20 +66,25 @@ export function encodeError(e: WireError, encoding: ReplyEncoding): Uint8Array {
 interface ProfileQuery {
   userId: string;
   asOfMs: number;
+  /** Explain each served prediction. */
+  explain: boolean;
 }
 
 export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): ProfileQuery {
   let userId: unknown;
   let asOfMs: unknown;
+  let explain: unknown = false;
   try {
     if (encoding === "json") {
       const o = JSON.parse(decoder.decode(data)) as Record<string, unknown>;
       userId = o.userId ?? o.user_id;
       asOfMs = o.asOfMs ?? o.as_of_ms ?? 0;
+      explain = o.explain ?? false;
     } else {
       const r = pb.ProfileRequest.decode(plainBytes(data));
       userId = r.userId;
       asOfMs = r.asOfMs;
+      explain = r.explain;
     }
   } catch (err) {
     throw new BadRequestError(`request is not a ProfileRequest (protobuf or JSON): ${(err as Error).message}`);
@@ -90,7 +95,8 @@ export function parseProfileRequest(data: Uint8Array, encoding: ReplyEncoding): 
   if (typeof asOfMs !== "number" || !Number.isInteger(asOfMs) || asOfMs < 0 || (asOfMs > 0 && asOfMs < MIN_AS_OF_MS)) {
     throw new BadRequestError("asOfMs must be 0 (the engine's clock) or a Unix epoch ms from 2000-01-01 on");
   }
-  return { userId, asOfMs };
+  if (typeof explain !== "boolean") throw new BadRequestError("explain must be true or false");
+  return { userId, asOfMs, explain };
 }
 
 export function parseForgetRequest(data: Uint8Array, encoding: ReplyEncoding): string {
@@ -250,7 +256,7 @@ export class QueryApi {
     }
     endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
-      const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline);
+      const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline, q.explain);
       if (!r.ok) throw fromWire(r.error);
       return r.body;
     });

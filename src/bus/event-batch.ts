@@ -48,6 +48,8 @@ export interface BatchResult {
   lstmMs: number;
   /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
   feedback: Record<string, [number, number]>;
+  /** Users newly flagged by a risk signal in this batch, by signal name (velocity, refundAbuse, accountSharing); absent when none. */
+  riskFlags?: Record<string, number>;
   /**
    * Messages the batch's commit produced (audience enter/exit events), to be
    * published through JetStream with their ids before the batch is

@@ -14,6 +14,7 @@ import { evalLstm } from "../eval/lstm-eval.js";
 import { TF_BACKENDS } from "../models/tf.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
+import { evalRisk } from "../eval/risk-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
 import { evalPrequential } from "../eval/prequential.js";
 import { carveValidation, evalNextClick, evalNextClickSplit, NEXT_CLICK_SPLIT_FORMATS, readNextClickTrain, type NextClickSplitFormat } from "../eval/next-click.js";
@@ -23,6 +24,7 @@ import type { RecsOptions } from "../recs/recs-options.js";
 import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
+import { SENTIMENT_DATA_FILE, trainSentiment } from "../train/train-sentiment.js";
 
 function posInt(v: string): number {
   const n = Number(v);
@@ -83,6 +85,16 @@ export function registerModelCommands(program: Command, datasets: string): void 
     });
     console.log(`wrote ${r.dir} (backend ${r.manifest.training.backend}, ${r.manifest.training.seconds} s)`);
     for (const m of r.manifest.metrics) console.log(`${m.task}: ${Object.entries(m.values).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+  });
+
+  common(
+    train.command("sentiment")
+      .description("review sentiment (hashed uni/bigram logistic regression, our own code) and the aspect vocabulary; Amazon reviews, strict time split, beside the wink-nlp lexicon")
+      .option("--file <path>", "reviews file relative to --datasets", SENTIMENT_DATA_FILE),
+    datasets,
+  ).action(async (f: CommonFlags & { file: string }) => {
+    const r = await trainSentiment({ dataDir: f.datasets, file: f.file, modelsDir: f.models, seed: f.seed, makeCurrent: f.current, onProgress: progressLines("train sentiment") });
+    printTrained(r.dir, r.manifest);
   });
 
   common(
@@ -262,6 +274,20 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .description("churn on Online Retail (cut-off 2011-09-10, 90-day horizon) vs the other model kind, RFM-only logistic regression, recency"), datasets)
     .action(async (f: EvalFlags) => {
       printTables([await evalChurn({ dataDir: f.datasets, modelDir: dirOf("churn", f), onProgress: progressLines("eval churn") })], f);
+    });
+  evalCmd.command("risk")
+    .description("risk signals against planted anomalies: bots into Taobao, refund abusers into Online Retail, shared accounts into REES46 (precision and recall per signal)")
+    .option("--datasets <dir>", "directory of the public data sets", datasets)
+    .option("--seed <n>", "planting seed", posInt, 42)
+    .option("--plants <n>", "planted users per signal", posInt, 50)
+    .action(async (f: { datasets: string; seed: number; plants: number }) => {
+      const rows = await evalRisk({ dataDir: f.datasets, seed: f.seed, plants: f.plants });
+      console.log(`| signal | log | users | planted | flagged | true positives | precision | recall | seconds |`);
+      console.log(`|---|---|---:|---:|---:|---:|---:|---:|---:|`);
+      for (const r of rows) {
+        console.log(`| ${r.signal} | ${r.log} | ${r.users} | ${r.planted} | ${r.flagged} | ${r.truePositives} | ${r.precision.toFixed(3)} | ${r.recall.toFixed(3)} | ${r.seconds.toFixed(1)} |`);
+      }
+      for (const r of rows) for (const x of r.falsePositiveExamples) console.log(`false positive (${r.signal}): ${x}`);
     });
 }
 

@@ -117,12 +117,14 @@ function engineFlags(cmd: Command): Command {
     .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
     .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, D.maxBatchMessages)
     .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, D.maxAckPending)
+    .option("--max-shard-queue <events>", "most events handed to one shard and not yet answered (a query waits behind at most these)", posInt, D.maxShardQueueEvents)
     .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, D.maxQueryWaitMs)
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, D.profile.halfLifeMs / HOUR_MS)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, D.profile.sessionGapMs / MINUTE_MS)
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
+    .option("--sentiment <version>", 'review sentiment model (read from --models, not the registry): a version, "current" or "off"', D.sentimentModel)
     .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
@@ -136,8 +138,8 @@ function engineFlags(cmd: Command): Command {
 
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
-  maxBatch: number; maxAckPending: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
+  maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+  models: string; lstm: string; churn: string; sentiment: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -157,12 +159,14 @@ function engineOptions(f: EngineFlags) {
     ...natsSecurityOptions(f),
     maxBatchMessages: f.maxBatch,
     maxAckPending: f.maxAckPending,
+    maxShardQueueEvents: f.maxShardQueue,
     maxQueryWaitMs: f.maxQueryWaitMs,
     logLevel: f.logLevel,
     profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS },
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,
+    sentimentModel: f.sentiment,
     propensityModel: f.propensity,
     deepfmModel: f.deepfm,
     modelRegistry: f.modelRegistry,
@@ -311,10 +315,11 @@ natsSecurityFlags(program.command("profile")
   .argument("<userId>", "the user id")
   .option("--json", "print one JSON object (counts keyed by event-type name)")
   .option("--as-of <ms>", "evaluate decayed values at this Unix epoch ms (default: the engine's event-time clock)", nonNegInt)
+  .option("--explain", "list each served prediction's top contributing inputs")
   .addOption(natsOption()).addOption(partitionsOption()).addOption(prefixOption()))
-  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number }) => {
+  .action(async (userId: string, f: ClientFlags & { json?: boolean; asOf?: number; explain?: boolean }) => {
     await withClient(f, "portrait-cli", async (client) => {
-      const p = await client.getProfile(userId, f.asOf !== undefined ? { asOfMs: f.asOf } : {});
+      const p = await client.getProfile(userId, { ...(f.asOf !== undefined ? { asOfMs: f.asOf } : {}), ...(f.explain ? { explain: true } : {}) });
       if (f.json) console.log(JSON.stringify(p));
       else printProfile(p);
     });

@@ -40,11 +40,12 @@ export function parseTarget(target: string): { name: string; version: string; di
   return { name: target.slice(0, at), version: target.slice(at + 1) };
 }
 
-/** The targets of `promote`: one, or each model of a models directory (ENGINE_MODELS order first). */
+/** The targets of `promote`: one, or each engine model (ENGINE_MODELS) of a models directory, in that order. */
 export function parseTargets(target: string): Array<{ name: string; version: string; dir?: string }> {
   const path = resolve(target);
   if (existsSync(path) && statSync(path).isDirectory() && !existsSync(join(path, "manifest.json")) && !existsSync(join(path, "CURRENT"))) {
-    const names = readdirSync(path).filter((n) => existsSync(join(path, n, "CURRENT")));
+    // Only the models engines follow in the registry (the review sentiment model is read from --models, not promoted).
+    const names = readdirSync(path).filter((n) => existsSync(join(path, n, "CURRENT")) && (ENGINE_MODELS as readonly string[]).includes(n));
     const order = (n: string) => {
       const i = (ENGINE_MODELS as readonly string[]).indexOf(n);
       return i < 0 ? ENGINE_MODELS.length : i;

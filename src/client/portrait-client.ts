@@ -40,6 +40,8 @@ export interface PublishResult {
 export interface ProfileQueryOptions {
   /** Evaluate decayed values at this time (epoch ms); default the engine's event-time clock. */
   asOfMs?: number;
+  /** Ask for each served prediction's explanation (its top inputs). */
+  explain?: boolean;
 }
 
 /** The outcome of a forget (ForgetReply). */
@@ -184,7 +186,7 @@ export class PortraitClient {
 
   /** The user's profile; throws PortraitError UNKNOWN_USER, BAD_REQUEST, OVERLOADED, NO_RESPONDERS, TIMEOUT. */
   async getProfile(userId: string, o: ProfileQueryOptions = {}): Promise<ProfileView> {
-    const data = await this.#request(this.subjects.profileGet, pb.ProfileRequest.encode({ userId, asOfMs: o.asOfMs ?? 0 }).finish());
+    const data = await this.#request(this.subjects.profileGet, pb.ProfileRequest.encode({ userId, asOfMs: o.asOfMs ?? 0, explain: o.explain ?? false }).finish());
     const p = pb.ProfileReply.decode(data).profile;
     if (!p) throw new PortraitError(ErrorCode.INTERNAL, "empty profile reply");
     return toProfileView(pb.Profile.toObject(p as InstanceType<typeof pb.Profile>, { longs: Number, defaults: true, arrays: true, objects: true }));
@@ -323,6 +325,8 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   for (let i = 1; i < EVENT_TYPE_NAMES.length; i++) v.counts[EVENT_TYPE_NAMES[i]!] ??= 0;
   // An absent message field comes back as null; the view leaves it out.
   if (v.predictions === null) delete v.predictions;
+  if (v.reviews === null) delete v.reviews;
+  if (v.risk === null) delete v.risk;
   // A prediction without a value is null in the view (has_value = false on the wire), with its reason.
   if (v.predictions !== undefined) {
     for (const p of [v.predictions.purchasePropensity, v.predictions.churnRisk, v.predictions.nextCategory]) {
@@ -330,10 +334,11 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
       if (!w.hasValue) p.probability = null;
       delete w.hasValue;
       if (p.evidence === null || p.probability === null) delete p.evidence;
+      if (p.explanation === null || p.probability === null) delete p.explanation;
     }
   }
   // A category without a known name comes back with label ""; brands and price bands never have one: the view leaves it out.
-  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? []]) {
+  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? [], v.reviews?.categories ?? [], v.reviews?.brands ?? [], v.reviews?.aspects ?? []]) {
     for (const a of list) if (a.label === "") delete a.label;
   }
   return v;

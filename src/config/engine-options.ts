@@ -40,6 +40,13 @@ export interface EngineOptions extends NatsOptions {
   maxBatchMessages?: number;
   /** Most unacknowledged messages per partition consumer, messages (the ingest back-pressure bound). Default 8192. */
   maxAckPending?: number;
+  /**
+   * Most events handed to one shard worker in batches it has not answered
+   * yet; further batches wait on the main thread, in order. A query waits in
+   * its shard behind at most these events (plus one batch), so this bounds
+   * how long ingest can hold queries up. Default 2048 (two full batches).
+   */
+  maxShardQueueEvents?: number;
   /** Redelivery timeout of an unacknowledged message, ms. Default 60000. */
   ackWaitMs?: number;
   /** JetStream duplicate window for Nats-Msg-Id, ms. Default 600000 (10 minutes). */
@@ -115,6 +122,12 @@ export interface EngineOptions extends NatsOptions {
   /** The churn model (<modelsDir>/churn/), same rules as lstmModel. Default "current". */
   churnModel?: string;
   /**
+   * The review sentiment model (<modelsDir>/sentiment/, `portrait train
+   * sentiment`), same rules as lstmModel. Read from modelsDir only: it does not
+   * follow the model registry (no hot swap). Default "current".
+   */
+  sentimentModel?: string;
+  /**
    * The purchase-propensity model (<modelsDir>/propensity/, `portrait train
    * propensity --from-stream`), same rules as lstmModel. Default "current".
    */
@@ -177,6 +190,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   subjectPrefix: "portrait",
   maxBatchMessages: 1024,
   maxAckPending: 8192,
+  maxShardQueueEvents: 2048,
   ackWaitMs: 60_000,
   duplicateWindowMs: 600_000,
   eventRetentionMs: 7 * DAY_MS,
@@ -199,6 +213,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   modelsDir: BUNDLED_MODELS_DIR,
   lstmModel: "current",
   churnModel: "current",
+  sentimentModel: "current",
   propensityModel: "current",
   deepfmModel: "current",
   modelRegistry: true,
@@ -301,6 +316,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     subjectPrefix,
     maxBatchMessages: int("maxBatchMessages", o.maxBatchMessages ?? D.maxBatchMessages, 1, 65536),
     maxAckPending: int("maxAckPending", o.maxAckPending ?? D.maxAckPending, 1, 1_000_000),
+    maxShardQueueEvents: int("maxShardQueueEvents", o.maxShardQueueEvents ?? D.maxShardQueueEvents, 1, 10_000_000),
     ackWaitMs: int("ackWaitMs", o.ackWaitMs ?? D.ackWaitMs, 1000),
     duplicateWindowMs: int("duplicateWindowMs", o.duplicateWindowMs ?? D.duplicateWindowMs, 1000),
     eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? D.eventRetentionMs, 0),
@@ -323,6 +339,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     modelsDir: resolve(str("modelsDir", o.modelsDir) ?? D.modelsDir),
     lstmModel: str("lstmModel", o.lstmModel) ?? D.lstmModel,
     churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
+    sentimentModel: str("sentimentModel", o.sentimentModel) ?? D.sentimentModel,
     propensityModel: str("propensityModel", o.propensityModel) ?? D.propensityModel,
     deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
     modelRegistry: bool("modelRegistry", o.modelRegistry ?? D.modelRegistry),

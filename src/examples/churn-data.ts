@@ -4,13 +4,12 @@
  * of a customer at cut-off c is 1 when they make no purchase in
  * [c, c + horizon). Only customers with a purchase before c are examples.
  */
-import { compileProfileOptions } from "../actors/profile-options.js";
-import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../actors/user-profile.js";
+import type { UserState } from "../actors/user-profile.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent } from "../data/types.js";
 import { BadRequestError } from "../errors.js";
 import { churnFeatures } from "../models/churn-model.js";
-import { EventType } from "../wire/proto.js";
+import { anyIn, purchaseTimes, replayToCutoffs, type UserEvent } from "./cutoff-replay.js";
 
 export const MS_PER_DAY = 86_400_000;
 
@@ -58,10 +57,7 @@ export function deriveChurnSplit(firstMs: number, lastMs: number, horizonMs = 90
   return { horizonMs, trainCutoffsMs, testCutoffMs };
 }
 
-/** A profile event with its user, as the reader gave it. */
-export interface UserEvent extends ProfileEvent {
-  userId: string;
-}
+export type { UserEvent };
 
 export function toUserEvent(e: DatasetEvent): UserEvent {
   return {
@@ -130,61 +126,26 @@ export function checkSplit(split: ChurnSplit, dataStartMs: number, dataEndMs: nu
   }
 }
 
-function firstAtOrAfter(sorted: readonly number[], t: number): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /**
  * Builds the examples of every cut-off in one pass over `events` (sorted by
  * time). Features see only events with timestampMs < cut-off; labels see only
  * purchases in [cut-off, cut-off + horizonMs).
  */
 export function buildChurnExamples(events: readonly UserEvent[], cutoffsMs: readonly number[], horizonMs: number): ChurnExamples[] {
-  const profile = compileProfileOptions();
-  const cutoffs = [...cutoffsMs].sort((a, b) => a - b);
-  const purchases = new Map<string, number[]>();
-  for (const e of events) {
-    if (e.type !== EventType.PURCHASE) continue;
-    let times = purchases.get(e.userId);
-    if (times === undefined) purchases.set(e.userId, (times = []));
-    times.push(e.timestampMs);
-  }
-  for (const times of purchases.values()) times.sort((a, b) => a - b);
-
-  const states = new Map<string, UserState>();
+  const purchases = purchaseTimes(events);
   const out: ChurnExamples[] = [];
-  let next = 0;
-  let prevT = -Infinity;
-  for (const c of cutoffs) {
-    for (; next < events.length && events[next]!.timestampMs < c; next++) {
-      const e = events[next]!;
-      if (e.timestampMs < prevT) throw new BadRequestError("buildChurnExamples needs events sorted by time");
-      prevT = e.timestampMs;
-      let s = states.get(e.userId);
-      if (s === undefined) states.set(e.userId, (s = newUserState()));
-      applyEvent(s, e, profile);
-    }
+  replayToCutoffs("buildChurnExamples", events, cutoffsMs, (c, states) => {
     const ex: ChurnExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0), states: [] };
     const labels: number[] = [];
     for (const [id, s] of [...states].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
       if (s.lastPurchaseMs === 0) continue;
-      const times = purchases.get(id) ?? [];
-      const i = firstAtOrAfter(times, c);
-      const bought = i < times.length && times[i]! < c + horizonMs;
       ex.userIds.push(id);
       ex.x.push(churnFeatures(s, c));
       ex.states.push(structuredClone(s));
-      labels.push(bought ? 0 : 1);
+      labels.push(anyIn(purchases.get(id), c, c + horizonMs) ? 0 : 1);
     }
     ex.y = Uint8Array.from(labels);
     out.push(ex);
-  }
+  });
   return out;
 }

@@ -11,12 +11,9 @@
  * and the validation block's windows end by the first test cut-off, so no
  * label the model or its calibration learned from lies in the test window.
  */
-import { compileProfileOptions } from "../actors/profile-options.js";
-import { applyEvent, newUserState, type UserState } from "../actors/user-profile.js";
 import { BadRequestError } from "../errors.js";
 import { propensityFeatures } from "../models/propensity-model.js";
-import { EventType } from "../wire/proto.js";
-import type { UserEvent } from "./churn-data.js";
+import { anyIn, purchaseTimes, replayToCutoffs, type UserEvent } from "./cutoff-replay.js";
 
 export interface PropensityExamples {
   cutoffMs: number;
@@ -86,33 +83,13 @@ export function buildPropensityExamples(
   keepNegative: (userId: string, cutoffMs: number) => boolean = () => true,
   side?: SideScorer,
 ): PropensityExamples[] {
-  const profile = compileProfileOptions();
-  const cutoffs = [...cutoffsMs].sort((a, b) => a - b);
-  const purchases = new Map<string, number[]>();
-  for (const e of events) {
-    if (e.type !== EventType.PURCHASE) continue;
-    let times = purchases.get(e.userId);
-    if (times === undefined) purchases.set(e.userId, (times = []));
-    times.push(e.timestampMs);
-  }
-  const states = new Map<string, UserState>();
+  const purchases = purchaseTimes(events);
   const out: PropensityExamples[] = [];
-  let next = 0;
-  let prevT = -Infinity;
-  for (const c of cutoffs) {
-    for (; next < events.length && events[next]!.timestampMs < c; next++) {
-      const e = events[next]!;
-      if (e.timestampMs < prevT) throw new BadRequestError("buildPropensityExamples needs events sorted by time");
-      prevT = e.timestampMs;
-      let s = states.get(e.userId);
-      if (s === undefined) states.set(e.userId, (s = newUserState()));
-      applyEvent(s, e, profile);
-      side?.apply(e);
-    }
+  replayToCutoffs("buildPropensityExamples", events, cutoffsMs, (c, states) => {
     const ex: PropensityExamples = { cutoffMs: c, userIds: [], x: [], y: new Uint8Array(0), ...(side !== undefined ? { side: [] } : {}) };
     const labels: number[] = [];
     for (const [id, s] of states) {
-      const bought = (purchases.get(id) ?? []).some((t) => t >= c && t < c + horizonMs) ? 1 : 0;
+      const bought = anyIn(purchases.get(id), c, c + horizonMs) ? 1 : 0;
       if (bought === 0 && !keepNegative(id, c)) continue;
       ex.userIds.push(id);
       ex.x.push(propensityFeatures(s, c));
@@ -121,6 +98,6 @@ export function buildPropensityExamples(
     }
     ex.y = Uint8Array.from(labels);
     out.push(ex);
-  }
+  }, side === undefined ? undefined : (e) => side.apply(e));
   return out;
 }

@@ -20,7 +20,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { UserState } from "../actors/user-profile.js";
+import type { ContributionView as Contribution, ExplanationView as Explanation, UserState } from "../actors/user-profile.js";
 import { ConfigError } from "../errors.js";
 import { EventType } from "../wire/proto.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
@@ -175,6 +175,47 @@ export function specLogit(spec: ChurnModelSpec, x: ArrayLike<number>): number {
   return z;
 }
 
+export type { Contribution, Explanation };
+
+/** Inputs listed per explanation. */
+export const EXPLAIN_TOP = 5;
+
+/**
+ * Every input's contribution to a spec's logit for `x` (a vector over the
+ * spec's own features): for a logistic spec the exact terms
+ * w_j (x_j - mean_j) / std_j, which with the bias sum to the logit; for
+ * boosted trees, occlusion: logit(x) - logit(x with input j at 0).
+ */
+export function specContributions(spec: ChurnModelSpec, x: ArrayLike<number>): { method: string; base: number; contributions: Contribution[] } {
+  const out: Contribution[] = [];
+  if (spec.kind === "logistic") {
+    for (let j = 0; j < spec.weights.length; j++) {
+      out.push({ input: spec.features[j]!, value: x[j]!, contribution: (spec.weights[j]! * (x[j]! - spec.mean[j]!)) / spec.std[j]! });
+    }
+    return { method: "exact (linear): logit = base + sum of contributions, each w x (value - mean) / std", base: spec.bias, contributions: out };
+  }
+  const full = specLogit(spec, x);
+  const y = Float64Array.from(x as ArrayLike<number>);
+  for (let j = 0; j < spec.features.length; j++) {
+    const keep = y[j]!;
+    y[j] = 0;
+    out.push({ input: spec.features[j]!, value: keep, contribution: full - specLogit(spec, y) });
+    y[j] = keep;
+  }
+  return { method: "occlusion (boosted trees): logit(x) - logit(x with the input at 0)", base: spec.base, contributions: out };
+}
+
+/** The explanation of a spec's logit: the top EXPLAIN_TOP contributions by size. */
+export function explainSpec(spec: ChurnModelSpec, x: ArrayLike<number>, top = EXPLAIN_TOP): Explanation {
+  const c = specContributions(spec, x);
+  return { method: c.method, unit: "logit", base: c.base, contributions: topContributions(c.contributions, top) };
+}
+
+/** The `top` contributions with the largest magnitude, largest first (ties by input name). */
+export function topContributions(c: Contribution[], top = EXPLAIN_TOP): Contribution[] {
+  return c.slice().sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution) || (a.input < b.input ? -1 : 1)).slice(0, top);
+}
+
 /** Indices of `names` in `known` (default CHURN_FEATURE_NAMES); throws ConfigError naming an unknown one. */
 export function featureIndices(names: readonly string[], known: readonly string[] = CHURN_FEATURE_NAMES, model = "churn"): number[] {
   return names.map((n) => {
@@ -293,5 +334,11 @@ export class ChurnModel {
   logitFeatures(full: ArrayLike<number>): number {
     for (let j = 0; j < this.#index.length; j++) this.#x[j] = full[this.#index[j]!]!;
     return specLogit(this.spec, this.#x);
+  }
+
+  /** The top inputs of the logit for the profile `state` (explainSpec). */
+  explain(state: UserState, asOfMs: number): Explanation {
+    const full = churnFeatures(state, asOfMs);
+    return explainSpec(this.spec, this.#index.map((i) => full[i]!));
   }
 }

@@ -262,6 +262,15 @@ export class LstmRuntime {
     return this.#headLogits(state, this.#catW, this.#catB, out);
   }
 
+  /** One category's logit (index into `categories`): the softmax input, one H-long dot product instead of the whole head. */
+  categoryLogit(state: Float32Array, v: number): number {
+    const W = this.#catW;
+    const V = this.#catB.length;
+    let z = this.#catB[v]!;
+    for (let k = 0; k < this.hidden; k++) z += state[k]! * W[k * V + v]!;
+    return z;
+  }
+
   #headLogits(state: Float32Array, W: Float32Array, b: Float32Array, out: Float32Array = new Float32Array(b.length)): Float32Array {
     const V = b.length;
     out.set(b);

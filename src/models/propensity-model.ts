@@ -22,7 +22,7 @@ import { ConfigError } from "../errors.js";
 import { EventType } from "../wire/proto.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
 import { calibrate, validateCalibration, type Calibration } from "./calibration.js";
-import { featureIndices, specLogit, validateSpec, type ChurnModelSpec } from "./churn-model.js";
+import { explainSpec, featureIndices, specLogit, validateSpec, type ChurnModelSpec, type Explanation } from "./churn-model.js";
 
 export const PROPENSITY_FEATURE_NAMES = Object.freeze([
   /** log1p(minutes since the last event). */
@@ -220,5 +220,11 @@ export class PropensityModel {
   /** The calibrated P(a purchase in [asOfMs, asOfMs + horizon)) for the profile `state`. */
   predict(state: UserState, asOfMs: number): number {
     return calibrate(this.spec.calibration, this.logitFeatures(propensityFeatures(state, asOfMs)));
+  }
+
+  /** The top inputs of the logit for the profile `state` (explainSpec). */
+  explain(state: UserState, asOfMs: number): Explanation {
+    const full = propensityFeatures(state, asOfMs);
+    return explainSpec(this.spec, this.#index.map((i) => full[i]!));
   }
 }

@@ -15,9 +15,11 @@
  *   (ModelManifest.promotion: forced or on a win, and the reason).
  *
  * Promotion rule (`decidePromotion`): a challenger is promoted only when its
- * `evaluation` beats the champion and every baseline on the same later
- * window (strictly, in the metric's direction), and the champion it was
- * scored against is the version promoted now. Anything else is refused with
+ * `evaluation` was made on this deployment's own event stream (source
+ * `stream:<PREFIX>_EVENTS`; a file-trained model's win on a public data set
+ * says nothing about this shop), beats the champion and every baseline on the
+ * same later window (strictly, in the metric's direction), and the champion it
+ * was scored against is the version promoted now. Anything else is refused with
  * PROMOTION_REFUSED and the reason, unless forced.
  *
  * Errors: REGISTRY_MISSING (a bucket does not exist and `create` was not
@@ -94,16 +96,21 @@ export function checkManifest(m: ModelManifest, where: string): void {
 }
 
 /**
- * Whether `m` may replace `promoted` (the version promoted now, if any): its
- * evaluation must beat the champion and every baseline on the same window,
- * and that champion must be the one promoted now.
+ * Whether `m` may replace `promoted` (the version promoted now, if any) in the
+ * deployment whose event stream is `shopStream`: its evaluation must come from
+ * that stream, beat the champion and every baseline on the same window, and
+ * that champion must be the one promoted now.
  */
-export function decidePromotion(m: ModelManifest, promoted: string | undefined): PromotionDecision {
+export function decidePromotion(m: ModelManifest, promoted: string | undefined, shopStream: string): PromotionDecision {
   const e = m.evaluation;
   const id = `${m.name}@${m.version}`;
   if (promoted === m.version) return { promote: false, reason: `${id} is already the promoted version` };
   if (e === undefined) {
     return { promote: false, reason: `${id} has no evaluation on this shop's data (manifest "evaluation" is absent): it can only be promoted with --force` };
+  }
+  if (e.source !== `stream:${shopStream}`) {
+    return { promote: false, reason: `${id} was evaluated on ${e.source}, not on this shop's stream ${shopStream}: ` +
+      `train it with --from-stream (or promote it with --force)` };
   }
   const better = (a: number, b: number) => (e.higherIsBetter ? a > b : a < b);
   const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(4) : String(x));
@@ -206,11 +213,14 @@ export class ModelRegistry {
   readonly objects: ObjectStore;
   readonly promotions: KV;
   readonly bucketNames: { objects: string; promoted: string };
+  /** The deployment's event stream: the only evaluation source a promotion on a win accepts. */
+  readonly shopStream: string;
 
-  private constructor(objects: ObjectStore, promotions: KV, names: { objects: string; promoted: string }) {
+  private constructor(objects: ObjectStore, promotions: KV, names: { objects: string; promoted: string }, shopStream: string) {
     this.objects = objects;
     this.promotions = promotions;
     this.bucketNames = names;
+    this.shopStream = shopStream;
   }
 
   static async open(nc: NatsConnection, o: OpenRegistryOptions = {}): Promise<ModelRegistry> {
@@ -232,7 +242,7 @@ export class ModelRegistry {
     }
     const objects = await js.views.os(names.objects, { description: "Portrait model artifacts: <name>/<version>/<file>" });
     const promotions = await js.views.kv(names.promoted, { history: KV_HISTORY });
-    return new ModelRegistry(objects, promotions, names);
+    return new ModelRegistry(objects, promotions, names, s.eventStream);
   }
 
   /**
@@ -321,7 +331,7 @@ export class ModelRegistry {
     const m = await this.manifest(name, version);
     const entry = await this.promotions.get(name);
     const current = entry !== null && entry.operation === "PUT" && entry.value.length > 0 ? JSON.parse(new TextDecoder().decode(entry.value)) as PromotedRecord : undefined;
-    const decision = decidePromotion(m, current?.version);
+    const decision = decidePromotion(m, current?.version, this.shopStream);
     if (current?.version === version) throw new PromotionRefusedError(decision.reason);
     if (!decision.promote && o.force !== true) throw new PromotionRefusedError(`${decision.reason}; not promoted`);
     if (name === "deepfm") {

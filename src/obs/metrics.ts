@@ -40,6 +40,8 @@ export class EngineMetrics {
   workerStats: () => Promise<WorkerThreadStats[]> = () => Promise.resolve([]);
   /** Item events queued for the recs worker (the count shared by the shards and the worker), undefined without one; set by the engine. */
   recsQueuedItemEvents: () => number | undefined = () => undefined;
+  /** Batches held on main per shard, waiting for room in the shard's queue (ShardPool.heldBatches); set by the engine. */
+  shardBatchesHeld: () => number[] = () => [];
   readonly eventsApplied = new Counter({
     name: "portrait_ingest_events_applied_total",
     help: "Events applied to profiles and committed.",
@@ -102,6 +104,15 @@ export class EngineMetrics {
     name: "portrait_ingest_inflight_batches",
     help: "Batches handed to shards and not yet acknowledged.",
     registers: [this.registry],
+  });
+  readonly heldBatches = new Gauge({
+    name: "portrait_ingest_batches_held",
+    help: "Batches waiting on the main thread for room in their shard's queue (the engine option maxShardQueueEvents), by shard.",
+    labelNames: ["shard"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.shardBatchesHeld().forEach((n, shard) => this.heldBatches.set({ shard: String(shard) }, n));
+    },
   });
   readonly watermark = new Gauge({
     name: "portrait_ingest_event_time_watermark_seconds",
@@ -208,6 +219,12 @@ export class EngineMetrics {
     name: "portrait_lstm_batch_seconds",
     help: "Time to step the LSTM for one event batch (all waves).",
     buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly riskFlags = new Counter({
+    name: "portrait_risk_flags_total",
+    help: "Users newly flagged by a risk signal (velocity, refundAbuse, accountSharing; README \"Risk signals\"), counted when their score reaches 1.",
+    labelNames: ["signal"] as const,
     registers: [this.registry],
   });
   readonly recImpressions = new Counter({

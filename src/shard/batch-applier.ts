@@ -10,10 +10,13 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
+import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
 import { toWire } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
+import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
+import type { ProfileEvent } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
 import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
@@ -41,7 +44,7 @@ export interface BatchApplierDeps {
   key: Pseudonymise;
   pseudonymised: boolean;
   /** The models the shard runs now (swapped between batches: a batch reads them once, at its start). */
-  models: { readonly lstm: LstmRuntime | undefined };
+  models: { readonly lstm: LstmRuntime | undefined; readonly sentiment: SentimentModel | undefined };
   itemEvents: ItemEventSender | undefined;
   /** Category names events carry. */
   labels: CategoryLabels;
@@ -107,6 +110,8 @@ export class BatchApplier {
     let appliedCount = 0;
     let skipped = 0;
     const lstm = d.models.lstm;
+    const sentiment = d.models.sentiment;
+    let riskFlags: Record<string, number> | undefined;
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
@@ -146,7 +151,17 @@ export class BatchApplier {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
       }
-      applyEvent(actor.state, e, d.profile);
+      // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
+      const review = analyseReviewEvent(sentiment, e);
+      if (review !== undefined) (e as ProfileEvent).review = review;
+      const st = actor.state;
+      const riskBefore = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0);
+      applyEvent(st, e, d.profile);
+      const riskNew = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0) & ~riskBefore;
+      if (riskNew !== 0) {
+        riskFlags ??= {};
+        for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
+      }
       d.audiences.observe(actor.state, e, partition);
       if (e.categoryPath !== "") d.labels.note(e.categoryId, e.categoryPath);
       if (d.clock.inEra(e.timestampMs, now)) {
@@ -194,6 +209,7 @@ export class BatchApplier {
       applyMs: t1 - t0, commitMs: t2 - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
+      ...(riskFlags !== undefined ? { riskFlags } : {}),
     };
   }
 

@@ -63,7 +63,7 @@ export class ProfileQueries {
       `(allowed ${deadline.deadlineMs - deadline.receivedMs} ms); try again later`));
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult {
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): ProfileResult {
     const late = this.#late(deadline);
     if (late !== undefined) return { ok: false, error: late };
     const d = this.#d;
@@ -80,9 +80,9 @@ export class ProfileQueries {
       const profile = profileView(userId, state, asOf, d.profile);
       profile.audiences = membershipsOf(state);
       const models = d.models.predictions;
-      const predictions = models.any ? models.of(state, asOf) : undefined;
+      const predictions = models.any ? models.of(state, asOf, explain) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;
-      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? [])]) c.label = d.labels.label(c.key);
+      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? []), ...(profile.reviews?.categories ?? [])]) c.label = d.labels.label(c.key);
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile: { ...profile, predictions: predictions !== undefined ? wirePredictions(predictions) : null } }).finish();

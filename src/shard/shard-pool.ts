@@ -21,7 +21,53 @@ import type { BackfillProgress } from "./audience-runner.js";
 /** How long a metrics scrape waits for a busy shard's stats before using the ones its last batch carried, ms. */
 const STATS_WAIT_MS = 250;
 
+/**
+ * At most `maxEvents` events handed to one shard in batches not yet answered
+ * (a larger batch still goes alone); the rest wait here, in hand-over order.
+ * A shard takes its messages in order, so a query posted to it waits behind
+ * every batch already in its port: with each partition's consumer prefetching
+ * thousands of events, that was seconds of work (queries starved behind
+ * ingest). Holding batches on main bounds a query's wait to about `maxEvents`
+ * events of work, and leaves ingest to back up where it is bounded anyway
+ * (max_ack_pending), not in front of the queries.
+ */
+class BatchWindow {
+  #events = 0;
+  readonly #held: { events: number; go: () => void }[] = [];
+
+  constructor(readonly maxEvents: number) {}
+
+  /** Batches waiting for room. */
+  get held(): number {
+    return this.#held.length;
+  }
+
+  run<T>(events: number, start: () => Promise<T>): Promise<T> {
+    const go = (): Promise<T> => {
+      this.#events += events;
+      const p = start();
+      const done = () => {
+        this.#events -= events;
+        while (this.#held.length > 0 && this.#fits(this.#held[0]!.events)) this.#held.shift()!.go();
+      };
+      p.then(done, done);
+      return p;
+    };
+    if (this.#held.length === 0 && this.#fits(events)) return go();
+    return new Promise<T>((resolve, reject) => this.#held.push({ events, go: () => void go().then(resolve, reject) }));
+  }
+
+  #fits(events: number): boolean {
+    return this.#events === 0 || this.#events + events <= this.maxEvents;
+  }
+}
+
 export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents" | "clock" | "partitionCount">;
+
+export interface ShardPoolOptions {
+  /** Most events handed to one shard in batches not yet answered (BatchWindow); the engine option maxShardQueueEvents. */
+  maxShardQueueEvents: number;
+}
 
 type Shard = WorkerClient<ShardApi, ShardStats>;
 
@@ -29,6 +75,7 @@ export class ShardPool {
   readonly workers: number;
   readonly partitions: number;
   readonly #shards: Shard[];
+  readonly #windows: BatchWindow[];
   /** Last applied sequence per partition, as found in LMDB at start. */
   readonly appliedAtStart: ReadonlyMap<number, number>;
   /** The engine clock (engine-clock.ts): moved by the batches' times, read by every shard. */
@@ -37,8 +84,9 @@ export class ShardPool {
   readonly outboxAtStart = new Map<number, OutboundMessage[]>();
   #closed = false;
 
-  private constructor(shards: Shard[], partitions: number, applied: Map<number, number>, clock: EngineClock) {
+  private constructor(shards: Shard[], partitions: number, applied: Map<number, number>, clock: EngineClock, o: ShardPoolOptions) {
     this.#shards = shards;
+    this.#windows = shards.map(() => new BatchWindow(o.maxShardQueueEvents));
     this.clock = clock;
     this.workers = shards.length;
     this.partitions = partitions;
@@ -51,7 +99,8 @@ export class ShardPool {
     common: ShardCommon,
     onExit: (shard: number, err: PortraitError) => void,
     /** Where each shard posts the item events it applied, e.g. the recs worker; the ports are transferred. */
-    itemEvents?: ItemEventSinks,
+    itemEvents: ItemEventSinks | undefined,
+    o: ShardPoolOptions,
   ): Promise<ShardPool> {
     const shards: Shard[] = [];
     for (let i = 0; i < workers; i++) {
@@ -60,7 +109,7 @@ export class ShardPool {
       }));
     }
     const clock = new EngineClock(CLOCK_DEFAULTS);
-    const pool = new ShardPool(shards, partitions, new Map(), clock);
+    const pool = new ShardPool(shards, partitions, new Map(), clock, o);
     const applied = pool.appliedAtStart as Map<number, number>;
     await Promise.all(
       shards.map(async (s, i) => {
@@ -93,19 +142,29 @@ export class ShardPool {
     return this.#shards[this.shardOf(partition)]!;
   }
 
-  /** Hands a packed batch to the partition's shard; its buffers are transferred. */
+  /**
+   * Hands a packed batch to the partition's shard (its buffers are
+   * transferred) once the shard's unanswered batches leave room for it
+   * (maxShardQueueEvents); until then it is held here, in order.
+   */
   applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
-    const s = this.#owner(batch.partition);
+    const shard = this.shardOf(batch.partition);
+    const s = this.#shards[shard]!;
     const transfer = [batch.data.buffer, batch.offsets.buffer, batch.seqs.buffer] as ArrayBuffer[];
-    return s.call((api) => api.applyBatch(Comlink.transfer(batch, transfer))).then((r) => {
+    return this.#windows[shard]!.run(batch.offsets.length - 1, () => s.call((api) => api.applyBatch(Comlink.transfer(batch, transfer)))).then((r) => {
       s.noteStats(r.stats);
       this.clock.observe(r.times);
       return r;
     });
   }
 
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): Promise<ProfileResult> {
-    return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline));
+  /** Batches held on main per shard, waiting for room in the shard's window. */
+  heldBatches(): number[] {
+    return this.#windows.map((w) => w.held);
+  }
+
+  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): Promise<ProfileResult> {
+    return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline, explain));
   }
 
   getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult> {

@@ -34,7 +34,7 @@ export interface ShardInit {
    * engine's own stream source ("stream:<event stream>"): a prediction is
    * served only from a model evaluated on it (src/models/evidence.ts).
    */
-  models: { lstmDir?: string; churnDir?: string; propensityDir?: string; shopSource: string };
+  models: { lstmDir?: string; churnDir?: string; propensityDir?: string; sentimentDir?: string; shopSource: string };
   /** Where to post the item events of each committed batch and forgotten users (src/threads/item-event-queue.ts), e.g. to the recs worker. */
   itemEvents?: ItemEventSink;
   /**
@@ -110,7 +110,7 @@ export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult;
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean): ProfileResult;
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult;
   /**
    * Loads the models of `set` (a version already loaded is reused) and runs

@@ -14,6 +14,7 @@ import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } fr
 import { ChurnModel } from "../models/churn-model.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { PropensityModel } from "../models/propensity-model.js";
+import { SentimentModel } from "../models/sentiment-model.js";
 import { heapStats } from "../obs/heap.js";
 import { createLogger, type Logger } from "../obs/logger.js";
 import type { ShardStats } from "../obs/metrics.js";
@@ -39,6 +40,8 @@ class ShardModels {
   lstm: LstmRuntime | undefined;
   churn: ChurnModel | undefined;
   propensity: PropensityModel | undefined;
+  /** The review sentiment model, loaded once at init (it is not swapped). */
+  sentiment: SentimentModel | undefined;
   /** The prediction models of this set with their verdicts on this shop's stream, rebuilt on every set. */
   predictions: Predictions = new Predictions({ lstm: undefined, churn: undefined, propensity: undefined, shopSource: "" });
   /** This engine's own stream source (what "this shop's data" means for a model's evaluation). */
@@ -99,6 +102,7 @@ class Shard implements ShardApi {
     const key = pseudonymiser(init.pseudonymKey);
     const models = this.#models;
     models.shopSource = init.models.shopSource;
+    models.sentiment = init.models.sentimentDir !== undefined ? SentimentModel.load(init.models.sentimentDir) : undefined;
     await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, propensityDir: init.models.propensityDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
@@ -133,8 +137,8 @@ class Shard implements ShardApi {
     return { ...r, stats: this.stats() };
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline): ProfileResult {
-    return this.#queries.getProfile(userId, asOfMs, encoding, deadline);
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): ProfileResult {
+    return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain);
   }
 
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {

@@ -1,0 +1,204 @@
+/**
+ * Risk signals of a profile: live anomaly scores, each with its reason. Pure
+ * like the rest of the profile (user-profile.ts applyEvent calls
+ * `observeRisk` for every event; queries call `riskView`). Event time
+ * throughout: a replayed log gives the same scores as the live stream.
+ *
+ * 1. Bot-like velocity. The user's event rate is a decayed count with a
+ *    short half-life (RISK.burstHalfLifeMs, 10 s): after each event,
+ *    rate = count x ln 2 / half-life events/s (a steady stream of r events/s
+ *    reads r). An event is "fast" when that rate is at or above the global
+ *    threshold (RISK.velocityPerSec) and at or above RISK.userFactor times
+ *    the user's own habit: the highest rate the user reached in earlier
+ *    sessions (a session ends after sessionGapMs without actions). Measured
+ *    on earlier sessions only, the habit is not raised by the burst it
+ *    judges: a new user meets only the global threshold, and a user who has
+ *    always browsed fast must go well beyond their own past. Only actions count:
+ *    PURCHASE and REFUND lines are order lines (an order of 50 lines has one
+ *    time) and do not enter the rate. Score = min(1, fast events /
+ *    RISK.velocityMinFast); flagged at 1.
+ * 2. Refund abuse. Refund lines / purchase lines, and "quick" refunds: a
+ *    REFUND within RISK.quickRefundMs of the user's last purchase. Score =
+ *    max(ratio / RISK.refundRatio when the user has at least
+ *    RISK.refundMinLines refund lines, quick refunds / RISK.quickRefunds),
+ *    capped at 1; flagged at 1.
+ * 3. Account sharing. Distinct session ids and device ids
+ *    (`attributes["device_id"]`) active at once: an id is active for
+ *    sessionGapMs after its last event; the peak number active at any event
+ *    is kept (at most SHARING_TRACKED ids are tracked). Score =
+ *    min(1, (peak - 1) / (RISK.sharingPeak - 1)); flagged at 1.
+ */
+import { fnv1a32String } from "../wire/partition.js";
+import { EventType } from "../wire/proto.js";
+
+/** Thresholds of the risk signals (see the header). */
+export const RISK = Object.freeze({
+  burstHalfLifeMs: 10_000,
+  /** Global threshold: events/s over the burst window. */
+  velocityPerSec: 1.5,
+  /** Per-user threshold: this many times the user's own habit (highest rate of earlier sessions). */
+  userFactor: 2,
+  /** Fast events that make a user bot-like. */
+  velocityMinFast: 10,
+  /** Refund lines / purchase lines that make a user a refund abuser (with refundMinLines refund lines). */
+  refundRatio: 0.3,
+  refundMinLines: 4,
+  /** A refund this soon after the user's last purchase is quick. */
+  quickRefundMs: 48 * 3_600_000,
+  /** Quick refunds / purchase lines that make a user a refund abuser (with refundMinLines refund lines). */
+  quickShare: 0.3,
+  /** Concurrent session or device ids that make an account shared, with this many returns to an earlier active id. */
+  sharingPeak: 3,
+  sharingReturns: 4,
+});
+/** Session and device ids tracked for sharing (most recent first). */
+export const SHARING_TRACKED = 5;
+const LN2 = Math.LN2;
+
+/** The stored part (short names: every byte of a profile is written on every change). */
+export interface RiskState {
+  /** Burst count (decayed) as of bt, and bt. */
+  b: number;
+  bt: number;
+  /** Peak rate of the current session, and the highest of earlier sessions (the user's habit), events/s. */
+  sp: number;
+  pp: number;
+  /** Fast events, and the peak rate seen (events/s). */
+  f: number;
+  pk: number;
+  /** Quick refunds. */
+  q: number;
+  /** Tracked ids with their last event time, newest first: fnv1a32("s:" + session id) or -fnv1a32("d:" + device id) - 1 (devices negative); and the peak active at once. */
+  ids: [number, number][];
+  cp: number;
+  /** Returns: events whose session or device id is an earlier one still active (not the latest), i.e. interleaved use. */
+  rt: number;
+}
+
+export function newRiskState(): RiskState {
+  return { b: 0, bt: 0, sp: 0, pp: 0, f: 0, pk: 0, q: 0, ids: [], cp: 0, rt: 0 };
+}
+
+/** What observeRisk reads of an event. */
+export interface RiskEvent {
+  type: EventType;
+  timestampMs: number;
+  sessionId: string;
+  attributes?: { [k: string]: string };
+}
+
+function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
+  const i = r.ids.findIndex((x) => x[0] === id);
+  if (i >= 0) {
+    // Back to an id that is not the latest of its kind while it is still active: two of them in use at once.
+    if (t - r.ids[i]![1] <= gapMs && r.ids.slice(0, i).some((x) => (x[0] >= 0) === (id >= 0))) r.rt++;
+    if (t > r.ids[i]![1]) r.ids[i]![1] = t;
+    if (i > 0) r.ids.unshift(r.ids.splice(i, 1)[0]!);
+    return;
+  }
+  r.ids.unshift([id, t]);
+  if (r.ids.length > SHARING_TRACKED) r.ids.length = SHARING_TRACKED;
+}
+
+/**
+ * Updates the risk state with one event. `lastPurchaseMs` is the user's last
+ * purchase before this event (0 = none); `gapMs` the profile's session gap.
+ */
+export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, gapMs: number): void {
+  const t = e.timestampMs;
+  if (e.type !== EventType.PURCHASE && e.type !== EventType.REFUND) {
+    // Velocity: decay the burst count to t (an older event adds at the current time: dt 0).
+    const dt = Math.max(0, t - r.bt);
+    if (r.bt > 0 && dt > gapMs) {
+      // A new session: the one that ended joins the habit.
+      if (r.sp > r.pp) r.pp = r.sp;
+      r.sp = 0;
+    }
+    r.b = r.b * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1;
+    if (t > r.bt) r.bt = t;
+    const rate = (r.b * LN2 * 1000) / RISK.burstHalfLifeMs;
+    if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * r.pp) r.f++;
+    if (rate > r.sp) r.sp = rate;
+    if (rate > r.pk) r.pk = rate;
+  }
+  // Refunds soon after a purchase.
+  if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) r.q++;
+  // Sharing: ids active at t (including this event's).
+  const device = e.attributes?.["device_id"] ?? "";
+  if (e.sessionId !== "") touchId(r, fnv1a32String(`s:${e.sessionId}`), t, gapMs);
+  if (device !== "") touchId(r, -fnv1a32String(`d:${device}`) - 1, t, gapMs);
+  if (e.sessionId !== "" || device !== "") {
+    let sessions = 0;
+    let devices = 0;
+    for (const [id, last] of r.ids) {
+      if (t - last > gapMs) continue;
+      if (id >= 0) sessions++;
+      else devices++;
+    }
+    const active = Math.max(sessions, devices);
+    if (active > r.cp) r.cp = active;
+  }
+}
+
+/** One risk signal (proto `RiskSignal`). */
+export interface RiskSignalView {
+  /** In [0, 1]. */
+  score: number;
+  /** score reached 1. */
+  flagged: boolean;
+  /** What the score is made of, with the numbers. */
+  reason: string;
+}
+
+export interface RiskView {
+  velocity: RiskSignalView;
+  refundAbuse: RiskSignalView;
+  accountSharing: RiskSignalView;
+}
+
+const f2 = (x: number) => (Math.round(x * 100) / 100).toString();
+
+function signal(s: number, reason: string): RiskSignalView {
+  return { score: s, flagged: s >= 1, reason };
+}
+
+/** The three scores in [0, 1] (velocity, refund abuse, sharing), without reasons: `refunds` and `purchases` are the profile's REFUND and PURCHASE event counts. */
+export function riskScores(r: RiskState | undefined, refunds: number, purchases: number): [number, number, number] {
+  const x = r ?? EMPTY;
+  const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
+  const quick = purchases > 0 ? x.q / purchases : 0;
+  // Both: many refunds for what was bought, and soon after buying (a wholesale customer cancelling old orders is not flagged).
+  const refundScore = refunds >= RISK.refundMinLines ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare) : 0;
+  const c = (v: number) => Math.min(1, Math.max(0, v));
+  const shared = x.cp <= 1 ? 0 : Math.min((x.cp - 1) / (RISK.sharingPeak - 1), x.rt / RISK.sharingReturns);
+  return [c(x.f / RISK.velocityMinFast), c(refundScore), c(shared)];
+}
+
+const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
+
+/** Which signals are flagged, as bits (1 velocity, 2 refund abuse, 4 sharing): the shard counts new flags. */
+export function riskFlagBits(r: RiskState | undefined, refunds: number, purchases: number): number {
+  const [v, f, s] = riskScores(r, refunds, purchases);
+  return (v >= 1 ? 1 : 0) | (f >= 1 ? 2 : 0) | (s >= 1 ? 4 : 0);
+}
+
+/** The signal names of the flag bits, in bit order (metric labels, audience fields). */
+export const RISK_SIGNALS = ["velocity", "refundAbuse", "accountSharing"] as const;
+
+/** The risk signals of a state with their reasons. */
+export function riskView(r: RiskState | undefined, refunds: number, purchases: number): RiskView {
+  const x = r ?? EMPTY;
+  const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
+  const [sv, sf, ss] = riskScores(r, refunds, purchases);
+  return {
+    velocity: signal(sv,
+      `${x.f} fast actions (>= ${RISK.velocityPerSec}/s over a ${RISK.burstHalfLifeMs / 1000} s half-life and >= ${RISK.userFactor}x the user's habit, ${f2(x.pp)}/s in earlier sessions); ` +
+      `peak ${f2(x.pk)}/s; flagged at ${RISK.velocityMinFast}`),
+    refundAbuse: signal(sf,
+      `${refunds} refund lines / ${purchases} purchase lines = ${Number.isFinite(ratio) ? f2(ratio) : "inf"} (flagged at ${RISK.refundRatio} with >= ${RISK.refundMinLines} refunds); ` +
+      `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase = ${purchases > 0 ? f2(x.q / purchases) : "0"} of purchase lines (flagged at ${RISK.quickShare})`),
+    accountSharing: signal(ss,
+      `peak ${x.cp} session or device ids active at once (flagged at ${RISK.sharingPeak}), ${x.rt} returns to an earlier active one (flagged at ${RISK.sharingReturns})`),
+  };
+}
+

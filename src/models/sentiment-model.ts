@@ -1,0 +1,244 @@
+/**
+ * Review sentiment and aspects: the text model the shards run on REVIEW
+ * events. This file is the contract between training
+ * (src/train/train-sentiment.ts) and the engine, which calls `analyse(text)`
+ * once per review that carries text.
+ *
+ * Sentiment: a logistic regression over hashed features of the text,
+ * trained by our own code (labels from the star ratings: 4-5 positive, 1-3
+ * negative in training; evaluated on 1-2 against 4-5). Features (`sentimentFeatures`):
+ * - the text is lower-cased and split into tokens of letters and digits
+ *   (apostrophes dropped: "don't" -> "dont");
+ * - unigrams, and bigrams of adjacent tokens (not across punctuation);
+ * - a unigram inside a negation scope (the 3 tokens after not, no, never,
+ *   dont, ...; ended early by . , ; : ! ?) is a different feature ("!good");
+ * - the review's title (the data set's summary; an event's
+ *   `attributes.summary`), when there is one, adds its own features again
+ *   with the prefix "s:" (a title is short and to the point);
+ * - each feature is hashed into `buckets` slots (1 + fnv1a32(utf8(feature)) %
+ *   (buckets - 1); slot 0 is the bias), present = 1, and the vector is scaled
+ *   to unit L2 norm.
+ * Training weighs the classes to balance, so the raw logit is free of the
+ * data's prior (most reviews are positive): the review's sentiment is
+ * 2 x sigmoid(a x raw logit) - 1 in [-1, 1], 0 = undecided, where a is the
+ * Platt slope (its scale, without its prior-carrying intercept). `probability` is the
+ * Platt-calibrated P(positive) on the validation window, which carries the
+ * prior (a 0.8 there is a rather negative review).
+ *
+ * Aspects: what a review talks about. Training keeps a vocabulary of noun
+ * terms (single nouns and noun-noun pairs, tagged by wink-nlp's part-of-speech
+ * tagger over the training reviews) with their inverse document frequency;
+ * a review's aspects are its vocabulary terms ranked by tf x idf (a pair
+ * hides the single nouns it contains; a plural "s" falls back to the
+ * singular when only that is known), at most `MAX_ASPECTS`.
+ *
+ * Artifact: `models/sentiment/<version>/` with manifest.json (format "json"),
+ * `weights.bin` (Float32 little-endian, `buckets` values) and `model.json`
+ * (the spec: buckets, calibration, the aspect vocabulary with idf).
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
+import { fnv1a32String } from "../wire/partition.js";
+import { EventType } from "../wire/proto.js";
+import { readManifest, type ModelManifest } from "./artifacts.js";
+import { calibrate, sigmoid, validateCalibration, type Calibration } from "./calibration.js";
+
+/** Aspects returned per review. */
+export const MAX_ASPECTS = 3;
+/** Tokens after a negator that are negated. */
+const NEGATION_SCOPE = 3;
+const NEGATORS = new Set([
+  "not", "no", "never", "nothing", "none", "nor", "neither", "hardly", "barely", "without",
+  "dont", "doesnt", "didnt", "isnt", "wasnt", "arent", "werent", "cant", "cannot", "couldnt", "wont", "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "aint",
+]);
+
+export interface SentimentSpec {
+  /** Hash slots including the bias slot 0; a power of two. */
+  buckets: number;
+  calibration?: Calibration;
+  /** Aspect vocabulary: term ("string" or "tuning peg") -> idf = ln(docs / (1 + df)). */
+  aspects: Record<string, number>;
+}
+
+/** One review analysed. */
+export interface ReviewAnalysis {
+  /** Calibrated P(positive) (with the training data's prior). */
+  probability: number;
+  /** 2 x sigmoid(a x raw logit) - 1, in [-1, 1]: balanced, 0 = undecided. */
+  sentiment: number;
+  /** Up to MAX_ASPECTS aspect terms, strongest first. */
+  aspects: string[];
+}
+
+/** The tokens of a text and, per token, whether a boundary (punctuation) follows it. */
+export function tokenize(text: string): { tokens: string[]; stops: boolean[] } {
+  const tokens: string[] = [];
+  const stops: boolean[] = [];
+  const lower = text.toLowerCase();
+  let cur = "";
+  for (let i = 0; i < lower.length; i++) {
+    const ch = lower[i]!;
+    const c = ch.charCodeAt(0);
+    if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c >= 0xc0) {
+      cur += ch;
+    } else if (ch === "'" || ch === "\u2019") {
+      // dropped inside a word
+    } else {
+      if (cur !== "") {
+        tokens.push(cur);
+        stops.push(false);
+        cur = "";
+      }
+      if (".,;:!?()".includes(ch) && stops.length > 0) stops[stops.length - 1] = true;
+    }
+  }
+  if (cur !== "") {
+    tokens.push(cur);
+    stops.push(true);
+  }
+  return { tokens, stops };
+}
+
+/** The feature strings of a review (before hashing): its text's and its title's (see the header). */
+export function sentimentFeatures(text: string, title = ""): string[] {
+  const out = textFeatures(text, "", []);
+  const t = title.trim();
+  if (t !== "") {
+    textFeatures(t, "", out);
+    textFeatures(t, "s:", out);
+  }
+  return out;
+}
+
+function textFeatures(text: string, prefix: string, out: string[]): string[] {
+  const { tokens, stops } = tokenize(text);
+  let negate = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    out.push(negate > 0 ? `${prefix}!${t}` : `${prefix}${t}`);
+    if (i + 1 < tokens.length && !stops[i]) out.push(`${prefix}${t} ${tokens[i + 1]}`);
+    if (NEGATORS.has(t)) negate = NEGATION_SCOPE;
+    else if (negate > 0) negate--;
+    if (stops[i]) negate = 0;
+  }
+  return out;
+}
+
+/** Hashed feature slots of a review (distinct, sorted), with the common value 1/sqrt(count) (unit L2 norm); slot 0 (bias) not included. */
+export function hashFeatures(text: string, title: string, buckets: number): { slots: Uint32Array; value: number } {
+  const set = new Set<number>();
+  for (const f of sentimentFeatures(text, title)) set.add(1 + (fnv1a32String(f) % (buckets - 1)));
+  const slots = Uint32Array.from(set).sort();
+  return { slots, value: slots.length > 0 ? 1 / Math.sqrt(slots.length) : 0 };
+}
+
+/** The raw logit of a review under `weights` (slot 0 is the bias). */
+export function sentimentLogit(weights: Float32Array, text: string, title = ""): number {
+  const { slots, value } = hashFeatures(text, title, weights.length);
+  let z = weights[0]!;
+  for (const s of slots) z += weights[s]! * value;
+  return z;
+}
+
+/** A review's aspects under an aspect vocabulary (see the header). */
+export function extractAspects(text: string, vocab: Record<string, number>, k = MAX_ASPECTS): string[] {
+  const { tokens, stops } = tokenize(text);
+  const known = (t: string): string | undefined =>
+    Object.hasOwn(vocab, t) ? t : t.length > 3 && t.endsWith("s") && Object.hasOwn(vocab, t.slice(0, -1)) ? t.slice(0, -1) : undefined;
+  const tf = new Map<string, number>();
+  const hidden = new Set<string>();
+  for (let i = 0; i < tokens.length; i++) {
+    if (i + 1 < tokens.length && !stops[i]) {
+      const b = known(`${tokens[i]} ${tokens[i + 1]}`);
+      if (b !== undefined) {
+        tf.set(b, (tf.get(b) ?? 0) + 1);
+        hidden.add(tokens[i]!);
+        hidden.add(tokens[i + 1]!);
+        const s = known(tokens[i + 1]!);
+        if (s !== undefined) hidden.add(s);
+        continue;
+      }
+    }
+    const u = known(tokens[i]!);
+    if (u !== undefined) tf.set(u, (tf.get(u) ?? 0) + 1);
+  }
+  return [...tf]
+    .filter(([t]) => !hidden.has(t))
+    .map(([t, n]) => [t, n * vocab[t]!] as const)
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .slice(0, k)
+    .map(([t]) => t);
+}
+
+/**
+ * What the shard adds to an event before applying it (ProfileEvent.review):
+ * a REVIEW with text, analysed from its text and its title
+ * (attributes["summary"]); undefined for anything else or without a model.
+ */
+export function analyseReviewEvent(
+  model: SentimentModel | undefined,
+  e: { type: number; reviewText: string; attributes: { [k: string]: string } },
+): { sentiment: number; aspects: string[] } | undefined {
+  if (model === undefined || e.type !== EventType.REVIEW || e.reviewText === "") return undefined;
+  const a = model.analyse(e.reviewText, e.attributes["summary"] ?? "");
+  return { sentiment: a.sentiment, aspects: a.aspects };
+}
+
+/** A loaded sentiment model. */
+export class SentimentModel {
+  readonly version: string;
+  readonly spec: SentimentSpec;
+  readonly weights: Float32Array;
+  readonly manifest: ModelManifest | undefined;
+
+  constructor(spec: SentimentSpec, weights: Float32Array, version: string, manifest?: ModelManifest) {
+    if (!(Number.isInteger(spec.buckets) && spec.buckets >= 2) || weights.length !== spec.buckets) {
+      throw new ConfigError(`sentiment model ${version}: ${weights.length} weights for ${spec.buckets} buckets`);
+    }
+    try {
+      validateCalibration(spec.calibration);
+    } catch (err) {
+      throw new ConfigError(`sentiment model ${version}: ${(err as Error).message}`);
+    }
+    if (typeof spec.aspects !== "object" || spec.aspects === null) throw new ConfigError(`sentiment model ${version}: no aspect vocabulary`);
+    this.spec = spec;
+    this.weights = weights;
+    this.version = version;
+    this.manifest = manifest;
+  }
+
+  /** Loads `dir/manifest.json` (name "sentiment", format "json"), `files.model` and `files.weights`. */
+  static load(dir: string): SentimentModel {
+    if (!existsSync(join(dir, "manifest.json"))) throw new ConfigError(`no sentiment model manifest at ${join(dir, "manifest.json")}`);
+    const manifest = readManifest(dir);
+    if (manifest.name !== "sentiment") throw new ConfigError(`${dir} holds model "${manifest.name}", not "sentiment"`);
+    const modelFile = manifest.files?.model;
+    const weightsFile = manifest.files?.weights;
+    if (typeof modelFile !== "string" || typeof weightsFile !== "string") throw new ConfigError(`sentiment manifest in ${dir} must name files.model and files.weights`);
+    let spec: SentimentSpec;
+    let bytes: Buffer;
+    try {
+      spec = JSON.parse(readFileSync(join(dir, modelFile), "utf8")) as SentimentSpec;
+      bytes = readFileSync(join(dir, weightsFile));
+    } catch (err) {
+      throw new PortraitError(ErrorCode.MODEL_CORRUPT, `cannot read sentiment model in ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+    if (bytes.length !== spec.buckets * 4) throw new PortraitError(ErrorCode.MODEL_CORRUPT, `sentiment weights ${join(dir, weightsFile)}: ${bytes.length} bytes, expected ${spec.buckets * 4}`);
+    const weights = new Float32Array(spec.buckets);
+    for (let i = 0; i < spec.buckets; i++) weights[i] = bytes.readFloatLE(i * 4);
+    return new SentimentModel(spec, weights, manifest.version, manifest);
+  }
+
+  /** Calibrated P(positive) of a review. */
+  probability(text: string, title = ""): number {
+    return calibrate(this.spec.calibration, sentimentLogit(this.weights, text, title));
+  }
+
+  /** Sentiment and aspects of a review (aspects from its text and title). */
+  analyse(text: string, title = ""): ReviewAnalysis {
+    const z = sentimentLogit(this.weights, text, title);
+    const a = this.spec.calibration?.a ?? 1;
+    return { probability: calibrate(this.spec.calibration, z), sentiment: 2 * sigmoid(a * z) - 1, aspects: extractAspects(title === "" ? text : `${title}.\n${text}`, this.spec.aspects) };
+  }
+}
