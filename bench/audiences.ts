@@ -295,19 +295,19 @@ async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: num
     calibration.push(`${target.toFixed(0)}/s: ${why}`);
     stop = true;
     await bg;
-    const until = Date.now() + 60_000;
+    const until = Date.now() + 120_000;
     while ((await backlog()) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     target /= 2;
     halvings++;
     bg = startLoad(target);
     await new Promise((r) => setTimeout(r, 2000));
   };
-  // Warm-up: 5 s, then the backlog must be under 1 s of load.
+  // Warm-up: 10 s, then the backlog must be under 1 s of load.
   for (;;) {
-    await new Promise((r) => setTimeout(r, 5000));
+    await new Promise((r) => setTimeout(r, 10_000));
     const behind = await backlog();
     if (behind <= target || halvings >= 4) break;
-    await halve(`backlog ${behind} after 5 s`);
+    await halve(`backlog ${behind} after 10 s`);
   }
 
   /** A probe's publish, again on a timeout (the broker shares the loaded cores; the event id makes a second copy a duplicate). */
@@ -320,25 +320,27 @@ async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: num
       }
     }
   };
-  // 2. Probes: a fresh user buys three times; the third purchase makes it enter "probe". In rounds of 20: before each, a
-  // backlog over 1 s of load halves the load and restarts the measure (only probes at the final load count).
+  // 2. Probes: a fresh user buys three times; the third purchase makes it enter "probe". A halving of the load (below)
+  // restarts the measure: only probes at the final load count; 180 s at most from the last restart.
   let lat: number[] = [];
   let probed = 0;
   let backlogs: number[] = [];
   let roundMisses = 0;
-  const probesUntil = Date.now() + 180_000;
+  let probesUntil = Date.now() + 180_000;
   for (let i = 0; probed < PROBES && Date.now() < probesUntil; i++) {
-    if (probed % 20 === 0) {
+    {
+      // Before every probe (a probe on a saturated engine waits its whole 5 s): a backlog over 1 s of load, or 3 probes in
+      // a row unseen within 5 s (applied is not visible: enter events can queue behind earlier transitions still being
+      // published), halves the load.
       const behind = await backlog();
-      // Applied is not visible: enter events can queue behind earlier transitions still being published. A round with a
-      // quarter of its probes unseen within 5 s is saturation too.
-      const why = behind > target ? `backlog ${behind} during the probes` : roundMisses >= 5 ? `${roundMisses} of 20 probes unseen within 5 s` : "";
-      roundMisses = 0;
+      const why = behind > target ? `backlog ${behind} during the probes` : roundMisses >= 3 ? `${roundMisses} probes in a row unseen within 5 s` : "";
+      if (why !== "") roundMisses = 0;
       if (why !== "" && halvings < 4) {
         await halve(why);
         lat = [];
         backlogs = [];
         probed = 0;
+        probesUntil = Date.now() + 180_000;
       }
     }
     probed++;
@@ -350,8 +352,12 @@ async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: num
     const key = `probe:${user}:1`;
     const deadline = Date.now() + 5000;
     while (!arrivals.has(key) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
-    if (arrivals.has(key)) lat.push(arrivals.get(key)! - sentAt);
-    else roundMisses++;
+    if (arrivals.has(key)) {
+      lat.push(arrivals.get(key)! - sentAt);
+      roundMisses = 0;
+    } else {
+      roundMisses++;
+    }
   }
   loadShare = target / maxRate;
   rows.push(["membership change visible after the event, p50 / p99 / max (ms)", `${pct(lat, 50)} / ${pct(lat, 99)} / ${Math.max(...lat)}`,
