@@ -155,7 +155,10 @@ type Mutation = (e: IEvent, c: FuzzContext, r: Rng) => { bytes?: Uint8Array; eve
  * may be aimed at a bystander.
  */
 const MUTATIONS: Record<string, Mutation> = {
-  "type out of range": (e, _c, r) => ({ event: { ...e, type: r.pick([0, 12, 13, 99, 2 ** 31 - 1, -1]) as EventType }, expect: "UNKNOWN_TYPE" }),
+  "type out of range": (e, _c, r) => ({ event: { ...e, type: r.pick([0, 14, 15, 99, 2 ** 31 - 1, -1]) as EventType }, expect: "UNKNOWN_TYPE" }),
+  "identify without primary": (e) => ({ event: { ...e, type: EventType.IDENTIFY, primaryUserId: "" }, expect: "IDENTIFY_MISSING_PRIMARY" }),
+  "identify with itself": (e) => ({ event: { ...e, type: EventType.IDENTIFY, primaryUserId: e.userId! }, expect: "IDENTIFY_SAME_ID" }),
+  "hand-over from outside": (e, _c, r) => ({ event: { ...e, type: EventType.IDENTITY_HANDOVER, mergeId: r() < 0.5 ? "m" : "", handoverState: new Uint8Array([123, 125]) }, expect: "BAD_HANDOVER" }),
   "price NaN/Infinity": (e, _c, r) => ({ event: { ...e, price: r.pick([NaN, Infinity, -Infinity]) }, expect: "BAD_PRICE" }),
   "price negative": (e, _c, r) => ({ event: { ...e, price: r.pick([-0.01, -1, -1e300, -Number.MIN_VALUE]) }, expect: "BAD_PRICE" }),
   "price absurd": (e, _c, r) => ({ event: { ...e, price: r.pick([1e9 + 0.01, 1e15, 1e300, Number.MAX_VALUE]) }, expect: "BAD_PRICE" }),
@@ -212,6 +215,16 @@ const MUTATIONS: Record<string, Mutation> = {
   "too many attributes": (e, _c, r) => ({
     event: { ...e, attributes: Object.fromEntries(Array.from({ length: 33 + r.int(40) }, (_, k) => [`a${k}`, "v"])) }, expect: "FIELD_TOO_LONG",
   }),
+  // Logged feedback whose propensity is legal goes on to be judged against the served replies (UNKNOWN_REC_REQUEST here):
+  // not a decodeEvent verdict, so only the propensities decodeEvent refuses are fuzzed.
+  "rec propensity outside (0, 1]": (e, _c, r) => ({
+    event: { ...e, type: r.pick([EventType.REC_IMPRESSION, EventType.REC_CLICK]), itemId: e.itemId || "it1", recRequestId: "rq1", recPropensity: r.pick([0, -0.5, 1.0000001, 2, NaN, Infinity, -Infinity]) },
+    expect: "BAD_PROPENSITY",
+  }),
+  "rec propensity on another type": (e, _c, r) => ({
+    event: { ...e, type: r.pick([EventType.VIEW, EventType.PURCHASE]), itemId: e.itemId || "it1", recRequestId: "rq1", recPropensity: 0.5 }, expect: "BAD_PROPENSITY",
+  }),
+  "rec propensity without request id": (e) => ({ event: { ...e, type: EventType.REC_IMPRESSION, itemId: e.itemId || "it1", recRequestId: "", recPropensity: 0.5 }, expect: "BAD_PROPENSITY" }),
   "32 attributes (legal)": (e) => ({ event: { ...e, attributes: Object.fromEntries(Array.from({ length: 32 }, (_, k) => [`a${k}`, "v"])) }, expect: "OK" }),
   "wrong currency": (e, _c, r) => ({ event: { ...e, currency: r.pick(["USD", "EUR", "gbp", "GB", "€"]) }, expect: "CURRENCY_MISMATCH" }),
   "wrong partition": (e, c, r) => ({ event: e, partition: (partitionOf(e.userId!, c.partitions) + 1 + r.int(c.partitions - 1)) % c.partitions, expect: "WRONG_PARTITION" }),

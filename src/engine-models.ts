@@ -41,6 +41,7 @@ import type { EngineMetrics } from "./obs/metrics.js";
 import type { RecsHost } from "./recs/recs-host.js";
 import type { RankerPairing, Recommender } from "./recs/recommender.js";
 import type { ShardPool } from "./shard/shard-pool.js";
+import { readRankerWeights } from "./models/ranker-model.js";
 
 export interface ServedModel {
   version: string;
@@ -66,12 +67,17 @@ type Pin = ReturnType<InferencePool["pin"]>;
 
 /** Each engine model's option: "current", a version, or "off". */
 function modelSpecs(cfg: EngineConfig): Record<EngineModelName, string> {
-  return { lstm: cfg.lstmModel, churn: cfg.churnModel, propensity: cfg.propensityModel, deepfm: cfg.deepfmModel };
+  return { lstm: cfg.lstmModel, churn: cfg.churnModel, propensity: cfg.propensityModel, ranker: cfg.rankerModel, deepfm: cfg.deepfmModel };
 }
 
 /** The shards' part of a set (null = off). */
 function shardModels(set: ServedSet): { lstmDir: string | null; churnDir: string | null; propensityDir: string | null } {
   return { lstmDir: set.lstm?.dir ?? null, churnDir: set.churn?.dir ?? null, propensityDir: set.propensity?.dir ?? null };
+}
+
+/** A feedback ranker version's weights (src/train/train-ranker.ts writes them). */
+function readRanker(m: ServedModel): { version: string; weights: Record<string, number> } {
+  return { version: m.version, weights: readRankerWeights(m.dir, m.manifest) };
 }
 
 export class EngineModels {
@@ -148,6 +154,7 @@ export class EngineModels {
   /** Starts watching the promotions; each change is reconciled, one at a time. */
   async attach(targets: SwapTargets): Promise<void> {
     this.#targets = targets;
+    if (this.#served.ranker !== undefined) await targets.recs.setRanker(readRanker(this.#served.ranker));
     if (this.#registry === undefined || this.#followed.length === 0) return;
     const kv: KV = this.#registry.promotions;
     this.#watch = await kv.watch({ key: ">" });
@@ -190,9 +197,10 @@ export class EngineModels {
     const cfg = this.#cfg;
     if (spec === "off") return undefined;
     if (spec === "current" && currentVersion(cfg.modelsDir, name) === undefined) {
-      // The propensity model is the shop's own (none is bundled): its absence is expected until the shop trains one.
-      const how = name === "propensity" ? "portrait train propensity --from-stream" : `portrait train ${name}`;
-      this.#log[name === "propensity" ? "info" : "warn"]({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`${how}\`)`);
+      // The propensity model and the feedback ranker are the shop's own (none is bundled): their absence is expected until the shop trains one.
+      const own = name === "propensity" || name === "ranker";
+      const how = name === "propensity" ? "portrait train propensity --from-stream" : name === "ranker" ? "portrait train ranker --from-feedback" : `portrait train ${name}`;
+      this.#log[own ? "info" : "warn"]({ model: name, modelsDir: cfg.modelsDir }, `no ${name} model found; running without it (train one with \`${how}\`)`);
       return undefined;
     }
     const { dir, manifest } = resolveModel(cfg.modelsDir, spec === "current" ? name : `${name}@${spec}`);
@@ -223,6 +231,8 @@ export class EngineModels {
     if (churn !== undefined) out.churn = churn;
     const propensity = await get("propensity");
     if (propensity !== undefined) out.propensity = propensity;
+    const ranker = await get("ranker");
+    if (ranker !== undefined) out.ranker = ranker;
     const deepfm = await get("deepfm");
     const needs = deepfm !== undefined ? lstmPairing(deepfm.manifest) : undefined;
     let lstm: ServedModel | undefined;
@@ -308,6 +318,7 @@ export class EngineModels {
     this.#pin = pin;
     if (keep.length > 0) await t.shards.setModels({ ...shardModels(next), keepLstm: [] });
     if (changed("deepfm")) await t.recs.setDeepFm(next.deepfm?.dir ?? null, []);
+    if (changed("ranker")) await timed("rankerMs", () => t.recs.setRanker(next.ranker !== undefined ? readRanker(next.ranker) : null));
     const before = Object.fromEntries(ENGINE_MODELS.map((n) => [n, cur[n]?.version ?? "off"]));
     this.#publish(next);
     this.swaps++;

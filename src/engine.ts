@@ -33,6 +33,7 @@ import { partitionOf } from "./wire/partition.js";
 import { InferencePool } from "./inference/inference-pool.js";
 import { RecsHost } from "./recs/recs-host.js";
 import { Recommender } from "./recs/recommender.js";
+import { FeedbackLog } from "./recs/feedback-log.js";
 import { pb, plainBytes } from "./wire/proto.js";
 import { ProfileStore } from "./store/profile-store.js";
 import { DataDirLock } from "./store/data-dir-lock.js";
@@ -41,6 +42,7 @@ import { PortraitClient } from "./client/portrait-client.js";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { keyCheck, readPseudonymKey } from "./shard/pseudonym.js";
+import { MAX_HOPS } from "./shard/identity.js";
 
 /** Period of the audience ticks (timers on the engine clock, backfill chunks), ms: time-driven transitions fire within about this of their due time. */
 const AUDIENCE_TICK_MS = 100;
@@ -244,6 +246,8 @@ export class Engine {
     });
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
+    // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
+    const feedbackLog = new FeedbackLog(js, s, { windowMs: cfg.feedbackWindowMs, maxRequests: cfg.feedbackMaxRequests });
     for (let p = 0; p < cfg.partitions; p++) {
       const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
         partition: p,
@@ -252,6 +256,7 @@ export class Engine {
         consumer: cfg,
         onFatal: (err) => this.#fail(err, { partition: p }),
         beforeAck,
+        feedback: (logged) => feedbackLog.judge(logged),
       });
       await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
       this.#consumers.push(c);
@@ -263,7 +268,11 @@ export class Engine {
     });
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
-    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference));
+    const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
+      exploration: { share: cfg.explorationShare, pool: cfg.explorationPool },
+      log: feedbackLog,
+      onExplored: () => this.metrics.recsExplored.inc(),
+    });
     await engineModels.attach({
       shards: pool, recs: recsHost, recommender,
       inference: () => this.#inference,
@@ -286,18 +295,43 @@ export class Engine {
       },
       forget: {
         forget: async (userId) => {
-          const partition = partitionOf(userId, cfg.partitions);
-          const r = await pool.forget(partition, userId);
+          // A merged user (README "Identity"): the forget reaches the primary through the aliases and erases every id merged into it.
+          let partition = partitionOf(userId, cfg.partitions);
+          let resolved: string | undefined;
+          let askedKey: string | undefined;
+          let r = await pool.forget(partition, userId);
+          // The aliases walked on the way: erased too, even if the primary does not list them yet (a hand-over in flight).
+          const walked: [string, number][] = [];
+          for (let hop = 0; r.ok && r.alias !== undefined; hop++) {
+            if (hop >= MAX_HOPS) throw new PortraitError(ErrorCode.INTERNAL, "the user's aliases form a loop");
+            askedKey ??= r.key;
+            walked.push([r.key, partition]);
+            [resolved, partition] = r.alias;
+            r = await pool.forget(partition, userId, resolved);
+          }
           if (!r.ok) throw fromWire(r.error);
           if (r.outbound.length > 0) {
             // The exits (reason "forgotten") were committed in the outbox with the removal; a failed publish is republished at the next start.
             await publishOutbound(js, r.outbound);
             pool.published(partition, r.outbound.map((m) => m.msgId));
           }
+          askedKey ??= r.key;
+          const merged: string[] = resolved !== undefined ? [resolved] : [];
+          const aliases = [...(r.aliases ?? [])];
+          for (const [k, p] of walked) if (!aliases.some(([x]) => x === k)) aliases.push([k, p]);
+          for (const [k, p] of aliases) {
+            const a = await pool.forgetAlias(p, k);
+            if (!a.ok) throw fromWire(a.error);
+            if (k !== askedKey) merged.push(k);
+          }
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());
-          return { existed: r.existed, tombstoneEventId };
+          for (const k of merged) {
+            const id = randomUUID();
+            await storeTombstone(js, s, id, pb.Tombstone.encode({ userId: k, forgottenMs: Date.now(), tombstoneEventId: id, mergedWithUserId: userId }).finish());
+          }
+          return { existed: r.existed, tombstoneEventId, mergedIdsErased: merged.length };
         },
       },
       audiences: new AudienceAdmin(defsKv, pool, () => this.#backfill),

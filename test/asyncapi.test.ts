@@ -31,7 +31,7 @@ const addresses = new Map(Object.entries(doc.channels).map(([name, c]) => [c.add
 /** Every name of `Subjects`, sorted into the subjects a document must have and the names that are not subjects. */
 function expectedAddresses(s: Subjects): string[] {
   // Stream and bucket names (the model registry's Object Store and KV buckets are read through JetStream's own APIs).
-  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted", "audienceStream", "audienceBucket"]);
+  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted", "audienceStream", "audienceBucket", "feedbackStream"]);
   const out: string[] = [];
   for (const key of Object.keys(s) as (keyof Subjects)[]) {
     if (notSubjects.has(key)) continue;
@@ -40,6 +40,7 @@ function expectedAddresses(s: Subjects): string[] {
     else if (key === "dlq" || key === "dlqWildcard") out.push(s.dlqWildcard.replace(">", "{reason}"));
     else if (key === "catalogItem" || key === "catalogWildcard") out.push(s.catalogWildcard.replace("*", "{itemHex}"));
     else if (key === "audienceEvents" || key === "audienceWildcard") out.push(s.audienceWildcard.replace("*", "{audienceId}"));
+    else if (key === "feedback" || key === "feedbackWildcard") out.push(s.feedbackWildcard.replace("*", "{kind}"));
     else if (key === "audienceApi") out.push(...AUDIENCE_OPS.map((op) => s.audienceApi(op)));
     else if (typeof v === "string") out.push(v);
     else throw new Error(`Subjects.${key} is new: say in this test whether it is a subject, and document it in docs/asyncapi.yaml`);

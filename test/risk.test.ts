@@ -127,6 +127,8 @@ describe("risk - engine", () => {
     expect(p.risk!.velocity.flagged).toBe(true);
     expect(p.risk!.velocity.reason).toMatch(/fast actions/);
     expect(p.risk!.refundAbuse.flagged).toBe(false);
+    // The counter moves when a batch settles (after its commit), which can be after its profile is visible: wait until every batch settled.
+    await waitFor(async () => (await engine.metrics.total(engine.metrics.eventsApplied)) === 60, { message: "batches not settled" });
     const m = engine.metrics.registry.getSingleMetric("portrait_risk_flags_total")!;
     const values = (await m.get()).values;
     expect(values.filter((v) => v.labels.signal === "velocity").reduce((a, v) => a + v.value, 0)).toBe(1);

@@ -49,7 +49,7 @@ export const SESSION_HALF_LIFE_EVENTS = 3;
 const SESSION_DECAY = 2 ** (-1 / SESSION_HALF_LIFE_EVENTS);
 
 export type { AudienceState, Transition };
-export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten";
+export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten" | "merged";
 
 export function newAudienceState(partition: number): AudienceState {
   return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: {}, due: 0 };
@@ -608,12 +608,12 @@ export function timerOf(a: AudienceState | undefined): number {
   return a === undefined ? 0 : a.tm ?? a.due;
 }
 
-/** Exits from every audience (the user is being forgotten). */
-export function exitAll(user: string, u: UserState, atMs: number): Transition[] {
+/** Exits from every audience (the user is being forgotten, or merged into another id). */
+export function exitAll(user: string, u: UserState, atMs: number, reason: "forgotten" | "merged" = "forgotten"): Transition[] {
   const a = u.aud;
   if (a === undefined) return [];
   const out: Transition[] = [];
-  for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, "forgotten"));
+  for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, reason));
   flagCache.delete(a);
   a.due = 0;
   return out;

@@ -144,6 +144,10 @@ export interface UserState {
   rv?: ReviewState;
   /** Risk signals (src/actors/risk.ts); absent in states stored before they existed, until their next event. */
   rk?: RiskState;
+  /** Identity (README "Identity"): the ids merged into this one, [key, partition], chains included; absent until the first merge. */
+  al?: [string, number][];
+  /** Identity: the merge ids folded into this state (each is folded once). */
+  mg?: string[];
 }
 
 /** Affinity weight of each event type (index = EventType number). */
@@ -419,6 +423,10 @@ export interface ProfileView {
   predictions?: PredictionsView;
   /** The user's audience memberships with the time each began (the shard adds them; README "Audiences"). */
   audiences?: { audienceId: string; sinceMs: number; holdout: boolean }[];
+  /** The id the profile is kept under: userId, or the primary when userId was merged into it (README "Identity"; the shard sets that). */
+  primaryUserId: string;
+  /** Ids merged into this profile. */
+  aliases: number;
   /** Review sentiment and aspects; absent when the user has no review with a sentiment. */
   reviews?: ReviewsView;
   /** Risk signals with their reasons (src/actors/risk.ts). */
@@ -592,5 +600,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     eventsApplied: s.n,
     ...(s.rv !== undefined ? { reviews: reviewsView(s.rv, f)! } : {}),
     risk: riskView(s.rk, s.counts[EventType.REFUND] ?? 0, purchases),
+    primaryUserId: userId,
+    aliases: s.al?.length ?? 0,
   };
 }

@@ -32,7 +32,7 @@ export interface CatalogSink {
 
 /** Forgets a user everywhere the engine keeps them, then stores the tombstone in its stream (PUBLISH_FAILED when it cannot); the composition root wires it. */
 export interface ForgetSink {
-  forget(userId: string): Promise<{ existed: boolean; tombstoneEventId: string }>;
+  forget(userId: string): Promise<{ existed: boolean; tombstoneEventId: string; mergedIdsErased?: number }>;
 }
 
 export interface ApiOptions {

@@ -51,11 +51,30 @@ export interface BatchResult {
   /** Users newly flagged by a risk signal in this batch, by signal name (velocity, refundAbuse, accountSharing); absent when none. */
   riskFlags?: Record<string, number>;
   /**
+   * The batch's logged feedback (rec_impression / rec_click with
+   * rec_propensity), applied, in batch order: the partition consumer judges
+   * it against the served replies and writes the training log (src/recs/feedback-log.ts).
+   */
+  logged?: LoggedFeedback[];
+  /**
    * Messages the batch's commit produced (audience enter/exit events), to be
    * published through JetStream with their ids before the batch is
    * acknowledged; the sink keeps them (an outbox) until told they were.
    */
   outbound?: OutboundMessage[];
+}
+
+/** A logged rec_impression / rec_click (see BatchResult.logged). */
+export interface LoggedFeedback {
+  /** Index of the message in its batch, and its stream sequence. */
+  index: number;
+  seq: number;
+  click: boolean;
+  requestId: string;
+  itemId: string;
+  propensity: number;
+  timestampMs: number;
+  eventId: string;
 }
 
 /** A message to publish through JetStream, deduplicated by its id. */

@@ -16,7 +16,7 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import { packBatch, type BatchResult, type BatchSink, type OutboundMessage } from "./event-batch.js";
+import { packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
 import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
@@ -96,6 +96,12 @@ export interface PartitionConsumerOptions {
   onFatal: (err: unknown) => void;
   /** Fault injection for crash tests: called after a batch committed, just before its acknowledgement. */
   beforeAck?: (() => void) | undefined;
+  /**
+   * Judges a batch's logged recommendation feedback and writes the training
+   * log (src/recs/feedback-log.ts), before the batch's dead letters are
+   * published and the batch is acknowledged; returns the feedback dead letters.
+   */
+  feedback?: ((logged: readonly LoggedFeedback[]) => Promise<{ deadLetters: DeadLetter[]; impressions: number; clicks: number }>) | undefined;
 }
 
 /** Pause between attempts to reposition a consumer while JetStream does not answer (after a broker restart). */
@@ -232,6 +238,12 @@ export class PartitionConsumer {
   }
 
   async #settle(msgs: JsMsg[], r: BatchResult, started: number): Promise<void> {
+    if (r.logged !== undefined && this.#o.feedback !== undefined) {
+      const j = await this.#o.feedback(r.logged);
+      if (j.deadLetters.length > 0) r.deadLetters.push(...j.deadLetters);
+      if (j.impressions > 0) this.#metrics.feedbackLogged.inc({ kind: "impression" }, j.impressions);
+      if (j.clicks > 0) this.#metrics.feedbackLogged.inc({ kind: "click" }, j.clicks);
+    }
     if (r.deadLetters.length > 0) {
       await Promise.all(r.deadLetters.map((d) => {
         const m = msgs[d.index]!;

@@ -52,3 +52,29 @@ export async function readEventStream(
   o.onProgress?.(read, lastSeq);
   return { read, firstSeq, lastSeq };
 }
+
+/**
+ * Hands every message of `stream` up to its last sequence at call time to
+ * `each` (subject, bytes, sequence), in stream order, with an ordered
+ * consumer; resolves with the count. What the training log readers use
+ * (src/eval/offpolicy.ts).
+ */
+export async function readWholeStream(
+  js: JetStreamClient, jsm: JetStreamManager, stream: string, each: (subject: string, data: Uint8Array, seq: number) => void,
+): Promise<number> {
+  const state = (await jsm.streams.info(stream)).state;
+  if (state.messages === 0) return 0;
+  const consumer = await js.consumers.get(stream);
+  const msgs = await consumer.consume({ max_messages: 1024 });
+  let read = 0;
+  try {
+    for await (const m of msgs) {
+      each(m.subject, m.data, m.seq);
+      read++;
+      if (m.seq >= state.last_seq) break;
+    }
+  } finally {
+    await msgs.close();
+  }
+  return read;
+}

@@ -16,6 +16,10 @@ export interface StreamSettings {
   dlqRetentionMs: number;
   /** How long tombstones are kept, ms (0 = forever, the default). */
   tombstoneRetentionMs?: number;
+  /** How long the training log of recommendation feedback is kept, ms (default 7 days). */
+  feedbackRetentionMs?: number;
+  /** Most bytes the training log keeps; the oldest records go first (default 256 MiB). */
+  feedbackMaxBytes?: number;
 }
 
 export interface ConsumerSettings {
@@ -56,6 +60,11 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   await ensureStream(jsm, { ...common, name: s.tombstoneStream, subjects: [s.tombstones], max_age: nanos(o.tombstoneRetentionMs ?? 0) });
   // Audience enter/exit events for marketing tools; kept like the events. The duplicate window drops the second copy of a transition republished from the outbox after a crash.
   await ensureStream(jsm, { ...common, name: s.audienceStream, subjects: [s.audienceWildcard], max_age: nanos(o.eventRetentionMs) });
+  // The training log of logged recommendation feedback (src/recs/feedback-log.ts): bounded by age and bytes, oldest first out.
+  await ensureStream(jsm, {
+    ...common, name: s.feedbackStream, subjects: [s.feedbackWildcard],
+    max_age: nanos(o.feedbackRetentionMs ?? 7 * 86_400_000), max_bytes: o.feedbackMaxBytes ?? 256 * 1024 * 1024,
+  });
 }
 
 /** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */

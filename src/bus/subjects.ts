@@ -16,6 +16,9 @@
  * | <prefix>.audience.events.<id>    | `AudienceTransition` per enter/exit, stream <PREFIX>_AUDIENCES, Nats-Msg-Id audience:user:transition |
  * | <prefix>.api.audience.<op>       | request-reply, JSON: create, list, show, delete, count, members, report |
  * | KV bucket <PREFIX>_AUDIENCE_DEFS | audience definitions (JSON), key = audience id; engines watch it |
+ * | <prefix>.feedback.served         | the training log (JSON, src/recs/feedback-log.ts): a served reply with its exploration pool, at its first logged impression, stream <PREFIX>_FEEDBACK |
+ * | <prefix>.feedback.impression     | the training log: a logged rec_impression (request, item, slot, propensity) |
+ * | <prefix>.feedback.click          | the training log: a logged rec_click |
  *
  * The model registry (src/models/registry.ts) lives in two JetStream buckets:
  * the Object Store <PREFIX>_MODELS (every file of every pushed version, as
@@ -53,6 +56,12 @@ export interface Subjects {
   readonly audienceBucket: string;
   /** Request-reply subject of an audience operation (create, list, show, delete, count, members, report). */
   audienceApi(op: AudienceOp): string;
+  /** JetStream stream of the training log of logged recommendation feedback. */
+  readonly feedbackStream: string;
+  /** Wildcard of the training log's subjects (the feedback stream's subject). */
+  readonly feedbackWildcard: string;
+  /** Subject of a training-log record: "served", "impression" or "click". */
+  feedback(kind: FeedbackKind): string;
   /** JetStream Object Store bucket of the model registry's artifacts. */
   readonly modelObjects: string;
   /** JetStream KV bucket of the promoted version of each model name. */
@@ -64,6 +73,9 @@ export interface Subjects {
   /** Durable consumer name of a partition. */
   consumer(partition: number): string;
 }
+
+export const FEEDBACK_KINDS = ["served", "impression", "click"] as const;
+export type FeedbackKind = (typeof FEEDBACK_KINDS)[number];
 
 export const AUDIENCE_OPS = ["create", "list", "show", "delete", "count", "members", "report"] as const;
 export type AudienceOp = (typeof AUDIENCE_OPS)[number];
@@ -97,6 +109,9 @@ export function subjects(prefix = "portrait"): Subjects {
     audienceEvents: (id: string) => `${prefix}.audience.events.${id}`,
     audienceBucket: `${upper}_AUDIENCE_DEFS`,
     audienceApi: (op: AudienceOp) => `${prefix}.api.audience.${op}`,
+    feedbackStream: `${upper}_FEEDBACK`,
+    feedbackWildcard: `${prefix}.feedback.*`,
+    feedback: (kind: FeedbackKind) => `${prefix}.feedback.${kind}`,
     modelObjects: `${upper}_MODELS`,
     modelPromoted: `${upper}_MODELS_PROMOTED`,
     serviceName: prefix,

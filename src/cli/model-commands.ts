@@ -25,6 +25,12 @@ import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
 import { SENTIMENT_DATA_FILE, trainSentiment } from "../train/train-sentiment.js";
+import { trainRanker } from "../train/train-ranker.js";
+import { estimateOffPolicy, LOGGED_GREEDY, namedTarget, readFeedbackLog, weightsTarget, type LoggedRequest, type TargetPolicy } from "../eval/offpolicy.js";
+import { readRankerWeights } from "../models/ranker-model.js";
+import { subjects } from "../bus/subjects.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 
 function posInt(v: string): number {
   const n = Number(v);
@@ -132,10 +138,22 @@ export function registerModelCommands(program: Command, datasets: string): void 
     printTrained(r.dir, r.manifest);
   });
 
-  streamFlags(train.command("ranker").description("the ranker from the shop's own stream: not built yet (a clear error says so)"))
-    .action(async (f: StreamFlags) => {
-      throw notFromStream("ranker", f.fromStream);
-    });
+  common(
+    streamFlags(train.command("ranker")
+      .description("the feedback ranker from the training log of logged impressions and clicks (--from-feedback), inverse-propensity weighted; evaluated off-policy against the promoted ranker"))
+      .option("--from-feedback", "learn from the engine's training log (stream <PREFIX>_FEEDBACK)")
+      .option("--l2 <x>", "L2 penalty on the source weights", Number, 1),
+    datasets,
+  ).action(async (f: CommonFlags & StreamFlags & { fromFeedback?: boolean; l2: number }) => {
+    if (!f.fromFeedback) throw notFromStream("ranker", f.fromStream);
+    await checkoutChampions(f);
+    const { requests, source } = await readFeedback(f);
+    const champ = currentVersion(f.models, "ranker");
+    const champion = champ !== undefined ? { version: champ, weights: readRankerWeights(resolveModel(f.models, `ranker@${champ}`).dir) } : undefined;
+    const r = trainRanker(requests, { modelsDir: f.models, source, l2: f.l2, makeCurrent: f.current, ...(champion !== undefined ? { champion } : {}) });
+    printTrained(r.dir, r.manifest);
+    console.log(`weights: ${JSON.stringify(r.weights)}`);
+  });
 
   common(
     streamFlags(train.command("all")
@@ -183,6 +201,26 @@ export function registerModelCommands(program: Command, datasets: string): void 
   });
 
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
+
+  evalCmd.command("offpolicy")
+    .description("IPS and self-normalised IPS estimates (95% intervals) of a ranking policy's click-through rate from the training log of logged impressions and clicks")
+    .option("--policy <policy>", 'what to estimate: "logged-greedy", a ranking policy ("source:category", "prior"), a ranker version directory, or ranker@<version> under --models (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--models <dir>", "models directory (for ranker@<version>)", BUNDLED_MODELS_DIR)
+    .option("--nats <url>", "NATS server of the training log", "nats://127.0.0.1:4222")
+    .option("--prefix <prefix>", "subject prefix of the deployment (its training log is <PREFIX>_FEEDBACK)", "portrait")
+    .option("--json", "print JSON")
+    .action(async (f: { policy: string[]; models: string; nats: string; prefix: string; json?: boolean }) => {
+      const { requests, source } = await readFeedback(f);
+      const policies = f.policy.length > 0 ? f.policy : ["logged-greedy"];
+      const rows = policies.map((p) => estimateOffPolicy(requests, offPolicyTarget(p, f.models)));
+      if (f.json) {
+        console.log(JSON.stringify({ source, estimates: rows }, null, 2));
+        return;
+      }
+      const fmt = (i: { estimate: number; low: number; high: number }) => `${i.estimate.toFixed(4)} [${i.low.toFixed(4)}, ${i.high.toFixed(4)}]`;
+      console.log(`${source}: ${rows[0]?.requests ?? 0} replies, ${rows[0]?.impressions ?? 0} logged impressions, logged CTR ${(rows[0]?.logged ?? NaN).toFixed(4)}`);
+      for (const r of rows) console.log(`${r.policy}: IPS ${fmt(r.ips)}  SNIPS ${fmt(r.snips)}  (${r.matched} impressions agree)`);
+    });
   type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean; markdown?: boolean };
   const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;
   modelFlags(evalCmd.command("lstm")
@@ -373,12 +411,36 @@ async function checkoutChampions(f: StreamFlags & { models: string }): Promise<v
   }
 }
 
+/** Reads the training log of a deployment. */
+async function readFeedback(f: { nats: string; prefix: string }): Promise<{ requests: LoggedRequest[]; source: string }> {
+  const nc = await connectNats({ natsUrl: f.nats, name: "portrait-feedback" });
+  try {
+    const s = subjects(f.prefix);
+    const requests = await readFeedbackLog(nc.jetstream(), await nc.jetstreamManager(), s);
+    process.stderr.write(`read ${requests.length} replies with logged impressions from ${s.feedbackStream}\n`);
+    return { requests, source: `stream:${s.feedbackStream}` };
+  } finally {
+    await nc.close();
+  }
+}
+
+/** A --policy of `eval offpolicy`. */
+function offPolicyTarget(p: string, models: string): TargetPolicy {
+  if (p === "logged-greedy") return LOGGED_GREEDY;
+  const named = namedTarget(p);
+  if (named !== undefined) return named;
+  const dir = existsSync(join(p, "manifest.json")) ? p : p.startsWith("ranker@") ? resolveModel(models, p).dir : undefined;
+  if (dir === undefined) throw new BadRequestError(`--policy ${p}: not "logged-greedy", a ranking policy (source:<s>, prior), a ranker version directory, or ranker@<version>`);
+  return weightsTarget(`ranker@${readManifest(dir).version}`, readRankerWeights(dir));
+}
+
 /** The typed refusal of a model that cannot be trained from the stream yet. */
 function notFromStream(name: string, fromStream: boolean | undefined): BadRequestError {
   return new BadRequestError(fromStream
     ? `training ${name} from the shop's stream is not supported yet: churn, propensity and deepfm are (portrait train churn|propensity|deepfm --from-stream); ` +
-      `${name === "lstm" ? `train ${name} on a data set file without --from-stream` : "the ranker is chosen on the shop's log by portrait eval prequential --write-policy"}`
-    : `portrait train ${name} needs --from-stream, and training ${name} from the stream is not supported yet`);
+      `${name === "lstm" ? `train ${name} on a data set file without --from-stream` : "the ranker learns from logged feedback: portrait train ranker --from-feedback"}`
+    : name === "ranker" ? "portrait train ranker needs --from-feedback (the training log of logged impressions and clicks)"
+      : `portrait train ${name} needs --from-stream, and training ${name} from the stream is not supported yet`);
 }
 
 function printTrained(dir: string, manifest: ModelManifest): void {

@@ -126,6 +126,9 @@ function engineFlags(cmd: Command): Command {
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
     .option("--sentiment <version>", 'review sentiment model (read from --models, not the registry): a version, "current" or "off"', D.sentimentModel)
     .option("--propensity <version>", 'purchase-propensity model: a version, "current" or "off"', D.propensityModel)
+    .option("--ranker <version>", 'feedback-trained ranker (portrait train ranker --from-feedback): a version, "current" or "off"', D.rankerModel)
+    .option("--exploration-share <share>", "share of recommend replies that explore, in [0, 0.5] (0 = off)", Number, D.explorationShare)
+    .option("--exploration-pool <n>", "exploration pool: the ranker's first n candidates", posInt, D.explorationPool)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
@@ -139,7 +142,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
-  models: string; lstm: string; churn: string; sentiment: string; propensity: string; deepfm: string; inferenceWorkers: number; modelRegistry: boolean;
+  models: string; lstm: string; churn: string; sentiment: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -168,6 +171,9 @@ function engineOptions(f: EngineFlags) {
     churnModel: f.churn,
     sentimentModel: f.sentiment,
     propensityModel: f.propensity,
+    rankerModel: f.ranker,
+    explorationShare: f.explorationShare,
+    explorationPool: f.explorationPool,
     deepfmModel: f.deepfm,
     modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },

@@ -56,6 +56,22 @@ export interface EngineOptions extends NatsOptions {
   /** Retention of the dead-letter stream, ms. Default 1209600000 (14 days). */
   dlqRetentionMs?: number;
   /**
+   * Share of recommend replies that explore (README "The feedback loop"), in
+   * [0, 0.5]: a random order of the exploration pool instead of the ranker's
+   * top k. Default 0 (off): every reply is the ranker's top k, propensity 1.
+   */
+  explorationShare?: number;
+  /** The exploration pool: the ranker's first N candidates (at least k are used). Default 20. */
+  explorationPool?: number;
+  /** How long after a reply its logged feedback (rec_propensity set) is accepted, ms. Default 3600000 (1 hour). */
+  feedbackWindowMs?: number;
+  /** Most served replies kept for judging logged feedback (the oldest are dropped first; each takes about 4 KB with the default pool): size it to the replies served in feedbackWindowMs. Default 20000. */
+  feedbackMaxRequests?: number;
+  /** Retention of the training log stream <PREFIX>_FEEDBACK, ms. Default 604800000 (7 days). */
+  feedbackRetentionMs?: number;
+  /** Most bytes the training log stream keeps (the oldest records go first). Default 268435456 (256 MiB). */
+  feedbackMaxBytes?: number;
+  /**
    * Retention of the tombstone stream (one Tombstone per forget, with the raw
    * user id), ms; 0 = forever (the default). When set it must be at least
    * eventRetentionMs (and eventRetentionMs must not be 0): a downstream
@@ -133,6 +149,12 @@ export interface EngineOptions extends NatsOptions {
    */
   propensityModel?: string;
   /**
+   * The feedback-trained ranker (<modelsDir>/ranker/, `portrait train ranker
+   * --from-feedback`), same rules as lstmModel. Default "current". While one
+   * runs it replaces the configured ranking policy (recs.ranking).
+   */
+  rankerModel?: string;
+  /**
    * The DeepFM ranker (<modelsDir>/deepfm/), same rules as lstmModel. Default
    * "current". Without one, recommendations are ranked by candidate priors.
    */
@@ -195,6 +217,12 @@ export const ENGINE_DEFAULTS = Object.freeze({
   duplicateWindowMs: 600_000,
   eventRetentionMs: 7 * DAY_MS,
   dlqRetentionMs: 14 * DAY_MS,
+  explorationShare: 0,
+  explorationPool: 20,
+  feedbackWindowMs: 3_600_000,
+  feedbackMaxRequests: 20_000,
+  feedbackRetentionMs: 7 * DAY_MS,
+  feedbackMaxBytes: 256 * 1024 * 1024,
   tombstoneRetentionMs: 0,
   maxEventBytes: 65_536,
   maxFutureSkewMs: DAY_MS,
@@ -215,6 +243,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   churnModel: "current",
   sentimentModel: "current",
   propensityModel: "current",
+  rankerModel: "current",
   deepfmModel: "current",
   modelRegistry: true,
   recs: RECS_DEFAULTS,
@@ -270,6 +299,11 @@ function natsSecurity(o: EngineOptions) {
   };
 }
 
+function share(v: unknown): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > 0.5) throw new ConfigError(`options.explorationShare must be a number in [0, 0.5], got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** 0 (forever), or at least the event stream's retention: tombstones must outlive the events they cancel. */
 function tombstoneRetention(o: EngineOptions): number {
   const t = int("tombstoneRetentionMs", o.tombstoneRetentionMs ?? ENGINE_DEFAULTS.tombstoneRetentionMs, 0);
@@ -322,6 +356,12 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     eventRetentionMs: int("eventRetentionMs", o.eventRetentionMs ?? D.eventRetentionMs, 0),
     dlqRetentionMs: int("dlqRetentionMs", o.dlqRetentionMs ?? D.dlqRetentionMs, 60_000),
     tombstoneRetentionMs: tombstoneRetention(o),
+    explorationShare: share(o.explorationShare ?? D.explorationShare),
+    explorationPool: int("explorationPool", o.explorationPool ?? D.explorationPool, 1, 2000),
+    feedbackWindowMs: int("feedbackWindowMs", o.feedbackWindowMs ?? D.feedbackWindowMs, 1000),
+    feedbackMaxRequests: int("feedbackMaxRequests", o.feedbackMaxRequests ?? D.feedbackMaxRequests, 1, 10_000_000),
+    feedbackRetentionMs: int("feedbackRetentionMs", o.feedbackRetentionMs ?? D.feedbackRetentionMs, 60_000),
+    feedbackMaxBytes: int("feedbackMaxBytes", o.feedbackMaxBytes ?? D.feedbackMaxBytes, 1 << 20),
     maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? D.maxEventBytes, 64, 8 * 1024 * 1024),
     maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? D.maxFutureSkewMs, 0),
     currency,
@@ -341,6 +381,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     churnModel: str("churnModel", o.churnModel) ?? D.churnModel,
     sentimentModel: str("sentimentModel", o.sentimentModel) ?? D.sentimentModel,
     propensityModel: str("propensityModel", o.propensityModel) ?? D.propensityModel,
+    rankerModel: str("rankerModel", o.rankerModel) ?? D.rankerModel,
     deepfmModel: str("deepfmModel", o.deepfmModel) ?? D.deepfmModel,
     modelRegistry: bool("modelRegistry", o.modelRegistry ?? D.modelRegistry),
     recs: compileRecsOptions(o.recs),

@@ -40,7 +40,7 @@ import { currentVersion, type ModelManifest, type ModelPromotion } from "./artif
 /** Artifact formats this engine can run, by the manifest's `format`. */
 export const KNOWN_FORMATS: ReadonlySet<string> = new Set(["tfjs-layers", "json", "deepfm-f32le+onnx", "deepfm-f32le", "deepfm-f32"]);
 /** The models an engine runs and swaps (other names may be stored and promoted, e.g. by newer trainers). */
-export const ENGINE_MODELS = ["lstm", "churn", "propensity", "deepfm"] as const;
+export const ENGINE_MODELS = ["lstm", "churn", "propensity", "ranker", "deepfm"] as const;
 export type EngineModelName = (typeof ENGINE_MODELS)[number];
 
 const NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
@@ -108,7 +108,10 @@ export function decidePromotion(m: ModelManifest, promoted: string | undefined, 
   if (e === undefined) {
     return { promote: false, reason: `${id} has no evaluation on this shop's data (manifest "evaluation" is absent): it can only be promoted with --force` };
   }
-  if (e.source !== `stream:${shopStream}`) {
+  // The shop's data: its event stream, or its training log of recommendation feedback (the feedback ranker's, README
+  // "The feedback loop"; subjects.ts names both from the same prefix: <PREFIX>_EVENTS, <PREFIX>_FEEDBACK).
+  const feedbackStream = shopStream.replace(/_EVENTS$/, "_FEEDBACK");
+  if (e.source !== `stream:${shopStream}` && e.source !== `stream:${feedbackStream}`) {
     return { promote: false, reason: `${id} was evaluated on ${e.source}, not on this shop's stream ${shopStream}: ` +
       `train it with --from-stream (or promote it with --force)` };
   }

@@ -17,6 +17,8 @@ export interface ShardStats {
   itemEventsDropped: number;
   /** Item events posted after waiting for room in the recs worker's queue (back-pressure, recs option maxItemEventWaitMs). */
   itemEventsWaited: number;
+  /** Identity counters since start (README "Identity"): identifies, merges folded, duplicate hand-overs skipped, events forwarded, alias-table reads. */
+  identity?: { identifies: number; merges: number; duplicateMerges: number; forwarded: number; aliasReads: number };
   heap: HeapStats;
 }
 
@@ -204,6 +206,26 @@ export class EngineMetrics {
       }
     },
   });
+  readonly identity = new Counter({
+    name: "portrait_identity_total",
+    help: "Identity work of the shards (README \"Identity\"), by kind: identifies (merges started), merges (hand-overs folded), duplicate_merges (hand-overs whose merge id was folded before), forwarded (events of an alias sent to its primary's partition), alias_reads (alias-table reads on ingest).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.#scrapeShards()) {
+        if (st.identity === undefined) continue;
+        for (const [kind, v] of [["identifies", st.identity.identifies], ["merges", st.identity.merges], ["duplicate_merges", st.identity.duplicateMerges],
+          ["forwarded", st.identity.forwarded], ["alias_reads", st.identity.aliasReads]] as const) {
+          const key = `${st.shard}/${kind}`;
+          const seen = this.#identitySeen.get(key) ?? 0;
+          if (v > seen) {
+            this.identity.inc({ kind }, v - seen);
+            this.#identitySeen.set(key, v);
+          }
+        }
+      }
+    },
+  });
   readonly modelInfo = new Gauge({
     name: "portrait_model_info",
     help: "1 for each model version the engine runs.",
@@ -239,6 +261,17 @@ export class EngineMetrics {
     labelNames: ["model_version"] as const,
     registers: [this.registry],
   });
+  readonly feedbackLogged = new Counter({
+    name: "portrait_feedback_logged_total",
+    help: "Logged recommendation feedback written to the training log, by kind (impression, click).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly recsExplored = new Counter({
+    name: "portrait_recs_explored_total",
+    help: "Recommend replies that explored (a random order of the exploration pool).",
+    registers: [this.registry],
+  });
   readonly recCtr = new Gauge({
     name: "portrait_recs_ctr",
     help: "Online click-through rate per model version: rec_click / rec_impression events applied since start.",
@@ -262,6 +295,8 @@ export class EngineMetrics {
   #watermarkMs = 0;
   /** Per shard, the itemEventsDropped already counted in recsItemEventsDropped. */
   readonly #droppedSeen = new Map<number, number>();
+  /** Per shard and kind, the identity counts already counted in `identity`. */
+  readonly #identitySeen = new Map<string, number>();
   /** Per shard, the itemEventsWaited already counted in recsItemEventsWaited. */
   readonly #waitedSeen = new Map<number, number>();
   #shardScrape: Promise<ShardStats[]> | undefined;

@@ -18,6 +18,19 @@ import { OverloadedError, fromWire } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
 import type { QueryDeadline, RecContextResult } from "../contracts.js";
 import type { RecsHost } from "./recs-host.js";
+import { drawSlate, EXPLORATION_DEFAULTS, type ExplorationOptions } from "./exploration.js";
+import type { FeedbackLog } from "./feedback-log.js";
+
+/** Exploration and logged feedback of the replies (README "The feedback loop"). */
+export interface RecommenderFeedback {
+  exploration: ExplorationOptions;
+  /** Where every served reply is kept for judging its feedback. */
+  log?: FeedbackLog;
+  /** Uniform [0, 1) numbers for exploration (Math.random by default). */
+  random?: () => number;
+  /** Told of each reply that explored (a metric). */
+  onExplored?: () => void;
+}
 
 export interface RecommendQuery {
   userId: string;
@@ -30,7 +43,8 @@ export interface RecommendQuery {
 }
 
 export interface RecommendView {
-  items: Array<{ itemId: string; score: number; reason: string; sources: string[] }>;
+  /** Best first; `propensity`: the probability that this reply's policy put the item in its slot (src/recs/exploration.ts). */
+  items: Array<{ itemId: string; score: number; reason: string; sources: string[]; propensity: number }>;
   modelVersion: string;
   /** The LSTM version whose user state the candidates and the ranker read ("" = none). */
   lstmVersion: string;
@@ -39,6 +53,8 @@ export interface RecommendView {
   candidates: number;
   knownUser: boolean;
   requestId: string;
+  /** True when this reply explored (a random order of the exploration pool). */
+  explored: boolean;
 }
 
 export interface ContextSource {
@@ -76,8 +92,10 @@ export class Recommender {
   #pool: InferencePool | undefined;
   readonly #partitionOf: (userId: string) => number;
   #current: Pinned;
+  readonly #feedback: RecommenderFeedback;
 
-  constructor(shards: ContextSource, recs: RecsHost, pool: InferencePool | undefined, partitionOf: (userId: string) => number, pairing?: RankerPairing) {
+  constructor(shards: ContextSource, recs: RecsHost, pool: InferencePool | undefined, partitionOf: (userId: string) => number, pairing?: RankerPairing, feedback?: RecommenderFeedback) {
+    this.#feedback = feedback ?? { exploration: EXPLORATION_DEFAULTS };
     this.#shards = shards;
     this.#recs = recs;
     this.#pool = pool;
@@ -137,18 +155,30 @@ export class Recommender {
       scores = candidates.map((c) => c.score);
     }
     const order = candidates.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || candidates[b]!.prior - candidates[a]!.prior);
-    const items = order.slice(0, q.k).map((i) => ({
-      itemId: candidates[i]!.itemId, score: scores[i]!, reason: candidates[i]!.reason, sources: candidates[i]!.sources as string[],
-    }));
+    const fb = this.#feedback;
+    const slate = drawSlate(order.length, q.k, fb.exploration, fb.random);
+    const items = slate.order.map((g, j) => {
+      const i = order[g]!;
+      return { itemId: candidates[i]!.itemId, score: scores[i]!, reason: candidates[i]!.reason, sources: candidates[i]!.sources as string[], propensity: slate.propensities[j]! };
+    });
+    const requestId = randomUUID();
+    const modelVersion = deepfm ? ranker.version : `ranking ${ranking}`;
+    if (slate.explored) fb.onExplored?.();
+    fb.log?.served({
+      requestId, servedAtMs: Date.now(), policy: modelVersion, share: fb.exploration.share, explored: slate.explored, k: items.length,
+      pool: order.slice(0, slate.poolSize).map((i) => ({ itemId: candidates[i]!.itemId, scores: candidates[i]!.scores, prior: candidates[i]!.prior })),
+      shown: items.map((it, slot) => ({ itemId: it.itemId, slot, propensity: it.propensity })),
+    });
     return {
       items,
-      modelVersion: deepfm ? ranker.version : `ranking ${ranking}`,
+      explored: slate.explored,
+      modelVersion,
       lstmVersion: ctx.context.lstmVersion ?? "",
       backend: deepfm ? ranker.backend : "none",
       candidateSources: sources as Record<string, number>,
       candidates: candidates.length,
       knownUser: ctx.context.known,
-      requestId: randomUUID(),
+      requestId,
     };
   }
 }

@@ -14,6 +14,7 @@ import * as Comlink from "comlink";
 import type { PortraitError } from "../errors.js";
 import { ItemEventQueue, type ItemEventSinks } from "../threads/item-event-queue.js";
 import { WorkerClient } from "../threads/worker-client.js";
+import type { CandidateSource } from "./sources.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
 /** How long a metrics scrape waits for a busy recs worker's stats before using the last ones it gave, ms. */
@@ -57,6 +58,11 @@ export class RecsHost {
   /** RecsApi.setDeepFm: loads a DeepFM version's schema beside those in `keep`. */
   setDeepFm(dir: string | null, keep: string[]): Promise<string> {
     return this.#client.call((api) => api.setDeepFm(dir, keep) as unknown as Promise<string>);
+  }
+
+  /** RecsApi.setRanker: serves a feedback-trained ranker's weights (null = the configured policy). */
+  setRanker(ranker: { version: string; weights: Partial<Record<CandidateSource, number>> } | null): Promise<void> {
+    return this.#client.call((api) => api.setRanker(ranker) as unknown as Promise<void>);
   }
 
   upsert(bytes: Uint8Array): Promise<UpsertResult> {

@@ -41,6 +41,8 @@ export interface PreparedCandidate {
   prior: number;
   /** The ranking policy's score (the served order without DeepFM; best first). */
   score: number;
+  /** Each finding source's normalised score (the ranking policy's features; logged with the exploration pool). */
+  scores: Partial<Record<CandidateSource, number>>;
 }
 
 export interface Prepared {
@@ -49,7 +51,7 @@ export interface Prepared {
   ids: Int32Array | undefined;
   dense: Float32Array | undefined;
   sources: Partial<Record<CandidateSource, number>>;
-  /** The ranking policy that ordered the candidates (src/recs/ranking-policy.ts), e.g. "source:sknn" or "deepfm". */
+  /** The ranking policy that ordered the candidates (src/recs/ranking-policy.ts), e.g. "source:sknn", "deepfm", or "ranker@<version>" (a promoted feedback ranker). */
   ranking: string;
 }
 
@@ -85,6 +87,12 @@ export interface RecsApi {
    * (still pinned by requests in flight) and drops the others. Returns the version.
    */
   setDeepFm(dir: string | null, keep: string[]): string;
+  /**
+   * Serves a feedback-trained ranker (src/train/train-ranker.ts) instead of
+   * the configured ranking policy: its per-source weights, named
+   * "ranker@<version>"; null = back to the configured policy.
+   */
+  setRanker(ranker: { version: string; weights: Partial<Record<CandidateSource, number>> } | null): void;
   stats(): RecsStats;
   /** Fault injection, tests only: blocks the thread for `ms` (item events and requests sent meanwhile wait). */
   faultStall(ms: number): Promise<void>;

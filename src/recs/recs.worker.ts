@@ -30,6 +30,7 @@ import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.
 import type { CompiledRecsOptions } from "./recs-options.js";
 import { orderCandidates, policyScore, resolvePolicy, type RankingPolicy } from "./ranking-policy.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
+import type { CandidateSource } from "./sources.js";
 
 /** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
@@ -41,6 +42,8 @@ class Recs implements RecsApi {
   /** Schemas by DeepFM version: the latest and those kept for pinned requests. */
   readonly #schemas = new Map<string, DeepFmSchema>();
   #policy!: RankingPolicy;
+  /** The configured policy, served again when no feedback ranker is. */
+  #configured!: RankingPolicy;
   #log!: Logger;
   readonly #counts = new Map<string, ItemCounts>();
   readonly #categoryCounts = new Map<string, { n: number }>();
@@ -54,7 +57,7 @@ class Recs implements RecsApi {
     this.#queued = init.itemEventsQueued;
     this.#index = createRecsIndex(this.#o);
     this.#log = createLogger(init.logLevel, { component: "recs" });
-    this.#policy = resolvePolicy(this.#o.ranking);
+    this.#policy = this.#configured = resolvePolicy(this.#o.ranking);
     this.#log.info({ policy: this.#policy.name, from: this.#policy.from }, "ranking policy");
     if (init.deepfmDir !== undefined) this.setDeepFm(init.deepfmDir, []);
   }
@@ -72,6 +75,13 @@ class Recs implements RecsApi {
     }
     for (const v of [...this.#schemas.keys()]) if (v !== version && !keep.includes(v)) this.#schemas.delete(v);
     return version;
+  }
+
+  setRanker(ranker: { version: string; weights: Partial<Record<CandidateSource, number>> } | null): void {
+    this.#policy = ranker === null
+      ? this.#configured
+      : Object.freeze({ name: "blend", weights: Object.freeze({ ...ranker.weights }), from: `ranker@${ranker.version}` });
+    this.#log.info({ policy: this.#policy.name, from: this.#policy.from }, "ranking policy");
   }
 
   addItemEventPort(port: MessagePort): void {
@@ -161,8 +171,8 @@ class Recs implements RecsApi {
         if (s.denseDim === 0) dense = undefined;
       }
       const prepared = {
-        candidates: candidates.map((x) => ({ itemId: x.itemId, sources: x.sources, reason: x.reason, prior: x.prior, score: policyScore(policy, x) })),
-        ids, dense, sources: countSources(candidates), ranking: policy.name,
+        candidates: candidates.map((x) => ({ itemId: x.itemId, sources: x.sources, reason: x.reason, prior: x.prior, score: policyScore(policy, x), scores: x.scores })),
+        ids, dense, sources: countSources(candidates), ranking: policy.from.startsWith("ranker@") ? policy.from : policy.name,
       };
       const transfer = [ids?.buffer, dense?.buffer].filter((b): b is ArrayBuffer => b !== undefined);
       return Comlink.transfer({ ok: true, prepared }, transfer);

@@ -38,6 +38,16 @@ export class ActorCache {
     return a;
   }
 
+  /** Whether the user has an actor in memory (then it is no alias: README "Identity"). */
+  cached(key: string): boolean {
+    return this.#actors.has(key);
+  }
+
+  /** Drops the user's actor (an id merged into another: its stored state is removed by the same batch's commit). */
+  drop(key: string): void {
+    this.#actors.delete(key);
+  }
+
   /** The user's current state without making an actor, or undefined. */
   state(key: string): UserState | undefined {
     return this.#actors.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));

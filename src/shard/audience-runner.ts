@@ -176,7 +176,7 @@ export class AudienceRunner {
     for (const t of ts) {
       if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
       else side.removes.push(["m", t.audience, key]);
-      if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
+      if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
       }
       deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
@@ -231,7 +231,7 @@ export class AudienceRunner {
   }
 
   /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */
-  forget(key: string, u: UserState | undefined, atMs: number): { side: SideWrites; out: OutboundMessage[] } {
+  forget(key: string, u: UserState | undefined, atMs: number, reason: "forgotten" | "merged" = "forgotten"): { side: SideWrites; out: OutboundMessage[] } {
     const side: SideWrites = { puts: [], removes: [] };
     const out: OutboundMessage[] = [];
     if (u?.aud === undefined) return { side, out };
@@ -244,7 +244,7 @@ export class AudienceRunner {
     const timer = timerOf(u.aud);
     if (timer > 0) side.removes.push(["t", p, timer, key]);
     const deltas = new Map<string, number>();
-    this.#record(exitAll(key, u, atMs), p, key, side, out, deltas);
+    this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas);
     this.#writeCounts(p, deltas, side);
     return { side, out };
   }
@@ -253,7 +253,11 @@ export class AudienceRunner {
   pendingOutbox(): { partition: number; message: OutboundMessage }[] {
     const out: { partition: number; message: OutboundMessage }[] = [];
     for (const p of this.#d.partitions) {
-      for (const { value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) out.push({ partition: p, message: this.outbound(value as Transition) });
+      for (const { key, value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) {
+        // An identity message (a hand-over or a forwarded event, batch-applier.ts) is stored as its subject and bytes.
+        const v = value as Transition | { s: string; b: Uint8Array };
+        out.push({ partition: p, message: "b" in v ? { subject: v.s, msgId: key[2] as string, data: v.b } : this.outbound(v) });
+      }
     }
     return out;
   }

@@ -11,15 +11,15 @@ import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
 import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
-import type { BatchResult, DeadLetter, EventBatch } from "../bus/event-batch.js";
-import { toWire } from "../errors.js";
+import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
+import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
 import type { ProfileEvent } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
-import { decodeEvent, type EventValidationOptions } from "../wire/event-validation.js";
+import { decodeEvent, type DeadLetterReason, type EventValidationOptions } from "../wire/event-validation.js";
 import { EventType } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
@@ -31,7 +31,12 @@ import type { AudienceRunner } from "./audience-runner.js";
 import { timerOf, type TransitionReason } from "../actors/audience-state.js";
 import { eventBit } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
-import type { SideWrites } from "../store/profile-store.js";
+import type { AliasEntry, IdentityWrites, SideWrites } from "../store/profile-store.js";
+import type { Subjects } from "../bus/subjects.js";
+import { partitionOf } from "../wire/partition.js";
+import { mergeStates } from "../actors/identity-merge.js";
+import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
+import type { Event } from "../wire/proto.js";
 
 export interface BatchApplierDeps {
   shard: number;
@@ -52,8 +57,38 @@ export interface BatchApplierDeps {
   clock: ClockReader;
   /** The shard's audiences: evaluated after each batch, on timers and in backfills (audience-runner.ts). */
   audiences: AudienceRunner;
+  /** Subjects (identity hand-overs and forwarded events go to the events subjects: README "Identity"). */
+  subjects: Subjects;
+  /** The deployment's partition count (a primary id's partition). */
+  partitionCount: number;
 }
 
+/** Identity counters of a shard (README "Identity"). */
+export interface IdentityStats {
+  /** IDENTIFY events applied (merges started). */
+  identifies: number;
+  /** Hand-overs folded into a primary. */
+  merges: number;
+  /** Hand-overs skipped because their merge id was folded before. */
+  duplicateMerges: number;
+  /** Events forwarded from an alias to its primary's partition. */
+  forwarded: number;
+  /** Alias-table reads from LMDB on ingest (users without an actor in memory). */
+  aliasReads: number;
+}
+
+
+/** What a batch gathers besides its events' effects on their own actors. */
+interface BatchWork {
+  dirty: Map<string, Actor>;
+  types: Map<string, number>;
+  steps: Array<[Actor, LstmEvent, number]>;
+  side: SideWrites;
+  outbound: OutboundMessage[];
+  identity: IdentityWrites;
+  /** Users whose audiences are evaluated in whole (merged). */
+  wholeEval: Set<string>;
+}
 
 /** A batch's outcome with what the engine clock needs from it. */
 export interface AppliedBatch extends BatchResult {
@@ -69,10 +104,26 @@ export class BatchApplier {
   #committedBatch = 0;
   #pendingWrites = 0;
   #watermarkMs = 0;
+  /** Alias entries written by batches not committed yet (LMDB has them once they are). */
+  readonly #pendingAliases = new Map<string, AliasEntry>();
+  readonly identity: IdentityStats = { identifies: 0, merges: 0, duplicateMerges: 0, forwarded: 0, aliasReads: 0 };
 
   constructor(d: BatchApplierDeps) {
     this.#d = d;
     for (const p of d.partitions) this.#appliedSeq.set(p, d.store.getAppliedSeq(p));
+  }
+
+  /**
+   * The alias entry of a key, or undefined when it is no alias: an actor in
+   * memory is none (its profile exists); else the batches' pending entries,
+   * else LMDB (one read for a user without an actor in memory).
+   */
+  aliasOf(key: string): AliasEntry | undefined {
+    const p = this.#pendingAliases.get(key);
+    if (p !== undefined) return p;
+    if (this.#d.actors.cached(key)) return undefined;
+    this.identity.aliasReads++;
+    return this.#d.store.getAlias(key);
   }
 
   /** Last applied stream sequence of each owned partition, as committed in LMDB at start. */
@@ -115,9 +166,15 @@ export class BatchApplier {
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
+    const logged: LoggedFeedback[] = [];
     const keys = d.pseudonymised ? new Map<string, string>() : undefined;
     let inEraMs = 0;
     const ahead = new Map<string, number>();
+    // Writes and messages of the batch besides the states: audiences, identity (outbox entries of hand-overs and forwards).
+    const side: SideWrites = { puts: [], removes: [] };
+    const outbound: OutboundMessage[] = [];
+    const identity: IdentityWrites = { removeProfiles: [], aliasPuts: [] };
+    const wholeEval = new Set<string>();
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
@@ -135,10 +192,19 @@ export class BatchApplier {
       }
       high = seq;
       const e = r.event;
-      if (keys !== undefined) {
+      // A forwarded event (README "Identity") carries the key already.
+      if (keys !== undefined && !e.forwarded) {
         let k = keys.get(e.userId);
         if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
         e.userId = k;
+      }
+      const alias = this.aliasOf(e.userId);
+      if (alias !== undefined || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER) {
+        const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, types, steps, side, outbound, identity, wholeEval });
+        if (verdict === "skipped") skipped++;
+        else if (verdict === "applied") appliedCount++;
+        else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
+        continue;
       }
       const actor = d.actors.actor(e.userId);
       if (lstm !== undefined) {
@@ -150,6 +216,9 @@ export class BatchApplier {
       if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
         const f = (feedback[e.modelVersion] ??= [0, 0]);
         f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+        if (e.recPropensity != null) {
+          logged.push({ index: i, seq, click: e.type === EventType.REC_CLICK, requestId: e.recRequestId, itemId: e.itemId, propensity: e.recPropensity, timestampMs: e.timestampMs, eventId: e.eventId });
+        }
       }
       // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
       const review = analyseReviewEvent(sentiment, e);
@@ -181,16 +250,21 @@ export class BatchApplier {
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
     // Audiences: the batch's users, and the partition's users whose timer is due on the engine clock, in the same commit.
-    const side: SideWrites = { puts: [], removes: [] };
-    const outbound: OutboundMessage[] = [];
     const clockNow = d.clock.now(now);
     const evaluated: [string, Actor, TransitionReason, number?][] = [];
-    for (const [id, a] of dirty) evaluated.push([id, a, "event", types.get(id)]);
+    for (const [id, a] of dirty) evaluated.push([id, a, "event", wholeEval.has(id) ? undefined : types.get(id)]);
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
     d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
-    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side);
+    const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0;
+    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side, hasIdentity ? identity : undefined);
+    if (hasIdentity) {
+      // Once committed, LMDB answers for these aliases.
+      void commit.then(() => {
+        for (const [k, v] of identity.aliasPuts) if (this.#pendingAliases.get(k) === v) this.#pendingAliases.delete(k);
+      }, () => undefined);
+    }
     const t1 = performance.now();
     this.#pendingWrites++;
     try {
@@ -210,7 +284,88 @@ export class BatchApplier {
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       ...(outbound.length > 0 ? { outbound } : {}),
       ...(riskFlags !== undefined ? { riskFlags } : {}),
+      ...(logged.length > 0 ? { logged } : {}),
     };
+  }
+
+  /**
+   * An identity event, or an event of an alias (README "Identity"). Returns
+   * what became of it: applied (a merge started or folded, an event or an
+   * identify forwarded), skipped (a duplicate), or a dead letter.
+   */
+  #identity(e: Event, alias: AliasEntry | undefined, partition: number, seq: number, batchNo: number, b: BatchWork): "applied" | "skipped" | { reason: DeadLetterReason; detail: string } {
+    const d = this.#d;
+    if (alias !== undefined) {
+      // The key is an alias: an IDENTIFY naming its primary again changes nothing; anything else goes on to the primary.
+      if (e.type === EventType.IDENTIFY && this.#primaryKey(e) === alias[0]) return "skipped";
+      if (e.hops >= MAX_HOPS) return { reason: "IDENTIFY_CYCLE", detail: `forwarded ${e.hops} times along aliases: the aliases form a loop` };
+      toOutbox(partition, forwardMessage(d.subjects, e, seq, alias), b.side, b.outbound);
+      this.identity.forwarded++;
+      return "applied";
+    }
+    if (e.type === EventType.IDENTIFY) {
+      const secondary = e.userId;
+      const primaryKey = this.#primaryKey(e);
+      const actor = d.actors.actor(secondary);
+      const u = actor.state;
+      if (primaryKey === secondary) return { reason: "IDENTIFY_SAME_ID", detail: "primary_user_id is the id user_id was merged into" };
+      if ((u.al ?? []).some(([k]) => k === primaryKey)) {
+        return { reason: "IDENTIFY_CYCLE", detail: "primary_user_id is already an alias of user_id: the merge would make a cycle" };
+      }
+      const mergeId = mergeIdOf(d.subjects, partition, seq);
+      // A forwarded IDENTIFY carries the primary's raw id too: its partition is the raw id's.
+      const entry: AliasEntry = [primaryKey, partitionOf(e.primaryUserId, d.partitionCount), mergeId];
+      toOutbox(partition, handoverMessage(d.subjects, mergeId, entry, e.timestampMs, { k: secondary, p: partition, s: u }), b.side, b.outbound);
+      // The secondary's memberships end here (reason "merged"); the primary re-evaluates its own on the merged state.
+      const exits = d.audiences.forget(secondary, u, Math.max(d.clock.now(), u.lastSeenMs), "merged");
+      b.side.puts.push(...exits.side.puts);
+      b.side.removes.push(...exits.side.removes);
+      b.outbound.push(...exits.out);
+      b.identity.removeProfiles.push(secondary);
+      b.identity.aliasPuts.push([secondary, entry]);
+      this.#pendingAliases.set(secondary, entry);
+      b.dirty.delete(secondary);
+      b.types.delete(secondary);
+      this.#dropSteps(b.steps, actor);
+      d.actors.drop(secondary);
+      this.identity.identifies++;
+      return "applied";
+    }
+    // IDENTITY_HANDOVER on the primary's partition.
+    const primary = e.userId;
+    const h = readHandover(e);
+    const actor = d.actors.actor(primary);
+    const u = actor.state;
+    if ((u.mg ?? []).includes(e.mergeId)) {
+      this.identity.duplicateMerges++;
+      return "skipped";
+    }
+    if (h.k === primary || (h.s.al ?? []).some(([k]) => k === primary)) {
+      return { reason: "IDENTIFY_CYCLE", detail: "the hand-over's ids include its primary: two identifies crossed (A -> B and B -> A)" };
+    }
+    mergeStates(u, h.s, d.profile);
+    (u.al ??= []).push([h.k, h.p]);
+    (u.mg ??= []).push(e.mergeId);
+    // The LSTM state is re-encoded from the merged timeline (lstm-steps.ts); steps queued before the fold are in it.
+    actor.lstm = undefined;
+    this.#dropSteps(b.steps, actor);
+    if (u.aud !== undefined) u.aud.p = partition;
+    actor.lastBatch = batchNo;
+    b.dirty.set(primary, actor);
+    // No event bits: the audiences' evaluation is a whole one.
+    b.types.delete(primary);
+    b.wholeEval.add(primary);
+    this.identity.merges++;
+    return "applied";
+  }
+
+  /** The key of an IDENTIFY's primary (primary_user_id is always the raw id). */
+  #primaryKey(e: Event): string {
+    return this.#d.key(e.primaryUserId);
+  }
+
+  #dropSteps(steps: Array<[Actor, LstmEvent, number]>, actor: Actor): void {
+    for (let i = steps.length - 1; i >= 0; i--) if (steps[i]![0] === actor) steps.splice(i, 1);
   }
 
   /**
@@ -222,6 +377,8 @@ export class BatchApplier {
     const d = this.#d;
     let fired = 0;
     for (const [due, key] of d.audiences.dueTimers(partition, now)) {
+      // Merged into another id by a batch not committed yet: that commit removes its timer.
+      if (this.#pendingAliases.has(key)) continue;
       const a = d.actors.actor(key);
       if (timerOf(a.state.aud) !== due) {
         side.removes.push(["t", partition, due, key]);
@@ -262,7 +419,7 @@ export class BatchApplier {
     }
     for (const [user, p] of d.audiences.backfillKeys() ?? []) {
       const w = of(p);
-      if (w.dirty.has(user)) continue;
+      if (w.dirty.has(user) || this.#pendingAliases.has(user)) continue;
       const a = d.actors.actor(user);
       a.lastBatch = batchNo;
       w.dirty.set(user, a);
@@ -295,10 +452,14 @@ export class BatchApplier {
     return result;
   }
 
-  async forget(userId: string): Promise<ForgetResult> {
+  async forget(userId: string, resolvedKey?: string): Promise<ForgetResult> {
     const d = this.#d;
-    const key = d.key(userId);
+    const key = resolvedKey ?? d.key(userId);
+    // An alias: its primary is forgotten, with every id merged into it (README "Identity").
+    const alias = this.aliasOf(key);
+    if (alias !== undefined) return { ok: true, existed: true, outbound: [], key, alias: [alias[0], alias[1]] };
     const existed = d.actors.has(key);
+    const aliases = d.actors.state(key)?.al ?? [];
     // Exits from every audience (reason "forgotten"), committed with the removal of the state.
     const exits = d.audiences.forget(key, d.actors.state(key), Math.max(d.clock.now(), d.actors.state(key)?.lastSeenMs ?? 0));
     // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
@@ -313,6 +474,20 @@ export class BatchApplier {
     }
     // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
     void d.itemEvents?.forget(key);
-    return { ok: true, existed, outbound: exits.out };
+    return { ok: true, existed, outbound: exits.out, key, ...(aliases.length > 0 ? { aliases: aliases.map(([k, p]) => [k, p] as [string, number]) } : {}) };
+  }
+
+  /** Removes an alias entry (its primary was forgotten): after the batches in flight, like forget. */
+  async forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {
+    const d = this.#d;
+    await Promise.all([...this.#inflight]);
+    this.#pendingAliases.delete(key);
+    try {
+      await d.actors.erase(key, () => d.store.removeStateWith(key, { puts: [], removes: [] }, [key]));
+    } catch (err) {
+      return { ok: false, error: toWire(err) };
+    }
+    void d.itemEvents?.forget(key);
+    return { ok: true };
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { newUserState, profileView } from "../actors/user-profile.js";
-import type { ProfileResult, QueryDeadline, RecContext, RecContextResult, ReplyEncoding } from "../contracts.js";
+import type { QueryDeadline, RecContext, ReplyEncoding } from "../contracts.js";
 import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
 import type { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
@@ -20,6 +20,8 @@ import type { ClockReader } from "./engine-clock.js";
 import { storedLstmState } from "./lstm-steps.js";
 import { wirePredictions, type Predictions } from "./predictions.js";
 import type { Pseudonymise } from "./pseudonym.js";
+import type { AliasEntry } from "../store/profile-store.js";
+import type { ShardProfileResult, ShardRecContextResult } from "./shard-protocol.js";
 
 const encoder = new TextEncoder();
 
@@ -45,6 +47,14 @@ export interface ProfileQueriesDeps {
     readonly predictions: Predictions;
   };
   log: Logger;
+  /** The alias entry of a key (README "Identity"), undefined when it is none. */
+  aliasOf: (key: string) => AliasEntry | undefined;
+}
+
+/** Who a query asks for: `asked` the id the client gave, `key` the id the state is kept under when the caller resolved an alias already. */
+export interface QueryFor {
+  asked: string;
+  key: string;
 }
 
 export class ProfileQueries {
@@ -63,12 +73,16 @@ export class ProfileQueries {
       `(allowed ${deadline.deadlineMs - deadline.receivedMs} ms); try again later`));
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): ProfileResult {
+  /** The user's profile; `{ alias }` when the user's key is an alias (the caller asks the primary's shard: ShardPool). */
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false, resolved?: QueryFor): ShardProfileResult {
     const late = this.#late(deadline);
     if (late !== undefined) return { ok: false, error: late };
     const d = this.#d;
     try {
-      const state = d.actors.state(d.key(userId));
+      const key = resolved?.key ?? d.key(userId);
+      const alias = d.aliasOf(key);
+      if (alias !== undefined) return { ok: false, alias: [alias[0], alias[1]] };
+      const state = d.actors.state(key);
       if (state === undefined) {
         return { ok: false, error: toWire(new UnknownUserError(userId)) };
       }
@@ -78,6 +92,8 @@ export class ProfileQueries {
       }
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state.lastSeenMs);
       const profile = profileView(userId, state, asOf, d.profile);
+      // Asked through an alias: the primary, as the engine keys it.
+      if (resolved !== undefined) profile.primaryUserId = key;
       profile.audiences = membershipsOf(state);
       const models = d.models.predictions;
       const predictions = models.any ? models.of(state, asOf, explain) : undefined;
@@ -100,7 +116,7 @@ export class ProfileQueries {
    * running one when absent); OVERLOADED (retryable) when this shard no
    * longer holds it.
    */
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: QueryFor): ShardRecContextResult {
     const late = this.#late(deadline);
     if (late !== undefined) return { ok: false, error: late };
     const d = this.#d;
@@ -109,7 +125,9 @@ export class ProfileQueries {
       return { ok: false, error: toWire(new OverloadedError(`shard ${d.shard} no longer holds LSTM ${lstmVersion} (a model swap finished meanwhile); try again`)) };
     }
     try {
-      const userKey = d.key(userId);
+      const userKey = resolved?.key ?? d.key(userId);
+      const alias = d.aliasOf(userKey);
+      if (alias !== undefined) return { ok: false, alias: [alias[0], alias[1]] };
       const state = d.actors.state(userKey);
       const asOf = asOfMs > 0 ? asOfMs : Math.max(d.clock.now(), state?.lastSeenMs ?? 0);
       if (state === undefined) {

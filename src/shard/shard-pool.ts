@@ -8,12 +8,13 @@
 import * as Comlink from "comlink";
 import type { EventBatch } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
-import type { PortraitError } from "../errors.js";
+import { ErrorCode, PortraitError, toWire, type WireError } from "../errors.js";
+import { MAX_HOPS } from "./identity.js";
 import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { BackfillProgress } from "./audience-runner.js";
@@ -163,12 +164,27 @@ export class ShardPool {
     return this.#windows.map((w) => w.held);
   }
 
-  getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): Promise<ProfileResult> {
-    return this.#owner(partition).call<ProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline, explain));
+  /** The user's profile; an alias is followed to its primary's shard (README "Identity"), at most MAX_HOPS times. */
+  async getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): Promise<ProfileResult> {
+    let resolved: ResolvedUser | undefined;
+    for (let hop = 0; ; hop++) {
+      const r = await this.#owner(partition).call<ShardProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline, explain, resolved));
+      if (!("alias" in r) || r.alias === undefined) return r as ProfileResult;
+      if (hop >= MAX_HOPS) return { ok: false, error: toWire(new PortraitError(ErrorCode.INTERNAL, `the aliases of user ${JSON.stringify(userId)} form a loop`)) };
+      resolved = { asked: userId, key: r.alias[0] };
+      partition = r.alias[1];
+    }
   }
 
-  getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult> {
-    return this.#owner(partition).call<RecContextResult>((api) => api.getRecContext(userId, asOfMs, deadline, lstmVersion));
+  async getRecContext(partition: number, userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): Promise<RecContextResult> {
+    let resolved: ResolvedUser | undefined;
+    for (let hop = 0; ; hop++) {
+      const r = await this.#owner(partition).call<ShardRecContextResult>((api) => api.getRecContext(userId, asOfMs, deadline, lstmVersion, resolved));
+      if (!("alias" in r) || r.alias === undefined) return r as RecContextResult;
+      if (hop >= MAX_HOPS) return { ok: false, error: toWire(new PortraitError(ErrorCode.INTERNAL, `the aliases of user ${JSON.stringify(userId)} form a loop`)) };
+      resolved = { asked: userId, key: r.alias[0] };
+      partition = r.alias[1];
+    }
   }
 
   /** Sets the models of every shard (ShardApi.setModels); resolves with each shard's versions. */
@@ -207,8 +223,13 @@ export class ShardPool {
   }
 
   /** Forgets a user in the partition's shard (ShardApi.forget). */
-  forget(partition: number, userId: string): Promise<ForgetResult> {
-    return this.#owner(partition).call<ForgetResult>((api) => api.forget(userId));
+  forget(partition: number, userId: string, resolvedKey?: string): Promise<ForgetResult> {
+    return this.#owner(partition).call<ForgetResult>((api) => api.forget(userId, resolvedKey));
+  }
+
+  /** Removes an alias entry in the partition's shard (ShardApi.forgetAlias). */
+  forgetAlias(partition: number, key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {
+    return this.#owner(partition).call<{ ok: true } | { ok: false; error: WireError }>((api) => api.forgetAlias(key));
   }
 
   /**

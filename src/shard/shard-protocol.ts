@@ -53,7 +53,17 @@ export interface ShardInit {
 }
 
 /** The outcome of a forget, returned once the removal committed; `outbound`: the user's audience exits (reason "forgotten"), committed in the outbox, to publish. */
-export type ForgetResult = { ok: true; existed: boolean; outbound: OutboundMessage[] } | { ok: false; error: WireError };
+export type ForgetResult =
+  | {
+    ok: true; existed: boolean; outbound: OutboundMessage[];
+    /** The key the shard looked up. */
+    key: string;
+    /** Set when that key is an alias: nothing was removed, forget [primary key, its partition] instead (README "Identity"). */
+    alias?: [string, number];
+    /** The ids merged into the forgotten one, [key, partition]: their alias entries are to be removed (ShardApi.forgetAlias). */
+    aliases?: [string, number][];
+  }
+  | { ok: false; error: WireError };
 
 /** A shard's uplift report (audience-runner.ts audienceReport). */
 export type AudienceReportResult = { ok: true; contacted: ReportGroup; holdout: ReportGroup } | { ok: false; error: WireError };
@@ -105,13 +115,22 @@ export interface ShardBatchResult extends BatchResult {
   times: BatchTimes;
 }
 
+/** A query's answer from a shard: the result, or the user's key is an alias of [primary key, primary's partition] (README "Identity"). */
+export type ShardProfileResult = ProfileResult | { ok: false; alias: [string, number]; error?: undefined };
+export type ShardRecContextResult = RecContextResult | { ok: false; alias: [string, number]; error?: undefined };
+/** A query for a user whose alias was resolved: `asked` the client's id, `key` the primary's key. */
+export interface ResolvedUser {
+  asked: string;
+  key: string;
+}
+
 /** What a shard worker exposes over comlink. */
 export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean): ProfileResult;
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult;
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean, resolved?: ResolvedUser): ShardProfileResult;
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: ResolvedUser): ShardRecContextResult;
   /**
    * Loads the models of `set` (a version already loaded is reused) and runs
    * them from the next message on: a batch or query in progress finishes on
@@ -125,7 +144,9 @@ export interface ShardApi {
    * starts a new profile. Resolves after the removal committed and the
    * ForgetUserMessage was posted.
    */
-  forget(userId: string): Promise<ForgetResult>;
+  forget(userId: string, resolvedKey?: string): Promise<ForgetResult>;
+  /** Removes an alias entry of an owned partition (its primary is being forgotten), ordered with the batches like forget. */
+  forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }>;
   /** Replaces the audience definitions (validated by whoever stored them); a new set starts a backfill. */
   setAudiences(defs: AudienceDefinition[]): Promise<void>;
   /** Time passing: fires due audience timers and runs a chunk of a backfill; resolves after they committed. */

@@ -10,7 +10,7 @@
  * recs worker see only the pseudonym.
  */
 import type { EventBatch } from "../bus/event-batch.js";
-import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
+import type { QueryDeadline, ReplyEncoding } from "../contracts.js";
 import { ChurnModel } from "../models/churn-model.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { PropensityModel } from "../models/propensity-model.js";
@@ -28,12 +28,13 @@ import { ClockReader } from "./engine-clock.js";
 import { Predictions } from "./predictions.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ShardApi, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
 import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
-import { toWire } from "../errors.js";
+import { toWire, type WireError } from "../errors.js";
 import { storedLstmState } from "./lstm-steps.js";
+import { subjects } from "../bus/subjects.js";
 
 /** The models a shard runs; swapped whole between messages (setModels). */
 class ShardModels {
@@ -122,8 +123,9 @@ class Shard implements ShardApi {
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
       key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock, audiences,
+      subjects: subjects(init.subjectPrefix ?? "portrait"), partitionCount: init.partitionCount,
     }));
-    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log });
+    this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log, aliasOf: (k) => batches.aliasOf(k) });
     log.info({ partitions: init.partitions.length }, "shard ready");
     const outbox: Record<number, OutboundMessage[]> = {};
     for (const m of audiences.pendingOutbox()) (outbox[m.partition] ??= []).push(m.message);
@@ -137,12 +139,12 @@ class Shard implements ShardApi {
     return { ...r, stats: this.stats() };
   }
 
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): ProfileResult {
-    return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain);
+  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false, resolved?: ResolvedUser): ShardProfileResult {
+    return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain, resolved);
   }
 
-  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string): RecContextResult {
-    return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion);
+  getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: ResolvedUser): ShardRecContextResult {
+    return this.#queries.getRecContext(userId, asOfMs, deadline, lstmVersion, resolved);
   }
 
   async setModels(set: ShardModelSet): Promise<ShardModelVersions> {
@@ -151,8 +153,12 @@ class Shard implements ShardApi {
     return r;
   }
 
-  forget(userId: string): Promise<ForgetResult> {
-    return this.#batches.forget(userId);
+  forget(userId: string, resolvedKey?: string): Promise<ForgetResult> {
+    return this.#batches.forget(userId, resolvedKey);
+  }
+
+  forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {
+    return this.#batches.forgetAlias(key);
   }
 
   async setAudiences(defs: AudienceDefinition[]): Promise<void> {
@@ -188,7 +194,7 @@ class Shard implements ShardApi {
     return {
       shard: this.#shard, actorsCached: this.#actors.size, pendingWrites: this.#batches.pendingWrites,
       itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0,
-      itemEventsWaited: this.#itemEvents?.waited ?? 0, heap: heapStats(),
+      itemEventsWaited: this.#itemEvents?.waited ?? 0, identity: { ...this.#batches.identity }, heap: heapStats(),
     };
   }
 

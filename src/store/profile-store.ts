@@ -23,6 +23,12 @@
  * - db `chain` (versioned): "p/<partition>" -> its version counts the
  *   partition's committed batches.
  *
+ * - db `aliases` (README "Identity"): secondary key -> [primary key, primary's
+ *   partition, merge id]: an id merged into another. Written by the
+ *   secondary's partition in the batch of its IDENTIFY (with the removal of
+ *   its profile and the hand-over in the outbox), read on ingest when a user
+ *   has no actor in memory, removed when the merged user is forgotten.
+ *
  * Writes are lmdb-js asynchronous puts: every put issued in one event turn is
  * committed in one transaction, and the returned promise resolves when it is
  * durable. A batch's profile puts and its sequence put are one conditional
@@ -52,6 +58,15 @@ export type AudienceKey = (string | number)[];
 export interface SideWrites {
   puts: [AudienceKey, unknown][];
   removes: AudienceKey[];
+}
+
+/** An entry of the alias table: [primary key, primary's partition, merge id]. */
+export type AliasEntry = [string, number, string];
+
+/** Identity writes that commit with a batch: profiles removed (merged into another id), alias entries. */
+export interface IdentityWrites {
+  removeProfiles: string[];
+  aliasPuts: [string, AliasEntry][];
 }
 
 export interface ProfileStoreOptions {
@@ -90,6 +105,7 @@ export class ProfileStore {
   readonly #meta: Database<number | string, string>;
   readonly #chain: Database<number, string>;
   readonly #aud: Database<unknown, AudienceKey>;
+  readonly #aliases: Database<AliasEntry, string>;
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
@@ -109,6 +125,16 @@ export class ProfileStore {
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
     this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
     this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
+    this.#aliases = this.#root.openDB<AliasEntry, string>({ name: "aliases", encoding: "msgpack" });
+  }
+
+  /** The committed alias entry of a key (README "Identity"), or undefined when the key is not an alias. */
+  getAlias(key: string): AliasEntry | undefined {
+    return this.#aliases.get(key);
+  }
+
+  aliasCount(): number {
+    return this.#aliases.getKeysCount();
   }
 
   /** Committed entries of the `audiences` db from `start` (inclusive) to `end` (exclusive), at most `limit`. */
@@ -146,10 +172,11 @@ export class ProfileStore {
    * forgetting (exits in the outbox, members, counts, timers), in one
    * transaction. STORAGE_FAILED when it cannot commit.
    */
-  async removeStateWith(userId: string, side: SideWrites): Promise<void> {
+  async removeStateWith(userId: string, side: SideWrites, aliasKeys: readonly string[] = []): Promise<void> {
     try {
       await this.#root.transaction(() => {
         void this.#profiles.remove(userId);
+        for (const k of aliasKeys) void this.#aliases.remove(k);
         for (const [k, v] of side.puts) void this.#aud.put(k, v);
         for (const k of side.removes) void this.#aud.remove(k);
       });
@@ -211,7 +238,7 @@ export class ProfileStore {
    * fails, or when an earlier batch of the partition failed (then nothing of
    * this one is written).
    */
-  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>, side?: SideWrites): Promise<void> {
+  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>, side?: SideWrites, identity?: IdentityWrites): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -229,6 +256,10 @@ export class ProfileStore {
       if (side !== undefined) {
         for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(() => undefined);
         for (const k of side.removes) void this.#aud.remove(k).catch(() => undefined);
+      }
+      if (identity !== undefined) {
+        for (const k of identity.removeProfiles) void this.#profiles.remove(k).catch(() => undefined);
+        for (const [k, v] of identity.aliasPuts) void this.#aliases.put(k, v).catch(() => undefined);
       }
       void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
       void this.#chain.put(key, 0, next).catch(() => undefined);

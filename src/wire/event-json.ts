@@ -10,7 +10,7 @@
 import { BadRequestError } from "../errors.js";
 import { decodeEvent, type EventValidationOptions } from "./event-validation.js";
 import { partitionOf } from "./partition.js";
-import { EVENT_TYPE_NAMES, pb, type Event } from "./proto.js";
+import { EVENT_TYPE_NAMES, EventType, pb, type Event } from "./proto.js";
 
 /** The field names of `Event`, from a default instance (the generated static code has no reflection). */
 const FIELDS = new Set(Object.keys(pb.Event.toObject(pb.Event.create(), { defaults: true, arrays: true, objects: true })));
@@ -24,7 +24,8 @@ function typeNumber(v: unknown): unknown {
   const lower = v.toLowerCase();
   const i = EVENT_TYPE_NAMES.indexOf(lower as (typeof EVENT_TYPE_NAMES)[number]);
   if (i > 0) return i;
-  throw new BadRequestError(`type ${JSON.stringify(v)} is not an event type (${EVENT_TYPE_NAMES.slice(1).join(", ")})`);
+  if (lower === "identify") return EventType.IDENTIFY;
+  throw new BadRequestError(`type ${JSON.stringify(v)} is not an event type (${EVENT_TYPE_NAMES.slice(1).join(", ")}, identify)`);
 }
 
 /**

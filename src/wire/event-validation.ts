@@ -42,8 +42,32 @@ export const DeadLetterReason = {
   CURRENCY_MISMATCH: "CURRENCY_MISMATCH",
   /** The event's user hashes to another partition than the subject it came on. */
   WRONG_PARTITION: "WRONG_PARTITION",
+  /** An IDENTIFY without primary_user_id (one id only). */
+  IDENTIFY_MISSING_PRIMARY: "IDENTIFY_MISSING_PRIMARY",
+  /** An IDENTIFY whose primary_user_id is its user_id. */
+  IDENTIFY_SAME_ID: "IDENTIFY_SAME_ID",
+  /** An IDENTIFY whose primary is already an alias of its user_id (A -> B, then B -> A), or an event forwarded round an alias loop. */
+  IDENTIFY_CYCLE: "IDENTIFY_CYCLE",
+  /** An IDENTITY_HANDOVER without merge_id or state, or not marked forwarded (only the engine publishes them). */
+  BAD_HANDOVER: "BAD_HANDOVER",
+  /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
+  BAD_PROPENSITY: "BAD_PROPENSITY",
+  /**
+   * Logged feedback (rec_propensity present) whose rec_request_id names no
+   * reply this engine served within feedbackWindowMs (or whose item was not
+   * in it). Judged after the batch (src/recs/feedback-log.ts): the event fed
+   * the profile like any rec_impression / rec_click; it is kept out of the training log.
+   */
+  UNKNOWN_REC_REQUEST: "UNKNOWN_REC_REQUEST",
+  /** Logged feedback whose rec_propensity differs from the one served for that item in that reply. Judged like UNKNOWN_REC_REQUEST. */
+  PROPENSITY_MISMATCH: "PROPENSITY_MISMATCH",
+  /** A logged REC_CLICK before any logged REC_IMPRESSION of the same item in the same reply. Judged like UNKNOWN_REC_REQUEST. */
+  CLICK_WITHOUT_IMPRESSION: "CLICK_WITHOUT_IMPRESSION",
 } as const;
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
+
+/** The reasons judged against the served replies after a batch (src/recs/feedback-log.ts), never by decodeEvent. */
+export const JUDGED_AFTER_BATCH: ReadonlySet<DeadLetterReason> = new Set<DeadLetterReason>(["UNKNOWN_REC_REQUEST", "PROPENSITY_MISMATCH", "CLICK_WITHOUT_IMPRESSION"]);
 
 export interface EventValidationOptions {
   /** Partition count P of the deployment. */
@@ -103,14 +127,22 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (e.userId === "") return fail("MISSING_USER_ID", "user_id is empty");
   if (e.userId.length > MAX_ID_CHARS || badText(e.userId)) return fail("BAD_ID", "user_id is too long or not valid UTF-8");
   const t = e.type as number;
-  if (!(Number.isInteger(t) && t > 0 && t <= EventType.REC_CLICK)) return fail("UNKNOWN_TYPE", `unknown event type ${t}`);
+  if (!(Number.isInteger(t) && t > 0 && t <= EventType.IDENTITY_HANDOVER)) return fail("UNKNOWN_TYPE", `unknown event type ${t}`);
   const ts = e.timestampMs;
   if (!(ts >= MIN_TIMESTAMP_MS)) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is missing or before 2000-01-01`);
   if (ts > nowMs + o.maxFutureSkewMs) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is more than ${o.maxFutureSkewMs} ms in the future`);
   if (!Number.isFinite(e.price) || e.price < 0 || e.price > MAX_PRICE) return fail("BAD_PRICE", `price ${e.price} is not in [0, 1e9]`);
   if (e.quantity > MAX_QUANTITY) return fail("BAD_QUANTITY", `quantity ${e.quantity} is above 1e6`);
   if (e.rating > 5) return fail("BAD_RATING", `rating ${e.rating} is not in 0..5`);
-  if (t === EventType.SEARCH) {
+  if (t === EventType.IDENTIFY) {
+    if (e.primaryUserId === "") return fail("IDENTIFY_MISSING_PRIMARY", "an IDENTIFY needs primary_user_id (the id user_id merges into)");
+    if (e.primaryUserId.length > MAX_ID_CHARS || badText(e.primaryUserId)) return fail("BAD_ID", "primary_user_id is too long or not valid UTF-8");
+    if (e.primaryUserId === e.userId) return fail("IDENTIFY_SAME_ID", "primary_user_id is user_id: an id cannot merge into itself");
+  } else if (t === EventType.IDENTITY_HANDOVER) {
+    if (!e.forwarded || e.mergeId === "" || e.handoverState.length === 0) {
+      return fail("BAD_HANDOVER", "an IDENTITY_HANDOVER is engine-internal: forwarded, merge_id and handover_state are required");
+    }
+  } else if (t === EventType.SEARCH) {
     if (e.searchQuery === "") return fail("MISSING_QUERY", "a SEARCH needs search_query");
   } else if (e.itemId === "") {
     return fail("MISSING_ITEM_ID", "this event type needs item_id");
@@ -118,7 +150,7 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (
     e.itemId.length > MAX_ID_CHARS || e.categoryId.length > MAX_ID_CHARS || e.categoryPath.length > MAX_QUERY_CHARS ||
     e.brand.length > MAX_ID_CHARS || e.sessionId.length > MAX_ID_CHARS || e.orderId.length > MAX_ID_CHARS ||
-    e.searchQuery.length > MAX_QUERY_CHARS || e.reviewText.length > MAX_REVIEW_CHARS
+    e.searchQuery.length > MAX_QUERY_CHARS || e.reviewText.length > MAX_REVIEW_CHARS || e.mergeId.length > MAX_ID_CHARS
   ) {
     return fail("FIELD_TOO_LONG", "a string field is longer than its limit (README \"Event fields\")");
   }
@@ -126,7 +158,14 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (o.currency && e.currency !== "" && e.currency !== o.currency) {
     return fail("CURRENCY_MISMATCH", `currency ${JSON.stringify(e.currency)} is not the engine's ${o.currency}`);
   }
-  const p = partitionOf(e.userId, o.partitions);
+  if (e.recPropensity != null) {
+    const q = e.recPropensity;
+    if (t !== EventType.REC_IMPRESSION && t !== EventType.REC_CLICK) return fail("BAD_PROPENSITY", "rec_propensity is only for REC_IMPRESSION and REC_CLICK");
+    if (!(q > 0 && q <= 1)) return fail("BAD_PROPENSITY", `rec_propensity ${q} is not in (0, 1]`);
+    if (e.recRequestId === "") return fail("BAD_PROPENSITY", "rec_propensity without rec_request_id");
+  }
+  // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
+  const p = e.forwarded ? partition : partitionOf(e.userId, o.partitions);
   if (p !== partition) return fail("WRONG_PARTITION", `user belongs to partition ${p}, event arrived on ${partition}`);
   return { ok: true, event: e };
 }

@@ -1,0 +1,68 @@
+/**
+ * Identity in a shard (README "Identity"): the messages a merge sends through
+ * the bus and the alias table's in-memory side.
+ *
+ * - An IDENTIFY (user_id = secondary A, primary_user_id = B) is applied on A's
+ *   partition: A's state leaves in a hand-over (an IDENTITY_HANDOVER event on
+ *   B's partition, Nats-Msg-Id = merge id), A's profile is removed and A's
+ *   alias entry written, all in the batch's LMDB transaction; the hand-over
+ *   waits in the outbox until JetStream acknowledged it (republished at start
+ *   after a crash, deduplicated by its id).
+ * - B's partition folds a hand-over once per merge id (UserState.mg).
+ * - A later event of A is forwarded: the same event with user_id = B's key,
+ *   `forwarded` set, on B's partition, through the same outbox, with
+ *   Nats-Msg-Id `<prefix>:x:<stream sequence>` (once per original event).
+ */
+import type { UserState } from "../actors/user-profile.js";
+import type { OutboundMessage } from "../bus/event-batch.js";
+import type { Subjects } from "../bus/subjects.js";
+import type { AliasEntry, SideWrites } from "../store/profile-store.js";
+import { EventType, pb, type Event } from "../wire/proto.js";
+
+/** Most forwards of one event along alias chains before it is dead-lettered (IDENTIFY_CYCLE). */
+export const MAX_HOPS = 16;
+
+/** What a hand-over carries: the secondary's key, its partition and its state. */
+export interface HandoverPayload {
+  k: string;
+  p: number;
+  s: UserState;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The merge id of an IDENTIFY: unique per stream message. */
+export function mergeIdOf(s: Subjects, partition: number, seq: number): string {
+  return `${s.prefix}:h:${partition}:${seq}`;
+}
+
+/** The hand-over message of a merge, to B's partition. */
+export function handoverMessage(s: Subjects, mergeId: string, primary: AliasEntry, atMs: number, payload: HandoverPayload): OutboundMessage {
+  // Not carried: the LSTM state (re-encoded by the primary) and the memberships (the secondary exits them; the primary re-evaluates).
+  const state = { ...payload.s };
+  delete state.lstm;
+  delete state.lstmV;
+  if (state.aud !== undefined) state.aud = { ...state.aud, m: {} };
+  const data = pb.Event.encode({
+    eventId: mergeId, userId: primary[0], type: EventType.IDENTITY_HANDOVER, timestampMs: atMs, mergeId,
+    handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state })), forwarded: true,
+  }).finish();
+  return { subject: s.events(primary[1]), msgId: mergeId, data };
+}
+
+export function readHandover(e: Event): HandoverPayload {
+  return JSON.parse(decoder.decode(e.handoverState)) as HandoverPayload;
+}
+
+/** An event of an alias, forwarded to its primary's partition (one more hop). */
+export function forwardMessage(s: Subjects, e: Event, seq: number, to: AliasEntry): OutboundMessage {
+  const data = pb.Event.encode({ ...e, userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
+  return { subject: s.events(to[1]), msgId: `${s.prefix}:x:${seq}`, data };
+}
+
+/** Puts a message in the partition's outbox (committed with the batch) and in the batch's outbound list. */
+export function toOutbox(partition: number, m: OutboundMessage, side: SideWrites, out: OutboundMessage[]): void {
+  side.puts.push([["o", partition, m.msgId], { s: m.subject, b: m.data }]);
+  out.push(m);
+}

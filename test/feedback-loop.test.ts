@@ -1,0 +1,234 @@
+/**
+ * The feedback loop (README "The feedback loop"): exploration propensities,
+ * logged feedback judged against the served replies and written to the
+ * training log, dead letters of bad feedback, off-policy estimates, and the
+ * promotion gate of a feedback-trained ranker. Real nats-server, real engine.
+ */
+import { spawnSync } from "node:child_process";
+import type { JsMsg } from "nats";
+import { describe, expect, it } from "vitest";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { PortraitError } from "../src/errors.js";
+import { estimateOffPolicy, LOGGED_GREEDY, readFeedbackLog, weightsTarget, type LoggedRequest } from "../src/eval/offpolicy.js";
+import { seededRandom } from "../src/models/seeded-random.js";
+import { ModelRegistry } from "../src/models/registry.js";
+import { drawSlate, slotPropensity } from "../src/recs/exploration.js";
+import type { ServedRecord } from "../src/recs/feedback-log.js";
+import { trainRanker } from "../src/train/train-ranker.js";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { EventType, type IEvent } from "../src/wire/proto.js";
+import { T0, uniquePrefix } from "./helpers/engine.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
+
+describe("feedback - exploration propensities", () => {
+  it("feedback - for every slot the propensities sum to 1 over the pool (0 outside it), and seeded draws show each item in each slot at that rate", () => {
+    const share = 0.2;
+    const n = 12;
+    const k = 4;
+    const pool = 8;
+    for (let j = 0; j < k; j++) {
+      let sum = 0;
+      for (let i = 0; i < n; i++) sum += slotPropensity(share, pool, i, j);
+      expect(sum).toBeCloseTo(1, 12);
+      expect(slotPropensity(share, pool, pool, j)).toBe(0);
+    }
+    const draws = 40_000;
+    const seen = Array.from({ length: k }, () => new Array<number>(n).fill(0));
+    const r = seededRandom(7);
+    let explored = 0;
+    let repeats = 0;
+    let wrong = 0;
+    for (let d = 0; d < draws; d++) {
+      const s = drawSlate(n, k, { share, pool }, r);
+      if (s.explored) explored++;
+      if (new Set(s.order).size !== k) repeats++;
+      s.order.forEach((i, j) => {
+        seen[j]![i]!++;
+        // What the reply carries is the policy's probability of that item in that slot.
+        if (s.propensities[j] !== slotPropensity(share, pool, i, j)) wrong++;
+      });
+    }
+    expect({ repeats, wrong }).toEqual({ repeats: 0, wrong: 0 });
+    expect(explored / draws).toBeCloseTo(share, 1);
+    for (let j = 0; j < k; j++) {
+      for (let i = 0; i < n; i++) {
+        const p = slotPropensity(share, pool, i, j);
+        // 4 standard deviations of a binomial frequency.
+        expect(Math.abs(seen[j]![i]! / draws - p)).toBeLessThanOrEqual(4 * Math.sqrt(Math.max(p * (1 - p), 1e-9) / draws) + 1e-12);
+      }
+    }
+    // Off: the top k, propensity 1.
+    expect(drawSlate(n, k, { share: 0, pool }, r)).toMatchObject({ order: [0, 1, 2, 3], propensities: [1, 1, 1, 1], explored: false });
+  });
+});
+
+/** A planted log: pools of `M` items whose true click probabilities are known; served with drawSlate. */
+function plantedLog(seed: number, requests: number, share: number): { log: LoggedRequest[]; click: (item: string, slot: number) => number } {
+  const r = seededRandom(seed);
+  const M = 6;
+  const k = 3;
+  const examine = (slot: number) => 1 / (1 + slot);
+  // Item "a<i>": attraction 0.1 + 0.12 i; the logging policy's greedy order is a0..a5 (worst first), a "blend" on "trending" knows better.
+  const attraction = (item: string) => 0.1 + 0.12 * Number(item.slice(1));
+  const click = (item: string, slot: number) => examine(slot) * attraction(item);
+  const log: LoggedRequest[] = [];
+  for (let q = 0; q < requests; q++) {
+    const pool = Array.from({ length: M }, (_, i) => ({ itemId: `a${i}`, scores: { sknn: 1 - i / M, trending: (i + 1) / M }, prior: 1 }));
+    const s = drawSlate(M, k, { share, pool: M }, r);
+    const shown = s.order.map((i, slot) => ({ itemId: pool[i]!.itemId, slot, propensity: s.propensities[slot]! }));
+    const record: ServedRecord = { requestId: `r${q}`, servedAtMs: T0 + q, policy: "ranking source:sknn", share, explored: s.explored, k, pool, shown };
+    log.push({ record, impressions: shown.map((x) => ({ ...x, clicked: r() < click(x.itemId, x.slot) })) });
+  }
+  return { log, click };
+}
+
+describe("feedback - off-policy estimates", () => {
+  it("feedback - IPS and SNIPS of a planted policy with a known CTR: within 10% of it, inside their intervals; the worse greedy slate is estimated below it", () => {
+    const { log, click } = plantedLog(11, 6000, 0.3);
+    const target = weightsTarget("trending-first", { trending: 1 });
+    // The target shows a5, a4, a3 in slots 0..2: its CTR per impression is known.
+    const truth = (click("a5", 0) + click("a4", 1) + click("a3", 2)) / 3;
+    const e = estimateOffPolicy(log, target);
+    expect(e.requests).toBe(6000);
+    expect(e.impressions).toBe(18_000);
+    expect(e.ips.low).toBeLessThan(truth);
+    expect(e.ips.high).toBeGreaterThan(truth);
+    expect(e.snips.low).toBeLessThan(truth);
+    expect(e.snips.high).toBeGreaterThan(truth);
+    expect(Math.abs(e.ips.estimate - truth) / truth).toBeLessThan(0.1);
+    // The greedy slate a0, a1, a2 is far worse, and the estimate knows it.
+    const greedyTruth = (click("a0", 0) + click("a1", 1) + click("a2", 2)) / 3;
+    const g = estimateOffPolicy(log, LOGGED_GREEDY);
+    expect(g.ips.low).toBeLessThan(greedyTruth);
+    expect(g.ips.high).toBeGreaterThan(greedyTruth);
+    expect(e.ips.low).toBeGreaterThan(g.ips.high);
+  });
+});
+
+const fx = useEngineFixture();
+
+/** A small shop: 30 users viewing 24 items in 3 categories. */
+function shop(prefix: string): IEvent[] {
+  const out: IEvent[] = [];
+  let n = 0;
+  for (let u = 0; u < 30; u++) {
+    for (let k = 0; k < 5; k++) {
+      const item = (u * 5 + k * 7) % 24;
+      out.push({ eventId: `${prefix}-${n++}`, userId: `${prefix}-u${u}`, type: EventType.VIEW, timestampMs: T0 + u * 60_000 + k * 5_000, itemId: `it${item}`, categoryId: `cat${item % 3}` });
+    }
+  }
+  return out;
+}
+
+async function deadLetters(stream: string, n: number): Promise<JsMsg[]> {
+  const c = await fx.nc.jetstream().consumers.get(stream);
+  const out: JsMsg[] = [];
+  await waitFor(async () => {
+    const m = await c.next({ expires: 1000 });
+    if (m) out.push(m);
+    return out.length >= n;
+  }, { timeoutMs: 30_000, message: `expected ${n} dead letters` });
+  return out;
+}
+
+describe("feedback - logged feedback on a live engine", () => {
+  it("feedback - replies carry propensities; logged impressions and clicks reach the training log with the served propensity; bad feedback is dead-lettered", async () => {
+    const prefix = uniquePrefix("fbk");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, explorationShare: 0.5, explorationPool: 6, lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    const history = shop(prefix);
+    await client.publishMany(history);
+    const user = `${prefix}-u3`;
+    await waitFor(async () => (await client.recommend(user, { k: 4 })).items.length === 4, { timeoutMs: 30_000, message: "recs index did not fill" });
+    // Replies: each item's propensity is the policy's: 1 - share + share / M for the greedy item of its slot, share / M otherwise.
+    let explored;
+    let greedy;
+    for (let i = 0; i < 60 && (explored === undefined || greedy === undefined); i++) {
+      const r = await client.recommend(user, { k: 4 });
+      if (r.explored) explored ??= r;
+      else greedy ??= r;
+    }
+    expect(greedy!.items.map((x) => x.propensity)).toEqual([0.5 + 0.5 / 6, 0.5 + 0.5 / 6, 0.5 + 0.5 / 6, 0.5 + 0.5 / 6]);
+    for (const it of explored!.items) expect([0.5 / 6, 0.5 + 0.5 / 6]).toContain(it.propensity);
+    const r = explored!;
+    const ev = (type: EventType, j: number, extra: Partial<IEvent> = {}): IEvent => ({
+      eventId: `${prefix}-fb-${type}-${j}-${extra.recRequestId ?? r.requestId}-${extra.recPropensity ?? ""}`, userId: user, type, timestampMs: T0 + 3_600_000 + j,
+      itemId: r.items[j]!.itemId, recRequestId: r.requestId, modelVersion: r.modelVersion, recPropensity: r.items[j]!.propensity, ...extra,
+    });
+    const good = [ev(EventType.REC_IMPRESSION, 0), ev(EventType.REC_IMPRESSION, 1), ev(EventType.REC_CLICK, 1)];
+    const bad = [
+      { e: ev(EventType.REC_IMPRESSION, 2, { recRequestId: "no-such-reply" }), reason: "UNKNOWN_REC_REQUEST" },
+      { e: ev(EventType.REC_IMPRESSION, 2, { recPropensity: 1.5 }), reason: "BAD_PROPENSITY" },
+      { e: ev(EventType.REC_IMPRESSION, 2, { recPropensity: 0 }), reason: "BAD_PROPENSITY" },
+      { e: ev(EventType.REC_IMPRESSION, 2, { recPropensity: r.items[2]!.propensity === 1 ? 0.5 : 1 }), reason: "PROPENSITY_MISMATCH" },
+      { e: ev(EventType.REC_CLICK, 3), reason: "CLICK_WITHOUT_IMPRESSION" },
+    ];
+    await client.publishMany([...good, ...bad.map((b) => b.e)]);
+    // Bad values are on <prefix>.dlq.<REASON>, with the original bytes.
+    const s = engine.subjects;
+    const letters = await deadLetters(s.dlqStream, bad.length);
+    expect(letters.map((m) => m.headers!.get(DLQ_HEADERS.reason)).sort()).toEqual(bad.map((b) => b.reason).sort());
+    for (const m of letters) expect(m.subject).toBe(s.dlq(m.headers!.get(DLQ_HEADERS.reason)));
+    // The good ones are in the training log, with the propensities served.
+    const jsm = await fx.nc.jetstreamManager();
+    await waitFor(async () => (await jsm.streams.info(s.feedbackStream)).state.messages >= 4, { message: "training log" });
+    const log = await readFeedbackLog(fx.nc.jetstream(), jsm, s);
+    expect(log.length).toBe(1);
+    const q = log[0]!;
+    expect(q.record.requestId).toBe(r.requestId);
+    expect(q.record.explored).toBe(true);
+    expect(q.record.shown).toEqual(r.items.map((x, slot) => ({ itemId: x.itemId, slot, propensity: x.propensity })));
+    expect(q.record.pool.length).toBe(6);
+    expect(q.impressions).toEqual([
+      { slot: 0, itemId: r.items[0]!.itemId, propensity: r.items[0]!.propensity, clicked: false },
+      { slot: 1, itemId: r.items[1]!.itemId, propensity: r.items[1]!.propensity, clicked: true },
+    ]);
+    // `portrait eval offpolicy` reads the same log: the reply's greedy slate, as logged.
+    const cli = spawnSync(process.execPath, ["dist/cli/portrait.js", "eval", "offpolicy", "--nats", fx.nats.url, "--prefix", prefix, "--policy", "logged-greedy", "--policy", "source:category", "--json"],
+      { encoding: "utf8", timeout: 30_000 });
+    expect(cli.status, cli.stderr).toBe(0);
+    const out = JSON.parse(cli.stdout) as { source: string; estimates: Array<{ policy: string; requests: number; impressions: number; logged: number }> };
+    expect(out.source).toBe(`stream:${s.feedbackStream}`);
+    expect(out.estimates.map((e) => [e.policy, e.requests, e.impressions, e.logged])).toEqual([["logged-greedy", 1, 2, 0.5], ["source:category", 1, 2, 0.5]]);
+    // Feedback without rec_propensity feeds the profile and the CTR metric only, as before: neither logged nor dead-lettered.
+    const before = (await jsm.streams.info(s.dlqStream)).state.messages;
+    const legacy = { ...ev(EventType.REC_IMPRESSION, 3), eventId: `${prefix}-legacy` };
+    delete legacy.recPropensity;
+    await client.publish(legacy);
+    // Applied: the history, the good ones, the three judged after their batch (they fed the profile), the legacy one; not the two BAD_PROPENSITY.
+    await waitFor(async () => (await client.getProfile(user)).eventsApplied === 5 + good.length + 3 + 1, { message: "legacy applied" });
+    expect((await jsm.streams.info(s.dlqStream)).state.messages).toBe(before);
+  });
+
+  it("feedback - a feedback-trained ranker that loses off-policy is refused at promotion (PROMOTION_REFUSED); one that wins is promoted and the engine serves it", async () => {
+    const prefix = uniquePrefix("fbp");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, modelRegistry: true, modelsDir: fx.tmpDir("portrait-fb-none"), lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    await client.publishMany(shop(prefix));
+    const user = `${prefix}-u3`;
+    await waitFor(async () => (await client.recommend(user, { k: 4 })).items.length === 4, { timeoutMs: 30_000, message: "recs index did not fill" });
+    expect((await client.recommend(user, { k: 4 })).modelVersion).toBe("ranking source:sknn");
+    const reg = await ModelRegistry.open(fx.nc, { prefix });
+    const models = fx.tmpDir("portrait-fb-models");
+    // Clicks only ever on what the logging policy ranks first: the best a trained ranker can do is tie, and a tie's lower bound loses.
+    const { log } = plantedLog(5, 3000, 0.3);
+    const onlyGreedy = log.map((q) => ({ ...q, impressions: q.impressions.map((m) => ({ ...m, clicked: m.itemId === "a0" && m.slot === 0 && (Number(q.record.requestId.slice(1)) % 3 === 0) })) }));
+    const source = `stream:${engine.subjects.feedbackStream}`;
+    const loser = trainRanker(onlyGreedy, { modelsDir: models, source, now: new Date(T0) });
+    expect(loser.manifest.evaluation!.challenger).toBeLessThan(loser.manifest.evaluation!.baselines["logged-greedy"]!);
+    await reg.push(loser.dir);
+    const refused = await reg.promote("ranker", loser.manifest.version).then(() => undefined, (err: unknown) => err);
+    expect(refused).toBeInstanceOf(PortraitError);
+    expect((refused as PortraitError).code).toBe("PROMOTION_REFUSED");
+    expect((refused as Error).message).toMatch(/does not beat baseline logged-greedy/);
+    expect(await reg.promoted("ranker")).toBeUndefined();
+    // The planted log where "trending" is better: the trained ranker's lower bound beats the logged greedy's estimate.
+    const winner = trainRanker(log, { modelsDir: models, source, now: new Date(T0) });
+    expect(winner.weights.trending!).toBeGreaterThan(winner.weights.sknn!);
+    await reg.push(winner.dir);
+    expect((await reg.promote("ranker", winner.manifest.version)).promote).toBe(true);
+    // The engine hot-swaps it in: its replies are ranked by it and say so.
+    await waitFor(async () => (await client.recommend(user, { k: 4 })).modelVersion === `ranking ranker@${winner.manifest.version}`, { message: "ranker hot swap" });
+  });
+});
