@@ -5,8 +5,8 @@
  * types, on random events and with their own timers (pure: no broker, no store).
  */
 import { describe, expect, it } from "vitest";
-import { compileAudiences, eventBit, type AudienceDefinition } from "../src/actors/audience-rules.js";
-import { evaluateAudiences, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
+import { AudienceError, compileAudiences, eventBit, parseDefinition, type AudienceDefinition } from "../src/actors/audience-rules.js";
+import { CohortSketches, evaluateAudiences, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
@@ -88,5 +88,63 @@ describe("audience evaluation by event type", () => {
     expect(mask("active-7d") & eventBit(EventType.VIEW)).not.toBe(0);
     // buyer-not-lover reads an affinity through its reference: every event type.
     expect(mask("buyer-not-lover") & eventBit(EventType.VIEW)).not.toBe(0);
+  });
+
+  it("percentile cohorts: the top 10% of churn risk, boundaries following the predictions as they move", () => {
+    for (const bad of [{ field: "prediction.churnRisk", top: 0 }, { field: "prediction.churnRisk", top: 100 }, { field: "orders", top: 10 }]) {
+      expect(() => parseDefinition({ id: "p", rule: { percentile: bad } })).toThrow(AudienceError);
+    }
+    const set = compileAudiences([parseDefinition({ id: "top-churn", rule: { percentile: { field: "prediction.churnRisk", top: 10 } } })]);
+    const cohorts = new CohortSketches();
+    let seed = 5;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const users = Array.from({ length: 3000 }, () => ({ u: newUserState(), risk: rnd() ** 2 }));
+    const t0 = Date.UTC(2026, 0, 1);
+    const passOver = (t: number) => {
+      for (const [i, x] of users.entries()) {
+        evaluateAudiences(`u${i}`, x.u, set, t, { profile: PROFILE_DEFAULTS, cohorts, predict: () => x.risk }, "time", 0);
+      }
+      const member = (x: (typeof users)[number]) => (x.u.aud!.m["top-churn"]?.[0] ?? 0) > 0;
+      const inside = users.filter(member);
+      const outside = users.filter((x) => !member(x));
+      return { share: inside.length / users.length, minIn: Math.min(...inside.map((x) => x.risk)), maxOut: Math.max(...outside.map((x) => x.risk)) };
+    };
+    passOver(t0); // the first pass builds the sketch while it evaluates
+    let r = passOver(t0 + 1000);
+    expect(r.share).toBeGreaterThan(0.095);
+    expect(r.share).toBeLessThan(0.11);
+    expect(r.minIn).toBeGreaterThanOrEqual(r.maxOut - 1 / 1000); // the cohort is the top of the distribution (to one bin)
+    // The predictions shift (every user's risk moves towards 1 - risk): the boundary follows, the share stays.
+    for (const x of users) x.risk = 1 - x.risk;
+    passOver(t0 + 2000);
+    r = passOver(t0 + 3000);
+    expect(r.share).toBeGreaterThan(0.095);
+    expect(r.share).toBeLessThan(0.11);
+    expect(r.minIn).toBeGreaterThanOrEqual(r.maxOut - 1 / 1000);
+    // Users are counted once however often they are evaluated, and a dropped user is no longer counted.
+    expect(cohorts.counts.churnRisk.reduce((a, b) => a + b, 0)).toBe(3000);
+    cohorts.drop(users[0]!.u.aud);
+    expect(cohorts.counts.churnRisk.reduce((a, b) => a + b, 0)).toBe(2999);
+  });
+
+  it("short-term interest: the session's top category follows a change of interest inside the session within a few events", () => {
+    const set = compileAudiences([
+      { id: "now-c1", rule: { session: { category: "c1", topN: 1 } } },
+      { id: "now-c2", rule: { session: { category: "c2", topN: 1 } } },
+    ]);
+    const u = newUserState();
+    let t = Date.UTC(2026, 0, 1);
+    const tops: string[] = [];
+    for (const cat of ["c1", "c1", "c1", "c1", "c1", "c1", "c2", "c2", "c2", "c2"]) {
+      t += 60_000; // one session: a minute apart
+      const e: ProfileEvent = { type: EventType.VIEW, timestampMs: t, itemId: "i", categoryId: cat, brand: "", price: 1, quantity: 1, currency: "", sessionId: "", orderId: "" };
+      applyEvent(u, e, PROFILE_DEFAULTS);
+      observeAudienceEvent(u, e, 0);
+      evaluateAudiences("u", u, set, t, { profile: PROFILE_DEFAULTS }, "event", 0);
+      tops.push(Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([id]) => id).join(","));
+    }
+    expect(u.sCount).toBe(1);
+    // Six views of c1, then c2: plain counts would keep c1 on top until the seventh c2; decayed ones switch at the third.
+    expect(tops).toEqual(["now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c2", "now-c2"]);
   });
 });

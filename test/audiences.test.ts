@@ -71,7 +71,7 @@ describe("audiences - on a running engine", () => {
     const defs: AudienceDefinition[] = [
       { id: "carters", rule: { field: "carts.1d", op: ">=", value: 1 } },
       // 1.5 s after an add-to-cart with no purchase: enters by time alone.
-      { id: "abandoners", rule: { cartAbandoned: { afterMinutes: 0.025 } } },
+      { id: "abandoners", holdoutShare: 0.5, rule: { cartAbandoned: { afterMinutes: 0.025 } } },
       { id: "buyers", holdoutShare: 0.5, rule: { field: "purchases.90d", op: ">=", value: 1 } },
       { id: "buyer-carters", rule: { all: [{ inAudience: "buyers" }, { inAudience: "carters" }] } },
     ];
@@ -131,6 +131,10 @@ describe("audiences - on a running engine", () => {
     // A purchase makes an abandoner exit by event.
     await client.publish({ eventId: `${prefix}-late`, userId: users[1]!, type: EventType.PURCHASE, timestampMs: Date.now(), itemId: "i1", price: 5, orderId: "late" });
     await waitFor(async () => (await client.audienceCount("abandoners")) === 19 && (await client.audienceCount("buyers")) === 21);
+    // The report covers the member who left too (audiences with a holdout): 20 memberships, one of them bought.
+    const left = await client.audienceReport("abandoners", 7);
+    expect(left.contacted.members + left.holdout.members).toBe(20);
+    expect(left.contacted.buyers + left.holdout.buyers).toBe(1);
 
     // Restart: definitions come back from KV, counts from LMDB; nothing is sent again.
     await engine.close();

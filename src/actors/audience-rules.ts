@@ -22,6 +22,10 @@
  * - `{ "cartAbandoned": { "afterMinutes": m } }`: the user's last add-to-cart is at least m
  *   minutes old and no purchase came after it;
  * - `{ "inAudience": id }`: the user is a member of another audience (no cycles);
+ * - `{ "percentile": { "field": P, "top": t } }` where P is a prediction field: a
+ *   percentile cohort, the user's prediction is in the top t% (0 < t < 100) of the
+ *   predictions of the shard's users as they stand (a sketch kept current with
+ *   every evaluation: audience-state.ts CohortSketches);
  * - `{ "reviewSentiment": { "dimension": "category"|"brand", "key": K, "op": op, "value": x, "minWeight"?: w } }`:
  *   the user's decayed mean review sentiment about K compares to x (false when the user has not
  *   reviewed K, or the decayed weight of those reviews is below w);
@@ -70,6 +74,8 @@ export const FIELDS = [
   "risk.velocity", "risk.refundAbuse", "risk.accountSharing",
 ] as const;
 export type Field = (typeof FIELDS)[number];
+export const PREDICTION_FIELDS = ["prediction.churnRisk", "prediction.purchasePropensity"] as const;
+export type PredictionField = (typeof PREDICTION_FIELDS)[number];
 export const OPS = [">", ">=", "<", "<=", "==", "!="] as const;
 export type Op = (typeof OPS)[number];
 
@@ -86,9 +92,12 @@ export type Rule =
   | { cartAbandoned: { afterMinutes: number } }
   | { inAudience: string }
   | { reviewSentiment: { dimension: "category" | "brand"; key: string; op: Op; value: number; minWeight?: number | undefined } }
-  | { reviewAspect: { key: string; topN: number } };
+  | { reviewAspect: { key: string; topN: number } }
+  | { percentile: { field: PredictionField; top: number } };
 
-const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
+// Built once: a bare z.lazy(() => z.union(...)) builds the whole union again at every rule node of every parse.
+let ruleUnion: z.ZodType<Rule> | undefined;
+const ruleSchema: z.ZodType<Rule> = z.lazy(() => (ruleUnion ??= z.union([
   z.object({ all: z.array(ruleSchema).min(1) }).strict(),
   z.object({ any: z.array(ruleSchema).min(1) }).strict(),
   z.object({ not: ruleSchema }).strict(),
@@ -109,7 +118,8 @@ const ruleSchema: z.ZodType<Rule> = z.lazy(() => z.union([
     }).strict(),
   }).strict(),
   z.object({ reviewAspect: z.object({ key, topN: z.number().int().min(1).max(8) }).strict() }).strict(),
-]));
+  z.object({ percentile: z.object({ field: z.enum(PREDICTION_FIELDS), top: z.number().gt(0).lt(100) }).strict() }).strict(),
+])));
 
 export const definitionSchema = z.object({
   /** Stable id: lower-case letters, digits, '-' and '_', at most 64 (it is part of subjects and message ids). */
@@ -149,7 +159,7 @@ function blame(issues: readonly z.ZodIssue[]): z.ZodIssue {
   const here = i.path.length;
   const fits = i.unionErrors.filter((u) => !u.issues.some((x) => x.code === "unrecognized_keys" && x.path.length === here));
   if (fits.length === 0) {
-    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, reviewSentiment, reviewAspect` };
+    return { code: "custom", path: i.path, message: `not a rule: a rule has one of the keys all, any, not, field, affinity, session, cartAbandoned, inAudience, reviewSentiment, reviewAspect, percentile` };
   }
   fits.sort((a, b) => a.issues.length - b.issues.length);
   return blame(fits[0]!.issues);

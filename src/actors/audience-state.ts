@@ -39,6 +39,14 @@ export const DAY_MS = 86_400_000;
 export const BUCKET_DAYS = 90;
 const STRIDE = 5;
 const SESSION_CATEGORIES = 8;
+/**
+ * Short-term interest: the session's category counts halve every this many
+ * events of the session (each event multiplies them by SESSION_DECAY before
+ * adding 1 to its category), so the session's top category follows a change
+ * of interest within a few events (bench/interest-shift.ts).
+ */
+export const SESSION_HALF_LIFE_EVENTS = 3;
+const SESSION_DECAY = 2 ** (-1 / SESSION_HALF_LIFE_EVENTS);
 
 export type { AudienceState, Transition };
 export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten" | "merged";
@@ -79,11 +87,21 @@ export function observeAudienceEvent(u: UserState, e: ProfileEvent, partition: n
     a.scn = [];
   }
   if (e.categoryId !== "") {
+    // Counts decayed per event (SESSION_HALF_LIFE_EVENTS): the session's top follows a change of interest inside a session.
+    for (let j = 0; j < a.scn.length; j++) a.scn[j] = Math.round(a.scn[j]! * SESSION_DECAY * 1000) / 1000;
     const i = a.sc.indexOf(e.categoryId);
     if (i >= 0) a.scn[i]!++;
     else if (a.sc.length < SESSION_CATEGORIES) {
       a.sc.push(e.categoryId);
       a.scn.push(1);
+    } else {
+      // The table is full: the category replaces the weakest one (the current interest is never left out).
+      let weakest = 0;
+      for (let j = 1; j < a.scn.length; j++) if (a.scn[j]! < a.scn[weakest]!) weakest = j;
+      if (a.scn[weakest]! < 1) {
+        a.sc[weakest] = e.categoryId;
+        a.scn[weakest] = 1;
+      }
     }
   }
 }
@@ -93,6 +111,109 @@ export interface EvalEnv {
   profile: CompiledProfileOptions;
   /** A model's prediction for the user at `now`, or undefined when there is none. */
   predict?: ((name: "churnRisk" | "purchasePropensity") => number | undefined) | undefined;
+  /** The percentile cohorts' sketches (the shard's); without them a percentile rule is false. */
+  cohorts?: CohortSketches | undefined;
+}
+
+/** Bins of a cohort sketch over [0, 1] (predictions are probabilities): boundaries are kept to 1/COHORT_BINS. */
+export const COHORT_BINS = 1000;
+const PREDICTIONS = ["churnRisk", "purchasePropensity"] as const;
+type PredictionName = (typeof PREDICTIONS)[number];
+
+/**
+ * Percentile cohorts ("the top 10% of churn risk"): per prediction, a
+ * histogram of the latest prediction of each user evaluated by a percentile
+ * rule (COHORT_BINS bins over [0, 1]). A user's bin is kept in its state
+ * (`AudienceState.q`), so a new value moves the user's one count rather than
+ * adding one: the histogram counts users, not evaluations. A cohort's
+ * boundary is the lower edge of the bin where the users counted from the top
+ * first reach the cohort's share; it is recomputed after every 0.5% of the
+ * counted users changed bins (so it stays current as predictions move).
+ * The shard keeps one per engine shard (users are spread over shards by a
+ * hash, so each shard's distribution estimates the whole's) and stores it
+ * with its batches (audience-runner.ts).
+ */
+export class CohortSketches {
+  readonly counts: Record<PredictionName, Float64Array> = { churnRisk: new Float64Array(COHORT_BINS), purchasePropensity: new Float64Array(COHORT_BINS) };
+  readonly #total = { churnRisk: 0, purchasePropensity: 0 };
+  readonly #moves = { churnRisk: 0, purchasePropensity: 0 };
+  readonly #boundaries = new Map<string, number>();
+  /** Changed since the last `taken()`. */
+  dirty = false;
+
+  constructor(stored?: Partial<Record<PredictionName, number[]>>) {
+    for (const n of PREDICTIONS) {
+      const xs = stored?.[n];
+      if (xs === undefined || xs.length !== COHORT_BINS) continue;
+      this.counts[n].set(xs);
+      this.#total[n] = xs.reduce((x, y) => x + y, 0);
+    }
+  }
+
+  static bin(x: number): number {
+    return Math.min(COHORT_BINS - 1, Math.max(0, Math.floor(x * COHORT_BINS)));
+  }
+
+  /** Counts the user's prediction `x` (moving its earlier count). */
+  observe(a: AudienceState, name: PredictionName, x: number): void {
+    const k = PREDICTIONS.indexOf(name);
+    const q = (a.q ??= [0, 0]);
+    const b = CohortSketches.bin(x) + 1;
+    if (q[k] === b) return;
+    const c = this.counts[name];
+    if (q[k]! > 0) c[q[k]! - 1]!--;
+    else this.#total[name]++;
+    c[b - 1]!++;
+    q[k] = b;
+    this.#moves[name]++;
+    this.dirty = true;
+  }
+
+  /** Takes the user out (forgotten). */
+  drop(a: AudienceState | undefined): void {
+    if (a?.q === undefined) return;
+    PREDICTIONS.forEach((name, k) => {
+      const b = a.q![k]!;
+      if (b <= 0) return;
+      this.counts[name][b - 1]!--;
+      this.#total[name]--;
+      this.#moves[name]++;
+      this.dirty = true;
+    });
+    a.q = [0, 0];
+  }
+
+  /** The lower bound of the top `top`% of the counted users' predictions; undefined before any user is counted. */
+  boundary(name: PredictionName, top: number): number | undefined {
+    const total = this.#total[name];
+    if (total <= 0) return undefined;
+    if (this.#moves[name] > Math.max(1, total / 200)) {
+      this.#boundaries.clear();
+      this.#moves[name] = 0;
+    }
+    const key = `${name}:${top}`;
+    let v = this.#boundaries.get(key);
+    if (v === undefined) {
+      const want = (top / 100) * total;
+      const c = this.counts[name];
+      let above = 0;
+      let i = COHORT_BINS - 1;
+      for (; i > 0; i--) {
+        above += c[i]!;
+        if (above >= want) break;
+      }
+      v = i / COHORT_BINS;
+      this.#boundaries.set(key, v);
+    }
+    return v;
+  }
+
+  /** The histograms to store, when changed since the last call. */
+  taken(): Record<PredictionName, number[]> | undefined {
+    if (!this.dirty) return undefined;
+    this.dirty = false;
+    return { churnRisk: [...this.counts.churnRisk], purchasePropensity: [...this.counts.purchasePropensity] };
+  }
 }
 
 function rfmScore(value: number, bins: readonly number[], lowerIsBetter: boolean): number {
@@ -101,45 +222,50 @@ function rfmScore(value: number, bins: readonly number[], lowerIsBetter: boolean
   return lowerIsBetter ? 5 - passed : 1 + passed;
 }
 
-function compare(x: number | undefined, op: string, v: number): boolean {
-  if (x === undefined) return false;
-  switch (op) {
-    case ">": return x > v;
-    case ">=": return x >= v;
-    case "<": return x < v;
-    case "<=": return x <= v;
-    case "==": return x === v;
-    default: return x !== v;
-  }
-}
-
 /** Windowed fields: name -> [bucket column, days]. */
 const WINDOW_FIELDS = new Map<string, [number, number]>(
   (["events", "carts", "purchases", "revenue"] as const).flatMap((name, i) => [1, 7, 30, 90].map((w) => [`${name}.${w}d`, [i + 1, w]] as [string, [number, number]])),
 );
 
-/** Evaluates rules of one user at one time, collecting the next instant any leaf may change. */
-class Evaluator {
+/**
+ * One user's evaluation at one time: what the compiled rules read, and the
+ * next instant any leaf may change (`due`). One context per thread, reset for
+ * each user (no allocation per evaluation).
+ */
+class EvalContext {
+  u!: UserState;
+  a!: AudienceState;
+  now = 0;
+  env!: EvalEnv;
   due = Infinity;
-  readonly results = new Map<string, boolean>();
-  constructor(readonly u: UserState, readonly a: AudienceState, readonly now: number, readonly env: EvalEnv) {}
+  /** Per audience of the set (its index in defs): 0 = not evaluated in this evaluation, 1 = out, 2 = in. */
+  res = new Uint8Array(0);
+  /** Per audience of the set: 1 = the user is a member (before this evaluation's transitions): membershipFlags. */
+  inside: Uint8Array = new Uint8Array(0);
+  /** Window sums already computed in this evaluation, by col * 4 + window index; valid where stamp === gen. */
+  readonly win = new Float64Array(20);
+  readonly stamp = new Uint32Array(20);
+  gen = 0;
 
-  #at(t: number): void {
+  reset(u: UserState, a: AudienceState, now: number, env: EvalEnv, audiences: number): void {
+    this.u = u;
+    this.a = a;
+    this.now = now;
+    this.env = env;
+    this.due = Infinity;
+    if (this.res.length < audiences) this.res = new Uint8Array(Math.max(audiences, 2 * this.res.length));
+    else this.res.fill(0, 0, audiences);
+    this.gen++;
+  }
+
+  at(t: number): void {
     if (t > this.now && t < this.due) this.due = t;
   }
 
-  /** Window sums already computed in this evaluation: col * 1000 + days -> sum (their next change is recorded once). */
-  readonly #windows = new Map<number, number>();
-
-  #window(col: number, w: number): number {
-    const memo = this.#windows.get(col * 1000 + w);
-    if (memo !== undefined) return memo;
-    const v = this.#windowSum(col, w);
-    this.#windows.set(col * 1000 + w, v);
-    return v;
-  }
-
-  #windowSum(col: number, w: number): number {
+  window(col: number, wi: number): number {
+    const k = col * 4 + wi;
+    if (this.stamp[k] === this.gen) return this.win[k]!;
+    const w = WINDOW_DAYS[wi]!;
     const d = this.a.d;
     const from = dayOf(this.now) - w + 1;
     let sum = 0;
@@ -150,47 +276,75 @@ class Evaluator {
       if (d[i + col]! !== 0 && d[i]! < oldest) oldest = d[i]!;
       sum += d[i + col]!;
     }
-    if (oldest !== Infinity) this.#at((oldest + w) * DAY_MS);
-    return col === 4 ? sum / 100 : sum;
+    if (oldest !== Infinity) this.at((oldest + w) * DAY_MS);
+    const v = col === 4 ? sum / 100 : sum;
+    this.win[k] = v;
+    this.stamp[k] = this.gen;
+    return v;
   }
 
-  #since(from: number, v: number): number | undefined {
+  since(from: number, v: number): number | undefined {
     if (from <= 0) return undefined;
-    this.#at(from + v * DAY_MS);
-    this.#at(from + v * DAY_MS + 1);
+    this.at(from + v * DAY_MS);
+    this.at(from + v * DAY_MS + 1);
     return (this.now - from) / DAY_MS;
   }
+}
 
-  #field(f: Field, v: number): number | undefined {
-    const u = this.u;
-    const win = WINDOW_FIELDS.get(f);
-    if (win !== undefined) return this.#window(win[0], win[1]);
-    switch (f) {
-      case "rfm.r": {
-        if (u.lastPurchaseMs <= 0) return 0;
-        for (const b of RFM_BINS.recencyDays) this.#at(u.lastPurchaseMs + b * DAY_MS + 1);
-        return rfmScore((this.now - u.lastPurchaseMs) / DAY_MS, RFM_BINS.recencyDays, true);
-      }
-      case "rfm.f": return u.lastPurchaseMs > 0 ? rfmScore(u.orders, RFM_BINS.frequency, false) : 0;
-      case "rfm.m": return u.lastPurchaseMs > 0 ? rfmScore(u.purchased - u.refunded, RFM_BINS.monetary, false) : 0;
-      case "orders": return u.orders;
-      case "net": return u.purchased - u.refunded;
-      case "eventsTotal": return u.n;
-      case "daysSincePurchase": return this.#since(u.lastPurchaseMs, v);
-      case "daysSinceSeen": return this.#since(u.lastSeenMs, v);
-      case "prediction.churnRisk": return this.env.predict?.("churnRisk");
-      case "prediction.purchasePropensity": return this.env.predict?.("purchasePropensity");
-      // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
-      case "review.sentiment": return u.rv !== undefined && u.rv.w > 0 ? u.rv.s / u.rv.w : undefined;
-      case "review.count": return u.rv?.n ?? 0;
-      case "risk.velocity": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[0];
-      case "risk.refundAbuse": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[1];
-      case "risk.accountSharing": return riskScores(u.rk, u.counts[EventType.REFUND] ?? 0, u.counts[EventType.PURCHASE] ?? 0)[2];
-      default: return undefined;
-    }
+/** A compiled rule: its value for the context's user and time (every leaf runs: each records its next change). */
+type Compiled = (c: EvalContext) => boolean;
+const WINDOW_DAYS = [1, 7, 30, 90] as const;
+
+function comparator(op: string, v: number): (x: number | undefined) => boolean {
+  switch (op) {
+    case ">": return (x) => x !== undefined && x > v;
+    case ">=": return (x) => x !== undefined && x >= v;
+    case "<": return (x) => x !== undefined && x < v;
+    case "<=": return (x) => x !== undefined && x <= v;
+    case "==": return (x) => x !== undefined && x === v;
+    default: return (x) => x !== undefined && x !== v;
   }
+}
 
-  #affinity(t: AffinityTable, key: string, topN: number | undefined, minScore: number | undefined): boolean {
+/** A field's value reader (it records the field's next change by time, given the compared value). */
+function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefined {
+  const win = WINDOW_FIELDS.get(f);
+  if (win !== undefined) {
+    const [col, w] = win;
+    const wi = WINDOW_DAYS.indexOf(w as 1 | 7 | 30 | 90);
+    return (c) => c.window(col, wi);
+  }
+  switch (f) {
+    case "rfm.r": return (c) => {
+      const u = c.u;
+      if (u.lastPurchaseMs <= 0) return 0;
+      for (const b of RFM_BINS.recencyDays) c.at(u.lastPurchaseMs + b * DAY_MS + 1);
+      return rfmScore((c.now - u.lastPurchaseMs) / DAY_MS, RFM_BINS.recencyDays, true);
+    };
+    case "rfm.f": return (c) => (c.u.lastPurchaseMs > 0 ? rfmScore(c.u.orders, RFM_BINS.frequency, false) : 0);
+    case "rfm.m": return (c) => (c.u.lastPurchaseMs > 0 ? rfmScore(c.u.purchased - c.u.refunded, RFM_BINS.monetary, false) : 0);
+    case "orders": return (c) => c.u.orders;
+    case "net": return (c) => c.u.purchased - c.u.refunded;
+    case "eventsTotal": return (c) => c.u.n;
+    case "daysSincePurchase": return (c) => c.since(c.u.lastPurchaseMs, v);
+    case "daysSinceSeen": return (c) => c.since(c.u.lastSeenMs, v);
+    case "prediction.churnRisk": return (c) => c.env.predict?.("churnRisk");
+    case "prediction.purchasePropensity": return (c) => c.env.predict?.("purchasePropensity");
+    // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
+    case "review.sentiment": return (c) => (c.u.rv !== undefined && c.u.rv.w > 0 ? c.u.rv.s / c.u.rv.w : undefined);
+    case "review.count": return (c) => c.u.rv?.n ?? 0;
+    case "risk.velocity": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[0];
+    case "risk.refundAbuse": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[1];
+    case "risk.accountSharing": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[2];
+    default: return () => undefined;
+  }
+}
+
+/** A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined = none). */
+function affinityRule(table: (u: UserState) => AffinityTable | undefined, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+  return (c) => {
+    const t = table(c.u);
+    if (t === undefined) return false;
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
@@ -202,76 +356,177 @@ class Evaluator {
       ok = above < topN;
     }
     if (minScore !== undefined) {
-      const hl = this.env.profile.halfLifeMs;
-      const ref = this.u.affRefMs;
-      const score = raw * Math.pow(2, -(this.now - ref) / hl);
-      if (score >= minScore) this.#at(Math.ceil(ref + hl * Math.log2(raw / minScore)) + 1);
+      const hl = c.env.profile.halfLifeMs;
+      const ref = c.u.affRefMs;
+      const score = raw * Math.pow(2, -(c.now - ref) / hl);
+      if (score >= minScore) c.at(Math.ceil(ref + hl * Math.log2(raw / minScore)) + 1);
       ok = ok && score >= minScore;
     }
     return ok;
-  }
+  };
+}
 
-  rule(r: Rule): boolean {
-    // Every leaf is evaluated (no short cut), so that every leaf's next change is known.
-    if ("all" in r) {
+/** Compiles a rule once per set; `index`: position of each audience in the set's evaluation order (references come first). */
+function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
+  if ("all" in r) {
+    const xs = r.all.map((x) => compileRule(x, index));
+    return (c) => {
       let ok = true;
-      for (const x of r.all) ok = this.rule(x) && ok;
+      for (let i = 0; i < xs.length; i++) ok = xs[i]!(c) && ok;
       return ok;
-    }
-    if ("any" in r) {
-      let ok = false;
-      for (const x of r.any) ok = this.rule(x) || ok;
-      return ok;
-    }
-    if ("not" in r) return !this.rule(r.not);
-    if ("field" in r) return compare(this.#field(r.field, r.value), r.op, r.value);
-    if ("affinity" in r) {
-      const x = r.affinity;
-      const t = x.dimension === "category" ? this.u.cat : x.dimension === "brand" ? this.u.brand : this.u.band;
-      return this.#affinity(t, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
-    }
-    if ("reviewAspect" in r) {
-      const t = this.u.rv?.asp;
-      return t !== undefined && t.keys.includes(r.reviewAspect.key) && this.#affinity(t, r.reviewAspect.key, r.reviewAspect.topN, undefined);
-    }
-    if ("reviewSentiment" in r) {
-      const x = r.reviewSentiment;
-      const rv = this.u.rv;
-      const t = x.dimension === "category" ? rv?.cat : rv?.brand;
-      const i = t?.keys.indexOf(x.dimension === "brand" ? x.key.toLowerCase() : x.key) ?? -1;
-      if (t === undefined || i < 0 || !(t.w[i]! > 0)) return false;
-      if (x.minWeight !== undefined) {
-        // The weight decays like an affinity score: it falls below minWeight at a known time.
-        const hl = this.env.profile.halfLifeMs;
-        const ref = this.u.affRefMs;
-        const w = t.w[i]! * Math.pow(2, -(this.now - ref) / hl);
-        if (w >= x.minWeight) this.#at(Math.ceil(ref + hl * Math.log2(t.w[i]! / x.minWeight)) + 1);
-        if (w < x.minWeight) return false;
-      }
-      return compare(t.s[i]! / t.w[i]!, x.op, x.value);
-    }
-    if ("session" in r) {
-      const u = this.u;
-      if (u.sCount === 0 || this.a.scS !== u.sCount) return false;
-      const end = u.sLastMs + this.env.profile.sessionGapMs;
-      if (this.now > end) return false;
-      this.#at(end + 1);
-      const i = this.a.sc.indexOf(r.session.category);
-      if (i < 0) return false;
-      const n = this.a.scn[i]!;
-      let above = 0;
-      for (let j = 0; j < this.a.sc.length; j++) if (this.a.scn[j]! > n || (this.a.scn[j] === n && j < i)) above++;
-      return above < (r.session.topN ?? 1);
-    }
-    if ("cartAbandoned" in r) {
-      const cart = this.a.cart;
-      if (cart <= 0 || this.u.lastPurchaseMs >= cart) return false;
-      const at = cart + r.cartAbandoned.afterMinutes * 60_000;
-      this.#at(at);
-      return this.now >= at;
-    }
-    return this.results.get(r.inAudience) === true;
+    };
   }
+  if ("any" in r) {
+    const xs = r.any.map((x) => compileRule(x, index));
+    return (c) => {
+      let ok = false;
+      for (let i = 0; i < xs.length; i++) ok = xs[i]!(c) || ok;
+      return ok;
+    };
+  }
+  if ("not" in r) {
+    const x = compileRule(r.not, index);
+    return (c) => !x(c);
+  }
+  if ("field" in r) {
+    const read = fieldReader(r.field, r.value);
+    const cmp = comparator(r.op, r.value);
+    return (c) => cmp(read(c));
+  }
+  if ("affinity" in r) {
+    const x = r.affinity;
+    const table = x.dimension === "category" ? (u: UserState) => u.cat : x.dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
+    return affinityRule(table, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+  }
+  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+  if ("reviewSentiment" in r) {
+    const x = r.reviewSentiment;
+    const key = x.dimension === "brand" ? x.key.toLowerCase() : x.key;
+    const cmp = comparator(x.op, x.value);
+    const minWeight = x.minWeight;
+    return (c) => {
+      const rv = c.u.rv;
+      const t = x.dimension === "category" ? rv?.cat : rv?.brand;
+      const i = t?.keys.indexOf(key) ?? -1;
+      if (t === undefined || i < 0 || !(t.w[i]! > 0)) return false;
+      if (minWeight !== undefined) {
+        // The weight decays like an affinity score: it falls below minWeight at a known time.
+        const hl = c.env.profile.halfLifeMs;
+        const ref = c.u.affRefMs;
+        const w = t.w[i]! * Math.pow(2, -(c.now - ref) / hl);
+        if (w >= minWeight) c.at(Math.ceil(ref + hl * Math.log2(t.w[i]! / minWeight)) + 1);
+        if (w < minWeight) return false;
+      }
+      return cmp(t.s[i]! / t.w[i]!);
+    };
+  }
+  if ("session" in r) {
+    const category = r.session.category;
+    const topN = r.session.topN ?? 1;
+    return (c) => {
+      const u = c.u;
+      const a = c.a;
+      if (u.sCount === 0 || a.scS !== u.sCount) return false;
+      const end = u.sLastMs + c.env.profile.sessionGapMs;
+      if (c.now > end) return false;
+      c.at(end + 1);
+      const i = a.sc.indexOf(category);
+      if (i < 0) return false;
+      const n = a.scn[i]!;
+      let above = 0;
+      for (let j = 0; j < a.sc.length; j++) if (a.scn[j]! > n || (a.scn[j] === n && j < i)) above++;
+      return above < topN;
+    };
+  }
+  if ("cartAbandoned" in r) {
+    const afterMs = r.cartAbandoned.afterMinutes * 60_000;
+    return (c) => {
+      const cart = c.a.cart;
+      if (cart <= 0 || c.u.lastPurchaseMs >= cart) return false;
+      const at = cart + afterMs;
+      c.at(at);
+      return c.now >= at;
+    };
+  }
+  if ("percentile" in r) {
+    const name = r.percentile.field === "prediction.churnRisk" ? "churnRisk" : "purchasePropensity";
+    const top = r.percentile.top;
+    return (c) => {
+      const x = c.env.predict?.(name);
+      const sk = c.env.cohorts;
+      if (x === undefined || sk === undefined) return false;
+      sk.observe(c.a, name, x);
+      const b = sk.boundary(name, top);
+      return b !== undefined && x >= b;
+    };
+  }
+  const j = index.get(r.inAudience)!;
+  // Evaluated before this audience in this evaluation, or (skipped: no event of its types) its membership as it stands.
+  return (c) => {
+    const v = c.res[j]!;
+    if (v !== 0) return v === 2;
+    return c.inside[j] === 1;
+  };
+}
+
+/** Index of each audience in a set (its position in defs). */
+const indexCache = new WeakMap<CompiledAudiences, Map<string, number>>();
+
+function indexOf(set: CompiledAudiences): Map<string, number> {
+  let index = indexCache.get(set);
+  if (index === undefined) indexCache.set(set, (index = new Map(set.defs.map((d, i) => [d.id, i]))));
+  return index;
+}
+
+/** The compiled rules of a set, in its order; built once per set. */
+const compiledSets = new WeakMap<CompiledAudiences, readonly Compiled[]>();
+
+function rulesOf(set: CompiledAudiences): readonly Compiled[] {
+  let rules = compiledSets.get(set);
+  if (rules === undefined) {
+    const index = indexOf(set);
+    rules = set.defs.map((d) => compileRule(d.rule, index));
+    compiledSets.set(set, rules);
+  }
+  return rules;
+}
+
+const context = new EvalContext();
+
+/**
+ * A state's memberships as flags by index in a set (1 = member), kept beside
+ * the state (not stored) and rebuilt when the set or the memberships object
+ * changes: a lookup of `m` by audience id for each audience was most of an
+ * evaluation's time (V8 profile of the bench: a keyed load on a
+ * 100-key object per audience per event). Transitions update both
+ * (evaluateAudiences); `m` is changed only in this module.
+ */
+interface Flags {
+  set: CompiledAudiences;
+  m: AudienceState["m"];
+  inside: Uint8Array;
+  /** The membership entries of `m` by index in the set (undefined = never entered), so that a transition does not look them up by id. */
+  entries: ([number, number, number] | undefined)[];
+  /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
+  others: number;
+}
+const flagCache = new WeakMap<AudienceState, Flags>();
+
+function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
+  const f = flagCache.get(a);
+  if (f !== undefined && f.set === set && f.m === a.m) return f;
+  const index = indexOf(set);
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array(set.defs.length).fill(undefined), others: 0 };
+  for (const id in a.m) {
+    const m = a.m[id]!;
+    const i = index.get(id);
+    if (i !== undefined) g.entries[i] = m;
+    if (m[0] <= 0) continue;
+    if (i === undefined) g.others++;
+    else g.inside[i] = 1;
+  }
+  flagCache.set(a, g);
+  return g;
 }
 
 /** Holdout draw of a user for an audience: stable (a hash of both), uniform in [0, 1). */
@@ -280,9 +535,10 @@ export function holdoutDraw(user: string, audience: string): number {
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
-  const m = (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: [number, number, number]): Transition {
+  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
   m[1]++;
+  const since = entered ? at : m[0];
   if (entered) {
     m[0] = at;
     const share = def?.holdoutShare ?? 0;
@@ -290,14 +546,15 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
   } else {
     m[0] = 0;
   }
-  return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1 };
+  return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1, sinceMs: since };
 }
 
 /**
  * Evaluates the audiences of the set for one user at `now` (not before the
  * user's last event), updates the memberships and `due`, and returns the
  * transitions. Memberships of audiences no longer in the set exit with reason
- * "deleted".
+ * "deleted" in a whole evaluation (a changed set is backfilled: every stored
+ * profile is evaluated in whole).
  *
  * `events`: the event types (eventBit) applied to the user since its last
  * evaluation, when that is all that happened; undefined = evaluate every
@@ -313,24 +570,34 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
   const partial = events !== undefined && a.w === 1 && (a.due === 0 || t < a.due);
-  const ev = new Evaluator(u, a, t, env);
+  const rules = rulesOf(set);
+  const c = context;
+  c.reset(u, a, t, env, rules.length);
+  const f = membershipFlags(a, set);
+  const flags = (c.inside = f.inside);
   const out: Transition[] = [];
   const defs = set.defs;
+  const masks = set.masks;
   for (let i = 0; i < defs.length; i++) {
+    if (partial && (masks[i]! & events) === 0) continue;
     const def = defs[i]!;
-    const was = (a.m[def.id]?.[0] ?? 0) > 0;
-    if (partial && (set.masks[i]! & events) === 0) {
-      ev.results.set(def.id, was);
-      continue;
+    const inside = rules[i]!(c);
+    c.res[i] = inside ? 2 : 1;
+    if (inside !== (flags[i] === 1)) {
+      let entry = f.entries[i];
+      if (entry === undefined) a.m[def.id] = f.entries[i] = entry = [0, 0, 0];
+      out.push(transition(a, user, def, def.id, inside, t, reason, entry));
+      flags[i] = inside ? 1 : 0;
     }
-    const inside = ev.rule(def.rule);
-    ev.results.set(def.id, inside);
-    if (inside !== was) out.push(transition(a, user, def, def.id, inside, t, reason));
   }
-  for (const id in a.m) {
-    if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
+  // Memberships of deleted audiences: in whole evaluations (a new set re-evaluates every stored profile in whole: its backfill).
+  if (!partial && f.others > 0) {
+    for (const id in a.m) {
+      if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
+    }
+    f.others = 0;
   }
-  const due = ev.due === Infinity ? 0 : ev.due;
+  const due = c.due === Infinity ? 0 : c.due;
   a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
   a.w = 1;
   return out;
@@ -347,6 +614,7 @@ export function exitAll(user: string, u: UserState, atMs: number, reason: "forgo
   if (a === undefined) return [];
   const out: Transition[] = [];
   for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, reason));
+  flagCache.delete(a);
   a.due = 0;
   return out;
 }

@@ -34,6 +34,12 @@ export interface AudienceState {
    * replaced by one at the due (audience-runner.ts).
    */
   tm?: number;
+  /**
+   * Percentile cohorts: the bin (1-based; 0 = none) of the user's prediction
+   * counted in the shard's sketch, [churnRisk, purchasePropensity] (absent
+   * until a percentile rule evaluated the user): audience-state.ts CohortSketches.
+   */
+  q?: [number, number];
 }
 
 /** One enter or exit: published once on the audience stream. */
@@ -49,5 +55,7 @@ export interface Transition {
   reason: string;
   /** A holdout member: recorded, but not to be contacted. */
   holdout: boolean;
+  /** When the membership began (an enter: atMs; an exit: the time of its enter). Not on the stream (the enter carries it). */
+  sinceMs?: number;
 }
 

@@ -215,7 +215,7 @@ export class AudienceAdmin {
       id, days, contacted: c, holdout: h,
       purchaseRateUplift: both ? ci(c.purchaseRate - h.purchaseRate, rateSe) : null,
       revenueUplift: both ? ci(c.revenuePerMember - h.revenuePerMember, revSe) : null,
-      note: `current members only (members who have left are not counted), whole UTC days from the day each entered; 95% intervals by normal approximation`,
+      note: `current members and, for an audience with a holdout, members who have left (each membership once), whole UTC days from the day each entered; 95% intervals by normal approximation`,
     };
   }
 

@@ -16,7 +16,7 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import { packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback } from "./event-batch.js";
+import { packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
 import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
@@ -122,8 +122,15 @@ export class PartitionConsumer {
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
-  /** Outbound messages of acknowledged batches being published, in batch order, and how many. */
+  /**
+   * Outbound messages of acknowledged batches not yet published, in batch
+   * order; one publishing loop takes all of them at each turn (so a batch's
+   * messages wait for the acknowledgements of the turn in flight, not for
+   * those of every batch before it), and how many are queued or in flight.
+   */
+  #outboundPending: OutboundMessage[] = [];
   #outboundTail: Promise<void> = Promise.resolve();
+  #outboundRunning = false;
   #outboundQueued = 0;
   /** The consumer sequence of the last message taken in; 0 right after (re)positioning. */
   #lastDelivery = 0;
@@ -257,13 +264,26 @@ export class PartitionConsumer {
     if (r.outbound !== undefined && r.outbound.length > 0) {
       // Committed with the batch (in the sink's outbox, republished at start after a crash), so the batch can be acknowledged
       // before they are published: they go out in batch order on their own chain, which ingest waits for only beyond a bound.
-      const msgs = r.outbound;
-      this.#outboundQueued += msgs.length;
-      this.#outboundTail = this.#outboundTail.then(async () => {
-        await publishOutbound(this.#js, msgs);
-        this.#sink.published?.(this.partition, msgs.map((m) => m.msgId));
-      }).finally(() => (this.#outboundQueued -= msgs.length));
-      this.#outboundTail.catch((err: unknown) => this.#o.onFatal(err));
+      // publishOutbound sends in the order of its list, so taking every queued batch at once keeps batch order.
+      for (const m of r.outbound) this.#outboundPending.push(m);
+      this.#outboundQueued += r.outbound.length;
+      if (!this.#outboundRunning) {
+        this.#outboundRunning = true;
+        this.#outboundTail = (async () => {
+          try {
+            while (this.#outboundPending.length > 0) {
+              const msgs = this.#outboundPending;
+              this.#outboundPending = [];
+              await publishOutbound(this.#js, msgs);
+              this.#outboundQueued -= msgs.length;
+              this.#sink.published?.(this.partition, msgs.map((m) => m.msgId));
+            }
+          } finally {
+            this.#outboundRunning = false;
+          }
+        })();
+        this.#outboundTail.catch((err: unknown) => this.#o.onFatal(err));
+      }
       if (this.#outboundQueued > MAX_OUTBOUND_QUEUED) await this.#outboundTail;
     }
     const last = msgs[msgs.length - 1]!;

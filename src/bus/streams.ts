@@ -3,7 +3,7 @@
  * updates the settings JetStream lets change; safe at every start) and of the
  * durable pull consumers, one per partition, positioned by their owner.
  */
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamClient, type JetStreamManager, type NatsError, type StreamConfig } from "nats";
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, createInbox, headers, nanos, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection, type NatsError, type StreamConfig, type Subscription } from "nats";
 import type { OutboundMessage } from "./event-batch.js";
 import type { Subjects } from "./subjects.js";
 
@@ -70,6 +70,79 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
 /** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */
 const OUTBOUND_INFLIGHT = 256;
 const OUTBOUND_ATTEMPTS = 5;
+const OUTBOUND_TIMEOUT_MS = 10_000;
+
+/**
+ * JetStream publishes acknowledged on one reply subscription: a publish with
+ * a reply subject `<inbox>.<n>`, and the PubAck (or the stream's error) on
+ * that subject settles it. The same as `js.publish` on the wire (headers
+ * Nats-Msg-Id, a PubAck per message), without nats.js's per-request cost:
+ * its request object builds an Error with a stack trace on every reply
+ * (RequestOne.cancel), a timer per request, and a mux entry; with about one
+ * audience transition per event, that was the largest item of the engine's
+ * main thread after socket writes (V8 profile of bench/audiences.ts).
+ */
+class AckedPublisher {
+  readonly #nc: NatsConnection;
+  readonly #inbox = createInbox();
+  readonly #sub: Subscription;
+  readonly #pending = new Map<number, { resolve: () => void; reject: (err: Error) => void; deadline: number }>();
+  #next = 0;
+  #sweep: NodeJS.Timeout | undefined;
+
+  constructor(nc: NatsConnection) {
+    this.#nc = nc;
+    this.#sub = nc.subscribe(`${this.#inbox}.*`, { callback: (err, m) => this.#settle(err, m) });
+    void nc.closed().then(() => this.#failAll(new Error("connection closed")));
+  }
+
+  #settle(err: NatsError | null, m: Msg): void {
+    if (err !== null) return this.#failAll(err);
+    const id = Number(m.subject.slice(this.#inbox.length + 1));
+    const p = this.#pending.get(id);
+    if (p === undefined) return; // timed out already
+    this.#pending.delete(id);
+    // A status message without data: no stream for the subject (503) or another refusal.
+    if (m.headers !== undefined && m.headers.hasError) return p.reject(new Error(`publish refused: ${m.headers.code} ${m.headers.description}`));
+    const body = m.data.length > 0 ? (JSON.parse(utf8.decode(m.data)) as { error?: { description?: string; err_code?: number } }) : {};
+    if (body.error !== undefined) return p.reject(new Error(`publish refused by JetStream: ${body.error.description ?? ""} (${body.error.err_code ?? "?"})`));
+    p.resolve();
+  }
+
+  #failAll(err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  publish(subject: string, data: Uint8Array, msgId: string): Promise<void> {
+    if (this.#nc.isClosed()) return Promise.reject(new Error("connection closed"));
+    const id = ++this.#next;
+    const h = headers();
+    h.set("Nats-Msg-Id", msgId);
+    const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, deadline: Date.now() + OUTBOUND_TIMEOUT_MS }));
+    this.#sweep ??= setInterval(() => {
+      const now = Date.now();
+      for (const [k, p] of this.#pending) {
+        if (p.deadline > now) continue;
+        this.#pending.delete(k);
+        p.reject(new Error(`no JetStream acknowledgement within ${OUTBOUND_TIMEOUT_MS} ms`));
+      }
+      if (this.#pending.size === 0) {
+        clearInterval(this.#sweep);
+        this.#sweep = undefined;
+      }
+    }, 1000).unref();
+    this.#nc.publish(subject, data, { reply: `${this.#inbox}.${id}`, headers: h });
+    return done;
+  }
+
+  get closed(): boolean {
+    return this.#sub.isClosed();
+  }
+}
+
+const publishers = new WeakMap<NatsConnection, AckedPublisher>();
+const utf8 = new TextDecoder();
 
 /**
  * Publishes messages through JetStream (each stored once by its Nats-Msg-Id),
@@ -78,11 +151,15 @@ const OUTBOUND_ATTEMPTS = 5;
  * acknowledged, rejects with the last error otherwise.
  */
 export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+  // The client's connection (JetStreamClientImpl.nc; not in the interface).
+  const nc = (js as unknown as { nc: NatsConnection }).nc;
+  let pub = publishers.get(nc);
+  if (pub === undefined || pub.closed) publishers.set(nc, (pub = new AckedPublisher(nc)));
   let next = 0;
   const one = async (m: OutboundMessage) => {
     for (let i = 1; ; i++) {
       try {
-        await js.publish(m.subject, m.data, { msgID: m.msgId, timeout: 10_000 });
+        await pub.publish(m.subject, m.data, m.msgId);
         return;
       } catch (err) {
         if (i >= OUTBOUND_ATTEMPTS) throw err;

@@ -13,6 +13,13 @@
  *   written with every change (a count is a sum over partitions, not a scan);
  * - outbox: ["o", partition, message id] -> the transition, until the main
  *   thread has published it (JetStream PubAck) and tells the shard.
+ * - departed members of audiences with a holdout (for the uplift report):
+ *   ["x", audience, user, since ms] -> [exit ms, holdout], written with the
+ *   exit (reasons "event", "time", "backfill"), removed by forget and when
+ *   the audience leaves the set;
+ * - cohort sketch: ["q", shard] -> the shard's percentile-cohort histograms
+ *   (CohortSketches), written with a batch at most once a second when changed,
+ *   read at start.
  *
  * Exactly once: a transition exists only in a committed state (its number is
  * in the user's memberships) together with its outbox entry; the main thread
@@ -22,12 +29,12 @@
  */
 import type { Actor } from "../actors/actor.js";
 import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
-import { evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
+import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import type { ProfileStore, SideWrites } from "../store/profile-store.js";
+import type { AudienceKey, ProfileStore, SideWrites } from "../store/profile-store.js";
 import { pb } from "../wire/proto.js";
 import { partitionOf } from "../wire/partition.js";
 import type { ActorCache } from "./actor-cache.js";
@@ -75,11 +82,16 @@ export class AudienceRunner {
   #hash = "[]";
   readonly #counts = new Map<string, number>();
   #backfill: { cursor: string; scanned: number; total: number; hash: string } | undefined;
+  readonly #cohorts: CohortSketches;
+  /** Audiences with a holdout: their departed members are recorded for the report. */
+  #holdouts = new Set<string>();
+  #cohortsWrittenAt = 0;
 
   constructor(d: AudienceRunnerDeps) {
     this.#d = d;
     this.#s = subjects(d.subjectPrefix);
     this.#owned = new Set(d.partitions);
+    this.#cohorts = new CohortSketches(d.store.audienceGet(["q", d.shard]) as ConstructorParameters<typeof CohortSketches>[0]);
   }
 
   get size(): number {
@@ -88,7 +100,16 @@ export class AudienceRunner {
 
   /** Takes a new set of definitions (already validated by whoever stored them); starts a backfill when it differs from the last one backfilled. */
   set(defs: AudienceDefinition[]): void {
+    const before = this.#set;
     this.#set = compileAudiences(defs);
+    this.#holdouts = new Set(defs.filter((x) => (x.holdoutShare ?? 0) > 0).map((x) => x.id));
+    // Departed members of audiences gone from the set (a new audience of the same id starts without them).
+    const removes: AudienceKey[] = [];
+    for (const id of before.versions.keys()) {
+      if (this.#set.versions.has(id)) continue;
+      for (const { key } of this.#d.store.audienceRange(["x", id], ["x", id, "\u{10FFFF}"])) removes.push(key);
+    }
+    if (removes.length > 0) this.#d.store.audienceWrite({ puts: [], removes });
     this.#hash = JSON.stringify([...this.#set.versions].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
     const done = this.#d.store.audienceGet(["b", this.#d.shard]);
     if (done === this.#hash) {
@@ -155,6 +176,9 @@ export class AudienceRunner {
     for (const t of ts) {
       if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
       else side.removes.push(["m", t.audience, key]);
+      if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
+        side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
+      }
       deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
       const msgId = transitionMsgId(t);
       side.puts.push([["o", partition, msgId], t]);
@@ -178,7 +202,7 @@ export class AudienceRunner {
       const u = actor.state;
       const oldTimer = timerOf(u.aud);
       if (u.aud === undefined) changed.add(key);
-      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)) };
+      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events);
       const a = u.aud!;
       const due = a.due;
@@ -199,6 +223,10 @@ export class AudienceRunner {
       }
     }
     this.#writeCounts(partition, deltas, side);
+    if (this.#cohorts.dirty && performance.now() - this.#cohortsWrittenAt >= 1000) {
+      this.#cohortsWrittenAt = performance.now();
+      side.puts.push([["q", d.shard], this.#cohorts.taken()]);
+    }
     return changed;
   }
 
@@ -208,6 +236,11 @@ export class AudienceRunner {
     const out: OutboundMessage[] = [];
     if (u?.aud === undefined) return { side, out };
     const p = u.aud.p;
+    this.#cohorts.drop(u.aud);
+    // Its departed memberships (report records) go with it.
+    for (const id in u.aud.m) {
+      for (const { key: k } of this.#d.store.audienceRange(["x", id, key], ["x", id, key, Infinity])) side.removes.push(k);
+    }
     const timer = timerOf(u.aud);
     if (timer > 0) side.removes.push(["t", p, timer, key]);
     const deltas = new Map<string, number>();
@@ -266,15 +299,20 @@ export interface ReportGroup {
 }
 
 /**
- * What current members did in the `days` UTC days from the day they entered
- * (their day buckets: purchases and revenue), split into contacted members
- * and holdout. Members whose profile is gone (forgotten) are left out.
+ * What members did in the `days` UTC days from the day they entered (their
+ * day buckets: purchases and revenue), split into contacted members and
+ * holdout: current members, and for an audience with a holdout those who
+ * have left too (each membership once, whether or not it lasted the days:
+ * leaving, by buying for example, is part of what is measured). Members
+ * whose profile is gone (forgotten) are left out.
  */
 export function audienceReport(store: ProfileStore, audience: string, days: number): { contacted: ReportGroup; holdout: ReportGroup } {
   const acc = [[0, 0, 0, 0], [0, 0, 0, 0]]; // members, buyers, Σ revenue, Σ revenue²
-  for (const { key, value } of store.audienceRange(["m", audience], ["m", audience, "\u{10FFFF}"])) {
-    const [since, holdout] = value as [number, number];
-    const u = store.getState(key[2] as string);
+  const current = store.audienceRange(["m", audience], ["m", audience, "\u{10FFFF}"]).map(({ key, value }) => [key[2] as string, ...(value as [number, number])] as const);
+  // Departed members (audiences with a holdout): [x, audience, user, since] -> [exit ms, holdout].
+  const departed = store.audienceRange(["x", audience], ["x", audience, "\u{10FFFF}"]).map(({ key, value }) => [key[2] as string, key[3] as number, (value as [number, number])[1]] as const);
+  for (const [user, since, holdout] of [...current, ...departed]) {
+    const u = store.getState(user);
     if (u === undefined) continue;
     const from = Math.floor(since / 86_400_000);
     let buys = 0;
