@@ -70,7 +70,12 @@ describe("bus - lost deliveries", () => {
     const consumer = await fx.nc.jetstream().consumers.get(s.eventStream, s.consumer(0));
     const fetch = await consumer.fetch({ max_messages: 3, expires: 15_000 });
     const taking = (async () => {
-      for await (const m of fetch) taken.push(m.seq);
+      try {
+        for await (const m of fetch) taken.push(m.seq);
+      } catch (err) {
+        // The engine saw the gap and recreated its durable consumer before this fetch had its 3 messages: the fetch ends there.
+        if (!/consumer deleted/.test(String(err))) throw err;
+      }
     })();
     const events = interleavedViews("lost", 16, 30);
     for (let i = 0; i < events.length; i += 8) await client.publishMany(events.slice(i, i + 8));

@@ -87,7 +87,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
     expect(pb.ProfileReply.decode(r.body).profile!.eventsApplied).toBe(5);
     await stalled;
     for (const res of await Promise.all(late)) expect(res.applied).toBe(5);
-    expect(await forgot).toEqual({ ok: true, existed: true, outbound: [] });
+    expect(await forgot).toEqual({ ok: true, existed: true, outbound: [], key: alice });
     await waitFor(async () => host.itemEventsQueued() === 0 && (await host.stats()).itemEvents === 18, { timeoutMs: 10_000, message: "recs did not observe" });
     const stats = await pool.stats();
     expect(byShard(stats)).toEqual({ 0: [13, 0], 1: [5, 0] });
@@ -151,7 +151,7 @@ describe("recs queue - shards and the recs worker on LMDB", () => {
     await apply(bob, views(bob, 20, 10)); // more than the bound: dropped
     // A forget is always posted and not counted.
     const forgot = await pool.forget(partitionOf("carol", P), "carol");
-    expect(forgot).toEqual({ ok: true, existed: false, outbound: [] });
+    expect(forgot).toEqual({ ok: true, existed: false, outbound: [], key: "carol" });
     expect(host.itemEventsQueued()).toBe(10);
     expect(byShard(await pool.stats())).toEqual({ 0: [9, 1], 1: [4, 26] });
 
