@@ -29,7 +29,6 @@
  * | 17 | search without query                    | SEARCH, search_query ""                               | MISSING_QUERY                    |
  * | 18 | other missing fields                    | event_id "", item_id "", rating 6                     | MISSING_EVENT_ID / MISSING_ITEM_ID / BAD_RATING |
  */
-import type { JsMsg, NatsConnection } from "nats";
 import { describe, expect, it } from "vitest";
 import { applyEvent, newUserState, profileView, type UserState } from "../src/actors/user-profile.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
@@ -43,7 +42,7 @@ import { resolveModel } from "../src/models/artifacts.js";
 import { SentimentModel, analyseReviewEvent } from "../src/models/sentiment-model.js";
 import { bystanderEvent, fuzzPayloads, runDecodeFuzz, verdict, type FuzzContext, type Verdict } from "../bench/fuzz-events.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
-import { waitFor } from "./helpers/nats.js";
+import { readStream, waitFor } from "./helpers/nats.js";
 import { useEngineFixture } from "./helpers/fixture.js";
 
 const fx = useEngineFixture();
@@ -75,18 +74,6 @@ async function expectHandled(engine: Engine, applied: number, dead: number): Pro
     return a === applied && d === dead;
   }, { timeoutMs: 60_000, message: `engine did not apply ${applied} and dead-letter ${dead}` });
   expect(await m.total(m.eventsSkipped)).toBe(0);
-}
-
-/** Every dead letter of the prefix's DLQ stream. */
-async function readDeadLetters(nc: NatsConnection, stream: string, n: number): Promise<JsMsg[]> {
-  const c = await fx.nc.jetstream().consumers.get(stream);
-  const out: JsMsg[] = [];
-  await waitFor(async () => {
-    const m = await c.next({ expires: 1000 });
-    if (m) out.push(m);
-    return out.length >= n;
-  }, { timeoutMs: 30_000, message: `expected ${n} dead letters` });
-  return out;
 }
 
 /** Each bystander's profile (at AS_OF, predictions left out) equals the view of the reference state. */
@@ -216,7 +203,7 @@ describe("bad input - the catalogue", () => {
     expect(engine.ready).toBe(true);
 
     // Each bad one is on <prefix>.dlq.<REASON> with its reason, detail, source subject and original bytes.
-    const letters = await readDeadLetters(fx.nc, s.dlqStream, bad.length);
+    const letters = await readStream(fx.nc, s.dlqStream, bad.length);
     expect(letters.length).toBe(bad.length);
     const byBytes = new Map(letters.map((m) => [key(m.data), m]));
     for (const b of bad) {

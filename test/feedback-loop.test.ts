@@ -5,7 +5,6 @@
  * promotion gate of a feedback-trained ranker. Real nats-server, real engine.
  */
 import { spawnSync } from "node:child_process";
-import type { JsMsg } from "nats";
 import { describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { PortraitError } from "../src/errors.js";
@@ -19,7 +18,7 @@ import { DLQ_HEADERS } from "../src/wire/headers.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
-import { waitFor } from "./helpers/nats.js";
+import { readStream, waitFor } from "./helpers/nats.js";
 
 describe("feedback - exploration propensities", () => {
   it("feedback - for every slot the propensities sum to 1 over the pool (0 outside it), and seeded draws show each item in each slot at that rate", () => {
@@ -121,17 +120,6 @@ function shop(prefix: string): IEvent[] {
   return out;
 }
 
-async function deadLetters(stream: string, n: number): Promise<JsMsg[]> {
-  const c = await fx.nc.jetstream().consumers.get(stream);
-  const out: JsMsg[] = [];
-  await waitFor(async () => {
-    const m = await c.next({ expires: 1000 });
-    if (m) out.push(m);
-    return out.length >= n;
-  }, { timeoutMs: 30_000, message: `expected ${n} dead letters` });
-  return out;
-}
-
 describe("feedback - logged feedback on a live engine", () => {
   it("feedback - replies carry propensities; logged impressions and clicks reach the training log with the served propensity; bad feedback is dead-lettered", async () => {
     const prefix = uniquePrefix("fbk");
@@ -167,7 +155,7 @@ describe("feedback - logged feedback on a live engine", () => {
     await client.publishMany([...good, ...bad.map((b) => b.e)]);
     // Bad values are on <prefix>.dlq.<REASON>, with the original bytes.
     const s = engine.subjects;
-    const letters = await deadLetters(s.dlqStream, bad.length);
+    const letters = await readStream(fx.nc, s.dlqStream, bad.length);
     expect(letters.map((m) => m.headers!.get(DLQ_HEADERS.reason)).sort()).toEqual(bad.map((b) => b.reason).sort());
     for (const m of letters) expect(m.subject).toBe(s.dlq(m.headers!.get(DLQ_HEADERS.reason)));
     // The good ones are in the training log, with the propensities served.

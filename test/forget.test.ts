@@ -6,13 +6,13 @@
  * pseudonymisation on, neither LMDB nor any log line of a real engine process
  * (all threads, debug level) holds a raw user id, and another key is refused.
  */
-import { open } from "lmdb";
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { scanLmdb } from "./helpers/lmdb-scan.js";
 import { ensureStreams } from "../src/bus/streams.js";
 import { subjects } from "../src/bus/subjects.js";
 import { compileEngineOptions } from "../src/config/engine-options.js";
@@ -45,46 +45,6 @@ function views(prefix: string, users: string[], perUser: number): IEvent[] {
     }
   }
   return out;
-}
-
-/**
- * Occurrences of each needle (UTF-8) in every key and value of every database
- * of the LMDB environment, read as raw bytes: the main database (whose keys
- * name the named databases) and each named database.
- */
-function scanLmdb(dataDir: string, needles: string[]): Record<string, number> {
-  const env = open({ path: join(dataDir, "lmdb"), encoding: "binary", keyEncoding: "binary", compression: false });
-  const hits: Record<string, number> = Object.fromEntries(needles.map((n) => [n, 0]));
-  const bytes = needles.map((n) => Buffer.from(n, "utf8"));
-  const check = (b: unknown) => {
-    const buf = Buffer.isBuffer(b) ? b : Buffer.from(b as Uint8Array);
-    bytes.forEach((n, i) => {
-      for (let at = buf.indexOf(n); at >= 0; at = buf.indexOf(n, at + 1)) hits[needles[i]!]!++;
-    });
-  };
-  try {
-    const names: string[] = [];
-    for (const { key, value } of env.getRange({})) {
-      check(key);
-      check(value);
-      // lmdb-js stores database names NUL-terminated.
-      names.push(Buffer.from(key as Uint8Array).toString("utf8").replace(/\0$/, ""));
-    }
-    expect(names).toEqual(expect.arrayContaining(["meta", "profiles"]));
-    let entries = 0;
-    for (const name of names) {
-      const db = env.openDB({ name, encoding: "binary", keyEncoding: "binary" });
-      for (const { key, value } of db.getRange({})) {
-        check(key);
-        check(value);
-        entries++;
-      }
-    }
-    expect(entries).toBeGreaterThan(0);
-  } finally {
-    void env.close();
-  }
-  return hits;
 }
 
 describe("forget - removes every trace of a user", { timeout: 60_000 }, () => {

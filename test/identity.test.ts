@@ -9,10 +9,10 @@
  * with their reason; forget of a merged user erases every id (LMDB scanned as
  * raw bytes) and stores a tombstone for each.
  */
-import { open } from "lmdb";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { scanLmdb } from "./helpers/lmdb-scan.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
@@ -101,35 +101,6 @@ function expectProfile(p: ProfileView, ref: ReturnType<typeof reference>): void 
     expect(got.map((a) => a.key).sort(), dim).toEqual(ref[dim].map((a) => a.key).sort());
     for (const r of ref[dim]) expect(got.find((a) => a.key === r.key)!.score, `${dim} ${r.key}`).toBeCloseTo(r.score, 9);
   }
-}
-
-/** Every key and value of every database of the LMDB environment, as raw bytes: occurrences of each needle. */
-function scanLmdb(dataDir: string, needles: string[]): Record<string, number> {
-  const env = open({ path: join(dataDir, "lmdb"), encoding: "binary", keyEncoding: "binary", compression: false });
-  const hits: Record<string, number> = Object.fromEntries(needles.map((n) => [n, 0]));
-  const check = (b: unknown) => {
-    const buf = Buffer.isBuffer(b) ? b : Buffer.from(b as Uint8Array);
-    for (const n of needles) for (let at = buf.indexOf(n); at >= 0; at = buf.indexOf(n, at + 1)) hits[n]!++;
-  };
-  try {
-    const names: string[] = [];
-    for (const { key, value } of env.getRange({})) {
-      check(key);
-      check(value);
-      names.push(Buffer.from(key as Uint8Array).toString("utf8").replace(/\0$/, ""));
-    }
-    expect(names).toEqual(expect.arrayContaining(["profiles", "aliases"]));
-    for (const name of names) {
-      const db = env.openDB({ name, encoding: "binary", keyEncoding: "binary" });
-      for (const { key, value } of db.getRange({})) {
-        check(key);
-        check(value);
-      }
-    }
-  } finally {
-    void env.close();
-  }
-  return hits;
 }
 
 describe("identity - one person under several ids", { timeout: 90_000 }, () => {
@@ -260,7 +231,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     expect(p.primaryUserId).toBe(A);
     await client.forget(A);
     // The engine stays up: LMDB is read while it runs (committed data only).
-    const hits = scanLmdb(dataDir, [A, B, C, bystander]);
+    const hits = scanLmdb(dataDir, [A, B, C, bystander], ["profiles", "aliases"]);
     expect({ A: hits[A], B: hits[B], C: hits[C] }).toEqual({ A: 0, B: 0, C: 0 });
     expect(hits[bystander]).toBeGreaterThan(0); // the scan does see ids
   });
@@ -290,7 +261,7 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     expect(viaA.aliases).toBe(1);
     expect(viaA.recentItems[0]).toBe("a-late");
     expect((await client.getProfile(B)).primaryUserId).toBe(B);
-    const hits = scanLmdb(dataDir, [A, B, pseudonym(key, A), pseudonym(key, B)]);
+    const hits = scanLmdb(dataDir, [A, B, pseudonym(key, A), pseudonym(key, B)], ["profiles", "aliases"]);
     expect([hits[A], hits[B]]).toEqual([0, 0]);
     expect(hits[pseudonym(key, A)]).toBeGreaterThan(0); // the alias entry, under A's pseudonym
     expect(hits[pseudonym(key, B)]).toBeGreaterThan(0);

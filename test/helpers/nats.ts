@@ -2,6 +2,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { JsMsg, NatsConnection } from "nats";
 import { ErrorCode, PortraitError } from "../../src/errors.js";
 import { startNatsServer, type NatsServerHandle } from "../../src/bus/nats-server-launcher.js";
 
@@ -62,4 +63,16 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** The first `n` messages of a stream (e.g. a prefix's DLQ stream), read with an ephemeral consumer; fails after 30 s with fewer. */
+export async function readStream(nc: NatsConnection, stream: string, n: number): Promise<JsMsg[]> {
+  const c = await nc.jetstream().consumers.get(stream);
+  const out: JsMsg[] = [];
+  await waitFor(async () => {
+    const m = await c.next({ expires: 1000 });
+    if (m) out.push(m);
+    return out.length >= n;
+  }, { timeoutMs: 30_000, message: `expected ${n} messages in ${stream}` });
+  return out;
 }
