@@ -66,7 +66,7 @@ describe("docs - figures quoted in the docs are the ones their sources hold", ()
     expect(newest, "a soak run in bench/results").toBeDefined();
     const rss = (JSON.parse(readFileSync(new URL(newest!, results), "utf8")) as { raw: { samples: Array<{ rssMiB: number }> } }).raw.samples.map((s) => s.rssMiB);
     const gib = (mib: number) => (mib / 1024).toFixed(1);
-    const quoted = /in a 6-minute soak \(([\d.]+) → ([\d.]+) GiB\)/.exec(readme);
+    const quoted = /-minute soak [^|]*?grew RSS from ([\d.]+) to ([\d.]+) GiB \(first sample to the largest\)/.exec(readme);
     expect(quoted?.slice(1)).toEqual([gib(rss[0]!), gib(Math.max(...rss))]);
   });
 });
