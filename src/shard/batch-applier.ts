@@ -379,6 +379,12 @@ export class BatchApplier {
     for (const [due, key] of d.audiences.dueTimers(partition, now)) {
       // Merged into another id by a batch not committed yet: that commit removes its timer.
       if (this.#pendingAliases.has(key)) continue;
+      // Forgotten (or being forgotten: its removal hides the stored state): no actor is made for it, or an empty
+      // profile would answer for the forgotten user; its timer goes with the removal.
+      if (!d.actors.has(key)) {
+        side.removes.push(["t", partition, due, key]);
+        continue;
+      }
       const a = d.actors.actor(key);
       if (timerOf(a.state.aud) !== due) {
         side.removes.push(["t", partition, due, key]);
@@ -419,7 +425,7 @@ export class BatchApplier {
     }
     for (const [user, p] of d.audiences.backfillKeys() ?? []) {
       const w = of(p);
-      if (w.dirty.has(user) || this.#pendingAliases.has(user)) continue;
+      if (w.dirty.has(user) || this.#pendingAliases.has(user) || !d.actors.has(user)) continue;
       const a = d.actors.actor(user);
       a.lastBatch = batchNo;
       w.dirty.set(user, a);
