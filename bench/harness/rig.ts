@@ -14,8 +14,8 @@ import { subjects, type Subjects } from "../../src/bus/subjects.js";
 import { PortraitClient } from "../../src/client/portrait-client.js";
 import type { EngineOptions } from "../../src/config/engine-options.js";
 import { Child, sleep } from "./ipc.js";
-import { cpuDelta, cpuSample, rssBytes, type CpuDelta, type CpuSample } from "./proc-stats.js";
-import type { EngineSnapshot, EventSource } from "./roles.js";
+import { cpuDelta, cpuSample, memMiB, type CpuDelta, type CpuSample } from "./proc-stats.js";
+import type { EngineMemory, EngineSnapshot, EventSource } from "./roles.js";
 
 export interface RigOptions {
   prefix?: string;
@@ -48,6 +48,8 @@ export interface ResourceSample {
   lag: number;
   /** The largest partition lag. */
   maxPartitionLag: number;
+  /** With sampleResources(…, { memory: true }): RSS split by /proc (MiB) and the engine's own account of its memory. */
+  mem?: { anonMiB: number; fileMiB: number; engine: EngineMemory | undefined };
 }
 
 export function dirBytes(dir: string): number {
@@ -111,6 +113,11 @@ export class Rig {
     const prof = process.env.PORTRAIT_BENCH_ENGINE_CPU_PROF;
     this.engine = this.#child(new Child("engine", prof ? ["--cpu-prof", "--cpu-prof-dir", prof] : []));
     return this.engine.call<EngineStart>("start", { natsUrl: this.server.url, dataDir: this.engineDataDir, prefix: this.s.prefix, partitions: this.partitions, options }, 600_000);
+  }
+
+  /** Writes a heap snapshot of the engine's main thread into `dir` (PORTRAIT_BENCH_HEAP_SNAPSHOTS); its path. */
+  async heapSnapshot(dir: string): Promise<string> {
+    return this.engine!.call<string>("heapSnapshot", { dir }, 600_000);
   }
 
   async stopEngine(): Promise<void> {
@@ -197,7 +204,7 @@ export class Rig {
   }
 
   /** Samples the engine's RSS, CPU, progress and lag every `everyMs` until the returned stop() is called. */
-  sampleResources(everyMs = 1000): { samples: ResourceSample[]; stop: () => Promise<ResourceSample[]> } {
+  sampleResources(everyMs = 1000, o: { memory?: boolean } = {}): { samples: ResourceSample[]; stop: () => Promise<ResourceSample[]> } {
     const samples: ResourceSample[] = [];
     const t0 = performance.now();
     let prev = this.cpuSample();
@@ -211,9 +218,12 @@ export class Rig {
         const d = this.cpuDelta(prev, cur);
         prev = cur;
         const lags = Object.values(snap?.lagByPartition ?? {});
+        const engineMem = o.memory === true ? await this.engine.call<EngineMemory>("memory").catch(() => undefined) : undefined;
+        const m = memMiB(this.engine.pid);
         samples.push({
-          t: (performance.now() - t0) / 1000, rssMiB: rssBytes(this.engine.pid) / 2 ** 20, engineCores: d.procs.engine ?? 0, otherCores: d.others,
+          t: (performance.now() - t0) / 1000, rssMiB: m.rss, engineCores: d.procs.engine ?? 0, otherCores: d.others,
           processed: snap?.processed ?? NaN, lag: lags.reduce((x, y) => x + y, 0), maxPartitionLag: Math.max(0, ...lags),
+          ...(o.memory === true ? { mem: { anonMiB: m.anon, fileMiB: m.file, engine: engineMem } } : {}),
         });
       }
     })();

@@ -6,7 +6,9 @@
  *             p % of === index), then publishes them open-loop at a rate;
  *   echo      a trivial request-reply responder (the raw request-reply baseline).
  */
+import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
+import { writeHeapSnapshot } from "node:v8";
 import { connect, headers, type Msg, type NatsConnection } from "nats";
 import { partitionOf } from "../../src/wire/partition.js";
 import { subjects } from "../../src/bus/subjects.js";
@@ -47,6 +49,23 @@ export interface EngineSnapshot {
   loop: { p50: number; p99: number; max: number };
   heapUsedBytes: number;
 }
+
+/** Where the engine's memory is, for the soak's breakdown (EngineMemory per sample; RSS itself is read from /proc by the rig). */
+export interface EngineMemory {
+  /** process.memoryUsage() of the engine's main thread, bytes (rss is the whole process). */
+  main: { rss: number; heapTotal: number; heapUsed: number; external: number; arrayBuffers: number };
+  /** portrait_thread_heap_bytes: "<thread>/<kind>" (main, shard-<i>, recs; used, total, external) -> bytes. */
+  heaps: Record<string, number>;
+  /** portrait_shard_actors_cached: shard -> actors. */
+  actors: Record<string, number>;
+  /** portrait_recs_state_entries: table -> entries. */
+  recsTables: Record<string, number>;
+  /** Every other gauge of the engine named in MEMORY_GAUGES, by name then label values. */
+  gauges: Record<string, Record<string, number>>;
+}
+
+/** Gauges of the engine's bounded in-memory state read into EngineMemory.gauges (absent ones are skipped). */
+const MEMORY_GAUGES = ["portrait_shard_actor_cache_bytes", "portrait_recs_feedback_replies_kept"];
 
 function engineRole(): void {
   let engine: Engine | undefined;
@@ -113,6 +132,24 @@ function engineRole(): void {
       };
       loop.reset();
       return s;
+    },
+    /** The engine's memory by component (the soak samples it). */
+    async memory(): Promise<EngineMemory> {
+      const reg = engine!.metrics.registry;
+      const m = process.memoryUsage();
+      const gauges: Record<string, Record<string, number>> = {};
+      for (const g of MEMORY_GAUGES) if (reg.getSingleMetric(g) !== undefined) gauges[g] = await promCounter(reg, g);
+      return {
+        main: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers },
+        heaps: await promCounter(reg, "portrait_thread_heap_bytes"),
+        actors: await promCounter(reg, "portrait_shard_actors_cached"),
+        recsTables: await promCounter(reg, "portrait_recs_state_entries"),
+        gauges,
+      };
+    },
+    /** Writes a heap snapshot of the engine's main thread into `dir`; its path. */
+    heapSnapshot(a: { dir: string }) {
+      return writeHeapSnapshot(join(a.dir, `engine-main-${Date.now()}.heapsnapshot`));
     },
     async stop() {
       await engine?.close();

@@ -33,8 +33,12 @@ export interface MixedWindow {
   drained: boolean;
 }
 
-/** Loads state, measures capacity, then holds the mixed load for `seconds`, sampling resources every `sampleMs`. */
-export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds: number, sampleMs: number): Promise<MixedWindow> {
+/**
+ * Loads state, measures capacity, then holds the mixed load for `seconds`, sampling resources every `sampleMs`
+ * (with `o.memory`, the engine's memory breakdown too); `o.during` runs beside the load (the soak's heap snapshots).
+ */
+export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds: number, sampleMs: number,
+  o: { memory?: boolean; during?: (rig: Rig) => Promise<void> } = {}): Promise<MixedWindow> {
   const fraction = num(ctx, "ingest-fraction", 0.01, 2, false);
   const profileRate = num(ctx, "profile-rate", 1, 50_000);
   const recRate = num(ctx, "recommend-rate", 1, 20_000);
@@ -52,7 +56,7 @@ export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds:
     const profUser = userChooser(users, unknown, 11);
     const recUser = userChooser(users, unknown, 12);
     const ingestRate = Math.round(cap.perSec * fraction);
-    const sampler = rig.sampleResources(sampleMs);
+    const sampler = rig.sampleResources(sampleMs, { memory: o.memory ?? false });
     const s0 = await rig.snapshot();
     const t0 = performance.now();
     await rig.startPublishing(ingestRate, Math.round(ingestRate * (seconds + 2)), seconds + 2);
@@ -60,6 +64,7 @@ export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds:
       openLoop(profileRate, seconds, 1000, 2000, () => rig.client.getProfile(profUser())),
       openLoop(recRate, seconds, 1000, 2000, () => rig.client.recommend(recUser(), { k: 10 })),
       freshnessProbes(rig, seconds, { runId: prefix, concurrency: 4, gapMs: 100 }),
+      o.during?.(rig),
     ]);
     const published = await rig.haltPublishing();
     const s1 = await rig.snapshot();
