@@ -16,8 +16,8 @@ export async function rawPublish(rig: Rig, count: number, timeoutMs: number): Pr
   const t0 = performance.now();
   await rig.startPublishing(0, count, timeoutMs / 1000);
   const sent = await rig.haltPublishing(true);
-  await rig.waitStored(before + sent.sent, timeoutMs);
-  return { events: sent.sent, perSec: sent.sent / ((performance.now() - t0) / 1000) };
+  const stored = (await rig.waitStored(before + sent.sent, timeoutMs)) - before;
+  return { events: stored, perSec: stored / ((performance.now() - t0) / 1000) };
 }
 
 /**
