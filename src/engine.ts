@@ -219,6 +219,7 @@ export class Engine {
         currency: cfg.currency,
       },
       maxActors: cfg.maxActorsPerShard,
+      maxActorBytes: cfg.maxActorBytesPerShard,
       logLevel: cfg.logLevel,
       subjectPrefix: cfg.subjectPrefix,
       backfillChunk: cfg.audienceBackfillPerTick,

@@ -15,4 +15,6 @@ export interface Actor {
   referenced: boolean;
   /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
   lstm: Float32Array | undefined;
+  /** Bytes the actor cache last counted for this actor (actorBytes; ActorCache keeps the sum under its byte bound). */
+  bytes: number;
 }

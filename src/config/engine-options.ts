@@ -6,7 +6,7 @@
  * the nested profile, recs and inference options too; the engine hands those
  * compiled parts down to the shards, the recs worker and the inference pool.
  */
-import { availableParallelism } from "node:os";
+import { availableParallelism, totalmem } from "node:os";
 import { resolve } from "node:path";
 import { PROFILE_DEFAULTS, compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
 import { NATS_DEFAULTS, type NatsOptions } from "../bus/connect.js";
@@ -87,6 +87,14 @@ export interface EngineOptions extends NatsOptions {
   currency?: string;
   /** Most actors each shard keeps in memory, actors. Default 200000. */
   maxActorsPerShard?: number;
+  /**
+   * Most bytes of actors each shard keeps in memory, as the cache estimates
+   * them (src/shard/actor-cache.ts; `portrait_shard_actor_cache_bytes`): a
+   * user's state grows with its history, so the count bound alone does not
+   * bound the memory. Default a quarter of the machine's memory (or of the
+   * cgroup's limit when lower) divided by `workers`.
+   */
+  maxActorBytesPerShard?: number;
   /**
    * Stored profiles each shard reads per audience tick (every 100 ms) while an
    * audience backfill runs; it evaluates those of its own partitions. Every
@@ -228,6 +236,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   maxFutureSkewMs: DAY_MS,
   currency: undefined,
   maxActorsPerShard: 200_000,
+  maxActorBytesPerShard: defaultActorBytesPerShard(defaultWorkers()),
   audienceBackfillPerTick: 5000,
   maxInflightQueries: 4096,
   maxInflightRecommends: 64,
@@ -319,6 +328,13 @@ export function defaultWorkers(): number {
   return Math.max(2, availableParallelism() - 1);
 }
 
+/** The default of maxActorBytesPerShard: a quarter of the memory (the machine's, or the cgroup's limit when lower) over the shards. */
+export function defaultActorBytesPerShard(workers: number): number {
+  const limit = process.constrainedMemory?.() ?? 0;
+  const memory = limit > 0 ? Math.min(totalmem(), limit) : totalmem();
+  return Math.max(1 << 20, Math.floor(memory / 4 / workers));
+}
+
 /**
  * Validates `o` and fills in ENGINE_DEFAULTS; compiles the profile, recs and
  * inference groups once (the parts the engine hands down). Throws ConfigError
@@ -366,6 +382,8 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? D.maxFutureSkewMs, 0),
     currency,
     maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? D.maxActorsPerShard, 1),
+    // The default follows the workers given.
+    maxActorBytesPerShard: int("maxActorBytesPerShard", o.maxActorBytesPerShard ?? defaultActorBytesPerShard(o.workers ?? D.workers), 1 << 20),
     audienceBackfillPerTick: int("audienceBackfillPerTick", o.audienceBackfillPerTick ?? D.audienceBackfillPerTick, 1, 1_000_000),
     maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? D.maxInflightQueries, 1),
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),

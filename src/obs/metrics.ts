@@ -10,6 +10,8 @@ import { heapStats, type HeapStats } from "./heap.js";
 export interface ShardStats {
   shard: number;
   actorsCached: number;
+  /** Estimated bytes of the cached actors (ActorCache.bytes). */
+  actorBytes: number;
   pendingWrites: number;
   /** Item events posted to the recs worker since start. */
   itemEventsPosted: number;
@@ -141,6 +143,15 @@ export class EngineMetrics {
     registers: [this.registry],
     collect: async () => {
       for (const st of await this.#scrapeShards()) this.actorsCached.set({ shard: String(st.shard) }, st.actorsCached);
+    },
+  });
+  readonly actorCacheBytes = new Gauge({
+    name: "portrait_shard_actor_cache_bytes",
+    help: "Estimated bytes of the actors held in memory, by shard (bounded by the engine option maxActorBytesPerShard).",
+    labelNames: ["shard"] as const,
+    registers: [this.registry],
+    collect: async () => {
+      for (const st of await this.#scrapeShards()) this.actorCacheBytes.set({ shard: String(st.shard) }, st.actorBytes);
     },
   });
   readonly threadHeap = new Gauge({

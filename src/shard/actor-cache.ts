@@ -1,28 +1,52 @@
 /**
- * A shard's actors in memory: at most `maxActors` beyond those whose last
- * change is not committed yet, loaded from LMDB on a miss, dropped oldest
- * first with a second chance for the recently used (CLOCK). A user being
- * forgotten has no state here until the removal committed (LMDB still holds
- * the old one until then).
+ * A shard's actors in memory: at most `maxActors` and at most `maxBytes`
+ * (estimated, actorBytes) beyond those whose last change is not committed
+ * yet, loaded from LMDB on a miss, dropped oldest first with a second chance
+ * for the recently used (CLOCK). A user being forgotten has no state here
+ * until the removal committed (LMDB still holds the old one until then).
+ *
+ * The byte bound: a user's state grows with its history (recent items,
+ * timeline, day buckets, affinity tables) up to its own caps, so a count
+ * bound alone lets the cache grow for as long as the cached users' histories
+ * do. Each actor's estimate is taken when it enters the cache and again after
+ * each change (`changed`, from the batch that made it).
  */
 import type { Actor } from "../actors/actor.js";
+import { approxBytes, TYPED_ARRAY_BYTES } from "../actors/state-bytes.js";
 import { newUserState, type UserState } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
+
+/** The cache's own cost per actor beside its state: the Map entry and the Actor object. */
+const ENTRY_BYTES = 112;
+
+/** Estimated memory of one cached actor and its key, bytes. */
+export function actorBytes(key: string, a: Actor): number {
+  return ENTRY_BYTES + approxBytes(key) + approxBytes(a.state) + (a.lstm !== undefined ? TYPED_ARRAY_BYTES : 0);
+}
 
 export class ActorCache {
   readonly #store: ProfileStore;
   readonly #maxActors: number;
+  readonly #maxBytes: number;
   readonly #actors = new Map<string, Actor>();
   /** Keys whose removal is not committed yet (-> erasures pending). */
   readonly #erasing = new Map<string, number>();
+  /** Sum of the cached actors' `bytes`. */
+  #bytes = 0;
 
-  constructor(store: ProfileStore, maxActors: number) {
+  constructor(store: ProfileStore, maxActors: number, maxBytes = Number.POSITIVE_INFINITY) {
     this.#store = store;
     this.#maxActors = maxActors;
+    this.#maxBytes = maxBytes;
   }
 
   get size(): number {
     return this.#actors.size;
+  }
+
+  /** Estimated bytes of the cached actors (actorBytes, as last counted). */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** The user's actor: cached, else loaded from LMDB, else new. */
@@ -33,9 +57,28 @@ export class ActorCache {
       return a;
     }
     const stored = this.#erasing.has(key) ? undefined : this.#store.getState(key);
-    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined };
+    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0 };
     this.#actors.set(key, a);
+    this.#count(key, a);
     return a;
+  }
+
+  /** Counts the actors again after a change (their states grow with their histories); those no longer cached are skipped. */
+  changed(actors: Iterable<readonly [string, Actor, ...unknown[]]>): void {
+    for (const [key, a] of actors) if (this.#actors.get(key) === a) this.#count(key, a);
+  }
+
+  #count(key: string, a: Actor): void {
+    const b = actorBytes(key, a);
+    this.#bytes += b - a.bytes;
+    a.bytes = b;
+  }
+
+  #remove(key: string): void {
+    const a = this.#actors.get(key);
+    if (a === undefined) return;
+    this.#actors.delete(key);
+    this.#bytes -= a.bytes;
   }
 
   /** Whether the user has an actor in memory (then it is no alias: README "Identity"). */
@@ -45,7 +88,7 @@ export class ActorCache {
 
   /** Drops the user's actor (an id merged into another: its stored state is removed by the same batch's commit). */
   drop(key: string): void {
-    this.#actors.delete(key);
+    this.#remove(key);
   }
 
   /** The user's current state without making an actor, or undefined. */
@@ -59,7 +102,7 @@ export class ActorCache {
 
   /** Drops the user's actor and hides its stored state while `removal` runs (it removes the state from LMDB). */
   async erase<T>(key: string, removal: () => Promise<T>): Promise<T> {
-    this.#actors.delete(key);
+    this.#remove(key);
     this.#erasing.set(key, (this.#erasing.get(key) ?? 0) + 1);
     try {
       return await removal();
@@ -71,16 +114,19 @@ export class ActorCache {
   }
 
   /**
-   * Drops actors beyond maxActors, oldest first, CLOCK-style: a recently used
-   * actor gets a second chance (moved to the back), and an actor whose last
-   * change is not committed yet (`lastBatch > committedBatch`) is never
-   * dropped (LMDB would return stale state).
+   * Drops actors beyond maxActors or maxBytes, oldest first, CLOCK-style: a
+   * recently used actor gets a second chance (moved to the back, and dropped
+   * when the sweep comes round to it again still unused), and an
+   * actor whose last change is not committed yet (`lastBatch >
+   * committedBatch`) is never dropped (LMDB would return stale state).
    */
   evict(committedBatch: number): void {
     let excess = this.#actors.size - this.#maxActors;
-    let budget = this.#actors.size;
+    let excessBytes = this.#bytes - this.#maxBytes;
+    // Two passes at most: the first may only clear the second-chance marks (every actor used since the last sweep).
+    let budget = 2 * this.#actors.size;
     for (const [id, a] of this.#actors) {
-      if (excess <= 0 || budget-- <= 0) break;
+      if ((excess <= 0 && excessBytes <= 0) || budget-- <= 0) break;
       if (a.lastBatch > committedBatch) continue;
       this.#actors.delete(id);
       if (a.referenced) {
@@ -88,6 +134,8 @@ export class ActorCache {
         this.#actors.set(id, a);
       } else {
         excess--;
+        excessBytes -= a.bytes;
+        this.#bytes -= a.bytes;
       }
     }
   }

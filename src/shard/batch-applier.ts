@@ -273,6 +273,7 @@ export class BatchApplier {
       this.#pendingWrites--;
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    d.actors.changed(dirty);
     d.actors.evict(this.#committedBatch);
     // Back-pressure: when the recs worker's queue is full, the batch's result (and so its ack) waits for room (item-event-queue.ts).
     const posted = items !== undefined && items.itemIds.length > 0 ? d.itemEvents!.post(items) : undefined;
@@ -454,6 +455,7 @@ export class BatchApplier {
       this.#pendingWrites--;
     }
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    for (const w of work.values()) d.actors.changed(w.dirty);
     d.actors.evict(this.#committedBatch);
     return result;
   }

@@ -28,6 +28,8 @@ export interface ShardInit {
   validation: EventValidationOptions;
   /** Most actors kept in memory; the least recently used are dropped once committed. */
   maxActors: number;
+  /** Most bytes of actors kept in memory, as ActorCache estimates them; absent = no byte bound. */
+  maxActorBytes?: number;
   logLevel: string;
   /**
    * Model version directories to load (absent = that model is off), and this

@@ -107,7 +107,7 @@ class Shard implements ShardApi {
     await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, propensityDir: init.models.propensityDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
     const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
-    const actors = (this.#actors = new ActorCache(store, init.maxActors));
+    const actors = (this.#actors = new ActorCache(store, init.maxActors, init.maxActorBytes));
     const labels = new CategoryLabels(store);
     const clock = (this.#clock = new ClockReader(init.clock.buffer, init.clock.options));
     const audiences = (this.#audiences = new AudienceRunner({
@@ -192,7 +192,7 @@ class Shard implements ShardApi {
 
   stats(): ShardStats {
     return {
-      shard: this.#shard, actorsCached: this.#actors.size, pendingWrites: this.#batches.pendingWrites,
+      shard: this.#shard, actorsCached: this.#actors.size, actorBytes: this.#actors.bytes, pendingWrites: this.#batches.pendingWrites,
       itemEventsPosted: this.#itemEvents?.posted ?? 0, itemEventsDropped: this.#itemEvents?.dropped ?? 0,
       itemEventsWaited: this.#itemEvents?.waited ?? 0, identity: { ...this.#batches.identity }, heap: heapStats(),
     };
