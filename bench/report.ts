@@ -16,12 +16,17 @@ export function repoRoot(): string {
   return dir;
 }
 
+let firstCommit: string | undefined;
+
+/** The commit checked out when the process first asked (a long run's code, though HEAD moves while it runs). */
 export function commit(): string {
+  if (firstCommit !== undefined) return firstCommit;
   try {
-    return execSync("git rev-parse --short HEAD", { stdio: ["ignore", "pipe", "ignore"], cwd: repoRoot() }).toString().trim();
+    firstCommit = execSync("git rev-parse --short HEAD", { stdio: ["ignore", "pipe", "ignore"], cwd: repoRoot() }).toString().trim();
   } catch {
-    return "unknown";
+    firstCommit = "unknown";
   }
+  return firstCommit;
 }
 
 export function machine(): string {

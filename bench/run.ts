@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { lineChartSvg } from "./harness/chart.js";
-import { appendResults, formatTable, repoRoot } from "./report.js";
+import { appendResults, commit, formatTable, repoRoot } from "./report.js";
 import { freshness } from "./scenarios/freshness.js";
 import { hotSwap } from "./scenarios/hot-swap.js";
 import { maxIngest } from "./scenarios/max-ingest.js";
@@ -95,6 +95,7 @@ export async function runBench(
   const explicit = Object.fromEntries(Object.keys(s.flags).filter((k) => values[k] !== undefined).map((k) => [k, String(values[k])]));
   const flags = Object.fromEntries(Object.entries(s.flags).map(([k, f]) => [k, explicit[k] ?? (smoke && f.smoke !== undefined ? f.smoke : f.default)]));
   const datasets = (values.datasets as string | undefined) ?? process.env.PORTRAIT_DATASETS ?? join(repoRoot(), "..", "shared", "data");
+  commit(); // the code this run runs: read now, HEAD may move while it runs
   const loadBefore = loadavg().map((x) => x.toFixed(2)).join(" ");
   const started = new Date();
   log(`bench ${s.name}${smoke ? " (smoke)" : ""}: ${Object.entries(flags).map(([k, v]) => `--${k} ${v}`).join(" ")}`);

@@ -248,7 +248,11 @@ export class Engine {
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
-    const feedbackLog = new FeedbackLog(js, s, { windowMs: cfg.feedbackWindowMs, maxRequests: cfg.feedbackMaxRequests });
+    const feedbackLog = new FeedbackLog(js, s, {
+      windowMs: cfg.feedbackWindowMs, maxRequests: cfg.feedbackMaxRequests,
+      keep: cfg.feedbackKeep === "always" || cfg.explorationShare > 0 ? "always" : "when-asked",
+    });
+    this.metrics.feedbackRepliesKept = () => feedbackLog.size;
     for (let p = 0; p < cfg.partitions; p++) {
       const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
         partition: p,

@@ -67,6 +67,15 @@ export interface EngineOptions extends NatsOptions {
   feedbackWindowMs?: number;
   /** Most served replies kept for judging logged feedback (the oldest are dropped first; each takes about 4 KB with the default pool): size it to the replies served in feedbackWindowMs. Default 20000. */
   feedbackMaxRequests?: number;
+  /**
+   * Which served replies are kept for judging logged feedback: "auto" keeps
+   * them while exploration is on (explorationShare > 0) or while logged
+   * feedback arrived within the last feedbackWindowMs, and none otherwise (an
+   * engine whose clients log no feedback spends no memory on it; the first
+   * logged feedback after a quiet window is then UNKNOWN_REC_REQUEST);
+   * "always" keeps every reply. Default "auto".
+   */
+  feedbackKeep?: "auto" | "always";
   /** Retention of the training log stream <PREFIX>_FEEDBACK, ms. Default 604800000 (7 days). */
   feedbackRetentionMs?: number;
   /** Most bytes the training log stream keeps (the oldest records go first). Default 268435456 (256 MiB). */
@@ -229,6 +238,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   explorationPool: 20,
   feedbackWindowMs: 3_600_000,
   feedbackMaxRequests: 20_000,
+  feedbackKeep: "auto",
   feedbackRetentionMs: 7 * DAY_MS,
   feedbackMaxBytes: 256 * 1024 * 1024,
   tombstoneRetentionMs: 0,
@@ -279,6 +289,11 @@ function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGE
     throw new ConfigError(`options.${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
   }
   return v;
+}
+
+function oneOf<T extends string>(name: string, v: unknown, values: readonly T[]): T {
+  if (!values.includes(v as T)) throw new ConfigError(`options.${name} must be one of ${values.map((x) => JSON.stringify(x)).join(", ")}, got ${JSON.stringify(v)}`);
+  return v as T;
 }
 
 function bool(name: string, v: unknown): boolean {
@@ -376,6 +391,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     explorationPool: int("explorationPool", o.explorationPool ?? D.explorationPool, 1, 2000),
     feedbackWindowMs: int("feedbackWindowMs", o.feedbackWindowMs ?? D.feedbackWindowMs, 1000),
     feedbackMaxRequests: int("feedbackMaxRequests", o.feedbackMaxRequests ?? D.feedbackMaxRequests, 1, 10_000_000),
+    feedbackKeep: oneOf("feedbackKeep", o.feedbackKeep ?? D.feedbackKeep, ["auto", "always"] as const),
     feedbackRetentionMs: int("feedbackRetentionMs", o.feedbackRetentionMs ?? D.feedbackRetentionMs, 60_000),
     feedbackMaxBytes: int("feedbackMaxBytes", o.feedbackMaxBytes ?? D.feedbackMaxBytes, 1 << 20),
     maxEventBytes: int("maxEventBytes", o.maxEventBytes ?? D.maxEventBytes, 64, 8 * 1024 * 1024),

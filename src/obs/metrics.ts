@@ -44,6 +44,8 @@ export class EngineMetrics {
   workerStats: () => Promise<WorkerThreadStats[]> = () => Promise.resolve([]);
   /** Item events queued for the recs worker (the count shared by the shards and the worker), undefined without one; set by the engine. */
   recsQueuedItemEvents: () => number | undefined = () => undefined;
+  /** Served replies the feedback log keeps (FeedbackLog.size); set by the engine. */
+  feedbackRepliesKept: () => number | undefined = () => undefined;
   /** Batches held on main per shard, waiting for room in the shard's queue (ShardPool.heldBatches); set by the engine. */
   shardBatchesHeld: () => number[] = () => [];
   readonly eventsApplied = new Counter({
@@ -277,6 +279,15 @@ export class EngineMetrics {
     help: "Logged recommendation feedback written to the training log, by kind (impression, click).",
     labelNames: ["kind"] as const,
     registers: [this.registry],
+  });
+  readonly feedbackReplies = new Gauge({
+    name: "portrait_recs_feedback_replies_kept",
+    help: "Served recommend replies kept on the main thread for judging logged feedback (engine options feedbackMaxRequests, feedbackWindowMs, feedbackKeep).",
+    registers: [this.registry],
+    collect: () => {
+      const n = this.feedbackRepliesKept();
+      if (n !== undefined) this.feedbackReplies.set(n);
+    },
   });
   readonly recsExplored = new Counter({
     name: "portrait_recs_explored_total",

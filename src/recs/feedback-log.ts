@@ -4,7 +4,11 @@
  *
  * Every recommend reply is kept here (main thread, bounded: the newest
  * `maxRequests`, none older than `windowMs`) with its exploration pool and
- * what it showed with which propensity. A rec_impression / rec_click that
+ * what it showed with which propensity, while someone may log feedback on
+ * it: always with `keep: "always"`; with `keep: "when-asked"` (the engine's
+ * choice when exploration is off, engine option feedbackKeep "auto") only
+ * once logged feedback arrived within the last `windowMs`, so an engine whose
+ * clients log no feedback keeps no reply (each is ~4.6 KiB of main heap). A rec_impression / rec_click that
  * carries rec_propensity is judged against it after its batch was applied
  * (the partition consumer calls `judge` before it acknowledges the batch):
  *
@@ -73,9 +77,16 @@ export interface FeedbackLogOptions {
   windowMs: number;
   /** Most replies kept for judging (oldest dropped first). Default 20000 (a reply with its pool of 20 takes about 4 KB). */
   maxRequests: number;
+  /**
+   * "always": every reply is kept. "when-asked": replies are kept only while
+   * logged feedback arrived within the last `windowMs` (the first logged
+   * feedback after a quiet window names a reply that was not kept:
+   * UNKNOWN_REC_REQUEST). Default "always".
+   */
+  keep?: "always" | "when-asked";
 }
 
-export const FEEDBACK_LOG_DEFAULTS: FeedbackLogOptions = Object.freeze({ windowMs: 3_600_000, maxRequests: 20_000 });
+export const FEEDBACK_LOG_DEFAULTS: FeedbackLogOptions = Object.freeze({ windowMs: 3_600_000, maxRequests: 20_000, keep: "always" as const });
 
 interface Kept {
   record: ServedRecord;
@@ -98,6 +109,8 @@ export class FeedbackLog {
   readonly #js: JetStreamClient;
   readonly #s: Subjects;
   readonly #now: () => number;
+  /** When logged feedback was last judged (ms; -Infinity: never). */
+  #askedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(js: JetStreamClient, s: Subjects, o: FeedbackLogOptions = FEEDBACK_LOG_DEFAULTS, now: () => number = Date.now) {
     this.#js = js;
@@ -111,8 +124,17 @@ export class FeedbackLog {
     return this.#served.size;
   }
 
-  /** Keeps a served reply (the recommender calls it for every reply). */
+  /** Whether a reply served now is kept (the recommender builds no record otherwise). */
+  get keeping(): boolean {
+    return this.#o.keep !== "when-asked" || this.#now() - this.#askedAtMs <= this.#o.windowMs;
+  }
+
+  /** Keeps a served reply (the recommender calls it for every reply); nothing while not `keeping`. */
   served(record: ServedRecord): void {
+    if (!this.keeping) {
+      this.#evict();
+      return;
+    }
     this.#served.set(record.requestId, { record, impressed: new Set(), logged: false });
     this.#evict();
   }
@@ -127,6 +149,7 @@ export class FeedbackLog {
 
   /** Judges a batch's logged feedback, in order, and writes what passes to the training log (see the file comment). */
   async judge(logged: readonly LoggedFeedback[]): Promise<Judged> {
+    if (logged.length > 0) this.#askedAtMs = this.#now();
     this.#evict();
     const deadLetters: DeadLetter[] = [];
     const writes: Array<Promise<unknown>> = [];
@@ -137,7 +160,8 @@ export class FeedbackLog {
       const dead = (reason: DeadLetter["reason"], detail: string) => deadLetters.push({ index: f.index, seq: f.seq, reason, detail });
       const k = this.#served.get(f.requestId);
       if (k === undefined) {
-        dead("UNKNOWN_REC_REQUEST", `rec_request_id ${JSON.stringify(f.requestId)} names no reply served in the last ${this.#o.windowMs} ms`);
+        const why = this.#o.keep === "when-asked" ? " (replies are kept only while logged feedback arrives: engine option feedbackKeep)" : "";
+        dead("UNKNOWN_REC_REQUEST", `rec_request_id ${JSON.stringify(f.requestId)} names no reply served and kept in the last ${this.#o.windowMs} ms${why}`);
         continue;
       }
       const shown = k.record.shown.find((x) => x.itemId === f.itemId);

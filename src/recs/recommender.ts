@@ -164,7 +164,7 @@ export class Recommender {
     const requestId = randomUUID();
     const modelVersion = deepfm ? ranker.version : `ranking ${ranking}`;
     if (slate.explored) fb.onExplored?.();
-    fb.log?.served({
+    if (fb.log?.keeping === true) fb.log.served({
       requestId, servedAtMs: Date.now(), policy: modelVersion, share: fb.exploration.share, explored: slate.explored, k: items.length,
       pool: order.slice(0, slate.poolSize).map((i) => ({ itemId: candidates[i]!.itemId, scores: candidates[i]!.scores, prior: candidates[i]!.prior })),
       shown: items.map((it, slot) => ({ itemId: it.itemId, slot, propensity: it.propensity })),
