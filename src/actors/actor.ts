@@ -17,4 +17,6 @@ export interface Actor {
   lstm: Float32Array | undefined;
   /** Bytes the actor cache last counted for this actor (actorBytes; ActorCache keeps the sum under its byte bound). */
   bytes: number;
+  /** The state's event count (`state.n`) when `bytes` was counted. */
+  bytesAtN: number;
 }

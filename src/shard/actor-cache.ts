@@ -17,7 +17,12 @@ import { newUserState, type UserState } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 
 /** The cache's own cost per actor beside its state: the Map entry and the Actor object. */
-const ENTRY_BYTES = 112;
+const ENTRY_BYTES = 120;
+/**
+ * A changed actor is counted again once its state took this many events since it was last counted: an estimate
+ * costs a few µs, and a state's size moves by a few hundred bytes over so many events.
+ */
+export const RECOUNT_EVENTS = 8;
 
 /** Estimated memory of one cached actor and its key, bytes. */
 export function actorBytes(key: string, a: Actor): number {
@@ -57,21 +62,25 @@ export class ActorCache {
       return a;
     }
     const stored = this.#erasing.has(key) ? undefined : this.#store.getState(key);
-    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0 };
+    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     this.#actors.set(key, a);
     this.#count(key, a);
     return a;
   }
 
-  /** Counts the actors again after a change (their states grow with their histories); those no longer cached are skipped. */
+  /**
+   * Counts the actors again after a change (their states grow with their histories), each once it took
+   * RECOUNT_EVENTS events since it was last counted; those no longer cached are skipped.
+   */
   changed(actors: Iterable<readonly [string, Actor, ...unknown[]]>): void {
-    for (const [key, a] of actors) if (this.#actors.get(key) === a) this.#count(key, a);
+    for (const [key, a] of actors) if (a.state.n - a.bytesAtN >= RECOUNT_EVENTS && this.#actors.get(key) === a) this.#count(key, a);
   }
 
   #count(key: string, a: Actor): void {
     const b = actorBytes(key, a);
     this.#bytes += b - a.bytes;
     a.bytes = b;
+    a.bytesAtN = a.state.n;
   }
 
   #remove(key: string): void {
