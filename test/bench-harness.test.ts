@@ -173,6 +173,18 @@ describe("bench harness - scenarios", () => {
       expect(raw.profile.ok).toBeGreaterThan(0);
       expect(raw.recommend.ok).toBeGreaterThan(0);
       expect(raw.probes.probes).toBeGreaterThan(0);
+      if (name === "soak") {
+        // The soak's memory breakdown: /proc's split and the engine's own account, per sample.
+        type Mem = { anonMiB: number; fileMiB: number; engine?: { heaps: Record<string, number>; actors: Record<string, number>; gauges: Record<string, Record<string, number>> } };
+        const mem = (json.raw as { samples: Array<{ mem?: Mem }> }).samples.map((x) => x.mem).at(-1)!;
+        expect(mem.anonMiB).toBeGreaterThan(0);
+        expect(mem.fileMiB).toBeGreaterThan(0);
+        expect(mem.engine!.heaps["main/used"]).toBeGreaterThan(0);
+        expect(mem.engine!.heaps["recs/total"]).toBeGreaterThan(0);
+        expect(Object.keys(mem.engine!.actors).length).toBeGreaterThan(0);
+        expect(Object.values(mem.engine!.gauges.portrait_shard_actor_cache_bytes!).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+        expect(json.rows.some((r) => r[0] === "memory: RssAnon")).toBe(true);
+      }
     }
   });
 
