@@ -24,9 +24,13 @@ export const MAX_HOPS = 16;
 
 /** What a hand-over carries: the secondary's key, its partition and its state. */
 export interface HandoverPayload {
+  /** The secondary's key and partition. */
   k: string;
   p: number;
+  /** The secondary's state. */
   s: UserState;
+  /** The primary's key the merge was made for (its `merging` entry); absent in hand-overs written before it was carried. */
+  o?: string;
 }
 
 const encoder = new TextEncoder();
@@ -46,7 +50,7 @@ export function handoverMessage(s: Subjects, mergeId: string, primary: AliasEntr
   if (state.aud !== undefined) state.aud = { ...state.aud, m: {} };
   const data = pb.Event.encode({
     eventId: mergeId, userId: primary[0], type: EventType.IDENTITY_HANDOVER, timestampMs: atMs, mergeId,
-    handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state })), forwarded: true,
+    handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state, o: payload.o })), forwarded: true,
   }).finish();
   return { subject: s.events(primary[1]), msgId: mergeId, data };
 }
