@@ -38,6 +38,8 @@ import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
 
+const NO_KEY = new Uint8Array(0);
+
 export interface BatchApplierDeps {
   shard: number;
   partitions: number[];
@@ -108,6 +110,10 @@ export class BatchApplier {
   #watermarkMs = 0;
   /** Alias entries written by batches not committed yet (LMDB has them once they are). */
   readonly #pendingAliases = new Map<string, AliasEntry>();
+  /** Signs hand-overs and forwarded events (src/wire/internal-mac.ts); without a key (tests of a bare pool) they are neither signed meaningfully nor checked. */
+  get #internalKey(): Uint8Array {
+    return this.#d.validation.internalKey ?? NO_KEY;
+  }
   readonly identity: IdentityStats = { identifies: 0, merges: 0, duplicateMerges: 0, forwarded: 0, forgottenHandovers: 0, aliasReads: 0 };
 
   constructor(d: BatchApplierDeps) {
@@ -301,7 +307,7 @@ export class BatchApplier {
       // The key is an alias: an IDENTIFY naming its primary again changes nothing; anything else goes on to the primary.
       if (e.type === EventType.IDENTIFY && this.#primaryKey(e) === alias[0]) return "skipped";
       if (e.hops >= MAX_HOPS) return { reason: "IDENTIFY_CYCLE", detail: `forwarded ${e.hops} times along aliases: the aliases form a loop` };
-      toOutbox(partition, forwardMessage(d.subjects, e, seq, alias), b.side, b.outbound);
+      toOutbox(partition, forwardMessage(d.subjects, this.#internalKey, e, seq, alias), b.side, b.outbound);
       this.identity.forwarded++;
       return "applied";
     }
@@ -317,7 +323,7 @@ export class BatchApplier {
       const mergeId = mergeIdOf(d.subjects, partition, seq);
       // A forwarded IDENTIFY carries the primary's raw id too: its partition is the raw id's.
       const entry: AliasEntry = [primaryKey, partitionOf(e.primaryUserId, d.partitionCount), mergeId];
-      toOutbox(partition, handoverMessage(d.subjects, mergeId, entry, e.timestampMs, { k: secondary, p: partition, s: u, o: primaryKey }), b.side, b.outbound);
+      toOutbox(partition, handoverMessage(d.subjects, this.#internalKey, mergeId, entry, e.timestampMs, { k: secondary, p: partition, s: u, o: primaryKey }), b.side, b.outbound);
       // The secondary's memberships end here (reason "merged"); the primary re-evaluates its own on the merged state.
       const exits = d.audiences.forget(secondary, u, Math.max(d.clock.now(), u.lastSeenMs), "merged");
       b.side.puts.push(...exits.side.puts);
