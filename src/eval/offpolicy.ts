@@ -123,8 +123,8 @@ export interface OffPolicyContext {
   /** theta estimated on `requests` (its uncertainty enters the intervals through its influence per reply), or given with its standard errors. */
   bias: PositionBias | undefined;
   biasInSample: boolean;
-  /** The reward model of each reply: fitted on the other fold (cross-fitting), or given. */
-  modelOf: ClickModel[];
+  /** The reward model's attraction of each reply's pool items (by pool index): fitted on the other fold (cross-fitting), or given. */
+  attractionOf: Float64Array[];
 }
 
 export interface OffPolicyOptions {
@@ -151,7 +151,8 @@ export function offPolicyContext(requests: readonly LoggedRequest[], o: OffPolic
     const models = Array.from({ length: FOLDS }, (_, f) => fitClickModel(requests.filter((_, i) => i % FOLDS !== f), o.l2 ?? 1));
     modelOf = requests.map((_, i) => models[i % FOLDS]!);
   }
-  return { requests, bias, biasInSample: o.positionBias === undefined, modelOf };
+  const attractionOf = requests.map((q, i) => Float64Array.from(q.record.pool, (p) => attraction(modelOf[i]!, p)));
+  return { requests, bias, biasInSample: o.positionBias === undefined, attractionOf };
 }
 
 /** Per reply: the numerators and denominators of every estimate, for a target's slates under position bias theta. */
@@ -186,7 +187,7 @@ function perReply(ctx: OffPolicyContext, slates: readonly string[][], theta: rea
     slate.forEach((it, j) => {
       if (slotSet.has(j)) targetSlot.set(it, j);
     });
-    const model = ctx.modelOf[i]!;
+    const f = ctx.attractionOf[i]!;
     let thetaSum = 0;
     for (const s of slots) thetaSum += th(s);
     const thetaMean = thetaSum / Math.max(1, slots.length);
@@ -203,7 +204,7 @@ function perReply(ctx: OffPolicyContext, slates: readonly string[][], theta: rea
     let dm = 0;
     for (const [item, j] of targetSlot) {
       const k = index.get(item);
-      if (k !== undefined) dm += th(j) * attraction(model, rec.pool[k]!);
+      if (k !== undefined) dm += th(j) * f[k]!;
     }
     let corr = 0;
     for (const m of q.impressions) {
@@ -220,7 +221,7 @@ function perReply(ctx: OffPolicyContext, slates: readonly string[][], theta: rea
       const k = index.get(m.itemId)!;
       r.pbmA[i]! += c * p;
       r.pbmB[i]! += (p * th(m.slot)) / thetaMean;
-      corr += p * (c - th(m.slot) * attraction(model, rec.pool[k]!));
+      corr += p * (c - th(m.slot) * f[k]!);
     }
     r.dr[i] = dm + corr;
   });
@@ -245,43 +246,33 @@ function ratioInterval(a: Float64Array, b: Float64Array, z: number, extra?: Floa
 }
 
 /**
- * Each reply's influence on an estimate through the estimated theta: the
- * estimate's derivative in theta_j (numerical) times theta_j's influence of
- * the reply (estimatePositionBias), summed over slots; plus the variance of a
- * theta given from elsewhere.
+ * Each reply's influence on estimates through the estimated theta: each
+ * estimate's derivative in theta_j (numerical; `values` returns every
+ * estimate at a theta) times theta_j's influence of the reply
+ * (estimatePositionBias), summed over slots; plus the variance of a theta
+ * given from elsewhere. One entry per estimate.
  */
-function thetaInfluence(ctx: OffPolicyContext, value: (theta: number[]) => number): { extra: Float64Array; extraVar: number } {
+function thetaInfluence(ctx: OffPolicyContext, values: (theta: number[]) => number[]): Array<{ extra: Float64Array; extraVar: number }> {
   const N = ctx.requests.length;
-  const extra = new Float64Array(N);
-  let extraVar = 0;
   const b = ctx.bias;
-  if (b === undefined) return { extra, extraVar };
-  const v0 = value(b.theta);
-  const grad = b.theta.map((t, j) => {
-    if (j === 0) return 0;
+  if (b === undefined) return [];
+  const v0 = values(b.theta);
+  const out = v0.map(() => ({ extra: new Float64Array(N), extraVar: 0 }));
+  // grads[j][e]: d estimate e / d theta_j.
+  const grads = b.theta.map((t, j) => {
+    if (j === 0) return v0.map(() => 0);
     const h = Math.max(1e-4, t * 1e-3);
     const up = [...b.theta];
     up[j] = t + h;
-    return (value(up) - v0) / h;
+    return values(up).map((v, e) => (v - v0[e]!) / h);
   });
   if (!ctx.biasInSample) {
-    grad.forEach((g, j) => (extraVar += (g * (b.se[j] ?? 0)) ** 2));
-    return { extra, extraVar };
+    out.forEach((o, e) => grads.forEach((g, j) => (o.extraVar += (g[e]! * (b.se[j] ?? 0)) ** 2)));
+    return out;
   }
   // theta_j = (C_j / M_j) / (C_0 / M_0) over the exploring replies: reply i moves it by theta_j (c_ji/C_j - m_ji/M_j - c_0i/C_0 + m_0i/M_0).
   const K = b.theta.length;
-  const C = new Float64Array(K);
-  const Mi = new Float64Array(K);
-  for (const q of ctx.requests) {
-    if (!q.record.explored) continue;
-    for (const x of q.impressions) {
-      if (x.slot >= K) continue;
-      Mi[x.slot]! += 1;
-      if (x.clicked) C[x.slot]! += 1;
-    }
-  }
-  ctx.requests.forEach((q, i) => {
-    if (!q.record.explored) return;
+  const count = (q: LoggedRequest) => {
     const c = new Float64Array(K);
     const m = new Float64Array(K);
     for (const x of q.impressions) {
@@ -289,15 +280,29 @@ function thetaInfluence(ctx: OffPolicyContext, value: (theta: number[]) => numbe
       m[x.slot]! += 1;
       if (x.clicked) c[x.slot]! += 1;
     }
-    const d0 = (C[0]! > 0 ? c[0]! / C[0]! : 0) - (Mi[0]! > 0 ? m[0]! / Mi[0]! : 0);
-    let s = 0;
-    for (let j = 1; j < K; j++) {
-      const dj = (C[j]! > 0 ? c[j]! / C[j]! : 0) - (Mi[j]! > 0 ? m[j]! / Mi[j]! : 0);
-      s += grad[j]! * b.theta[j]! * (dj - d0);
+    return { c, m };
+  };
+  const C = new Float64Array(K);
+  const Mi = new Float64Array(K);
+  for (const q of ctx.requests) {
+    if (!q.record.explored) continue;
+    const { c, m } = count(q);
+    for (let j = 0; j < K; j++) {
+      C[j]! += c[j]!;
+      Mi[j]! += m[j]!;
     }
-    extra[i] = s;
+  }
+  const rel = (x: number, total: number) => (total > 0 ? x / total : 0);
+  ctx.requests.forEach((q, i) => {
+    if (!q.record.explored) return;
+    const { c, m } = count(q);
+    const d0 = rel(c[0]!, C[0]!) - rel(m[0]!, Mi[0]!);
+    for (let j = 1; j < K; j++) {
+      const move = b.theta[j]! * (rel(c[j]!, C[j]!) - rel(m[j]!, Mi[j]!) - d0);
+      out.forEach((o, e) => (o.extra[i]! += grads[j]![e]! * move));
+    }
   });
-  return { extra, extraVar };
+  return out;
 }
 
 function sumRatio(a: Float64Array, b: Float64Array): number {
@@ -324,17 +329,15 @@ export function estimateOffPolicy(requests: readonly LoggedRequest[], target: Ta
     impressions += q.impressions.length;
     for (const m of q.impressions) if (m.clicked) clicks++;
   }
-  const item = (pick: (r: PerReply) => [Float64Array, Float64Array]): Interval => {
-    if (theta === undefined) return NO_INTERVAL;
-    const { extra, extraVar } = thetaInfluence(ctx, (t) => sumRatio(...pick(perReply(ctx, slates, t))));
-    const [a, b] = pick(v);
-    return ratioInterval(a, b, z, extra, extraVar);
-  };
+  // The item-level estimates, with theta's influence (one set of perturbed passes for the three).
+  const itemLevel = (r: PerReply) => [[r.pbmA, r.n], [r.pbmA, r.pbmB], [r.dr, r.n]] as const;
+  const infl = theta === undefined ? [] : thetaInfluence(ctx, (t) => itemLevel(perReply(ctx, slates, t)).map(([a, b]) => sumRatio(a, b)));
+  const [pbm, pbmSn, dr] = itemLevel(v).map(([a, b], e) => (theta === undefined ? NO_INTERVAL : ratioInterval(a, b, z, infl[e]!.extra, infl[e]!.extraVar)));
   return {
     policy: target.name, requests: requests.length, impressions, matched: v.matched, matchedItems: v.matchedItems,
     logged: impressions > 0 ? clicks / impressions : NaN,
     ips: ratioInterval(v.ipsA, v.n, z), snips: ratioInterval(v.ipsA, v.snB, z),
-    pbm: item((r) => [r.pbmA, r.n]), pbmSn: item((r) => [r.pbmA, r.pbmB]), dr: item((r) => [r.dr, r.n]),
+    pbm: pbm!, pbmSn: pbmSn!, dr: dr!,
   };
 }
 
@@ -354,9 +357,9 @@ export function compareOffPolicy(ctx: OffPolicyContext, challenger: TargetPolicy
     return { d: a.dr.map((x, i) => x - b.dr[i]!), n: a.n };
   };
   const { d, n } = diff(theta);
-  const { extra, extraVar } = thetaInfluence(ctx, (t) => {
+  const [{ extra, extraVar }] = thetaInfluence(ctx, (t) => {
     const x = diff(t);
-    return sumRatio(x.d, x.n);
-  });
+    return [sumRatio(x.d, x.n)];
+  }) as [{ extra: Float64Array; extraVar: number }];
   return ratioInterval(d, n, z, extra, extraVar);
 }
