@@ -25,7 +25,11 @@
  *    wait for the hot swap, and serve --requests more replies: the promoted
  *    ranker's true CTR (greedy replies) against the initial policy's (step 2).
  *
- *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record]
+ *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record] [--dump FILE]
+ *
+ * --dump FILE writes the training log and every run's log (with the simulated
+ * user of each reply) as JSON, for bench/ope-replay.ts to re-score estimators
+ * on without an engine.
  */
 import { connect } from "nats";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

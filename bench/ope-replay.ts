@@ -1,7 +1,14 @@
 /**
- * Development aid (not a scenario): re-scores the off-policy estimators on a
- * log dumped by `feedback-loop.js --dump FILE` against the simulator's truth.
- *   node dist-bench/bench/ope-replay.js FILE [--theta train|run]
+ * Development aid (not a scenario, records nothing): re-scores the
+ * off-policy estimators on logs dumped by `feedback-loop.js --dump FILE`
+ * against the simulator's truth, without an engine. Checks that the logged
+ * propensities are the exploration policy's, prints the position bias of the
+ * training log beside the simulator's, then per run every estimate and the
+ * paired DR difference to the logged greedy, and their accuracy and coverage.
+ * The challenger is refitted from the dump's training log as trainRanker does.
+ *   node dist-bench/bench/ope-replay.js FILE [--theta-train]
+ * --theta-train: every run uses the training log's position bias (with its
+ * standard errors) instead of estimating its own.
  */
 import { readFileSync } from "node:fs";
 import { estimateOffPolicy, offPolicyContext, weightsTarget, LOGGED_GREEDY, compareOffPolicy, type LoggedRequest } from "../src/eval/offpolicy.js";
