@@ -153,6 +153,14 @@ describe("feedback - off-policy estimates", () => {
     const { log: off } = plantedLog(3, 200, 0);
     expect(estimatePositionBias(off, 3)).toBeUndefined();
     expect(estimateOffPolicy(off, weightsTarget("t", { trending: 1 })).dr.estimate).toBeNaN();
+    expect(offPolicyContext(off).noItemLevel).toMatch(/no exploring reply/);
+    // A log whose propensities are not the exploration policy's (another policy served it): no item-level estimate either.
+    const foreign = log.slice(0, 500).map((q, n) => (n === 7 ? { ...q, impressions: q.impressions.map((m) => ({ ...m, propensity: m.propensity / 2 })) } : q));
+    const ctx = offPolicyContext(foreign);
+    expect(ctx.noItemLevel).toMatch(/reply r7 logged propensities that are not the exploration policy's/);
+    const e = estimateOffPolicy(foreign, weightsTarget("t", { trending: 1 }), ctx);
+    expect(e.dr.estimate).toBeNaN();
+    expect(e.snips.estimate).toBeGreaterThan(0);
   });
 
   it("feedback - at 10% exploration, over 20 seeded logs of 1,500 replies: the DR interval covers the planted CTR in at least 18, the paired difference's the true difference as often, and DR is closer than the slot-level SNIPS", () => {

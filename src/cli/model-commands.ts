@@ -220,7 +220,7 @@ export function registerModelCommands(program: Command, datasets: string): void 
       }
       const fmt = (i: { estimate: number; low: number; high: number }) => `${i.estimate.toFixed(4)} [${i.low.toFixed(4)}, ${i.high.toFixed(4)}]`;
       console.log(`${source}: ${rows[0]?.requests ?? 0} replies, ${rows[0]?.impressions ?? 0} logged impressions, logged CTR ${(rows[0]?.logged ?? NaN).toFixed(4)}`);
-      console.log(`position bias (slot 0 = 1, from ${ctx.bias?.replies ?? 0} exploring replies): ${ctx.bias?.theta.map((t) => t.toFixed(3)).join(" ") ?? "none (no exploring reply: item-level estimates need exploration)"}`);
+      console.log(`position bias (slot 0 = 1, from ${ctx.bias?.replies ?? 0} exploring replies): ${ctx.bias?.theta.map((t) => t.toFixed(3)).join(" ") ?? `none: no item-level estimates (${ctx.noItemLevel ?? "?"})`}`);
       for (const r of rows) {
         console.log(`${r.policy}: IPS ${fmt(r.ips)}  SNIPS ${fmt(r.snips)}  (${r.matched} impressions agree in item and slot)`);
         console.log(`${" ".repeat(r.policy.length)}  PBM-IPS ${fmt(r.pbm)}  PBM-SNIPS ${fmt(r.pbmSn)}  DR ${fmt(r.dr)}  (${r.matchedItems} impressions of its items)`);

@@ -123,6 +123,8 @@ export interface OffPolicyContext {
   /** theta estimated on `requests` (its uncertainty enters the intervals through its influence per reply), or given with its standard errors. */
   bias: PositionBias | undefined;
   biasInSample: boolean;
+  /** Why there are no item-level estimates on these replies, when there are none. */
+  noItemLevel?: string;
   /** The reward model's attraction of each reply's pool items (by pool index): fitted on the other fold (cross-fitting), or given. */
   attractionOf: Float64Array[];
 }
@@ -142,7 +144,15 @@ const FOLDS = 2;
 /** The shared part of the estimates on `requests` (see OffPolicyContext). */
 export function offPolicyContext(requests: readonly LoggedRequest[], o: OffPolicyOptions = {}): OffPolicyContext {
   const slots = requests.reduce((m, q) => Math.max(m, ...q.impressions.map((x) => x.slot + 1)), 0);
-  const bias = o.positionBias ?? estimatePositionBias(requests, slots);
+  // The item-level weights need the logging policy's probability of every pool item in every slot, which is
+  // src/recs/exploration.ts's: a reply whose logged propensities are not that policy's was served by another one.
+  const foreign = requests.find((q) => {
+    const index = new Map(q.record.pool.map((p, k) => [p.itemId, k]));
+    return q.impressions.some((m) => Math.abs(slotPropensity(q.record.share, q.record.pool.length, index.get(m.itemId) ?? Infinity, m.slot) - m.propensity) > 1e-9);
+  });
+  const noItemLevel = foreign !== undefined ? `reply ${foreign.record.requestId} logged propensities that are not the exploration policy's (src/recs/exploration.ts)` : undefined;
+  const bias = noItemLevel !== undefined ? undefined : o.positionBias ?? estimatePositionBias(requests, slots);
+  const why = noItemLevel ?? (bias === undefined ? "no position bias: the log has no exploring reply with a click in slot 0" : undefined);
   let modelOf: ClickModel[];
   if (o.clickModel !== undefined || requests.length < 2 * FOLDS) {
     const m = o.clickModel ?? (requests.length > 0 ? fitClickModel(requests, o.l2 ?? 1) : { weights: {}, slotIntercepts: [] });
@@ -152,7 +162,7 @@ export function offPolicyContext(requests: readonly LoggedRequest[], o: OffPolic
     modelOf = requests.map((_, i) => models[i % FOLDS]!);
   }
   const attractionOf = requests.map((q, i) => Float64Array.from(q.record.pool, (p) => attraction(modelOf[i]!, p)));
-  return { requests, bias, biasInSample: o.positionBias === undefined, attractionOf };
+  return { requests, bias, biasInSample: o.positionBias === undefined, attractionOf, ...(why !== undefined ? { noItemLevel: why } : {}) };
 }
 
 /** Per reply: the numerators and denominators of every estimate, for a target's slates under position bias theta. */
