@@ -6,9 +6,10 @@
  * training log beside the simulator's, then per run every estimate and the
  * paired DR difference to the logged greedy, and their accuracy and coverage.
  * The challenger is refitted from the dump's training log as trainRanker does.
- *   node dist-bench/bench/ope-replay.js FILE [--theta-train]
+ *   node dist-bench/bench/ope-replay.js FILE [--theta-train | --theta-true]
  * --theta-train: every run uses the training log's position bias (with its
- * standard errors) instead of estimating its own.
+ * standard errors) instead of estimating its own; --theta-true: the
+ * simulator's own (what the estimated one costs in accuracy and bias).
  */
 import { readFileSync } from "node:fs";
 import { estimateOffPolicy, offPolicyContext, weightsTarget, LOGGED_GREEDY, compareOffPolicy, type LoggedRequest } from "../src/eval/offpolicy.js";
@@ -18,7 +19,7 @@ import { SIM_DEFAULTS, makeWorld, truthOnLog, examine } from "./feedback-sim.js"
 
 type L = LoggedRequest & { user: number };
 const file = process.argv[2]!;
-const mode = process.argv.includes("--theta-train") ? "train" : "run";
+const mode = process.argv.includes("--theta-train") ? "train" : process.argv.includes("--theta-true") ? "true" : "run";
 const d = JSON.parse(readFileSync(file, "utf8")) as { seed: number; train: L[]; runs: L[][] };
 const w = makeWorld("fb", { ...SIM_DEFAULTS, seed: d.seed });
 const cut = Math.floor(d.train.length * 0.7);
@@ -43,7 +44,8 @@ const names = ["ips", "snips", "pbm", "pbmSn", "dr"] as const;
 const acc = Object.fromEntries(names.map((n) => [n, { err: [] as number[], signed: [] as number[], cov: 0, within: 0 }]));
 const diffAcc = { cov: 0, pos: 0, n: 0 };
 for (const log of d.runs) {
-  const ctx = offPolicyContext(log, mode === "train" ? { positionBias: tb } : {});
+  const trueBias = { theta: [0, 1, 2, 3, 4].map((j) => examine(j) / examine(0)), se: [0, 0, 0, 0, 0], replies: 0 };
+  const ctx = offPolicyContext(log, mode === "train" ? { positionBias: tb } : mode === "true" ? { positionBias: trueBias } : {});
   const e = estimateOffPolicy(log, target, ctx);
   const t = truth(log, target);
   const line: string[] = [`truth ${t.toFixed(4)}`];
