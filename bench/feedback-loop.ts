@@ -14,25 +14,34 @@
  *    --from-feedback` runs).
  * 4. Off-policy accuracy: --runs seeded logging runs of --ope-requests
  *    replies each (still served by the initial policy); on each run's log,
- *    the challenger's IPS and SNIPS estimates and 95% intervals against its
- *    simulated truth on the same replies.
- * 5. Promote through the registry (refused unless the lower bound wins),
+ *    the challenger's estimates (slot-level IPS, SNIPS; item-level PBM-IPS,
+ *    PBM-SNIPS, doubly robust; src/eval/offpolicy.ts) and their 95% intervals
+ *    against its simulated truth on the same replies, and the paired
+ *    challenger - logged greedy difference against the true difference. The
+ *    runs are independent: each has its own seeded users and click draws, the
+ *    engine's own exploration draws, and its own log (the training log is
+ *    purged after each phase is read).
+ * 5. Promote through the registry (refused unless the paired lower bound wins),
  *    wait for the hot swap, and serve --requests more replies: the promoted
  *    ranker's true CTR (greedy replies) against the initial policy's (step 2).
  *
- *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record]
+ *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record] [--dump FILE]
+ *
+ * --dump FILE writes the training log and every run's log (with the simulated
+ * user of each reply) as JSON, for bench/ope-replay.ts to re-score estimators
+ * on without an engine.
  */
 import { connect } from "nats";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
-import { estimateOffPolicy, LOGGED_GREEDY, readFeedbackLog, weightsTarget, type LoggedRequest } from "../src/eval/offpolicy.js";
+import { compareOffPolicy, estimateOffPolicy, LOGGED_GREEDY, offPolicyContext, readFeedbackLog, weightsTarget, type LoggedRequest } from "../src/eval/offpolicy.js";
 import { ModelRegistry } from "../src/models/registry.js";
-import { trainRanker } from "../src/train/train-ranker.js";
+import { TRAIN_SHARE, trainRanker } from "../src/train/train-ranker.js";
 import { SIM_DEFAULTS, historyEvents, makeWorld, runPhase, truthOnLog, userId, type PhaseResult, type SimWorld } from "./feedback-sim.js";
 import { appendResults, printTable } from "./report.js";
 
@@ -47,6 +56,7 @@ const { values: a } = parseArgs({
     k: { type: "string", default: "5" },
     "no-record": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
+    dump: { type: "string" },
   },
 });
 const SEED = Number(a.seed);
@@ -124,37 +134,50 @@ async function main(): Promise<void> {
       return log;
     };
     const logA = await readPhase(A);
+    const dumped: { seed: number; train: unknown; runs: unknown[] } = { seed: SEED, train: logA, runs: [] };
     const trained = trainRanker(logA, { modelsDir, source: `stream:${engine.subjects.feedbackStream}` });
     const target = weightsTarget(`ranker@${trained.manifest.version}`, trained.weights);
     console.log(`trained ${trained.manifest.version}: weights ${JSON.stringify(trained.weights)}; evaluation ${JSON.stringify(trained.manifest.evaluation)}`);
     const truthChallengerA = truth(w, logA, (q) => target.slate(q.record));
     const truthGreedyA = truth(w, logA, (q) => LOGGED_GREEDY.slate(q.record));
+    // The gate's evaluation window: the later replies trainRanker scored on.
+    const testA = [...logA].sort((x, y) => x.record.servedAtMs - y.record.servedAtMs).slice(Math.floor(logA.length * TRAIN_SHARE));
+    const gateTruth = truth(w, testA, (q) => target.slate(q.record)) - truth(w, testA, (q) => LOGGED_GREEDY.slate(q.record));
 
     // 4. Off-policy accuracy over seeded runs (logged by the initial policy).
-    let covered = 0;
-    let within = 0;
-    let snCovered = 0;
-    let snWithin = 0;
-    const errs: number[] = [];
-    const snErrs: number[] = [];
+    const ESTIMATORS = [["ips", "IPS"], ["snips", "SNIPS"], ["pbm", "PBM-IPS"], ["pbmSn", "PBM-SNIPS"], ["dr", "DR"]] as const;
+    const acc = ESTIMATORS.map(() => ({ errs: [] as number[], signed: [] as number[], halfWidth: [] as number[], within: 0, covered: 0 }));
+    const diffAcc = { covered: 0, positive: 0, truths: [] as number[] };
     for (let run = 1; run <= RUNS; run++) {
       const P = await runPhase(client, w, { requests: OPE_REQUESTS, seed: SEED * 1000 + 100 + run, k: K, timeMs: now });
       expected += P.published;
       await logged(expected);
       const log = await readPhase(P);
-      const e = estimateOffPolicy(log, target);
+      dumped.runs.push(log);
+      const ctx = offPolicyContext(log);
+      const e = estimateOffPolicy(log, target, ctx);
       const t = truth(w, log, (q) => target.slate(q.record));
-      const err = Math.abs(e.ips.estimate - t) / t;
-      const snErr = Math.abs(e.snips.estimate - t) / t;
-      errs.push(err);
-      snErrs.push(snErr);
-      if (e.ips.low <= t && t <= e.ips.high) covered++;
-      if (e.snips.low <= t && t <= e.snips.high) snCovered++;
-      if (err <= 0.1) within++;
-      if (snErr <= 0.1) snWithin++;
-      console.log(`ope run ${run}: truth ${t.toFixed(4)}; IPS ${e.ips.estimate.toFixed(4)} [${e.ips.low.toFixed(4)}, ${e.ips.high.toFixed(4)}] err ${(err * 100).toFixed(1)}%; ` +
-        `SNIPS ${e.snips.estimate.toFixed(4)} [${e.snips.low.toFixed(4)}, ${e.snips.high.toFixed(4)}] err ${(snErr * 100).toFixed(1)}%; ${e.matched} impressions agree`);
+      const parts: string[] = [];
+      ESTIMATORS.forEach(([key, label], x) => {
+        const i = e[key];
+        const err = (i.estimate - t) / t;
+        acc[x]!.errs.push(Math.abs(err));
+        acc[x]!.signed.push(err);
+        acc[x]!.halfWidth.push((i.high - i.low) / 2 / t);
+        if (Math.abs(err) <= 0.1) acc[x]!.within++;
+        if (i.low <= t && t <= i.high) acc[x]!.covered++;
+        parts.push(`${label} ${i.estimate.toFixed(4)} [${i.low.toFixed(4)}, ${i.high.toFixed(4)}] ${(err * 100).toFixed(1)}%`);
+      });
+      const d = compareOffPolicy(ctx, target, LOGGED_GREEDY);
+      const td = t - truth(w, log, (q) => LOGGED_GREEDY.slate(q.record));
+      diffAcc.truths.push(td);
+      if (d.low <= td && td <= d.high) diffAcc.covered++;
+      if (d.low > 0) diffAcc.positive++;
+      console.log(`ope run ${run}: truth ${t.toFixed(4)}; ${parts.join("; ")}; DR challenger - greedy ${d.estimate.toFixed(4)} [${d.low.toFixed(4)}, ${d.high.toFixed(4)}] vs true ${td.toFixed(4)}; ` +
+        `theta ${ctx.bias?.theta.map((x) => x.toFixed(2)).join(" ")}; ${e.matched} impressions agree in slot, ${e.matchedItems} in item`);
     }
+
+    if (a.dump !== undefined) writeFileSync(a.dump, JSON.stringify(dumped));
 
     // 5. Promote (the registry decides on the evaluation), wait for the swap, serve.
     const reg = await ModelRegistry.open(nc, { prefix });
@@ -187,10 +210,20 @@ async function main(): Promise<void> {
     if (B !== undefined) {
       rows.push(["promoted ranker: true CTR of its greedy replies", B.ctrGreedy.toFixed(4), `ratio to the initial policy ${(B.ctrGreedy / A.ctrGreedy).toFixed(2)}x; target >= 1.2x`]);
     }
+    const g = trained.test.vsLoggedGreedy;
+    rows.push(["the gate: paired DR difference challenger - logged greedy on the evaluation window", `${g.estimate.toFixed(4)} [${g.low.toFixed(4)}, ${g.high.toFixed(4)}]`,
+      `${testA.length} later replies of the log; true difference ${gateTruth.toFixed(4)}; promoted only when the lower bound is > 0`]);
     rows.push(["same logged replies, simulated truth: challenger vs logged greedy", `${truthChallengerA.toFixed(4)} vs ${truthGreedyA.toFixed(4)}`, `ratio ${(truthChallengerA / truthGreedyA).toFixed(2)}x (the challenger re-ranks each reply's pool)`]);
-    rows.push([`off-policy IPS of the challenger, ${RUNS} seeded runs of ${OPE_REQUESTS} replies`, `mean abs error ${pct(mean(errs))}`,
-      `within 10%: ${within}/${RUNS}; 95% interval covers the truth: ${covered}/${RUNS} (target: within 10%, covers >= 90%)`]);
-    rows.push([`off-policy SNIPS, same runs`, `mean abs error ${pct(mean(snErrs))}`, `within 10%: ${snWithin}/${RUNS}; covers: ${snCovered}/${RUNS}`]);
+    ESTIMATORS.forEach(([, label], x) => {
+      const r = acc[x]!;
+      rows.push([`off-policy ${label} of the challenger, ${RUNS} seeded runs of ${OPE_REQUESTS} replies`, `mean abs error ${pct(mean(r.errs))}`,
+        `within 10%: ${r.within}/${RUNS}; 95% interval covers the truth: ${r.covered}/${RUNS}; mean signed error ${pct(mean(r.signed))}; mean half-width ${pct(mean(r.halfWidth))} of the truth`]);
+    });
+    rows.push([`paired DR difference challenger - logged greedy, same runs`, `covers the true difference ${diffAcc.covered}/${RUNS}`,
+      `true difference ${mean(diffAcc.truths).toFixed(4)} on average; lower bound > 0 in ${diffAcc.positive}/${RUNS} runs`]);
+    // Replies an estimate needs for a 95% half-width of 10% of the truth (half-width ~ 1 / sqrt(replies)).
+    const needed = ESTIMATORS.map(([, label], x) => `${label} ${Math.ceil(OPE_REQUESTS * (mean(acc[x]!.halfWidth) / 0.1) ** 2)}`).join(", ");
+    notes.push(`Logged replies an estimate needs for a 95% half-width of 10% of the truth, from the mean half-width at ${OPE_REQUESTS} (scaling as 1/sqrt(replies)): ${needed}.`);
     notes.push(`World: seed ${SEED}, ${w.o.users} users, ${w.o.items} items in ${w.o.categories} categories, ${w.o.liked} liked categories per user, ${w.o.history} history views each; k ${K}. True CTR = expected clicks per shown item from the simulator's known probabilities.`);
     notes.push(`Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`);
     printTable("feedback loop", ["measure", "value", "notes"], rows);

@@ -17,6 +17,7 @@ import { connectNats, natsOptionsOf } from "./bus/connect.js";
 import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-server-launcher.js";
 import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, publishOutbound, replayCatalog } from "./bus/streams.js";
+import { internalKey } from "./bus/internal-key.js";
 import { AudienceAdmin, openDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
 import type { OutboundMessage } from "./bus/event-batch.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
@@ -189,6 +190,8 @@ export class Engine {
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     await ensureStreams(jsm, s, cfg);
+    // Signs and checks hand-overs and forwarded events (README "Identity"); one per deployment, never logged.
+    const internalMacKey = await internalKey(this.#nc.jetstream(), s.engineBucket);
 
     // Read once; never logged. Refused with CONFIG when the data dir was written under another key.
     const pseudonymKey = cfg.pseudonymKeyFile !== undefined ? readPseudonymKey(cfg.pseudonymKeyFile) : undefined;
@@ -217,6 +220,7 @@ export class Engine {
         maxEventBytes: cfg.maxEventBytes,
         maxFutureSkewMs: cfg.maxFutureSkewMs,
         currency: cfg.currency,
+        internalKey: internalMacKey,
       },
       maxActors: cfg.maxActorsPerShard,
       maxActorBytes: cfg.maxActorBytesPerShard,

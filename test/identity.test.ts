@@ -202,8 +202,16 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     await client.publish({ eventId: `${prefix}-bad1`, userId: bystander, type: EventType.IDENTIFY, timestampMs: T0 });
     await client.publish(identify("bad2", bystander, bystander, T0));
     await client.publish(identify("bad3", C, A, T0 + 6 * 3_600_000));
-    await waitFor(() => dlq.length >= 3, { message: "bad identifies not dead-lettered" });
-    expect(dlq.map((d) => d.reason).sort()).toEqual(["IDENTIFY_CYCLE", "IDENTIFY_MISSING_PRIMARY", "IDENTIFY_SAME_ID"]);
+    // Forgeries by a publisher: a real hand-over re-encoded for the bystander with its state changed (the signature no longer
+    // matches), and a VIEW marked forwarded without a signature. Only the engine signs these (the internal key in KV).
+    const real = pb.Event.decode(handovers[0]!.data);
+    const forged = pb.Event.encode({ ...real, eventId: `${prefix}-forged-h`, mergeId: `${prefix}-forged-m`, userId: bystander,
+      handoverState: new TextEncoder().encode(JSON.stringify({ k: "x", p: 0, s: JSON.parse(new TextDecoder().decode(real.handoverState)).s })) }).finish();
+    await client.nc.jetstream().publish(s.events(partitionOf(bystander, P)), forged);
+    await client.nc.jetstream().publish(s.events(partitionOf(bystander, P)),
+      pb.Event.encode({ ...evX[0]!, eventId: `${prefix}-forged-f`, forwarded: true }).finish());
+    await waitFor(() => dlq.length >= 5, { message: "bad identifies and forgeries not dead-lettered" });
+    expect(dlq.map((d) => d.reason).sort()).toEqual(["FORGED_INTERNAL", "FORGED_INTERNAL", "IDENTIFY_CYCLE", "IDENTIFY_MISSING_PRIMARY", "IDENTIFY_SAME_ID"]);
     // Nothing moved: C is as it was, the bystander too.
     await client.publish({ ...evC[0]!, eventId: `${prefix}-c-late`, timestampMs: T0 + 7 * 3_600_000, itemId: "c-late" });
     await waitFor(async () => (await client.getProfile(C)).eventsApplied === 22, { message: "C's marker not applied" });
@@ -235,6 +243,59 @@ describe("identity - one person under several ids", { timeout: 90_000 }, () => {
     expect({ A: hits[A], B: hits[B], C: hits[C] }).toEqual({ A: 0, B: 0, C: 0 });
     expect(hits[bystander]).toBeGreaterThan(0); // the scan does see ids
   });
+
+  it("forget overtaking a hand-over in flight - by the primary or by the secondary, the person stays erased when the hand-over arrives", async () => {
+    const prefix = uniquePrefix("identrace");
+    const dataDir = fx.tmpDir("portrait-identity-race");
+    const o = { subjectPrefix: prefix, dataDir, partitions: P, workers: W };
+    let engine = await fx.startEngine(o);
+    const client = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: P });
+    fx.onCleanup(() => client.close());
+    // Primaries on one partition (behind a backlog, so their hand-overs wait in the stream), secondaries on the other shard.
+    const P1 = idOnShard(prefix, "p1-", 0);
+    const part = partitionOf(P1, P);
+    const onPart = (name: string) => { for (let i = 0; ; i++) if (partitionOf(`${prefix}-${name}${i}`, P) === part) return `${prefix}-${name}${i}`; };
+    const P2 = onPart("p2-");
+    const S1 = idOnShard(prefix, "s1-", 1);
+    const S2 = idOnShard(prefix, "s2-", 1);
+    await client.publishMany([...activity(prefix, P1, "p1", T0, 3), ...activity(prefix, P2, "p2", T0, 3),
+      ...activity(prefix, S1, "s1", T0, 4), ...activity(prefix, S2, "s2", T0, 4)]);
+    await waitFor(async () => {
+      const n = await Promise.all([P1, P2, S1, S2].map(async (u) => (await client.getProfile(u).catch(() => undefined))?.eventsApplied ?? 0));
+      return n.join() === "3,3,4,4";
+    }, { message: "events not applied" });
+    await engine.close();
+
+    // While the engine is down: a backlog on the primaries' partition, then the identifies (on the other shard's partitions).
+    const backlog: IEvent[] = [];
+    const users: string[] = [];
+    for (let i = 0; users.length < 1_500; i++) if (partitionOf(`${prefix}-bl${i}`, P) === part) users.push(`${prefix}-bl${i}`);
+    for (let k = 0; k < 10; k++) {
+      for (const u of users) backlog.push({ eventId: `${u}-${k}`, userId: u, type: EventType.VIEW, timestampMs: T0 + k * 1000, itemId: `i${k}`, categoryId: "c1" });
+    }
+    await client.publishMany(backlog);
+    const identify = (user: string, primary: string): IEvent =>
+      ({ eventId: `${prefix}-id-${user}`, userId: user, type: EventType.IDENTIFY, primaryUserId: primary, timestampMs: T0 + 3_600_000 });
+    await client.publishMany([identify(S1, P1), identify(S2, P2)]);
+
+    engine = await fx.startEngine(o);
+    // Each identify applied (the secondary answers as its primary) while its hand-over still waits behind the backlog (the primary lists no alias).
+    for (const [sec, pri] of [[S1, P1], [S2, P2]] as const) {
+      await waitFor(async () => (await client.getProfile(sec).catch(() => undefined))?.primaryUserId === pri, { message: `${sec}'s identify not applied` });
+    }
+    expect((await client.getProfile(P1)).aliases, "the hand-over was folded before the forget: make the backlog larger").toBe(0);
+    expect((await client.getProfile(P2)).aliases, "the hand-over was folded before the forget: make the backlog larger").toBe(0);
+    // Forget the primary of one, the secondary of the other: each erases both ids.
+    expect(await client.forget(P1)).toMatchObject({ existed: true, mergedIdsErased: 1 });
+    expect(await client.forget(S2)).toMatchObject({ existed: true, mergedIdsErased: 1 });
+    // The backlog drains; the hand-overs arrive after the forgets and are dropped.
+    await waitFor(async () => (await client.getProfile(users.at(-1)!).catch(() => undefined))?.eventsApplied === 10, { timeoutMs: 120_000, message: "backlog not applied" });
+    const dropped = async () => (await engine.metrics.identity.get()).values.find((v) => v.labels.kind === "forgotten_handovers")?.value ?? 0;
+    await waitFor(async () => (await dropped()) === 2, { message: "the two hand-overs were not dropped" });
+    for (const id of [P1, S1, P2, S2]) await expect(client.getProfile(id), id).rejects.toMatchObject({ code: "UNKNOWN_USER" });
+    const hits = scanLmdb(dataDir, [P1, S1, P2, S2], ["profiles", "aliases", "merging"]);
+    expect(hits).toMatchObject({ [P1]: 0, [S1]: 0, [P2]: 0, [S2]: 0 });
+  }, 240_000);
 
   it("identity with pseudonymisation - keys travel between partitions, the primary is named by its pseudonym, LMDB holds no raw id", async () => {
     const prefix = uniquePrefix("identps");

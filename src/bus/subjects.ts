@@ -16,6 +16,7 @@
  * | <prefix>.audience.events.<id>    | `AudienceTransition` per enter/exit, stream <PREFIX>_AUDIENCES, Nats-Msg-Id audience:user:transition |
  * | <prefix>.api.audience.<op>       | request-reply, JSON: create, list, show, delete, count, members, report |
  * | KV bucket <PREFIX>_AUDIENCE_DEFS | audience definitions (JSON), key = audience id; engines watch it |
+ * | KV bucket <PREFIX>_ENGINE        | the engines' own secrets: key `internal-mac-key`, the key that signs hand-overs and forwarded events (created once, by the first engine) |
  * | <prefix>.feedback.served         | the training log (JSON, src/recs/feedback-log.ts): a served reply with its exploration pool, at its first logged impression, stream <PREFIX>_FEEDBACK |
  * | <prefix>.feedback.impression     | the training log: a logged rec_impression (request, item, slot, propensity) |
  * | <prefix>.feedback.click          | the training log: a logged rec_click |
@@ -54,6 +55,8 @@ export interface Subjects {
   audienceEvents(audienceId: string): string;
   /** KV bucket of the audience definitions. */
   readonly audienceBucket: string;
+  /** KV bucket of the deployment's own secrets: the internal key that signs hand-overs and forwarded events (src/bus/internal-key.ts). */
+  readonly engineBucket: string;
   /** Request-reply subject of an audience operation (create, list, show, delete, count, members, report). */
   audienceApi(op: AudienceOp): string;
   /** JetStream stream of the training log of logged recommendation feedback. */
@@ -108,6 +111,7 @@ export function subjects(prefix = "portrait"): Subjects {
     audienceWildcard: `${prefix}.audience.events.*`,
     audienceEvents: (id: string) => `${prefix}.audience.events.${id}`,
     audienceBucket: `${upper}_AUDIENCE_DEFS`,
+    engineBucket: `${upper}_ENGINE`,
     audienceApi: (op: AudienceOp) => `${prefix}.api.audience.${op}`,
     feedbackStream: `${upper}_FEEDBACK`,
     feedbackWildcard: `${prefix}.feedback.*`,

@@ -26,7 +26,7 @@ import { trainChurn } from "../train/train-churn.js";
 import { trainLstm } from "../train/train-lstm.js";
 import { SENTIMENT_DATA_FILE, trainSentiment } from "../train/train-sentiment.js";
 import { trainRanker } from "../train/train-ranker.js";
-import { estimateOffPolicy, LOGGED_GREEDY, namedTarget, readFeedbackLog, weightsTarget, type LoggedRequest, type TargetPolicy } from "../eval/offpolicy.js";
+import { estimateOffPolicy, LOGGED_GREEDY, namedTarget, offPolicyContext, readFeedbackLog, weightsTarget, type LoggedRequest, type TargetPolicy } from "../eval/offpolicy.js";
 import { readRankerWeights } from "../models/ranker-model.js";
 import { subjects } from "../bus/subjects.js";
 import { existsSync } from "node:fs";
@@ -203,7 +203,7 @@ export function registerModelCommands(program: Command, datasets: string): void 
   const evalCmd = program.command("eval").description("evaluate a model against baselines on a held-out later time window");
 
   evalCmd.command("offpolicy")
-    .description("IPS and self-normalised IPS estimates (95% intervals) of a ranking policy's click-through rate from the training log of logged impressions and clicks")
+    .description("estimates (95% intervals) of a ranking policy's click-through rate from the training log of logged impressions and clicks: slot-level IPS and SNIPS; item-level PBM-IPS, PBM-SNIPS and doubly robust under the position-based click model")
     .option("--policy <policy>", 'what to estimate: "logged-greedy", a ranking policy ("source:category", "prior"), a ranker version directory, or ranker@<version> under --models (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option("--models <dir>", "models directory (for ranker@<version>)", BUNDLED_MODELS_DIR)
     .option("--nats <url>", "NATS server of the training log", "nats://127.0.0.1:4222")
@@ -212,14 +212,19 @@ export function registerModelCommands(program: Command, datasets: string): void 
     .action(async (f: { policy: string[]; models: string; nats: string; prefix: string; json?: boolean }) => {
       const { requests, source } = await readFeedback(f);
       const policies = f.policy.length > 0 ? f.policy : ["logged-greedy"];
-      const rows = policies.map((p) => estimateOffPolicy(requests, offPolicyTarget(p, f.models)));
+      const ctx = offPolicyContext(requests);
+      const rows = policies.map((p) => estimateOffPolicy(requests, offPolicyTarget(p, f.models), ctx));
       if (f.json) {
-        console.log(JSON.stringify({ source, estimates: rows }, null, 2));
+        console.log(JSON.stringify({ source, positionBias: ctx.bias?.theta ?? null, estimates: rows }, null, 2));
         return;
       }
       const fmt = (i: { estimate: number; low: number; high: number }) => `${i.estimate.toFixed(4)} [${i.low.toFixed(4)}, ${i.high.toFixed(4)}]`;
       console.log(`${source}: ${rows[0]?.requests ?? 0} replies, ${rows[0]?.impressions ?? 0} logged impressions, logged CTR ${(rows[0]?.logged ?? NaN).toFixed(4)}`);
-      for (const r of rows) console.log(`${r.policy}: IPS ${fmt(r.ips)}  SNIPS ${fmt(r.snips)}  (${r.matched} impressions agree)`);
+      console.log(`position bias (slot 0 = 1, from ${ctx.bias?.replies ?? 0} exploring replies): ${ctx.bias?.theta.map((t) => t.toFixed(3)).join(" ") ?? `none: no item-level estimates (${ctx.noItemLevel ?? "?"})`}`);
+      for (const r of rows) {
+        console.log(`${r.policy}: IPS ${fmt(r.ips)}  SNIPS ${fmt(r.snips)}  (${r.matched} impressions agree in item and slot)`);
+        console.log(`${" ".repeat(r.policy.length)}  PBM-IPS ${fmt(r.pbm)}  PBM-SNIPS ${fmt(r.pbmSn)}  DR ${fmt(r.dr)}  (${r.matchedItems} impressions of its items)`);
+      }
     });
   type EvalFlags = { datasets: string; models: string; model?: string; json?: boolean; markdown?: boolean };
   const dirOf = (name: string, f: EvalFlags) => resolveModel(f.models, f.model ? `${name}@${f.model}` : name).dir;

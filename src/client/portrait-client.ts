@@ -50,6 +50,8 @@ export interface ForgetResult {
   existed: boolean;
   /** Id of the Tombstone stored on `<prefix>.tombstones` (stream `<PREFIX>_TOMBSTONES`) for this forget; also its `Nats-Msg-Id`. */
   tombstoneEventId: string;
+  /** The other ids of the same person erased with it (README "Identity"), each with its own tombstone. */
+  mergedIdsErased: number;
 }
 
 export interface RecommendOptions {
@@ -217,7 +219,7 @@ export class PortraitClient {
   async forget(userId: string): Promise<ForgetResult> {
     const data = await this.#request(this.subjects.forget, pb.ForgetRequest.encode({ userId }).finish());
     const r = pb.ForgetReply.decode(data);
-    return { existed: r.existed, tombstoneEventId: r.tombstoneEventId };
+    return { existed: r.existed, tombstoneEventId: r.tombstoneEventId, mergedIdsErased: r.mergedIdsErased };
   }
 
   /** Adds or changes a catalog item (e.g. marks it unavailable); resolves once the engine applied and stored it. */

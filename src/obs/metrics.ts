@@ -20,7 +20,7 @@ export interface ShardStats {
   /** Item events posted after waiting for room in the recs worker's queue (back-pressure, recs option maxItemEventWaitMs). */
   itemEventsWaited: number;
   /** Identity counters since start (README "Identity"): identifies, merges folded, duplicate hand-overs skipped, events forwarded, alias-table reads. */
-  identity?: { identifies: number; merges: number; duplicateMerges: number; forwarded: number; aliasReads: number };
+  identity?: { identifies: number; merges: number; duplicateMerges: number; forwarded: number; forgottenHandovers: number; aliasReads: number };
   heap: HeapStats;
 }
 
@@ -221,14 +221,14 @@ export class EngineMetrics {
   });
   readonly identity = new Counter({
     name: "portrait_identity_total",
-    help: "Identity work of the shards (README \"Identity\"), by kind: identifies (merges started), merges (hand-overs folded), duplicate_merges (hand-overs whose merge id was folded before), forwarded (events of an alias sent to its primary's partition), alias_reads (alias-table reads on ingest).",
+    help: "Identity work of the shards (README \"Identity\"), by kind: identifies (merges started), merges (hand-overs folded), duplicate_merges (hand-overs whose merge id was folded before), forwarded (events of an alias sent to its primary's partition), forgotten_handovers (hand-overs dropped because their primary was forgotten while they were in flight), alias_reads (alias-table reads on ingest).",
     labelNames: ["kind"] as const,
     registers: [this.registry],
     collect: async () => {
       for (const st of await this.#scrapeShards()) {
         if (st.identity === undefined) continue;
         for (const [kind, v] of [["identifies", st.identity.identifies], ["merges", st.identity.merges], ["duplicate_merges", st.identity.duplicateMerges],
-          ["forwarded", st.identity.forwarded], ["alias_reads", st.identity.aliasReads]] as const) {
+          ["forwarded", st.identity.forwarded], ["forgotten_handovers", st.identity.forgottenHandovers], ["alias_reads", st.identity.aliasReads]] as const) {
           const key = `${st.shard}/${kind}`;
           const seen = this.#identitySeen.get(key) ?? 0;
           if (v > seen) {

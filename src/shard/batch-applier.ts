@@ -31,12 +31,14 @@ import type { AudienceRunner } from "./audience-runner.js";
 import { timerOf, type TransitionReason } from "../actors/audience-state.js";
 import { eventBit } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
-import type { AliasEntry, IdentityWrites, SideWrites } from "../store/profile-store.js";
+import { mergingKey, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
+
+const NO_KEY = new Uint8Array(0);
 
 export interface BatchApplierDeps {
   shard: number;
@@ -73,6 +75,8 @@ export interface IdentityStats {
   duplicateMerges: number;
   /** Events forwarded from an alias to its primary's partition. */
   forwarded: number;
+  /** Hand-overs dropped because the primary was forgotten while they were in flight. */
+  forgottenHandovers: number;
   /** Alias-table reads from LMDB on ingest (users without an actor in memory). */
   aliasReads: number;
 }
@@ -106,7 +110,11 @@ export class BatchApplier {
   #watermarkMs = 0;
   /** Alias entries written by batches not committed yet (LMDB has them once they are). */
   readonly #pendingAliases = new Map<string, AliasEntry>();
-  readonly identity: IdentityStats = { identifies: 0, merges: 0, duplicateMerges: 0, forwarded: 0, aliasReads: 0 };
+  /** Signs hand-overs and forwarded events (src/wire/internal-mac.ts); without a key (tests of a bare pool) they are neither signed meaningfully nor checked. */
+  get #internalKey(): Uint8Array {
+    return this.#d.validation.internalKey ?? NO_KEY;
+  }
+  readonly identity: IdentityStats = { identifies: 0, merges: 0, duplicateMerges: 0, forwarded: 0, forgottenHandovers: 0, aliasReads: 0 };
 
   constructor(d: BatchApplierDeps) {
     this.#d = d;
@@ -173,7 +181,7 @@ export class BatchApplier {
     // Writes and messages of the batch besides the states: audiences, identity (outbox entries of hand-overs and forwards).
     const side: SideWrites = { puts: [], removes: [] };
     const outbound: OutboundMessage[] = [];
-    const identity: IdentityWrites = { removeProfiles: [], aliasPuts: [] };
+    const identity: IdentityWrites = { removeProfiles: [], aliasPuts: [], mergingPuts: [], mergingRemoves: [] };
     const wholeEval = new Set<string>();
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
@@ -257,7 +265,7 @@ export class BatchApplier {
     d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
-    const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0;
+    const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
     const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side, hasIdentity ? identity : undefined);
     if (hasIdentity) {
       // Once committed, LMDB answers for these aliases.
@@ -300,7 +308,7 @@ export class BatchApplier {
       // The key is an alias: an IDENTIFY naming its primary again changes nothing; anything else goes on to the primary.
       if (e.type === EventType.IDENTIFY && this.#primaryKey(e) === alias[0]) return "skipped";
       if (e.hops >= MAX_HOPS) return { reason: "IDENTIFY_CYCLE", detail: `forwarded ${e.hops} times along aliases: the aliases form a loop` };
-      toOutbox(partition, forwardMessage(d.subjects, e, seq, alias), b.side, b.outbound);
+      toOutbox(partition, forwardMessage(d.subjects, this.#internalKey, e, seq, alias), b.side, b.outbound);
       this.identity.forwarded++;
       return "applied";
     }
@@ -316,7 +324,7 @@ export class BatchApplier {
       const mergeId = mergeIdOf(d.subjects, partition, seq);
       // A forwarded IDENTIFY carries the primary's raw id too: its partition is the raw id's.
       const entry: AliasEntry = [primaryKey, partitionOf(e.primaryUserId, d.partitionCount), mergeId];
-      toOutbox(partition, handoverMessage(d.subjects, mergeId, entry, e.timestampMs, { k: secondary, p: partition, s: u }), b.side, b.outbound);
+      toOutbox(partition, handoverMessage(d.subjects, this.#internalKey, mergeId, entry, e.timestampMs, { k: secondary, p: partition, s: u, o: primaryKey }), b.side, b.outbound);
       // The secondary's memberships end here (reason "merged"); the primary re-evaluates its own on the merged state.
       const exits = d.audiences.forget(secondary, u, Math.max(d.clock.now(), u.lastSeenMs), "merged");
       b.side.puts.push(...exits.side.puts);
@@ -324,6 +332,8 @@ export class BatchApplier {
       b.outbound.push(...exits.out);
       b.identity.removeProfiles.push(secondary);
       b.identity.aliasPuts.push([secondary, entry]);
+      // In flight until the primary folds it: a forget of the primary meanwhile finds it and marks it forgotten.
+      b.identity.mergingPuts.push([mergingKey(primaryKey, secondary), [mergeId, partition]]);
       this.#pendingAliases.set(secondary, entry);
       b.dirty.delete(secondary);
       b.types.delete(secondary);
@@ -335,6 +345,17 @@ export class BatchApplier {
     // IDENTITY_HANDOVER on the primary's partition.
     const primary = e.userId;
     const h = readHandover(e);
+    // The merge's entry in flight, under the primary it was made for (a hand-over may reach a later primary through its aliases).
+    const inFlight = mergingKey(h.o ?? primary, h.k);
+    const m = d.store.merging(h.o ?? primary, h.k);
+    if (m !== undefined && m[0] === e.mergeId) {
+      b.identity.mergingRemoves.push(inFlight);
+      if (m[2] !== undefined) {
+        // The primary was forgotten while this hand-over was in flight: the person is erased, not started again from the secondary's data.
+        this.identity.forgottenHandovers++;
+        return "applied";
+      }
+    }
     const actor = d.actors.actor(primary);
     const u = actor.state;
     if ((u.mg ?? []).includes(e.mergeId)) {
@@ -467,14 +488,20 @@ export class BatchApplier {
     const alias = this.aliasOf(key);
     if (alias !== undefined) return { ok: true, existed: true, outbound: [], key, alias: [alias[0], alias[1]] };
     const existed = d.actors.has(key);
-    const aliases = d.actors.state(key)?.al ?? [];
+    const aliases = (d.actors.state(key)?.al ?? []).map(([k, p]) => [k, p] as [string, number]);
+    // Merges into it whose hand-over is still in flight: marked forgotten (their hand-over is dropped on arrival), their ids erased too.
+    const marked: [string, MergingEntry][] = [];
+    for (const [k, [mergeId, p, forgotten]] of d.store.mergesInFlight(key)) {
+      marked.push([mergingKey(key, k), [mergeId, p, forgotten ?? Date.now()]]);
+      if (!aliases.some(([x]) => x === k)) aliases.push([k, p]);
+    }
     // Exits from every audience (reason "forgotten"), committed with the removal of the state.
     const exits = d.audiences.forget(key, d.actors.state(key), Math.max(d.clock.now(), d.actors.state(key)?.lastSeenMs ?? 0));
     // Batches applied before this point: their puts commit before the removal, and their item events must reach the recs worker first.
     const before = [...this.#inflight];
     try {
       await d.actors.erase(key, async () => {
-        await d.store.removeStateWith(key, exits.side);
+        await d.store.removeStateWith(key, exits.side, [], marked);
         await Promise.all(before);
       });
     } catch (err) {
@@ -482,7 +509,7 @@ export class BatchApplier {
     }
     // Always posted (never dropped, not counted in the queue bound): the recs worker must forget the user.
     void d.itemEvents?.forget(key);
-    return { ok: true, existed, outbound: exits.out, key, ...(aliases.length > 0 ? { aliases: aliases.map(([k, p]) => [k, p] as [string, number]) } : {}) };
+    return { ok: true, existed: existed || marked.length > 0, outbound: exits.out, key, ...(aliases.length > 0 ? { aliases } : {}) };
   }
 
   /** Removes an alias entry (its primary was forgotten): after the batches in flight, like forget. */

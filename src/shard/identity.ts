@@ -12,11 +12,14 @@
  * - A later event of A is forwarded: the same event with user_id = B's key,
  *   `forwarded` set, on B's partition, through the same outbox, with
  *   Nats-Msg-Id `<prefix>:x:<stream sequence>` (once per original event).
+ * - Both are signed with the deployment's internal key (src/wire/internal-mac.ts):
+ *   a publisher cannot forge them.
  */
 import type { UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { AliasEntry, SideWrites } from "../store/profile-store.js";
+import { signInternal } from "../wire/internal-mac.js";
 import { EventType, pb, type Event } from "../wire/proto.js";
 
 /** Most forwards of one event along alias chains before it is dead-lettered (IDENTIFY_CYCLE). */
@@ -24,9 +27,13 @@ export const MAX_HOPS = 16;
 
 /** What a hand-over carries: the secondary's key, its partition and its state. */
 export interface HandoverPayload {
+  /** The secondary's key and partition. */
   k: string;
   p: number;
+  /** The secondary's state. */
   s: UserState;
+  /** The primary's key the merge was made for (its `merging` entry); absent in hand-overs written before it was carried. */
+  o?: string;
 }
 
 const encoder = new TextEncoder();
@@ -38,7 +45,7 @@ export function mergeIdOf(s: Subjects, partition: number, seq: number): string {
 }
 
 /** The hand-over message of a merge, to B's partition. */
-export function handoverMessage(s: Subjects, mergeId: string, primary: AliasEntry, atMs: number, payload: HandoverPayload): OutboundMessage {
+export function handoverMessage(s: Subjects, key: Uint8Array, mergeId: string, primary: AliasEntry, atMs: number, payload: HandoverPayload): OutboundMessage {
   // Not carried: the LSTM state (re-encoded by the primary) and the memberships (the secondary exits them; the primary re-evaluates).
   const state = { ...payload.s };
   delete state.lstm;
@@ -46,9 +53,9 @@ export function handoverMessage(s: Subjects, mergeId: string, primary: AliasEntr
   if (state.aud !== undefined) state.aud = { ...state.aud, m: {} };
   const data = pb.Event.encode({
     eventId: mergeId, userId: primary[0], type: EventType.IDENTITY_HANDOVER, timestampMs: atMs, mergeId,
-    handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state })), forwarded: true,
+    handoverState: encoder.encode(JSON.stringify({ k: payload.k, p: payload.p, s: state, o: payload.o })), forwarded: true,
   }).finish();
-  return { subject: s.events(primary[1]), msgId: mergeId, data };
+  return { subject: s.events(primary[1]), msgId: mergeId, data: signInternal(key, data) };
 }
 
 export function readHandover(e: Event): HandoverPayload {
@@ -56,9 +63,11 @@ export function readHandover(e: Event): HandoverPayload {
 }
 
 /** An event of an alias, forwarded to its primary's partition (one more hop). */
-export function forwardMessage(s: Subjects, e: Event, seq: number, to: AliasEntry): OutboundMessage {
-  const data = pb.Event.encode({ ...e, userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
-  return { subject: s.events(to[1]), msgId: `${s.prefix}:x:${seq}`, data };
+export function forwardMessage(s: Subjects, key: Uint8Array, e: Event, seq: number, to: AliasEntry): OutboundMessage {
+  // The signature it arrived with (a forward of a forward) is not carried: the new one is appended.
+  const { internalMac: _signed, ...event } = e;
+  const data = pb.Event.encode({ ...event, userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
+  return { subject: s.events(to[1]), msgId: `${s.prefix}:x:${seq}`, data: signInternal(key, data) };
 }
 
 /** Puts a message in the partition's outbox (committed with the batch) and in the batch's outbound list. */

@@ -28,6 +28,13 @@
  *   secondary's partition in the batch of its IDENTIFY (with the removal of
  *   its profile and the hand-over in the outbox), read on ingest when a user
  *   has no actor in memory, removed when the merged user is forgotten.
+ * - db `merging` (README "Identity"): "<primary key>\0<secondary key>" ->
+ *   [merge id, secondary's partition, forgotten ms?]: a merge whose hand-over
+ *   has not been folded yet. Written with the alias entry, removed by the
+ *   primary's partition in the batch that folds (or drops) the hand-over. A
+ *   forget of the primary marks its entries forgotten (with the removal of the
+ *   profile), and a hand-over whose entry is marked is dropped, not folded: a
+ *   forget that overtakes a hand-over does not resurrect the person.
  *
  * Writes are lmdb-js asynchronous puts: every put issued in one event turn is
  * committed in one transaction, and the returned promise resolves when it is
@@ -63,10 +70,20 @@ export interface SideWrites {
 /** An entry of the alias table: [primary key, primary's partition, merge id]. */
 export type AliasEntry = [string, number, string];
 
-/** Identity writes that commit with a batch: profiles removed (merged into another id), alias entries. */
+/** An entry of the `merging` table: [merge id, secondary's partition, when its primary was forgotten (ms), if it was]. */
+export type MergingEntry = [string, number, number?];
+
+/** The key of a merge in flight in the `merging` table. */
+export function mergingKey(primaryKey: string, secondaryKey: string): string {
+  return `${primaryKey}\u0000${secondaryKey}`;
+}
+
+/** Identity writes that commit with a batch: profiles removed (merged into another id), alias entries, merges in flight. */
 export interface IdentityWrites {
   removeProfiles: string[];
   aliasPuts: [string, AliasEntry][];
+  mergingPuts: [string, MergingEntry][];
+  mergingRemoves: string[];
 }
 
 export interface ProfileStoreOptions {
@@ -106,6 +123,7 @@ export class ProfileStore {
   readonly #chain: Database<number, string>;
   readonly #aud: Database<unknown, AudienceKey>;
   readonly #aliases: Database<AliasEntry, string>;
+  readonly #merging: Database<MergingEntry, string>;
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
@@ -126,6 +144,22 @@ export class ProfileStore {
     this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
     this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
     this.#aliases = this.#root.openDB<AliasEntry, string>({ name: "aliases", encoding: "msgpack" });
+    this.#merging = this.#root.openDB<MergingEntry, string>({ name: "merging", encoding: "msgpack" });
+  }
+
+  /** A merge in flight into `primaryKey` from `secondaryKey` (db `merging`), or undefined. */
+  merging(primaryKey: string, secondaryKey: string): MergingEntry | undefined {
+    return this.#merging.get(mergingKey(primaryKey, secondaryKey));
+  }
+
+  /** The merges into `primaryKey` whose hand-over is not folded yet: [secondary key, entry]. */
+  mergesInFlight(primaryKey: string): [string, MergingEntry][] {
+    const start = mergingKey(primaryKey, "");
+    const out: [string, MergingEntry][] = [];
+    for (const { key, value } of this.#merging.getRange({ start, end: `${primaryKey}\u0001` })) {
+      out.push([(key as string).slice(start.length), value]);
+    }
+    return out;
   }
 
   /** The committed alias entry of a key (README "Identity"), or undefined when the key is not an alias. */
@@ -169,14 +203,16 @@ export class ProfileStore {
 
   /**
    * Removes a user's state together with the audience writes of its
-   * forgetting (exits in the outbox, members, counts, timers), in one
-   * transaction. STORAGE_FAILED when it cannot commit.
+   * forgetting (exits in the outbox, members, counts, timers), the alias
+   * entries given and the merges in flight into it marked forgotten
+   * (`mergingPuts`), in one transaction. STORAGE_FAILED when it cannot commit.
    */
-  async removeStateWith(userId: string, side: SideWrites, aliasKeys: readonly string[] = []): Promise<void> {
+  async removeStateWith(userId: string, side: SideWrites, aliasKeys: readonly string[] = [], mergingPuts: readonly [string, MergingEntry][] = []): Promise<void> {
     try {
       await this.#root.transaction(() => {
         void this.#profiles.remove(userId);
         for (const k of aliasKeys) void this.#aliases.remove(k);
+        for (const [k, v] of mergingPuts) void this.#merging.put(k, v);
         for (const [k, v] of side.puts) void this.#aud.put(k, v);
         for (const k of side.removes) void this.#aud.remove(k);
       });
@@ -260,6 +296,8 @@ export class ProfileStore {
       if (identity !== undefined) {
         for (const k of identity.removeProfiles) void this.#profiles.remove(k).catch(() => undefined);
         for (const [k, v] of identity.aliasPuts) void this.#aliases.put(k, v).catch(() => undefined);
+        for (const [k, v] of identity.mergingPuts) void this.#merging.put(k, v).catch(() => undefined);
+        for (const k of identity.mergingRemoves) void this.#merging.remove(k).catch(() => undefined);
       }
       void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
       void this.#chain.put(key, 0, next).catch(() => undefined);

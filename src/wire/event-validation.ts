@@ -4,6 +4,7 @@
  * in), so a redelivered event gets the same verdict as the first time.
  */
 import { partitionOf } from "./partition.js";
+import { verifyInternal } from "./internal-mac.js";
 import { EventType, pb, plainBytes, type Event } from "./proto.js";
 
 /**
@@ -50,6 +51,8 @@ export const DeadLetterReason = {
   IDENTIFY_CYCLE: "IDENTIFY_CYCLE",
   /** An IDENTITY_HANDOVER without merge_id or state, or not marked forwarded (only the engine publishes them). */
   BAD_HANDOVER: "BAD_HANDOVER",
+  /** An event marked forwarded (a hand-over, or an event forwarded from an alias) without the engine's valid signature (internal_mac). */
+  FORGED_INTERNAL: "FORGED_INTERNAL",
   /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
   BAD_PROPENSITY: "BAD_PROPENSITY",
   /**
@@ -78,6 +81,8 @@ export interface EventValidationOptions {
   maxFutureSkewMs: number;
   /** When set, the only accepted non-empty currency (ISO 4217). */
   currency?: string | undefined;
+  /** The deployment's internal key: when set, an event marked forwarded needs its signature (src/wire/internal-mac.ts). */
+  internalKey?: Uint8Array | undefined;
 }
 
 export type DecodeResult =
@@ -163,6 +168,10 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
     if (t !== EventType.REC_IMPRESSION && t !== EventType.REC_CLICK) return fail("BAD_PROPENSITY", "rec_propensity is only for REC_IMPRESSION and REC_CLICK");
     if (!(q > 0 && q <= 1)) return fail("BAD_PROPENSITY", `rec_propensity ${q} is not in (0, 1]`);
     if (e.recRequestId === "") return fail("BAD_PROPENSITY", "rec_propensity without rec_request_id");
+  }
+  // Only the engine forwards: its signature is checked before the event's key or partition is trusted.
+  if (e.forwarded && o.internalKey !== undefined && !verifyInternal(o.internalKey, bytes)) {
+    return fail("FORGED_INTERNAL", "forwarded is set but the engine's signature (internal_mac) is missing or wrong: only the engine publishes hand-overs and forwarded events");
   }
   // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
   const p = e.forwarded ? partition : partitionOf(e.userId, o.partitions);
