@@ -82,7 +82,7 @@ describe("risk - detectors on hand-made sequences", () => {
   });
 
   it("risk - an empty state scores 0 with reasons", () => {
-    const v = riskView(undefined, 0, 0);
+    const v = riskView(undefined, { refunds: 0, purchases: 0, orders: 0 });
     expect([v.velocity.score, v.refundAbuse.score, v.accountSharing.score]).toEqual([0, 0, 0]);
     expect(v.velocity.reason).not.toBe("");
   });

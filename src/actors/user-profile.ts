@@ -37,7 +37,7 @@
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
 import type { AudienceState } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
-import { newRiskState, observeRisk, riskView, type RiskState, type RiskView } from "./risk.js";
+import { newRiskState, observeRisk, riskCounts, riskView, type RiskState, type RiskView } from "./risk.js";
 
 /** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
 export interface ProfileEvent {
@@ -599,7 +599,7 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     asOfMs,
     eventsApplied: s.n,
     ...(s.rv !== undefined ? { reviews: reviewsView(s.rv, f)! } : {}),
-    risk: riskView(s.rk, s.counts[EventType.REFUND] ?? 0, purchases),
+    risk: riskView(s.rk, riskCounts(s)),
     primaryUserId: userId,
     aliases: s.al?.length ?? 0,
   };

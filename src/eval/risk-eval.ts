@@ -21,7 +21,7 @@
  */
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../actors/user-profile.js";
 import { compileProfileOptions } from "../actors/profile-options.js";
-import { riskScores } from "../actors/risk.js";
+import { riskCounts, riskScores } from "../actors/risk.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../data/types.js";
 import { seededRandom } from "../models/seeded-random.js";
@@ -79,11 +79,11 @@ export function scoreReplay(events: Ev[], planted: ReadonlySet<string>, signal: 
   let tp = 0;
   const fps: string[] = [];
   for (const [user, s] of states) {
-    const score = riskScores(s.rk, s.counts[EventType.REFUND] ?? 0, s.counts[EventType.PURCHASE] ?? 0)[SIGNAL_INDEX[signal]];
+    const score = riskScores(s.rk, riskCounts(s))[SIGNAL_INDEX[signal]];
     if (score < 1) continue;
     flagged++;
     if (planted.has(user)) tp++;
-    else if (fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${s.rk?.f}, peak ${s.rk?.pk.toFixed(2)}/s, concurrent ${s.rk?.cp}, quick ${s.rk?.q}`);
+    else if (fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${s.rk?.f}, peak ${s.rk?.pk.toFixed(2)}/s, concurrent ${s.rk?.cp}, quick ${s.rk?.q} in ${s.rk?.qo ?? 0} of ${s.orders} orders`);
   }
   return {
     signal, log, users: states.size, planted: planted.size, flagged, truePositives: tp,

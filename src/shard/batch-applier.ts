@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
+import { riskCounts, riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -224,9 +224,9 @@ export class BatchApplier {
       const review = analyseReviewEvent(sentiment, e);
       if (review !== undefined) (e as ProfileEvent).review = review;
       const st = actor.state;
-      const riskBefore = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0);
+      const riskBefore = riskFlagBits(st.rk, riskCounts(st));
       applyEvent(st, e, d.profile);
-      const riskNew = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0) & ~riskBefore;
+      const riskNew = riskFlagBits(st.rk, riskCounts(st)) & ~riskBefore;
       if (riskNew !== 0) {
         riskFlags ??= {};
         for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
