@@ -336,6 +336,8 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
     case "risk.velocity": return (c) => riskScores(c.u.rk, riskCounts(c.u))[0];
     case "risk.refundAbuse": return (c) => riskScores(c.u.rk, riskCounts(c.u))[1];
     case "risk.accountSharing": return (c) => riskScores(c.u.rk, riskCounts(c.u))[2];
+    case "social.following": return (c) => c.u.so?.o ?? 0;
+    case "social.followers": return (c) => c.u.so?.i ?? 0;
     default: return () => undefined;
   }
 }
