@@ -4,7 +4,8 @@
  * audience fields, and the engine end to end with 4 partitions on 2 shard
  * workers: a follow reaches the other user's actor through the bus (its
  * followers), its answer comes back (the follower's friends' interests), bad
- * social events are dead-lettered with their reason, and the beyondClicks
+ * social events are dead-lettered with their reason, a forgotten followed
+ * user leaves no id in LMDB (followers keep hashes), and the beyondClicks
  * switch turns reviews, social ties and risk off.
  */
 import { describe, expect, it } from "vitest";
@@ -16,9 +17,10 @@ import { applyEvent, newUserState } from "../src/actors/user-profile.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
-import { partitionOf } from "../src/wire/partition.js";
+import { fnv1a32String, partitionOf } from "../src/wire/partition.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
+import { scanLmdb } from "./helpers/lmdb-scan.js";
 import { useEngineFixture } from "./helpers/fixture.js";
 import { waitFor } from "./helpers/nats.js";
 
@@ -28,11 +30,11 @@ describe("social - the profile's social part", () => {
     expect(follow(s, "b")).toBe("new");
     expect(follow(s, "c")).toBe("new");
     expect(follow(s, "b")).toBe("again");
-    expect([s.o, s.fo]).toEqual([2, ["c", "b"]]);
+    expect([s.o, s.fo]).toEqual([2, [fnv1a32String("c"), fnv1a32String("b")]]);
     expect(unfollow(s, "d")).toBe(false);
     expect(s.o).toBe(2);
     expect(unfollow(s, "c")).toBe(true);
-    expect([s.o, s.fo]).toEqual([1, ["b"]]);
+    expect([s.o, s.fo]).toEqual([1, [fnv1a32String("b")]]);
     // In-degree never goes below 0.
     followedBy(s, -1);
     followedBy(s, 1);
@@ -42,7 +44,7 @@ describe("social - the profile's social part", () => {
     for (let k = 0; k < SOCIAL.followingKept + 2; k++) follow(many, `u${k}`);
     expect(many.o).toBe(SOCIAL.followingKept + 2);
     expect(many.fo.length).toBe(SOCIAL.followingKept);
-    expect(many.fo[0]).toBe("u2");
+    expect(many.fo[0]).toBe(fnv1a32String("u2"));
     expect(unfollow(many, "u0")).toBe(true);
     expect(unfollow(many, "u1")).toBe(true);
     // Now every followed id is kept: an unknown one is refused.
@@ -68,7 +70,7 @@ describe("social - the profile's social part", () => {
     }
     expect(s.fr.length).toBe(SOCIAL.friendSample);
     expect(s.fr.every(([, cats]) => cats.length === SOCIAL.friendCategories)).toBe(true);
-    expect(s.fr[0]![0]).toBe("f3");
+    expect(s.fr[0]![0]).toBe(fnv1a32String("f3"));
     // "shared" is in every friend's top 3 at 0.3; each c<k> in one friend's at 0.5.
     const view = friendsInterests(s, 100);
     expect(view[0]!.key).toBe("shared");
@@ -121,7 +123,7 @@ describe("social - engine", () => {
 
   it("social - follows reach the other user's actor through the bus; friends' interests come back; bad social events are dead-lettered", async () => {
     const prefix = uniquePrefix("social");
-    await fx.startEngine({ subjectPrefix: prefix, partitions: P, workers: W, lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", sentimentModel: "off" });
+    const engine = await fx.startEngine({ subjectPrefix: prefix, partitions: P, workers: W, lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", sentimentModel: "off" });
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: P });
     const s = subjects(prefix);
     const dlq: { reason: string; user: string }[] = [];
@@ -180,6 +182,12 @@ describe("social - engine", () => {
     await waitFor(async () => (await client.getProfile(B)).social?.sharesReceived === 1, { message: "marker share not received" });
     expect((await client.getProfile(A)).social).toMatchObject({ following: 1, sharesSent: 2 });
     expect((await client.getProfile(C)).social).toMatchObject({ followers: 0, following: 1 });
+
+    // Followers keep no id of whom they follow: once B is forgotten, LMDB holds no trace of B's id.
+    await client.forget(B);
+    const hits = scanLmdb(engine.config.dataDir, [B, A], ["profiles"]);
+    expect(hits[B]).toBe(0);
+    expect(hits[A]).toBeGreaterThan(0); // the scan does see ids
   });
 
   it("social - beyondClicks off: reviews, social ties and risk are acknowledged and change nothing beyond clicks", async () => {

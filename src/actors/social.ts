@@ -24,6 +24,8 @@
  * - shares: SHAREs sent, and SHARED notices received.
  */
 
+import { fnv1a32String } from "../wire/partition.js";
+
 /** Bounds of the social part of a profile (see the header). */
 export const SOCIAL = Object.freeze({
   /** Followed ids kept per profile (exact degrees and checks up to it). */
@@ -36,8 +38,8 @@ export const SOCIAL = Object.freeze({
   friendsInterestsTop: 8,
 });
 
-/** One sampled friend: [key, categories, their shares]. */
-export type FriendInterest = [string, string[], number[]];
+/** One sampled friend: [fnv1a32 of their key, categories, their shares]. */
+export type FriendInterest = [number, string[], number[]];
 
 /** The stored part (short names: every byte of a profile is written on every change). */
 export interface SocialState {
@@ -47,8 +49,13 @@ export interface SocialState {
   /** Shares sent and received. */
   ss: number;
   sr: number;
-  /** Followed ids (keys), oldest first, at most SOCIAL.followingKept. */
-  fo: string[];
+  /**
+   * Followed ids, oldest first, at most SOCIAL.followingKept: fnv1a32 of
+   * their keys, not the ids (a forget of a followed user leaves no id of
+   * theirs in their followers' profiles; two ids among 128 share a hash with
+   * odds of about 4e-6).
+   */
+  fo: number[];
   /** The friends' interests sample, oldest first, at most SOCIAL.friendSample. */
   fr: FriendInterest[];
 }
@@ -59,25 +66,27 @@ export function newSocialState(): SocialState {
 
 /** A follow of `key`: "new" (out-degree + 1) or "again" (already followed: no degree changes, the friend's interests are asked again). */
 export function follow(s: SocialState, key: string): "new" | "again" {
-  const k = s.fo.indexOf(key);
+  const h = fnv1a32String(key);
+  const k = s.fo.indexOf(h);
   if (k >= 0) {
     s.fo.splice(k, 1);
-    s.fo.push(key);
+    s.fo.push(h);
     return "again";
   }
   s.o++;
-  s.fo.push(key);
+  s.fo.push(h);
   if (s.fo.length > SOCIAL.followingKept) s.fo.shift();
   return "new";
 }
 
 /** An unfollow of `key`: false when the user does not follow it (as far as the kept ids tell). */
 export function unfollow(s: SocialState, key: string): boolean {
-  const k = s.fo.indexOf(key);
+  const h = fnv1a32String(key);
+  const k = s.fo.indexOf(h);
   if (k >= 0) s.fo.splice(k, 1);
   else if (s.o <= s.fo.length) return false;
   s.o = Math.max(0, s.o - 1);
-  const f = s.fr.findIndex((x) => x[0] === key);
+  const f = s.fr.findIndex((x) => x[0] === h);
   if (f >= 0) s.fr.splice(f, 1);
   return true;
 }
@@ -89,11 +98,12 @@ export function followedBy(s: SocialState, delta: 1 | -1): void {
 
 /** A followed user's answer: their top categories. Ignored when `key` is no longer followed (unfollowed meanwhile) or has no categories. */
 export function noteFriendInterests(s: SocialState, key: string, categories: string[], shares: number[]): void {
-  const f = s.fr.findIndex((x) => x[0] === key);
+  const h = fnv1a32String(key);
+  const f = s.fr.findIndex((x) => x[0] === h);
   if (f >= 0) s.fr.splice(f, 1);
-  if (categories.length === 0 || !(s.fo.includes(key) || s.o > s.fo.length)) return;
+  if (categories.length === 0 || !(s.fo.includes(h) || s.o > s.fo.length)) return;
   const n = Math.min(categories.length, shares.length, SOCIAL.friendCategories);
-  s.fr.push([key, categories.slice(0, n), shares.slice(0, n).map((x) => Math.min(1, Math.max(0, x)))]);
+  s.fr.push([h, categories.slice(0, n), shares.slice(0, n).map((x) => Math.min(1, Math.max(0, x)))]);
   if (s.fr.length > SOCIAL.friendSample) s.fr.shift();
 }
 

@@ -48,7 +48,8 @@ export interface RiskScenarioResult {
   seconds: number;
 }
 
-type Ev = ProfileEvent & { userId: string; eventId?: string };
+/** A data set event as the profile reads it, with its user. */
+export type Ev = ProfileEvent & { userId: string; eventId?: string };
 
 function toEv(e: DatasetEvent): Ev {
   return {
@@ -57,7 +58,8 @@ function toEv(e: DatasetEvent): Ev {
   };
 }
 
-async function load(dataDir: string, format: DatasetFormat): Promise<Ev[]> {
+/** Every event of a data set file, in file order, as the profile reads them. */
+export async function loadProfileEvents(dataDir: string, format: DatasetFormat): Promise<Ev[]> {
   const out: Ev[] = [];
   for await (const e of readDataset(format, resolveDataFile(dataDir, format))) out.push(toEv(e));
   return out;
@@ -200,7 +202,7 @@ export async function evalRisk(o: RiskEvalOptions): Promise<RiskScenarioResult[]
   const out: RiskScenarioResult[] = [];
   const run = async (format: DatasetFormat, signal: RiskScenarioResult["signal"], plant: typeof plantBots) => {
     const t0 = performance.now();
-    const base = await load(o.dataDir, format);
+    const base = await loadProfileEvents(o.dataDir, format);
     const { events, planted } = plant(base, n, seed);
     out.push({ ...scoreReplay(events, planted, signal, format), seconds: (performance.now() - t0) / 1000 });
   };
