@@ -39,7 +39,12 @@ import { PortraitClient } from "../src/client/portrait-client.js";
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import { Engine } from "../src/engine.js";
 import { seededRandom } from "../src/models/seeded-random.js";
-import { EventType, type IEvent } from "../src/wire/proto.js";
+import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
+import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { riskCounts, riskFlagBits } from "../src/actors/risk.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
+import { analyseReviewEvent, SentimentModel } from "../src/models/sentiment-model.js";
 import { appendResults, printTable } from "./report.js";
 
 const { values: a } = parseArgs({
@@ -121,6 +126,46 @@ function makeEvents(prefix: string, texts: [string, number][], t0: number): { ev
   return { events: out, notices };
 }
 
+/**
+ * The profile update alone, one thread, no bus: µs of CPU per shop event of
+ * the same events (social ones left out: they have no applyEvent) through
+ * applyEvent, with beyondClicks (the sentiment model on each review's text,
+ * the risk flags before and after, as the shard does) and without; the best
+ * of 3 passes each, alternating.
+ */
+function pureProfileCost(events: IEvent[]): [number, number] {
+  const model = SentimentModel.load(resolveModel(BUNDLED_MODELS_DIR, "sentiment").dir);
+  const evs = events.filter((e) => e.type !== EventType.FOLLOW && e.type !== EventType.SHARE).map((e) => pb.Event.create(e));
+  const pass = (beyond: boolean): number => {
+    const o = compileProfileOptions({ beyondClicks: beyond });
+    const states = new Map<string, UserState>();
+    const c0 = process.cpuUsage();
+    for (const x of evs) {
+      const e = pb.Event.create(x) as ProfileEvent & Event;
+      let st = states.get(e.userId);
+      if (st === undefined) states.set(e.userId, (st = newUserState()));
+      if (beyond) {
+        const review = analyseReviewEvent(model, e);
+        if (review !== undefined) e.review = review;
+        const before = riskFlagBits(st.rk, riskCounts(st));
+        applyEvent(st, e, o);
+        if ((riskFlagBits(st.rk, riskCounts(st)) & ~before) < 0) throw new Error("unreachable");
+      } else {
+        applyEvent(st, e, o);
+      }
+    }
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / events.length;
+  };
+  const on: number[] = [];
+  const off: number[] = [];
+  for (let k = 0; k < 3; k++) {
+    on.push(pass(true));
+    off.push(pass(false));
+  }
+  return [Math.min(...on), Math.min(...off)];
+}
+
 /** CPU time (user + system) of a process so far, ms, from /proc (Linux; 0 elsewhere). */
 function cpuMsOf(pid: number): number {
   try {
@@ -146,6 +191,7 @@ async function main(): Promise<void> {
     natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
     lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off", modelRegistry: false, profile: { beyondClicks },
   });
+  const [pureOn, pureOff] = pureProfileCost(makeEvents("pure", texts, Date.now() - 2 * 86_400_000).events);
   const rates: [number[], number[]] = [[], []];
   const ratesAll: [number[], number[]] = [[], []];
   /** CPU per shop event, µs, of the engine's process and of nats-server, to the last notice. */
@@ -212,6 +258,8 @@ async function main(): Promise<void> {
   const engOn = mean(cpuPer[0].map(([e]) => e));
   const engOff = mean(cpuPer[1].map(([e]) => e));
   const rows = [
+    ["profile update alone, one thread (µs CPU per shop event): on / off", `${pureOn.toFixed(2)} / ${pureOff.toFixed(2)}`,
+      `+${(pureOn - pureOff).toFixed(2)} µs: reviews' sentiment model and risk signals; ${(((pureOn - pureOff) / cpuOff) * 100).toFixed(1)}% of the off runs' CPU per event below`],
     ["CPU per shop event, engine + nats-server (µs): on / off", `${cpuOn.toFixed(1)} / ${cpuOff.toFixed(1)}`,
       `cost 1 - off / on = ${((1 - cpuOff / cpuOn) * 100).toFixed(1)}% of CPU-bound throughput (engine alone ${engOn.toFixed(1)} / ${engOff.toFixed(1)}: ${((1 - engOff / engOn) * 100).toFixed(1)}%); target <= 10%`],
     ["ingest, reviews + social + risk on (events/s, drain)", on.toFixed(0), `runs: ${rates[0].map((r) => r.toFixed(0)).join(", ")}`],
