@@ -22,6 +22,7 @@
  * still be ready, and every bystander profile must equal the reference built
  * with applyEvent from its good events alone.
  */
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -155,9 +156,13 @@ type Mutation = (e: IEvent, c: FuzzContext, r: Rng) => { bytes?: Uint8Array; eve
  * may be aimed at a bystander.
  */
 const MUTATIONS: Record<string, Mutation> = {
-  "type out of range": (e, _c, r) => ({ event: { ...e, type: r.pick([0, 14, 15, 99, 2 ** 31 - 1, -1]) as EventType }, expect: "UNKNOWN_TYPE" }),
+  "type out of range": (e, _c, r) => ({ event: { ...e, type: r.pick([0, EventType.SOCIAL_NOTICE + 1, EventType.SOCIAL_NOTICE + 2, 99, 2 ** 31 - 1, -1]) as EventType }, expect: "UNKNOWN_TYPE" }),
   "identify without primary": (e) => ({ event: { ...e, type: EventType.IDENTIFY, primaryUserId: "" }, expect: "IDENTIFY_MISSING_PRIMARY" }),
   "identify with itself": (e) => ({ event: { ...e, type: EventType.IDENTIFY, primaryUserId: e.userId! }, expect: "IDENTIFY_SAME_ID" }),
+  "follow without target": (e, _c, r) => ({ event: { ...e, type: r.pick([EventType.FOLLOW, EventType.UNFOLLOW]), targetUserId: "" }, expect: "MISSING_TARGET" }),
+  "follow of oneself": (e, _c, r) => ({ event: { ...e, type: r.pick([EventType.FOLLOW, EventType.UNFOLLOW]), targetUserId: e.userId! }, expect: "SELF_TARGET" }),
+  "social notice from outside": (e) => ({ event: { ...e, type: EventType.SOCIAL_NOTICE, forwarded: false, socialNotice: { kind: 1, fromKey: "x" } }, expect: "BAD_NOTICE" }),
+  "forwarded from outside (no engine signature)": (e) => ({ event: { ...e, forwarded: true }, expect: "FORGED_INTERNAL" }),
   "hand-over from outside": (e, _c, r) => ({ event: { ...e, type: EventType.IDENTITY_HANDOVER, mergeId: r() < 0.5 ? "m" : "", handoverState: new Uint8Array([123, 125]) }, expect: "BAD_HANDOVER" }),
   "price NaN/Infinity": (e, _c, r) => ({ event: { ...e, price: r.pick([NaN, Infinity, -Infinity]) }, expect: "BAD_PRICE" }),
   "price negative": (e, _c, r) => ({ event: { ...e, price: r.pick([-0.01, -1, -1e300, -Number.MIN_VALUE]) }, expect: "BAD_PRICE" }),
@@ -453,7 +458,8 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const { printTable, appendResults } = await import("./report.js");
 
-  const validation: EventValidationOptions = { partitions: P, maxEventBytes: 65_536, maxFutureSkewMs: 86_400_000, currency: "GBP" };
+  // An internal key as an engine has one (src/bus/internal-key.ts): a forwarded event needs its signature.
+  const validation: EventValidationOptions = { partitions: P, maxEventBytes: 65_536, maxFutureSkewMs: 86_400_000, currency: "GBP", internalKey: randomBytes(32) };
   const users = Array.from({ length: 2000 }, (_, k) => `fz-${k}`);
   const bystanders = Array.from({ length: B }, (_, k) => `BYSTANDER-${k}`);
   const BASE = Date.UTC(2024, 0, 1);

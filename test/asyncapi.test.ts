@@ -31,7 +31,7 @@ const addresses = new Map(Object.entries(doc.channels).map(([name, c]) => [c.add
 /** Every name of `Subjects`, sorted into the subjects a document must have and the names that are not subjects. */
 function expectedAddresses(s: Subjects): string[] {
   // Stream and bucket names (the model registry's Object Store and KV buckets are read through JetStream's own APIs).
-  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted", "audienceStream", "audienceBucket", "feedbackStream"]);
+  const notSubjects = new Set(["prefix", "eventStream", "dlqStream", "tombstoneStream", "catalogStream", "serviceName", "consumer", "modelObjects", "modelPromoted", "audienceStream", "audienceBucket", "engineBucket", "feedbackStream"]);
   const out: string[] = [];
   for (const key of Object.keys(s) as (keyof Subjects)[]) {
     if (notSubjects.has(key)) continue;

@@ -44,6 +44,17 @@ describe("wire - event validation", () => {
       ["FIELD_TOO_LONG", enc({ ...base, attributes: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, "v"])) })],
       ["CURRENCY_MISMATCH", enc({ ...base, currency: "USD" })],
       ["WRONG_PARTITION", enc(base), (p + 1) % P],
+      ["MISSING_TARGET", enc({ ...base, type: EventType.FOLLOW, itemId: "" })],
+      ["MISSING_TARGET", enc({ ...base, type: EventType.UNFOLLOW, itemId: "" })],
+      ["SELF_TARGET", enc({ ...base, type: EventType.FOLLOW, itemId: "", targetUserId: base.userId })],
+      ["SELF_TARGET", enc({ ...base, type: EventType.SHARE, targetUserId: base.userId })],
+      ["MISSING_ITEM_ID", enc({ ...base, type: EventType.SHARE, itemId: "", targetUserId: "bob" })],
+      ["BAD_ID", enc({ ...base, type: EventType.FOLLOW, targetUserId: "b".repeat(257) })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, socialNotice: { kind: 1, fromKey: "bob" } })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true })],
+      ["OK", enc({ ...base, type: EventType.FOLLOW, itemId: "", targetUserId: "bob" })],
+      ["OK", enc({ ...base, type: EventType.SHARE, targetUserId: "" })],
+      ["OK", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotice: { kind: 1, fromKey: "bob", fromPartition: 2 } })],
     ];
     for (const [want, bytes, part] of cases) expect(reason(bytes, part ?? p), want).toBe(want);
   });
@@ -78,8 +89,8 @@ describe("wire - event validation", () => {
     expect(reason(enc({ ...base, timestampMs: now + 60_001 }))).toBe("BAD_TIMESTAMP");
     expect(reason(enc({ ...base, type: -1 as EventType }))).toBe("UNKNOWN_TYPE");
     expect(reason(enc({ ...base, type: EventType.REC_CLICK }))).toBe("OK");
-    // The last type the contract knows is IDENTITY_HANDOVER (README "Identity"); one above it is unknown.
-    expect(reason(enc({ ...base, type: (EventType.IDENTITY_HANDOVER + 1) as EventType }))).toBe("UNKNOWN_TYPE");
+    // The last type the contract knows is SOCIAL_NOTICE (README "Social ties"); one above it is unknown.
+    expect(reason(enc({ ...base, type: (EventType.SOCIAL_NOTICE + 1) as EventType }))).toBe("UNKNOWN_TYPE");
     expect(reason(enc({ ...base, eventId: "e".repeat(128) }))).toBe("OK");
     expect(reason(enc({ ...base, eventId: "e".repeat(129) }))).toBe("BAD_ID");
     expect(reason(enc({ ...base, itemId: "i".repeat(256) }))).toBe("OK");

@@ -51,7 +51,7 @@ describe("risk - detectors on hand-made sequences", () => {
     expect(s.rk!.pp).toBeCloseTo(first.rk!.sp, 9);
   });
 
-  it("risk - refund abuse: most lines refunded within hours is flagged; old cancellations alone or few refunds are not", () => {
+  it("risk - refund abuse: most lines refunded within hours is flagged; old cancellations alone, one cancelled order or few refunds are not", () => {
     const buys = Array.from({ length: 10 }, (_, k) => ev({ type: EventType.PURCHASE, timestampMs: T0 + k * 24 * HOUR, itemId: `i${k}`, orderId: `o${k}`, price: 10 }));
     const quick = buys.slice(0, 6).map((b) => ev({ type: EventType.REFUND, timestampMs: b.timestampMs + 3 * HOUR, itemId: b.itemId, price: 10 }));
     const all = [...buys, ...quick].sort((a, b) => a.timestampMs - b.timestampMs);
@@ -62,6 +62,16 @@ describe("risk - detectors on hand-made sequences", () => {
     const late = buys.slice(0, 6).map((b) => ev({ type: EventType.REFUND, timestampMs: b.timestampMs + 10 * 24 * HOUR + HOUR, itemId: b.itemId, price: 10 }));
     const rl = run([...buys, ...late].sort((a, b) => a.timestampMs - b.timestampMs));
     expect(rl.refundAbuse.flagged).toBe(false);
+    // One order of 8 lines cancelled within hours of placing it: many refunds, quick, but in one order (not a habit).
+    const big = Array.from({ length: 8 }, (_, k) => ev({ type: EventType.PURCHASE, timestampMs: T0, itemId: `b${k}`, orderId: "big", price: 10 }));
+    const cancel = big.slice(0, 6).map((b) => ev({ type: EventType.REFUND, timestampMs: T0 + 2 * HOUR, itemId: b.itemId, orderId: "Cbig", price: 10 }));
+    const one = run([...big, ...cancel]);
+    expect(one.refundAbuse.flagged).toBe(false);
+    expect(one.refundAbuse.reason).toMatch(/in 1 of 1 orders/);
+    // The same order cancelled twice, as two separate refund orders: a habit of 2 of 2 orders.
+    const again = big.map((b) => ({ ...b, timestampMs: T0 + 24 * HOUR, orderId: "big2" }));
+    const cancel2 = again.slice(0, 6).map((b) => ev({ type: EventType.REFUND, timestampMs: T0 + 26 * HOUR, itemId: b.itemId, orderId: "Cbig2", price: 10 }));
+    expect(run([...big, ...cancel, ...again, ...cancel2]).refundAbuse.flagged).toBe(true);
     // Quick, but only 3 refunds (below refundMinLines).
     expect(RISK.refundMinLines).toBe(4);
     expect(run([...buys, ...quick.slice(0, 3)].sort((a, b) => a.timestampMs - b.timestampMs)).refundAbuse.score).toBe(0);
@@ -82,7 +92,7 @@ describe("risk - detectors on hand-made sequences", () => {
   });
 
   it("risk - an empty state scores 0 with reasons", () => {
-    const v = riskView(undefined, 0, 0);
+    const v = riskView(undefined, { refunds: 0, purchases: 0, orders: 0 });
     expect([v.velocity.score, v.refundAbuse.score, v.accountSharing.score]).toEqual([0, 0, 0]);
     expect(v.velocity.reason).not.toBe("");
   });

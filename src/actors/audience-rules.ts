@@ -72,6 +72,8 @@ export const FIELDS = [
   "review.sentiment", "review.count",
   /** Risk scores in [0, 1], 1 = flagged (README "Risk signals"). */
   "risk.velocity", "risk.refundAbuse", "risk.accountSharing",
+  /** Social ties: out-degree and in-degree (README "Social ties"); 0 for a user without any. */
+  "social.following", "social.followers",
 ] as const;
 export type Field = (typeof FIELDS)[number];
 export const PREDICTION_FIELDS = ["prediction.churnRisk", "prediction.purchasePropensity"] as const;
@@ -239,6 +241,7 @@ const PURCHASE_BITS = eventBit(EventType.PURCHASE);
 const MONEY_BITS = eventBit(EventType.PURCHASE) | eventBit(EventType.REFUND);
 const CART_BITS = eventBit(EventType.ADD_TO_CART);
 const REVIEW_BITS = eventBit(EventType.REVIEW);
+const SOCIAL_BITS = eventBit(EventType.FOLLOW) | eventBit(EventType.UNFOLLOW) | eventBit(EventType.SOCIAL_NOTICE);
 
 /**
  * The event types whose application can change a field's value (besides time
@@ -253,6 +256,7 @@ function fieldMask(f: Field): number {
     case "rfm.m": case "net": return MONEY_BITS;
     case "review.sentiment": case "review.count": return REVIEW_BITS;
     case "risk.refundAbuse": return MONEY_BITS;
+    case "social.following": case "social.followers": return SOCIAL_BITS;
     default: return ANY_EVENT; // events.*, eventsTotal, daysSinceSeen, predictions
   }
 }

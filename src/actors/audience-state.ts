@@ -28,7 +28,7 @@
  */
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
-import { riskScores } from "./risk.js";
+import { riskCounts, riskScores } from "./risk.js";
 import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
@@ -333,9 +333,11 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
     // A mean of decayed sentiments: the common decay cancels, so it changes only with reviews.
     case "review.sentiment": return (c) => (c.u.rv !== undefined && c.u.rv.w > 0 ? c.u.rv.s / c.u.rv.w : undefined);
     case "review.count": return (c) => c.u.rv?.n ?? 0;
-    case "risk.velocity": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[0];
-    case "risk.refundAbuse": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[1];
-    case "risk.accountSharing": return (c) => riskScores(c.u.rk, c.u.counts[EventType.REFUND] ?? 0, c.u.counts[EventType.PURCHASE] ?? 0)[2];
+    case "risk.velocity": return (c) => riskScores(c.u.rk, riskCounts(c.u))[0];
+    case "risk.refundAbuse": return (c) => riskScores(c.u.rk, riskCounts(c.u))[1];
+    case "risk.accountSharing": return (c) => riskScores(c.u.rk, riskCounts(c.u))[2];
+    case "social.following": return (c) => c.u.so?.o ?? 0;
+    case "social.followers": return (c) => c.u.so?.i ?? 0;
     default: return () => undefined;
   }
 }

@@ -31,7 +31,9 @@
  * - reviews: counts add; the decayed sentiment sums overall, per category and
  *   per brand, and the aspect weights are brought to the later reference time
  *   (as the affinities) and added key by key, the REVIEW_TOP_K heaviest kept;
- * - risk: fast events, quick refunds and returns add, peaks take the larger,
+ * - social: degrees and shares add, followed ids and friend samples are joined
+ *   (src/actors/social.ts);
+ * - risk: fast events, quick refunds (lines and orders) and returns add, peaks take the larger,
  *   the burst state is the later one; the tracked session/device ids stay the
  *   primary's (two devices of one person are not account sharing);
  * - aliases: the secondary and its own aliases become the primary's; merge
@@ -40,6 +42,7 @@
 import type { AffinityTable, ReviewState, SentimentTable, UserState } from "./user-profile.js";
 import { BOUGHT_MEMORY, REVIEW_TOP_K, TIMELINE_MEMORY } from "./user-profile.js";
 import type { RiskState } from "./risk.js";
+import { mergeSocial } from "./social.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
 import { BUCKET_DAYS } from "./audience-state.js";
 
@@ -134,6 +137,7 @@ export function mergeStates(into: UserState, from: UserState, o: CompiledProfile
     a.affRefMs = ref;
   }
   if (b.rk !== undefined) a.rk = mergeRisk(a.rk, b.rk);
+  if (b.so !== undefined) a.so = mergeSocial(a.so, b.so);
 
   if (b.sCount > 0) {
     if (a.sCount === 0) {
@@ -219,7 +223,7 @@ function mergeRisk(a: RiskState | undefined, b: RiskState): RiskState {
   const later = b.bt > a.bt ? b : a;
   return {
     ...a, b: later.b, bt: later.bt, sp: later.sp, pp: Math.max(a.pp, b.pp),
-    f: a.f + b.f, pk: Math.max(a.pk, b.pk), q: a.q + b.q, rt: a.rt + b.rt,
+    f: a.f + b.f, pk: Math.max(a.pk, b.pk), q: a.q + b.q, qo: (a.qo ?? 0) + (b.qo ?? 0), rt: a.rt + b.rt,
   };
 }
 

@@ -13,6 +13,14 @@ export interface ProfileOptions {
   recentItems?: number;
   /** How many keys each affinity (category, brand, price band) keeps; the weakest is dropped. Default 16. */
   affinityTopK?: number;
+  /**
+   * The profile beyond clicks: review sentiment and aspects (the shard's
+   * sentiment model is not run), social ties (FOLLOW / UNFOLLOW / SHARE are
+   * acknowledged and change nothing; no notices are sent) and risk signals.
+   * false turns all three off, e.g. for a shop that has none of these events
+   * or to measure what they cost (bench/beyond-ingest.ts). Default true.
+   */
+  beyondClicks?: boolean;
 }
 
 export interface CompiledProfileOptions {
@@ -20,6 +28,7 @@ export interface CompiledProfileOptions {
   readonly sessionGapMs: number;
   readonly recentItems: number;
   readonly affinityTopK: number;
+  readonly beyondClicks: boolean;
 }
 
 export const PROFILE_DEFAULTS: CompiledProfileOptions = Object.freeze({
@@ -27,12 +36,18 @@ export const PROFILE_DEFAULTS: CompiledProfileOptions = Object.freeze({
   sessionGapMs: 30 * 60_000,
   recentItems: 20,
   affinityTopK: 16,
+  beyondClicks: true,
 });
 
 function positive(name: string, v: unknown, integer: boolean): number {
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
     throw new ConfigError(`options.${name} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(v)}`);
   }
+  return v;
+}
+
+function bool(name: string, v: unknown): boolean {
+  if (typeof v !== "boolean") throw new ConfigError(`options.${name} must be a boolean, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -44,5 +59,6 @@ export function compileProfileOptions(o: ProfileOptions = {}): CompiledProfileOp
     sessionGapMs: positive("sessionGapMs", o.sessionGapMs ?? PROFILE_DEFAULTS.sessionGapMs, false),
     recentItems: positive("recentItems", o.recentItems ?? PROFILE_DEFAULTS.recentItems, true),
     affinityTopK: positive("affinityTopK", o.affinityTopK ?? PROFILE_DEFAULTS.affinityTopK, true),
+    beyondClicks: bool("beyondClicks", o.beyondClicks ?? PROFILE_DEFAULTS.beyondClicks),
   });
 }

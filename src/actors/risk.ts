@@ -18,10 +18,17 @@
  *    time) and do not enter the rate. Score = min(1, fast events /
  *    RISK.velocityMinFast); flagged at 1.
  * 2. Refund abuse. Refund lines / purchase lines, and "quick" refunds: a
- *    REFUND within RISK.quickRefundMs of the user's last purchase. Score =
- *    max(ratio / RISK.refundRatio when the user has at least
- *    RISK.refundMinLines refund lines, quick refunds / RISK.quickRefunds),
- *    capped at 1; flagged at 1.
+ *    REFUND within RISK.quickRefundMs of the user's last purchase, counted
+ *    as lines and as refund orders (consecutive quick refund lines with the
+ *    same order_id are one order; a line without order_id is an order of its
+ *    own). Abuse is a habit, not one cancellation: with at least
+ *    RISK.refundMinLines refund lines, score = the smallest of
+ *    ratio / RISK.refundRatio, (quick lines / purchase lines) /
+ *    RISK.quickShare, (quick refund orders / the user's orders) /
+ *    RISK.quickOrderShare and quick refund orders / RISK.quickOrdersMin,
+ *    capped at 1; flagged at 1. The order terms are the user's own
+ *    baseline: a customer who cancels one big order soon after placing it,
+ *    or two of their forty orders, is not a refund abuser.
  * 3. Account sharing. Distinct session ids and device ids
  *    (`attributes["device_id"]`) active at once: an id is active for
  *    sessionGapMs after its last event; the peak number active at any event
@@ -47,6 +54,9 @@ export const RISK = Object.freeze({
   quickRefundMs: 48 * 3_600_000,
   /** Quick refunds / purchase lines that make a user a refund abuser (with refundMinLines refund lines). */
   quickShare: 0.3,
+  /** Quick refund orders / the user's orders, and at least this many quick refund orders (a habit, not one cancellation). */
+  quickOrderShare: 0.3,
+  quickOrdersMin: 2,
   /** Concurrent session or device ids that make an account shared, with this many returns to an earlier active id. */
   sharingPeak: 3,
   sharingReturns: 4,
@@ -66,8 +76,11 @@ export interface RiskState {
   /** Fast events, and the peak rate seen (events/s). */
   f: number;
   pk: number;
-  /** Quick refunds. */
+  /** Quick refunds (lines). */
   q: number;
+  /** Quick refund orders, and fnv1a32 of the last quick refund's order id (-1: none or no order id); absent in states stored before them. */
+  qo?: number;
+  qk?: number;
   /** Tracked ids with their last event time, newest first: fnv1a32("s:" + session id) or -fnv1a32("d:" + device id) - 1 (devices negative); and the peak active at once. */
   ids: [number, number][];
   cp: number;
@@ -84,6 +97,8 @@ export interface RiskEvent {
   type: EventType;
   timestampMs: number;
   sessionId: string;
+  /** PURCHASE / REFUND: the order (quick refund orders); optional. */
+  orderId?: string;
   attributes?: { [k: string]: string };
 }
 
@@ -122,7 +137,12 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
     if (rate > r.pk) r.pk = rate;
   }
   // Refunds soon after a purchase.
-  if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) r.q++;
+  if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) {
+    r.q++;
+    const k = e.orderId !== undefined && e.orderId !== "" ? fnv1a32String(e.orderId) : -1;
+    if (k === -1 || k !== r.qk) r.qo = (r.qo ?? 0) + 1;
+    r.qk = k;
+  }
   // Sharing: ids active at t (including this event's).
   const device = e.attributes?.["device_id"] ?? "";
   if (e.sessionId !== "") touchId(r, fnv1a32String(`s:${e.sessionId}`), t, gapMs);
@@ -162,23 +182,41 @@ function signal(s: number, reason: string): RiskSignalView {
   return { score: s, flagged: s >= 1, reason };
 }
 
-/** The three scores in [0, 1] (velocity, refund abuse, sharing), without reasons: `refunds` and `purchases` are the profile's REFUND and PURCHASE event counts. */
-export function riskScores(r: RiskState | undefined, refunds: number, purchases: number): [number, number, number] {
+/** What the risk scores read of a profile besides its risk state: its REFUND and PURCHASE event counts and its orders. */
+export interface RiskCounts {
+  refunds: number;
+  purchases: number;
+  orders: number;
+}
+
+/** The risk counts of a profile state (counts per EventType number, orders). */
+export function riskCounts(s: { counts: number[]; orders: number }): RiskCounts {
+  return { refunds: s.counts[EventType.REFUND] ?? 0, purchases: s.counts[EventType.PURCHASE] ?? 0, orders: s.orders };
+}
+
+/** The three scores in [0, 1] (velocity, refund abuse, sharing), without reasons. */
+export function riskScores(r: RiskState | undefined, c: RiskCounts): [number, number, number] {
   const x = r ?? EMPTY;
+  const { refunds, purchases } = c;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
   const quick = purchases > 0 ? x.q / purchases : 0;
-  // Both: many refunds for what was bought, and soon after buying (a wholesale customer cancelling old orders is not flagged).
-  const refundScore = refunds >= RISK.refundMinLines ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare) : 0;
-  const c = (v: number) => Math.min(1, Math.max(0, v));
+  const qo = x.qo ?? 0;
+  const orderShare = c.orders > 0 ? qo / c.orders : 0;
+  // All of them: many refunds for what was bought, soon after buying (a wholesale customer cancelling old orders is
+  // not flagged), and in several of the user's orders (one cancelled order is not a habit).
+  const refundScore = refunds >= RISK.refundMinLines
+    ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin)
+    : 0;
+  const clamp = (v: number) => Math.min(1, Math.max(0, v));
   const shared = x.cp <= 1 ? 0 : Math.min((x.cp - 1) / (RISK.sharingPeak - 1), x.rt / RISK.sharingReturns);
-  return [c(x.f / RISK.velocityMinFast), c(refundScore), c(shared)];
+  return [clamp(x.f / RISK.velocityMinFast), clamp(refundScore), clamp(shared)];
 }
 
 const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
 
 /** Which signals are flagged, as bits (1 velocity, 2 refund abuse, 4 sharing): the shard counts new flags. */
-export function riskFlagBits(r: RiskState | undefined, refunds: number, purchases: number): number {
-  const [v, f, s] = riskScores(r, refunds, purchases);
+export function riskFlagBits(r: RiskState | undefined, c: RiskCounts): number {
+  const [v, f, s] = riskScores(r, c);
   return (v >= 1 ? 1 : 0) | (f >= 1 ? 2 : 0) | (s >= 1 ? 4 : 0);
 }
 
@@ -186,17 +224,19 @@ export function riskFlagBits(r: RiskState | undefined, refunds: number, purchase
 export const RISK_SIGNALS = ["velocity", "refundAbuse", "accountSharing"] as const;
 
 /** The risk signals of a state with their reasons. */
-export function riskView(r: RiskState | undefined, refunds: number, purchases: number): RiskView {
+export function riskView(r: RiskState | undefined, c: RiskCounts): RiskView {
   const x = r ?? EMPTY;
+  const { refunds, purchases, orders } = c;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
-  const [sv, sf, ss] = riskScores(r, refunds, purchases);
+  const [sv, sf, ss] = riskScores(r, c);
   return {
     velocity: signal(sv,
       `${x.f} fast actions (>= ${RISK.velocityPerSec}/s over a ${RISK.burstHalfLifeMs / 1000} s half-life and >= ${RISK.userFactor}x the user's habit, ${f2(x.pp)}/s in earlier sessions); ` +
       `peak ${f2(x.pk)}/s; flagged at ${RISK.velocityMinFast}`),
     refundAbuse: signal(sf,
       `${refunds} refund lines / ${purchases} purchase lines = ${Number.isFinite(ratio) ? f2(ratio) : "inf"} (flagged at ${RISK.refundRatio} with >= ${RISK.refundMinLines} refunds); ` +
-      `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase = ${purchases > 0 ? f2(x.q / purchases) : "0"} of purchase lines (flagged at ${RISK.quickShare})`),
+      `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase = ${purchases > 0 ? f2(x.q / purchases) : "0"} of purchase lines (flagged at ${RISK.quickShare}); ` +
+      `in ${x.qo ?? 0} of ${orders} orders = ${orders > 0 ? f2((x.qo ?? 0) / orders) : "0"} (flagged at ${RISK.quickOrderShare} with >= ${RISK.quickOrdersMin} orders)`),
     accountSharing: signal(ss,
       `peak ${x.cp} session or device ids active at once (flagged at ${RISK.sharingPeak}), ${x.rt} returns to an earlier active one (flagged at ${RISK.sharingReturns})`),
   };

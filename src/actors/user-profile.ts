@@ -31,13 +31,16 @@
  *   aspect table. Each table keeps REVIEW_TOP_K keys, dropping the weakest.
  * - risk: bot-like velocity, refund abuse and account sharing scores with
  *   their reasons (src/actors/risk.ts).
+ * - social: degrees, shares and friends' interests (src/actors/social.ts),
+ *   changed by the shard's social events, never by applyEvent.
  * Events out of time order (older than the latest applied) are applied too:
  * their decayed weight is computed from their own time.
  */
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, EventType } from "../wire/proto.js";
 import type { AudienceState } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
-import { newRiskState, observeRisk, riskView, type RiskState, type RiskView } from "./risk.js";
+import { socialView, type SocialState, type SocialView } from "./social.js";
+import { newRiskState, observeRisk, riskCounts, riskView, type RiskState, type RiskView } from "./risk.js";
 
 /** The fields of a validated event the profile reads (a decoded `Event` has them all; "" and 0 mean unset). */
 export interface ProfileEvent {
@@ -144,6 +147,8 @@ export interface UserState {
   rv?: ReviewState;
   /** Risk signals (src/actors/risk.ts); absent in states stored before they existed, until their next event. */
   rk?: RiskState;
+  /** Social ties (src/actors/social.ts); absent until the user's first social event or notice. */
+  so?: SocialState;
   /** Identity (README "Identity"): the ids merged into this one, [key, partition], chains included; absent until the first merge. */
   al?: [string, number][];
   /** Identity: the merge ids folded into this state (each is folded once). */
@@ -308,7 +313,7 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
   if (s.firstSeenMs === 0 || t < s.firstSeenMs) s.firstSeenMs = t;
   if (t > s.lastSeenMs) s.lastSeenMs = t;
 
-  observeRisk((s.rk ??= newRiskState()), e, s.lastPurchaseMs, o.sessionGapMs);
+  if (o.beyondClicks) observeRisk((s.rk ??= newRiskState()), e, s.lastPurchaseMs, o.sessionGapMs);
 
   const qty = e.quantity > 0 ? e.quantity : 1;
   if (type === EventType.PURCHASE || type === EventType.REFUND) {
@@ -351,7 +356,7 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
     if (e.categoryId !== "") addAffinity(s.cat, e.categoryId, w, o.affinityTopK);
     if (e.brand !== "") addAffinity(s.brand, e.brand.toLowerCase(), w, o.affinityTopK);
     if (e.price > 0) addAffinity(s.band, priceBand(e.price), w, o.affinityTopK);
-    if (type === EventType.REVIEW) {
+    if (type === EventType.REVIEW && o.beyondClicks) {
       const sentiment = reviewSentiment(e);
       if (sentiment !== undefined) {
         // The review tables take the decay factor alone (not the event weight): a mean of sentiments.
@@ -431,6 +436,8 @@ export interface ProfileView {
   reviews?: ReviewsView;
   /** Risk signals with their reasons (src/actors/risk.ts). */
   risk?: RiskView;
+  /** Social ties (src/actors/social.ts); absent without any. */
+  social?: SocialView;
 }
 
 /** A decayed mean sentiment of one key: sentiment in [-1, 1], weight = the decayed review count behind it. */
@@ -599,7 +606,8 @@ export function profileView(userId: string, s: UserState, asOfMs: number, o: Com
     asOfMs,
     eventsApplied: s.n,
     ...(s.rv !== undefined ? { reviews: reviewsView(s.rv, f)! } : {}),
-    risk: riskView(s.rk, s.counts[EventType.REFUND] ?? 0, purchases),
+    risk: riskView(s.rk, riskCounts(s)),
+    ...(s.so !== undefined ? { social: socialView(s.so)! } : {}),
     primaryUserId: userId,
     aliases: s.al?.length ?? 0,
   };

@@ -15,6 +15,7 @@ import { TF_BACKENDS } from "../models/tf.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalRisk } from "../eval/risk-eval.js";
+import { evalSocial, SOCIAL_RANKERS } from "../eval/social-eval.js";
 import { evalDeepFm } from "../eval/deepfm-eval.js";
 import { evalPrequential } from "../eval/prequential.js";
 import { carveValidation, evalNextClick, evalNextClickSplit, NEXT_CLICK_SPLIT_FORMATS, readNextClickTrain, type NextClickSplitFormat } from "../eval/next-click.js";
@@ -331,6 +332,20 @@ export function registerModelCommands(program: Command, datasets: string): void 
         console.log(`| ${r.signal} | ${r.log} | ${r.users} | ${r.planted} | ${r.flagged} | ${r.truePositives} | ${r.precision.toFixed(3)} | ${r.recall.toFixed(3)} | ${r.seconds.toFixed(1)} |`);
       }
       for (const r of rows) for (const x of r.falsePositiveExamples) console.log(`false positive (${r.signal}): ${x}`);
+    });
+  evalCmd.command("social")
+    .description("friends' interests as a category ranking feature, on simulated follow graphs (random, planted homophily) over real logs: no public data set here has a social graph")
+    .option("--datasets <dir>", "directory of the public data sets", datasets)
+    .option("--seed <n>", "graph seed", posInt, 42)
+    .option("--follows <n>", "users each user follows", posInt, 8)
+    .option("--homophily <x>", "share of follows drawn among users of the same main category (planted graph)", Number, 0.5)
+    .action(async (f: { datasets: string; seed: number; follows: number; homophily: number }) => {
+      const rows = await evalSocial({ dataDir: f.datasets, seed: f.seed, follows: f.follows, homophily: f.homophily });
+      console.log(`| log | graph | users (with friends' interests) | cohort | tasks | ${SOCIAL_RANKERS.map((r) => `HR@5 ${r}`).join(" | ")} | ${SOCIAL_RANKERS.map((r) => `MRR@5 ${r}`).join(" | ")} |`);
+      console.log(`|---|---|---:|---|---:|${SOCIAL_RANKERS.map(() => "---:").join("|")}|${SOCIAL_RANKERS.map(() => "---:").join("|")}|`);
+      for (const r of rows) {
+        console.log(`| ${r.log} | ${r.graph} | ${r.users} (${r.usersWithFriends}) | ${r.cohort} | ${r.tasks} | ${SOCIAL_RANKERS.map((k) => r.hr[k].toFixed(3)).join(" | ")} | ${SOCIAL_RANKERS.map((k) => r.mrr[k].toFixed(3)).join(" | ")} |`);
+      }
     });
 }
 

@@ -121,6 +121,7 @@ function engineFlags(cmd: Command): Command {
     .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, D.maxQueryWaitMs)
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, D.profile.halfLifeMs / HOUR_MS)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, D.profile.sessionGapMs / MINUTE_MS)
+    .option("--no-beyond-clicks", "turn off review sentiment, social ties and risk signals in the profile (README \"The profile\")")
     .option("--models <dir>", "directory of the trained models (models/<name>/<version>/)", D.modelsDir)
     .option("--lstm <version>", 'LSTM user encoder stepped per event: a version, "current" or "off"', D.lstmModel)
     .option("--churn <version>", 'churn model: a version, "current" or "off"', D.churnModel)
@@ -141,7 +142,7 @@ function engineFlags(cmd: Command): Command {
 
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
-  maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; logLevel: string;
+  maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; beyondClicks?: boolean; logLevel: string;
   models: string; lstm: string; churn: string; sentiment: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
@@ -165,7 +166,7 @@ function engineOptions(f: EngineFlags) {
     maxShardQueueEvents: f.maxShardQueue,
     maxQueryWaitMs: f.maxQueryWaitMs,
     logLevel: f.logLevel,
-    profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS },
+    profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS, beyondClicks: f.beyondClicks !== false },
     modelsDir: f.models,
     lstmModel: f.lstm,
     churnModel: f.churn,

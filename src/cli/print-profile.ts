@@ -30,6 +30,16 @@ function riskLines(p: ProfileView): string[] {
   return [one("risk velocity", r.velocity), one("risk refunds", r.refundAbuse), one("risk sharing", r.accountSharing)];
 }
 
+/** The social line: degrees, shares and friends' interests. */
+function socialLines(p: ProfileView): string[] {
+  const x = p.social;
+  if (x === undefined) return [];
+  return [
+    `social          following ${x.following}, followers ${x.followers}, shares sent ${x.sharesSent} / received ${x.sharesReceived}`,
+    `  friends       ${aff(x.friendsInterests)} (of ${x.friendsSampled} followed users sampled)`,
+  ];
+}
+
 /** A funnel rate, or "-" when its divisor is 0 (no carts: purchases made straight from views, or an order feed). */
 const rate = (x: number, divisor: number) => (divisor > 0 ? num(x, 3) : "-");
 
@@ -56,6 +66,7 @@ export function formatProfile(p: ProfileView): string {
     `last events     ${(p.recentEvents ?? []).slice(0, 5).map((e) => `${iso(e.timestampMs)} ${e.type} ${e.itemId}`).join("; ") || "-"}`,
     ...reviewLines(p),
     ...riskLines(p),
+    ...socialLines(p),
     ...predictionLines(p),
   ].join("\n");
 }

@@ -329,6 +329,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
   if (v.predictions === null) delete v.predictions;
   if (v.reviews === null) delete v.reviews;
   if (v.risk === null) delete v.risk;
+  if (v.social === null) delete v.social;
   // A prediction without a value is null in the view (has_value = false on the wire), with its reason.
   if (v.predictions !== undefined) {
     for (const p of [v.predictions.purchasePropensity, v.predictions.churnRisk, v.predictions.nextCategory]) {
@@ -340,7 +341,7 @@ function toProfileView(o: Record<string, unknown>): ProfileView {
     }
   }
   // A category without a known name comes back with label ""; brands and price bands never have one: the view leaves it out.
-  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? [], v.reviews?.categories ?? [], v.reviews?.brands ?? [], v.reviews?.aspects ?? []]) {
+  for (const list of [v.categories, v.brands, v.priceBands, v.predictions?.nextCategories ?? [], v.reviews?.categories ?? [], v.reviews?.brands ?? [], v.reviews?.aspects ?? [], v.social?.friendsInterests ?? []]) {
     for (const a of list) if (a.label === "") delete a.label;
   }
   return v;

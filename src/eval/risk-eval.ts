@@ -21,7 +21,7 @@
  */
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../actors/user-profile.js";
 import { compileProfileOptions } from "../actors/profile-options.js";
-import { riskScores } from "../actors/risk.js";
+import { riskCounts, riskScores } from "../actors/risk.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../data/types.js";
 import { seededRandom } from "../models/seeded-random.js";
@@ -48,7 +48,8 @@ export interface RiskScenarioResult {
   seconds: number;
 }
 
-type Ev = ProfileEvent & { userId: string; eventId?: string };
+/** A data set event as the profile reads it, with its user. */
+export type Ev = ProfileEvent & { userId: string; eventId?: string };
 
 function toEv(e: DatasetEvent): Ev {
   return {
@@ -57,7 +58,8 @@ function toEv(e: DatasetEvent): Ev {
   };
 }
 
-async function load(dataDir: string, format: DatasetFormat): Promise<Ev[]> {
+/** Every event of a data set file, in file order, as the profile reads them. */
+export async function loadProfileEvents(dataDir: string, format: DatasetFormat): Promise<Ev[]> {
   const out: Ev[] = [];
   for await (const e of readDataset(format, resolveDataFile(dataDir, format))) out.push(toEv(e));
   return out;
@@ -79,11 +81,11 @@ export function scoreReplay(events: Ev[], planted: ReadonlySet<string>, signal: 
   let tp = 0;
   const fps: string[] = [];
   for (const [user, s] of states) {
-    const score = riskScores(s.rk, s.counts[EventType.REFUND] ?? 0, s.counts[EventType.PURCHASE] ?? 0)[SIGNAL_INDEX[signal]];
+    const score = riskScores(s.rk, riskCounts(s))[SIGNAL_INDEX[signal]];
     if (score < 1) continue;
     flagged++;
     if (planted.has(user)) tp++;
-    else if (fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${s.rk?.f}, peak ${s.rk?.pk.toFixed(2)}/s, concurrent ${s.rk?.cp}, quick ${s.rk?.q}`);
+    else if (fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${s.rk?.f}, peak ${s.rk?.pk.toFixed(2)}/s, concurrent ${s.rk?.cp}, quick ${s.rk?.q} in ${s.rk?.qo ?? 0} of ${s.orders} orders`);
   }
   return {
     signal, log, users: states.size, planted: planted.size, flagged, truePositives: tp,
@@ -200,7 +202,7 @@ export async function evalRisk(o: RiskEvalOptions): Promise<RiskScenarioResult[]
   const out: RiskScenarioResult[] = [];
   const run = async (format: DatasetFormat, signal: RiskScenarioResult["signal"], plant: typeof plantBots) => {
     const t0 = performance.now();
-    const base = await load(o.dataDir, format);
+    const base = await loadProfileEvents(o.dataDir, format);
     const { events, planted } = plant(base, n, seed);
     out.push({ ...scoreReplay(events, planted, signal, format), seconds: (performance.now() - t0) / 1000 });
   };

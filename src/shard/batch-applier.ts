@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import { riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
+import { riskCounts, riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -37,6 +37,7 @@ import { partitionOf } from "../wire/partition.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
+import { applySocial, noticeMessage, type Recipient } from "./social.js";
 
 const NO_KEY = new Uint8Array(0);
 
@@ -170,6 +171,7 @@ export class BatchApplier {
     let skipped = 0;
     const lstm = d.models.lstm;
     const sentiment = d.models.sentiment;
+    const beyond = d.profile.beyondClicks;
     let riskFlags: Record<string, number> | undefined;
     const steps: Array<[Actor, LstmEvent, number]> = [];
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
@@ -214,6 +216,13 @@ export class BatchApplier {
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
       }
+      if (e.type >= EventType.FOLLOW) {
+        // Social events and notices change only the social part (README "Social ties"): no counts, sessions, LSTM or item events.
+        const verdict = this.#social(e, partition, seq, batchNo, dirty, types, outbound, side);
+        if (verdict === "applied") appliedCount++;
+        else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
+        continue;
+      }
       const actor = d.actors.actor(e.userId);
       if (lstm !== undefined) {
         // Before the event enters the timeline: a state of another version is re-encoded from the events before this one.
@@ -228,13 +237,18 @@ export class BatchApplier {
           logged.push({ index: i, seq, click: e.type === EventType.REC_CLICK, requestId: e.recRequestId, itemId: e.itemId, propensity: e.recPropensity, timestampMs: e.timestampMs, eventId: e.eventId });
         }
       }
-      // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
-      const review = analyseReviewEvent(sentiment, e);
-      if (review !== undefined) (e as ProfileEvent).review = review;
       const st = actor.state;
-      const riskBefore = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0);
-      applyEvent(st, e, d.profile);
-      const riskNew = riskFlagBits(st.rk, st.counts[EventType.REFUND] ?? 0, st.counts[EventType.PURCHASE] ?? 0) & ~riskBefore;
+      let riskNew = 0;
+      if (beyond) {
+        // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
+        const review = analyseReviewEvent(sentiment, e);
+        if (review !== undefined) (e as ProfileEvent).review = review;
+        const riskBefore = riskFlagBits(st.rk, riskCounts(st));
+        applyEvent(st, e, d.profile);
+        riskNew = riskFlagBits(st.rk, riskCounts(st)) & ~riskBefore;
+      } else {
+        applyEvent(st, e, d.profile);
+      }
       if (riskNew !== 0) {
         riskFlags ??= {};
         for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
@@ -378,6 +392,28 @@ export class BatchApplier {
     b.types.delete(primary);
     b.wholeEval.add(primary);
     this.identity.merges++;
+    return "applied";
+  }
+
+  /**
+   * A FOLLOW, UNFOLLOW, SHARE or SOCIAL_NOTICE (README "Social ties"): the
+   * user's social part changes, and the other user's actor is told through
+   * the outbox (shard/social.ts). With beyondClicks off it is applied as a
+   * no-op (acknowledged, nothing changes, nothing is sent).
+   */
+  #social(e: Event, partition: number, seq: number, batchNo: number, dirty: Map<string, Actor>, types: Map<string, number>, outbound: OutboundMessage[], side: SideWrites): "applied" | { reason: DeadLetterReason; detail: string } {
+    const d = this.#d;
+    if (!d.profile.beyondClicks) return "applied";
+    // A notice's recipient is keyed already (forwarded); a shop's target is a raw id, on its own partition.
+    const raw = e.type === EventType.SOCIAL_NOTICE ? "" : e.targetUserId;
+    const target: Recipient | undefined = raw !== "" ? [d.key(raw), partitionOf(raw, d.partitionCount)] : undefined;
+    const actor = d.actors.actor(e.userId);
+    const r = applySocial(actor.state, e, [e.userId, partition], target);
+    if (!r.ok) return r;
+    if (r.notice !== undefined) toOutbox(partition, noticeMessage(d.subjects, this.#internalKey, partition, seq, r.notice.to, [e.userId, partition], e.timestampMs, r.notice), side, outbound);
+    actor.lastBatch = batchNo;
+    dirty.set(e.userId, actor);
+    types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
     return "applied";
   }
 

@@ -98,7 +98,7 @@ export class ProfileQueries {
       const models = d.models.predictions;
       const predictions = models.any ? models.of(state, asOf, explain) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;
-      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? []), ...(profile.reviews?.categories ?? [])]) c.label = d.labels.label(c.key);
+      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? []), ...(profile.reviews?.categories ?? []), ...(profile.social?.friendsInterests ?? [])]) c.label = d.labels.label(c.key);
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile: { ...profile, predictions: predictions !== undefined ? wirePredictions(predictions) : null } }).finish();

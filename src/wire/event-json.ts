@@ -19,13 +19,19 @@ function camel(key: string): string {
   return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
+/** Types a shop publishes that are not profile counts (EVENT_TYPE_NAMES): identity and social ties. */
+const OTHER_TYPES: Readonly<Record<string, EventType>> = Object.freeze({
+  identify: EventType.IDENTIFY, follow: EventType.FOLLOW, unfollow: EventType.UNFOLLOW, share: EventType.SHARE,
+});
+
 function typeNumber(v: unknown): unknown {
   if (typeof v !== "string") return v;
   const lower = v.toLowerCase();
   const i = EVENT_TYPE_NAMES.indexOf(lower as (typeof EVENT_TYPE_NAMES)[number]);
   if (i > 0) return i;
-  if (lower === "identify") return EventType.IDENTIFY;
-  throw new BadRequestError(`type ${JSON.stringify(v)} is not an event type (${EVENT_TYPE_NAMES.slice(1).join(", ")}, identify)`);
+  const other = OTHER_TYPES[lower];
+  if (other !== undefined) return other;
+  throw new BadRequestError(`type ${JSON.stringify(v)} is not an event type (${[...EVENT_TYPE_NAMES.slice(1), ...Object.keys(OTHER_TYPES)].join(", ")})`);
 }
 
 /**

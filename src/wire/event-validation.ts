@@ -51,8 +51,16 @@ export const DeadLetterReason = {
   IDENTIFY_CYCLE: "IDENTIFY_CYCLE",
   /** An IDENTITY_HANDOVER without merge_id or state, or not marked forwarded (only the engine publishes them). */
   BAD_HANDOVER: "BAD_HANDOVER",
-  /** An event marked forwarded (a hand-over, or an event forwarded from an alias) without the engine's valid signature (internal_mac). */
+  /** An event marked forwarded (a hand-over, an event forwarded from an alias, a social notice) without the engine's valid signature (internal_mac). */
   FORGED_INTERNAL: "FORGED_INTERNAL",
+  /** A FOLLOW or UNFOLLOW without target_user_id. */
+  MISSING_TARGET: "MISSING_TARGET",
+  /** A FOLLOW, UNFOLLOW or SHARE whose target_user_id is its user_id (a self-follow). */
+  SELF_TARGET: "SELF_TARGET",
+  /** An UNFOLLOW of an id the user does not follow (as far as the followed ids its profile keeps tell). Judged by the actor, before the event changes anything. */
+  NOT_FOLLOWING: "NOT_FOLLOWING",
+  /** A SOCIAL_NOTICE not made by the engine (not forwarded, or without social_notice, its kind or its sender). */
+  BAD_NOTICE: "BAD_NOTICE",
   /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
   BAD_PROPENSITY: "BAD_PROPENSITY",
   /**
@@ -132,7 +140,7 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (e.userId === "") return fail("MISSING_USER_ID", "user_id is empty");
   if (e.userId.length > MAX_ID_CHARS || badText(e.userId)) return fail("BAD_ID", "user_id is too long or not valid UTF-8");
   const t = e.type as number;
-  if (!(Number.isInteger(t) && t > 0 && t <= EventType.IDENTITY_HANDOVER)) return fail("UNKNOWN_TYPE", `unknown event type ${t}`);
+  if (!(Number.isInteger(t) && t > 0 && t <= EventType.SOCIAL_NOTICE)) return fail("UNKNOWN_TYPE", `unknown event type ${t}`);
   const ts = e.timestampMs;
   if (!(ts >= MIN_TIMESTAMP_MS)) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is missing or before 2000-01-01`);
   if (ts > nowMs + o.maxFutureSkewMs) return fail("BAD_TIMESTAMP", `timestamp_ms ${ts} is more than ${o.maxFutureSkewMs} ms in the future`);
@@ -147,10 +155,21 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
     if (!e.forwarded || e.mergeId === "" || e.handoverState.length === 0) {
       return fail("BAD_HANDOVER", "an IDENTITY_HANDOVER is engine-internal: forwarded, merge_id and handover_state are required");
     }
+  } else if (t === EventType.FOLLOW || t === EventType.UNFOLLOW) {
+    if (e.targetUserId === "") return fail("MISSING_TARGET", "a FOLLOW or UNFOLLOW needs target_user_id (the user followed)");
+  } else if (t === EventType.SOCIAL_NOTICE) {
+    const n = e.socialNotice;
+    if (!e.forwarded || n == null || !(n.kind! > 0) || !n.fromKey) {
+      return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded, social_notice with its kind and from_key are required");
+    }
   } else if (t === EventType.SEARCH) {
     if (e.searchQuery === "") return fail("MISSING_QUERY", "a SEARCH needs search_query");
   } else if (e.itemId === "") {
     return fail("MISSING_ITEM_ID", "this event type needs item_id");
+  }
+  if (e.targetUserId !== "" && (t === EventType.FOLLOW || t === EventType.UNFOLLOW || t === EventType.SHARE)) {
+    if (e.targetUserId.length > MAX_ID_CHARS || badText(e.targetUserId)) return fail("BAD_ID", "target_user_id is too long or not valid UTF-8");
+    if (e.targetUserId === e.userId) return fail("SELF_TARGET", `${t === EventType.SHARE ? "a share with" : "a follow or unfollow of"} oneself: target_user_id is user_id`);
   }
   if (
     e.itemId.length > MAX_ID_CHARS || e.categoryId.length > MAX_ID_CHARS || e.categoryPath.length > MAX_QUERY_CHARS ||

@@ -1,0 +1,215 @@
+/**
+ * Social ties (README "Social ties"): the pure social part on hand-made
+ * sequences (degrees, the kept ids, friends' interests and their bounds), the
+ * audience fields, and the engine end to end with 4 partitions on 2 shard
+ * workers: a follow reaches the other user's actor through the bus (its
+ * followers), its answer comes back (the follower's friends' interests), bad
+ * social events are dead-lettered with their reason, a forgotten followed
+ * user leaves no id in LMDB (followers keep hashes), and the beyondClicks
+ * switch turns reviews, social ties and risk off.
+ */
+import { describe, expect, it } from "vitest";
+import { compileAudiences, parseDefinition } from "../src/actors/audience-rules.js";
+import { evaluateAudiences } from "../src/actors/audience-state.js";
+import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { follow, followedBy, friendsInterests, newSocialState, noteFriendInterests, SOCIAL, topCategoryShares, unfollow } from "../src/actors/social.js";
+import { applyEvent, newUserState } from "../src/actors/user-profile.js";
+import { subjects } from "../src/bus/subjects.js";
+import { PortraitClient } from "../src/client/portrait-client.js";
+import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { fnv1a32String, partitionOf } from "../src/wire/partition.js";
+import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { T0, uniquePrefix } from "./helpers/engine.js";
+import { scanLmdb } from "./helpers/lmdb-scan.js";
+import { useEngineFixture } from "./helpers/fixture.js";
+import { waitFor } from "./helpers/nats.js";
+
+describe("social - the profile's social part", () => {
+  it("social - follow, follow again, unfollow: degrees, kept ids and the NOT_FOLLOWING verdict", () => {
+    const s = newSocialState();
+    expect(follow(s, "b")).toBe("new");
+    expect(follow(s, "c")).toBe("new");
+    expect(follow(s, "b")).toBe("again");
+    expect([s.o, s.fo]).toEqual([2, [fnv1a32String("c"), fnv1a32String("b")]]);
+    expect(unfollow(s, "d")).toBe(false);
+    expect(s.o).toBe(2);
+    expect(unfollow(s, "c")).toBe(true);
+    expect([s.o, s.fo]).toEqual([1, [fnv1a32String("b")]]);
+    // In-degree never goes below 0.
+    followedBy(s, -1);
+    followedBy(s, 1);
+    expect(s.i).toBe(1);
+    // Beyond the kept ids: the oldest are dropped, and an unfollow of one of them is trusted.
+    const many = newSocialState();
+    for (let k = 0; k < SOCIAL.followingKept + 2; k++) follow(many, `u${k}`);
+    expect(many.o).toBe(SOCIAL.followingKept + 2);
+    expect(many.fo.length).toBe(SOCIAL.followingKept);
+    expect(many.fo[0]).toBe(fnv1a32String("u2"));
+    expect(unfollow(many, "u0")).toBe(true);
+    expect(unfollow(many, "u1")).toBe(true);
+    // Now every followed id is kept: an unknown one is refused.
+    expect(unfollow(many, "u0")).toBe(false);
+    expect(many.o).toBe(SOCIAL.followingKept);
+  });
+
+  it("social - friends' interests: the mean share over the sample, bounded, snapshots of followed users only", () => {
+    const s = newSocialState();
+    follow(s, "b");
+    follow(s, "c");
+    noteFriendInterests(s, "b", ["x", "y"], [0.75, 0.25]);
+    noteFriendInterests(s, "c", ["z"], [1]);
+    // Not followed: ignored.
+    noteFriendInterests(s, "stranger", ["w"], [1]);
+    expect(friendsInterests(s)).toEqual([{ key: "z", score: 0.5 }, { key: "x", score: 0.375 }, { key: "y", score: 0.125 }]);
+    unfollow(s, "c");
+    expect(friendsInterests(s)).toEqual([{ key: "x", score: 0.75 }, { key: "y", score: 0.25 }]);
+    // The sample keeps the most recent friendSample answers.
+    for (let k = 0; k < SOCIAL.friendSample + 3; k++) {
+      follow(s, `f${k}`);
+      noteFriendInterests(s, `f${k}`, [`c${k}`, "shared", "a", "b"], [0.5, 0.3, 0.1, 0.1]);
+    }
+    expect(s.fr.length).toBe(SOCIAL.friendSample);
+    expect(s.fr.every(([, cats]) => cats.length === SOCIAL.friendCategories)).toBe(true);
+    expect(s.fr[0]![0]).toBe(fnv1a32String("f3"));
+    // "shared" is in every friend's top 3 at 0.3; each c<k> in one friend's at 0.5.
+    const view = friendsInterests(s, 100);
+    expect(view[0]!.key).toBe("shared");
+    expect(view[0]!.score).toBeCloseTo(0.3, 12);
+    expect(view.find((x) => x.key === "c10")!.score).toBe(0.5 / SOCIAL.friendSample);
+    expect(view.some((x) => x.key === "c2")).toBe(false);
+    expect(friendsInterests(s).length).toBe(SOCIAL.friendsInterestsTop);
+  });
+
+  it("social - a user's answer is their top 3 categories as shares of the whole table", () => {
+    expect(topCategoryShares({ keys: ["a", "b", "c", "d"], scores: [1, 5, 2, 2] })).toEqual({ categories: ["b", "c", "d"], shares: [0.5, 0.2, 0.2] });
+    expect(topCategoryShares({ keys: [], scores: [] })).toEqual({ categories: [], shares: [] });
+  });
+
+  it("social - audience fields social.following and social.followers", () => {
+    const o = compileProfileOptions();
+    const u = newUserState();
+    applyEvent(u, { type: EventType.VIEW, timestampMs: T0, itemId: "i", categoryId: "", brand: "", price: 0, quantity: 0, currency: "", sessionId: "", orderId: "" }, o);
+    u.so = newSocialState();
+    follow(u.so, "b");
+    followedBy(u.so, 1);
+    followedBy(u.so, 1);
+    const set = compileAudiences([
+      parseDefinition({ id: "popular", rule: { field: "social.followers", op: ">=", value: 2 } }),
+      parseDefinition({ id: "follows-many", rule: { field: "social.following", op: ">=", value: 2 } }),
+    ]);
+    const entered = evaluateAudiences("u", u, set, T0 + 1000, { profile: o }, "event", 0).filter((t) => t.entered).map((t) => t.audience);
+    expect(entered).toEqual(["popular"]);
+  });
+
+  it("social - beyondClicks must be a boolean", () => {
+    expect(compileProfileOptions({ beyondClicks: false }).beyondClicks).toBe(false);
+    expect(compileProfileOptions().beyondClicks).toBe(true);
+    expect(() => compileProfileOptions({ beyondClicks: "no" as unknown as boolean })).toThrow(/beyondClicks must be a boolean/);
+  });
+});
+
+describe("social - engine", () => {
+  const fx = useEngineFixture();
+  const P = 4;
+  const W = 2;
+
+  /** An id of `prefix` on shard `shard` (partition p is shard p % W's). */
+  function idOnShard(prefix: string, name: string, shard: number): string {
+    for (let i = 0; ; i++) {
+      const id = `${prefix}-${name}${i}`;
+      if (partitionOf(id, P) % W === shard) return id;
+    }
+  }
+
+  it("social - follows reach the other user's actor through the bus; friends' interests come back; bad social events are dead-lettered", async () => {
+    const prefix = uniquePrefix("social");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, partitions: P, workers: W, lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", sentimentModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: P });
+    const s = subjects(prefix);
+    const dlq: { reason: string; user: string }[] = [];
+    client.nc.subscribe(s.dlqWildcard, { callback: (_, m) => dlq.push({ reason: m.headers?.get(DLQ_HEADERS.reason) ?? "", user: pb.Event.decode(m.data).userId }) });
+    await client.nc.flush();
+    const A = idOnShard(prefix, "a", 0);
+    const B = idOnShard(prefix, "b", 1);
+    const C = idOnShard(prefix, "c", 1);
+    let n = 0;
+    const ev = (p: IEvent): IEvent => ({ eventId: `${prefix}-${n++}`, timestampMs: T0 + n * 1000, ...p });
+    const social = (userId: string, type: EventType, target?: string, itemId?: string) => ev({ userId, type, ...(target !== undefined ? { targetUserId: target } : {}), ...(itemId !== undefined ? { itemId } : {}) });
+    // B likes b1 (3 views) and b2 (1 view); C likes c1.
+    await client.publishMany([
+      ...["b1", "b1", "b1", "b2"].map((c, k) => ev({ userId: B, type: EventType.VIEW, itemId: `i${k}`, categoryId: c })),
+      ev({ userId: C, type: EventType.VIEW, itemId: "j", categoryId: "c1" }),
+      ev({ userId: A, type: EventType.VIEW, itemId: "k", categoryId: "a1" }),
+    ]);
+    await waitFor(async () => (await client.getProfile(B).catch(() => undefined))?.eventsApplied === 4, { message: "B's views not applied" });
+    await waitFor(async () => (await client.getProfile(C).catch(() => undefined))?.eventsApplied === 1, { message: "C's view not applied" });
+    await client.publishMany([social(A, EventType.FOLLOW, B), social(A, EventType.FOLLOW, C), social(C, EventType.FOLLOW, B)]);
+    const b = await waitFor(async () => {
+      const p = await client.getProfile(B);
+      return p.social?.followers === 2 ? p : undefined;
+    }, { message: "B's followers did not reach 2" });
+    // Told, not done: B's own counts and events are untouched.
+    expect(b!.eventsApplied).toBe(4);
+    expect(b!.social!.following).toBe(0);
+    const a = await waitFor(async () => {
+      const p = await client.getProfile(A);
+      return p.social?.friendsSampled === 2 ? p : undefined;
+    }, { message: "A's friends' interests did not arrive" });
+    expect(a!.social!.following).toBe(2);
+    expect(a!.eventsApplied).toBe(1);
+    const fi = Object.fromEntries(a!.social!.friendsInterests.map((x) => [x.key, x.score]));
+    // Views 1 s apart decay a little: B's shares are about 3/4 and 1/4, C's 1; the mean over 2 friends.
+    expect(fi.c1).toBeCloseTo(0.5, 9);
+    expect(fi.b1).toBeCloseTo(0.375, 4);
+    expect(fi.b2).toBeCloseTo(0.125, 4);
+    expect((await client.getProfile(C)).social).toMatchObject({ following: 1, followers: 1 });
+
+    // Follow again: no degree moves; a share with C; unfollow C.
+    await client.publishMany([social(A, EventType.FOLLOW, B), social(A, EventType.SHARE, C, "k"), social(A, EventType.UNFOLLOW, C)]);
+    await waitFor(async () => (await client.getProfile(C)).social?.followers === 0, { message: "C's follower not taken off" });
+    await waitFor(async () => (await client.getProfile(C)).social?.sharesReceived === 1, { message: "C's share not received" });
+    const a2 = await client.getProfile(A);
+    expect(a2.social).toMatchObject({ following: 1, sharesSent: 1, friendsSampled: 1 });
+    expect(a2.social!.friendsInterests.map((x) => x.key)).toEqual(["b1", "b2"]);
+    expect((await client.getProfile(B)).social!.followers).toBe(2);
+
+    // Bad social events: a self-follow, an unfollow of someone not followed, a follow without a target.
+    await client.publishMany([social(A, EventType.FOLLOW, A), social(A, EventType.UNFOLLOW, C), social(A, EventType.FOLLOW)]);
+    await waitFor(() => dlq.length >= 3, { message: "bad social events not dead-lettered" });
+    expect(dlq.map((d) => d.reason).sort()).toEqual(["MISSING_TARGET", "NOT_FOLLOWING", "SELF_TARGET"]);
+    // Nothing moved. A marker after them in A's partition: a share with B.
+    await client.publish(social(A, EventType.SHARE, B, "k"));
+    await waitFor(async () => (await client.getProfile(B)).social?.sharesReceived === 1, { message: "marker share not received" });
+    expect((await client.getProfile(A)).social).toMatchObject({ following: 1, sharesSent: 2 });
+    expect((await client.getProfile(C)).social).toMatchObject({ followers: 0, following: 1 });
+
+    // Followers keep no id of whom they follow: once B is forgotten, LMDB holds no trace of B's id.
+    await client.forget(B);
+    const hits = scanLmdb(engine.config.dataDir, [B, A], ["profiles"]);
+    expect(hits[B]).toBe(0);
+    expect(hits[A]).toBeGreaterThan(0); // the scan does see ids
+  });
+
+  it("social - beyondClicks off: reviews, social ties and risk are acknowledged and change nothing beyond clicks", async () => {
+    const prefix = uniquePrefix("social-off");
+    const engine = await fx.startEngine({ subjectPrefix: prefix, lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", profile: { beyondClicks: false } });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    const u = `${prefix}-u`;
+    const v = `${prefix}-v`;
+    const burst: IEvent[] = Array.from({ length: 60 }, (_, k) => ({ eventId: `${prefix}-${k}`, userId: u, type: EventType.VIEW, timestampMs: T0 + k * 200, itemId: `i${k}` }));
+    await client.publishMany([
+      ...burst,
+      { eventId: `${prefix}-r`, userId: u, type: EventType.REVIEW, timestampMs: T0 + 20_000, itemId: "i1", rating: 1, reviewText: "Broke after a day, awful." },
+      { eventId: `${prefix}-f`, userId: u, type: EventType.FOLLOW, timestampMs: T0 + 21_000, targetUserId: v },
+      { eventId: `${prefix}-v`, userId: v, type: EventType.VIEW, timestampMs: T0 + 22_000, itemId: "x" },
+    ]);
+    await waitFor(async () => (await engine.metrics.total(engine.metrics.eventsApplied)) === 63, { message: "events not applied" });
+    const p = await client.getProfile(u);
+    expect(p.eventsApplied).toBe(61);
+    expect(p.counts.review).toBe(1);
+    expect(p.reviews).toBeUndefined();
+    expect(p.social).toBeUndefined();
+    expect(p.risk!.velocity).toMatchObject({ score: 0, flagged: false });
+    expect((await client.getProfile(v)).social).toBeUndefined();
+  });
+});
