@@ -51,8 +51,13 @@ const SESSION_DECAY = 2 ** (-1 / SESSION_HALF_LIFE_EVENTS);
 export type { AudienceState, Transition };
 export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten" | "merged";
 
+/** An empty membership dictionary (null prototype: AudienceState.m). */
+export function newMemberships(): AudienceState["m"] {
+  return Object.create(null) as AudienceState["m"];
+}
+
 export function newAudienceState(partition: number): AudienceState {
-  return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: {}, due: 0 };
+  return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: newMemberships(), due: 0 };
 }
 
 const dayOf = (t: number) => Math.floor(t / DAY_MS);

@@ -1,0 +1,199 @@
+/**
+ * `npm run bench:audience-eval`: the shard-side cost of audiences per event,
+ * without the broker, the main thread or other threads: the synthetic events
+ * of bench/audiences.ts are applied as a shard applies them (batches per
+ * partition; applyEvent, the audience observation, the evaluation of the
+ * batch's users and of due timers by AudienceRunner, and the LMDB commit of
+ * states and side writes by ProfileStore.commitBatch), once with no audience
+ * and once with the 100 of a set, alternating, each on a fresh LMDB.
+ *
+ *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--no-record]
+ *
+ * Prints, per condition, µs per event of the thread (apply, evaluate, the
+ * commit call: packing and queueing the writes, and the wait for the commit)
+ * and of the process CPU, the LMDB writes (puts and removes) per event, the transitions per event and the mean
+ * stored state size. The process is single-threaded here apart from lmdb-js's
+ * write thread, so CPU per event is the cost a shard pays.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { pack } from "msgpackr";
+import type { Actor } from "../src/actors/actor.js";
+import type { AudienceDefinition } from "../src/actors/audience-rules.js";
+import { eventBit } from "../src/actors/audience-rules.js";
+import { timerOf, type TransitionReason } from "../src/actors/audience-state.js";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { applyEvent, type ProfileEvent } from "../src/actors/user-profile.js";
+import type { OutboundMessage } from "../src/bus/event-batch.js";
+import { ActorCache } from "../src/shard/actor-cache.js";
+import { AudienceRunner } from "../src/shard/audience-runner.js";
+import { ProfileStore, type SideWrites } from "../src/store/profile-store.js";
+import { partitionOf } from "../src/wire/partition.js";
+import { churnyAudiences, makeEvents, shopAudiences } from "./audience-sets.js";
+import { appendResults, printTable } from "./report.js";
+
+const { values: a } = parseArgs({
+  options: {
+    set: { type: "string", default: "shop" },
+    events: { type: "string", default: "60000" },
+    users: { type: "string", default: "8000" },
+    "span-days": { type: "string" },
+    rounds: { type: "string", default: "3" },
+    "no-record": { type: "boolean", default: false },
+  },
+});
+const SET = a.set === "churny" ? "churny" : "shop";
+const EVENTS = Number(a.events);
+const USERS = Number(a.users);
+const SPAN_DAYS = Number(a["span-days"] ?? (SET === "shop" ? "1" : "60"));
+const ROUNDS = Number(a.rounds);
+const PARTITIONS = 8;
+/** Events per fetch: each fetch is split into one batch per partition, as the engine's consumers deliver them. */
+const FETCH = 1024;
+const kinds = new Map<string, number>();
+
+interface Run {
+  applyUs: number;
+  evalUs: number;
+  commitUs: number;
+  waitUs: number;
+  writes: number;
+  cpuUs: number;
+  transitions: number;
+  stateBytes: number;
+}
+
+async function run(defs: AudienceDefinition[]): Promise<Run> {
+  const dir = mkdtempSync(join(tmpdir(), "portrait-bench-audeval-"));
+  const store = new ProfileStore({ dataDir: dir });
+  const actors = new ActorCache(store, 1_000_000);
+  const partitions = Array.from({ length: PARTITIONS }, (_, i) => i);
+  const runner = new AudienceRunner({
+    shard: 0, partitions, partitionCount: PARTITIONS, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "bench", pseudonymised: false, backfillChunk: 5000,
+  });
+  runner.set(defs);
+  const t0 = Date.now() - SPAN_DAYS * 86_400_000 - 60_000;
+  const events = makeEvents("m", EVENTS, USERS, t0, SPAN_DAYS * 86_400_000);
+  let applyMs = 0;
+  let evalMs = 0;
+  let commitMs = 0;
+  let waitMs = 0;
+  let writes = 0;
+  let transitions = 0;
+  let batchNo = 0;
+  const seqs = new Map<number, number>();
+  const cpu0 = process.cpuUsage();
+  for (let f = 0; f < events.length; f += FETCH) {
+    const byPartition = new Map<number, ProfileEvent[] & { users?: string[] }>();
+    const users = new Map<number, string[]>();
+    for (const e of events.slice(f, f + FETCH)) {
+      const p = partitionOf(e.userId!, PARTITIONS);
+      if (!byPartition.has(p)) {
+        byPartition.set(p, []);
+        users.set(p, []);
+      }
+      byPartition.get(p)!.push({
+        type: e.type!, timestampMs: Number(e.timestampMs), itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", brand: "", price: e.price ?? 0,
+        quantity: e.quantity ?? 0, currency: "", sessionId: "", orderId: e.orderId ?? "",
+      });
+      users.get(p)!.push(e.userId!);
+    }
+    const commits: Promise<void>[] = [];
+    for (const [p, evs] of byPartition) {
+      batchNo++;
+      const ta = performance.now();
+      const ids = users.get(p)!;
+      const dirty = new Map<string, Actor>();
+      const types = new Map<string, number>();
+      let now = 0;
+      for (let i = 0; i < evs.length; i++) {
+        const e = evs[i]!;
+        const actor = actors.actor(ids[i]!);
+        applyEvent(actor.state, e, PROFILE_DEFAULTS);
+        runner.observe(actor.state, e, p);
+        actor.lastBatch = batchNo;
+        dirty.set(ids[i]!, actor);
+        types.set(ids[i]!, (types.get(ids[i]!) ?? 0) | eventBit(e.type));
+        if (e.timestampMs > now) now = e.timestampMs;
+      }
+      const tb = performance.now();
+      const side: SideWrites = { puts: [], removes: [] };
+      const out: OutboundMessage[] = [];
+      const evaluated: [string, Actor, TransitionReason, number?][] = [...dirty].map(([id, actor]) => [id, actor, "event", types.get(id)]);
+      // Due timers, as the batch applier collects them (batch-applier.ts #collectDue).
+      for (const [due, key] of runner.dueTimers(p, now)) {
+        const actor = actors.actor(key);
+        if (timerOf(actor.state.aud) !== due) side.removes.push(["t", p, due, key]);
+        else if (!dirty.has(key)) {
+          dirty.set(key, actor);
+          evaluated.push([key, actor, "time"]);
+        }
+      }
+      runner.evaluate(p, evaluated, now, side, out);
+      transitions += out.length;
+      const tc = performance.now();
+      const seq = (seqs.get(p) ?? 0) + evs.length;
+      seqs.set(p, seq);
+      writes += dirty.size + side.puts.length + side.removes.length;
+      if (process.env.AUD_KINDS) for (const [k] of side.puts) kinds.set(`put ${k[0]}`, (kinds.get(`put ${k[0]}`) ?? 0) + 1);
+      if (process.env.AUD_KINDS) for (const k of side.removes) kinds.set(`rm ${k[0]}`, (kinds.get(`rm ${k[0]}`) ?? 0) + 1);
+      commits.push(store.commitBatch(p, seq, [...dirty].map(([id, x]) => [id, x.state] as const), side));
+      const td = performance.now();
+      applyMs += tb - ta;
+      evalMs += tc - tb;
+      commitMs += td - tc;
+    }
+    const tw = performance.now();
+    await Promise.all(commits);
+    waitMs += performance.now() - tw;
+    actors.evict(batchNo);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  let bytes = 0;
+  let n = 0;
+  for (let i = 0; i < USERS; i += 97) {
+    const s = actors.state(`u${i}`);
+    if (s !== undefined) {
+      bytes += pack(s).length;
+      n++;
+    }
+  }
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+  const per = 1000 / EVENTS;
+  return { applyUs: applyMs * per, evalUs: evalMs * per, commitUs: commitMs * per, waitUs: waitMs * per, writes: writes / EVENTS, cpuUs: (cpu.user + cpu.system) / EVENTS, transitions: transitions / EVENTS, stateBytes: bytes / n };
+}
+
+async function main(): Promise<void> {
+  const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
+  const defs = SET === "shop" ? shopAudiences() : churnyAudiences();
+  const rows: string[][] = [];
+  const ratios: number[] = [];
+  // One warm-up of each (JIT), not reported.
+  await run([]);
+  await run(defs);
+  if (process.env.AUD_KINDS) console.log(kinds);
+  for (let r = 1; r <= ROUNDS; r++) {
+    const none = await run([]);
+    const with100 = await run(defs);
+    for (const [name, x] of [["none", none], ["100", with100]] as const) {
+      rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0)]);
+    }
+    ratios.push(1 - none.cpuUs / with100.cpuUs);
+    rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
+  }
+  const header = ["round", "audiences", "apply µs/event", "evaluate µs/event", "commit µs/event", "await commit µs/event", "LMDB writes/event", "process CPU µs/event", "transitions/event", "state bytes"];
+  const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`;
+  const notes = [
+    `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
+    "Cost (CPU) = 1 - CPU per event without audiences / with: the shard's share of the target (≤ 20%) without the main thread's publishing of transitions.",
+    load,
+  ];
+  printTable(`audience evaluation per event (${SET})`, header, rows);
+  for (const n of notes) console.log(`- ${n}`);
+  if (!a["no-record"]) appendResults(`audience evaluation per event (${SET})`, `npm run bench:audience-eval -- --set ${SET} --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
+}
+
+await main();
