@@ -570,11 +570,16 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * had, and their next changes were in the old due, so min(old due, the due of
  * what was evaluated) is never later than the true next change (it may be
  * earlier: a timer that finds nothing changed just sets the next one).
+ *
+ * `only` (a backfill after a change of the set: backfillSelection): per
+ * audience of the set, 1 = evaluate; the others keep their memberships under
+ * the same conditions (no time boundary passed, evaluated in whole before),
+ * and memberships of audiences no longer in the set exit.
  */
-export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number): Transition[] {
+export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number, only?: Uint8Array): Transition[] {
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
-  const partial = events !== undefined && a.w === 1 && (a.due === 0 || t < a.due);
+  const partial = (events !== undefined || only !== undefined) && a.w === 1 && (a.due === 0 || t < a.due);
   const rules = rulesOf(set);
   const c = context;
   c.reset(u, a, t, env, rules.length);
@@ -584,7 +589,7 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const defs = set.defs;
   const masks = set.masks;
   for (let i = 0; i < defs.length; i++) {
-    if (partial && (masks[i]! & events) === 0) continue;
+    if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
     const def = defs[i]!;
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
@@ -595,8 +600,8 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
       flags[i] = inside ? 1 : 0;
     }
   }
-  // Memberships of deleted audiences: in whole evaluations (a new set re-evaluates every stored profile in whole: its backfill).
-  if (!partial && f.others > 0) {
+  // Memberships of deleted audiences: in whole evaluations and backfills (a new set re-evaluates every stored profile).
+  if ((!partial || only !== undefined) && f.others > 0) {
     for (const id in a.m) {
       if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
     }

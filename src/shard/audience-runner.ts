@@ -34,7 +34,7 @@
  * duplicate window drops a second copy.
  */
 import type { Actor } from "../actors/actor.js";
-import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
+import { backfillSelection, compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
 import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
@@ -93,7 +93,8 @@ export class AudienceRunner {
   #set: CompiledAudiences = compileAudiences([]);
   #hash = "[]";
   readonly #counts = new Map<string, number>();
-  #backfill: { cursor: string; scanned: number; total: number; hash: string } | undefined;
+  /** The running backfill; `only`: the audiences it evaluates (backfillSelection), undefined = all of them. */
+  #backfill: { cursor: string; scanned: number; total: number; hash: string; only: Uint8Array | undefined } | undefined;
   readonly #cohorts: CohortSketches;
   /** Audiences with a holdout: their departed members are recorded for the report. */
   #holdouts = new Set<string>();
@@ -136,7 +137,16 @@ export class AudienceRunner {
       this.#backfill = undefined;
       return;
     }
-    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash };
+    // Selective when the set before is the one every stored profile was evaluated against: the last backfill finished
+    // (the engine's first set is compared with nothing: a restart during a backfill evaluates every audience again), or a
+    // running one evaluates the union of its audiences and the changed ones.
+    const running = this.#backfill;
+    let only: Uint8Array | undefined;
+    if (before.defs.length > 0 && (running === undefined || running.only !== undefined)) {
+      only = backfillSelection(before, this.#set);
+      if (running !== undefined) this.#set.defs.forEach((x, i) => { if (before.versions.has(x.id) && running.only![before.defs.findIndex((y) => y.id === x.id)] === 1) only![i] = 1; });
+    }
+    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash, only };
   }
 
   progress(): BackfillProgress {
@@ -237,7 +247,7 @@ export class AudienceRunner {
       const oldTimer = timerOf(u.aud);
       if (u.aud === undefined) changed.add(key);
       const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
-      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events);
+      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;
       // An entry still ahead and not later than the due stays (it fires early and finds nothing changed); else it moves to the due.
