@@ -193,6 +193,28 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     expect(selectedShare / 12).toBeLessThan(0.8);
   });
 
+  it("affinity ranks shared by the audiences of one evaluation: top n as defined (score, then key; ties included)", () => {
+    const rnd = rng(77);
+    const keys = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    const defs = keys.flatMap((key) => [1, 2, 3].map((topN) => ({ id: `${key}-top${topN}`, rule: { affinity: { dimension: "category", key, topN } } }) as AudienceDefinition));
+    const set = compileAudiences(defs);
+    for (let trial = 0; trial < 300; trial++) {
+      const u = newUserState();
+      const present = keys.filter(() => rnd() < 0.7);
+      u.cat = { keys: present, scores: present.map(() => pick(rnd, [1, 2, 2, 3, 5])) };
+      u.lastSeenMs = u.affRefMs = Date.UTC(2026, 0, 1);
+      evaluateAudiences("u", u, set, u.lastSeenMs, env, "event", 0);
+      const expected = defs.filter((d) => {
+        const { key, topN } = (d.rule as { affinity: { key: string; topN: number } }).affinity;
+        const i = present.indexOf(key);
+        if (i < 0) return false;
+        const raw = u.cat.scores[i]!;
+        return present.filter((k, j) => u.cat.scores[j]! > raw || (u.cat.scores[j] === raw && k < key)).length < topN;
+      }).map((d) => d.id).sort();
+      expect(Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([id]) => id).sort()).toEqual(expected);
+    }
+  });
+
   it("backfill selection: new, changed, dependent and predictive audiences; not the others", () => {
     const a: AudienceDefinition[] = [
       { id: "buyers", rule: { field: "orders", op: ">=", value: 1 } },
