@@ -57,7 +57,6 @@ const BACKFILL_USERS = Number(a["backfill-users"]);
 const PARTITIONS = 8;
 /** Events per fetch: each fetch is split into one batch per partition, as the engine's consumers deliver them. */
 const FETCH = 1024;
-const kinds = new Map<string, number>();
 
 interface Run {
   applyUs: number;
@@ -142,8 +141,6 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
       const seq = (seqs.get(p) ?? 0) + evs.length;
       seqs.set(p, seq);
       writes += dirty.size + side.puts.length + side.removes.length;
-      if (process.env.AUD_KINDS) for (const [k] of side.puts) kinds.set(`put ${k[0]}`, (kinds.get(`put ${k[0]}`) ?? 0) + 1);
-      if (process.env.AUD_KINDS) for (const k of side.removes) kinds.set(`rm ${k[0]}`, (kinds.get(`rm ${k[0]}`) ?? 0) + 1);
       commits.push(store.commitBatch(p, seq, [...dirty].map(([id, x]) => [id, x.state] as const), side));
       const td = performance.now();
       applyMs += tb - ta;
@@ -294,7 +291,6 @@ async function main(): Promise<void> {
   // One warm-up of each (JIT), not reported.
   await run([]);
   await run(defs);
-  if (process.env.AUD_KINDS) console.log(kinds);
   for (let r = 1; r <= ROUNDS; r++) {
     const none = await run([]);
     const with100 = await run(defs);
