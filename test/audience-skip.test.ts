@@ -7,11 +7,15 @@
  * a backfill of only the new and changed audiences and their dependents:
  * backfillSelection). Memberships after every step and the transitions
  * (audience, number, direction, time, reason) must be the same. Pure: no
- * broker, no store.
+ * broker, no store (but the last test: memberships round-trip through LMDB).
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { backfillSelection, compileAudiences, eventBit, FIELDS, parseDefinition, type AudienceDefinition, type CompiledAudiences, type Rule } from "../src/actors/audience-rules.js";
-import { DAY_MS, evaluateAudiences, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
+import { DAY_MS, evaluateAudiences, newAudienceState, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
+import { ProfileStore } from "../src/store/profile-store.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
@@ -228,5 +232,32 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     const only = backfillSelection(compileAudiences(a), sb);
     const selected = sb.defs.filter((_, i) => only[i] === 1).map((d) => d.id).sort();
     expect(selected).toEqual(["active", "active-buyers", "churny", "new"]);
+  });
+
+  it("store - memberships come back from LMDB as a dictionary (maps, not records): any id, 'constructor' included", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-store-"));
+    try {
+      let store = new ProfileStore({ dataDir: dir });
+      for (let i = 0; i < 100; i++) {
+        const u = newUserState();
+        u.aud = newAudienceState(0);
+        // A different key set per user (each would be a new msgpack record structure).
+        for (let j = 0; j < i % 40; j++) u.aud.m[`a${(i * 7 + j) % 90}`] = [i, j + 1, j % 2];
+        await store.commitBatch(0, i + 1, [[`u${i}`, u]]);
+      }
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      for (let i = 0; i < 100; i++) {
+        const m = store.getState(`u${i}`)!.aud!.m;
+        expect(Object.getPrototypeOf(m)).toBeNull();
+        expect(Object.keys(m).length).toBe(i % 40);
+        for (let j = 0; j < i % 40; j++) expect(m[`a${(i * 7 + j) % 90}`]).toEqual([i, j + 1, j % 2]);
+        // An audience named "constructor" that the user never entered has no entry (not Object's constructor).
+        expect(m["constructor"]).toBeUndefined();
+      }
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
