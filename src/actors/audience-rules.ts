@@ -231,6 +231,8 @@ export interface CompiledAudiences {
   readonly versions: ReadonlyMap<string, string>;
   /** Per definition (same order as defs): the event types (bit 1 << type) that can change its rule's value; see eventMask. */
   readonly masks: readonly number[];
+  /** Per definition: its rule reads a model's prediction (directly or through a reference), which moves without events. */
+  readonly predictive: readonly boolean[];
 }
 
 /** Bit of an event type in a mask. */
@@ -274,15 +276,51 @@ export function eventMask(r: Rule, refs: ReadonlyMap<string, number>): number {
   return ANY_EVENT; // affinities and sessions move with every event
 }
 
+/** Whether a rule reads a prediction; `refs`: the audiences already compiled. */
+function readsPredictions(r: Rule, refs: ReadonlyMap<string, boolean>): boolean {
+  if ("all" in r) return r.all.some((x) => readsPredictions(x, refs));
+  if ("any" in r) return r.any.some((x) => readsPredictions(x, refs));
+  if ("not" in r) return readsPredictions(r.not, refs);
+  if ("field" in r) return r.field.startsWith("prediction.");
+  if ("inAudience" in r) return refs.get(r.inAudience) ?? true;
+  return "percentile" in r;
+}
+
 export function compileAudiences(defs: readonly AudienceDefinition[]): CompiledAudiences {
   const order = orderDefinitions(defs);
   const byId = new Map(defs.map((d) => [d.id, d]));
   const sorted = order.map((id) => byId.get(id)!);
   const refs = new Map<string, number>();
-  for (const d of sorted) refs.set(d.id, eventMask(d.rule, refs));
+  const predictive = new Map<string, boolean>();
+  for (const d of sorted) {
+    refs.set(d.id, eventMask(d.rule, refs));
+    predictive.set(d.id, readsPredictions(d.rule, predictive));
+  }
   return Object.freeze({
     defs: sorted,
     versions: new Map(defs.map((d) => [d.id, JSON.stringify(d)])),
     masks: sorted.map((d) => refs.get(d.id)!),
+    predictive: sorted.map((d) => predictive.get(d.id)!),
   });
+}
+
+/**
+ * What a backfill after a change from set `before` to set `after` must
+ * evaluate, per audience of `after` (1 = evaluate): the new and changed
+ * audiences, those that reference one of them (directly or not), and those
+ * that read predictions (a backfill re-evaluated them against the current
+ * models before it was selective). The others' memberships are kept, as an
+ * event of no type of theirs keeps them (evaluateAudiences `only`).
+ */
+export function backfillSelection(before: CompiledAudiences, after: CompiledAudiences): Uint8Array {
+  const sel = new Uint8Array(after.defs.length);
+  const selected = new Set<string>();
+  after.defs.forEach((d, i) => {
+    const changed = before.versions.get(d.id) !== after.versions.get(d.id);
+    if (changed || after.predictive[i] || [...referencesOf(d.rule)].some((ref) => selected.has(ref))) {
+      sel[i] = 1;
+      selected.add(d.id);
+    }
+  });
+  return sel;
 }

@@ -51,8 +51,13 @@ const SESSION_DECAY = 2 ** (-1 / SESSION_HALF_LIFE_EVENTS);
 export type { AudienceState, Transition };
 export type TransitionReason = "event" | "time" | "backfill" | "deleted" | "forgotten" | "merged";
 
+/** An empty membership dictionary (null prototype: AudienceState.m). */
+export function newMemberships(): AudienceState["m"] {
+  return Object.create(null) as AudienceState["m"];
+}
+
 export function newAudienceState(partition: number): AudienceState {
-  return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: {}, due: 0 };
+  return { p: partition, d: [], cart: 0, sc: [], scn: [], scS: 0, m: newMemberships(), due: 0 };
 }
 
 const dayOf = (t: number) => Math.floor(t / DAY_MS);
@@ -262,6 +267,44 @@ class EvalContext {
     if (t > this.now && t < this.due) this.due = t;
   }
 
+  /**
+   * Values shared by the audiences of one evaluation (computed once each): the
+   * keys of an affinity table in rank order (score descending, then key), per
+   * table slot (affinityRule), and the decay factor of the affinity scores at
+   * `now`. Thirty category-lovers rules each scanned the whole table.
+   */
+  readonly #order: number[][] = [[], [], [], []];
+  readonly #orderOf: (AffinityTable | undefined)[] = [undefined, undefined, undefined, undefined];
+  readonly #orderGen = new Uint32Array(4);
+  #decay = 0;
+  #decayGen = 0;
+
+  /** Whether `key` is among the `topN` first keys of table `t` (kept in slot `slot`) in rank order. */
+  inTop(slot: number, t: AffinityTable, key: string, topN: number): boolean {
+    const order = this.#order[slot]!;
+    if (this.#orderGen[slot] !== this.gen || this.#orderOf[slot] !== t) {
+      const { keys, scores } = t;
+      order.length = keys.length;
+      for (let j = 0; j < keys.length; j++) order[j] = j;
+      order.sort((x, y) => scores[y]! - scores[x]! || (keys[x]! < keys[y]! ? -1 : keys[x]! > keys[y]! ? 1 : 0));
+      this.#orderOf[slot] = t;
+      this.#orderGen[slot] = this.gen;
+    }
+    const keys = t.keys;
+    const n = Math.min(topN, order.length);
+    for (let j = 0; j < n; j++) if (keys[order[j]!] === key) return true;
+    return false;
+  }
+
+  /** 2^(-(now - affRefMs) / halfLife): the factor from a stored affinity score (or review weight) to its value at `now`. */
+  decay(): number {
+    if (this.#decayGen !== this.gen) {
+      this.#decay = Math.pow(2, -(this.now - this.u.affRefMs) / this.env.profile.halfLifeMs);
+      this.#decayGen = this.gen;
+    }
+    return this.#decay;
+  }
+
   window(col: number, wi: number): number {
     const k = col * 4 + wi;
     if (this.stamp[k] === this.gen) return this.win[k]!;
@@ -342,29 +385,28 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
   }
 }
 
-/** A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined = none). */
-function affinityRule(table: (u: UserState) => AffinityTable | undefined, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+/**
+ * A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined =
+ * none; `slot`: the table's slot in the evaluation's shared rank orders, EvalContext.inTop).
+ */
+function affinityRule(table: (u: UserState) => AffinityTable | undefined, slot: number, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+  if (minScore === undefined) {
+    // Rank is the same at every time: all scores decay by the same factor.
+    return (c) => {
+      const t = table(c.u);
+      return t !== undefined && c.inTop(slot, t, key, topN!);
+    };
+  }
   return (c) => {
     const t = table(c.u);
     if (t === undefined) return false;
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
-    let ok = true;
-    if (topN !== undefined) {
-      // Rank is the same at every time: all scores decay by the same factor.
-      let above = 0;
-      for (let j = 0; j < t.scores.length; j++) if (t.scores[j]! > raw || (t.scores[j] === raw && t.keys[j]! < key)) above++;
-      ok = above < topN;
-    }
-    if (minScore !== undefined) {
-      const hl = c.env.profile.halfLifeMs;
-      const ref = c.u.affRefMs;
-      const score = raw * Math.pow(2, -(c.now - ref) / hl);
-      if (score >= minScore) c.at(Math.ceil(ref + hl * Math.log2(raw / minScore)) + 1);
-      ok = ok && score >= minScore;
-    }
-    return ok;
+    const ok = topN === undefined || c.inTop(slot, t, key, topN);
+    const score = raw * c.decay();
+    if (score >= minScore) c.at(Math.ceil(c.u.affRefMs + c.env.profile.halfLifeMs * Math.log2(raw / minScore)) + 1);
+    return ok && score >= minScore;
   };
 }
 
@@ -398,9 +440,10 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
   if ("affinity" in r) {
     const x = r.affinity;
     const table = x.dimension === "category" ? (u: UserState) => u.cat : x.dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
-    return affinityRule(table, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+    const slot = x.dimension === "category" ? 0 : x.dimension === "brand" ? 1 : 2;
+    return affinityRule(table, slot, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
   }
-  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, 3, r.reviewAspect.key, r.reviewAspect.topN, undefined);
   if ("reviewSentiment" in r) {
     const x = r.reviewSentiment;
     const key = x.dimension === "brand" ? x.key.toLowerCase() : x.key;
@@ -413,10 +456,8 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
       if (t === undefined || i < 0 || !(t.w[i]! > 0)) return false;
       if (minWeight !== undefined) {
         // The weight decays like an affinity score: it falls below minWeight at a known time.
-        const hl = c.env.profile.halfLifeMs;
-        const ref = c.u.affRefMs;
-        const w = t.w[i]! * Math.pow(2, -(c.now - ref) / hl);
-        if (w >= minWeight) c.at(Math.ceil(ref + hl * Math.log2(t.w[i]! / minWeight)) + 1);
+        const w = t.w[i]! * c.decay();
+        if (w >= minWeight) c.at(Math.ceil(c.u.affRefMs + c.env.profile.halfLifeMs * Math.log2(t.w[i]! / minWeight)) + 1);
         if (w < minWeight) return false;
       }
       return cmp(t.s[i]! / t.w[i]!);
@@ -567,11 +608,16 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * had, and their next changes were in the old due, so min(old due, the due of
  * what was evaluated) is never later than the true next change (it may be
  * earlier: a timer that finds nothing changed just sets the next one).
+ *
+ * `only` (a backfill after a change of the set: backfillSelection): per
+ * audience of the set, 1 = evaluate; the others keep their memberships under
+ * the same conditions (no time boundary passed, evaluated in whole before),
+ * and memberships of audiences no longer in the set exit.
  */
-export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number): Transition[] {
+export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number, only?: Uint8Array): Transition[] {
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
-  const partial = events !== undefined && a.w === 1 && (a.due === 0 || t < a.due);
+  const partial = (events !== undefined || only !== undefined) && a.w === 1 && (a.due === 0 || t < a.due);
   const rules = rulesOf(set);
   const c = context;
   c.reset(u, a, t, env, rules.length);
@@ -581,7 +627,7 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const defs = set.defs;
   const masks = set.masks;
   for (let i = 0; i < defs.length; i++) {
-    if (partial && (masks[i]! & events) === 0) continue;
+    if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
     const def = defs[i]!;
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
@@ -592,8 +638,8 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
       flags[i] = inside ? 1 : 0;
     }
   }
-  // Memberships of deleted audiences: in whole evaluations (a new set re-evaluates every stored profile in whole: its backfill).
-  if (!partial && f.others > 0) {
+  // Memberships of deleted audiences: in whole evaluations and backfills (a new set re-evaluates every stored profile).
+  if ((!partial || only !== undefined) && f.others > 0) {
     for (const id in a.m) {
       if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
     }

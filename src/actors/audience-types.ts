@@ -15,7 +15,13 @@ export interface AudienceState {
   sc: string[];
   scn: number[];
   scS: number;
-  /** Memberships: audience id -> [since ms (0 = out), transitions, holdout (0/1)]. */
+  /**
+   * Memberships: audience id -> [since ms (0 = out), transitions, holdout (0/1)].
+   * A dictionary with a null prototype (newMemberships; ProfileStore.getState
+   * restores it on load): an id such as "constructor" must not find Object's,
+   * and the store writes it as a msgpack map rather than a record (a user's set
+   * of ids is a new record structure at almost every transition).
+   */
   m: Record<string, [number, number, number]>;
   /** Next time-driven evaluation, ms (0 = none). */
   due: number;

@@ -44,7 +44,7 @@ import { BOUGHT_MEMORY, REVIEW_TOP_K, TIMELINE_MEMORY } from "./user-profile.js"
 import type { RiskState } from "./risk.js";
 import { mergeSocial } from "./social.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
-import { BUCKET_DAYS } from "./audience-state.js";
+import { BUCKET_DAYS, newMemberships } from "./audience-state.js";
 
 const ORDER_MEMORY = 8;
 const STRIDE = 5;
@@ -169,7 +169,7 @@ export function mergeStates(into: UserState, from: UserState, o: CompiledProfile
 
   if (b.aud !== undefined) {
     if (a.aud === undefined) {
-      a.aud = { ...structuredClone(b.aud), m: {}, due: 0, tm: 0 };
+      a.aud = { ...structuredClone(b.aud), m: newMemberships(), due: 0, tm: 0 };
       a.aud.scS = a.sCount;
     } else {
       a.aud.d = mergeBuckets(a.aud.d, b.aud.d);

@@ -11,8 +11,14 @@
  * - members: ["m", audience, user] -> [since ms, holdout];
  * - counts: ["c", audience, partition] -> members, maintained in memory and
  *   written with every change (a count is a sum over partitions, not a scan);
- * - outbox: ["o", partition, message id] -> the transition, until the main
- *   thread has published it (JetStream PubAck) and tells the shard.
+ * - outbox: ["o", partition, entry number] -> the transitions of one commit
+ *   (one evaluation call: a batch, a tick, a forget), compact (OutboxRow),
+ *   until the main thread has published all of them (JetStream PubAck) and
+ *   told the shard; one put and one removal per commit, not per transition
+ *   (they were two of the five LMDB writes of a transition). Entry numbers
+ *   go on from the highest stored at start. Identity messages keep one entry
+ *   each, keyed by their message id (identity.ts toOutbox), as do transitions
+ *   stored before this layout.
  * - departed members of audiences with a holdout (for the uplift report):
  *   ["x", audience, user, since ms] -> [exit ms, holdout], written with the
  *   exit (reasons "event", "time", "backfill"), removed by forget and when
@@ -28,7 +34,7 @@
  * duplicate window drops a second copy.
  */
 import type { Actor } from "../actors/actor.js";
-import { compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
+import { backfillSelection, compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
 import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
@@ -74,6 +80,12 @@ export function transitionMsgId(t: Transition): string {
   return `${t.audience}:${t.user}:${t.n}`;
 }
 
+/** A transition as the outbox stores it: [audience, user, number, entered 0/1, at ms, reason, holdout 0/1]. */
+type OutboxRow = [string, string, number, number, number, string, number];
+
+const toRow = (t: Transition): OutboxRow => [t.audience, t.user, t.n, t.entered ? 1 : 0, t.atMs, t.reason, t.holdout ? 1 : 0];
+const fromRow = (r: OutboxRow): Transition => ({ audience: r[0], user: r[1], n: r[2], entered: r[3] === 1, atMs: r[4], reason: r[5], holdout: r[6] === 1 });
+
 export class AudienceRunner {
   readonly #d: AudienceRunnerDeps;
   readonly #s: Subjects;
@@ -81,16 +93,25 @@ export class AudienceRunner {
   #set: CompiledAudiences = compileAudiences([]);
   #hash = "[]";
   readonly #counts = new Map<string, number>();
-  #backfill: { cursor: string; scanned: number; total: number; hash: string } | undefined;
+  /** The running backfill; `only`: the audiences it evaluates (backfillSelection), undefined = all of them. */
+  #backfill: { cursor: string; scanned: number; total: number; hash: string; only: Uint8Array | undefined } | undefined;
   readonly #cohorts: CohortSketches;
   /** Audiences with a holdout: their departed members are recorded for the report. */
   #holdouts = new Set<string>();
   #cohortsWrittenAt = 0;
+  /** Number of the last outbox entry written (AudienceRunner header). */
+  #outboxNo = 0;
+  /** Outbox entries not yet removed: message id -> [partition, entry number], and entry number -> messages not yet published. */
+  readonly #outboxOf = new Map<string, [number, number]>();
+  readonly #outboxLeft = new Map<number, number>();
 
   constructor(d: AudienceRunnerDeps) {
     this.#d = d;
     this.#s = subjects(d.subjectPrefix);
     this.#owned = new Set(d.partitions);
+    for (const p of d.partitions) {
+      for (const { key } of d.store.audienceRange(["o", p, 0], ["o", p, Number.MAX_SAFE_INTEGER])) this.#outboxNo = Math.max(this.#outboxNo, key[2] as number);
+    }
     this.#cohorts = new CohortSketches(d.store.audienceGet(["q", d.shard]) as ConstructorParameters<typeof CohortSketches>[0]);
   }
 
@@ -116,7 +137,16 @@ export class AudienceRunner {
       this.#backfill = undefined;
       return;
     }
-    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash };
+    // Selective when the set before is the one every stored profile was evaluated against: the last backfill finished
+    // (the engine's first set is compared with nothing: a restart during a backfill evaluates every audience again), or a
+    // running one evaluates the union of its audiences and the changed ones.
+    const running = this.#backfill;
+    let only: Uint8Array | undefined;
+    if (before.defs.length > 0 && (running === undefined || running.only !== undefined)) {
+      only = backfillSelection(before, this.#set);
+      if (running !== undefined) this.#set.defs.forEach((x, i) => { if (before.versions.has(x.id) && running.only![before.defs.findIndex((y) => y.id === x.id)] === 1) only![i] = 1; });
+    }
+    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash, only };
   }
 
   progress(): BackfillProgress {
@@ -172,7 +202,7 @@ export class AudienceRunner {
     }
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>): void {
+  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: OutboxRow[]): void {
     for (const t of ts) {
       if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
       else side.removes.push(["m", t.audience, key]);
@@ -180,10 +210,22 @@ export class AudienceRunner {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
       }
       deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
-      const msgId = transitionMsgId(t);
-      side.puts.push([["o", partition, msgId], t]);
+      rows.push(toRow(t));
       out.push(this.outbound(t));
     }
+  }
+
+  /** One outbox entry for the transitions of one commit (`msgs`: their messages, in the same order). */
+  #outbox(partition: number, rows: OutboxRow[], msgs: readonly OutboundMessage[], side: SideWrites): void {
+    if (rows.length === 0) return;
+    const no = ++this.#outboxNo;
+    side.puts.push([["o", partition, no], rows]);
+    this.#track(partition, no, msgs);
+  }
+
+  #track(partition: number, no: number, msgs: readonly OutboundMessage[]): void {
+    for (const m of msgs) this.#outboxOf.set(m.msgId, [partition, no]);
+    this.#outboxLeft.set(no, msgs.length);
   }
 
   outbound(t: Transition): OutboundMessage {
@@ -198,12 +240,14 @@ export class AudienceRunner {
     const d = this.#d;
     const deltas = new Map<string, number>();
     const changed = new Set<string>();
+    const rows: OutboxRow[] = [];
+    const out0 = out.length;
     for (const [key, actor, reason, events] of users) {
       const u = actor.state;
       const oldTimer = timerOf(u.aud);
       if (u.aud === undefined) changed.add(key);
       const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
-      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events);
+      const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;
       // An entry still ahead and not later than the due stays (it fires early and finds nothing changed); else it moves to the due.
@@ -219,9 +263,10 @@ export class AudienceRunner {
       }
       if (ts.length > 0) {
         changed.add(key);
-        this.#record(ts, partition, key, side, out, deltas);
+        this.#record(ts, partition, key, side, out, deltas, rows);
       }
     }
+    this.#outbox(partition, rows, out.slice(out0), side);
     this.#writeCounts(partition, deltas, side);
     if (this.#cohorts.dirty && performance.now() - this.#cohortsWrittenAt >= 1000) {
       this.#cohortsWrittenAt = performance.now();
@@ -244,7 +289,9 @@ export class AudienceRunner {
     const timer = timerOf(u.aud);
     if (timer > 0) side.removes.push(["t", p, timer, key]);
     const deltas = new Map<string, number>();
-    this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas);
+    const rows: OutboxRow[] = [];
+    this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas, rows);
+    this.#outbox(p, rows, out, side);
     this.#writeCounts(p, deltas, side);
     return { side, out };
   }
@@ -254,7 +301,14 @@ export class AudienceRunner {
     const out: { partition: number; message: OutboundMessage }[] = [];
     for (const p of this.#d.partitions) {
       for (const { key, value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) {
-        // An identity message (a hand-over or a forwarded event, batch-applier.ts) is stored as its subject and bytes.
+        if (typeof key[2] === "number") {
+          const msgs = (value as OutboxRow[]).map((r) => this.outbound(fromRow(r)));
+          this.#track(p, key[2], msgs);
+          for (const message of msgs) out.push({ partition: p, message });
+          continue;
+        }
+        // An identity message (a hand-over or a forwarded event, batch-applier.ts) is stored as its subject and bytes;
+        // a transition stored before the per-commit entries, as itself.
         const v = value as Transition | { s: string; b: Uint8Array };
         out.push({ partition: p, message: "b" in v ? { subject: v.s, msgId: key[2] as string, data: v.b } : this.outbound(v) });
       }
@@ -264,7 +318,22 @@ export class AudienceRunner {
 
   /** The main thread published these (PubAck): their outbox entries go (not awaited; a lost removal only republishes, deduplicated by id). */
   published(partition: number, msgIds: string[]): void {
-    this.#d.store.audienceWrite({ puts: [], removes: msgIds.map((id) => ["o", partition, id]) });
+    const removes: AudienceKey[] = [];
+    for (const id of msgIds) {
+      const at = this.#outboxOf.get(id);
+      if (at === undefined || at[0] !== partition) {
+        removes.push(["o", partition, id]);
+        continue;
+      }
+      this.#outboxOf.delete(id);
+      const left = this.#outboxLeft.get(at[1])! - 1;
+      if (left > 0) this.#outboxLeft.set(at[1], left);
+      else {
+        this.#outboxLeft.delete(at[1]);
+        removes.push(["o", partition, at[1]]);
+      }
+    }
+    this.#d.store.audienceWrite({ puts: [], removes });
   }
 }
 

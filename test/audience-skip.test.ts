@@ -1,0 +1,263 @@
+/**
+ * The evaluations that skip audiences never miss an enter or an exit: on
+ * random rules (every kind of leaf, nested all/any/not, references) and
+ * random event sequences with their own timers, each user is kept twice,
+ * one copy evaluated in whole every time and one as the shard evaluates it
+ * (only the audiences the event types can change; after a change of the set,
+ * a backfill of only the new and changed audiences and their dependents:
+ * backfillSelection). Memberships after every step and the transitions
+ * (audience, number, direction, time, reason) must be the same. Pure: no
+ * broker, no store (but the last test: memberships round-trip through LMDB).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { backfillSelection, compileAudiences, eventBit, FIELDS, parseDefinition, type AudienceDefinition, type CompiledAudiences, type Rule } from "../src/actors/audience-rules.js";
+import { DAY_MS, evaluateAudiences, newAudienceState, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
+import { ProfileStore } from "../src/store/profile-store.js";
+import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { EventType } from "../src/wire/proto.js";
+
+type Rnd = () => number;
+
+function rng(seed: number): Rnd {
+  let s = seed;
+  return () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+}
+
+const pick = <T>(rnd: Rnd, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+
+/** Thresholds that the random events below cross often, per field. */
+function threshold(rnd: Rnd, field: string): number {
+  if (field.startsWith("revenue.") || field === "net") return pick(rnd, [0, 20, 100, 400]);
+  if (field.startsWith("days")) return pick(rnd, [0.01, 0.5, 2, 10]);
+  if (field.startsWith("rfm.")) return pick(rnd, [1, 2, 3, 4, 5]);
+  if (field.startsWith("prediction.") || field.startsWith("risk.") || field.startsWith("review.")) return pick(rnd, [0, 0.5]);
+  return pick(rnd, [0, 1, 2, 3, 5, 10]);
+}
+
+function randomLeaf(rnd: Rnd, refs: readonly string[]): Rule {
+  const k = rnd();
+  if (k < 0.45) {
+    const field = pick(rnd, FIELDS);
+    return { field, op: pick(rnd, [">", ">=", "<", "<=", "==", "!="] as const), value: threshold(rnd, field) };
+  }
+  if (k < 0.6) {
+    return { affinity: { dimension: pick(rnd, ["category", "priceBand"] as const), key: pick(rnd, ["c0", "c1", "c2", "c3", "20-50", "50-100"]), ...(rnd() < 0.6 ? { topN: 1 + Math.floor(rnd() * 2) } : { minScore: pick(rnd, [0.5, 2, 4]) }) } };
+  }
+  if (k < 0.72) return { session: { category: pick(rnd, ["c0", "c1", "c2", "c3"]), topN: 1 + Math.floor(rnd() * 2) } };
+  if (k < 0.82) return { cartAbandoned: { afterMinutes: pick(rnd, [5, 60, 600]) } };
+  if (refs.length > 0) return { inAudience: pick(rnd, refs) };
+  return { field: "orders", op: ">=", value: 1 };
+}
+
+function randomRule(rnd: Rnd, refs: readonly string[], depth = 0): Rule {
+  const k = rnd();
+  if (depth >= 2 || k < 0.5) return randomLeaf(rnd, refs);
+  if (k < 0.7) return { all: [randomRule(rnd, refs, depth + 1), randomRule(rnd, refs, depth + 1)] };
+  if (k < 0.9) return { any: [randomRule(rnd, refs, depth + 1), randomRule(rnd, refs, depth + 1)] };
+  return { not: randomRule(rnd, refs, depth + 1) };
+}
+
+/** `n` random definitions; each may reference the ones before it (no cycles). */
+function randomDefs(rnd: Rnd, n: number, prefix: string, refs: string[] = []): AudienceDefinition[] {
+  const out: AudienceDefinition[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = `${prefix}${i}`;
+    out.push(parseDefinition({ id, rule: randomRule(rnd, refs) }));
+    refs.push(id);
+  }
+  return out;
+}
+
+const TYPES = [EventType.VIEW, EventType.VIEW, EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.REFUND, EventType.CLICK];
+
+function randomEvent(rnd: Rnd, t: number, k: number): ProfileEvent {
+  const type = pick(rnd, TYPES);
+  return {
+    type, timestampMs: t, itemId: `i${Math.floor(rnd() * 30)}`, categoryId: `c${Math.floor(rnd() * 4)}`, brand: "", price: 5 + Math.floor(rnd() * 80),
+    quantity: 1, currency: "", sessionId: "", orderId: type === EventType.PURCHASE ? `o${k}` : "",
+  };
+}
+
+function nextTime(rnd: Rnd, t: number): number {
+  const gap = rnd();
+  return t + (gap < 0.5 ? Math.floor(rnd() * 20 * 60_000) : gap < 0.85 ? Math.floor(rnd() * 6 * 3_600_000) : Math.floor(rnd() * 12 * DAY_MS));
+}
+
+const env = { profile: PROFILE_DEFAULTS };
+const members = (u: UserState) => Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([a, m]) => `${a}@${m[0]}`).sort();
+const view = (ts: Transition[]) => ts.map((x) => `${x.audience}:${x.n}:${x.entered ? "in" : "out"}@${x.atMs}:${x.reason}`);
+
+/** A user kept twice: `whole` evaluated in whole every time, `skip` as the shard evaluates it. */
+class Pair {
+  readonly whole = newUserState();
+  readonly skip = newUserState();
+  readonly outWhole: Transition[] = [];
+  readonly outSkip: Transition[] = [];
+  constructor(readonly id: string) {}
+
+  /** Time-driven evaluations up to `t`, at each due (as the shard's timers fire them). */
+  timers(set: CompiledAudiences, t: number): void {
+    for (const [u, out] of [[this.whole, this.outWhole], [this.skip, this.outSkip]] as const) {
+      while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(this.id, u, set, u.aud.due, env, "time", 0));
+    }
+  }
+
+  event(set: CompiledAudiences, e: ProfileEvent): void {
+    this.timers(set, e.timestampMs);
+    for (const [u, out, events] of [[this.whole, this.outWhole, undefined], [this.skip, this.outSkip, eventBit(e.type)]] as const) {
+      applyEvent(u, e, PROFILE_DEFAULTS);
+      observeAudienceEvent(u, e, 0);
+      out.push(...evaluateAudiences(this.id, u, set, e.timestampMs, env, "event", 0, events));
+    }
+  }
+
+  backfill(set: CompiledAudiences, t: number, only: Uint8Array): void {
+    this.outWhole.push(...evaluateAudiences(this.id, this.whole, set, t, env, "backfill", 0));
+    this.outSkip.push(...evaluateAudiences(this.id, this.skip, set, t, env, "backfill", 0, undefined, only));
+  }
+
+  same(): void {
+    expect(members(this.skip)).toEqual(members(this.whole));
+    expect(view(this.outSkip)).toEqual(view(this.outWhole));
+  }
+}
+
+describe("audience evaluation - skipped audiences never miss a transition", () => {
+  it("random rules x random events: evaluating by event type gives the transitions of evaluating all", () => {
+    let transitions = 0;
+    for (let trial = 0; trial < 12; trial++) {
+      const rnd = rng(1000 + trial);
+      const set = compileAudiences(randomDefs(rnd, 25, "a"));
+      for (let user = 0; user < 25; user++) {
+        const pair = new Pair(`u${user}`);
+        let t = Date.UTC(2026, 0, 1) + Math.floor(rnd() * DAY_MS);
+        for (let k = 0; k < 50; k++) {
+          t = nextTime(rnd, t);
+          pair.event(set, randomEvent(rnd, t, k));
+          expect(members(pair.skip)).toEqual(members(pair.whole));
+        }
+        pair.timers(set, t + 120 * DAY_MS);
+        pair.same();
+        transitions += pair.outWhole.length;
+      }
+    }
+    // The rules flip: the comparison is not between two empty lists.
+    expect(transitions).toBeGreaterThan(5000);
+  });
+
+  it("random set changes: a backfill of only the new and changed audiences and their dependents gives the transitions of a whole one", () => {
+    let transitions = 0;
+    let selectedShare = 0;
+    for (let trial = 0; trial < 12; trial++) {
+      const rnd = rng(2000 + trial);
+      const refs: string[] = [];
+      const before = randomDefs(rnd, 20, "a", refs);
+      // The change: two audiences deleted (not referenced: the set must stay valid), two changed, three added (which may
+      // reference any), as `audience create|delete` do one at a time.
+      const referenced = new Set(before.flatMap((d) => JSON.stringify(d.rule).match(/"inAudience":"[^"]+"/g) ?? []).map((x) => x.slice(14, -1)));
+      const deletable = before.filter((d) => !referenced.has(d.id)).map((d) => d.id);
+      const deleted = new Set(deletable.slice(0, 2));
+      const kept = refs.filter((id) => !deleted.has(id));
+      const changedIds = new Set([kept[3]!, kept[7]!]);
+      const after = [
+        ...before.filter((d) => !deleted.has(d.id)).map((d) => (changedIds.has(d.id) ? parseDefinition({ id: d.id, rule: randomLeaf(rnd, []) }) : d)),
+        ...randomDefs(rnd, 3, "n", [...kept]),
+      ];
+      const setBefore = compileAudiences(before);
+      const setAfter = compileAudiences(after);
+      const only = backfillSelection(setBefore, setAfter);
+      selectedShare += only.reduce((n, x) => n + x, 0) / only.length;
+      for (let user = 0; user < 25; user++) {
+        const pair = new Pair(`u${user}`);
+        let t = Date.UTC(2026, 0, 1) + Math.floor(rnd() * DAY_MS);
+        for (let k = 0; k < 30; k++) {
+          t = nextTime(rnd, t);
+          pair.event(setBefore, randomEvent(rnd, t, k));
+        }
+        // The backfill reaches the user some time after its last event (timers due before then fire first, as they do).
+        const at = nextTime(rnd, t);
+        pair.timers(setBefore, at);
+        pair.backfill(setAfter, at, only);
+        pair.same();
+        for (let k = 30; k < 50; k++) {
+          t = nextTime(rnd, Math.max(t, at));
+          pair.event(setAfter, randomEvent(rnd, t, k));
+        }
+        pair.timers(setAfter, t + 120 * DAY_MS);
+        pair.same();
+        transitions += pair.outWhole.length;
+      }
+    }
+    expect(transitions).toBeGreaterThan(3000);
+    // The selection skips audiences (else this test would not test the skip).
+    expect(selectedShare / 12).toBeLessThan(0.8);
+  });
+
+  it("affinity ranks shared by the audiences of one evaluation: top n as defined (score, then key; ties included)", () => {
+    const rnd = rng(77);
+    const keys = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    const defs = keys.flatMap((key) => [1, 2, 3].map((topN) => ({ id: `${key}-top${topN}`, rule: { affinity: { dimension: "category", key, topN } } }) as AudienceDefinition));
+    const set = compileAudiences(defs);
+    for (let trial = 0; trial < 300; trial++) {
+      const u = newUserState();
+      const present = keys.filter(() => rnd() < 0.7);
+      u.cat = { keys: present, scores: present.map(() => pick(rnd, [1, 2, 2, 3, 5])) };
+      u.lastSeenMs = u.affRefMs = Date.UTC(2026, 0, 1);
+      evaluateAudiences("u", u, set, u.lastSeenMs, env, "event", 0);
+      const expected = defs.filter((d) => {
+        const { key, topN } = (d.rule as { affinity: { key: string; topN: number } }).affinity;
+        const i = present.indexOf(key);
+        if (i < 0) return false;
+        const raw = u.cat.scores[i]!;
+        return present.filter((k, j) => u.cat.scores[j]! > raw || (u.cat.scores[j] === raw && k < key)).length < topN;
+      }).map((d) => d.id).sort();
+      expect(Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([id]) => id).sort()).toEqual(expected);
+    }
+  });
+
+  it("backfill selection: new, changed, dependent and predictive audiences; not the others", () => {
+    const a: AudienceDefinition[] = [
+      { id: "buyers", rule: { field: "orders", op: ">=", value: 1 } },
+      { id: "active", rule: { field: "events.7d", op: ">=", value: 1 } },
+      { id: "active-buyers", rule: { all: [{ inAudience: "buyers" }, { inAudience: "active" }] } },
+      { id: "churny", rule: { field: "prediction.churnRisk", op: ">=", value: 0.5 } },
+      { id: "lovers", rule: { affinity: { dimension: "category", key: "c1", topN: 1 } } },
+    ];
+    const b = [...a.map((d) => (d.id === "active" ? { ...d, rule: { field: "events.7d", op: ">=", value: 2 } as Rule } : d)), { id: "new", rule: { inAudience: "lovers" } } as AudienceDefinition];
+    const sb = compileAudiences(b);
+    const only = backfillSelection(compileAudiences(a), sb);
+    const selected = sb.defs.filter((_, i) => only[i] === 1).map((d) => d.id).sort();
+    expect(selected).toEqual(["active", "active-buyers", "churny", "new"]);
+  });
+
+  it("store - memberships come back from LMDB as a dictionary (maps, not records): any id, 'constructor' included", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-store-"));
+    try {
+      let store = new ProfileStore({ dataDir: dir });
+      for (let i = 0; i < 100; i++) {
+        const u = newUserState();
+        u.aud = newAudienceState(0);
+        // A different key set per user (each would be a new msgpack record structure).
+        for (let j = 0; j < i % 40; j++) u.aud.m[`a${(i * 7 + j) % 90}`] = [i, j + 1, j % 2];
+        await store.commitBatch(0, i + 1, [[`u${i}`, u]]);
+      }
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      for (let i = 0; i < 100; i++) {
+        const m = store.getState(`u${i}`)!.aud!.m;
+        expect(Object.getPrototypeOf(m)).toBeNull();
+        expect(Object.keys(m).length).toBe(i % 40);
+        for (let j = 0; j < i % 40; j++) expect(m[`a${(i * 7 + j) % 90}`]).toEqual([i, j + 1, j % 2]);
+        // An audience named "constructor" that the user never entered has no entry (not Object's constructor).
+        expect(m["constructor"]).toBeUndefined();
+      }
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
