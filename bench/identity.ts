@@ -34,6 +34,7 @@ import { startNatsServer } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { Engine } from "../src/engine.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
+import { makeEvents } from "./audience-sets.js";
 import { appendResults, printTable } from "./report.js";
 
 import { ProfileStore } from "../src/store/profile-store.js";
@@ -70,20 +71,6 @@ function pct(xs: number[], p: number): number {
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
-function makeEvents(prefix: string, n: number, users: number, t0: number): IEvent[] {
-  const out: IEvent[] = [];
-  let seed = 7;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
-  for (let i = 0; i < n; i++) {
-    const r = rnd();
-    const type = r < 0.75 ? EventType.VIEW : r < 0.92 ? EventType.ADD_TO_CART : EventType.PURCHASE;
-    out.push({
-      eventId: `${prefix}-${i}`, userId: `u${Math.floor(rnd() * users)}`, type, timestampMs: t0 + Math.floor((i / n) * 86_400_000),
-      itemId: `i${Math.floor(rnd() * 5000)}`, categoryId: `c${Math.floor(rnd() * 30)}`, price: 1 + Math.floor(rnd() * 200), quantity: 1,
-    });
-  }
-  return out;
-}
 
 /** The merged ids of the second run: every tenth user, into the next one. */
 const isSecondary = (u: number) => u % 10 === 0 && u + 1 < USERS;
@@ -116,7 +103,8 @@ async function main(): Promise<void> {
       const dataDir = mkdtempSync(join(tmpdir(), "portrait-bench-id-"));
       dirs.push(dataDir);
       const client = new PortraitClient(nc, { partitions: PARTITIONS, subjectPrefix: prefix, requestTimeoutMs: 30_000 });
-      const events = makeEvents(prefix, EVENTS, USERS, t0);
+      // The audience bench's shop mix over one day (purchases carry an order id).
+      const events = makeEvents(prefix, EVENTS, USERS, t0, 86_400_000);
       // Every user known before: one event each (so "merged" merges real profiles), then the identifies.
       const e0 = await start(prefix, dataDir);
       const first: IEvent[] = Array.from({ length: USERS }, (_, u) => ({ eventId: `${prefix}-f${u}`, userId: `u${u}`, type: EventType.VIEW, timestampMs: t0, itemId: "i0" }));

@@ -361,7 +361,7 @@ export class BatchApplier {
     const h = readHandover(e);
     // The merge's entry in flight, under the primary it was made for (a hand-over may reach a later primary through its aliases).
     const inFlight = mergingKey(h.o ?? primary, h.k);
-    const m = d.store.merging(h.o ?? primary, h.k);
+    const m = d.store.merging(inFlight);
     if (m !== undefined && m[0] === e.mergeId) {
       b.identity.mergingRemoves.push(inFlight);
       if (m[2] !== undefined) {

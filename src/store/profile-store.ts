@@ -154,9 +154,9 @@ export class ProfileStore {
     this.#merging = this.#root.openDB<MergingEntry, string>({ name: "merging", encoding: "msgpack" });
   }
 
-  /** A merge in flight into `primaryKey` from `secondaryKey` (db `merging`), or undefined. */
-  merging(primaryKey: string, secondaryKey: string): MergingEntry | undefined {
-    return this.#merging.get(mergingKey(primaryKey, secondaryKey));
+  /** A merge in flight (db `merging`) by its key (mergingKey), or undefined. */
+  merging(key: string): MergingEntry | undefined {
+    return this.#merging.get(key);
   }
 
   /** The merges into `primaryKey` whose hand-over is not folded yet: [secondary key, entry]. */
