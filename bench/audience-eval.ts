@@ -26,7 +26,7 @@ import { pack } from "msgpackr";
 import type { Actor } from "../src/actors/actor.js";
 import type { AudienceDefinition } from "../src/actors/audience-rules.js";
 import { eventBit } from "../src/actors/audience-rules.js";
-import { timerOf, type TransitionReason } from "../src/actors/audience-state.js";
+import type { TransitionReason } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, type ProfileEvent } from "../src/actors/user-profile.js";
 import type { OutboundMessage } from "../src/bus/event-batch.js";
@@ -127,10 +127,9 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
       const out: OutboundMessage[] = [];
       const evaluated: [string, Actor, TransitionReason, number?][] = [...dirty].map(([id, actor]) => [id, actor, "event", types.get(id)]);
       // Due timers, as the batch applier collects them (batch-applier.ts #collectDue).
-      for (const [due, key] of runner.dueTimers(p, now)) {
+      for (const [, key] of runner.dueTimers(p, now)) {
         const actor = actors.actor(key);
-        if (timerOf(actor.state.aud) !== due) side.removes.push(["t", p, due, key]);
-        else if (!dirty.has(key)) {
+        if (!dirty.has(key)) {
           dirty.set(key, actor);
           evaluated.push([key, actor, "time"]);
         }
@@ -255,7 +254,6 @@ async function backfillRuns(defs: AudienceDefinition[], rows: string[][]): Promi
     for (let due = runner.dueTimers(p, now); due.length > 0; due = runner.dueTimers(p, now)) {
       const side: SideWrites = { puts: [], removes: [] };
       const users = due.map(([, key]) => [key, fill.actor(key), "time"] as const);
-      for (const [at, key] of due) side.removes.push(["t", p, at, key]);
       runner.evaluate(p, users, now, side, []);
       await store.commitBatch(p, 0, users.map(([id, x]) => [id, x.state] as const), side);
     }

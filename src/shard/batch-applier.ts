@@ -28,7 +28,7 @@ import { liveState, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
 import type { ForgetResult, TickResult } from "./shard-protocol.js";
 import type { AudienceRunner } from "./audience-runner.js";
-import { timerOf, type TransitionReason } from "../actors/audience-state.js";
+import type { TransitionReason } from "../actors/audience-state.js";
 import { eventBit } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { mergingKey, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
@@ -427,29 +427,25 @@ export class BatchApplier {
   }
 
   /**
-   * The partition's users whose committed timer is due at `now`, added to
-   * `dirty` and `into` (reason "time"). An entry that is not the user's
-   * current due (it moved in a batch since) is removed instead.
+   * The partition's users whose timer is due at `now` (audience-timers.ts),
+   * added to `dirty` and `into` (reason "time"). A forgotten user's timer is
+   * dropped (its index entry's removal into `side`).
    */
   #collectDue(partition: number, now: number, batchNo: number, dirty: Map<string, Actor>, into: [string, Actor, TransitionReason, number?][], side: SideWrites): number {
     const d = this.#d;
     let fired = 0;
-    for (const [due, key] of d.audiences.dueTimers(partition, now)) {
-      // Merged into another id by a batch not committed yet: that commit removes its timer.
+    for (const [, key] of d.audiences.dueTimers(partition, now)) {
+      // Merged into another id by a batch not committed yet: that batch dropped its timer.
       if (this.#pendingAliases.has(key)) continue;
       // Forgotten (or being forgotten: its removal hides the stored state): no actor is made for it, or an empty
       // profile would answer for the forgotten user; its timer goes with the removal.
       if (!d.actors.has(key)) {
-        side.removes.push(["t", partition, due, key]);
-        continue;
-      }
-      const a = d.actors.actor(key);
-      if (timerOf(a.state.aud) !== due) {
-        side.removes.push(["t", partition, due, key]);
+        d.audiences.dropTimer(partition, key, side);
         continue;
       }
       // In the batch too: its evaluation is a whole one (evaluateAudiences: the due passed).
       if (dirty.has(key)) continue;
+      const a = d.actors.actor(key);
       a.lastBatch = batchNo;
       dirty.set(key, a);
       into.push([key, a, "time"]);
@@ -492,6 +488,7 @@ export class BatchApplier {
     }
     const commits: Promise<void>[] = [];
     for (const [p, w] of work) {
+      if (w.users.length === 0) d.audiences.compactTimers(p, w.side);
       if (w.users.length === 0 && w.side.removes.length === 0) continue;
       const out: OutboundMessage[] = [];
       const changed = d.audiences.evaluate(p, w.users, now, w.side, out);
