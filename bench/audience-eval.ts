@@ -28,11 +28,11 @@ import type { AudienceDefinition } from "../src/actors/audience-rules.js";
 import { eventBit } from "../src/actors/audience-rules.js";
 import type { TransitionReason } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { applyEvent, type ProfileEvent } from "../src/actors/user-profile.js";
+import { applyEvent, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import type { OutboundMessage } from "../src/bus/event-batch.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
-import { ProfileStore, type SideWrites } from "../src/store/profile-store.js";
+import { PROFILE_PART, ProfileStore, type SideWrites } from "../src/store/profile-store.js";
 import { partitionOf } from "../src/wire/partition.js";
 import { churnyAudiences, makeEvents, shopAudiences } from "./audience-sets.js";
 import { appendResults, printTable } from "./report.js";
@@ -126,6 +126,7 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
       const side: SideWrites = { puts: [], removes: [] };
       const out: OutboundMessage[] = [];
       const evaluated: [string, Actor, TransitionReason, number?][] = [...dirty].map(([id, actor]) => [id, actor, "event", types.get(id)]);
+      const nEvents = evaluated.length;
       // Due timers, as the batch applier collects them (batch-applier.ts #collectDue).
       for (const [, key] of runner.dueTimers(p, now)) {
         const actor = actors.actor(key);
@@ -134,13 +135,19 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
           evaluated.push([key, actor, "time"]);
         }
       }
-      runner.evaluate(p, evaluated, now, side, out);
+      const changed = runner.evaluate(p, evaluated, now, side, out);
       transitions += out.length;
+      // As batch-applier.ts writes them: the profiles of the batch's users, and the memberships that changed.
+      const states: [string, UserState, number][] = [];
+      evaluated.forEach(([id, x], i) => {
+        const parts = (i < nEvents ? PROFILE_PART : 0) | (changed.get(id) ?? 0);
+        if (parts !== 0) states.push([id, x.state, parts]);
+      });
       const tc = performance.now();
       const seq = (seqs.get(p) ?? 0) + evs.length;
       seqs.set(p, seq);
-      writes += dirty.size + side.puts.length + side.removes.length;
-      commits.push(store.commitBatch(p, seq, [...dirty].map(([id, x]) => [id, x.state] as const), side));
+      writes += states.reduce((n, [, , parts]) => n + (parts === 3 ? 2 : 1), 0) + side.puts.length + side.removes.length;
+      commits.push(store.commitBatch(p, seq, states, side));
       const td = performance.now();
       applyMs += tb - ta;
       evalMs += tc - tb;
@@ -196,7 +203,7 @@ async function backfill(runner: AudienceRunner, actors: ActorCache, store: Profi
       const out: OutboundMessage[] = [];
       const changed = runner.evaluate(p, users, now, side, out);
       transitions += out.length;
-      commits.push(store.commitBatch(p, 0, users.filter(([id]) => changed.has(id)).map(([id, x]) => [id, x.state] as const), side));
+      commits.push(store.commitBatch(p, 0, users.filter(([id]) => changed.has(id)).map(([id, x]) => [id, x.state, changed.get(id)!] as const), side));
     }
     await Promise.all(commits);
     actors.evict(batchNo);

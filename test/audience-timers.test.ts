@@ -16,12 +16,12 @@ import type { Actor } from "../src/actors/actor.js";
 import { eventBit, type AudienceDefinition } from "../src/actors/audience-rules.js";
 import { DAY_MS, type TransitionReason } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { applyEvent, type ProfileEvent } from "../src/actors/user-profile.js";
+import { applyEvent, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import type { OutboundMessage } from "../src/bus/event-batch.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
 import type { CompactionOptions } from "../src/shard/audience-timers.js";
-import { ProfileStore, type SideWrites } from "../src/store/profile-store.js";
+import { PROFILE_PART, ProfileStore, type SideWrites } from "../src/store/profile-store.js";
 import { EventType } from "../src/wire/proto.js";
 import { partitionOf } from "../src/wire/partition.js";
 import { pb } from "../src/wire/proto.js";
@@ -100,6 +100,7 @@ class Shard {
       types.set(user, (types.get(user) ?? 0) | eventBit(e.type));
     }
     const evaluated: [string, Actor, TransitionReason, number?][] = [...dirty].map(([id, a]) => [id, a, "event", types.get(id)]);
+    const withEvents = evaluated.length;
     for (const [, key] of this.runner.dueTimers(p, now)) {
       if (dirty.has(key)) continue;
       const a = this.actors.actor(key);
@@ -109,14 +110,20 @@ class Shard {
     }
     const side: SideWrites = { puts: [], removes: [] };
     const out: OutboundMessage[] = [];
-    this.runner.evaluate(p, evaluated, now, side, out);
+    const changed = this.runner.evaluate(p, evaluated, now, side, out);
     for (const m of out) {
       const t = pb.AudienceTransition.decode(m.data);
       this.transitions.push(`${m.msgId} ${t.entered ? "in" : "out"} ${Number(t.atMs)} ${t.reason}`);
     }
     const seq = (this.seqs.get(p) ?? 0) + 1;
     this.seqs.set(p, seq);
-    await this.store.commitBatch(p, seq, [...dirty].map(([id, a]) => [id, a.state] as const), side);
+    // What batch-applier.ts writes: the profiles of users with events, and the memberships records that changed.
+    const states: [string, UserState, number][] = [];
+    evaluated.forEach(([id, a], i) => {
+      const parts = (i < withEvents ? PROFILE_PART : 0) | (changed.get(id) ?? 0);
+      if (parts !== 0) states.push([id, a.state, parts]);
+    });
+    await this.store.commitBatch(p, seq, states, side);
     this.actors.evict(batchNo);
   }
 

@@ -40,7 +40,7 @@ import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import type { AudienceKey, ProfileStore, SideWrites } from "../store/profile-store.js";
+import { MEMBERSHIPS_PART, PROFILE_PART, type AudienceKey, type ProfileStore, type SideWrites } from "../store/profile-store.js";
 import { pb } from "../wire/proto.js";
 import { partitionOf } from "../wire/partition.js";
 import type { ActorCache } from "./actor-cache.js";
@@ -260,26 +260,31 @@ export class AudienceRunner {
   /**
    * Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`.
    * A user's optional fourth element: the event types (eventBit) applied to it since its last evaluation (evaluateAudiences).
+   * Returns the users whose stored state this evaluation changed, with the parts to write (profile-store.ts): the
+   * memberships record (MEMBERSHIPS_PART), and the profile too when the user had no audience state before.
    */
-  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason, number?]>, now: number, side: SideWrites, out: OutboundMessage[]): Set<string> {
+  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason, number?]>, now: number, side: SideWrites, out: OutboundMessage[]): Map<string, number> {
     const d = this.#d;
     const deltas = new Map<string, number>();
-    const changed = new Set<string>();
+    const changed = new Map<string, number>();
     const rows: OutboxRow[] = [];
     const out0 = out.length;
     for (const [key, actor, reason, events] of users) {
       const u = actor.state;
-      const due0 = u.aud?.due;
+      const a0 = u.aud;
+      const due0 = a0?.due;
+      const w0 = a0?.w;
+      const q0 = a0?.q?.[0];
+      const q1 = a0?.q?.[1];
       const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
-      const due = u.aud!.due;
-      // The stored due decides which audiences a later event may skip (evaluateAudiences): a change is written.
-      if (due !== due0) changed.add(key);
+      const a = u.aud!;
+      const due = a.due;
+      // The stored due decides which audiences a later event may skip (evaluateAudiences): its change is written, as are the cohort bins.
+      if (a0 === undefined) changed.set(key, PROFILE_PART | MEMBERSHIPS_PART);
+      else if (ts.length > 0 || due !== due0 || a.w !== w0 || a.q?.[0] !== q0 || a.q?.[1] !== q1) changed.set(key, MEMBERSHIPS_PART);
       this.#timers.set(partition, key, due, now, side);
-      if (ts.length > 0) {
-        changed.add(key);
-        this.#record(ts, partition, key, side, out, deltas, rows);
-      }
+      if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas, rows);
     }
     this.#timers.compaction(partition, side);
     this.#outbox(partition, rows, out.slice(out0), side);
