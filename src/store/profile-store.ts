@@ -25,7 +25,8 @@
  *   with the category's next event).
  *
  * - db `audiences` (ordered keys, src/shard/audience-runner.ts): ["t", partition,
- *   due ms, user] -> 1 (timers), ["m", audience, user] -> [since ms, holdout]
+ *   time ms, user] -> 1 (the timers' coarse index: an entry at or before the
+ *   user's committed due, src/shard/audience-timers.ts), ["m", audience, user] -> [since ms, holdout]
  *   (members), ["c", audience, partition] -> members (counts), ["o", partition,
  *   entry number] -> the transitions of one commit, or ["o", partition, message
  *   id] -> an identity message (the outbox: committed, not yet published),
