@@ -9,7 +9,8 @@
  *   due, w, q), and a `memberships` record, once written, takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
  *   msgpack array (MembershipRecord): [due ms, w, q0, q1, then per audience
- *   entered at least once: id, since ms, transitions, holdout]. Written by
+ *   entered at least once: id, since ms, transitions, holdout]; none for a
+ *   user that never entered an audience and has no due. Written by
  *   itself when only memberships or the due changed (a timer, a backfill), so
  *   a time-driven transition or a backfill entry does not rewrite the profile,
  *   and an event that changes no membership does not rewrite the memberships;
@@ -368,7 +369,10 @@ export class ProfileStore {
         if (parts & PROFILE_PART) void this.#profiles.put(id, profilePart(state)).catch(() => undefined);
         const a = state.aud;
         if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
-          void this.#memberships.put(id, membershipRecord(a)).catch(() => undefined);
+          const r = membershipRecord(a);
+          // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
+          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(() => undefined);
+          else void this.#memberships.put(id, r).catch(() => undefined);
           this.#legacy.delete(a);
         }
       }
