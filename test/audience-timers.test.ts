@@ -20,7 +20,7 @@ import { applyEvent, type ProfileEvent, type UserState } from "../src/actors/use
 import type { OutboundMessage } from "../src/bus/event-batch.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
-import type { CompactionOptions } from "../src/shard/audience-timers.js";
+import { AudienceTimers, type CompactionOptions } from "../src/shard/audience-timers.js";
 import { PROFILE_PART, ProfileStore, type SideWrites } from "../src/store/profile-store.js";
 import { EventType } from "../src/wire/proto.js";
 import { partitionOf } from "../src/wire/partition.js";
@@ -165,6 +165,31 @@ async function drive(s: Shard, evs: { user: string; e: ProfileEvent }[], restart
 }
 
 describe("audience timers", () => {
+  it("audience timers - the schedule fires each user once at its latest due, earliest first, through moves, drops and heap rebuilds", () => {
+    const rnd = rng(5);
+    const timers = new AudienceTimers([0], []);
+    const due = new Map<string, number>();
+    const side: SideWrites = { puts: [], removes: [] };
+    // Many moves per user: stale heap entries pile up, so the heap is rebuilt from the schedule several times.
+    for (let i = 0; i < 20_000; i++) {
+      const user = `u${Math.floor(rnd() * 500)}`;
+      if (rnd() < 0.05) {
+        timers.drop(0, user, side);
+        due.delete(user);
+        continue;
+      }
+      const t = 1 + Math.floor(rnd() * 100_000);
+      timers.set(0, user, t, 0, side);
+      due.set(user, t);
+    }
+    const fired: [number, string][] = [];
+    for (let now = 0; now <= 100_000; now += 997) fired.push(...timers.takeDue(0, now, 1_000_000));
+    expect(fired.map(([t]) => t)).toEqual([...fired.map(([t]) => t)].sort((x, y) => x - y));
+    expect(new Map(fired.map(([t, u]) => [u, t]))).toEqual(due);
+    expect(fired.length).toBe(due.size);
+    expect(timers.scheduled).toBe(0);
+  });
+
   it("audience timers - restarts with the index compacted at every evaluation give exactly the transitions of a run without restarts", async () => {
     const t0 = Date.UTC(2026, 0, 1);
     const evs = events(11, 1200, 60, t0, 3);

@@ -63,24 +63,12 @@ class TimerHeap {
 
   /** Removes the top; the caller read it from times[0], users[0]. */
   pop(): void {
-    const ts = this.times;
-    const us = this.users;
-    const t = ts.pop()!;
-    const u = us.pop()!;
-    const n = ts.length;
-    if (n === 0) return;
-    let i = 0;
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && ts[c + 1]! < ts[c]!) c++;
-      if (ts[c]! >= t) break;
-      ts[i] = ts[c]!;
-      us[i] = us[c]!;
-      i = c;
-    }
-    ts[i] = t;
-    us[i] = u;
+    const t = this.times.pop()!;
+    const u = this.users.pop()!;
+    if (this.times.length === 0) return;
+    this.times[0] = t;
+    this.users[0] = u;
+    this.#down(0);
   }
 
   /** Rebuilt from scratch (O(n)). */
