@@ -280,9 +280,13 @@ export class AudienceRunner {
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;
-      // The stored due decides which audiences a later event may skip (evaluateAudiences): its change is written, as are the cohort bins.
+      // The stored due decides which audiences a later event may skip (evaluateAudiences), so it is written when it moves
+      // earlier; one that moves later (0 = never) is not: a stored due earlier than the shard's only makes the next
+      // evaluation after a restart a whole one, and the due it computes is the same (the timers have their own index).
+      // So the stored due is never later than the shard's. The cohort bins and the whole-evaluation flag are written.
+      const earlier = due !== due0 && (due0 === undefined || due0 === 0 || (due > 0 && due < due0));
       if (a0 === undefined) changed.set(key, PROFILE_PART | MEMBERSHIPS_PART);
-      else if (ts.length > 0 || due !== due0 || a.w !== w0 || a.q?.[0] !== q0 || a.q?.[1] !== q1) changed.set(key, MEMBERSHIPS_PART);
+      else if (ts.length > 0 || earlier || a.w !== w0 || a.q?.[0] !== q0 || a.q?.[1] !== q1) changed.set(key, MEMBERSHIPS_PART);
       this.#timers.set(partition, key, due, now, side);
       if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas, rows);
     }
