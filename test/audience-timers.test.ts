@@ -159,7 +159,7 @@ class Shard {
   }
 }
 
-/** Feeds the events in fetches of 40, each split per partition, then lets 4 days pass, 2 hours at a time; restarts before the fetches listed. */
+/** Feeds the events in fetches of 40, each split per partition, then lets 3 days pass, 3 hours at a time; restarts before the fetches listed. */
 async function drive(s: Shard, evs: { user: string; e: ProfileEvent }[], restartAt: ReadonlySet<number>, problems: string[]): Promise<void> {
   for (let f = 0, k = 0; f < evs.length; f += 40, k++) {
     if (restartAt.has(k)) await s.restart();
@@ -172,7 +172,7 @@ async function drive(s: Shard, evs: { user: string; e: ProfileEvent }[], restart
     problems.push(...s.checkIndex());
   }
   const end = evs[evs.length - 1]!.e.timestampMs;
-  for (let t = end + HOUR, k = 0; t <= end + 4 * DAY_MS; t += 2 * HOUR, k++) {
+  for (let t = end + HOUR, k = 0; t <= end + 3 * DAY_MS; t += 3 * HOUR, k++) {
     if (k === 5 && restartAt.size > 0) await s.restart();
     await Promise.all(Array.from({ length: PARTITIONS }, (_, p) => s.batch(p, [], t)));
     problems.push(...s.checkIndex());
@@ -207,7 +207,7 @@ describe("audience timers", () => {
 
   it("audience timers - restarts with the index compacted at every evaluation give exactly the transitions of a run without restarts", async () => {
     const t0 = Date.UTC(2026, 0, 1);
-    const evs = events(11, 1200, 60, t0, 3);
+    const evs = events(11, 800, 60, t0, 3);
     const dirs = [mkdtempSync(join(tmpdir(), "portrait-audtimers-a-")), mkdtempSync(join(tmpdir(), "portrait-audtimers-b-"))];
     try {
       const reference = new Shard(dirs[0]!);
@@ -217,7 +217,7 @@ describe("audience timers", () => {
 
       const restarted = new Shard(dirs[1]!, { compactAt: 1, compactEveryMs: 0 });
       const problems: string[] = [];
-      await drive(restarted, evs, new Set([3, 9, 17, 24]), problems);
+      await drive(restarted, evs, new Set([3, 9, 14, 18]), problems);
       await restarted.store.close();
 
       expect(problemsRef).toEqual([]);
