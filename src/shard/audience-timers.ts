@@ -25,8 +25,8 @@
  *   committed due fires, and the transitions it makes are the committed
  *   state's: their numbers, and so their message ids, are the same.
  *
- * Memory (estimated, not measured): about 100 bytes per user with a timer (heap entry, schedule and
- * index maps), besides the user id strings.
+ * Memory (estimated, not measured): about 100 bytes per user with a timer
+ * (heap entry, schedule and index maps), besides the user id strings.
  */
 import type { AudienceKey, SideWrites } from "../store/profile-store.js";
 
