@@ -10,7 +10,7 @@
  * Then a backfill of a new audience over --backfill-users stored profiles
  * (0 = none), selective and whole, alternating (backfillRuns).
  *
- *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--no-record]
+ *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--no-record]
  *
  * Prints, per condition, µs per event of the thread (apply, evaluate, the
  * commit call: packing and queueing the writes, and the wait for the commit)
@@ -26,13 +26,13 @@ import { pack } from "msgpackr";
 import type { Actor } from "../src/actors/actor.js";
 import type { AudienceDefinition } from "../src/actors/audience-rules.js";
 import { eventBit } from "../src/actors/audience-rules.js";
-import { timerOf, type TransitionReason } from "../src/actors/audience-state.js";
+import type { TransitionReason } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { applyEvent, type ProfileEvent } from "../src/actors/user-profile.js";
+import { applyEvent, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import type { OutboundMessage } from "../src/bus/event-batch.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
-import { ProfileStore, type SideWrites } from "../src/store/profile-store.js";
+import { MEMBERSHIPS_PART, PROFILE_PART, ProfileStore, type SideWrites } from "../src/store/profile-store.js";
 import { partitionOf } from "../src/wire/partition.js";
 import { churnyAudiences, makeEvents, shopAudiences } from "./audience-sets.js";
 import { appendResults, printTable } from "./report.js";
@@ -45,9 +45,12 @@ const { values: a } = parseArgs({
     "span-days": { type: "string" },
     rounds: { type: "string", default: "3" },
     "backfill-users": { type: "string", default: "100000" },
+    "timer-compaction": { type: "string", default: "default" },
     "no-record": { type: "boolean", default: false },
   },
 });
+/** `eager`: the timer index's passed entries are moved at every evaluation (the most writes the index can cost), not every 60 s or 4096 entries. */
+const EAGER = a["timer-compaction"] === "eager";
 const SET = a.set === "churny" ? "churny" : "shop";
 const EVENTS = Number(a.events);
 const USERS = Number(a.users);
@@ -64,6 +67,8 @@ interface Run {
   commitUs: number;
   waitUs: number;
   writes: number;
+  /** LMDB writes per event by kind: profile, memberships record, and the `audiences` db's keys by their first element (t timers, m members, c counts, o outbox, ...). */
+  kinds: Record<string, number>;
   cpuUs: number;
   transitions: number;
   stateBytes: number;
@@ -76,6 +81,7 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
   const partitions = Array.from({ length: PARTITIONS }, (_, i) => i);
   const runner = new AudienceRunner({
     shard: 0, partitions, partitionCount: PARTITIONS, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "bench", pseudonymised: false, backfillChunk: 5000,
+    ...(EAGER ? { timerCompaction: { compactAt: 1, compactEveryMs: 0 } } : {}),
   });
   runner.set(defs);
   const t0 = Date.now() - SPAN_DAYS * 86_400_000 - 60_000;
@@ -85,6 +91,8 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
   let commitMs = 0;
   let waitMs = 0;
   let writes = 0;
+  const kinds: Record<string, number> = {};
+  const tally = (k: string, n: number) => { kinds[k] = (kinds[k] ?? 0) + n; };
   let transitions = 0;
   let batchNo = 0;
   const seqs = new Map<number, number>();
@@ -126,22 +134,34 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
       const side: SideWrites = { puts: [], removes: [] };
       const out: OutboundMessage[] = [];
       const evaluated: [string, Actor, TransitionReason, number?][] = [...dirty].map(([id, actor]) => [id, actor, "event", types.get(id)]);
+      const nEvents = evaluated.length;
       // Due timers, as the batch applier collects them (batch-applier.ts #collectDue).
-      for (const [due, key] of runner.dueTimers(p, now)) {
+      for (const [, key] of runner.dueTimers(p, now)) {
         const actor = actors.actor(key);
-        if (timerOf(actor.state.aud) !== due) side.removes.push(["t", p, due, key]);
-        else if (!dirty.has(key)) {
+        if (!dirty.has(key)) {
           dirty.set(key, actor);
           evaluated.push([key, actor, "time"]);
         }
       }
-      runner.evaluate(p, evaluated, now, side, out);
+      const changed = runner.evaluate(p, evaluated, now, side, out);
       transitions += out.length;
+      // As batch-applier.ts writes them: the profiles of the batch's users, and the memberships that changed.
+      const states: [string, UserState, number][] = [];
+      evaluated.forEach(([id, x], i) => {
+        const parts = (i < nEvents ? PROFILE_PART : 0) | (changed.get(id) ?? 0);
+        if (parts !== 0) states.push([id, x.state, parts]);
+      });
       const tc = performance.now();
       const seq = (seqs.get(p) ?? 0) + evs.length;
       seqs.set(p, seq);
-      writes += dirty.size + side.puts.length + side.removes.length;
-      commits.push(store.commitBatch(p, seq, [...dirty].map(([id, x]) => [id, x.state] as const), side));
+      writes += states.reduce((n, [, , parts]) => n + (parts === 3 ? 2 : 1), 0) + side.puts.length + side.removes.length;
+      for (const [, , parts] of states) {
+        if (parts & PROFILE_PART) tally("profile", 1);
+        if (parts & MEMBERSHIPS_PART) tally("memberships", 1);
+      }
+      for (const [k] of side.puts) tally(`${k[0]} put`, 1);
+      for (const k of side.removes) tally(`${k[0]} remove`, 1);
+      commits.push(store.commitBatch(p, seq, states, side));
       const td = performance.now();
       applyMs += tb - ta;
       evalMs += tc - tb;
@@ -165,7 +185,7 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
   await store.close();
   rmSync(dir, { recursive: true, force: true });
   const per = 1000 / EVENTS;
-  return { applyUs: applyMs * per, evalUs: evalMs * per, commitUs: commitMs * per, waitUs: waitMs * per, writes: writes / EVENTS, cpuUs: (cpu.user + cpu.system) / EVENTS, transitions: transitions / EVENTS, stateBytes: bytes / n };
+  return { applyUs: applyMs * per, evalUs: evalMs * per, commitUs: commitMs * per, waitUs: waitMs * per, writes: writes / EVENTS, kinds: Object.fromEntries(Object.entries(kinds).map(([k, n]) => [k, n / EVENTS])), cpuUs: (cpu.user + cpu.system) / EVENTS, transitions: transitions / EVENTS, stateBytes: bytes / n };
 }
 
 /**
@@ -197,7 +217,7 @@ async function backfill(runner: AudienceRunner, actors: ActorCache, store: Profi
       const out: OutboundMessage[] = [];
       const changed = runner.evaluate(p, users, now, side, out);
       transitions += out.length;
-      commits.push(store.commitBatch(p, 0, users.filter(([id]) => changed.has(id)).map(([id, x]) => [id, x.state] as const), side));
+      commits.push(store.commitBatch(p, 0, users.filter(([id]) => changed.has(id)).map(([id, x]) => [id, x.state, changed.get(id)!] as const), side));
     }
     await Promise.all(commits);
     actors.evict(batchNo);
@@ -255,7 +275,6 @@ async function backfillRuns(defs: AudienceDefinition[], rows: string[][]): Promi
     for (let due = runner.dueTimers(p, now); due.length > 0; due = runner.dueTimers(p, now)) {
       const side: SideWrites = { puts: [], removes: [] };
       const users = due.map(([, key]) => [key, fill.actor(key), "time"] as const);
-      for (const [at, key] of due) side.removes.push(["t", p, at, key]);
       runner.evaluate(p, users, now, side, []);
       await store.commitBatch(p, 0, users.map(([id, x]) => [id, x.state] as const), side);
     }
@@ -288,6 +307,7 @@ async function main(): Promise<void> {
   const defs = SET === "shop" ? shopAudiences() : churnyAudiences();
   const rows: string[][] = [];
   const ratios: number[] = [];
+  let kindsNote = "";
   // One warm-up of each (JIT), not reported.
   await run([]);
   await run(defs);
@@ -298,20 +318,23 @@ async function main(): Promise<void> {
       rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0)]);
     }
     ratios.push(1 - none.cpuUs / with100.cpuUs);
+    if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, m = members, c = counts, o = outbox).`;
     rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
   }
   if (BACKFILL_USERS > 0) await backfillRuns(defs, rows);
   const header = ["round", "audiences", "apply µs/event", "evaluate µs/event", "commit µs/event", "await commit µs/event", "LMDB writes/event", "process CPU µs/event", "transitions/event", "state bytes"];
   const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`;
   const notes = [
+    `Timer index compaction: ${EAGER ? "eager (at every evaluation: the most writes the index costs)" : "default (4096 passed entries per partition or 60 s: a run shorter than that moves none)"}.`,
     `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
     "Cost (CPU) = 1 - CPU per event without audiences / with: the shard's share of the target (≤ 20%) without the main thread's publishing of transitions.",
     `Backfill rows: a new audience every stored profile enters (events.90d >= 1), over ${BACKFILL_USERS} stored profiles evaluated against the set, in one thread without the ticks' pacing (a shard's capacity; the engine's two shards each evaluate half the profiles, beside ingest); selective = the shard knows the set before (only the new audience is evaluated), whole = every audience (a runner started with the new set).`,
+    kindsNote,
     load,
   ];
   printTable(`audience evaluation per event (${SET})`, header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"]) appendResults(`audience evaluation per event (${SET})`, `npm run bench:audience-eval -- --set ${SET} --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS} --backfill-users ${BACKFILL_USERS}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"]) appendResults(`audience evaluation per event (${SET})`, `npm run bench:audience-eval -- --set ${SET} --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS} --backfill-users ${BACKFILL_USERS} --timer-compaction ${EAGER ? "eager" : "default"}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 await main();

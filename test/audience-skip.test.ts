@@ -15,7 +15,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { backfillSelection, compileAudiences, eventBit, FIELDS, parseDefinition, type AudienceDefinition, type CompiledAudiences, type Rule } from "../src/actors/audience-rules.js";
 import { DAY_MS, evaluateAudiences, newAudienceState, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
-import { ProfileStore } from "../src/store/profile-store.js";
+import { open, type DatabaseOptions } from "lmdb";
+import { MEMBERSHIPS_PART, PROFILE_PART, ProfileStore } from "../src/store/profile-store.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
@@ -255,6 +256,48 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
         // An audience named "constructor" that the user never entered has no entry (not Object's constructor).
         expect(m["constructor"]).toBeUndefined();
       }
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("store - a profile stored with its memberships inside (the layout before the memberships db) reads the same, and keeps them when only its profile is written", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-legacy-"));
+    try {
+      // Written as ProfileStore wrote profiles before: the whole state, memberships and due included, in the profiles db.
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (o: object) => Object.getPrototypeOf(o) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+      const u = newUserState();
+      u.aud = { ...newAudienceState(0), due: 12345, w: 1, tm: 12000 };
+      u.aud.m["constructor"] = [0, 2, 0];
+      u.aud.m["buyers"] = [777, 1, 1];
+      await profiles.put("old", u);
+      await env.close();
+
+      let store = new ProfileStore({ dataDir: dir });
+      const read = store.getState("old")!;
+      expect(Object.getPrototypeOf(read.aud!.m)).toBeNull();
+      expect({ ...read.aud!.m }).toEqual({ constructor: [0, 2, 0], buyers: [777, 1, 1] });
+      expect(read.aud!.due).toBe(12345);
+      // Only the profile part is written: the memberships go to their own record with it.
+      read.n = 5;
+      await store.commitBatch(0, 1, [["old", read, PROFILE_PART]]);
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      const again = store.getState("old")!;
+      expect(again.n).toBe(5);
+      expect({ ...again.aud!.m }).toEqual({ constructor: [0, 2, 0], buyers: [777, 1, 1] });
+      expect([again.aud!.due, again.aud!.w]).toEqual([12345, 1]);
+      // Then a memberships-only write changes the memberships, not the profile.
+      again.aud!.m["buyers"] = [0, 2, 1];
+      again.n = 99;
+      await store.commitBatch(0, 2, [["old", again, MEMBERSHIPS_PART]]);
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      const last = store.getState("old")!;
+      expect(last.n).toBe(5);
+      expect(last.aud!.m["buyers"]).toEqual([0, 2, 1]);
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -68,6 +68,52 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
     }
   });
 
+  it("audiences - SIGKILL after time-driven exits moved the users' timers: after a restart the later exits fire once, from the index's earlier entries", async () => {
+    const prefix = uniquePrefix("audm");
+    const dataDir = fx.tmpDir("audm");
+    const c = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      const first = start(prefix, dataDir);
+      await waitForEngine(c, first);
+      // Seen within 2 s, and within 8 s: each user leaves "short" first; its timer then moves later (in memory; the index
+      // keeps its earlier entry, a lower bound) and it leaves "long" by time alone, which the restart must still fire.
+      await c.audienceCreate({ id: "short", rule: { field: "daysSinceSeen", op: "<", value: 2 / 86_400 } });
+      await c.audienceCreate({ id: "long", rule: { field: "daysSinceSeen", op: "<", value: 8 / 86_400 } });
+      const users = 100;
+      const base = Date.now();
+      const events: IEvent[] = [];
+      for (let i = 0; i < users; i++) {
+        events.push({ eventId: `${prefix}-e${i}`, userId: `${prefix}-u${i}`, type: EventType.VIEW, timestampMs: base, itemId: "i1" });
+        // Half of them are seen again 1 s later: their due moves later before it fires (no index write).
+        if (i % 2 === 0) events.push({ eventId: `${prefix}-f${i}`, userId: `${prefix}-u${i}`, type: EventType.VIEW, timestampMs: base + 1000, itemId: "i1" });
+      }
+      await c.publishMany(events);
+      const stream = `${prefix.toUpperCase()}_AUDIENCES`;
+      await waitFor(async () => (await readTransitions(c.nc, stream)).filter((t) => t.audienceId === "short" && !t.entered).length === users, { timeoutMs: 30_000, intervalMs: 50 });
+      first.proc.kill("SIGKILL");
+      await first.exited;
+
+      const second = start(prefix, dataDir);
+      await waitForEngine(c, second);
+      await waitFor(async () => (await readTransitions(c.nc, stream)).length >= 4 * users, { timeoutMs: 30_000 });
+      await waitFor(async () => (await c.audienceCount("long")) === 0 && (await c.audienceCount("short")) === 0);
+      const ts = await readTransitions(c.nc, stream);
+      expect(ts.length).toBe(4 * users);
+      const { members, problems } = replayTransitions(ts);
+      expect(problems).toEqual([]);
+      expect(members.get("long")?.size ?? 0).toBe(0);
+      for (const id of ["short", "long"]) {
+        const exits = ts.filter((t) => t.audienceId === id && !t.entered);
+        expect(new Set(exits.map((t) => t.userId)).size).toBe(users);
+        expect(exits.every((t) => t.reason === "time" && t.transition === 2)).toBe(true);
+      }
+      second.proc.kill("SIGTERM");
+      expect((await second.exited).code).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+
   it("audiences - SIGKILL in the middle of a backfill: after a restart every stored user entered once", async () => {
     const prefix = uniquePrefix("audb");
     const dataDir = fx.tmpDir("audb");

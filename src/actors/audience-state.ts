@@ -651,11 +651,6 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   return out;
 }
 
-/** Time of the user's entry in the timer index (0 = none): AudienceState.tm. */
-export function timerOf(a: AudienceState | undefined): number {
-  return a === undefined ? 0 : a.tm ?? a.due;
-}
-
 /** Exits from every audience (the user is being forgotten, or merged into another id). */
 export function exitAll(user: string, u: UserState, atMs: number, reason: "forgotten" | "merged" = "forgotten"): Transition[] {
   const a = u.aud;

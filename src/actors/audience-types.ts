@@ -33,11 +33,9 @@ export interface AudienceState {
    */
   w?: 1;
   /**
-   * Time of the user's entry in the shard's timer index (0 = none; absent in
-   * states from before it existed: then it is `due`). It may be earlier than
-   * `due`: an entry still ahead is kept when the due moves later (no two
-   * writes per event); it then fires early, finds nothing changed, and is
-   * replaced by one at the due (audience-runner.ts).
+   * No longer written or read (states stored before the timers moved to
+   * memory carry it): the time of the user's entry in the timer index, which
+   * the shard now keeps itself (src/shard/audience-timers.ts).
    */
   tm?: number;
   /**

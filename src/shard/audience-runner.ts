@@ -4,10 +4,10 @@
  * go with it. The pure rules are in src/actors/audience-*.ts; this module
  * turns their transitions into LMDB writes of the `audiences` db
  * (profile-store.ts) that commit with the states that caused them:
- * - timers: ["t", partition, time ms, user]: the due-time index, read in time
- *   order by range; one entry per user, at AudienceState.tm (at or before its
- *   due: an entry still ahead is kept when the due moves later, and fires
- *   early to no effect); a stale entry (not the user's tm) is dropped when met;
+ * - timers: ["t", partition, time ms, user]: the coarse index of the timers,
+ *   which are kept in memory (audience-timers.ts): per user one entry at or
+ *   before its committed due, written only when the due moves earlier than
+ *   it; read whole at start;
  * - members: ["m", audience, user] -> [since ms, holdout];
  * - counts: ["c", audience, partition] -> members, maintained in memory and
  *   written with every change (a count is a sum over partitions, not a scan);
@@ -35,15 +35,16 @@
  */
 import type { Actor } from "../actors/actor.js";
 import { backfillSelection, compileAudiences, type AudienceDefinition, type CompiledAudiences } from "../actors/audience-rules.js";
-import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, timerOf, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
+import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
-import type { AudienceKey, ProfileStore, SideWrites } from "../store/profile-store.js";
+import { MEMBERSHIPS_PART, PROFILE_PART, type AudienceKey, type ProfileStore, type SideWrites } from "../store/profile-store.js";
 import { pb } from "../wire/proto.js";
 import { partitionOf } from "../wire/partition.js";
 import type { ActorCache } from "./actor-cache.js";
+import { AudienceTimers, type CompactionOptions } from "./audience-timers.js";
 
 /** Most due timers fired per partition per batch or tick (the rest wait for the next). */
 const MAX_TIMERS_PER_PASS = 5000;
@@ -61,6 +62,8 @@ export interface AudienceRunnerDeps {
   predictor?: ((u: UserState, now: number) => EvalEnv["predict"]) | undefined;
   /** Profiles evaluated per backfill pass (the rate bound: passes run on the engine's tick). */
   backfillChunk: number;
+  /** When the timer index's passed entries are compacted (audience-timers.ts); defaults for the engine, lower in tests. */
+  timerCompaction?: Partial<CompactionOptions>;
 }
 
 /** A backfill's progress in this shard. */
@@ -104,11 +107,18 @@ export class AudienceRunner {
   /** Outbox entries not yet removed: message id -> [partition, entry number], and entry number -> messages not yet published. */
   readonly #outboxOf = new Map<string, [number, number]>();
   readonly #outboxLeft = new Map<number, number>();
+  readonly #timers: AudienceTimers;
 
   constructor(d: AudienceRunnerDeps) {
     this.#d = d;
     this.#s = subjects(d.subjectPrefix);
     this.#owned = new Set(d.partitions);
+    this.#timers = new AudienceTimers(d.partitions, (function* () {
+      for (const p of d.partitions) {
+        for (const { key } of d.store.audienceRange(["t", p, 0], ["t", p, Infinity])) yield [p, key[2] as number, key[3] as string] as [number, number, string];
+      }
+    })(), d.timerCompaction);
+    if (this.#timers.duplicates.length > 0) d.store.audienceWrite({ puts: [], removes: this.#timers.duplicates });
     for (const p of d.partitions) {
       for (const { key } of d.store.audienceRange(["o", p, 0], ["o", p, Number.MAX_SAFE_INTEGER])) this.#outboxNo = Math.max(this.#outboxNo, key[2] as number);
     }
@@ -158,13 +168,28 @@ export class AudienceRunner {
     observeAudienceEvent(u, e, partition);
   }
 
-  /** Committed timers of the partition due at `now`, [due ms, user], earliest first. */
+  /**
+   * Users of the partition whose timer is due at `now`, [due ms, user],
+   * earliest first, taken off the schedule: the caller evaluates each in
+   * this turn (evaluate schedules its next due) or drops it (dropTimer).
+   */
   dueTimers(partition: number, now: number): [number, string][] {
-    const out: [number, string][] = [];
-    for (const { key } of this.#d.store.audienceRange(["t", partition, 0], ["t", partition, now + 1], MAX_TIMERS_PER_PASS)) {
-      out.push([key[2] as number, key[3] as string]);
-    }
-    return out;
+    return this.#timers.takeDue(partition, now, MAX_TIMERS_PER_PASS);
+  }
+
+  /** A user's timer goes (forgotten): its index entry's removal into `side`. */
+  dropTimer(partition: number, user: string, side: SideWrites): void {
+    this.#timers.drop(partition, user, side);
+  }
+
+  /** The partition's passed timer index entries moved to their dues, when a compaction is due (audience-timers.ts); into `side`. */
+  compactTimers(partition: number, side: SideWrites): void {
+    this.#timers.compaction(partition, side);
+  }
+
+  /** Users with a timer scheduled in this shard. */
+  get timersScheduled(): number {
+    return this.#timers.scheduled;
   }
 
   /** The next chunk of the running backfill: stored users of this shard's partitions, with their partition. */
@@ -235,37 +260,37 @@ export class AudienceRunner {
   /**
    * Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`.
    * A user's optional fourth element: the event types (eventBit) applied to it since its last evaluation (evaluateAudiences).
+   * Returns the users whose stored state this evaluation changed, with the parts to write (profile-store.ts): the
+   * memberships record (MEMBERSHIPS_PART), and the profile too when the user had no audience state before.
    */
-  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason, number?]>, now: number, side: SideWrites, out: OutboundMessage[]): Set<string> {
+  evaluate(partition: number, users: Iterable<readonly [string, Actor, TransitionReason, number?]>, now: number, side: SideWrites, out: OutboundMessage[]): Map<string, number> {
     const d = this.#d;
     const deltas = new Map<string, number>();
-    const changed = new Set<string>();
+    const changed = new Map<string, number>();
     const rows: OutboxRow[] = [];
     const out0 = out.length;
     for (const [key, actor, reason, events] of users) {
       const u = actor.state;
-      const oldTimer = timerOf(u.aud);
-      if (u.aud === undefined) changed.add(key);
+      const a0 = u.aud;
+      const due0 = a0?.due;
+      const w0 = a0?.w;
+      const q0 = a0?.q?.[0];
+      const q1 = a0?.q?.[1];
       const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;
-      // An entry still ahead and not later than the due stays (it fires early and finds nothing changed); else it moves to the due.
-      const timer = due > 0 && oldTimer > now && oldTimer <= due ? oldTimer : due;
-      if (timer !== oldTimer) {
-        changed.add(key);
-        if (oldTimer > 0) side.removes.push(["t", partition, oldTimer, key]);
-        if (timer > 0) side.puts.push([["t", partition, timer, key], 1]);
-      }
-      if (a.tm !== timer) {
-        changed.add(key);
-        a.tm = timer;
-      }
-      if (ts.length > 0) {
-        changed.add(key);
-        this.#record(ts, partition, key, side, out, deltas, rows);
-      }
+      // The stored due decides which audiences a later event may skip (evaluateAudiences), so it is written when it moves
+      // earlier; one that moves later (0 = never) is not: a stored due earlier than the shard's only makes the next
+      // evaluation after a restart a whole one, and the due it computes is the same (the timers have their own index).
+      // So the stored due is never later than the shard's. The cohort bins and the whole-evaluation flag are written.
+      const earlier = due !== due0 && (due0 === undefined || due0 === 0 || (due > 0 && due < due0));
+      if (a0 === undefined) changed.set(key, PROFILE_PART | MEMBERSHIPS_PART);
+      else if (ts.length > 0 || earlier || a.w !== w0 || a.q?.[0] !== q0 || a.q?.[1] !== q1) changed.set(key, MEMBERSHIPS_PART);
+      this.#timers.set(partition, key, due, now, side);
+      if (ts.length > 0) this.#record(ts, partition, key, side, out, deltas, rows);
     }
+    this.#timers.compaction(partition, side);
     this.#outbox(partition, rows, out.slice(out0), side);
     this.#writeCounts(partition, deltas, side);
     if (this.#cohorts.dirty && performance.now() - this.#cohortsWrittenAt >= 1000) {
@@ -286,8 +311,7 @@ export class AudienceRunner {
     for (const id in u.aud.m) {
       for (const { key: k } of this.#d.store.audienceRange(["x", id, key], ["x", id, key, Infinity])) side.removes.push(k);
     }
-    const timer = timerOf(u.aud);
-    if (timer > 0) side.removes.push(["t", p, timer, key]);
+    this.#timers.drop(p, key, side);
     const deltas = new Map<string, number>();
     const rows: OutboxRow[] = [];
     this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas, rows);

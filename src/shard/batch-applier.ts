@@ -16,7 +16,7 @@ import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
-import type { ProfileEvent } from "../actors/user-profile.js";
+import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
 import { decodeEvent, type DeadLetterReason, type EventValidationOptions } from "../wire/event-validation.js";
@@ -28,10 +28,10 @@ import { liveState, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
 import type { ForgetResult, TickResult } from "./shard-protocol.js";
 import type { AudienceRunner } from "./audience-runner.js";
-import { timerOf, type TransitionReason } from "../actors/audience-state.js";
+import type { TransitionReason } from "../actors/audience-state.js";
 import { eventBit } from "../actors/audience-rules.js";
 import type { OutboundMessage } from "../bus/event-batch.js";
-import { mergingKey, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
+import { mergingKey, PROFILE_PART, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
 import { mergeStates } from "../actors/identity-merge.js";
@@ -275,12 +275,20 @@ export class BatchApplier {
     const clockNow = d.clock.now(now);
     const evaluated: [string, Actor, TransitionReason, number?][] = [];
     for (const [id, a] of dirty) evaluated.push([id, a, "event", wholeEval.has(id) ? undefined : types.get(id)]);
+    // The users the batch's events changed: their profiles are written; those of due timers, only their changed memberships.
+    const changedProfiles = evaluated.length;
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
-    d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
+    const changed = d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
+    const states: [string, UserState, number][] = [];
+    for (let i = 0; i < evaluated.length; i++) {
+      const [id, a] = evaluated[i]!;
+      const parts = (i < changedProfiles ? PROFILE_PART : 0) | (changed.get(id) ?? 0);
+      if (parts !== 0) states.push([id, a.state, parts]);
+    }
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
-    const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side, hasIdentity ? identity : undefined);
+    const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined);
     if (hasIdentity) {
       // Once committed, LMDB answers for these aliases.
       void commit.then(() => {
@@ -427,29 +435,25 @@ export class BatchApplier {
   }
 
   /**
-   * The partition's users whose committed timer is due at `now`, added to
-   * `dirty` and `into` (reason "time"). An entry that is not the user's
-   * current due (it moved in a batch since) is removed instead.
+   * The partition's users whose timer is due at `now` (audience-timers.ts),
+   * added to `dirty` and `into` (reason "time"). A forgotten user's timer is
+   * dropped (its index entry's removal into `side`).
    */
   #collectDue(partition: number, now: number, batchNo: number, dirty: Map<string, Actor>, into: [string, Actor, TransitionReason, number?][], side: SideWrites): number {
     const d = this.#d;
     let fired = 0;
-    for (const [due, key] of d.audiences.dueTimers(partition, now)) {
-      // Merged into another id by a batch not committed yet: that commit removes its timer.
+    for (const [, key] of d.audiences.dueTimers(partition, now)) {
+      // Merged into another id by a batch not committed yet: that batch dropped its timer.
       if (this.#pendingAliases.has(key)) continue;
       // Forgotten (or being forgotten: its removal hides the stored state): no actor is made for it, or an empty
       // profile would answer for the forgotten user; its timer goes with the removal.
       if (!d.actors.has(key)) {
-        side.removes.push(["t", partition, due, key]);
-        continue;
-      }
-      const a = d.actors.actor(key);
-      if (timerOf(a.state.aud) !== due) {
-        side.removes.push(["t", partition, due, key]);
+        d.audiences.dropTimer(partition, key, side);
         continue;
       }
       // In the batch too: its evaluation is a whole one (evaluateAudiences: the due passed).
       if (dirty.has(key)) continue;
+      const a = d.actors.actor(key);
       a.lastBatch = batchNo;
       dirty.set(key, a);
       into.push([key, a, "time"]);
@@ -492,12 +496,14 @@ export class BatchApplier {
     }
     const commits: Promise<void>[] = [];
     for (const [p, w] of work) {
+      if (w.users.length === 0) d.audiences.compactTimers(p, w.side);
       if (w.users.length === 0 && w.side.removes.length === 0) continue;
       const out: OutboundMessage[] = [];
       const changed = d.audiences.evaluate(p, w.users, now, w.side, out);
       if (out.length > 0) result.outbound[p] = out;
-      // A backfilled user whose audiences did not change keeps its stored state (no write).
-      const states = w.users.filter(([id, , reason]) => reason !== "backfill" || changed.has(id)).map(([id, a]) => [id, a.state] as const);
+      // Time and backfills change only memberships (the profile too for a user without audience state before); a user whose
+      // memberships did not change keeps its stored state (no write).
+      const states = w.users.filter(([id]) => changed.has(id)).map(([id, a]) => [id, a.state, changed.get(id)!] as const);
       commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, states, w.side));
     }
     if (commits.length === 0) return result;

@@ -2,9 +2,19 @@
  * LMDB storage of user state and of each partition's applied stream sequence.
  *
  * Layout (one LMDB environment at `<dataDir>/lmdb`):
- * - db `profiles`: user id -> UserState (msgpack with shared structures:
- *   objects are records, except dictionaries with a null prototype, which are
- *   maps; the one in a state is its audience memberships, AudienceState.m);
+ * - db `profiles`: user id -> UserState without what an audience evaluation
+ *   changes (msgpack with shared structures: objects are records, except
+ *   dictionaries with a null prototype, which are maps); states written before
+ *   the `memberships` db existed hold their memberships here (AudienceState.m,
+ *   due, w, q), and a `memberships` record, once written, takes precedence;
+ * - db `memberships`: user id -> what an audience evaluation changes, one flat
+ *   msgpack array (MembershipRecord): [due ms, w, q0, q1, then per audience
+ *   entered at least once: id, since ms, transitions, holdout]; none for a
+ *   user that never entered an audience and has no due. Written by
+ *   itself when only memberships or the due changed (a timer, a backfill), so
+ *   a time-driven transition or a backfill entry does not rewrite the profile,
+ *   and an event that changes no membership does not rewrite the memberships;
+ *   read and merged into the state by getState;
  * - db `meta`: "seq/<partition>" -> last applied JetStream stream sequence,
  *   "partitions" -> the deployment's partition count,
  *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
@@ -16,7 +26,8 @@
  *   with the category's next event).
  *
  * - db `audiences` (ordered keys, src/shard/audience-runner.ts): ["t", partition,
- *   due ms, user] -> 1 (timers), ["m", audience, user] -> [since ms, holdout]
+ *   time ms, user] -> 1 (the timers' coarse index: an entry at or before the
+ *   user's committed due, src/shard/audience-timers.ts), ["m", audience, user] -> [since ms, holdout]
  *   (members), ["c", audience, partition] -> members (counts), ["o", partition,
  *   entry number] -> the transitions of one commit, or ["o", partition, message
  *   id] -> an identity message (the outbox: committed, not yet published),
@@ -55,11 +66,49 @@
 import { open, type Database, type DatabaseOptions, type RootDatabase } from "lmdb";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import type { AudienceState } from "../actors/audience-types.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
+
+/** Parts of a user's state that a commit writes (commitBatch): the profile, the memberships record, or both (the default). */
+export const PROFILE_PART = 1;
+export const MEMBERSHIPS_PART = 2;
+
+/** A `memberships` record: [due, w, q0, q1, (id, since, transitions, holdout)...] (see the layout above). */
+type MembershipRecord = (number | string)[];
+
+function membershipRecord(a: AudienceState): MembershipRecord {
+  const r: MembershipRecord = [a.due, a.w ?? 0, a.q?.[0] ?? 0, a.q?.[1] ?? 0];
+  const m = a.m;
+  for (const id in m) {
+    const x = m[id]!;
+    r.push(id, x[0], x[1], x[2]);
+  }
+  return r;
+}
+
+function readMemberships(a: AudienceState, r: MembershipRecord): void {
+  a.due = r[0] as number;
+  // A profile of the new layout has none of these; one of the old layout may have them (deleted: the record wins).
+  if (r[1] === 1) a.w = 1;
+  else if ("w" in a) delete a.w;
+  if (r[2] !== 0 || r[3] !== 0) a.q = [r[2] as number, r[3] as number];
+  else if ("q" in a) delete a.q;
+  if ("tm" in a) delete a.tm;
+  const m = Object.create(null) as AudienceState["m"];
+  for (let i = 4; i + 3 < r.length; i += 4) m[r[i] as string] = [r[i + 1] as number, r[i + 2] as number, r[i + 3] as number];
+  a.m = m;
+}
+
+/** The profile part of a state: its audience state without what the `memberships` db holds. */
+function profilePart(s: UserState): UserState {
+  const a = s.aud;
+  if (a === undefined) return s;
+  return { ...s, aud: { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState };
+}
 
 /** A key of the `audiences` db. */
 export type AudienceKey = (string | number)[];
@@ -122,6 +171,9 @@ export class ProfileStore {
   readonly #dataDir: string;
   readonly #root: RootDatabase;
   readonly #profiles: Database<UserState, string>;
+  readonly #memberships: Database<MembershipRecord, string>;
+  /** Audience states read from a profile of the layout before the `memberships` db: their next write writes their memberships too. */
+  readonly #legacy = new WeakSet<AudienceState>();
   readonly #meta: Database<number | string, string>;
   readonly #chain: Database<number, string>;
   readonly #aud: Database<unknown, AudienceKey>;
@@ -147,6 +199,7 @@ export class ProfileStore {
       useRecords: (o: object) => Object.getPrototypeOf(o) !== null,
       mapsAsObjects: true,
     } as DatabaseOptions & { name: string });
+    this.#memberships = this.#root.openDB<MembershipRecord, string>({ name: "memberships", encoding: "msgpack" });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
     this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
     this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
@@ -218,6 +271,7 @@ export class ProfileStore {
     try {
       await this.#root.transaction(() => {
         void this.#profiles.remove(userId);
+        void this.#memberships.remove(userId);
         for (const k of aliasKeys) void this.#aliases.remove(k);
         for (const [k, v] of mergingPuts) void this.#merging.put(k, v);
         for (const [k, v] of side.puts) void this.#aud.put(k, v);
@@ -230,8 +284,19 @@ export class ProfileStore {
 
   getState(userId: string): UserState | undefined {
     const s = this.#profiles.get(userId);
-    // Decoded dictionaries are plain objects: the memberships get their null prototype back (AudienceState.m).
-    if (s?.aud !== undefined) Object.setPrototypeOf(s.aud.m, null);
+    const a = s?.aud;
+    if (a === undefined) return s;
+    const r = this.#memberships.get(userId);
+    if (r !== undefined) {
+      readMemberships(a, r);
+    } else if (a.m !== undefined) {
+      // The layout before the memberships db: decoded dictionaries are plain objects, the memberships get their null prototype back (AudienceState.m).
+      Object.setPrototypeOf(a.m, null);
+      this.#legacy.add(a);
+    } else {
+      a.m = Object.create(null) as AudienceState["m"];
+      a.due = 0;
+    }
     return s;
   }
 
@@ -242,6 +307,7 @@ export class ProfileStore {
   /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. STORAGE_FAILED when it cannot. */
   async removeState(userId: string): Promise<void> {
     try {
+      void this.#memberships.remove(userId).catch(() => undefined);
       await this.#profiles.remove(userId);
     } catch (err) {
       throw new PortraitError(ErrorCode.STORAGE_FAILED, `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)}`, { cause: err });
@@ -277,14 +343,15 @@ export class ProfileStore {
   }
 
   /**
-   * Queues a batch of a partition: its users' states and the partition's
+   * Queues a batch of a partition: its users' states (each with the parts to
+   * write: PROFILE_PART | MEMBERSHIPS_PART, default both) and the partition's
    * applied sequence, written only if every batch of the partition issued
    * before it committed. The writes are queued in this call; resolves once
    * they committed. Rejects with STORAGE_FAILED when its own transaction
    * fails, or when an earlier batch of the partition failed (then nothing of
    * this one is written).
    */
-  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState]>, side?: SideWrites, identity?: IdentityWrites): Promise<void> {
+  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState, number?]>, side?: SideWrites, identity?: IdentityWrites): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -298,13 +365,26 @@ export class ProfileStore {
     this.#chainVersion.set(partition, next);
     const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
-      for (const [id, state] of states) void this.#profiles.put(id, state).catch(() => undefined);
+      for (const [id, state, parts = PROFILE_PART | MEMBERSHIPS_PART] of states) {
+        if (parts & PROFILE_PART) void this.#profiles.put(id, profilePart(state)).catch(() => undefined);
+        const a = state.aud;
+        if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
+          const r = membershipRecord(a);
+          // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
+          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(() => undefined);
+          else void this.#memberships.put(id, r).catch(() => undefined);
+          this.#legacy.delete(a);
+        }
+      }
       if (side !== undefined) {
         for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(() => undefined);
         for (const k of side.removes) void this.#aud.remove(k).catch(() => undefined);
       }
       if (identity !== undefined) {
-        for (const k of identity.removeProfiles) void this.#profiles.remove(k).catch(() => undefined);
+        for (const k of identity.removeProfiles) {
+          void this.#profiles.remove(k).catch(() => undefined);
+          void this.#memberships.remove(k).catch(() => undefined);
+        }
         for (const [k, v] of identity.aliasPuts) void this.#aliases.put(k, v).catch(() => undefined);
         for (const [k, v] of identity.mergingPuts) void this.#merging.put(k, v).catch(() => undefined);
         for (const k of identity.mergingRemoves) void this.#merging.remove(k).catch(() => undefined);
