@@ -31,7 +31,7 @@
  *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-record]
  */
 import { connect, type NatsConnection } from "nats";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -57,6 +57,7 @@ const { values: a } = parseArgs({
     "no-social": { type: "boolean", default: false },
     "no-reviews": { type: "boolean", default: false },
     "no-record": { type: "boolean", default: false },
+    only: { type: "string", default: "" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -69,6 +70,7 @@ if (a.help) {
   --no-social    FOLLOW and SHARE events become VIEWs (what the social notices cost)
   --no-reviews   REVIEW events become VIEWs (what the sentiment model costs)
   --no-record    print only; do not append to bench/RESULTS.md
+  --only on|off  runs of one mode only (for a CPU profile of it: node --cpu-prof); implies --no-record
 `);
   process.exit(0);
 }
@@ -77,6 +79,8 @@ const USERS = Number(a.users);
 const ROUNDS = Number(a.rounds);
 const PARTITIONS = 8;
 const WORKERS = 2;
+const ONLY = a.only === "" ? undefined : a.only === "on";
+if (a.only !== "" && a.only !== "on" && a.only !== "off") throw new Error("--only must be on or off");
 
 async function reviewTexts(dir: string): Promise<[string, number][]> {
   const out: [string, number][] = [];
@@ -182,6 +186,53 @@ async function applied(engine: Engine): Promise<number> {
   return (await engine.metrics.eventsApplied.get()).values[0]?.value ?? 0;
 }
 
+/** CPU ms of each thread of this process so far, by thread id, with its name (/proc/self/task; empty elsewhere). */
+function threadCpuMs(): Map<number, [string, number]> {
+  const out = new Map<number, [string, number]>();
+  try {
+    for (const t of readdirSync("/proc/self/task")) {
+      try {
+        const f = readFileSync(`/proc/self/task/${t}/stat`, "utf8");
+        const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+        const name = f.slice(f.indexOf("(") + 1, f.lastIndexOf(")"));
+        out.set(Number(t), [name, ((Number(fields[11]) + Number(fields[12])) * 1000) / 100]);
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
+/** CPU µs per event of the threads that used the most between two snapshots, by name ("main" for the process's first thread). */
+function threadCpuBreakdown(before: Map<number, [string, number]>, after: Map<number, [string, number]>, events: number): string {
+  const rows: [string, number][] = [];
+  for (const [tid, [name, ms]] of after) {
+    const d = ms - (before.get(tid)?.[1] ?? 0);
+    if (d > 0) rows.push([tid === process.pid ? "main" : `${name}#${tid}`, d]);
+  }
+  return rows.sort((x, y) => y[1] - x[1]).filter(([, ms]) => (ms * 1000) / events >= 0.5).map(([n, ms]) => `${n} ${((ms * 1000) / events).toFixed(1)}`).join(", ");
+}
+
+/** Batches by size so far ("≤ le: count" of the histogram's buckets, not cumulative). */
+async function batchSizes(engine: Engine): Promise<string> {
+  const b = (await engine.metrics.batchSize.get()).values.filter((v) => v.metricName?.endsWith("_bucket"));
+  let prev = 0;
+  const out: string[] = [];
+  for (const v of b) {
+    if (v.value > prev) out.push(`≤${v.labels.le}: ${v.value - prev}`);
+    prev = v.value;
+  }
+  return out.join(", ");
+}
+
+/** Batches the engine applied so far (the batch-size histogram's count). */
+async function batches(engine: Engine): Promise<number> {
+  return (await engine.metrics.batchSize.get()).values.find((v) => v.metricName?.endsWith("_count"))?.value ?? 0;
+}
+
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const texts = await reviewTexts(a.datasets!);
@@ -205,6 +256,7 @@ async function main(): Promise<void> {
     // A first run, not counted, warms the JIT and the page cache (in the runs before it was added, the first run was the slowest of its mode).
     order.push(true);
     for (let r = 0; r < ROUNDS; r++) order.push(...(r % 2 === 0 ? [true, false] : [false, true]));
+    if (ONLY !== undefined) order.splice(0, order.length, ...order.map(() => ONLY));
     for (const [run, on] of order.entries()) {
       const prefix = `bb${on ? "on" : "off"}${run}`;
       const dataDir = mkdtempSync(join(tmpdir(), "portrait-bench-beyond-"));
@@ -224,20 +276,35 @@ async function main(): Promise<void> {
       const engine = await start(prefix, dataDir, on);
       const started = performance.now();
       const cpu0 = process.cpuUsage();
+      const threads0 = threadCpuMs();
       const nats0 = cpuMsOf(nats.pid);
       const want = EVENTS + (on ? notices : 0);
       let drainMs = 0;
+      let drainCpuUs = 0;
+      let drainBatches = 0;
       let n = 0;
       while ((n = await applied(engine)) < want) {
-        if (drainMs === 0 && n >= EVENTS) drainMs = performance.now() - started;
+        if (drainMs === 0 && n >= EVENTS) {
+          drainMs = performance.now() - started;
+          const c = process.cpuUsage(cpu0);
+          drainCpuUs = (c.user + c.system) / EVENTS;
+          drainBatches = await batches(engine);
+        }
         await new Promise((r) => setTimeout(r, 5));
       }
       const ms = performance.now() - started;
       const cpu = process.cpuUsage(cpu0);
+      const threads = threadCpuBreakdown(threads0, threadCpuMs(), EVENTS);
       const engineCpuUs = (cpu.user + cpu.system) / EVENTS;
       const natsCpuUs = ((cpuMsOf(nats.pid) - nats0) * 1000) / EVENTS;
       if (run > 0) cpuPer[on ? 0 : 1].push([engineCpuUs, natsCpuUs]);
-      if (drainMs === 0) drainMs = ms;
+      const allBatches = await batches(engine);
+      const sizes = await batchSizes(engine);
+      if (drainMs === 0) {
+        drainMs = ms;
+        drainCpuUs = engineCpuUs;
+        drainBatches = allBatches;
+      }
       const rate = EVENTS / (drainMs / 1000);
       const rateAll = EVENTS / (ms / 1000);
       await engine.close();
@@ -248,7 +315,8 @@ async function main(): Promise<void> {
       rates[on ? 0 : 1].push(rate);
       ratesAll[on ? 0 : 1].push(rateAll);
       const line = `run ${run + 1}, beyondClicks ${on ? "on " : "off"}: ${rate.toFixed(0)} events/s to drain the shop's events (${(drainMs / 1000).toFixed(1)} s), ` +
-        `${rateAll.toFixed(0)} events/s to the last notice (${(ms / 1000).toFixed(1)} s); CPU per event ${engineCpuUs.toFixed(0)} µs engine + ${natsCpuUs.toFixed(0)} µs nats-server (load average ${load} at its start)`;
+        `${rateAll.toFixed(0)} events/s to the last notice (${(ms / 1000).toFixed(1)} s); CPU per event ${engineCpuUs.toFixed(0)} µs engine + ${natsCpuUs.toFixed(0)} µs nats-server (load average ${load} at its start); ` +
+        `engine CPU to the drain point ${drainCpuUs.toFixed(0)} µs per event; ${allBatches} batches (${drainBatches} to the drain point; by size ${sizes}); threads (µs per event): ${threads}`;
       perRun.push(line);
       console.log(`- ${line}`);
     }
@@ -283,7 +351,7 @@ async function main(): Promise<void> {
   const header = ["measure", "value", "note"];
   printTable("reviews, social and risk on ingest", header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"]) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"] && ONLY === undefined) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 main().catch((err) => {
