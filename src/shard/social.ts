@@ -99,7 +99,8 @@ export class NoticeBatch {
         }));
         const data = pb.Event.encode({ eventId: msgId, userId: notices[0]!.toKey, type: EventType.SOCIAL_NOTICE, timestampMs: this.#atMs, forwarded: true, socialNotices: notices }).finish();
         // Signed like every forwarded message (src/wire/internal-mac.ts): only the engine sends notices.
-        out.push({ subject: s.events(to), msgId, data: signInternal(key, data) });
+        // Holdable: while this partition drains a backlog, its notices go out in bursts (bus/partition-consumer.ts).
+        out.push({ subject: s.events(to), msgId, data: signInternal(key, data), holdable: true });
         i = j;
       }
     }
