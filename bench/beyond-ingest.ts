@@ -42,7 +42,7 @@ import { Engine } from "../src/engine.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
-import { riskCounts, riskFlagBits } from "../src/actors/risk.js";
+import { stateRiskFlagBits } from "../src/actors/risk.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { analyseReviewEvent, SentimentModel } from "../src/models/sentiment-model.js";
@@ -152,9 +152,9 @@ function pureProfileCost(events: IEvent[]): [number, number] {
       if (beyond) {
         const review = analyseReviewEvent(model, e);
         if (review !== undefined) e.review = review;
-        const before = riskFlagBits(st.rk, riskCounts(st));
+        const before = stateRiskFlagBits(st);
         applyEvent(st, e, o);
-        if ((riskFlagBits(st.rk, riskCounts(st)) & ~before) < 0) throw new Error("unreachable");
+        if ((stateRiskFlagBits(st) & ~before) < 0) throw new Error("unreachable");
       } else {
         applyEvent(st, e, o);
       }

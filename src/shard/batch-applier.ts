@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import { riskCounts, riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
+import { RISK_SIGNALS, stateRiskFlagBits } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -252,9 +252,9 @@ export class BatchApplier {
         // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
         const review = analyseReviewEvent(sentiment, e);
         if (review !== undefined) (e as ProfileEvent).review = review;
-        const riskBefore = riskFlagBits(st.rk, riskCounts(st));
+        const riskBefore = stateRiskFlagBits(st);
         applyEvent(st, e, d.profile);
-        riskNew = riskFlagBits(st.rk, riskCounts(st)) & ~riskBefore;
+        riskNew = stateRiskFlagBits(st) & ~riskBefore;
       } else {
         applyEvent(st, e, d.profile);
       }
