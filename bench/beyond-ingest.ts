@@ -15,10 +15,16 @@
  * (the drain of the backlog: every shop event's own work, reviews, risk, the
  * social events and their outbox entries included). With the switch on, the
  * notices the social events cause (each FOLLOW two, FOLLOWED and the
- * INTERESTS answer; each SHARE with a target one) are published during the
- * drain, so they queue behind the backlog in each partition and are applied
- * after it in small batches; the time to the last of them is reported too.
+ * INTERESTS answer; each SHARE with a target one; batched per committed
+ * batch and recipients' partition, README "Social ties") are published
+ * during the drain, so they queue behind the backlog in each partition and
+ * are applied after it, in small batches where a partition has caught up
+ * while others still drain; the time to the last of them is reported too.
  * In a live stream they ride in the batches of the events around them.
+ * Each run also prints its batches (and by size), the engine's CPU to the
+ * drain point, and the CPU of each thread of the process (Linux
+ * /proc/self/task; per-run worker threads have new ids, the main thread is
+ * "main", the others are libuv's pool, where lmdb-js commits, and V8's).
  * The pair runs --rounds times in ABBA order (on, off, off, on, ...) against
  * the drift of a shared machine, after one warm-up run that is not counted;
  * each run and the mean are reported.
@@ -28,7 +34,7 @@
  * (../shared/data/amazon-reviews) and its stars, 1% FOLLOW, 0.5% SHARE with a
  * target, over --users users in 8 partitions on 2 shard workers.
  *
- *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-record]
+ *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-social] [--no-reviews] [--only on|off] [--no-record]
  */
 import { connect, type NatsConnection } from "nats";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";

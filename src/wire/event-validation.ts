@@ -59,7 +59,7 @@ export const DeadLetterReason = {
   SELF_TARGET: "SELF_TARGET",
   /** An UNFOLLOW of an id the user does not follow (as far as the followed ids its profile keeps tell). Judged by the actor, before the event changes anything. */
   NOT_FOLLOWING: "NOT_FOLLOWING",
-  /** A SOCIAL_NOTICE not made by the engine (not forwarded, or without social_notice, its kind or its sender). */
+  /** A SOCIAL_NOTICE not made by the engine (not forwarded; without social_notice or social_notices; a notice without its kind, its sender or, in a batch, its recipient; more than 256 notices). */
   BAD_NOTICE: "BAD_NOTICE",
   /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
   BAD_PROPENSITY: "BAD_PROPENSITY",
