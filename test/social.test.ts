@@ -19,7 +19,10 @@ import { follow, followedBy, friendsInterests, newSocialState, noteFriendInteres
 import { applyEvent, newUserState } from "../src/actors/user-profile.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import { NoticeBatch, unbatchNotices } from "../src/shard/social.js";
+import { MAX_NOTICES_PER_MESSAGE } from "../src/wire/event-validation.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { verifyInternal } from "../src/wire/internal-mac.js";
 import { fnv1a32String, partitionOf } from "../src/wire/partition.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
 import { T0, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
@@ -108,6 +111,32 @@ describe("social - the profile's social part", () => {
     expect(compileProfileOptions({ beyondClicks: false }).beyondClicks).toBe(false);
     expect(compileProfileOptions().beyondClicks).toBe(true);
     expect(() => compileProfileOptions({ beyondClicks: "no" as unknown as boolean })).toThrow(/beyondClicks must be a boolean/);
+  });
+});
+
+describe("social - notice batches", () => {
+  it("social - a batch's notices: one signed message per recipients' partition, chunked at 256 and by size, read back in order", () => {
+    const s = subjects("nb");
+    const key = new Uint8Array(32).fill(7);
+    const b = new NoticeBatch();
+    // 300 FOLLOWED to partition 2, one INTERESTS to partition 1 (in between), caused by events up to sequence 41 of partition 0.
+    for (let i = 0; i < 300; i++) b.add({ to: [`u${i}`, 2], from: ["me", 0], kind: pb.SocialNotice.Kind.FOLLOWED }, 10 + (i % 30), T0 + i);
+    b.add({ to: ["v", 1], from: ["me", 0], kind: pb.SocialNotice.Kind.INTERESTS, categories: ["c1", "c2"], shares: [0.6, 0.4] }, 41, T0);
+    expect(b.size).toBe(301);
+    const msgs = b.messages(s, key, 0, 65_536);
+    expect(msgs.map((m) => [m.subject, m.msgId])).toEqual([
+      [s.events(1), "nb:n:0:41:1:0"], [s.events(2), "nb:n:0:41:2:0"], [s.events(2), "nb:n:0:41:2:1"],
+    ]);
+    expect(msgs.every((m) => m.holdable === true && verifyInternal(key, m.data))).toBe(true);
+    const read = msgs.map((m) => unbatchNotices(pb.Event.decode(m.data)));
+    expect(read.map((xs) => xs.length)).toEqual([1, MAX_NOTICES_PER_MESSAGE, 300 - MAX_NOTICES_PER_MESSAGE]);
+    expect(read[0]![0]!).toMatchObject({ userId: "v", type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotice: { kind: pb.SocialNotice.Kind.INTERESTS, fromKey: "me", fromPartition: 0, categories: ["c1", "c2"], shares: [0.6, 0.4] } });
+    expect([...read[1]!, ...read[2]!].map((e) => e.userId)).toEqual(Array.from({ length: 300 }, (_, i) => `u${i}`));
+    // Under a smaller event size limit the same notices take more messages, each within it.
+    const small = b.messages(s, key, 0, 4096);
+    expect(small.length).toBeGreaterThan(3);
+    expect(small.every((m) => m.data.byteLength <= 4096)).toBe(true);
+    expect(small.flatMap((m) => unbatchNotices(pb.Event.decode(m.data)).map((e) => e.userId)).length).toBe(301);
   });
 });
 
