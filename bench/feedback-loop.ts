@@ -25,7 +25,7 @@
  *    wait for the hot swap, and serve --requests more replies: the promoted
  *    ranker's true CTR (greedy replies) against the initial policy's (step 2).
  *
- *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--k N] [--force] [--no-record] [--dump FILE]
+ *   node dist-bench/bench/feedback-loop.js [--seed N] [--requests N] [--ope-requests N] [--runs N] [--share X] [--pool N] [--source-share X] [--k N] [--force] [--no-record] [--dump FILE]
  *
  * --dump FILE writes the training log and every run's log (with the simulated
  * user of each reply) as JSON, for bench/ope-replay.ts to re-score estimators
@@ -53,6 +53,7 @@ const { values: a } = parseArgs({
     runs: { type: "string", default: "20" },
     share: { type: "string", default: "0.1" },
     pool: { type: "string", default: "20" },
+    "source-share": { type: "string", default: "0" },
     k: { type: "string", default: "5" },
     "no-record": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
@@ -65,6 +66,7 @@ const OPE_REQUESTS = Number(a["ope-requests"]);
 const RUNS = Number(a.runs);
 const SHARE = Number(a.share);
 const POOL = Number(a.pool);
+const SOURCE_SHARE = Number(a["source-share"]);
 const K = Number(a.k);
 
 async function waitFor(what: string, f: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
@@ -99,7 +101,7 @@ async function main(): Promise<void> {
   const engine = await Engine.start({
     natsUrl: nats.url, embeddedNats: "never", partitions: 2, workers: 2, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
     modelsDir, lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", rankerModel: "current", modelRegistry: true,
-    explorationShare: SHARE, explorationPool: POOL,
+    explorationShare: SHARE, explorationPool: POOL, explorationSourceShare: SOURCE_SHARE,
   });
   const client = new PortraitClient(nc, { subjectPrefix: prefix, partitions: 2, requestTimeoutMs: 30_000 });
   const js = nc.jetstream();
@@ -205,7 +207,7 @@ async function main(): Promise<void> {
     const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
     const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
     rows.push(["initial policy (" + initialPolicy + "): true CTR of its greedy replies", A.ctrGreedy.toFixed(4), `${REQUESTS} replies, ${A.explored} of them explored`]);
-    rows.push(["exploration cost while it runs (share " + SHARE + ", pool " + POOL + ")", pct(cost), `all replies ${A.ctrAll.toFixed(4)} vs greedy ${A.ctrGreedy.toFixed(4)}, explored ${A.ctrExplored.toFixed(4)}; target <= 5%`]);
+    rows.push(["exploration cost while it runs (share " + SHARE + ", pool " + POOL + ", source share " + SOURCE_SHARE + ")", pct(cost), `all replies ${A.ctrAll.toFixed(4)} vs greedy ${A.ctrGreedy.toFixed(4)}, explored ${A.ctrExplored.toFixed(4)}; target <= 5%`]);
     rows.push(["promotion of the feedback-trained ranker", decision.startsWith("forced") ? "refused, then forced (--force)" : promoted ? "promoted" : "refused", decision.replace(/\|/g, "/")]);
     if (B !== undefined) {
       rows.push(["promoted ranker: true CTR of its greedy replies", B.ctrGreedy.toFixed(4), `ratio to the initial policy ${(B.ctrGreedy / A.ctrGreedy).toFixed(2)}x; target >= 1.2x`]);
@@ -228,7 +230,7 @@ async function main(): Promise<void> {
     notes.push(`Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`);
     printTable("feedback loop", ["measure", "value", "notes"], rows);
     if (!a["no-record"]) {
-      appendResults("feedback loop", `npm run bench:feedback -- --seed ${SEED} --requests ${REQUESTS} --ope-requests ${OPE_REQUESTS} --runs ${RUNS} --share ${SHARE} --pool ${POOL} --k ${K}${a.force ? " --force" : ""}`,
+      appendResults("feedback loop", `npm run bench:feedback -- --seed ${SEED} --requests ${REQUESTS} --ope-requests ${OPE_REQUESTS} --runs ${RUNS} --share ${SHARE} --pool ${POOL} --source-share ${SOURCE_SHARE} --k ${K}${a.force ? " --force" : ""}`,
         ["measure", "value", "notes"], rows, notes.map((n) => `- ${n}`));
     }
   } finally {

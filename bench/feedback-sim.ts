@@ -203,7 +203,16 @@ export async function runPhase(client: PortraitClient, w: SimWorld, o: { request
   };
   await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
   // Impressions before clicks of the same reply: publishMany keeps the order per partition (one user's events share one).
-  if (events.length > 0) await client.publishMany(events);
+  // A publish that timed out on a loaded machine is published again: the event ids deduplicate what was stored.
+  for (let attempt = 1; events.length > 0; attempt++) {
+    try {
+      await client.publishMany(events);
+      break;
+    } catch (err) {
+      if (!(err instanceof PortraitError && err.retryable) || attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
   const seconds = (performance.now() - t0) / 1000;
   const mean = (xs: SimReply[]) => (xs.length > 0 ? xs.reduce((a, x) => a + x.ctr, 0) / xs.length : NaN);
   const explored = replies.filter((x) => x.reply.explored);

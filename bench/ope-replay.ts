@@ -14,7 +14,7 @@
 import { readFileSync } from "node:fs";
 import { estimateOffPolicy, offPolicyContext, weightsTarget, LOGGED_GREEDY, compareOffPolicy, type LoggedRequest } from "../src/eval/offpolicy.js";
 import { estimatePositionBias, fitClickModel } from "../src/eval/click-model.js";
-import { slotPropensity } from "../src/recs/exploration.js";
+import { loggedArms, propensityOf } from "../src/recs/exploration.js";
 import { SIM_DEFAULTS, makeWorld, truthOnLog, examine } from "./feedback-sim.js";
 
 type L = LoggedRequest & { user: number };
@@ -29,10 +29,11 @@ const target = weightsTarget("ch", weights);
 let bad = 0;
 let tot = 0;
 for (const q of d.train) {
-  const idx = new Map(q.record.pool.map((p, k) => [p.itemId, k]));
+  const arms = loggedArms(q.record);
   for (const m of q.impressions) {
     tot++;
-    const p = slotPropensity(q.record.share, q.record.pool.length, idx.get(m.itemId) ?? 999, m.slot);
+    const a = arms.get(m.itemId);
+    const p = a === undefined ? 0 : propensityOf(q.record.share, a.explore, a.index, m.slot);
     if (Math.abs(p - m.propensity) > 1e-9) bad++;
   }
 }

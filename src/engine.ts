@@ -278,7 +278,7 @@ export class Engine {
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
-      exploration: { share: cfg.explorationShare, pool: cfg.explorationPool },
+      exploration: { share: cfg.explorationShare, pool: cfg.explorationPool, sourceShare: cfg.explorationSourceShare },
       log: feedbackLog,
       onExplored: () => this.metrics.recsExplored.inc(),
     });

@@ -15,7 +15,8 @@ import { estimatePositionBias } from "../src/eval/click-model.js";
 import { compareOffPolicy, estimateOffPolicy, LOGGED_GREEDY, offPolicyContext, readFeedbackLog, weightsTarget, type LoggedRequest } from "../src/eval/offpolicy.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { decidePromotion, ModelRegistry } from "../src/models/registry.js";
-import { drawSlate, slotPropensity } from "../src/recs/exploration.js";
+import { drawPlannedSlate, drawSlate, explorationPlan, loggedArms, propensityOf, slotPropensity, type ExplorableCandidate } from "../src/recs/exploration.js";
+import { CANDIDATE_SOURCES } from "../src/recs/sources.js";
 import type { ServedRecord } from "../src/recs/feedback-log.js";
 import { TRAIN_SHARE, trainRanker } from "../src/train/train-ranker.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
@@ -63,6 +64,99 @@ describe("feedback - exploration propensities", () => {
     }
     // Off: the top k, propensity 1.
     expect(drawSlate(n, k, { share: 0, pool }, r)).toMatchObject({ order: [0, 1, 2, 3], propensities: [1, 1, 1, 1], explored: false });
+  });
+});
+
+/** Every ordered draw of `k` from `items` (the uniform arrangement's first k places, each equally likely). */
+function orderedDraws(items: number[], k: number): number[][] {
+  if (k === 0) return [[]];
+  return items.flatMap((x) => orderedDraws(items.filter((y) => y !== x), k - 1).map((rest) => [x, ...rest]));
+}
+
+describe("feedback - exploration over the candidate sources", () => {
+  it("feedback - with sourceShare, p(a, j) equals the mixture's exact probability (enumerated over every arm and draw), sums to 1 per slot over what the policy could show, matches seeded draws, and the logged arms give the served propensities back", () => {
+    const r = seededRandom(21);
+    const share = 0.3;
+    const k = 3;
+    const o = { share, pool: 5, sourceShare: 0.4 };
+    // 14 candidates in the ranker's order; three sources find random subsets with random scores ("rules" finds too few to be an arm).
+    const ranked: ExplorableCandidate[] = Array.from({ length: 14 }, () => ({ sources: [], scores: {} }));
+    for (const [src, p] of [["popular", 0.7], ["category", 0.5], ["trending", 0.4]] as const) {
+      ranked.forEach((c) => {
+        if (r() < p) {
+          (c.sources as string[]).push(src);
+          c.scores[src] = Math.round(r() * 4) / 4; // ties: kept in the ranker's order
+        }
+      });
+    }
+    (ranked[9]!.sources as string[]).push("rules");
+    ranked[9]!.scores.rules = 1;
+    const plan = explorationPlan(ranked, k, o);
+    expect(plan.arms.map((a) => a.source)).toEqual(["ranker", ...CANDIDATE_SOURCES.filter((s) => ranked.filter((c) => c.sources.includes(s)).length >= k)]);
+    expect(plan.arms.map((a) => a.source)).not.toContain("rules");
+    // Exact marginals by enumeration: greedy with 1 - share; else an arm with its weight, then each ordered draw alike.
+    const exact = Array.from({ length: k }, () => new Array<number>(ranked.length).fill(0));
+    for (let j = 0; j < k; j++) exact[j]![j]! += 1 - share;
+    for (const arm of plan.arms) {
+      // Each source arm is that source's first `pool` candidates by its score, ties in the ranker's order.
+      if (arm.source !== "ranker") {
+        const src = arm.source;
+        const want = ranked.map((c, i) => ({ c, i })).filter(({ c }) => c.sources.includes(src))
+          .sort((a, b) => (b.c.scores[src] ?? 0) - (a.c.scores[src] ?? 0) || a.i - b.i).slice(0, o.pool).map(({ i }) => i);
+        expect(arm.items).toEqual(want);
+      }
+      const draws = orderedDraws(arm.items, k);
+      for (const d of draws) d.forEach((i, j) => (exact[j]![i]! += (share * arm.weight) / draws.length));
+    }
+    expect(plan.arms.reduce((a, x) => a + x.weight, 0)).toBeCloseTo(1, 12);
+    let extras = 0;
+    for (let j = 0; j < k; j++) {
+      let sum = 0;
+      for (let i = 0; i < ranked.length; i++) {
+        const p = propensityOf(share, plan.explore.get(i) ?? 0, i, j);
+        expect(p).toBeCloseTo(exact[j]![i]!, 12);
+        sum += p;
+        if (j === 0 && i >= plan.poolSize && p > 0) extras++;
+      }
+      expect(sum).toBeCloseTo(1, 12);
+    }
+    expect(extras).toBeGreaterThan(0); // the sources reach beyond the ranker's pool
+    // Seeded draws show each item in each slot at that rate, and carry it.
+    const draws = 60_000;
+    const seen = Array.from({ length: k }, () => new Array<number>(ranked.length).fill(0));
+    const arms = new Set<string>();
+    let wrong = 0;
+    let repeats = 0;
+    for (let d = 0; d < draws; d++) {
+      const sl = drawPlannedSlate(plan, o, r);
+      arms.add(sl.arm);
+      if (new Set(sl.order).size !== k) repeats++;
+      sl.order.forEach((i, j) => {
+        seen[j]![i]!++;
+        if (sl.propensities[j] !== propensityOf(share, plan.explore.get(i)!, i, j)) wrong++;
+      });
+    }
+    expect({ wrong, repeats }).toEqual({ wrong: 0, repeats: 0 });
+    expect([...arms].sort()).toEqual(plan.arms.map((a) => a.source).sort());
+    for (let j = 0; j < k; j++) {
+      for (let i = 0; i < ranked.length; i++) {
+        const p = exact[j]![i]!;
+        expect(Math.abs(seen[j]![i]! / draws - p)).toBeLessThanOrEqual(4 * Math.sqrt(Math.max(p * (1 - p), 1e-9) / draws) + 1e-12);
+      }
+    }
+    // A record logged as the recommender logs it (pool R with e(a), the rest as extras) gives every propensity back.
+    const item = (i: number) => ({ itemId: `c${i}`, explore: plan.explore.get(i) ?? 0 });
+    const logged = loggedArms({ share, pool: Array.from({ length: plan.poolSize }, (_, i) => item(i)), extra: [...plan.explore.keys()].filter((i) => i >= plan.poolSize).sort((a, b) => a - b).map(item) });
+    for (let i = 0; i < ranked.length; i++) {
+      for (let j = 0; j < k; j++) {
+        const a = logged.get(`c${i}`);
+        expect(a === undefined ? 0 : propensityOf(share, a.explore, a.index, j)).toBeCloseTo(exact[j]![i]!, 12);
+      }
+    }
+    // Off by default: the ranker's pool only, as drawSlate.
+    const off = explorationPlan(ranked, k, { share, pool: 5, sourceShare: 0 });
+    expect(off.arms.map((a) => a.source)).toEqual(["ranker"]);
+    expect([...off.explore.values()]).toEqual([0.2, 0.2, 0.2, 0.2, 0.2]);
   });
 });
 
@@ -278,6 +372,48 @@ describe("feedback - logged feedback on a live engine", () => {
     // Applied: the history, the good ones, the three judged after their batch (they fed the profile), the legacy one; not the two BAD_PROPENSITY.
     await waitFor(async () => (await client.getProfile(user)).eventsApplied === 5 + good.length + 3 + 1, { message: "legacy applied" });
     expect((await jsm.streams.info(s.dlqStream)).state.messages).toBe(before);
+  });
+
+  it("feedback - exploring the candidate sources (explorationSourceShare): every served propensity is the one the logged reply's arms give back, they sum to 1 per slot over what the policy could show, and some replies show items beyond the ranker's pool", async () => {
+    const prefix = uniquePrefix("fbs");
+    const share = 0.5;
+    const engine = await fx.startEngine({ subjectPrefix: prefix, explorationShare: share, explorationPool: 4, explorationSourceShare: 0.6, lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off" });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: engine.config.partitions });
+    await client.publishMany(shop(prefix));
+    const user = `${prefix}-u3`;
+    await waitFor(async () => (await client.recommend(user, { k: 3 })).items.length === 3, { timeoutMs: 30_000, message: "recs index did not fill" });
+    const replies = [];
+    for (let i = 0; i < 60; i++) replies.push(await client.recommend(user, { k: 3 }));
+    let n = 0;
+    await client.publishMany(replies.flatMap((r) => r.items.map((it): IEvent => ({
+      eventId: `${prefix}-imp-${n++}`, userId: user, type: EventType.REC_IMPRESSION, timestampMs: T0 + 3_600_000 + n,
+      itemId: it.itemId, recRequestId: r.requestId, modelVersion: r.modelVersion, recPropensity: it.propensity,
+    }))));
+    const s = engine.subjects;
+    const jsm = await fx.nc.jetstreamManager();
+    await waitFor(async () => (await jsm.streams.info(s.feedbackStream)).state.messages >= replies.length * 4, { message: "training log" });
+    const log = new Map((await readFeedbackLog(fx.nc.jetstream(), jsm, s)).map((q) => [q.record.requestId, q]));
+    expect(log.size).toBe(replies.length);
+    let beyond = 0;
+    const arms = new Set<string>();
+    for (const r of replies) {
+      const q = log.get(r.requestId)!;
+      // Logged = served.
+      expect(q.record.shown).toEqual(r.items.map((x, slot) => ({ itemId: x.itemId, slot, propensity: x.propensity })));
+      const could = loggedArms(q.record);
+      for (let j = 0; j < 3; j++) {
+        let sum = 0;
+        for (const a of could.values()) sum += propensityOf(share, a.explore, a.index, j);
+        expect(sum).toBeCloseTo(1, 9);
+        const a = could.get(r.items[j]!.itemId)!;
+        expect(propensityOf(share, a.explore, a.index, j)).toBe(r.items[j]!.propensity);
+      }
+      if (r.items.some((x) => q.record.extra?.some((e) => e.itemId === x.itemId))) beyond++;
+      if (q.record.explored) arms.add(q.record.arm!);
+      else expect(q.record.arm).toBeUndefined();
+    }
+    expect(beyond).toBeGreaterThan(0);
+    expect(arms.size).toBeGreaterThan(1);
   });
 
   it("feedback - a feedback-trained ranker that loses off-policy is refused at promotion (PROMOTION_REFUSED); one that wins is promoted and the engine serves it", async () => {

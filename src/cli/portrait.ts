@@ -130,6 +130,7 @@ function engineFlags(cmd: Command): Command {
     .option("--ranker <version>", 'feedback-trained ranker (portrait train ranker --from-feedback): a version, "current" or "off"', D.rankerModel)
     .option("--exploration-share <share>", "share of recommend replies that explore, in [0, 0.5] (0 = off)", Number, D.explorationShare)
     .option("--exploration-pool <n>", "exploration pool: the ranker's first n candidates", posInt, D.explorationPool)
+    .option("--exploration-source-share <share>", "share of the exploring replies drawn from one candidate source's first n candidates instead of the ranker's, in [0, 1]", Number, D.explorationSourceShare)
     .option("--deepfm <version>", 'DeepFM ranker for recommendations: a version, "current" or "off" (then ranked by candidate prior)', D.deepfmModel)
     .option("--no-model-registry", "read models from --models only: no registry on NATS, no seeding, no hot swap")
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
@@ -143,7 +144,7 @@ function engineFlags(cmd: Command): Command {
 interface EngineFlags extends ClientFlags {
   dataDir: string; workers?: number; embeddedNats: "auto" | "never" | "always"; httpPort: number; currency?: string;
   maxBatch: number; maxAckPending: number; maxShardQueue: number; maxQueryWaitMs: number; halfLifeHours: number; sessionGapMinutes: number; beyondClicks?: boolean; logLevel: string;
-  models: string; lstm: string; churn: string; sentiment: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; inferenceWorkers: number; modelRegistry: boolean;
+  models: string; lstm: string; churn: string; sentiment: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; explorationSourceShare: number; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
   audienceBackfillPerTick: number;
@@ -175,6 +176,7 @@ function engineOptions(f: EngineFlags) {
     rankerModel: f.ranker,
     explorationShare: f.explorationShare,
     explorationPool: f.explorationPool,
+    explorationSourceShare: f.explorationSourceShare,
     deepfmModel: f.deepfm,
     modelRegistry: f.modelRegistry,
     inference: { workers: f.inferenceWorkers },

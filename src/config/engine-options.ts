@@ -61,8 +61,17 @@ export interface EngineOptions extends NatsOptions {
    * top k. Default 0 (off): every reply is the ranker's top k, propensity 1.
    */
   explorationShare?: number;
-  /** The exploration pool: the ranker's first N candidates (at least k are used). Default 20. */
+  /** The exploration pool: the ranker's first N candidates (at least k are used); also the size of each candidate source's arm. Default 20. */
   explorationPool?: number;
+  /**
+   * Exploration over the candidate sources (README "The feedback loop"), in
+   * [0, 1]: the share of the exploring replies that draw from one candidate
+   * source's first explorationPool candidates (by its own score; the source
+   * chosen uniformly among those that found at least k) instead of the
+   * ranker's pool. Propensities are computed over the mixture
+   * (src/recs/exploration.ts). Default 0 (the ranker's pool only).
+   */
+  explorationSourceShare?: number;
   /** How long after a reply its logged feedback (rec_propensity set) is accepted, ms. Default 3600000 (1 hour). */
   feedbackWindowMs?: number;
   /** Most served replies kept for judging logged feedback (the oldest are dropped first; each takes about 4 KB with the default pool): size it to the replies served in feedbackWindowMs. Default 20000. */
@@ -236,6 +245,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   dlqRetentionMs: 14 * DAY_MS,
   explorationShare: 0,
   explorationPool: 20,
+  explorationSourceShare: 0,
   feedbackWindowMs: 3_600_000,
   feedbackMaxRequests: 20_000,
   feedbackKeep: "auto",
@@ -323,6 +333,11 @@ function natsSecurity(o: EngineOptions) {
   };
 }
 
+function unitShare(name: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > 1) throw new ConfigError(`options.${name} must be a number in [0, 1], got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function share(v: unknown): number {
   if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > 0.5) throw new ConfigError(`options.explorationShare must be a number in [0, 0.5], got ${JSON.stringify(v)}`);
   return v;
@@ -389,6 +404,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     tombstoneRetentionMs: tombstoneRetention(o),
     explorationShare: share(o.explorationShare ?? D.explorationShare),
     explorationPool: int("explorationPool", o.explorationPool ?? D.explorationPool, 1, 2000),
+    explorationSourceShare: unitShare("explorationSourceShare", o.explorationSourceShare ?? D.explorationSourceShare),
     feedbackWindowMs: int("feedbackWindowMs", o.feedbackWindowMs ?? D.feedbackWindowMs, 1000),
     feedbackMaxRequests: int("feedbackMaxRequests", o.feedbackMaxRequests ?? D.feedbackMaxRequests, 1, 10_000_000),
     feedbackKeep: oneOf("feedbackKeep", o.feedbackKeep ?? D.feedbackKeep, ["auto", "always"] as const),

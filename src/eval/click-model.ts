@@ -17,14 +17,18 @@
  * an item the target shows in another slot than the logged one.
  *
  * - `estimatePositionBias`: theta from the exploring replies, where the item
- *   in each slot is a uniform draw from the pool, so the click rate of slot j
+ *   in each slot is a uniform draw from the pool of the reply's arm (the
+ *   ranker's pool or a candidate source's), so the click rate of slot j
  *   over them is theta_j times the same mean attraction for every slot; its
  *   standard errors by the delta method over replies.
  * - `fitClickModel`: a logistic regression of click on the shown item's
  *   normalised candidate-source scores plus one intercept per slot, each
  *   impression weighted by 1 / propensity (inverse-propensity weighting: every
  *   pool item counts as if the logging policy had shown it uniformly), L2 on
- *   the source weights, Newton steps. The feedback ranker is its source weights;
+ *   the source weights, Newton steps. Only impressions of the ranker's pool
+ *   (ServedRecord.pool) are fitted: the ranker re-ranks that pool, and an item
+ *   only a source's arm could show has a propensity ~share x sourceShare / (S
+ *   pool), whose weight would outweigh the rest of the log. The feedback ranker is its source weights;
  *   the doubly robust estimate uses it as its reward model, attraction(a) ~
  *   sigmoid(w . scores(a) + intercept_0).
  */

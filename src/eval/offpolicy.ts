@@ -8,7 +8,9 @@
  * its own order of the reply's logged exploration pool, top k (an item outside
  * the pool cannot be estimated: the target is evaluated as a re-ranker of the
  * pool), over the slots that were logged. Every estimate is clicks per logged
- * impression.
+ * impression. The pool is the ranker's (ServedRecord.pool): an impression of
+ * an item only a candidate source's arm could show (ServedRecord.extra)
+ * counts as an impression no re-ranker of the pool matches.
  *
  * Slot level (assumes only that a slot's click depends on what is in it):
  * with w = [target puts a in slot j] / mu(a, j),
@@ -36,17 +38,18 @@
  * theta is estimated on the same replies (their exploring ones,
  * estimatePositionBias) unless given.
  *
- * Intervals: normal 95%, the replies as independent units (a ratio of sums:
- * Var ~ sum_i ((A_i - R B_i) / sum B)^2 n / (n - 1)), plus, for the item-level
- * estimates, each reply's influence through the estimated theta (the
- * estimate's numerical derivative in theta_j times theta_j's influence of
- * the reply), so the noise of theta is in the interval. `compareOffPolicy`
+ * Intervals: the slot-level ones normal 95%, the replies as independent
+ * units (a ratio of sums: Var ~ sum_i ((A_i - R B_i) / sum B)^2 n / (n - 1)).
+ * The item-level ones, when theta is estimated on the same replies, by a
+ * delete-a-group jackknife over the replies that re-estimates theta each
+ * time: bias-corrected (the estimates are non-linear in theta) and with
+ * theta's noise in the variance (thetaIntervals). `compareOffPolicy`
  * gives the paired difference of two policies' DR estimates on the same
  * replies, the promotion gate's test (src/train/train-ranker.ts).
  */
 import type { ServedRecord } from "../recs/feedback-log.js";
 import { isPolicyName, policyScore, type RankingPolicy } from "../recs/ranking-policy.js";
-import { slotPropensity } from "../recs/exploration.js";
+import { loggedArms, propensityOf } from "../recs/exploration.js";
 import type { CandidateSource } from "../recs/sources.js";
 import { attraction, estimatePositionBias, fitClickModel, type ClickModel, type PositionBias } from "./click-model.js";
 import type { LoggedRequest } from "./logged-feedback.js";
@@ -147,8 +150,11 @@ export function offPolicyContext(requests: readonly LoggedRequest[], o: OffPolic
   // The item-level weights need the logging policy's probability of every pool item in every slot, which is
   // src/recs/exploration.ts's: a reply whose logged propensities are not that policy's was served by another one.
   const foreign = requests.find((q) => {
-    const index = new Map(q.record.pool.map((p, k) => [p.itemId, k]));
-    return q.impressions.some((m) => Math.abs(slotPropensity(q.record.share, q.record.pool.length, index.get(m.itemId) ?? Infinity, m.slot) - m.propensity) > 1e-9);
+    const arms = loggedArms(q.record);
+    return q.impressions.some((m) => {
+      const a = arms.get(m.itemId);
+      return a === undefined || Math.abs(propensityOf(q.record.share, a.explore, a.index, m.slot) - m.propensity) > 1e-9;
+    });
   });
   const noItemLevel = foreign !== undefined ? `reply ${foreign.record.requestId} logged propensities that are not the exploration policy's (src/recs/exploration.ts)` : undefined;
   const bias = noItemLevel !== undefined ? undefined : o.positionBias ?? estimatePositionBias(requests, slots);
@@ -178,18 +184,23 @@ interface PerReply {
   matchedItems: number;
 }
 
-function perReply(ctx: OffPolicyContext, slates: readonly string[][], theta: readonly number[] | undefined): PerReply {
-  const N = ctx.requests.length;
-  const r: PerReply = {
-    n: new Float64Array(N), ipsA: new Float64Array(N), snB: new Float64Array(N), pbmA: new Float64Array(N), pbmB: new Float64Array(N), dr: new Float64Array(N),
-    matched: 0, matchedItems: 0,
-  };
-  const th = (j: number) => (theta === undefined ? NaN : Math.max(theta[Math.min(j, theta.length - 1)] ?? NaN, 1e-6));
-  ctx.requests.forEach((q, i) => {
+/** What perReply needs of one reply and a target's slate that does not depend on theta. */
+interface PreparedReply {
+  /** The logged slots. */
+  slots: number[];
+  /** The direct-method terms: (target slot, reward-model attraction) of each target item in the pool on a logged slot. */
+  dm: Array<[number, number]>;
+  /** Each logged impression: its slot, click, whether the target shows it there, its logged propensity, and, when the target shows it on a logged slot, that slot, its attraction and its propensity in every logged slot (rho's denominator). */
+  imps: Array<{ slot: number; c: number; same: boolean; propensity: number; target: number; f: number; mu: number[] }>;
+}
+
+/** The theta-free part of perReply for a target's slates (computed once; perReply runs once per theta). */
+function prepareReplies(ctx: OffPolicyContext, slates: readonly string[][]): PreparedReply[] {
+  return ctx.requests.map((q, i) => {
     const slate = slates[i]!;
     const rec = q.record;
-    const M = rec.pool.length;
     const index = new Map(rec.pool.map((p, k) => [p.itemId, k]));
+    const arms = loggedArms(rec);
     const slots = q.impressions.map((m) => m.slot);
     const slotSet = new Set(slots);
     // The target's slot of each of its items, over the logged slots only (an estimate covers what was logged).
@@ -198,48 +209,65 @@ function perReply(ctx: OffPolicyContext, slates: readonly string[][], theta: rea
       if (slotSet.has(j)) targetSlot.set(it, j);
     });
     const f = ctx.attractionOf[i]!;
-    let thetaSum = 0;
-    for (const s of slots) thetaSum += th(s);
-    const thetaMean = thetaSum / Math.max(1, slots.length);
-    // rho(a) = theta_{target slot of a} / sum over logged slots s of mu(a, s) theta_s.
-    const rho = (item: string): number => {
-      const j = targetSlot.get(item);
-      const k = index.get(item);
-      if (j === undefined || k === undefined) return 0;
-      let den = 0;
-      for (const s of slots) den += slotPropensity(rec.share, M, k, s) * th(s);
-      return den > 0 ? th(j) / den : 0;
-    };
-    r.n[i] = q.impressions.length;
-    let dm = 0;
+    const dm: Array<[number, number]> = [];
     for (const [item, j] of targetSlot) {
       const k = index.get(item);
-      if (k !== undefined) dm += th(j) * f[k]!;
+      if (k !== undefined) dm.push([j, f[k]!]);
     }
+    const imps = q.impressions.map((m) => {
+      const j = targetSlot.get(m.itemId);
+      const k = index.get(m.itemId);
+      const a = arms.get(m.itemId);
+      const shown = j !== undefined && k !== undefined && a !== undefined;
+      return {
+        slot: m.slot, c: m.clicked ? 1 : 0, same: slate[m.slot] === m.itemId, propensity: m.propensity,
+        target: shown ? j : -1, f: shown ? f[k]! : 0, mu: shown ? slots.map((s) => propensityOf(rec.share, a.explore, a.index, s)) : [],
+      };
+    });
+    return { slots, dm, imps };
+  });
+}
+
+function perReply(prepared: readonly PreparedReply[], theta: readonly number[] | undefined): PerReply {
+  const N = prepared.length;
+  const r: PerReply = {
+    n: new Float64Array(N), ipsA: new Float64Array(N), snB: new Float64Array(N), pbmA: new Float64Array(N), pbmB: new Float64Array(N), dr: new Float64Array(N),
+    matched: 0, matchedItems: 0,
+  };
+  const th = (j: number) => (theta === undefined ? NaN : Math.max(theta[Math.min(j, theta.length - 1)] ?? NaN, 1e-6));
+  prepared.forEach((q, i) => {
+    let thetaSum = 0;
+    for (const s of q.slots) thetaSum += th(s);
+    const thetaMean = thetaSum / Math.max(1, q.slots.length);
+    r.n[i] = q.imps.length;
+    let dm = 0;
+    for (const [j, f] of q.dm) dm += th(j) * f;
     let corr = 0;
-    for (const m of q.impressions) {
-      const c = m.clicked ? 1 : 0;
-      if (slate[m.slot] === m.itemId) {
+    for (const m of q.imps) {
+      if (m.same) {
         r.matched++;
         const w = 1 / m.propensity;
         r.snB[i]! += w;
-        r.ipsA[i]! += c * w;
+        r.ipsA[i]! += m.c * w;
       }
-      const p = rho(m.itemId);
+      if (m.target < 0) continue;
+      // rho(a) = theta_{target slot of a} / sum over logged slots s of mu(a, s) theta_s.
+      let den = 0;
+      m.mu.forEach((mu, x) => (den += mu * th(q.slots[x]!)));
+      const p = den > 0 ? th(m.target) / den : 0;
       if (p === 0) continue;
       r.matchedItems++;
-      const k = index.get(m.itemId)!;
-      r.pbmA[i]! += c * p;
+      r.pbmA[i]! += m.c * p;
       r.pbmB[i]! += (p * th(m.slot)) / thetaMean;
-      corr += p * (c - th(m.slot) * f[k]!);
+      corr += p * (m.c - th(m.slot) * m.f);
     }
     r.dr[i] = dm + corr;
   });
   return r;
 }
 
-/** A ratio of sums over replies with its normal interval; `extra` adds each reply's influence through theta (already on the ratio's scale). */
-function ratioInterval(a: Float64Array, b: Float64Array, z: number, extra?: Float64Array, extraVar = 0): Interval {
+/** A ratio of sums over replies with its normal interval; `extraVar` adds a variance on the ratio's scale (a given theta's). */
+function ratioInterval(a: Float64Array, b: Float64Array, z: number, extraVar = 0): Interval {
   const n = a.length;
   let sa = 0;
   let sb = 0;
@@ -250,69 +278,87 @@ function ratioInterval(a: Float64Array, b: Float64Array, z: number, extra?: Floa
   if (n === 0 || sb <= 0 || !Number.isFinite(sa)) return { estimate: NaN, low: NaN, high: NaN };
   const r = sa / sb;
   let ss = 0;
-  for (let i = 0; i < n; i++) ss += ((a[i]! - r * b[i]!) / sb + (extra?.[i] ?? 0)) ** 2;
+  for (let i = 0; i < n; i++) ss += ((a[i]! - r * b[i]!) / sb) ** 2;
   const se = n > 1 ? Math.sqrt((ss * n) / (n - 1) + extraVar) : Infinity;
   return { estimate: r, low: r - z * se, high: r + z * se };
 }
 
+/** Groups of the delete-a-group jackknife of the item-level estimates (see thetaIntervals). */
+export const JACKKNIFE_GROUPS = 50;
+
 /**
- * Each reply's influence on estimates through the estimated theta: each
- * estimate's derivative in theta_j (numerical; `values` returns every
- * estimate at a theta) times theta_j's influence of the reply
- * (estimatePositionBias), summed over slots; plus the variance of a theta
- * given from elsewhere. One entry per estimate.
+ * The quantile of Student's t with `df` degrees of freedom at the normal
+ * quantile z (Cornish-Fisher expansion; within 1e-3 from df 10 on).
  */
-function thetaInfluence(ctx: OffPolicyContext, values: (theta: number[]) => number[]): Array<{ extra: Float64Array; extraVar: number }> {
-  const N = ctx.requests.length;
-  const b = ctx.bias;
-  if (b === undefined) return [];
-  const v0 = values(b.theta);
-  const out = v0.map(() => ({ extra: new Float64Array(N), extraVar: 0 }));
-  // grads[j][e]: d estimate e / d theta_j.
-  const grads = b.theta.map((t, j) => {
-    if (j === 0) return v0.map(() => 0);
-    const h = Math.max(1e-4, t * 1e-3);
-    const up = [...b.theta];
-    up[j] = t + h;
-    return values(up).map((v, e) => (v - v0[e]!) / h);
-  });
+export function tQuantile(z: number, df: number): number {
+  const z3 = z ** 3;
+  const z5 = z ** 5;
+  const z7 = z ** 7;
+  return z + (z3 + z) / (4 * df) + (5 * z5 + 16 * z3 + 3 * z) / (96 * df ** 2) + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * df ** 3);
+}
+
+/**
+ * The intervals of estimates that depend on the position bias theta, each a
+ * ratio of sums over replies (`ratiosAt` returns their per-reply numerators
+ * and denominators at a theta).
+ *
+ * theta estimated on the same replies: a delete-a-group jackknife over the
+ * replies (G = JACKKNIFE_GROUPS groups, reply i in group i mod G). Leaving
+ * out group g re-estimates theta without it and recomputes every sum without
+ * it; the estimate is the jackknife's bias-corrected G R - (G - 1) mean(R_-g)
+ * and its variance (G - 1) / G sum (R_-g - mean)^2, with Student's t at
+ * G - 1 degrees of freedom. Why: the estimates are non-linear in theta
+ * (rho divides by it), so theta's noise (~150 exploring replies in 1,500)
+ * biased them upwards by 1-2.6%, which a linearised variance neither
+ * removes nor covers (bench/RESULTS.md "feedback loop", seed 3); the
+ * jackknife removes the O(1/n) bias and its variance takes theta's noise
+ * and the replies' together.
+ *
+ * theta given from elsewhere: the replies as independent units plus the
+ * variance through theta's standard errors (numerical derivative in each theta_j).
+ */
+function thetaIntervals(ctx: OffPolicyContext, ratiosAt: (theta: readonly number[]) => ReadonlyArray<readonly [Float64Array, Float64Array]>, z: number): Interval[] {
+  const b = ctx.bias!;
+  const at0 = ratiosAt(b.theta);
   if (!ctx.biasInSample) {
-    out.forEach((o, e) => grads.forEach((g, j) => (o.extraVar += (g[e]! * (b.se[j] ?? 0)) ** 2)));
-    return out;
+    const v0 = at0.map(([x, y]) => sumRatio(x, y));
+    const extraVar = v0.map(() => 0);
+    b.theta.forEach((t, j) => {
+      if (j === 0) return;
+      const h = Math.max(1e-4, t * 1e-3);
+      const up = [...b.theta];
+      up[j] = t + h;
+      ratiosAt(up).forEach(([x, y], e) => (extraVar[e]! += (((sumRatio(x, y) - v0[e]!) / h) * (b.se[j] ?? 0)) ** 2));
+    });
+    return at0.map(([x, y], e) => ratioInterval(x, y, z, extraVar[e]!));
   }
-  // theta_j = (C_j / M_j) / (C_0 / M_0) over the exploring replies: reply i moves it by theta_j (c_ji/C_j - m_ji/M_j - c_0i/C_0 + m_0i/M_0).
-  const K = b.theta.length;
-  const count = (q: LoggedRequest) => {
-    const c = new Float64Array(K);
-    const m = new Float64Array(K);
-    for (const x of q.impressions) {
-      if (x.slot >= K) continue;
-      m[x.slot]! += 1;
-      if (x.clicked) c[x.slot]! += 1;
-    }
-    return { c, m };
-  };
-  const C = new Float64Array(K);
-  const Mi = new Float64Array(K);
-  for (const q of ctx.requests) {
-    if (!q.record.explored) continue;
-    const { c, m } = count(q);
-    for (let j = 0; j < K; j++) {
-      C[j]! += c[j]!;
-      Mi[j]! += m[j]!;
-    }
-  }
-  const rel = (x: number, total: number) => (total > 0 ? x / total : 0);
-  ctx.requests.forEach((q, i) => {
-    if (!q.record.explored) return;
-    const { c, m } = count(q);
-    const d0 = rel(c[0]!, C[0]!) - rel(m[0]!, Mi[0]!);
-    for (let j = 1; j < K; j++) {
-      const move = b.theta[j]! * (rel(c[j]!, C[j]!) - rel(m[j]!, Mi[j]!) - d0);
-      out.forEach((o, e) => (o.extra[i]! += grads[j]![e]! * move));
-    }
+  const N = ctx.requests.length;
+  const G = Math.min(JACKKNIFE_GROUPS, N);
+  if (G < 2) return at0.map(() => NO_INTERVAL);
+  const full = at0.map(([x, y]) => sumRatio(x, y));
+  const leftOut = Array.from({ length: G }, (_, g) => {
+    const rest = ctx.requests.filter((_, i) => i % G !== g);
+    const theta = estimatePositionBias(rest, b.theta.length)?.theta ?? b.theta;
+    return ratiosAt(theta).map(([x, y]) => {
+      let sx = 0;
+      let sy = 0;
+      for (let i = 0; i < N; i++) {
+        if (i % G === g) continue;
+        sx += x[i]!;
+        sy += y[i]!;
+      }
+      return sx / sy;
+    });
   });
-  return out;
+  const t = tQuantile(z, G - 1);
+  return full.map((r, e) => {
+    const vals = leftOut.map((v) => v[e]!);
+    if (!Number.isFinite(r) || vals.some((v) => !Number.isFinite(v))) return NO_INTERVAL;
+    const mean = vals.reduce((a, v) => a + v, 0) / G;
+    const estimate = G * r - (G - 1) * mean;
+    const se = Math.sqrt(((G - 1) / G) * vals.reduce((a, v) => a + (v - mean) ** 2, 0));
+    return { estimate, low: estimate - t * se, high: estimate + t * se };
+  });
 }
 
 function sumRatio(a: Float64Array, b: Float64Array): number {
@@ -332,7 +378,8 @@ export function estimateOffPolicy(requests: readonly LoggedRequest[], target: Ta
   if (ctx.requests !== requests) throw new Error("estimateOffPolicy: the context was made for other requests");
   const slates = requests.map((q) => target.slate(q.record));
   const theta = ctx.bias?.theta;
-  const v = perReply(ctx, slates, theta);
+  const prepared = prepareReplies(ctx, slates);
+  const v = perReply(prepared, theta);
   let impressions = 0;
   let clicks = 0;
   for (const q of requests) {
@@ -341,8 +388,7 @@ export function estimateOffPolicy(requests: readonly LoggedRequest[], target: Ta
   }
   // The item-level estimates, with theta's influence (one set of perturbed passes for the three).
   const itemLevel = (r: PerReply) => [[r.pbmA, r.n], [r.pbmA, r.pbmB], [r.dr, r.n]] as const;
-  const infl = theta === undefined ? [] : thetaInfluence(ctx, (t) => itemLevel(perReply(ctx, slates, t)).map(([a, b]) => sumRatio(a, b)));
-  const [pbm, pbmSn, dr] = itemLevel(v).map(([a, b], e) => (theta === undefined ? NO_INTERVAL : ratioInterval(a, b, z, infl[e]!.extra, infl[e]!.extraVar)));
+  const [pbm, pbmSn, dr] = theta === undefined ? [NO_INTERVAL, NO_INTERVAL, NO_INTERVAL] : thetaIntervals(ctx, (t) => itemLevel(perReply(prepared, t)), z);
   return {
     policy: target.name, requests: requests.length, impressions, matched: v.matched, matchedItems: v.matchedItems,
     logged: impressions > 0 ? clicks / impressions : NaN,
@@ -359,17 +405,12 @@ export function estimateOffPolicy(requests: readonly LoggedRequest[], target: Ta
 export function compareOffPolicy(ctx: OffPolicyContext, challenger: TargetPolicy, opponent: TargetPolicy, z = Z95): Interval {
   const theta = ctx.bias?.theta;
   if (theta === undefined) return NO_INTERVAL;
-  const sa = ctx.requests.map((q) => challenger.slate(q.record));
-  const sb = ctx.requests.map((q) => opponent.slate(q.record));
+  const pa = prepareReplies(ctx, ctx.requests.map((q) => challenger.slate(q.record)));
+  const pb = prepareReplies(ctx, ctx.requests.map((q) => opponent.slate(q.record)));
   const diff = (t: readonly number[]) => {
-    const a = perReply(ctx, sa, t);
-    const b = perReply(ctx, sb, t);
-    return { d: a.dr.map((x, i) => x - b.dr[i]!), n: a.n };
+    const a = perReply(pa, t);
+    const b = perReply(pb, t);
+    return [[a.dr.map((x, i) => x - b.dr[i]!), a.n] as const];
   };
-  const { d, n } = diff(theta);
-  const [{ extra, extraVar }] = thetaInfluence(ctx, (t) => {
-    const x = diff(t);
-    return [sumRatio(x.d, x.n)];
-  }) as [{ extra: Float64Array; extraVar: number }];
-  return ratioInterval(d, n, z, extra, extraVar);
+  return thetaIntervals(ctx, diff, z)[0]!;
 }

@@ -41,6 +41,13 @@ export interface ServedPoolItem {
   /** Each finding source's normalised score (the feedback ranker's features). */
   scores: Partial<Record<CandidateSource, number>>;
   prior: number;
+  /**
+   * e(a): the probability that an exploring reply shows it in any given slot
+   * (src/recs/exploration.ts), so its propensity in slot j is
+   * (1 - share) [its pool index = j] + share e(a). Absent in records logged
+   * before exploration over the candidate sources: 1 / pool size.
+   */
+  explore?: number;
 }
 
 /** A served reply, as the training log keeps it. */
@@ -55,8 +62,16 @@ export interface ServedRecord {
   explored: boolean;
   /** Slots shown (the reply's item count). */
   k: number;
-  /** The exploration pool, the ranker's order (its first k are the greedy slate). */
+  /** The ranker's exploration pool R, the ranker's order (its first k are the greedy slate). */
   pool: ServedPoolItem[];
+  /**
+   * The candidates outside R that a candidate source's arm could show
+   * (engine option explorationSourceShare > 0), in the ranker's order; absent
+   * when there are none. Their propensity is share e(a) in every slot.
+   */
+  extra?: ServedPoolItem[];
+  /** The exploration arm an exploring reply drew from ("ranker" or a candidate source); absent on a greedy reply. */
+  arm?: string;
   /** What the reply showed: slot = index in the reply. */
   shown: Array<{ itemId: string; slot: number; propensity: number }>;
 }

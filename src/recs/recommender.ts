@@ -18,7 +18,7 @@ import { OverloadedError, fromWire } from "../errors.js";
 import type { InferencePool } from "../inference/inference-pool.js";
 import type { QueryDeadline, RecContextResult } from "../contracts.js";
 import type { RecsHost } from "./recs-host.js";
-import { drawSlate, EXPLORATION_DEFAULTS, type ExplorationOptions } from "./exploration.js";
+import { drawPlannedSlate, EXPLORATION_DEFAULTS, explorationPlan, type ExplorationOptions } from "./exploration.js";
 import type { FeedbackLog } from "./feedback-log.js";
 
 /** Exploration and logged feedback of the replies (README "The feedback loop"). */
@@ -53,7 +53,7 @@ export interface RecommendView {
   candidates: number;
   knownUser: boolean;
   requestId: string;
-  /** True when this reply explored (a random order of the exploration pool). */
+  /** True when this reply explored (a random draw from the ranker's pool or, with explorationSourceShare, a candidate source's). */
   explored: boolean;
 }
 
@@ -156,7 +156,9 @@ export class Recommender {
     }
     const order = candidates.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || candidates[b]!.prior - candidates[a]!.prior);
     const fb = this.#feedback;
-    const slate = drawSlate(order.length, q.k, fb.exploration, fb.random);
+    const ranked = order.map((i) => candidates[i]!);
+    const plan = explorationPlan(ranked, q.k, fb.exploration);
+    const slate = drawPlannedSlate(plan, fb.exploration, fb.random);
     const items = slate.order.map((g, j) => {
       const i = order[g]!;
       return { itemId: candidates[i]!.itemId, score: scores[i]!, reason: candidates[i]!.reason, sources: candidates[i]!.sources as string[], propensity: slate.propensities[j]! };
@@ -164,11 +166,21 @@ export class Recommender {
     const requestId = randomUUID();
     const modelVersion = deepfm ? ranker.version : `ranking ${ranking}`;
     if (slate.explored) fb.onExplored?.();
-    if (fb.log?.keeping === true) fb.log.served({
-      requestId, servedAtMs: Date.now(), policy: modelVersion, share: fb.exploration.share, explored: slate.explored, k: items.length,
-      pool: order.slice(0, slate.poolSize).map((i) => ({ itemId: candidates[i]!.itemId, scores: candidates[i]!.scores, prior: candidates[i]!.prior })),
-      shown: items.map((it, slot) => ({ itemId: it.itemId, slot, propensity: it.propensity })),
-    });
+    if (fb.log?.keeping === true) {
+      // e(a) is logged only when a source arm may explore (else it is 1 / pool size, as records before it).
+      const withSources = fb.exploration.sourceShare > 0;
+      const logged = (g: number) => ({
+        itemId: ranked[g]!.itemId, scores: ranked[g]!.scores, prior: ranked[g]!.prior, ...(withSources ? { explore: plan.explore.get(g) ?? 0 } : {}),
+      });
+      const extra = withSources ? [...plan.explore.keys()].filter((g) => g >= slate.poolSize).sort((a, b) => a - b) : [];
+      fb.log.served({
+        requestId, servedAtMs: Date.now(), policy: modelVersion, share: fb.exploration.share, explored: slate.explored, k: items.length,
+        pool: Array.from({ length: slate.poolSize }, (_, g) => logged(g)),
+        ...(extra.length > 0 ? { extra: extra.map(logged) } : {}),
+        ...(slate.explored ? { arm: slate.arm } : {}),
+        shown: items.map((it, slot) => ({ itemId: it.itemId, slot, propensity: it.propensity })),
+      });
+    }
     return {
       items,
       explored: slate.explored,
