@@ -15,10 +15,16 @@
  * (the drain of the backlog: every shop event's own work, reviews, risk, the
  * social events and their outbox entries included). With the switch on, the
  * notices the social events cause (each FOLLOW two, FOLLOWED and the
- * INTERESTS answer; each SHARE with a target one) are published during the
- * drain, so they queue behind the backlog in each partition and are applied
- * after it in small batches; the time to the last of them is reported too.
+ * INTERESTS answer; each SHARE with a target one; batched per committed
+ * batch and recipients' partition, README "Social ties") are published
+ * during the drain, so they queue behind the backlog in each partition and
+ * are applied after it, in small batches where a partition has caught up
+ * while others still drain; the time to the last of them is reported too.
  * In a live stream they ride in the batches of the events around them.
+ * Each run also prints its batches (and by size), the engine's CPU to the
+ * drain point, and the CPU of each thread of the process (Linux
+ * /proc/self/task; per-run worker threads have new ids, the main thread is
+ * "main", the others are libuv's pool, where lmdb-js commits, and V8's).
  * The pair runs --rounds times in ABBA order (on, off, off, on, ...) against
  * the drift of a shared machine, after one warm-up run that is not counted;
  * each run and the mean are reported.
@@ -28,10 +34,10 @@
  * (../shared/data/amazon-reviews) and its stars, 1% FOLLOW, 0.5% SHARE with a
  * target, over --users users in 8 partitions on 2 shard workers.
  *
- *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-record]
+ *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-social] [--no-reviews] [--only on|off] [--no-record]
  */
 import { connect, type NatsConnection } from "nats";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -42,7 +48,7 @@ import { Engine } from "../src/engine.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
-import { riskCounts, riskFlagBits } from "../src/actors/risk.js";
+import { stateRiskFlagBits } from "../src/actors/risk.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { analyseReviewEvent, SentimentModel } from "../src/models/sentiment-model.js";
@@ -57,6 +63,7 @@ const { values: a } = parseArgs({
     "no-social": { type: "boolean", default: false },
     "no-reviews": { type: "boolean", default: false },
     "no-record": { type: "boolean", default: false },
+    only: { type: "string", default: "" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -69,6 +76,7 @@ if (a.help) {
   --no-social    FOLLOW and SHARE events become VIEWs (what the social notices cost)
   --no-reviews   REVIEW events become VIEWs (what the sentiment model costs)
   --no-record    print only; do not append to bench/RESULTS.md
+  --only on|off  runs of one mode only (for a CPU profile of it: node --cpu-prof); implies --no-record
 `);
   process.exit(0);
 }
@@ -77,6 +85,8 @@ const USERS = Number(a.users);
 const ROUNDS = Number(a.rounds);
 const PARTITIONS = 8;
 const WORKERS = 2;
+const ONLY = a.only === "" ? undefined : a.only === "on";
+if (a.only !== "" && a.only !== "on" && a.only !== "off") throw new Error("--only must be on or off");
 
 async function reviewTexts(dir: string): Promise<[string, number][]> {
   const out: [string, number][] = [];
@@ -148,9 +158,9 @@ function pureProfileCost(events: IEvent[]): [number, number] {
       if (beyond) {
         const review = analyseReviewEvent(model, e);
         if (review !== undefined) e.review = review;
-        const before = riskFlagBits(st.rk, riskCounts(st));
+        const before = stateRiskFlagBits(st);
         applyEvent(st, e, o);
-        if ((riskFlagBits(st.rk, riskCounts(st)) & ~before) < 0) throw new Error("unreachable");
+        if ((stateRiskFlagBits(st) & ~before) < 0) throw new Error("unreachable");
       } else {
         applyEvent(st, e, o);
       }
@@ -182,6 +192,53 @@ async function applied(engine: Engine): Promise<number> {
   return (await engine.metrics.eventsApplied.get()).values[0]?.value ?? 0;
 }
 
+/** CPU ms of each thread of this process so far, by thread id, with its name (/proc/self/task; empty elsewhere). */
+function threadCpuMs(): Map<number, [string, number]> {
+  const out = new Map<number, [string, number]>();
+  try {
+    for (const t of readdirSync("/proc/self/task")) {
+      try {
+        const f = readFileSync(`/proc/self/task/${t}/stat`, "utf8");
+        const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+        const name = f.slice(f.indexOf("(") + 1, f.lastIndexOf(")"));
+        out.set(Number(t), [name, ((Number(fields[11]) + Number(fields[12])) * 1000) / 100]);
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
+/** CPU µs per event of the threads that used the most between two snapshots, by name ("main" for the process's first thread). */
+function threadCpuBreakdown(before: Map<number, [string, number]>, after: Map<number, [string, number]>, events: number): string {
+  const rows: [string, number][] = [];
+  for (const [tid, [name, ms]] of after) {
+    const d = ms - (before.get(tid)?.[1] ?? 0);
+    if (d > 0) rows.push([tid === process.pid ? "main" : `${name}#${tid}`, d]);
+  }
+  return rows.sort((x, y) => y[1] - x[1]).filter(([, ms]) => (ms * 1000) / events >= 0.5).map(([n, ms]) => `${n} ${((ms * 1000) / events).toFixed(1)}`).join(", ");
+}
+
+/** Batches by size so far ("≤ le: count" of the histogram's buckets, not cumulative). */
+async function batchSizes(engine: Engine): Promise<string> {
+  const b = (await engine.metrics.batchSize.get()).values.filter((v) => v.metricName?.endsWith("_bucket"));
+  let prev = 0;
+  const out: string[] = [];
+  for (const v of b) {
+    if (v.value > prev) out.push(`≤${v.labels.le}: ${v.value - prev}`);
+    prev = v.value;
+  }
+  return out.join(", ");
+}
+
+/** Batches the engine applied so far (the batch-size histogram's count). */
+async function batches(engine: Engine): Promise<number> {
+  return (await engine.metrics.batchSize.get()).values.find((v) => v.metricName?.endsWith("_count"))?.value ?? 0;
+}
+
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const texts = await reviewTexts(a.datasets!);
@@ -205,6 +262,7 @@ async function main(): Promise<void> {
     // A first run, not counted, warms the JIT and the page cache (in the runs before it was added, the first run was the slowest of its mode).
     order.push(true);
     for (let r = 0; r < ROUNDS; r++) order.push(...(r % 2 === 0 ? [true, false] : [false, true]));
+    if (ONLY !== undefined) order.splice(0, order.length, ...order.map(() => ONLY));
     for (const [run, on] of order.entries()) {
       const prefix = `bb${on ? "on" : "off"}${run}`;
       const dataDir = mkdtempSync(join(tmpdir(), "portrait-bench-beyond-"));
@@ -224,20 +282,35 @@ async function main(): Promise<void> {
       const engine = await start(prefix, dataDir, on);
       const started = performance.now();
       const cpu0 = process.cpuUsage();
+      const threads0 = threadCpuMs();
       const nats0 = cpuMsOf(nats.pid);
       const want = EVENTS + (on ? notices : 0);
       let drainMs = 0;
+      let drainCpuUs = 0;
+      let drainBatches = 0;
       let n = 0;
       while ((n = await applied(engine)) < want) {
-        if (drainMs === 0 && n >= EVENTS) drainMs = performance.now() - started;
+        if (drainMs === 0 && n >= EVENTS) {
+          drainMs = performance.now() - started;
+          const c = process.cpuUsage(cpu0);
+          drainCpuUs = (c.user + c.system) / EVENTS;
+          drainBatches = await batches(engine);
+        }
         await new Promise((r) => setTimeout(r, 5));
       }
       const ms = performance.now() - started;
       const cpu = process.cpuUsage(cpu0);
+      const threads = threadCpuBreakdown(threads0, threadCpuMs(), EVENTS);
       const engineCpuUs = (cpu.user + cpu.system) / EVENTS;
       const natsCpuUs = ((cpuMsOf(nats.pid) - nats0) * 1000) / EVENTS;
       if (run > 0) cpuPer[on ? 0 : 1].push([engineCpuUs, natsCpuUs]);
-      if (drainMs === 0) drainMs = ms;
+      const allBatches = await batches(engine);
+      const sizes = await batchSizes(engine);
+      if (drainMs === 0) {
+        drainMs = ms;
+        drainCpuUs = engineCpuUs;
+        drainBatches = allBatches;
+      }
       const rate = EVENTS / (drainMs / 1000);
       const rateAll = EVENTS / (ms / 1000);
       await engine.close();
@@ -248,7 +321,8 @@ async function main(): Promise<void> {
       rates[on ? 0 : 1].push(rate);
       ratesAll[on ? 0 : 1].push(rateAll);
       const line = `run ${run + 1}, beyondClicks ${on ? "on " : "off"}: ${rate.toFixed(0)} events/s to drain the shop's events (${(drainMs / 1000).toFixed(1)} s), ` +
-        `${rateAll.toFixed(0)} events/s to the last notice (${(ms / 1000).toFixed(1)} s); CPU per event ${engineCpuUs.toFixed(0)} µs engine + ${natsCpuUs.toFixed(0)} µs nats-server (load average ${load} at its start)`;
+        `${rateAll.toFixed(0)} events/s to the last notice (${(ms / 1000).toFixed(1)} s); CPU per event ${engineCpuUs.toFixed(0)} µs engine + ${natsCpuUs.toFixed(0)} µs nats-server (load average ${load} at its start); ` +
+        `engine CPU to the drain point ${drainCpuUs.toFixed(0)} µs per event; ${allBatches} batches (${drainBatches} to the drain point; by size ${sizes}); threads (µs per event): ${threads}`;
       perRun.push(line);
       console.log(`- ${line}`);
     }
@@ -283,7 +357,7 @@ async function main(): Promise<void> {
   const header = ["measure", "value", "note"];
   printTable("reviews, social and risk on ingest", header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"]) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"] && ONLY === undefined) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 main().catch((err) => {

@@ -162,6 +162,10 @@ const MUTATIONS: Record<string, Mutation> = {
   "follow without target": (e, _c, r) => ({ event: { ...e, type: r.pick([EventType.FOLLOW, EventType.UNFOLLOW]), targetUserId: "" }, expect: "MISSING_TARGET" }),
   "follow of oneself": (e, _c, r) => ({ event: { ...e, type: r.pick([EventType.FOLLOW, EventType.UNFOLLOW]), targetUserId: e.userId! }, expect: "SELF_TARGET" }),
   "social notice from outside": (e) => ({ event: { ...e, type: EventType.SOCIAL_NOTICE, forwarded: false, socialNotice: { kind: 1, fromKey: "x" } }, expect: "BAD_NOTICE" }),
+  "social notice batch with a bad notice": (e, _c, r) => ({
+    event: { ...e, type: EventType.SOCIAL_NOTICE, forwarded: r() < 0.5, socialNotices: [{ kind: 1, fromKey: "x", toKey: "y" }, r.pick([{ kind: 9 as never, fromKey: "x", toKey: "y" }, { kind: 2, fromKey: "x" }, { kind: 4, toKey: "y" }])] },
+    expect: "BAD_NOTICE",
+  }),
   "forwarded from outside (no engine signature)": (e) => ({ event: { ...e, forwarded: true }, expect: "FORGED_INTERNAL" }),
   "hand-over from outside": (e, _c, r) => ({ event: { ...e, type: EventType.IDENTITY_HANDOVER, mergeId: r() < 0.5 ? "m" : "", handoverState: new Uint8Array([123, 125]) }, expect: "BAD_HANDOVER" }),
   "price NaN/Infinity": (e, _c, r) => ({ event: { ...e, price: r.pick([NaN, Infinity, -Infinity]) }, expect: "BAD_PRICE" }),

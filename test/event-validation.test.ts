@@ -55,6 +55,14 @@ describe("wire - event validation", () => {
       ["OK", enc({ ...base, type: EventType.FOLLOW, itemId: "", targetUserId: "bob" })],
       ["OK", enc({ ...base, type: EventType.SHARE, targetUserId: "" })],
       ["OK", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotice: { kind: 1, fromKey: "bob", fromPartition: 2 } })],
+      // The batch form (social_notices): each notice needs a known kind, from_key and to_key; at most 256; not with social_notice.
+      ["OK", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotices: [{ kind: 1, fromKey: "bob", toKey: "al" }, { kind: 5, fromKey: "cy", toKey: "di", categories: ["c"], shares: [1] }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, socialNotices: [{ kind: 1, fromKey: "bob", toKey: "al" }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotices: [{ kind: 1, fromKey: "bob", toKey: "al" }, { kind: 6 as never, fromKey: "bob", toKey: "al" }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotices: [{ kind: 1, fromKey: "bob" }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotices: [{ kind: 1, toKey: "al" }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotice: { kind: 1, fromKey: "bob" }, socialNotices: [{ kind: 1, fromKey: "bob", toKey: "al" }] })],
+      ["BAD_NOTICE", enc({ ...base, type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotices: Array.from({ length: 257 }, () => ({ kind: 1, fromKey: "bob", toKey: "al" })) })],
     ];
     for (const [want, bytes, part] of cases) expect(reason(bytes, part ?? p), want).toBe(want);
   });

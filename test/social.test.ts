@@ -5,8 +5,11 @@
  * workers: a follow reaches the other user's actor through the bus (its
  * followers), its answer comes back (the follower's friends' interests), bad
  * social events are dead-lettered with their reason, a forgotten followed
- * user leaves no id in LMDB (followers keep hashes), and the beyondClicks
- * switch turns reviews, social ties and risk off.
+ * user leaves no id in LMDB (followers keep hashes), the beyondClicks
+ * switch turns reviews, social ties and risk off, and a batch's notices to
+ * users on several partitions (one message per partition) are applied
+ * exactly once across a SIGKILL between their commit and their publish and
+ * a republish by hand.
  */
 import { describe, expect, it } from "vitest";
 import { compileAudiences, parseDefinition } from "../src/actors/audience-rules.js";
@@ -16,10 +19,13 @@ import { follow, followedBy, friendsInterests, newSocialState, noteFriendInteres
 import { applyEvent, newUserState } from "../src/actors/user-profile.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import { NoticeBatch, unbatchNotices } from "../src/shard/social.js";
+import { MAX_NOTICES_PER_MESSAGE } from "../src/wire/event-validation.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
+import { verifyInternal } from "../src/wire/internal-mac.js";
 import { fnv1a32String, partitionOf } from "../src/wire/partition.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, uniquePrefix } from "./helpers/engine.js";
+import { T0, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
 import { scanLmdb } from "./helpers/lmdb-scan.js";
 import { useEngineFixture } from "./helpers/fixture.js";
 import { waitFor } from "./helpers/nats.js";
@@ -105,6 +111,32 @@ describe("social - the profile's social part", () => {
     expect(compileProfileOptions({ beyondClicks: false }).beyondClicks).toBe(false);
     expect(compileProfileOptions().beyondClicks).toBe(true);
     expect(() => compileProfileOptions({ beyondClicks: "no" as unknown as boolean })).toThrow(/beyondClicks must be a boolean/);
+  });
+});
+
+describe("social - notice batches", () => {
+  it("social - a batch's notices: one signed message per recipients' partition, chunked at 256 and by size, read back in order", () => {
+    const s = subjects("nb");
+    const key = new Uint8Array(32).fill(7);
+    const b = new NoticeBatch();
+    // 300 FOLLOWED to partition 2, one INTERESTS to partition 1 (in between), caused by events up to sequence 41 of partition 0.
+    for (let i = 0; i < 300; i++) b.add({ to: [`u${i}`, 2], from: ["me", 0], kind: pb.SocialNotice.Kind.FOLLOWED }, 10 + (i % 30), T0 + i);
+    b.add({ to: ["v", 1], from: ["me", 0], kind: pb.SocialNotice.Kind.INTERESTS, categories: ["c1", "c2"], shares: [0.6, 0.4] }, 41, T0);
+    expect(b.size).toBe(301);
+    const msgs = b.messages(s, key, 0, 65_536);
+    expect(msgs.map((m) => [m.subject, m.msgId])).toEqual([
+      [s.events(1), "nb:n:0:41:1:0"], [s.events(2), "nb:n:0:41:2:0"], [s.events(2), "nb:n:0:41:2:1"],
+    ]);
+    expect(msgs.every((m) => m.holdable === true && verifyInternal(key, m.data))).toBe(true);
+    const read = msgs.map((m) => unbatchNotices(pb.Event.decode(m.data)));
+    expect(read.map((xs) => xs.length)).toEqual([1, MAX_NOTICES_PER_MESSAGE, 300 - MAX_NOTICES_PER_MESSAGE]);
+    expect(read[0]![0]!).toMatchObject({ userId: "v", type: EventType.SOCIAL_NOTICE, forwarded: true, socialNotice: { kind: pb.SocialNotice.Kind.INTERESTS, fromKey: "me", fromPartition: 0, categories: ["c1", "c2"], shares: [0.6, 0.4] } });
+    expect([...read[1]!, ...read[2]!].map((e) => e.userId)).toEqual(Array.from({ length: 300 }, (_, i) => `u${i}`));
+    // Under a smaller event size limit the same notices take more messages, each within it.
+    const small = b.messages(s, key, 0, 4096);
+    expect(small.length).toBeGreaterThan(3);
+    expect(small.every((m) => m.data.byteLength <= 4096)).toBe(true);
+    expect(small.flatMap((m) => unbatchNotices(pb.Event.decode(m.data)).map((e) => e.userId)).length).toBe(301);
   });
 });
 
@@ -211,5 +243,97 @@ describe("social - engine", () => {
     expect(p.social).toBeUndefined();
     expect(p.risk!.velocity).toMatchObject({ score: 0, flagged: false });
     expect((await client.getProfile(v)).social).toBeUndefined();
+  });
+});
+
+describe("social - notice batches under SIGKILL", { timeout: 180_000 }, () => {
+  const fx = useEngineFixture();
+  const P = 4;
+  const children: ChildEngine[] = [];
+  fx.onCleanup(async () => {
+    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+    await Promise.all(children.map((c) => c.exited));
+  });
+
+  it("social - a batch's notices to users on 3 partitions: committed, SIGKILL before publish, republished at start and by hand, applied once", async () => {
+    const prefix = uniquePrefix("social-crash");
+    const dataDir = fx.tmpDir("portrait-social-crash");
+    const s = subjects(prefix);
+    const models = { lstmModel: "off", churnModel: "off", propensityModel: "off", deepfmModel: "off", sentimentModel: "off", modelRegistry: false } as const;
+    const onPartition = (name: string, p: number, count: number): string[] => {
+      const out: string[] = [];
+      for (let i = 0; out.length < count; i++) if (partitionOf(`${prefix}-${name}${i}`, P) === p) out.push(`${prefix}-${name}${i}`);
+      return out;
+    };
+    // Four followers on partition 0, three followed users on each of partitions 1, 2 and 3.
+    const followers = onPartition("f", 0, 4);
+    const targets = [1, 2, 3].flatMap((p) => onPartition(`t${p}-`, p, 3));
+    let n = 0;
+    const ev = (p: IEvent): IEvent => ({ eventId: `${prefix}-${n++}`, timestampMs: T0 + n * 1000, ...p });
+    const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: P });
+    // Target j is followed by follower j % 4, and the even ones by follower (j + 1) % 4 too; follower 0 shares with targets 0 and 4.
+    const expectFollowers = targets.map((_, j) => (j % 2 === 0 ? 2 : 1));
+    const expectShares: number[] = targets.map((_, j) => (j === 0 || j === 4 ? 1 : 0));
+    const burst: IEvent[] = [];
+    targets.forEach((t, j) => {
+      burst.push(ev({ userId: followers[j % 4]!, type: EventType.FOLLOW, targetUserId: t }));
+      if (j % 2 === 0) burst.push(ev({ userId: followers[(j + 1) % 4]!, type: EventType.FOLLOW, targetUserId: t }));
+    });
+    burst.push(ev({ userId: followers[0]!, type: EventType.SHARE, itemId: "k", targetUserId: targets[0]! }), ev({ userId: followers[0]!, type: EventType.SHARE, itemId: "k", targetUserId: targets[4]! }));
+    const expectFollowing = followers.map((f) => burst.filter((e) => e.userId === f && e.type === EventType.FOLLOW).length);
+
+    // Every SOCIAL_NOTICE batch message that reaches the bus, whoever publishes it.
+    const seen: { subject: string; data: Uint8Array; event: ReturnType<typeof pb.Event.decode> }[] = [];
+    fx.nc.subscribe(s.eventsWildcard, { callback: (_, m) => {
+      const e = pb.Event.decode(m.data);
+      if (e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) seen.push({ subject: m.subject, data: m.data, event: e });
+    } });
+    await fx.nc.flush();
+
+    // An engine that SIGKILLs itself after 9 acknowledged batches, before the next acknowledgement. The 9: one view of each
+    // followed user (a category to answer with), one at a time. The 10th: the follows' batch commits, its notices are in the
+    // outbox, and the process dies before they can be confirmed published.
+    const child = spawnEngine(["--nats", fx.nats.url, "--embedded-nats", "never", "--data-dir", dataDir, "--prefix", prefix,
+      "--partitions", String(P), "--workers", "2", "--http-port", "-1", "--log-level", "warn",
+      "--lstm", "off", "--churn", "off", "--propensity", "off", "--deepfm", "off", "--sentiment", "off", "--no-model-registry", "--fault-kill-before-ack", String(targets.length)]);
+    children.push(child);
+    await waitForEngine(client, child);
+    for (const [k, t] of targets.entries()) {
+      await client.publish(ev({ userId: t, type: EventType.VIEW, itemId: "i", categoryId: `c${k}` }));
+      await waitFor(async () => (await client.getProfile(t).catch(() => undefined))?.eventsApplied === 1, { message: "a view not applied" });
+    }
+    await client.publishMany(burst);
+    // Dies by its own hook; should it not, by ours (and the test fails below).
+    const timer = setTimeout(() => child.proc.kill("SIGTERM"), 60_000);
+    const exit = await child.exited;
+    clearTimeout(timer);
+    expect(exit.signal, child.output()).toBe("SIGKILL");
+    // The notices were committed with their batch and never confirmed published: they are still in the outbox.
+    expect(scanLmdb(dataDir, [`${prefix}:n:`], ["audiences"])[`${prefix}:n:`]).toBeGreaterThan(0);
+
+    // A clean engine: the outbox is republished at start, the follows' batch is delivered again and skipped.
+    await fx.startEngine({ subjectPrefix: prefix, partitions: P, workers: 2, dataDir, ...models });
+    const settled = async () => {
+      const ts = await Promise.all(targets.map((t) => client.getProfile(t)));
+      const fs = await Promise.all(followers.map((f) => client.getProfile(f)));
+      return ts.every((p, j) => p.social?.followers === expectFollowers[j] && (p.social?.sharesReceived ?? 0) === expectShares[j]) &&
+        fs.every((p, i) => p.social?.following === expectFollowing[i] && p.social?.friendsSampled === expectFollowing[i]);
+    };
+    await waitFor(settled, { timeoutMs: 60_000, message: "the notices did not all arrive" });
+    // One message per recipients' partition, several notices in each, to users of 3 partitions.
+    expect(seen.some((m) => m.event.socialNotices.length >= 2)).toBe(true);
+    expect(new Set(seen.filter((m) => m.event.socialNotices.some((x) => x.kind === pb.SocialNotice.Kind.FOLLOWED)).map((m) => m.subject)).size).toBe(3);
+
+    // Republished by hand, as the outbox would after another crash: JetStream drops every copy by its message id.
+    // (A copy of the list: the subscription sees these publishes too.)
+    for (const m of [...seen]) {
+      const ack = await fx.nc.jetstream().publish(m.subject, m.data, { msgID: m.event.eventId });
+      expect(ack.duplicate).toBe(true);
+    }
+    // A marker on partition 0 and then partition 1 (a share with target 0): once it arrived, nothing else moved.
+    await client.publish(ev({ userId: followers[0]!, type: EventType.SHARE, itemId: "k2", targetUserId: targets[0]! }));
+    await waitFor(async () => (await client.getProfile(targets[0]!)).social?.sharesReceived === 2, { message: "marker share not received" });
+    expectShares[0] = 2;
+    expect(await settled()).toBe(true);
   });
 });

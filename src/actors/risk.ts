@@ -196,28 +196,45 @@ export function riskCounts(s: { counts: number[]; orders: number }): RiskCounts 
 
 /** The three scores in [0, 1] (velocity, refund abuse, sharing), without reasons. */
 export function riskScores(r: RiskState | undefined, c: RiskCounts): [number, number, number] {
+  scoresInto(SCRATCH, r, c.refunds, c.purchases, c.orders);
+  return [SCRATCH[0]!, SCRATCH[1]!, SCRATCH[2]!];
+}
+
+/** Where stateRiskFlagBits and riskScores compute. */
+const SCRATCH = new Float64Array(3);
+
+function clamp01(v: number): number {
+  return Math.min(1, Math.max(0, v));
+}
+
+/** The scores of riskScores into `out` (velocity, refund abuse, sharing). */
+function scoresInto(out: Float64Array, r: RiskState | undefined, refunds: number, purchases: number, orders: number): void {
   const x = r ?? EMPTY;
-  const { refunds, purchases } = c;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
   const quick = purchases > 0 ? x.q / purchases : 0;
   const qo = x.qo ?? 0;
-  const orderShare = c.orders > 0 ? qo / c.orders : 0;
+  const orderShare = orders > 0 ? qo / orders : 0;
   // All of them: many refunds for what was bought, soon after buying (a wholesale customer cancelling old orders is
   // not flagged), and in several of the user's orders (one cancelled order is not a habit).
   const refundScore = refunds >= RISK.refundMinLines
     ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin)
     : 0;
-  const clamp = (v: number) => Math.min(1, Math.max(0, v));
   const shared = x.cp <= 1 ? 0 : Math.min((x.cp - 1) / (RISK.sharingPeak - 1), x.rt / RISK.sharingReturns);
-  return [clamp(x.f / RISK.velocityMinFast), clamp(refundScore), clamp(shared)];
+  out[0] = clamp01(x.f / RISK.velocityMinFast);
+  out[1] = clamp01(refundScore);
+  out[2] = clamp01(shared);
 }
 
 const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
 
-/** Which signals are flagged, as bits (1 velocity, 2 refund abuse, 4 sharing): the shard counts new flags. */
-export function riskFlagBits(r: RiskState | undefined, c: RiskCounts): number {
-  const [v, f, s] = riskScores(r, c);
-  return (v >= 1 ? 1 : 0) | (f >= 1 ? 2 : 0) | (s >= 1 ? 4 : 0);
+/**
+ * Which signals of a profile state are flagged, as bits (1 velocity, 2
+ * refund abuse, 4 sharing): the shard counts new flags, asking before and
+ * after every event (so neither RiskCounts nor the scores are allocated).
+ */
+export function stateRiskFlagBits(s: { rk?: RiskState | undefined; counts: number[]; orders: number }): number {
+  scoresInto(SCRATCH, s.rk, s.counts[EventType.REFUND] ?? 0, s.counts[EventType.PURCHASE] ?? 0, s.orders);
+  return (SCRATCH[0]! >= 1 ? 1 : 0) | (SCRATCH[1]! >= 1 ? 2 : 0) | (SCRATCH[2]! >= 1 ? 4 : 0);
 }
 
 /** The signal names of the flag bits, in bit order (metric labels, audience fields). */

@@ -83,6 +83,13 @@ export interface OutboundMessage {
   /** Nats-Msg-Id: the same message always has the same id. */
   msgId: string;
   data: Uint8Array;
+  /**
+   * May wait while its partition is behind (PartitionConsumer: at most
+   * OUTBOUND_HOLD_MS), so that what a backlog's batches send goes out in
+   * fewer, larger bursts (social notices); absent: published right after its
+   * batch's acknowledgement.
+   */
+  holdable?: boolean;
 }
 
 /**

@@ -8,7 +8,12 @@
  * which with AckPolicy.All acknowledges the whole batch. A batch's outbound
  * messages (audience transitions, kept in the sink's outbox) are published
  * after its acknowledgement, in batch order, on a chain of their own; ingest
- * waits for it only when more than MAX_OUTBOUND_QUEUED are pending.
+ * waits for it only when more than MAX_OUTBOUND_QUEUED are pending. Holdable
+ * ones (social notices) wait while the partition is behind (its last batch
+ * left messages pending on the server), at most OUTBOUND_HOLD_MS: a
+ * partition draining a backlog would otherwise send one small message per
+ * batch to partitions that have caught up, each applied there as a batch
+ * and an LMDB commit of its own; held, they go out in a few bursts.
  *
  * The bus knows nothing of actors: it delivers to a BatchSink.
  * Back-pressure: the consumer's max_ack_pending bounds the messages held.
@@ -84,6 +89,8 @@ function replyOf(m: JsMsg): string {
 
 /** Most outbound messages of a partition waiting to be published before the next batch's acknowledgement waits for them. */
 const MAX_OUTBOUND_QUEUED = 20_000;
+/** Longest a holdable outbound message waits while its partition is behind (see the header). */
+export const OUTBOUND_HOLD_MS = 1000;
 
 export interface PartitionConsumerOptions {
   partition: number;
@@ -132,6 +139,10 @@ export class PartitionConsumer {
   #outboundTail: Promise<void> = Promise.resolve();
   #outboundRunning = false;
   #outboundQueued = 0;
+  /** Messages left on the server after the last settled batch (its last message's pending count). */
+  #behind = 0;
+  /** Ends the wait of held outbound messages (the partition caught up, or it drains). */
+  #release: (() => void) | undefined;
   /** The consumer sequence of the last message taken in; 0 right after (re)positioning. */
   #lastDelivery = 0;
   /** The highest stream sequence handed to the sink (or the position the consumer was created at). */
@@ -265,13 +276,17 @@ export class PartitionConsumer {
       // Committed with the batch (in the sink's outbox, republished at start after a crash), so the batch can be acknowledged
       // before they are published: they go out in batch order on their own chain, which ingest waits for only beyond a bound.
       // publishOutbound sends in the order of its list, so taking every queued batch at once keeps batch order.
-      for (const m of r.outbound) this.#outboundPending.push(m);
+      for (const m of r.outbound) {
+        this.#outboundPending.push(m);
+        if (m.holdable !== true) this.#release?.(); // what is held goes along with it
+      }
       this.#outboundQueued += r.outbound.length;
       if (!this.#outboundRunning) {
         this.#outboundRunning = true;
         this.#outboundTail = (async () => {
           try {
             while (this.#outboundPending.length > 0) {
+              await this.#hold();
               const msgs = this.#outboundPending;
               this.#outboundPending = [];
               await publishOutbound(this.#js, msgs);
@@ -287,6 +302,8 @@ export class PartitionConsumer {
       if (this.#outboundQueued > MAX_OUTBOUND_QUEUED) await this.#outboundTail;
     }
     const last = msgs[msgs.length - 1]!;
+    this.#behind = ackInfo(replyOf(last)).pending;
+    if (this.#behind === 0) this.#release?.();
     this.#o.beforeAck?.();
     last.ack();
     const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
@@ -310,9 +327,23 @@ export class PartitionConsumer {
     this.#metrics.observeWatermark(r.watermarkMs);
   }
 
+  /** While every queued outbound message is holdable and the partition is behind: waits until it caught up, drains, or OUTBOUND_HOLD_MS passed. */
+  async #hold(): Promise<void> {
+    if (this.#stopped || this.#behind === 0 || !this.#outboundPending.every((m) => m.holdable === true)) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => this.#release?.(), OUTBOUND_HOLD_MS);
+      this.#release = () => {
+        clearTimeout(t);
+        this.#release = undefined;
+        resolve();
+      };
+    });
+  }
+
   /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */
   async drain(): Promise<void> {
     this.#stopped = true;
+    this.#release?.();
     await this.#repositioning;
     this.#messages?.stop();
     this.#flush();

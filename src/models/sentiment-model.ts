@@ -72,29 +72,48 @@ export interface ReviewAnalysis {
 }
 
 /** The tokens of a text and, per token, whether a boundary (punctuation) follows it. */
-export function tokenize(text: string): { tokens: string[]; stops: boolean[] } {
+export interface Tokens {
+  tokens: string[];
+  stops: boolean[];
+}
+
+/**
+ * Tokens: runs of [a-z0-9] and characters from U+00C0 on, lower-cased;
+ * apostrophes (' and U+2019) are dropped inside a word ("don't" -> "dont");
+ * any other character ends a word, and . , ; : ! ? ( ) also mark a boundary
+ * after the word before (as does the end of the text). Words are sliced, not
+ * built a character at a time (this runs on every review).
+ */
+export function tokenize(text: string): Tokens {
   const tokens: string[] = [];
   const stops: boolean[] = [];
   const lower = text.toLowerCase();
-  let cur = "";
-  for (let i = 0; i < lower.length; i++) {
-    const ch = lower[i]!;
-    const c = ch.charCodeAt(0);
+  // The word so far: `head` (its parts before apostrophes) and the run from `start` (-1: none).
+  let head = "";
+  let start = -1;
+  const n = lower.length;
+  for (let i = 0; i < n; i++) {
+    const c = lower.charCodeAt(i);
     if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c >= 0xc0) {
-      cur += ch;
-    } else if (ch === "'" || ch === "\u2019") {
-      // dropped inside a word
-    } else {
-      if (cur !== "") {
-        tokens.push(cur);
-        stops.push(false);
-        cur = "";
+      if (start < 0) start = i;
+    } else if (c === 39 || c === 0x2019) {
+      if (start >= 0) {
+        head += lower.slice(start, i);
+        start = -1;
       }
-      if (".,;:!?()".includes(ch) && stops.length > 0) stops[stops.length - 1] = true;
+    } else {
+      if (start >= 0 || head !== "") {
+        tokens.push(start >= 0 ? head + lower.slice(start, i) : head);
+        stops.push(false);
+        head = "";
+        start = -1;
+      }
+      // . , ; : ! ? ( )
+      if ((c === 46 || c === 44 || c === 59 || c === 58 || c === 33 || c === 63 || c === 40 || c === 41) && stops.length > 0) stops[stops.length - 1] = true;
     }
   }
-  if (cur !== "") {
-    tokens.push(cur);
+  if (start >= 0 || head !== "") {
+    tokens.push(start >= 0 ? head + lower.slice(start) : head);
     stops.push(true);
   }
   return { tokens, stops };
@@ -112,7 +131,10 @@ export function sentimentFeatures(text: string, title = ""): string[] {
 }
 
 function textFeatures(text: string, prefix: string, out: string[]): string[] {
-  const { tokens, stops } = tokenize(text);
+  return tokenFeatures(tokenize(text), prefix, out);
+}
+
+function tokenFeatures({ tokens, stops }: Tokens, prefix: string, out: string[]): string[] {
   let negate = 0;
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
@@ -127,15 +149,23 @@ function textFeatures(text: string, prefix: string, out: string[]): string[] {
 
 /** Hashed feature slots of a review (distinct, sorted), with the common value 1/sqrt(count) (unit L2 norm); slot 0 (bias) not included. */
 export function hashFeatures(text: string, title: string, buckets: number): { slots: Uint32Array; value: number } {
+  return hashedSlots(sentimentFeatures(text, title), buckets);
+}
+
+function hashedSlots(features: string[], buckets: number): { slots: Uint32Array; value: number } {
   const set = new Set<number>();
-  for (const f of sentimentFeatures(text, title)) set.add(1 + (fnv1a32String(f) % (buckets - 1)));
+  for (const f of features) set.add(1 + (fnv1a32String(f) % (buckets - 1)));
   const slots = Uint32Array.from(set).sort();
   return { slots, value: slots.length > 0 ? 1 / Math.sqrt(slots.length) : 0 };
 }
 
 /** The raw logit of a review under `weights` (slot 0 is the bias). */
 export function sentimentLogit(weights: Float32Array, text: string, title = ""): number {
-  const { slots, value } = hashFeatures(text, title, weights.length);
+  return logitOf(weights, sentimentFeatures(text, title));
+}
+
+function logitOf(weights: Float32Array, features: string[]): number {
+  const { slots, value } = hashedSlots(features, weights.length);
   let z = weights[0]!;
   for (const s of slots) z += weights[s]! * value;
   return z;
@@ -143,7 +173,10 @@ export function sentimentLogit(weights: Float32Array, text: string, title = ""):
 
 /** A review's aspects under an aspect vocabulary (see the header). */
 export function extractAspects(text: string, vocab: Record<string, number>, k = MAX_ASPECTS): string[] {
-  const { tokens, stops } = tokenize(text);
+  return tokenAspects(tokenize(text), vocab, k);
+}
+
+function tokenAspects({ tokens, stops }: Tokens, vocab: Record<string, number>, k: number): string[] {
   const known = (t: string): string | undefined =>
     Object.hasOwn(vocab, t) ? t : t.length > 3 && t.endsWith("s") && Object.hasOwn(vocab, t.slice(0, -1)) ? t.slice(0, -1) : undefined;
   const tf = new Map<string, number>();
@@ -237,8 +270,18 @@ export class SentimentModel {
 
   /** Sentiment and aspects of a review (aspects from its text and title). */
   analyse(text: string, title = ""): ReviewAnalysis {
-    const z = sentimentLogit(this.weights, text, title);
+    let z: number;
+    let aspects: string[];
+    if (title.trim() === "") {
+      // Without a title the features and the aspects read the same tokens: the text is tokenized once.
+      const tk = tokenize(text);
+      z = logitOf(this.weights, tokenFeatures(tk, "", []));
+      aspects = tokenAspects(tk, this.spec.aspects, MAX_ASPECTS);
+    } else {
+      z = sentimentLogit(this.weights, text, title);
+      aspects = extractAspects(`${title}.\n${text}`, this.spec.aspects);
+    }
     const a = this.spec.calibration?.a ?? 1;
-    return { probability: calibrate(this.spec.calibration, z), sentiment: 2 * sigmoid(a * z) - 1, aspects: extractAspects(title === "" ? text : `${title}.\n${text}`, this.spec.aspects) };
+    return { probability: calibrate(this.spec.calibration, z), sentiment: 2 * sigmoid(a * z) - 1, aspects };
   }
 }

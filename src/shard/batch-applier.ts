@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import { riskCounts, riskFlagBits, RISK_SIGNALS } from "../actors/risk.js";
+import { RISK_SIGNALS, stateRiskFlagBits } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -37,7 +37,7 @@ import { partitionOf } from "../wire/partition.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
-import { applySocial, noticeMessage, type Recipient } from "./social.js";
+import { applySocial, NoticeBatch, unbatchNotices, type Recipient } from "./social.js";
 
 const NO_KEY = new Uint8Array(0);
 
@@ -93,6 +93,8 @@ interface BatchWork {
   identity: IdentityWrites;
   /** Users whose audiences are evaluated in whole (merged). */
   wholeEval: Set<string>;
+  /** The index of a notice in its SOCIAL_NOTICE batch message (its forward's message id names it). */
+  part?: number;
 }
 
 /** A batch's outcome with what the engine clock needs from it. */
@@ -185,6 +187,8 @@ export class BatchApplier {
     const outbound: OutboundMessage[] = [];
     const identity: IdentityWrites = { removeProfiles: [], aliasPuts: [], mergingPuts: [], mergingRemoves: [] };
     const wholeEval = new Set<string>();
+    // Social notices the batch sends, published per recipients' partition after the loop (shard/social.ts).
+    const notices = new NoticeBatch();
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
@@ -208,6 +212,11 @@ export class BatchApplier {
         if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
         e.userId = k;
       }
+      if (e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
+        // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
+        appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval });
+        continue;
+      }
       const alias = this.aliasOf(e.userId);
       if (alias !== undefined || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER) {
         const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, types, steps, side, outbound, identity, wholeEval });
@@ -218,7 +227,7 @@ export class BatchApplier {
       }
       if (e.type >= EventType.FOLLOW) {
         // Social events and notices change only the social part (README "Social ties"): no counts, sessions, LSTM or item events.
-        const verdict = this.#social(e, partition, seq, batchNo, dirty, types, outbound, side);
+        const verdict = this.#social(e, partition, seq, batchNo, dirty, types, notices);
         if (verdict === "applied") appliedCount++;
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
@@ -243,9 +252,9 @@ export class BatchApplier {
         // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
         const review = analyseReviewEvent(sentiment, e);
         if (review !== undefined) (e as ProfileEvent).review = review;
-        const riskBefore = riskFlagBits(st.rk, riskCounts(st));
+        const riskBefore = stateRiskFlagBits(st);
         applyEvent(st, e, d.profile);
-        riskNew = riskFlagBits(st.rk, riskCounts(st)) & ~riskBefore;
+        riskNew = stateRiskFlagBits(st) & ~riskBefore;
       } else {
         applyEvent(st, e, d.profile);
       }
@@ -265,6 +274,9 @@ export class BatchApplier {
       types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
       appliedCount++;
       if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
+    }
+    if (notices.size > 0) {
+      for (const m of notices.messages(d.subjects, this.#internalKey, partition, d.validation.maxEventBytes)) toOutbox(partition, m, side, outbound);
     }
     const tl = performance.now();
     if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps);
@@ -330,7 +342,7 @@ export class BatchApplier {
       // The key is an alias: an IDENTIFY naming its primary again changes nothing; anything else goes on to the primary.
       if (e.type === EventType.IDENTIFY && this.#primaryKey(e) === alias[0]) return "skipped";
       if (e.hops >= MAX_HOPS) return { reason: "IDENTIFY_CYCLE", detail: `forwarded ${e.hops} times along aliases: the aliases form a loop` };
-      toOutbox(partition, forwardMessage(d.subjects, this.#internalKey, e, seq, alias), b.side, b.outbound);
+      toOutbox(partition, forwardMessage(d.subjects, this.#internalKey, e, seq, alias, b.part), b.side, b.outbound);
       this.identity.forwarded++;
       return "applied";
     }
@@ -409,7 +421,7 @@ export class BatchApplier {
    * the outbox (shard/social.ts). With beyondClicks off it is applied as a
    * no-op (acknowledged, nothing changes, nothing is sent).
    */
-  #social(e: Event, partition: number, seq: number, batchNo: number, dirty: Map<string, Actor>, types: Map<string, number>, outbound: OutboundMessage[], side: SideWrites): "applied" | { reason: DeadLetterReason; detail: string } {
+  #social(e: Event, partition: number, seq: number, batchNo: number, dirty: Map<string, Actor>, types: Map<string, number>, notices: NoticeBatch): "applied" | { reason: DeadLetterReason; detail: string } {
     const d = this.#d;
     if (!d.profile.beyondClicks) return "applied";
     // A notice's recipient is keyed already (forwarded); a shop's target is a raw id, on its own partition.
@@ -418,11 +430,33 @@ export class BatchApplier {
     const actor = d.actors.actor(e.userId);
     const r = applySocial(actor.state, e, [e.userId, partition], target);
     if (!r.ok) return r;
-    if (r.notice !== undefined) toOutbox(partition, noticeMessage(d.subjects, this.#internalKey, partition, seq, r.notice.to, [e.userId, partition], e.timestampMs, r.notice), side, outbound);
+    if (r.notice !== undefined) notices.add({ ...r.notice, from: [e.userId, partition] }, seq, e.timestampMs);
     actor.lastBatch = batchNo;
     dirty.set(e.userId, actor);
     types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
     return "applied";
+  }
+
+  /**
+   * A SOCIAL_NOTICE batch message (shard/social.ts), validated whole: its
+   * notices in order, each applied to its recipient like a single notice,
+   * or forwarded when the recipient is an alias (message id
+   * "<prefix>:x:<seq>:<index>"). Returns the notices applied or forwarded
+   * (each counts as an applied event, as a single notice does).
+   */
+  #noticeBatch(e: Event, partition: number, seq: number, batchNo: number, notices: NoticeBatch, b: BatchWork): number {
+    let applied = 0;
+    const all = unbatchNotices(e);
+    for (let k = 0; k < all.length; k++) {
+      const one = all[k]!;
+      const alias = this.aliasOf(one.userId);
+      const verdict = alias !== undefined
+        ? this.#identity(one, alias, partition, seq, batchNo, { ...b, part: k })
+        : this.#social(one, partition, seq, batchNo, b.dirty, b.types, notices);
+      // Validation leaves no other verdict to a notice of a batch (its kind is known, its hops 0).
+      if (verdict === "applied") applied++;
+    }
+    return applied;
   }
 
   /** The key of an IDENTIFY's primary (primary_user_id is always the raw id). */

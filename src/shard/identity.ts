@@ -11,7 +11,9 @@
  * - B's partition folds a hand-over once per merge id (UserState.mg).
  * - A later event of A is forwarded: the same event with user_id = B's key,
  *   `forwarded` set, on B's partition, through the same outbox, with
- *   Nats-Msg-Id `<prefix>:x:<stream sequence>` (once per original event).
+ *   Nats-Msg-Id `<prefix>:x:<stream sequence>` (once per original event;
+ *   `<prefix>:x:<stream sequence>:<index>` for a notice of a SOCIAL_NOTICE
+ *   batch, several of which may be forwarded).
  * - Both are signed with the deployment's internal key (src/wire/internal-mac.ts):
  *   a publisher cannot forge them.
  */
@@ -62,12 +64,16 @@ export function readHandover(e: Event): HandoverPayload {
   return JSON.parse(decoder.decode(e.handoverState)) as HandoverPayload;
 }
 
-/** An event of an alias, forwarded to its primary's partition (one more hop). */
-export function forwardMessage(s: Subjects, key: Uint8Array, e: Event, seq: number, to: AliasEntry): OutboundMessage {
+/**
+ * An event of an alias, forwarded to its primary's partition (one more hop);
+ * `part`: the index of a notice in its SOCIAL_NOTICE batch message (several
+ * notices of one message may be forwarded: each gets its own message id).
+ */
+export function forwardMessage(s: Subjects, key: Uint8Array, e: Event, seq: number, to: AliasEntry, part?: number): OutboundMessage {
   // The signature it arrived with (a forward of a forward) is not carried: the new one is appended.
   const { internalMac: _signed, ...event } = e;
   const data = pb.Event.encode({ ...event, userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
-  return { subject: s.events(to[1]), msgId: `${s.prefix}:x:${seq}`, data: signInternal(key, data) };
+  return { subject: s.events(to[1]), msgId: part === undefined ? `${s.prefix}:x:${seq}` : `${s.prefix}:x:${seq}:${part}`, data: signInternal(key, data) };
 }
 
 /** Puts a message in the partition's outbox (committed with the batch) and in the batch's outbound list. */

@@ -10,12 +10,24 @@
  * event; when the recipient is an alias, the notice is forwarded to its
  * primary like any event of an alias. A FOLLOWED notice is answered with an
  * INTERESTS notice back to the follower: two hops, no shared state.
+ *
+ * Batched: the notices a partition's batch sends are gathered while it is
+ * applied (NoticeBatch) and go out as one SOCIAL_NOTICE message per
+ * recipients' partition (at most MAX_NOTICES_PER_MESSAGE each, and under the
+ * event size limit), each notice naming its recipient (`to_key`): one
+ * signature, one outbox entry, one JetStream publish and one delivery for
+ * all of them, instead of one per notice. Nats-Msg-Id
+ * "<prefix>:n:<partition>:<sequence of the batch's last event that sent a
+ * notice>:<recipients' partition>:<chunk>": unique per committed batch (an
+ * event is applied once), and the same bytes and id when the outbox
+ * republishes it after a crash, so JetStream drops the copy. A batch that
+ * did not commit never left the outbox, and its events are applied again.
  */
 import type { OutboundMessage } from "../bus/event-batch.js";
 import type { Subjects } from "../bus/subjects.js";
 import { follow, followedBy, newSocialState, noteFriendInterests, topCategoryShares, unfollow } from "../actors/social.js";
 import type { UserState } from "../actors/user-profile.js";
-import type { DeadLetterReason } from "../wire/event-validation.js";
+import { MAX_NOTICES_PER_MESSAGE, type DeadLetterReason } from "../wire/event-validation.js";
 import { signInternal } from "../wire/internal-mac.js";
 import { EventType, pb, type Event } from "../wire/proto.js";
 
@@ -24,15 +36,87 @@ const Kind = pb.SocialNotice.Kind;
 /** Where a message goes: a user's key and partition. */
 export type Recipient = readonly [key: string, partition: number];
 
-/** A notice from `from` to `to`, caused by stream message `seq` of `partition`. */
-export function noticeMessage(s: Subjects, key: Uint8Array, partition: number, seq: number, to: Recipient, from: Recipient, atMs: number, n: { kind: number; categories?: string[]; shares?: number[] }): OutboundMessage {
-  const msgId = `${s.prefix}:n:${partition}:${seq}`;
-  const data = pb.Event.encode({
-    eventId: msgId, userId: to[0], type: EventType.SOCIAL_NOTICE, timestampMs: atMs, forwarded: true,
-    socialNotice: { kind: n.kind, fromKey: from[0], fromPartition: from[1], categories: n.categories ?? [], shares: n.shares ?? [] },
-  }).finish();
-  // Signed like every forwarded message (src/wire/internal-mac.ts): only the engine sends notices.
-  return { subject: s.events(to[1]), msgId, data: signInternal(key, data) };
+/** A notice to send: its recipient, its sender and what it says. */
+export interface PendingNotice {
+  to: Recipient;
+  from: Recipient;
+  kind: number;
+  categories?: string[];
+  shares?: number[];
+}
+
+/** A notice's encoded size, an upper bound (UTF-8 at most 3 bytes per UTF-16 unit; field tags and lengths). */
+function noticeBytes(n: PendingNotice): number {
+  let b = 24 + 3 * (n.from[0].length + n.to[0].length) + 10 * (n.shares?.length ?? 0);
+  for (const c of n.categories ?? []) b += 4 + 3 * c.length;
+  return b;
+}
+
+/**
+ * The notices of one batch of one partition, gathered while it is applied
+ * (see the header); `messages` makes the batch's SOCIAL_NOTICE messages.
+ */
+export class NoticeBatch {
+  readonly #byPartition = new Map<number, PendingNotice[]>();
+  /** Stream sequence of the last event that sent a notice, and the latest event time among them. */
+  #lastSeq = 0;
+  #atMs = 0;
+
+  get size(): number {
+    let n = 0;
+    for (const xs of this.#byPartition.values()) n += xs.length;
+    return n;
+  }
+
+  add(n: PendingNotice, seq: number, atMs: number): void {
+    let xs = this.#byPartition.get(n.to[1]);
+    if (xs === undefined) this.#byPartition.set(n.to[1], (xs = []));
+    xs.push(n);
+    if (seq > this.#lastSeq) this.#lastSeq = seq;
+    if (atMs > this.#atMs) this.#atMs = atMs;
+  }
+
+  /**
+   * One signed message per recipients' partition (more when it holds more
+   * than MAX_NOTICES_PER_MESSAGE notices or would pass `maxBytes` encoded),
+   * sent by `partition`; in ascending partition order, notices in the order
+   * they were made.
+   */
+  messages(s: Subjects, key: Uint8Array, partition: number, maxBytes: number): OutboundMessage[] {
+    const out: OutboundMessage[] = [];
+    // Room for the event's own fields and the signature's trailer.
+    const room = Math.max(1, maxBytes - 256);
+    for (const to of [...this.#byPartition.keys()].sort((a, b) => a - b)) {
+      const xs = this.#byPartition.get(to)!;
+      let chunk = 0;
+      for (let i = 0; i < xs.length; ) {
+        let bytes = 0;
+        let j = i;
+        while (j < xs.length && j - i < MAX_NOTICES_PER_MESSAGE && (j === i || bytes + noticeBytes(xs[j]!) <= room)) bytes += noticeBytes(xs[j++]!);
+        const msgId = `${s.prefix}:n:${partition}:${this.#lastSeq}:${to}:${chunk++}`;
+        const notices = xs.slice(i, j).map((n) => ({
+          kind: n.kind, fromKey: n.from[0], fromPartition: n.from[1], toKey: n.to[0], categories: n.categories ?? [], shares: n.shares ?? [],
+        }));
+        const data = pb.Event.encode({ eventId: msgId, userId: notices[0]!.toKey, type: EventType.SOCIAL_NOTICE, timestampMs: this.#atMs, forwarded: true, socialNotices: notices }).finish();
+        // Signed like every forwarded message (src/wire/internal-mac.ts): only the engine sends notices.
+        // Holdable: while this partition drains a backlog, its notices go out in bursts (bus/partition-consumer.ts).
+        out.push({ subject: s.events(to), msgId, data: signInternal(key, data), holdable: true });
+        i = j;
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * The notices of a SOCIAL_NOTICE batch message as single notices, each an
+ * event of its recipient (user_id = to_key, social_notice set), in order.
+ */
+export function unbatchNotices(e: Event): Event[] {
+  return e.socialNotices.map((n) => pb.Event.create({
+    eventId: e.eventId, userId: n.toKey!, type: EventType.SOCIAL_NOTICE, timestampMs: e.timestampMs, forwarded: true, hops: e.hops,
+    socialNotice: { kind: n.kind!, fromKey: n.fromKey!, fromPartition: n.fromPartition ?? 0, categories: n.categories ?? [], shares: n.shares ?? [] },
+  }));
 }
 
 /**
@@ -42,7 +126,7 @@ export function noticeMessage(s: Subjects, key: Uint8Array, partition: number, s
  * dead-letter verdict, before anything changed.
  */
 export function applySocial(u: UserState, e: Event, self: Recipient, target: Recipient | undefined):
-  | { ok: true; notice?: { to: Recipient; kind: number; categories?: string[]; shares?: number[] } }
+  | { ok: true; notice?: Omit<PendingNotice, "from"> }
   | { ok: false; reason: DeadLetterReason; detail: string } {
   if (e.type === EventType.UNFOLLOW) {
     // unfollow changes nothing when it refuses.

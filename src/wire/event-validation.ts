@@ -59,7 +59,7 @@ export const DeadLetterReason = {
   SELF_TARGET: "SELF_TARGET",
   /** An UNFOLLOW of an id the user does not follow (as far as the followed ids its profile keeps tell). Judged by the actor, before the event changes anything. */
   NOT_FOLLOWING: "NOT_FOLLOWING",
-  /** A SOCIAL_NOTICE not made by the engine (not forwarded, or without social_notice, its kind or its sender). */
+  /** A SOCIAL_NOTICE not made by the engine (not forwarded; without social_notice or social_notices; a notice without its kind, its sender or, in a batch, its recipient; more than 256 notices). */
   BAD_NOTICE: "BAD_NOTICE",
   /** rec_propensity is present but not in (0, 1], or present on another type than REC_IMPRESSION / REC_CLICK, or without rec_request_id. */
   BAD_PROPENSITY: "BAD_PROPENSITY",
@@ -106,6 +106,12 @@ const MAX_EVENT_ID_CHARS = 128;
 const MAX_QUERY_CHARS = 1024;
 const MAX_REVIEW_CHARS = 16 * 1024;
 const MAX_ATTRIBUTES = 32;
+/** Most notices in one SOCIAL_NOTICE batch (proto `Event.social_notices`). */
+export const MAX_NOTICES_PER_MESSAGE = 256;
+
+function validNoticeKind(k: number | null | undefined): boolean {
+  return k != null && k >= pb.SocialNotice.Kind.FOLLOWED && k <= pb.SocialNotice.Kind.INTERESTS;
+}
 
 function fail(reason: DeadLetterReason, detail: string): DecodeResult {
   return { ok: false, reason, detail };
@@ -159,8 +165,17 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
     if (e.targetUserId === "") return fail("MISSING_TARGET", "a FOLLOW or UNFOLLOW needs target_user_id (the user followed)");
   } else if (t === EventType.SOCIAL_NOTICE) {
     const n = e.socialNotice;
-    if (!e.forwarded || n == null || !(n.kind! > 0) || !n.fromKey) {
-      return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded, social_notice with its kind and from_key are required");
+    if (!e.forwarded) return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded is required");
+    if (e.socialNotices.length > 0) {
+      // The batch form: every notice is checked before any is applied (a batch is applied whole or dead-lettered whole).
+      if (n != null || e.socialNotices.length > MAX_NOTICES_PER_MESSAGE) return fail("BAD_NOTICE", `a SOCIAL_NOTICE batch carries 1..${MAX_NOTICES_PER_MESSAGE} notices in social_notices and no social_notice`);
+      for (const x of e.socialNotices) {
+        if (!validNoticeKind(x.kind) || !x.fromKey || !x.toKey || x.toKey.length > MAX_ID_CHARS) {
+          return fail("BAD_NOTICE", "every notice of a SOCIAL_NOTICE batch needs a known kind, from_key and to_key");
+        }
+      }
+    } else if (n == null || !(n.kind! > 0) || !n.fromKey) {
+      return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded, social_notice (or social_notices) with its kind and from_key are required");
     }
   } else if (t === EventType.SEARCH) {
     if (e.searchQuery === "") return fail("MISSING_QUERY", "a SEARCH needs search_query");
