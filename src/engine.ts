@@ -26,7 +26,10 @@ import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
-import { EngineMetrics } from "./obs/metrics.js";
+import { ClusterMetrics, EngineMetrics } from "./obs/metrics.js";
+import { ClusterNode } from "./cluster/cluster-node.js";
+import { retrySetup } from "./bus/leases.js";
+import type { ConsumerFence } from "./bus/partition-consumer.js";
 import { streamSource } from "./models/evidence.js";
 import { EngineModels } from "./engine-models.js";
 import { ShardPool } from "./shard/shard-pool.js";
@@ -123,6 +126,7 @@ export class Engine {
   #inference?: InferencePool;
   #engineModels?: EngineModels;
   #consumers: PartitionConsumer[] = [];
+  #cluster?: ClusterNode;
   #api?: QueryApi;
   #ops?: OpsServer;
   #dashboard?: Dashboard;
@@ -189,9 +193,17 @@ export class Engine {
     this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
-    await ensureStreams(jsm, s, cfg);
+    const replicas = cfg.cluster?.replicas ?? 1;
+    if (cfg.cluster === undefined) {
+      await ensureStreams(jsm, s, cfg);
+    } else {
+      // A clustered nats-server answers 503 for a moment after a stream is created, and may not answer racing creators at all.
+      await retrySetup("event streams", () => ensureStreams(jsm, s, { ...cfg, replicas }));
+    }
     // Signs and checks hand-overs and forwarded events (README "Identity"); one per deployment, never logged.
-    const internalMacKey = await internalKey(this.#nc.jetstream(), s.engineBucket);
+    const nc0 = this.#nc;
+    const internalMacKey = cfg.cluster === undefined ? await internalKey(nc0.jetstream(), s.engineBucket)
+      : await retrySetup("internal key", () => internalKey(nc0.jetstream(), s.engineBucket, replicas));
 
     // Read once; never logged. Refused with CONFIG when the data dir was written under another key.
     const pseudonymKey = cfg.pseudonymKeyFile !== undefined ? readPseudonymKey(cfg.pseudonymKeyFile) : undefined;
@@ -233,6 +245,7 @@ export class Engine {
         ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
+      ...(cfg.cluster !== undefined ? { changelog: true } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
 
     const js = this.#nc.jetstream();
@@ -244,7 +257,8 @@ export class Engine {
       this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
-    const defsKv = await openDefinitions(js, s.audienceBucket);
+    const defsKv = cfg.cluster === undefined ? await openDefinitions(js, s.audienceBucket)
+      : await retrySetup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
     this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
       await pool0.setAudiences(defs);
       this.log.info({ audiences: defs.length }, "audience definitions applied");
@@ -257,18 +271,29 @@ export class Engine {
       keep: cfg.feedbackKeep === "always" || cfg.explorationShare > 0 ? "always" : "when-asked",
     });
     this.metrics.feedbackRepliesKept = () => feedbackLog.size;
-    for (let p = 0; p < cfg.partitions; p++) {
-      const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
-        partition: p,
-        maxBatchMessages: cfg.maxBatchMessages,
-        prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
-        consumer: cfg,
-        onFatal: (err) => this.#fail(err, { partition: p }),
-        beforeAck,
-        feedback: (logged) => feedbackLog.judge(logged),
+    const consumerOf = (p: number, fence?: ConsumerFence) => new PartitionConsumer(js, jsm, s, pool0, this.metrics, this.#root, {
+      partition: p,
+      maxBatchMessages: cfg.maxBatchMessages,
+      prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
+      consumer: cfg,
+      onFatal: (err) => this.#fail(err, { partition: p }),
+      beforeAck,
+      feedback: (logged) => feedbackLog.judge(logged),
+      fence,
+    });
+    if (cfg.cluster === undefined) {
+      for (let p = 0; p < cfg.partitions; p++) {
+        const c = consumerOf(p);
+        await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
+        this.#consumers.push(c);
+      }
+    } else {
+      // Cluster mode (README "Scale-out"): the partitions this node owns come and go with their leases.
+      this.#cluster = new ClusterNode(cfg.cluster, {
+        js, jsm, subjects: s, partitions: cfg.partitions, pool: pool0, metrics: new ClusterMetrics(this.metrics.registry), log: this.#root,
+        consumer: (p, fence) => consumerOf(p, fence),
       });
-      await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
-      this.#consumers.push(c);
+      await this.#cluster.start();
     }
     const recsHost = this.#recs;
     const replayed = await replayCatalog(js, jsm, s, async (data) => {
@@ -293,6 +318,7 @@ export class Engine {
       maxInflightRecommends: cfg.maxInflightRecommends,
       maxQueryWaitMs: cfg.maxQueryWaitMs,
       version: VERSION,
+      route: this.#cluster,
     }, {
       recommender,
       catalog: {
@@ -450,6 +476,11 @@ export class Engine {
     return this.#engineModels;
   }
 
+  /** Cluster mode: this node's leases and served partitions (undefined when off). */
+  get cluster(): ClusterNode | undefined {
+    return this.#cluster;
+  }
+
   /** The embedded nats-server this engine started, if any. */
   get embeddedServer(): { pid: number; url: string } | undefined {
     return this.#nats !== undefined ? { pid: this.#nats.pid, url: this.#nats.url } : undefined;
@@ -521,7 +552,7 @@ export class Engine {
       await Promise.all(this.#tickPublishes);
     });
     await step("models", () => this.#engineModels?.close());
-    await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
+    await step("consumers", () => Promise.all([...this.#consumers.map((c) => c.drain()), this.#cluster?.close()]));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.
     await step("shards", () => this.#pool?.close(), 5000);
     await step("inference", () => this.#inference?.close(), 2000);

@@ -5,6 +5,7 @@
  * arrays cross it, so it can cross a thread boundary.
  */
 import type { DeadLetterReason } from "../wire/event-validation.js";
+import type { ChangelogChange } from "./changelog.js";
 
 /**
  * A fetched batch of one partition's messages, packed: message i is
@@ -62,6 +63,12 @@ export interface BatchResult {
    * acknowledged; the sink keeps them (an outbox) until told they were.
    */
   outbound?: OutboundMessage[];
+  /**
+   * Cluster mode only (README "Scale-out"): every user state the batch
+   * committed, encoded (null = removed), for the partition's changelog; the
+   * batch is acknowledged only once they are stored there.
+   */
+  changes?: ChangelogChange[];
 }
 
 /** A logged rec_impression / rec_click (see BatchResult.logged). */

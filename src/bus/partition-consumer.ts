@@ -102,6 +102,29 @@ export interface PartitionConsumerOptions {
    * published and the batch is acknowledged; returns the feedback dead letters.
    */
   feedback?: ((logged: readonly LoggedFeedback[]) => Promise<{ deadLetters: DeadLetter[]; impressions: number; clicks: number }>) | undefined;
+  /** Cluster mode: the lease and the changelog gate every acknowledgement. */
+  fence?: ConsumerFence | undefined;
+}
+
+/**
+ * Cluster mode (README "Scale-out"): what makes a consumer one owner's. Its
+ * durable consumer is its own (named for the partition, the node and the
+ * lease epoch), so a node that lost the partition can never move or
+ * acknowledge the new owner's; and nothing is acknowledged, repositioned or
+ * re-created unless the lease still holds.
+ */
+export interface ConsumerFence {
+  /** This owner's durable consumer name. */
+  name: string;
+  /** True while the lease holds on this node's clock (a reposition is refused otherwise). */
+  owns(): boolean;
+  /**
+   * A batch committed in LMDB: store its changelog records and confirm the
+   * lease. False = fenced: the batch is not acknowledged, nor anything after it.
+   */
+  commit(r: BatchResult): Promise<boolean>;
+  /** Told once when this consumer is fenced (a commit refused, or a reposition without the lease). */
+  onFenced(reason: string): void;
 }
 
 /** Pause between attempts to reposition a consumer while JetStream does not answer (after a broker restart). */
@@ -138,6 +161,8 @@ export class PartitionConsumer {
   #handedSeq = 0;
   /** Set while the consumer is being repositioned; messages that arrive meanwhile are ignored. */
   #repositioning: Promise<void> | undefined;
+  /** Set once this consumer lost its partition (cluster mode): nothing more is handed over or acknowledged. */
+  #fenced = false;
 
   constructor(js: JetStreamClient, jsm: JetStreamManager, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
     this.partition = o.partition;
@@ -156,10 +181,13 @@ export class PartitionConsumer {
    * messages in.
    */
   async start(afterSeq: number): Promise<void> {
-    await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer);
+    const fence = this.#o.fence;
+    if (fence !== undefined && !fence.owns()) throw new Error(`partition ${this.partition}: the lease does not hold; the consumer is not (re)created`);
+    const name = fence?.name ?? this.#subjects.consumer(this.partition);
+    await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer, name);
     this.#handedSeq = afterSeq;
     this.#lastDelivery = 0;
-    const consumer = await this.#js.consumers.get(this.#subjects.eventStream, this.#subjects.consumer(this.partition));
+    const consumer = await this.#js.consumers.get(this.#subjects.eventStream, name);
     this.#messages = await consumer.consume({
       max_messages: this.#o.prefetchMessages,
       callback: (m) => this.#onMessage(m),
@@ -167,7 +195,7 @@ export class PartitionConsumer {
   }
 
   #onMessage(m: JsMsg): void {
-    if (this.#stopped || this.#repositioning !== undefined) return; // not acknowledged: delivered again
+    if (this.#stopped || this.#fenced || this.#repositioning !== undefined) return; // not acknowledged: delivered again
     const info = ackInfo(replyOf(m));
     // Every delivery the consumer makes has the next delivery sequence. One that skips (a delivery
     // lost on its way, e.g. across a broker restart) or goes back (the broker restored older
@@ -190,6 +218,10 @@ export class PartitionConsumer {
   }
 
   #reposition(seen: AckInfo): void {
+    if (this.#o.fence !== undefined && !this.#o.fence.owns()) {
+      void this.fence("a reposition was needed without a valid lease");
+      return;
+    }
     this.#metrics.consumerRepositions.inc({ partition: String(this.partition) });
     this.#log.warn({ expectedDelivery: this.#lastDelivery + 1, delivery: seen.dseq, seq: seen.seq },
       "delivery sequence out of order (a delivery was lost or the broker restored older consumer state): repositioning the consumer after the last handed-over event");
@@ -198,7 +230,11 @@ export class PartitionConsumer {
     this.#repositioning = (async () => {
       await this.#tail.catch(() => undefined);
       await this.#messages?.closed().catch(() => undefined);
-      for (let attempt = 1; !this.#stopped; attempt++) {
+      for (let attempt = 1; !this.#stopped && !this.#fenced; attempt++) {
+        if (this.#o.fence !== undefined && !this.#o.fence.owns()) {
+          void this.fence("the lease ran out while repositioning");
+          return;
+        }
         try {
           await this.start(this.#handedSeq);
           this.#log.info({ afterSeq: this.#handedSeq, attempt }, "consumer repositioned");
@@ -238,6 +274,12 @@ export class PartitionConsumer {
   }
 
   async #settle(msgs: JsMsg[], r: BatchResult, started: number): Promise<void> {
+    if (this.#fenced) return;
+    if (this.#o.fence !== undefined && !(await this.#o.fence.commit(r))) {
+      void this.fence("a commit was refused (the changelog or the lease belongs to another owner)");
+      return;
+    }
+    if (this.#fenced) return;
     if (r.logged !== undefined && this.#o.feedback !== undefined) {
       const j = await this.#o.feedback(r.logged);
       if (j.deadLetters.length > 0) r.deadLetters.push(...j.deadLetters);
@@ -308,6 +350,29 @@ export class PartitionConsumer {
     this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
     this.#metrics.lag.set({ partition: String(this.partition) }, ackInfo(replyOf(last)).pending);
     this.#metrics.observeWatermark(r.watermarkMs);
+  }
+
+  /**
+   * Cluster mode: the partition was lost. Stops intake at once; batches
+   * already handed over still commit in LMDB (a cache) but none is
+   * acknowledged. Resolves when every handed-over batch has settled.
+   */
+  async fence(reason?: string): Promise<void> {
+    if (!this.#fenced) {
+      this.#fenced = true;
+      this.#pending = [];
+      this.#pendingSeqs = [];
+      this.#messages?.stop();
+      if (reason !== undefined) this.#o.fence?.onFenced(reason);
+    }
+    await this.#repositioning?.catch(() => undefined);
+    await this.#tail.catch(() => undefined);
+    await this.#outboundTail.catch(() => undefined);
+    await this.#messages?.closed().catch(() => undefined);
+  }
+
+  get fenced(): boolean {
+    return this.#fenced;
   }
 
   /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */

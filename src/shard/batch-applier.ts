@@ -34,6 +34,9 @@ import type { OutboundMessage } from "../bus/event-batch.js";
 import { mergingKey, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
+import { serialize, deserialize } from "node:v8";
+import type { ChangelogChange } from "../bus/changelog.js";
+import type { UserState } from "../actors/user-profile.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
@@ -64,6 +67,8 @@ export interface BatchApplierDeps {
   subjects: Subjects;
   /** The deployment's partition count (a primary id's partition). */
   partitionCount: number;
+  /** Cluster mode (README "Scale-out"): each batch returns its committed states, encoded, for the partition's changelog. */
+  changelog?: boolean;
 }
 
 /** Identity counters of a shard (README "Identity"). */
@@ -103,6 +108,12 @@ export interface AppliedBatch extends BatchResult {
 export class BatchApplier {
   readonly #d: BatchApplierDeps;
   readonly #appliedSeq = new Map<number, number>();
+  /**
+   * Users restored from a changelog record above the partition's restored
+   * position (a batch cut short by a crash): their events up to the record's
+   * sequence are in the record already, and are skipped on replay.
+   */
+  readonly #skipUntil = new Map<number, Map<string, number>>();
   /** Batches applied but not yet committed and posted; a forget waits for those before it. */
   readonly #inflight = new Set<Promise<unknown>>();
   #batchNo = 0;
@@ -188,6 +199,7 @@ export class BatchApplier {
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
+    const skip = this.#skipUntil.get(partition);
     for (let i = 0; i < n; i++) {
       const seq = seqs[i]!;
       const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, d.validation);
@@ -207,6 +219,10 @@ export class BatchApplier {
         let k = keys.get(e.userId);
         if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
         e.userId = k;
+      }
+      if (skip !== undefined && seq <= (skip.get(e.userId) ?? 0)) {
+        skipped++;
+        continue;
       }
       const alias = this.aliasOf(e.userId);
       if (alias !== undefined || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER) {
@@ -271,6 +287,7 @@ export class BatchApplier {
     const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
+    if (skip !== undefined && high >= skip.get("\u0000max")!) this.#skipUntil.delete(partition);
     // Audiences: the batch's users, and the partition's users whose timer is due on the engine clock, in the same commit.
     const clockNow = d.clock.now(now);
     const evaluated: [string, Actor, TransitionReason, number?][] = [];
@@ -281,6 +298,12 @@ export class BatchApplier {
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
     const commit = d.store.commitBatch(partition, high, [...dirty].map(([id, a]) => [id, a.state] as const), side, hasIdentity ? identity : undefined);
+    // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
+    const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
+    if (changes !== undefined) {
+      for (const [id, a] of dirty) changes.push([id, serialize(a.state)]);
+      for (const id of identity.removeProfiles) if (!dirty.has(id)) changes.push([id, null]);
+    }
     if (hasIdentity) {
       // Once committed, LMDB answers for these aliases.
       void commit.then(() => {
@@ -308,7 +331,46 @@ export class BatchApplier {
       ...(outbound.length > 0 ? { outbound } : {}),
       ...(riskFlags !== undefined ? { riskFlags } : {}),
       ...(logged.length > 0 ? { logged } : {}),
+      ...(changes !== undefined ? { changes } : {}),
     };
+  }
+
+  /**
+   * Takes a partition over from its changelog (cluster mode): LMDB's users of
+   * the partition are replaced by `users` (state null = removed), the
+   * partition's position is `position`, and users whose record is above it
+   * skip their events up to the record's sequence. Nothing of the partition
+   * may be in flight.
+   */
+  async adopt(partition: number, users: readonly (readonly [string, Uint8Array | null, number])[], position: number): Promise<number> {
+    const d = this.#d;
+    if (!this.#appliedSeq.has(partition)) throw new Error(`shard ${d.shard} does not own partition ${partition}`);
+    const belongs = (k: string) => partitionOf(k, d.partitionCount) === partition;
+    d.actors.dropWhere(belongs);
+    const states: [string, UserState][] = [];
+    const skip = new Map<string, number>();
+    let max = 0;
+    for (const [key, bytes, seq] of users) {
+      if (bytes !== null) {
+        const st = deserialize(bytes) as UserState;
+        if (st.aud !== undefined) Object.setPrototypeOf(st.aud.m, null);
+        states.push([key, st]);
+      }
+      if (seq > position) {
+        skip.set(key, seq);
+        if (seq > max) max = seq;
+      }
+    }
+    await d.store.replacePartition(partition, belongs, states, position);
+    d.actors.dropWhere(belongs);
+    this.#appliedSeq.set(partition, position);
+    if (skip.size > 0) {
+      skip.set("\u0000max", max);
+      this.#skipUntil.set(partition, skip);
+    } else {
+      this.#skipUntil.delete(partition);
+    }
+    return states.length;
   }
 
   /**
