@@ -259,10 +259,11 @@ export class Engine {
     // Audience definitions: the KV bucket's set before the first batch, then every change.
     const defsKv = cfg.cluster === undefined ? await openDefinitions(js, s.audienceBucket)
       : await retrySetup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
-    this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
+    const watch = () => watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
       await pool0.setAudiences(defs);
       this.log.info({ audiences: defs.length }, "audience definitions applied");
     });
+    this.#audienceWatch = cfg.cluster === undefined ? await watch() : await retrySetup("audience definitions watch", watch);
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
@@ -296,10 +297,12 @@ export class Engine {
       await this.#cluster.start();
     }
     const recsHost = this.#recs;
-    const replayed = await replayCatalog(js, jsm, s, async (data) => {
+    const replay = () => replayCatalog(js, jsm, s, async (data) => {
       const r = await recsHost.upsert(data);
       if (!r.ok) this.log.warn({ code: r.error.code, reason: r.error.message }, "stored catalog upsert rejected on replay");
     });
+    // Upserts are idempotent (the last of an item wins), so a replay cut short by a fresh clustered stream's 503 is simply run again.
+    const replayed = cfg.cluster === undefined ? await replay() : await retrySetup("catalog replay", replay);
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {

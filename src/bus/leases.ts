@@ -58,6 +58,8 @@ interface Held {
   /** Local time until which this node may commit for the partition without asking NATS. */
   validUntilMs: number;
   state: "taking" | "serving" | "releasing";
+  /** The renewal in flight, if any. */
+  renewing?: Promise<boolean> | undefined;
 }
 
 const utf8 = new TextEncoder();
@@ -115,7 +117,7 @@ export class LeaseTable {
     void (async () => {
       for await (const e of it) this.#observe(e);
     })().catch((err: unknown) => this.#log.warn({ err }, "lease watch ended"));
-    await this.#heartbeat();
+    await retrySetup("first heartbeat", () => this.#heartbeat());
     this.#timer = setInterval(() => {
       if (this.#ticking !== undefined || this.#stopped) return;
       this.#ticking = this.#tick().catch((err: unknown) => this.#log.warn({ err }, "lease tick failed")).finally(() => (this.#ticking = undefined));
@@ -162,12 +164,19 @@ export class LeaseTable {
     return this.#renew(partition);
   }
 
-  async #renew(p: number): Promise<boolean> {
+  /** One renewal at a time per lease: a second caller joins the one in flight (two CAS writes on one revision would refuse each other). */
+  #renew(p: number): Promise<boolean> {
     const h = this.#held.get(p);
-    if (h === undefined) return false;
+    if (h === undefined) return Promise.resolve(false);
+    h.renewing ??= this.#renewOnce(p, h).finally(() => (h.renewing = undefined));
+    return h.renewing;
+  }
+
+  async #renewOnce(p: number, h: Held): Promise<boolean> {
     const sent = Date.now();
+    const value = utf8.encode(JSON.stringify({ node: this.#o.nodeId, epoch: h.epoch }));
     try {
-      const rev = await this.#kv.update(`p.${p}`, utf8.encode(JSON.stringify({ node: this.#o.nodeId, epoch: h.epoch })), h.rev);
+      const rev = await this.#kv.update(`p.${p}`, value, h.rev);
       if (this.#held.get(p) !== h) return false;
       h.rev = rev;
       h.validUntilMs = sent + 0.8 * this.#o.leaseMs;

@@ -161,6 +161,8 @@ export class PartitionConsumer {
   #handedSeq = 0;
   /** Set while the consumer is being repositioned; messages that arrive meanwhile are ignored. */
   #repositioning: Promise<void> | undefined;
+  /** Stream sequence of the last batch settled (committed and acknowledged). */
+  #settledSeq = 0;
   /** Set once this consumer lost its partition (cluster mode): nothing more is handed over or acknowledged. */
   #fenced = false;
 
@@ -186,6 +188,7 @@ export class PartitionConsumer {
     const name = fence?.name ?? this.#subjects.consumer(this.partition);
     await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer, name);
     this.#handedSeq = afterSeq;
+    if (afterSeq > this.#settledSeq) this.#settledSeq = afterSeq;
     this.#lastDelivery = 0;
     const consumer = await this.#js.consumers.get(this.#subjects.eventStream, name);
     this.#messages = await consumer.consume({
@@ -331,6 +334,7 @@ export class PartitionConsumer {
     const last = msgs[msgs.length - 1]!;
     this.#o.beforeAck?.();
     last.ack();
+    this.#settledSeq = r.lastSeq;
     const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
     if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
     this.#metrics.eventsApplied.inc(r.applied);
@@ -369,6 +373,11 @@ export class PartitionConsumer {
     await this.#tail.catch(() => undefined);
     await this.#outboundTail.catch(() => undefined);
     await this.#messages?.closed().catch(() => undefined);
+  }
+
+  /** Stream sequence up to which every event of the partition is applied, committed and acknowledged by this consumer. */
+  get settledSeq(): number {
+    return this.#settledSeq;
   }
 
   get fenced(): boolean {

@@ -48,6 +48,14 @@ interface Served {
   consumer: PartitionConsumer;
   changelog: Changelog;
   epoch: number;
+  /**
+   * The partition's last event sequence when this node took it over: queries
+   * are answered only once the consumer has settled up to it. The old owner
+   * may have shown states it had applied but not yet written to the
+   * changelog; answering before catching up with them could show a user
+   * going back in time.
+   */
+  catchUpSeq: number;
 }
 
 export class ClusterNode implements QueryRoute {
@@ -97,7 +105,11 @@ export class ClusterNode implements QueryRoute {
 
   decide(partition: number): ReturnType<QueryRoute["decide"]> {
     const retryAfterMs = Math.max(100, Math.round(this.#o.leaseMs / 3));
-    if (this.#served.has(partition) && this.#leases.holds(partition)) return { local: true };
+    const served = this.#served.get(partition);
+    if (served !== undefined && this.#leases.holds(partition)) {
+      if (served.consumer.settledSeq >= served.catchUpSeq) return { local: true };
+      return { unavailable: `partition ${partition} is catching up after a takeover`, retryAfterMs: 100 };
+    }
     const owner = this.#leases.ownerOf(partition);
     if (owner === undefined || owner.node === this.#o.nodeId || owner.ageMs >= this.#o.leaseMs) {
       return { unavailable: `partition ${partition} has no serving owner right now (it is moving between nodes)`, retryAfterMs };
@@ -153,13 +165,14 @@ export class ClusterNode implements QueryRoute {
       },
       onFenced: (reason) => this.#lost(p, reason),
     };
+    const catchUpSeq = await this.#lastEventSeq(p);
     const consumer = d.consumer(p, fence);
     await consumer.start(restored.position);
     if (this.#closed || this.#leases.epochOf(p) !== epoch) {
       await consumer.fence();
       throw new Error(`partition ${p}: lost during the takeover`);
     }
-    this.#served.set(p, { consumer, changelog, epoch });
+    this.#served.set(p, { consumer, changelog, epoch, catchUpSeq });
     const node = this.#o.nodeId;
     d.metrics.takeovers.inc({ node });
     d.metrics.changelogRestoredRecords.inc({ node }, restored.users.size);
@@ -168,6 +181,16 @@ export class ClusterNode implements QueryRoute {
     d.metrics.takeoverSeconds.observe({ node }, seconds);
     this.#log.info({ partition: p, epoch, position: restored.position, users: restored.users.size, states, changelogBytes: restored.bytes, deletedConsumers: deleted, seconds },
       "partition taken over");
+  }
+
+  /** The stream sequence of the partition's last event, 0 when it has none. */
+  async #lastEventSeq(p: number): Promise<number> {
+    try {
+      return (await this.#d.jsm.streams.getMessage(this.#d.subjects.eventStream, { last_by_subj: this.#d.subjects.events(p) })).seq;
+    } catch (err) {
+      if (/no message found|10037|404/i.test((err as Error).message ?? "")) return 0;
+      throw err;
+    }
   }
 
   /** Graceful: every handed-over batch is committed to the changelog and acknowledged; then the lease is released. */
