@@ -333,6 +333,8 @@ export class Engine {
       },
       forget: {
         forget: async (userId) => {
+          // The removal would have to reach the owner and its changelog in order with the user's batches: not built yet.
+          if (cfg.cluster !== undefined) throw new ConfigError("forget is not available in cluster mode (--cluster) in this version: the user would stay in the partition's changelog");
           // A merged user (README "Identity"): the forget reaches the primary through the aliases and erases every id merged into it.
           let partition = partitionOf(userId, cfg.partitions);
           let resolved: string | undefined;

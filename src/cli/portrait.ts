@@ -449,7 +449,7 @@ registerRegistryCommands(
 );
 
 program.command("bench")
-  .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")
+  .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale, cluster); 'portrait bench --help' lists them")
   .argument("[scenario]", "scenario name")
   .argument("[flags...]", "the scenario's flags (--smoke, --no-record, ...)")
   .helpOption(false)
