@@ -50,6 +50,8 @@ interface Seen {
   /** Local time this node saw the revision appear. */
   atMs: number;
   value: { node: string; epoch: number } | undefined;
+  /** The key was deleted (a node that stopped cleanly deletes its heartbeat). */
+  deleted: boolean;
 }
 
 interface Held {
@@ -127,7 +129,7 @@ export class LeaseTable {
   #observe(e: KvEntry): void {
     const prev = this.#seen.get(e.key);
     if (prev !== undefined && prev.rev === e.revision) return;
-    this.#seen.set(e.key, { rev: e.revision, atMs: Date.now(), value: e.key.startsWith("p.") ? leaseValue(e) : undefined });
+    this.#seen.set(e.key, { rev: e.revision, atMs: Date.now(), value: e.key.startsWith("p.") ? leaseValue(e) : undefined, deleted: e.operation !== "PUT" });
   }
 
   async #heartbeat(): Promise<void> {
@@ -138,7 +140,7 @@ export class LeaseTable {
   /** The live nodes: those whose heartbeat changed within leaseMs on this node's clock (this node always). */
   liveNodes(now = Date.now()): string[] {
     const out = new Set<string>([this.#o.nodeId]);
-    for (const [k, s] of this.#seen) if (k.startsWith("node.") && now - s.atMs < this.#o.leaseMs) out.add(k.slice(5));
+    for (const [k, s] of this.#seen) if (k.startsWith("node.") && !s.deleted && now - s.atMs < this.#o.leaseMs) out.add(k.slice(5));
     return [...out].sort();
   }
 
@@ -257,18 +259,6 @@ export class LeaseTable {
   async drop(p: number): Promise<void> {
     const h = this.#held.get(p);
     if (h !== undefined) await this.#release(p, h);
-  }
-
-  /** The lease table as this node sees it: for `portrait cluster status`. */
-  snapshot(): { nodes: { node: string; ageMs: number }[]; partitions: { partition: number; node: string; epoch: number; ageMs: number }[] } {
-    const now = Date.now();
-    const nodes: { node: string; ageMs: number }[] = [];
-    const partitions: { partition: number; node: string; epoch: number; ageMs: number }[] = [];
-    for (const [k, s] of this.#seen) {
-      if (k.startsWith("node.")) nodes.push({ node: k.slice(5), ageMs: now - s.atMs });
-      else if (k.startsWith("p.")) partitions.push({ partition: Number(k.slice(2)), node: s.value?.node ?? "", epoch: s.value?.epoch ?? 0, ageMs: now - s.atMs });
-    }
-    return { nodes: nodes.sort((a, b) => (a.node < b.node ? -1 : 1)), partitions: partitions.sort((a, b) => a.partition - b.partition) };
   }
 
   /** The node currently holding `partition` as this node sees it, with the age of its lease on this clock. */
