@@ -157,8 +157,9 @@ export class Changelog {
    * before it; resolves when all are stored, rejects with FencedError when
    * the chain was cut (another owner's mark, or NATS lost the last id).
    */
-  async append(seq: number, changes: readonly ChangelogChange[]): Promise<number> {
-    if (changes.length === 0) return 0;
+  append(seq: number, changes: readonly ChangelogChange[]): Promise<number> {
+    // Synchronous up to the last publish: calls send their records in call order (the caller's batch order).
+    if (changes.length === 0) return Promise.resolve(0);
     let bytes = 0;
     const sent: Promise<unknown>[] = [];
     for (let i = 0; i < changes.length; i++) {
@@ -173,13 +174,14 @@ export class Changelog {
       sent.push(this.#js.publish(userSubject(this.#prefix, this.partition, key), data, { msgID: id, headers: h, expect: { lastMsgID: this.#lastId }, timeout: 5000 }));
       this.#lastId = id;
     }
-    const results = await Promise.allSettled(sent);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed !== undefined) {
-      this.#lastId = "\u0000broken"; // nothing more is accepted from this chain
-      if (isWrongLast(failed.reason)) throw new FencedError(`changelog ${this.stream}: the chain was cut (another owner's mark)`, { cause: failed.reason });
-      throw new FencedError(`changelog ${this.stream}: a record was not stored (${(failed.reason as Error)?.message})`, { cause: failed.reason });
-    }
-    return bytes;
+    return Promise.allSettled(sent).then((results) => {
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) {
+        this.#lastId = "\u0000broken"; // nothing more is accepted from this chain
+        if (isWrongLast(failed.reason)) throw new FencedError(`changelog ${this.stream}: the chain was cut (another owner's mark)`, { cause: failed.reason });
+        throw new FencedError(`changelog ${this.stream}: a record was not stored (${(failed.reason as Error)?.message})`, { cause: failed.reason });
+      }
+      return bytes;
+    });
   }
 }

@@ -120,7 +120,11 @@ export interface ConsumerFence {
   owns(): boolean;
   /**
    * A batch committed in LMDB: store its changelog records and confirm the
-   * lease. False = fenced: the batch is not acknowledged, nor anything after it.
+   * lease. Called in batch order, as soon as each batch's result is in (not
+   * after the previous batch's acknowledgement), so the records of
+   * consecutive batches are in flight together; it must issue its records
+   * before it returns, so that they are sent in batch order. False = fenced:
+   * the batch is not acknowledged, nor anything after it.
    */
   commit(r: BatchResult): Promise<boolean>;
   /** Told once when this consumer is fenced (a commit refused, or a reposition without the lease). */
@@ -145,6 +149,8 @@ export class PartitionConsumer {
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
+  /** Cluster mode: resolves once the last batch's changelog records were issued (fence.commit called), in batch order. */
+  #staged: Promise<void> = Promise.resolve();
   /**
    * Outbound messages of acknowledged batches not yet published, in batch
    * order; one publishing loop takes all of them at each turn (so a batch's
@@ -265,9 +271,19 @@ export class PartitionConsumer {
     this.#metrics.inflightBatches.inc();
     const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (_m, i) => seqs[i]!));
     result.catch(() => undefined); // observed through the tail below
+    const fence = this.#o.fence;
+    let committed: Promise<boolean> | undefined;
+    if (fence !== undefined) {
+      // Each batch's changelog records go out as soon as its result is in, after the previous batch's were issued
+      // (not after its acknowledgement): the settle below waits for them before acknowledging.
+      const issued = this.#staged.then(() => result).then((r) => ({ done: this.#fenced ? Promise.resolve(false) : fence.commit(r) }));
+      this.#staged = issued.then(() => undefined, () => undefined);
+      committed = issued.then((x) => x.done);
+      committed.catch(() => undefined);
+    }
     this.#tail = this.#tail
       .then(() => result)
-      .then((r) => this.#settle(msgs, r, started))
+      .then((r) => this.#settle(msgs, r, started, committed))
       .catch((err) => {
         this.#o.onFatal(err);
         throw err;
@@ -276,9 +292,9 @@ export class PartitionConsumer {
     this.#tail.catch(() => undefined);
   }
 
-  async #settle(msgs: JsMsg[], r: BatchResult, started: number): Promise<void> {
+  async #settle(msgs: JsMsg[], r: BatchResult, started: number, committed?: Promise<boolean>): Promise<void> {
     if (this.#fenced) return;
-    if (this.#o.fence !== undefined && !(await this.#o.fence.commit(r))) {
+    if (committed !== undefined && !(await committed)) {
       void this.fence("a commit was refused (the changelog or the lease belongs to another owner)");
       return;
     }

@@ -141,27 +141,31 @@ export class ClusterNode implements QueryRoute {
     const fence: ConsumerFence = {
       name,
       owns: () => this.#leases.holds(p) && this.#leases.epochOf(p) === epoch,
-      commit: async (r) => {
-        if (this.#leases.epochOf(p) !== epoch || !(await this.#leases.confirm(p))) return false;
+      commit: (r) => {
+        if (this.#leases.epochOf(p) !== epoch) return Promise.resolve(false);
         const changes = r.changes ?? [];
         const t = performance.now();
-        try {
-          const bytes = await changelog.append(r.lastSeq, changes);
-          if (changes.length > 0) {
-            const node = this.#o.nodeId;
-            d.metrics.changelogRecords.inc({ node }, changes.length);
-            d.metrics.changelogBytes.inc({ node }, bytes);
-            d.metrics.changelogSeconds.observe({ node }, (performance.now() - t) / 1000);
+        // Issued now, in batch order; the chain of expected ids fences another owner's mark.
+        const appended = changelog.append(r.lastSeq, changes);
+        return (async () => {
+          try {
+            const bytes = await appended;
+            if (changes.length > 0) {
+              const node = this.#o.nodeId;
+              d.metrics.changelogRecords.inc({ node }, changes.length);
+              d.metrics.changelogBytes.inc({ node }, bytes);
+              d.metrics.changelogSeconds.observe({ node }, (performance.now() - t) / 1000);
+            }
+          } catch (err) {
+            if (err instanceof FencedError) {
+              this.#log.warn({ partition: p, epoch, reason: err.message }, "changelog refused a commit: fenced");
+              return false;
+            }
+            throw err;
           }
-        } catch (err) {
-          if (err instanceof FencedError) {
-            this.#log.warn({ partition: p, epoch, reason: err.message }, "changelog refused a commit: fenced");
-            return false;
-          }
-          throw err;
-        }
-        // A late renewal is confirmed before the acknowledgement, not only before the records.
-        return this.#leases.epochOf(p) === epoch && (await this.#leases.confirm(p));
+          // The lease is confirmed before the acknowledgement: after a pause past it, only by a renewal that succeeds now.
+          return this.#leases.epochOf(p) === epoch && (await this.#leases.confirm(p));
+        })();
       },
       onFenced: (reason) => this.#lost(p, reason),
     };
