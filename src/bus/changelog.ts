@@ -26,6 +26,8 @@
  */
 import { DiscardPolicy, RetentionPolicy, StorageType, headers, nanos, type JetStreamClient, type JetStreamManager } from "nats";
 import { retrySetup } from "./leases.js";
+import { ackedPublish } from "./streams.js";
+import type { ChangelogChange } from "./event-batch.js";
 
 export const CL_HEADERS = {
   seq: "Portrait-Seq",
@@ -63,8 +65,7 @@ export async function ensureChangelogs(jsm: JetStreamManager, prefix: string, pa
   }
 }
 
-/** A user's change in a committed batch: the encoded state, or null when the user's state was removed. */
-export type ChangelogChange = readonly [key: string, state: Uint8Array | null];
+export type { ChangelogChange } from "./event-batch.js";
 
 /** What a new owner reads from a partition's changelog. */
 export interface RestoredPartition {
@@ -165,13 +166,12 @@ export class Changelog {
     for (let i = 0; i < changes.length; i++) {
       const [key, state] = changes[i]!;
       const id = `${this.#chainTag}:${++this.#n}`;
-      const h = headers();
-      h.set(CL_HEADERS.seq, String(seq));
-      if (i === changes.length - 1) h.set(CL_HEADERS.end, "1");
-      if (state === null) h.set(CL_HEADERS.removed, "1");
+      const h: Record<string, string> = { [CL_HEADERS.seq]: String(seq), "Nats-Expected-Last-Msg-Id": this.#lastId };
+      if (i === changes.length - 1) h[CL_HEADERS.end] = "1";
+      if (state === null) h[CL_HEADERS.removed] = "1";
       const data = state ?? new Uint8Array();
       bytes += data.length;
-      sent.push(this.#js.publish(userSubject(this.#prefix, this.partition, key), data, { msgID: id, headers: h, expect: { lastMsgID: this.#lastId }, timeout: 5000 }));
+      sent.push(ackedPublish(this.#js, userSubject(this.#prefix, this.partition, key), data, id, h));
       this.#lastId = id;
     }
     return Promise.allSettled(sent).then((results) => {

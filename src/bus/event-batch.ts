@@ -5,7 +5,6 @@
  * arrays cross it, so it can cross a thread boundary.
  */
 import type { DeadLetterReason } from "../wire/event-validation.js";
-import type { ChangelogChange } from "./changelog.js";
 
 /**
  * A fetched batch of one partition's messages, packed: message i is
@@ -70,6 +69,9 @@ export interface BatchResult {
    */
   changes?: ChangelogChange[];
 }
+
+/** Cluster mode: a user's change in a committed batch, for the partition's changelog (src/bus/changelog.ts): the encoded state, or null when the user's state was removed. */
+export type ChangelogChange = readonly [key: string, state: Uint8Array | null];
 
 /** A logged rec_impression / rec_click (see BatchResult.logged). */
 export interface LoggedFeedback {

@@ -137,11 +137,12 @@ class AckedPublisher {
     this.#pending.clear();
   }
 
-  publish(subject: string, data: Uint8Array, msgId: string): Promise<void> {
+  publish(subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
     if (this.#nc.isClosed()) return Promise.reject(new Error("connection closed"));
     const id = ++this.#next;
     const h = headers();
     h.set("Nats-Msg-Id", msgId);
+    if (extra !== undefined) for (const k in extra) h.set(k, extra[k]!);
     const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, deadline: Date.now() + OUTBOUND_TIMEOUT_MS }));
     this.#sweep ??= setInterval(() => {
       const now = Date.now();
@@ -173,11 +174,26 @@ const utf8 = new TextDecoder();
  * under load) up to OUTBOUND_ATTEMPTS times; resolves when every one is
  * acknowledged, rejects with the last error otherwise.
  */
-export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+function publisherOf(js: JetStreamClient): AckedPublisher {
   // The client's connection (JetStreamClientImpl.nc; not in the interface).
   const nc = (js as unknown as { nc: NatsConnection }).nc;
   let pub = publishers.get(nc);
   if (pub === undefined || pub.closed) publishers.set(nc, (pub = new AckedPublisher(nc)));
+  return pub;
+}
+
+/**
+ * One JetStream publish with its id and extra headers (e.g. an expected last
+ * message id), acknowledged on the shared reply subscription: sent before
+ * this returns, so calls go out in call order. Rejects with the stream's
+ * refusal (its description and error code) or a timeout; never retried.
+ */
+export function ackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
+  return publisherOf(js).publish(subject, data, msgId, extra);
+}
+
+export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+  const pub = publisherOf(js);
   let next = 0;
   const one = async (m: OutboundMessage) => {
     for (let i = 1; ; i++) {

@@ -35,7 +35,7 @@ import { mergingKey, type AliasEntry, type IdentityWrites, type MergingEntry, ty
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
 import { serialize, deserialize } from "node:v8";
-import type { ChangelogChange } from "../bus/changelog.js";
+import type { ChangelogChange } from "../bus/event-batch.js";
 import type { UserState } from "../actors/user-profile.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
