@@ -26,7 +26,8 @@ const LAYERS = [
   ["runtime", ["src/shard/", "src/inference/", "src/examples/"]],
   ["recs", ["src/recs/"]],
   // Request-reply handlers, the client library, engine options, the dashboard (HTTP).
-  ["edge", ["src/api/", "src/client/", "src/config/", "src/dashboard/"]],
+  // src/cluster/: a node's partitions, leases and changelogs (README "Scale-out"): wires bus, shards and api like the engine does.
+  ["edge", ["src/api/", "src/client/", "src/config/", "src/dashboard/", "src/cluster/"]],
   // The composition root.
   ["engine", ["src/engine.ts", "src/engine-models.ts"]],
   // Offline tools: training and evaluation (prequential evaluation drives a real engine).

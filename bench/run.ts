@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { lineChartSvg } from "./harness/chart.js";
 import { appendResults, commit, formatTable, repoRoot } from "./report.js";
+import { cluster } from "./scenarios/cluster.js";
 import { freshness } from "./scenarios/freshness.js";
 import { hotSwap } from "./scenarios/hot-swap.js";
 import { maxIngest } from "./scenarios/max-ingest.js";
@@ -24,7 +25,7 @@ import type { Scenario, ScenarioResult } from "./scenarios/scenario.js";
 import { scale } from "./scenarios/scale.js";
 import { soak } from "./scenarios/soak.js";
 
-export const SCENARIOS: readonly Scenario[] = [maxIngest, freshness, profile, recommend, mixed, soak, scale, hotSwap];
+export const SCENARIOS: readonly Scenario[] = [maxIngest, freshness, profile, recommend, mixed, soak, scale, hotSwap, cluster];
 
 const COMMON = {
   smoke: "a CI-sized run of a few seconds (small defaults; nothing appended to RESULTS.md)",

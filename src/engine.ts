@@ -26,7 +26,10 @@ import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
 import { startOpsServer, type OpsServer } from "./obs/http-server.js";
 import { Dashboard, type DashboardModel } from "./dashboard/dashboard.js";
 import { createLogger, type Logger } from "./obs/logger.js";
-import { EngineMetrics } from "./obs/metrics.js";
+import { ClusterMetrics, EngineMetrics } from "./obs/metrics.js";
+import { ClusterNode } from "./cluster/cluster-node.js";
+import { retrySetup } from "./bus/leases.js";
+import type { ConsumerFence } from "./bus/partition-consumer.js";
 import { streamSource } from "./models/evidence.js";
 import { EngineModels } from "./engine-models.js";
 import { ShardPool } from "./shard/shard-pool.js";
@@ -123,6 +126,7 @@ export class Engine {
   #inference?: InferencePool;
   #engineModels?: EngineModels;
   #consumers: PartitionConsumer[] = [];
+  #cluster?: ClusterNode;
   #api?: QueryApi;
   #ops?: OpsServer;
   #dashboard?: Dashboard;
@@ -189,9 +193,17 @@ export class Engine {
     this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
-    await ensureStreams(jsm, s, cfg);
+    const replicas = cfg.cluster?.replicas ?? 1;
+    if (cfg.cluster === undefined) {
+      await ensureStreams(jsm, s, cfg);
+    } else {
+      // A clustered nats-server answers 503 for a moment after a stream is created, and may not answer racing creators at all.
+      await retrySetup("event streams", () => ensureStreams(jsm, s, { ...cfg, replicas }));
+    }
     // Signs and checks hand-overs and forwarded events (README "Identity"); one per deployment, never logged.
-    const internalMacKey = await internalKey(this.#nc.jetstream(), s.engineBucket);
+    const nc0 = this.#nc;
+    const internalMacKey = cfg.cluster === undefined ? await internalKey(nc0.jetstream(), s.engineBucket)
+      : await retrySetup("internal key", () => internalKey(nc0.jetstream(), s.engineBucket, replicas));
 
     // Read once; never logged. Refused with CONFIG when the data dir was written under another key.
     const pseudonymKey = cfg.pseudonymKeyFile !== undefined ? readPseudonymKey(cfg.pseudonymKeyFile) : undefined;
@@ -233,6 +245,7 @@ export class Engine {
         ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
+      ...(cfg.cluster !== undefined ? { changelog: true } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
 
     const js = this.#nc.jetstream();
@@ -244,11 +257,13 @@ export class Engine {
       this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
-    const defsKv = await openDefinitions(js, s.audienceBucket);
-    this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
+    const defsKv = cfg.cluster === undefined ? await openDefinitions(js, s.audienceBucket)
+      : await retrySetup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
+    const watch = () => watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
       await pool0.setAudiences(defs);
       this.log.info({ audiences: defs.length }, "audience definitions applied");
     });
+    this.#audienceWatch = cfg.cluster === undefined ? await watch() : await retrySetup("audience definitions watch", watch);
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
@@ -257,24 +272,37 @@ export class Engine {
       keep: cfg.feedbackKeep === "always" || cfg.explorationShare > 0 ? "always" : "when-asked",
     });
     this.metrics.feedbackRepliesKept = () => feedbackLog.size;
-    for (let p = 0; p < cfg.partitions; p++) {
-      const c = new PartitionConsumer(js, jsm, s, this.#pool, this.metrics, this.#root, {
-        partition: p,
-        maxBatchMessages: cfg.maxBatchMessages,
-        prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
-        consumer: cfg,
-        onFatal: (err) => this.#fail(err, { partition: p }),
-        beforeAck,
-        feedback: (logged) => feedbackLog.judge(logged),
+    const consumerOf = (p: number, fence?: ConsumerFence) => new PartitionConsumer(js, jsm, s, pool0, this.metrics, this.#root, {
+      partition: p,
+      maxBatchMessages: cfg.maxBatchMessages,
+      prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
+      consumer: cfg,
+      onFatal: (err) => this.#fail(err, { partition: p }),
+      beforeAck,
+      feedback: (logged) => feedbackLog.judge(logged),
+      fence,
+    });
+    if (cfg.cluster === undefined) {
+      for (let p = 0; p < cfg.partitions; p++) {
+        const c = consumerOf(p);
+        await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
+        this.#consumers.push(c);
+      }
+    } else {
+      // Cluster mode (README "Scale-out"): the partitions this node owns come and go with their leases.
+      this.#cluster = new ClusterNode(cfg.cluster, {
+        js, jsm, subjects: s, partitions: cfg.partitions, pool: pool0, metrics: new ClusterMetrics(this.metrics.registry), log: this.#root,
+        consumer: (p, fence) => consumerOf(p, fence),
       });
-      await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
-      this.#consumers.push(c);
+      await this.#cluster.start();
     }
     const recsHost = this.#recs;
-    const replayed = await replayCatalog(js, jsm, s, async (data) => {
+    const replay = () => replayCatalog(js, jsm, s, async (data) => {
       const r = await recsHost.upsert(data);
       if (!r.ok) this.log.warn({ code: r.error.code, reason: r.error.message }, "stored catalog upsert rejected on replay");
     });
+    // Upserts are idempotent (the last of an item wins), so a replay cut short by a fresh clustered stream's 503 is simply run again.
+    const replayed = cfg.cluster === undefined ? await replay() : await retrySetup("catalog replay", replay);
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
@@ -293,6 +321,7 @@ export class Engine {
       maxInflightRecommends: cfg.maxInflightRecommends,
       maxQueryWaitMs: cfg.maxQueryWaitMs,
       version: VERSION,
+      route: this.#cluster,
     }, {
       recommender,
       catalog: {
@@ -304,6 +333,8 @@ export class Engine {
       },
       forget: {
         forget: async (userId) => {
+          // The removal would have to reach the owner and its changelog in order with the user's batches: not built yet.
+          if (cfg.cluster !== undefined) throw new ConfigError("forget is not available in cluster mode (--cluster) in this version: the user would stay in the partition's changelog");
           // A merged user (README "Identity"): the forget reaches the primary through the aliases and erases every id merged into it.
           let partition = partitionOf(userId, cfg.partitions);
           let resolved: string | undefined;
@@ -450,6 +481,11 @@ export class Engine {
     return this.#engineModels;
   }
 
+  /** Cluster mode: this node's leases and served partitions (undefined when off). */
+  get cluster(): ClusterNode | undefined {
+    return this.#cluster;
+  }
+
   /** The embedded nats-server this engine started, if any. */
   get embeddedServer(): { pid: number; url: string } | undefined {
     return this.#nats !== undefined ? { pid: this.#nats.pid, url: this.#nats.url } : undefined;
@@ -521,7 +557,7 @@ export class Engine {
       await Promise.all(this.#tickPublishes);
     });
     await step("models", () => this.#engineModels?.close());
-    await step("consumers", () => Promise.all(this.#consumers.map((c) => c.drain())));
+    await step("consumers", () => Promise.all([...this.#consumers.map((c) => c.drain()), this.#cluster?.close()]));
     // Closing LMDB is local and quick: it gets a few seconds even past the deadline.
     await step("shards", () => this.#pool?.close(), 5000);
     await step("inference", () => this.#inference?.close(), 2000);

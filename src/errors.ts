@@ -25,6 +25,8 @@ export const ErrorCode = {
   TIMEOUT: "TIMEOUT",
   /** No engine answers on the subject (no responders). Retryable. */
   NO_RESPONDERS: "NO_RESPONDERS",
+  /** Cluster mode: the user's partition is moving between engine nodes (or its owner does not answer); the reply's Portrait-Retry-After-Ms header says when to try again. Retryable. */
+  UNAVAILABLE: "UNAVAILABLE",
   /** A JetStream publish was not acknowledged. Retryable. */
   PUBLISH_FAILED: "PUBLISH_FAILED",
   /** NATS refused the connection (wrong user/password, token, nkey or creds), or the TLS handshake failed (the server's certificate is not trusted or does not name the host). Terminal: fix the options. */
@@ -65,6 +67,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
   OVERLOADED: 503,
   TIMEOUT: 504,
   NO_RESPONDERS: 503,
+  UNAVAILABLE: 503,
   PUBLISH_FAILED: 503,
   AUTH_FAILED: 401,
   CONFIG: 500,
@@ -88,7 +91,7 @@ export const errorStatus: Readonly<Record<ErrorCode, number>> = Object.freeze({
  * the "Retryable."/"Terminal." notes above say the same (test/docs.test.ts).
  */
 export const retryableCodes: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "OVERLOADED", "TIMEOUT", "NO_RESPONDERS", "PUBLISH_FAILED", "WORKER_EXITED", "STORAGE_FAILED",
+  "OVERLOADED", "TIMEOUT", "NO_RESPONDERS", "UNAVAILABLE", "PUBLISH_FAILED", "WORKER_EXITED", "STORAGE_FAILED",
 ]);
 
 /** Base of every Portrait error. */
@@ -118,6 +121,14 @@ export class UnknownUserError extends PortraitError {
 export class OverloadedError extends PortraitError {
   constructor(message = "the engine is overloaded; try again later") {
     super(ErrorCode.OVERLOADED, message);
+  }
+}
+/** Cluster mode: the user's partition has no serving owner right now (UNAVAILABLE); `retryAfterMs` is the hint sent in the Portrait-Retry-After-Ms header. */
+export class UnavailableError extends PortraitError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number) {
+    super(ErrorCode.UNAVAILABLE, message);
+    this.retryAfterMs = retryAfterMs;
   }
 }
 export class ConfigError extends PortraitError {

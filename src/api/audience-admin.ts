@@ -54,8 +54,8 @@ export class UnknownAudienceError extends PortraitError {
   }
 }
 
-export async function openDefinitions(js: JetStreamClient, bucket: string): Promise<KV> {
-  return js.views.kv(bucket, { history: 1 });
+export async function openDefinitions(js: JetStreamClient, bucket: string, replicas = 1): Promise<KV> {
+  return js.views.kv(bucket, { history: 1, replicas });
 }
 
 function decodeDef(value: Uint8Array): AudienceDefinition {

@@ -6,8 +6,8 @@
  * `Nats-Service-Error`) plus `Portrait-Error-Code` with the stable string
  * code, and an ErrorReply body in the request's encoding.
  */
-import { headers, type NatsConnection, type Service, type ServiceMsg } from "nats";
-import { BadRequestError, ErrorCode, OverloadedError, PortraitError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
+import { headers, type Msg, type NatsConnection, type Service, type ServiceMsg } from "nats";
+import { BadRequestError, ErrorCode, OverloadedError, PortraitError, UnavailableError, errorStatus, fromWire, toWire, type WireError } from "../errors.js";
 import { partitionOf } from "../wire/partition.js";
 import { AUDIENCE_OPS, type Subjects } from "../bus/subjects.js";
 import type { AudienceAdmin } from "./audience-admin.js";
@@ -15,7 +15,7 @@ import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
 import type { ProfileResult, QueryDeadline, ReplyEncoding } from "../contracts.js";
 import type { RecommendQuery, Recommender } from "../recs/recommender.js";
-import { ERROR_CODE_HEADER } from "../wire/headers.js";
+import { ERROR_CODE_HEADER, RETRY_AFTER_HEADER } from "../wire/headers.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { asyncEndpointStats, type EndpointStats } from "./service-stats.js";
 
@@ -48,6 +48,21 @@ export interface ApiOptions {
    */
   maxQueryWaitMs: number;
   version: string;
+  /** Cluster mode (README "Scale-out"): which node answers for a partition. Absent: this engine answers every query. */
+  route?: QueryRoute | undefined;
+}
+
+/**
+ * Cluster mode: where a profile or recommend query of a partition is
+ * answered. The public subjects are served by every node (one queue group)
+ * and forwarded to the owner's own subjects; a node answers from its own
+ * state only while it serves the partition under a valid lease.
+ */
+export interface QueryRoute {
+  /** This node's own request subjects (`<prefix>.node.<id>.profile.get|recommend`). */
+  readonly nodeSubjects: { profile: string; recommend: string };
+  /** "local": answer here; a subject base: forward there (`<base>.profile.get|recommend`); else UNAVAILABLE with its hint. */
+  decide(partition: number): { local: true } | { forward: { profile: string; recommend: string }; timeoutMs: number } | { unavailable: string; retryAfterMs: number };
 }
 
 const encoder = new TextEncoder();
@@ -164,7 +179,12 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
 /** Which in-flight bounds a request counts against: none, the query bound, or the query and the recommendation bounds. */
 type Bound = "none" | "query" | "recommend";
 
-type Work = (msg: ServiceMsg, encoding: ReplyEncoding, deadline: QueryDeadline | undefined) => Promise<Uint8Array>;
+type Work = (msg: ServiceMsg, encoding: ReplyEncoding, deadline: QueryDeadline | undefined) => Promise<Uint8Array | Forwarded>;
+
+/** A reply forwarded from the owner node, passed on as it came (body and headers, an error reply included). */
+interface Forwarded {
+  forwarded: Msg;
+}
 
 /** The work's result, or OVERLOADED once the deadline passes first (the work goes on, and is skipped where it checks the deadline). */
 function beforeDeadline<T>(work: Promise<T>, d: QueryDeadline): Promise<T> {
@@ -181,6 +201,8 @@ export class QueryApi {
   readonly #service: Service;
   #inflight = 0;
   #inflightRecommends = 0;
+  /** Cluster mode: the public recommend endpoint's forwarding (set once the route is known). */
+  #forwardRecommend: Work | undefined;
 
   private constructor(service: Service) {
     this.#service = service;
@@ -218,7 +240,8 @@ export class QueryApi {
     if (extra.recommender !== undefined) {
       const rec = extra.recommender;
       endpoint("recommend", s.recommend, "recommend", "recommend", true, async (msg, enc, deadline) =>
-        reply(enc, await rec.recommend(parseRecommendRequest(msg.data, enc), deadline), pb.RecommendReply));
+        api.#forwardRecommend !== undefined ? api.#forwardRecommend(msg, enc, deadline)
+          : reply(enc, await rec.recommend(parseRecommendRequest(msg.data, enc), deadline), pb.RecommendReply));
     }
     if (extra.catalog !== undefined) {
       const sink = extra.catalog;
@@ -254,12 +277,44 @@ export class QueryApi {
         });
       }
     }
-    endpoint("profile-get", s.profileGet, "profile.get", "query", true, async (msg, enc, deadline) => {
+    const profile: Work = async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
       const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline, q.explain);
       if (!r.ok) throw fromWire(r.error);
       return r.body;
-    });
+    };
+    const route = o.route;
+    if (route === undefined) {
+      endpoint("profile-get", s.profileGet, "profile.get", "query", true, profile);
+      return api;
+    }
+    // Cluster mode: the public subjects forward to the owner; the node subjects answer only for partitions served here.
+    const userOf = (kind: "profile" | "recommend", msg: ServiceMsg, enc: ReplyEncoding) =>
+      kind === "profile" ? parseProfileRequest(msg.data, enc).userId : parseRecommendRequest(msg.data, enc).userId;
+    const own = (kind: "profile" | "recommend", work: Work | undefined): Work => async (msg, enc, deadline) => {
+      const d = route.decide(partitionOf(userOf(kind, msg, enc), o.partitions));
+      if (!("local" in d) || work === undefined) {
+        throw new UnavailableError("this node does not serve the user's partition now (it is moving); try again", "unavailable" in d ? d.retryAfterMs : 500);
+      }
+      return work(msg, enc, deadline);
+    };
+    const recommendWork: Work | undefined = extra.recommender === undefined ? undefined : async (msg, enc, deadline) =>
+      reply(enc, await extra.recommender!.recommend(parseRecommendRequest(msg.data, enc), deadline), pb.RecommendReply);
+    const forward = (kind: "profile" | "recommend", work: Work | undefined) => async (msg: ServiceMsg, enc: ReplyEncoding, deadline: QueryDeadline | undefined): Promise<Uint8Array | Forwarded> => {
+      const d = route.decide(partitionOf(userOf(kind, msg, enc), o.partitions));
+      if ("local" in d) return own(kind, work)(msg, enc, deadline);
+      if ("unavailable" in d) throw new UnavailableError(d.unavailable, d.retryAfterMs);
+      try {
+        const r = await nc.request(d.forward[kind], msg.data, { timeout: d.timeoutMs, ...(msg.headers !== undefined ? { headers: msg.headers } : {}) });
+        return { forwarded: r };
+      } catch (err) {
+        throw new UnavailableError(`the partition's owner did not answer (${(err as Error).message}); it may be moving`, d.timeoutMs);
+      }
+    };
+    endpoint("profile-get", s.profileGet, "profile.get", "query", true, forward("profile", profile));
+    endpoint("node-profile-get", route.nodeSubjects.profile, "node.profile.get", "query", true, own("profile", profile));
+    if (recommendWork !== undefined) endpoint("node-recommend", route.nodeSubjects.recommend, "node.recommend", "recommend", true, own("recommend", recommendWork));
+    api.#forwardRecommend = forward("recommend", recommendWork);
     return api;
   }
 
@@ -292,13 +347,19 @@ export class QueryApi {
         if (bound === "recommend") this.#inflightRecommends--;
       };
       running.then(release, release);
-      msg.respond(await (deadline !== undefined ? beforeDeadline(running, deadline) : running));
+      const out: Uint8Array | Forwarded = await (deadline !== undefined ? beforeDeadline(running, deadline) : running);
+      if (out instanceof Uint8Array) {
+        msg.respond(out);
+      } else {
+        code = out.forwarded.headers?.get(ERROR_CODE_HEADER) || "OK";
+        msg.respond(out.forwarded.data, out.forwarded.headers !== undefined ? { headers: out.forwarded.headers } : {});
+      }
     } catch (err) {
       const w = toWire(err);
       code = w.code;
       errorText = `${w.code}: ${w.message}`;
       if (!(err instanceof PortraitError)) log.error({ err, endpoint: metric }, "request failed");
-      respondError(msg, w, encoding);
+      respondError(msg, w, encoding, err instanceof UnavailableError ? err.retryAfterMs : undefined);
     } finally {
       const ms = performance.now() - t0;
       metrics.requests.inc({ endpoint: metric, code });
@@ -312,8 +373,9 @@ export class QueryApi {
   }
 }
 
-function respondError(msg: ServiceMsg, e: WireError, encoding: ReplyEncoding): void {
+function respondError(msg: ServiceMsg, e: WireError, encoding: ReplyEncoding, retryAfterMs?: number): void {
   const h = headers();
   h.set(ERROR_CODE_HEADER, e.code);
+  if (retryAfterMs !== undefined) h.set(RETRY_AFTER_HEADER, String(Math.max(1, Math.round(retryAfterMs))));
   msg.respondError(errorStatus[e.code] ?? errorStatus[ErrorCode.INTERNAL], e.message, encodeError(e, encoding), { headers: h });
 }

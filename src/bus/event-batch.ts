@@ -62,7 +62,16 @@ export interface BatchResult {
    * acknowledged; the sink keeps them (an outbox) until told they were.
    */
   outbound?: OutboundMessage[];
+  /**
+   * Cluster mode only (README "Scale-out"): every user state the batch
+   * committed, encoded (null = removed), for the partition's changelog; the
+   * batch is acknowledged only once they are stored there.
+   */
+  changes?: ChangelogChange[];
 }
+
+/** Cluster mode: a user's change in a committed batch, for the partition's changelog (src/bus/changelog.ts): the encoded state, or null when the user's state was removed. */
+export type ChangelogChange = readonly [key: string, state: Uint8Array | null];
 
 /** A logged rec_impression / rec_click (see BatchResult.logged). */
 export interface LoggedFeedback {

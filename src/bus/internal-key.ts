@@ -12,8 +12,8 @@ import { ErrorCode, PortraitError } from "../errors.js";
 const KEY = "internal-mac-key";
 const KEY_BYTES = 32;
 
-export async function internalKey(js: JetStreamClient, bucket: string): Promise<Uint8Array> {
-  const kv = await js.views.kv(bucket, { history: 1 });
+export async function internalKey(js: JetStreamClient, bucket: string, replicas = 1): Promise<Uint8Array> {
+  const kv = await js.views.kv(bucket, { history: 1, replicas });
   try {
     await kv.create(KEY, randomBytes(KEY_BYTES));
   } catch {

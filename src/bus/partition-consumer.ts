@@ -109,6 +109,33 @@ export interface PartitionConsumerOptions {
    * published and the batch is acknowledged; returns the feedback dead letters.
    */
   feedback?: ((logged: readonly LoggedFeedback[]) => Promise<{ deadLetters: DeadLetter[]; impressions: number; clicks: number }>) | undefined;
+  /** Cluster mode: the lease and the changelog gate every acknowledgement. */
+  fence?: ConsumerFence | undefined;
+}
+
+/**
+ * Cluster mode (README "Scale-out"): what makes a consumer one owner's. Its
+ * durable consumer is its own (named for the partition, the node and the
+ * lease epoch), so a node that lost the partition can never move or
+ * acknowledge the new owner's; and nothing is acknowledged, repositioned or
+ * re-created unless the lease still holds.
+ */
+export interface ConsumerFence {
+  /** This owner's durable consumer name. */
+  name: string;
+  /** True while the lease holds on this node's clock (a reposition is refused otherwise). */
+  owns(): boolean;
+  /**
+   * A batch committed in LMDB: store its changelog records and confirm the
+   * lease. Called in batch order, as soon as each batch's result is in (not
+   * after the previous batch's acknowledgement), so the records of
+   * consecutive batches are in flight together; it must issue its records
+   * before it returns, so that they are sent in batch order. False = fenced:
+   * the batch is not acknowledged, nor anything after it.
+   */
+  commit(r: BatchResult): Promise<boolean>;
+  /** Told once when this consumer is fenced (a commit refused, or a reposition without the lease). */
+  onFenced(reason: string): void;
 }
 
 /** Pause between attempts to reposition a consumer while JetStream does not answer (after a broker restart). */
@@ -129,6 +156,8 @@ export class PartitionConsumer {
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
+  /** Cluster mode: resolves once the last batch's changelog records were issued (fence.commit called), in batch order. */
+  #staged: Promise<void> = Promise.resolve();
   /**
    * Outbound messages of acknowledged batches not yet published, in batch
    * order; one publishing loop takes all of them at each turn (so a batch's
@@ -149,6 +178,10 @@ export class PartitionConsumer {
   #handedSeq = 0;
   /** Set while the consumer is being repositioned; messages that arrive meanwhile are ignored. */
   #repositioning: Promise<void> | undefined;
+  /** Stream sequence of the last batch settled (committed and acknowledged). */
+  #settledSeq = 0;
+  /** Set once this consumer lost its partition (cluster mode): nothing more is handed over or acknowledged. */
+  #fenced = false;
 
   constructor(js: JetStreamClient, jsm: JetStreamManager, subjects: Subjects, sink: BatchSink, metrics: EngineMetrics, log: Logger, o: PartitionConsumerOptions) {
     this.partition = o.partition;
@@ -167,10 +200,14 @@ export class PartitionConsumer {
    * messages in.
    */
   async start(afterSeq: number): Promise<void> {
-    await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer);
+    const fence = this.#o.fence;
+    if (fence !== undefined && !fence.owns()) throw new Error(`partition ${this.partition}: the lease does not hold; the consumer is not (re)created`);
+    const name = fence?.name ?? this.#subjects.consumer(this.partition);
+    await resetConsumer(this.#jsm, this.#subjects, this.partition, afterSeq, this.#o.consumer, name);
     this.#handedSeq = afterSeq;
+    if (afterSeq > this.#settledSeq) this.#settledSeq = afterSeq;
     this.#lastDelivery = 0;
-    const consumer = await this.#js.consumers.get(this.#subjects.eventStream, this.#subjects.consumer(this.partition));
+    const consumer = await this.#js.consumers.get(this.#subjects.eventStream, name);
     this.#messages = await consumer.consume({
       max_messages: this.#o.prefetchMessages,
       callback: (m) => this.#onMessage(m),
@@ -178,7 +215,7 @@ export class PartitionConsumer {
   }
 
   #onMessage(m: JsMsg): void {
-    if (this.#stopped || this.#repositioning !== undefined) return; // not acknowledged: delivered again
+    if (this.#stopped || this.#fenced || this.#repositioning !== undefined) return; // not acknowledged: delivered again
     const info = ackInfo(replyOf(m));
     // Every delivery the consumer makes has the next delivery sequence. One that skips (a delivery
     // lost on its way, e.g. across a broker restart) or goes back (the broker restored older
@@ -201,6 +238,10 @@ export class PartitionConsumer {
   }
 
   #reposition(seen: AckInfo): void {
+    if (this.#o.fence !== undefined && !this.#o.fence.owns()) {
+      void this.fence("a reposition was needed without a valid lease");
+      return;
+    }
     this.#metrics.consumerRepositions.inc({ partition: String(this.partition) });
     this.#log.warn({ expectedDelivery: this.#lastDelivery + 1, delivery: seen.dseq, seq: seen.seq },
       "delivery sequence out of order (a delivery was lost or the broker restored older consumer state): repositioning the consumer after the last handed-over event");
@@ -209,7 +250,11 @@ export class PartitionConsumer {
     this.#repositioning = (async () => {
       await this.#tail.catch(() => undefined);
       await this.#messages?.closed().catch(() => undefined);
-      for (let attempt = 1; !this.#stopped; attempt++) {
+      for (let attempt = 1; !this.#stopped && !this.#fenced; attempt++) {
+        if (this.#o.fence !== undefined && !this.#o.fence.owns()) {
+          void this.fence("the lease ran out while repositioning");
+          return;
+        }
         try {
           await this.start(this.#handedSeq);
           this.#log.info({ afterSeq: this.#handedSeq, attempt }, "consumer repositioned");
@@ -237,9 +282,19 @@ export class PartitionConsumer {
     this.#metrics.inflightBatches.inc();
     const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (_m, i) => seqs[i]!));
     result.catch(() => undefined); // observed through the tail below
+    const fence = this.#o.fence;
+    let committed: Promise<boolean> | undefined;
+    if (fence !== undefined) {
+      // Each batch's changelog records go out as soon as its result is in, after the previous batch's were issued
+      // (not after its acknowledgement): the settle below waits for them before acknowledging.
+      const issued = this.#staged.then(() => result).then((r) => ({ done: this.#fenced ? Promise.resolve(false) : fence.commit(r) }));
+      this.#staged = issued.then(() => undefined, () => undefined);
+      committed = issued.then((x) => x.done);
+      committed.catch(() => undefined);
+    }
     this.#tail = this.#tail
       .then(() => result)
-      .then((r) => this.#settle(msgs, r, started))
+      .then((r) => this.#settle(msgs, r, started, committed))
       .catch((err) => {
         this.#o.onFatal(err);
         throw err;
@@ -248,7 +303,13 @@ export class PartitionConsumer {
     this.#tail.catch(() => undefined);
   }
 
-  async #settle(msgs: JsMsg[], r: BatchResult, started: number): Promise<void> {
+  async #settle(msgs: JsMsg[], r: BatchResult, started: number, committed?: Promise<boolean>): Promise<void> {
+    if (this.#fenced) return;
+    if (committed !== undefined && !(await committed)) {
+      void this.fence("a commit was refused (the changelog or the lease belongs to another owner)");
+      return;
+    }
+    if (this.#fenced) return;
     if (r.logged !== undefined && this.#o.feedback !== undefined) {
       const j = await this.#o.feedback(r.logged);
       if (j.deadLetters.length > 0) r.deadLetters.push(...j.deadLetters);
@@ -306,6 +367,7 @@ export class PartitionConsumer {
     if (this.#behind === 0) this.#release?.();
     this.#o.beforeAck?.();
     last.ack();
+    this.#settledSeq = r.lastSeq;
     const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
     if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
     this.#metrics.eventsApplied.inc(r.applied);
@@ -338,6 +400,34 @@ export class PartitionConsumer {
         resolve();
       };
     });
+  }
+
+  /**
+   * Cluster mode: the partition was lost. Stops intake at once; batches
+   * already handed over still commit in LMDB (a cache) but none is
+   * acknowledged. Resolves when every handed-over batch has settled.
+   */
+  async fence(reason?: string): Promise<void> {
+    if (!this.#fenced) {
+      this.#fenced = true;
+      this.#pending = [];
+      this.#pendingSeqs = [];
+      this.#messages?.stop();
+      if (reason !== undefined) this.#o.fence?.onFenced(reason);
+    }
+    await this.#repositioning?.catch(() => undefined);
+    await this.#tail.catch(() => undefined);
+    await this.#outboundTail.catch(() => undefined);
+    await this.#messages?.closed().catch(() => undefined);
+  }
+
+  /** Stream sequence up to which every event of the partition is applied, committed and acknowledged by this consumer. */
+  get settledSeq(): number {
+    return this.#settledSeq;
+  }
+
+  get fenced(): boolean {
+    return this.#fenced;
   }
 
   /** Stops intake, hands over what has arrived, and waits until every batch is acknowledged. */

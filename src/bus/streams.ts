@@ -20,6 +20,8 @@ export interface StreamSettings {
   feedbackRetentionMs?: number;
   /** Most bytes the training log keeps; the oldest records go first (default 256 MiB). */
   feedbackMaxBytes?: number;
+  /** Replicas of each stream (default 1; 3 on a 3-node NATS cluster, README "Scale-out"). */
+  replicas?: number;
 }
 
 export interface ConsumerSettings {
@@ -50,7 +52,7 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     duplicate_window: nanos(o.duplicateWindowMs),
-    num_replicas: 1,
+    num_replicas: o.replicas ?? 1,
   };
   await ensureStream(jsm, { ...common, name: s.eventStream, subjects: [s.eventsWildcard], max_age: nanos(o.eventRetentionMs) });
   await ensureStream(jsm, { ...common, name: s.dlqStream, subjects: [s.dlqWildcard], max_age: nanos(o.dlqRetentionMs) });
@@ -65,6 +67,27 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
     ...common, name: s.feedbackStream, subjects: [s.feedbackWildcard],
     max_age: nanos(o.feedbackRetentionMs ?? 7 * 86_400_000), max_bytes: o.feedbackMaxBytes ?? 256 * 1024 * 1024,
   });
+}
+
+/**
+ * Deletes the partition's durable consumers other than `keep` (a new owner's
+ * takeover, after its changelog mark): the single-node name and every
+ * earlier owner's. Resolves with the names deleted.
+ */
+export async function deleteOtherConsumers(jsm: JetStreamManager, s: Subjects, partition: number, keep: string): Promise<string[]> {
+  const single = s.consumer(partition);
+  const deleted: string[] = [];
+  for await (const ci of jsm.consumers.list(s.eventStream)) {
+    const n = ci.name;
+    if (n === keep || (n !== single && !n.startsWith(`${single}-`))) continue;
+    try {
+      await jsm.consumers.delete(s.eventStream, n);
+      deleted.push(n);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+  return deleted;
 }
 
 /** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */
@@ -114,11 +137,12 @@ class AckedPublisher {
     this.#pending.clear();
   }
 
-  publish(subject: string, data: Uint8Array, msgId: string): Promise<void> {
+  publish(subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
     if (this.#nc.isClosed()) return Promise.reject(new Error("connection closed"));
     const id = ++this.#next;
     const h = headers();
     h.set("Nats-Msg-Id", msgId);
+    if (extra !== undefined) for (const k in extra) h.set(k, extra[k]!);
     const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, deadline: Date.now() + OUTBOUND_TIMEOUT_MS }));
     this.#sweep ??= setInterval(() => {
       const now = Date.now();
@@ -150,11 +174,26 @@ const utf8 = new TextDecoder();
  * under load) up to OUTBOUND_ATTEMPTS times; resolves when every one is
  * acknowledged, rejects with the last error otherwise.
  */
-export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+function publisherOf(js: JetStreamClient): AckedPublisher {
   // The client's connection (JetStreamClientImpl.nc; not in the interface).
   const nc = (js as unknown as { nc: NatsConnection }).nc;
   let pub = publishers.get(nc);
   if (pub === undefined || pub.closed) publishers.set(nc, (pub = new AckedPublisher(nc)));
+  return pub;
+}
+
+/**
+ * One JetStream publish with its id and extra headers (e.g. an expected last
+ * message id), acknowledged on the shared reply subscription: sent before
+ * this returns, so calls go out in call order. Rejects with the stream's
+ * refusal (its description and error code) or a timeout; never retried.
+ */
+export function ackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
+  return publisherOf(js).publish(subject, data, msgId, extra);
+}
+
+export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
+  const pub = publisherOf(js);
   let next = 0;
   const one = async (m: OutboundMessage) => {
     for (let i = 1; ; i++) {
@@ -198,10 +237,10 @@ export async function replayCatalog(js: JetStreamClient, jsm: JetStreamManager, 
  * `afterSeq + 1`: the partition's owner positions its consumer from its own
  * committed state (LMDB), so a restart after a crash neither waits for the
  * ack timeout of the dead owner's unacknowledged messages nor re-reads what
- * it already applied.
+ * it already applied. In cluster mode each owner has its own name (partition,
+ * node, lease epoch): see PartitionConsumer's ConsumerFence.
  */
-export async function resetConsumer(jsm: JetStreamManager, s: Subjects, partition: number, afterSeq: number, o: ConsumerSettings): Promise<void> {
-  const name = s.consumer(partition);
+export async function resetConsumer(jsm: JetStreamManager, s: Subjects, partition: number, afterSeq: number, o: ConsumerSettings, name = s.consumer(partition)): Promise<void> {
   try {
     await jsm.consumers.delete(s.eventStream, name);
   } catch (err) {

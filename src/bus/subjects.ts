@@ -20,6 +20,11 @@
  * | <prefix>.feedback.served         | the training log (JSON, src/recs/feedback-log.ts): a served reply with its exploration pool, at its first logged impression, stream <PREFIX>_FEEDBACK |
  * | <prefix>.feedback.impression     | the training log: a logged rec_impression (request, item, slot, propensity) |
  * | <prefix>.feedback.click          | the training log: a logged rec_click |
+ * | KV bucket <PREFIX>_LEASES        | cluster mode (README "Scale-out"): `node.<id>` heartbeats, `p.<n>` partition leases {node, epoch} (src/bus/leases.ts) |
+ * | <prefix>.cl.<p>.u.<hex key>      | cluster mode: a user's last state, stream <PREFIX>_CL_<p>, one per subject (src/bus/changelog.ts) |
+ * | <prefix>.cl.<p>.mark             | cluster mode: the last takeover mark of partition p's changelog |
+ * | <prefix>.node.<id>.profile.get   | cluster mode: request-reply to one node; answered only for partitions it serves, else UNAVAILABLE |
+ * | <prefix>.node.<id>.recommend     | cluster mode: the same for recommendations |
  *
  * The model registry (src/models/registry.ts) lives in two JetStream buckets:
  * the Object Store <PREFIX>_MODELS (every file of every pushed version, as

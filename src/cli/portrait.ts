@@ -11,7 +11,8 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PortraitClient } from "../client/portrait-client.js";
-import { ENGINE_DEFAULTS } from "../config/engine-options.js";
+import { CLUSTER_DEFAULTS, ENGINE_DEFAULTS, type ClusterOptions } from "../config/engine-options.js";
+import { clusterStatus } from "../cluster/cluster-status.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { resolveDataFile } from "../data/datasets.js";
 import { Engine } from "../engine.js";
@@ -188,7 +189,7 @@ function engineOptions(f: EngineFlags) {
 }
 
 /** Runs the engine until SIGTERM/SIGINT, then drains; exit 0 after a clean drain, 1 on failure. */
-async function runEngine(f: EngineFlags): Promise<void> {
+async function runEngine(f: EngineFlags, cluster?: ClusterOptions): Promise<void> {
   // Handlers first: a signal during start-up must still stop the embedded server and close LMDB.
   let engine: Engine | undefined;
   let signalled = false;
@@ -200,7 +201,7 @@ async function runEngine(f: EngineFlags): Promise<void> {
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
-  engine = await Engine.start(engineOptions(f));
+  engine = await Engine.start({ ...engineOptions(f), ...(cluster !== undefined ? { cluster } : {}) });
   if (signalled) {
     engine.log.info("signalled during start-up; closing");
     await engine.close();
@@ -223,7 +224,37 @@ const program = new Command("portrait")
 engineFlags(
   program.command("start")
     .description("run the engine until SIGTERM (starts an embedded nats-server when nothing answers at --nats)"),
-).action((f: EngineFlags) => runEngine(f));
+)
+  .option("--cluster", "cluster mode (README \"Scale-out\"): share the partitions with the other engine nodes of this prefix through leases in NATS")
+  .option("--node-id <id>", "cluster mode: this node's id, unique among the nodes (letters, digits, _ or -)")
+  .option("--lease-ms <ms>", "cluster mode: lease duration; a silent node loses its partitions after about this long", posInt, CLUSTER_DEFAULTS.leaseMs)
+  .option("--replicas <n>", "cluster mode: replicas of the streams and buckets the engine creates (3 on a 3-node NATS cluster)", posInt, CLUSTER_DEFAULTS.replicas)
+  .action((f: EngineFlags & { cluster?: boolean; nodeId?: string; leaseMs: number; replicas: number }) => {
+    if (f.cluster !== true && f.nodeId !== undefined) throw new PortraitError(ErrorCode.CONFIG, "--node-id needs --cluster");
+    if (f.cluster === true && f.nodeId === undefined) throw new PortraitError(ErrorCode.CONFIG, "--cluster needs --node-id");
+    return runEngine(f, f.cluster === true ? { nodeId: f.nodeId!, leaseMs: f.leaseMs, replicas: f.replicas } : undefined);
+  });
+
+natsSecurityFlags(program.command("cluster")
+  .description("cluster mode operations")
+  .command("status")
+  .description("the engine nodes of a prefix, their partitions and the age of their leases")
+  .option("--json", "print one JSON object")
+  .addOption(natsOption()).addOption(prefixOption()))
+  .action(async (f: ClientFlags & { json?: boolean }) => {
+    await withClient({ ...f, partitions: D.partitions }, "portrait-cluster", async (client) => {
+      const st = await clusterStatus(client.nc, client.subjects);
+      if (f.json) {
+        console.log(JSON.stringify(st));
+        return;
+      }
+      console.log(`lease bucket ${st.bucket}`);
+      console.log("node                              heartbeat age  partitions");
+      for (const n of st.nodes) console.log(`${n.node.padEnd(34)}${(n.heartbeatAgeMs < 0 ? "-" : `${n.heartbeatAgeMs} ms`).padStart(13)}  ${n.partitions.join(",")}`);
+      console.log("partition  node                              epoch  lease age");
+      for (const p of st.partitions) console.log(`${String(p.partition).padStart(9)}  ${(p.node || "(released)").padEnd(34)}${String(p.epoch).padStart(5)}  ${p.leaseAgeMs} ms`);
+    });
+  });
 
 engineFlags(
   program.command("demo")
@@ -420,7 +451,7 @@ registerRegistryCommands(
 );
 
 program.command("bench")
-  .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale); 'portrait bench --help' lists them")
+  .description("load-test scenarios (max-ingest, freshness, profile, recommend, mixed, soak, scale, cluster); 'portrait bench --help' lists them")
   .argument("[scenario]", "scenario name")
   .argument("[flags...]", "the scenario's flags (--smoke, --no-record, ...)")
   .helpOption(false)

@@ -221,7 +221,35 @@ export interface EngineOptions extends NatsOptions {
    * publishing the next one's. Default off.
    */
   faultKillBeforeAudiencePublishAfterTicks?: number;
+  /**
+   * Cluster mode (README "Scale-out"): several engine nodes with the same
+   * subjectPrefix and partitions divide the partitions among themselves
+   * through leases in NATS, keep each partition's state in a changelog
+   * stream, and forward queries to the owner. Default off (one engine owns
+   * every partition; nothing of this runs).
+   */
+  cluster?: ClusterOptions;
 }
+
+/** The cluster mode's options (EngineOptions.cluster). */
+export interface ClusterOptions {
+  /** This node's id, unique among the nodes of a prefix: letters, digits, _ or -, at most 32. Required. */
+  nodeId: string;
+  /**
+   * How long a partition's lease lasts without a heartbeat, ms (default
+   * 10000, at least 300): a node that stops heartbeating loses its
+   * partitions after about this long, and a paused node is fenced after it.
+   * Heartbeats go every leaseMs/3.
+   */
+  leaseMs?: number;
+  /** Replicas of the streams and buckets the engine creates (default 1; 3 on a 3-node NATS cluster). */
+  replicas?: number;
+}
+
+/** ClusterOptions with every default filled in. */
+export type CompiledClusterOptions = Readonly<Required<ClusterOptions>>;
+
+export const CLUSTER_DEFAULTS = Object.freeze({ leaseMs: 10_000, replicas: 1 });
 
 type OptionKey = keyof EngineOptions;
 
@@ -280,18 +308,19 @@ export const ENGINE_DEFAULTS = Object.freeze({
   pseudonymKeyFile: undefined,
   faultKillBeforeAckAfterBatches: undefined,
   faultKillBeforeAudiencePublishAfterTicks: undefined,
+  cluster: undefined,
 } satisfies { [K in OptionKey]: EngineOptions[K] | undefined });
 
 type Defaults = typeof ENGINE_DEFAULTS;
 /** Options with no default: undefined in the config unless given. */
 type Unset = { [K in keyof Defaults]: Defaults[K] extends undefined ? K : never }[keyof Defaults];
-type Nested = "profile" | "recs" | "inference";
+type Nested = "profile" | "recs" | "inference" | "cluster";
 
 /** The compiled options: every default filled in, paths resolved, nested groups compiled; frozen. */
 export type EngineConfig = Readonly<
   { [K in Exclude<keyof EngineOptions, Unset | Nested>]-?: Exclude<EngineOptions[K], undefined> } &
   { [K in Unset]: EngineOptions[K] } &
-  { profile: CompiledProfileOptions; recs: CompiledRecsOptions; inference: CompiledInferenceOptions }
+  { profile: CompiledProfileOptions; recs: CompiledRecsOptions; inference: CompiledInferenceOptions; cluster: CompiledClusterOptions | undefined }
 >;
 
 function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -443,5 +472,23 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
       ? undefined
       : int("faultKillBeforeAudiencePublishAfterTicks", o.faultKillBeforeAudiencePublishAfterTicks, 1),
     pseudonymKeyFile: path("pseudonymKeyFile", o.pseudonymKeyFile),
+    cluster: compileCluster(o),
+  });
+}
+
+function compileCluster(o: EngineOptions): CompiledClusterOptions | undefined {
+  const c = o.cluster;
+  if (c === undefined) return undefined;
+  if (c === null || typeof c !== "object") throw new ConfigError("options.cluster must be an object with a nodeId");
+  for (const k of Object.keys(c)) if (!["nodeId", "leaseMs", "replicas"].includes(k)) throw new ConfigError(`unknown option cluster.${k}`);
+  if (typeof c.nodeId !== "string" || !/^[A-Za-z0-9_-]{1,32}$/.test(c.nodeId)) {
+    throw new ConfigError("options.cluster.nodeId must be 1-32 letters, digits, _ or -");
+  }
+  // Profiles are found by partition on takeover: a pseudonym does not say its partition.
+  if (o.pseudonymKeyFile !== undefined) throw new ConfigError("options.cluster cannot be combined with pseudonymKeyFile yet");
+  return Object.freeze({
+    nodeId: c.nodeId,
+    leaseMs: int("cluster.leaseMs", c.leaseMs ?? CLUSTER_DEFAULTS.leaseMs, 300, 600_000),
+    replicas: int("cluster.replicas", c.replicas ?? CLUSTER_DEFAULTS.replicas, 1, 5),
   });
 }

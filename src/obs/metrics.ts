@@ -367,3 +367,36 @@ export class EngineMetrics {
     this.watermark.set(ms / 1000);
   }
 }
+
+/**
+ * Cluster mode's metrics (README "Scale-out"), registered only when the
+ * engine runs with `cluster`: a single-node engine has none of them.
+ */
+export class ClusterMetrics {
+  readonly partitionsOwned: Gauge<"node">;
+  readonly takeovers: Counter<"node">;
+  readonly takeoverSeconds: Histogram<"node">;
+  readonly fenced: Counter<"node">;
+  readonly changelogRecords: Counter<"node">;
+  readonly changelogBytes: Counter<"node">;
+  readonly changelogSeconds: Histogram<"node">;
+  readonly changelogRestoredRecords: Counter<"node">;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.partitionsOwned = new Gauge({ name: "portrait_cluster_partitions_owned", help: "Partitions this node serves under a lease.", labelNames: ["node"], registers });
+    this.takeovers = new Counter({ name: "portrait_cluster_takeovers_total", help: "Partitions this node took over (restored from the changelog and started consuming).", labelNames: ["node"], registers });
+    this.takeoverSeconds = new Histogram({
+      name: "portrait_cluster_takeover_seconds", help: "From taking a partition's lease to consuming it: changelog read, mark, LMDB restore, consumer created.",
+      labelNames: ["node"], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers,
+    });
+    this.fenced = new Counter({ name: "portrait_cluster_fenced_total", help: "Partitions this node stopped committing for because another node owns them (a refused changelog record or lease renewal).", labelNames: ["node"], registers });
+    this.changelogRecords = new Counter({ name: "portrait_changelog_records_total", help: "User states published to the partitions' changelogs.", labelNames: ["node"], registers });
+    this.changelogBytes = new Counter({ name: "portrait_changelog_bytes_total", help: "Bytes of user states published to the changelogs.", labelNames: ["node"], registers });
+    this.changelogSeconds = new Histogram({
+      name: "portrait_changelog_append_seconds", help: "Time from a batch's LMDB commit to its changelog records being stored (the acknowledgement waits for it).",
+      labelNames: ["node"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers,
+    });
+    this.changelogRestoredRecords = new Counter({ name: "portrait_changelog_restored_records_total", help: "Changelog records read on takeovers.", labelNames: ["node"], registers });
+  }
+}

@@ -100,6 +100,11 @@ export class ActorCache {
     this.#remove(key);
   }
 
+  /** Drops every cached actor whose key matches (a partition given up or restored from its changelog). */
+  dropWhere(match: (key: string) => boolean): void {
+    for (const key of [...this.#actors.keys()]) if (match(key)) this.#remove(key);
+  }
+
   /** The user's current state without making an actor, or undefined. */
   state(key: string): UserState | undefined {
     return this.#actors.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));

@@ -34,6 +34,8 @@ import type { OutboundMessage } from "../bus/event-batch.js";
 import { mergingKey, PROFILE_PART, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
+import { serialize, deserialize } from "node:v8";
+import type { ChangelogChange } from "../bus/event-batch.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
@@ -64,6 +66,8 @@ export interface BatchApplierDeps {
   subjects: Subjects;
   /** The deployment's partition count (a primary id's partition). */
   partitionCount: number;
+  /** Cluster mode (README "Scale-out"): each batch returns its committed states, encoded, for the partition's changelog. */
+  changelog?: boolean;
 }
 
 /** Identity counters of a shard (README "Identity"). */
@@ -105,6 +109,12 @@ export interface AppliedBatch extends BatchResult {
 export class BatchApplier {
   readonly #d: BatchApplierDeps;
   readonly #appliedSeq = new Map<number, number>();
+  /**
+   * Users restored from a changelog record above the partition's restored
+   * position (a batch cut short by a crash): their events up to the record's
+   * sequence are in the record already, and are skipped on replay.
+   */
+  readonly #skipUntil = new Map<number, Map<string, number>>();
   /** Batches applied but not yet committed and posted; a forget waits for those before it. */
   readonly #inflight = new Set<Promise<unknown>>();
   #batchNo = 0;
@@ -192,6 +202,7 @@ export class BatchApplier {
     // Highest sequence done so far: a partition delivers in stream order, so
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
+    const skip = this.#skipUntil.get(partition);
     for (let i = 0; i < n; i++) {
       const seq = seqs[i]!;
       const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, d.validation);
@@ -214,7 +225,11 @@ export class BatchApplier {
       }
       if (e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
         // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
-        appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval });
+        appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval }, skip);
+        continue;
+      }
+      if (skip !== undefined && seq <= (skip.get(e.userId) ?? 0)) {
+        skipped++;
         continue;
       }
       const alias = this.aliasOf(e.userId);
@@ -283,6 +298,7 @@ export class BatchApplier {
     const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
+    if (skip !== undefined && high >= skip.get("\u0000max")!) this.#skipUntil.delete(partition);
     // Audiences: the batch's users, and the partition's users whose timer is due on the engine clock, in the same commit.
     const clockNow = d.clock.now(now);
     const evaluated: [string, Actor, TransitionReason, number?][] = [];
@@ -301,6 +317,12 @@ export class BatchApplier {
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
     const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined);
+    // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
+    const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
+    if (changes !== undefined) {
+      for (const [id, a] of dirty) changes.push([id, serialize(a.state)]);
+      for (const id of identity.removeProfiles) if (!dirty.has(id)) changes.push([id, null]);
+    }
     if (hasIdentity) {
       // Once committed, LMDB answers for these aliases.
       void commit.then(() => {
@@ -328,7 +350,46 @@ export class BatchApplier {
       ...(outbound.length > 0 ? { outbound } : {}),
       ...(riskFlags !== undefined ? { riskFlags } : {}),
       ...(logged.length > 0 ? { logged } : {}),
+      ...(changes !== undefined ? { changes } : {}),
     };
+  }
+
+  /**
+   * Takes a partition over from its changelog (cluster mode): LMDB's users of
+   * the partition are replaced by `users` (state null = removed), the
+   * partition's position is `position`, and users whose record is above it
+   * skip their events up to the record's sequence. Nothing of the partition
+   * may be in flight.
+   */
+  async adopt(partition: number, users: readonly (readonly [string, Uint8Array | null, number])[], position: number): Promise<number> {
+    const d = this.#d;
+    if (!this.#appliedSeq.has(partition)) throw new Error(`shard ${d.shard} does not own partition ${partition}`);
+    const belongs = (k: string) => partitionOf(k, d.partitionCount) === partition;
+    d.actors.dropWhere(belongs);
+    const states: [string, UserState][] = [];
+    const skip = new Map<string, number>();
+    let max = 0;
+    for (const [key, bytes, seq] of users) {
+      if (bytes !== null) {
+        const st = deserialize(bytes) as UserState;
+        if (st.aud !== undefined) Object.setPrototypeOf(st.aud.m, null);
+        states.push([key, st]);
+      }
+      if (seq > position) {
+        skip.set(key, seq);
+        if (seq > max) max = seq;
+      }
+    }
+    await d.store.replacePartition(partition, belongs, states, position);
+    d.actors.dropWhere(belongs);
+    this.#appliedSeq.set(partition, position);
+    if (skip.size > 0) {
+      skip.set("\u0000max", max);
+      this.#skipUntil.set(partition, skip);
+    } else {
+      this.#skipUntil.delete(partition);
+    }
+    return states.length;
   }
 
   /**
@@ -442,13 +503,16 @@ export class BatchApplier {
    * notices in order, each applied to its recipient like a single notice,
    * or forwarded when the recipient is an alias (message id
    * "<prefix>:x:<seq>:<index>"). Returns the notices applied or forwarded
-   * (each counts as an applied event, as a single notice does).
+   * (each counts as an applied event, as a single notice does). Cluster
+   * mode: a recipient whose restored changelog record is at or past `seq`
+   * has it already (`skip`, per user, as for its own events).
    */
-  #noticeBatch(e: Event, partition: number, seq: number, batchNo: number, notices: NoticeBatch, b: BatchWork): number {
+  #noticeBatch(e: Event, partition: number, seq: number, batchNo: number, notices: NoticeBatch, b: BatchWork, skip?: Map<string, number>): number {
     let applied = 0;
     const all = unbatchNotices(e);
     for (let k = 0; k < all.length; k++) {
       const one = all[k]!;
+      if (skip !== undefined && seq <= (skip.get(one.userId) ?? 0)) continue;
       const alias = this.aliasOf(one.userId);
       const verdict = alias !== undefined
         ? this.#identity(one, alias, partition, seq, batchNo, { ...b, part: k })

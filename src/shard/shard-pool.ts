@@ -227,6 +227,11 @@ export class ShardPool {
     return this.#owner(partition).call<ForgetResult>((api) => api.forget(userId, resolvedKey));
   }
 
+  /** Cluster mode: restores a partition from its changelog in its shard (ShardApi.adopt). */
+  adopt(partition: number, users: [string, Uint8Array | null, number][], position: number): Promise<number> {
+    return this.#owner(partition).call<number>((api) => api.adopt(partition, users, position));
+  }
+
   /** Removes an alias entry in the partition's shard (ShardApi.forgetAlias). */
   forgetAlias(partition: number, key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {
     return this.#owner(partition).call<{ ok: true } | { ok: false; error: WireError }>((api) => api.forgetAlias(key));

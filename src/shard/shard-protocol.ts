@@ -50,6 +50,8 @@ export interface ShardInit {
   subjectPrefix?: string;
   /** The deployment's partition count. */
   partitionCount: number;
+  /** Cluster mode (README "Scale-out"): batches return their committed states for the changelog, and partitions are adopted from it. */
+  changelog?: boolean;
   /** Profiles evaluated per tick in an audience backfill (the bound on its rate). Default 2000. */
   backfillChunk?: number;
 }
@@ -147,6 +149,12 @@ export interface ShardApi {
    * ForgetUserMessage was posted.
    */
   forget(userId: string, resolvedKey?: string): Promise<ForgetResult>;
+  /**
+   * Cluster mode: replaces the partition's users with those restored from its
+   * changelog ([key, encoded state or null, record sequence]) and sets its
+   * position; resolves with the number of states written.
+   */
+  adopt(partition: number, users: [string, Uint8Array | null, number][], position: number): Promise<number>;
   /** Removes an alias entry of an owned partition (its primary is being forgotten), ordered with the batches like forget. */
   forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }>;
   /** Replaces the audience definitions (validated by whoever stored them); a new set starts a backfill. */

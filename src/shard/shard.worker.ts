@@ -123,7 +123,7 @@ class Shard implements ShardApi {
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
       key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock, audiences,
-      subjects: subjects(init.subjectPrefix ?? "portrait"), partitionCount: init.partitionCount,
+      subjects: subjects(init.subjectPrefix ?? "portrait"), partitionCount: init.partitionCount, changelog: init.changelog === true,
     }));
     this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log, aliasOf: (k) => batches.aliasOf(k) });
     log.info({ partitions: init.partitions.length }, "shard ready");
@@ -155,6 +155,10 @@ class Shard implements ShardApi {
 
   forget(userId: string, resolvedKey?: string): Promise<ForgetResult> {
     return this.#batches.forget(userId, resolvedKey);
+  }
+
+  adopt(partition: number, users: [string, Uint8Array | null, number][], position: number): Promise<number> {
+    return this.#batches.adopt(partition, users, position);
   }
 
   forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {

@@ -406,6 +406,27 @@ export class ProfileStore {
   }
 
   /**
+   * Replaces a partition's users with those restored from its changelog
+   * (README "Scale-out": LMDB is a cache of the partitions a node owns): in
+   * one transaction, removes every stored profile whose key `belongs` to the
+   * partition, writes the restored states and sets the partition's applied
+   * sequence. STORAGE_FAILED when it cannot commit.
+   */
+  async replacePartition(partition: number, belongs: (key: string) => boolean, states: readonly (readonly [string, UserState])[], seq: number): Promise<void> {
+    const stale: string[] = [];
+    for (const k of this.#profiles.getKeys()) if (belongs(k)) stale.push(k);
+    try {
+      await this.#root.transaction(() => {
+        for (const k of stale) void this.#profiles.remove(k);
+        for (const [k, v] of states) void this.#profiles.put(k, v);
+        void this.#meta.put(`seq/${partition}`, seq);
+      });
+    } catch (err) {
+      throw new PortraitError(ErrorCode.STORAGE_FAILED, `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)}`, { cause: err });
+    }
+  }
+
+  /**
    * Records the partition count on first use and refuses a different one
    * later: a user's partition, and so the order of its events, depends on it.
    */

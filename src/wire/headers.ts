@@ -22,3 +22,6 @@ export const DLQ_HEADERS = Object.freeze({
   /** The event's sequence in the event stream. */
   seq: "Portrait-Source-Seq",
 });
+
+/** On an UNAVAILABLE error reply (cluster mode: the user's partition is moving): how long to wait before asking again, ms. */
+export const RETRY_AFTER_HEADER = "Portrait-Retry-After-Ms";
