@@ -19,7 +19,8 @@
  *   item is dropped (TouchOrder: an item touched in the last maxItems / 2
  *   touches is never dropped). The ids of dropped unavailable items are
  *   remembered (at most `maxUnavailableEvicted`, oldest forgotten first), so
- *   an event cannot bring them back as available.
+ *   an event cannot bring them back as available. The recs byte bound
+ *   (maxStateBytes, src/recs/recs-bytes.ts) may drop items before the count does.
  * Candidate generation recommends only items the catalog holds and marks
  * available, so `setAvailable(id, false)` takes effect on the next request.
  */

@@ -18,7 +18,8 @@
  * at a full list it replaces the weakest link only if its own weight is
  * larger (so a burst of one-off pairs cannot flush strong links), and the
  * weakest links have decayed the most. At most maxItems items and maxUsers
- * users' last items (least recently touched dropped, see TouchOrder). Work
+ * users' last items (least recently touched dropped, see TouchOrder; also by
+ * the recs byte bound, src/recs/recs-bytes.ts). Work
  * per event: two hash lookups and two scans of at most maxNeighbours links.
  */
 import type { EventType } from "../wire/proto.js";

@@ -12,7 +12,8 @@
  * Bounds: at most maxSuccessors rules per item; a new successor at a full
  * list replaces the weakest rule only when its own weight is larger (so a
  * burst of one-off pairs cannot flush strong rules), at most maxItems items
- * with rules (least recently touched dropped, see TouchOrder). Work per
+ * with rules (least recently touched dropped, see TouchOrder; also by the recs
+ * byte bound, src/recs/recs-bytes.ts). Work per
  * event: `steps` scans of at most maxSuccessors rules.
  */
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";

@@ -15,7 +15,9 @@
  * one), maxSessionItems events per session (the oldest dropped from the
  * ordered list; the distinct set keeps the first maxSessionItems items), the
  * maxSessionsPerItem newest sessions per item, and maxItems items in the
- * index (least recently touched dropped). Work per event: O(1) amortised
+ * index (least recently touched dropped); the recs byte bound
+ * (src/recs/recs-bytes.ts) drops the oldest sessions, users and index items
+ * too. A dropped session's lists are emptied at once. Work per event: O(1) amortised
  * (an item's list is compacted when it reaches twice its cap).
  */
 import type { CompiledSessionOptions } from "./recs-options.js";

@@ -19,7 +19,8 @@
  * copies the first k entries. No sort per request, no periodic recomputation.
  *
  * Bounds: at most maxItems scored items and maxCategories category lists
- * (least recently touched dropped, see TouchOrder). A dropped item leaves its
+ * (least recently touched dropped, see TouchOrder; also by the recs byte
+ * bound, src/recs/recs-bytes.ts). A dropped item leaves its
  * lists and starts again from 0 if it comes back; a dropped category's list
  * is rebuilt from the events that follow.
  * An item belongs to one category: the last non-empty one it was counted in.
