@@ -49,7 +49,7 @@ for (const online of [true, false]) {
   for (const e of test) {
     const s = sessions.get(e.userId);
     if (s !== undefined) {
-      const own: Session = { id: -1, userId: e.userId, items: s.items, distinct: new Set(s.items), lastMs: s.lastMs, dead: false };
+      const own: Session = { id: -1, userId: e.userId, items: s.items, distinct: new Set(s.items), lastMs: s.lastMs, dead: false, tick: 0 };
       const session = online ? idx.sessions.forRequest(e.userId, e.timestampMs) : own;
       const cands = generateCandidates({
         userId: e.userId, known: true, recentItems: [...new Set([...s.items].reverse())].slice(0, 20), topCategories: [], nextCategories: [],

@@ -15,12 +15,15 @@
  *    forced GC = a * items + b * sessions + c, solved exactly from the three,
  *    with items and sessions as the tables count them. a and b extrapolate to
  *    1M items and 10M kept sessions.
- * 2. The caps. One fill at the default options with --default-sessions
- *    sessions (more than maxSessions): the heap the defaults bound, and the
- *    table sizes.
+ * 2. The caps. One fill at the default count caps with --default-sessions
+ *    sessions (more than maxSessions) and no byte bound: the heap the count
+ *    caps bound, and the table sizes.
+ * 3. The byte bound. The same fill with maxStateBytes = --state-mib MiB:
+ *    the heap, the tables' own estimate (src/recs/recs-bytes.ts) and its
+ *    ratio to the heap. Every fill's row gives estimate / heap.
  *
  *   npx tsx --expose-gc bench/recs-memory.ts [--items 50000] [--sessions 50000] [--session-length 5]
- *       [--default-sessions 400000] [--record]
+ *       [--default-sessions 400000] [--state-mib 64] [--record]
  */
 import { parseArgs } from "node:util";
 import { compileRecsOptions, type RecsOptions } from "../src/recs/recs-options.js";
@@ -35,6 +38,7 @@ const { values: a } = parseArgs({
     sessions: { type: "string", default: "50000" },
     "session-length": { type: "string", default: "5" },
     "default-sessions": { type: "string", default: "400000" },
+    "state-mib": { type: "string", default: "64" },
     record: { type: "boolean", default: false },
   },
 });
@@ -42,6 +46,9 @@ const ITEMS = Number(a.items);
 const SESSIONS = Number(a.sessions);
 const MEAN_LEN = Number(a["session-length"]);
 const DEFAULT_SESSIONS = Number(a["default-sessions"]);
+const STATE_MIB = Number(a["state-mib"]);
+/** A byte bound no fill here reaches: the count caps alone. */
+const NO_BYTE_BOUND = 2 ** 50;
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("run with --expose-gc (npx tsx --expose-gc bench/recs-memory.ts)");
@@ -88,7 +95,7 @@ function fill(idx: RecsIndex, items: number, sessions: number, seed: number): nu
   return events;
 }
 
-interface Point { items: number; sessions: number; events: number; bytes: number; seconds: number; sizes: Record<string, number> }
+interface Point { items: number; sessions: number; events: number; bytes: number; estimate: number; seconds: number; sizes: Record<string, number> }
 
 function sizes(idx: RecsIndex): Record<string, number> {
   return {
@@ -105,8 +112,10 @@ function measure(options: RecsOptions, items: number, sessions: number, seed: nu
   const seconds = (performance.now() - t0) / 1000;
   const bytes = heapBytes() - before;
   const s = sizes(idx);
-  const p = { items: idx.catalog.size, sessions: idx.sessions.size, events, bytes, seconds, sizes: s };
-  process.stderr.write(`fill ${items} items x ${sessions} sessions: ${events} events in ${seconds.toFixed(1)} s, ${(bytes / 2 ** 20).toFixed(1)} MiB; ${JSON.stringify(s)}\n`);
+  const estimate = idx.bytes.total;
+  const p = { items: idx.catalog.size, sessions: idx.sessions.size, events, bytes, estimate, seconds, sizes: s };
+  process.stderr.write(`fill ${items} items x ${sessions} sessions: ${events} events in ${seconds.toFixed(1)} s, ${(bytes / 2 ** 20).toFixed(1)} MiB`
+    + ` (estimate ${(estimate / 2 ** 20).toFixed(1)} MiB, ${idx.bytes.evictions} evicted by bytes); ${JSON.stringify(s)}; ${JSON.stringify(idx.bytes.byTable())}\n`);
   return p;
 }
 
@@ -114,6 +123,7 @@ function measure(options: RecsOptions, items: number, sessions: number, seed: nu
 function uncapped(items: number, sessions: number): RecsOptions {
   const n = Math.max(items, sessions) * 2;
   return {
+    maxStateBytes: NO_BYTE_BOUND,
     catalog: { maxItems: n },
     covisitation: { maxItems: n, maxUsers: n },
     trending: { maxItems: n },
@@ -142,20 +152,23 @@ function main(): void {
   ];
   const { a: perItem, b: perSession, c } = solve3(pts);
   const at = (items: number, sessions: number) => perItem * items + perSession * sessions;
-  const capped = measure({}, 2 * ITEMS, DEFAULT_SESSIONS, 4);
+  const capped = measure({ maxStateBytes: NO_BYTE_BOUND }, 2 * ITEMS, DEFAULT_SESSIONS, 4);
+  const bounded = measure({ maxStateBytes: STATE_MIB * 2 ** 20 }, 2 * ITEMS, DEFAULT_SESSIONS, 4);
+  const est = (p: Point) => `${mib(p.estimate)} (${(p.estimate / p.bytes).toFixed(2)}×)`;
   const rows = [
-    ...pts.map((p) => [`caps raised: ${p.items} items, ${p.sessions} sessions`, String(p.events), mib(p.bytes), "", "", (p.events / p.seconds).toFixed(0)]),
-    ["fit: bytes = a·items + b·sessions + c", "", `c = ${mib(c)}`, perItem.toFixed(0), perSession.toFixed(0), ""],
-    ["extrapolated: 1M items, 10M kept sessions", "", mib(at(1e6, 10e6)), "", "", ""],
-    ["extrapolated: 1M items, default caps (200,000 sessions)", "", mib(at(1e6, 200_000)), "", "", ""],
-    [`default options: ${DEFAULT_SESSIONS} sessions streamed; kept ${capped.sizes.sessions} sessions, ${capped.items} items`, String(capped.events), mib(capped.bytes), "", "", (capped.events / capped.seconds).toFixed(0)],
+    ...pts.map((p) => [`caps raised: ${p.items} items, ${p.sessions} sessions`, String(p.events), mib(p.bytes), est(p), "", "", (p.events / p.seconds).toFixed(0)]),
+    ["fit: bytes = a·items + b·sessions + c", "", `c = ${mib(c)}`, "", perItem.toFixed(0), perSession.toFixed(0), ""],
+    ["extrapolated: 1M items, 10M kept sessions", "", mib(at(1e6, 10e6)), "", "", "", ""],
+    ["extrapolated: 1M items, default caps (200,000 sessions)", "", mib(at(1e6, 200_000)), "", "", "", ""],
+    [`default count caps, no byte bound: ${DEFAULT_SESSIONS} sessions streamed; kept ${capped.sizes.sessions} sessions, ${capped.items} items`, String(capped.events), mib(capped.bytes), est(capped), "", "", (capped.events / capped.seconds).toFixed(0)],
+    [`maxStateBytes ${STATE_MIB} MiB: the same stream; kept ${bounded.sizes.sessions} sessions, ${bounded.items} items`, String(bounded.events), mib(bounded.bytes), est(bounded), "", "", (bounded.events / bounded.seconds).toFixed(0)],
   ];
-  const header = ["fill (synthetic anonymous sessions, mean length " + MEAN_LEN + ")", "events", "heap MiB", "bytes/item", "bytes/session", "events/s"];
+  const header = ["fill (synthetic anonymous sessions, mean length " + MEAN_LEN + ")", "events", "heap MiB", "estimate MiB (÷ heap)", "bytes/item", "bytes/session", "events/s"];
   const title = "Recommendation state memory, one thread";
   printTable(title, header, rows);
   process.stderr.write(`default caps sizes: ${JSON.stringify(capped.sizes)}\n`);
   if (a.record) {
-    appendResults(title, `npx tsx --expose-gc bench/recs-memory.ts --items ${ITEMS} --sessions ${SESSIONS} --session-length ${MEAN_LEN} --default-sessions ${DEFAULT_SESSIONS}`, header, rows);
+    appendResults(title, `npx tsx --expose-gc bench/recs-memory.ts --items ${ITEMS} --sessions ${SESSIONS} --session-length ${MEAN_LEN} --default-sessions ${DEFAULT_SESSIONS} --state-mib ${STATE_MIB}`, header, rows);
   }
 }
 

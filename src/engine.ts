@@ -396,7 +396,7 @@ export class Engine {
         catalog: r.items, covisitation: r.covisitationItems, trending: r.trendingItems,
         sessions: r.sessions, session_index_items: r.sessionIndexItems, rule_items: r.ruleItems,
       };
-      return [{ thread: "recs", heap: r.heap, tables }];
+      return [{ thread: "recs", heap: r.heap, tables, tableBytes: r.stateBytes }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
     this.metrics.shardBatchesHeld = () => pool0.heldBatches();

@@ -71,5 +71,10 @@ describe("query shedding", () => {
     }
     expect(sample(text, "portrait_shard_actors_cached", `shard="${shard}"`)).toBe(1);
     await waitFor(async () => /^portrait_recs_item_events_queued 0$/m.test(await e.metrics.registry.metrics()), { timeoutMs: 10_000, message: "recs queue" });
+    // The recs worker's state estimate (maxStateBytes), by table: the 5 items are in the catalog and the user's session.
+    await waitFor(async () => {
+      const t = await e.metrics.registry.metrics();
+      return (sample(t, "portrait_recs_state_bytes", `table="catalog"`) ?? 0) > 5 * 100 && (sample(t, "portrait_recs_state_bytes", `table="sessions"`) ?? 0) > 0;
+    }, { timeoutMs: 10_000, message: "recs state bytes" });
   });
 });

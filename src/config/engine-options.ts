@@ -6,7 +6,7 @@
  * the nested profile, recs and inference options too; the engine hands those
  * compiled parts down to the shards, the recs worker and the inference pool.
  */
-import { availableParallelism, totalmem } from "node:os";
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import { PROFILE_DEFAULTS, compileProfileOptions, type CompiledProfileOptions, type ProfileOptions } from "../actors/profile-options.js";
 import { NATS_DEFAULTS, type NatsOptions } from "../bus/connect.js";
@@ -15,6 +15,7 @@ import { ConfigError } from "../errors.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { DEFAULT_INFERENCE_OPTIONS, compileInferenceOptions, type CompiledInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
 import { RECS_DEFAULTS, compileRecsOptions, type CompiledRecsOptions, type RecsOptions } from "../recs/recs-options.js";
+import { usableMemoryBytes } from "../obs/heap.js";
 import { LOG_LEVELS } from "../obs/logger.js";
 import { DEFAULT_MAP_SIZE_BYTES } from "../store/profile-store.js";
 
@@ -389,9 +390,7 @@ export function defaultWorkers(): number {
 
 /** The default of maxActorBytesPerShard: a quarter of the memory (the machine's, or the cgroup's limit when lower) over the shards. */
 export function defaultActorBytesPerShard(workers: number): number {
-  const limit = process.constrainedMemory?.() ?? 0;
-  const memory = limit > 0 ? Math.min(totalmem(), limit) : totalmem();
-  return Math.max(1 << 20, Math.floor(memory / 4 / workers));
+  return Math.max(1 << 20, Math.floor(usableMemoryBytes() / 4 / workers));
 }
 
 /**

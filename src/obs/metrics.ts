@@ -31,6 +31,8 @@ export interface WorkerThreadStats {
   heap: HeapStats;
   /** Entries per bounded table of the thread (the recs worker: items, sessions, rules...), for `portrait_recs_state_entries{table}`. */
   tables?: Record<string, number>;
+  /** Estimated bytes per table (the recs worker's maxStateBytes estimate), for `portrait_recs_state_bytes{table}`. */
+  tableBytes?: Record<string, number>;
 }
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
@@ -189,6 +191,15 @@ export class EngineMetrics {
     registers: [this.registry],
     collect: async () => {
       for (const w of await this.#scrapeWorkers()) for (const [table, n] of Object.entries(w.tables ?? {})) this.recsStateEntries.set({ table }, n);
+    },
+  });
+  readonly recsStateBytes = new Gauge({
+    name: "portrait_recs_state_bytes",
+    help: "Estimated heap bytes of each table of the recs worker's state, by table (src/recs/recs-bytes.ts); their sum is bounded by the recs option maxStateBytes, past which the entries touched longest ago across the tables are dropped.",
+    labelNames: ["table"],
+    registers: [this.registry],
+    collect: async () => {
+      for (const w of await this.#scrapeWorkers()) for (const [table, n] of Object.entries(w.tableBytes ?? {})) this.recsStateBytes.set({ table }, n);
     },
   });
   readonly recsItemEventsDropped = new Counter({

@@ -19,12 +19,14 @@
  *   item is dropped (TouchOrder: an item touched in the last maxItems / 2
  *   touches is never dropped). The ids of dropped unavailable items are
  *   remembered (at most `maxUnavailableEvicted`, oldest forgotten first), so
- *   an event cannot bring them back as available.
+ *   an event cannot bring them back as available. The recs byte bound
+ *   (maxStateBytes, src/recs/recs-bytes.ts) may drop items before the count does.
  * Candidate generation recommends only items the catalog holds and marks
  * available, so `setAvailable(id, false)` takes effect on the next request.
  */
 import { BadRequestError } from "../errors.js";
 import { RECS_DEFAULTS, type CompiledCatalogOptions } from "./recs-options.js";
+import { type Evictable, MAP_ENTRY_BYTES, objectBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ItemEvent } from "./types.js";
 
@@ -123,25 +125,38 @@ function str(name: string, v: unknown): string {
   return v;
 }
 
+/** Estimated heap of a catalog entry (src/recs/recs-bytes.ts). */
+function entryBytes(e: CatalogItem): number {
+  return MAP_ENTRY_BYTES + objectBytes(11) + stringBytes(e.itemId) + stringBytes(e.categoryId) + stringBytes(e.categoryPath)
+    + stringBytes(e.brand) + stringBytes(e.currency) + stringBytes(e.title);
+}
+
 export class Catalog {
   private readonly items: TouchOrder<Entry>;
   private readonly unavailableEvicted = new Set<string>();
   private readonly maxUnavailableEvicted: number;
 
-  constructor(options: CompiledCatalogOptions = RECS_DEFAULTS.catalog) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables. */
+  constructor(options: CompiledCatalogOptions = RECS_DEFAULTS.catalog, private readonly acct = new RecsBytes()) {
     this.maxUnavailableEvicted = options.maxUnavailableEvicted;
     this.items = new TouchOrder<Entry>(options.maxItems, (id, e) => {
+      acct.add(TABLE.catalog, -entryBytes(e));
       if (e.available) return;
       this.unavailableEvicted.add(id);
       if (this.unavailableEvicted.size > this.maxUnavailableEvicted) {
         const oldest = this.unavailableEvicted.values().next();
         if (!oldest.done) this.unavailableEvicted.delete(oldest.value);
       }
-    });
+    }, acct);
   }
 
   get size(): number {
     return this.items.size;
+  }
+
+  /** The table the recs byte bound evicts from. */
+  get evictable(): Evictable {
+    return this.items;
   }
 
   get(itemId: string): Readonly<CatalogItem> | undefined {
@@ -170,6 +185,7 @@ export class Catalog {
       available: !wasUnavailable, firstSeenMs: 0, lastSeenMs: 0, [TICK]: 0,
     };
     this.items.insert(itemId, e);
+    this.acct.add(TABLE.catalog, entryBytes(e));
     return e;
   }
 
@@ -183,6 +199,7 @@ export class Catalog {
   observe(ev: ItemEvent): Readonly<CatalogItem> | undefined {
     if (!ev.itemId) return undefined;
     const e = this.entry(ev.itemId);
+    const b0 = entryBytes(e);
     const newer = ev.timestampMs >= e.lastSeenMs;
     if (ev.categoryId && (newer || e.categoryId === "")) e.categoryId = ev.categoryId;
     if (ev.categoryPath && (newer || e.categoryPath === "")) e.categoryPath = ev.categoryPath;
@@ -190,6 +207,7 @@ export class Catalog {
     if (ev.price && ev.price > 0 && (newer || e.price === 0)) e.price = ev.price;
     if (ev.currency && (newer || e.currency === "")) e.currency = ev.currency;
     if (ev.title && (newer || e.title === "")) e.title = ev.title;
+    this.acct.add(TABLE.catalog, entryBytes(e) - b0);
     this.seen(e, ev.timestampMs);
     return e;
   }
@@ -217,6 +235,7 @@ export class Catalog {
       brand: str("brand", u.brand), currency: str("currency", u.currency), title: str("title", u.title),
     };
     const e = this.entry(itemId);
+    const b0 = entryBytes(e);
     if (fields.categoryId) e.categoryId = fields.categoryId;
     if (fields.categoryPath) e.categoryPath = fields.categoryPath;
     if (fields.brand) e.brand = fields.brand;
@@ -224,6 +243,7 @@ export class Catalog {
     if (fields.currency) e.currency = fields.currency;
     if (fields.title) e.title = fields.title;
     if (u.available !== undefined) e.available = u.available;
+    this.acct.add(TABLE.catalog, entryBytes(e) - b0);
     this.seen(e, updatedMs);
     return e;
   }

@@ -18,12 +18,14 @@
  * at a full list it replaces the weakest link only if its own weight is
  * larger (so a burst of one-off pairs cannot flush strong links), and the
  * weakest links have decayed the most. At most maxItems items and maxUsers
- * users' last items (least recently touched dropped, see TouchOrder). Work
+ * users' last items (least recently touched dropped, see TouchOrder; also by
+ * the recs byte bound, src/recs/recs-bytes.ts). Work
  * per event: two hash lookups and two scans of at most maxNeighbours links.
  */
 import type { EventType } from "../wire/proto.js";
 import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
+import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -51,6 +53,10 @@ export interface CovisitEvent {
   timestampMs: number;
 }
 
+/** Estimated heap of an item node with `links` links (neighbour pointers and score doubles). */
+const nodeBytes = (id: string, links: number) => MAP_ENTRY_BYTES + objectBytes(5) + stringBytes(id) + 2 * arrayBytes(links);
+const userBytes = (userId: string) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId);
+
 export class Covisitation {
   private readonly items: TouchOrder<Node>;
   private readonly users: TouchOrder<LastItem>;
@@ -60,14 +66,22 @@ export class Covisitation {
     private readonly options: CompiledCovisitationOptions,
     /** Weight per EventType number (CompiledRecsOptions.eventWeights). */
     private readonly weights: readonly number[],
+    /** The memory estimate and clock shared with the other recs tables. */
+    private readonly acct = new RecsBytes(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
+      acct.add(TABLE.covisitation, -nodeBytes(n.id, n.nbr.length));
       n.dead = true;
       n.nbr = [];
       n.score = [];
-    });
-    this.users = new TouchOrder<LastItem>(options.maxUsers);
+    }, acct);
+    this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct);
+  }
+
+  /** The tables the recs byte bound evicts from. */
+  get evictables(): readonly Evictable[] {
+    return [this.items, this.users];
   }
 
   /** Items tracked. */
@@ -88,6 +102,7 @@ export class Covisitation {
     const last = this.users.get(e.userId);
     if (last === undefined) {
       this.users.insert(e.userId, { [TICK]: 0, node, t });
+      this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
       return;
     }
     this.users.touch(e.userId, last);
@@ -106,7 +121,9 @@ export class Covisitation {
    * are item-to-item sums). Returns whether one was kept.
    */
   forgetUser(userId: string): boolean {
-    return this.users.delete(userId);
+    if (!this.users.delete(userId)) return false;
+    this.acct.add(TABLE.covisitation_users, -userBytes(userId));
+    return true;
   }
 
   /** The item's strongest neighbours at `nowMs`, best first (ties by item id), at most k. */
@@ -132,6 +149,7 @@ export class Covisitation {
     }
     n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
     this.items.insert(id, n);
+    this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;
   }
 
@@ -151,6 +169,7 @@ export class Covisitation {
     if (a.nbr.length < this.options.maxNeighbours) {
       a.nbr.push(b);
       a.score.push(w);
+      this.acct.add(TABLE.covisitation, 2 * pushBytes(a.nbr.length));
       return;
     }
     let min = -1;

@@ -6,6 +6,7 @@
 import type { IEvent } from "../wire/proto.js";
 import { Catalog, type CatalogItem } from "./catalog.js";
 import { Covisitation } from "./covisitation.js";
+import { RecsBytes, shrinkTo, type Evictable } from "./recs-bytes.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
 import { SequentialRules } from "./sequential-rules.js";
 import { SessionStore } from "./session-store.js";
@@ -22,18 +23,39 @@ export interface RecsIndex {
   readonly sessionKnnOptions: CompiledSessionKnnOptions;
   /** Weight per EventType number: events of weight 0 do not enter sessions. */
   readonly eventWeights: readonly number[];
+  /** The tables' estimated bytes and shared clock (recs option maxStateBytes). */
+  readonly bytes: RecsBytes;
+  readonly maxStateBytes: number;
+  /** Every table the byte bound evicts from. */
+  readonly evictables: readonly Evictable[];
 }
 
+/** The byte bound evicts down to this share of maxStateBytes, so that evictions come in runs. */
+const SHRINK_TO = 0.9;
+
 export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
+  const bytes = new RecsBytes();
+  const catalog = new Catalog(options.catalog, bytes);
+  const covisitation = new Covisitation(options.covisitation, options.eventWeights, bytes);
+  const trending = new Trending(options.trending, options.eventWeights, bytes);
+  const sessions = new SessionStore(options.sessions, bytes);
+  const rules = new SequentialRules(options.sequentialRules, bytes);
   return {
-    catalog: new Catalog(options.catalog),
-    covisitation: new Covisitation(options.covisitation, options.eventWeights),
-    trending: new Trending(options.trending, options.eventWeights),
-    sessions: new SessionStore(options.sessions),
-    rules: new SequentialRules(options.sequentialRules),
+    catalog, covisitation, trending, sessions, rules,
     sessionKnnOptions: options.sessionKnn,
     eventWeights: options.eventWeights,
+    bytes,
+    maxStateBytes: options.maxStateBytes,
+    evictables: [catalog.evictable, ...covisitation.evictables, ...trending.evictables, ...sessions.evictables, rules.evictable],
   };
+}
+
+/**
+ * Keeps the index within maxStateBytes: past it, evicts the entries touched longest ago across the tables down to
+ * 90 % of it. O(1) amortised per event; returns the entries evicted.
+ */
+export function boundRecsIndex(index: RecsIndex): number {
+  return shrinkTo(index.bytes, index.evictables, index.maxStateBytes, index.maxStateBytes * SHRINK_TO);
 }
 
 /**
@@ -51,6 +73,7 @@ export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<Catal
   index.trending.observe(e, item.categoryId);
   // The rules see the session before the event joins it (in the same lookup of the user).
   if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, e.itemId, e.timestampMs, index.rules);
+  if (index.bytes.total > index.maxStateBytes) boundRecsIndex(index);
   return item;
 }
 

@@ -14,8 +14,14 @@
  * lists of 30 neighbours at ~16 B each, 200k users at ~100 B); trending
  * ~35 MB (200k items, plus 8 B per top-list slot: 1,000 global and 100 per
  * category for 20k categories).
+ *
+ * The counts alone do not bound the bytes (a session's size, a title's, the
+ * lists' lengths vary), so `maxStateBytes` bounds them too: the tables keep
+ * a running estimate of their heap (src/recs/recs-bytes.ts) and, past the
+ * bound, the entries touched longest ago across the tables go first.
  */
 import { ConfigError } from "../errors.js";
+import { usableMemoryBytes } from "../obs/heap.js";
 import { CANDIDATE_SOURCES, isPolicyName, type CandidateSource, type RankingPolicyName } from "./sources.js";
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, type EventTypeName } from "../wire/proto.js";
 
@@ -213,6 +219,17 @@ export interface RecsOptions {
    * ackWaitMs. Default 5,000 ms.
    */
   maxItemEventWaitMs?: number;
+  /**
+   * Most bytes of heap the recommendation state may take (catalog,
+   * co-visitation, trending, sessions and the item -> sessions index,
+   * sequential rules), as the tables estimate it (src/recs/recs-bytes.ts;
+   * `portrait_recs_state_bytes{table}`), integer >= 1 MiB. Past it the
+   * entries touched longest ago across the tables are dropped (the oldest
+   * sessions by their start) down to 90 % of it, on top of the count caps.
+   * Default (also when 0) an eighth of the machine's memory (or of the
+   * cgroup's limit when lower).
+   */
+  maxStateBytes?: number;
 }
 
 export type CompiledCatalogOptions = Readonly<Required<CatalogOptions>>;
@@ -248,6 +265,7 @@ export interface CompiledRecsOptions {
   readonly eventWeights: readonly number[];
   readonly maxQueuedItemEvents: number;
   readonly maxItemEventWaitMs: number;
+  readonly maxStateBytes: number;
 }
 
 const HOUR_MS = 3_600_000;
@@ -280,7 +298,16 @@ export const RECS_DEFAULTS = Object.freeze({
   eventWeights: DEFAULT_EVENT_WEIGHTS,
   maxQueuedItemEvents: 50_000,
   maxItemEventWaitMs: 5_000,
+  /** 0: defaultRecsStateBytes() (it depends on the machine). */
+  maxStateBytes: 0,
 });
+
+/** The default of maxStateBytes: an eighth of the memory (the machine's, or the cgroup's limit when lower). */
+export function defaultRecsStateBytes(): number {
+  return Math.max(MIN_STATE_BYTES, Math.floor(usableMemoryBytes() / 8));
+}
+
+const MIN_STATE_BYTES = 1 << 20;
 
 /** The queue count is an Int32 shared between threads: a bound far below 2^31 leaves room for a batch on top. */
 const MAX_QUEUED_ITEM_EVENTS_LIMIT = 1_000_000_000;
@@ -402,6 +429,10 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
   if (typeof maxWait !== "number" || !Number.isInteger(maxWait) || maxWait < 0 || maxWait > MAX_ITEM_EVENT_WAIT_MS) {
     throw new ConfigError(`options.maxItemEventWaitMs must be an integer in [0, ${MAX_ITEM_EVENT_WAIT_MS}], got ${JSON.stringify(maxWait)}`);
   }
+  const maxStateBytes = top.maxStateBytes === undefined || top.maxStateBytes === 0 ? defaultRecsStateBytes() : top.maxStateBytes;
+  if (typeof maxStateBytes !== "number" || !Number.isSafeInteger(maxStateBytes) || maxStateBytes < MIN_STATE_BYTES) {
+    throw new ConfigError(`options.maxStateBytes must be an integer >= ${MIN_STATE_BYTES}, got ${JSON.stringify(maxStateBytes)}`);
+  }
   return Object.freeze({
     catalog: numbers("catalog", top.catalog, RECS_DEFAULTS.catalog, ["maxItems", "maxUnavailableEvicted"]),
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
@@ -414,5 +445,6 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
     eventWeights: compileWeights(top.eventWeights),
     maxQueuedItemEvents: maxQueued,
     maxItemEventWaitMs: maxWait,
+    maxStateBytes,
   });
 }

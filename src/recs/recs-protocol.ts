@@ -67,6 +67,10 @@ export interface RecsStats {
   sessions: number;
   sessionIndexItems: number;
   ruleItems: number;
+  /** Estimated heap bytes per table (bounded in sum by maxStateBytes; src/recs/recs-bytes.ts). */
+  stateBytes: Record<string, number>;
+  /** Entries the byte bound evicted since start. */
+  stateEvictions: number;
   /** Item events observed since start. */
   itemEvents: number;
   upserts: number;

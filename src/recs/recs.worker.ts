@@ -26,7 +26,7 @@ import { exposeWorker, stallThread } from "../threads/worker-thread.js";
 import { pb, plainBytes } from "../wire/proto.js";
 import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
-import { createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
+import { boundRecsIndex, createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
 import type { CompiledRecsOptions } from "./recs-options.js";
 import { orderCandidates, policyScore, resolvePolicy, type RankingPolicy } from "./ranking-policy.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
@@ -110,7 +110,8 @@ class Recs implements RecsApi {
           // Bounded like the catalog: forget counts of items the catalog dropped. At 2 x maxItems, so that
           // a sweep frees at least maxItems entries (O(1) amortised): at 1 x, once the catalog was full
           // every new item swept the whole map (708 µs per new item at 30,000 items, measured).
-          if (this.#counts.size >= 2 * this.#o.catalog.maxItems) this.#sweep();
+          // The catalog may hold fewer under the byte bound (maxStateBytes): the sweep follows its size, plus a margin.
+          if (this.#counts.size >= Math.min(2 * this.#o.catalog.maxItems, 2 * this.#index.catalog.size + 1024)) this.#sweep();
           c = { popularity: 0, users: 0, firstMs: t, lastMs: t };
           this.#counts.set(itemId, c);
         }
@@ -191,6 +192,7 @@ class Recs implements RecsApi {
         throw new BadRequestError(`not a CatalogUpsert message: ${(err as Error).message}`);
       }
       this.#index.catalog.upsert(fromCatalogUpsertMessage(m));
+      boundRecsIndex(this.#index);
       this.#upserts++;
       return { ok: true };
     } catch (err) {
@@ -202,6 +204,7 @@ class Recs implements RecsApi {
     return {
       items: this.#index.catalog.size, covisitationItems: this.#index.covisitation.size, trendingItems: this.#index.trending.size,
       sessions: this.#index.sessions.size, sessionIndexItems: this.#index.sessions.itemCount, ruleItems: this.#index.rules.size,
+      stateBytes: this.#index.bytes.byTable(), stateEvictions: this.#index.bytes.evictions,
       itemEvents: this.#itemEvents, upserts: this.#upserts, heap: heapStats(),
     };
   }

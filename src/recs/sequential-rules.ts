@@ -12,10 +12,12 @@
  * Bounds: at most maxSuccessors rules per item; a new successor at a full
  * list replaces the weakest rule only when its own weight is larger (so a
  * burst of one-off pairs cannot flush strong rules), at most maxItems items
- * with rules (least recently touched dropped, see TouchOrder). Work per
+ * with rules (least recently touched dropped, see TouchOrder; also by the recs
+ * byte bound, src/recs/recs-bytes.ts). Work per
  * event: `steps` scans of at most maxSuccessors rules.
  */
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";
+import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -25,13 +27,24 @@ interface Rules {
   score: number[];
 }
 
+/** Estimated heap of an item's rules (its key, `n` successors: pointer and score double). */
+const rulesBytes = (key: string, n: number) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(key) + 2 * arrayBytes(n);
+
 export class SequentialRules {
   readonly #o: CompiledSequentialRulesOptions;
   readonly #items: TouchOrder<Rules>;
+  readonly #acct: RecsBytes;
 
-  constructor(options: CompiledSequentialRulesOptions) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables. */
+  constructor(options: CompiledSequentialRulesOptions, acct = new RecsBytes()) {
     this.#o = options;
-    this.#items = new TouchOrder<Rules>(options.maxItems);
+    this.#acct = acct;
+    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => acct.add(TABLE.rules, -rulesBytes(key, r.next.length)), acct);
+  }
+
+  /** The table the recs byte bound evicts from. */
+  get evictable(): Evictable {
+    return this.#items;
   }
 
   /** Items with rules. */
@@ -68,6 +81,7 @@ export class SequentialRules {
     if (r === undefined) {
       r = { [TICK]: 0, next: [], score: [] };
       this.#items.insert(a, r);
+      this.#acct.add(TABLE.rules, rulesBytes(a, 0));
     } else {
       this.#items.touch(a, r);
     }
@@ -79,6 +93,7 @@ export class SequentialRules {
     if (r.next.length < this.#o.maxSuccessors) {
       r.next.push(b);
       r.score.push(w);
+      this.#acct.add(TABLE.rules, 2 * pushBytes(r.next.length));
       return;
     }
     let min = 0;

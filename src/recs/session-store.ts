@@ -15,20 +15,25 @@
  * one), maxSessionItems events per session (the oldest dropped from the
  * ordered list; the distinct set keeps the first maxSessionItems items), the
  * maxSessionsPerItem newest sessions per item, and maxItems items in the
- * index (least recently touched dropped). Work per event: O(1) amortised
+ * index (least recently touched dropped); the recs byte bound
+ * (src/recs/recs-bytes.ts) drops the oldest sessions, users and index items
+ * too. A dropped session's lists are emptied at once. Work per event: O(1) amortised
  * (an item's list is compacted when it reaches twice its cap).
  */
 import type { CompiledSessionOptions } from "./recs-options.js";
+import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 
 export interface Session {
   /** Increasing with the session's start: a stable tie-break between sessions. */
   readonly id: number;
   readonly userId: string;
-  /** Items in event order, repeats kept, the newest maxSessionItems. */
-  readonly items: string[];
-  /** The distinct items (at most maxSessionItems). */
-  readonly distinct: Set<string>;
+  /** Items in event order, repeats kept, the newest maxSessionItems (emptied when the session is dropped). */
+  items: string[];
+  /** The distinct items (at most maxSessionItems; emptied when the session is dropped). */
+  distinct: Set<string>;
+  /** The shared recs clock (RecsBytes.tick) when the session started: its age for the byte bound. */
+  readonly tick: number;
   /** Event time of the last event, Unix ms. */
   lastMs: number;
   /** Dropped from the store: ignored where an index list still names it. */
@@ -53,6 +58,21 @@ interface ItemEntry {
   sessions: Session[];
 }
 
+/** Estimated heap of a session without items (object, set header, the #sessions slot). */
+const SESSION_BYTES = MAP_ENTRY_BYTES + objectBytes(7) + 96;
+/** One more distinct item in a session's set. */
+const DISTINCT_BYTES = 28;
+/** A session: its list (the item id strings its events brought) and set. */
+const sessionBytes = (s: Session) => {
+  let b = SESSION_BYTES + arrayBytes(s.items.length) + DISTINCT_BYTES * s.distinct.size;
+  for (const id of s.items) b += stringBytes(id);
+  return b;
+};
+const userBytes = (userId: string, e: SessionEntry) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + (e.past !== undefined ? arrayBytes(e.past.length) : 0);
+const indexBytes = (itemId: string, n: number) => MAP_ENTRY_BYTES + objectBytes(2) + stringBytes(itemId) + arrayBytes(n);
+/** What a dropped session holds: nothing (index lists and past lists may still name it until swept). */
+const DROPPED_ITEMS: Set<string> = new Set();
+
 export class SessionStore {
   readonly #o: CompiledSessionOptions;
   /** Each user's current session, keyed by user id; bounded by maxSessions too (a user with no session here starts a new one). */
@@ -63,11 +83,47 @@ export class SessionStore {
   #nextId = 1;
   /** Reads the oldest live session without walking the deleted slots at the front of #sessions (see TouchOrder). */
   #oldest: IterableIterator<[number, Session]> | undefined;
+  /** The oldest live session as last read through #oldest (stale once it left #sessions). */
+  #head: Session | undefined;
+  readonly #acct: RecsBytes;
 
-  constructor(options: CompiledSessionOptions) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables. */
+  constructor(options: CompiledSessionOptions, acct = new RecsBytes()) {
     this.#o = options;
-    this.#current = new TouchOrder<SessionEntry>(options.maxSessions);
-    this.#items = new TouchOrder<ItemEntry>(options.maxItems);
+    this.#acct = acct;
+    this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct);
+    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct);
+  }
+
+  /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
+  get evictables(): readonly Evictable[] {
+    return [{ oldestTick: () => this.#oldestSession()?.tick ?? Number.POSITIVE_INFINITY, evictOldest: () => this.#dropOldest() }, this.#current, this.#items];
+  }
+
+  /** The oldest live session, read through the long-lived #oldest iterator (see TouchOrder). */
+  #oldestSession(): Session | undefined {
+    const h = this.#head;
+    if (h !== undefined && this.#sessions.get(h.id) === h) return h;
+    let first = (this.#oldest ??= this.#sessions.entries()).next();
+    if (first.done) first = (this.#oldest = this.#sessions.entries()).next();
+    return (this.#head = first.done ? undefined : first.value[1]);
+  }
+
+  /** Drops the oldest session: it stays named by index and past lists until they are swept, but holds nothing. */
+  #dropOldest(): boolean {
+    const old = this.#oldestSession();
+    if (old === undefined) return false;
+    this.#head = undefined;
+    this.#sessions.delete(old.id);
+    this.#drop(old);
+    return true;
+  }
+
+  #drop(s: Session): void {
+    this.#acct.add(TABLE.sessions, -sessionBytes(s));
+    s.dead = true;
+    s.items = [];
+    s.distinct = DROPPED_ITEMS;
   }
 
   /** Live sessions kept. */
@@ -113,23 +169,21 @@ export class SessionStore {
     let cur = this.#current.get(userId);
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
-      s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false };
+      s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
       this.#sessions.set(s.id, s);
-      if (this.#sessions.size > this.#o.maxSessions) {
-        let first = (this.#oldest ??= this.#sessions.entries()).next();
-        if (first.done) first = (this.#oldest = this.#sessions.entries()).next();
-        const [id, old] = first.value!;
-        old.dead = true;
-        this.#sessions.delete(id);
-      }
+      this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
+      if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
         cur = { [TICK]: 0, session: s };
         this.#current.insert(userId, cur);
+        this.#acct.add(TABLE.session_users, userBytes(userId, cur));
       } else {
         if (!cur.session.dead) {
+          const b0 = userBytes(userId, cur);
           const past = (cur.past ??= []);
           past.unshift(cur.session);
           if (past.length >= this.#o.maxUserSessions) past.length = this.#o.maxUserSessions - 1;
+          this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
         }
         cur.session = s;
         this.#current.touch(userId, cur);
@@ -139,12 +193,19 @@ export class SessionStore {
       this.#current.touch(userId, cur!);
     }
     s.items.push(itemId);
-    if (s.items.length > this.#o.maxSessionItems) s.items.splice(0, s.items.length - this.#o.maxSessionItems);
+    let b = pushBytes(s.items.length) + stringBytes(itemId);
+    if (s.items.length > this.#o.maxSessionItems) {
+      const n = s.items.length;
+      for (const gone of s.items.splice(0, n - this.#o.maxSessionItems)) b -= stringBytes(gone);
+      b += arrayBytes(s.items.length) - arrayBytes(n);
+    }
     if (timestampMs > s.lastMs) s.lastMs = timestampMs;
     if (!s.distinct.has(itemId) && s.distinct.size < this.#o.maxSessionItems) {
       s.distinct.add(itemId);
+      b += DISTINCT_BYTES;
       this.#index(itemId, s);
     }
+    this.#acct.add(TABLE.sessions, b);
     return s;
   }
 
@@ -160,19 +221,23 @@ export class SessionStore {
    * once. O(sessions kept); forgets are rare.
    */
   forgetUser(userId: string): boolean {
-    this.#current.delete(userId);
+    const cur = this.#current.get(userId);
+    if (cur !== undefined && this.#current.delete(userId)) this.#acct.add(TABLE.session_users, -userBytes(userId, cur));
     const gone: Session[] = [];
     for (const [key, session] of this.#sessions) {
       if (session.userId !== userId) continue;
-      session.dead = true;
       gone.push(session);
       this.#sessions.delete(key);
     }
     for (const s of gone) {
       for (const id of s.distinct) {
         const e = this.#items.get(id);
-        if (e !== undefined) e.sessions = e.sessions.filter((x) => x !== s);
+        if (e === undefined) continue;
+        const n = e.sessions.length;
+        e.sessions = e.sessions.filter((x) => x !== s);
+        this.#acct.add(TABLE.session_index, indexBytes(id, e.sessions.length) - indexBytes(id, n));
       }
+      this.#drop(s);
     }
     return gone.length > 0;
   }
@@ -182,14 +247,18 @@ export class SessionStore {
     if (e === undefined) {
       e = { [TICK]: 0, sessions: [] };
       this.#items.insert(itemId, e);
+      this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
       this.#items.touch(itemId, e);
     }
     e.sessions.push(s);
+    this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));
     const cap = this.#o.maxSessionsPerItem;
     if (e.sessions.length >= 2 * cap) {
+      const n = e.sessions.length;
       const live = e.sessions.filter((x) => !x.dead);
       e.sessions = live.length > cap ? live.slice(live.length - cap) : live;
+      this.#acct.add(TABLE.session_index, arrayBytes(e.sessions.length) - arrayBytes(n));
     }
   }
 }

@@ -19,7 +19,8 @@
  * copies the first k entries. No sort per request, no periodic recomputation.
  *
  * Bounds: at most maxItems scored items and maxCategories category lists
- * (least recently touched dropped, see TouchOrder). A dropped item leaves its
+ * (least recently touched dropped, see TouchOrder; also by the recs byte
+ * bound, src/recs/recs-bytes.ts). A dropped item leaves its
  * lists and starts again from 0 if it comes back; a dropped category's list
  * is rebuilt from the events that follow.
  * An item belongs to one category: the last non-empty one it was counted in.
@@ -27,6 +28,7 @@
 import type { EventType } from "../wire/proto.js";
 import type { CompiledTrendingOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
+import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -59,6 +61,10 @@ export interface TrendingEvent {
   categoryId?: string;
 }
 
+/** Estimated heap of an item node, and of a category with `n` listed items. */
+const nodeBytes = (id: string) => MAP_ENTRY_BYTES + objectBytes(9) + stringBytes(id);
+const categoryBytes = (key: string, n: number) => MAP_ENTRY_BYTES + objectBytes(4) + stringBytes(key) + arrayBytes(n);
+
 export class Trending {
   private readonly items: TouchOrder<Node>;
   private readonly cats: TouchOrder<CategoryTop>;
@@ -69,19 +75,28 @@ export class Trending {
     private readonly options: CompiledTrendingOptions,
     /** Weight per EventType number (CompiledRecsOptions.eventWeights). */
     private readonly weights: readonly number[],
+    /** The memory estimate and clock shared with the other recs tables. */
+    private readonly acct = new RecsBytes(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
+      acct.add(TABLE.trending, -nodeBytes(n.id));
       if (n.gpos >= 0) this.remove(this.global, n, true);
       if (n.cat !== undefined && !n.cat.dead && n.cpos >= 0) this.remove(n.cat.list, n, false);
       n.dead = true;
       n.cat = undefined;
-    });
+    }, acct);
     this.cats = new TouchOrder<CategoryTop>(options.maxCategories, (_, c) => {
+      acct.add(TABLE.trending_categories, -categoryBytes(c.key, c.list.length));
       for (const n of c.list) n.cpos = -1;
       c.list = [];
       c.dead = true;
-    });
+    }, acct);
+  }
+
+  /** The tables the recs byte bound evicts from. */
+  get evictables(): readonly Evictable[] {
+    return [this.items, this.cats];
   }
 
   /** Items scored. */
@@ -157,6 +172,7 @@ export class Trending {
     }
     n = { id, [TICK]: 0, dead: false, score: 0, gpos: -1, catKey: "", cat: undefined, cpos: -1 };
     this.items.insert(id, n);
+    this.acct.add(TABLE.trending, nodeBytes(id));
     return n;
   }
 
@@ -168,6 +184,7 @@ export class Trending {
     }
     c = { key, [TICK]: 0, dead: false, list: [] };
     this.cats.insert(key, c);
+    this.acct.add(TABLE.trending_categories, categoryBytes(key, 0));
     return c;
   }
 
@@ -184,6 +201,7 @@ export class Trending {
     if (i < 0) {
       if (list.length < cap) {
         list.push(n);
+        if (!global) this.acct.add(TABLE.trending_categories, pushBytes(list.length));
         i = list.length - 1;
       } else {
         const last = list[cap - 1]!;
@@ -209,6 +227,7 @@ export class Trending {
   private remove(list: Node[], n: Node, global: boolean): void {
     const i = global ? n.gpos : n.cpos;
     list.splice(i, 1);
+    if (!global) this.acct.add(TABLE.trending_categories, -pushBytes(list.length + 1));
     for (let j = i; j < list.length; j++) {
       if (global) list[j]!.gpos = j;
       else list[j]!.cpos = j;
