@@ -194,16 +194,13 @@ export class Engine {
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
     const replicas = cfg.cluster?.replicas ?? 1;
-    if (cfg.cluster === undefined) {
-      await ensureStreams(jsm, s, cfg);
-    } else {
-      // A clustered nats-server answers 503 for a moment after a stream is created, and may not answer racing creators at all.
-      await retrySetup("event streams", () => ensureStreams(jsm, s, { ...cfg, replicas }));
-    }
+    // Cluster mode: a clustered nats-server answers 503 for a moment after a stream is created, and may not answer
+    // racing creators at all, so each setup call is retried (bounded); one engine alone fails at the first error.
+    const setup = <T>(what: string, f: () => Promise<T>): Promise<T> => (cfg.cluster === undefined ? f() : retrySetup(what, f));
+    await setup("event streams", () => ensureStreams(jsm, s, { ...cfg, replicas }));
     // Signs and checks hand-overs and forwarded events (README "Identity"); one per deployment, never logged.
-    const nc0 = this.#nc;
-    const internalMacKey = cfg.cluster === undefined ? await internalKey(nc0.jetstream(), s.engineBucket)
-      : await retrySetup("internal key", () => internalKey(nc0.jetstream(), s.engineBucket, replicas));
+    const js = this.#nc.jetstream();
+    const internalMacKey = await setup("internal key", () => internalKey(js, s.engineBucket, replicas));
 
     // Read once; never logged. Refused with CONFIG when the data dir was written under another key.
     const pseudonymKey = cfg.pseudonymKeyFile !== undefined ? readPseudonymKey(cfg.pseudonymKeyFile) : undefined;
@@ -248,7 +245,6 @@ export class Engine {
       ...(cfg.cluster !== undefined ? { changelog: true } : {}),
     }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
 
-    const js = this.#nc.jetstream();
     const pool0 = this.#pool;
     // Audience transitions committed before the last stop and not confirmed published: published again (JetStream drops copies by id).
     for (const [p, msgs] of pool0.outboxAtStart) {
@@ -257,13 +253,11 @@ export class Engine {
       this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
-    const defsKv = cfg.cluster === undefined ? await openDefinitions(js, s.audienceBucket)
-      : await retrySetup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
-    const watch = () => watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
+    const defsKv = await setup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
+    this.#audienceWatch = await setup("audience definitions watch", () => watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
       await pool0.setAudiences(defs);
       this.log.info({ audiences: defs.length }, "audience definitions applied");
-    });
-    this.#audienceWatch = cfg.cluster === undefined ? await watch() : await retrySetup("audience definitions watch", watch);
+    }));
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
@@ -297,12 +291,11 @@ export class Engine {
       await this.#cluster.start();
     }
     const recsHost = this.#recs;
-    const replay = () => replayCatalog(js, jsm, s, async (data) => {
+    // Upserts are idempotent (the last of an item wins), so a replay cut short by a fresh clustered stream's 503 is simply run again.
+    const replayed = await setup("catalog replay", () => replayCatalog(js, jsm, s, async (data) => {
       const r = await recsHost.upsert(data);
       if (!r.ok) this.log.warn({ code: r.error.code, reason: r.error.message }, "stored catalog upsert rejected on replay");
-    });
-    // Upserts are idempotent (the last of an item wins), so a replay cut short by a fresh clustered stream's 503 is simply run again.
-    const replayed = cfg.cluster === undefined ? await replay() : await retrySetup("catalog replay", replay);
+    }));
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
     const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
