@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { readTransitions, replayTransitions } from "./helpers/audiences.js";
 import { spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
@@ -92,6 +93,14 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
       await waitFor(async () => (await readTransitions(c.nc, stream)).filter((t) => t.audienceId === "short" && !t.entered).length === users, { timeoutMs: 30_000, intervalMs: 50 });
       first.proc.kill("SIGKILL");
       await first.exited;
+      // The clock restarts from the stream's latest event time, even when one batch carried all the events: a clock
+      // restored earlier (or at 0, not live) would let no time pass, and no timer fire, until a new event came.
+      const store = new ProfileStore({ dataDir });
+      try {
+        expect(store.getClock()).toBe(base + 1000);
+      } finally {
+        await store.close();
+      }
 
       const second = start(prefix, dataDir);
       await waitForEngine(c, second);
@@ -109,6 +118,29 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
       }
       second.proc.kill("SIGTERM");
       expect((await second.exited).code).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("clock - after a single batch the stored clock (what a restart resumes from) is that batch's latest event time", async () => {
+    // The main thread moves the clock only after a batch returns; a shard that stored the clock it knew before its own
+    // batch restarted at 0 here (not live: no audience timer fired until a new event came).
+    const prefix = uniquePrefix("clk");
+    const dataDir = fx.tmpDir("clk");
+    const c = await PortraitClient.connect({ natsUrl: fx.nats.url, subjectPrefix: prefix, partitions: 4 });
+    try {
+      const first = start(prefix, dataDir);
+      await waitForEngine(c, first);
+      const at = Date.now() - 5000;
+      await c.publishMany([{ eventId: `${prefix}-e1`, userId: `${prefix}-u1`, type: EventType.VIEW, timestampMs: at, itemId: "i1" }]);
+      await waitFor(async () => (await c.getProfile(`${prefix}-u1`).catch(() => undefined)) !== undefined);
+      await waitFor(() => {
+        const store = new ProfileStore({ dataDir });
+        const clock = store.getClock();
+        void store.close();
+        return clock === at;
+      }, { message: "the stored clock never reached the event's time" });
     } finally {
       await c.close();
     }

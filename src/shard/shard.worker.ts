@@ -134,8 +134,10 @@ class Shard implements ShardApi {
 
   async applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
     const r = await this.#batches.apply(batch);
-    // Kept for the next start (written with the next transaction; a lost one only means the clock restarts a little earlier).
-    this.#store.putClock(this.#clock.clockMs);
+    // Kept for the next start (not awaited; a lost one only means the clock restarts a little earlier). The batch's own
+    // in-era time counts: the main thread moves the clock to it only after this returns, so a stream whose last batch
+    // is this one would otherwise restart with the clock before it (or at 0: not live, no timer fires until an event).
+    this.#store.putClock(Math.max(this.#clock.clockMs, r.times.inEraMs));
     return { ...r, stats: this.stats() };
   }
 
