@@ -123,7 +123,7 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
     }
   });
 
-  it("clock - after a single batch the stored clock (what a restart resumes from) is that batch's latest event time", async () => {
+  it("clock - after a single batch the stored clock (what a restart resumes from) is that batch's latest event time, and live", async () => {
     // The main thread moves the clock only after a batch returns; a shard that stored the clock it knew before its own
     // batch restarted at 0 here (not live: no audience timer fired until a new event came).
     const prefix = uniquePrefix("clk");
@@ -137,9 +137,9 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
       await waitFor(async () => (await c.getProfile(`${prefix}-u1`).catch(() => undefined)) !== undefined);
       await waitFor(() => {
         const store = new ProfileStore({ dataDir });
-        const clock = store.getClock();
+        const [clock, live] = [store.getClock(), store.getClockLive()];
         void store.close();
-        return clock === at;
+        return clock === at && live;
       }, { message: "the stored clock never reached the event's time" });
     } finally {
       await c.close();

@@ -44,4 +44,24 @@ describe("engine clock", () => {
     // A restored clock starts where it was.
     expect(new EngineClock(o, T2019).clockMs).toBe(T2019);
   });
+
+  it("clock - a restart resumes live when the engine was live, even after hours without events; a replay's clock does not", () => {
+    const c = new EngineClock(o);
+    const shard = new ClockReader(c.buffer, o);
+    // What a shard stores with a batch the main thread has not taken yet: live once the clock reaches it.
+    expect(shard.liveWith(T2019, WALL)).toBe(false);
+    expect(shard.liveWith(WALL - 1000, WALL)).toBe(true);
+    // Restarted 5 hours after the last event (beyond liveWindowMs): live only if it was.
+    const later = WALL + 5 * 3_600_000;
+    const wasLive = new EngineClock(o);
+    wasLive.restore(WALL, true);
+    expect(wasLive.now(later)).toBe(later);
+    const notLive = new EngineClock(o);
+    notLive.restore(WALL, false);
+    expect(notLive.now(later)).toBe(WALL);
+    // A flag without a clock does nothing.
+    const empty = new EngineClock(o);
+    empty.restore(0, true);
+    expect(empty.now(later)).toBe(0);
+  });
 });

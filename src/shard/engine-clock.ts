@@ -18,6 +18,9 @@
  * - Live: once the clock comes within `liveWindowMs` of the wall clock, the
  *   engine is live and "now" is max(clock, wall clock) from then on, so that
  *   time passes for users without events (recency grows, sessions end).
+ * - Restarts: shards store the clock with their batches, and that it is live;
+ *   a restarted engine resumes live if it was (restore), so time passes even
+ *   when no event came for longer than `liveWindowMs`.
  * - A user's own profile is never evaluated before the user's last event:
  *   a query's "now" is max(engine now, the user's last event time).
  *
@@ -43,6 +46,11 @@ export const CLOCK_DEFAULTS: Readonly<ClockOptions> = Object.freeze({ maxJumpMs:
 /** Most out-of-era events a shard reports per batch (one per user is enough to count users). */
 export const MAX_AHEAD_PER_BATCH = 64;
 
+/** True when a clock at `clockMs` makes the engine live at wall time `wallMs` (it then stays live). */
+function liveAt(clockMs: number, wallMs: number, o: ClockOptions): boolean {
+  return clockMs > 0 && Math.abs(wallMs - clockMs) <= o.liveWindowMs;
+}
+
 /** The shard side: reads the clock the main thread keeps. */
 export class ClockReader {
   readonly #view: Float64Array;
@@ -62,6 +70,16 @@ export class ClockReader {
   now(wallMs = Date.now()): number {
     const c = this.#view[CLOCK]!;
     return this.#view[LIVE] === 1 ? Math.max(c, wallMs) : c;
+  }
+
+  /** True once the engine is live ("now" follows the wall clock). */
+  get live(): boolean {
+    return this.#view[LIVE] === 1;
+  }
+
+  /** Whether the engine is live once the clock reaches `clockMs` (what a shard stores with a batch the clock has not taken yet). */
+  liveWith(clockMs: number, wallMs = Date.now()): boolean {
+    return this.live || liveAt(Math.max(this.clockMs, clockMs), wallMs, this.#o);
   }
 
   /** True when an event at `t` may move the clock: within maxJumpMs of now (or the clock has not started). */
@@ -95,9 +113,10 @@ export class EngineClock extends ClockReader {
     this.#advance(startMs);
   }
 
-  /** Starts from a clock stored before a restart (never moves it back). */
-  restore(ms: number): void {
+  /** Starts from a clock stored before a restart (never moves it back); `live`: the engine was live, so it is again (time passes for users without events even when none came for longer than liveWindowMs). */
+  restore(ms: number, live = false): void {
     this.#advance(ms);
+    if (live && this.#view[CLOCK]! > 0) this.#view[LIVE] = 1;
   }
 
   /** Takes a batch's times into account. */
@@ -125,6 +144,6 @@ export class EngineClock extends ClockReader {
 
   #advance(t: number, wallMs = Date.now()): void {
     if (t > this.#view[CLOCK]!) this.#view[CLOCK] = t;
-    if (this.#view[CLOCK]! > 0 && Math.abs(wallMs - this.#view[CLOCK]!) <= this.#opts.liveWindowMs) this.#view[LIVE] = 1;
+    if (liveAt(this.#view[CLOCK]!, wallMs, this.#opts)) this.#view[LIVE] = 1;
   }
 }

@@ -123,7 +123,7 @@ export class ShardPool {
         const ready = await s.call((api) => api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
         for (const [p, msgs] of Object.entries(ready.outbox)) pool.outboxAtStart.set(Number(p), msgs);
-        clock.restore(ready.clockMs);
+        clock.restore(ready.clockMs, ready.clockLive);
       }),
     );
     return pool;

@@ -108,6 +108,8 @@ export interface ShardReady {
   appliedSeqs: Record<number, number>;
   /** The engine clock as this shard last stored it, Unix ms (0: never). */
   clockMs: number;
+  /** The engine was live when this shard last stored the clock (engine-clock.ts). */
+  clockLive: boolean;
   /** Audience transitions committed but not confirmed published before the last stop: published again (deduplicated by id) before consuming. */
   outbox: Record<number, OutboundMessage[]>;
 }

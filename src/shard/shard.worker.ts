@@ -129,7 +129,7 @@ class Shard implements ShardApi {
     log.info({ partitions: init.partitions.length }, "shard ready");
     const outbox: Record<number, OutboundMessage[]> = {};
     for (const m of audiences.pendingOutbox()) (outbox[m.partition] ??= []).push(m.message);
-    return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock(), outbox };
+    return { appliedSeqs: batches.appliedSeqs(), clockMs: store.getClock(), clockLive: store.getClockLive(), outbox };
   }
 
   async applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
@@ -137,7 +137,8 @@ class Shard implements ShardApi {
     // Kept for the next start (not awaited; a lost one only means the clock restarts a little earlier). The batch's own
     // in-era time counts: the main thread moves the clock to it only after this returns, so a stream whose last batch
     // is this one would otherwise restart with the clock before it (or at 0: not live, no timer fires until an event).
-    this.#store.putClock(Math.max(this.#clock.clockMs, r.times.inEraMs));
+    const clockMs = Math.max(this.#clock.clockMs, r.times.inEraMs);
+    this.#store.putClock(clockMs, this.#clock.liveWith(clockMs));
     return { ...r, stats: this.stats() };
   }
 

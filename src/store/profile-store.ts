@@ -182,8 +182,9 @@ export class ProfileStore {
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
-  /** The clock this store last wrote (putClock). */
+  /** The clock this store last wrote (putClock), and whether it wrote the engine live. */
   #clockWritten = 0;
+  #liveWritten = false;
 
   constructor(o: ProfileStoreOptions) {
     this.#dataDir = o.dataDir;
@@ -320,11 +321,21 @@ export class ProfileStore {
     return typeof v === "number" ? v : 0;
   }
 
-  /** Stores the engine clock when it moved since the last write; not awaited (it commits with the next transaction). */
-  putClock(ms: number): void {
-    if (ms <= this.#clockWritten) return;
-    this.#clockWritten = ms;
-    void this.#meta.put("clock", ms).catch(() => undefined);
+  /** True when the engine was live when the clock was last stored (putClock). */
+  getClockLive(): boolean {
+    return this.#meta.get("clock-live") === 1;
+  }
+
+  /** Stores the engine clock when it moved since the last write, and that it is live once it is; not awaited (lmdb-js commits it on its own soon after). */
+  putClock(ms: number, live = false): void {
+    if (ms > this.#clockWritten) {
+      this.#clockWritten = ms;
+      void this.#meta.put("clock", ms).catch(() => undefined);
+    }
+    if (live && !this.#liveWritten) {
+      this.#liveWritten = true;
+      void this.#meta.put("clock-live", 1).catch(() => undefined);
+    }
   }
 
   /** The stored name of a category, if one was seen. */
