@@ -99,6 +99,11 @@ export class ClusterNode implements QueryRoute {
     return [...this.#served.keys()].sort((a, b) => a - b);
   }
 
+  /** Partitions this node serves and holds a current lease on: the only ones whose time-driven work (audience ticks) runs here. */
+  leased(): number[] {
+    return this.served().filter((p) => this.#leases.holds(p));
+  }
+
   get leases(): LeaseTable {
     return this.#leases;
   }
