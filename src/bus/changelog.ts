@@ -6,8 +6,10 @@
  * (`<prefix>.cl.<p>.mark`). The bus sees states as opaque bytes; the shards
  * encode and decode them.
  *
- * Records of one committed batch carry headers Portrait-Seq (the batch's last
- * event stream sequence) and, on the batch's last record, Portrait-End.
+ * Records of one write carry headers Portrait-Seq (the last event stream
+ * sequence of the write's last batch) and, on the write's last record,
+ * Portrait-End. A write holds the batches committed while the write before
+ * it was in flight (group commit: Changelog.append), each user once.
  *
  * Fencing: every record is published with `Nats-Expected-Last-Msg-Id` = the
  * id of the record before it in the owner's chain, which starts at the
@@ -26,7 +28,7 @@
  */
 import { DiscardPolicy, RetentionPolicy, StorageType, headers, nanos, type JetStreamClient, type JetStreamManager } from "nats";
 import { retrySetup } from "./leases.js";
-import { ackedPublish } from "./streams.js";
+import { ackedPublish, unackedPublish } from "./streams.js";
 import type { ChangelogChange } from "./event-batch.js";
 
 export const CL_HEADERS = {
@@ -85,6 +87,12 @@ function isWrongLast(err: unknown): boolean {
   return /wrong last (msg ?id|sequence)|10070|10071/i.test((err as Error)?.message ?? "");
 }
 
+/** A batch waiting for the write its changes went out in. */
+interface Waiter {
+  resolve(r: { records: number; bytes: number }): void;
+  reject(err: unknown): void;
+}
+
 export class Changelog {
   readonly #js: JetStreamClient;
   readonly #jsm: JetStreamManager;
@@ -95,6 +103,11 @@ export class Changelog {
   #lastId = "";
   #n = 0;
   #chainTag = "";
+  /** The batches appended while a write is in flight: they go out together in the next one. */
+  #next: { seq: number; changes: Map<string, Uint8Array | null>; waiters: Waiter[] } | undefined;
+  #writing = false;
+  /** Set once a write failed: the chain is cut, nothing more is written. */
+  #broken: FencedError | undefined;
 
   constructor(js: JetStreamClient, jsm: JetStreamManager, prefix: string, partition: number) {
     this.#js = js;
@@ -154,34 +167,75 @@ export class Changelog {
   }
 
   /**
-   * Publishes a committed batch's changes, pipelined, each expecting the one
-   * before it; resolves when all are stored, rejects with FencedError when
-   * the chain was cut (another owner's mark, or NATS lost the last id).
+   * Stores a committed batch's changes; resolves when they are stored (with
+   * the records and bytes of the write they went out in, counted once: on
+   * the first batch of that write), rejects with FencedError when the chain
+   * was cut (another owner's mark, or NATS lost the last id) or a record was
+   * not stored.
+   *
+   * Group commit: one write is in flight at a time; the batches appended
+   * meanwhile go out together in the next one, each user once with its
+   * latest state (a user's state holds every event of its up to the last
+   * batch of the write, so the write's records carry that batch's
+   * sequence). Every record of a write but its last is published without an
+   * acknowledgement; the last one is acknowledged, and since each record
+   * expects the one before it, its being stored proves the whole write (and
+   * everything before it in the chain) was. So a write costs one PubAck, and
+   * a user changed by several batches of it one record.
    */
-  append(seq: number, changes: readonly ChangelogChange[]): Promise<number> {
-    // Synchronous up to the last publish: calls send their records in call order (the caller's batch order).
-    if (changes.length === 0) return Promise.resolve(0);
+  append(seq: number, changes: readonly ChangelogChange[]): Promise<{ records: number; bytes: number }> {
+    if (changes.length === 0) return Promise.resolve({ records: 0, bytes: 0 });
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    const g = (this.#next ??= { seq, changes: new Map<string, Uint8Array | null>(), waiters: [] as Waiter[] });
+    g.seq = seq;
+    for (const [key, state] of changes) {
+      g.changes.delete(key); // re-inserted last: the write keeps the order of the latest changes
+      g.changes.set(key, state);
+    }
+    const done = new Promise<{ records: number; bytes: number }>((resolve, reject) => g.waiters.push({ resolve, reject }));
+    if (!this.#writing) this.#write();
+    return done;
+  }
+
+  /** Sends the pending group (synchronously, in call order) and starts the next one when its acknowledgement is in. */
+  #write(): void {
+    const g = this.#next;
+    if (g === undefined) return;
+    this.#next = undefined;
+    this.#writing = true;
     let bytes = 0;
-    const sent: Promise<unknown>[] = [];
-    for (let i = 0; i < changes.length; i++) {
-      const [key, state] = changes[i]!;
+    let last: Promise<void> | undefined;
+    let i = 0;
+    const n = g.changes.size;
+    for (const [key, state] of g.changes) {
       const id = `${this.#chainTag}:${++this.#n}`;
-      const h: Record<string, string> = { [CL_HEADERS.seq]: String(seq), "Nats-Expected-Last-Msg-Id": this.#lastId };
-      if (i === changes.length - 1) h[CL_HEADERS.end] = "1";
+      const h: Record<string, string> = { [CL_HEADERS.seq]: String(g.seq), "Nats-Expected-Last-Msg-Id": this.#lastId };
       if (state === null) h[CL_HEADERS.removed] = "1";
       const data = state ?? new Uint8Array();
       bytes += data.length;
-      sent.push(ackedPublish(this.#js, userSubject(this.#prefix, this.partition, key), data, id, h));
+      const subject = userSubject(this.#prefix, this.partition, key);
+      if (++i === n) {
+        h[CL_HEADERS.end] = "1";
+        last = ackedPublish(this.#js, subject, data, id, h);
+      } else {
+        unackedPublish(this.#js, subject, data, id, h);
+      }
       this.#lastId = id;
     }
-    return Promise.allSettled(sent).then((results) => {
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed !== undefined) {
-        this.#lastId = "\u0000broken"; // nothing more is accepted from this chain
-        if (isWrongLast(failed.reason)) throw new FencedError(`changelog ${this.stream}: the chain was cut (another owner's mark)`, { cause: failed.reason });
-        throw new FencedError(`changelog ${this.stream}: a record was not stored (${(failed.reason as Error)?.message})`, { cause: failed.reason });
-      }
-      return bytes;
+    last!.then(() => {
+      g.waiters.forEach((w, k) => w.resolve(k === 0 ? { records: n, bytes } : { records: 0, bytes: 0 }));
+      this.#writing = false;
+      this.#write();
+    }, (err: unknown) => {
+      this.#lastId = "\u0000broken"; // nothing more is accepted from this chain
+      const fenced = isWrongLast(err)
+        ? new FencedError(`changelog ${this.stream}: the chain was cut (another owner's mark)`, { cause: err })
+        : new FencedError(`changelog ${this.stream}: a record was not stored (${(err as Error)?.message})`, { cause: err });
+      this.#broken = fenced;
+      for (const w of g.waiters) w.reject(fenced);
+      for (const w of this.#next?.waiters ?? []) w.reject(fenced);
+      this.#next = undefined;
+      this.#writing = false;
     });
   }
 }

@@ -192,6 +192,22 @@ export function ackedPublish(js: JetStreamClient, subject: string, data: Uint8Ar
   return publisherOf(js).publish(subject, data, msgId, extra);
 }
 
+/**
+ * One JetStream publish with its id and extra headers, not acknowledged (no
+ * reply subject): stored or refused by the stream without a word back. Sent
+ * before this returns, in call order with ackedPublish on the same
+ * connection. Only for a message whose storage a later acknowledged one
+ * proves (the changelog's chain of expected ids: src/bus/changelog.ts).
+ */
+export function unackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra: Readonly<Record<string, string>>): void {
+  const nc = (js as unknown as { nc: NatsConnection }).nc;
+  if (nc.isClosed()) return;
+  const h = headers();
+  h.set("Nats-Msg-Id", msgId);
+  for (const k in extra) h.set(k, extra[k]!);
+  nc.publish(subject, data, { headers: h });
+}
+
 export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {
   const pub = publisherOf(js);
   let next = 0;
