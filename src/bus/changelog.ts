@@ -41,6 +41,7 @@
  * that sequence on replay (each state holds every event of its user up to
  * its sequence).
  */
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { DiscardPolicy, RetentionPolicy, StorageType, headers, nanos, type JetStreamClient, type JetStreamManager } from "nats";
 import { retrySetup } from "./leases.js";
 import { ackedPublish, unackedPublish } from "./streams.js";
@@ -71,8 +72,17 @@ function writeSubject(prefix: string, partition: number, epoch: string, n: numbe
   return `${prefix}.cl.${partition}.w.${epoch}.${n}`;
 }
 
-/** A write message: per user, u32 key length, key (UTF-8), i32 state length (-1 = removed), state. */
-function encodeWrite(entries: readonly (readonly [string, Uint8Array | null])[]): Uint8Array {
+/**
+ * A write message, raw-deflated (level 1: the states repeat their field names
+ * and item ids, and the servers store and replicate every byte three times):
+ * per user, u32 key length, key (UTF-8), i32 state length (-1 = removed), state.
+ */
+function encodeWrite(entries: readonly (readonly [string, Uint8Array | null])[]): { data: Uint8Array; raw: number } {
+  const raw = encodeEntries(entries);
+  return { data: deflateRawSync(raw, { level: 1 }), raw: raw.length };
+}
+
+function encodeEntries(entries: readonly (readonly [string, Uint8Array | null])[]): Uint8Array {
   let size = 0;
   const keys = entries.map(([k]) => Buffer.from(k, "utf8"));
   for (let i = 0; i < entries.length; i++) size += 8 + keys[i]!.length + (entries[i]![1]?.length ?? 0);
@@ -88,8 +98,10 @@ function encodeWrite(entries: readonly (readonly [string, Uint8Array | null])[])
   return out;
 }
 
-function decodeWrite(data: Uint8Array, each: (key: string, state: Uint8Array | null) => void): void {
-  const b = Buffer.from(data.buffer, data.byteOffset, data.length);
+/** Decodes a write message; returns its bytes before compression. */
+function decodeWrite(compressed: Uint8Array, each: (key: string, state: Uint8Array | null) => void): number {
+  const b = inflateRawSync(compressed);
+  const data = new Uint8Array(b.buffer, b.byteOffset, b.length);
   let o = 0;
   while (o < b.length) {
     const kl = b.readUInt32LE(o);
@@ -104,6 +116,7 @@ function decodeWrite(data: Uint8Array, each: (key: string, state: Uint8Array | n
       o += sl;
     }
   }
+  return b.length;
 }
 
 function markSubject(prefix: string, partition: number): string {
@@ -141,7 +154,7 @@ export interface RestoredPartition {
   bytes: number;
   /** Users whose last state came from a write, not a compacted record: the new owner's first compaction includes them. */
   inWrites: Set<string>;
-  /** Bytes of the write messages read. */
+  /** Bytes of the write messages read (before compression). */
   writeBytes: number;
 }
 
@@ -177,7 +190,7 @@ export class Changelog {
   /** Users written in writes since the last compaction, with their latest state and its sequence. */
   readonly #since = new Map<string, { state: Uint8Array | null; seq: number }>();
   #sinceBytes = 0;
-  /** Bytes of the writes since the last compaction. */
+  /** Bytes of the writes since the last compaction (before compression). */
   #writtenBytes = 0;
   /** The sequence of the last write stored. */
   #lastWriteSeq = 0;
@@ -215,8 +228,7 @@ export class Changelog {
         const seq = Number(m.headers?.get(CL_HEADERS.seq) ?? "0");
         const end = m.headers?.get(CL_HEADERS.end) === "1";
         if (m.subject.startsWith(writePrefix)) {
-          writeBytes += m.data.length;
-          decodeWrite(m.data, (key, state) => {
+          writeBytes += decodeWrite(m.data, (key, state) => {
             users.set(key, { state, seq });
             inWrites.add(key);
           });
@@ -323,13 +335,15 @@ export class Changelog {
     }
     parts.push(part);
     let bytes = 0;
+    let rawBytes = 0;
     let last: Promise<number> | undefined;
     for (let i = 0; i < parts.length; i++) {
       const n = ++this.#n;
       const id = `${this.#chainTag}:${n}`;
       const h: Record<string, string> = { [CL_HEADERS.seq]: String(g.seq), "Nats-Expected-Last-Msg-Id": this.#lastId };
-      const data = encodeWrite(parts[i]!);
+      const { data, raw } = encodeWrite(parts[i]!);
       bytes += data.length;
+      rawBytes += raw;
       const subject = writeSubject(this.#prefix, this.partition, this.#epoch, n);
       if (i === parts.length - 1) {
         h[CL_HEADERS.end] = "1";
@@ -345,7 +359,7 @@ export class Changelog {
       this.#since.set(key, { state, seq: g.seq });
       this.#sinceBytes += key.length + (state?.length ?? 0);
     }
-    this.#writtenBytes += bytes;
+    this.#writtenBytes += rawBytes;
     last!.then(() => {
       this.#lastWriteSeq = g.seq;
       g.waiters.forEach((w, k) => w.resolve(k === 0 ? { records: entries.length, bytes } : { records: 0, bytes: 0 }));
