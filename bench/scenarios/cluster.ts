@@ -158,7 +158,7 @@ export const cluster: Scenario = {
           await until(`${mode}: events not all applied`, deadline, () => drained(c.nc, c.subjects.eventStream));
           const secs = (performance.now() - t0) / 1000;
           const cores = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, (procTicks(pid) - before[k]!) / CLK_TCK / secs]));
-          // Changelog records written (each stream's last sequence: records and marks, compacted or not), per event.
+          // Changelog messages written (each stream's last sequence: writes, records and marks, purged or not), per event.
           let changelogRecords: number | undefined;
           if (mode !== "single") {
             const jsm = await c.nc.jetstreamManager();
@@ -220,12 +220,12 @@ export const cluster: Scenario = {
       }
       return {
         title: "cluster",
-        header: ["run", "rate", "per node", "ratio to no --cluster", "CPU cores (engines; nats-servers)", "changelog records per event"],
+        header: ["run", "rate", "per node", "ratio to no --cluster", "CPU cores (engines; nats-servers)", "changelog messages per event"],
         rows,
         notes: [
           `${E} VIEW events over ${U} users and ${P} partitions per run, published at full speed (core publish with Nats-Msg-Id) into an R3 stream of a 3-node nats-server cluster on this machine; the rate is events over the time from the first publish to every partition's consumer having nothing pending or unacknowledged.`,
           "Engines: --workers 1, LSTM and churn on (the bundled models), DeepFM off, --replicas 3; every process on the same 2 cores, so the rates are CPU-bound and the split says where the CPU goes.",
-          "The changelog's cost is the 1-node cluster against the engine without --cluster on the same streams: per changelog write (group commit: the batches committed while the previous write was in flight), one record per distinct user, stored R3, one PubAck, waited for before the acknowledgement.",
+          "The changelog's cost is the 1-node cluster against the engine without --cluster on the same streams: per changelog write (group commit: the batches committed while the previous write was in flight), one raw-deflated message holding each changed user's state once, stored R3, one PubAck, waited for before the acknowledgement; plus the compactions' per-user records. Changelog messages per event: the changelog streams' last sequences (writes, compaction records, marks) over the events.",
         ],
         raw,
       };
