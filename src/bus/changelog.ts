@@ -12,13 +12,14 @@
  * Group commit: one write is in flight at a time; the batches committed
  * meanwhile go out together in the next one. Its messages carry
  * Portrait-Seq (the last event stream sequence of its last batch) and, on
- * the last part, Portrait-End. Compaction: once the writes since the last
- * compaction hold at least twice the bytes of the distinct users they
- * changed (and at least SNAPSHOT_MIN_BYTES), or those users' states exceed
- * SNAPSHOT_MAX_BYTES, the owner writes each of them as a compacted record
- * (the last one with Portrait-End at the last write's sequence) and then
- * purges the write messages before it: the stream stays within about twice
- * the partition's state, and a user changed by many batches between two
+ * the last part, Portrait-End. Writes are raw-deflated. Compaction: once the
+ * writes since the last compaction take (compressed, as stored) at least
+ * twice the bytes of the distinct users they changed (and at least
+ * SNAPSHOT_MIN_BYTES), or those users' states exceed SNAPSHOT_MAX_BYTES, the
+ * owner writes each of them as a compacted record (the last one with
+ * Portrait-End at the last write's sequence) and then purges the write
+ * messages before it: the stream stays within about three times the
+ * partition's state, and a user changed by many batches between two
  * compactions costs one record.
  *
  * Fencing: every message of the owner (write parts, compacted records) is
@@ -77,9 +78,8 @@ function writeSubject(prefix: string, partition: number, epoch: string, n: numbe
  * and item ids, and the servers store and replicate every byte three times):
  * per user, u32 key length, key (UTF-8), i32 state length (-1 = removed), state.
  */
-function encodeWrite(entries: readonly (readonly [string, Uint8Array | null])[]): { data: Uint8Array; raw: number } {
-  const raw = encodeEntries(entries);
-  return { data: deflateRawSync(raw, { level: 1 }), raw: raw.length };
+function encodeWrite(entries: readonly (readonly [string, Uint8Array | null])[]): Uint8Array {
+  return deflateRawSync(encodeEntries(entries), { level: 1 });
 }
 
 function encodeEntries(entries: readonly (readonly [string, Uint8Array | null])[]): Uint8Array {
@@ -98,8 +98,7 @@ function encodeEntries(entries: readonly (readonly [string, Uint8Array | null])[
   return out;
 }
 
-/** Decodes a write message; returns its bytes before compression. */
-function decodeWrite(compressed: Uint8Array, each: (key: string, state: Uint8Array | null) => void): number {
+function decodeWrite(compressed: Uint8Array, each: (key: string, state: Uint8Array | null) => void): void {
   const b = inflateRawSync(compressed);
   const data = new Uint8Array(b.buffer, b.byteOffset, b.length);
   let o = 0;
@@ -116,7 +115,6 @@ function decodeWrite(compressed: Uint8Array, each: (key: string, state: Uint8Arr
       o += sl;
     }
   }
-  return b.length;
 }
 
 function markSubject(prefix: string, partition: number): string {
@@ -154,7 +152,7 @@ export interface RestoredPartition {
   bytes: number;
   /** Users whose last state came from a write, not a compacted record: the new owner's first compaction includes them. */
   inWrites: Set<string>;
-  /** Bytes of the write messages read (before compression). */
+  /** Bytes of the write messages read (as stored, compressed). */
   writeBytes: number;
 }
 
@@ -190,7 +188,7 @@ export class Changelog {
   /** Users written in writes since the last compaction, with their latest state and its sequence. */
   readonly #since = new Map<string, { state: Uint8Array | null; seq: number }>();
   #sinceBytes = 0;
-  /** Bytes of the writes since the last compaction (before compression). */
+  /** Bytes of the writes since the last compaction, as stored (compressed). */
   #writtenBytes = 0;
   /** The sequence of the last write stored. */
   #lastWriteSeq = 0;
@@ -228,7 +226,8 @@ export class Changelog {
         const seq = Number(m.headers?.get(CL_HEADERS.seq) ?? "0");
         const end = m.headers?.get(CL_HEADERS.end) === "1";
         if (m.subject.startsWith(writePrefix)) {
-          writeBytes += decodeWrite(m.data, (key, state) => {
+          writeBytes += m.data.length;
+          decodeWrite(m.data, (key, state) => {
             users.set(key, { state, seq });
             inWrites.add(key);
           });
@@ -335,15 +334,13 @@ export class Changelog {
     }
     parts.push(part);
     let bytes = 0;
-    let rawBytes = 0;
     let last: Promise<number> | undefined;
     for (let i = 0; i < parts.length; i++) {
       const n = ++this.#n;
       const id = `${this.#chainTag}:${n}`;
       const h: Record<string, string> = { [CL_HEADERS.seq]: String(g.seq), "Nats-Expected-Last-Msg-Id": this.#lastId };
-      const { data, raw } = encodeWrite(parts[i]!);
+      const data = encodeWrite(parts[i]!);
       bytes += data.length;
-      rawBytes += raw;
       const subject = writeSubject(this.#prefix, this.partition, this.#epoch, n);
       if (i === parts.length - 1) {
         h[CL_HEADERS.end] = "1";
@@ -359,7 +356,7 @@ export class Changelog {
       this.#since.set(key, { state, seq: g.seq });
       this.#sinceBytes += key.length + (state?.length ?? 0);
     }
-    this.#writtenBytes += rawBytes;
+    this.#writtenBytes += bytes;
     last!.then(() => {
       this.#lastWriteSeq = g.seq;
       g.waiters.forEach((w, k) => w.resolve(k === 0 ? { records: entries.length, bytes } : { records: 0, bytes: 0 }));
