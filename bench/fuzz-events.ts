@@ -21,6 +21,10 @@
  * dead letters per reason must equal the in-process verdicts, the engine must
  * still be ready, and every bystander profile must equal the reference built
  * with applyEvent from its good events alone.
+ *
+ * CLUSTER_UNSUPPORTED never comes out here: only a cluster node's shard gives
+ * it (the engine phase runs one engine without --cluster); test/cluster.test.ts
+ * checks it.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";

@@ -18,7 +18,7 @@ import { probeNats, startNatsServer, type NatsServerHandle } from "./bus/nats-se
 import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, publishOutbound, replayCatalog } from "./bus/streams.js";
 import { internalKey } from "./bus/internal-key.js";
-import { AudienceAdmin, openDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
+import { AudienceAdmin, openDefinitions, readDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
 import type { OutboundMessage } from "./bus/event-batch.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
@@ -254,10 +254,20 @@ export class Engine {
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
     const defsKv = await setup("audience definitions", () => openDefinitions(js, s.audienceBucket, replicas));
-    this.#audienceWatch = await setup("audience definitions watch", () => watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
-      await pool0.setAudiences(defs);
-      this.log.info({ audiences: defs.length }, "audience definitions applied");
-    }));
+    if (cfg.cluster !== undefined) {
+      // Cluster mode: an audience's members, counts, timers and transition outbox live in the owner's LMDB, which a takeover
+      // does not carry yet; so audiences are refused (CONFIG), here and by every audience request, rather than counted wrong.
+      const defined = await setup("audience definitions", () => readDefinitions(defsKv));
+      if (defined.size > 0) {
+        throw new ConfigError(`audiences are not available in cluster mode (--cluster) in this version, and ${s.audienceBucket} holds ${defined.size} ` +
+          `(${[...defined.keys()].slice(0, 5).join(", ")}): delete them, or run without --cluster`);
+      }
+    } else {
+      this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
+        await pool0.setAudiences(defs);
+        this.log.info({ audiences: defs.length }, "audience definitions applied");
+      });
+    }
     this.#startTicks(js);
     const beforeAck = faultKiller(cfg.faultKillBeforeAckAfterBatches, this.log);
     // Every reply is kept for judging its logged feedback; what passes goes to the training log (src/recs/feedback-log.ts).
@@ -367,7 +377,8 @@ export class Engine {
           return { existed: r.existed, tombstoneEventId, mergedIdsErased: merged.length };
         },
       },
-      audiences: new AudienceAdmin(defsKv, pool, () => this.#backfill),
+      audiences: new AudienceAdmin(defsKv, pool, () => this.#backfill, cfg.cluster === undefined ? undefined
+        : "audiences are not available in cluster mode (--cluster) in this version: their members, counts and timers are not carried through a takeover"),
     });
     // Ready means the server has our subscriptions: a query sent now finds a responder.
     await this.#nc.flush();
@@ -409,13 +420,17 @@ export class Engine {
   #startTicks(js: JetStreamClient): void {
     const pool = this.#pool!;
     const killBeforePublish = faultKiller(this.config.faultKillBeforeAudiencePublishAfterTicks, this.log);
+    // Cluster mode: only the partitions this node holds a lease on (none before the cluster node has started).
+    const cluster = this.config.cluster !== undefined;
     const run = async () => {
-      const results = await pool.tick();
+      const results = await pool.tick(cluster ? (this.#cluster?.leased() ?? []) : undefined);
       if (results.some((r) => Object.keys(r.outbound).length > 0)) killBeforePublish?.();
       // Published while the next ticks run (committed in the outboxes, so a crash loses none); a tick waits for them only
       // beyond TICK_PUBLISH_BOUND messages in flight, and close waits for all.
       for (const r of results) {
         for (const [p, msgs] of Object.entries(r.outbound) as [string, OutboundMessage[]][]) {
+          // A lease lost during the tick: its transitions stay in this node's outbox; the owner publishes its own.
+          if (cluster && this.#cluster?.leased().includes(Number(p)) !== true) continue;
           this.#tickPublishing += msgs.length;
           const done: Promise<void> = publishOutbound(js, msgs).then(() => pool.published(Number(p), msgs.map((m) => m.msgId)))
             .catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => {

@@ -10,7 +10,7 @@
 import type { JetStreamClient, KV } from "nats";
 import { orderDefinitions, parseDefinition, referencesOf, type AudienceDefinition } from "../actors/audience-rules.js";
 import { AudienceError } from "../actors/audience-rules.js";
-import { BadRequestError, ErrorCode, PortraitError, fromWire } from "../errors.js";
+import { BadRequestError, ConfigError, ErrorCode, PortraitError, fromWire } from "../errors.js";
 import type { Logger } from "../obs/logger.js";
 import type { ReportGroup } from "../shard/audience-runner.js";
 import type { AudienceQueryResult, AudienceReportResult } from "../shard/shard-protocol.js";
@@ -138,11 +138,18 @@ export class AudienceAdmin {
   readonly #kv: KV;
   readonly #source: AudienceSource;
   readonly #backfill: () => BackfillView;
+  /** Cluster mode: why every operation is refused (CONFIG). */
+  readonly #refused: string | undefined;
 
-  constructor(kv: KV, source: AudienceSource, backfill: () => BackfillView) {
+  constructor(kv: KV, source: AudienceSource, backfill: () => BackfillView, refused?: string) {
     this.#kv = kv;
     this.#source = source;
     this.#backfill = backfill;
+    this.#refused = refused;
+  }
+
+  #open(): void {
+    if (this.#refused !== undefined) throw new ConfigError(this.#refused);
   }
 
   async #count(id: string, after = "", limit = 0) {
@@ -159,6 +166,7 @@ export class AudienceAdmin {
 
   /** Validates a definition against the stored set (references, cycles, limits) and stores it (create or replace). */
   async create(body: Record<string, unknown>): Promise<{ audience: AudienceDefinition; replaced: boolean }> {
+    this.#open();
     const def = parseDefinition(body.definition ?? body);
     const all = await readDefinitions(this.#kv);
     const replaced = all.has(def.id);
@@ -169,6 +177,7 @@ export class AudienceAdmin {
   }
 
   async list(): Promise<{ audiences: { definition: AudienceDefinition; count: number }[]; backfill: BackfillView }> {
+    this.#open();
     const all = await readDefinitions(this.#kv);
     const audiences = [];
     for (const d of [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1))) audiences.push({ definition: d, count: (await this.#count(d.id)).count });
@@ -176,12 +185,14 @@ export class AudienceAdmin {
   }
 
   async show(body: Record<string, unknown>): Promise<{ definition: AudienceDefinition; count: number; backfill: BackfillView }> {
+    this.#open();
     const id = str(body, "id");
     const definition = await this.#get(id);
     return { definition, count: (await this.#count(id)).count, backfill: this.#backfill() };
   }
 
   async delete(body: Record<string, unknown>): Promise<{ deleted: string }> {
+    this.#open();
     const id = str(body, "id");
     await this.#get(id);
     const all = await readDefinitions(this.#kv);
@@ -193,6 +204,7 @@ export class AudienceAdmin {
   }
 
   async count(body: Record<string, unknown>): Promise<{ id: string; count: number }> {
+    this.#open();
     const id = str(body, "id");
     await this.#get(id);
     return { id, count: (await this.#count(id)).count };
@@ -200,6 +212,7 @@ export class AudienceAdmin {
 
   /** Contacted vs holdout members: purchase rate and revenue per member in the `days` days from entering, with 95% intervals of the difference. */
   async report(body: Record<string, unknown>): Promise<AudienceReport> {
+    this.#open();
     const id = str(body, "id");
     await this.#get(id);
     const days = body.days === undefined ? 30 : body.days;
@@ -221,6 +234,7 @@ export class AudienceAdmin {
 
   /** A page of members in user-id order; `next` is the `after` of the next page ("" = the last page). */
   async members(body: Record<string, unknown>): Promise<{ id: string; count: number; members: { userId: string; sinceMs: number; holdout: boolean }[]; next: string }> {
+    this.#open();
     const id = str(body, "id");
     await this.#get(id);
     const after = body.after === undefined ? "" : body.after;

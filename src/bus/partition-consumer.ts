@@ -129,8 +129,8 @@ export interface ConsumerFence {
    * A batch committed in LMDB: store its changelog records and confirm the
    * lease. Called in batch order, as soon as each batch's result is in (not
    * after the previous batch's acknowledgement), so the records of
-   * consecutive batches are in flight together; it must issue its records
-   * before it returns, so that they are sent in batch order. False = fenced:
+   * consecutive batches are in flight together; it must hand its records to
+   * the changelog before it returns, so that they are written in batch order. False = fenced:
    * the batch is not acknowledged, nor anything after it.
    */
   commit(r: BatchResult): Promise<boolean>;

@@ -109,7 +109,7 @@ class AckedPublisher {
   readonly #nc: NatsConnection;
   readonly #inbox = createInbox();
   readonly #sub: Subscription;
-  readonly #pending = new Map<number, { resolve: () => void; reject: (err: Error) => void; deadline: number }>();
+  readonly #pending = new Map<number, { resolve: (seq: number) => void; reject: (err: Error) => void; deadline: number }>();
   #next = 0;
   #sweep: NodeJS.Timeout | undefined;
 
@@ -127,9 +127,9 @@ class AckedPublisher {
     this.#pending.delete(id);
     // A status message without data: no stream for the subject (503) or another refusal.
     if (m.headers !== undefined && m.headers.hasError) return p.reject(new Error(`publish refused: ${m.headers.code} ${m.headers.description}`));
-    const body = m.data.length > 0 ? (JSON.parse(utf8.decode(m.data)) as { error?: { description?: string; err_code?: number } }) : {};
+    const body = m.data.length > 0 ? (JSON.parse(utf8.decode(m.data)) as { error?: { description?: string; err_code?: number }; seq?: number }) : {};
     if (body.error !== undefined) return p.reject(new Error(`publish refused by JetStream: ${body.error.description ?? ""} (${body.error.err_code ?? "?"})`));
-    p.resolve();
+    p.resolve(body.seq ?? 0);
   }
 
   #failAll(err: Error): void {
@@ -137,13 +137,14 @@ class AckedPublisher {
     this.#pending.clear();
   }
 
-  publish(subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
+  /** Resolves with the stream sequence the message was stored at. */
+  publish(subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<number> {
     if (this.#nc.isClosed()) return Promise.reject(new Error("connection closed"));
     const id = ++this.#next;
     const h = headers();
     h.set("Nats-Msg-Id", msgId);
     if (extra !== undefined) for (const k in extra) h.set(k, extra[k]!);
-    const done = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, deadline: Date.now() + OUTBOUND_TIMEOUT_MS }));
+    const done = new Promise<number>((resolve, reject) => this.#pending.set(id, { resolve, reject, deadline: Date.now() + OUTBOUND_TIMEOUT_MS }));
     this.#sweep ??= setInterval(() => {
       const now = Date.now();
       for (const [k, p] of this.#pending) {
@@ -187,9 +188,26 @@ function publisherOf(js: JetStreamClient): AckedPublisher {
  * message id), acknowledged on the shared reply subscription: sent before
  * this returns, so calls go out in call order. Rejects with the stream's
  * refusal (its description and error code) or a timeout; never retried.
+ * Resolves with the stream sequence it was stored at.
  */
-export function ackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<void> {
+export function ackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra?: Readonly<Record<string, string>>): Promise<number> {
   return publisherOf(js).publish(subject, data, msgId, extra);
+}
+
+/**
+ * One JetStream publish with its id and extra headers, not acknowledged (no
+ * reply subject): stored or refused by the stream without a word back. Sent
+ * before this returns, in call order with ackedPublish on the same
+ * connection. Only for a message whose storage a later acknowledged one
+ * proves (the changelog's chain of expected ids: src/bus/changelog.ts).
+ */
+export function unackedPublish(js: JetStreamClient, subject: string, data: Uint8Array, msgId: string, extra: Readonly<Record<string, string>>): void {
+  const nc = (js as unknown as { nc: NatsConnection }).nc;
+  if (nc.isClosed()) return;
+  const h = headers();
+  h.set("Nats-Msg-Id", msgId);
+  for (const k in extra) h.set(k, extra[k]!);
+  nc.publish(subject, data, { headers: h });
 }
 
 export async function publishOutbound(js: JetStreamClient, msgs: readonly OutboundMessage[]): Promise<void> {

@@ -99,6 +99,11 @@ export class ClusterNode implements QueryRoute {
     return [...this.#served.keys()].sort((a, b) => a - b);
   }
 
+  /** Partitions this node serves and holds a current lease on: the only ones whose time-driven work (audience ticks) runs here. */
+  leased(): number[] {
+    return this.served().filter((p) => this.#leases.holds(p));
+  }
+
   get leases(): LeaseTable {
     return this.#leases;
   }
@@ -145,15 +150,15 @@ export class ClusterNode implements QueryRoute {
         if (this.#leases.epochOf(p) !== epoch) return Promise.resolve(false);
         const changes = r.changes ?? [];
         const t = performance.now();
-        // Issued now, in batch order; the chain of expected ids fences another owner's mark.
+        // Handed over now, in batch order (group commit); the chain of expected ids fences another owner's mark.
         const appended = changelog.append(r.lastSeq, changes);
         return (async () => {
           try {
-            const bytes = await appended;
+            const w = await appended;
             if (changes.length > 0) {
               const node = this.#o.nodeId;
-              d.metrics.changelogRecords.inc({ node }, changes.length);
-              d.metrics.changelogBytes.inc({ node }, bytes);
+              if (w.records > 0) d.metrics.changelogRecords.inc({ node }, w.records);
+              if (w.bytes > 0) d.metrics.changelogBytes.inc({ node }, w.bytes);
               d.metrics.changelogSeconds.observe({ node }, (performance.now() - t) / 1000);
             }
           } catch (err) {

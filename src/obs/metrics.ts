@@ -402,8 +402,8 @@ export class ClusterMetrics {
       labelNames: ["node"], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers,
     });
     this.fenced = new Counter({ name: "portrait_cluster_fenced_total", help: "Partitions this node stopped committing for because another node owns them (a refused changelog record or lease renewal).", labelNames: ["node"], registers });
-    this.changelogRecords = new Counter({ name: "portrait_changelog_records_total", help: "User states published to the partitions' changelogs.", labelNames: ["node"], registers });
-    this.changelogBytes = new Counter({ name: "portrait_changelog_bytes_total", help: "Bytes of user states published to the changelogs.", labelNames: ["node"], registers });
+    this.changelogRecords = new Counter({ name: "portrait_changelog_records_total", help: "User states published to the partitions' changelogs (in writes; compactions not counted).", labelNames: ["node"], registers });
+    this.changelogBytes = new Counter({ name: "portrait_changelog_bytes_total", help: "Bytes of changelog writes published (compressed, as stored; compactions not counted).", labelNames: ["node"], registers });
     this.changelogSeconds = new Histogram({
       name: "portrait_changelog_append_seconds", help: "Time from a batch's LMDB commit to its changelog records being stored (the acknowledgement waits for it).",
       labelNames: ["node"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers,

@@ -223,6 +223,11 @@ export class BatchApplier {
         if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
         e.userId = k;
       }
+      if (d.changelog === true && (e.type >= EventType.FOLLOW || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER)) {
+        // Cluster mode: their effects on other users live in this node's LMDB and outbox, which a takeover does not carry.
+        deadLetters.push({ index: i, seq, reason: "CLUSTER_UNSUPPORTED", detail: "identity and social events are not available in cluster mode (--cluster) in this version" });
+        continue;
+      }
       if (e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
         // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
         appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval }, skip);
@@ -566,8 +571,10 @@ export class BatchApplier {
    * commit through its chain (after its batches in flight); resolves after
    * they committed, with the transitions to publish.
    */
-  async tick(): Promise<TickResult> {
+  async tick(only?: readonly number[]): Promise<TickResult> {
     const d = this.#d;
+    // Cluster mode: only the partitions this node holds a lease on (another node's timers are its own business).
+    const runs = (p: number) => only === undefined || only.includes(p);
     const now = d.clock.now();
     const result: TickResult = { outbound: {}, timersFired: 0, backfilled: 0 };
     const batchNo = ++this.#batchNo;
@@ -579,11 +586,13 @@ export class BatchApplier {
     };
     if (now > 0) {
       for (const p of d.partitions) {
+        if (!runs(p)) continue;
         const w = of(p);
         result.timersFired += this.#collectDue(p, now, batchNo, w.dirty, w.users, w.side);
       }
     }
     for (const [user, p] of d.audiences.backfillKeys() ?? []) {
+      if (!runs(p)) continue;
       const w = of(p);
       if (w.dirty.has(user) || this.#pendingAliases.has(user) || !d.actors.has(user)) continue;
       const a = d.actors.actor(user);

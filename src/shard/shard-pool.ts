@@ -207,9 +207,12 @@ export class ShardPool {
     return Promise.all(this.#shards.map((s) => s.call((api) => api.setAudiences(defs)))).then(() => undefined);
   }
 
-  /** Ticks every shard (timers, backfill chunks); resolves with each shard's result once its writes committed. */
-  tick(): Promise<(TickResult & { backfill: BackfillProgress })[]> {
-    return Promise.all(this.#shards.map((s) => s.call((api) => api.tick())));
+  /**
+   * Ticks every shard (timers, backfill chunks); resolves with each shard's result once its writes committed. `only`: the
+   * partitions to tick (cluster mode: those this node holds a lease on); every partition when undefined.
+   */
+  tick(only?: number[]): Promise<(TickResult & { backfill: BackfillProgress })[]> {
+    return Promise.all(this.#shards.map((s) => s.call((api) => api.tick(only))));
   }
 
   /** An audience's count and a page of members (any shard reads the one LMDB). */

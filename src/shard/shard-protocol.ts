@@ -161,8 +161,11 @@ export interface ShardApi {
   forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }>;
   /** Replaces the audience definitions (validated by whoever stored them); a new set starts a backfill. */
   setAudiences(defs: AudienceDefinition[]): Promise<void>;
-  /** Time passing: fires due audience timers and runs a chunk of a backfill; resolves after they committed. */
-  tick(): Promise<TickResult & { backfill: BackfillProgress }>;
+  /**
+   * Time passing: fires due audience timers and runs a chunk of a backfill; resolves after they committed. `only`: the
+   * partitions to run them for (cluster mode: those this node holds a lease on); all of the shard's when undefined.
+   */
+  tick(only?: number[]): Promise<TickResult & { backfill: BackfillProgress }>;
   /** These outbound messages of the partition were published: their outbox entries go. */
   published(partition: number, msgIds: string[]): Promise<void>;
   /** An audience's count, and a page of its members after `after` (limit 0 = count only). Any shard answers for all (one LMDB). */

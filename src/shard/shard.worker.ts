@@ -172,8 +172,8 @@ class Shard implements ShardApi {
     this.#audiences.set(defs);
   }
 
-  async tick(): Promise<TickResult & { backfill: BackfillProgress }> {
-    const r = await this.#batches.tick();
+  async tick(only?: number[]): Promise<TickResult & { backfill: BackfillProgress }> {
+    const r = await this.#batches.tick(only);
     return { ...r, backfill: this.#audiences.progress() };
   }
 

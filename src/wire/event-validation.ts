@@ -74,6 +74,14 @@ export const DeadLetterReason = {
   PROPENSITY_MISMATCH: "PROPENSITY_MISMATCH",
   /** A logged REC_CLICK before any logged REC_IMPRESSION of the same item in the same reply. Judged like UNKNOWN_REC_REQUEST. */
   CLICK_WITHOUT_IMPRESSION: "CLICK_WITHOUT_IMPRESSION",
+  /**
+   * Cluster mode (README "Scale-out"): an IDENTIFY, IDENTITY_HANDOVER, FOLLOW,
+   * UNFOLLOW, SHARE or SOCIAL_NOTICE. Their effects on other users (the alias
+   * table, hand-overs, notices) live in the owner's LMDB and outbox, which a
+   * takeover does not carry yet; so they are refused rather than lost. Judged
+   * by the shard, never by decodeEvent.
+   */
+  CLUSTER_UNSUPPORTED: "CLUSTER_UNSUPPORTED",
 } as const;
 export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
 
