@@ -10,7 +10,7 @@
  * Then a backfill of a new audience over --backfill-users stored profiles
  * (0 = none), selective and whole, alternating (backfillRuns).
  *
- *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--no-record]
+ *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--no-record] [--only-with]
  *
  * Prints, per condition, µs per event of the thread (apply, evaluate, the
  * commit call: packing and queueing the writes, and the wait for the commit)
@@ -47,8 +47,11 @@ const { values: a } = parseArgs({
     "backfill-users": { type: "string", default: "100000" },
     "timer-compaction": { type: "string", default: "default" },
     "no-record": { type: "boolean", default: false },
+    "only-with": { type: "boolean", default: false },
   },
 });
+/** `--only-with`: only the runs with the audiences, nothing printed or recorded (for a CPU profile: node --cpu-prof). */
+const ONLY_WITH = a["only-with"];
 /** `eager`: the timer index's passed entries are moved at every evaluation (the most writes the index can cost), not every 60 s or 4096 entries. */
 const EAGER = a["timer-compaction"] === "eager";
 const SET = a.set === "churny" ? "churny" : "shop";
@@ -308,6 +311,10 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const ratios: number[] = [];
   let kindsNote = "";
+  if (ONLY_WITH) {
+    for (let r = 0; r <= ROUNDS; r++) await run(defs);
+    return;
+  }
   // One warm-up of each (JIT), not reported.
   await run([]);
   await run(defs);
@@ -318,7 +325,7 @@ async function main(): Promise<void> {
       rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0)]);
     }
     ratios.push(1 - none.cpuUs / with100.cpuUs);
-    if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, m = members, c = counts, o = outbox).`;
+    if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, c = counts, o = outbox).`;
     rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
   }
   if (BACKFILL_USERS > 0) await backfillRuns(defs, rows);

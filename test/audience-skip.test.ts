@@ -303,4 +303,44 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("store - a data dir with the member index of before: each owned indexed user gets its memberships record, the index goes, members are read from the records", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-index-"));
+    try {
+      // As written before: profiles with their memberships inside, and the member index ["m", audience, user] -> [since, holdout].
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (o: object) => Object.getPrototypeOf(o) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+      const aud = env.openDB({ name: "audiences", encoding: "msgpack" });
+      const member = (id: string, m: Record<string, [number, number, number]>) => {
+        const u = newUserState();
+        u.aud = { ...newAudienceState(0), due: 0, w: 1 };
+        Object.assign(u.aud.m, m);
+        return profiles.put(id, u);
+      };
+      await member("u1", { buyers: [777, 1, 1], lapsed: [0, 2, 0] });
+      await member("u2", { buyers: [0, 2, 0] });
+      await member("u3", { buyers: [555, 3, 0] });
+      await aud.put(["m", "buyers", "u1"], [777, 1]);
+      await aud.put(["m", "buyers", "u3"], [555, 0]);
+      await aud.put(["c", "buyers", 0], 2);
+      await env.close();
+
+      const store = new ProfileStore({ dataDir: dir });
+      // u3 belongs to another shard: its entry stays for that shard.
+      expect(store.dropMemberIndex((user) => user !== "u3")).toBe(1);
+      expect(store.audienceRange(["m"], ["m", "\u{10FFFF}"]).map((x) => x.key)).toEqual([["m", "buyers", "u3"]]);
+      expect([...store.members("buyers")]).toEqual([["u1", 777, 1]]);
+      expect(store.dropMemberIndex(() => true)).toBe(1);
+      expect(store.audienceRange(["m"], ["m", "\u{10FFFF}"])).toEqual([]);
+      expect([...store.members("buyers")]).toEqual([["u1", 777, 1], ["u3", 555, 0]]);
+      expect([...store.members("buyers", "u1")]).toEqual([["u3", 555, 0]]);
+      expect([...store.members("lapsed")]).toEqual([]);
+      // The records hold what the profiles held (u2, never indexed, keeps its memberships inside until its next write).
+      expect({ ...store.getState("u1")!.aud!.m }).toEqual({ buyers: [777, 1, 1], lapsed: [0, 2, 0] });
+      expect({ ...store.getState("u2")!.aud!.m }).toEqual({ buyers: [0, 2, 0] });
+      expect(store.audienceGet(["c", "buyers", 0])).toBe(2);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -8,7 +8,10 @@
  *   which are kept in memory (audience-timers.ts): per user one entry at or
  *   before its committed due, written only when the due moves earlier than
  *   it; read whole at start;
- * - members: ["m", audience, user] -> [since ms, holdout];
+ * - members: no index of their own (the member writes were one LMDB write
+ *   per transition): `members`, `export` and `report` scan the memberships
+ *   records (ProfileStore.members), and data dirs that still have the index
+ *   ["m", audience, user] lose it at start (ProfileStore.dropMemberIndex);
  * - counts: ["c", audience, partition] -> members, maintained in memory and
  *   written with every change (a count is a sum over partitions, not a scan);
  * - outbox: ["o", partition, entry number] -> the transitions of one commit
@@ -119,6 +122,10 @@ export class AudienceRunner {
       }
     })(), d.timerCompaction);
     if (this.#timers.duplicates.length > 0) d.store.audienceWrite({ puts: [], removes: this.#timers.duplicates });
+    d.store.dropMemberIndex((user) => {
+      const p = this.#partitionOf(user);
+      return p !== undefined && this.#owned.has(p);
+    });
     for (const p of d.partitions) {
       for (const { key } of d.store.audienceRange(["o", p, 0], ["o", p, Number.MAX_SAFE_INTEGER])) this.#outboxNo = Math.max(this.#outboxNo, key[2] as number);
     }
@@ -192,6 +199,12 @@ export class AudienceRunner {
     return this.#timers.scheduled;
   }
 
+  /** A stored user's partition: from the id when it is the raw one (another shard's users are not read), else from its state. */
+  #partitionOf(user: string): number | undefined {
+    const d = this.#d;
+    return d.pseudonymised ? d.actors.state(user)?.aud?.p : partitionOf(user, d.partitionCount);
+  }
+
   /** The next chunk of the running backfill: stored users of this shard's partitions, with their partition. */
   backfillKeys(): [string, number][] | undefined {
     const b = this.#backfill;
@@ -200,8 +213,7 @@ export class AudienceRunner {
     const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
     const out: [string, number][] = [];
     for (const k of keys) {
-      // The partition from the id when it is the raw one: another shard's users are not read.
-      const p = d.pseudonymised ? d.actors.state(k)?.aud?.p : partitionOf(k, d.partitionCount);
+      const p = this.#partitionOf(k);
       if (p !== undefined && this.#owned.has(p)) out.push([k, p]);
     }
     b.scanned += keys.length;
@@ -229,8 +241,6 @@ export class AudienceRunner {
 
   #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: OutboxRow[]): void {
     for (const t of ts) {
-      if (t.entered) side.puts.push([["m", t.audience, key], [t.atMs, t.holdout ? 1 : 0]]);
-      else side.removes.push(["m", t.audience, key]);
       if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
       }
@@ -371,10 +381,8 @@ export function audienceCount(store: ProfileStore, audience: string): number {
 /** A page of an audience's committed members, after user `after` ("" = from the start). */
 export function audienceMembers(store: ProfileStore, audience: string, after: string, limit: number): { userId: string; sinceMs: number; holdout: boolean }[] {
   const out: { userId: string; sinceMs: number; holdout: boolean }[] = [];
-  for (const { key, value } of store.audienceRange(["m", audience, after], ["m", audience, "\u{10FFFF}"], limit + 1)) {
-    const user = key[2] as string;
-    if (user === after) continue;
-    const [since, holdout] = value as [number, number];
+  if (limit <= 0) return out;
+  for (const [user, since, holdout] of store.members(audience, after)) {
     out.push({ userId: user, sinceMs: since, holdout: holdout === 1 });
     if (out.length >= limit) break;
   }
@@ -401,7 +409,7 @@ export interface ReportGroup {
  */
 export function audienceReport(store: ProfileStore, audience: string, days: number): { contacted: ReportGroup; holdout: ReportGroup } {
   const acc = [[0, 0, 0, 0], [0, 0, 0, 0]]; // members, buyers, Σ revenue, Σ revenue²
-  const current = store.audienceRange(["m", audience], ["m", audience, "\u{10FFFF}"]).map(({ key, value }) => [key[2] as string, ...(value as [number, number])] as const);
+  const current = [...store.members(audience)];
   // Departed members (audiences with a holdout): [x, audience, user, since] -> [exit ms, holdout].
   const departed = store.audienceRange(["x", audience], ["x", audience, "\u{10FFFF}"]).map(({ key, value }) => [key[2] as string, key[3] as number, (value as [number, number])[1]] as const);
   for (const [user, since, holdout] of [...current, ...departed]) {
