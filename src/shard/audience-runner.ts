@@ -41,7 +41,7 @@ import { backfillSelection, compileAudiences, type AudienceDefinition, type Comp
 import { CohortSketches, evaluateAudiences, exitAll, observeAudienceEvent, type EvalEnv, type Transition, type TransitionReason } from "../actors/audience-state.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { ProfileEvent, UserState } from "../actors/user-profile.js";
-import type { OutboundMessage } from "../bus/event-batch.js";
+import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { MEMBERSHIPS_PART, PROFILE_PART, type AudienceKey, type ProfileStore, type SideWrites } from "../store/profile-store.js";
 import { pb } from "../wire/proto.js";
@@ -107,8 +107,7 @@ export class AudienceRunner {
   #cohortsWrittenAt = 0;
   /** Number of the last outbox entry written (AudienceRunner header). */
   #outboxNo = 0;
-  /** Outbox entries not yet removed: message id -> [partition, entry number], and entry number -> messages not yet published. */
-  readonly #outboxOf = new Map<string, [number, number]>();
+  /** Outbox entries not yet removed: entry number -> messages not yet published (each message carries its entry number). */
   readonly #outboxLeft = new Map<number, number>();
   readonly #timers: AudienceTimers;
 
@@ -255,11 +254,11 @@ export class AudienceRunner {
     if (rows.length === 0) return;
     const no = ++this.#outboxNo;
     side.puts.push([["o", partition, no], rows]);
-    this.#track(partition, no, msgs);
+    this.#track(no, msgs);
   }
 
-  #track(partition: number, no: number, msgs: readonly OutboundMessage[]): void {
-    for (const m of msgs) this.#outboxOf.set(m.msgId, [partition, no]);
+  #track(no: number, msgs: readonly OutboundMessage[]): void {
+    for (const m of msgs) m.outbox = no;
     this.#outboxLeft.set(no, msgs.length);
   }
 
@@ -337,7 +336,7 @@ export class AudienceRunner {
       for (const { key, value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) {
         if (typeof key[2] === "number") {
           const msgs = (value as OutboxRow[]).map((r) => this.outbound(fromRow(r)));
-          this.#track(p, key[2], msgs);
+          this.#track(key[2], msgs);
           for (const message of msgs) out.push({ partition: p, message });
           continue;
         }
@@ -350,21 +349,22 @@ export class AudienceRunner {
     return out;
   }
 
-  /** The main thread published these (PubAck): their outbox entries go (not awaited; a lost removal only republishes, deduplicated by id). */
-  published(partition: number, msgIds: string[]): void {
+  /**
+   * The main thread published these (PubAck), each named by its shared outbox entry's number or its id (outboxRefs): an
+   * entry goes once all its messages were published (not awaited; a lost removal only republishes, deduplicated by id).
+   */
+  published(partition: number, done: readonly OutboxRef[]): void {
     const removes: AudienceKey[] = [];
-    for (const id of msgIds) {
-      const at = this.#outboxOf.get(id);
-      if (at === undefined || at[0] !== partition) {
-        removes.push(["o", partition, id]);
+    for (const ref of done) {
+      if (typeof ref === "string") {
+        removes.push(["o", partition, ref]);
         continue;
       }
-      this.#outboxOf.delete(id);
-      const left = this.#outboxLeft.get(at[1])! - 1;
-      if (left > 0) this.#outboxLeft.set(at[1], left);
+      const left = (this.#outboxLeft.get(ref) ?? 1) - 1;
+      if (left > 0) this.#outboxLeft.set(ref, left);
       else {
-        this.#outboxLeft.delete(at[1]);
-        removes.push(["o", partition, at[1]]);
+        this.#outboxLeft.delete(ref);
+        removes.push(["o", partition, ref]);
       }
     }
     this.#d.store.audienceWrite({ puts: [], removes });
