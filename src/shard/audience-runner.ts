@@ -12,8 +12,12 @@
  *   per transition): `members`, `export` and `report` scan the memberships
  *   records (ProfileStore.members), and data dirs that still have the index
  *   ["m", audience, user] lose it at start (ProfileStore.dropMemberIndex);
- * - counts: ["c", audience, partition] -> members, maintained in memory and
- *   written with every change (a count is a sum over partitions, not a scan);
+ * - counts: ["c", partition] -> [audience, members, audience, members, ...]
+ *   (audiences with members), maintained in memory and written once per
+ *   commit that changes one (a count is a sum over partitions, not a scan).
+ *   Data dirs of the layout before (one entry per audience and partition,
+ *   ["c", audience, partition]: 0.37 LMDB writes per event in the shop bench)
+ *   are folded into it at start;
  * - outbox: ["o", partition, entry number] -> the transitions of one commit
  *   (one evaluation call: a batch, a tick, a forget), compact (OutboxRow),
  *   until the main thread has published all of them (JetStream PubAck) and
@@ -76,6 +80,13 @@ export interface BackfillProgress {
   total: number;
 }
 
+/** A partition's counts as stored: [audience, members, ...]. */
+function countRecord(m: ReadonlyMap<string, number>): (string | number)[] {
+  const r: (string | number)[] = [];
+  for (const [audience, n] of m) r.push(audience, n);
+  return r;
+}
+
 export function encodeTransition(t: Transition): Uint8Array {
   return pb.AudienceTransition.encode({
     audienceId: t.audience, userId: t.user, transition: t.n, entered: t.entered, atMs: t.atMs, reason: t.reason, holdout: t.holdout,
@@ -98,7 +109,8 @@ export class AudienceRunner {
   readonly #owned: Set<number>;
   #set: CompiledAudiences = compileAudiences([]);
   #hash = "[]";
-  readonly #counts = new Map<string, number>();
+  /** Members per audience, per owned partition, as of the last commit issued (written whole: #writeCounts). */
+  readonly #counts = new Map<number, Map<string, number>>();
   /** The running backfill; `only`: the audiences it evaluates (backfillSelection), undefined = all of them. */
   #backfill: { cursor: string; scanned: number; total: number; hash: string; only: Uint8Array | undefined } | undefined;
   readonly #cohorts: CohortSketches;
@@ -125,6 +137,7 @@ export class AudienceRunner {
       const p = this.#partitionOf(user);
       return p !== undefined && this.#owned.has(p);
     });
+    this.#loadCounts();
     for (const p of d.partitions) {
       for (const { key } of d.store.audienceRange(["o", p, 0], ["o", p, Number.MAX_SAFE_INTEGER])) this.#outboxNo = Math.max(this.#outboxNo, key[2] as number);
     }
@@ -225,17 +238,45 @@ export class AudienceRunner {
     return out;
   }
 
-  /** Applies the count changes of one commit and writes each changed counter once. */
+  /** The owned partitions' counts from their records; counters of the layout before folded into them (one transaction). */
+  #loadCounts(): void {
+    const d = this.#d;
+    for (const p of d.partitions) {
+      const m = new Map<string, number>();
+      const r = d.store.audienceGet(["c", p]) as (string | number)[] | undefined;
+      if (r !== undefined) for (let i = 0; i + 1 < r.length; i += 2) m.set(r[i] as string, r[i + 1] as number);
+      this.#counts.set(p, m);
+    }
+    const old: SideWrites = { puts: [], removes: [] };
+    const folded = new Set<number>();
+    for (const { key, value } of d.store.audienceRange(["c", ""], ["c", "\u{10FFFF}"])) {
+      const [, audience, p] = key as [string, string, number];
+      if (!this.#owned.has(p)) continue;
+      const m = this.#counts.get(p)!;
+      const n = (m.get(audience) ?? 0) + (value as number);
+      if (n !== 0) m.set(audience, n);
+      else m.delete(audience);
+      old.removes.push(key);
+      folded.add(p);
+    }
+    if (old.removes.length === 0) return;
+    for (const p of folded) old.puts.push([["c", p], countRecord(this.#counts.get(p)!)]);
+    d.store.audienceWriteSync(old);
+  }
+
+  /** Applies the count changes of one commit; the partition's record is written once if any changed. */
   #writeCounts(partition: number, deltas: Map<string, number>, side: SideWrites): void {
+    let m = this.#counts.get(partition);
+    if (m === undefined) this.#counts.set(partition, (m = new Map()));
+    let changed = false;
     for (const [audience, delta] of deltas) {
       if (delta === 0) continue;
-      const k = `${audience}\u0000${partition}`;
-      let n = this.#counts.get(k);
-      if (n === undefined) n = (this.#d.store.audienceGet(["c", audience, partition]) as number | undefined) ?? 0;
-      n += delta;
-      this.#counts.set(k, n);
-      side.puts.push([["c", audience, partition], n]);
+      const n = (m.get(audience) ?? 0) + delta;
+      if (n !== 0) m.set(audience, n);
+      else m.delete(audience);
+      changed = true;
     }
+    if (changed) side.puts.push([["c", partition], countRecord(m)]);
   }
 
   #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: OutboxRow[]): void {
@@ -371,10 +412,17 @@ export class AudienceRunner {
   }
 }
 
-/** Count of an audience: the sum of its committed per-partition counters. */
+/** Count of an audience: the sum of its committed counts in the partitions' records. */
 export function audienceCount(store: ProfileStore, audience: string): number {
   let n = 0;
-  for (const { value } of store.audienceRange(["c", audience], ["c", audience, Infinity])) n += value as number;
+  for (const { value } of store.audienceRange(["c", 0], ["c", Number.MAX_SAFE_INTEGER])) {
+    const r = value as (string | number)[];
+    for (let i = 0; i + 1 < r.length; i += 2) {
+      if (r[i] !== audience) continue;
+      n += r[i + 1] as number;
+      break;
+    }
+  }
   return n;
 }
 

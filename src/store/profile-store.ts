@@ -28,7 +28,8 @@
  *
  * - db `audiences` (ordered keys, src/shard/audience-runner.ts): ["t", partition,
  *   time ms, user] -> 1 (the timers' coarse index: an entry at or before the
- *   user's committed due, src/shard/audience-timers.ts), ["c", audience, partition] -> members (counts), ["o", partition,
+ *   user's committed due, src/shard/audience-timers.ts), ["c", partition] -> [audience, members, ...]
+ *   (the partition's counts; ["c", audience, partition] -> members before), ["o", partition,
  *   entry number] -> the transitions of one commit, or ["o", partition, message
  *   id] -> an identity message (the outbox: committed, not yet published),
  *   ["b", shard] -> the definitions a shard last backfilled. Written in the
@@ -280,6 +281,14 @@ export class ProfileStore {
 
   audienceGet(key: AudienceKey): unknown {
     return this.#aud.get(key);
+  }
+
+  /** Writes in one transaction, now (a shard's start, before its batches). */
+  audienceWriteSync(w: SideWrites): void {
+    this.#root.transactionSync(() => {
+      for (const [k, v] of w.puts) void this.#aud.put(k, v);
+      for (const k of w.removes) void this.#aud.remove(k);
+    });
   }
 
   /** Writes outside the batch chain (what is lost in a crash is only redone): not awaited. */
