@@ -10,7 +10,7 @@
  * Then a backfill of a new audience over --backfill-users stored profiles
  * (0 = none), selective and whole, alternating (backfillRuns).
  *
- *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--no-record]
+ *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--focus F] [--no-record] [--only-with]
  *
  * Prints, per condition, µs per event of the thread (apply, evaluate, the
  * commit call: packing and queueing the writes, and the wait for the commit)
@@ -47,8 +47,14 @@ const { values: a } = parseArgs({
     "backfill-users": { type: "string", default: "100000" },
     "timer-compaction": { type: "string", default: "default" },
     "no-record": { type: "boolean", default: false },
+    "only-with": { type: "boolean", default: false },
+    focus: { type: "string", default: "0" },
   },
 });
+/** `--only-with`: only the runs with the audiences, nothing printed or recorded (for a CPU profile: node --cpu-prof). */
+const ONLY_WITH = a["only-with"];
+/** Share of a user's events in its favourite category (bench/audience-sets.ts makeEvents); 0 = uniform. */
+const FOCUS = Number(a.focus);
 /** `eager`: the timer index's passed entries are moved at every evaluation (the most writes the index can cost), not every 60 s or 4096 entries. */
 const EAGER = a["timer-compaction"] === "eager";
 const SET = a.set === "churny" ? "churny" : "shop";
@@ -85,7 +91,7 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
   });
   runner.set(defs);
   const t0 = Date.now() - SPAN_DAYS * 86_400_000 - 60_000;
-  const events = makeEvents("m", EVENTS, USERS, t0, SPAN_DAYS * 86_400_000);
+  const events = makeEvents("m", EVENTS, USERS, t0, SPAN_DAYS * 86_400_000, FOCUS);
   let applyMs = 0;
   let evalMs = 0;
   let commitMs = 0;
@@ -308,6 +314,10 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const ratios: number[] = [];
   let kindsNote = "";
+  if (ONLY_WITH) {
+    for (let r = 0; r <= ROUNDS; r++) await run(defs);
+    return;
+  }
   // One warm-up of each (JIT), not reported.
   await run([]);
   await run(defs);
@@ -318,7 +328,7 @@ async function main(): Promise<void> {
       rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0)]);
     }
     ratios.push(1 - none.cpuUs / with100.cpuUs);
-    if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, m = members, c = counts, o = outbox).`;
+    if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, c = counts, o = outbox).`;
     rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
   }
   if (BACKFILL_USERS > 0) await backfillRuns(defs, rows);
@@ -326,7 +336,7 @@ async function main(): Promise<void> {
   const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`;
   const notes = [
     `Timer index compaction: ${EAGER ? "eager (at every evaluation: the most writes the index costs)" : "default (4096 passed entries per partition or 60 s: a run shorter than that moves none)"}.`,
-    `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
+    `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${FOCUS > 0 ? `${FOCUS * 100}% of each user's events in its favourite category` : "categories uniform"}, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
     "Cost (CPU) = 1 - CPU per event without audiences / with: the shard's share of the target (≤ 20%) without the main thread's publishing of transitions.",
     `Backfill rows: a new audience every stored profile enters (events.90d >= 1), over ${BACKFILL_USERS} stored profiles evaluated against the set, in one thread without the ticks' pacing (a shard's capacity; the engine's two shards each evaluate half the profiles, beside ingest); selective = the shard knows the set before (only the new audience is evaluated), whole = every audience (a runner started with the new set).`,
     kindsNote,
@@ -334,7 +344,7 @@ async function main(): Promise<void> {
   ];
   printTable(`audience evaluation per event (${SET})`, header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"]) appendResults(`audience evaluation per event (${SET})`, `npm run bench:audience-eval -- --set ${SET} --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS} --backfill-users ${BACKFILL_USERS} --timer-compaction ${EAGER ? "eager" : "default"}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"]) appendResults(`audience evaluation per event (${SET})`, `npm run bench:audience-eval -- --set ${SET} --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS} --backfill-users ${BACKFILL_USERS} --timer-compaction ${EAGER ? "eager" : "default"}${FOCUS > 0 ? ` --focus ${FOCUS}` : ""}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 await main();

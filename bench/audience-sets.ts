@@ -52,16 +52,29 @@ export function churnyAudiences(): AudienceDefinition[] {
   return out;
 }
 
-export function makeEvents(prefix: string, n: number, users: number, t0: number, spanMs: number): IEvent[] {
+/**
+ * `n` events of `users` users (u0, u1, ...) over [t0, t0 + spanMs]: 75% views, 17% add-to-carts, 8% purchases, items of
+ * 30 categories. `focus`: the share of a user's events in its own favourite category (user k's is c(k mod 30)), the
+ * rest uniform; 0 (the default) = every event's category uniform over the 30, so most events move a category-lovers
+ * or browsing-now membership (the worst case for those audiences); a shop's users keep to a few categories.
+ */
+export function makeEvents(prefix: string, n: number, users: number, t0: number, spanMs: number, focus = 0): IEvent[] {
   const out: IEvent[] = [];
   let seed = 7;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  // The focus draws have a generator of their own: the users, types, items and prices are those of focus 0.
+  let seed2 = 11;
+  const rnd2 = () => ((seed2 = (seed2 * 1103515245 + 12345) % 2147483648) / 2147483648);
   for (let i = 0; i < n; i++) {
     const r = rnd();
     const type = r < 0.75 ? EventType.VIEW : r < 0.92 ? EventType.ADD_TO_CART : EventType.PURCHASE;
+    const user = Math.floor(rnd() * users);
+    const itemId = `i${Math.floor(rnd() * 5000)}`;
+    const uniform = `c${Math.floor(rnd() * 30)}`;
+    const categoryId = focus > 0 && rnd2() < focus ? `c${user % 30}` : uniform;
     out.push({
-      eventId: `${prefix}-${i}`, userId: `u${Math.floor(rnd() * users)}`, type, timestampMs: t0 + Math.floor((i / n) * spanMs),
-      itemId: `i${Math.floor(rnd() * 5000)}`, categoryId: `c${Math.floor(rnd() * 30)}`, price: 1 + Math.floor(rnd() * 200), quantity: 1, orderId: type === EventType.PURCHASE ? `o${i}` : "",
+      eventId: `${prefix}-${i}`, userId: `u${user}`, type, timestampMs: t0 + Math.floor((i / n) * spanMs),
+      itemId, categoryId, price: 1 + Math.floor(rnd() * 200), quantity: 1, orderId: type === EventType.PURCHASE ? `o${i}` : "",
     });
   }
   return out;

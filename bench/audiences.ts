@@ -25,7 +25,7 @@
  *   thresholds of short windows and top-3/session ranks, so that an event flips
  *   2-3 memberships; default span 60 days.
  *
- *   node dist-bench/bench/audiences.js [--set shop|churny] [--events N] [--users N] [--span-days D] [--probes N] [--no-record]
+ *   node dist-bench/bench/audiences.js [--set shop|churny] [--events N] [--users N] [--span-days D] [--focus F] [--probes N] [--no-record]
  */
 import { connect, type NatsConnection } from "nats";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -46,6 +46,7 @@ const { values: a } = parseArgs({
     set: { type: "string", default: "shop" },
     probes: { type: "string", default: "200" },
     "load-share": { type: "string", default: "0.5" },
+    focus: { type: "string", default: "0" },
     "span-days": { type: "string" },
     "no-record": { type: "boolean", default: false },
     "no-live": { type: "boolean", default: false },
@@ -59,6 +60,7 @@ if (a.help) {
   --users N           users they belong to (default 20000)
   --span-days D       event time they cover (default 1 for shop, 60 for churny)
   --probes N          probe users for the visibility and time measures (default 200)
+  --focus F           share of a user's events in its favourite category (default 0: categories uniform, the most transitions)
   --load-share F      background load of measures 2-4 as a share of the 100-audience ingest rate (default 0.5)
   --no-live           the throughput pair only (no measures 2-4)
   --no-record         print only; do not append to bench/RESULTS.md
@@ -73,6 +75,8 @@ const USERS = Number(a.users);
 const SET = a.set === "churny" ? "churny" : a.set === "shop" ? "shop" : (() => { throw new Error(`--set: shop or churny, not ${a.set}`); })();
 const SPAN_DAYS = Number(a["span-days"] ?? (SET === "shop" ? "1" : "60"));
 const LOAD_SHARE = Number(a["load-share"]);
+/** Share of a user's events in its favourite category (audience-sets.ts makeEvents); 0 = uniform. */
+const FOCUS = Number(a.focus);
 const PARTITIONS = 8;
 const WORKERS = 2;
 
@@ -117,7 +121,7 @@ async function main(): Promise<void> {
       const e0 = await engineAt(prefix);
       for (const d of defs) await client.audienceCreate(d);
       await e0.close();
-      await client.publishMany(makeEvents(prefix, EVENTS, USERS, t0, SPAN_DAYS * 86_400_000));
+      await client.publishMany(makeEvents(prefix, EVENTS, USERS, t0, SPAN_DAYS * 86_400_000, FOCUS));
       const dataDir = e0.config.dataDir;
       const engine = await Engine.start({
         natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
@@ -170,7 +174,7 @@ async function main(): Promise<void> {
   const header = ["measure", "value", "note"];
   printTable(`audiences (${SET})`, header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"]) appendResults(`audiences (${SET})`, `npm run bench:audiences -- --set ${SET} --events ${EVENTS} --users ${USERS} --span-days ${SPAN_DAYS} --probes ${PROBES}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"]) appendResults(`audiences (${SET})`, `npm run bench:audiences -- --set ${SET} --events ${EVENTS} --users ${USERS} --span-days ${SPAN_DAYS}${FOCUS > 0 ? ` --focus ${FOCUS}` : ""} --probes ${PROBES}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 async function liveMeasures(engine: Engine, client: PortraitClient, maxRate: number, rows: string[][], notes: string[]): Promise<void> {

@@ -19,7 +19,7 @@ import { PartitionConsumer } from "./bus/partition-consumer.js";
 import { ensureStreams, publishOutbound, replayCatalog } from "./bus/streams.js";
 import { internalKey } from "./bus/internal-key.js";
 import { AudienceAdmin, openDefinitions, readDefinitions, watchDefinitions, type BackfillView } from "./api/audience-admin.js";
-import type { OutboundMessage } from "./bus/event-batch.js";
+import { outboxRefs, type OutboundMessage } from "./bus/event-batch.js";
 import { subjects, type Subjects } from "./bus/subjects.js";
 import { compileEngineOptions, type EngineConfig, type EngineOptions } from "./config/engine-options.js";
 import { ConfigError, ErrorCode, PortraitError, fromWire } from "./errors.js";
@@ -249,7 +249,7 @@ export class Engine {
     // Audience transitions committed before the last stop and not confirmed published: published again (JetStream drops copies by id).
     for (const [p, msgs] of pool0.outboxAtStart) {
       await publishOutbound(js, msgs);
-      pool0.published(p, msgs.map((m) => m.msgId));
+      pool0.published(p, outboxRefs(msgs));
       this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
@@ -356,7 +356,7 @@ export class Engine {
           if (r.outbound.length > 0) {
             // The exits (reason "forgotten") were committed in the outbox with the removal; a failed publish is republished at the next start.
             await publishOutbound(js, r.outbound);
-            pool.published(partition, r.outbound.map((m) => m.msgId));
+            pool.published(partition, outboxRefs(r.outbound));
           }
           askedKey ??= r.key;
           const merged: string[] = resolved !== undefined ? [resolved] : [];
@@ -432,7 +432,7 @@ export class Engine {
           // A lease lost during the tick: its transitions stay in this node's outbox; the owner publishes its own.
           if (cluster && this.#cluster?.leased().includes(Number(p)) !== true) continue;
           this.#tickPublishing += msgs.length;
-          const done: Promise<void> = publishOutbound(js, msgs).then(() => pool.published(Number(p), msgs.map((m) => m.msgId)))
+          const done: Promise<void> = publishOutbound(js, msgs).then(() => pool.published(Number(p), outboxRefs(msgs)))
             .catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => {
             this.#tickPublishing -= msgs.length;
             this.#tickPublishes.delete(done);

@@ -20,6 +20,8 @@ import { MEMBERSHIPS_PART, PROFILE_PART, ProfileStore } from "../src/store/profi
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
+import { ActorCache } from "../src/shard/actor-cache.js";
+import { AudienceRunner, audienceCount } from "../src/shard/audience-runner.js";
 
 type Rnd = () => number;
 
@@ -298,6 +300,56 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       const last = store.getState("old")!;
       expect(last.n).toBe(5);
       expect(last.aud!.m["buyers"]).toEqual([0, 2, 1]);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("store - a data dir of the layout before (member index, a counter per audience and partition): at start each shard gives its indexed users their memberships records and folds its counters", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-index-"));
+    try {
+      // As written before: profiles with their memberships inside, and the member index ["m", audience, user] -> [since, holdout].
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (o: object) => Object.getPrototypeOf(o) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+      const aud = env.openDB({ name: "audiences", encoding: "msgpack" });
+      const member = (id: string, m: Record<string, [number, number, number]>) => {
+        const u = newUserState();
+        u.aud = { ...newAudienceState(0), due: 0, w: 1 };
+        Object.assign(u.aud.m, m);
+        return profiles.put(id, u);
+      };
+      await member("u1", { buyers: [777, 1, 1], lapsed: [0, 2, 0] });
+      await member("u2", { buyers: [0, 2, 0] });
+      await member("u3", { buyers: [555, 3, 0] });
+      await aud.put(["m", "buyers", "u1"], [777, 1]);
+      await aud.put(["m", "buyers", "u3"], [555, 0]);
+      await aud.put(["c", "buyers", 0], 2);
+      await aud.put(["c", "lapsed", 0], 1);
+      await aud.put(["c", "lapsed", 1], 4);
+      await env.close();
+
+      const store = new ProfileStore({ dataDir: dir });
+      // u3 belongs to another shard: its entry stays for that shard.
+      expect(store.dropMemberIndex((user) => user !== "u3")).toBe(1);
+      expect(store.audienceRange(["m"], ["m", "\u{10FFFF}"]).map((x) => x.key)).toEqual([["m", "buyers", "u3"]]);
+      expect([...store.members("buyers")]).toEqual([["u1", 777, 1]]);
+      expect(store.dropMemberIndex(() => true)).toBe(1);
+      expect(store.audienceRange(["m"], ["m", "\u{10FFFF}"])).toEqual([]);
+      expect([...store.members("buyers")]).toEqual([["u1", 777, 1], ["u3", 555, 0]]);
+      expect([...store.members("buyers", "u1")]).toEqual([["u3", 555, 0]]);
+      expect([...store.members("lapsed")]).toEqual([]);
+      // The records hold what the profiles held (u2, never indexed, keeps its memberships inside until its next write).
+      expect({ ...store.getState("u1")!.aud!.m }).toEqual({ buyers: [777, 1, 1], lapsed: [0, 2, 0] });
+      expect({ ...store.getState("u2")!.aud!.m }).toEqual({ buyers: [0, 2, 0] });
+      // Counters of the layout before (one entry per audience and partition) are folded into the owned partitions' records at start.
+      expect(audienceCount(store, "lapsed")).toBe(0);
+      new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 2, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      expect(store.audienceGet(["c", 0])).toEqual(["buyers", 2, "lapsed", 1]);
+      expect(store.audienceRange(["c", ""], ["c", "\u{10FFFF}"]).map((x) => x.key)).toEqual([["c", "lapsed", 1]]);
+      expect([audienceCount(store, "buyers"), audienceCount(store, "lapsed")]).toEqual([2, 1]);
+      new AudienceRunner({ shard: 1, partitions: [1], partitionCount: 2, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      expect(store.audienceRange(["c", ""], ["c", "\u{10FFFF}"])).toEqual([]);
+      expect([audienceCount(store, "buyers"), audienceCount(store, "lapsed")]).toEqual([2, 5]);
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

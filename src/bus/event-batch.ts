@@ -99,6 +99,19 @@ export interface OutboundMessage {
    * batch's acknowledgement.
    */
   holdable?: boolean;
+  /**
+   * The number of the outbox entry that holds it when it shares one with the
+   * other transitions of its commit (src/shard/audience-runner.ts); absent:
+   * its entry is keyed by its id.
+   */
+  outbox?: number;
+}
+
+/** What a sink is told was published (BatchSink.published): each message's shared outbox entry number, or its id. */
+export type OutboxRef = string | number;
+
+export function outboxRefs(msgs: readonly OutboundMessage[]): OutboxRef[] {
+  return msgs.map((m) => m.outbox ?? m.msgId);
 }
 
 /**
@@ -109,7 +122,7 @@ export interface OutboundMessage {
 export interface BatchSink {
   applyBatch(batch: EventBatch): Promise<BatchResult>;
   /** The batch's outbound messages of a partition were published (acknowledged by JetStream). */
-  published?(partition: number, msgIds: string[]): void;
+  published?(partition: number, done: OutboxRef[]): void;
 }
 
 /** Packs messages into one EventBatch (one copy of their bytes). */

@@ -21,7 +21,7 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import type { EngineMetrics } from "../obs/metrics.js";
-import { packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
+import { outboxRefs, packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
 import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
@@ -352,7 +352,7 @@ export class PartitionConsumer {
               this.#outboundPending = [];
               await publishOutbound(this.#js, msgs);
               this.#outboundQueued -= msgs.length;
-              this.#sink.published?.(this.partition, msgs.map((m) => m.msgId));
+              this.#sink.published?.(this.partition, outboxRefs(msgs));
             }
           } finally {
             this.#outboundRunning = false;

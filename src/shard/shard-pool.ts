@@ -16,7 +16,7 @@ import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
 import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
-import type { OutboundMessage } from "../bus/event-batch.js";
+import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import type { BackfillProgress } from "./audience-runner.js";
 
 /** How long a metrics scrape waits for a busy shard's stats before using the ones its last batch carried, ms. */
@@ -198,8 +198,8 @@ export class ShardPool {
   }
 
   /** The partition's outbound messages were published (BatchSink.published): the shard drops them from its outbox. */
-  published(partition: number, msgIds: string[]): void {
-    void this.#owner(partition).call((api) => api.published(partition, msgIds)).catch(() => undefined);
+  published(partition: number, done: OutboxRef[]): void {
+    void this.#owner(partition).call((api) => api.published(partition, done)).catch(() => undefined);
   }
 
   /** Replaces every shard's audience definitions. */

@@ -14,7 +14,7 @@ import type { ItemEventSink } from "../threads/item-event-queue.js";
 import type { EventValidationOptions } from "../wire/event-validation.js";
 import type { BatchTimes, ClockOptions } from "./engine-clock.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
-import type { OutboundMessage } from "../bus/event-batch.js";
+import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import type { BackfillProgress, ReportGroup } from "./audience-runner.js";
 
 export interface ShardInit {
@@ -167,7 +167,7 @@ export interface ShardApi {
    */
   tick(only?: number[]): Promise<TickResult & { backfill: BackfillProgress }>;
   /** These outbound messages of the partition were published: their outbox entries go. */
-  published(partition: number, msgIds: string[]): Promise<void>;
+  published(partition: number, done: OutboxRef[]): Promise<void>;
   /** An audience's count, and a page of its members after `after` (limit 0 = count only). Any shard answers for all (one LMDB). */
   audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult;
   /** What current members and holdout did in the `days` days from entering (audience-runner.ts audienceReport). */

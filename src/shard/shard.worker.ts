@@ -31,7 +31,7 @@ import { pseudonymiser } from "./pseudonym.js";
 import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
 import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
-import type { OutboundMessage } from "../bus/event-batch.js";
+import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import { storedLstmState } from "./lstm-steps.js";
 import { subjects } from "../bus/subjects.js";
@@ -177,8 +177,8 @@ class Shard implements ShardApi {
     return { ...r, backfill: this.#audiences.progress() };
   }
 
-  async published(partition: number, msgIds: string[]): Promise<void> {
-    this.#audiences.published(partition, msgIds);
+  async published(partition: number, done: OutboxRef[]): Promise<void> {
+    this.#audiences.published(partition, done);
   }
 
   audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult {

@@ -14,7 +14,8 @@
  *   itself when only memberships or the due changed (a timer, a backfill), so
  *   a time-driven transition or a backfill entry does not rewrite the profile,
  *   and an event that changes no membership does not rewrite the memberships;
- *   read and merged into the state by getState;
+ *   read and merged into the state by getState. An audience's members are
+ *   read by a scan of this db (`members`): no member index is written;
  * - db `meta`: "seq/<partition>" -> last applied JetStream stream sequence,
  *   "partitions" -> the deployment's partition count,
  *   "pseudonymKeyCheck" -> "off", or an HMAC of a fixed string under the
@@ -27,8 +28,8 @@
  *
  * - db `audiences` (ordered keys, src/shard/audience-runner.ts): ["t", partition,
  *   time ms, user] -> 1 (the timers' coarse index: an entry at or before the
- *   user's committed due, src/shard/audience-timers.ts), ["m", audience, user] -> [since ms, holdout]
- *   (members), ["c", audience, partition] -> members (counts), ["o", partition,
+ *   user's committed due, src/shard/audience-timers.ts), ["c", partition] -> [audience, members, ...]
+ *   (the partition's counts; ["c", audience, partition] -> members before), ["o", partition,
  *   entry number] -> the transitions of one commit, or ["o", partition, message
  *   id] -> an identity message (the outbox: committed, not yet published),
  *   ["b", shard] -> the definitions a shard last backfilled. Written in the
@@ -232,6 +233,48 @@ export class ProfileStore {
     return this.#aliases.getKeysCount();
   }
 
+  /**
+   * Current members of an audience (since > 0 in their memberships record) in user-id order after `after` ("" = from the
+   * start): [user, since ms, holdout 0/1]. A scan of the `memberships` db (a record only for the users that ever entered an
+   * audience or have a due); there is no member index to keep with every transition.
+   */
+  *members(audience: string, after = ""): Generator<[string, number, number]> {
+    for (const { key, value } of this.#memberships.getRange(after === "" ? {} : { start: after })) {
+      if (key === after) continue;
+      for (let i = 4; i + 3 < value.length; i += 4) {
+        if (value[i] !== audience) continue;
+        if ((value[i + 1] as number) > 0) yield [key, value[i + 1] as number, value[i + 3] as number];
+        break;
+      }
+    }
+  }
+
+  /**
+   * Data dirs written before members were read from the `memberships` db kept a member index, ["m", audience, user] in
+   * the `audiences` db. In one transaction: each indexed user that `owned` accepts gets its memberships record (a
+   * profile of the layout before that db holds its memberships inside), and its index entries go. Synchronous: at a
+   * shard's start, before its batches (other shards write only their own users). Returns the entries removed.
+   */
+  dropMemberIndex(owned: (user: string) => boolean): number {
+    let removed = 0;
+    this.#root.transactionSync(() => {
+      for (const { key } of this.#aud.getRange({ start: ["m"], end: ["m", "\u{10FFFF}"] })) {
+        const user = key[2] as string;
+        if (!owned(user)) continue;
+        if (!this.#memberships.doesExist(user)) {
+          const a = this.getState(user)?.aud;
+          if (a !== undefined) {
+            void this.#memberships.put(user, membershipRecord(a));
+            this.#legacy.delete(a);
+          }
+        }
+        void this.#aud.remove(key);
+        removed++;
+      }
+    });
+    return removed;
+  }
+
   /** Committed entries of the `audiences` db from `start` (inclusive) to `end` (exclusive), at most `limit`. */
   audienceRange(start: AudienceKey, end: AudienceKey, limit?: number): { key: AudienceKey; value: unknown }[] {
     return [...this.#aud.getRange({ start, end, ...(limit !== undefined ? { limit } : {}) })] as { key: AudienceKey; value: unknown }[];
@@ -239,6 +282,14 @@ export class ProfileStore {
 
   audienceGet(key: AudienceKey): unknown {
     return this.#aud.get(key);
+  }
+
+  /** Writes in one transaction, now (a shard's start, before its batches). */
+  audienceWriteSync(w: SideWrites): void {
+    this.#root.transactionSync(() => {
+      for (const [k, v] of w.puts) void this.#aud.put(k, v);
+      for (const k of w.removes) void this.#aud.remove(k);
+    });
   }
 
   /** Writes outside the batch chain (what is lost in a crash is only redone): not awaited. */
