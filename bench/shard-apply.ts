@@ -19,6 +19,7 @@
  * compare them (`node --cpu-prof` for where the time goes).
  */
 import { mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { procTicks } from "./harness/proc-stats.js";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -57,11 +58,9 @@ const BATCH = Number(a.batch);
 const WINDOW = Number(a.window);
 const MODELS = join(import.meta.dirname, "..", "..", "models");
 
-/** CPU ms of the calling thread so far (Linux /proc/thread-self). */
+/** CPU ms of the calling thread so far (Linux: /proc/thread-self names it). */
 function threadCpuMs(): number {
-  const st = readFileSync(`/proc/${readlinkSync("/proc/thread-self")}/stat`, "utf8");
-  const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10;
+  return procTicks(process.pid, Number(readlinkSync("/proc/thread-self").split("/").pop())) * 10;
 }
 
 function currentDir(kind: string): string {
