@@ -6,6 +6,7 @@
 import { AckPolicy, DeliverPolicy } from "nats";
 import { openLoop, type PassResult } from "./open-loop.js";
 import type { Rig } from "./rig.js";
+import { cpuPerEvent } from "./proc-stats.js";
 
 /**
  * Publishes the publishers' prepared events as fast as they can and waits
@@ -25,13 +26,14 @@ export async function rawPublish(rig: Rig, count: number, timeoutMs: number): Pr
  * each batch (AckAll) and doing no work: the same pull + ack pattern as the
  * engine. Returns messages consumed per second.
  */
-export async function rawConsume(rig: Rig, expected: number, o: { maxMessages?: number; timeoutMs: number; name?: string }): Promise<{ perSec: number; seconds: number }> {
+export async function rawConsume(rig: Rig, expected: number, o: { maxMessages?: number; timeoutMs: number; name?: string }): Promise<{ perSec: number; seconds: number; cpuUsPerMsg: { consumer: number; natsServer: number } }> {
   const js = rig.nc.jetstream();
   const name = o.name ?? "raw";
   let received = 0;
   let done!: () => void;
   const all = new Promise<void>((r) => (done = r));
   const t0 = performance.now();
+  const cpu0 = rig.cpuSample();
   const running = [];
   for (let p = 0; p < rig.partitions; p++) {
     const durable = `${name}-${p}`;
@@ -64,8 +66,10 @@ export async function rawConsume(rig: Rig, expected: number, o: { maxMessages?: 
     for (const r of running) r.stop();
   }
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuPerEvent(cpu0, rig.cpuSample(), process.pid, expected).procs;
   for (let p = 0; p < rig.partitions; p++) await rig.jsm.consumers.delete(rig.s.eventStream, `${name}-${p}`).catch(() => undefined);
-  return { perSec: expected / seconds, seconds };
+  // The consumer is this process (the bench driver, otherwise idle meanwhile).
+  return { perSec: expected / seconds, seconds, cpuUsPerMsg: { consumer: cpu.driver ?? NaN, natsServer: cpu["nats-server"] ?? NaN } };
 }
 
 export const ECHO_SUBJECT = (rig: Rig) => `${rig.s.prefix}.bench.echo`;

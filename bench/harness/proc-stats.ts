@@ -103,3 +103,12 @@ export function cpuDelta(a: CpuSample, b: CpuSample, mainPid: number): CpuDelta 
   const ours = Object.values(procs).reduce((x, y) => x + y, 0);
   return { procs, threads, machine, steal, others: Math.max(0, machine - ours) };
 }
+
+/** CPU µs per event of each named process and of the sampled process's busiest threads between two samples. */
+export function cpuPerEvent(a: CpuSample, b: CpuSample, mainPid: number, events: number): { procs: Record<string, number>; threads: Array<[string, number]> } {
+  const us = (ticks: number) => (ticks * 1e6) / CLK_TCK / Math.max(1, events); // clock ticks are 10 ms
+  const procs = Object.fromEntries(Object.keys(b.pids).map((k) => [k, us(b.pids[k]! - (a.pids[k] ?? 0))]));
+  const threads = [...b.threads].map(([tid, t]) => [tid === mainPid ? "main" : `t${tid}`, us(t - (a.threads.get(tid) ?? 0))] as [string, number])
+    .filter(([, x]) => x > 0).sort((x, y) => y[1] - x[1]).slice(0, 8);
+  return { procs, threads };
+}

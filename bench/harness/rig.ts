@@ -111,7 +111,9 @@ export class Rig {
     if (this.engine !== undefined) throw new Error("bench: the engine is running");
     // PORTRAIT_BENCH_ENGINE_CPU_PROF=<dir>: V8 CPU profiles of the engine's threads (one .cpuprofile per thread, written when it stops).
     const prof = process.env.PORTRAIT_BENCH_ENGINE_CPU_PROF;
-    this.engine = this.#child(new Child("engine", prof ? ["--cpu-prof", "--cpu-prof-dir", prof] : []));
+    // PORTRAIT_BENCH_ENGINE_NODE_FLAGS="--single-threaded-gc": node/V8 flags of the engine child (A/B runs of a flag).
+    const flags = (process.env.PORTRAIT_BENCH_ENGINE_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");
+    this.engine = this.#child(new Child("engine", [...(prof ? ["--cpu-prof", "--cpu-prof-dir", prof] : []), ...flags]));
     return this.engine.call<EngineStart>("start", { natsUrl: this.server.url, dataDir: this.engineDataDir, prefix: this.s.prefix, partitions: this.partitions, options }, 600_000);
   }
 

@@ -5,7 +5,7 @@ import { EventType, pb } from "../../src/wire/proto.js";
 import { sleep } from "../harness/ipc.js";
 import { newHist, openLoop, pctMs, type Histogram, type PassResult } from "../harness/open-loop.js";
 import { histDelta, type PromHist } from "../harness/prom.js";
-import type { CpuDelta } from "../harness/proc-stats.js";
+import { cpuPerEvent, type CpuDelta } from "../harness/proc-stats.js";
 import { seededRandom } from "../../src/models/seeded-random.js";
 import type { EngineStart, ResourceSample, Rig } from "../harness/rig.js";
 import type { EngineSnapshot, EventSource } from "../harness/roles.js";
@@ -46,7 +46,14 @@ export interface Loaded {
   applyPerSec: number;
   /** Engine resources and lag, each second while it applied the preload. */
   samples: ResourceSample[];
+  /**
+   * CPU µs per applied event over the apply (less sensitive to the machine's
+   * load than the rate): the engine process, nats-server, and the engine's
+   * threads using the most (by thread id; "main" is the process's first).
+   */
+  cpuPerEvent: { engine: number; natsServer: number; threads: Array<[string, number]> };
 }
+
 
 /**
  * Publishes the prepared events into the stream with no engine running (the
@@ -60,12 +67,17 @@ export async function loadState(rig: Rig, prep: { events: number; users: number 
   const engine = await rig.startEngine();
   const sampler = rig.sampleResources(1000);
   const t0 = performance.now();
+  const cpu0 = rig.cpuSample();
   const done = await rig.waitProcessed(pub.events, timeoutMs);
+  const cpu = cpuPerEvent(cpu0, rig.cpuSample(), rig.engine!.pid, pub.events - engine.processedAtReady);
   const samples = await sampler.stop();
   if (!done.reached) throw new Error(`the engine applied ${done.processed} of ${pub.events} events in ${timeoutMs} ms`);
   const applyPerSec = (pub.events - engine.processedAtReady) / ((performance.now() - t0) / 1000);
   rig.log(`engine ready in ${engine.startMs.toFixed(0)} ms (models ${engine.models.join(", ")}), applied ${pub.events} at ${applyPerSec.toFixed(0)}/s`);
-  return { events: pub.events, users: prep.users, publishPerSec: pub.perSec, engine, applyPerSec, samples };
+  return {
+    events: pub.events, users: prep.users, publishPerSec: pub.perSec, engine, applyPerSec, samples,
+    cpuPerEvent: { engine: cpu.procs.engine ?? NaN, natsServer: cpu.procs["nats-server"] ?? NaN, threads: cpu.threads },
+  };
 }
 
 /**

@@ -30,7 +30,7 @@ export const maxIngest: Scenario = {
       ctx.log(`prepared ${prep.events} events (${prep.meanBytes.toFixed(0)} B mean) in ${rig.publishers.length} publishers`);
       // Raw consume runs on the preloaded stream before the engine exists, then the Redis baseline, then the engine.
       const consume = async () => rawConsume(rig, await rig.streamMessages(), { timeoutMs, maxMessages: 2048 });
-      let raw: { perSec: number } | undefined;
+      let raw: Awaited<ReturnType<typeof consume>> | undefined;
       let redis: Array<{ mode: string; perSec: number; usedMiB: number }> = [];
       let redisRaw: { client: number; server: number } | undefined;
       let redisSkipped: string | undefined;
@@ -70,9 +70,14 @@ export const maxIngest: Scenario = {
         ] : []),
         ["**Portrait apply** (decode, validate, profile, LSTM, LMDB commit, ack)", `**${f0(loaded.applyPerSec)} events/s**`, `**${ratio(loaded.applyPerSec, raw?.perSec ?? NaN)}**`],
         ...redis.map((r) => [`Portrait / Redis ${r.mode}`, ratio(loaded.applyPerSec, r.perSec), ""]),
+        ["batches applied / mean messages per batch", `${f0(after.batchMessages.count)} / ${(after.batchMessages.sum / Math.max(1, after.batchMessages.count)).toFixed(1)}`, ""],
         ["engine start to ready", `${f0(loaded.engine.startMs)} ms`, ""],
         ["item events the recs worker missed (its queue was full: co-visitation, trending, sessions, rules)", `${f0(after.recsItemEventsDropped)} of ${loaded.events}`, ""],
         ["LMDB on disk / per user", `${(disk / 2 ** 20).toFixed(1)} MiB / ${f0(disk / Math.max(1, users))} B`, ""],
+        ["CPU per message, raw consume: consumer / nats-server", raw !== undefined ? `${raw.cpuUsPerMsg.consumer.toFixed(1)} / ${raw.cpuUsPerMsg.natsServer.toFixed(1)} µs` : "-", ""],
+        ["CPU per event, Portrait apply: engine / nats-server", `${loaded.cpuPerEvent.engine.toFixed(1)} / ${loaded.cpuPerEvent.natsServer.toFixed(1)} µs`,
+          raw !== undefined ? ratio(raw.cpuUsPerMsg.consumer + raw.cpuUsPerMsg.natsServer, loaded.cpuPerEvent.engine + loaded.cpuPerEvent.natsServer) : ""],
+        ["engine CPU per event by thread (busiest first; main = the event loop)", loaded.cpuPerEvent.threads.map(([t, us]) => `${t} ${us.toFixed(1)}`).join(", ") + " µs", ""],
         ["engine RSS max / CPU cores mean while applying", loaded.samples.length > 0 ? `${f0(Math.max(...loaded.samples.map((s) => s.rssMiB)))} MiB / ${(loaded.samples.reduce((a, s) => a + s.engineCores, 0) / loaded.samples.length).toFixed(2)}` : "- (no sample: applied in under 1 s)", ""],
       ];
       return {

@@ -16,7 +16,7 @@ import { toWire, type WireError } from "../errors.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
-import type { ProfileEvent, UserState } from "../actors/user-profile.js";
+import type { UserState } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
 import { decodeEvent, type DeadLetterReason, type EventValidationOptions } from "../wire/event-validation.js";
@@ -40,6 +40,7 @@ import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
 import { applySocial, NoticeBatch, unbatchNotices, type Recipient } from "./social.js";
+import { shopEvent } from "./shop-event.js";
 
 const NO_KEY = new Uint8Array(0);
 
@@ -252,48 +253,50 @@ export class BatchApplier {
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
       }
-      const actor = d.actors.actor(e.userId);
+      // One fixed shape for everything below (shop-event.ts): the decoded Event's shape varies with the fields present.
+      const x = shopEvent(e);
+      const actor = d.actors.actor(x.userId);
       if (lstm !== undefined) {
         // Before the event enters the timeline: a state of another version is re-encoded from the events before this one.
         liveState(actor, lstm);
-        steps.push([actor, e, actor.state.lastSeenMs]);
+        steps.push([actor, x, actor.state.lastSeenMs]);
       }
-      if (items !== undefined && e.itemId !== "") pushItemEvent(items, e, !actor.state.recent.includes(e.itemId));
-      if (e.type === EventType.REC_IMPRESSION || e.type === EventType.REC_CLICK) {
-        const f = (feedback[e.modelVersion] ??= [0, 0]);
-        f[e.type === EventType.REC_IMPRESSION ? 0 : 1]++;
-        if (e.recPropensity != null) {
-          logged.push({ index: i, seq, click: e.type === EventType.REC_CLICK, requestId: e.recRequestId, itemId: e.itemId, propensity: e.recPropensity, timestampMs: e.timestampMs, eventId: e.eventId });
+      if (items !== undefined && x.itemId !== "") pushItemEvent(items, x, !actor.state.recent.includes(x.itemId));
+      if (x.type === EventType.REC_IMPRESSION || x.type === EventType.REC_CLICK) {
+        const f = (feedback[x.modelVersion] ??= [0, 0]);
+        f[x.type === EventType.REC_IMPRESSION ? 0 : 1]++;
+        if (x.recPropensity != null) {
+          logged.push({ index: i, seq, click: x.type === EventType.REC_CLICK, requestId: x.recRequestId, itemId: x.itemId, propensity: x.recPropensity, timestampMs: x.timestampMs, eventId: x.eventId });
         }
       }
       const st = actor.state;
       let riskNew = 0;
       if (beyond) {
         // A review's text is read here, once, and not kept: the profile keeps the sentiment and the aspects.
-        const review = analyseReviewEvent(sentiment, e);
-        if (review !== undefined) (e as ProfileEvent).review = review;
+        const review = analyseReviewEvent(sentiment, x);
+        if (review !== undefined) x.review = review;
         const riskBefore = stateRiskFlagBits(st);
-        applyEvent(st, e, d.profile);
+        applyEvent(st, x, d.profile);
         riskNew = stateRiskFlagBits(st) & ~riskBefore;
       } else {
-        applyEvent(st, e, d.profile);
+        applyEvent(st, x, d.profile);
       }
       if (riskNew !== 0) {
         riskFlags ??= {};
         for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
       }
-      d.audiences.observe(actor.state, e, partition);
-      if (e.categoryPath !== "") d.labels.note(e.categoryId, e.categoryPath);
-      if (d.clock.inEra(e.timestampMs, now)) {
-        if (e.timestampMs > inEraMs) inEraMs = e.timestampMs;
-      } else if (ahead.size < MAX_AHEAD_PER_BATCH || ahead.has(e.userId)) {
-        ahead.set(e.userId, Math.min(ahead.get(e.userId) ?? Infinity, e.timestampMs));
+      d.audiences.observe(actor.state, x, partition);
+      if (x.categoryPath !== "") d.labels.note(x.categoryId, x.categoryPath);
+      if (d.clock.inEra(x.timestampMs, now)) {
+        if (x.timestampMs > inEraMs) inEraMs = x.timestampMs;
+      } else if (ahead.size < MAX_AHEAD_PER_BATCH || ahead.has(x.userId)) {
+        ahead.set(x.userId, Math.min(ahead.get(x.userId) ?? Infinity, x.timestampMs));
       }
       actor.lastBatch = batchNo;
-      dirty.set(e.userId, actor);
-      types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
+      dirty.set(x.userId, actor);
+      types.set(x.userId, (types.get(x.userId) ?? 0) | eventBit(x.type));
       appliedCount++;
-      if (e.timestampMs > this.#watermarkMs) this.#watermarkMs = e.timestampMs;
+      if (x.timestampMs > this.#watermarkMs) this.#watermarkMs = x.timestampMs;
     }
     if (notices.size > 0) {
       for (const m of notices.messages(d.subjects, this.#internalKey, partition, d.validation.maxEventBytes)) toOutbox(partition, m, side, outbound);
