@@ -107,6 +107,8 @@ export class AudienceRunner {
   /** Outbox entries not yet removed: message id -> [partition, entry number], and entry number -> messages not yet published. */
   readonly #outboxOf = new Map<string, [number, number]>();
   readonly #outboxLeft = new Map<number, number>();
+  /** Outbox entries published, removed in the shard's next commit (takeOutboxRemovals). */
+  #removals: AudienceKey[] = [];
   readonly #timers: AudienceTimers;
 
   constructor(d: AudienceRunnerDeps) {
@@ -340,9 +342,15 @@ export class AudienceRunner {
     return out;
   }
 
-  /** The main thread published these (PubAck): their outbox entries go (not awaited; a lost removal only republishes, deduplicated by id). */
+  /**
+   * The main thread published these (PubAck): their outbox entries go, in
+   * the next commit of this shard (a batch's or a tick's, every
+   * AUDIENCE_TICK_MS; takeOutboxRemovals), not in a transaction of their own
+   * (an LMDB commit per published batch of notices or transitions). A lost
+   * removal only republishes, deduplicated by id.
+   */
   published(partition: number, msgIds: string[]): void {
-    const removes: AudienceKey[] = [];
+    const removes = this.#removals;
     for (const id of msgIds) {
       const at = this.#outboxOf.get(id);
       if (at === undefined || at[0] !== partition) {
@@ -357,7 +365,20 @@ export class AudienceRunner {
         removes.push(["o", partition, at[1]]);
       }
     }
-    this.#d.store.audienceWrite({ puts: [], removes });
+  }
+
+  /** Outbox entries published and not yet removed (published): into `side`, to commit with it. */
+  takeOutboxRemovals(side: SideWrites): void {
+    if (this.#removals.length === 0) return;
+    for (const k of this.#removals) side.removes.push(k);
+    this.#removals = [];
+  }
+
+  /** Removes what published left (at close: no commit follows). */
+  flushOutboxRemovals(): void {
+    if (this.#removals.length === 0) return;
+    this.#d.store.audienceWrite({ puts: [], removes: this.#removals });
+    this.#removals = [];
   }
 }
 
