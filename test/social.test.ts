@@ -147,7 +147,8 @@ describe("social - notice batches in shard workers (no broker)", () => {
     const P = 4;
     const internalKey = new Uint8Array(32).fill(7);
     const dataDir = tmpDir("portrait-social-alias");
-    const pool = await ShardPool.start(2, P, {
+    // One shard worker (the cheapest pool): the notices still go partition to partition through the outbound messages.
+    const pool = await ShardPool.start(1, P, {
       dataDir, mapSizeBytes: 2 ** 26, profile: compileProfileOptions({}), maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
       validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000, internalKey },
     }, () => undefined, undefined, { maxShardQueueEvents: 2048 });
