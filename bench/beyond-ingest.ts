@@ -24,7 +24,9 @@
  * Each run also prints its batches (and by size), the engine's CPU to the
  * drain point, and the CPU of each thread of the process (Linux
  * /proc/self/task; per-run worker threads have new ids, the main thread is
- * "main", the others are libuv's pool, where lmdb-js commits, and V8's).
+ * "main"; the four ids right after it are V8's platform threads, where GC and
+ * compilation run; libuv's pool, where lmdb-js commits, gets four later ids
+ * at the first LMDB open).
  * The pair runs --rounds times in ABBA order (on, off, off, on, ...) against
  * the drift of a shared machine, after one warm-up run that is not counted;
  * each run and the mean are reported.

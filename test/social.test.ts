@@ -9,7 +9,8 @@
  * switch turns reviews, social ties and risk off, and a batch's notices to
  * users on several partitions (one message per partition) are applied
  * exactly once across a SIGKILL between their commit and their publish and
- * a republish by hand.
+ * a republish by hand; and, in a shard pool without a broker, a batch's
+ * notice to an alias forwarded alone to its primary.
  */
 import { describe, expect, it } from "vitest";
 import { compileAudiences, parseDefinition } from "../src/actors/audience-rules.js";
