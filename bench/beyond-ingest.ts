@@ -24,7 +24,9 @@
  * Each run also prints its batches (and by size), the engine's CPU to the
  * drain point, and the CPU of each thread of the process (Linux
  * /proc/self/task; per-run worker threads have new ids, the main thread is
- * "main", the others are libuv's pool, where lmdb-js commits, and V8's).
+ * "main"; the four ids right after it are V8's platform threads, where GC and
+ * compilation run; libuv's pool, where lmdb-js commits, gets four later ids
+ * at the first LMDB open).
  * The pair runs --rounds times in ABBA order (on, off, off, on, ...) against
  * the drift of a shared machine, after one warm-up run that is not counted;
  * each run and the mean are reported.
@@ -43,9 +45,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { startNatsServer } from "../src/bus/nats-server-launcher.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
-import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import { Engine } from "../src/engine.js";
-import { seededRandom } from "../src/models/seeded-random.js";
 import { EventType, pb, type Event, type IEvent } from "../src/wire/proto.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { stateRiskFlagBits } from "../src/actors/risk.js";
@@ -53,6 +53,7 @@ import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { analyseReviewEvent, SentimentModel } from "../src/models/sentiment-model.js";
 import { appendResults, printTable } from "./report.js";
+import { makeBeyondEvents, reviewTexts, type BeyondMix } from "./beyond-events.js";
 
 const { values: a } = parseArgs({
   options: {
@@ -87,55 +88,6 @@ const PARTITIONS = 8;
 const WORKERS = 2;
 const ONLY = a.only === "" ? undefined : a.only === "on";
 if (a.only !== "" && a.only !== "on" && a.only !== "off") throw new Error("--only must be on or off");
-
-async function reviewTexts(dir: string): Promise<[string, number][]> {
-  const out: [string, number][] = [];
-  for await (const e of readDataset("amazon-reviews", resolveDataFile(dir, "amazon-reviews"))) {
-    if (e.reviewText) out.push([e.reviewText, e.rating ?? 0]);
-    if (out.length >= 2000) break;
-  }
-  return out;
-}
-
-/** The shop's events of one run (the same for every run but the ids' prefix) and the notices they cause with the switch on. */
-function makeEvents(prefix: string, texts: [string, number][], t0: number): { events: IEvent[]; notices: number } {
-  const rand = seededRandom(7);
-  const out: IEvent[] = [];
-  const bought = new Map<number, string>();
-  let notices = 0;
-  for (let i = 0; i < EVENTS; i++) {
-    const u = Math.floor(rand() * USERS);
-    const base = { eventId: `${prefix}-${i}`, userId: `u${u}`, timestampMs: t0 + Math.floor((i / EVENTS) * 86_400_000) };
-    const item = `i${Math.floor(rand() * 5000)}`;
-    const cat = `c${Math.floor(rand() * 30)}`;
-    const r = rand();
-    const other = () => {
-      const v = (u + 1 + Math.floor(rand() * (USERS - 1))) % USERS;
-      return `u${v}`;
-    };
-    if (r < 0.025 && ((r < 0.015 && a["no-social"]) || (r >= 0.015 && a["no-reviews"]))) {
-      out.push({ ...base, type: EventType.VIEW, itemId: item, categoryId: cat, price: 1 + Math.floor(rand() * 200) });
-      rand();
-    } else if (r < 0.01) {
-      out.push({ ...base, type: EventType.FOLLOW, targetUserId: other() });
-      notices += 2;
-    } else if (r < 0.015) {
-      out.push({ ...base, type: EventType.SHARE, itemId: item, targetUserId: other() });
-      notices += 1;
-    } else if (r < 0.025) {
-      const [text, stars] = texts[Math.floor(rand() * texts.length)]!;
-      out.push({ ...base, type: EventType.REVIEW, itemId: item, categoryId: cat, reviewText: text, rating: stars });
-    } else if (r < 0.045) {
-      out.push({ ...base, type: EventType.REFUND, itemId: bought.get(u) ?? item, price: 20, quantity: 1, orderId: `r${i}` });
-    } else if (r < 0.145) {
-      out.push({ ...base, type: EventType.PURCHASE, itemId: item, categoryId: cat, price: 1 + Math.floor(rand() * 200), quantity: 1, orderId: `o${i}` });
-      bought.set(u, item);
-    } else {
-      out.push({ ...base, type: r < 0.285 ? EventType.ADD_TO_CART : EventType.VIEW, itemId: item, categoryId: cat, price: 1 + Math.floor(rand() * 200) });
-    }
-  }
-  return { events: out, notices };
-}
 
 /**
  * The profile update alone, one thread, no bus: µs of CPU per shop event of
@@ -242,6 +194,7 @@ async function batches(engine: Engine): Promise<number> {
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const texts = await reviewTexts(a.datasets!);
+  const mixOf: BeyondMix = { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"] };
   const nats = await startNatsServer({ readyTimeoutMs: 20_000 });
   const nc: NatsConnection = await connect({ servers: nats.url });
   const dirs: string[] = [];
@@ -249,7 +202,7 @@ async function main(): Promise<void> {
     natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
     lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off", modelRegistry: false, profile: { beyondClicks },
   });
-  const [pureOn, pureOff] = pureProfileCost(makeEvents("pure", texts, Date.now() - 2 * 86_400_000).events);
+  const [pureOn, pureOff] = pureProfileCost(makeBeyondEvents("pure", texts, Date.now() - 2 * 86_400_000, mixOf).events);
   const rates: [number[], number[]] = [[], []];
   const ratesAll: [number[], number[]] = [[], []];
   /** CPU per shop event, µs, of the engine's process and of nats-server, to the last notice. */
@@ -272,7 +225,7 @@ async function main(): Promise<void> {
       await client.publishMany(Array.from({ length: USERS }, (_, u) => ({ eventId: `${prefix}-f${u}`, userId: `u${u}`, type: EventType.VIEW, timestampMs: t0, itemId: "i0", categoryId: `c${u % 30}` })));
       while ((await applied(e0)) < USERS) await new Promise((r) => setTimeout(r, 20));
       await e0.close();
-      const { events, notices } = makeEvents(prefix, texts, t0);
+      const { events, notices } = makeBeyondEvents(prefix, texts, t0, mixOf);
       if (mix === "") {
         const n = (t: EventType) => events.filter((e) => e.type === t).length;
         mix = `${n(EventType.REVIEW)} reviews, ${n(EventType.FOLLOW)} follows, ${n(EventType.SHARE)} shares, ${n(EventType.REFUND)} refunds, ${n(EventType.PURCHASE)} purchase lines of ${events.length} events (${notices} notices with the switch on)`;

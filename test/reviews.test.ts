@@ -11,7 +11,8 @@ import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, profileView, type ProfileEvent } from "../src/actors/user-profile.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
-import { extractAspects, SentimentModel, sentimentFeatures } from "../src/models/sentiment-model.js";
+import { calibrate } from "../src/models/calibration.js";
+import { extractAspects, SentimentModel, sentimentFeatures, sentimentLogit } from "../src/models/sentiment-model.js";
 import { resolveDataFile } from "../src/data/datasets.js";
 import { loadSentimentExamples, splitSentiment, trainSentiment, SENTIMENT_DATA_FILE } from "../src/train/train-sentiment.js";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -55,6 +56,21 @@ describe("reviews - sentiment model", () => {
   it("reviews - negation makes its own features, and a title adds prefixed ones", () => {
     expect(sentimentFeatures("not good at all. good")).toEqual(["not", "not good", "!good", "good at", "!at", "at all", "!all", "good"]);
     expect(sentimentFeatures("fine", "Great")).toEqual(["fine", "great", "s:great"]);
+  });
+
+  it("reviews - the served analysis (features hashed without building their strings) equals the training path's logit and aspects", () => {
+    const texts = [
+      ...POSITIVE, ...NEGATIVE,
+      ["", "Don't buy it: not good, naïve café strings. Not bad at all; the tuning pegs hold (über stable) 😀 and the tuning peg's finish is fine."],
+      ["Ünïcode títle, not great", "It isn't the worst capo — the strings buzz. String, strings; tuning pegs."],
+    ];
+    for (const [title, text] of texts) {
+      for (const t of [title!, ""]) {
+        const a = model.analyse(text!, t);
+        expect(a.probability).toBe(calibrate(model.spec.calibration, sentimentLogit(model.weights, text!, t)));
+        expect(a.aspects).toEqual(extractAspects(t.trim() === "" ? text! : `${t}.\n${text}`, model.spec.aspects));
+      }
+    }
   });
 
   it("reviews - aspects are vocabulary terms ranked by tf x idf; a pair hides its nouns; plurals fall back to the singular", () => {

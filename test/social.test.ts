@@ -9,7 +9,8 @@
  * switch turns reviews, social ties and risk off, and a batch's notices to
  * users on several partitions (one message per partition) are applied
  * exactly once across a SIGKILL between their commit and their publish and
- * a republish by hand.
+ * a republish by hand; and, in a shard pool without a broker, a batch's
+ * notice to an alias forwarded alone to its primary.
  */
 import { describe, expect, it } from "vitest";
 import { compileAudiences, parseDefinition } from "../src/actors/audience-rules.js";
@@ -17,18 +18,20 @@ import { evaluateAudiences } from "../src/actors/audience-state.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { follow, followedBy, friendsInterests, newSocialState, noteFriendInterests, SOCIAL, topCategoryShares, unfollow } from "../src/actors/social.js";
 import { applyEvent, newUserState } from "../src/actors/user-profile.js";
+import { packBatch } from "../src/bus/event-batch.js";
 import { subjects } from "../src/bus/subjects.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
+import { ShardPool } from "../src/shard/shard-pool.js";
 import { NoticeBatch, unbatchNotices } from "../src/shard/social.js";
 import { MAX_NOTICES_PER_MESSAGE } from "../src/wire/event-validation.js";
 import { DLQ_HEADERS } from "../src/wire/headers.js";
 import { verifyInternal } from "../src/wire/internal-mac.js";
 import { fnv1a32String, partitionOf } from "../src/wire/partition.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
-import { T0, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
+import { T0, removeDir, spawnEngine, uniquePrefix, waitForEngine, type ChildEngine } from "./helpers/engine.js";
 import { scanLmdb } from "./helpers/lmdb-scan.js";
 import { useEngineFixture } from "./helpers/fixture.js";
-import { waitFor } from "./helpers/nats.js";
+import { tmpDir, waitFor } from "./helpers/nats.js";
 
 describe("social - the profile's social part", () => {
   it("social - follow, follow again, unfollow: degrees, kept ids and the NOT_FOLLOWING verdict", () => {
@@ -137,6 +140,87 @@ describe("social - notice batches", () => {
     expect(small.length).toBeGreaterThan(3);
     expect(small.every((m) => m.data.byteLength <= 4096)).toBe(true);
     expect(small.flatMap((m) => unbatchNotices(pb.Event.decode(m.data)).map((e) => e.userId)).length).toBe(301);
+  });
+});
+
+describe("social - notice batches in shard workers (no broker)", () => {
+  it("social - a batch's notice to an alias is forwarded alone to its primary; the other notices of the batch are applied where they are", async () => {
+    const P = 4;
+    const internalKey = new Uint8Array(32).fill(7);
+    const dataDir = tmpDir("portrait-social-alias");
+    // One shard worker (the cheapest pool): the notices still go partition to partition through the outbound messages.
+    const pool = await ShardPool.start(1, P, {
+      dataDir, mapSizeBytes: 2 ** 26, profile: compileProfileOptions({}), maxActors: 1000, logLevel: "silent", models: { shopSource: "stream:TEST_EVENTS" },
+      validation: { partitions: P, maxEventBytes: 65536, maxFutureSkewMs: 86_400_000, internalKey },
+    }, () => undefined, undefined, { maxShardQueueEvents: 2048 });
+    try {
+      const seq = new Array<number>(P).fill(0);
+      /** Applies messages to a partition as one batch; returns its outbound messages by recipients' partition. */
+      const apply = async (p: number, msgs: Uint8Array[]) => {
+        const r = await pool.applyBatch(packBatch(p, msgs, (b) => b, (_b, i) => seq[p]! + 1 + i));
+        seq[p]! += msgs.length;
+        expect(r.deadLetters).toEqual([]);
+        const out = new Map<number, { msgId: string; data: Uint8Array }[]>();
+        for (const m of r.outbound ?? []) {
+          const to = Number(m.subject.slice(m.subject.lastIndexOf(".") + 1));
+          out.set(to, [...(out.get(to) ?? []), m]);
+        }
+        return out;
+      };
+      const enc = (e: IEvent) => pb.Event.encode(e).finish();
+      const alice = "alice";
+      const bob = "bob";
+      // dave shares bob's partition, carol (bob's primary) is on another one: one message carries both notices.
+      const pb0 = partitionOf(bob, P);
+      let dave = "";
+      let carol = "";
+      for (let i = 0; dave === "" || carol === ""; i++) {
+        if (dave === "" && partitionOf(`dave${i}`, P) === pb0) dave = `dave${i}`;
+        if (carol === "" && partitionOf(`carol${i}`, P) !== pb0) carol = `carol${i}`;
+      }
+      const pc = partitionOf(carol, P);
+      const pa = partitionOf(alice, P);
+      let n = 0;
+      const ev = (e: IEvent): IEvent => ({ eventId: `e${n++}`, timestampMs: T0 + n * 1000, ...e });
+      for (const u of [alice, bob, dave, carol]) await apply(partitionOf(u, P), [enc(ev({ userId: u, type: EventType.VIEW, itemId: "i", categoryId: `cat-${u}` }))]);
+      // bob is merged into carol: the alias entry on bob's partition, the hand-over folded on carol's.
+      const handover = await apply(pb0, [enc(ev({ userId: bob, type: EventType.IDENTIFY, primaryUserId: carol }))]);
+      await apply(pc, handover.get(pc)!.map((m) => m.data));
+      // alice follows bob (now an alias) and dave in one batch: one SOCIAL_NOTICE message to their partition, two notices.
+      const follows = await apply(pa, [enc(ev({ userId: alice, type: EventType.FOLLOW, targetUserId: bob })), enc(ev({ userId: alice, type: EventType.FOLLOW, targetUserId: dave }))]);
+      expect(follows.get(pb0)!.length).toBe(1);
+      expect(verifyInternal(internalKey, follows.get(pb0)![0]!.data)).toBe(true);
+      const batchMsg = pb.Event.decode(follows.get(pb0)![0]!.data);
+      expect(batchMsg.socialNotices.map((x) => x.toKey)).toEqual([bob, dave]);
+      const atBob = await apply(pb0, [follows.get(pb0)![0]!.data]);
+      // bob's notice is forwarded alone to carol's partition (named after its index in the batch), dave's applied here and answered.
+      const fwd = atBob.get(pc)!;
+      expect(fwd.length).toBe(1);
+      expect(fwd[0]!.msgId).toMatch(/:x:\d+:0$/);
+      expect(verifyInternal(internalKey, fwd[0]!.data)).toBe(true);
+      const forwarded = pb.Event.decode(fwd[0]!.data);
+      expect(forwarded.userId).toBe(carol);
+      expect(forwarded.socialNotices.length).toBe(0);
+      expect(forwarded.socialNotice?.fromKey).toBe(alice);
+      const atCarol = await apply(pc, fwd.map((m) => m.data));
+      // Both answers (dave's and carol's interests) go back to alice.
+      await apply(pa, [...(atBob.get(pa) ?? []), ...(atCarol.get(pa) ?? [])].map((m) => m.data));
+      const social = async (u: string) => {
+        const r = await pool.getProfile(partitionOf(u, P), u, 0, "protobuf");
+        if (!r.ok) throw new Error(r.error.code);
+        return pb.ProfileReply.decode(r.body).profile!.social;
+      };
+      expect((await social(carol))?.followers).toBe(1);
+      expect((await social(bob))?.followers).toBe(1); // the alias answers with its primary
+      expect((await social(dave))?.followers).toBe(1);
+      const a = await social(alice);
+      expect(a?.following).toBe(2);
+      // dave's answer is in alice's friends' interests. (carol answers as carol, an id alice does not follow: not kept; README "Social ties".)
+      expect((a?.friendsInterests ?? []).map((x) => x.key)).toContain(`cat-${dave}`);
+    } finally {
+      await pool.close();
+      removeDir(dataDir);
+    }
   });
 });
 

@@ -39,7 +39,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
-import { fnv1a32String } from "../wire/partition.js";
+import { FNV1A32_OFFSET, fnv1a32String, fnv1a32Update } from "../wire/partition.js";
 import { EventType } from "../wire/proto.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
 import { calibrate, sigmoid, validateCalibration, type Calibration } from "./calibration.js";
@@ -155,8 +155,41 @@ export function hashFeatures(text: string, title: string, buckets: number): { sl
 function hashedSlots(features: string[], buckets: number): { slots: Uint32Array; value: number } {
   const set = new Set<number>();
   for (const f of features) set.add(1 + (fnv1a32String(f) % (buckets - 1)));
+  return sortedSlots(set);
+}
+
+function sortedSlots(set: Set<number>): { slots: Uint32Array; value: number } {
   const slots = Uint32Array.from(set).sort();
   return { slots, value: slots.length > 0 ? 1 / Math.sqrt(slots.length) : 0 };
+}
+
+/**
+ * The hashed slots of tokenFeatures(tokens, prefix) into `into`, without
+ * building the feature strings: each feature's FNV-1a is computed part by
+ * part (prefix, "!", token, " ", next token), the same hash as of the string.
+ */
+function featureSlotsInto({ tokens, stops }: Tokens, prefix: string, buckets: number, into: Set<number>): void {
+  const m = buckets - 1;
+  const base = fnv1a32Update(FNV1A32_OFFSET, prefix);
+  const negated = fnv1a32Update(base, "!");
+  let negate = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    const h = fnv1a32Update(base, t);
+    into.add(1 + ((negate > 0 ? fnv1a32Update(negated, t) : h) >>> 0) % m);
+    if (i + 1 < tokens.length && !stops[i]) into.add(1 + (fnv1a32Update(fnv1a32Update(h, " "), tokens[i + 1]!) >>> 0) % m);
+    if (NEGATORS.has(t)) negate = NEGATION_SCOPE;
+    else if (negate > 0) negate--;
+    if (stops[i]) negate = 0;
+  }
+}
+
+/** logitOf over slots (the same sum, in the same order). */
+function slotsLogit(weights: Float32Array, set: Set<number>): number {
+  const { slots, value } = sortedSlots(set);
+  let z = weights[0]!;
+  for (const s of slots) z += weights[s]! * value;
+  return z;
 }
 
 /** The raw logit of a review under `weights` (slot 0 is the bias). */
@@ -176,13 +209,30 @@ export function extractAspects(text: string, vocab: Record<string, number>, k = 
   return tokenAspects(tokenize(text), vocab, k);
 }
 
+/** Per aspect vocabulary: the first words of its two-word terms (a bigram is looked up only after one of them). */
+const BIGRAM_HEADS = new WeakMap<Record<string, number>, Set<string>>();
+
+function bigramHeads(vocab: Record<string, number>): Set<string> {
+  let heads = BIGRAM_HEADS.get(vocab);
+  if (heads === undefined) {
+    heads = new Set();
+    for (const term in vocab) {
+      const sp = term.indexOf(" ");
+      if (sp > 0) heads.add(term.slice(0, sp));
+    }
+    BIGRAM_HEADS.set(vocab, heads);
+  }
+  return heads;
+}
+
 function tokenAspects({ tokens, stops }: Tokens, vocab: Record<string, number>, k: number): string[] {
   const known = (t: string): string | undefined =>
     Object.hasOwn(vocab, t) ? t : t.length > 3 && t.endsWith("s") && Object.hasOwn(vocab, t.slice(0, -1)) ? t.slice(0, -1) : undefined;
+  const heads = bigramHeads(vocab);
   const tf = new Map<string, number>();
   const hidden = new Set<string>();
   for (let i = 0; i < tokens.length; i++) {
-    if (i + 1 < tokens.length && !stops[i]) {
+    if (i + 1 < tokens.length && !stops[i] && heads.has(tokens[i]!)) {
       const b = known(`${tokens[i]} ${tokens[i + 1]}`);
       if (b !== undefined) {
         tf.set(b, (tf.get(b) ?? 0) + 1);
@@ -272,15 +322,21 @@ export class SentimentModel {
   analyse(text: string, title = ""): ReviewAnalysis {
     let z: number;
     let aspects: string[];
-    if (title.trim() === "") {
+    // The features' slots are hashed without building the feature strings (featureSlotsInto): the same logit as sentimentLogit.
+    const slots = new Set<number>();
+    const tk = tokenize(text);
+    featureSlotsInto(tk, "", this.weights.length, slots);
+    const t = title.trim();
+    if (t === "") {
       // Without a title the features and the aspects read the same tokens: the text is tokenized once.
-      const tk = tokenize(text);
-      z = logitOf(this.weights, tokenFeatures(tk, "", []));
       aspects = tokenAspects(tk, this.spec.aspects, MAX_ASPECTS);
     } else {
-      z = sentimentLogit(this.weights, text, title);
+      const tt = tokenize(t);
+      featureSlotsInto(tt, "", this.weights.length, slots);
+      featureSlotsInto(tt, "s:", this.weights.length, slots);
       aspects = extractAspects(`${title}.\n${text}`, this.spec.aspects);
     }
+    z = slotsLogit(this.weights, slots);
     const a = this.spec.calibration?.a ?? 1;
     return { probability: calibrate(this.spec.calibration, z), sentiment: 2 * sigmoid(a * z) - 1, aspects };
   }

@@ -121,6 +121,8 @@ export class AudienceRunner {
   #outboxNo = 0;
   /** Outbox entries not yet removed: entry number -> messages not yet published (each message carries its entry number). */
   readonly #outboxLeft = new Map<number, number>();
+  /** Outbox entries published, removed in the shard's next commit (takeOutboxRemovals). */
+  #removals: AudienceKey[] = [];
   readonly #timers: AudienceTimers;
 
   constructor(d: AudienceRunnerDeps) {
@@ -392,10 +394,12 @@ export class AudienceRunner {
 
   /**
    * The main thread published these (PubAck), each named by its shared outbox entry's number or its id (outboxRefs): an
-   * entry goes once all its messages were published (not awaited; a lost removal only republishes, deduplicated by id).
+   * entry goes once all its messages were published, in the next commit of this shard (a batch's or a tick's, every
+   * AUDIENCE_TICK_MS; takeOutboxRemovals), not in a transaction of their own (an LMDB commit per published batch of
+   * notices or transitions). A lost removal only republishes, deduplicated by id.
    */
   published(partition: number, done: readonly OutboxRef[]): void {
-    const removes: AudienceKey[] = [];
+    const removes = this.#removals;
     for (const ref of done) {
       if (typeof ref === "string") {
         removes.push(["o", partition, ref]);
@@ -408,7 +412,20 @@ export class AudienceRunner {
         removes.push(["o", partition, ref]);
       }
     }
-    this.#d.store.audienceWrite({ puts: [], removes });
+  }
+
+  /** Outbox entries published and not yet removed (published): into `side`, to commit with it. */
+  takeOutboxRemovals(side: SideWrites): void {
+    if (this.#removals.length === 0) return;
+    for (const k of this.#removals) side.removes.push(k);
+    this.#removals = [];
+  }
+
+  /** Removes what published left (at close: no commit follows). */
+  flushOutboxRemovals(): void {
+    if (this.#removals.length === 0) return;
+    this.#d.store.audienceWrite({ puts: [], removes: this.#removals });
+    this.#removals = [];
   }
 }
 

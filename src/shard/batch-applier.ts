@@ -324,6 +324,8 @@ export class BatchApplier {
     // One conditional block, one LMDB transaction: the states and the sequence commit together, after the partition's previous batch.
     // On STORAGE_FAILED nothing of this batch is acknowledged: the engine stops, and a restart once the cause is fixed redelivers it.
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
+    // Outbox entries published since the shard's last commit go in this one (any partition's: one LMDB environment).
+    d.audiences.takeOutboxRemovals(side);
     const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined);
     // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
     const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
@@ -604,6 +606,9 @@ export class BatchApplier {
       w.users.push([user, a, "backfill"]);
       result.backfilled++;
     }
+    // Outbox entries published since the shard's last commit, when no batch took them (an idle shard).
+    const first = d.partitions[0];
+    if (first !== undefined) d.audiences.takeOutboxRemovals(of(first).side);
     const commits: Promise<void>[] = [];
     for (const [p, w] of work) {
       if (w.users.length === 0) d.audiences.compactTimers(p, w.side);

@@ -210,6 +210,7 @@ class Shard implements ShardApi {
   }
 
   async close(): Promise<void> {
+    this.#audiences.flushOutboxRemovals();
     await this.#store.close();
     this.#log.info("shard closed");
   }

@@ -32,6 +32,33 @@ export function fnv1a32String(s: string): number {
   return h >>> 0;
 }
 
+/** FNV-1a 32-bit's starting state (fnv1a32Update). */
+export const FNV1A32_OFFSET = FNV_OFFSET;
+
+/**
+ * The FNV-1a 32-bit state after `s`'s UTF-8 bytes, from state `h`
+ * (FNV1A32_OFFSET to start; `>>> 0` of the result is the hash): hashes a
+ * concatenation part by part without building it, and allocates only for a
+ * part with non-ASCII characters.
+ */
+export function fnv1a32Update(h: number, s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) {
+      // UTF-8 of the rest (the ASCII before it is its own UTF-8).
+      const bytes = encoder.encode(s.slice(i));
+      for (let j = 0; j < bytes.length; j++) {
+        h ^= bytes[j]!;
+        h = Math.imul(h, FNV_PRIME);
+      }
+      return h;
+    }
+    h ^= c;
+    h = Math.imul(h, FNV_PRIME);
+  }
+  return h;
+}
+
 /** The partition (0..partitions-1) of a user id. */
 export function partitionOf(userId: string, partitions: number): number {
   return fnv1a32String(userId) % partitions;
