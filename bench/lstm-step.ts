@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { LSTM_FIELDS, encodeLstmEvent, type LstmEvent } from "../src/models/lstm-features.js";
-import { LSTM_LAYER, readStoredWeights, type LstmArchitecture } from "../src/models/lstm-model.js";
+import { LSTM_LAYER, readStoredWeights, type LstmArchitecture } from "../src/models/lstm-spec.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { initTf, tf } from "../src/models/tf.js";
 import { appendResults, printTable, repoRoot } from "./report.js";

@@ -174,6 +174,39 @@ export class Engine {
     return engine;
   }
 
+  /** The recs worker, then the shards (each posts its item events to the recs worker). */
+  async #startShards(cfg: EngineConfig, models: EngineModels["dirs"], internalMacKey: Uint8Array, pseudonymKey: Uint8Array | undefined): Promise<{ pool: ShardPool; recs: RecsHost }> {
+    const s = this.subjects;
+    const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
+      cfg.workers, (err) => this.#fail(err, { component: "recs" }));
+    this.#recs = recs.host;
+    this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
+      dataDir: cfg.dataDir,
+      mapSizeBytes: cfg.mapSizeBytes,
+      profile: cfg.profile,
+      validation: {
+        partitions: cfg.partitions,
+        maxEventBytes: cfg.maxEventBytes,
+        maxFutureSkewMs: cfg.maxFutureSkewMs,
+        currency: cfg.currency,
+        internalKey: internalMacKey,
+      },
+      maxActors: cfg.maxActorsPerShard,
+      maxActorBytes: cfg.maxActorBytesPerShard,
+      logLevel: cfg.logLevel,
+      subjectPrefix: cfg.subjectPrefix,
+      backfillChunk: cfg.audienceBackfillPerTick,
+      models: {
+        ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
+        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}),
+        ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
+      },
+      ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
+      ...(cfg.cluster !== undefined ? { changelog: true } : {}),
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
+    return { pool: this.#pool, recs: recs.host };
+  }
+
   async #start(): Promise<void> {
     const cfg = this.config;
     const s = this.subjects;
@@ -213,43 +246,21 @@ export class Engine {
     }
     const engineModels = (this.#engineModels = await EngineModels.start(cfg, this.log, this.metrics, this.#models, this.#nc));
     const models = engineModels.dirs;
-    const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
-      cfg.workers, (err) => this.#fail(err, { component: "recs" }));
-    this.#recs = recs.host;
-    if (models.deepfmDir !== undefined) {
-      this.#inference = await InferencePool.start(models.deepfmDir, cfg.inference, this.metrics.registry);
-      this.log.info({ backend: this.#inference.backend, version: this.#inference.version }, "DeepFM inference pool ready");
-    }
-    this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
-      dataDir: cfg.dataDir,
-      mapSizeBytes: cfg.mapSizeBytes,
-      profile: cfg.profile,
-      validation: {
-        partitions: cfg.partitions,
-        maxEventBytes: cfg.maxEventBytes,
-        maxFutureSkewMs: cfg.maxFutureSkewMs,
-        currency: cfg.currency,
-        internalKey: internalMacKey,
-      },
-      maxActors: cfg.maxActorsPerShard,
-      maxActorBytes: cfg.maxActorBytesPerShard,
-      logLevel: cfg.logLevel,
-      subjectPrefix: cfg.subjectPrefix,
-      backfillChunk: cfg.audienceBackfillPerTick,
-      models: {
-        ...(models.lstmDir !== undefined ? { lstmDir: models.lstmDir } : {}), ...(models.churnDir !== undefined ? { churnDir: models.churnDir } : {}),
-        ...(models.propensityDir !== undefined ? { propensityDir: models.propensityDir } : {}),
-        ...(models.sentimentDir !== undefined ? { sentimentDir: models.sentimentDir } : {}), shopSource: streamSource(s.eventStream),
-      },
-      ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
-      ...(cfg.cluster !== undefined ? { changelog: true } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
-
-    const pool0 = this.#pool;
+    // The inference pool loads its scorer while the recs worker and the shards start: nothing between them waits on it.
+    // Both are awaited before a failure is thrown, so that close() finds whatever did start.
+    const inferenceStarted = models.deepfmDir === undefined ? Promise.resolve() : InferencePool.start(models.deepfmDir, cfg.inference, this.metrics.registry).then((p) => {
+      this.#inference = p;
+      this.log.info({ backend: p.backend, version: p.version }, "DeepFM inference pool ready");
+    });
+    const shardsStarted = this.#startShards(cfg, models, internalMacKey, pseudonymKey);
+    const [inferenceDone, shardsDone] = await Promise.allSettled([inferenceStarted, shardsStarted]);
+    if (inferenceDone.status === "rejected") throw inferenceDone.reason;
+    if (shardsDone.status === "rejected") throw shardsDone.reason;
+    const { pool: pool, recs: recsHost } = shardsDone.value;
     // Audience transitions committed before the last stop and not confirmed published: published again (JetStream drops copies by id).
-    for (const [p, msgs] of pool0.outboxAtStart) {
+    for (const [p, msgs] of pool.outboxAtStart) {
       await publishOutbound(js, msgs);
-      pool0.published(p, outboxRefs(msgs));
+      pool.published(p, outboxRefs(msgs));
       this.log.info({ partition: p, transitions: msgs.length }, "audience outbox republished");
     }
     // Audience definitions: the KV bucket's set before the first batch, then every change.
@@ -264,7 +275,7 @@ export class Engine {
       }
     } else {
       this.#audienceWatch = await watchDefinitions(defsKv, this.log.child({ component: "audiences" }), async (defs) => {
-        await pool0.setAudiences(defs);
+        await pool.setAudiences(defs);
         this.log.info({ audiences: defs.length }, "audience definitions applied");
       });
     }
@@ -276,7 +287,7 @@ export class Engine {
       keep: cfg.feedbackKeep === "always" || cfg.explorationShare > 0 ? "always" : "when-asked",
     });
     this.metrics.feedbackRepliesKept = () => feedbackLog.size;
-    const consumerOf = (p: number, fence?: ConsumerFence) => new PartitionConsumer(js, jsm, s, pool0, this.metrics, this.#root, {
+    const consumerOf = (p: number, fence?: ConsumerFence) => new PartitionConsumer(js, jsm, s, pool, this.metrics, this.#root, {
       partition: p,
       maxBatchMessages: cfg.maxBatchMessages,
       prefetchMessages: Math.min(cfg.maxAckPending, cfg.maxBatchMessages * 4),
@@ -289,25 +300,23 @@ export class Engine {
     if (cfg.cluster === undefined) {
       for (let p = 0; p < cfg.partitions; p++) {
         const c = consumerOf(p);
-        await c.start(this.#pool.appliedAtStart.get(p) ?? 0);
+        await c.start(pool.appliedAtStart.get(p) ?? 0);
         this.#consumers.push(c);
       }
     } else {
       // Cluster mode (README "Scale-out"): the partitions this node owns come and go with their leases.
       this.#cluster = new ClusterNode(cfg.cluster, {
-        js, jsm, subjects: s, partitions: cfg.partitions, pool: pool0, metrics: new ClusterMetrics(this.metrics.registry), log: this.#root,
+        js, jsm, subjects: s, partitions: cfg.partitions, pool: pool, metrics: new ClusterMetrics(this.metrics.registry), log: this.#root,
         consumer: (p, fence) => consumerOf(p, fence),
       });
       await this.#cluster.start();
     }
-    const recsHost = this.#recs;
     // Upserts are idempotent (the last of an item wins), so a replay cut short by a fresh clustered stream's 503 is simply run again.
     const replayed = await setup("catalog replay", () => replayCatalog(js, jsm, s, async (data) => {
       const r = await recsHost.upsert(data);
       if (!r.ok) this.log.warn({ code: r.error.code, reason: r.error.message }, "stored catalog upsert rejected on replay");
     }));
     if (replayed > 0) this.log.info({ upserts: replayed }, "catalog replayed");
-    const pool = this.#pool;
     const recommender = new Recommender(pool, recsHost, this.#inference, (userId) => partitionOf(userId, cfg.partitions), engineModels.initialPairing(this.#inference), {
       exploration: { share: cfg.explorationShare, pool: cfg.explorationPool, sourceShare: cfg.explorationSourceShare },
       log: feedbackLog,
@@ -318,7 +327,7 @@ export class Engine {
       inference: () => this.#inference,
       startInference: async (dir) => (this.#inference = await InferencePool.start(dir, cfg.inference, this.metrics.registry)),
     });
-    this.#api = await QueryApi.start(this.#nc, s, this.#pool, this.metrics, this.#root, {
+    this.#api = await QueryApi.start(this.#nc, s, pool, this.metrics, this.#root, {
       partitions: cfg.partitions,
       maxInflightQueries: cfg.maxInflightQueries,
       maxInflightRecommends: cfg.maxInflightRecommends,
@@ -403,7 +412,7 @@ export class Engine {
       return [{ thread: "recs", heap: r.heap, tables, tableBytes: r.stateBytes }];
     };
     this.metrics.recsQueuedItemEvents = () => recsHost.itemEventsQueued();
-    this.metrics.shardBatchesHeld = () => pool0.heldBatches();
+    this.metrics.shardBatchesHeld = () => pool.heldBatches();
     this.log.info({
       version: VERSION, nats: url, embeddedNats: this.#nats !== undefined, partitions: cfg.partitions, workers: cfg.workers,
       dataDir: cfg.dataDir, metrics: this.#ops ? `http://${cfg.httpHost}:${this.#ops.port}/metrics` : "off",

@@ -123,7 +123,10 @@ export async function watchDefinitions(kv: KV, log: Logger, onChange: (defs: Aud
     }
   })().catch((err: unknown) => log.error({ err }, "audience watch ended"));
   // An empty bucket: initializedFn is still called once; a bucket whose watch never initialises would hang start, so bound it.
-  await Promise.race([init, new Promise((r) => setTimeout(r, 5000))]);
+  // The bound's timer is cleared: left pending, it would keep a process that stops soon after start alive for the rest of it.
+  let bound: NodeJS.Timeout | undefined;
+  await Promise.race([init, new Promise((r) => (bound = setTimeout(r, 5000)))]);
+  clearTimeout(bound);
   return { stop: () => w.stop() };
 }
 

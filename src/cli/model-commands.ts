@@ -11,7 +11,7 @@ import { fileEvents, streamEvents, type TrainingEvents } from "../train/training
 import { progress } from "./progress.js";
 import { evalTableMarkdown, formatEvalTable, type EvalTable } from "../eval/eval-table.js";
 import { evalLstm } from "../eval/lstm-eval.js";
-import { TF_BACKENDS } from "../models/tf.js";
+import { TF_BACKENDS } from "../models/tf-backends.js";
 import { DATASET_FORMATS, type DatasetFormat } from "../data/types.js";
 import { evalChurn } from "../eval/churn-eval.js";
 import { evalRisk } from "../eval/risk-eval.js";
@@ -22,9 +22,7 @@ import { carveValidation, evalNextClick, evalNextClickSplit, NEXT_CLICK_SPLIT_FO
 import { selectPolicy, writePolicyFile } from "../eval/ranking-selection.js";
 import { basename } from "node:path";
 import type { RecsOptions } from "../recs/recs-options.js";
-import { trainDeepFm } from "../train/train-deepfm.js";
 import { trainChurn } from "../train/train-churn.js";
-import { trainLstm } from "../train/train-lstm.js";
 import { SENTIMENT_DATA_FILE, trainSentiment } from "../train/train-sentiment.js";
 import { trainRanker } from "../train/train-ranker.js";
 import { estimateOffPolicy, LOGGED_GREEDY, namedTarget, offPolicyContext, readFeedbackLog, weightsTarget, type LoggedRequest, type TargetPolicy } from "../eval/offpolicy.js";
@@ -84,6 +82,8 @@ export function registerModelCommands(program: Command, datasets: string): void 
     datasets,
   ).action(async (f: CommonFlags & StreamFlags & { epochs: number; hidden: number; maxSeconds: number; learningRate: number; batchPositions: number }) => {
     if (f.fromStream) throw notFromStream("lstm", true);
+    // TF.js is loaded by the commands that train on it, not by every command (`portrait start` never does).
+    const { trainLstm } = await import("../train/train-lstm.js");
     const r = await trainLstm({
       learningRate: f.learningRate, batchPositions: f.batchPositions,
       dataDir: f.datasets, modelsDir: f.models, seed: f.seed, makeCurrent: f.current,
@@ -358,6 +358,7 @@ async function trainDeepFmOn(
   if (f.lstm !== "off" && !(f.lstm === "current" && currentVersion(f.models, "lstm") === undefined)) {
     lstmDir = resolveModel(f.models, f.lstm === "current" ? "lstm" : `lstm@${f.lstm}`).dir;
   }
+  const { trainDeepFm } = await import("../train/train-deepfm.js");
   const r = await trainDeepFm({
     dataDir: f.datasets, ...(f.format !== undefined ? { format: f.format } : {}), ...(f.file !== undefined ? { file: f.file } : {}), modelsDir: f.models,
     ...(events !== undefined ? { events } : {}), ...(lstmDir !== undefined ? { lstmDir } : {}), seed: f.seed, epochs: f.epochs, maxSeconds: f.maxSeconds,

@@ -9,7 +9,7 @@
  */
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import type { LstmEvent } from "../models/lstm-features.js";
-import { PURCHASE_HORIZON_MS } from "../models/lstm-model.js";
+import { PURCHASE_HORIZON_MS } from "../models/lstm-spec.js";
 import { DEFAULT_LSTM_SOURCES, loadSource } from "../examples/lstm-sequences.js";
 import { EventType } from "../wire/proto.js";
 import { ItemKnnModel, PopularityModel, SessionPopModel, SknnModel, type ItemKnnOptions, type SknnOptions } from "./baselines.js";

@@ -18,7 +18,7 @@
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetFormat } from "../data/types.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "../models/lstm-features.js";
-import { PURCHASE_HORIZON_MS } from "../models/lstm-model.js";
+import { PURCHASE_HORIZON_MS } from "../models/lstm-spec.js";
 import { EventType } from "../wire/proto.js";
 
 export interface SourceSpec {

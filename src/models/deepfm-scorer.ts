@@ -4,8 +4,9 @@
  *
  * Backends, best first ("auto" tries them in this order):
  * 1. `tfjs-node-gpu`: TF.js on libtensorflow with CUDA, running deepfm-spec's
- *    forward. Used only when `@tensorflow/tfjs-node-gpu` loads AND an NVIDIA
- *    GPU is present. GPU presence is decided by the driver's device node
+ *    forward. Used only when an NVIDIA GPU is present AND
+ *    `@tensorflow/tfjs-node-gpu` loads (checked in that order: the package
+ *    loads all of TF.js). GPU presence is decided by the driver's device node
  *    `/dev/nvidia0` (in a container it exists only when a GPU is passed
  *    through); tfjs-node does not list devices, and libtensorflow silently
  *    runs on its CPU kernels without a GPU, which would be slower than 2.
@@ -35,7 +36,8 @@ import { BadRequestError, ConfigError, ErrorCode, PortraitError } from "../error
 import { deepFmForward, deepFmWeightShapes, type DeepFmArchitecture, type DeepFmWeights } from "./deepfm-spec.js";
 import { DEEPFM_FILES, loadDeepFmWeights, readDeepFmArchitecture } from "./deepfm-weights.js";
 import { exportDeepFmOnnx } from "./onnx/export-deepfm.js";
-import { initTf, type tf as Tf } from "./tf.js";
+// TF.js is loaded only for the backends that run on it: a worker serving onnxruntime never pays for loading it.
+import type { tf as Tf } from "./tf.js";
 
 export const DEEPFM_BACKENDS = ["tfjs-node-gpu", "onnxruntime", "wasm"] as const;
 export type DeepFmBackend = (typeof DEEPFM_BACKENDS)[number];
@@ -204,14 +206,16 @@ function tfjsScorer(m: Loaded, tf: typeof Tf, backend: DeepFmBackend, skipped: s
 }
 
 async function openTfjsNodeGpu(m: Loaded, skipped: string[]): Promise<DeepFmScorer> {
+  // The GPU first: loading the package loads all of TF.js (seconds), wasted on a machine without a GPU.
+  if (!nvidiaGpuPresent()) throw new BackendUnavailable("tfjs-node-gpu", "no NVIDIA GPU is present (/dev/nvidia0 does not exist)");
   try {
     require("@tensorflow/tfjs-node-gpu");
   } catch (err) {
     throw new BackendUnavailable("tfjs-node-gpu", `@tensorflow/tfjs-node-gpu does not load: ${firstLine(err)}`, err);
   }
-  if (!nvidiaGpuPresent()) throw new BackendUnavailable("tfjs-node-gpu", "loads, but no NVIDIA GPU is present (/dev/nvidia0 does not exist)");
   let rt;
   try {
+    const { initTf } = await import("./tf.js");
     rt = await initTf("tensorflow");
   } catch (err) {
     throw new BackendUnavailable("tfjs-node-gpu", firstLine(err), err);
@@ -222,6 +226,7 @@ async function openTfjsNodeGpu(m: Loaded, skipped: string[]): Promise<DeepFmScor
 async function openWasm(m: Loaded, skipped: string[]): Promise<DeepFmScorer> {
   let rt;
   try {
+    const { initTf } = await import("./tf.js");
     rt = await initTf("wasm");
   } catch (err) {
     throw new BackendUnavailable("wasm", firstLine(err), err);

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { ConfigError } from "../errors.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "./lstm-features.js";
-import { LSTM_LAYER, readStoredWeights, type LstmArchitecture, type StoredWeights } from "./lstm-model.js";
+import { LSTM_LAYER, readStoredWeights, type LstmArchitecture, type StoredWeights } from "./lstm-spec.js";
 
 export interface LstmPrediction {
   /** P(a purchase within the next 10 minutes of event time). */

@@ -14,6 +14,7 @@ import type * as TfCore from "@tensorflow/tfjs-core";
 import type * as TfLayers from "@tensorflow/tfjs-layers";
 import { createRequire } from "node:module";
 import { ConfigError } from "../errors.js";
+import { TF_BACKENDS, type TfBackendName } from "./tf-backends.js";
 
 const require = createRequire(import.meta.url);
 /**
@@ -45,9 +46,6 @@ export declare namespace tfl {
     type Layer = TfLayers.layers.Layer;
   }
 }
-
-export const TF_BACKENDS = ["tensorflow", "wasm", "cpu"] as const;
-export type TfBackendName = (typeof TF_BACKENDS)[number];
 
 export interface TfRuntime {
   tf: typeof tf;

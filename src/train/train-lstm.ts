@@ -12,8 +12,10 @@ import { join } from "node:path";
 import { VERSION } from "../version.js";
 import { nextVersion, writeManifest, type ModelManifest } from "../models/artifacts.js";
 import { BAND_SLOTS, GAP_BUCKETS, LSTM_FIELDS, TYPE_SLOTS } from "../models/lstm-features.js";
-import { LSTM_LAYER, PURCHASE_HORIZON_MS, buildLstmModel, inputDim, saveLayersModel, type LstmArchitecture } from "../models/lstm-model.js";
-import { initTf, tf, tfl, type TfBackendName } from "../models/tf.js";
+import { buildLstmModel, saveLayersModel } from "../models/lstm-model.js";
+import { LSTM_LAYER, PURCHASE_HORIZON_MS, inputDim, type LstmArchitecture } from "../models/lstm-spec.js";
+import { initTf, tf, tfl } from "../models/tf.js";
+import type { TfBackendName } from "../models/tf-backends.js";
 import {
   DEFAULT_LSTM_SOURCES, buildVocabs, loadSource, windowsOf,
   type SourceData, type SourceSpec, type Window,

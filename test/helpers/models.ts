@@ -5,7 +5,8 @@ import { subjects } from "../../src/bus/subjects.js";
 import { readManifest, writeManifest } from "../../src/models/artifacts.js";
 import { streamSource } from "../../src/models/evidence.js";
 import { BAND_SLOTS, GAP_BUCKETS, TYPE_SLOTS } from "../../src/models/lstm-features.js";
-import { buildLstmModel, saveLayersModel, type LstmArchitecture } from "../../src/models/lstm-model.js";
+import { buildLstmModel, saveLayersModel } from "../../src/models/lstm-model.js";
+import type { LstmArchitecture } from "../../src/models/lstm-spec.js";
 import { initTf } from "../../src/models/tf.js";
 import { VERSION } from "../../src/version.js";
 
