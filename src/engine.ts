@@ -376,6 +376,8 @@ export class Engine {
             if (!a.ok) throw fromWire(a.error);
             if (k !== askedKey) merged.push(k);
           }
+          // Published notices and transitions naming the user leave the outboxes now, not with each shard's next commit.
+          await pool.flushOutboxes();
           const tombstoneEventId = randomUUID();
           // Stored in the tombstone stream (PubAck) before the caller hears of the forget.
           await storeTombstone(js, s, tombstoneEventId, pb.Tombstone.encode({ userId, forgottenMs: Date.now(), tombstoneEventId }).finish());

@@ -421,11 +421,12 @@ export class AudienceRunner {
     this.#removals = [];
   }
 
-  /** Removes what published left (at close: no commit follows). */
-  flushOutboxRemovals(): void {
-    if (this.#removals.length === 0) return;
-    this.#d.store.audienceWrite({ puts: [], removes: this.#removals });
+  /** Removes what published left now, without waiting for the next commit (at close; before a forget replies); resolves once committed. */
+  flushOutboxRemovals(): Promise<void> {
+    if (this.#removals.length === 0) return Promise.resolve();
+    const removes = this.#removals;
     this.#removals = [];
+    return this.#d.store.audienceWrite({ puts: [], removes });
   }
 }
 

@@ -202,6 +202,14 @@ export class ShardPool {
     void this.#owner(partition).call((api) => api.published(partition, done)).catch(() => undefined);
   }
 
+  /**
+   * Every shard removes the outbox entries it was told are published (published) now rather than with its next commit:
+   * a forget replies only after this, so no published notice or transition naming the user is left in LMDB.
+   */
+  flushOutboxes(): Promise<void> {
+    return Promise.all(this.#shards.map((s) => s.call((api) => api.flushOutbox()))).then(() => undefined);
+  }
+
   /** Replaces every shard's audience definitions. */
   setAudiences(defs: AudienceDefinition[]): Promise<void> {
     return Promise.all(this.#shards.map((s) => s.call((api) => api.setAudiences(defs)))).then(() => undefined);

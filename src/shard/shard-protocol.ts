@@ -168,6 +168,8 @@ export interface ShardApi {
   tick(only?: number[]): Promise<TickResult & { backfill: BackfillProgress }>;
   /** These outbound messages of the partition were published: their outbox entries go. */
   published(partition: number, done: OutboxRef[]): Promise<void>;
+  /** Outbox entries published and waiting for the shard's next commit are removed now; resolves once committed. */
+  flushOutbox(): Promise<void>;
   /** An audience's count, and a page of its members after `after` (limit 0 = count only). Any shard answers for all (one LMDB). */
   audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult;
   /** What current members and holdout did in the `days` days from entering (audience-runner.ts audienceReport). */

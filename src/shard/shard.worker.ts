@@ -181,6 +181,10 @@ class Shard implements ShardApi {
     this.#audiences.published(partition, done);
   }
 
+  flushOutbox(): Promise<void> {
+    return this.#audiences.flushOutboxRemovals();
+  }
+
   audienceQuery(audienceId: string, after: string, limit: number): AudienceQueryResult {
     try {
       return { ok: true, count: audienceCount(this.#store, audienceId), members: limit > 0 ? audienceMembers(this.#store, audienceId, after, limit) : [] };
@@ -210,7 +214,7 @@ class Shard implements ShardApi {
   }
 
   async close(): Promise<void> {
-    this.#audiences.flushOutboxRemovals();
+    await this.#audiences.flushOutboxRemovals();
     await this.#store.close();
     this.#log.info("shard closed");
   }

@@ -292,10 +292,12 @@ export class ProfileStore {
     });
   }
 
-  /** Writes outside the batch chain (what is lost in a crash is only redone): not awaited. */
-  audienceWrite(w: SideWrites): void {
-    for (const [k, v] of w.puts) void this.#aud.put(k, v).catch(() => undefined);
-    for (const k of w.removes) void this.#aud.remove(k).catch(() => undefined);
+  /** Writes outside the batch chain (what is lost in a crash is only redone): callers need not await it; resolves once committed (a failed write is dropped, not thrown). */
+  audienceWrite(w: SideWrites): Promise<void> {
+    const done: Promise<unknown>[] = [];
+    for (const [k, v] of w.puts) done.push(this.#aud.put(k, v).catch(() => undefined));
+    for (const k of w.removes) done.push(this.#aud.remove(k).catch(() => undefined));
+    return Promise.all(done).then(() => undefined);
   }
 
   /** User ids of stored profiles after `after` (exclusive; "" = from the start), at most `limit`. */
