@@ -3,7 +3,7 @@
  * its own nats-server (127.0.0.1, free port, temp store), an engine in a
  * child process and publisher processes, measures the machine's raw limits in
  * the same run, prints a table, writes the raw JSON and an SVG chart, and
- * appends the table to bench/RESULTS.md (not with --smoke or --no-record).
+ * appends the table to bench/RESULTS.md (not with --smoke or --no-record, which write the JSON and chart to a temp folder).
  *
  *   node dist-bench/bench/run.js <scenario> [--smoke] [--no-record] [--out DIR] [--<flag> value ...]
  *   node dist-bench/bench/run.js --help | <scenario> --help
@@ -30,7 +30,7 @@ export const SCENARIOS: readonly Scenario[] = [maxIngest, freshness, profile, re
 const COMMON = {
   smoke: "a CI-sized run of a few seconds (small defaults; nothing appended to RESULTS.md)",
   "no-record": "do not append to bench/RESULTS.md",
-  out: "folder for the raw JSON and the SVG chart (default bench/results/, or a temp folder with --smoke)",
+  out: "folder for the raw JSON and the SVG chart (default bench/results/, or a temp folder with --smoke or --no-record)",
   datasets: "the public data sets folder (default $PORTRAIT_DATASETS or ../shared/data)",
   help: "this help",
 };
@@ -106,7 +106,9 @@ export async function runBench(
   print(formatTable(result.title, result.header, result.rows));
   print(notes.map((n) => `- ${n}`).join("\n"));
 
-  const out = (values.out as string | undefined) ?? (smoke ? mkdtempSync(join(tmpdir(), "portrait-bench-out-")) : join(repoRoot(), "bench", "results"));
+  // A run that is not recorded leaves nothing in the repository (its files are named in the log).
+  const record = !smoke && values["no-record"] !== true;
+  const out = (values.out as string | undefined) ?? (!record ? mkdtempSync(join(tmpdir(), "portrait-bench-out-")) : join(repoRoot(), "bench", "results"));
   mkdirSync(out, { recursive: true });
   const stamp = started.toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-");
   const base = join(out, `${s.name}-${stamp}`);
@@ -118,7 +120,7 @@ export async function runBench(
     writeFileSync(svgFile, lineChartSvg(result.chart.series, result.chart.options));
   }
   log(`raw results: ${base}.json${svgFile ? `, chart: ${svgFile}` : ""}`);
-  if (!smoke && values["no-record"] !== true) {
+  if (record) {
     const rel = (f: string) => f.startsWith(repoRoot()) ? f.slice(repoRoot().length + 1) : f;
     appendResults(result.title, command, result.header, result.rows, [...notes.map((n) => `- ${n}`), "", `Raw: \`${rel(`${base}.json`)}\`${svgFile ? `; chart: ![${result.title}](${rel(svgFile).replace(/^bench\//, "")})` : ""}`]);
   }
