@@ -202,6 +202,7 @@ describe("social - notice batches in shard workers (no broker)", () => {
       expect(forwarded.userId).toBe(carol);
       expect(forwarded.socialNotices.length).toBe(0);
       expect(forwarded.socialNotice?.fromKey).toBe(alice);
+      expect(forwarded.socialNotice?.followedKey).toBe(bob);
       const atCarol = await apply(pc, fwd.map((m) => m.data));
       // Both answers (dave's and carol's interests) go back to alice.
       await apply(pa, [...(atBob.get(pa) ?? []), ...(atCarol.get(pa) ?? [])].map((m) => m.data));
@@ -215,8 +216,9 @@ describe("social - notice batches in shard workers (no broker)", () => {
       expect((await social(dave))?.followers).toBe(1);
       const a = await social(alice);
       expect(a?.following).toBe(2);
-      // dave's answer is in alice's friends' interests. (carol answers as carol, an id alice does not follow: not kept; README "Social ties".)
-      expect((a?.friendsInterests ?? []).map((x) => x.key)).toContain(`cat-${dave}`);
+      // Both answers are in alice's friends' interests: dave's, and carol's, which answers as bob (the id alice followed).
+      expect(a?.friendsSampled).toBe(2);
+      expect((a?.friendsInterests ?? []).map((x) => x.key)).toEqual(expect.arrayContaining([`cat-${dave}`, `cat-${carol}`, `cat-${bob}`]));
     } finally {
       await pool.close();
       removeDir(dataDir);

@@ -501,7 +501,9 @@ export class BatchApplier {
     const actor = d.actors.actor(e.userId);
     const r = applySocial(actor.state, e, [e.userId, partition], target);
     if (!r.ok) return r;
-    if (r.notice !== undefined) notices.add({ ...r.notice, from: [e.userId, partition] }, seq, e.timestampMs);
+    // The answer to a follow of an alias names the alias (SocialNotice.followed_key): the follower holds that id.
+    const as = e.socialNotice?.followedKey;
+    if (r.notice !== undefined) notices.add({ ...r.notice, from: [as ? as : e.userId, partition] }, seq, e.timestampMs);
     actor.lastBatch = batchNo;
     dirty.set(e.userId, actor);
     types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));

@@ -72,7 +72,10 @@ export function readHandover(e: Event): HandoverPayload {
 export function forwardMessage(s: Subjects, key: Uint8Array, e: Event, seq: number, to: AliasEntry, part?: number): OutboundMessage {
   // The signature it arrived with (a forward of a forward) is not carried: the new one is appended.
   const { internalMac: _signed, ...event } = e;
-  const data = pb.Event.encode({ ...event, userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
+  // A follow notice remembers the id that was followed (the first alias on the way): the primary answers as it.
+  const n = e.socialNotice;
+  const followed = n != null && (n.kind === pb.SocialNotice.Kind.FOLLOWED || n.kind === pb.SocialNotice.Kind.FOLLOWED_AGAIN) && !n.followedKey;
+  const data = pb.Event.encode({ ...event, ...(followed ? { socialNotice: { ...n, followedKey: e.userId } } : {}), userId: to[0], forwarded: true, hops: e.hops + 1 }).finish();
   return { subject: s.events(to[1]), msgId: part === undefined ? `${s.prefix}:x:${seq}` : `${s.prefix}:x:${seq}:${part}`, data: signInternal(key, data) };
 }
 
