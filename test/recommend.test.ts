@@ -170,7 +170,10 @@ describe("recommend", () => {
   });
 
   it("recommend - a burst larger than the inference queue gets OVERLOADED replies, and the engine recovers", async () => {
-    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 128 }, recs: { ranking: { policy: "deepfm" } } });
+    // A partial batch waits up to 500 ms for more rows (maxDelayMs) while under maxBatchRows = maxQueuedRows: the burst's
+    // first requests stay queued, so the third one overflows however fast the worker scores (at maxDelayMs 0 a fast worker
+    // could empty the queue between the burst's arrivals, and the burst then got no OVERLOADED).
+    const { prefix, client } = await setup("reco", { inference: { maxQueuedRows: 256, maxBatchRows: 256, maxDelayMs: 500 }, recs: { ranking: { policy: "deepfm" } } });
     const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => client.recommend(`${prefix}-u${i % 40}`, { k: 5, candidates: 100 })));
     const rejected = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as PortraitError);
     expect(rejected.length).toBeGreaterThan(0);
