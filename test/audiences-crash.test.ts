@@ -135,11 +135,14 @@ describe("audiences - crash", { timeout: 120_000 }, () => {
       const at = Date.now() - 5000;
       await c.publishMany([{ eventId: `${prefix}-e1`, userId: `${prefix}-u1`, type: EventType.VIEW, timestampMs: at, itemId: "i1" }]);
       await waitFor(async () => (await c.getProfile(`${prefix}-u1`).catch(() => undefined)) !== undefined);
-      await waitFor(() => {
+      // Opened anew for each look: another process writes it, and a fresh open reads its latest commit.
+      await waitFor(async () => {
         const store = new ProfileStore({ dataDir });
-        const [clock, live] = [store.getClock(), store.getClockLive()];
-        void store.close();
-        return clock === at && live;
+        try {
+          return store.getClock() === at && store.getClockLive();
+        } finally {
+          await store.close();
+        }
       }, { message: "the stored clock never reached the event's time" });
     } finally {
       await c.close();
