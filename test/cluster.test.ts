@@ -321,18 +321,28 @@ describe("cluster - failover", { timeout: 180_000 }, () => {
       await spentByUser(c, evs2);
       // The lag drains: every partition's consumer has nothing pending or unacknowledged, and every replica of the
       // events stream and of each changelog (the restarted node's too) is current.
+      // What held it false last (in the failure message).
+      let holding = "";
       await waitFor(async () => {
         for (let p = 0; p < PARTITIONS; p++) {
           const infos = [];
           for await (const ci of jsm.consumers.list(c.subjects.eventStream)) if (ci.config.filter_subject === c.subjects.events(p)) infos.push(ci);
-          if (infos.length !== 1 || infos[0]!.num_pending !== 0 || infos[0]!.num_ack_pending !== 0) return false;
+          if (infos.length !== 1 || infos[0]!.num_pending !== 0 || infos[0]!.num_ack_pending !== 0) {
+            holding = `partition ${p}: ${infos.length} consumers, pending ${infos[0]?.num_pending}, ack pending ${infos[0]?.num_ack_pending}`;
+            return false;
+          }
         }
         for (const name of [c.subjects.eventStream, ...Array.from({ length: PARTITIONS }, (_, p) => changelogStream(prefix, p))]) {
           const reps = (await jsm.streams.info(name)).cluster?.replicas ?? [];
-          if (reps.length !== 2 || reps.some((r) => !r.current || (r.lag ?? 0) > 0)) return false;
+          if (reps.length !== 2 || reps.some((r) => !r.current || (r.lag ?? 0) > 0)) {
+            holding = `stream ${name}: replicas ${JSON.stringify(reps.map((r) => ({ name: r.name, current: r.current, lag: r.lag, active: r.active })))}`;
+            return false;
+          }
         }
         return true;
-      }, { timeoutMs: 60_000, intervalMs: 500, message: "consumer or replica lag after the NATS node restart" });
+      }, { timeoutMs: 60_000, intervalMs: 500, message: "consumer or replica lag after the NATS node restart" }).catch((err: Error) => {
+        throw new Error(`${err.message}; still: ${holding}`, { cause: err });
+      });
       expect([...live.values()].map((n) => n.output()).join("\n")).not.toMatch(/engine failed/);
       for (const n of live.values()) n.proc.kill("SIGTERM");
       for (const n of live.values()) expect((await n.exited).code).toBe(0);
