@@ -6,6 +6,7 @@
  * compared with a reference computed from the published events.
  */
 import { spawn } from "node:child_process";
+import { AckPolicy, DeliverPolicy } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { changelogStream } from "../src/bus/changelog.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
@@ -287,6 +288,25 @@ describe("cluster - failover", { timeout: 180_000 }, () => {
       await publishing;
       await expectExactCounts(c, countByUser(evs), 90_000);
       await spentByUser(c, evs);
+
+      // Stray consumers: an earlier owner's (epoch 0, every event of its partition pending) is deleted by the owner's
+      // sweep (every 3 lease periods, at least 5 s); a later epoch's (a newer owner's, as a stale node would see it) is
+      // left alone by the same pass.
+      const jsm0 = await c.nc.jetstreamManager();
+      const stray = `${c.subjects.consumer(0)}-gone-e0`;
+      const newer = `${c.subjects.consumer(0)}-next-e999999999`;
+      for (const name of [stray, newer]) {
+        await jsm0.consumers.add(c.subjects.eventStream, { durable_name: name, filter_subject: c.subjects.events(0), ack_policy: AckPolicy.All, deliver_policy: DeliverPolicy.All });
+      }
+      expect((await jsm0.consumers.info(c.subjects.eventStream, stray)).num_pending).toBeGreaterThan(0);
+      const names = async () => {
+        const out: string[] = [];
+        for await (const ci of jsm0.consumers.list(c.subjects.eventStream)) out.push(ci.name);
+        return out;
+      };
+      await waitFor(async () => !(await names()).includes(stray), { timeoutMs: 30_000, intervalMs: 250, message: "the earlier owner's stray consumer was never swept" });
+      expect(await names()).toContain(newer);
+      await jsm0.consumers.delete(c.subjects.eventStream, newer);
 
       // Refused in cluster mode with a typed error, not lost at a takeover: audiences (CONFIG), identity and social events (dead letters).
       await expect(c.audienceCreate({ id: "a1", rule: { field: "daysSinceSeen", op: "<", value: 1 } })).rejects.toMatchObject({ code: "CONFIG" });

@@ -69,17 +69,32 @@ export async function ensureStreams(jsm: JetStreamManager, s: Subjects, o: Strea
   });
 }
 
+/** The lease epoch in a cluster owner's consumer name (`<prefix>-p<p>-<node>-e<epoch>`), undefined for other names. */
+export function consumerEpoch(name: string): number | undefined {
+  const m = /-e(\d+)$/.exec(name);
+  return m === null ? undefined : Number(m[1]);
+}
+
 /**
- * Deletes the partition's durable consumers other than `keep` (a new owner's
- * takeover, after its changelog mark): the single-node name and every
- * earlier owner's. Resolves with the names deleted.
+ * Deletes the partition's durable consumers that an owner with lease epoch
+ * `epoch` (its own consumer named `keep`) supersedes: the single-node name
+ * and every earlier owner's (a lower epoch, or a name without one). A
+ * consumer of a later epoch is a newer owner's and is left alone, so a node
+ * that has not yet noticed it lost the lease can never remove it. Called at
+ * a takeover (after the changelog mark) and by the owner's periodic sweep
+ * (a consumer re-created by a fenced owner, or one whose creation JetStream
+ * carried out after its caller had given up, is removed there). `listed`:
+ * the stream's consumer names, when the caller already has them. Resolves
+ * with the names deleted.
  */
-export async function deleteOtherConsumers(jsm: JetStreamManager, s: Subjects, partition: number, keep: string): Promise<string[]> {
+export async function deleteOtherConsumers(jsm: JetStreamManager, s: Subjects, partition: number, keep: string, epoch: number, listed?: readonly string[]): Promise<string[]> {
   const single = s.consumer(partition);
+  const names = listed ?? await consumerNames(jsm, s);
   const deleted: string[] = [];
-  for await (const ci of jsm.consumers.list(s.eventStream)) {
-    const n = ci.name;
+  for (const n of names) {
     if (n === keep || (n !== single && !n.startsWith(`${single}-`))) continue;
+    const e = consumerEpoch(n);
+    if (e !== undefined && e >= epoch) continue;
     try {
       await jsm.consumers.delete(s.eventStream, n);
       deleted.push(n);
@@ -88,6 +103,22 @@ export async function deleteOtherConsumers(jsm: JetStreamManager, s: Subjects, p
     }
   }
   return deleted;
+}
+
+/** The names of the events stream's consumers. */
+export async function consumerNames(jsm: JetStreamManager, s: Subjects): Promise<string[]> {
+  const names: string[] = [];
+  for await (const ci of jsm.consumers.list(s.eventStream)) names.push(ci.name);
+  return names;
+}
+
+/** Deletes one durable consumer of the events stream; one already gone is fine. */
+export async function deleteConsumer(jsm: JetStreamManager, s: Subjects, name: string): Promise<void> {
+  try {
+    await jsm.consumers.delete(s.eventStream, name);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
 }
 
 /** Publishes in flight at once by publishOutbound, and attempts per message (a retry is safe: the id deduplicates). */
@@ -259,11 +290,7 @@ export async function replayCatalog(js: JetStreamClient, jsm: JetStreamManager, 
  * node, lease epoch): see PartitionConsumer's ConsumerFence.
  */
 export async function resetConsumer(jsm: JetStreamManager, s: Subjects, partition: number, afterSeq: number, o: ConsumerSettings, name = s.consumer(partition)): Promise<void> {
-  try {
-    await jsm.consumers.delete(s.eventStream, name);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
+  await deleteConsumer(jsm, s, name);
   await jsm.consumers.add(s.eventStream, {
     durable_name: name,
     filter_subject: s.events(partition),

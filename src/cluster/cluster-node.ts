@@ -21,7 +21,7 @@ import type { JetStreamClient, JetStreamManager } from "nats";
 import { Changelog, FencedError, ensureChangelogs } from "../bus/changelog.js";
 import { LeaseTable } from "../bus/leases.js";
 import type { ConsumerFence, PartitionConsumer } from "../bus/partition-consumer.js";
-import { deleteOtherConsumers } from "../bus/streams.js";
+import { consumerNames, deleteConsumer, deleteOtherConsumers } from "../bus/streams.js";
 import type { Subjects } from "../bus/subjects.js";
 import type { QueryRoute } from "../api/profile-endpoint.js";
 import type { CompiledClusterOptions } from "../config/engine-options.js";
@@ -31,6 +31,12 @@ import type { ShardPool } from "../shard/shard-pool.js";
 
 /** Most attempts at a takeover mark while another writer keeps changing the changelog. */
 const MARK_ATTEMPTS = 20;
+/** Attempts at deleting a lost or released partition's own consumer while JetStream does not answer (the new owner's sweep removes it otherwise). */
+const DELETE_ATTEMPTS = 10;
+const DELETE_RETRY_MS = 500;
+/** The sweep of stray consumers runs every this many lease periods, and at least this often. */
+const SWEEP_LEASES = 3;
+const SWEEP_MIN_MS = 5_000;
 
 export interface ClusterNodeDeps {
   js: JetStreamClient;
@@ -46,6 +52,8 @@ export interface ClusterNodeDeps {
 
 interface Served {
   consumer: PartitionConsumer;
+  /** The durable consumer's name (`<prefix>-p<p>-<node>-e<epoch>`). */
+  consumerName: string;
   changelog: Changelog;
   epoch: number;
   /**
@@ -68,6 +76,8 @@ export class ClusterNode implements QueryRoute {
   readonly #settling = new Map<number, Promise<void>>();
   readonly nodeSubjects: { profile: string; recommend: string };
   #closed = false;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> = Promise.resolve();
 
   constructor(o: CompiledClusterOptions, d: ClusterNodeDeps) {
     this.#o = o;
@@ -91,6 +101,11 @@ export class ClusterNode implements QueryRoute {
   async start(): Promise<void> {
     await ensureChangelogs(this.#d.jsm, this.#d.subjects.prefix, this.#d.partitions, this.#o.replicas);
     await this.#leases.start();
+    const every = Math.max(SWEEP_MIN_MS, SWEEP_LEASES * this.#o.leaseMs);
+    this.#sweepTimer = setInterval(() => {
+      this.#sweeping = this.#sweeping.then(() => this.sweep()).then(() => undefined, (err: unknown) => this.#log.warn({ err }, "consumer sweep failed; retried at the next one"));
+    }, every);
+    this.#sweepTimer.unref();
     this.#log.info({ leaseMs: this.#o.leaseMs, partitions: this.#d.partitions }, "cluster node started");
   }
 
@@ -140,7 +155,7 @@ export class ClusterNode implements QueryRoute {
       }
     }
     const name = `${d.subjects.consumer(p)}-${this.#o.nodeId}-e${epoch}`;
-    const deleted = await deleteOtherConsumers(d.jsm, d.subjects, p, name);
+    const deleted = await deleteOtherConsumers(d.jsm, d.subjects, p, name, epoch);
     const users = [...restored.users].map(([k, v]) => [k, v.state, v.seq] as [string, Uint8Array | null, number]);
     const states = await d.pool.adopt(p, users, restored.position);
     const fence: ConsumerFence = {
@@ -176,12 +191,20 @@ export class ClusterNode implements QueryRoute {
     };
     const catchUpSeq = await this.#lastEventSeq(p);
     const consumer = d.consumer(p, fence);
-    await consumer.start(restored.position);
+    try {
+      await consumer.start(restored.position);
+    } catch (err) {
+      // Its creation may still be carried out by JetStream after this gave up (a broker restart): removed here or by the sweep.
+      await consumer.fence();
+      void this.#deleteOwn(p, name);
+      throw err;
+    }
     if (this.#closed || this.#leases.epochOf(p) !== epoch) {
       await consumer.fence();
+      void this.#deleteOwn(p, name);
       throw new Error(`partition ${p}: lost during the takeover`);
     }
-    this.#served.set(p, { consumer, changelog, epoch, catchUpSeq });
+    this.#served.set(p, { consumer, consumerName: name, changelog, epoch, catchUpSeq });
     const node = this.#o.nodeId;
     d.metrics.takeovers.inc({ node });
     d.metrics.changelogRestoredRecords.inc({ node }, restored.users.size);
@@ -208,7 +231,7 @@ export class ClusterNode implements QueryRoute {
     if (s === undefined) return;
     this.#served.delete(p);
     this.#d.metrics.partitionsOwned.set({ node: this.#o.nodeId }, this.#served.size);
-    const done = s.consumer.drain();
+    const done = s.consumer.drain().then(() => this.#deleteOwn(p, s.consumerName));
     this.#settling.set(p, done.catch(() => undefined));
     await done;
     this.#log.info({ partition: p, epoch: s.epoch }, "partition released");
@@ -225,11 +248,58 @@ export class ClusterNode implements QueryRoute {
     this.#log.warn({ partition: p, epoch: s.epoch, reason }, "partition fenced: nothing more is committed or acknowledged for it here");
     const settled = s.consumer.fence().then(() => this.#leases.drop(p)).catch(() => undefined);
     this.#settling.set(p, settled);
+    void settled.then(() => this.#deleteOwn(p, s.consumerName));
+  }
+
+  /**
+   * Deletes this node's own durable consumer of a partition it no longer
+   * serves (after its last batch settled), so that nothing is left pending
+   * on it. Best effort with bounded retries: while JetStream does not answer
+   * (a broker restart), the partition's next owner removes it in its sweep.
+   */
+  async #deleteOwn(p: number, name: string): Promise<void> {
+    for (let attempt = 1; attempt <= DELETE_ATTEMPTS; attempt++) {
+      try {
+        await deleteConsumer(this.#d.jsm, this.#d.subjects, name);
+        return;
+      } catch (err) {
+        if (attempt === DELETE_ATTEMPTS) {
+          this.#log.warn({ err, partition: p, consumer: name }, "cannot delete this node's consumer of a partition it no longer serves; its next owner's sweep will");
+          return;
+        }
+        await new Promise((r) => setTimeout(r, DELETE_RETRY_MS));
+      }
+    }
+  }
+
+  /**
+   * Removes the stray consumers of the partitions this node serves under a
+   * current lease: an earlier owner's (a lower lease epoch) or the
+   * single-node one. A takeover deletes them once, after its mark; one can
+   * still appear later: a fenced owner that re-created its consumer just
+   * before it noticed, or a creation JetStream carried out after its caller
+   * gave up across a broker restart. Left alone, it would keep its messages
+   * pending forever. Run every SWEEP_LEASES lease periods; resolves with
+   * the names deleted.
+   */
+  async sweep(): Promise<string[]> {
+    const mine = [...this.#served].filter(([p, s]) => this.#leases.holds(p) && this.#leases.epochOf(p) === s.epoch);
+    if (mine.length === 0) return [];
+    const names = await consumerNames(this.#d.jsm, this.#d.subjects);
+    const deleted: string[] = [];
+    for (const [p, s] of mine) deleted.push(...await deleteOtherConsumers(this.#d.jsm, this.#d.subjects, p, s.consumerName, s.epoch, names));
+    if (deleted.length > 0) {
+      this.#d.metrics.strayConsumers.inc({ node: this.#o.nodeId }, deleted.length);
+      this.#log.warn({ deleted }, "deleted stray consumers of partitions this node owns (an earlier owner's)");
+    }
+    return deleted;
   }
 
   /** Drains every served partition and releases its lease (the other nodes take them at once). */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweepTimer);
+    await this.#sweeping;
     await this.#leases.stop();
     await Promise.all(this.#settling.values());
   }

@@ -392,6 +392,7 @@ export class ClusterMetrics {
   readonly changelogBytes: Counter<"node">;
   readonly changelogSeconds: Histogram<"node">;
   readonly changelogRestoredRecords: Counter<"node">;
+  readonly strayConsumers: Counter<"node">;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -409,5 +410,9 @@ export class ClusterMetrics {
       labelNames: ["node"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers,
     });
     this.changelogRestoredRecords = new Counter({ name: "portrait_changelog_restored_records_total", help: "Changelog records read on takeovers.", labelNames: ["node"], registers });
+    this.strayConsumers = new Counter({
+      name: "portrait_cluster_stray_consumers_deleted_total", help: "Earlier owners' consumers of this node's partitions deleted by its periodic sweep (left by a fenced owner or by a creation carried out across a broker restart).",
+      labelNames: ["node"], registers,
+    });
   }
 }
