@@ -65,6 +65,24 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * `fn()`, tried again while it fails with OVERLOADED (the engine shed the
+ * request before running it, as a loaded engine may while a backlog drains),
+ * every `intervalMs`, for at most `timeoutMs`; any other outcome is returned
+ * or thrown as it is.
+ */
+export async function unlessOverloaded<T>(fn: () => Promise<T>, opts: { timeoutMs?: number; intervalMs?: number } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "OVERLOADED" || Date.now() >= deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
+  }
+}
+
 /** The first `n` messages of a stream (e.g. a prefix's DLQ stream), read with an ephemeral consumer; fails after 30 s with fewer. */
 export async function readStream(nc: NatsConnection, stream: string, n: number): Promise<JsMsg[]> {
   const c = await nc.jetstream().consumers.get(stream);
