@@ -22,6 +22,7 @@ import { clusterStatus } from "../../src/cluster/cluster-status.js";
 import { PortraitError } from "../../src/errors.js";
 import { partitionOf } from "../../src/wire/partition.js";
 import { EventType, pb } from "../../src/wire/proto.js";
+import { freePort } from "../../src/bus/server-process.js";
 import { startNatsCluster } from "../harness/nats-cluster.js";
 import { procTicks } from "../harness/proc-stats.js";
 import { f0, f1, num, type Scenario } from "./scenario.js";
@@ -35,6 +36,42 @@ interface Node {
   proc: ChildProcess;
   dir: string;
   out: () => string;
+  /** Port of the engine's /metrics. */
+  httpPort: number;
+}
+
+/** Sums of the engine metrics that say where cluster mode's time goes (one sample per series, labels summed). */
+const SCRAPED = {
+  batches: "portrait_ingest_batch_size_messages_count",
+  batchMessages: "portrait_ingest_batch_size_messages_sum",
+  changelogRecords: "portrait_changelog_records_total",
+  changelogBytes: "portrait_changelog_bytes_total",
+  changelogWaits: "portrait_changelog_append_seconds_count",
+  changelogWaitSeconds: "portrait_changelog_append_seconds_sum",
+  batchSeconds: "portrait_ingest_batch_seconds_sum",
+  applySeconds: "portrait_ingest_batch_apply_seconds_sum",
+} as const;
+
+async function scrape(port: number): Promise<Record<keyof typeof SCRAPED, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const out = {} as Record<keyof typeof SCRAPED, number>;
+  for (const k of Object.keys(SCRAPED) as (keyof typeof SCRAPED)[]) {
+    out[k] = 0;
+    const re = new RegExp(`^${SCRAPED[k]}(?:\\{[^}]*\\})? (\\S+)$`, "gm");
+    for (const m of text.matchAll(re)) out[k] += Number(m[1]);
+  }
+  return out;
+}
+
+/** A nats-server's message and byte counters (clients and routes, in and out), from its monitoring /varz. */
+async function varz(monitorUrl: string): Promise<{ inMsgs: number; outMsgs: number; inBytes: number; outBytes: number; routeInMsgs: number; routeInBytes: number }> {
+  const v = await (await fetch(`${monitorUrl}/varz`, { signal: AbortSignal.timeout(5000) })).json() as Record<string, number>;
+  const r = await (await fetch(`${monitorUrl}/routez`, { signal: AbortSignal.timeout(5000) })).json() as { routes?: { in_msgs: number; in_bytes: number }[] };
+  const routes = r.routes ?? [];
+  return {
+    inMsgs: v.in_msgs!, outMsgs: v.out_msgs!, inBytes: v.in_bytes!, outBytes: v.out_bytes!,
+    routeInMsgs: routes.reduce((a, x) => a + x.in_msgs, 0), routeInBytes: routes.reduce((a, x) => a + x.in_bytes, 0),
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,6 +90,8 @@ export const cluster: Scenario = {
     events: { default: "20000", smoke: "1500", help: "events published in each throughput run" },
     users: { default: "2000", smoke: "200", help: "distinct users of those events" },
     partitions: { default: "6", smoke: "3", help: "partitions" },
+    modes: { default: "single,1-r1,1,2,3", help: "throughput runs, in order: single (no --cluster: its streams are R1), N (N = 1-3 --cluster nodes, R3 streams), N-r1 (N --cluster nodes on R1 streams: the changelog without the replication)" },
+    "count-subjects": { default: "0", help: "1: count the messages of every subject kind seen in the account during each throughput run (a wildcard subscription: it costs the servers a copy of each, so rates are lower)" },
     kills: { default: "10", smoke: "1", help: "SIGKILLs measured for the takeover time" },
     "lease-ms": { default: "2000", help: "the engines' --lease-ms" },
     "timeout-s": { default: "600", smoke: "180", help: "bound on each phase" },
@@ -70,17 +109,18 @@ export const cluster: Scenario = {
       for (let i = 0; ; i++) if (partitionOf(`__probe__${i}`, P) === p) return `__probe__${i}`;
     });
     let run = 0;
-    const start = (prefix: string, id: string | undefined): Node => {
+    const start = async (prefix: string, id: string | undefined, replicas = 3): Promise<Node> => {
+      const httpPort = await freePort();
       const dir = mkdtempSync(join(tmpdir(), "portrait-bench-cluster-"));
       const args = [...(self.endsWith(".ts") ? ["--import", "tsx"] : []), CLI, "start", "--nats", nats.url, "--embedded-nats", "never", "--data-dir", dir,
-        "--prefix", prefix, "--partitions", String(P), "--workers", "1", "--http-port", "-1", "--log-level", "warn", "--no-model-registry",
-        "--deepfm", "off", "--inference-workers", "1", "--replicas", "3",
+        "--prefix", prefix, "--partitions", String(P), "--workers", "1", "--http-port", String(httpPort), "--log-level", "warn", "--no-model-registry",
+        "--deepfm", "off", "--inference-workers", "1", "--replicas", String(replicas),
         ...(id !== undefined ? ["--cluster", "--node-id", id, "--lease-ms", String(leaseMs)] : [])];
       const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
       let out = "";
       proc.stdout!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
       proc.stderr!.on("data", (d: Buffer) => (out = (out + d.toString()).slice(-20_000)));
-      const n = { id: id ?? "single", proc, dir, out: () => out };
+      const n = { id: id ?? "single", proc, dir, out: () => out, httpPort };
       nodes.push(n);
       return n;
     };
@@ -138,14 +178,20 @@ export const cluster: Scenario = {
     const rows: string[][] = [];
     const raw: Record<string, unknown> = { events: E, users: U, partitions: P, leaseMs };
     try {
-      const throughput: { mode: string; perSec: number; cores: Record<string, number>; changelogRecords?: number }[] = [];
-      for (const mode of ["single", "1", "2", "3"]) {
+      const throughput: {
+        mode: string; perSec: number; cores: Record<string, number>; mainCores: number[]; engine: Record<keyof typeof SCRAPED, number>;
+        servers: { inMsgs: number; outMsgs: number; inBytes: number; outBytes: number; routeInMsgs: number; routeInBytes: number }; cpuUsPerEvent: number; changelogRecords?: number;
+      }[] = [];
+      const modes = String(ctx.flags.modes ?? "single,1-r1,1,2,3").split(",").map((m) => m.trim());
+      for (const m of modes) if (!/^(single|[123](-r1)?)$/.test(m)) throw new Error(`bench cluster: --modes ${m}: single, 1, 2, 3, 1-r1, 2-r1 or 3-r1`);
+      for (const mode of modes) {
         const prefix = `bcl${process.pid % 1000}r${++run}`;
         const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: P, requestTimeoutMs: 5000 });
         try {
           const deadline = Date.now() + boundMs;
-          const ids = mode === "single" ? [] : Array.from({ length: Number(mode) }, (_, i) => `n${i}`);
-          const started = mode === "single" ? [start(prefix, undefined)] : ids.map((id) => start(prefix, id));
+          const nodeCount = mode === "single" ? 0 : Number(mode[0]);
+          const ids = Array.from({ length: nodeCount }, (_, i) => `n${i}`);
+          const started = mode === "single" ? [await start(prefix, undefined)] : await Promise.all(ids.map((id) => start(prefix, id, mode.endsWith("-r1") ? 1 : 3)));
           if (mode === "single") {
             await until("single engine not answering", deadline, async () => c.getProfile(probes[0]!).then(() => true, (err: unknown) => err instanceof PortraitError && err.code === "UNKNOWN_USER"));
           } else {
@@ -153,11 +199,32 @@ export const cluster: Scenario = {
           }
           const pids: Record<string, number> = Object.fromEntries([...started.map((n) => [`engine ${n.id}`, n.proc.pid!]), ...nats.nodes.map((s, i) => [`nats-server ${i}`, s.pid])]);
           const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, procTicks(pid)]));
+          // The engines' main threads (tid = pid): the NATS client, batching, deflate of changelog writes; the rest is shards and workers.
+          const mainBefore = started.map((n) => procTicks(n.proc.pid!, n.proc.pid!));
+          const scrapedBefore = await Promise.all(started.map((n) => scrape(n.httpPort)));
+          const varzBefore = await Promise.all(nats.nodes.map((s) => varz(s.monitorUrl)));
+          // Messages by kind (the subject's first tokens, numbers and ids folded), when asked for.
+          const kinds = new Map<string, number>();
+          const sub = ctx.flags["count-subjects"] === "1" ? c.nc.subscribe(">", {
+            callback: (_e, m) => {
+              const k = m.subject.split(".").slice(0, 4).map((t) => /\d/.test(t) ? "#" : t).join(".");
+              kinds.set(k, (kinds.get(k) ?? 0) + 1);
+            },
+          }) : undefined;
           const t0 = performance.now();
           await publish(c.nc, prefix);
           await until(`${mode}: events not all applied`, deadline, () => drained(c.nc, c.subjects.eventStream));
           const secs = (performance.now() - t0) / 1000;
+          sub?.unsubscribe();
+          if (sub !== undefined) ctx.log(`${mode}: messages per event by kind: ${[...kinds].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${(n / E).toFixed(3)}`).join(", ")}`);
           const cores = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, (procTicks(pid) - before[k]!) / CLK_TCK / secs]));
+          const mainCores = started.map((n, i) => (procTicks(n.proc.pid!, n.proc.pid!) - mainBefore[i]!) / CLK_TCK / secs);
+          const scrapedAfter = await Promise.all(started.map((n) => scrape(n.httpPort)));
+          const varzAfter = await Promise.all(nats.nodes.map((s) => varz(s.monitorUrl)));
+          const engine = {} as Record<keyof typeof SCRAPED, number>;
+          for (const k of Object.keys(SCRAPED) as (keyof typeof SCRAPED)[]) engine[k] = scrapedAfter.reduce((a, x, i) => a + x[k] - scrapedBefore[i]![k], 0);
+          const servers = { inMsgs: 0, outMsgs: 0, inBytes: 0, outBytes: 0, routeInMsgs: 0, routeInBytes: 0 };
+          for (const k of Object.keys(servers) as (keyof typeof servers)[]) servers[k] = varzAfter.reduce((a, x, i) => a + x[k] - varzBefore[i]![k], 0);
           // Changelog messages written (each stream's last sequence: writes, records and marks, purged or not), per event.
           let changelogRecords: number | undefined;
           if (mode !== "single") {
@@ -165,67 +232,81 @@ export const cluster: Scenario = {
             changelogRecords = 0;
             for (let p = 0; p < P; p++) changelogRecords += (await jsm.streams.info(changelogStream(prefix, p))).state.last_seq;
           }
-          throughput.push({ mode, perSec: E / secs, cores, ...(changelogRecords !== undefined ? { changelogRecords } : {}) });
-          ctx.log(`${mode}: ${(E / secs).toFixed(0)} events/s`);
+          const cpuUsPerEvent = Object.values(cores).reduce((a, v) => a + v, 0) * secs / E * 1e6;
+          throughput.push({ mode, perSec: E / secs, cores, mainCores, engine, servers, cpuUsPerEvent, ...(changelogRecords !== undefined ? { changelogRecords } : {}) });
+          ctx.log(`${mode}: ${(E / secs).toFixed(0)} events/s, CPU ${cpuUsPerEvent.toFixed(0)} µs/event (engines ${Object.entries(cores).filter(([k]) => k.startsWith("engine")).map(([, v]) => v.toFixed(2)).join("+")}, main threads ${mainCores.map((v) => v.toFixed(2)).join("+")}; ` +
+            `nats ${Object.entries(cores).filter(([k]) => k.startsWith("nats")).map(([, v]) => v.toFixed(2)).join("+")}), ` +
+            `batches ${engine.batches} of ${(engine.batchMessages / Math.max(1, engine.batches)).toFixed(1)} msgs, batch wait ${(1000 * engine.batchSeconds / Math.max(1, engine.batches)).toFixed(1)} ms, apply ${(1000 * engine.applySeconds / Math.max(1, engine.batches)).toFixed(1)} ms; ` +
+            `changelog ${(engine.changelogBytes / E).toFixed(0)} B/event, ${(engine.changelogRecords / E).toFixed(2)} states/event, wait ${(1000 * engine.changelogWaitSeconds / Math.max(1, engine.changelogWaits)).toFixed(1)} ms; ` +
+            `nats-servers in ${(servers.inMsgs / E).toFixed(1)} msgs/event ${(servers.inBytes / E).toFixed(0)} B/event (of which routes ${(servers.routeInMsgs / E).toFixed(1)} msgs, ${(servers.routeInBytes / E).toFixed(0)} B), out ${(servers.outMsgs / E).toFixed(1)} msgs/event ${(servers.outBytes / E).toFixed(0)} B/event`);
           await Promise.all(started.map((n) => stop(n, "SIGTERM")));
         } finally {
           await c.close();
         }
       }
       raw.throughput = throughput;
-      const single = throughput[0]!.perSec;
+      const single = throughput.find((t) => t.mode === "single")?.perSec ?? NaN;
       for (const t of throughput) {
         const engines = Object.entries(t.cores).filter(([k]) => k.startsWith("engine"));
         const servers = Object.entries(t.cores).filter(([k]) => k.startsWith("nats"));
+        const n = t.mode === "single" ? 1 : Number(t.mode[0]);
+        const batches = Math.max(1, t.engine.batches);
         rows.push([
-          t.mode === "single" ? "1 engine, no --cluster (no changelog)" : `${t.mode} engine node${t.mode === "1" ? "" : "s"}, --cluster`,
-          `${f0(t.perSec)} events/s`, t.mode === "single" ? "" : `${f0(t.perSec / Number(t.mode))} per node`, (t.perSec / single).toFixed(2),
+          t.mode === "single" ? "1 engine, no --cluster (R1 streams, no changelog)" : `${n} engine node${n === 1 ? "" : "s"}, --cluster${t.mode.endsWith("-r1") ? ", R1 streams" : ""}`,
+          `${f0(t.perSec)} events/s`, t.mode === "single" ? "" : `${f0(t.perSec / n)} per node`, (t.perSec / single).toFixed(2),
           `engines ${engines.map(([, v]) => v.toFixed(2)).join(" + ")}; nats-servers ${servers.map(([, v]) => v.toFixed(2)).join(" + ")}`,
-          t.changelogRecords === undefined ? "" : (t.changelogRecords / E).toFixed(2),
+          f0(t.cpuUsPerEvent),
+          `${f0(t.engine.batchMessages / batches)}; ${(t.engine.changelogWaits === 0 ? 0 : 1000 * t.engine.changelogWaitSeconds / t.engine.changelogWaits).toFixed(0)} ms`,
+          t.changelogRecords === undefined ? "" : `${(t.changelogRecords / E).toFixed(3)}; ${f0(t.engine.changelogBytes / E)} B`,
+          `${(t.servers.inMsgs / E).toFixed(1)} (routes ${(t.servers.routeInMsgs / E).toFixed(1)}); ${f0(t.servers.inBytes / E)} B`,
         ]);
       }
 
-      // Takeover after SIGKILL, on three nodes with events flowing.
+      // Takeover after SIGKILL, on three nodes with events flowing (skipped with --kills 0).
       const prefix = `bcl${process.pid % 1000}k`;
       const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: P, requestTimeoutMs: 5000 });
       const takeovers: number[] = [];
       try {
-        const live = new Map<string, Node>(["a", "b", "c"].map((id) => [id, start(prefix, id)]));
-        await served(c, [...live.keys()], Date.now() + boundMs);
-        for (let k = 0; k < K; k++) {
-          const deadline = Date.now() + boundMs;
-          await publish(c.nc, `${prefix}x${k}`).catch(() => undefined);
-          const st = await clusterStatus(c.nc, c.subjects);
-          const counts = new Map<string, number>();
-          for (const p of st.partitions) counts.set(p.node, (counts.get(p.node) ?? 0) + 1);
-          const victim = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
-          const t0 = performance.now();
-          await stop(live.get(victim)!, "SIGKILL");
-          live.delete(victim);
-          await served(c, [...live.keys()], deadline);
-          takeovers.push((performance.now() - t0) / 1000);
-          ctx.log(`kill ${k + 1}: partitions served again after ${takeovers[k]!.toFixed(2)} s`);
-          const id = `r${k}`;
-          live.set(id, start(prefix, id));
-          await served(c, [...live.keys()], deadline);
+        if (K > 0) {
+          const live = new Map<string, Node>(await Promise.all(["a", "b", "c"].map(async (id) => [id, await start(prefix, id)] as const)));
+          await served(c, [...live.keys()], Date.now() + boundMs);
+          for (let k = 0; k < K; k++) {
+            const deadline = Date.now() + boundMs;
+            await publish(c.nc, `${prefix}x${k}`).catch(() => undefined);
+            const st = await clusterStatus(c.nc, c.subjects);
+            const counts = new Map<string, number>();
+            for (const p of st.partitions) counts.set(p.node, (counts.get(p.node) ?? 0) + 1);
+            const victim = [...counts].sort((x, y) => y[1] - x[1])[0]![0];
+            const t0 = performance.now();
+            await stop(live.get(victim)!, "SIGKILL");
+            live.delete(victim);
+            await served(c, [...live.keys()], deadline);
+            takeovers.push((performance.now() - t0) / 1000);
+            ctx.log(`kill ${k + 1}: partitions served again after ${takeovers[k]!.toFixed(2)} s`);
+            const id = `r${k}`;
+            live.set(id, await start(prefix, id));
+            await served(c, [...live.keys()], deadline);
+          }
+          await Promise.all([...live.values()].map((n) => stop(n, "SIGTERM")));
         }
-        await Promise.all([...live.values()].map((n) => stop(n, "SIGTERM")));
       } finally {
         await c.close();
       }
       raw.takeoverSeconds = takeovers;
       const sorted = [...takeovers].sort((x, y) => x - y);
       if (sorted.length > 0) {
-        rows.push([`takeover after SIGKILL (kill to all its partitions answering), ${sorted.length} kills`, `p50 ${f1(sorted[Math.floor((sorted.length - 1) / 2)]!)} s, max ${f1(sorted[sorted.length - 1]!)} s`, "", "", `lease ${leaseMs} ms`, ""]);
+        rows.push([`takeover after SIGKILL (kill to all its partitions answering), ${sorted.length} kills`, `p50 ${f1(sorted[Math.floor((sorted.length - 1) / 2)]!)} s, max ${f1(sorted[sorted.length - 1]!)} s`, "", "", `lease ${leaseMs} ms`, "", "", "", ""]);
       }
       return {
         title: "cluster",
-        header: ["run", "rate", "per node", "ratio to no --cluster", "CPU cores (engines; nats-servers)", "changelog messages per event"],
+        header: ["run", "rate", "per node", "ratio to no --cluster", "CPU cores (engines; nats-servers)", "CPU µs per event (all processes)", "events per batch; changelog wait",
+          "changelog messages; bytes per event", "messages into the nats-servers per event (of them from routes); bytes"],
         rows,
         notes: [
-          `${E} VIEW events over ${U} users and ${P} partitions per run, published at full speed (core publish with Nats-Msg-Id) into an R3 stream of a 3-node nats-server cluster on this machine; the rate is events over the time from the first publish to every partition's consumer having nothing pending or unacknowledged.`,
-          "Engines: --workers 1, LSTM and churn on (the bundled models), DeepFM off, --replicas 3; every process on the same 2 cores, so the rates are CPU-bound and the split says where the CPU goes.",
-          "The changelog's cost is the 1-node cluster against the engine without --cluster on the same streams: per changelog write (group commit: the batches committed while the previous write was in flight), one raw-deflated message holding each changed user's state once, stored R3, one PubAck, waited for before the acknowledgement; plus the compactions' per-user records. Changelog messages per event: the changelog streams' last sequences (writes, compaction records, marks) over the events.",
+          `${E} VIEW events over ${U} users and ${P} partitions per run, published at full speed (core publish with Nats-Msg-Id) into the events stream of a 3-node nats-server cluster on this machine; the rate is events over the time from the first publish to every partition's consumer having nothing pending or unacknowledged.`,
+          "Streams: an engine without --cluster ignores --replicas, so its streams (and consumers) are R1; --cluster runs use R3 (the README's recipe), or R1 where the run says so. So the changelog's cost is the 1-node R1 cluster against the engine without --cluster; the 1-node R3 cluster against the R1 one is the cost of replicating the events stream and its consumers three times.",
+          "Engines: --workers 1, LSTM and churn on (the bundled models), DeepFM off; every process on the same 2 cores, so the rates are CPU-bound and the split says where the CPU goes. CPU µs per event: all engines' and nats-servers' CPU time over the events.",
+          "Events per batch: the engines' portrait_ingest_batch_size_messages; changelog wait: portrait_changelog_append_seconds (LMDB commit to the write stored: what the acknowledgement waits for), mean. Changelog messages per event: the changelog streams' last sequences (writes, compaction records, marks); bytes: portrait_changelog_bytes_total (writes as stored, deflated, once: the servers keep three copies in R3). Messages into the nats-servers: /varz in_msgs summed over the three servers (clients and routes; routes from /routez: Raft replication and forwarded client messages).",
         ],
         raw,
       };

@@ -34,7 +34,7 @@ import type { OutboundMessage } from "../bus/event-batch.js";
 import { mergingKey, PROFILE_PART, type AliasEntry, type IdentityWrites, type MergingEntry, type SideWrites } from "../store/profile-store.js";
 import type { Subjects } from "../bus/subjects.js";
 import { partitionOf } from "../wire/partition.js";
-import { serialize, deserialize } from "node:v8";
+import { decodeChangelogState, encodeChangelogState } from "./changelog-state.js";
 import type { ChangelogChange } from "../bus/event-batch.js";
 import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
@@ -330,7 +330,7 @@ export class BatchApplier {
     // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
     const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
     if (changes !== undefined) {
-      for (const [id, a] of dirty) changes.push([id, serialize(a.state)]);
+      for (const [id, a] of dirty) changes.push([id, encodeChangelogState(a.state)]);
       for (const id of identity.removeProfiles) if (!dirty.has(id)) changes.push([id, null]);
     }
     if (hasIdentity) {
@@ -381,9 +381,7 @@ export class BatchApplier {
     let max = 0;
     for (const [key, bytes, seq] of users) {
       if (bytes !== null) {
-        const st = deserialize(bytes) as UserState;
-        if (st.aud !== undefined) Object.setPrototypeOf(st.aud.m, null);
-        states.push([key, st]);
+        states.push([key, decodeChangelogState(bytes)]);
       }
       if (seq > position) {
         skip.set(key, seq);

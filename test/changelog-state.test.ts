@@ -1,0 +1,65 @@
+/**
+ * A user's state in the changelog (src/shard/changelog-state.ts): what a new
+ * owner decodes is the state the old owner encoded, field for field, with the
+ * memberships' null prototype back; and records written as v8 serializations
+ * (before MessagePack) are still read.
+ */
+import { serialize } from "node:v8";
+import { Unpackr } from "msgpackr";
+import { describe, expect, it } from "vitest";
+import { newAudienceState, observeAudienceEvent } from "../src/actors/audience-state.js";
+import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { decodeChangelogState, encodeChangelogState } from "../src/shard/changelog-state.js";
+import { EventType } from "../src/wire/proto.js";
+
+const o = compileProfileOptions({});
+
+function sample(): UserState {
+  const s = newUserState();
+  const t0 = Date.UTC(2024, 4, 1);
+  const events: ProfileEvent[] = [
+    { eventId: "e1", userId: "u1", type: EventType.VIEW, timestampMs: t0, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR" },
+    { eventId: "e2", userId: "u1", type: EventType.ADD_TO_CART, timestampMs: t0 + 60_000, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR" },
+    { eventId: "e3", userId: "u1", type: EventType.PURCHASE, timestampMs: t0 + 120_000, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR", orderId: "o1" },
+    { eventId: "e4", userId: "u1", type: EventType.SEARCH, timestampMs: t0 + 180_000, query: "red shoes" },
+  ] as ProfileEvent[];
+  for (const e of events) {
+    applyEvent(s, e, o);
+    observeAudienceEvent(s, e, 3);
+  }
+  s.aud ??= newAudienceState(3);
+  s.aud.m["constructor"] = [t0, 1, 0]; // a key Object.prototype has: the dictionary must not be a plain object
+  s.aud.m["vip"] = [0, 2, 1];
+  s.lstm = new Uint8Array(Float32Array.from([0.25, -1.5, 3, 0]).buffer);
+  s.lstmV = "v7";
+  return s;
+}
+
+/** The state as plain data, for comparison (the LSTM bytes as an array). */
+function plain(s: UserState): unknown {
+  return { ...s, lstm: s.lstm === undefined ? undefined : [...s.lstm], aud: s.aud === undefined ? undefined : { ...s.aud, m: { ...s.aud.m } } };
+}
+
+describe("changelog state", () => {
+  it("changelog state - decode(encode(state)) is the state, memberships with a null prototype, readable without the encoder's structures", () => {
+    const s = sample();
+    const bytes = encodeChangelogState(s);
+    const back = decodeChangelogState(bytes);
+    expect(plain(back)).toEqual(plain(s));
+    expect(Object.getPrototypeOf(back.aud!.m)).toBeNull();
+    expect(back.aud!.m["constructor"]).toEqual(s.aud!.m["constructor"]);
+    // Self-contained: a decoder that never saw this encoder's record structures reads it.
+    expect(plain(new Unpackr({ mapsAsObjects: true }).unpack(bytes) as UserState)).toMatchObject({ n: s.n, recent: s.recent, currency: s.currency });
+    expect(bytes[0]).not.toBe(0xff);
+    // Its own memory, not a view into the encoder's buffer (the changelog keeps states until a compaction).
+    expect(bytes.byteLength).toBe(bytes.buffer.byteLength);
+  });
+
+  it("changelog state - a record written as a v8 serialization (before MessagePack) is read", () => {
+    const s = sample();
+    const back = decodeChangelogState(serialize(s));
+    expect(plain(back)).toEqual(plain(s));
+    expect(Object.getPrototypeOf(back.aud!.m)).toBeNull();
+  });
+});
