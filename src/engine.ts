@@ -226,10 +226,10 @@ export class Engine {
     this.#nc = await connectNats({ ...natsOptionsOf(cfg), natsUrl: url, name: "portrait-engine" });
     this.#watchConnection(this.#nc);
     const jsm = await this.#nc.jetstreamManager();
-    const replicas = cfg.cluster?.replicas ?? 1;
-    // Cluster mode: a clustered nats-server answers 503 for a moment after a stream is created, and may not answer
-    // racing creators at all, so each setup call is retried (bounded); one engine alone fails at the first error.
-    const setup = <T>(what: string, f: () => Promise<T>): Promise<T> => (cfg.cluster === undefined ? f() : retrySetup(what, f));
+    const replicas = cfg.replicas;
+    // Replicated streams (or cluster mode): a clustered nats-server answers 503 for a moment after a stream is created,
+    // and may not answer racing creators at all, so each setup call is retried (bounded); otherwise the first error fails.
+    const setup = <T>(what: string, f: () => Promise<T>): Promise<T> => (cfg.cluster === undefined && replicas === 1 ? f() : retrySetup(what, f));
     await setup("event streams", () => ensureStreams(jsm, s, { ...cfg, replicas }));
     // Signs and checks hand-overs and forwarded events (README "Identity"); one per deployment, never logged.
     const js = this.#nc.jetstream();

@@ -18,12 +18,15 @@ const o = compileProfileOptions({});
 function sample(): UserState {
   const s = newUserState();
   const t0 = Date.UTC(2024, 4, 1);
+  const ev = (type: EventType, dt: number, more: Partial<ProfileEvent> = {}): ProfileEvent => ({
+    type, timestampMs: t0 + dt, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, quantity: 1, currency: "EUR", sessionId: "s1", orderId: "", ...more,
+  });
   const events: ProfileEvent[] = [
-    { eventId: "e1", userId: "u1", type: EventType.VIEW, timestampMs: t0, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR" },
-    { eventId: "e2", userId: "u1", type: EventType.ADD_TO_CART, timestampMs: t0 + 60_000, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR" },
-    { eventId: "e3", userId: "u1", type: EventType.PURCHASE, timestampMs: t0 + 120_000, itemId: "i1", categoryId: "shoes", brand: "Acme", price: 19.5, currency: "EUR", orderId: "o1" },
-    { eventId: "e4", userId: "u1", type: EventType.SEARCH, timestampMs: t0 + 180_000, query: "red shoes" },
-  ] as ProfileEvent[];
+    ev(EventType.VIEW, 0),
+    ev(EventType.ADD_TO_CART, 60_000),
+    ev(EventType.PURCHASE, 120_000, { orderId: "o1" }),
+    ev(EventType.SEARCH, 180_000, { itemId: "", categoryId: "", brand: "", price: 0, searchQuery: "red shoes" }),
+  ];
   for (const e of events) {
     applyEvent(s, e, o);
     observeAudienceEvent(s, e, 3);

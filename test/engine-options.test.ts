@@ -26,6 +26,14 @@ describe("engine options", () => {
     expect(() => compileEngineOptions({ inference: { workers: 0 } })).toThrow(/options\.workers must be a positive integer/);
   });
 
+  it("engine options - replicas apply with or without cluster mode; cluster.replicas is refused with a pointer to it", () => {
+    expect(compileEngineOptions({ replicas: 3 }).replicas).toBe(3);
+    expect(compileEngineOptions({ replicas: 3, cluster: { nodeId: "a" } }).cluster).toEqual({ nodeId: "a", leaseMs: 10_000, replicas: 3 });
+    expect(compileEngineOptions({ cluster: { nodeId: "a" } }).cluster?.replicas).toBe(1);
+    expect(() => compileEngineOptions({ cluster: { nodeId: "a", replicas: 3 } as never })).toThrow("option cluster.replicas is now replicas (top level)");
+    expect(() => compileEngineOptions({ replicas: 0 })).toThrow(/replicas/);
+  });
+
   it("engine options - recs and inference are compiled once, and the pool takes the compiled config as it is", () => {
     const cfg = compileEngineOptions({ recs: { maxQueuedItemEvents: 10 }, inference: { workers: 2 } });
     expect(cfg.recs).toEqual(compileRecsOptions({ maxQueuedItemEvents: 10 }));

@@ -3,7 +3,7 @@
  * with R3 streams, engines as child processes of the CLI. Measures
  *  - live throughput with 1, 2 and 3 engine nodes (`--cluster`), and one
  *    engine without `--cluster` on the same R3 streams: the changelog's cost
- *    is the single engine against the 1-node cluster; each node's rate and
+ *    is the single engine against the 1-node cluster on streams of the same replicas; each node's rate and
  *    the CPU split (engines, nats-servers) over the run;
  *  - takeover after SIGKILL: from the kill until every partition of the dead
  *    node is leased to a live one and answers a query, p50 and max over a
@@ -90,7 +90,7 @@ export const cluster: Scenario = {
     events: { default: "20000", smoke: "1500", help: "events published in each throughput run" },
     users: { default: "2000", smoke: "200", help: "distinct users of those events" },
     partitions: { default: "6", smoke: "3", help: "partitions" },
-    modes: { default: "single,1-r1,1,2,3", help: "throughput runs, in order: single (no --cluster: its streams are R1), N (N = 1-3 --cluster nodes, R3 streams), N-r1 (N --cluster nodes on R1 streams: the changelog without the replication)" },
+    modes: { default: "single,1,2,3", help: "throughput runs, in order: single (one engine without --cluster, R3 streams), N (N = 1-3 --cluster nodes, R3 streams); single-r1 and N-r1: the same on R1 streams (the changelog without the replication)" },
     "count-subjects": { default: "0", help: "1: count the messages of every subject kind seen in the account during each throughput run (a wildcard subscription: it costs the servers a copy of each, so rates are lower)" },
     kills: { default: "10", smoke: "1", help: "SIGKILLs measured for the takeover time" },
     "lease-ms": { default: "2000", help: "the engines' --lease-ms" },
@@ -182,17 +182,18 @@ export const cluster: Scenario = {
         mode: string; perSec: number; cores: Record<string, number>; mainCores: number[]; engine: Record<keyof typeof SCRAPED, number>;
         servers: { inMsgs: number; outMsgs: number; inBytes: number; outBytes: number; routeInMsgs: number; routeInBytes: number }; cpuUsPerEvent: number; changelogRecords?: number;
       }[] = [];
-      const modes = String(ctx.flags.modes ?? "single,1-r1,1,2,3").split(",").map((m) => m.trim());
-      for (const m of modes) if (!/^(single|[123](-r1)?)$/.test(m)) throw new Error(`bench cluster: --modes ${m}: single, 1, 2, 3, 1-r1, 2-r1 or 3-r1`);
+      const modes = String(ctx.flags.modes ?? "single,1,2,3").split(",").map((m) => m.trim());
+      for (const m of modes) if (!/^(single|[123])(-r1)?$/.test(m)) throw new Error(`bench cluster: --modes ${m}: single, 1, 2, 3, or one of them with -r1`);
       for (const mode of modes) {
         const prefix = `bcl${process.pid % 1000}r${++run}`;
         const c = await PortraitClient.connect({ natsUrl: nats.url, subjectPrefix: prefix, partitions: P, requestTimeoutMs: 5000 });
         try {
           const deadline = Date.now() + boundMs;
-          const nodeCount = mode === "single" ? 0 : Number(mode[0]);
-          const ids = Array.from({ length: nodeCount }, (_, i) => `n${i}`);
-          const started = mode === "single" ? [await start(prefix, undefined)] : await Promise.all(ids.map((id) => start(prefix, id, mode.endsWith("-r1") ? 1 : 3)));
-          if (mode === "single") {
+          const isSingle = mode.startsWith("single");
+          const replicas = mode.endsWith("-r1") ? 1 : 3;
+          const ids = Array.from({ length: isSingle ? 0 : Number(mode[0]) }, (_, i) => `n${i}`);
+          const started = isSingle ? [await start(prefix, undefined, replicas)] : await Promise.all(ids.map((id) => start(prefix, id, replicas)));
+          if (isSingle) {
             await until("single engine not answering", deadline, async () => c.getProfile(probes[0]!).then(() => true, (err: unknown) => err instanceof PortraitError && err.code === "UNKNOWN_USER"));
           } else {
             await served(c, ids, deadline);
@@ -227,7 +228,7 @@ export const cluster: Scenario = {
           for (const k of Object.keys(servers) as (keyof typeof servers)[]) servers[k] = varzAfter.reduce((a, x, i) => a + x[k] - varzBefore[i]![k], 0);
           // Changelog messages written (each stream's last sequence: writes, records and marks, purged or not), per event.
           let changelogRecords: number | undefined;
-          if (mode !== "single") {
+          if (!isSingle) {
             const jsm = await c.nc.jetstreamManager();
             changelogRecords = 0;
             for (let p = 0; p < P; p++) changelogRecords += (await jsm.streams.info(changelogStream(prefix, p))).state.last_seq;
@@ -245,15 +246,17 @@ export const cluster: Scenario = {
         }
       }
       raw.throughput = throughput;
-      const single = throughput.find((t) => t.mode === "single")?.perSec ?? NaN;
+      // Each run against the engine without --cluster on streams of the same replicas.
+      const singleOf = (mode: string) => throughput.find((t) => t.mode === (mode.endsWith("-r1") ? "single-r1" : "single"))?.perSec ?? NaN;
       for (const t of throughput) {
         const engines = Object.entries(t.cores).filter(([k]) => k.startsWith("engine"));
         const servers = Object.entries(t.cores).filter(([k]) => k.startsWith("nats"));
-        const n = t.mode === "single" ? 1 : Number(t.mode[0]);
+        const isSingle = t.mode.startsWith("single");
+        const n = isSingle ? 1 : Number(t.mode[0]);
         const batches = Math.max(1, t.engine.batches);
         rows.push([
-          t.mode === "single" ? "1 engine, no --cluster (R1 streams, no changelog)" : `${n} engine node${n === 1 ? "" : "s"}, --cluster${t.mode.endsWith("-r1") ? ", R1 streams" : ""}`,
-          `${f0(t.perSec)} events/s`, t.mode === "single" ? "" : `${f0(t.perSec / n)} per node`, (t.perSec / single).toFixed(2),
+          `${isSingle ? "1 engine, no --cluster (no changelog)" : `${n} engine node${n === 1 ? "" : "s"}, --cluster`}${t.mode.endsWith("-r1") ? ", R1 streams" : ""}`,
+          `${f0(t.perSec)} events/s`, isSingle ? "" : `${f0(t.perSec / n)} per node`, (t.perSec / singleOf(t.mode)).toFixed(2),
           `engines ${engines.map(([, v]) => v.toFixed(2)).join(" + ")}; nats-servers ${servers.map(([, v]) => v.toFixed(2)).join(" + ")}`,
           f0(t.cpuUsPerEvent),
           `${f0(t.engine.batchMessages / batches)}; ${(t.engine.changelogWaits === 0 ? 0 : 1000 * t.engine.changelogWaitSeconds / t.engine.changelogWaits).toFixed(0)} ms`,
@@ -299,12 +302,12 @@ export const cluster: Scenario = {
       }
       return {
         title: "cluster",
-        header: ["run", "rate", "per node", "ratio to no --cluster", "CPU cores (engines; nats-servers)", "CPU µs per event (all processes)", "events per batch; changelog wait",
+        header: ["run", "rate", "per node", "ratio to no --cluster (same replicas)", "CPU cores (engines; nats-servers)", "CPU µs per event (all processes)", "events per batch; changelog wait",
           "changelog messages; bytes per event", "messages into the nats-servers per event (of them from routes); bytes"],
         rows,
         notes: [
           `${E} VIEW events over ${U} users and ${P} partitions per run, published at full speed (core publish with Nats-Msg-Id) into the events stream of a 3-node nats-server cluster on this machine; the rate is events over the time from the first publish to every partition's consumer having nothing pending or unacknowledged.`,
-          "Streams: an engine without --cluster ignores --replicas, so its streams (and consumers) are R1; --cluster runs use R3 (the README's recipe), or R1 where the run says so. So the changelog's cost is the 1-node R1 cluster against the engine without --cluster; the 1-node R3 cluster against the R1 one is the cost of replicating the events stream and its consumers three times.",
+          "Streams: R3 (the README's recipe), or R1 where the run says so; each run's ratio is to the engine without --cluster on streams of the same replicas. So the changelog's cost is the 1-node cluster against the engine without --cluster; a run on R3 against the same on R1 is the cost of replicating the events stream and its consumers three times.",
           "Engines: --workers 1, LSTM and churn on (the bundled models), DeepFM off; every process on the same 2 cores, so the rates are CPU-bound and the split says where the CPU goes. CPU µs per event: all engines' and nats-servers' CPU time over the events.",
           "Events per batch: the engines' portrait_ingest_batch_size_messages; changelog wait: portrait_changelog_append_seconds (LMDB commit to the write stored: what the acknowledgement waits for), mean. Changelog messages per event: the changelog streams' last sequences (writes, compaction records, marks); bytes: portrait_changelog_bytes_total (writes as stored, deflated, once: the servers keep three copies in R3). Messages into the nats-servers: /varz in_msgs summed over the three servers (clients and routes; routes from /routez: Raft replication and forwarded client messages).",
         ],

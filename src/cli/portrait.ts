@@ -148,6 +148,8 @@ interface EngineFlags extends ClientFlags {
   models: string; lstm: string; churn: string; sentiment: string; propensity: string; ranker: string; deepfm: string; explorationShare: number; explorationPool: number; explorationSourceShare: number; inferenceWorkers: number; modelRegistry: boolean;
   faultKillBeforeAck?: number;
   faultKillBeforeAudiencePublish?: number;
+  /** `start` only. */
+  replicas?: number;
   audienceBackfillPerTick: number;
   pseudonymKeyFile?: string;
 }
@@ -161,6 +163,7 @@ function engineOptions(f: EngineFlags) {
     ...(f.workers !== undefined ? { workers: f.workers } : {}),
     subjectPrefix: f.prefix,
     httpPort: f.httpPort,
+    ...(f.replicas !== undefined ? { replicas: f.replicas } : {}),
     ...(f.currency !== undefined ? { currency: f.currency } : {}),
     ...natsSecurityOptions(f),
     maxBatchMessages: f.maxBatch,
@@ -228,11 +231,11 @@ engineFlags(
   .option("--cluster", "cluster mode (README \"Scale-out\"): share the partitions with the other engine nodes of this prefix through leases in NATS")
   .option("--node-id <id>", "cluster mode: this node's id, unique among the nodes (letters, digits, _ or -)")
   .option("--lease-ms <ms>", "cluster mode: lease duration; a silent node loses its partitions after about this long", posInt, CLUSTER_DEFAULTS.leaseMs)
-  .option("--replicas <n>", "cluster mode: replicas of the streams and buckets the engine creates (3 on a 3-node NATS cluster)", posInt, CLUSTER_DEFAULTS.replicas)
-  .action((f: EngineFlags & { cluster?: boolean; nodeId?: string; leaseMs: number; replicas: number }) => {
+  .option("--replicas <n>", "replicas of the streams and buckets the engine creates (3 on a 3-node NATS cluster), with or without --cluster", posInt, ENGINE_DEFAULTS.replicas)
+  .action((f: EngineFlags & { cluster?: boolean; nodeId?: string; leaseMs: number }) => {
     if (f.cluster !== true && f.nodeId !== undefined) throw new PortraitError(ErrorCode.CONFIG, "--node-id needs --cluster");
     if (f.cluster === true && f.nodeId === undefined) throw new PortraitError(ErrorCode.CONFIG, "--cluster needs --node-id");
-    return runEngine(f, f.cluster === true ? { nodeId: f.nodeId!, leaseMs: f.leaseMs, replicas: f.replicas } : undefined);
+    return runEngine(f, f.cluster === true ? { nodeId: f.nodeId!, leaseMs: f.leaseMs } : undefined);
   });
 
 natsSecurityFlags(program.command("cluster")

@@ -211,6 +211,14 @@ export interface EngineOptions extends NatsOptions {
    */
   pseudonymKeyFile?: string;
   /**
+   * Replicas of the streams and buckets the engine creates (events, dead
+   * letters, catalog, tombstones, audiences, feedback, its KV buckets, and
+   * in cluster mode the changelogs and leases): 3 on a 3-node NATS cluster,
+   * with or without cluster mode. Default 1. An existing stream keeps the
+   * replicas it was created with.
+   */
+  replicas?: number;
+  /**
    * Fault injection, for crash tests only: after this many batches have been
    * committed, the process kills itself with SIGKILL before acknowledging the
    * next one. Default off.
@@ -243,14 +251,12 @@ export interface ClusterOptions {
    * Heartbeats go every leaseMs/3.
    */
   leaseMs?: number;
-  /** Replicas of the streams and buckets the engine creates (default 1; 3 on a 3-node NATS cluster). */
-  replicas?: number;
 }
 
-/** ClusterOptions with every default filled in. */
-export type CompiledClusterOptions = Readonly<Required<ClusterOptions>>;
+/** ClusterOptions with every default filled in, and the engine's replicas (EngineOptions.replicas) for the changelogs and leases. */
+export type CompiledClusterOptions = Readonly<Required<ClusterOptions> & { replicas: number }>;
 
-export const CLUSTER_DEFAULTS = Object.freeze({ leaseMs: 10_000, replicas: 1 });
+export const CLUSTER_DEFAULTS = Object.freeze({ leaseMs: 10_000 });
 
 type OptionKey = keyof EngineOptions;
 
@@ -307,6 +313,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   recs: RECS_DEFAULTS,
   inference: DEFAULT_INFERENCE_OPTIONS,
   pseudonymKeyFile: undefined,
+  replicas: 1,
   faultKillBeforeAckAfterBatches: undefined,
   faultKillBeforeAudiencePublishAfterTicks: undefined,
   cluster: undefined,
@@ -471,6 +478,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
       ? undefined
       : int("faultKillBeforeAudiencePublishAfterTicks", o.faultKillBeforeAudiencePublishAfterTicks, 1),
     pseudonymKeyFile: path("pseudonymKeyFile", o.pseudonymKeyFile),
+    replicas: int("replicas", o.replicas ?? D.replicas, 1, 5),
     cluster: compileCluster(o),
   });
 }
@@ -479,7 +487,8 @@ function compileCluster(o: EngineOptions): CompiledClusterOptions | undefined {
   const c = o.cluster;
   if (c === undefined) return undefined;
   if (c === null || typeof c !== "object") throw new ConfigError("options.cluster must be an object with a nodeId");
-  for (const k of Object.keys(c)) if (!["nodeId", "leaseMs", "replicas"].includes(k)) throw new ConfigError(`unknown option cluster.${k}`);
+  if ("replicas" in c) throw new ConfigError("option cluster.replicas is now replicas (top level): it applies with or without cluster mode");
+  for (const k of Object.keys(c)) if (!["nodeId", "leaseMs"].includes(k)) throw new ConfigError(`unknown option cluster.${k}`);
   if (typeof c.nodeId !== "string" || !/^[A-Za-z0-9_-]{1,32}$/.test(c.nodeId)) {
     throw new ConfigError("options.cluster.nodeId must be 1-32 letters, digits, _ or -");
   }
@@ -488,6 +497,6 @@ function compileCluster(o: EngineOptions): CompiledClusterOptions | undefined {
   return Object.freeze({
     nodeId: c.nodeId,
     leaseMs: int("cluster.leaseMs", c.leaseMs ?? CLUSTER_DEFAULTS.leaseMs, 300, 600_000),
-    replicas: int("cluster.replicas", c.replicas ?? CLUSTER_DEFAULTS.replicas, 1, 5),
+    replicas: int("replicas", o.replicas ?? ENGINE_DEFAULTS.replicas, 1, 5),
   });
 }
