@@ -29,7 +29,7 @@
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
 import { riskCounts, riskScores } from "./risk.js";
-import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
+import type { AudienceDefinition, CompiledAudiences, Field, Guard, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
 import { RFM_BINS, type AffinityTable, type ProfileEvent, type UserState } from "./user-profile.js";
@@ -251,6 +251,8 @@ class EvalContext {
   readonly win = new Float64Array(20);
   readonly stamp = new Uint32Array(20);
   gen = 0;
+  /** Per audience of the set: 1 = its guard may hold (openGuards; read only for guarded audiences). */
+  open = new Uint8Array(0);
 
   reset(u: UserState, a: AudienceState, now: number, env: EvalEnv, audiences: number): void {
     this.u = u;
@@ -534,6 +536,59 @@ function rulesOf(set: CompiledAudiences): readonly Compiled[] {
   return rules;
 }
 
+/** The guards of a set by slot and key (CompiledAudiences.guards): slot -> key -> [audience index, guard] pairs. */
+type GuardIndex = Map<string, [number, Guard][]>[];
+const guardIndexes = new WeakMap<CompiledAudiences, GuardIndex | null>();
+
+function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
+  let index = guardIndexes.get(set);
+  if (index === undefined) {
+    index = null;
+    set.guards.forEach((g, i) => {
+      if (g === undefined) return;
+      index ??= [new Map(), new Map(), new Map(), new Map()];
+      const byKey = index[g.slot]!;
+      const xs = byKey.get(g.key);
+      if (xs === undefined) byKey.set(g.key, [[i, g]]);
+      else xs.push([i, g]);
+    });
+    guardIndexes.set(set, index);
+  }
+  return index;
+}
+
+/**
+ * Marks in c.open the audiences whose guard (audience-rules.ts Guard) may hold
+ * for the context's user at its time: from the keys of the user's affinity
+ * tables and session categories, not by running each rule. A guarded audience
+ * not marked has a false guard: the same tests as the leaf's (a key absent
+ * from the table is false for every top N and score).
+ */
+function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void {
+  const open = c.open.length < audiences ? (c.open = new Uint8Array(Math.max(audiences, 2 * c.open.length))) : c.open.fill(0, 0, audiences);
+  const u = c.u;
+  for (let slot = 0; slot < 3; slot++) {
+    const byKey = index[slot]!;
+    if (byKey.size === 0) continue;
+    const t = slot === 0 ? u.cat : slot === 1 ? u.brand : u.band;
+    const keys = t.keys;
+    for (let j = 0; j < keys.length; j++) {
+      const gs = byKey.get(keys[j]!);
+      if (gs === undefined) continue;
+      for (const [i, g] of gs) {
+        if (g.topN !== undefined && !c.inTop(slot, t, g.key, g.topN)) continue;
+        if (g.minScore !== undefined && !(t.scores[j]! * c.decay() >= g.minScore)) continue;
+        open[i] = 1;
+      }
+    }
+  }
+  const bySession = index[3]!;
+  const a = c.a;
+  if (bySession.size > 0 && u.sCount !== 0 && a.scS === u.sCount && c.now <= u.sLastMs + c.env.profile.sessionGapMs) {
+    for (const k of a.sc) for (const [i] of bySession.get(k) ?? []) open[i] = 1;
+  }
+}
+
 const context = new EvalContext();
 
 /**
@@ -609,6 +664,12 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * what was evaluated) is never later than the true next change (it may be
  * earlier: a timer that finds nothing changed just sets the next one).
  *
+ * In every evaluation, a non-member of an audience with a guard
+ * (CompiledAudiences.guards) that is false for the user is not evaluated: the
+ * rule is false, and stays false until an event makes the guard true, so it
+ * has no transition and no due time (thirty category-lovers audiences need
+ * only the one of the user's top category run).
+ *
  * `only` (a backfill after a change of the set: backfillSelection): per
  * audience of the set, 1 = evaluate; the others keep their memberships under
  * the same conditions (no time boundary passed, evaluated in whole before),
@@ -626,8 +687,14 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const out: Transition[] = [];
   const defs = set.defs;
   const masks = set.masks;
+  const guards = set.guards;
+  const guardIndex = guardIndexOf(set);
+  if (guardIndex !== null) openGuards(c, guardIndex, defs.length);
+  const open = c.open;
   for (let i = 0; i < defs.length; i++) {
     if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
+    // A non-member whose guard is false stays out, and time alone cannot let it in (Guard).
+    if (guards[i] !== undefined && open[i] === 0 && flags[i] === 0) continue;
     const def = defs[i]!;
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
