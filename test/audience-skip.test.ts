@@ -246,7 +246,7 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     expect(selectedShare / 12).toBeLessThan(0.8);
   });
 
-  it("affinity ranks shared by the audiences of one evaluation: top n as defined (score, then key; ties included)", () => {
+  it("affinity ranks: top n as defined (score, then key; ties included)", () => {
     const rnd = rng(77);
     const keys = ["c0", "c1", "c2", "c3", "c4", "c5"];
     const defs = keys.flatMap((key) => [1, 2, 3].map((topN) => ({ id: `${key}-top${topN}`, rule: { affinity: { dimension: "category", key, topN } } }) as AudienceDefinition));

@@ -29,7 +29,7 @@
 import { createHash } from "node:crypto";
 import { EventType } from "../wire/proto.js";
 import { riskCounts, riskScores } from "./risk.js";
-import type { AudienceDefinition, CompiledAudiences, Field, Guard, Rule } from "./audience-rules.js";
+import type { AudienceDefinition, CompiledAudiences, Field, Rule } from "./audience-rules.js";
 import type { AudienceState, Transition } from "./audience-types.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
 import { RFM_BINS, type AffinityTable, type ProfileEvent, type UserState } from "./user-profile.js";
@@ -269,34 +269,9 @@ class EvalContext {
     if (t > this.now && t < this.due) this.due = t;
   }
 
-  /**
-   * Values shared by the audiences of one evaluation (computed once each): the
-   * keys of an affinity table in rank order (score descending, then key), per
-   * table slot (affinityRule), and the decay factor of the affinity scores at
-   * `now`. Thirty category-lovers rules each scanned the whole table.
-   */
-  readonly #order: number[][] = [[], [], [], []];
-  readonly #orderOf: (AffinityTable | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly #orderGen = new Uint32Array(4);
+  /** The decay factor of the affinity scores at `now`, shared by the audiences of one evaluation (computed once). */
   #decay = 0;
   #decayGen = 0;
-
-  /** Whether `key` is among the `topN` first keys of table `t` (kept in slot `slot`) in rank order. */
-  inTop(slot: number, t: AffinityTable, key: string, topN: number): boolean {
-    const order = this.#order[slot]!;
-    if (this.#orderGen[slot] !== this.gen || this.#orderOf[slot] !== t) {
-      const { keys, scores } = t;
-      order.length = keys.length;
-      for (let j = 0; j < keys.length; j++) order[j] = j;
-      order.sort((x, y) => scores[y]! - scores[x]! || (keys[x]! < keys[y]! ? -1 : keys[x]! > keys[y]! ? 1 : 0));
-      this.#orderOf[slot] = t;
-      this.#orderGen[slot] = this.gen;
-    }
-    const keys = t.keys;
-    const n = Math.min(topN, order.length);
-    for (let j = 0; j < n; j++) if (keys[order[j]!] === key) return true;
-    return false;
-  }
 
   /** 2^(-(now - affRefMs) / halfLife): the factor from a stored affinity score (or review weight) to its value at `now`. */
   decay(): number {
@@ -334,6 +309,24 @@ class EvalContext {
     this.at(from + v * DAY_MS + 1);
     return (this.now - from) / DAY_MS;
   }
+}
+
+/**
+ * Whether the key at index `j` of table `t` is among its `topN` first keys in
+ * rank order (score descending, then key): fewer than topN keys rank above it.
+ * A count over the table, stopped at topN (no sort: an evaluation checks only
+ * the few keys its open guards name).
+ */
+export function inTopAt(t: AffinityTable, j: number, topN: number): boolean {
+  const { keys, scores } = t;
+  const s = scores[j]!;
+  const k = keys[j]!;
+  let above = 0;
+  for (let x = 0; x < keys.length; x++) {
+    const y = scores[x]!;
+    if ((y > s || (y === s && keys[x]! < k)) && ++above >= topN) return false;
+  }
+  return true;
 }
 
 /** A compiled rule: its value for the context's user and time (every leaf runs: each records its next change). */
@@ -387,16 +380,14 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
   }
 }
 
-/**
- * A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined =
- * none; `slot`: the table's slot in the evaluation's shared rank orders, EvalContext.inTop).
- */
-function affinityRule(table: (u: UserState) => AffinityTable | undefined, slot: number, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+/** A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined = none). */
+function affinityRule(table: (u: UserState) => AffinityTable | undefined, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
   if (minScore === undefined) {
     // Rank is the same at every time: all scores decay by the same factor.
     return (c) => {
       const t = table(c.u);
-      return t !== undefined && c.inTop(slot, t, key, topN!);
+      const i = t === undefined ? -1 : t.keys.indexOf(key);
+      return i >= 0 && inTopAt(t!, i, topN!);
     };
   }
   return (c) => {
@@ -405,7 +396,7 @@ function affinityRule(table: (u: UserState) => AffinityTable | undefined, slot: 
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
-    const ok = topN === undefined || c.inTop(slot, t, key, topN);
+    const ok = topN === undefined || inTopAt(t, i, topN);
     const score = raw * c.decay();
     if (score >= minScore) c.at(Math.ceil(c.u.affRefMs + c.env.profile.halfLifeMs * Math.log2(raw / minScore)) + 1);
     return ok && score >= minScore;
@@ -442,10 +433,9 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
   if ("affinity" in r) {
     const x = r.affinity;
     const table = x.dimension === "category" ? (u: UserState) => u.cat : x.dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
-    const slot = x.dimension === "category" ? 0 : x.dimension === "brand" ? 1 : 2;
-    return affinityRule(table, slot, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+    return affinityRule(table, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
   }
-  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, 3, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, r.reviewAspect.key, r.reviewAspect.topN, undefined);
   if ("reviewSentiment" in r) {
     const x = r.reviewSentiment;
     const key = x.dimension === "brand" ? x.key.toLowerCase() : x.key;
@@ -536,21 +526,32 @@ function rulesOf(set: CompiledAudiences): readonly Compiled[] {
   return rules;
 }
 
-/** The guards of a set by slot and key (CompiledAudiences.guards): slot -> key -> [audience index, guard] pairs. */
-type GuardIndex = Map<string, [number, Guard][]>[];
+/**
+ * The guards of a set (CompiledAudiences.guards), numbered g: per slot, key ->
+ * the guards naming it; per guard, its audience's index in the set, its top N
+ * (0 = none) and its minimum score (NaN = none).
+ */
+interface GuardIndex {
+  bySlot: Map<string, number[]>[];
+  audience: Int32Array;
+  topN: Int32Array;
+  minScore: Float64Array;
+}
 const guardIndexes = new WeakMap<CompiledAudiences, GuardIndex | null>();
 
 function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
   let index = guardIndexes.get(set);
   if (index === undefined) {
-    index = null;
-    set.guards.forEach((g, i) => {
-      if (g === undefined) return;
-      index ??= [new Map(), new Map(), new Map(), new Map()];
-      const byKey = index[g.slot]!;
+    const gs = set.guards.flatMap((g, i) => (g === undefined ? [] : [[i, g] as const]));
+    index = gs.length === 0 ? null : { bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length) };
+    gs.forEach(([i, g], k) => {
+      const byKey = index!.bySlot[g.slot]!;
       const xs = byKey.get(g.key);
-      if (xs === undefined) byKey.set(g.key, [[i, g]]);
-      else xs.push([i, g]);
+      if (xs === undefined) byKey.set(g.key, [k]);
+      else xs.push(k);
+      index!.audience[k] = i;
+      index!.topN[k] = g.topN ?? 0;
+      index!.minScore[k] = g.minScore ?? NaN;
     });
     guardIndexes.set(set, index);
   }
@@ -561,31 +562,37 @@ function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
  * Marks in c.open the audiences whose guard (audience-rules.ts Guard) may hold
  * for the context's user at its time: from the keys of the user's affinity
  * tables and session categories, not by running each rule. A guarded audience
- * not marked has a false guard: the same tests as the leaf's (a key absent
- * from the table is false for every top N and score).
+ * not marked has a false guard (the leaf's own tests: a key absent from its
+ * table is false for every top N and score).
  */
 function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void {
   const open = c.open.length < audiences ? (c.open = new Uint8Array(Math.max(audiences, 2 * c.open.length))) : c.open.fill(0, 0, audiences);
+  const { audience, topN, minScore } = index;
   const u = c.u;
   for (let slot = 0; slot < 3; slot++) {
-    const byKey = index[slot]!;
+    const byKey = index.bySlot[slot]!;
     if (byKey.size === 0) continue;
     const t = slot === 0 ? u.cat : slot === 1 ? u.brand : u.band;
     const keys = t.keys;
     for (let j = 0; j < keys.length; j++) {
       const gs = byKey.get(keys[j]!);
       if (gs === undefined) continue;
-      for (const [i, g] of gs) {
-        if (g.topN !== undefined && !c.inTop(slot, t, g.key, g.topN)) continue;
-        if (g.minScore !== undefined && !(t.scores[j]! * c.decay() >= g.minScore)) continue;
-        open[i] = 1;
+      for (let x = 0; x < gs.length; x++) {
+        const g = gs[x]!;
+        if (topN[g]! > 0 && !inTopAt(t, j, topN[g]!)) continue;
+        const min = minScore[g]!;
+        if (min === min && !(t.scores[j]! * c.decay() >= min)) continue;
+        open[audience[g]!] = 1;
       }
     }
   }
-  const bySession = index[3]!;
+  const bySession = index.bySlot[3]!;
   const a = c.a;
   if (bySession.size > 0 && u.sCount !== 0 && a.scS === u.sCount && c.now <= u.sLastMs + c.env.profile.sessionGapMs) {
-    for (const k of a.sc) for (const [i] of bySession.get(k) ?? []) open[i] = 1;
+    for (let j = 0; j < a.sc.length; j++) {
+      const gs = bySession.get(a.sc[j]!);
+      if (gs !== undefined) for (let x = 0; x < gs.length; x++) open[audience[gs[x]!]!] = 1;
+    }
   }
 }
 
