@@ -603,15 +603,14 @@ const context = new EvalContext();
  * the state (not stored) and rebuilt when the set or the memberships object
  * changes: a lookup of `m` by audience id for each audience was most of an
  * evaluation's time (V8 profile of the bench: a keyed load on a
- * 100-key object per audience per event). Transitions update both
- * (evaluateAudiences); `m` is changed only in this module.
+ * 100-key object per audience per event; a transition still looks its
+ * entry up by id). Transitions update both (evaluateAudiences); `m` is
+ * changed only in this module.
  */
 interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
-  /** The membership entries of `m` by index in the set (undefined = never entered), so that a transition does not look them up by id. */
-  entries: ([number, number, number] | undefined)[];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -621,12 +620,10 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = flagCache.get(a);
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array(set.defs.length).fill(undefined), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
   for (const id in a.m) {
-    const m = a.m[id]!;
+    if (a.m[id]![0] <= 0) continue;
     const i = index.get(id);
-    if (i !== undefined) g.entries[i] = m;
-    if (m[0] <= 0) continue;
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
@@ -640,8 +637,8 @@ export function holdoutDraw(user: string, audience: string): number {
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: [number, number, number]): Transition {
-  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
+  const m = (a.m[id] ??= [0, 0, 0]);
   m[1]++;
   const since = entered ? at : m[0];
   if (entered) {
@@ -706,9 +703,7 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      let entry = f.entries[i];
-      if (entry === undefined) a.m[def.id] = f.entries[i] = entry = [0, 0, 0];
-      out.push(transition(a, user, def, def.id, inside, t, reason, entry));
+      out.push(transition(a, user, def, def.id, inside, t, reason));
       flags[i] = inside ? 1 : 0;
     }
   }
