@@ -164,7 +164,7 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     expect(guarded).toBeGreaterThan(40);
   });
 
-  it("guards: a shop's set (category lovers, interests, browsing now, references to them) over many categories gives the transitions of evaluating all", () => {
+  it("guards: a shop's set (category lovers, interests, browsing now, brands, references to them) over many categories gives the transitions of evaluating all", () => {
     const categories = Array.from({ length: 12 }, (_, c) => `c${c}`);
     const defs: AudienceDefinition[] = [
       { id: "buyers", rule: { field: "purchases.30d", op: ">=", value: 1 } },
@@ -175,6 +175,8 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
         { id: `buyer-lovers-${c}`, rule: { all: [{ inAudience: "buyers" }, { inAudience: `lovers-${c}` }] } },
         { id: `band-${c}`, rule: { all: [{ affinity: { dimension: "priceBand", key: "20-50", topN: 2, minScore: 1 } }, { field: "daysSinceSeen", op: "<", value: 2 }] } },
       ]),
+      // Brand keys are kept in lower case (the rule's key too).
+      ...["Acme", "nova", "ZETA"].map((b): AudienceDefinition => ({ id: `brand-${b.toLowerCase()}`, rule: { all: [{ affinity: { dimension: "brand", key: b, topN: 1, minScore: 1.5 } }, { not: { field: "orders", op: ">=", value: 2 } }] } })),
     ].map((d) => parseDefinition(d));
     const set = compileAudiences(defs);
     expect(set.guards.filter((g) => g !== undefined).length).toBe(defs.length - 1);
@@ -188,6 +190,7 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
         t = nextTime(rnd, t);
         const e = randomEvent(rnd, t, k);
         e.categoryId = rnd() < 0.5 ? favourite : pick(rnd, categories);
+        e.brand = pick(rnd, ["ACME", "Nova", "zeta", ""]);
         pair.event(set, e);
         expect(members(pair.skip)).toEqual(members(pair.whole));
       }
