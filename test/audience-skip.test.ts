@@ -21,7 +21,7 @@ import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
-import { AudienceRunner, audienceCount } from "../src/shard/audience-runner.js";
+import { AudienceRunner, audienceCount, encodeTransition } from "../src/shard/audience-runner.js";
 
 type Rnd = () => number;
 
@@ -399,6 +399,33 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       new AudienceRunner({ shard: 1, partitions: [1], partitionCount: 2, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
       expect(store.audienceRange(["c", ""], ["c", "\u{10FFFF}"])).toEqual([]);
       expect([audienceCount(store, "buyers"), audienceCount(store, "lapsed")]).toEqual([2, 5]);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("store - outbox entries of both layouts (the messages' bytes; rows before) are republished at start with their subjects, ids and bytes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-outbox-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      const a: Transition = { audience: "lapsed-30", user: "ü-1", n: 3, entered: true, atMs: Date.UTC(2026, 0, 2), reason: "time", holdout: true };
+      const b: Transition = { audience: "buyers", user: "u2", n: 2, entered: false, atMs: Date.UTC(2026, 0, 3), reason: "event", holdout: false };
+      await store.commitBatch(0, 1, [], {
+        puts: [
+          [["o", 0, 7], [[b.audience, b.user, b.n, 0, b.atMs, b.reason, 0]]],
+          [["o", 0, 8], [encodeTransition(a), encodeTransition(b)]],
+        ],
+        removes: [],
+      });
+      const runner = new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 1, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      const got = runner.pendingOutbox().map(({ partition, message: m }) => [partition, m.subject, m.msgId, Buffer.from(m.data).toString("hex"), m.outbox]);
+      const hex = (t: Transition) => Buffer.from(encodeTransition(t)).toString("hex");
+      expect(got).toEqual([
+        [0, "t.audience.events.buyers", "buyers:u2:2", hex(b), 7],
+        [0, "t.audience.events.lapsed-30", "lapsed-30:ü-1:3", hex(a), 8],
+        [0, "t.audience.events.buyers", "buyers:u2:2", hex(b), 8],
+      ]);
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

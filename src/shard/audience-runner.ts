@@ -19,7 +19,9 @@
  *   ["c", audience, partition]: 0.37 LMDB writes per event in the shop bench)
  *   are folded into it at start;
  * - outbox: ["o", partition, entry number] -> the transitions of one commit
- *   (one evaluation call: a batch, a tick, a forget), compact (OutboxRow),
+ *   (one evaluation call: a batch, a tick, a forget) as the bytes of their
+ *   messages (encoded once, for the stream and the outbox; entries written
+ *   before hold compact rows, OutboxRow, and are read as well),
  *   until the main thread has published all of them (JetStream PubAck) and
  *   told the shard; one put and one removal per commit, not per transition
  *   (they were two of the five LMDB writes of a transition). Entry numbers
@@ -49,6 +51,7 @@ import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { MEMBERSHIPS_PART, PROFILE_PART, type AudienceKey, type ProfileStore, type SideWrites } from "../store/profile-store.js";
 import { partitionOf } from "../wire/partition.js";
+import { pb } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import { AudienceTimers, type CompactionOptions } from "./audience-timers.js";
 
@@ -135,10 +138,9 @@ export function transitionMsgId(t: Transition): string {
   return `${t.audience}:${t.user}:${t.n}`;
 }
 
-/** A transition as the outbox stores it: [audience, user, number, entered 0/1, at ms, reason, holdout 0/1]. */
+/** A transition as outbox entries stored it before they held the messages' bytes: [audience, user, number, entered 0/1, at ms, reason, holdout 0/1]. */
 type OutboxRow = [string, string, number, number, number, string, number];
 
-const toRow = (t: Transition): OutboxRow => [t.audience, t.user, t.n, t.entered ? 1 : 0, t.atMs, t.reason, t.holdout ? 1 : 0];
 const fromRow = (r: OutboxRow): Transition => ({ audience: r[0], user: r[1], n: r[2], entered: r[3] === 1, atMs: r[4], reason: r[5], holdout: r[6] === 1 });
 
 export class AudienceRunner {
@@ -319,19 +321,20 @@ export class AudienceRunner {
     if (changed) side.puts.push([["c", partition], countRecord(m)]);
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: OutboxRow[]): void {
+  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
     for (const t of ts) {
       if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
       }
       deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
-      rows.push(toRow(t));
-      out.push(this.outbound(t));
+      const m = this.outbound(t);
+      rows.push(m.data);
+      out.push(m);
     }
   }
 
   /** One outbox entry for the transitions of one commit (`msgs`: their messages, in the same order). */
-  #outbox(partition: number, rows: OutboxRow[], msgs: readonly OutboundMessage[], side: SideWrites): void {
+  #outbox(partition: number, rows: Uint8Array[], msgs: readonly OutboundMessage[], side: SideWrites): void {
     if (rows.length === 0) return;
     const no = ++this.#outboxNo;
     side.puts.push([["o", partition, no], rows]);
@@ -341,6 +344,12 @@ export class AudienceRunner {
   #track(no: number, msgs: readonly OutboundMessage[]): void {
     for (const m of msgs) m.outbox = no;
     this.#outboxLeft.set(no, msgs.length);
+  }
+
+  /** The message of a transition stored as its bytes in an outbox entry. */
+  #storedMessage(data: Uint8Array): OutboundMessage {
+    const t = pb.AudienceTransition.decode(data);
+    return { subject: this.#s.audienceEvents(t.audienceId), msgId: `${t.audienceId}:${t.userId}:${Number(t.transition)}`, data };
   }
 
   outbound(t: Transition): OutboundMessage {
@@ -357,7 +366,7 @@ export class AudienceRunner {
     const d = this.#d;
     const deltas = new Map<string, number>();
     const changed = new Map<string, number>();
-    const rows: OutboxRow[] = [];
+    const rows: Uint8Array[] = [];
     const out0 = out.length;
     for (const [key, actor, reason, events] of users) {
       const u = actor.state;
@@ -403,7 +412,7 @@ export class AudienceRunner {
     }
     this.#timers.drop(p, key, side);
     const deltas = new Map<string, number>();
-    const rows: OutboxRow[] = [];
+    const rows: Uint8Array[] = [];
     this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas, rows);
     this.#outbox(p, rows, out, side);
     this.#writeCounts(p, deltas, side);
@@ -416,7 +425,7 @@ export class AudienceRunner {
     for (const p of this.#d.partitions) {
       for (const { key, value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) {
         if (typeof key[2] === "number") {
-          const msgs = (value as OutboxRow[]).map((r) => this.outbound(fromRow(r)));
+          const msgs = (value as (Uint8Array | OutboxRow)[]).map((r) => (r instanceof Uint8Array ? this.#storedMessage(r) : this.outbound(fromRow(r))));
           this.#track(key[2], msgs);
           for (const message of msgs) out.push({ partition: p, message });
           continue;
