@@ -24,16 +24,16 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { pack } from "msgpackr";
 import type { Actor } from "../src/actors/actor.js";
-import type { AudienceDefinition } from "../src/actors/audience-rules.js";
-import { eventBit } from "../src/actors/audience-rules.js";
-import type { TransitionReason } from "../src/actors/audience-state.js";
+import { compileAudiences, eventBit, type AudienceDefinition, type CompiledAudiences } from "../src/actors/audience-rules.js";
+import { evaluateAudiences, observeAudienceEvent, type TransitionReason } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { applyEvent, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import type { OutboundMessage } from "../src/bus/event-batch.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
 import { MEMBERSHIPS_PART, PROFILE_PART, ProfileStore, type SideWrites } from "../src/store/profile-store.js";
 import { partitionOf } from "../src/wire/partition.js";
+import { EventType } from "../src/wire/proto.js";
 import { churnyAudiences, makeEvents, shopAudiences } from "./audience-sets.js";
 import { appendResults, printTable } from "./report.js";
 
@@ -308,6 +308,43 @@ async function backfillRuns(defs: AudienceDefinition[], rows: string[][]): Promi
   rmSync(dir, { recursive: true, force: true });
 }
 
+/**
+ * The rules alone: every user's state after the run's events (applied and
+ * evaluated as the shard does) evaluated again at its last event's time, 20
+ * times (no transitions: the memberships are current), with the set's guards
+ * and with the same set without them (every rule run), alternating, 3 rounds.
+ * Returns rows of CPU µs per user evaluation.
+ */
+function ruleRuns(defs: AudienceDefinition[]): string[][] {
+  const set = compileAudiences(defs);
+  const unguarded: CompiledAudiences = { ...set, guards: set.guards.map(() => undefined) };
+  const env = { profile: PROFILE_DEFAULTS };
+  const t0 = Date.now() - SPAN_DAYS * 86_400_000 - 60_000;
+  const users = new Map<string, UserState>();
+  let last = t0;
+  for (const e of makeEvents("r", EVENTS, USERS, t0, SPAN_DAYS * 86_400_000, FOCUS)) {
+    const pe: ProfileEvent = { type: e.type!, timestampMs: Number(e.timestampMs), itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", brand: "", price: e.price ?? 0, quantity: 1, currency: "", sessionId: "", orderId: e.orderId ?? "" };
+    let u = users.get(e.userId!);
+    if (u === undefined) users.set(e.userId!, (u = newUserState()));
+    applyEvent(u, pe, PROFILE_DEFAULTS);
+    observeAudienceEvent(u, pe, 0);
+    evaluateAudiences(e.userId!, u, set, pe.timestampMs, env, "event", 0, eventBit(pe.type));
+    last = pe.timestampMs;
+  }
+  const rows: string[][] = [];
+  const ran: Record<string, number[]> = { guarded: [], unguarded: [] };
+  for (let r = 1; r <= 3; r++) {
+    for (const [mode, s] of [["guarded", set], ["unguarded", unguarded]] as const) {
+      const c0 = process.cpuUsage();
+      for (let k = 0; k < 20; k++) for (const [id, u] of users) evaluateAudiences(id, u, s, last, env, "event", 0, eventBit(EventType.VIEW));
+      const cpu = process.cpuUsage(c0);
+      ran[mode]!.push((cpu.user + cpu.system) / (20 * users.size));
+    }
+  }
+  for (const mode of ["guarded", "unguarded"] as const) rows.push(["rules", mode, `${users.size} users x 20 view evaluations`, `${ran[mode]!.map((x) => x.toFixed(2)).join(" / ")} µs CPU per evaluation`, "", "", "", "", "", ""]);
+  return rows;
+}
+
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const defs = SET === "shop" ? shopAudiences() : churnyAudiences();
@@ -331,6 +368,7 @@ async function main(): Promise<void> {
     if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, c = counts, o = outbox).`;
     rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
   }
+  rows.push(...ruleRuns(defs));
   if (BACKFILL_USERS > 0) await backfillRuns(defs, rows);
   const header = ["round", "audiences", "apply µs/event", "evaluate µs/event", "commit µs/event", "await commit µs/event", "LMDB writes/event", "process CPU µs/event", "transitions/event", "state bytes"];
   const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`;
@@ -338,6 +376,7 @@ async function main(): Promise<void> {
     `Timer index compaction: ${EAGER ? "eager (at every evaluation: the most writes the index costs)" : "default (4096 passed entries per partition or 60 s: a run shorter than that moves none)"}.`,
     `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${FOCUS > 0 ? `${FOCUS * 100}% of each user's events in its favourite category` : "categories uniform"}, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
     "Cost (CPU) = 1 - CPU per event without audiences / with: the shard's share of the target (≤ 20%) without the main thread's publishing of transitions.",
+    "Rules rows: the rules alone (no store, no transitions): each user's state after the events evaluated again at the last event's time, with the set's guards (a non-member whose affinity or session guard is false is not evaluated) and without (every rule runs), alternating; the figures of the 3 rounds.",
     `Backfill rows: a new audience every stored profile enters (events.90d >= 1), over ${BACKFILL_USERS} stored profiles evaluated against the set, in one thread without the ticks' pacing (a shard's capacity; the engine's two shards each evaluate half the profiles, beside ingest); selective = the shard knows the set before (only the new audience is evaluated), whole = every audience (a runner started with the new set).`,
     kindsNote,
     load,

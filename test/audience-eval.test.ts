@@ -9,7 +9,8 @@ import { AudienceError, compileAudiences, eventBit, parseDefinition, type Audien
 import { CohortSketches, evaluateAudiences, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
-import { EventType } from "../src/wire/proto.js";
+import { EventType, pb } from "../src/wire/proto.js";
+import { encodeTransition } from "../src/shard/audience-runner.js";
 
 const DEFS: AudienceDefinition[] = [
   { id: "buyers-30d", rule: { field: "purchases.30d", op: ">=", value: 1 } },
@@ -146,5 +147,19 @@ describe("audience evaluation by event type", () => {
     expect(u.sCount).toBe(1);
     // Six views of c1, then c2: plain counts would keep c1 on top until the seventh c2; decayed ones switch at the third.
     expect(tops).toEqual(["now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c2", "now-c2"]);
+  });
+
+  it("transition messages: the direct encoder writes the bytes of the protobuf encoder", () => {
+    let seed = 5;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const ids = ["a", "category-lovers-c12", "x".repeat(200), "ü-客户-🙂", "", "u".repeat(130)];
+    for (let k = 0; k < 500; k++) {
+      const t: Transition = {
+        audience: ids[Math.floor(rnd() * ids.length)]!, user: `${ids[Math.floor(rnd() * ids.length)]}${k}`, n: k % 3 === 0 ? 1 + Math.floor(rnd() * 300) : Math.floor(rnd() * 2 ** 40),
+        entered: rnd() < 0.5, atMs: k % 5 === 0 ? 0 : Date.UTC(2026, 0, 1) + Math.floor(rnd() * 1e10) * (k % 7 === 0 ? 1000 : 1), reason: ["event", "time", "backfill", "forgotten", ""][k % 5]!, holdout: rnd() < 0.3,
+      };
+      const want = pb.AudienceTransition.encode({ audienceId: t.audience, userId: t.user, transition: t.n, entered: t.entered, atMs: t.atMs, reason: t.reason, holdout: t.holdout }).finish();
+      expect(Buffer.from(encodeTransition(t)).toString("hex")).toBe(Buffer.from(want).toString("hex"));
+    }
   });
 });

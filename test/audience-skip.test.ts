@@ -21,7 +21,7 @@ import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
 import { ActorCache } from "../src/shard/actor-cache.js";
-import { AudienceRunner, audienceCount } from "../src/shard/audience-runner.js";
+import { AudienceRunner, audienceCount, encodeTransition } from "../src/shard/audience-runner.js";
 
 type Rnd = () => number;
 
@@ -94,7 +94,15 @@ const env = { profile: PROFILE_DEFAULTS };
 const members = (u: UserState) => Object.entries(u.aud!.m).filter(([, m]) => m[0] > 0).map(([a, m]) => `${a}@${m[0]}`).sort();
 const view = (ts: Transition[]) => ts.map((x) => `${x.audience}:${x.n}:${x.entered ? "in" : "out"}@${x.atMs}:${x.reason}`);
 
-/** A user kept twice: `whole` evaluated in whole every time, `skip` as the shard evaluates it. */
+/** The set without its guards (CompiledAudiences.guards): every rule runs, as for the `whole` copy of a Pair. */
+const unguardedSets = new WeakMap<CompiledAudiences, CompiledAudiences>();
+function unguarded(set: CompiledAudiences): CompiledAudiences {
+  let u = unguardedSets.get(set);
+  if (u === undefined) unguardedSets.set(set, (u = { ...set, guards: set.guards.map(() => undefined) }));
+  return u;
+}
+
+/** A user kept twice: `whole` evaluated in whole every time with every rule run (no guards), `skip` as the shard evaluates it. */
 class Pair {
   readonly whole = newUserState();
   readonly skip = newUserState();
@@ -104,22 +112,22 @@ class Pair {
 
   /** Time-driven evaluations up to `t`, at each due (as the shard's timers fire them). */
   timers(set: CompiledAudiences, t: number): void {
-    for (const [u, out] of [[this.whole, this.outWhole], [this.skip, this.outSkip]] as const) {
-      while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(this.id, u, set, u.aud.due, env, "time", 0));
+    for (const [u, out, s] of [[this.whole, this.outWhole, unguarded(set)], [this.skip, this.outSkip, set]] as const) {
+      while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(this.id, u, s, u.aud.due, env, "time", 0));
     }
   }
 
   event(set: CompiledAudiences, e: ProfileEvent): void {
     this.timers(set, e.timestampMs);
-    for (const [u, out, events] of [[this.whole, this.outWhole, undefined], [this.skip, this.outSkip, eventBit(e.type)]] as const) {
+    for (const [u, out, events, s] of [[this.whole, this.outWhole, undefined, unguarded(set)], [this.skip, this.outSkip, eventBit(e.type), set]] as const) {
       applyEvent(u, e, PROFILE_DEFAULTS);
       observeAudienceEvent(u, e, 0);
-      out.push(...evaluateAudiences(this.id, u, set, e.timestampMs, env, "event", 0, events));
+      out.push(...evaluateAudiences(this.id, u, s, e.timestampMs, env, "event", 0, events));
     }
   }
 
   backfill(set: CompiledAudiences, t: number, only: Uint8Array): void {
-    this.outWhole.push(...evaluateAudiences(this.id, this.whole, set, t, env, "backfill", 0));
+    this.outWhole.push(...evaluateAudiences(this.id, this.whole, unguarded(set), t, env, "backfill", 0));
     this.outSkip.push(...evaluateAudiences(this.id, this.skip, set, t, env, "backfill", 0, undefined, only));
   }
 
@@ -130,11 +138,13 @@ class Pair {
 }
 
 describe("audience evaluation - skipped audiences never miss a transition", () => {
-  it("random rules x random events: evaluating by event type gives the transitions of evaluating all", () => {
+  it("random rules x random events: evaluating by event type and guard gives the transitions of evaluating all", () => {
     let transitions = 0;
+    let guarded = 0;
     for (let trial = 0; trial < 12; trial++) {
       const rnd = rng(1000 + trial);
       const set = compileAudiences(randomDefs(rnd, 25, "a"));
+      guarded += set.guards.filter((g) => g !== undefined).length;
       for (let user = 0; user < 25; user++) {
         const pair = new Pair(`u${user}`);
         let t = Date.UTC(2026, 0, 1) + Math.floor(rnd() * DAY_MS);
@@ -150,6 +160,45 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     }
     // The rules flip: the comparison is not between two empty lists.
     expect(transitions).toBeGreaterThan(5000);
+    // Guarded audiences are common enough to be tested.
+    expect(guarded).toBeGreaterThan(40);
+  });
+
+  it("guards: a shop's set (category lovers, interests, browsing now, brands, references to them) over many categories gives the transitions of evaluating all", () => {
+    const categories = Array.from({ length: 12 }, (_, c) => `c${c}`);
+    const defs: AudienceDefinition[] = [
+      { id: "buyers", rule: { field: "purchases.30d", op: ">=", value: 1 } },
+      ...categories.flatMap((c): AudienceDefinition[] => [
+        { id: `lovers-${c}`, rule: { all: [{ affinity: { dimension: "category", key: c, topN: 1 } }, { field: "events.30d", op: ">=", value: 1 }] } },
+        { id: `interest-${c}`, rule: { affinity: { dimension: "category", key: c, minScore: 2 } } },
+        { id: `browsing-${c}`, rule: { session: { category: c, topN: 1 } } },
+        { id: `buyer-lovers-${c}`, rule: { all: [{ inAudience: "buyers" }, { inAudience: `lovers-${c}` }] } },
+        { id: `band-${c}`, rule: { all: [{ affinity: { dimension: "priceBand", key: "20-50", topN: 2, minScore: 1 } }, { field: "daysSinceSeen", op: "<", value: 2 }] } },
+      ]),
+      // Brand keys are kept in lower case (the rule's key too).
+      ...["Acme", "nova", "ZETA"].map((b): AudienceDefinition => ({ id: `brand-${b.toLowerCase()}`, rule: { all: [{ affinity: { dimension: "brand", key: b, topN: 1, minScore: 1.5 } }, { not: { field: "orders", op: ">=", value: 2 } }] } })),
+    ].map((d) => parseDefinition(d));
+    const set = compileAudiences(defs);
+    expect(set.guards.filter((g) => g !== undefined).length).toBe(defs.length - 1);
+    let transitions = 0;
+    for (let user = 0; user < 60; user++) {
+      const rnd = rng(3000 + user);
+      const pair = new Pair(`u${user}`);
+      let t = Date.UTC(2026, 0, 1) + Math.floor(rnd() * DAY_MS);
+      const favourite = pick(rnd, categories);
+      for (let k = 0; k < 60; k++) {
+        t = nextTime(rnd, t);
+        const e = randomEvent(rnd, t, k);
+        e.categoryId = rnd() < 0.5 ? favourite : pick(rnd, categories);
+        e.brand = pick(rnd, ["ACME", "Nova", "zeta", ""]);
+        pair.event(set, e);
+        expect(members(pair.skip)).toEqual(members(pair.whole));
+      }
+      pair.timers(set, t + 120 * DAY_MS);
+      pair.same();
+      transitions += pair.outWhole.length;
+    }
+    expect(transitions).toBeGreaterThan(2000);
   });
 
   it("random set changes: a backfill of only the new and changed audiences and their dependents gives the transitions of a whole one", () => {
@@ -200,7 +249,7 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     expect(selectedShare / 12).toBeLessThan(0.8);
   });
 
-  it("affinity ranks shared by the audiences of one evaluation: top n as defined (score, then key; ties included)", () => {
+  it("affinity ranks: top n as defined (score, then key; ties included)", () => {
     const rnd = rng(77);
     const keys = ["c0", "c1", "c2", "c3", "c4", "c5"];
     const defs = keys.flatMap((key) => [1, 2, 3].map((topN) => ({ id: `${key}-top${topN}`, rule: { affinity: { dimension: "category", key, topN } } }) as AudienceDefinition));
@@ -350,6 +399,33 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       new AudienceRunner({ shard: 1, partitions: [1], partitionCount: 2, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
       expect(store.audienceRange(["c", ""], ["c", "\u{10FFFF}"])).toEqual([]);
       expect([audienceCount(store, "buyers"), audienceCount(store, "lapsed")]).toEqual([2, 5]);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("store - outbox entries of both layouts (the messages' bytes; rows before) are republished at start with their subjects, ids and bytes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-outbox-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      const a: Transition = { audience: "lapsed-30", user: "ü-1", n: 3, entered: true, atMs: Date.UTC(2026, 0, 2), reason: "time", holdout: true };
+      const b: Transition = { audience: "buyers", user: "u2", n: 2, entered: false, atMs: Date.UTC(2026, 0, 3), reason: "event", holdout: false };
+      await store.commitBatch(0, 1, [], {
+        puts: [
+          [["o", 0, 7], [[b.audience, b.user, b.n, 0, b.atMs, b.reason, 0]]],
+          [["o", 0, 8], [encodeTransition(a), encodeTransition(b)]],
+        ],
+        removes: [],
+      });
+      const runner = new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 1, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      const got = runner.pendingOutbox().map(({ partition, message: m }) => [partition, m.subject, m.msgId, Buffer.from(m.data).toString("hex"), m.outbox]);
+      const hex = (t: Transition) => Buffer.from(encodeTransition(t)).toString("hex");
+      expect(got).toEqual([
+        [0, "t.audience.events.buyers", "buyers:u2:2", hex(b), 7],
+        [0, "t.audience.events.lapsed-30", "lapsed-30:ü-1:3", hex(a), 8],
+        [0, "t.audience.events.buyers", "buyers:u2:2", hex(b), 8],
+      ]);
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -233,6 +233,55 @@ export interface CompiledAudiences {
   readonly masks: readonly number[];
   /** Per definition: its rule reads a model's prediction (directly or through a reference), which moves without events. */
   readonly predictive: readonly boolean[];
+  /** Per definition: its guard (guardOf), or undefined. */
+  readonly guards: readonly (Guard | undefined)[];
+}
+
+/**
+ * A guard of a rule: an affinity or session leaf that the rule needs (the rule
+ * is true only when the leaf is: the leaf itself, a conjunct of a top-level
+ * `all`, or the guard of an audience it needs through `inAudience`), and
+ * whose value time alone can only turn false (a top-N rank is the same at
+ * every time, a decayed score only falls, a session only ends). So while the
+ * guard is false the rule is false, and stays false until an event: an
+ * evaluation need not run the rule of a non-member whose guard is false, and
+ * the rule adds no due time (audience-state.ts evaluateAudiences finds the
+ * audiences whose guard may hold from the keys of the user's tables, not by
+ * running each rule).
+ * `slot`: 0 category, 1 brand, 2 price band (the affinity tables), 3 the
+ * current session's categories.
+ */
+export interface Guard {
+  readonly slot: 0 | 1 | 2 | 3;
+  readonly key: string;
+  readonly topN?: number | undefined;
+  readonly minScore?: number | undefined;
+}
+
+/** Whether a rule has a percentile leaf of its own (evaluating it counts the user in the cohort sketch: never skipped by a guard). */
+function hasPercentile(r: Rule): boolean {
+  if ("all" in r) return r.all.some(hasPercentile);
+  if ("any" in r) return r.any.some(hasPercentile);
+  if ("not" in r) return hasPercentile(r.not);
+  return "percentile" in r;
+}
+
+/** A rule's guard (Guard), if it has one; `refs`: the guards of the audiences already compiled. */
+function guardOf(r: Rule, refs: ReadonlyMap<string, Guard | undefined>): Guard | undefined {
+  if ("affinity" in r) {
+    const x = r.affinity;
+    const slot = x.dimension === "category" ? 0 : x.dimension === "brand" ? 1 : 2;
+    return { slot, key: x.dimension === "brand" ? x.key.toLowerCase() : x.key, topN: x.topN, minScore: x.minScore };
+  }
+  if ("session" in r) return { slot: 3, key: r.session.category };
+  if ("inAudience" in r) return refs.get(r.inAudience);
+  if ("all" in r) {
+    for (const x of r.all) {
+      const g = guardOf(x, refs);
+      if (g !== undefined) return g;
+    }
+  }
+  return undefined;
 }
 
 /** Bit of an event type in a mask. */
@@ -292,15 +341,18 @@ export function compileAudiences(defs: readonly AudienceDefinition[]): CompiledA
   const sorted = order.map((id) => byId.get(id)!);
   const refs = new Map<string, number>();
   const predictive = new Map<string, boolean>();
+  const guards = new Map<string, Guard | undefined>();
   for (const d of sorted) {
     refs.set(d.id, eventMask(d.rule, refs));
     predictive.set(d.id, readsPredictions(d.rule, predictive));
+    guards.set(d.id, hasPercentile(d.rule) ? undefined : guardOf(d.rule, guards));
   }
   return Object.freeze({
     defs: sorted,
     versions: new Map(defs.map((d) => [d.id, JSON.stringify(d)])),
     masks: sorted.map((d) => refs.get(d.id)!),
     predictive: sorted.map((d) => predictive.get(d.id)!),
+    guards: sorted.map((d) => guards.get(d.id)),
   });
 }
 

@@ -251,6 +251,8 @@ class EvalContext {
   readonly win = new Float64Array(20);
   readonly stamp = new Uint32Array(20);
   gen = 0;
+  /** Per audience of the set: 1 = its guard may hold (openGuards; read only for guarded audiences). */
+  open = new Uint8Array(0);
 
   reset(u: UserState, a: AudienceState, now: number, env: EvalEnv, audiences: number): void {
     this.u = u;
@@ -267,34 +269,9 @@ class EvalContext {
     if (t > this.now && t < this.due) this.due = t;
   }
 
-  /**
-   * Values shared by the audiences of one evaluation (computed once each): the
-   * keys of an affinity table in rank order (score descending, then key), per
-   * table slot (affinityRule), and the decay factor of the affinity scores at
-   * `now`. Thirty category-lovers rules each scanned the whole table.
-   */
-  readonly #order: number[][] = [[], [], [], []];
-  readonly #orderOf: (AffinityTable | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly #orderGen = new Uint32Array(4);
+  /** The decay factor of the affinity scores at `now`, shared by the audiences of one evaluation (computed once). */
   #decay = 0;
   #decayGen = 0;
-
-  /** Whether `key` is among the `topN` first keys of table `t` (kept in slot `slot`) in rank order. */
-  inTop(slot: number, t: AffinityTable, key: string, topN: number): boolean {
-    const order = this.#order[slot]!;
-    if (this.#orderGen[slot] !== this.gen || this.#orderOf[slot] !== t) {
-      const { keys, scores } = t;
-      order.length = keys.length;
-      for (let j = 0; j < keys.length; j++) order[j] = j;
-      order.sort((x, y) => scores[y]! - scores[x]! || (keys[x]! < keys[y]! ? -1 : keys[x]! > keys[y]! ? 1 : 0));
-      this.#orderOf[slot] = t;
-      this.#orderGen[slot] = this.gen;
-    }
-    const keys = t.keys;
-    const n = Math.min(topN, order.length);
-    for (let j = 0; j < n; j++) if (keys[order[j]!] === key) return true;
-    return false;
-  }
 
   /** 2^(-(now - affRefMs) / halfLife): the factor from a stored affinity score (or review weight) to its value at `now`. */
   decay(): number {
@@ -332,6 +309,24 @@ class EvalContext {
     this.at(from + v * DAY_MS + 1);
     return (this.now - from) / DAY_MS;
   }
+}
+
+/**
+ * Whether the key at index `j` of table `t` is among its `topN` first keys in
+ * rank order (score descending, then key): fewer than topN keys rank above it.
+ * A count over the table, stopped at topN (no sort: an evaluation checks only
+ * the few keys its open guards name).
+ */
+export function inTopAt(t: AffinityTable, j: number, topN: number): boolean {
+  const { keys, scores } = t;
+  const s = scores[j]!;
+  const k = keys[j]!;
+  let above = 0;
+  for (let x = 0; x < keys.length; x++) {
+    const y = scores[x]!;
+    if ((y > s || (y === s && keys[x]! < k)) && ++above >= topN) return false;
+  }
+  return true;
 }
 
 /** A compiled rule: its value for the context's user and time (every leaf runs: each records its next change). */
@@ -385,16 +380,14 @@ function fieldReader(f: Field, v: number): (c: EvalContext) => number | undefine
   }
 }
 
-/**
- * A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined =
- * none; `slot`: the table's slot in the evaluation's shared rank orders, EvalContext.inTop).
- */
-function affinityRule(table: (u: UserState) => AffinityTable | undefined, slot: number, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
+/** A key among the top n of a decayed table, and/or its decayed score at least s (`table`: the user's table, undefined = none). */
+function affinityRule(table: (u: UserState) => AffinityTable | undefined, key: string, topN: number | undefined, minScore: number | undefined): Compiled {
   if (minScore === undefined) {
     // Rank is the same at every time: all scores decay by the same factor.
     return (c) => {
       const t = table(c.u);
-      return t !== undefined && c.inTop(slot, t, key, topN!);
+      const i = t === undefined ? -1 : t.keys.indexOf(key);
+      return i >= 0 && inTopAt(t!, i, topN!);
     };
   }
   return (c) => {
@@ -403,7 +396,7 @@ function affinityRule(table: (u: UserState) => AffinityTable | undefined, slot: 
     const i = t.keys.indexOf(key);
     if (i < 0) return false;
     const raw = t.scores[i]!;
-    const ok = topN === undefined || c.inTop(slot, t, key, topN);
+    const ok = topN === undefined || inTopAt(t, i, topN);
     const score = raw * c.decay();
     if (score >= minScore) c.at(Math.ceil(c.u.affRefMs + c.env.profile.halfLifeMs * Math.log2(raw / minScore)) + 1);
     return ok && score >= minScore;
@@ -440,10 +433,9 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
   if ("affinity" in r) {
     const x = r.affinity;
     const table = x.dimension === "category" ? (u: UserState) => u.cat : x.dimension === "brand" ? (u: UserState) => u.brand : (u: UserState) => u.band;
-    const slot = x.dimension === "category" ? 0 : x.dimension === "brand" ? 1 : 2;
-    return affinityRule(table, slot, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
+    return affinityRule(table, x.dimension === "brand" ? x.key.toLowerCase() : x.key, x.topN, x.minScore);
   }
-  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, 3, r.reviewAspect.key, r.reviewAspect.topN, undefined);
+  if ("reviewAspect" in r) return affinityRule((u) => u.rv?.asp, r.reviewAspect.key, r.reviewAspect.topN, undefined);
   if ("reviewSentiment" in r) {
     const x = r.reviewSentiment;
     const key = x.dimension === "brand" ? x.key.toLowerCase() : x.key;
@@ -534,6 +526,76 @@ function rulesOf(set: CompiledAudiences): readonly Compiled[] {
   return rules;
 }
 
+/**
+ * The guards of a set (CompiledAudiences.guards), numbered g: per slot, key ->
+ * the guards naming it; per guard, its audience's index in the set, its top N
+ * (0 = none) and its minimum score (NaN = none).
+ */
+interface GuardIndex {
+  bySlot: Map<string, number[]>[];
+  audience: Int32Array;
+  topN: Int32Array;
+  minScore: Float64Array;
+}
+const guardIndexes = new WeakMap<CompiledAudiences, GuardIndex | null>();
+
+function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
+  let index = guardIndexes.get(set);
+  if (index === undefined) {
+    const gs = set.guards.flatMap((g, i) => (g === undefined ? [] : [[i, g] as const]));
+    index = gs.length === 0 ? null : { bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length) };
+    gs.forEach(([i, g], k) => {
+      const byKey = index!.bySlot[g.slot]!;
+      const xs = byKey.get(g.key);
+      if (xs === undefined) byKey.set(g.key, [k]);
+      else xs.push(k);
+      index!.audience[k] = i;
+      index!.topN[k] = g.topN ?? 0;
+      index!.minScore[k] = g.minScore ?? NaN;
+    });
+    guardIndexes.set(set, index);
+  }
+  return index;
+}
+
+/**
+ * Marks in c.open the audiences whose guard (audience-rules.ts Guard) may hold
+ * for the context's user at its time: from the keys of the user's affinity
+ * tables and session categories, not by running each rule. A guarded audience
+ * not marked has a false guard (the leaf's own tests: a key absent from its
+ * table is false for every top N and score).
+ */
+function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void {
+  const open = c.open.length < audiences ? (c.open = new Uint8Array(Math.max(audiences, 2 * c.open.length))) : c.open.fill(0, 0, audiences);
+  const { audience, topN, minScore } = index;
+  const u = c.u;
+  for (let slot = 0; slot < 3; slot++) {
+    const byKey = index.bySlot[slot]!;
+    if (byKey.size === 0) continue;
+    const t = slot === 0 ? u.cat : slot === 1 ? u.brand : u.band;
+    const keys = t.keys;
+    for (let j = 0; j < keys.length; j++) {
+      const gs = byKey.get(keys[j]!);
+      if (gs === undefined) continue;
+      for (let x = 0; x < gs.length; x++) {
+        const g = gs[x]!;
+        if (topN[g]! > 0 && !inTopAt(t, j, topN[g]!)) continue;
+        const min = minScore[g]!;
+        if (min === min && !(t.scores[j]! * c.decay() >= min)) continue;
+        open[audience[g]!] = 1;
+      }
+    }
+  }
+  const bySession = index.bySlot[3]!;
+  const a = c.a;
+  if (bySession.size > 0 && u.sCount !== 0 && a.scS === u.sCount && c.now <= u.sLastMs + c.env.profile.sessionGapMs) {
+    for (let j = 0; j < a.sc.length; j++) {
+      const gs = bySession.get(a.sc[j]!);
+      if (gs !== undefined) for (let x = 0; x < gs.length; x++) open[audience[gs[x]!]!] = 1;
+    }
+  }
+}
+
 const context = new EvalContext();
 
 /**
@@ -541,15 +603,14 @@ const context = new EvalContext();
  * the state (not stored) and rebuilt when the set or the memberships object
  * changes: a lookup of `m` by audience id for each audience was most of an
  * evaluation's time (V8 profile of the bench: a keyed load on a
- * 100-key object per audience per event). Transitions update both
- * (evaluateAudiences); `m` is changed only in this module.
+ * 100-key object per audience per event; a transition still looks its
+ * entry up by id). Transitions update both (evaluateAudiences); `m` is
+ * changed only in this module.
  */
 interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
-  /** The membership entries of `m` by index in the set (undefined = never entered), so that a transition does not look them up by id. */
-  entries: ([number, number, number] | undefined)[];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -559,12 +620,10 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = flagCache.get(a);
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array(set.defs.length).fill(undefined), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
   for (const id in a.m) {
-    const m = a.m[id]!;
+    if (a.m[id]![0] <= 0) continue;
     const i = index.get(id);
-    if (i !== undefined) g.entries[i] = m;
-    if (m[0] <= 0) continue;
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
@@ -578,8 +637,8 @@ export function holdoutDraw(user: string, audience: string): number {
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: [number, number, number]): Transition {
-  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
+  const m = (a.m[id] ??= [0, 0, 0]);
   m[1]++;
   const since = entered ? at : m[0];
   if (entered) {
@@ -609,6 +668,12 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * what was evaluated) is never later than the true next change (it may be
  * earlier: a timer that finds nothing changed just sets the next one).
  *
+ * In every evaluation, a non-member of an audience with a guard
+ * (CompiledAudiences.guards) that is false for the user is not evaluated: the
+ * rule is false, and stays false until an event makes the guard true, so it
+ * has no transition and no due time (thirty category-lovers audiences need
+ * only the one of the user's top category run).
+ *
  * `only` (a backfill after a change of the set: backfillSelection): per
  * audience of the set, 1 = evaluate; the others keep their memberships under
  * the same conditions (no time boundary passed, evaluated in whole before),
@@ -626,15 +691,19 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const out: Transition[] = [];
   const defs = set.defs;
   const masks = set.masks;
+  const guards = set.guards;
+  const guardIndex = guardIndexOf(set);
+  if (guardIndex !== null) openGuards(c, guardIndex, defs.length);
+  const open = c.open;
   for (let i = 0; i < defs.length; i++) {
     if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
+    // A non-member whose guard is false stays out, and time alone cannot let it in (Guard).
+    if (guards[i] !== undefined && open[i] === 0 && flags[i] === 0) continue;
     const def = defs[i]!;
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      let entry = f.entries[i];
-      if (entry === undefined) a.m[def.id] = f.entries[i] = entry = [0, 0, 0];
-      out.push(transition(a, user, def, def.id, inside, t, reason, entry));
+      out.push(transition(a, user, def, def.id, inside, t, reason));
       flags[i] = inside ? 1 : 0;
     }
   }

@@ -19,7 +19,9 @@
  *   ["c", audience, partition]: 0.37 LMDB writes per event in the shop bench)
  *   are folded into it at start;
  * - outbox: ["o", partition, entry number] -> the transitions of one commit
- *   (one evaluation call: a batch, a tick, a forget), compact (OutboxRow),
+ *   (one evaluation call: a batch, a tick, a forget) as the bytes of their
+ *   messages (encoded once, for the stream and the outbox; entries written
+ *   before hold compact rows, OutboxRow, and are read as well),
  *   until the main thread has published all of them (JetStream PubAck) and
  *   told the shard; one put and one removal per commit, not per transition
  *   (they were two of the five LMDB writes of a transition). Entry numbers
@@ -48,8 +50,8 @@ import type { ProfileEvent, UserState } from "../actors/user-profile.js";
 import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import { subjects, type Subjects } from "../bus/subjects.js";
 import { MEMBERSHIPS_PART, PROFILE_PART, type AudienceKey, type ProfileStore, type SideWrites } from "../store/profile-store.js";
-import { pb } from "../wire/proto.js";
 import { partitionOf } from "../wire/partition.js";
+import { pb } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import { AudienceTimers, type CompactionOptions } from "./audience-timers.js";
 
@@ -87,20 +89,58 @@ function countRecord(m: ReadonlyMap<string, number>): (string | number)[] {
   return r;
 }
 
+const varintLength = (n: number): number => {
+  let len = 1;
+  for (; n >= 128; n = Math.floor(n / 128)) len++;
+  return len;
+};
+
+function writeVarint(b: Buffer, at: number, n: number): number {
+  for (; n >= 128; n = Math.floor(n / 128)) b[at++] = (n % 128) | 128;
+  b[at++] = n;
+  return at;
+}
+
+function writeString(b: Buffer, at: number, tag: number, s: string, len: number): number {
+  b[at++] = tag;
+  at = writeVarint(b, at, len);
+  return at + b.write(s, at, len, "utf8");
+}
+
+/**
+ * The protobuf `AudienceTransition` of a transition, written directly into
+ * one buffer: the bytes pb.AudienceTransition.encode writes (every field, in
+ * field order; test/audience-eval.test.ts compares them), without its writer's
+ * operation list and message object (a shard encodes ~2 per event in the
+ * audience bench). Numbers are non-negative integers below 2^53.
+ */
 export function encodeTransition(t: Transition): Uint8Array {
-  return pb.AudienceTransition.encode({
-    audienceId: t.audience, userId: t.user, transition: t.n, entered: t.entered, atMs: t.atMs, reason: t.reason, holdout: t.holdout,
-  }).finish();
+  const audienceLen = Buffer.byteLength(t.audience);
+  const userLen = Buffer.byteLength(t.user);
+  const reasonLen = Buffer.byteLength(t.reason);
+  const size = 7 + varintLength(audienceLen) + audienceLen + varintLength(userLen) + userLen + varintLength(t.n) + 1 + varintLength(t.atMs) + varintLength(reasonLen) + reasonLen + 1;
+  const b = Buffer.allocUnsafe(size);
+  let at = writeString(b, 0, 10, t.audience, audienceLen);
+  at = writeString(b, at, 18, t.user, userLen);
+  b[at++] = 24;
+  at = writeVarint(b, at, t.n);
+  b[at++] = 32;
+  b[at++] = t.entered ? 1 : 0;
+  b[at++] = 40;
+  at = writeVarint(b, at, t.atMs);
+  at = writeString(b, at, 50, t.reason, reasonLen);
+  b[at++] = 56;
+  b[at++] = t.holdout ? 1 : 0;
+  return b;
 }
 
 export function transitionMsgId(t: Transition): string {
   return `${t.audience}:${t.user}:${t.n}`;
 }
 
-/** A transition as the outbox stores it: [audience, user, number, entered 0/1, at ms, reason, holdout 0/1]. */
+/** A transition as outbox entries stored it before they held the messages' bytes: [audience, user, number, entered 0/1, at ms, reason, holdout 0/1]. */
 type OutboxRow = [string, string, number, number, number, string, number];
 
-const toRow = (t: Transition): OutboxRow => [t.audience, t.user, t.n, t.entered ? 1 : 0, t.atMs, t.reason, t.holdout ? 1 : 0];
 const fromRow = (r: OutboxRow): Transition => ({ audience: r[0], user: r[1], n: r[2], entered: r[3] === 1, atMs: r[4], reason: r[5], holdout: r[6] === 1 });
 
 export class AudienceRunner {
@@ -281,19 +321,20 @@ export class AudienceRunner {
     if (changed) side.puts.push([["c", partition], countRecord(m)]);
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: OutboxRow[]): void {
+  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
     for (const t of ts) {
       if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
       }
       deltas.set(t.audience, (deltas.get(t.audience) ?? 0) + (t.entered ? 1 : -1));
-      rows.push(toRow(t));
-      out.push(this.outbound(t));
+      const m = this.outbound(t);
+      rows.push(m.data);
+      out.push(m);
     }
   }
 
   /** One outbox entry for the transitions of one commit (`msgs`: their messages, in the same order). */
-  #outbox(partition: number, rows: OutboxRow[], msgs: readonly OutboundMessage[], side: SideWrites): void {
+  #outbox(partition: number, rows: Uint8Array[], msgs: readonly OutboundMessage[], side: SideWrites): void {
     if (rows.length === 0) return;
     const no = ++this.#outboxNo;
     side.puts.push([["o", partition, no], rows]);
@@ -303,6 +344,12 @@ export class AudienceRunner {
   #track(no: number, msgs: readonly OutboundMessage[]): void {
     for (const m of msgs) m.outbox = no;
     this.#outboxLeft.set(no, msgs.length);
+  }
+
+  /** The message of a transition stored as its bytes in an outbox entry. */
+  #storedMessage(data: Uint8Array): OutboundMessage {
+    const t = pb.AudienceTransition.decode(data);
+    return { subject: this.#s.audienceEvents(t.audienceId), msgId: `${t.audienceId}:${t.userId}:${Number(t.transition)}`, data };
   }
 
   outbound(t: Transition): OutboundMessage {
@@ -319,7 +366,7 @@ export class AudienceRunner {
     const d = this.#d;
     const deltas = new Map<string, number>();
     const changed = new Map<string, number>();
-    const rows: OutboxRow[] = [];
+    const rows: Uint8Array[] = [];
     const out0 = out.length;
     for (const [key, actor, reason, events] of users) {
       const u = actor.state;
@@ -365,7 +412,7 @@ export class AudienceRunner {
     }
     this.#timers.drop(p, key, side);
     const deltas = new Map<string, number>();
-    const rows: OutboxRow[] = [];
+    const rows: Uint8Array[] = [];
     this.#record(exitAll(key, u, atMs, reason), p, key, side, out, deltas, rows);
     this.#outbox(p, rows, out, side);
     this.#writeCounts(p, deltas, side);
@@ -378,7 +425,7 @@ export class AudienceRunner {
     for (const p of this.#d.partitions) {
       for (const { key, value } of this.#d.store.audienceRange(["o", p], ["o", p + 1])) {
         if (typeof key[2] === "number") {
-          const msgs = (value as OutboxRow[]).map((r) => this.outbound(fromRow(r)));
+          const msgs = (value as (Uint8Array | OutboxRow)[]).map((r) => (r instanceof Uint8Array ? this.#storedMessage(r) : this.outbound(fromRow(r))));
           this.#track(key[2], msgs);
           for (const message of msgs) out.push({ partition: p, message });
           continue;
