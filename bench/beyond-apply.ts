@@ -11,12 +11,15 @@
  * Per run: CPU of this thread and of the process per shop event, minor and
  * major GCs per 10,000 events, and (with `--alloc`) the bytes allocated per
  * event, all objects counted, collected or not (V8's sampling heap profiler
- * with the collected objects kept), and the top allocation sites.
+ * with the collected objects kept), the top allocation sites, and the
+ * profile writes per event. `--out DIR` writes each run's allocation sites
+ * (bytes per event, JSON) there; `--cpu --out DIR` writes a CPU profile of
+ * each run's measured part instead (200 µs sampling).
  *
- *   node dist-bench/bench/beyond-apply.js [--events N] [--users N] [--rounds R] [--no-social] [--no-reviews] [--alloc] [--only on|off] [--datasets DIR]
+ *   node dist-bench/bench/beyond-apply.js [--events N] [--users N] [--rounds R] [--no-social] [--no-reviews] [--alloc] [--cpu] [--out DIR] [--only on|off] [--datasets DIR]
  */
 import { Session } from "node:inspector/promises";
-import { mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -48,6 +51,7 @@ const { values: a } = parseArgs({
     "no-reviews": { type: "boolean", default: false },
     alloc: { type: "boolean", default: false },
     cpu: { type: "boolean", default: false },
+    out: { type: "string", default: "" },
     only: { type: "string", default: "" },
   },
 });
@@ -157,7 +161,7 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
     let alloc = "";
     if (a.cpu && session !== undefined) {
       const { profile } = (await session.post("Profiler.stop")) as unknown as { profile: object };
-      (await import("node:fs")).writeFileSync(`${process.env.ALLOC_OUT}-${beyond ? "on" : "off"}-${Date.now()}.cpuprofile`, JSON.stringify(profile));
+      writeFileSync(join(a.out!, `cpu-${beyond ? "on" : "off"}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
     } else if (session !== undefined) {
       const { profile } = (await session.post("HeapProfiler.stopSampling")) as unknown as { profile: { head: Node } };
       const sites = new Map<string, number>();
@@ -172,7 +176,7 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
         for (const c of n.children) walk(c, here);
       };
       walk(profile.head, "");
-      if (process.env.ALLOC_OUT) (await import("node:fs")).writeFileSync(`${process.env.ALLOC_OUT}-${beyond ? "on" : "off"}-${Date.now()}.json`, JSON.stringify(Object.fromEntries([...sites].map(([k, v]) => [k, v / EVENTS]))));
+      if (a.out !== "") writeFileSync(join(a.out!, `alloc-${beyond ? "on" : "off"}-${Date.now()}.json`), JSON.stringify(Object.fromEntries([...sites].map(([k, v]) => [k, v / EVENTS]))));
       alloc = `, ${(total / EVENTS).toFixed(0)} B allocated per event\n` + [...sites].sort((x, y) => y[1] - x[1]).slice(0, 25).map(([k, v]) => `    ${(v / EVENTS).toFixed(0).padStart(6)} B/event  ${k}`).join("\n");
     }
     await store.close();
@@ -183,19 +187,6 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
 }
 
 const sentiment = SentimentModel.load(resolveModel(BUNDLED_MODELS_DIR, "sentiment").dir);
-let analyseUs = 0;
-let analysed = 0;
-if (process.env.TIME_ANALYSE) {
-  const analyse = sentiment.analyse.bind(sentiment);
-  sentiment.analyse = (text: string, title?: string) => {
-    const c = process.cpuUsage();
-    const r = analyse(text, title);
-    const d = process.cpuUsage(c);
-    analyseUs += d.user + d.system;
-    analysed++;
-    return r;
-  };
-}
 const texts = await reviewTexts(a.datasets!);
 const t0 = Date.now() - 2 * 86_400_000;
 const { events } = makeBeyondEvents("ba", texts, t0, { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"] });
@@ -208,8 +199,5 @@ for (let r = 0; r < Number(a.rounds); r++) order.push(...(r % 2 === 0 ? [true, f
 if (a.only !== "") order.splice(0, order.length, ...order.map(() => a.only === "on"));
 for (const [i, on] of order.entries()) {
   const line = await run(on, byPartition, t0, sentiment, session);
-  if (analysed > 0) console.log(`analyse: ${(analyseUs / analysed).toFixed(1)} µs CPU per review (${analysed})`);
-  analyseUs = 0;
-  analysed = 0;
   console.log(`run ${i + 1}${i === 0 ? " (warm-up)" : ""}, beyondClicks ${on ? "on " : "off"}: ${line}`);
 }
