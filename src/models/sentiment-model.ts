@@ -164,11 +164,29 @@ function sortedSlots(set: Set<number>): { slots: Uint32Array; value: number } {
 }
 
 /**
- * The hashed slots of tokenFeatures(tokens, prefix) into `into`, without
- * building the feature strings: each feature's FNV-1a is computed part by
- * part (prefix, "!", token, " ", next token), the same hash as of the string.
+ * Hashed slots of the review being analysed (featureSlotsInto, slotsLogit):
+ * one buffer per thread, grown when a review needs more, so a review
+ * allocates no set of slots.
  */
-function featureSlotsInto({ tokens, stops }: Tokens, prefix: string, buckets: number, into: Set<number>): void {
+const slotScratch = { buf: new Uint32Array(1024), n: 0 };
+
+function pushSlot(slot: number): void {
+  const s = slotScratch;
+  if (s.n === s.buf.length) {
+    const grown = new Uint32Array(s.buf.length * 2);
+    grown.set(s.buf);
+    s.buf = grown;
+  }
+  s.buf[s.n++] = slot;
+}
+
+/**
+ * The hashed slots of tokenFeatures(tokens, prefix) appended to slotScratch,
+ * without building the feature strings: each feature's FNV-1a is computed
+ * part by part (prefix, "!", token, " ", next token), the same hash as of
+ * the string. Repeats are removed by slotsLogit.
+ */
+function featureSlotsInto({ tokens, stops }: Tokens, prefix: string, buckets: number): void {
   const m = buckets - 1;
   const base = fnv1a32Update(FNV1A32_OFFSET, prefix);
   const negated = fnv1a32Update(base, "!");
@@ -176,19 +194,23 @@ function featureSlotsInto({ tokens, stops }: Tokens, prefix: string, buckets: nu
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
     const h = fnv1a32Update(base, t);
-    into.add(1 + ((negate > 0 ? fnv1a32Update(negated, t) : h) >>> 0) % m);
-    if (i + 1 < tokens.length && !stops[i]) into.add(1 + (fnv1a32Update(fnv1a32Update(h, " "), tokens[i + 1]!) >>> 0) % m);
+    pushSlot(1 + ((negate > 0 ? fnv1a32Update(negated, t) : h) >>> 0) % m);
+    if (i + 1 < tokens.length && !stops[i]) pushSlot(1 + (fnv1a32Update(fnv1a32Update(h, " "), tokens[i + 1]!) >>> 0) % m);
     if (NEGATORS.has(t)) negate = NEGATION_SCOPE;
     else if (negate > 0) negate--;
     if (stops[i]) negate = 0;
   }
 }
 
-/** logitOf over slots (the same sum, in the same order). */
-function slotsLogit(weights: Float32Array, set: Set<number>): number {
-  const { slots, value } = sortedSlots(set);
+/** logitOf over the slots in slotScratch (the same sum, in the same order: distinct slots ascending); empties it. */
+function slotsLogit(weights: Float32Array): number {
+  const sorted = slotScratch.buf.subarray(0, slotScratch.n).sort();
+  slotScratch.n = 0;
+  let distinct = 0;
+  for (let i = 0; i < sorted.length; i++) if (i === 0 || sorted[i] !== sorted[i - 1]) sorted[distinct++] = sorted[i]!;
+  const value = distinct > 0 ? 1 / Math.sqrt(distinct) : 0;
   let z = weights[0]!;
-  for (const s of slots) z += weights[s]! * value;
+  for (let i = 0; i < distinct; i++) z += weights[sorted[i]!]! * value;
   return z;
 }
 
@@ -209,49 +231,78 @@ export function extractAspects(text: string, vocab: Record<string, number>, k = 
   return tokenAspects(tokenize(text), vocab, k);
 }
 
-/** Per aspect vocabulary: the first words of its two-word terms (a bigram is looked up only after one of them). */
-const BIGRAM_HEADS = new WeakMap<Record<string, number>, Set<string>>();
+/** An aspect vocabulary as read per token: term -> idf in a Map (a lookup of a new string in the object would intern it), and the first words of its two-word terms (a bigram is looked up only after one of them). */
+interface AspectIndex {
+  idf: Map<string, number>;
+  heads: Set<string>;
+}
+const ASPECT_INDEX = new WeakMap<Record<string, number>, AspectIndex>();
 
-function bigramHeads(vocab: Record<string, number>): Set<string> {
-  let heads = BIGRAM_HEADS.get(vocab);
-  if (heads === undefined) {
-    heads = new Set();
-    for (const term in vocab) {
+function aspectIndex(vocab: Record<string, number>): AspectIndex {
+  let x = ASPECT_INDEX.get(vocab);
+  if (x === undefined) {
+    x = { idf: new Map(), heads: new Set() };
+    for (const term of Object.keys(vocab)) {
+      x.idf.set(term, vocab[term]!);
       const sp = term.indexOf(" ");
-      if (sp > 0) heads.add(term.slice(0, sp));
+      if (sp > 0) x.heads.add(term.slice(0, sp));
     }
-    BIGRAM_HEADS.set(vocab, heads);
+    ASPECT_INDEX.set(vocab, x);
   }
-  return heads;
+  return x;
+}
+
+/** The vocabulary term a token stands for: itself, else without a plural "s" (longer than 3), else undefined. */
+function knownTerm(idf: Map<string, number>, t: string): string | undefined {
+  if (idf.has(t)) return t;
+  if (t.length > 3 && t.charCodeAt(t.length - 1) === 115) {
+    const s = t.slice(0, -1);
+    if (idf.has(s)) return s;
+  }
+  return undefined;
 }
 
 function tokenAspects({ tokens, stops }: Tokens, vocab: Record<string, number>, k: number): string[] {
-  const known = (t: string): string | undefined =>
-    Object.hasOwn(vocab, t) ? t : t.length > 3 && t.endsWith("s") && Object.hasOwn(vocab, t.slice(0, -1)) ? t.slice(0, -1) : undefined;
-  const heads = bigramHeads(vocab);
-  const tf = new Map<string, number>();
-  const hidden = new Set<string>();
+  const { idf, heads } = aspectIndex(vocab);
+  let tf: Map<string, number> | undefined;
+  let hidden: Set<string> | undefined;
   for (let i = 0; i < tokens.length; i++) {
-    if (i + 1 < tokens.length && !stops[i] && heads.has(tokens[i]!)) {
-      const b = known(`${tokens[i]} ${tokens[i + 1]}`);
+    const t = tokens[i]!;
+    if (i + 1 < tokens.length && !stops[i] && heads.has(t)) {
+      const next = tokens[i + 1]!;
+      const b = knownTerm(idf, `${t} ${next}`);
       if (b !== undefined) {
+        tf ??= new Map();
         tf.set(b, (tf.get(b) ?? 0) + 1);
-        hidden.add(tokens[i]!);
-        hidden.add(tokens[i + 1]!);
-        const s = known(tokens[i + 1]!);
+        hidden ??= new Set();
+        hidden.add(t);
+        hidden.add(next);
+        const s = knownTerm(idf, next);
         if (s !== undefined) hidden.add(s);
         continue;
       }
     }
-    const u = known(tokens[i]!);
-    if (u !== undefined) tf.set(u, (tf.get(u) ?? 0) + 1);
+    const u = knownTerm(idf, t);
+    if (u !== undefined) (tf ??= new Map()).set(u, (tf.get(u) ?? 0) + 1);
   }
-  return [...tf]
-    .filter(([t]) => !hidden.has(t))
-    .map(([t, n]) => [t, n * vocab[t]!] as const)
-    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
-    .slice(0, k)
-    .map(([t]) => t);
+  if (tf === undefined) return [];
+  // The k strongest by tf x idf, then by term (a total order: the same as sorting them all).
+  const top: string[] = [];
+  const score: number[] = [];
+  for (const [t, n] of tf) {
+    if (hidden?.has(t)) continue;
+    const v = n * idf.get(t)!;
+    let j = top.length;
+    while (j > 0 && (v > score[j - 1]! || (v === score[j - 1]! && t < top[j - 1]!))) j--;
+    if (j >= k) continue;
+    top.splice(j, 0, t);
+    score.splice(j, 0, v);
+    if (top.length > k) {
+      top.length = k;
+      score.length = k;
+    }
+  }
+  return top;
 }
 
 /**
@@ -323,20 +374,19 @@ export class SentimentModel {
     let z: number;
     let aspects: string[];
     // The features' slots are hashed without building the feature strings (featureSlotsInto): the same logit as sentimentLogit.
-    const slots = new Set<number>();
     const tk = tokenize(text);
-    featureSlotsInto(tk, "", this.weights.length, slots);
+    featureSlotsInto(tk, "", this.weights.length);
     const t = title.trim();
     if (t === "") {
       // Without a title the features and the aspects read the same tokens: the text is tokenized once.
       aspects = tokenAspects(tk, this.spec.aspects, MAX_ASPECTS);
     } else {
       const tt = tokenize(t);
-      featureSlotsInto(tt, "", this.weights.length, slots);
-      featureSlotsInto(tt, "s:", this.weights.length, slots);
+      featureSlotsInto(tt, "", this.weights.length);
+      featureSlotsInto(tt, "s:", this.weights.length);
       aspects = extractAspects(`${title}.\n${text}`, this.spec.aspects);
     }
-    z = slotsLogit(this.weights, slots);
+    z = slotsLogit(this.weights);
     const a = this.spec.calibration?.a ?? 1;
     return { probability: calibrate(this.spec.calibration, z), sentiment: 2 * sigmoid(a * z) - 1, aspects };
   }

@@ -104,11 +104,24 @@ function readMemberships(a: AudienceState, r: MembershipRecord): void {
   a.m = m;
 }
 
-/** The profile part of a state: its audience state without what the `memberships` db holds. */
-function profilePart(s: UserState): UserState {
+/**
+ * Writes the profile part of a state: its audience state without what the
+ * `memberships` db holds. lmdb-js encodes a value within `put`, so the state
+ * lends itself for the call, its `aud` swapped, instead of being copied (a
+ * spread of the whole state per write).
+ */
+function putProfilePart(db: Database<UserState, string>, id: string, s: UserState): void {
   const a = s.aud;
-  if (a === undefined) return s;
-  return { ...s, aud: { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState };
+  if (a === undefined) {
+    void db.put(id, s).catch(() => undefined);
+    return;
+  }
+  s.aud = { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState;
+  try {
+    void db.put(id, s).catch(() => undefined);
+  } finally {
+    s.aud = a;
+  }
 }
 
 /** A key of the `audiences` db. */
@@ -430,7 +443,7 @@ export class ProfileStore {
     const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
       for (const [id, state, parts = PROFILE_PART | MEMBERSHIPS_PART] of states) {
-        if (parts & PROFILE_PART) void this.#profiles.put(id, profilePart(state)).catch(() => undefined);
+        if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
         const a = state.aud;
         if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
           const r = membershipRecord(a);
