@@ -47,7 +47,7 @@ export interface TouchClock {
   tick: number;
 }
 
-/** Samples kept of (own count, shared tick): they span 1 + 1 / 16 times the half capacity a move decision looks back. */
+/** Samples kept of (own count, shared tick), one per half / 16 own operations: 34 span more than twice the half capacity a move decision looks back. */
 const SAMPLES = 34;
 
 export class TouchOrder<V extends Touched> {
