@@ -90,9 +90,13 @@ describe("recs byte bound", () => {
     a.insert("a1", av);
     b.insert("b1", { [TICK]: 0 });
     a.insert("a2", { [TICK]: 0 });
+    b.insert("b2", { [TICK]: 0 });
+    a.insert("a3", { [TICK]: 0 });
+    b.insert("b3", { [TICK]: 0 });
     expect(a.oldestTick()).toBeLessThan(b.oldestTick());
-    // Touches 2 ticks (half of capacity 4) after the last move move the entry to the back: b1, then a1, though a1
-    // was read ahead as a's oldest. a2 is now the oldest of all, then b1.
+    // A touch moves the entry to the back once 2 entries of its own table (half of capacity 4) went behind it since
+    // its last move: b1, then a1, though a1 was read ahead as a's oldest. The order across the tables is then that of
+    // the shared clock: a2, b2, a3, b3, then the two touched.
     b.touch("b1", b.get("b1")!);
     a.touch("a1", av);
     const order = [];
@@ -101,7 +105,7 @@ describe("recs byte bound", () => {
       t.evictOldest();
       order.push(evicted.at(-1));
     }
-    expect(order).toEqual(["a2", "b1", "a1"]);
+    expect(order).toEqual(["a2", "b2", "a3", "b3", "b1", "a1"]);
   });
 
   it("recs bytes - maxStateBytes defaults to an eighth of memory and refuses less than 1 MiB", () => {

@@ -201,12 +201,16 @@ export class Catalog {
     const e = this.entry(ev.itemId);
     const b0 = entryBytes(e);
     const newer = ev.timestampMs >= e.lastSeenMs;
-    if (ev.categoryId && (newer || e.categoryId === "")) e.categoryId = ev.categoryId;
-    if (ev.categoryPath && (newer || e.categoryPath === "")) e.categoryPath = ev.categoryPath;
-    if (ev.brand && (newer || e.brand === "")) e.brand = ev.brand;
+    // A string field is replaced only when its text changes: the stored string stays the one kept (an event's
+    // strings are new copies, which would otherwise be promoted to the old generation and die there at the item's
+    // next event), and the tables that key by it (trending's categories, the recs worker's counts) look it up
+    // with the string they already hold.
+    if (ev.categoryId && ev.categoryId !== e.categoryId && (newer || e.categoryId === "")) e.categoryId = ev.categoryId;
+    if (ev.categoryPath && ev.categoryPath !== e.categoryPath && (newer || e.categoryPath === "")) e.categoryPath = ev.categoryPath;
+    if (ev.brand && ev.brand !== e.brand && (newer || e.brand === "")) e.brand = ev.brand;
     if (ev.price && ev.price > 0 && (newer || e.price === 0)) e.price = ev.price;
-    if (ev.currency && (newer || e.currency === "")) e.currency = ev.currency;
-    if (ev.title && (newer || e.title === "")) e.title = ev.title;
+    if (ev.currency && ev.currency !== e.currency && (newer || e.currency === "")) e.currency = ev.currency;
+    if (ev.title && ev.title !== e.title && (newer || e.title === "")) e.title = ev.title;
     this.acct.add(TABLE.catalog, entryBytes(e) - b0);
     this.seen(e, ev.timestampMs);
     return e;

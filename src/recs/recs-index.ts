@@ -5,7 +5,7 @@
  */
 import type { IEvent } from "../wire/proto.js";
 import { Catalog, type CatalogItem } from "./catalog.js";
-import { Covisitation } from "./covisitation.js";
+import { Covisitation, type CovisitEvent } from "./covisitation.js";
 import { RecsBytes, shrinkTo, type Evictable } from "./recs-bytes.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
 import { SequentialRules } from "./sequential-rules.js";
@@ -69,10 +69,14 @@ export function boundRecsIndex(index: RecsIndex): number {
 export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<CatalogItem> | undefined {
   const item = index.catalog.observe(e);
   if (item === undefined) return undefined;
-  index.covisitation.observe(e);
-  index.trending.observe(e, item.categoryId);
+  // The other tables get the catalog's copy of the item id, not the event's: what they keep (session lists and
+  // sets, rule successors, new keys) then shares one string per item instead of retaining each event's copy, and
+  // their lookups find a key that is the same string (V8 compares by pointer before contents; its hash is cached).
+  const ev: CovisitEvent = { userId: e.userId, itemId: item.itemId, type: e.type, timestampMs: e.timestampMs };
+  index.covisitation.observe(ev);
+  index.trending.observe(ev, item.categoryId);
   // The rules see the session before the event joins it (in the same lookup of the user).
-  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, e.itemId, e.timestampMs, index.rules);
+  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules);
   if (index.bytes.total > index.maxStateBytes) boundRecsIndex(index);
   return item;
 }

@@ -97,14 +97,15 @@ class Recs implements RecsApi {
 
   #observe(b: ItemEventBatch, from: number, to: number): void {
     for (let i = from; i < to; i++) {
-      const itemId = b.itemIds[i]!;
       const type = b.types[i]!;
       const t = b.timestampsMs[i]!;
       const item = observeItemEvent(this.#index, {
-        userId: b.userIds[i]!, itemId, type, timestampMs: t, categoryId: b.categoryIds[i]!, categoryPath: b.categoryPaths[i]!,
+        userId: b.userIds[i]!, itemId: b.itemIds[i]!, type, timestampMs: t, categoryId: b.categoryIds[i]!, categoryPath: b.categoryPaths[i]!,
         brand: b.brands[i]!, price: b.prices[i]!, currency: b.currencies[i]!, title: "",
       });
       if (item !== undefined && (EVENT_WEIGHTS[type] ?? 0) > 0) {
+        // Keyed by the catalog's copy of the id (observeItemEvent): a new entry keeps no event's string.
+        const itemId = item.itemId;
         let c = this.#counts.get(itemId);
         if (c === undefined) {
           // Bounded like the catalog: forget counts of items the catalog dropped. At 2 x maxItems, so that
