@@ -43,7 +43,7 @@ export interface RecommendQuery {
 }
 
 export interface RecommendView {
-  /** Best first; `propensity`: the probability that this reply's policy put the item in its slot (src/recs/exploration.ts). */
+  /** Best first (an exploring reply: its random draw, in drawn order); `propensity`: the probability that this reply's policy put the item in its slot (src/recs/exploration.ts). */
   items: Array<{ itemId: string; score: number; reason: string; sources: string[]; propensity: number }>;
   modelVersion: string;
   /** The LSTM version whose user state the candidates and the ranker read ("" = none). */
