@@ -3,7 +3,7 @@
  * a model trained on a small real slice of UCI Online Retail (../shared/data,
  * or PORTRAIT_DATASETS) saves, loads and predicts the same numbers.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +21,7 @@ import {
 import { fitGbdt, fitLogistic } from "../src/train/churn-fit.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { trainChurn } from "../src/train/train-churn.js";
+import { Predictions } from "../src/shard/predictions.js";
 import { EventType } from "../src/wire/proto.js";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -200,6 +201,35 @@ describe("churn - training on a small real slice", () => {
     for (const f of Object.values(manifest.files)) expect(existsSync(join(dir, f))).toBe(true);
     expect(manifest.training.rows?.test).toBeGreaterThan(500);
     expect(manifest.metrics[0]!.task).toMatch(/ours/);
+  });
+
+  it("churn - audience fields read what the profile serves: no value from a model not judged fit for this shop, the profile's own value from one that is", () => {
+    const [ex] = buildChurnExamples(FIXTURE, [c], 90 * DAY);
+    const s = ex!.states[0]!;
+    expect(s.lastPurchaseMs).toBeGreaterThan(0);
+    const shop = "stream:SHOP_EVENTS";
+    // Trained on a file, never evaluated on this shop's stream: the profile withholds it, and so do audience fields.
+    const unfit = new Predictions({ lstm: undefined, churn: ChurnModel.load(dir), propensity: undefined, shopSource: shop });
+    expect(unfit.of(s, c).churnRisk.probability).toBeNull();
+    expect(unfit.served("churnRisk", s, c)).toBeUndefined();
+    // The same model with an evaluation on this shop's stream that beats its baseline: both give the same value.
+    const fitDir = mkdtempSync(join(tmpdir(), "portrait-churn-fit-"));
+    try {
+      cpSync(dir, fitDir, { recursive: true });
+      const m = JSON.parse(readFileSync(join(fitDir, "manifest.json"), "utf8")) as ModelManifest;
+      m.evaluation = {
+        source: shop, trainWindow: { fromMs: 0, toMs: 1 }, testWindow: { fromMs: 1, toMs: 2 }, counts: { train: 1, test: 1 },
+        metric: "AUC", higherIsBetter: true, challenger: 0.8, baselines: { recency: 0.7 },
+      };
+      writeFileSync(join(fitDir, "manifest.json"), JSON.stringify(m));
+      const fit = new Predictions({ lstm: undefined, churn: ChurnModel.load(fitDir), propensity: undefined, shopSource: shop });
+      const served = fit.of(s, c).churnRisk.probability;
+      expect(served, fit.of(s, c).churnRisk.reason).not.toBeNull();
+      expect(fit.served("churnRisk", s, c)).toBe(served);
+      expect(fit.served("purchasePropensity", s, c)).toBeUndefined(); // no propensity model runs
+    } finally {
+      rmSync(fitDir, { recursive: true, force: true });
+    }
   });
 
   it("churn - beats a constant predictor's logloss on its own training rows", async () => {

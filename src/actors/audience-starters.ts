@@ -28,7 +28,7 @@ const STARTERS: Record<string, (o: { category?: string }) => AudienceDefinition>
     rule: { all: [{ field: "orders", op: "==", value: 1 }, { field: "daysSincePurchase", op: "<=", value: 30 }] },
   }),
   "high-churn-risk": () => ({
-    id: "high-churn-risk", name: "High churn risk", description: "The churn model gives at least 0.7 (no value, so no member, when the churn model is off).",
+    id: "high-churn-risk", name: "High churn risk", description: "The churn risk the profile serves is at least 0.7 (no value, so no member, when the churn model is off or not judged fit for this shop's data).",
     rule: { field: "prediction.churnRisk", op: ">=", value: 0.7 },
   }),
   "cart-abandoners": () => ({

@@ -115,6 +115,25 @@ export class Predictions {
     return this.#m.lstm !== undefined || this.#m.churn !== undefined || this.#m.propensity !== undefined;
   }
 
+  /**
+   * The probability the profile serves for `name`, or undefined where it
+   * serves none (no such model runs, the model is not judged fit for this
+   * shop's data, a churn risk for a user who never bought): what the
+   * audience fields `prediction.*` and their percentile cohorts read, so a
+   * marketing audience never targets users on a prediction the profile
+   * withholds.
+   */
+  served(name: "churnRisk" | "purchasePropensity", state: UserState, asOfMs: number): number | undefined {
+    if (name === "churnRisk") {
+      const { churn } = this.#m;
+      const c = this.#churn;
+      return churn !== undefined && c !== undefined && c.v.reason === "" && state.lastPurchaseMs > 0 ? churn.predict(state, asOfMs) : undefined;
+    }
+    const { propensity } = this.#m;
+    const p = this.#propensity;
+    return propensity !== undefined && p !== undefined && p.v.reason === "" ? propensity.predict(state, asOfMs) : undefined;
+  }
+
   /** The predictions of a state; with `explain`, each served one carries its explanation (computed only then). */
   of(state: UserState, asOfMs: number, explain = false): PredictionsView {
     const { lstm, churn, propensity } = this.#m;

@@ -33,7 +33,6 @@ import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type Ba
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
-import { storedLstmState } from "./lstm-steps.js";
 import { subjects } from "../bus/subjects.js";
 
 /** The models a shard runs; swapped whole between messages (setModels). */
@@ -113,12 +112,8 @@ class Shard implements ShardApi {
     const audiences = (this.#audiences = new AudienceRunner({
       shard: init.shard, partitions: init.partitions, partitionCount: init.partitionCount, store, actors, profile: init.profile,
       subjectPrefix: init.subjectPrefix ?? "portrait", pseudonymised: init.pseudonymKey !== undefined, backfillChunk: init.backfillChunk ?? 2000,
-      // The models running at the time of the evaluation (they may be swapped between messages).
-      predictor: (u, now) => (name) => {
-        const { lstm, churn } = models;
-        if (name === "churnRisk") return churn !== undefined && u.lastPurchaseMs > 0 ? churn.predict(u, now) : undefined;
-        return lstm !== undefined ? lstm.predict(storedLstmState(u, lstm)).purchasePropensity : undefined;
-      },
+      // What the profile serves, from the models running at the time of the evaluation (they may be swapped between messages).
+      predictor: (u, now) => (name) => models.predictions.served(name, u, now),
     }));
     const batches = (this.#batches = new BatchApplier({
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
