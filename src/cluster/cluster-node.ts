@@ -19,7 +19,7 @@
  */
 import type { JetStreamClient, JetStreamManager } from "nats";
 import { Changelog, FencedError, ensureChangelogs } from "../bus/changelog.js";
-import { LeaseTable } from "../bus/leases.js";
+import { LeaseTable, retrySetup } from "../bus/leases.js";
 import type { ConsumerFence, PartitionConsumer } from "../bus/partition-consumer.js";
 import { consumerNames, deleteConsumer, deleteOtherConsumers } from "../bus/streams.js";
 import type { Subjects } from "../bus/subjects.js";
@@ -33,7 +33,6 @@ import type { ShardPool } from "../shard/shard-pool.js";
 const MARK_ATTEMPTS = 20;
 /** Attempts at deleting a lost or released partition's own consumer while JetStream does not answer (the new owner's sweep removes it otherwise). */
 const DELETE_ATTEMPTS = 10;
-const DELETE_RETRY_MS = 500;
 /** The sweep of stray consumers runs every this many lease periods, and at least this often. */
 const SWEEP_LEASES = 3;
 const SWEEP_MIN_MS = 5_000;
@@ -258,18 +257,8 @@ export class ClusterNode implements QueryRoute {
    * (a broker restart), the partition's next owner removes it in its sweep.
    */
   async #deleteOwn(p: number, name: string): Promise<void> {
-    for (let attempt = 1; attempt <= DELETE_ATTEMPTS; attempt++) {
-      try {
-        await deleteConsumer(this.#d.jsm, this.#d.subjects, name);
-        return;
-      } catch (err) {
-        if (attempt === DELETE_ATTEMPTS) {
-          this.#log.warn({ err, partition: p, consumer: name }, "cannot delete this node's consumer of a partition it no longer serves; its next owner's sweep will");
-          return;
-        }
-        await new Promise((r) => setTimeout(r, DELETE_RETRY_MS));
-      }
-    }
+    await retrySetup(`delete consumer ${name}`, () => deleteConsumer(this.#d.jsm, this.#d.subjects, name), DELETE_ATTEMPTS).catch((err: unknown) =>
+      this.#log.warn({ err, partition: p, consumer: name }, "cannot delete this node's consumer of a partition it no longer serves; its next owner's sweep will"));
   }
 
   /**

@@ -126,12 +126,19 @@ export class Predictions {
   served(name: "churnRisk" | "purchasePropensity", state: UserState, asOfMs: number): number | undefined {
     if (name === "churnRisk") {
       const { churn } = this.#m;
-      const c = this.#churn;
-      return churn !== undefined && c !== undefined && c.v.reason === "" && state.lastPurchaseMs > 0 ? churn.predict(state, asOfMs) : undefined;
+      return churn !== undefined && this.#churnReason(state) === "" ? churn.predict(state, asOfMs) : undefined;
     }
     const { propensity } = this.#m;
     const p = this.#propensity;
     return propensity !== undefined && p !== undefined && p.v.reason === "" ? propensity.predict(state, asOfMs) : undefined;
+  }
+
+  /** Why the profile serves no churn risk for `state` ("" = it serves one), undefined when no churn model is judged. */
+  #churnReason(state: UserState): string | undefined {
+    const c = this.#churn;
+    if (c === undefined) return undefined;
+    // The churn model describes customers who have bought: it has no answer for the others.
+    return c.v.reason !== "" ? c.v.reason : state.lastPurchaseMs > 0 ? "" : "the churn model describes customers who have bought; this user has not";
   }
 
   /** The predictions of a state; with `explain`, each served one carries its explanation (computed only then). */
@@ -147,8 +154,7 @@ export class Predictions {
     }
     const c = this.#churn;
     if (churn !== undefined && c !== undefined) {
-      // The churn model describes customers who have bought: it has no answer for the others.
-      const reason = c.v.reason !== "" ? c.v.reason : state.lastPurchaseMs > 0 ? "" : "the churn model describes customers who have bought; this user has not";
+      const reason = this.#churnReason(state)!;
       out.churnRisk = view(c.v, c.definition, reason === "" ? churn.predict(state, asOfMs) : null, reason);
       if (explain && out.churnRisk.probability !== null) out.churnRisk.explanation = churn.explain(state, asOfMs);
     }
