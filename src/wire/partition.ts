@@ -10,26 +10,23 @@ const encoder = new TextEncoder();
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
-/** FNV-1a 32-bit hash of the bytes, as an unsigned integer. */
-export function fnv1a32(bytes: Uint8Array): number {
-  let h = FNV_OFFSET;
+/** The FNV-1a 32-bit state after `bytes`, from state `h`. */
+function fnvBytes(h: number, bytes: Uint8Array): number {
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i]!;
     h = Math.imul(h, FNV_PRIME);
   }
-  return h >>> 0;
+  return h;
+}
+
+/** FNV-1a 32-bit hash of the bytes, as an unsigned integer. */
+export function fnv1a32(bytes: Uint8Array): number {
+  return fnvBytes(FNV_OFFSET, bytes) >>> 0;
 }
 
 /** FNV-1a 32-bit of a string's UTF-8 bytes, without allocating for ASCII strings. */
 export function fnv1a32String(s: string): number {
-  let h = FNV_OFFSET;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80) return fnv1a32(encoder.encode(s));
-    h ^= c;
-    h = Math.imul(h, FNV_PRIME);
-  }
-  return h >>> 0;
+  return fnv1a32Update(FNV_OFFSET, s) >>> 0;
 }
 
 /** FNV-1a 32-bit's starting state (fnv1a32Update). */
@@ -44,15 +41,8 @@ export const FNV1A32_OFFSET = FNV_OFFSET;
 export function fnv1a32Update(h: number, s: string): number {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c >= 0x80) {
-      // UTF-8 of the rest (the ASCII before it is its own UTF-8).
-      const bytes = encoder.encode(s.slice(i));
-      for (let j = 0; j < bytes.length; j++) {
-        h ^= bytes[j]!;
-        h = Math.imul(h, FNV_PRIME);
-      }
-      return h;
-    }
+    // UTF-8 of the rest (the ASCII before it is its own UTF-8).
+    if (c >= 0x80) return fnvBytes(h, encoder.encode(s.slice(i)));
     h ^= c;
     h = Math.imul(h, FNV_PRIME);
   }
