@@ -180,21 +180,17 @@ describe("churn - training on a small real slice", () => {
   let modelsDir: string;
   let dir: string;
   let manifest: ModelManifest;
-  let seconds: number;
 
   beforeAll(async () => {
     requireRetail();
     modelsDir = mkdtempSync(join(tmpdir(), "portrait-churn-"));
-    const t0 = performance.now();
     ({ dir, manifest } = await trainChurn({ dataDir: DATA_DIR, modelsDir, limit: LIMIT, split, seed: 1, makeCurrent: true }));
-    seconds = (performance.now() - t0) / 1000;
   });
   afterAll(() => {
     if (modelsDir) rmSync(modelsDir, { recursive: true, force: true });
   });
 
-  it("churn - trains in seconds and writes a manifest naming its files", () => {
-    expect(seconds).toBeLessThan(30);
+  it("churn - trains and writes a manifest naming its files", () => {
     expect(manifest.name).toBe("churn");
     expect(manifest.format).toBe("json");
     expect(readFileSync(join(modelsDir, "churn", "CURRENT"), "utf8").trim()).toBe(manifest.version);
