@@ -3,9 +3,18 @@ import { pb } from "../../src/wire/proto.js";
 import { rawRequestReply } from "../harness/baselines.js";
 import { errText, pctMs } from "../harness/open-loop.js";
 import { bucketQuantile, histMean } from "../harness/prom.js";
+import type { CpuDelta } from "../harness/proc-stats.js";
 import { Rig } from "../harness/rig.js";
 import { describeSource, generatorSource, knownUsers, loadState, pcts, queryPass, sourceFlags, userChooser } from "./common.js";
 import { f0, f2, num, nums, ratio, type Scenario } from "./scenario.js";
+
+/** Engine CPU µs per answered request over a pass: all threads, and split into the main thread (the event loop) and the rest (shards, GC, libuv). */
+function cpuPerRequest(cpu: CpuDelta, requests: number): string {
+  const us = (cores: number) => (cores * cpu.seconds * 1e6) / Math.max(1, requests);
+  const engine = cpu.procs.engine ?? NaN;
+  const main = cpu.threads.find((t) => t.main)?.cores ?? 0;
+  return `${f0(us(engine))} (${f0(us(main))} + ${f0(us(engine - main))})`;
+}
 
 export const profile: Scenario = {
   name: "profile",
@@ -31,7 +40,7 @@ export const profile: Scenario = {
       replyBytes = Math.round(replyBytes / 100);
       const send = () => rig.client.getProfile(userOf());
       await queryPass(rig, "profile", Math.min(200, ...rates), 1, send); // warm-up, not recorded
-      const header = ["req/s", "achieved", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "raw p50 ms", "raw p99 ms", "p99 / raw", "server mean ms", "server p99 ~ms", "engine cores", "other cores"];
+      const header = ["req/s", "achieved", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "raw p50 ms", "raw p99 ms", "p99 / raw", "server mean ms", "server p99 ~ms", "engine cores", "engine µs/req (main + other threads)", "other cores"];
       const rows: string[][] = [];
       const passes: unknown[] = [];
       for (const rate of rates) {
@@ -40,7 +49,7 @@ export const profile: Scenario = {
         rows.push([
           String(rate), f0(q.pass.achieved), ...pcts(q.pass.lat), f2(q.pass.lat.maxValue / 1000), errText(q.pass.errors),
           ...pcts(raw.lat, [50, 99]), ratio(pctMs(q.pass.lat, 99), pctMs(raw.lat, 99)),
-          f2(histMean(q.server) * 1000), f2(bucketQuantile(q.server, 0.99) * 1000), f2(q.cpu.procs.engine ?? NaN), f2(q.cpu.others),
+          f2(histMean(q.server) * 1000), f2(bucketQuantile(q.server, 0.99) * 1000), f2(q.cpu.procs.engine ?? NaN), cpuPerRequest(q.cpu, q.server.count), f2(q.cpu.others),
         ]);
         passes.push({ rate, achieved: q.pass.achieved, errors: q.pass.errors, serverCount: q.server.count, p: [50, 90, 99, 99.9].map((p) => [p, pctMs(q.pass.lat, p)]), raw: [50, 99].map((p) => [p, pctMs(raw.lat, p)]), cpu: q.cpu });
         ctx.log(`profile ${rate}/s: p50/p99 ${pcts(q.pass.lat, [50, 99]).join("/")} ms, errors ${errText(q.pass.errors)}`);

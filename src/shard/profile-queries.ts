@@ -102,7 +102,7 @@ export class ProfileQueries {
       const body = encoding === "json"
         ? encoder.encode(JSON.stringify({ profile }))
         : pb.ProfileReply.encode({ profile: { ...profile, predictions: predictions !== undefined ? wirePredictions(predictions) : null } }).finish();
-      // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
+      // The shard's query port transfers the body (an exact copy where this is a view into Node's shared buffer pool: ownedBytes).
       return { ok: true, body };
     } catch (err) {
       d.log.error({ err }, "profile query failed");
