@@ -7,7 +7,7 @@
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { newUserState, profileView } from "../actors/user-profile.js";
 import type { QueryDeadline, RecContext, ReplyEncoding } from "../contracts.js";
-import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
+import { BadRequestError, OverloadedError, toWire, unknownUserWire, type WireError } from "../errors.js";
 import type { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
@@ -84,7 +84,7 @@ export class ProfileQueries {
       if (alias !== undefined) return { ok: false, alias: [alias[0], alias[1]] };
       const state = d.actors.state(key);
       if (state === undefined) {
-        return { ok: false, error: toWire(new UnknownUserError(userId)) };
+        return { ok: false, error: unknownUserWire(userId) };
       }
       if (asOfMs > 0 && asOfMs < state.lastSeenMs) {
         return { ok: false, error: toWire(new BadRequestError(`asOfMs ${new Date(asOfMs).toISOString()} is before this user's last event ` +

@@ -96,7 +96,7 @@ export function serveCallPort<Req, Res>(port: MessagePort, answer: (req: Req) =>
  */
 export function ownedBytes(b: Uint8Array): Uint8Array {
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b;
-  const out = new Uint8Array(b.byteLength);
+  const out = Buffer.allocUnsafeSlow(b.byteLength);
   out.set(b);
   return out;
 }
