@@ -8,7 +8,12 @@
  * with the bundled LSTM and sentiment models, at most `--window` events in
  * batches not yet committed (the engine's maxShardQueueEvents).
  *
- *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off]
+ *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off] [--queries N]
+ *
+ * `--queries N`: after each round's apply, N profile lookups (protobuf
+ * replies, the bundled LSTM and churn models' predictions, users drawn
+ * uniformly from those applied) answered as the shard answers them
+ * (ProfileQueries.getProfile), with this thread's CPU µs per lookup.
  *
  * Prints, per round (each on a fresh LMDB), CPU µs per event of this thread
  * and of the process (the rest is V8's GC helper threads and lmdb-js's
@@ -34,7 +39,11 @@ import { ActorCache } from "../src/shard/actor-cache.js";
 import { AudienceRunner } from "../src/shard/audience-runner.js";
 import { BatchApplier } from "../src/shard/batch-applier.js";
 import { CategoryLabels } from "../src/shard/category-labels.js";
-import { CLOCK_DEFAULTS, EngineClock } from "../src/shard/engine-clock.js";
+import { CLOCK_DEFAULTS, ClockReader, EngineClock } from "../src/shard/engine-clock.js";
+import { Predictions } from "../src/shard/predictions.js";
+import { ProfileQueries } from "../src/shard/profile-queries.js";
+import { ChurnModel } from "../src/models/churn-model.js";
+import { createLogger } from "../src/obs/logger.js";
 import { ProfileStore } from "../src/store/profile-store.js";
 import { partitionOf } from "../src/wire/partition.js";
 import { pb } from "../src/wire/proto.js";
@@ -50,12 +59,16 @@ const { values: a } = parseArgs({
     window: { type: "string", default: "2048" },
     rounds: { type: "string", default: "2" },
     lstm: { type: "string", default: "on" },
+    queries: { type: "string", default: "0" },
   },
 });
 const EVENTS = Number(a.events);
 const PARTITIONS = Number(a.partitions);
 const BATCH = Number(a.batch);
 const WINDOW = Number(a.window);
+const QUERIES = Number(a.queries);
+/** The users of shard 0's events. */
+const users = new Set<string>();
 const MODELS = join(import.meta.dirname, "..", "..", "models");
 
 /** CPU ms of the calling thread so far (Linux: /proc/thread-self names it). */
@@ -85,6 +98,7 @@ function batches(): { list: EventBatch[]; events: number } {
     const p = partitionOf(e.userId!, PARTITIONS);
     if (p % 2 !== 0) continue;
     events++;
+    users.add(e.userId!);
     if (!per.has(p)) per.set(p, []);
     per.get(p)!.push(pb.Event.encode(e).finish());
     if (per.get(p)!.length >= BATCH) flush(p);
@@ -105,7 +119,31 @@ new PerformanceObserver((l) => {
   }
 }).observe({ entryTypes: ["gc"] });
 
-async function round(list: EventBatch[], events: number, lstm: LstmRuntime | undefined, sentiment: SentimentModel): Promise<{ threadUs: number; processUs: number; wallS: number; minor: number; major: number; gcUs: number }> {
+/** `n` profile lookups of users drawn from `users` as a shard answers them; this thread's CPU µs per lookup and the mean reply bytes. */
+function lookups(n: number, users: string[], actors: ActorCache, store: ProfileStore, clock: EngineClock, lstm: LstmRuntime | undefined): { us: number; bytes: number; sum: number } {
+  const churn = ChurnModel.load(currentDir("churn"));
+  const predictions = new Predictions({ lstm, lstmDir: lstm !== undefined ? currentDir("lstm") : undefined, churn, propensity: undefined, shopSource: "stream:bench" });
+  const q = new ProfileQueries({
+    shard: 0, actors, profile: PROFILE_DEFAULTS, key: (id) => id, clock: new ClockReader(clock.buffer, CLOCK_DEFAULTS), labels: new CategoryLabels(store),
+    models: { lstm, churn, lstmVersions: new Map(), predictions }, log: createLogger("warn"), aliasOf: () => undefined,
+  });
+  let x = 12345;
+  let bytes = 0;
+  /** FNV-1a of every reply's bytes: the same builds answer the same (when the engine clock is not live). */
+  let sum = 2166136261;
+  const c0 = threadCpuMs();
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    const r = q.getProfile(users[x % users.length]!, 0, "protobuf");
+    if (r.ok) {
+      bytes += r.body.length;
+      for (let j = 0; j < r.body.length; j++) sum = Math.imul(sum ^ r.body[j]!, 16777619) >>> 0;
+    }
+  }
+  return { us: ((threadCpuMs() - c0) * 1000) / n, bytes: bytes / n, sum };
+}
+
+async function round(list: EventBatch[], events: number, lstm: LstmRuntime | undefined, sentiment: SentimentModel): Promise<{ threadUs: number; processUs: number; wallS: number; minor: number; major: number; gcUs: number; lookup?: { us: number; bytes: number; sum: number } }> {
   const dir = mkdtempSync(join(tmpdir(), "portrait-bench-shard-"));
   const partitions = Array.from({ length: PARTITIONS }, (_, p) => p).filter((p) => p % 2 === 0);
   const store = new ProfileStore({ dataDir: dir });
@@ -146,9 +184,10 @@ async function round(list: EventBatch[], events: number, lstm: LstmRuntime | und
   const wallS = (performance.now() - t0) / 1000;
   await new Promise((r) => setImmediate(r)); // the last GC entries
   const gcs = { minor: gc.minor - g0.minor, major: gc.major - g0.major, gcUs: ((gc.ms - g0.ms) * 1000) / events };
+  const lookup = QUERIES > 0 ? lookups(QUERIES, [...users], actors, store, clock, lstm) : undefined;
   await store.close();
   rmSync(dir, { recursive: true, force: true });
-  return { threadUs, processUs: (pu.user + pu.system) / events, wallS, ...gcs };
+  return { threadUs, processUs: (pu.user + pu.system) / events, wallS, ...gcs, ...(lookup !== undefined ? { lookup } : {}) };
 }
 
 const lstm = a.lstm === "off" ? undefined : LstmRuntime.load(currentDir("lstm"));
@@ -158,5 +197,6 @@ process.stderr.write(`shard-apply: ${events} events of shard 0 in ${list.length}
 for (let r = 0; r < Number(a.rounds); r++) {
   const x = await round(list, events, lstm, sentiment);
   process.stdout.write(`round ${r + 1}: thread ${x.threadUs.toFixed(1)} µs/event, process ${x.processUs.toFixed(1)} µs/event, ${(events / x.wallS).toFixed(0)} events/s wall; ` +
-    `GCs per 10k events ${((x.minor * 1e4) / events).toFixed(1)} minor, ${((x.major * 1e4) / events).toFixed(2)} major, GC wall ${x.gcUs.toFixed(1)} µs/event; load ${loadavg()[0]!.toFixed(1)}\n`);
+    `GCs per 10k events ${((x.minor * 1e4) / events).toFixed(1)} minor, ${((x.major * 1e4) / events).toFixed(2)} major, GC wall ${x.gcUs.toFixed(1)} µs/event; ` +
+    (x.lookup !== undefined ? `profile lookup ${x.lookup.us.toFixed(1)} µs (thread CPU; reply ${x.lookup.bytes.toFixed(0)} B, FNV-1a of the replies ${x.lookup.sum.toString(16)}); ` : "") + `load ${loadavg()[0]!.toFixed(1)}\n`);
 }

@@ -115,8 +115,15 @@ export class BadRequestError extends PortraitError {
 }
 export class UnknownUserError extends PortraitError {
   constructor(userId: string) {
-    super(ErrorCode.UNKNOWN_USER, `no profile for user ${JSON.stringify(userId)}`);
+    super(ErrorCode.UNKNOWN_USER, unknownUserMessage(userId));
   }
+}
+function unknownUserMessage(userId: string): string {
+  return `no profile for user ${JSON.stringify(userId)}`;
+}
+/** `toWire(new UnknownUserError(userId))` without building an Error (its stack): a shard answers it for every lookup of an id it never saw. */
+export function unknownUserWire(userId: string): WireError {
+  return { code: ErrorCode.UNKNOWN_USER, message: unknownUserMessage(userId) };
 }
 export class OverloadedError extends PortraitError {
   constructor(message = "the engine is overloaded; try again later") {

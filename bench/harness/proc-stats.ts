@@ -87,6 +87,8 @@ export interface CpuDelta {
   threads: Array<{ tid: number; main: boolean; cores: number }>;
   machine: number;
   steal: number;
+  /** Seconds between the two samples. */
+  seconds: number;
   /** Cores used by processes outside the named ones (other users of the machine). */
   others: number;
 }
@@ -101,7 +103,7 @@ export function cpuDelta(a: CpuSample, b: CpuSample, mainPid: number): CpuDelta 
   const machine = cores(b.machine.busy - a.machine.busy);
   const steal = cores(b.machine.steal - a.machine.steal);
   const ours = Object.values(procs).reduce((x, y) => x + y, 0);
-  return { procs, threads, machine, steal, others: Math.max(0, machine - ours) };
+  return { procs, threads, machine, steal, seconds: s, others: Math.max(0, machine - ours) };
 }
 
 /** CPU µs per event of each named process and of the sampled process's busiest threads between two samples. */

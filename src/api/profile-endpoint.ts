@@ -179,7 +179,12 @@ export function parseRecommendRequest(data: Uint8Array, encoding: ReplyEncoding)
 /** Which in-flight bounds a request counts against: none, the query bound, or the query and the recommendation bounds. */
 type Bound = "none" | "query" | "recommend";
 
-type Work = (msg: ServiceMsg, encoding: ReplyEncoding, deadline: QueryDeadline | undefined) => Promise<Uint8Array | Forwarded>;
+type Work = (msg: ServiceMsg, encoding: ReplyEncoding, deadline: QueryDeadline | undefined) => Promise<Uint8Array | Forwarded | Refused>;
+
+/** A typed error answer returned rather than thrown (a shard's UNKNOWN_USER, say: no Error and its stack to build per lookup). */
+interface Refused {
+  refused: WireError;
+}
 
 /** A reply forwarded from the owner node, passed on as it came (body and headers, an error reply included). */
 interface Forwarded {
@@ -280,8 +285,7 @@ export class QueryApi {
     const profile: Work = async (msg, enc, deadline) => {
       const q = parseProfileRequest(msg.data, enc);
       const r = await source.getProfile(partitionOf(q.userId, o.partitions), q.userId, q.asOfMs, enc, deadline, q.explain);
-      if (!r.ok) throw fromWire(r.error);
-      return r.body;
+      return r.ok ? r.body : { refused: r.error };
     };
     const route = o.route;
     if (route === undefined) {
@@ -300,7 +304,7 @@ export class QueryApi {
     };
     const recommendWork: Work | undefined = extra.recommender === undefined ? undefined : async (msg, enc, deadline) =>
       reply(enc, await extra.recommender!.recommend(parseRecommendRequest(msg.data, enc), deadline), pb.RecommendReply);
-    const forward = (kind: "profile" | "recommend", work: Work | undefined) => async (msg: ServiceMsg, enc: ReplyEncoding, deadline: QueryDeadline | undefined): Promise<Uint8Array | Forwarded> => {
+    const forward = (kind: "profile" | "recommend", work: Work | undefined) => async (msg: ServiceMsg, enc: ReplyEncoding, deadline: QueryDeadline | undefined): Promise<Uint8Array | Forwarded | Refused> => {
       const d = route.decide(partitionOf(userOf(kind, msg, enc), o.partitions));
       if ("local" in d) return own(kind, work)(msg, enc, deadline);
       if ("unavailable" in d) throw new UnavailableError(d.unavailable, d.retryAfterMs);
@@ -347,9 +351,13 @@ export class QueryApi {
         if (bound === "recommend") this.#inflightRecommends--;
       };
       running.then(release, release);
-      const out: Uint8Array | Forwarded = await (deadline !== undefined ? beforeDeadline(running, deadline) : running);
+      const out = await (deadline !== undefined ? beforeDeadline(running, deadline) : running);
       if (out instanceof Uint8Array) {
         msg.respond(out);
+      } else if ("refused" in out) {
+        code = out.refused.code;
+        errorText = `${code}: ${out.refused.message}`;
+        respondError(msg, out.refused, encoding);
       } else {
         code = out.forwarded.headers?.get(ERROR_CODE_HEADER) || "OK";
         msg.respond(out.forwarded.data, out.forwarded.headers !== undefined ? { headers: out.forwarded.headers } : {});

@@ -7,7 +7,7 @@
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { newUserState, profileView } from "../actors/user-profile.js";
 import type { QueryDeadline, RecContext, ReplyEncoding } from "../contracts.js";
-import { BadRequestError, OverloadedError, UnknownUserError, toWire, type WireError } from "../errors.js";
+import { BadRequestError, OverloadedError, toWire, unknownUserWire, type WireError } from "../errors.js";
 import type { ChurnModel } from "../models/churn-model.js";
 import { deepFmUserFeatures } from "../models/deepfm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
@@ -84,7 +84,7 @@ export class ProfileQueries {
       if (alias !== undefined) return { ok: false, alias: [alias[0], alias[1]] };
       const state = d.actors.state(key);
       if (state === undefined) {
-        return { ok: false, error: toWire(new UnknownUserError(userId)) };
+        return { ok: false, error: unknownUserWire(userId) };
       }
       if (asOfMs > 0 && asOfMs < state.lastSeenMs) {
         return { ok: false, error: toWire(new BadRequestError(`asOfMs ${new Date(asOfMs).toISOString()} is before this user's last event ` +
@@ -98,11 +98,18 @@ export class ProfileQueries {
       const models = d.models.predictions;
       const predictions = models.any ? models.of(state, asOf, explain) : undefined;
       if (predictions !== undefined) profile.predictions = predictions;
-      for (const c of [...profile.categories, ...(predictions?.nextCategories ?? []), ...(profile.reviews?.categories ?? []), ...(profile.social?.friendsInterests ?? [])]) c.label = d.labels.label(c.key);
-      const body = encoding === "json"
-        ? encoder.encode(JSON.stringify({ profile }))
-        : pb.ProfileReply.encode({ profile: { ...profile, predictions: predictions !== undefined ? wirePredictions(predictions) : null } }).finish();
-      // Not transferred: protobufjs may hand out a view into Node's shared buffer pool.
+      for (const list of [profile.categories, predictions?.nextCategories, profile.reviews?.categories, profile.social?.friendsInterests]) {
+        if (list !== undefined) for (const c of list) c.label = d.labels.label(c.key);
+      }
+      let body: Uint8Array;
+      if (encoding === "json") {
+        body = encoder.encode(JSON.stringify({ profile }));
+      } else {
+        // The view is this query's own: its predictions are swapped for their wire form in place (a spread of the whole view cost more).
+        (profile as unknown as { predictions: unknown }).predictions = predictions !== undefined ? wirePredictions(predictions) : null;
+        body = pb.ProfileReply.encode({ profile }).finish();
+      }
+      // The shard's query port transfers the body (an exact copy where this is a view into Node's shared buffer pool: ownedBytes).
       return { ok: true, body };
     } catch (err) {
       d.log.error({ err }, "profile query failed");

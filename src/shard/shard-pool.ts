@@ -14,7 +14,9 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
+import { CallPort } from "../threads/call-port.js";
+import { MessageChannel } from "node:worker_threads";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ProfileCall, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
 import type { BackfillProgress } from "./audience-runner.js";
@@ -77,6 +79,8 @@ export class ShardPool {
   readonly partitions: number;
   readonly #shards: Shard[];
   readonly #windows: BatchWindow[];
+  /** Each shard's query port (ShardApi.queryPort): the profile lookups. */
+  readonly #queryPorts: CallPort<ProfileCall, ShardProfileResult>[] = [];
   /** Last applied sequence per partition, as found in LMDB at start. */
   readonly appliedAtStart: ReadonlyMap<number, number>;
   /** The engine clock (engine-clock.ts): moved by the batches' times, read by every shard. */
@@ -124,6 +128,9 @@ export class ShardPool {
         for (const p of owned) applied.set(p, ready.appliedSeqs[p] ?? 0);
         for (const [p, msgs] of Object.entries(ready.outbox)) pool.outboxAtStart.set(Number(p), msgs);
         clock.restore(ready.clockMs, ready.clockLive);
+        const { port1, port2 } = new MessageChannel();
+        await s.call((api) => api.queryPort(Comlink.transfer(port2, [port2])));
+        pool.#queryPorts[i] = new CallPort(port1, s.exited);
       }),
     );
     return pool;
@@ -168,7 +175,7 @@ export class ShardPool {
   async getProfile(partition: number, userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false): Promise<ProfileResult> {
     let resolved: ResolvedUser | undefined;
     for (let hop = 0; ; hop++) {
-      const r = await this.#owner(partition).call<ShardProfileResult>((api) => api.getProfile(userId, asOfMs, encoding, deadline, explain, resolved));
+      const r = await this.#queryPorts[this.shardOf(partition)]!.call([userId, asOfMs, encoding, deadline, explain, resolved]);
       if (!("alias" in r) || r.alias === undefined) return r as ProfileResult;
       if (hop >= MAX_HOPS) return { ok: false, error: toWire(new PortraitError(ErrorCode.INTERNAL, `the aliases of user ${JSON.stringify(userId)} form a loop`)) };
       resolved = { asked: userId, key: r.alias[0] };
@@ -262,5 +269,6 @@ export class ShardPool {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all(this.#shards.map((s) => s.close((api) => api.close())));
+    for (const q of this.#queryPorts) q.close();
   }
 }

@@ -5,6 +5,7 @@
  * transfer (src/threads/comlink-errors.ts). The batch contract belongs to the
  * bus (src/bus/event-batch.ts), the query types to src/contracts.ts.
  */
+import type { MessagePort } from "node:worker_threads";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import type { EventBatch, BatchResult } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
@@ -130,6 +131,9 @@ export interface ResolvedUser {
   key: string;
 }
 
+/** A profile lookup over a shard's query port (threads/call-port.ts): the arguments of ShardApi.getProfile. */
+export type ProfileCall = [userId: string, asOfMs: number, encoding: ReplyEncoding, deadline: QueryDeadline | undefined, explain: boolean, resolved: ResolvedUser | undefined];
+
 /** What a shard worker exposes over comlink. */
 export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
@@ -137,6 +141,12 @@ export interface ShardApi {
   /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean, resolved?: ResolvedUser): ShardProfileResult;
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: ResolvedUser): ShardRecContextResult;
+  /**
+   * The port the main thread sends profile lookups to (ProfileCall, answered
+   * with a ShardProfileResult whose body is transferred): getProfile without
+   * comlink's cost per call, the lookups of one main-thread turn in one message.
+   */
+  queryPort(port: MessagePort): void;
   /**
    * Loads the models of `set` (a version already loaded is reused) and runs
    * them from the next message on: a batch or query in progress finishes on

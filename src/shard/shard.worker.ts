@@ -9,6 +9,7 @@
  * decoding, queries on arrival; src/shard/pseudonym.ts): actors, LMDB and the
  * recs worker see only the pseudonym.
  */
+import type { MessagePort } from "node:worker_threads";
 import type { EventBatch } from "../bus/event-batch.js";
 import type { QueryDeadline, ReplyEncoding } from "../contracts.js";
 import { ChurnModel } from "../models/churn-model.js";
@@ -21,6 +22,7 @@ import type { ShardStats } from "../obs/metrics.js";
 import { ProfileStore, isLmdbCommitEcho } from "../store/profile-store.js";
 import { ItemEventSender } from "../threads/item-event-queue.js";
 import { exposeWorker, stallThread } from "../threads/worker-thread.js";
+import { ownedBytes, serveCallPort } from "../threads/call-port.js";
 import { ActorCache } from "./actor-cache.js";
 import { BatchApplier } from "./batch-applier.js";
 import { CategoryLabels } from "./category-labels.js";
@@ -28,7 +30,7 @@ import { ClockReader } from "./engine-clock.js";
 import { Predictions } from "./predictions.js";
 import { ProfileQueries } from "./profile-queries.js";
 import { pseudonymiser } from "./pseudonym.js";
-import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
+import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ProfileCall, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, ShardReady, TickResult } from "./shard-protocol.js";
 import { AudienceRunner, audienceCount, audienceMembers, audienceReport, type BackfillProgress } from "./audience-runner.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
 import type { OutboundMessage, OutboxRef } from "../bus/event-batch.js";
@@ -139,6 +141,15 @@ class Shard implements ShardApi {
 
   getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false, resolved?: ResolvedUser): ShardProfileResult {
     return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain, resolved);
+  }
+
+  queryPort(port: MessagePort): void {
+    serveCallPort<ProfileCall, ShardProfileResult>(port, (c) => {
+      const r = this.#queries.getProfile(c[0], c[1], c[2], c[3], c[4], c[5]);
+      if (!r.ok) return { result: r };
+      const body = ownedBytes(r.body);
+      return { result: { ok: true, body }, transfer: body.buffer as ArrayBuffer };
+    }, (err) => ({ ok: false, error: toWire(err) }));
   }
 
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: ResolvedUser): ShardRecContextResult {
