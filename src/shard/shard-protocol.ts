@@ -138,13 +138,13 @@ export type ProfileCall = [userId: string, asOfMs: number, encoding: ReplyEncodi
 export interface ShardApi {
   init(init: ShardInit): Promise<ShardReady>;
   applyBatch(batch: EventBatch): Promise<ShardBatchResult>;
-  /** Answered as soon as the query reaches the worker (between batches), OVERLOADED when its deadline has passed. */
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain?: boolean, resolved?: ResolvedUser): ShardProfileResult;
   getRecContext(userId: string, asOfMs: number, deadline?: QueryDeadline, lstmVersion?: string, resolved?: ResolvedUser): ShardRecContextResult;
   /**
    * The port the main thread sends profile lookups to (ProfileCall, answered
-   * with a ShardProfileResult whose body is transferred): getProfile without
-   * comlink's cost per call, the lookups of one main-thread turn in one message.
+   * with a ShardProfileResult whose body is transferred), without comlink's
+   * cost per call, the lookups of one main-thread turn in one message. A lookup
+   * is answered as soon as it reaches the worker (between batches), OVERLOADED
+   * when its deadline has passed.
    */
   queryPort(port: MessagePort): void;
   /**

@@ -11,7 +11,7 @@
  */
 import type { MessagePort } from "node:worker_threads";
 import type { EventBatch } from "../bus/event-batch.js";
-import type { QueryDeadline, ReplyEncoding } from "../contracts.js";
+import type { QueryDeadline } from "../contracts.js";
 import { ChurnModel } from "../models/churn-model.js";
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import { PropensityModel } from "../models/propensity-model.js";
@@ -137,10 +137,6 @@ class Shard implements ShardApi {
     const clockMs = Math.max(this.#clock.clockMs, r.times.inEraMs);
     this.#store.putClock(clockMs, this.#clock.liveWith(clockMs));
     return { ...r, stats: this.stats() };
-  }
-
-  getProfile(userId: string, asOfMs: number, encoding: ReplyEncoding, deadline?: QueryDeadline, explain = false, resolved?: ResolvedUser): ShardProfileResult {
-    return this.#queries.getProfile(userId, asOfMs, encoding, deadline, explain, resolved);
   }
 
   queryPort(port: MessagePort): void {
