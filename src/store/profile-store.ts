@@ -118,19 +118,25 @@ class AudienceNumbers {
 
   /** Gives the ids that have none a number, in one synchronous transaction (a set of definitions changed). */
   register(ids: Iterable<string>): void {
-    const missing = [...ids].filter((id) => !this.#byId.has(id));
+    const missing = [...new Set(ids)].filter((id) => !this.#byId.has(id));
     if (missing.length === 0) return;
+    const given: [string, number][] = [];
     this.#root.transactionSync(() => {
+      // What other threads gave since this one loaded, read under the write lock.
       this.#load();
-      let next = this.#ids.length === 0 ? 1 : this.#ids.length;
+      let next = Math.max(1, this.#ids.length);
       for (const id of missing) {
         if (this.#byId.has(id)) continue;
         const n = next++;
         void this.#db.put(["n", id], n);
-        this.#byId.set(id, n);
-        this.#ids[n] = id;
+        given.push([id, n]);
       }
     });
+    // Used only once committed (a failed transaction throws here, and its ids keep being written as strings).
+    for (const [id, n] of given) {
+      this.#byId.set(id, n);
+      this.#ids[n] = id;
+    }
   }
 
   /** The number of an id, or the id itself when it has none. */
