@@ -78,6 +78,9 @@ interface Run {
   cpuUs: number;
   transitions: number;
   stateBytes: number;
+  /** Mean stored bytes per user: its profile value and its memberships record (0 for a user without one). */
+  storedProfile: number;
+  storedMemberships: number;
 }
 
 async function run(defs: AudienceDefinition[]): Promise<Run> {
@@ -180,18 +183,23 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
   }
   const cpu = process.cpuUsage(cpu0);
   let bytes = 0;
+  let storedProfile = 0;
+  let storedMemberships = 0;
   let n = 0;
   for (let i = 0; i < USERS; i += 97) {
     const s = actors.state(`u${i}`);
     if (s !== undefined) {
       bytes += pack(s).length;
+      const b = store.storedBytes(`u${i}`);
+      storedProfile += b.profile;
+      storedMemberships += b.memberships;
       n++;
     }
   }
   await store.close();
   rmSync(dir, { recursive: true, force: true });
   const per = 1000 / EVENTS;
-  return { applyUs: applyMs * per, evalUs: evalMs * per, commitUs: commitMs * per, waitUs: waitMs * per, writes: writes / EVENTS, kinds: Object.fromEntries(Object.entries(kinds).map(([k, n]) => [k, n / EVENTS])), cpuUs: (cpu.user + cpu.system) / EVENTS, transitions: transitions / EVENTS, stateBytes: bytes / n };
+  return { applyUs: applyMs * per, evalUs: evalMs * per, commitUs: commitMs * per, waitUs: waitMs * per, writes: writes / EVENTS, kinds: Object.fromEntries(Object.entries(kinds).map(([k, n]) => [k, n / EVENTS])), cpuUs: (cpu.user + cpu.system) / EVENTS, transitions: transitions / EVENTS, stateBytes: bytes / n, storedProfile: storedProfile / n, storedMemberships: storedMemberships / n };
 }
 
 /**
@@ -300,7 +308,7 @@ async function backfillRuns(defs: AudienceDefinition[], rows: string[][]): Promi
       const { rate, transitions } = await backfill(x, actors, store, now);
       const cpu = process.cpuUsage(c0);
       results[mode]!.push(rate);
-      rows.push([`backfill ${r}`, mode, `${BACKFILL_USERS} profiles, ${transitions} enter events`, `${rate.toFixed(0)} profiles/s`, `${((cpu.user + cpu.system) / BACKFILL_USERS).toFixed(1)} µs CPU/profile`, `1M in ${(1e6 / rate).toFixed(0)} s`, "", "", "", "", ""]);
+      rows.push([`backfill ${r}`, mode, `${BACKFILL_USERS} profiles, ${transitions} enter events`, `${rate.toFixed(0)} profiles/s`, `${((cpu.user + cpu.system) / BACKFILL_USERS).toFixed(1)} µs CPU/profile`, `1M in ${(1e6 / rate).toFixed(0)} s`, "", "", "", "", "", ""]);
       if (mode === "whole") runner.set(added); // the measured runner's set before, for the next selective round
     }
   }
@@ -341,7 +349,7 @@ function ruleRuns(defs: AudienceDefinition[]): string[][] {
       ran[mode]!.push((cpu.user + cpu.system) / (20 * users.size));
     }
   }
-  for (const mode of ["guarded", "unguarded"] as const) rows.push(["rules", mode, `${users.size} users x 20 view evaluations`, `${ran[mode]!.map((x) => x.toFixed(2)).join(" / ")} µs CPU per evaluation`, "", "", "", "", "", ""]);
+  for (const mode of ["guarded", "unguarded"] as const) rows.push(["rules", mode, `${users.size} users x 20 view evaluations`, `${ran[mode]!.map((x) => x.toFixed(2)).join(" / ")} µs CPU per evaluation`, "", "", "", "", "", "", ""]);
   return rows;
 }
 
@@ -362,20 +370,21 @@ async function main(): Promise<void> {
     const none = await run([]);
     const with100 = await run(defs);
     for (const [name, x] of [["none", none], ["100", with100]] as const) {
-      rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0)]);
+      rows.push([`${r}`, name, x.applyUs.toFixed(1), x.evalUs.toFixed(1), x.commitUs.toFixed(1), x.waitUs.toFixed(1), x.writes.toFixed(2), x.cpuUs.toFixed(1), x.transitions.toFixed(3), x.stateBytes.toFixed(0), `${x.storedProfile.toFixed(0)} + ${x.storedMemberships.toFixed(0)}`]);
     }
     ratios.push(1 - none.cpuUs / with100.cpuUs);
     if (r === ROUNDS) kindsNote = `LMDB writes per event by kind, with the 100 audiences: ${Object.entries(with100.kinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ")} (t = timer index, c = counts, o = outbox).`;
-    rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", ""]);
+    rows.push([`${r}`, "cost (CPU)", "", "", "", "", "", `${(100 * ratios[ratios.length - 1]!).toFixed(1)}%`, "", "", ""]);
   }
   rows.push(...ruleRuns(defs));
   if (BACKFILL_USERS > 0) await backfillRuns(defs, rows);
-  const header = ["round", "audiences", "apply µs/event", "evaluate µs/event", "commit µs/event", "await commit µs/event", "LMDB writes/event", "process CPU µs/event", "transitions/event", "state bytes"];
+  const header = ["round", "audiences", "apply µs/event", "evaluate µs/event", "commit µs/event", "await commit µs/event", "LMDB writes/event", "process CPU µs/event", "transitions/event", "state bytes", "stored bytes (profile + memberships)"];
   const load = `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`;
   const notes = [
     `Timer index compaction: ${EAGER ? "eager (at every evaluation: the most writes the index costs)" : "default (4096 passed entries per partition or 60 s: a run shorter than that moves none)"}.`,
     `${EVENTS} synthetic events over ${USERS} users, ${SPAN_DAYS} days of event time, ${FOCUS > 0 ? `${FOCUS * 100}% of each user's events in its favourite category` : "categories uniform"}, ${PARTITIONS} partitions in one thread, fetches of ${FETCH} events split per partition; set "${SET}"; no models, no broker.`,
     "Cost (CPU) = 1 - CPU per event without audiences / with: the shard's share of the target (≤ 20%) without the main thread's publishing of transitions.",
+    "State bytes: msgpack of the whole state in memory (with its memberships, their ids as strings), sampled users; stored bytes: the same users' values in LMDB as written, the profile (shared record structures, without the memberships) and the memberships record (none for a user that never entered an audience).",
     "Rules rows: the rules alone (no store, no transitions): each user's state after the events evaluated again at the last event's time, with the set's guards (a non-member whose affinity or session guard is false is not evaluated) and without (every rule runs), alternating; the figures of the 3 rounds.",
     `Backfill rows: a new audience every stored profile enters (events.90d >= 1), over ${BACKFILL_USERS} stored profiles evaluated against the set, in one thread without the ticks' pacing (a shard's capacity; the engine's two shards each evaluate half the profiles, beside ingest); selective = the shard knows the set before (only the new audience is evaluated), whole = every audience (a runner started with the new set).`,
     kindsNote,

@@ -313,6 +313,62 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     }
   });
 
+  it("store - memberships records name audiences by number (one dictionary for every store on the data dir); records with id strings (the layout before) load and are found by members", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-numbers-"));
+    const raw = () => {
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      return { env, memberships: env.openDB({ name: "memberships", encoding: "msgpack" }) };
+    };
+    try {
+      // Written as ProfileStore wrote memberships records before: audience ids as strings.
+      {
+        const { env, memberships } = raw();
+        const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (o: object) => Object.getPrototypeOf(o) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+        const u = newUserState();
+        const { m: _m, due: _due, ...aud } = newAudienceState(0);
+        u.aud = aud as typeof u.aud;
+        await profiles.put("old", u);
+        await memberships.put("old", [12345, 1, 0, 0, "buyers", 777, 1, 1, "constructor", 0, 2, 0]);
+        await env.close();
+      }
+      const store = new ProfileStore({ dataDir: dir });
+      // Another store on the same data dir (a shard thread, the main thread) that loaded the dictionary before the numbers were given.
+      const other = new ProfileStore({ dataDir: dir });
+      const old = store.getState("old")!;
+      expect({ ...old.aud!.m }).toEqual({ buyers: [777, 1, 1], constructor: [0, 2, 0] });
+      expect([old.aud!.due, old.aud!.w]).toEqual([12345, 1]);
+      store.registerAudiences(["buyers", "constructor"]);
+      store.registerAudiences(["buyers", "vip"]);
+      const u = newUserState();
+      u.aud = newAudienceState(0);
+      u.aud.m["buyers"] = [888, 1, 0];
+      u.aud.m["vip"] = [0, 2, 1];
+      u.aud.m["unnumbered"] = [5, 1, 0];
+      await store.commitBatch(0, 1, [["new", u]]);
+      expect({ ...other.getState("new")!.aud!.m }).toEqual({ buyers: [888, 1, 0], vip: [0, 2, 1], unnumbered: [5, 1, 0] });
+      for (const s of [store, other]) {
+        expect([...s.members("buyers")]).toEqual([["new", 888, 0], ["old", 777, 1]]);
+        expect([...s.members("unnumbered")]).toEqual([["new", 5, 0]]);
+        expect([...s.members("vip")]).toEqual([]);
+      }
+      // The old record is rewritten with numbers when its memberships change.
+      old.aud!.m["buyers"] = [0, 2, 1];
+      await store.commitBatch(0, 2, [["old", old, MEMBERSHIPS_PART]]);
+      await store.close();
+      await other.close();
+      const { env, memberships } = raw();
+      expect(memberships.get("new")).toEqual([0, 0, 0, 0, 1, 888, 1, 0, 3, 0, 2, 1, "unnumbered", 5, 1, 0]);
+      expect(memberships.get("old")).toEqual([12345, 1, 0, 0, 1, 0, 2, 1, 2, 0, 2, 0]);
+      await env.close();
+      const again = new ProfileStore({ dataDir: dir });
+      expect({ ...again.getState("old")!.aud!.m }).toEqual({ buyers: [0, 2, 1], constructor: [0, 2, 0] });
+      expect({ ...again.getState("new")!.aud!.m }).toEqual({ buyers: [888, 1, 0], vip: [0, 2, 1], unnumbered: [5, 1, 0] });
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("store - a profile stored with its memberships inside (the layout before the memberships db) reads the same, and keeps them when only its profile is written", async () => {
     const dir = mkdtempSync(join(tmpdir(), "portrait-aud-legacy-"));
     try {

@@ -614,10 +614,19 @@ interface Flags {
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
-const flagCache = new WeakMap<AudienceState, Flags>();
+/**
+ * Where a state keeps its Flags: a symbol-keyed property of its own, not
+ * enumerable (no codec, spread, clone or byte estimate sees it), rather than
+ * a WeakMap from states to flags. With a WeakMap, the ~8,600 freshly loaded
+ * states of a selective backfill cost 24–35 µs each against 14–26 µs
+ * (unpacking and evaluating them, alternated in one process: the WeakMap's
+ * insertions and its ephemerons in every GC).
+ */
+const FLAGS = Symbol("audience membership flags");
+type WithFlags = AudienceState & { [FLAGS]?: Flags | undefined };
 
 function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
-  const f = flagCache.get(a);
+  const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
   const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
@@ -627,7 +636,8 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
-  flagCache.set(a, g);
+  if (FLAGS in a) (a as WithFlags)[FLAGS] = g;
+  else Object.defineProperty(a, FLAGS, { value: g, writable: true, configurable: true, enumerable: false });
   return g;
 }
 
@@ -726,7 +736,7 @@ export function exitAll(user: string, u: UserState, atMs: number, reason: "forgo
   if (a === undefined) return [];
   const out: Transition[] = [];
   for (const id in a.m) if (a.m[id]![0] > 0) out.push(transition(a, user, undefined, id, false, atMs, reason));
-  flagCache.delete(a);
+  if (FLAGS in a) (a as WithFlags)[FLAGS] = undefined;
   a.due = 0;
   return out;
 }

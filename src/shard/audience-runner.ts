@@ -194,6 +194,8 @@ export class AudienceRunner {
   set(defs: AudienceDefinition[]): void {
     const before = this.#set;
     this.#set = compileAudiences(defs);
+    // Their numbers in memberships records (profile-store.ts), before any of their evaluations is committed.
+    this.#d.store.registerAudiences(defs.map((x) => x.id));
     this.#holdouts = new Set(defs.filter((x) => (x.holdoutShare ?? 0) > 0).map((x) => x.id));
     // Departed members of audiences gone from the set (a new audience of the same id starts without them).
     const removes: AudienceKey[] = [];

@@ -9,8 +9,11 @@
  *   due, w, q), and a `memberships` record, once written, takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
  *   msgpack array (MembershipRecord): [due ms, w, q0, q1, then per audience
- *   entered at least once: id, since ms, transitions, holdout]; none for a
- *   user that never entered an audience and has no due. Written by
+ *   entered at least once: audience number, since ms, transitions, holdout];
+ *   none for a user that never entered an audience and has no due. The
+ *   audience number is the id's in the `audiences` db's dictionary (["n", id]
+ *   -> number, registerAudiences); an id without one, and every id in records
+ *   written before the dictionary, is the id string itself. Written by
  *   itself when only memberships or the due changed (a timer, a backfill), so
  *   a time-driven transition or a backfill entry does not rewrite the profile,
  *   and an event that changes no membership does not rewrite the memberships;
@@ -32,7 +35,9 @@
  *   (the partition's counts; ["c", audience, partition] -> members before), ["o", partition,
  *   entry number] -> the transitions of one commit, or ["o", partition, message
  *   id] -> an identity message (the outbox: committed, not yet published),
- *   ["b", shard] -> the definitions a shard last backfilled. Written in the
+ *   ["b", shard] -> the definitions a shard last backfilled, ["n", audience
+ *   id] -> its number in memberships records (never changes once given; the
+ *   numbers are 1, 2, ... in the order ids were first registered). Written in the
  *   same transaction as the states that caused them.
  *
  * - db `chain` (versioned): "p/<partition>" -> its version counts the
@@ -78,20 +83,97 @@ export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
 export const PROFILE_PART = 1;
 export const MEMBERSHIPS_PART = 2;
 
-/** A `memberships` record: [due, w, q0, q1, (id, since, transitions, holdout)...] (see the layout above). */
+/** A `memberships` record: [due, w, q0, q1, (audience, since, transitions, holdout)...] (see the layout above). */
 type MembershipRecord = (number | string)[];
 
-function membershipRecord(a: AudienceState): MembershipRecord {
+/**
+ * The audience numbers of memberships records (["n", id] -> number in the
+ * `audiences` db): a record names an audience by a small integer (one byte in
+ * msgpack up to 127) rather than by its id string (~15 bytes each, packed and
+ * unpacked with every record). Numbers are given under the write lock
+ * (`register`), so every thread and process sharing the environment sees the
+ * same one for an id; a thread that reads a number it does not know yet
+ * reloads the dictionary (another one registered it).
+ */
+class AudienceNumbers {
+  readonly #byId = new Map<string, number>();
+  readonly #ids: (string | undefined)[] = [];
+  readonly #root: RootDatabase;
+  readonly #db: Database<unknown, AudienceKey>;
+
+  constructor(root: RootDatabase, db: Database<unknown, AudienceKey>) {
+    this.#root = root;
+    this.#db = db;
+    this.#load();
+  }
+
+  #load(): void {
+    for (const { key, value } of this.#db.getRange({ start: ["n", ""], end: ["n", "\u{10FFFF}"] })) {
+      const id = key[1] as string;
+      const n = value as number;
+      this.#byId.set(id, n);
+      this.#ids[n] = id;
+    }
+  }
+
+  /** Gives the ids that have none a number, in one synchronous transaction (a set of definitions changed). */
+  register(ids: Iterable<string>): void {
+    const missing = [...new Set(ids)].filter((id) => !this.#byId.has(id));
+    if (missing.length === 0) return;
+    const given: [string, number][] = [];
+    this.#root.transactionSync(() => {
+      // What other threads gave since this one loaded, read under the write lock.
+      this.#load();
+      let next = Math.max(1, this.#ids.length);
+      for (const id of missing) {
+        if (this.#byId.has(id)) continue;
+        const n = next++;
+        void this.#db.put(["n", id], n);
+        given.push([id, n]);
+      }
+    });
+    // Used only once committed (a failed transaction throws here, and its ids keep being written as strings).
+    for (const [id, n] of given) {
+      this.#byId.set(id, n);
+      this.#ids[n] = id;
+    }
+  }
+
+  /** The number of an id, or the id itself when it has none. */
+  of(id: string): number | string {
+    return this.#byId.get(id) ?? id;
+  }
+
+  /** The id of a record's entry: a number of the dictionary, or an id string (no number, or a record of the layout before). */
+  id(x: number | string): string {
+    if (typeof x === "string") return x;
+    let id = this.#ids[x];
+    if (id === undefined) {
+      this.#load();
+      id = this.#ids[x];
+      if (id === undefined) throw new PortraitError(ErrorCode.STORAGE_FAILED, `memberships record names audience number ${x}, which the dictionary does not hold`);
+    }
+    return id;
+  }
+
+  /** The number of an id as the dictionary holds it now (reloaded when this thread does not know one), or undefined. */
+  current(id: string): number | undefined {
+    if (!this.#byId.has(id)) this.#load();
+    return this.#byId.get(id);
+  }
+}
+
+function membershipRecord(a: AudienceState, numbers: AudienceNumbers): MembershipRecord {
   const r: MembershipRecord = [a.due, a.w ?? 0, a.q?.[0] ?? 0, a.q?.[1] ?? 0];
   const m = a.m;
   for (const id in m) {
     const x = m[id]!;
-    r.push(id, x[0], x[1], x[2]);
+    r.push(numbers.of(id), x[0], x[1], x[2]);
   }
   return r;
 }
 
-function readMemberships(a: AudienceState, r: MembershipRecord): void {
+function readMemberships(a: AudienceState, r: MembershipRecord, numbers: AudienceNumbers): void {
   a.due = r[0] as number;
   // A profile of the new layout has none of these; one of the old layout may have them (deleted: the record wins).
   if (r[1] === 1) a.w = 1;
@@ -100,7 +182,7 @@ function readMemberships(a: AudienceState, r: MembershipRecord): void {
   else if ("q" in a) delete a.q;
   if ("tm" in a) delete a.tm;
   const m = Object.create(null) as AudienceState["m"];
-  for (let i = 4; i + 3 < r.length; i += 4) m[r[i] as string] = [r[i + 1] as number, r[i + 2] as number, r[i + 3] as number];
+  for (let i = 4; i + 3 < r.length; i += 4) m[numbers.id(r[i]!)] = [r[i + 1] as number, r[i + 2] as number, r[i + 3] as number];
   a.m = m;
 }
 
@@ -193,6 +275,7 @@ export class ProfileStore {
   readonly #aud: Database<unknown, AudienceKey>;
   readonly #aliases: Database<AliasEntry, string>;
   readonly #merging: Database<MergingEntry, string>;
+  readonly #numbers: AudienceNumbers;
   /** Version the chain entry of each partition has once every batch issued so far has committed. */
   readonly #chainVersion = new Map<number, number>();
   #closed = false;
@@ -220,6 +303,17 @@ export class ProfileStore {
     this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
     this.#aliases = this.#root.openDB<AliasEntry, string>({ name: "aliases", encoding: "msgpack" });
     this.#merging = this.#root.openDB<MergingEntry, string>({ name: "merging", encoding: "msgpack" });
+    this.#numbers = new AudienceNumbers(this.#root, this.#aud);
+  }
+
+  /**
+   * Gives audience ids their numbers for memberships records (the layout
+   * above), once per id: call with a set's ids before its evaluations are
+   * committed (an id without a number is written as its string, which loads
+   * the same).
+   */
+  registerAudiences(ids: Iterable<string>): void {
+    this.#numbers.register(ids);
   }
 
   /** A merge in flight (db `merging`) by its key (mergingKey), or undefined. */
@@ -252,10 +346,12 @@ export class ProfileStore {
    * audience or have a due); there is no member index to keep with every transition.
    */
   *members(audience: string, after = ""): Generator<[string, number, number]> {
+    // Entries name the audience by its number, or by its id (no number then, or a record of the layout before).
+    const n = this.#numbers.current(audience) ?? audience;
     for (const { key, value } of this.#memberships.getRange(after === "" ? {} : { start: after })) {
       if (key === after) continue;
       for (let i = 4; i + 3 < value.length; i += 4) {
-        if (value[i] !== audience) continue;
+        if (value[i] !== n && value[i] !== audience) continue;
         if ((value[i + 1] as number) > 0) yield [key, value[i + 1] as number, value[i + 3] as number];
         break;
       }
@@ -277,7 +373,7 @@ export class ProfileStore {
         if (!this.#memberships.doesExist(user)) {
           const a = this.getState(user)?.aud;
           if (a !== undefined) {
-            void this.#memberships.put(user, membershipRecord(a));
+            void this.#memberships.put(user, membershipRecord(a, this.#numbers));
             this.#legacy.delete(a);
           }
         }
@@ -355,7 +451,7 @@ export class ProfileStore {
     if (a === undefined) return s;
     const r = this.#memberships.get(userId);
     if (r !== undefined) {
-      readMemberships(a, r);
+      readMemberships(a, r, this.#numbers);
     } else if (a.m !== undefined) {
       // The layout before the memberships db: decoded dictionaries are plain objects, the memberships get their null prototype back (AudienceState.m).
       Object.setPrototypeOf(a.m, null);
@@ -365,6 +461,11 @@ export class ProfileStore {
       a.due = 0;
     }
     return s;
+  }
+
+  /** Bytes of a user's stored values as written (0 = none): its profile and its memberships record (benches). */
+  storedBytes(userId: string): { profile: number; memberships: number } {
+    return { profile: this.#profiles.getBinary(userId)?.length ?? 0, memberships: this.#memberships.getBinary(userId)?.length ?? 0 };
   }
 
   hasState(userId: string): boolean {
@@ -446,7 +547,7 @@ export class ProfileStore {
         if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
         const a = state.aud;
         if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
-          const r = membershipRecord(a);
+          const r = membershipRecord(a, this.#numbers);
           // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
           if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(() => undefined);
           else void this.#memberships.put(id, r).catch(() => undefined);
