@@ -487,4 +487,28 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("backfill - the scan waits for the batches applied before the set to commit (it lists committed profiles only): a user still committing is not passed over", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-wait-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      await store.commitBatch(0, 1, [["u1", newUserState()]]);
+      const runner = new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 1, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      let committed!: () => void;
+      const applied = new Promise<void>((r) => (committed = r));
+      runner.set([parseDefinition({ id: "everyone", rule: { field: "orders", op: ">=", value: 0 } })], applied);
+      // A batch applied before the set commits a new user while the backfill waits: no keys yet, the backfill still runs.
+      expect(runner.backfillKeys()).toEqual([]);
+      expect(runner.progress().running).toBe(true);
+      await store.commitBatch(0, 2, [["u2", newUserState()]]);
+      expect(runner.backfillKeys()).toEqual([]);
+      committed();
+      await applied;
+      expect(runner.backfillKeys()).toEqual([["u1", 0], ["u2", 0]]);
+      expect(runner.backfillKeys()).toEqual([]);
+      expect(runner.progress().running).toBe(false);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

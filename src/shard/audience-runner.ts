@@ -151,8 +151,11 @@ export class AudienceRunner {
   #hash = "[]";
   /** Members per audience, per owned partition, as of the last commit issued (written whole: #writeCounts). */
   readonly #counts = new Map<number, Map<string, number>>();
-  /** The running backfill; `only`: the audiences it evaluates (backfillSelection), undefined = all of them. */
-  #backfill: { cursor: string; scanned: number; total: number; hash: string; only: Uint8Array | undefined } | undefined;
+  /**
+   * The running backfill; `only`: the audiences it evaluates (backfillSelection), undefined = all of them; `waiting`:
+   * the batches applied before the set are still committing, and the scan has not started (set).
+   */
+  #backfill: { cursor: string; scanned: number; total: number; hash: string; only: Uint8Array | undefined; waiting: boolean } | undefined;
   readonly #cohorts: CohortSketches;
   /** Audiences with a holdout: their departed members are recorded for the report. */
   #holdouts = new Set<string>();
@@ -190,8 +193,13 @@ export class AudienceRunner {
     return this.#set.defs.length;
   }
 
-  /** Takes a new set of definitions (already validated by whoever stored them); starts a backfill when it differs from the last one backfilled. */
-  set(defs: AudienceDefinition[]): void {
+  /**
+   * Takes a new set of definitions (already validated by whoever stored them); starts a backfill when it differs from
+   * the last one backfilled. `applied` settles once the batches applied before this call have committed: they were
+   * evaluated with the set before, and the backfill's scan, which lists committed profiles only, starts after them, so
+   * that a user whose first batch was still committing is not passed over.
+   */
+  set(defs: AudienceDefinition[], applied: Promise<void> = Promise.resolve()): void {
     const before = this.#set;
     this.#set = compileAudiences(defs);
     // Their numbers in memberships records (profile-store.ts), before any of their evaluations is committed.
@@ -219,7 +227,11 @@ export class AudienceRunner {
       only = backfillSelection(before, this.#set);
       if (running !== undefined) this.#set.defs.forEach((x, i) => { if (before.versions.has(x.id) && running.only![before.defs.findIndex((y) => y.id === x.id)] === 1) only![i] = 1; });
     }
-    this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash, only };
+    const b = (this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash, only, waiting: true as boolean });
+    void applied.then(() => {
+      b.waiting = false;
+      b.total = this.#d.store.profileCount();
+    });
   }
 
   progress(): BackfillProgress {
@@ -265,6 +277,7 @@ export class AudienceRunner {
   backfillKeys(): [string, number][] | undefined {
     const b = this.#backfill;
     if (b === undefined) return undefined;
+    if (b.waiting) return [];
     const d = this.#d;
     const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
     const out: [string, number][] = [];

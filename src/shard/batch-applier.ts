@@ -158,6 +158,11 @@ export class BatchApplier {
     return this.#pendingWrites;
   }
 
+  /** Settles once the batches and ticks in flight now have committed or failed. */
+  settled(): Promise<void> {
+    return Promise.all([...this.#inflight]).then(() => undefined);
+  }
+
   apply(batch: EventBatch): Promise<AppliedBatch> {
     // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
     const run = this.#apply(batch);
@@ -672,7 +677,7 @@ export class BatchApplier {
   /** Removes an alias entry (its primary was forgotten): after the batches in flight, like forget. */
   async forgetAlias(key: string): Promise<{ ok: true } | { ok: false; error: WireError }> {
     const d = this.#d;
-    await Promise.all([...this.#inflight]);
+    await this.settled();
     this.#pendingAliases.delete(key);
     try {
       await d.actors.erase(key, () => d.store.removeStateWith(key, { puts: [], removes: [] }, [key]));

@@ -171,7 +171,7 @@ class Shard implements ShardApi {
   }
 
   async setAudiences(defs: AudienceDefinition[]): Promise<void> {
-    this.#audiences.set(defs);
+    this.#audiences.set(defs, this.#batches.settled());
   }
 
   async tick(only?: number[]): Promise<TickResult & { backfill: BackfillProgress }> {
