@@ -45,6 +45,7 @@ export const soak: Scenario = {
       rows: [
         ...mixedRows(w),
         ["engine RSS", `first ${f0(rss[0] ?? NaN)} / max ${f0(Math.max(...rss))} / last ${f0(rss.at(-1) ?? NaN)} MiB`, "-", "-", "-", "-", "-"],
+        ["V8 heap limits", heapLimits(w.samples), "-", "-", "-", "-", "-"],
         ["RSS slope, second half", `${f2(slopeMiBPerMin)} MiB/min (${flat ? "flat" : "NOT flat"}: ${f2(Math.abs(slopeMiBPerMin) * 60)} MiB/h vs 5 % of ${f0(meanHalf)} MiB)`, "-", "-", "-", "-", "-"],
         ...parts.map((p) => {
           const v = w.samples.map(p.of);
@@ -81,6 +82,13 @@ function heapMiB(s: ResourceSample, thread: RegExp, kind: string): number {
     if (kd === kind && thread.test(t!)) n += v;
   }
   return n / MiB;
+}
+
+/** Each thread's heap limit (portrait_thread_heap_bytes kind "limit": the worker heap bounds plus the young generation), MiB, from the first sample that has them. */
+function heapLimits(samples: ResourceSample[]): string {
+  const h = samples.find((s) => Object.keys(s.mem?.engine?.heaps ?? {}).some((k) => k.endsWith("/limit")))?.mem?.engine?.heaps;
+  if (h === undefined) return "not reported";
+  return Object.entries(h).filter(([k]) => k.endsWith("/limit")).map(([k, v]) => `${k.split("/")[0]} ${f0(v / MiB)}`).join(" / ") + " MiB";
 }
 
 /** The soak's memory breakdown: each component as a function of a sample. */
