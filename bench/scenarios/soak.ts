@@ -84,11 +84,11 @@ function heapMiB(s: ResourceSample, thread: RegExp, kind: string): number {
   return n / MiB;
 }
 
-/** Each thread's heap limit (portrait_thread_heap_bytes kind "limit": the worker heap bounds plus the young generation), MiB, from the first sample that has them. */
+/** Each thread's heap limit (portrait_thread_heap_bytes kind "limit": the worker heap bounds plus the young generation), MiB, as last sampled (a busy worker may miss the first samples). */
 function heapLimits(samples: ResourceSample[]): string {
-  const h = samples.find((s) => Object.keys(s.mem?.engine?.heaps ?? {}).some((k) => k.endsWith("/limit")))?.mem?.engine?.heaps;
-  if (h === undefined) return "not reported";
-  return Object.entries(h).filter(([k]) => k.endsWith("/limit")).map(([k, v]) => `${k.split("/")[0]} ${f0(v / MiB)}`).join(" / ") + " MiB";
+  const limits = new Map<string, number>();
+  for (const s of samples) for (const [k, v] of Object.entries(s.mem?.engine?.heaps ?? {})) if (k.endsWith("/limit")) limits.set(k.split("/")[0]!, v);
+  return limits.size === 0 ? "not reported" : [...limits].map(([t, v]) => `${t} ${f0(v / MiB)}`).join(" / ") + " MiB";
 }
 
 /** The soak's memory breakdown: each component as a function of a sample. */
