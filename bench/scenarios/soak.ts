@@ -94,6 +94,11 @@ function heapLimits(samples: ResourceSample[]): string {
 /** The soak's memory breakdown: each component as a function of a sample. */
 function memoryParts(samples: ResourceSample[]): Array<{ name: string; unit: string; of: (s: ResourceSample) => number }> {
   const shards = [...new Set(samples.flatMap((s) => Object.keys(s.mem?.engine?.actors ?? {})))].sort((a, b) => Number(a) - Number(b));
+  // About the live data: a full collection falls in most minutes, and right after it `used` is the live data (used alone also counts the garbage not yet collected).
+  const leastUsed = (s: ResourceSample, thread: RegExp) => {
+    const v = samples.filter((x) => x.t <= s.t && x.t > s.t - 60).map((x) => heapMiB(x, thread, "used")).filter(Number.isFinite);
+    return v.length === 0 ? NaN : Math.min(...v);
+  };
   const v8All = (s: ResourceSample) => heapMiB(s, /.*/, "total") + heapMiB(s, /.*/, "external");
   const gauge = (s: ResourceSample, name: string) => {
     const g = s.mem?.engine?.gauges[name];
@@ -109,7 +114,9 @@ function memoryParts(samples: ResourceSample[]): Array<{ name: string; unit: str
     { name: "memory: shard heaps used (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "used") },
     { name: "memory: shard heaps total (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "total") },
     { name: "memory: shard externals (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "external") },
+    { name: "memory: shard heaps live (least used in the last minute, per shard, summed)", unit: "MiB", of: (s) => shards.reduce((n, sh) => n + leastUsed(s, new RegExp(`^shard-${sh}$`)), 0) },
     { name: "memory: recs heap used", unit: "MiB", of: (s) => heapMiB(s, /^recs$/, "used") },
+    { name: "memory: recs heap live (least used in the last minute)", unit: "MiB", of: (s) => leastUsed(s, /^recs$/) },
     { name: "memory: recs heap total", unit: "MiB", of: (s) => heapMiB(s, /^recs$/, "total") },
     { name: "memory: native rest (RssAnon − V8 totals − externals)", unit: "MiB", of: (s) => (s.mem?.anonMiB ?? NaN) - v8All(s) },
     ...shards.map((sh) => ({ name: `actors cached, shard ${sh}`, unit: "actors", of: (s: ResourceSample) => s.mem?.engine?.actors[sh] ?? NaN })),
