@@ -1,5 +1,5 @@
 /**
- * `node dist-bench/bench/worker-heap.js [--heap-mib N] [--seconds S] [--users U]`:
+ * `node dist-bench/bench/worker-heap.js [--heap-mib N] [--young-mib N] [--seconds S] [--users U]`:
  * what V8 reserves for one worker thread's heap under a steady load, with and
  * without a bound on its old generation (Worker `resourceLimits`, as the
  * engine options maxShardHeapBytes and recs.maxHeapBytes set it). The worker
@@ -21,16 +21,17 @@ import { Worker, isMainThread, parentPort, workerData } from "node:worker_thread
 interface Tick { t: number; used: number; total: number; minUsed: number; events: number; majors: number }
 
 if (isMainThread) {
-  const { values: a } = parseArgs({ options: { "heap-mib": { type: "string", default: "0" }, seconds: { type: "string", default: "180" }, users: { type: "string", default: "60000" } } });
+  const { values: a } = parseArgs({ options: { "heap-mib": { type: "string", default: "0" }, "young-mib": { type: "string", default: "0" }, seconds: { type: "string", default: "180" }, users: { type: "string", default: "60000" } } });
   const heapMib = Number(a["heap-mib"]);
+  const youngMib = Number(a["young-mib"]);
   const w = new Worker(new URL(import.meta.url), {
     workerData: { seconds: Number(a.seconds), users: Number(a.users) },
-    ...(heapMib > 0 ? { resourceLimits: { maxOldGenerationSizeMb: heapMib } } : {}),
+    resourceLimits: { ...(heapMib > 0 ? { maxOldGenerationSizeMb: heapMib } : {}), ...(youngMib > 0 ? { maxYoungGenerationSizeMb: youngMib } : {}) },
   });
   const cpu0 = process.cpuUsage();
   let last = { events: 0, cpu: 0 };
   const MiB = 2 ** 20;
-  console.log(`worker heap bound: ${heapMib > 0 ? `${heapMib} MiB` : "V8's default"}; load ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+  console.log(`worker heap bound: ${heapMib > 0 ? `${heapMib} MiB` : "V8's default"}, young generation ${youngMib > 0 ? `${youngMib} MiB` : "V8's default"}; load ${loadavg().map((x) => x.toFixed(1)).join(" ")}`);
   w.on("message", (m: Tick) => {
     const c = process.cpuUsage(cpu0);
     const cpu = (c.user + c.system) / 1000;

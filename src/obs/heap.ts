@@ -42,7 +42,7 @@ export const WORKER_HEAP_PER_STATE_BYTE = 1.5;
 
 /** The heap bound (old generation) that a worker holding `stateBytes` of estimated state needs, bytes. */
 export function workerHeapFor(stateBytes: number): number {
-  return Math.ceil((stateBytes * WORKER_HEAP_PER_STATE_BYTE + WORKER_HEAP_BASE_BYTES) / MiB) * MiB;
+  return Math.ceil(stateBytes * WORKER_HEAP_PER_STATE_BYTE + WORKER_HEAP_BASE_BYTES);
 }
 
 /** The most estimated state that fits a worker heap bound of `heapBytes` (the inverse of workerHeapFor), bytes. */
@@ -55,8 +55,9 @@ export function stateBytesFor(heapBytes: number): number {
  * the other follows from it (the state bound is also at most
  * `defaultState`); given neither, the state bound is `defaultState`; given
  * both, the heap bound must hold the state bound (or the worker would run
- * out of memory before its cache is full). Returns undefined values' errors
- * as a message naming the options, for the caller's ConfigError.
+ * out of memory before its cache is full). Invalid values give a message
+ * naming the options instead, for the caller's ConfigError. Its result,
+ * given back as both bounds, is accepted.
  */
 export function workerHeapBounds(given: { heap: number | undefined; state: number | undefined }, defaultState: number, names: { heap: string; state: string }, minState: number):
   { heap: number; state: number } | string {
