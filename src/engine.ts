@@ -203,7 +203,7 @@ export class Engine {
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
       ...(cfg.cluster !== undefined ? { changelog: true } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents });
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents, maxHeapBytes: cfg.maxShardHeapBytes });
     return { pool: this.#pool, recs: recs.host };
   }
 

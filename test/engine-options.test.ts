@@ -44,6 +44,26 @@ describe("engine options", () => {
     expect(() => compileInferenceOptions({ ...cfg.inference, workers: 0 })).toThrow(/options\.workers/);
   });
 
+  it("engine options - worker heap bounds: 1.5 x the cache bound + 512 MiB by default, each bound follows the other, a heap that cannot hold its cache is refused", () => {
+    const MiB = 2 ** 20;
+    const D = compileEngineOptions({});
+    expect(D.maxShardHeapBytes).toBe(Math.ceil(1.5 * D.maxActorBytesPerShard + 512 * MiB));
+    expect(D.recs.maxHeapBytes).toBe(Math.ceil(1.5 * D.recs.maxStateBytes + 512 * MiB));
+    // The derived cache bound fits the heap bound given, also one that is not a whole number of MiB.
+    const odd = compileRecsOptions({ maxHeapBytes: 600 * MiB + 1 });
+    expect(compileRecsOptions({ maxHeapBytes: odd.maxHeapBytes, maxStateBytes: odd.maxStateBytes })).toMatchObject({ maxHeapBytes: 600 * MiB + 1, maxStateBytes: odd.maxStateBytes });
+    expect(compileEngineOptions({ maxActorBytesPerShard: 256 * MiB })).toMatchObject({ maxActorBytesPerShard: 256 * MiB, maxShardHeapBytes: 896 * MiB });
+    expect(compileEngineOptions({ maxShardHeapBytes: 1024 * MiB })).toMatchObject({ maxActorBytesPerShard: Math.floor(512 * MiB / 1.5), maxShardHeapBytes: 1024 * MiB });
+    expect(compileEngineOptions({ maxShardHeapBytes: 1024 * MiB, maxActorBytesPerShard: 100 * MiB })).toMatchObject({ maxActorBytesPerShard: 100 * MiB, maxShardHeapBytes: 1024 * MiB });
+    expect(() => compileEngineOptions({ maxShardHeapBytes: 1024 * MiB, maxActorBytesPerShard: 400 * MiB })).toThrow(/maxShardHeapBytes \(1073741824\) must hold options.maxActorBytesPerShard/);
+    expect(() => compileEngineOptions({ maxShardHeapBytes: 256 * MiB })).toThrow(/maxShardHeapBytes must be an integer >= 538443776 \(513.5 MiB/);
+    expect(compileRecsOptions({ maxStateBytes: 64 * MiB }).maxHeapBytes).toBe(608 * MiB);
+    expect(compileRecsOptions({ maxHeapBytes: 812 * MiB })).toMatchObject({ maxStateBytes: 200 * MiB, maxHeapBytes: 812 * MiB });
+    expect(compileRecsOptions({ maxHeapBytes: 0 })).toEqual(compileRecsOptions());
+    expect(() => compileRecsOptions({ maxHeapBytes: 812 * MiB, maxStateBytes: 300 * MiB })).toThrow(/maxHeapBytes \(851443712\) must hold options.maxStateBytes/);
+    expect(() => compileRecsOptions({ maxHeapBytes: "1g" as never })).toThrow(/maxHeapBytes must be an integer/);
+  });
+
   it("docs - README's engine flag table gives the defaults of ENGINE_DEFAULTS", () => {
     const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
     const cells = new Map([...readme.matchAll(/^\| `(--[a-z-]+)[^|]*\|[^|]*\| ([^|]+) \|$/gm)].map((m) => [m[1]!, m[2]!.trim()]));

@@ -1,5 +1,5 @@
 /** The worker-thread client and the comlink error transfer, with a real worker thread (test/fixtures/errors.worker.ts). */
-import { setFlagsFromString } from "node:v8";
+import { getHeapStatistics, setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { afterEach, describe, expect, it } from "vitest";
 import { BadRequestError, ErrorCode, PortraitError, fromWire, toWire } from "../src/errors.js";
@@ -11,6 +11,8 @@ interface Api {
   plain(): Promise<never>;
   stats(): Promise<{ n: number }>;
   exit(): void;
+  grow(): Promise<number>;
+  heapLimit(): Promise<number>;
 }
 
 const clients: Array<WorkerClient<Api, { n: number }>> = [];
@@ -18,9 +20,10 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
 });
 
-function spawn(onExit: (err: PortraitError) => void = () => undefined): WorkerClient<Api, { n: number }> {
+function spawn(onExit: (err: PortraitError) => void = () => undefined, maxHeapBytes?: number): WorkerClient<Api, { n: number }> {
   const c = new WorkerClient<Api, { n: number }>({
     base: new URL("./fixtures/", import.meta.url).href + "x.ts", module: "errors.worker", threadName: "test-errors", what: "test worker", onExit,
+    ...(maxHeapBytes !== undefined ? { maxHeapBytes } : {}),
   });
   clients.push(c);
   return c;
@@ -55,6 +58,20 @@ describe("errors across threads", () => {
     await expect(c.call((api) => api.stats())).rejects.toMatchObject({ code: "WORKER_EXITED" });
     expect(exits.map((e) => e.code)).toEqual(["WORKER_EXITED"]);
     expect(c.alive).toBe(false);
+  });
+
+  it("worker client - maxHeapBytes bounds the thread's heap; a thread that outgrows it fails with WORKER_EXITED (out of memory) and tells onExit, the process goes on", async () => {
+    const MiB = 2 ** 20;
+    const exits: PortraitError[] = [];
+    const c = spawn((err) => exits.push(err), 64 * MiB);
+    const limit = await c.call((api) => api.heapLimit());
+    // heap_size_limit is the old generation's bound plus the young generation.
+    expect(limit).toBeGreaterThanOrEqual(64 * MiB);
+    expect(limit).toBeLessThan(256 * MiB);
+    await expect(c.call((api) => api.grow())).rejects.toMatchObject({ code: "WORKER_EXITED", message: expect.stringMatching(/^test worker failed: .*out of memory/i) });
+    expect(exits.map((e) => e.code)).toEqual(["WORKER_EXITED"]);
+    // Without the bound, V8's default: GiBs on this machine, as on this thread.
+    expect(getHeapStatistics().heap_size_limit).toBeGreaterThan(1024 * MiB);
   });
 
   it("worker client - a call's result is not kept once the caller dropped it (no reaction left on a pending promise per call)", async () => {

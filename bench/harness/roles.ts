@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { writeHeapSnapshot } from "node:v8";
+import { setFlagsFromString, writeHeapSnapshot } from "node:v8";
 import { connect, headers, type Msg, type NatsConnection } from "nats";
 import { partitionOf } from "../../src/wire/partition.js";
 import { subjects } from "../../src/bus/subjects.js";
@@ -54,7 +54,7 @@ export interface EngineSnapshot {
 export interface EngineMemory {
   /** process.memoryUsage() of the engine's main thread, bytes (rss is the whole process). */
   main: { rss: number; heapTotal: number; heapUsed: number; external: number; arrayBuffers: number };
-  /** portrait_thread_heap_bytes: "<thread>/<kind>" (main, shard-<i>, recs; used, total, external) -> bytes. */
+  /** portrait_thread_heap_bytes: "<thread>/<kind>" (main, shard-<i>, recs; used, total, external, limit) -> bytes. */
   heaps: Record<string, number>;
   /** portrait_shard_actors_cached: shard -> actors. */
   actors: Record<string, number>;
@@ -82,6 +82,8 @@ function engineRole(): void {
       const t0 = performance.now();
       // PORTRAIT_BENCH_ENGINE_OPTIONS='{"maxShardQueueEvents":100000}': engine options of every run's engine (A/B runs of an option).
       const extra = JSON.parse(process.env.PORTRAIT_BENCH_ENGINE_OPTIONS ?? "{}") as EngineOptions;
+      // PORTRAIT_BENCH_V8_FLAGS='--trace-gc': V8 flags of the engine process, set before its workers start (they apply to every isolate).
+      if (process.env.PORTRAIT_BENCH_V8_FLAGS) setFlagsFromString(process.env.PORTRAIT_BENCH_V8_FLAGS);
       engine = await Engine.start({
         natsUrl: a.natsUrl, embeddedNats: "never", subjectPrefix: a.prefix, partitions: a.partitions, dataDir: a.dataDir, httpPort: -1, logLevel: "warn",
         ...extra, ...(a.options ?? {}),

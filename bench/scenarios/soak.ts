@@ -45,6 +45,7 @@ export const soak: Scenario = {
       rows: [
         ...mixedRows(w),
         ["engine RSS", `first ${f0(rss[0] ?? NaN)} / max ${f0(Math.max(...rss))} / last ${f0(rss.at(-1) ?? NaN)} MiB`, "-", "-", "-", "-", "-"],
+        ["V8 heap limits", heapLimits(w.samples), "-", "-", "-", "-", "-"],
         ["RSS slope, second half", `${f2(slopeMiBPerMin)} MiB/min (${flat ? "flat" : "NOT flat"}: ${f2(Math.abs(slopeMiBPerMin) * 60)} MiB/h vs 5 % of ${f0(meanHalf)} MiB)`, "-", "-", "-", "-", "-"],
         ...parts.map((p) => {
           const v = w.samples.map(p.of);
@@ -83,9 +84,21 @@ function heapMiB(s: ResourceSample, thread: RegExp, kind: string): number {
   return n / MiB;
 }
 
+/** Each thread's heap limit (portrait_thread_heap_bytes kind "limit": the worker heap bounds plus the young generation), MiB, as last sampled (a busy worker may miss the first samples). */
+function heapLimits(samples: ResourceSample[]): string {
+  const limits = new Map<string, number>();
+  for (const s of samples) for (const [k, v] of Object.entries(s.mem?.engine?.heaps ?? {})) if (k.endsWith("/limit")) limits.set(k.split("/")[0]!, v);
+  return limits.size === 0 ? "not reported" : [...limits].map(([t, v]) => `${t} ${f0(v / MiB)}`).join(" / ") + " MiB";
+}
+
 /** The soak's memory breakdown: each component as a function of a sample. */
 function memoryParts(samples: ResourceSample[]): Array<{ name: string; unit: string; of: (s: ResourceSample) => number }> {
   const shards = [...new Set(samples.flatMap((s) => Object.keys(s.mem?.engine?.actors ?? {})))].sort((a, b) => Number(a) - Number(b));
+  // About the live data: a full collection falls in most minutes, and right after it `used` is the live data (used alone also counts the garbage not yet collected).
+  const leastUsed = (s: ResourceSample, thread: RegExp) => {
+    const v = samples.filter((x) => x.t <= s.t && x.t > s.t - 60).map((x) => heapMiB(x, thread, "used")).filter(Number.isFinite);
+    return v.length === 0 ? NaN : Math.min(...v);
+  };
   const v8All = (s: ResourceSample) => heapMiB(s, /.*/, "total") + heapMiB(s, /.*/, "external");
   const gauge = (s: ResourceSample, name: string) => {
     const g = s.mem?.engine?.gauges[name];
@@ -101,7 +114,9 @@ function memoryParts(samples: ResourceSample[]): Array<{ name: string; unit: str
     { name: "memory: shard heaps used (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "used") },
     { name: "memory: shard heaps total (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "total") },
     { name: "memory: shard externals (all shards)", unit: "MiB", of: (s) => heapMiB(s, /^shard-/, "external") },
+    { name: "memory: shard heaps live (least used in the last minute, per shard, summed)", unit: "MiB", of: (s) => shards.reduce((n, sh) => n + leastUsed(s, new RegExp(`^shard-${sh}$`)), 0) },
     { name: "memory: recs heap used", unit: "MiB", of: (s) => heapMiB(s, /^recs$/, "used") },
+    { name: "memory: recs heap live (least used in the last minute)", unit: "MiB", of: (s) => leastUsed(s, /^recs$/) },
     { name: "memory: recs heap total", unit: "MiB", of: (s) => heapMiB(s, /^recs$/, "total") },
     { name: "memory: native rest (RssAnon − V8 totals − externals)", unit: "MiB", of: (s) => (s.mem?.anonMiB ?? NaN) - v8All(s) },
     ...shards.map((sh) => ({ name: `actors cached, shard ${sh}`, unit: "actors", of: (s: ResourceSample) => s.mem?.engine?.actors[sh] ?? NaN })),

@@ -15,7 +15,7 @@ import { ConfigError } from "../errors.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { DEFAULT_INFERENCE_OPTIONS, compileInferenceOptions, type CompiledInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
 import { RECS_DEFAULTS, compileRecsOptions, type CompiledRecsOptions, type RecsOptions } from "../recs/recs-options.js";
-import { usableMemoryBytes } from "../obs/heap.js";
+import { usableMemoryBytes, workerHeapBounds, workerHeapFor } from "../obs/heap.js";
 import { LOG_LEVELS } from "../obs/logger.js";
 import { DEFAULT_MAP_SIZE_BYTES } from "../store/profile-store.js";
 
@@ -111,9 +111,25 @@ export interface EngineOptions extends NatsOptions {
    * them (src/shard/actor-cache.ts; `portrait_shard_actor_cache_bytes`): a
    * user's state grows with its history, so the count bound alone does not
    * bound the memory. Default a quarter of the machine's memory (or of the
-   * cgroup's limit when lower) divided by `workers`.
+   * cgroup's limit when lower) divided by `workers`; when only
+   * `maxShardHeapBytes` is given, what fits it (the inverse of its default),
+   * if less.
    */
   maxActorBytesPerShard?: number;
+  /**
+   * Bound of each shard worker's V8 heap (its old generation, Worker
+   * `resourceLimits.maxOldGenerationSizeMb`), bytes. V8 reserves heap in
+   * proportion to the live data between collections (up to 4 x it when the
+   * bound is 2 GiB or more, 1.3–2 x below that), and collects and compacts
+   * harder as the heap nears its bound. A shard that still outgrows it fails
+   * out of memory, which stops the engine as any worker failure does
+   * (nothing committed is lost; unacknowledged events are redelivered after
+   * a restart); the default and the check below keep that from happening
+   * with the actor cache at its bound. Default 1.5 x `maxActorBytesPerShard`
+   * + 512 MiB (src/obs/heap.ts); when both are given, it must be at least
+   * that.
+   */
+  maxShardHeapBytes?: number;
   /**
    * Stored profiles each shard reads per audience tick (every 100 ms) while an
    * audience backfill runs; it evaluates those of its own partitions. Every
@@ -292,6 +308,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   currency: undefined,
   maxActorsPerShard: 200_000,
   maxActorBytesPerShard: defaultActorBytesPerShard(defaultWorkers()),
+  maxShardHeapBytes: workerHeapFor(defaultActorBytesPerShard(defaultWorkers())),
   audienceBackfillPerTick: 5000,
   maxInflightQueries: 4096,
   maxInflightRecommends: 64,
@@ -400,6 +417,15 @@ export function defaultActorBytesPerShard(workers: number): number {
   return Math.max(1 << 20, Math.floor(usableMemoryBytes() / 4 / workers));
 }
 
+/** maxActorBytesPerShard (its default follows the workers given) and maxShardHeapBytes, each from the other when only one is given. */
+function shardHeap(o: EngineOptions): { maxActorBytesPerShard: number; maxShardHeapBytes: number } {
+  const state = o.maxActorBytesPerShard === undefined ? undefined : int("maxActorBytesPerShard", o.maxActorBytesPerShard, 1 << 20);
+  const b = workerHeapBounds({ heap: o.maxShardHeapBytes, state }, defaultActorBytesPerShard(o.workers ?? ENGINE_DEFAULTS.workers),
+    { heap: "maxShardHeapBytes", state: "maxActorBytesPerShard" }, 1 << 20);
+  if (typeof b === "string") throw new ConfigError(b);
+  return { maxActorBytesPerShard: b.state, maxShardHeapBytes: b.heap };
+}
+
 /**
  * Validates `o` and fills in ENGINE_DEFAULTS; compiles the profile, recs and
  * inference groups once (the parts the engine hands down). Throws ConfigError
@@ -449,8 +475,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     maxFutureSkewMs: int("maxFutureSkewMs", o.maxFutureSkewMs ?? D.maxFutureSkewMs, 0),
     currency,
     maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? D.maxActorsPerShard, 1),
-    // The default follows the workers given.
-    maxActorBytesPerShard: int("maxActorBytesPerShard", o.maxActorBytesPerShard ?? defaultActorBytesPerShard(o.workers ?? D.workers), 1 << 20),
+    ...shardHeap(o),
     audienceBackfillPerTick: int("audienceBackfillPerTick", o.audienceBackfillPerTick ?? D.audienceBackfillPerTick, 1, 1_000_000),
     maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? D.maxInflightQueries, 1),
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),

@@ -160,7 +160,7 @@ export class EngineMetrics {
   });
   readonly threadHeap = new Gauge({
     name: "portrait_thread_heap_bytes",
-    help: "V8 heap of each engine thread (main, shard-<i>, recs), bytes: used, total (reserved by V8), external (ArrayBuffers and other off-heap memory V8 accounts to the thread). A busy shard's figures are those its last batch reported.",
+    help: "V8 heap of each engine thread (main, shard-<i>, recs), bytes: used, total (reserved by V8), external (ArrayBuffers and other off-heap memory V8 accounts to the thread), limit (the most the heap may reach: the worker heap bounds maxShardHeapBytes and recs.maxHeapBytes plus the young generation). A busy shard's figures are those its last batch reported.",
     labelNames: ["thread", "kind"] as const,
     registers: [this.registry],
     collect: async () => {
@@ -168,6 +168,7 @@ export class EngineMetrics {
         this.threadHeap.set({ thread, kind: "used" }, h.usedBytes);
         this.threadHeap.set({ thread, kind: "total" }, h.totalBytes);
         this.threadHeap.set({ thread, kind: "external" }, h.externalBytes);
+        this.threadHeap.set({ thread, kind: "limit" }, h.limitBytes);
       };
       set("main", heapStats());
       const [shards, workers] = await Promise.all([this.#scrapeShards(), this.#scrapeWorkers()]);

@@ -21,7 +21,7 @@
  * bound, the entries touched longest ago across the tables go first.
  */
 import { ConfigError } from "../errors.js";
-import { usableMemoryBytes } from "../obs/heap.js";
+import { usableMemoryBytes, workerHeapBounds } from "../obs/heap.js";
 import { CANDIDATE_SOURCES, isPolicyName, type CandidateSource, type RankingPolicyName } from "./sources.js";
 import { EVENT_TYPE_NAMES, EVENT_TYPE_SLOTS, type EventTypeName } from "../wire/proto.js";
 
@@ -227,9 +227,19 @@ export interface RecsOptions {
    * entries touched longest ago across the tables are dropped (the oldest
    * sessions by their start) down to 90 % of it, on top of the count caps.
    * Default (also when 0) an eighth of the machine's memory (or of the
-   * cgroup's limit when lower).
+   * cgroup's limit when lower); when only `maxHeapBytes` is given, what fits
+   * it (the inverse of its default), if less.
    */
   maxStateBytes?: number;
+  /**
+   * Bound of the recs worker's V8 heap (its old generation, Worker
+   * `resourceLimits.maxOldGenerationSizeMb`), bytes: as the engine option
+   * `maxShardHeapBytes` for the shards (V8 collects and compacts harder as
+   * the heap nears it; a worker that outgrows it fails out of memory and
+   * stops the engine). Default (also when 0) 1.5 x `maxStateBytes` + 512 MiB
+   * (src/obs/heap.ts); when both are given, it must be at least that.
+   */
+  maxHeapBytes?: number;
 }
 
 export type CompiledCatalogOptions = Readonly<Required<CatalogOptions>>;
@@ -266,6 +276,7 @@ export interface CompiledRecsOptions {
   readonly maxQueuedItemEvents: number;
   readonly maxItemEventWaitMs: number;
   readonly maxStateBytes: number;
+  readonly maxHeapBytes: number;
 }
 
 const HOUR_MS = 3_600_000;
@@ -300,6 +311,8 @@ export const RECS_DEFAULTS = Object.freeze({
   maxItemEventWaitMs: 5_000,
   /** 0: defaultRecsStateBytes() (it depends on the machine). */
   maxStateBytes: 0,
+  /** 0: 1.5 x maxStateBytes + 512 MiB (workerHeapFor). */
+  maxHeapBytes: 0,
 });
 
 /** The default of maxStateBytes: an eighth of the memory (the machine's, or the cgroup's limit when lower). */
@@ -429,10 +442,14 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
   if (typeof maxWait !== "number" || !Number.isInteger(maxWait) || maxWait < 0 || maxWait > MAX_ITEM_EVENT_WAIT_MS) {
     throw new ConfigError(`options.maxItemEventWaitMs must be an integer in [0, ${MAX_ITEM_EVENT_WAIT_MS}], got ${JSON.stringify(maxWait)}`);
   }
-  const maxStateBytes = top.maxStateBytes === undefined || top.maxStateBytes === 0 ? defaultRecsStateBytes() : top.maxStateBytes;
-  if (typeof maxStateBytes !== "number" || !Number.isSafeInteger(maxStateBytes) || maxStateBytes < MIN_STATE_BYTES) {
-    throw new ConfigError(`options.maxStateBytes must be an integer >= ${MIN_STATE_BYTES}, got ${JSON.stringify(maxStateBytes)}`);
+  const givenState = top.maxStateBytes === undefined || top.maxStateBytes === 0 ? undefined : top.maxStateBytes;
+  if (givenState !== undefined && (typeof givenState !== "number" || !Number.isSafeInteger(givenState) || givenState < MIN_STATE_BYTES)) {
+    throw new ConfigError(`options.maxStateBytes must be an integer >= ${MIN_STATE_BYTES}, got ${JSON.stringify(givenState)}`);
   }
+  const givenHeap = top.maxHeapBytes === undefined || top.maxHeapBytes === 0 ? undefined : top.maxHeapBytes;
+  const bounds = workerHeapBounds({ heap: givenHeap as number | undefined, state: givenState }, defaultRecsStateBytes(),
+    { heap: "maxHeapBytes", state: "maxStateBytes" }, MIN_STATE_BYTES);
+  if (typeof bounds === "string") throw new ConfigError(bounds);
   return Object.freeze({
     catalog: numbers("catalog", top.catalog, RECS_DEFAULTS.catalog, ["maxItems", "maxUnavailableEvicted"]),
     covisitation: numbers("covisitation", top.covisitation, RECS_DEFAULTS.covisitation, ["maxNeighbours", "maxItems", "maxUsers"]),
@@ -445,6 +462,7 @@ export function compileRecsOptions(o: RecsOptions = {}): CompiledRecsOptions {
     eventWeights: compileWeights(top.eventWeights),
     maxQueuedItemEvents: maxQueued,
     maxItemEventWaitMs: maxWait,
-    maxStateBytes,
+    maxStateBytes: bounds.state,
+    maxHeapBytes: bounds.heap,
   });
 }

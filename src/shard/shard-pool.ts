@@ -70,6 +70,8 @@ export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents" 
 export interface ShardPoolOptions {
   /** Most events handed to one shard in batches not yet answered (BatchWindow); the engine option maxShardQueueEvents. */
   maxShardQueueEvents: number;
+  /** Bound of each shard worker's V8 heap, bytes; the engine option maxShardHeapBytes (V8's default where absent). */
+  maxHeapBytes?: number;
 }
 
 type Shard = WorkerClient<ShardApi, ShardStats>;
@@ -111,6 +113,7 @@ export class ShardPool {
     for (let i = 0; i < workers; i++) {
       shards.push(new WorkerClient<ShardApi, ShardStats>({
         base: import.meta.url, module: "shard.worker", threadName: `portrait-shard-${i}`, what: `shard worker ${i}`, onExit: (err) => onExit(i, err),
+        ...(o.maxHeapBytes !== undefined ? { maxHeapBytes: o.maxHeapBytes } : {}),
       }));
     }
     const clock = new EngineClock(CLOCK_DEFAULTS);

@@ -27,6 +27,11 @@ export interface WorkerClientOptions {
    * WORKER_EXITED error.
    */
   onExit: (err: PortraitError) => void;
+  /**
+   * Bound of the thread's V8 heap (its old generation), bytes; V8's default
+   * where absent. A thread that outgrows it fails out of memory (onExit).
+   */
+  maxHeapBytes?: number;
 }
 
 export class WorkerClient<Api, Stats = never> {
@@ -41,7 +46,8 @@ export class WorkerClient<Api, Stats = never> {
   #stats: Stats | undefined;
 
   constructor(o: WorkerClientOptions) {
-    this.#worker = spawnWorker(o.base, o.module, o.threadName);
+    const limits = o.maxHeapBytes !== undefined ? { maxOldGenerationSizeMb: Math.ceil(o.maxHeapBytes / 2 ** 20) } : undefined;
+    this.#worker = spawnWorker(o.base, o.module, o.threadName, limits);
     this.api = Comlink.wrap<Api>(nodeEndpoint(this.#worker));
     this.exited = new Promise<never>((_, reject) => {
       const fail = (why: string) => {
