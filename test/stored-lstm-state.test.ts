@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { open } from "lmdb";
+import { open, type DatabaseOptions } from "lmdb";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Actor } from "../src/actors/actor.js";
 import { newUserState, type UserState } from "../src/actors/user-profile.js";
@@ -35,6 +35,21 @@ describe("stored LSTM state - halves", () => {
     expect(toHalfBits(1e6)).toBe(0x7bff);
     expect(toHalfBits(-Infinity)).toBe(0xfbff);
     expect(Number.isNaN(fromHalfBits(toHalfBits(NaN)))).toBe(true);
+    // roundToHalf's bit path agrees with toHalfBits on values of every magnitude, halfway points and the edges of the normal range.
+    const xs = new Float32Array(20_000);
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (let i = 0; i < xs.length; i++) xs[i] = (rnd() - 0.5) * 2 ** Math.floor(rnd() * 44 - 28);
+    xs.set([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 ** -14, 2 ** -14 * (1 - 2 ** -12), 65504, 65519, 65520, -65536, 0, -0], 0);
+    const ys = xs.slice();
+    const bits = new Uint8Array(2 * xs.length);
+    roundToHalf(ys, bits);
+    const off: number[] = [];
+    for (let i = 0; i < xs.length; i++) {
+      const h = toHalfBits(xs[i]!);
+      if ((bits[2 * i]! | (bits[2 * i + 1]! << 8)) !== h || !Object.is(ys[i], Math.fround(fromHalfBits(h)))) off.push(xs[i]!);
+    }
+    expect(off).toEqual([]);
     const a = Float32Array.of(0.3, -1.7, 123.456, 1e-6);
     const bytes = new Uint8Array(8);
     roundToHalf(a, bytes);
@@ -65,7 +80,7 @@ describe("stored LSTM state - halves", () => {
       const db = env.openDB<UserState, string>({
         name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"),
         useRecords: (o: object) => Object.getPrototypeOf(o) !== null, mapsAsObjects: true,
-      } as Parameters<typeof env.openDB>[0] & { name: string });
+      } as DatabaseOptions & { name: string });
       await db.put("u1", old);
       await env.close();
 

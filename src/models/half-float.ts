@@ -50,8 +50,21 @@ export function fromHalfBits(h: number): number {
 /** Rounds every value of `a` to its nearest half, in place, and writes the halves little-endian into `out` (2 bytes each) when given. */
 export function roundToHalf(a: Float32Array, out?: Uint8Array): void {
   for (let i = 0; i < a.length; i++) {
-    const h = toHalfBits(a[i]!);
-    a[i] = fromHalfBits(h);
+    f32[0] = a[i]!;
+    const b = u32[0]!;
+    const exp = (b >>> 23) & 0xff;
+    let h: number;
+    // A normal half (exponent field 1..30): round the float32's mantissa to 10 bits (ties to even) on its bits.
+    const r = exp >= 113 && exp <= 142 ? ((b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000) >>> 0 : 0;
+    if (r !== 0 && ((r >>> 23) & 0xff) <= 142) {
+      h = ((r >>> 16) & 0x8000) | ((((r >>> 23) & 0xff) - 112) << 10) | ((r >>> 13) & 0x3ff);
+      u32[0] = r;
+      a[i] = f32[0]!;
+    } else {
+      // Zero, subnormal, beyond the largest half, NaN.
+      h = toHalfBits(a[i]!);
+      a[i] = fromHalfBits(h);
+    }
     if (out !== undefined) {
       out[2 * i] = h & 0xff;
       out[2 * i + 1] = h >>> 8;
