@@ -4,7 +4,7 @@
  * children, a trivial responder, and samplers of the engine's CPU and memory.
  * Every scenario builds on it; `close()` stops everything it started.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type JetStreamManager, type NatsConnection } from "nats";
@@ -256,6 +256,9 @@ export class Rig {
     await Promise.all(this.#children.map((c) => c.stop()));
     await this.nc.close().catch(() => undefined);
     await this.server.stop();
+    // PORTRAIT_BENCH_KEEP_ENGINE_DATA=<dir>: the engine's data dir is moved there instead of removed (to look into its LMDB file).
+    const keep = process.env.PORTRAIT_BENCH_KEEP_ENGINE_DATA;
+    if (keep !== undefined && keep !== "") renameSync(this.engineDataDir, keep);
     rmSync(this.work, { recursive: true, force: true });
   }
 }

@@ -5,6 +5,7 @@
  * the same counters in Redis — all fed from the same stream in the same run.
  */
 import { rawConsume } from "../harness/baselines.js";
+import { join } from "node:path";
 import { dirBytes } from "../harness/rig.js";
 import { Rig } from "../harness/rig.js";
 import { measureRedisRaw, measureRedisServerRaw, runRedisBaseline } from "../harness/redis-baseline.js";
@@ -55,7 +56,9 @@ export const maxIngest: Scenario = {
           }
         },
       });
-      const disk = dirBytes(rig.engineDataDir);
+      // LMDB alone (the profiles); the data dir also holds the models cache, a fixed few MiB whatever the user count.
+      const disk = dirBytes(join(rig.engineDataDir, "lmdb"));
+      const dataDir = dirBytes(rig.engineDataDir);
       const after = await rig.snapshot();
       const users = loaded.users;
       const rows = [
@@ -74,6 +77,7 @@ export const maxIngest: Scenario = {
         ["engine start to ready", `${f0(loaded.engine.startMs)} ms`, ""],
         ["item events the recs worker missed (its queue was full: co-visitation, trending, sessions, rules)", `${f0(after.recsItemEventsDropped)} of ${loaded.events}`, ""],
         ["LMDB on disk / per user", `${(disk / 2 ** 20).toFixed(1)} MiB / ${f0(disk / Math.max(1, users))} B`, ""],
+        ["engine data dir (LMDB + models cache) / per user", `${(dataDir / 2 ** 20).toFixed(1)} MiB / ${f0(dataDir / Math.max(1, users))} B`, ""],
         ["CPU per message, raw consume: consumer / nats-server", raw !== undefined ? `${raw.cpuUsPerMsg.consumer.toFixed(1)} / ${raw.cpuUsPerMsg.natsServer.toFixed(1)} µs` : "-", ""],
         ["CPU per event, Portrait apply: engine / nats-server", `${loaded.cpuPerEvent.engine.toFixed(1)} / ${loaded.cpuPerEvent.natsServer.toFixed(1)} µs`,
           raw !== undefined ? ratio(raw.cpuUsPerMsg.consumer + raw.cpuUsPerMsg.natsServer, loaded.cpuPerEvent.engine + loaded.cpuPerEvent.natsServer) : ""],
@@ -92,7 +96,7 @@ export const maxIngest: Scenario = {
           "Redis baselines (bench/harness/redis-baseline.ts): per event 4-5 pipelined HINCRBY/HINCRBYFLOAT/HSET through ioredis, one round trip per fetched batch (\"pipeline\", bound by the client at ~4 commands per event), or one EVALSHA per batch (\"lua\"); ack after Redis replies. Counters only: no decayed affinities, sessions, LSTM, redelivery skip or durability (the local Redis keeps nothing on disk). Compare Portrait with the lua figure.",
           `Lag over time (s: total lag / largest partition): ${loaded.samples.map((s) => `${s.t.toFixed(0)}: ${s.lag}/${s.maxPartitionLag}`).join(", ")}`,
         ],
-        raw: { loaded, raw, redis, redisRaw, redisSkipped, diskBytes: disk, users, meanBytes: prep.meanBytes, samples: loaded.samples },
+        raw: { loaded, raw, redis, redisRaw, redisSkipped, diskBytes: disk, dataDirBytes: dataDir, users, meanBytes: prep.meanBytes, samples: loaded.samples },
         chart: {
           series: [
             { name: "applied events", points: loaded.samples.map((s) => [s.t, s.processed]) },

@@ -13,7 +13,7 @@ export interface Actor {
   lastBatch: number;
   /** Used since the eviction sweep last passed it (CLOCK second chance). */
   referenced: boolean;
-  /** The live LSTM state (h then c); state.lstm holds the same bytes for LMDB. */
+  /** The live LSTM state (h then c); state.lstm holds its values as halves for LMDB (src/shard/lstm-steps.ts). */
   lstm: Float32Array | undefined;
   /** Bytes the actor cache last counted for this actor (actorBytes; ActorCache keeps the sum under its byte bound). */
   bytes: number;

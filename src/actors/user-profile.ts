@@ -134,8 +134,9 @@ export interface UserState {
   /** The last TIMELINE_MEMORY events: [type number, event time ms, item id or search query], newest first (absent in states stored before it existed). */
   tl?: [number, number, string][];
   /**
-   * The LSTM user encoder's state: h then c, float32 little-endian bytes
-   * (2 x hidden x 4). Absent until the first step. Stepped by the shard, not
+   * The LSTM user encoder's state: h then c, binary16 little-endian bytes
+   * (2 x hidden x 2; float32, 2 x hidden x 4, in states stored before
+   * 2026-12-07: src/shard/lstm-steps.ts). Absent until the first step. Stepped by the shard, not
    * by applyEvent; valid only for the model version in lstmV (another version
    * starts again from zero).
    */

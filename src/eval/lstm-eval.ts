@@ -6,6 +6,8 @@
  * - next-category on the Taobao time split;
  * - purchase within 10 minutes on the Taobao and REES46 test windows (AUC,
  *   log-loss) against the rate of the current event type seen in training.
+ * The cell steps as the engine does: each step's state rounded to the halves
+ * a profile stores (LstmRuntime.stepHalf), unless `halfState` is false.
  */
 import { LstmRuntime } from "../models/lstm-runtime.js";
 import type { LstmEvent } from "../models/lstm-features.js";
@@ -35,11 +37,13 @@ export class LstmNextModel implements NextItemModel {
   #cacheId = "";
   #cacheUpTo = -1;
   #state: Float32Array;
+  readonly #half: boolean;
 
-  constructor(rt: LstmRuntime, token: TokenKind) {
+  constructor(rt: LstmRuntime, token: TokenKind, halfState = true) {
     this.#rt = rt;
     this.#token = token;
-    this.name = `LSTM ${rt.version}`;
+    this.#half = halfState;
+    this.name = `LSTM ${rt.version}${halfState ? "" : " (float32 state)"}`;
     this.#logits = new Float32Array(token === "item" ? rt.items.size : rt.categories.size);
     this.#state = rt.initialState();
   }
@@ -60,7 +64,9 @@ export class LstmNextModel implements NextItemModel {
       this.#cacheUpTo = 0;
     }
     for (let i = this.#cacheUpTo; i < upTo; i++) {
-      this.#rt.step([this.#state], [eventAt(prefix, i)], [i > 0 ? prefix.times[i - 1]! : 0]);
+      const prev = i > 0 ? prefix.times[i - 1]! : 0;
+      if (this.#half) this.#rt.stepHalf([this.#state], [eventAt(prefix, i)], [prev]);
+      else this.#rt.step([this.#state], [eventAt(prefix, i)], [prev]);
     }
     this.#cacheUpTo = upTo;
     const logits = this.#token === "item" ? this.#rt.itemLogits(this.#state, this.#logits) : this.#rt.categoryLogits(this.#state, this.#logits);
@@ -85,13 +91,16 @@ export interface EvalLstmOptions {
   modelDir: string;
   /** Read at most this many events per file (tests). */
   limit?: number;
+  /** Step as the engine does, each state rounded to halves (default); false: float32 throughout (the comparison of bench/RESULTS.md "Disk"). */
+  halfState?: boolean;
   onProgress?: (done: number, total: number, note: string) => void;
 }
 
 /** Purchase-propensity AUC and log-loss on the test windows of the sources that train the buy head. */
-async function evalPurchase(rt: LstmRuntime, o: EvalLstmOptions): Promise<EvalTable> {
+export async function evalPurchase(rt: LstmRuntime, o: EvalLstmOptions): Promise<EvalTable> {
   const rows: EvalTable["rows"] = [];
   const splits: string[] = [];
+  const half = o.halfState ?? true;
   for (const [i, spec] of DEFAULT_LSTM_SOURCES.entries()) {
     if (!spec.heads.buy) continue;
     const src = await loadSource(o.dataDir, o.limit !== undefined ? { ...spec, limit: o.limit } : spec, i);
@@ -123,7 +132,9 @@ async function evalPurchase(rt: LstmRuntime, o: EvalLstmOptions): Promise<EvalTa
       const st = rt.initialState();
       for (let t = 0; t < s.events.length; t++) {
         const e = s.events[t]!;
-        rt.step([st], [e], [t > 0 ? s.events[t - 1]!.timestampMs : 0]);
+        const prev = t > 0 ? s.events[t - 1]!.timestampMs : 0;
+        if (half) rt.stepHalf([st], [e], [prev]);
+        else rt.step([st], [e], [prev]);
         if (e.timestampMs < src.trainEndMs) continue;
         const y = labelOf(s.events, t, src.endMs + 1);
         if (y === undefined) continue;
@@ -133,7 +144,7 @@ async function evalPurchase(rt: LstmRuntime, o: EvalLstmOptions): Promise<EvalTa
       }
     }
     const rate = labels.reduce((a, b) => a + b, 0) / Math.max(1, labels.length);
-    rows.push({ data: spec.format, model: `LSTM ${rt.version}`, AUC: auc(lstmP, labels), logloss: logloss(lstmP, labels), n: labels.length, positives: rate });
+    rows.push({ data: spec.format, model: `LSTM ${rt.version}${half ? "" : " (float32 state)"}`, AUC: auc(lstmP, labels), logloss: logloss(lstmP, labels), n: labels.length, positives: rate });
     rows.push({ data: spec.format, model: "event-type rate (train)", AUC: auc(typeP, labels), logloss: logloss(typeP, labels), n: labels.length, positives: rate });
     o.onProgress?.(rows.length, 4, `purchase ${spec.format}`);
   }
@@ -151,12 +162,12 @@ export async function evalLstm(o: EvalLstmOptions): Promise<EvalTable[]> {
   const tables: EvalTable[] = [];
   const yc = await yoochooseSplit(o.dataDir, load);
   tables.push(await evaluateNextItem(yc, [
-    new LstmNextModel(rt, "item"), new PopularityModel(), new SessionPopModel(),
+    new LstmNextModel(rt, "item", o.halfState ?? true), new PopularityModel(), new SessionPopModel(),
     new ItemKnnModel(TUNED.yoochoose.itemKnn), new SknnModel(TUNED.yoochoose.sknn),
   ], { token: "item", onProgress: (d, t, n) => o.onProgress?.(d, t, `next-click ${n}`) }));
   const tb = await taobaoTimeSplit(o.dataDir, load);
   tables.push(await evaluateNextItem(tb, [
-    new LstmNextModel(rt, "category"), new PopularityModel(), new SessionPopModel(),
+    new LstmNextModel(rt, "category", o.halfState ?? true), new PopularityModel(), new SessionPopModel(),
     new ItemKnnModel(TUNED.taobaoCategory.itemKnn), new SknnModel(TUNED.taobaoCategory.sknn),
   ], { token: "category", onProgress: (d, t, n) => o.onProgress?.(d, t, `next-category ${n}`) }));
   tables.push(await evalPurchase(rt, o));

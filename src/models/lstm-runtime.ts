@@ -11,11 +11,14 @@
  * doubles against the transposed R (3x the naive loop here, bench/lstm-step.ts).
  *
  * A state is one Float32Array of 2H: h then c. A zero state is the start.
+ * The engine steps with `stepHalf`: each step's state rounded to half
+ * precision, which is what a profile stores (half-float.ts).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../errors.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
+import { roundToHalf } from "./half-float.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "./lstm-features.js";
 import { LSTM_LAYER, readStoredWeights, type LstmArchitecture, type StoredWeights } from "./lstm-spec.js";
 
@@ -215,6 +218,17 @@ export class LstmRuntime {
         s[k] = o * Math.tanh(c);
       }
     }
+  }
+
+  /**
+   * `step`, then each state rounded to half precision in place (the values a
+   * profile stores: UserState.lstm), its halves written into out[i] (4H
+   * bytes) when given. The engine steps with this, so a state stepped in
+   * memory and one reloaded from LMDB are the same.
+   */
+  stepHalf(states: Float32Array[], events: LstmEvent[], prevMs: number[], out?: Uint8Array[]): void {
+    this.step(states, events, prevMs);
+    for (let i = 0; i < states.length; i++) roundToHalf(states[i]!, out?.[i]);
   }
 
   /** The purchase head alone (what `predict` returns as purchasePropensity), without the category softmax. */

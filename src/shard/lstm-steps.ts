@@ -10,11 +10,18 @@
  * not kept there, so they enter as "none") from a zero state, oldest first.
  * A query re-encodes without storing; the next applied event stores the
  * re-encoded state with its batch.
+ *
+ * Stored layout (UserState.lstm): since 2026-12-07 the halves of (h, c)
+ * (binary16 little-endian, 4 x hidden bytes; the engine steps with
+ * LstmRuntime.stepHalf, so the live state holds exactly these values);
+ * before, float32 (8 x hidden bytes), which still loads as it is: the
+ * byte length tells the two apart for the hidden size of lstmV's model.
  */
 import type { Actor } from "../actors/actor.js";
 import type { UserState } from "../actors/user-profile.js";
 import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
+import { readHalves } from "../models/half-float.js";
 import { EventType } from "../wire/proto.js";
 
 /** The state `rt` reaches from zero over the timeline's events (oldest first): the re-encoding after a version change. */
@@ -24,7 +31,7 @@ export function reencodeLstmState(state: UserState, rt: LstmRuntime): Float32Arr
   let prev = 0;
   for (let i = tl.length - 1; i >= 0; i--) {
     const [type, timestampMs, item] = tl[i]!;
-    rt.step([h], [{ type, timestampMs, itemId: type === EventType.SEARCH ? "" : item, categoryId: "", price: 0 }], [prev]);
+    rt.stepHalf([h], [{ type, timestampMs, itemId: type === EventType.SEARCH ? "" : item, categoryId: "", price: 0 }], [prev]);
     if (timestampMs > prev) prev = timestampMs;
   }
   return h;
@@ -33,9 +40,17 @@ export function reencodeLstmState(state: UserState, rt: LstmRuntime): Float32Arr
 /** A copy of the user's stored LSTM state when it belongs to `rt`'s version, else the re-encoded one. */
 export function storedLstmState(state: UserState, rt: LstmRuntime): Float32Array {
   const h = rt.initialState();
-  if (state.lstm !== undefined && state.lstmV === rt.version && state.lstm.byteLength === h.byteLength) {
-    new Uint8Array(h.buffer).set(state.lstm);
-    return h;
+  const s = state.lstm;
+  if (s !== undefined && state.lstmV === rt.version) {
+    if (s.byteLength === 2 * h.length) {
+      readHalves(s, h);
+      return h;
+    }
+    // The float32 layout before halves.
+    if (s.byteLength === h.byteLength) {
+      new Uint8Array(h.buffer).set(s);
+      return h;
+    }
   }
   return reencodeLstmState(state, rt);
 }
@@ -49,13 +64,14 @@ export function liveState(a: Actor, rt: LstmRuntime): Float32Array {
   if (a.lstm !== undefined && a.state.lstmV === rt.version) return a.lstm;
   const h = storedLstmState(a.state, rt);
   a.lstm = h;
-  a.state.lstm = new Uint8Array(h.buffer);
+  // Its halves are written by the step that follows (stepLstm).
+  a.state.lstm = new Uint8Array(2 * h.length);
   a.state.lstmV = rt.version;
   return h;
 }
 
-/** One LSTM wave: each actor at most once. */
-interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[] }
+/** One LSTM wave: each actor at most once; `stored`: the actors' state.lstm, where the step writes the halves. */
+interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[]; stored: Uint8Array[] }
 
 /** Steps every applied event's actor once per event (`prevMs`: the actor's last event time before it), in waves: a user's k-th event of the batch is in wave k. */
 export function stepLstm(rt: LstmRuntime, steps: Array<[Actor, LstmEvent, number]>): void {
@@ -64,10 +80,11 @@ export function stepLstm(rt: LstmRuntime, steps: Array<[Actor, LstmEvent, number
   for (const [a, e, prevMs] of steps) {
     const d = depth.get(a) ?? 0;
     depth.set(a, d + 1);
-    const w = (waves[d] ??= { states: [], events: [], prevMs: [] });
+    const w = (waves[d] ??= { states: [], events: [], prevMs: [], stored: [] });
     w.states.push(liveState(a, rt));
     w.events.push(e);
     w.prevMs.push(prevMs);
+    w.stored.push(a.state.lstm!);
   }
-  for (const w of waves) rt.step(w.states, w.events, w.prevMs);
+  for (const w of waves) rt.stepHalf(w.states, w.events, w.prevMs, w.stored);
 }

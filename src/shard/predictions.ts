@@ -46,7 +46,7 @@ export function explainNextCategory(state: UserState, lstm: LstmRuntime, categor
   for (let j = 0; j < n; j++) {
     prefix.push(h.slice());
     prevAt.push(prev);
-    lstm.step([h], [evs[j]!], [prev]);
+    lstm.stepHalf([h], [evs[j]!], [prev]);
     if (evs[j]!.timestampMs > prev) prev = evs[j]!.timestampMs;
   }
   const base = lstm.categoryLogit(h, v);
@@ -55,7 +55,7 @@ export function explainNextCategory(state: UserState, lstm: LstmRuntime, categor
     const g = prefix[j]!.slice();
     let p = prevAt[j]!;
     for (let m = j + 1; m < n; m++) {
-      lstm.step([g], [evs[m]!], [p]);
+      lstm.stepHalf([g], [evs[m]!], [p]);
       if (evs[m]!.timestampMs > p) p = evs[m]!.timestampMs;
     }
     const e = evs[j]!;

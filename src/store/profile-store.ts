@@ -4,7 +4,8 @@
  * Layout (one LMDB environment at `<dataDir>/lmdb`):
  * - db `profiles`: user id -> UserState without what an audience evaluation
  *   changes (msgpack with shared structures: objects are records, except
- *   dictionaries with a null prototype, which are maps); states written before
+ *   dictionaries with a null prototype, which are maps; LZ4-compressed from
+ *   PROFILE_COMPRESSION_THRESHOLD_BYTES, since 2026-12-07); states written before
  *   the `memberships` db existed hold their memberships here (AudienceState.m,
  *   due, w, q), and a `memberships` record, once written, takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
@@ -78,6 +79,15 @@ import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
+
+/**
+ * Profiles of at least this many bytes (msgpack) are stored LZ4-compressed
+ * (lmdb-js `compression`, its default dictionary; compressed in lmdb-js's
+ * write thread, decompressed by reads). A compressed value starts with byte
+ * 254 or 255, which no msgpack of a UserState does (a record, 0x40-0x7f, or a
+ * map), so profiles stored uncompressed before it read as they are.
+ */
+export const PROFILE_COMPRESSION_THRESHOLD_BYTES = 128;
 
 /** Parts of a user's state that a commit writes (commitBatch): the profile, the memberships record, or both (the default). */
 export const PROFILE_PART = 1;
@@ -296,6 +306,7 @@ export class ProfileStore {
       // every transition, so it is written as a map (record definitions were 12% of a shard's time with 100 audiences).
       useRecords: (o: object) => Object.getPrototypeOf(o) !== null,
       mapsAsObjects: true,
+      compression: { threshold: PROFILE_COMPRESSION_THRESHOLD_BYTES },
     } as DatabaseOptions & { name: string });
     this.#memberships = this.#root.openDB<MembershipRecord, string>({ name: "memberships", encoding: "msgpack" });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
