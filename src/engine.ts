@@ -183,6 +183,7 @@ export class Engine {
     this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
       dataDir: cfg.dataDir,
       mapSizeBytes: cfg.mapSizeBytes,
+      compressProfiles: cfg.compressProfiles,
       profile: cfg.profile,
       validation: {
         partitions: cfg.partitions,

@@ -69,7 +69,7 @@ describe("stored LSTM state - halves", () => {
     });
     afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-    it("layout - a profile stored with the float32 state (before halves) loads and answers the same; its next step stores halves", async () => {
+    it("layout - a profile stored with the float32 state (before halves) loads and answers the same; its next step stores halves; compressed profiles read with compression off, which writes them plain", async () => {
       // A state as the engine stored it before: float32 (h, c) bytes, written uncompressed with the profiles db's msgpack options.
       const h = rt.initialState();
       for (let i = 0; i < 6; i++) rt.step([h], [ev(i)], [i > 0 ? ev(i - 1).timestampMs : 0]);
@@ -84,7 +84,8 @@ describe("stored LSTM state - halves", () => {
       await db.put("u1", old);
       await env.close();
 
-      const store = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26 });
+      const store = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26, compressProfiles: true });
+      let stepped: number[] = [];
       try {
         const loaded = store.getState("u1")!;
         expect(loaded.lstm!.byteLength).toBe(8 * rt.hidden);
@@ -98,13 +99,30 @@ describe("stored LSTM state - halves", () => {
         await store.commitBatch(0, 1, [["u1", a.state]]);
         const again = store.getState("u1")!;
         expect(Array.from(storedLstmState(again, rt))).toEqual(Array.from(a.lstm!));
+        stepped = Array.from(a.lstm!);
       } finally {
         await store.close();
       }
       // Stored compressed (LZ4 marker byte 254): a profile this size is above the threshold.
-      const raw = open({ path: join(dir, "lmdb"), compression: false, readOnly: true });
-      expect(raw.openDB({ name: "profiles", encoding: "binary" }).getBinary("u1")![0]).toBe(254);
-      await raw.close();
+      const firstByte = async () => {
+        const raw = open({ path: join(dir, "lmdb"), compression: false, readOnly: true });
+        const b = raw.openDB({ name: "profiles", encoding: "binary" }).getBinary("u1")![0];
+        await raw.close();
+        return b;
+      };
+      expect(await firstByte()).toBe(254);
+      // Compression off (the default): the compressed profile reads the same, and its next write is stored uncompressed.
+      const plain = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26 });
+      try {
+        const read = plain.getState("u1")!;
+        expect(Array.from(storedLstmState(read, rt))).toEqual(stepped);
+        read.n = 7;
+        await plain.commitBatch(0, 2, [["u1", read]]);
+        expect(plain.getState("u1")!.n).toBe(7);
+      } finally {
+        await plain.close();
+      }
+      expect(await firstByte()).not.toBe(254);
     });
 
     it("determinism - a user stepped in memory and one reloaded from LMDB between batches reach the same state", async () => {

@@ -137,6 +137,7 @@ function engineFlags(cmd: Command): Command {
     .option("--inference-workers <n>", "DeepFM inference worker threads", posInt, D.inference.workers)
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", process.env.PORTRAIT_LOG_LEVEL ?? D.logLevel)
     .option("--pseudonym-key-file <file>", "secret key file: user ids are kept and logged only as keyed-hash pseudonyms (fixed for a data dir)")
+    .option("--compress-profiles", "store profiles LZ4-compressed: about a quarter less disk per user for about 20 µs more CPU per profile write (compressed profiles are read with or without it)")
     .option("--audience-backfill-per-tick <n>", "stored profiles each shard reads per 100 ms tick in an audience backfill, evaluating those of its partitions (the rate bound: 10 x n profiles/s)", posInt, D.audienceBackfillPerTick)
     .addOption(new Option("--fault-kill-before-ack <batches>", "crash tests only: SIGKILL this process after N committed batches, before the next ack").argParser(posInt).hideHelp())
     .addOption(new Option("--fault-kill-before-audience-publish <ticks>", "crash tests only: SIGKILL after N audience ticks with transitions, before publishing the next").argParser(posInt).hideHelp());
@@ -151,6 +152,7 @@ interface EngineFlags extends ClientFlags {
   /** `start` only. */
   replicas?: number;
   audienceBackfillPerTick: number;
+  compressProfiles?: boolean;
   pseudonymKeyFile?: string;
 }
 
@@ -170,6 +172,7 @@ function engineOptions(f: EngineFlags) {
     maxAckPending: f.maxAckPending,
     maxShardQueueEvents: f.maxShardQueue,
     maxQueryWaitMs: f.maxQueryWaitMs,
+    compressProfiles: f.compressProfiles === true,
     logLevel: f.logLevel,
     profile: { halfLifeMs: f.halfLifeHours * HOUR_MS, sessionGapMs: f.sessionGapMinutes * MINUTE_MS, beyondClicks: f.beyondClicks !== false },
     modelsDir: f.models,

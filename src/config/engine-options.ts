@@ -158,6 +158,13 @@ export interface EngineOptions extends NatsOptions {
   maxQueryWaitMs?: number;
   /** Initial LMDB map size, bytes (it grows). Default 1073741824 (1 GiB). */
   mapSizeBytes?: number;
+  /**
+   * Store profiles LZ4-compressed (lmdb-js compression, values of 128 B and
+   * up): about a quarter less disk per user, for about 20 µs more CPU per
+   * profile write (bench/RESULTS.md, "Disk"). Compressed profiles are read
+   * whatever this says, so it can be turned on and off on a data dir. Default false.
+   */
+  compressProfiles?: boolean;
   /** Host the /metrics, /healthz, /readyz endpoint listens on. Default "127.0.0.1". */
   httpHost?: string;
   /** Port of that endpoint; 0 = any free port, -1 = off. Default 9464. */
@@ -314,6 +321,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   maxInflightRecommends: 64,
   maxQueryWaitMs: 1000,
   mapSizeBytes: DEFAULT_MAP_SIZE_BYTES,
+  compressProfiles: false,
   httpHost: "127.0.0.1",
   httpPort: 9464,
   logLevel: "info",
@@ -481,6 +489,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),
     maxQueryWaitMs: int("maxQueryWaitMs", o.maxQueryWaitMs ?? D.maxQueryWaitMs, 1, 3_600_000),
     mapSizeBytes: int("mapSizeBytes", o.mapSizeBytes ?? D.mapSizeBytes, 2 ** 20),
+    compressProfiles: bool("compressProfiles", o.compressProfiles ?? D.compressProfiles),
     httpHost: str("httpHost", o.httpHost) ?? D.httpHost,
     httpPort: int("httpPort", o.httpPort ?? D.httpPort, -1, 65535),
     logLevel,

@@ -25,6 +25,8 @@ export interface ShardInit {
   partitions: number[];
   dataDir: string;
   mapSizeBytes: number;
+  /** ProfileStoreOptions.compressProfiles; default false. */
+  compressProfiles?: boolean;
   profile: CompiledProfileOptions;
   validation: EventValidationOptions;
   /** Most actors kept in memory; the least recently used are dropped once committed. */

@@ -107,7 +107,7 @@ class Shard implements ShardApi {
     models.sentiment = init.models.sentimentDir !== undefined ? SentimentModel.load(init.models.sentimentDir) : undefined;
     await models.set({ lstmDir: init.models.lstmDir ?? null, churnDir: init.models.churnDir ?? null, propensityDir: init.models.propensityDir ?? null, keepLstm: [] });
     const itemEvents = (this.#itemEvents = init.itemEvents !== undefined ? new ItemEventSender(init.itemEvents, log) : undefined);
-    const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes }));
+    const store = (this.#store = new ProfileStore({ dataDir: init.dataDir, mapSizeBytes: init.mapSizeBytes, compressProfiles: init.compressProfiles === true }));
     const actors = (this.#actors = new ActorCache(store, init.maxActors, init.maxActorBytes));
     const labels = new CategoryLabels(store);
     const clock = (this.#clock = new ClockReader(init.clock.buffer, init.clock.options));

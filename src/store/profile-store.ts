@@ -5,7 +5,8 @@
  * - db `profiles`: user id -> UserState without what an audience evaluation
  *   changes (msgpack with shared structures: objects are records, except
  *   dictionaries with a null prototype, which are maps; LZ4-compressed from
- *   PROFILE_COMPRESSION_THRESHOLD_BYTES, since 2026-12-07); states written before
+ *   PROFILE_COMPRESSION_THRESHOLD_BYTES with the option compressProfiles, and
+ *   read whether compressed or not); states written before
  *   the `memberships` db existed hold their memberships here (AudienceState.m,
  *   due, w, q), and a `memberships` record, once written, takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
@@ -249,6 +250,8 @@ export interface ProfileStoreOptions {
   dataDir: string;
   /** LMDB map size, bytes; grows automatically, this is the initial size. Default DEFAULT_MAP_SIZE_BYTES (1 GiB). */
   mapSizeBytes?: number;
+  /** Write profiles of PROFILE_COMPRESSION_THRESHOLD_BYTES and up LZ4-compressed. Compressed profiles are read either way. Default false. */
+  compressProfiles?: boolean;
 }
 
 /** The cause of a failed lmdb-js write: its `commitError` is a promise that rejects with the LMDB error (e.g. "No space left on device"). */
@@ -306,7 +309,8 @@ export class ProfileStore {
       // every transition, so it is written as a map (record definitions were 12% of a shard's time with 100 audiences).
       useRecords: (o: object) => Object.getPrototypeOf(o) !== null,
       mapsAsObjects: true,
-      compression: { threshold: PROFILE_COMPRESSION_THRESHOLD_BYTES },
+      // Always configured, so that compressed profiles read whatever the option says; with it off none is written.
+      compression: { threshold: o.compressProfiles === true ? PROFILE_COMPRESSION_THRESHOLD_BYTES : Number.POSITIVE_INFINITY },
     } as DatabaseOptions & { name: string });
     this.#memberships = this.#root.openDB<MembershipRecord, string>({ name: "memberships", encoding: "msgpack" });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
