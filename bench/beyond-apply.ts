@@ -16,7 +16,7 @@
  * (bytes per event, JSON) there; `--cpu --out DIR` writes a CPU profile of
  * each run's measured part instead (200 µs sampling).
  *
- *   node dist-bench/bench/beyond-apply.js [--events N] [--users N] [--rounds R] [--no-social] [--no-reviews] [--alloc] [--cpu] [--out DIR] [--only on|off] [--datasets DIR]
+ *   node dist-bench/bench/beyond-apply.js [--events N] [--users N] [--rounds R] [--no-social] [--no-reviews] [--mix beyond|generator] [--alloc] [--cpu] [--out DIR] [--only on|off] [--datasets DIR]
  */
 import { Session } from "node:inspector/promises";
 import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
@@ -53,8 +53,10 @@ const { values: a } = parseArgs({
     cpu: { type: "boolean", default: false },
     out: { type: "string", default: "" },
     only: { type: "string", default: "" },
+    mix: { type: "string", default: "beyond" },
   },
 });
+if (a.mix !== "beyond" && a.mix !== "generator") throw new Error("--mix must be beyond or generator");
 const EVENTS = Number(a.events);
 const USERS = Number(a.users);
 const PARTITIONS = 8;
@@ -189,7 +191,7 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
 const sentiment = SentimentModel.load(resolveModel(BUNDLED_MODELS_DIR, "sentiment").dir);
 const texts = await reviewTexts(a.datasets!);
 const t0 = Date.now() - 2 * 86_400_000;
-const { events } = makeBeyondEvents("ba", texts, t0, { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"] });
+const { events } = makeBeyondEvents("ba", texts, t0, { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"], mix: a.mix as "beyond" | "generator" });
 const byPartition: Uint8Array[][] = Array.from({ length: PARTITIONS }, () => []);
 for (const e of events) byPartition[partitionOf(e.userId!, PARTITIONS)]!.push(pb.Event.encode(e).finish());
 const session = a.alloc || a.cpu ? new Session() : undefined;

@@ -1,13 +1,26 @@
 /**
- * The seeded event mix of the beyond-clicks benches (bench/beyond-ingest.ts,
- * bench/beyond-shards.ts): 71.5% VIEW, 14% ADD_TO_CART, 10% PURCHASE, 2%
- * REFUND (of the user's last bought item when there is one), 1% REVIEW with
- * the text of a real Amazon review and its stars, 1% FOLLOW, 0.5% SHARE with
- * a target.
+ * The seeded event mixes of the beyond-clicks benches (bench/beyond-ingest.ts,
+ * bench/beyond-shards.ts, bench/beyond-apply.ts), `--mix beyond|generator`:
+ * - `beyond` (the default): 71.5% VIEW, 14% ADD_TO_CART, 10% PURCHASE, 2%
+ *   REFUND (of the user's last bought item when there is one), 1% REVIEW with
+ *   the text of a real Amazon review and its stars, 1% FOLLOW, 0.5% SHARE
+ *   with a target;
+ * - `generator`: the calibrated generator's stream (bench/generator.ts, the
+ *   max-ingest mix fitted on Taobao: 89% views, 5.5% carts, 3% favourites,
+ *   2.3% purchases; seed 7, the bench's users, event time from t0), where
+ *   REVIEW_PER_PURCHASE of the purchases are followed by a review of the item
+ *   (an Amazon text, a second later): the beyond mix's own 0.10 reviews per
+ *   purchase line, so 0.23% reviews. No refunds, follows or shares: the
+ *   generator has none, and no data set here has their rate in a shop's
+ *   stream.
  */
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import { seededRandom } from "../src/models/seeded-random.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
+import { generateEvents } from "./generator.js";
+
+/** Reviews per purchase line in the `generator` mix (the beyond mix has 0.99% reviews and 9.9% purchase lines). */
+export const REVIEW_PER_PURCHASE = 0.1;
 
 /** The first 2,000 review texts of ../shared/data/amazon-reviews, with their stars. */
 export async function reviewTexts(dir: string): Promise<[string, number][]> {
@@ -24,12 +37,32 @@ export interface BeyondMix {
   users: number;
   /** FOLLOW and SHARE become VIEWs. */
   noSocial?: boolean;
-  /** REVIEW becomes a VIEW. */
+  /** REVIEW becomes a VIEW (`generator`: no reviews). */
   noReviews?: boolean;
+  /** Default `beyond`. */
+  mix?: "beyond" | "generator";
+}
+
+/** The `generator` mix (see the header): EVENTS events, user ids u0..u(USERS-1), integer event times. */
+function generatorEvents(prefix: string, texts: [string, number][], t0: number, m: BeyondMix): IEvent[] {
+  const rand = seededRandom(7);
+  const out: IEvent[] = [];
+  for (const g of generateEvents(m.events, { users: m.users, seed: 7, startMs: t0 })) {
+    if (out.length >= m.events) break;
+    const userId = `u${Number(g.userId!.slice(1)) % m.users}`;
+    const t = Math.floor(Number(g.timestampMs));
+    out.push({ ...g, eventId: `${prefix}-${out.length}`, userId, timestampMs: t });
+    if (g.type === EventType.PURCHASE && m.noReviews !== true && rand() < REVIEW_PER_PURCHASE && out.length < m.events) {
+      const [text, stars] = texts[Math.floor(rand() * texts.length)]!;
+      out.push({ eventId: `${prefix}-${out.length}`, userId, type: EventType.REVIEW, timestampMs: t + 1000, itemId: g.itemId, categoryId: g.categoryId, sessionId: g.sessionId, reviewText: text, rating: stars });
+    }
+  }
+  return out;
 }
 
 /** The shop's events of one run (the same for every run but the ids' prefix) and the notices they cause with the switch on. */
 export function makeBeyondEvents(prefix: string, texts: [string, number][], t0: number, m: BeyondMix): { events: IEvent[]; notices: number } {
+  if (m.mix === "generator") return { events: generatorEvents(prefix, texts, t0, m), notices: 0 };
   const { events: EVENTS, users: USERS } = m;
   const rand = seededRandom(7);
   const out: IEvent[] = [];

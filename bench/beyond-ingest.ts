@@ -36,7 +36,7 @@
  * (../shared/data/amazon-reviews) and its stars, 1% FOLLOW, 0.5% SHARE with a
  * target, over --users users in 8 partitions on 2 shard workers.
  *
- *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-social] [--no-reviews] [--only on|off] [--no-record]
+ *   node dist-bench/bench/beyond-ingest.js [--events N] [--users N] [--rounds R] [--datasets DIR] [--no-social] [--no-reviews] [--mix beyond|generator] [--models off|bundled] [--only on|off] [--no-record]
  */
 import { connect, type NatsConnection } from "nats";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -64,6 +64,8 @@ const { values: a } = parseArgs({
     "no-social": { type: "boolean", default: false },
     "no-reviews": { type: "boolean", default: false },
     "no-record": { type: "boolean", default: false },
+    mix: { type: "string", default: "beyond" },
+    models: { type: "string", default: "off" },
     only: { type: "string", default: "" },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -76,6 +78,10 @@ if (a.help) {
   --datasets DIR the public data sets, for the review texts (default ../shared/data)
   --no-social    FOLLOW and SHARE events become VIEWs (what the social notices cost)
   --no-reviews   REVIEW events become VIEWs (what the sentiment model costs)
+  --mix M        beyond (default: 1% reviews, 1.5% social, 2% refunds) or generator (the max-ingest stream of
+                 bench/generator.ts with a review after 10% of purchases: 0.23% reviews; bench/beyond-events.ts)
+  --models M     off (default: only the sentiment model) or bundled (LSTM, DeepFM, churn, propensity as the
+                 engine runs by default and max-ingest measures: the denominator of "ingest throughput")
   --no-record    print only; do not append to bench/RESULTS.md
   --only on|off  runs of one mode only (for a CPU profile of it: node --cpu-prof); implies --no-record
 `);
@@ -84,6 +90,9 @@ if (a.help) {
 const EVENTS = Number(a.events);
 const USERS = Number(a.users);
 const ROUNDS = Number(a.rounds);
+if (a.mix !== "beyond" && a.mix !== "generator") throw new Error("--mix must be beyond or generator");
+if (a.models !== "off" && a.models !== "bundled") throw new Error("--models must be off or bundled");
+const MODELS_OFF = a.models === "off";
 const PARTITIONS = 8;
 const WORKERS = 2;
 const ONLY = a.only === "" ? undefined : a.only === "on";
@@ -194,13 +203,13 @@ async function batches(engine: Engine): Promise<number> {
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const texts = await reviewTexts(a.datasets!);
-  const mixOf: BeyondMix = { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"] };
+  const mixOf: BeyondMix = { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"], mix: a.mix as "beyond" | "generator" };
   const nats = await startNatsServer({ readyTimeoutMs: 20_000 });
   const nc: NatsConnection = await connect({ servers: nats.url });
   const dirs: string[] = [];
   const start = (prefix: string, dataDir: string, beyondClicks: boolean) => Engine.start({
     natsUrl: nats.url, embeddedNats: "never", partitions: PARTITIONS, workers: WORKERS, httpPort: -1, logLevel: "warn", dataDir, subjectPrefix: prefix,
-    lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off", modelRegistry: false, profile: { beyondClicks },
+    ...(MODELS_OFF ? { lstmModel: "off", churnModel: "off", deepfmModel: "off", propensityModel: "off" } : {}), modelRegistry: false, profile: { beyondClicks },
   });
   const [pureOn, pureOff] = pureProfileCost(makeBeyondEvents("pure", texts, Date.now() - 2 * 86_400_000, mixOf).events);
   const rates: [number[], number[]] = [[], []];
@@ -303,14 +312,14 @@ async function main(): Promise<void> {
   ];
   const notes = [
     `Mix: ${mix}; ${USERS} users, every one with a profile before (a VIEW each).`,
-    `Engine in-process (main thread shared with the publisher's acks), ${PARTITIONS} partitions, ${WORKERS} shard workers, LSTM/DeepFM/churn/propensity off, sentiment model on.`,
+    `Engine in-process (main thread shared with the publisher's acks), ${PARTITIONS} partitions, ${WORKERS} shard workers, ${MODELS_OFF ? "LSTM/DeepFM/churn/propensity off, sentiment model on" : "the bundled models (LSTM, DeepFM, churn, propensity, sentiment)"}; --mix ${a.mix}.`,
     ...perRun,
     `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores (above ${cpus().length}, other processes compete for the CPU).`,
   ];
   const header = ["measure", "value", "note"];
   printTable("reviews, social and risk on ingest", header, rows);
   for (const n of notes) console.log(`- ${n}`);
-  if (!a["no-record"] && ONLY === undefined) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}`, header, rows, notes.map((n) => `- ${n}`));
+  if (!a["no-record"] && ONLY === undefined) appendResults("Reviews, social and risk on ingest (issue 18)", `npm run bench:beyond-ingest -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}${a.mix === "beyond" ? "" : ` --mix ${a.mix}`}${MODELS_OFF ? "" : " --models bundled"}${a["no-social"] ? " --no-social" : ""}${a["no-reviews"] ? " --no-reviews" : ""}`, header, rows, notes.map((n) => `- ${n}`));
 }
 
 main().catch((err) => {

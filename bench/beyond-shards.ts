@@ -23,7 +23,7 @@
  * lmdb-js's commits, V8's GC helpers) per shop event, of which the main
  * thread's (packing batches and routing notices), and the batches.
  *
- *   node dist-bench/bench/beyond-shards.js [--events N] [--users N] [--rounds R] [--notices ride|alone] [--no-social] [--no-reviews] [--datasets DIR] [--only on|off] [--no-record]
+ *   node dist-bench/bench/beyond-shards.js [--events N] [--users N] [--rounds R] [--notices ride|alone] [--no-social] [--no-reviews] [--mix beyond|generator] [--datasets DIR] [--only on|off] [--no-record]
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -52,6 +52,7 @@ const { values: a } = parseArgs({
     "no-social": { type: "boolean", default: false },
     "no-reviews": { type: "boolean", default: false },
     "no-record": { type: "boolean", default: false },
+    mix: { type: "string", default: "beyond" },
     only: { type: "string", default: "" },
   },
 });
@@ -63,6 +64,7 @@ const WORKERS = 2;
 const BATCH = ENGINE_DEFAULTS.maxBatchMessages;
 const ALONE = a.notices === "alone";
 if (a.notices !== "ride" && a.notices !== "alone") throw new Error("--notices must be ride or alone");
+if (a.mix !== "beyond" && a.mix !== "generator") throw new Error("--mix must be beyond or generator");
 const INTERNAL_KEY = new Uint8Array(randomBytes(32));
 
 function startPool(dataDir: string, beyondClicks: boolean): Promise<ShardPool> {
@@ -179,7 +181,7 @@ async function run(beyond: boolean, events: IEvent[], t0: number): Promise<[numb
 async function main(): Promise<void> {
   const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
   const texts = await reviewTexts(a.datasets!);
-  const mix: BeyondMix = { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"] };
+  const mix: BeyondMix = { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"], mix: a.mix as "beyond" | "generator" };
   const t0 = Date.now() - 2 * 86_400_000;
   const { events } = makeBeyondEvents("bs", texts, t0, mix);
   const order: boolean[] = [true];
@@ -205,7 +207,7 @@ async function main(): Promise<void> {
     ["cost per ABBA pair", ratios.map((r) => `${(r * 100).toFixed(1)}%`).join(", "), `min ${(Math.min(...ratios) * 100).toFixed(1)}%, max ${(Math.max(...ratios) * 100).toFixed(1)}%`],
   ];
   const notes = [
-    `${EVENTS} events, ${USERS} users (each with a profile before), ${PARTITIONS} partitions, ${WORKERS} shard workers, batches of ${BATCH}; notices ${ALONE ? "each in a batch of its own" : "in the recipient's next batch"}${a["no-social"] ? "; --no-social" : ""}${a["no-reviews"] ? "; --no-reviews" : ""}.`,
+    `${EVENTS} events, ${USERS} users (each with a profile before), ${PARTITIONS} partitions, ${WORKERS} shard workers, batches of ${BATCH}; notices ${ALONE ? "each in a batch of its own" : "in the recipient's next batch"}${a["no-social"] ? "; --no-social" : ""}${a["no-reviews"] ? "; --no-reviews" : ""}; --mix ${a.mix} (bench/beyond-events.ts).`,
     ...lines,
     `Load average (1, 5, 15 min) before: ${load0}; after: ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${cpus().length} cores.`,
   ];
@@ -213,7 +215,7 @@ async function main(): Promise<void> {
   printTable("reviews, social and risk in the shards (no broker)", header, rows);
   for (const n of notes) console.log(`- ${n}`);
   if (!a["no-record"] && a.only === "") {
-    const flags = `${ALONE ? " --notices alone" : ""}${a["no-social"] ? " --no-social" : ""}${a["no-reviews"] ? " --no-reviews" : ""}`;
+    const flags = `${a.mix === "beyond" ? "" : ` --mix ${a.mix}`}${ALONE ? " --notices alone" : ""}${a["no-social"] ? " --no-social" : ""}${a["no-reviews"] ? " --no-reviews" : ""}`;
     appendResults("Reviews, social and risk in the shards (issue 18)", `npm run bench:beyond-shards -- --events ${EVENTS} --users ${USERS} --rounds ${ROUNDS}${flags}`, header, rows, notes.map((n) => `- ${n}`));
   }
 }

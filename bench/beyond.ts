@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { open } from "lmdb";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { newRiskState, observeRisk, type RiskState } from "../src/actors/risk.js";
+import { newRiskState, observeRisk, packRisk, type RiskState } from "../src/actors/risk.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../src/data/types.js";
@@ -143,7 +143,8 @@ const db = env.openDB<UserState, string>({ name: "profiles", encoding: "msgpack"
 let nKey = 0;
 const sizeOf = (s: UserState) => {
   const k = `k${nKey++}`;
-  db.putSync(k, s);
+  // The risk state as the store writes it (one flat array, packRisk).
+  db.putSync(k, s.rk === undefined ? s : { ...s, rk: packRisk(s.rk) as unknown as RiskState });
   return db.getBinary(k)!.length;
 };
 const withParts = [...users.values()].slice(0, 5000);

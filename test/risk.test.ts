@@ -4,12 +4,17 @@
  * end (the profile reply carries the scores with reasons; the metric counts
  * a newly flagged user once).
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { open, type DatabaseOptions } from "lmdb";
 import { describe, expect, it } from "vitest";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { RISK, riskView } from "../src/actors/risk.js";
 import { applyEvent, newUserState, profileView, type ProfileEvent } from "../src/actors/user-profile.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { plantBots, plantRefundAbusers, plantSharedAccounts, scoreReplay } from "../src/eval/risk-eval.js";
+import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
 import { useEngineFixture } from "./helpers/fixture.js";
@@ -18,6 +23,7 @@ import { waitFor } from "./helpers/nats.js";
 const o = compileProfileOptions();
 const MIN = 60_000;
 const HOUR = 60 * MIN;
+const DAY = 24 * HOUR;
 
 function ev(p: Partial<ProfileEvent> & { type: EventType; timestampMs: number }): ProfileEvent & { userId: string } {
   return { userId: "u", itemId: "i", categoryId: "", brand: "", price: 0, quantity: 0, currency: "", sessionId: "", orderId: "", ...p };
@@ -95,6 +101,54 @@ describe("risk - detectors on hand-made sequences", () => {
     const v = riskView(undefined, { refunds: 0, purchases: 0, orders: 0 });
     expect([v.velocity.score, v.refundAbuse.score, v.accountSharing.score]).toEqual([0, 0, 0]);
     expect(v.velocity.reason).not.toBe("");
+  });
+});
+
+describe("risk - stored form", () => {
+  it("risk - the store writes the risk state as one flat array that reads back equal, and a profile stored with the record before still loads and scores the same", async () => {
+    // A state with every part used: a burst over two sessions and a device, quick refunds of one order.
+    const s = newUserState();
+    const evs: ProfileEvent[] = [];
+    for (let k = 0; k < 30; k++) evs.push(ev({ type: EventType.VIEW, timestampMs: T0 + k * 150, sessionId: `s${k % 2}`, attributes: { device_id: k % 3 === 0 ? "d1" : "d2" } }));
+    for (let k = 0; k < 5; k++) {
+      evs.push(ev({ type: EventType.PURCHASE, timestampMs: T0 + 5000 + k * HOUR, itemId: `i${k}`, orderId: `o${k}`, price: 10 }));
+      if (k < 4) evs.push(ev({ type: EventType.REFUND, timestampMs: T0 + 5000 + k * HOUR + MIN, itemId: `i${k}`, orderId: `o${k}`, price: 10 }));
+    }
+    for (const e of evs) applyEvent(s, e, o);
+    expect(s.rk!.ids.length).toBeGreaterThan(2);
+    expect(s.rk!.qo).toBeGreaterThan(0);
+    const view = profileView("u", s, T0 + DAY, o).risk;
+    const dir = mkdtempSync(join(tmpdir(), "portrait-risk-store-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      await store.commitBatch(0, 1, [["new", s]]);
+      expect(store.getState("new")!.rk).toEqual(s.rk);
+      await store.close();
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (x: object) => Object.getPrototypeOf(x) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+      // Stored: a flat array, the ids' times relative to bt.
+      const stored = (profiles.get("new") as { rk: unknown }).rk as number[];
+      expect(stored.slice(0, 11)).toEqual([s.rk!.b, s.rk!.bt, s.rk!.sp, s.rk!.pp, s.rk!.f, s.rk!.pk, s.rk!.q, s.rk!.qo, s.rk!.qk, s.rk!.cp, s.rk!.rt]);
+      expect(stored.slice(11)).toEqual(s.rk!.ids.flatMap(([id, t]) => [id, s.rk!.bt - t]));
+      // As written before this form: the record (and one stored before qo and qk existed).
+      await profiles.put("old", { ...s, rk: structuredClone(s.rk!) });
+      const { qo: _qo, qk: _qk, ...record } = structuredClone(s.rk!);
+      await profiles.put("older", { ...s, rk: record });
+      await env.close();
+      const again = new ProfileStore({ dataDir: dir });
+      const old = again.getState("old")!;
+      expect(profileView("u", old, T0 + DAY, o).risk).toEqual(view);
+      // Its next event and write: the flat form from then on, the same as the state that never left memory.
+      const next = ev({ type: EventType.VIEW, timestampMs: T0 + 2 * DAY, sessionId: "s9" });
+      applyEvent(old, next, o);
+      applyEvent(s, next, o);
+      await again.commitBatch(0, 2, [["old", old]]);
+      expect(again.getState("old")!.rk).toEqual(s.rk);
+      expect(again.getState("older")!.rk).toEqual(record);
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -35,7 +35,7 @@
  *    is kept (at most SHARING_TRACKED ids are tracked). Score =
  *    min(1, (peak - 1) / (RISK.sharingPeak - 1)); flagged at 1.
  */
-import { fnv1a32String } from "../wire/partition.js";
+import { FNV1A32_OFFSET, fnv1a32String, fnv1a32Update } from "../wire/partition.js";
 import { EventType } from "../wire/proto.js";
 
 /** Thresholds of the risk signals (see the header). */
@@ -89,7 +89,49 @@ export interface RiskState {
 }
 
 export function newRiskState(): RiskState {
-  return { b: 0, bt: 0, sp: 0, pp: 0, f: 0, pk: 0, q: 0, ids: [], cp: 0, rt: 0 };
+  return { b: 0, bt: 0, sp: 0, pp: 0, f: 0, pk: 0, q: 0, qo: 0, qk: -1, ids: [], cp: 0, rt: 0 };
+}
+
+/** Numbers of the stored form before the tracked ids (packRisk). */
+const PACKED_FIXED = 11;
+/** One array per number of tracked ids, reused by every packRisk (the store encodes it within the put). */
+const PACKED = Array.from({ length: SHARING_TRACKED + 1 }, (_, n) => new Array<number>(PACKED_FIXED + 2 * n).fill(0));
+
+/**
+ * The stored form of a risk state (the store writes it in place of the
+ * record, src/store/profile-store.ts): one flat array of numbers,
+ * [b, bt, sp, pp, f, pk, q, qo, qk, cp, rt, then per tracked id: id, bt − its
+ * last time]. msgpack writes an array without the record's per-field
+ * walk, and the ids' times as small integers instead of doubles. Valid until
+ * the next call (the arrays are reused): encode it at once.
+ */
+export function packRisk(r: RiskState): number[] {
+  const ids = r.ids;
+  const a = ids.length <= SHARING_TRACKED ? PACKED[ids.length]! : new Array<number>(PACKED_FIXED + 2 * ids.length);
+  a[0] = r.b;
+  a[1] = r.bt;
+  a[2] = r.sp;
+  a[3] = r.pp;
+  a[4] = r.f;
+  a[5] = r.pk;
+  a[6] = r.q;
+  a[7] = r.qo ?? 0;
+  a[8] = r.qk ?? -1;
+  a[9] = r.cp;
+  a[10] = r.rt;
+  for (let i = 0; i < ids.length; i++) {
+    a[PACKED_FIXED + 2 * i] = ids[i]![0];
+    a[PACKED_FIXED + 2 * i + 1] = r.bt - ids[i]![1];
+  }
+  return a;
+}
+
+/** The risk state of its stored form (packRisk). A state stored before that form (the record) is read as it is. */
+export function unpackRisk(a: number[]): RiskState {
+  const bt = a[1]!;
+  const ids: [number, number][] = [];
+  for (let i = PACKED_FIXED; i + 1 < a.length; i += 2) ids.push([a[i]!, bt - a[i + 1]!]);
+  return { b: a[0]!, bt, sp: a[2]!, pp: a[3]!, f: a[4]!, pk: a[5]!, q: a[6]!, qo: a[7]!, qk: a[8]!, ids, cp: a[9]!, rt: a[10]! };
 }
 
 /** What observeRisk reads of an event. */
@@ -103,17 +145,34 @@ export interface RiskEvent {
 }
 
 function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
-  const i = r.ids.findIndex((x) => x[0] === id);
-  if (i >= 0) {
+  const ids = r.ids;
+  let i = 0;
+  while (i < ids.length && ids[i]![0] !== id) i++;
+  if (i < ids.length) {
+    const x = ids[i]!;
     // Back to an id that is not the latest of its kind while it is still active: two of them in use at once.
-    if (t - r.ids[i]![1] <= gapMs && r.ids.slice(0, i).some((x) => (x[0] >= 0) === (id >= 0))) r.rt++;
-    if (t > r.ids[i]![1]) r.ids[i]![1] = t;
-    if (i > 0) r.ids.unshift(r.ids.splice(i, 1)[0]!);
+    if (i > 0 && t - x[1] <= gapMs) {
+      for (let j = 0; j < i; j++) {
+        if ((ids[j]![0] >= 0) === (id >= 0)) {
+          r.rt++;
+          break;
+        }
+      }
+    }
+    if (t > x[1]) x[1] = t;
+    if (i > 0) {
+      for (let j = i; j > 0; j--) ids[j] = ids[j - 1]!;
+      ids[0] = x;
+    }
     return;
   }
-  r.ids.unshift([id, t]);
-  if (r.ids.length > SHARING_TRACKED) r.ids.length = SHARING_TRACKED;
+  ids.unshift([id, t]);
+  if (ids.length > SHARING_TRACKED) ids.length = SHARING_TRACKED;
 }
+
+/** FNV-1a states after "s:" and "d:": a session id's and a device id's hashes continue from them (no string built per event). */
+const SESSION_HASH = fnv1a32Update(FNV1A32_OFFSET, "s:");
+const DEVICE_HASH = fnv1a32Update(FNV1A32_OFFSET, "d:");
 
 /**
  * Updates the risk state with one event. `lastPurchaseMs` is the user's last
@@ -145,14 +204,17 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   }
   // Sharing: ids active at t (including this event's).
   const device = e.attributes?.["device_id"] ?? "";
-  if (e.sessionId !== "") touchId(r, fnv1a32String(`s:${e.sessionId}`), t, gapMs);
-  if (device !== "") touchId(r, -fnv1a32String(`d:${device}`) - 1, t, gapMs);
+  // fnv1a32String(`s:${session id}`) and -fnv1a32String(`d:${device id}`) - 1.
+  if (e.sessionId !== "") touchId(r, fnv1a32Update(SESSION_HASH, e.sessionId) >>> 0, t, gapMs);
+  if (device !== "") touchId(r, -(fnv1a32Update(DEVICE_HASH, device) >>> 0) - 1, t, gapMs);
   if (e.sessionId !== "" || device !== "") {
     let sessions = 0;
     let devices = 0;
-    for (const [id, last] of r.ids) {
-      if (t - last > gapMs) continue;
-      if (id >= 0) sessions++;
+    const ids = r.ids;
+    for (let i = 0; i < ids.length; i++) {
+      const x = ids[i]!;
+      if (t - x[1] > gapMs) continue;
+      if (x[0] >= 0) sessions++;
       else devices++;
     }
     const active = Math.max(sessions, devices);

@@ -6,7 +6,9 @@
  *   changes (msgpack with shared structures: objects are records, except
  *   dictionaries with a null prototype, which are maps; LZ4-compressed from
  *   PROFILE_COMPRESSION_THRESHOLD_BYTES with the option compressProfiles, and
- *   read whether compressed or not); states written before
+ *   read whether compressed or not), its risk state as one flat number array
+ *   (src/actors/risk.ts packRisk; a profile stored before holds the record,
+ *   which still loads); states written before
  *   the `memberships` db existed hold their memberships here (AudienceState.m,
  *   due, w, q), and a `memberships` record, once written, takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
@@ -75,6 +77,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase } from "lm
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AudienceState } from "../actors/audience-types.js";
+import { packRisk, unpackRisk, type RiskState } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
@@ -205,15 +208,18 @@ function readMemberships(a: AudienceState, r: MembershipRecord, numbers: Audienc
  */
 function putProfilePart(db: Database<UserState, string>, id: string, s: UserState): void {
   const a = s.aud;
-  if (a === undefined) {
+  const rk = s.rk;
+  if (a === undefined && rk === undefined) {
     void db.put(id, s).catch(() => undefined);
     return;
   }
-  s.aud = { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState;
+  if (a !== undefined) s.aud = { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState;
+  if (rk !== undefined) s.rk = packRisk(rk) as unknown as RiskState;
   try {
     void db.put(id, s).catch(() => undefined);
   } finally {
-    s.aud = a;
+    if (a !== undefined) s.aud = a;
+    if (rk !== undefined) s.rk = rk;
   }
 }
 
@@ -462,6 +468,8 @@ export class ProfileStore {
 
   getState(userId: string): UserState | undefined {
     const s = this.#profiles.get(userId);
+    // The risk state's stored form (packRisk); a profile stored before it holds the record, read as it is.
+    if (s !== undefined && Array.isArray(s.rk)) s.rk = unpackRisk(s.rk as unknown as number[]);
     const a = s?.aud;
     if (a === undefined) return s;
     const r = this.#memberships.get(userId);
