@@ -106,31 +106,7 @@ export function fromCatalogUpsertMessage(m: CatalogUpsertMessage): CatalogUpsert
   };
 }
 
-/**
- * Slots on a catalog entry where the tables fed after the catalog (and the
- * recs worker's item counts) cache their own entry for the item, so that an
- * event of an item the catalog holds costs one Map lookup of the item id (the
- * catalog's) rather than one per table. Each owner checks that what it cached
- * is still live before using it, else looks the item up in its own table as
- * before. Symbol keys: they stay out of JSON, structured clones and the item's
- * fields.
- */
-export const COVISITATION_SLOT: unique symbol = Symbol("covisitation node");
-export const TRENDING_SLOT: unique symbol = Symbol("trending node");
-export const SESSION_INDEX_SLOT: unique symbol = Symbol("session index entry");
-export const STATS_SLOT: unique symbol = Symbol("recs worker item counts");
-export const CATEGORY_STATS_SLOT: unique symbol = Symbol("recs worker category counts");
-
-/** A catalog entry's cache slots (see COVISITATION_SLOT); undefined until an owner fills its own. */
-export interface ItemSlots {
-  [COVISITATION_SLOT]: unknown;
-  [TRENDING_SLOT]: unknown;
-  [SESSION_INDEX_SLOT]: unknown;
-  [STATS_SLOT]: unknown;
-  [CATEGORY_STATS_SLOT]: unknown;
-}
-
-interface Entry extends CatalogItem, ItemSlots {
+interface Entry extends CatalogItem {
   [TICK]: number;
 }
 
@@ -207,7 +183,6 @@ export class Catalog {
     e = {
       itemId, categoryId: "", categoryPath: "", brand: "", price: 0, currency: "", title: "",
       available: !wasUnavailable, firstSeenMs: 0, lastSeenMs: 0, [TICK]: 0,
-      [COVISITATION_SLOT]: undefined, [TRENDING_SLOT]: undefined, [SESSION_INDEX_SLOT]: undefined, [STATS_SLOT]: undefined, [CATEGORY_STATS_SLOT]: undefined,
     };
     this.items.insert(itemId, e);
     this.acct.add(TABLE.catalog, entryBytes(e));
@@ -220,11 +195,8 @@ export class Catalog {
     if (t > e.lastSeenMs) e.lastSeenMs = t;
   }
 
-  /**
-   * Applies an item event (see the semantics above) and returns the item with its cache slots (ItemSlots);
-   * events without an item id are ignored.
-   */
-  observe(ev: ItemEvent): (Readonly<CatalogItem> & ItemSlots) | undefined {
+  /** Applies an item event (see the semantics above) and returns the item; events without an item id are ignored. */
+  observe(ev: ItemEvent): Readonly<CatalogItem> | undefined {
     if (!ev.itemId) return undefined;
     const e = this.entry(ev.itemId);
     const b0 = entryBytes(e);

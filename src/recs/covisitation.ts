@@ -26,7 +26,6 @@ import type { EventType } from "../wire/proto.js";
 import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
-import { COVISITATION_SLOT, type ItemSlots } from "./catalog.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -95,12 +94,11 @@ export class Covisitation {
     return this.users.size;
   }
 
-  /** Counts an event; `slots`: the item's catalog entry, where the item's node is cached (ItemSlots). */
-  observe(e: CovisitEvent, slots?: ItemSlots): void {
+  observe(e: CovisitEvent): void {
     const w = this.weights[e.type] ?? 0;
     if (w <= 0 || !e.itemId) return;
     const t = e.timestampMs;
-    const node = this.node(e.itemId, slots);
+    const node = this.node(e.itemId);
     const last = this.users.get(e.userId);
     if (last === undefined) {
       this.users.insert(e.userId, { [TICK]: 0, node, t });
@@ -143,18 +141,15 @@ export class Covisitation {
     return out;
   }
 
-  /** The item's node, touched (a new one when the table has none); a dead node is no longer the table's. */
-  private node(id: string, slots: ItemSlots | undefined): Node {
-    const cached = slots?.[COVISITATION_SLOT] as Node | undefined;
-    let n = cached !== undefined && !cached.dead ? cached : this.items.get(id);
+  private node(id: string): Node {
+    let n = this.items.get(id);
     if (n !== undefined) {
       this.items.touch(id, n);
-    } else {
-      n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
-      this.items.insert(id, n);
-      this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
+      return n;
     }
-    if (slots !== undefined) slots[COVISITATION_SLOT] = n;
+    n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
+    this.items.insert(id, n);
+    this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;
   }
 

@@ -10,12 +10,7 @@
  * the heap after GC by `npm run bench:recs-memory` (bench/RESULTS.md). It
  * does not count what is shared (an item id held by several tables is
  * counted in each: the estimate errs high there) nor the shells of dropped
- * sessions still named by an index list (their items are cleared). Nor the
- * intake's lookup caches (src/recs/catalog.ts ItemSlots): 5 slots per catalog
- * entry, a dead flag per rules and session-index entry, and a list of the
- * rules entries beside each current session's items, about 60 bytes per item
- * and 8 per session item (the estimate errs low by that; left out so that the
- * byte bound evicts exactly as before they existed).
+ * sessions still named by an index list (their items are cleared).
  */
 import type { TouchClock } from "./touch-order.js";
 

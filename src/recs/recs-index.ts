@@ -4,7 +4,7 @@
  * hosts one per recs worker and feeds it every item event.
  */
 import type { IEvent } from "../wire/proto.js";
-import { Catalog, type CatalogItem, type ItemSlots } from "./catalog.js";
+import { Catalog, type CatalogItem } from "./catalog.js";
 import { Covisitation, type CovisitEvent } from "./covisitation.js";
 import { RecsBytes, shrinkTo, type Evictable } from "./recs-bytes.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
@@ -66,19 +66,17 @@ export function boundRecsIndex(index: RecsIndex): number {
  * item's last sighting. O(1) amortised (see each table). Returns the item as
  * the catalog holds it afterwards (undefined for an event without an item).
  */
-export function observeItemEvent(index: RecsIndex, e: ItemEvent): (Readonly<CatalogItem> & ItemSlots) | undefined {
+export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<CatalogItem> | undefined {
   const item = index.catalog.observe(e);
   if (item === undefined) return undefined;
   // The other tables get the catalog's copy of the item id, not the event's: what they keep (session lists and
   // sets, rule successors, new keys) then shares one string per item instead of retaining each event's copy, and
   // their lookups find a key that is the same string (V8 compares by pointer before contents; its hash is cached).
   const ev: CovisitEvent = { userId: e.userId, itemId: item.itemId, type: e.type, timestampMs: e.timestampMs };
-  // They also find their own entry for the item cached on the catalog's (ItemSlots): one lookup of the item id per
-  // event rather than one per table.
-  index.covisitation.observe(ev, item);
-  index.trending.observe(ev, item.categoryId, item);
+  index.covisitation.observe(ev);
+  index.trending.observe(ev, item.categoryId);
   // The rules see the session before the event joins it (in the same lookup of the user).
-  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules, item);
+  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules);
   if (index.bytes.total > index.maxStateBytes) boundRecsIndex(index);
   return item;
 }

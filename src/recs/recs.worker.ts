@@ -24,7 +24,7 @@ import { createLogger, type Logger } from "../obs/logger.js";
 import { receiveItemEvents, type ItemEventBatch } from "../threads/item-event-queue.js";
 import { exposeWorker, stallThread } from "../threads/worker-thread.js";
 import { pb, plainBytes } from "../wire/proto.js";
-import { CATEGORY_STATS_SLOT, fromCatalogUpsertMessage, STATS_SLOT } from "./catalog.js";
+import { fromCatalogUpsertMessage } from "./catalog.js";
 import { countSources, generateCandidates } from "./candidates.js";
 import { boundRecsIndex, createRecsIndex, observeItemEvent, type RecsIndex } from "./recs-index.js";
 import type { CompiledRecsOptions } from "./recs-options.js";
@@ -34,8 +34,6 @@ import type { CandidateSource } from "./sources.js";
 
 /** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
-/** A category's interaction count, with its key (so that an item's cached count is known to be its category's). */
-interface CategoryCount { readonly key: string; n: number }
 
 class Recs implements RecsApi {
   #o!: CompiledRecsOptions;
@@ -48,7 +46,7 @@ class Recs implements RecsApi {
   #configured!: RankingPolicy;
   #log!: Logger;
   readonly #counts = new Map<string, ItemCounts>();
-  readonly #categoryCounts = new Map<string, CategoryCount>();
+  readonly #categoryCounts = new Map<string, { n: number }>();
   readonly #ports: MessagePort[] = [];
   #itemEvents = 0;
   #upserts = 0;
@@ -107,10 +105,8 @@ class Recs implements RecsApi {
       });
       if (item !== undefined && (EVENT_WEIGHTS[type] ?? 0) > 0) {
         // Keyed by the catalog's copy of the id (observeItemEvent): a new entry keeps no event's string.
-        // Cached on the catalog's entry (ItemSlots): the map still holds it, since the sweep only forgets the counts
-        // of items the catalog does not hold, and an entry the catalog dropped is never returned again.
         const itemId = item.itemId;
-        let c = (item[STATS_SLOT] as ItemCounts | undefined) ?? this.#counts.get(itemId);
+        let c = this.#counts.get(itemId);
         if (c === undefined) {
           // Bounded like the catalog: forget counts of items the catalog dropped. At 2 x maxItems, so that
           // a sweep frees at least maxItems entries (O(1) amortised): at 1 x, once the catalog was full
@@ -120,19 +116,15 @@ class Recs implements RecsApi {
           c = { popularity: 0, users: 0, firstMs: t, lastMs: t };
           this.#counts.set(itemId, c);
         }
-        item[STATS_SLOT] = c;
         c.popularity++;
         c.users += b.newToUser[i]!;
         if (t > c.lastMs) c.lastMs = t;
         if (t < c.firstMs) c.firstMs = t;
         const cat = item.categoryId;
         if (cat !== "") {
-          // Category counts are never forgotten: a cached one is live while the item's category is still its key.
-          const cached = item[CATEGORY_STATS_SLOT] as CategoryCount | undefined;
-          let k = cached !== undefined && cached.key === cat ? cached : this.#categoryCounts.get(cat);
+          const k = this.#categoryCounts.get(cat);
           if (k !== undefined) k.n++;
-          else this.#categoryCounts.set(cat, (k = { key: cat, n: 1 }));
-          item[CATEGORY_STATS_SLOT] = k;
+          else this.#categoryCounts.set(cat, { n: 1 });
         }
       }
     }

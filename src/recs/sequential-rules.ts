@@ -23,8 +23,6 @@ import type { ScoredItem } from "./types.js";
 
 interface Rules {
   [TICK]: number;
-  /** Dropped from the table: a cached reference to it (see `observe`) is stale. */
-  dead: boolean;
   next: string[];
   score: number[];
 }
@@ -41,10 +39,7 @@ export class SequentialRules {
   constructor(options: CompiledSequentialRulesOptions, acct = new RecsBytes()) {
     this.#o = options;
     this.#acct = acct;
-    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => {
-      acct.add(TABLE.rules, -rulesBytes(key, r.next.length));
-      r.dead = true;
-    }, acct);
+    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => acct.add(TABLE.rules, -rulesBytes(key, r.next.length)), acct);
   }
 
   /** The table the recs byte bound evicts from. */
@@ -64,20 +59,11 @@ export class SequentialRules {
 
   /**
    * Adds the rules of `itemId` following `before[0 .. length)` (oldest first,
-   * the newest at length - 1). `refs`, parallel to `before` and kept by the
-   * caller with it, caches the rules entry of each item (filled here): the
-   * session's last `steps` items are looked up again on each of its events,
-   * and a cached entry that is still in the table saves the lookup (a Map
-   * lookup of a 200,000-entry table, up to `steps` per event).
+   * the newest at length - 1).
    */
-  observe(before: readonly string[], length: number, itemId: string, refs?: unknown[]): void {
+  observe(before: readonly string[], length: number, itemId: string): void {
     const from = Math.max(0, length - this.#o.steps);
-    for (let p = length - 1; p >= from; p--) {
-      const a = before[p]!;
-      const cached = refs?.[p] as Rules | undefined;
-      const r = this.#add(a, cached !== undefined && !cached.dead ? cached : undefined, itemId, 1 / (length - p));
-      if (refs !== undefined) refs[p] = r;
-    }
+    for (let p = length - 1; p >= from; p--) this.#add(before[p]!, itemId, 1 / (length - p));
   }
 
   /** The successors of `itemId`, best first (ties by item id), at most k. */
@@ -90,11 +76,10 @@ export class SequentialRules {
     return out;
   }
 
-  /** Adds w to the rule a -> b; `known` is a's entry when the caller holds it (live). Returns a's entry. */
-  #add(a: string, known: Rules | undefined, b: string, w: number): Rules {
-    let r = known ?? this.#items.get(a);
+  #add(a: string, b: string, w: number): void {
+    let r = this.#items.get(a);
     if (r === undefined) {
-      r = { [TICK]: 0, dead: false, next: [], score: [] };
+      r = { [TICK]: 0, next: [], score: [] };
       this.#items.insert(a, r);
       this.#acct.add(TABLE.rules, rulesBytes(a, 0));
     } else {
@@ -103,13 +88,13 @@ export class SequentialRules {
     const i = r.next.indexOf(b);
     if (i >= 0) {
       r.score[i]! += w;
-      return r;
+      return;
     }
     if (r.next.length < this.#o.maxSuccessors) {
       r.next.push(b);
       r.score.push(w);
       this.#acct.add(TABLE.rules, 2 * pushBytes(r.next.length));
-      return r;
+      return;
     }
     let min = 0;
     for (let j = 1; j < r.score.length; j++) if (r.score[j]! < r.score[min]!) min = j;
@@ -117,6 +102,5 @@ export class SequentialRules {
       r.next[min] = b;
       r.score[min] = w;
     }
-    return r;
   }
 }

@@ -22,7 +22,6 @@
  */
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
-import { SESSION_INDEX_SLOT, type ItemSlots } from "./catalog.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 
 export interface Session {
@@ -43,23 +42,18 @@ export interface Session {
 
 /** Sees each event that continues a session, with the session's items before it (sequential rules). */
 export interface SessionFollower {
-  /** `refs` is parallel to `before` (the store keeps it beside the current session's items): the follower's cache per item. */
-  observe(before: readonly string[], length: number, itemId: string, refs: unknown[]): void;
+  observe(before: readonly string[], length: number, itemId: string): void;
 }
 
 interface SessionEntry {
   [TICK]: number;
   session: Session;
-  /** Parallel to `session.items` while the session is current: what the follower caches per item (its rules entry). */
-  refs: unknown[];
   /** User entries only: the user's earlier sessions, newest first, at most maxUserSessions - 1. */
   past?: Session[];
 }
 
 interface ItemEntry {
   [TICK]: number;
-  /** Dropped from the index: a cached reference to it (ItemSlots) is stale. */
-  dead: boolean;
   /** Sessions holding the item, oldest first (by when the item entered them). */
   sessions: Session[];
 }
@@ -98,10 +92,7 @@ export class SessionStore {
     this.#o = options;
     this.#acct = acct;
     this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct);
-    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => {
-      acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length));
-      e.dead = true;
-    }, acct);
+    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct);
   }
 
   /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
@@ -172,10 +163,9 @@ export class SessionStore {
    * Adds an event to its user's session (a new one after a gap) and returns
    * that session. When the event continues the session, `follower` first sees
    * the session's items before the event (what `current(userId, timestampMs)`
-   * would have returned): one lookup of the user for both. `slots`: the
-   * item's catalog entry, where its index entry is cached (ItemSlots).
+   * would have returned): one lookup of the user for both.
    */
-  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower, slots?: ItemSlots): Session {
+  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower): Session {
     let cur = this.#current.get(userId);
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
@@ -184,7 +174,7 @@ export class SessionStore {
       this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
-        cur = { [TICK]: 0, session: s, refs: [] };
+        cur = { [TICK]: 0, session: s };
         this.#current.insert(userId, cur);
         this.#acct.add(TABLE.session_users, userBytes(userId, cur));
       } else {
@@ -196,20 +186,16 @@ export class SessionStore {
           this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
         }
         cur.session = s;
-        cur.refs = [];
         this.#current.touch(userId, cur);
       }
     } else {
-      follower?.observe(s.items, s.items.length, itemId, cur!.refs);
+      follower?.observe(s.items, s.items.length, itemId);
       this.#current.touch(userId, cur!);
     }
-    const refs = cur!.refs;
     s.items.push(itemId);
-    refs.push(undefined);
     let b = pushBytes(s.items.length) + stringBytes(itemId);
     if (s.items.length > this.#o.maxSessionItems) {
       const n = s.items.length;
-      refs.splice(0, n - this.#o.maxSessionItems);
       for (const gone of s.items.splice(0, n - this.#o.maxSessionItems)) b -= stringBytes(gone);
       b += arrayBytes(s.items.length) - arrayBytes(n);
     }
@@ -217,7 +203,7 @@ export class SessionStore {
     if (!s.distinct.has(itemId) && s.distinct.size < this.#o.maxSessionItems) {
       s.distinct.add(itemId);
       b += DISTINCT_BYTES;
-      this.#index(itemId, s, slots);
+      this.#index(itemId, s);
     }
     this.#acct.add(TABLE.sessions, b);
     return s;
@@ -256,17 +242,15 @@ export class SessionStore {
     return gone.length > 0;
   }
 
-  #index(itemId: string, s: Session, slots: ItemSlots | undefined): void {
-    const cached = slots?.[SESSION_INDEX_SLOT] as ItemEntry | undefined;
-    let e = cached !== undefined && !cached.dead ? cached : this.#items.get(itemId);
+  #index(itemId: string, s: Session): void {
+    let e = this.#items.get(itemId);
     if (e === undefined) {
-      e = { [TICK]: 0, dead: false, sessions: [] };
+      e = { [TICK]: 0, sessions: [] };
       this.#items.insert(itemId, e);
       this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
       this.#items.touch(itemId, e);
     }
-    if (slots !== undefined) slots[SESSION_INDEX_SLOT] = e;
     e.sessions.push(s);
     this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));
     const cap = this.#o.maxSessionsPerItem;

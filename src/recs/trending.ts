@@ -29,7 +29,6 @@ import type { EventType } from "../wire/proto.js";
 import type { CompiledTrendingOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
-import { TRENDING_SLOT, type ItemSlots } from "./catalog.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -113,13 +112,12 @@ export class Trending {
   /**
    * Counts an event. `categoryId` (default: the event's) is the item's
    * category; when empty, the category the item was last counted in is used.
-   * `slots`: the item's catalog entry, where the item's node is cached (ItemSlots).
    */
-  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? "", slots?: ItemSlots): void {
+  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? ""): void {
     const w = this.weights[e.type] ?? 0;
     if (w <= 0 || !e.itemId) return;
     const sw = w * this.scale(e.timestampMs);
-    const n = this.node(e.itemId, slots);
+    const n = this.node(e.itemId);
     n.score += sw;
     this.bump(this.global, n, this.options.globalListSize, true);
     const key = categoryId || n.catKey;
@@ -166,18 +164,15 @@ export class Trending {
     return out;
   }
 
-  /** The item's node, touched (a new one when the table has none); a dead node is no longer the table's. */
-  private node(id: string, slots: ItemSlots | undefined): Node {
-    const cached = slots?.[TRENDING_SLOT] as Node | undefined;
-    let n = cached !== undefined && !cached.dead ? cached : this.items.get(id);
+  private node(id: string): Node {
+    let n = this.items.get(id);
     if (n !== undefined) {
       this.items.touch(id, n);
-    } else {
-      n = { id, [TICK]: 0, dead: false, score: 0, gpos: -1, catKey: "", cat: undefined, cpos: -1 };
-      this.items.insert(id, n);
-      this.acct.add(TABLE.trending, nodeBytes(id));
+      return n;
     }
-    if (slots !== undefined) slots[TRENDING_SLOT] = n;
+    n = { id, [TICK]: 0, dead: false, score: 0, gpos: -1, catKey: "", cat: undefined, cpos: -1 };
+    this.items.insert(id, n);
+    this.acct.add(TABLE.trending, nodeBytes(id));
     return n;
   }
 
