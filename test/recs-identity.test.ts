@@ -7,6 +7,8 @@
  * it recommends (cheaper lookups, other layouts) keeps these digests; one
  * that means to change it records new ones and says why. A stale cached
  * table entry (tried: the rules using an evicted entry) fails both cases.
+ * The stream is bench/generator.ts's: a change to the generator changes the
+ * digests too (record them again on the code before the change under test).
  * About 5 s of CPU in all (vitest included), mostly the generator and the candidate queries.
  */
 import { createHash } from "node:crypto";
