@@ -41,12 +41,12 @@ function events(prefix: string, users: number, perUser: number, from = 0): IEven
   return out;
 }
 
-/** The reference: the runtime stepped offline over one user's events, one at a time. */
+/** The reference: the runtime stepped offline over one user's events, one at a time, as the engine steps (stepHalf: each state rounded to what a profile stores). */
 function offline(rt: LstmRuntime, evs: IEvent[]) {
   const s = rt.initialState();
   let prev = 0;
   for (const e of evs) {
-    rt.step([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", price: e.price ?? 0 }], [prev]);
+    rt.stepHalf([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", categoryId: e.categoryId ?? "", price: e.price ?? 0 }], [prev]);
     prev = Math.max(prev, e.timestampMs as number);
   }
   return rt.predict(s);
@@ -114,7 +114,7 @@ describe("engine - models", () => {
     for (let i = 0; i < u1.length; i++) {
       const e = u1[i]!;
       const kept = i < 4 ? { categoryId: "", price: 0 } : { categoryId: e.categoryId ?? "", price: e.price ?? 0 };
-      rt2.step([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", ...kept }], [i === 0 ? 0 : u1[i - 1]!.timestampMs as number]);
+      rt2.stepHalf([s], [{ type: e.type!, timestampMs: e.timestampMs as number, itemId: e.itemId ?? "", ...kept }], [i === 0 ? 0 : u1[i - 1]!.timestampMs as number]);
     }
     expect(p.predictions?.nextCategory.version).toBe("fixture.2");
     expect(p.predictions?.nextCategory.probability).toBeCloseTo(rt2.predict(s).nextCategories[0]!.score, 12);
