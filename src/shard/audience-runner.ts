@@ -230,7 +230,6 @@ export class AudienceRunner {
     const b = (this.#backfill = { cursor: "", scanned: 0, total: this.#d.store.profileCount(), hash: this.#hash, only, waiting: true as boolean });
     void applied.then(() => {
       b.waiting = false;
-      b.total = this.#d.store.profileCount();
     });
   }
 
