@@ -204,8 +204,8 @@ async function run(defs: AudienceDefinition[]): Promise<Run> {
 
 /**
  * A backfill as a shard's ticks run it (batch-applier.ts tick), without the
- * tick's pacing: chunks of stored ids, their actors, the evaluation per
- * partition and the commit of what changed. Returns profiles per second.
+ * tick's pacing: chunks of stored ids, their states borrowed (not cached), the
+ * evaluation per partition and the commit of what changed. Returns profiles per second.
  */
 async function backfill(runner: AudienceRunner, actors: ActorCache, store: ProfileStore, now: number): Promise<{ rate: number; transitions: number }> {
   const t0 = performance.now();
@@ -217,8 +217,12 @@ async function backfill(runner: AudienceRunner, actors: ActorCache, store: Profi
     if (keys === undefined) break;
     batchNo++;
     const work = new Map<number, [string, Actor, TransitionReason][]>();
+    const lent: [string, Actor][] = [];
     for (const [user, p] of keys) {
-      const actor = actors.actor(user);
+      // Borrowed, as the tick does: not cached, given back once committed.
+      const actor = actors.borrow(user);
+      if (actor === undefined) continue;
+      lent.push([user, actor]);
       actor.lastBatch = batchNo;
       let w = work.get(p);
       if (w === undefined) work.set(p, (w = []));
@@ -234,6 +238,7 @@ async function backfill(runner: AudienceRunner, actors: ActorCache, store: Profi
       commits.push(store.commitBatch(p, 0, users.filter(([id]) => changed.has(id)).map(([id, x]) => [id, x.state, changed.get(id)!] as const), side));
     }
     await Promise.all(commits);
+    actors.giveBack(lent);
     actors.evict(batchNo);
   }
   return { rate: profiles / ((performance.now() - t0) / 1000), transitions };

@@ -97,6 +97,51 @@ describe("actor cache - byte bound", () => {
     expect(c.bytes).toBe(0);
   });
 
+  it("actor cache - a backfill's borrowed state is not cached, stays the user's one state until given back, and an ingest's actor takes it over", async () => {
+    const c = new ActorCache(store, 1_000_000);
+    const s = newUserState();
+    applyEvent(s, view(0), o);
+    await store.commitBatch(0, 1, [["a", s], ["b", s], ["c", s]]);
+    expect(c.borrow("none")).toBeUndefined();
+    // Lent: not cached, not counted; the same object while lent (a second borrow, state, has).
+    const a = c.borrow("a")!;
+    expect(a.state.n).toBe(1);
+    expect(c.size).toBe(0);
+    expect(c.bytes).toBe(0);
+    expect(c.lent).toBe(1);
+    expect(c.borrow("a")).toBe(a);
+    a.state.n = 99; // a change whose commit is pending: LMDB still holds the state before
+    expect(c.state("a")).toBe(a.state);
+    expect(c.has("a")).toBe(true);
+    // An event for the user while the backfill's commit is pending: the lent actor goes into the cache, counted, not a copy from LMDB.
+    expect(c.actor("a")).toBe(a);
+    expect(c.size).toBe(1);
+    expect(c.bytes).toBe(a.bytes);
+    expect(a.bytes).toBeGreaterThan(0);
+    c.giveBack([["a", a]]);
+    expect(c.actor("a")).toBe(a);
+    // Given back without an event: gone from memory, read from LMDB again next time.
+    const b = c.borrow("b")!;
+    b.state.n = 99;
+    c.giveBack([["b", b]]);
+    expect(c.lent).toBe(0);
+    expect(c.state("b")!.n).toBe(1);
+    // A cached actor is borrowed as it is, and giving it back leaves it cached.
+    expect(c.borrow("a")).toBe(a);
+    c.giveBack([["a", a]]);
+    expect(c.cached("a")).toBe(true);
+    // Erased while lent: no state in memory, and none while the removal runs.
+    const x = c.borrow("c")!;
+    expect(x).toBeDefined();
+    await c.erase("c", async () => {
+      expect(c.state("c")).toBeUndefined();
+      expect(c.borrow("c")).toBeUndefined();
+      await store.removeState("c");
+    });
+    expect(c.lent).toBe(0);
+    expect(c.has("c")).toBe(false);
+  });
+
   it("actor cache - the default byte bound is a quarter of the memory over the shards; the option overrides it", () => {
     expect(compileEngineOptions({ workers: 2 }).maxActorBytesPerShard).toBe(defaultActorBytesPerShard(2));
     expect(defaultActorBytesPerShard(4)).toBeLessThan(defaultActorBytesPerShard(2));

@@ -598,6 +598,15 @@ function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void 
 
 const context = new EvalContext();
 
+/** Whether a backfill's selection (evaluateAudiences `only`) includes an audience with a guard; by selection. */
+const selectedGuarded = new WeakMap<Uint8Array, boolean>();
+
+function selectsGuarded(set: CompiledAudiences, only: Uint8Array): boolean {
+  let x = selectedGuarded.get(only);
+  if (x === undefined) selectedGuarded.set(only, (x = set.guards.some((g, i) => g !== undefined && only[i] === 1)));
+  return x;
+}
+
 /**
  * A state's memberships as flags by index in a set (1 = member), kept beside
  * the state (not stored) and rebuilt when the set or the memberships object
@@ -703,7 +712,8 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const masks = set.masks;
   const guards = set.guards;
   const guardIndex = guardIndexOf(set);
-  if (guardIndex !== null) openGuards(c, guardIndex, defs.length);
+  // A partial backfill evaluates only its audiences: the guards are opened only when one of them has one.
+  if (guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, defs.length);
   const open = c.open;
   for (let i = 0; i < defs.length; i++) {
     if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;

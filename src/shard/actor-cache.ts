@@ -36,6 +36,12 @@ export class ActorCache {
   readonly #actors = new Map<string, Actor>();
   /** Keys whose removal is not committed yet (-> erasures pending). */
   readonly #erasing = new Map<string, number>();
+  /**
+   * Actors lent to a backfill (borrow): loaded from LMDB for one evaluation and its commit, neither counted nor cached
+   * (a backfill passes every stored profile once; caching them would cost a byte estimate each and push the users of
+   * the live traffic out). Until given back they are the user's one state in memory: `actor` takes one into the cache.
+   */
+  readonly #lent = new Map<string, Actor>();
   /** Sum of the cached actors' `bytes`. */
   #bytes = 0;
 
@@ -61,11 +67,45 @@ export class ActorCache {
       a.referenced = true;
       return a;
     }
+    a = this.#lent.get(key);
+    if (a !== undefined) {
+      // Lent to a backfill whose commit is pending: the same state goes on here (a copy from LMDB would miss its change).
+      this.#lent.delete(key);
+      a.referenced = true;
+      this.#actors.set(key, a);
+      this.#count(key, a);
+      return a;
+    }
     const stored = this.#erasing.has(key) ? undefined : this.#store.getState(key);
     a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     this.#actors.set(key, a);
     this.#count(key, a);
     return a;
+  }
+
+  /**
+   * The user's actor for a backfill's evaluation: the cached one, else its stored state lent without caching it (undefined
+   * when it has none, or is being forgotten). Give it back (giveBack) once the commit that wrote it settled.
+   */
+  borrow(key: string): Actor | undefined {
+    const a = this.#actors.get(key) ?? this.#lent.get(key);
+    if (a !== undefined) return a;
+    if (this.#erasing.has(key)) return undefined;
+    const stored = this.#store.getState(key);
+    if (stored === undefined) return undefined;
+    const lent: Actor = { state: stored, lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
+    this.#lent.set(key, lent);
+    return lent;
+  }
+
+  /** Ends the loans of these users' actors (their commit settled); an actor taken into the cache meanwhile stays there. */
+  giveBack(actors: Iterable<readonly [string, Actor, ...unknown[]]>): void {
+    for (const [key, a] of actors) if (this.#lent.get(key) === a) this.#lent.delete(key);
+  }
+
+  /** Actors lent to a backfill and not given back. */
+  get lent(): number {
+    return this.#lent.size;
   }
 
   /**
@@ -84,6 +124,7 @@ export class ActorCache {
   }
 
   #remove(key: string): void {
+    this.#lent.delete(key);
     const a = this.#actors.get(key);
     if (a === undefined) return;
     this.#actors.delete(key);
@@ -92,7 +133,7 @@ export class ActorCache {
 
   /** Whether the user has an actor in memory (then it is no alias: README "Identity"). */
   cached(key: string): boolean {
-    return this.#actors.has(key);
+    return this.#actors.has(key) || this.#lent.has(key);
   }
 
   /** Drops the user's actor (an id merged into another: its stored state is removed by the same batch's commit). */
@@ -102,16 +143,16 @@ export class ActorCache {
 
   /** Drops every cached actor whose key matches (a partition given up or restored from its changelog). */
   dropWhere(match: (key: string) => boolean): void {
-    for (const key of [...this.#actors.keys()]) if (match(key)) this.#remove(key);
+    for (const key of [...this.#actors.keys(), ...this.#lent.keys()]) if (match(key)) this.#remove(key);
   }
 
   /** The user's current state without making an actor, or undefined. */
   state(key: string): UserState | undefined {
-    return this.#actors.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));
+    return this.#actors.get(key)?.state ?? this.#lent.get(key)?.state ?? (this.#erasing.has(key) ? undefined : this.#store.getState(key));
   }
 
   has(key: string): boolean {
-    return this.#actors.has(key) || (!this.#erasing.has(key) && this.#store.hasState(key));
+    return this.#actors.has(key) || this.#lent.has(key) || (!this.#erasing.has(key) && this.#store.hasState(key));
   }
 
   /** Drops the user's actor and hides its stored state while `removal` runs (it removes the state from LMDB). */

@@ -601,14 +601,19 @@ export class BatchApplier {
         result.timersFired += this.#collectDue(p, now, batchNo, w.dirty, w.users, w.side);
       }
     }
+    // A backfill's users are borrowed (actor-cache.ts): their stored states lent for this evaluation and its commit, not
+    // cached (no byte estimate each, and the live traffic's actors stay cached); given back once the commits settled.
+    const lent: [string, Actor][] = [];
     for (const [user, p] of d.audiences.backfillKeys() ?? []) {
       if (!runs(p)) continue;
       const w = of(p);
-      if (w.dirty.has(user) || this.#pendingAliases.has(user) || !d.actors.has(user)) continue;
-      const a = d.actors.actor(user);
+      if (w.dirty.has(user) || this.#pendingAliases.has(user)) continue;
+      const a = d.actors.borrow(user);
+      if (a === undefined) continue;
       a.lastBatch = batchNo;
       w.dirty.set(user, a);
       w.users.push([user, a, "backfill"]);
+      lent.push([user, a]);
       result.backfilled++;
     }
     // Outbox entries published since the shard's last commit, when no batch took them (an idle shard).
@@ -626,10 +631,15 @@ export class BatchApplier {
       const states = w.users.filter(([id]) => changed.has(id)).map(([id, a]) => [id, a.state, changed.get(id)!] as const);
       commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, states, w.side));
     }
-    if (commits.length === 0) return result;
+    if (commits.length === 0) {
+      d.actors.giveBack(lent);
+      return result;
+    }
     this.#pendingWrites++;
     const all = Promise.all(commits);
     const settled = all.then(() => undefined, () => undefined);
+    // Each commit settled (a rejection of one does not end the others' loans early).
+    void Promise.allSettled(commits).then(() => d.actors.giveBack(lent));
     this.#inflight.add(settled);
     void settled.then(() => this.#inflight.delete(settled));
     try {
