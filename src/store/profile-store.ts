@@ -11,13 +11,9 @@
  *   which still loads); states written before
  *   the `memberships` db existed hold their memberships here (AudienceState.m,
  *   due, w, q), and a `memberships` record, once written, takes precedence;
- * - db `memberships`: user id -> what an audience evaluation changes: bytes
- *   (packRecord: a layout byte, then varints: due ms, w, q0, q1, then per
- *   audience entered at least once: audience number x 2 + holdout, since ms,
- *   transitions) when every audience has a number and every value is a
- *   non-negative integer, else one flat msgpack array (MembershipRecord):
- *   [due ms, w, q0, q1, then per audience entered at least once: audience
- *   number, since ms, transitions, holdout], as every record was before;
+ * - db `memberships`: user id -> what an audience evaluation changes, one flat
+ *   msgpack array (MembershipRecord): [due ms, w, q0, q1, then per audience
+ *   entered at least once: audience number, since ms, transitions, holdout];
  *   none for a user that never entered an audience and has no due. The
  *   audience number is the id's in the `audiences` db's dictionary (["n", id]
  *   -> number, registerAudiences); an id without one, and every id in records
@@ -181,92 +177,7 @@ class AudienceNumbers {
   }
 }
 
-/** First byte of a binary memberships record (packRecord): its layout. */
-const RECORD_LAYOUT = 1;
-/** Bytes packRecord writes into, grown when a record needs more. */
-let scratch = Buffer.allocUnsafe(1024);
-
-const safe = (x: number): boolean => x >= 0 && Number.isSafeInteger(x);
-
-function putVarint(b: Buffer, at: number, n: number): number {
-  for (; n >= 128; n = Math.floor(n / 128)) b[at++] = (n % 128) | 128;
-  b[at++] = n;
-  return at;
-}
-
-/**
- * A memberships record as bytes: [RECORD_LAYOUT, then varints: due, w, q0, q1, then per audience: number x 2 + holdout,
- * since ms, transitions]. Each value a non-negative integer; undefined when one is not (or an audience has no number),
- * and the record is written as its msgpack array instead (MembershipRecord). Packing and unpacking 33 numbers of an
- * array through msgpack were ~3–5 µs per record (bench/RESULTS.md, branch aud4), at ~0.9 record writes per event.
- */
-function packRecord(a: AudienceState, numbers: AudienceNumbers): Uint8Array | undefined {
-  const q0 = a.q?.[0] ?? 0;
-  const q1 = a.q?.[1] ?? 0;
-  if (!safe(a.due) || !safe(q0) || !safe(q1)) return undefined;
-  const m = a.m;
-  let b = scratch;
-  b[0] = RECORD_LAYOUT;
-  let at = putVarint(b, 1, a.due);
-  b[at++] = a.w === 1 ? 1 : 0;
-  at = putVarint(b, at, q0);
-  at = putVarint(b, at, q1);
-  for (const id in m) {
-    const x = m[id]!;
-    const n = numbers.of(id);
-    if (typeof n !== "number" || !safe(x[0]) || !safe(x[1]) || (x[2] !== 0 && x[2] !== 1)) return undefined;
-    // At most 3 varints of 8 bytes (values below 2^53).
-    if (at + 24 > b.length) {
-      const grown = Buffer.allocUnsafe(2 * b.length);
-      b.copy(grown, 0, 0, at);
-      b = scratch = grown;
-    }
-    at = putVarint(b, at, n * 2 + x[2]);
-    at = putVarint(b, at, x[0]);
-    at = putVarint(b, at, x[1]);
-  }
-  // Written by lmdb-js's encoder within the put call (copied): the scratch bytes are free again after it.
-  return b.subarray(0, at);
-}
-
-/** The values of a binary record (packRecord) as the array layout holds them: [due, w, q0, q1, (audience number, since, transitions, holdout)...]. */
-function unpackRecord(b: Uint8Array): MembershipRecord {
-  const r: MembershipRecord = [];
-  let at = 1;
-  const next = (): number => {
-    let n = 0;
-    let scale = 1;
-    for (;;) {
-      const x = b[at++]!;
-      n += (x & 127) * scale;
-      if (x < 128) return n;
-      scale *= 128;
-    }
-  };
-  r.push(next(), b[at++]!, next(), next());
-  while (at < b.length) {
-    const k = next();
-    r.push(Math.floor(k / 2), next(), next(), k % 2);
-  }
-  return r;
-}
-
-/** A stored memberships record as an array, whichever layout it has (binary, or the msgpack array of records written before). */
-function recordOf(v: MembershipRecord | Uint8Array): MembershipRecord {
-  return v instanceof Uint8Array ? unpackRecord(v) : v;
-}
-
-/** Whether a state has nothing for a memberships record: no membership entry, no due, no cohort bins. */
-function emptyRecord(a: AudienceState): boolean {
-  if (a.due !== 0 || (a.q?.[0] ?? 0) !== 0 || (a.q?.[1] ?? 0) !== 0) return false;
-  for (const _ in a.m) return false;
-  return true;
-}
-
-/** The record to store for a state: binary (packRecord) when every value allows it, else the msgpack array. */
-function membershipRecord(a: AudienceState, numbers: AudienceNumbers): MembershipRecord | Uint8Array {
-  const b = packRecord(a, numbers);
-  if (b !== undefined) return b;
+function membershipRecord(a: AudienceState, numbers: AudienceNumbers): MembershipRecord {
   const r: MembershipRecord = [a.due, a.w ?? 0, a.q?.[0] ?? 0, a.q?.[1] ?? 0];
   const m = a.m;
   for (const id in m) {
@@ -375,7 +286,7 @@ export class ProfileStore {
   readonly #dataDir: string;
   readonly #root: RootDatabase;
   readonly #profiles: Database<UserState, string>;
-  readonly #memberships: Database<MembershipRecord | Uint8Array, string>;
+  readonly #memberships: Database<MembershipRecord, string>;
   /** Audience states read from a profile of the layout before the `memberships` db: their next write writes their memberships too. */
   readonly #legacy = new WeakSet<AudienceState>();
   readonly #meta: Database<number | string, string>;
@@ -407,7 +318,7 @@ export class ProfileStore {
       // Always configured, so that compressed profiles read whatever the option says; with it off none is written.
       compression: { threshold: o.compressProfiles === true ? PROFILE_COMPRESSION_THRESHOLD_BYTES : Number.POSITIVE_INFINITY },
     } as DatabaseOptions & { name: string });
-    this.#memberships = this.#root.openDB<MembershipRecord | Uint8Array, string>({ name: "memberships", encoding: "msgpack" });
+    this.#memberships = this.#root.openDB<MembershipRecord, string>({ name: "memberships", encoding: "msgpack" });
     this.#meta = this.#root.openDB<number | string, string>({ name: "meta", encoding: "msgpack" });
     this.#chain = this.#root.openDB<number, string>({ name: "chain", encoding: "msgpack", useVersions: true });
     this.#aud = this.#root.openDB<unknown, AudienceKey>({ name: "audiences", encoding: "msgpack" });
@@ -458,9 +369,8 @@ export class ProfileStore {
   *members(audience: string, after = ""): Generator<[string, number, number]> {
     // Entries name the audience by its number, or by its id (no number then, or a record of the layout before).
     const n = this.#numbers.current(audience) ?? audience;
-    for (const { key, value: v } of this.#memberships.getRange(after === "" ? {} : { start: after })) {
+    for (const { key, value } of this.#memberships.getRange(after === "" ? {} : { start: after })) {
       if (key === after) continue;
-      const value = recordOf(v);
       for (let i = 4; i + 3 < value.length; i += 4) {
         if (value[i] !== n && value[i] !== audience) continue;
         if ((value[i + 1] as number) > 0) yield [key, value[i + 1] as number, value[i + 3] as number];
@@ -564,7 +474,7 @@ export class ProfileStore {
     if (a === undefined) return s;
     const r = this.#memberships.get(userId);
     if (r !== undefined) {
-      readMemberships(a, recordOf(r), this.#numbers);
+      readMemberships(a, r, this.#numbers);
     } else if (a.m !== undefined) {
       // The layout before the memberships db: decoded dictionaries are plain objects, the memberships get their null prototype back (AudienceState.m).
       Object.setPrototypeOf(a.m, null);
@@ -660,9 +570,10 @@ export class ProfileStore {
         if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
         const a = state.aud;
         if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
+          const r = membershipRecord(a, this.#numbers);
           // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
-          if (emptyRecord(a)) void this.#memberships.remove(id).catch(() => undefined);
-          else void this.#memberships.put(id, membershipRecord(a, this.#numbers)).catch(() => undefined);
+          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(() => undefined);
+          else void this.#memberships.put(id, r).catch(() => undefined);
           this.#legacy.delete(a);
         }
       }
