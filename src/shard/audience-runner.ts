@@ -335,7 +335,7 @@ export class AudienceRunner {
     if (changed) side.puts.push([["c", partition], countRecord(m)]);
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
+  #record(ts: readonly Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
     for (const t of ts) {
       if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
