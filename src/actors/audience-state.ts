@@ -663,6 +663,16 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
   return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1, sinceMs: since };
 }
 
+/** What an evaluation without transitions returns (shared, frozen). */
+const NO_TRANSITIONS: readonly Transition[] = Object.freeze([]);
+
+/** Whether the user is a member of any audience (in the set or not). */
+function isMemberOfAny(a: AudienceState): boolean {
+  const m = a.m;
+  for (const id in m) if (m[id]![0] > 0) return true;
+  return false;
+}
+
 /**
  * Evaluates the audiences of the set for one user at `now` (not before the
  * user's last event), updates the memberships and `due`, and returns the
@@ -691,13 +701,17 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * the same conditions (no time boundary passed, evaluated in whole before),
  * and memberships of audiences no longer in the set exit.
  */
-/** What an evaluation without transitions returns (shared, frozen). */
-const NO_TRANSITIONS: readonly Transition[] = Object.freeze([]);
-
 export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number, only?: Uint8Array): readonly Transition[] {
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
   const partial = (events !== undefined || only !== undefined) && a.w === 1 && (a.due === 0 || t < a.due);
+  if (set.defs.length === 0 && !isMemberOfAny(a)) {
+    // No audience defined and no membership to exit: what the evaluation below comes to (no rule, no transition, no
+    // time boundary), without its context, flags or env (a shard without audiences runs this for every user it writes).
+    if (!(partial && a.due > 0)) a.due = 0;
+    a.w = 1;
+    return NO_TRANSITIONS;
+  }
   const rules = rulesOf(set);
   const c = context;
   c.reset(u, a, t, env, rules.length);

@@ -389,7 +389,8 @@ export class AudienceRunner {
       const w0 = a0?.w;
       const q0 = a0?.q?.[0];
       const q1 = a0?.q?.[1];
-      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
+      // No audience defined: the evaluation reads no env (no rule), so no predictor closure per user.
+      const env: EvalEnv = this.#set.defs.length === 0 ? { profile: d.profile } : { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;
