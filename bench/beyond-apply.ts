@@ -18,8 +18,8 @@
  *
  *   node dist-bench/bench/beyond-apply.js [--events N] [--users N] [--rounds R] [--no-social] [--no-reviews] [--mix beyond|generator] [--alloc] [--cpu] [--out DIR] [--only on|off] [--datasets DIR]
  */
-import { Session } from "node:inspector/promises";
-import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import { V8Sampling } from "./harness/v8-sampling.js";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -76,8 +76,6 @@ new PerformanceObserver((l) => {
   }
 }).observe({ entryTypes: ["gc"] });
 
-interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] }
-
 function applier(store: ProfileStore, beyond: boolean, sentiment: SentimentModel): { ap: BatchApplier; audiences: AudienceRunner } {
   const partitions = Array.from({ length: PARTITIONS }, (_, p) => p);
   const profile = compileProfileOptions({ beyondClicks: beyond });
@@ -93,7 +91,7 @@ function applier(store: ProfileStore, beyond: boolean, sentiment: SentimentModel
   return { ap, audiences };
 }
 
-async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sentiment: SentimentModel, session: Session | undefined) {
+async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sentiment: SentimentModel, session: V8Sampling | undefined) {
   const dir = mkdtempSync(join(tmpdir(), "portrait-bench-beyond-apply-"));
   const seq = new Array<number>(PARTITIONS).fill(0);
   try {
@@ -122,14 +120,7 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
     }) as ProfileStore["commitBatch"];
     const inbox: Uint8Array[][] = Array.from({ length: PARTITIONS }, () => []);
     const next = new Array<number>(PARTITIONS).fill(0);
-    if (session !== undefined && !a.cpu) {
-      await session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
-    }
-    if (a.cpu && session !== undefined) {
-      await session.post("Profiler.enable");
-      await session.post("Profiler.setSamplingInterval", { interval: 200 });
-      await session.post("Profiler.start");
-    }
+    await session?.start();
     const g0 = { ...gc };
     const c0 = threadCpuMs();
     const p0 = process.cpuUsage();
@@ -160,27 +151,7 @@ async function run(beyond: boolean, byPartition: Uint8Array[][], t0: number, sen
     const pu = process.cpuUsage(p0);
     const wallS = (performance.now() - w0) / 1000;
     await new Promise((r) => setImmediate(r));
-    let alloc = "";
-    if (a.cpu && session !== undefined) {
-      const { profile } = (await session.post("Profiler.stop")) as unknown as { profile: object };
-      writeFileSync(join(a.out!, `cpu-${beyond ? "on" : "off"}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
-    } else if (session !== undefined) {
-      const { profile } = (await session.post("HeapProfiler.stopSampling")) as unknown as { profile: { head: Node } };
-      const sites = new Map<string, number>();
-      let total = 0;
-      const walk = (n: Node, path: string) => {
-        const here = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.split("/").slice(-2).join("/")}:${n.callFrame.lineNumber + 1}`;
-        if (n.selfSize > 0) {
-          total += n.selfSize;
-          const key = `${here} <- ${path}`;
-          sites.set(key, (sites.get(key) ?? 0) + n.selfSize);
-        }
-        for (const c of n.children) walk(c, here);
-      };
-      walk(profile.head, "");
-      if (a.out !== "") writeFileSync(join(a.out!, `alloc-${beyond ? "on" : "off"}-${Date.now()}.json`), JSON.stringify(Object.fromEntries([...sites].map(([k, v]) => [k, v / EVENTS]))));
-      alloc = `, ${(total / EVENTS).toFixed(0)} B allocated per event\n` + [...sites].sort((x, y) => y[1] - x[1]).slice(0, 25).map(([k, v]) => `    ${(v / EVENTS).toFixed(0).padStart(6)} B/event  ${k}`).join("\n");
-    }
+    const alloc = session !== undefined ? `, ${await session.stop(a.out!, beyond ? "on" : "off", EVENTS)}` : "";
     await store.close();
     return `thread ${threadUs.toFixed(1)} µs/event, process ${((pu.user + pu.system) / EVENTS).toFixed(1)} µs/event, ${wallS.toFixed(1)} s, ${batches} batches, ${(writes / EVENTS).toFixed(3)} profile writes per event, GCs per 10k events ${((gc.minor - g0.minor) * 1e4 / EVENTS).toFixed(1)} minor, ${((gc.major - g0.major) * 1e4 / EVENTS).toFixed(2)} major; load ${loadavg()[0]!.toFixed(1)}${alloc}`;
   } finally {
@@ -194,8 +165,7 @@ const t0 = Date.now() - 2 * 86_400_000;
 const { events } = makeBeyondEvents("ba", texts, t0, { events: EVENTS, users: USERS, noSocial: a["no-social"], noReviews: a["no-reviews"], mix: a.mix as "beyond" | "generator" });
 const byPartition: Uint8Array[][] = Array.from({ length: PARTITIONS }, () => []);
 for (const e of events) byPartition[partitionOf(e.userId!, PARTITIONS)]!.push(pb.Event.encode(e).finish());
-const session = a.alloc || a.cpu ? new Session() : undefined;
-session?.connect();
+const session = a.alloc || a.cpu ? new V8Sampling(a.cpu ? "cpu" : "alloc") : undefined;
 const order: boolean[] = [true];
 for (let r = 0; r < Number(a.rounds); r++) order.push(...(r % 2 === 0 ? [true, false] : [false, true]));
 if (a.only !== "") order.splice(0, order.length, ...order.map(() => a.only === "on"));

@@ -8,7 +8,16 @@
  * with the bundled LSTM and sentiment models, at most `--window` events in
  * batches not yet committed (the engine's maxShardQueueEvents).
  *
- *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off] [--queries N]
+ *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off] [--queries N] [--alloc | --cpu] [--out DIR]
+ *
+ * `--digest`: after each round, an FNV-1a digest of every stored value of the
+ * LMDB environment (each db's keys and value bytes, as written), printed: two
+ * builds that must store the same bytes print the same digest.
+ *
+ * `--alloc`: allocation sampling of each round's apply (collected objects
+ * included), its top sites printed in bytes per event (and all of them
+ * written to DIR with `--out`); `--cpu`: a CPU profile of each round's apply
+ * written to `--out` DIR (default the working directory).
  *
  * `--queries N`: after each round's apply, N profile lookups (protobuf
  * replies, the bundled LSTM and churn models' predictions, users drawn
@@ -23,8 +32,10 @@
  * worker is not here). Run it against two builds in the same minutes to
  * compare them (`node --cpu-prof` for where the time goes).
  */
+import { open } from "lmdb";
 import { mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { procTicks } from "./harness/proc-stats.js";
+import { V8Sampling } from "./harness/v8-sampling.js";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -60,6 +71,10 @@ const { values: a } = parseArgs({
     rounds: { type: "string", default: "2" },
     lstm: { type: "string", default: "on" },
     queries: { type: "string", default: "0" },
+    alloc: { type: "boolean", default: false },
+    digest: { type: "boolean", default: false },
+    cpu: { type: "boolean", default: false },
+    out: { type: "string", default: "" },
   },
 });
 const EVENTS = Number(a.events);
@@ -67,6 +82,7 @@ const PARTITIONS = Number(a.partitions);
 const BATCH = Number(a.batch);
 const WINDOW = Number(a.window);
 const QUERIES = Number(a.queries);
+const sampling = a.alloc || a.cpu ? new V8Sampling(a.cpu ? "cpu" : "alloc") : undefined;
 /** The users of shard 0's events. */
 const users = new Set<string>();
 const MODELS = join(import.meta.dirname, "..", "..", "models");
@@ -143,7 +159,27 @@ function lookups(n: number, users: string[], actors: ActorCache, store: ProfileS
   return { us: ((threadCpuMs() - c0) * 1000) / n, bytes: bytes / n, sum };
 }
 
-async function round(list: EventBatch[], events: number, lstm: LstmRuntime | undefined, sentiment: SentimentModel): Promise<{ threadUs: number; processUs: number; wallS: number; minor: number; major: number; gcUs: number; lookup?: { us: number; bytes: number; sum: number } }> {
+/** FNV-1a of every db's keys and value bytes in key order, and the number of values: what a round left in LMDB. */
+function storedDigest(path: string): string {
+  const env = open({ path, readOnly: true });
+  let sum = 2166136261;
+  let values = 0;
+  const fold = (b: Uint8Array) => {
+    for (let j = 0; j < b.length; j++) sum = Math.imul(sum ^ b[j]!, 16777619) >>> 0;
+  };
+  for (const name of ["profiles", "memberships", "meta", "chain", "audiences", "aliases", "merging"]) {
+    const db = env.openDB({ name, encoding: "binary", keyEncoding: "binary" });
+    for (const { key, value } of db.getRange({})) {
+      fold(key as Uint8Array);
+      fold(value as Uint8Array);
+      values++;
+    }
+  }
+  void env.close();
+  return `${sum.toString(16)} (${values} values)`;
+}
+
+async function round(list: EventBatch[], events: number, lstm: LstmRuntime | undefined, sentiment: SentimentModel): Promise<{ threadUs: number; processUs: number; wallS: number; minor: number; major: number; gcUs: number; alloc: string; digest?: string; lookup?: { us: number; bytes: number; sum: number } }> {
   const dir = mkdtempSync(join(tmpdir(), "portrait-bench-shard-"));
   const partitions = Array.from({ length: PARTITIONS }, (_, p) => p).filter((p) => p % 2 === 0);
   const store = new ProfileStore({ dataDir: dir });
@@ -158,6 +194,7 @@ async function round(list: EventBatch[], events: number, lstm: LstmRuntime | und
   });
   // Fresh copies: the buffers of a batch are not transferred here, but keep rounds independent anyway.
   const copies = list.map((b) => ({ partition: b.partition, data: b.data.slice(), offsets: b.offsets.slice(), seqs: b.seqs.slice() }));
+  await sampling?.start();
   const g0 = { ...gc };
   const t0 = performance.now();
   const c0 = threadCpuMs();
@@ -183,11 +220,13 @@ async function round(list: EventBatch[], events: number, lstm: LstmRuntime | und
   const pu = process.cpuUsage(p0);
   const wallS = (performance.now() - t0) / 1000;
   await new Promise((r) => setImmediate(r)); // the last GC entries
+  const alloc = sampling !== undefined ? await sampling.stop(a.cpu && a.out === "" ? "." : a.out!, "shard-apply", events) : "";
   const gcs = { minor: gc.minor - g0.minor, major: gc.major - g0.major, gcUs: ((gc.ms - g0.ms) * 1000) / events };
   const lookup = QUERIES > 0 ? lookups(QUERIES, [...users], actors, store, clock, lstm) : undefined;
   await store.close();
+  const digest = a.digest ? storedDigest(join(dir, "lmdb")) : undefined;
   rmSync(dir, { recursive: true, force: true });
-  return { threadUs, processUs: (pu.user + pu.system) / events, wallS, ...gcs, ...(lookup !== undefined ? { lookup } : {}) };
+  return { ...(digest !== undefined ? { digest } : {}), threadUs, processUs: (pu.user + pu.system) / events, wallS, ...gcs, alloc, ...(lookup !== undefined ? { lookup } : {}) };
 }
 
 const lstm = a.lstm === "off" ? undefined : LstmRuntime.load(currentDir("lstm"));
@@ -198,5 +237,5 @@ for (let r = 0; r < Number(a.rounds); r++) {
   const x = await round(list, events, lstm, sentiment);
   process.stdout.write(`round ${r + 1}: thread ${x.threadUs.toFixed(1)} µs/event, process ${x.processUs.toFixed(1)} µs/event, ${(events / x.wallS).toFixed(0)} events/s wall; ` +
     `GCs per 10k events ${((x.minor * 1e4) / events).toFixed(1)} minor, ${((x.major * 1e4) / events).toFixed(2)} major, GC wall ${x.gcUs.toFixed(1)} µs/event; ` +
-    (x.lookup !== undefined ? `profile lookup ${x.lookup.us.toFixed(1)} µs (thread CPU; reply ${x.lookup.bytes.toFixed(0)} B, FNV-1a of the replies ${x.lookup.sum.toString(16)}); ` : "") + `load ${loadavg()[0]!.toFixed(1)}\n`);
+    (x.digest !== undefined ? `stored values ${x.digest}; ` : "") + (x.lookup !== undefined ? `profile lookup ${x.lookup.us.toFixed(1)} µs (thread CPU; reply ${x.lookup.bytes.toFixed(0)} B, FNV-1a of the replies ${x.lookup.sum.toString(16)}); ` : "") + `load ${loadavg()[0]!.toFixed(1)}\n` + (x.alloc !== "" ? `  ${x.alloc}\n` : ""));
 }

@@ -271,6 +271,29 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
     }
   });
 
+  it("no audience defined: a partial evaluation keeps the due, a whole one clears it; a member of a deleted audience still exits", () => {
+    const empty = compileAudiences([]);
+    const t0 = Date.UTC(2026, 0, 1);
+    const u = newUserState();
+    u.lastSeenMs = t0;
+    u.aud = { ...newAudienceState(0), w: 1, due: t0 + DAY_MS };
+    // By event type, before the due: nothing can change, the due stays (as the evaluation of a set would keep it).
+    expect(evaluateAudiences("u", u, empty, t0, env, "event", 0, eventBit(EventType.VIEW))).toEqual([]);
+    expect([u.aud.due, u.aud.w]).toEqual([t0 + DAY_MS, 1]);
+    // Whole (a timer, a merge): no rule, no time boundary.
+    expect(evaluateAudiences("u", u, empty, t0, env, "time", 0)).toEqual([]);
+    expect(u.aud.due).toBe(0);
+    // A member of an audience no longer defined exits in a whole evaluation, not in one by event type.
+    const v = newUserState();
+    v.lastSeenMs = t0;
+    v.aud = { ...newAudienceState(0), w: 1 };
+    v.aud.m["gone"] = [t0 - DAY_MS, 1, 0];
+    expect(evaluateAudiences("v", v, empty, t0, env, "event", 0, eventBit(EventType.VIEW))).toEqual([]);
+    const out = evaluateAudiences("v", v, empty, t0, env, "time", 0);
+    expect(out.map((x) => [x.audience, x.entered, x.reason])).toEqual([["gone", false, "deleted"]]);
+    expect(v.aud.m["gone"]![0]).toBe(0);
+  });
+
   it("backfill selection: new, changed, dependent and predictive audiences; not the others", () => {
     const a: AudienceDefinition[] = [
       { id: "buyers", rule: { field: "orders", op: ">=", value: 1 } },

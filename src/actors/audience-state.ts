@@ -72,7 +72,9 @@ export function observeAudienceEvent(u: UserState, e: ProfileEvent, partition: n
     let i = a.d.length - STRIDE;
     while (i >= 0 && a.d[i]! > day) i -= STRIDE;
     if (i < 0 || a.d[i] !== day) {
-      a.d.splice(i + STRIDE, 0, day, 0, 0, 0, 0);
+      // A new newest day (the usual case) is appended: a splice returns an array of what it removed, even none.
+      if (i + STRIDE === a.d.length) a.d.push(day, 0, 0, 0, 0);
+      else a.d.splice(i + STRIDE, 0, day, 0, 0, 0, 0);
       i += STRIDE;
     }
     a.d[i + 1]!++;
@@ -670,6 +672,16 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
   return { audience: id, user, n: m[1], entered, atMs: at, reason, holdout: m[2] === 1, sinceMs: since };
 }
 
+/** What an evaluation without transitions returns (shared, frozen). */
+const NO_TRANSITIONS: readonly Transition[] = Object.freeze([]);
+
+/** Whether the user is a member of any audience (in the set or not). */
+function isMemberOfAny(a: AudienceState): boolean {
+  const m = a.m;
+  for (const id in m) if (m[id]![0] > 0) return true;
+  return false;
+}
+
 /**
  * Evaluates the audiences of the set for one user at `now` (not before the
  * user's last event), updates the memberships and `due`, and returns the
@@ -698,16 +710,24 @@ function transition(a: AudienceState, user: string, def: AudienceDefinition | un
  * the same conditions (no time boundary passed, evaluated in whole before),
  * and memberships of audiences no longer in the set exit.
  */
-export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number, only?: Uint8Array): Transition[] {
+export function evaluateAudiences(user: string, u: UserState, set: CompiledAudiences, now: number, env: EvalEnv, reason: TransitionReason, partition: number, events?: number, only?: Uint8Array): readonly Transition[] {
   const a = (u.aud ??= newAudienceState(partition));
   const t = Math.max(now, u.lastSeenMs);
   const partial = (events !== undefined || only !== undefined) && a.w === 1 && (a.due === 0 || t < a.due);
+  if (set.defs.length === 0 && !isMemberOfAny(a)) {
+    // No audience defined and no membership to exit: what the evaluation below comes to (no rule, no transition, no
+    // time boundary), without its context, flags or env (a shard without audiences runs this for every user it writes).
+    if (!(partial && a.due > 0)) a.due = 0;
+    a.w = 1;
+    return NO_TRANSITIONS;
+  }
   const rules = rulesOf(set);
   const c = context;
   c.reset(u, a, t, env, rules.length);
   const f = membershipFlags(a, set);
   const flags = (c.inside = f.inside);
-  const out: Transition[] = [];
+  // Allocated at the first transition: most evaluations have none.
+  let out: Transition[] | undefined;
   const defs = set.defs;
   const masks = set.masks;
   const guards = set.guards;
@@ -723,21 +743,21 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      out.push(transition(a, user, def, def.id, inside, t, reason));
+      (out ??= []).push(transition(a, user, def, def.id, inside, t, reason));
       flags[i] = inside ? 1 : 0;
     }
   }
   // Memberships of deleted audiences: in whole evaluations and backfills (a new set re-evaluates every stored profile).
   if ((!partial || only !== undefined) && f.others > 0) {
     for (const id in a.m) {
-      if (a.m[id]![0] > 0 && !set.versions.has(id)) out.push(transition(a, user, undefined, id, false, t, "deleted"));
+      if (a.m[id]![0] > 0 && !set.versions.has(id)) (out ??= []).push(transition(a, user, undefined, id, false, t, "deleted"));
     }
     f.others = 0;
   }
   const due = c.due === Infinity ? 0 : c.due;
   a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
   a.w = 1;
-  return out;
+  return out ?? NO_TRANSITIONS;
 }
 
 /** Exits from every audience (the user is being forgotten, or merged into another id). */

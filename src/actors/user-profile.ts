@@ -211,8 +211,9 @@ export function newUserState(): UserState {
 }
 
 export function priceBand(price: number): string {
+  // Indexed: a destructuring for-of made two iterators per band, for every event with a price.
   let label = PRICE_BANDS[0]![1];
-  for (const [bound, l] of PRICE_BANDS) if (price >= bound) label = l;
+  for (let i = 0; i < PRICE_BANDS.length; i++) if (price >= PRICE_BANDS[i]![0]) label = PRICE_BANDS[i]![1];
   return label;
 }
 

@@ -335,7 +335,7 @@ export class AudienceRunner {
     if (changed) side.puts.push([["c", partition], countRecord(m)]);
   }
 
-  #record(ts: Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
+  #record(ts: readonly Transition[], partition: number, key: string, side: SideWrites, out: OutboundMessage[], deltas: Map<string, number>, rows: Uint8Array[]): void {
     for (const t of ts) {
       if (!t.entered && t.reason !== "forgotten" && t.reason !== "deleted" && t.reason !== "merged" && this.#holdouts.has(t.audience) && (t.sinceMs ?? 0) > 0) {
         side.puts.push([["x", t.audience, key, t.sinceMs!], [t.atMs, t.holdout ? 1 : 0]]);
@@ -389,7 +389,8 @@ export class AudienceRunner {
       const w0 = a0?.w;
       const q0 = a0?.q?.[0];
       const q1 = a0?.q?.[1];
-      const env: EvalEnv = { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
+      // No audience defined: the evaluation reads no env (no rule), so no predictor closure per user.
+      const env: EvalEnv = this.#set.defs.length === 0 ? { profile: d.profile } : { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;

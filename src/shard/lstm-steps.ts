@@ -24,9 +24,8 @@ import type { LstmRuntime } from "../models/lstm-runtime.js";
 import { readHalves } from "../models/half-float.js";
 import { EventType } from "../wire/proto.js";
 
-/** The state `rt` reaches from zero over the timeline's events (oldest first): the re-encoding after a version change. */
-export function reencodeLstmState(state: UserState, rt: LstmRuntime): Float32Array {
-  const h = rt.initialState();
+/** The state `rt` reaches from zero over the timeline's events (oldest first): the re-encoding after a version change. `h`: a zero state to step in place. */
+export function reencodeLstmState(state: UserState, rt: LstmRuntime, h = rt.initialState()): Float32Array {
   const tl = state.tl ?? [];
   let prev = 0;
   for (let i = tl.length - 1; i >= 0; i--) {
@@ -52,7 +51,8 @@ export function storedLstmState(state: UserState, rt: LstmRuntime): Float32Array
       return h;
     }
   }
-  return reencodeLstmState(state, rt);
+  // `h` is still zero here: a new user's (empty timeline) state is it, without a second allocation.
+  return reencodeLstmState(state, rt, h);
 }
 
 /**

@@ -200,6 +200,12 @@ function readMemberships(a: AudienceState, r: MembershipRecord, numbers: Audienc
   a.m = m;
 }
 
+/** The rejection handler of writes whose failure the batch's block reports (one function, not a closure per write). */
+const ignore = (): undefined => undefined;
+const EMPTY: never[] = [];
+/** The stored part of an AudienceState (the rest is the `memberships` db's), in this key order. */
+const AUD_SHELL: { p: number; d: number[]; cart: number; sc: string[]; scn: number[]; scS: number } = { p: 0, d: EMPTY, cart: 0, sc: EMPTY, scn: EMPTY, scS: 0 };
+
 /**
  * Writes the profile part of a state: its audience state without what the
  * `memberships` db holds. lmdb-js encodes a value within `put`, so the state
@@ -210,15 +216,30 @@ function putProfilePart(db: Database<UserState, string>, id: string, s: UserStat
   const a = s.aud;
   const rk = s.rk;
   if (a === undefined && rk === undefined) {
-    void db.put(id, s).catch(() => undefined);
+    void db.put(id, s).catch(ignore);
     return;
   }
-  if (a !== undefined) s.aud = { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS } as AudienceState;
+  if (a !== undefined) {
+    // One shell for every write (encoded within the put, emptied after it): the same keys in the same order as a fresh
+    // object, so the same bytes.
+    const x = AUD_SHELL;
+    x.p = a.p;
+    x.d = a.d;
+    x.cart = a.cart;
+    x.sc = a.sc;
+    x.scn = a.scn;
+    x.scS = a.scS;
+    s.aud = x as unknown as AudienceState;
+  }
   if (rk !== undefined) s.rk = packRisk(rk) as unknown as RiskState;
   try {
-    void db.put(id, s).catch(() => undefined);
+    void db.put(id, s).catch(ignore);
   } finally {
-    if (a !== undefined) s.aud = a;
+    if (a !== undefined) {
+      s.aud = a;
+      // Holds no state's arrays once the put returned.
+      AUD_SHELL.d = AUD_SHELL.sc = AUD_SHELL.scn = EMPTY;
+    }
     if (rk !== undefined) s.rk = rk;
   }
 }
@@ -425,8 +446,8 @@ export class ProfileStore {
   /** Writes outside the batch chain (what is lost in a crash is only redone): callers need not await it; resolves once committed (a failed write is dropped, not thrown). */
   audienceWrite(w: SideWrites): Promise<void> {
     const done: Promise<unknown>[] = [];
-    for (const [k, v] of w.puts) done.push(this.#aud.put(k, v).catch(() => undefined));
-    for (const k of w.removes) done.push(this.#aud.remove(k).catch(() => undefined));
+    for (const [k, v] of w.puts) done.push(this.#aud.put(k, v).catch(ignore));
+    for (const k of w.removes) done.push(this.#aud.remove(k).catch(ignore));
     return Promise.all(done).then(() => undefined);
   }
 
@@ -498,7 +519,7 @@ export class ProfileStore {
   /** Queues the removal of a user's state; it commits with the other writes of this event turn, in issue order. STORAGE_FAILED when it cannot. */
   async removeState(userId: string): Promise<void> {
     try {
-      void this.#memberships.remove(userId).catch(() => undefined);
+      void this.#memberships.remove(userId).catch(ignore);
       await this.#profiles.remove(userId);
     } catch (err) {
       throw new PortraitError(ErrorCode.STORAGE_FAILED, `LMDB commit failed in ${this.#dataDir}: ${await commitFailure(err)}`, { cause: err });
@@ -520,11 +541,11 @@ export class ProfileStore {
   putClock(ms: number, live = false): void {
     if (ms > this.#clockWritten) {
       this.#clockWritten = ms;
-      void this.#meta.put("clock", ms).catch(() => undefined);
+      void this.#meta.put("clock", ms).catch(ignore);
     }
     if (live && !this.#liveWritten) {
       this.#liveWritten = true;
-      void this.#meta.put("clock-live", 1).catch(() => undefined);
+      void this.#meta.put("clock-live", 1).catch(ignore);
     }
   }
 
@@ -536,7 +557,7 @@ export class ProfileStore {
 
   /** Stores a category's name; not awaited by anyone (it commits with the next transaction). */
   putCategoryLabel(categoryId: string, label: string): void {
-    void this.#meta.put(`cat/${categoryId}`, label).catch(() => undefined);
+    void this.#meta.put(`cat/${categoryId}`, label).catch(ignore);
   }
 
   getAppliedSeq(partition: number): number {
@@ -552,7 +573,7 @@ export class ProfileStore {
    * fails, or when an earlier batch of the partition failed (then nothing of
    * this one is written).
    */
-  async commitBatch(partition: number, seq: number, states: Iterable<readonly [string, UserState, number?]>, side?: SideWrites, identity?: IdentityWrites): Promise<void> {
+  async commitBatch(partition: number, seq: number, states: readonly (readonly [string, UserState, number?])[], side?: SideWrites, identity?: IdentityWrites): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -566,32 +587,37 @@ export class ProfileStore {
     this.#chainVersion.set(partition, next);
     const block = this.#chain.ifVersion(key, version, () => {
       // Each put settles with the block; the block's promise reports the outcome once.
-      for (const [id, state, parts = PROFILE_PART | MEMBERSHIPS_PART] of states) {
+      // Indexed, no destructuring: a for-of over the tuples made an iterator per state written.
+      for (let i = 0; i < states.length; i++) {
+        const x = states[i]!;
+        const id = x[0];
+        const state = x[1];
+        const parts = x[2] ?? PROFILE_PART | MEMBERSHIPS_PART;
         if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
         const a = state.aud;
         if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
           const r = membershipRecord(a, this.#numbers);
           // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
-          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(() => undefined);
-          else void this.#memberships.put(id, r).catch(() => undefined);
+          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(ignore);
+          else void this.#memberships.put(id, r).catch(ignore);
           this.#legacy.delete(a);
         }
       }
       if (side !== undefined) {
-        for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(() => undefined);
-        for (const k of side.removes) void this.#aud.remove(k).catch(() => undefined);
+        for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(ignore);
+        for (const k of side.removes) void this.#aud.remove(k).catch(ignore);
       }
       if (identity !== undefined) {
         for (const k of identity.removeProfiles) {
-          void this.#profiles.remove(k).catch(() => undefined);
-          void this.#memberships.remove(k).catch(() => undefined);
+          void this.#profiles.remove(k).catch(ignore);
+          void this.#memberships.remove(k).catch(ignore);
         }
-        for (const [k, v] of identity.aliasPuts) void this.#aliases.put(k, v).catch(() => undefined);
-        for (const [k, v] of identity.mergingPuts) void this.#merging.put(k, v).catch(() => undefined);
-        for (const k of identity.mergingRemoves) void this.#merging.remove(k).catch(() => undefined);
+        for (const [k, v] of identity.aliasPuts) void this.#aliases.put(k, v).catch(ignore);
+        for (const [k, v] of identity.mergingPuts) void this.#merging.put(k, v).catch(ignore);
+        for (const k of identity.mergingRemoves) void this.#merging.remove(k).catch(ignore);
       }
-      void this.#meta.put(`seq/${partition}`, seq).catch(() => undefined);
-      void this.#chain.put(key, 0, next).catch(() => undefined);
+      void this.#meta.put(`seq/${partition}`, seq).catch(ignore);
+      void this.#chain.put(key, 0, next).catch(ignore);
     });
     let committed: boolean;
     try {
