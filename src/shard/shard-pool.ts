@@ -6,7 +6,7 @@
  * unacknowledged messages are redelivered after a restart).
  */
 import * as Comlink from "comlink";
-import type { EventBatch } from "../bus/event-batch.js";
+import { epochMs, type EventBatch } from "../bus/event-batch.js";
 import type { ProfileResult, QueryDeadline, RecContextResult, ReplyEncoding } from "../contracts.js";
 import { ErrorCode, PortraitError, toWire, type WireError } from "../errors.js";
 import { MAX_HOPS } from "./identity.js";
@@ -162,7 +162,12 @@ export class ShardPool {
     const shard = this.shardOf(batch.partition);
     const s = this.#shards[shard]!;
     const transfer = [batch.data.buffer, batch.offsets.buffer, batch.seqs.buffer] as ArrayBuffer[];
-    return this.#windows[shard]!.run(batch.offsets.length - 1, () => s.call((api) => api.applyBatch(Comlink.transfer(batch, transfer)))).then((r) => {
+    let handedMs = 0;
+    return this.#windows[shard]!.run(batch.offsets.length - 1, () => {
+      handedMs = epochMs();
+      return s.call((api) => api.applyBatch(Comlink.transfer(batch, transfer)));
+    }).then((r) => {
+      if (r.stamps !== undefined) r.stamps.handedMs = handedMs;
       s.noteStats(r.stats);
       this.clock.observe(r.times);
       return r;
