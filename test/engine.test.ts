@@ -189,6 +189,10 @@ describe("engine - operations", () => {
     expect(text).toMatch(/^portrait_engine_ready 1$/m);
     expect(text).toContain("portrait_shard_actors_cached{shard=\"");
     expect(text).toMatch(/^portrait_ingest_event_time_watermark_seconds 1714521600$/m);
+    // The one batch's way through the stages of the freshness path, each observed once.
+    for (const stage of ["jetstream", "gather", "window", "post", "apply", "commit", "return", "settle", "total"]) {
+      expect(text).toMatch(new RegExp(`^portrait_ingest_stage_seconds_count\\{stage="${stage}"\\} 1$`, "m"));
+    }
     await engine.close();
     await expect(fetch(`${base}/readyz`)).rejects.toThrow();
   });

@@ -5,6 +5,7 @@
 import { rawRequestReply } from "../harness/baselines.js";
 import { pctMs } from "../harness/open-loop.js";
 import { Rig } from "../harness/rig.js";
+import { bucketQuantile, histDelta, INGEST_STAGES } from "../harness/prom.js";
 import { pb } from "../../src/wire/proto.js";
 import { covisitProbes, describeSource, freshnessProbes, generatorSource, liveCapacity, loadState, pcts, sourceFlags } from "./common.js";
 import { f0, f2, num, nums, ratio, type Scenario } from "./scenario.js";
@@ -37,6 +38,7 @@ export const freshness: Scenario = {
       const header = ["load", "offered ev/s", "applied ev/s", "freshness p50 ms", "p99 ms", "p99.9 ms", "max ms", "probes (failed)", "polls/probe", "raw req-reply p99 ms", "p99 / raw p99", "engine cores", "max lag", "co-visitation p50 ms", "co-vis. p99 ms", "co-vis. max ms", "co-vis. probes (failed)", "co-vis. polls (answered)", "recs queue start / end"];
       const rows: string[][] = [];
       const levelsRaw: unknown[] = [];
+      const stageRows: string[][] = [];
       for (const level of levels) {
         const rate = (cap.perSec * level) / 100;
         const sampler = rig.sampleResources(1000);
@@ -57,6 +59,13 @@ export const freshness: Scenario = {
         const drained = await rig.waitProcessed(expected, 300_000);
         if (!drained.reached) throw new Error(`level ${level}%: the engine applied ${drained.processed} of ${expected}`);
         const cpu = rig.cpuDelta(c0, c1);
+        // Where the batches' oldest events spent their time (portrait_ingest_stage_seconds), p50 / p99 ms per stage.
+        const stages = Object.fromEntries(INGEST_STAGES.map((st) => {
+          const h = histDelta(s0.stages[st]!, s1.stages[st]!);
+          return [st, { p50: bucketQuantile(h, 0.5) * 1000, p99: bucketQuantile(h, 0.99) * 1000, mean: h.count > 0 ? (h.sum / h.count) * 1000 : NaN, batches: h.count }];
+        }));
+        stageRows.push([`${level} %`, ...INGEST_STAGES.map((st) => `${f2(stages[st]!.p50)} / ${f2(stages[st]!.p99)}`)]);
+        ctx.log(`level ${level}%: stages p50/p99 ms ${INGEST_STAGES.map((st) => `${st} ${f2(stages[st]!.p50)}/${f2(stages[st]!.p99)}`).join(", ")}; batches ${stages.total!.batches}`);
         const applied = (s1.processed - s0.processed) / ((c1.t - c0.t) / 1000);
         const p99 = pctMs(probe.freshness, 99);
         rows.push([
@@ -66,7 +75,7 @@ export const freshness: Scenario = {
           ...(cv !== undefined ? [...pcts(cv.freshness, [50, 99]), f2(cv.freshness.maxValue / 1000), `${cv.probes} (${cv.failed})`, `${cv.polls} (${cv.replies})`] : ["—", "—", "—", "—", "—"]),
           `${s0.recsItemEventsQueued} / ${s1.recsItemEventsQueued}`,
         ]);
-        levelsRaw.push({ level, offered: rate, published: sent, applied, covisit: cv && { p: [50, 90, 99].map((q) => [q, pctMs(cv.freshness, q)]), probes: cv.probes, failed: cv.failed, pollsPerProbe: cv.pollsPerProbe, polls: cv.polls, replies: cv.replies, errors: cv.errors }, p: [50, 90, 99, 99.9].map((q) => [q, pctMs(probe.freshness, q)]), raw: [50, 99].map((q) => [q, pctMs(raw.lat, q)]), samples, cpu });
+        levelsRaw.push({ level, offered: rate, published: sent, applied, covisit: cv && { p: [50, 90, 99].map((q) => [q, pctMs(cv.freshness, q)]), probes: cv.probes, failed: cv.failed, pollsPerProbe: cv.pollsPerProbe, polls: cv.polls, replies: cv.replies, errors: cv.errors }, p: [50, 90, 99, 99.9].map((q) => [q, pctMs(probe.freshness, q)]), raw: [50, 99].map((q) => [q, pctMs(raw.lat, q)]), samples, cpu, stages });
         ctx.log(`level ${level}%: offered ${rate.toFixed(0)}/s, freshness p50/p99 ${pcts(probe.freshness, [50, 99]).join("/")} ms` +
           (cv !== undefined ? `; co-visitation ${cv.probes} probes (${cv.failed} failed), p50/p99 ${pcts(cv.freshness, [50, 99]).join("/")} ms, ${cv.polls} polls, ${cv.replies} answered, errors ${JSON.stringify(cv.errors)}` : ""));
       }
@@ -82,6 +91,7 @@ export const freshness: Scenario = {
           `Live capacity in this run: ${f0(cap.perSec)} events/s (a burst published at full speed while the engine applies, from its first publish to its last event applied); levels are fractions of it. Warm state: ${loaded.events} events (all prepared events cover ${loaded.users} users); models ${loaded.engine.models.join(", ") || "none"}.`,
           "Freshness: a probe publishes one event for its own user, then polls the profile back to back until events_applied shows it; latency from publish to that reply (HDR). Resolution is one profile round trip; the raw request-reply latency to a trivial responder, measured at the same time at 50/s, is the floor.",
           "Co-visitation freshness: a probe publishes a planted pair on two new items (user A views i, then j) and a view of i by user B, then asks recommend(B, k 50) back to back until j is in the reply (co-visitation, sequential rules and session-kNN all lead there); latency from the last publish to that reply (HDR). A failed probe did not see j within 10 s.",
+          ...stageRows.map((r) => `Stages at ${r[0]} (portrait_ingest_stage_seconds, each batch's oldest event; p50 / p99 ms from buckets): ${INGEST_STAGES.map((st, i) => `${st} ${r[i + 1]}`).join(", ")}.`),
           `Background load: ${describeSource(ctx)}, open loop (rate schedule, not send-when-returned) from the publisher processes.`,
         ],
         raw: { capacity: cap, loaded, levels: levelsRaw },

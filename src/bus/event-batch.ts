@@ -62,12 +62,28 @@ export interface BatchResult {
    * acknowledged; the sink keeps them (an outbox) until told they were.
    */
   outbound?: OutboundMessage[];
+  /** When the batch's apply started and ended and its commit was in, epoch ms (performance.timeOrigin + now): the stages of README "Freshness". */
+  stamps?: BatchStamps;
   /**
    * Cluster mode only (README "Scale-out"): every user state the batch
    * committed, encoded (null = removed), for the partition's changelog; the
    * batch is acknowledged only once they are stored there.
    */
   changes?: ChangelogChange[];
+}
+
+/** Times of a batch in its receiver, epoch ms with sub-ms resolution (BatchResult.stamps). */
+export interface BatchStamps {
+  /** Handed to the receiver's thread (after any wait for room in its queue); set by the sink on the sending side. */
+  handedMs?: number;
+  applyStartMs: number;
+  applyEndMs: number;
+  committedMs: number;
+}
+
+/** Epoch ms with sub-ms resolution, comparable across threads of one process (and with JetStream's stored times on one host). */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 /** Cluster mode: a user's change in a committed batch, for the partition's changelog (src/bus/changelog.ts): the encoded state, or null when the user's state was removed. */

@@ -20,8 +20,8 @@
  */
 import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
-import type { EngineMetrics } from "../obs/metrics.js";
-import { outboxRefs, packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
+import { INGEST_STAGES, type EngineMetrics } from "../obs/metrics.js";
+import { epochMs, outboxRefs, packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
 import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
@@ -153,6 +153,10 @@ export class PartitionConsumer {
   #messages: ConsumerMessages | undefined;
   #pending: JsMsg[] = [];
   #pendingSeqs: number[] = [];
+  /** The children of EngineMetrics.stageSeconds, in INGEST_STAGES order. */
+  #stages: { observe(v: number): void }[] | undefined;
+  /** When the first message of the batch being gathered arrived, epoch ms. */
+  #firstArrivedMs = 0;
   #flushScheduled = false;
   #stopped = false;
   #tail: Promise<void> = Promise.resolve();
@@ -227,6 +231,7 @@ export class PartitionConsumer {
       return;
     }
     this.#lastDelivery = info.dseq;
+    if (this.#pending.length === 0) this.#firstArrivedMs = epochMs();
     this.#pending.push(m);
     this.#pendingSeqs.push(info.seq);
     if (this.#pending.length >= this.#o.maxBatchMessages) {
@@ -278,10 +283,15 @@ export class PartitionConsumer {
     this.#pendingSeqs = [];
     this.#handedSeq = Math.max(this.#handedSeq, seqs[seqs.length - 1]!);
     const started = performance.now();
+    const arrivedMs = this.#firstArrivedMs;
+    const cutMs = epochMs();
+    let resultMs = 0;
     this.#metrics.batchSize.observe(msgs.length);
     this.#metrics.inflightBatches.inc();
     const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (_m, i) => seqs[i]!));
-    result.catch(() => undefined); // observed through the tail below
+    result.then(() => {
+      resultMs = epochMs();
+    }, () => undefined); // failures are observed through the tail below
     const fence = this.#o.fence;
     let committed: Promise<boolean> | undefined;
     if (fence !== undefined) {
@@ -294,7 +304,7 @@ export class PartitionConsumer {
     }
     this.#tail = this.#tail
       .then(() => result)
-      .then((r) => this.#settle(msgs, r, started, committed))
+      .then((r) => this.#settle(msgs, r, started, committed, [arrivedMs, cutMs, resultMs]))
       .catch((err) => {
         this.#o.onFatal(err);
         throw err;
@@ -303,7 +313,7 @@ export class PartitionConsumer {
     this.#tail.catch(() => undefined);
   }
 
-  async #settle(msgs: JsMsg[], r: BatchResult, started: number, committed?: Promise<boolean>): Promise<void> {
+  async #settle(msgs: JsMsg[], r: BatchResult, started: number, committed: Promise<boolean> | undefined, times: [arrivedMs: number, cutMs: number, resultMs: number]): Promise<void> {
     if (this.#fenced) return;
     if (committed !== undefined && !(await committed)) {
       void this.fence("a commit was refused (the changelog or the lease belongs to another owner)");
@@ -370,6 +380,7 @@ export class PartitionConsumer {
     this.#settledSeq = r.lastSeq;
     const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
     if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
+    this.#observeStages(storedMs, times, r, epochMs());
     this.#metrics.eventsApplied.inc(r.applied);
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);
@@ -387,6 +398,16 @@ export class PartitionConsumer {
     this.#metrics.batchSeconds.observe((performance.now() - started) / 1000);
     this.#metrics.lag.set({ partition: String(this.partition) }, ackInfo(replyOf(last)).pending);
     this.#metrics.observeWatermark(r.watermarkMs);
+  }
+
+  /** The stages of the batch's oldest event (EngineMetrics.stageSeconds), from the times taken on its way. */
+  #observeStages(storedMs: number, [arrivedMs, cutMs, resultMs]: [number, number, number], r: BatchResult, ackedMs: number): void {
+    const st = r.stamps;
+    if (st === undefined || st.handedMs === undefined || !(storedMs > 0) || resultMs === 0) return;
+    const h = (this.#stages ??= INGEST_STAGES.map((stage) => this.#metrics.stageSeconds.labels({ stage })));
+    const times = [storedMs, arrivedMs, cutMs, st.handedMs, st.applyStartMs, st.applyEndMs, st.committedMs, resultMs, ackedMs];
+    for (let i = 0; i + 1 < times.length; i++) h[i]!.observe(Math.max(0, times[i + 1]! - times[i]!) / 1000);
+    h[h.length - 1]!.observe(Math.max(0, ackedMs - storedMs) / 1000);
   }
 
   /** While every queued outbound message is holdable and the partition is behind: waits until it caught up, drains, or OUTBOUND_HOLD_MS passed. */

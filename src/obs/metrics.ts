@@ -36,6 +36,15 @@ export interface WorkerThreadStats {
 }
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
+/**
+ * The stages of stageSeconds, in path order: each from the end of the one
+ * before (the first from the event's store in JetStream); "total" is stored
+ * -> acknowledged.
+ */
+export const INGEST_STAGES = ["jetstream", "gather", "window", "post", "apply", "commit", "return", "settle", "total"] as const;
+
+/** Finer than LATENCY_BUCKETS_S below 50 ms: the stages of the freshness path (stageSeconds). */
+const STAGE_BUCKETS_S = [0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5];
 const BATCH_BUCKETS = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
 
 export class EngineMetrics {
@@ -94,6 +103,13 @@ export class EngineMetrics {
     name: "portrait_ingest_batch_seconds",
     help: "Time from handing a batch to its shard to acknowledging it (queue wait + apply + commit + dead letters).",
     buckets: LATENCY_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly stageSeconds = new Histogram({
+    name: "portrait_ingest_stage_seconds",
+    help: "Where a batch's oldest event spends its time on the way to its acknowledgement, by stage (README \"Freshness\"): jetstream (stored -> delivered to the consumer), gather (-> the batch is cut), window (-> handed to its shard: the shard's queue bound), post (-> its apply starts in the shard), apply (the batch's apply; an event is visible to queries once applied), commit (-> its LMDB commit), return (-> its result on main), settle (-> acknowledged: earlier batches, dead letters), total (stored -> acknowledged).",
+    labelNames: ["stage"] as const,
+    buckets: STAGE_BUCKETS_S,
     registers: [this.registry],
   });
   readonly freshnessSeconds = new Histogram({

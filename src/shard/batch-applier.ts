@@ -351,6 +351,7 @@ export class BatchApplier {
     } finally {
       this.#pendingWrites--;
     }
+    const tc = performance.now();
     if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
     d.actors.changed(dirty);
     d.actors.evict(this.#committedBatch);
@@ -362,6 +363,7 @@ export class BatchApplier {
       partition, lastSeq, applied: appliedCount, skipped, deadLetters,
       applyMs: t1 - t0, commitMs: t2 - t1, watermarkMs: this.#watermarkMs,
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
+      stamps: { applyStartMs: performance.timeOrigin + t0, applyEndMs: performance.timeOrigin + t1, committedMs: performance.timeOrigin + tc },
       ...(outbound.length > 0 ? { outbound } : {}),
       ...(riskFlags !== undefined ? { riskFlags } : {}),
       ...(logged.length > 0 ? { logged } : {}),
