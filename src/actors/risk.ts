@@ -336,20 +336,27 @@ function clamp01(v: number): number {
 /** The scores of riskScores into `out` (velocity, refund abuse, sharing). */
 function scoresInto(out: Float64Array, r: RiskState | undefined, refunds: number, purchases: number, orders: number): void {
   const x = r ?? EMPTY;
+  out[0] = clamp01(x[4]! / RISK.velocityMinFast);
+  out[1] = clamp01(refundScore(x, refunds, purchases, orders));
+  out[2] = clamp01(sharingScore(x));
+}
+
+/** The refund abuse score before clamping (0 below RISK.refundMinLines refund lines). */
+function refundScore(x: RiskState, refunds: number, purchases: number, orders: number): number {
+  if (refunds < RISK.refundMinLines) return 0;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
   const quick = purchases > 0 ? x[6]! / purchases : 0;
   const qo = x[7]!;
   const orderShare = orders > 0 ? qo / orders : 0;
   // All of them: many refunds for what was bought, soon after buying (a wholesale customer cancelling old orders is
   // not flagged), and in several of the user's orders (one cancelled order is not a habit).
-  const refundScore = refunds >= RISK.refundMinLines
-    ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin)
-    : 0;
+  return Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin);
+}
+
+/** The account sharing score before clamping. */
+function sharingScore(x: RiskState): number {
   const cp = x[9]!;
-  const shared = cp <= 1 ? 0 : Math.min((cp - 1) / (RISK.sharingPeak - 1), x[10]! / RISK.sharingReturns);
-  out[0] = clamp01(x[4]! / RISK.velocityMinFast);
-  out[1] = clamp01(refundScore);
-  out[2] = clamp01(shared);
+  return cp <= 1 ? 0 : Math.min((cp - 1) / (RISK.sharingPeak - 1), x[10]! / RISK.sharingReturns);
 }
 
 const EMPTY: RiskState = Object.freeze(newRiskState()) as unknown as RiskState;
@@ -360,8 +367,13 @@ const EMPTY: RiskState = Object.freeze(newRiskState()) as unknown as RiskState;
  * after every event (so neither RiskCounts nor the scores are allocated).
  */
 export function stateRiskFlagBits(s: { rk?: RiskState | undefined; counts: number[]; orders: number }): number {
-  scoresInto(SCRATCH, s.rk, s.counts[EventType.REFUND] ?? 0, s.counts[EventType.PURCHASE] ?? 0, s.orders);
-  return (SCRATCH[0]! >= 1 ? 1 : 0) | (SCRATCH[1]! >= 1 ? 2 : 0) | (SCRATCH[2]! >= 1 ? 4 : 0);
+  // The scores' own terms (clamp01(v) >= 1 is v >= 1), the refund part only from RISK.refundMinLines refund lines.
+  const x = s.rk;
+  if (x === undefined) return 0;
+  const refunds = s.counts[EventType.REFUND] ?? 0;
+  return (x[4]! / RISK.velocityMinFast >= 1 ? 1 : 0) |
+    (refunds >= RISK.refundMinLines && refundScore(x, refunds, s.counts[EventType.PURCHASE] ?? 0, s.orders) >= 1 ? 2 : 0) |
+    (sharingScore(x) >= 1 ? 4 : 0);
 }
 
 /** The signal names of the flag bits, in bit order (metric labels, audience fields). */
