@@ -144,7 +144,7 @@ let nKey = 0;
 const sizeOf = (s: UserState) => {
   const k = `k${nKey++}`;
   // The risk state as the store writes it (one flat array, packRisk).
-  db.putSync(k, s.rk === undefined ? s : { ...s, rk: packRisk(s.rk) as unknown as RiskState });
+  db.putSync(k, s.rk === undefined ? s : { ...s, rk: packRisk(s.rk) });
   return db.getBinary(k)!.length;
 };
 const withParts = [...users.values()].slice(0, 5000);

@@ -9,6 +9,7 @@ import { Unpackr } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { newAudienceState, observeAudienceEvent } from "../src/actors/audience-state.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { riskCounts, riskRecord, riskView, type RiskState } from "../src/actors/risk.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { decodeChangelogState, encodeChangelogState } from "../src/shard/changelog-state.js";
 import { EventType } from "../src/wire/proto.js";
@@ -64,5 +65,15 @@ describe("changelog state", () => {
     const back = decodeChangelogState(serialize(s));
     expect(plain(back)).toEqual(plain(s));
     expect(Object.getPrototypeOf(back.aud!.m)).toBeNull();
+  });
+
+  it("changelog state - a risk state written as a record (before the flat form) is read as the flat form", () => {
+    const s = sample();
+    expect(Array.isArray(s.rk)).toBe(true);
+    for (const old of [encodeChangelogState({ ...s, rk: riskRecord(s.rk!) as unknown as RiskState }), serialize({ ...s, rk: riskRecord(s.rk!) })]) {
+      const back = decodeChangelogState(old);
+      expect(plain(back)).toEqual(plain(s));
+      expect(riskView(back.rk, riskCounts(back))).toEqual(riskView(s.rk, riskCounts(s)));
+    }
   });
 });

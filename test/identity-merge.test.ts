@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { observeAudienceEvent } from "../src/actors/audience-state.js";
 import { mergeStates } from "../src/actors/identity-merge.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { riskRecord, type RiskState } from "../src/actors/risk.js";
 import { applyEvent, newUserState, profileView, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType } from "../src/wire/proto.js";
 
@@ -78,9 +79,13 @@ describe("identity merge rules", () => {
     for (const x of m.categories) expect(x.sentiment).toBeCloseTo(r.categories.find((y) => y.key === x.key)!.sentiment, 10);
     for (const x of m.aspects) expect(x.score).toBeCloseTo(r.aspects.find((y) => y.key === x.key)!.score, 10);
     // Risk: the primary keeps its own session ids only; counters are the sum of both.
-    const rk = stateOf(rb).rk!;
-    expect(merged.rk!.ids).toEqual(rk.ids);
-    expect(merged.rk!.f).toBe(stateOf(ra).rk!.f + rk.f);
+    const rk = riskRecord(stateOf(rb).rk!);
+    expect(riskRecord(merged.rk!).ids).toEqual(rk.ids);
+    expect(riskRecord(merged.rk!).f).toBe(riskRecord(stateOf(ra).rk!).f + rk.f);
+    // A hand-over of an earlier version carries the risk state as a record: the same merge.
+    const fromRecord = stateOf(rb);
+    mergeStates(fromRecord, { ...stateOf(ra), rk: riskRecord(stateOf(ra).rk!) as unknown as RiskState }, o);
+    expect(fromRecord.rk).toEqual(merged.rk);
   });
 
   it("merge - sessions add; the later current session stays current; the LSTM state is dropped; aliases and merge ids are the union", () => {

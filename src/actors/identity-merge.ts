@@ -41,7 +41,7 @@
  */
 import type { AffinityTable, ReviewState, SentimentTable, UserState } from "./user-profile.js";
 import { BOUGHT_MEMORY, REVIEW_TOP_K, TIMELINE_MEMORY } from "./user-profile.js";
-import type { RiskState } from "./risk.js";
+import { RISK_FIXED, RK, riskOf, type RiskRecord, type RiskState } from "./risk.js";
 import { mergeSocial } from "./social.js";
 import type { CompiledProfileOptions } from "./profile-options.js";
 import { BUCKET_DAYS, newMemberships } from "./audience-state.js";
@@ -218,13 +218,27 @@ function mergeReviews(a: ReviewState | undefined, fa: number, b: ReviewState, fb
  * person's phone and laptop are not account sharing, so the merge does not
  * put them side by side.
  */
-function mergeRisk(a: RiskState | undefined, b: RiskState): RiskState {
-  if (a === undefined) return { ...structuredClone(b), ids: [], cp: 0 };
-  const later = b.bt > a.bt ? b : a;
-  return {
-    ...a, b: later.b, bt: later.bt, sp: later.sp, pp: Math.max(a.pp, b.pp),
-    f: a.f + b.f, pk: Math.max(a.pk, b.pk), q: a.q + b.q, qo: (a.qo ?? 0) + (b.qo ?? 0), rt: a.rt + b.rt,
-  };
+/** `a` and `b` in memory form, or records of an earlier version (a hand-over written before the flat form). */
+function mergeRisk(a0: RiskState | RiskRecord | undefined, b0: RiskState | RiskRecord): RiskState {
+  const b = riskOf(b0);
+  if (a0 === undefined) {
+    // B's counters without its ids (the primary's sessions and devices are its own).
+    const r = b.slice(0, RISK_FIXED);
+    r[RK.cp] = 0;
+    return r;
+  }
+  const a = riskOf(a0).slice();
+  const later = b[RK.bt]! > a[RK.bt]! ? b : a;
+  a[RK.b] = later[RK.b]!;
+  a[RK.bt] = later[RK.bt]!;
+  a[RK.sp] = later[RK.sp]!;
+  a[RK.pp] = Math.max(a[RK.pp]!, b[RK.pp]!);
+  a[RK.f] = a[RK.f]! + b[RK.f]!;
+  a[RK.pk] = Math.max(a[RK.pk]!, b[RK.pk]!);
+  a[RK.q] = a[RK.q]! + b[RK.q]!;
+  a[RK.qo] = a[RK.qo]! + b[RK.qo]!;
+  a[RK.rt] = a[RK.rt]! + b[RK.rt]!;
+  return a;
 }
 
 /** Day buckets of two users added day by day, oldest first, the 90 days up to the newest kept. */

@@ -65,73 +65,122 @@ export const RISK = Object.freeze({
 export const SHARING_TRACKED = 5;
 const LN2 = Math.LN2;
 
-/** The stored part (short names: every byte of a profile is written on every change). */
-export interface RiskState {
-  /** Burst count (decayed) as of bt, and bt. */
+/**
+ * A risk state, in memory and as stored: one flat array of numbers (a V8
+ * array of unboxed doubles: one object per user for the GC, nothing boxed,
+ * nothing to rebuild on load), laid out as RK names below:
+ * [b, bt, sp, pp, f, pk, q, qo, qk, cp, rt, then per tracked id: id, time].
+ * - b, bt: the burst count (decayed) as of bt, and bt;
+ * - sp, pp: the peak rate of the current session, and the highest of earlier sessions (the user's habit), events/s;
+ * - f, pk: fast events, and the peak rate seen (events/s);
+ * - q, qo, qk: quick refunds (lines), quick refund orders, and fnv1a32 of the last quick refund's order id (-1: none or no order id);
+ * - cp: the peak number of ids active at once;
+ * - rt: returns: events whose session or device id is an earlier one still active (not the latest), i.e. interleaved use;
+ * - the tracked ids, newest first, with their last event time: fnv1a32("s:" + session id) or
+ *   -fnv1a32("d:" + device id) - 1 (devices negative); at most SHARING_TRACKED.
+ * In memory an id's time is its event time; stored, bt minus it (packRisk: small integers instead of doubles).
+ */
+export type RiskState = number[];
+
+/** Indexes of the fields of a RiskState. */
+export const RK = Object.freeze({ b: 0, bt: 1, sp: 2, pp: 3, f: 4, pk: 5, q: 6, qo: 7, qk: 8, cp: 9, rt: 10 });
+/** Numbers before the tracked ids. */
+export const RISK_FIXED = 11;
+const FIXED = RISK_FIXED;
+
+/**
+ * The risk state as a record: the form states stored before 2026-12-07
+ * (commit 684db6e) hold (qo and qk absent in the oldest), and a readable
+ * view for tests and reports (riskRecord).
+ */
+export interface RiskRecord {
   b: number;
   bt: number;
-  /** Peak rate of the current session, and the highest of earlier sessions (the user's habit), events/s. */
   sp: number;
   pp: number;
-  /** Fast events, and the peak rate seen (events/s). */
   f: number;
   pk: number;
-  /** Quick refunds (lines). */
   q: number;
-  /** Quick refund orders, and fnv1a32 of the last quick refund's order id (-1: none or no order id); absent in states stored before them. */
   qo?: number;
   qk?: number;
-  /** Tracked ids with their last event time, newest first: fnv1a32("s:" + session id) or -fnv1a32("d:" + device id) - 1 (devices negative); and the peak active at once. */
+  /** [id, last event time], newest first. */
   ids: [number, number][];
   cp: number;
-  /** Returns: events whose session or device id is an earlier one still active (not the latest), i.e. interleaved use. */
   rt: number;
 }
 
 export function newRiskState(): RiskState {
-  return { b: 0, bt: 0, sp: 0, pp: 0, f: 0, pk: 0, q: 0, qo: 0, qk: -1, ids: [], cp: 0, rt: 0 };
+  const r = [0.5, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0];
+  r[0] = 0; // a double array from the start: no elements-kind transition at the first rate
+  return r;
 }
 
-/** Numbers of the stored form before the tracked ids (packRisk). */
-const PACKED_FIXED = 11;
+/** The tracked ids of a state. */
+export function riskIdCount(r: RiskState): number {
+  return (r.length - FIXED) >> 1;
+}
+
+/** A record view of a state (a copy). */
+export function riskRecord(r: RiskState): RiskRecord {
+  const ids: [number, number][] = [];
+  for (let i = FIXED; i + 1 < r.length; i += 2) ids.push([r[i]!, r[i + 1]!]);
+  return { b: r[0]!, bt: r[1]!, sp: r[2]!, pp: r[3]!, f: r[4]!, pk: r[5]!, q: r[6]!, qo: r[7]!, qk: r[8]!, ids, cp: r[9]!, rt: r[10]! };
+}
+
+/** The state of a record (states stored before the flat form; hand-overs and changelog records of earlier versions). */
+export function riskOfRecord(x: RiskRecord): RiskState {
+  const r = newRiskState();
+  r[0] = x.b;
+  r[1] = x.bt;
+  r[2] = x.sp;
+  r[3] = x.pp;
+  r[4] = x.f;
+  r[5] = x.pk;
+  r[6] = x.q;
+  r[7] = x.qo ?? 0;
+  r[8] = x.qk ?? -1;
+  r[9] = x.cp;
+  r[10] = x.rt;
+  for (const [id, t] of x.ids) r.push(id, t);
+  return r;
+}
+
+/** A state as it travels in memory-form (hand-overs, changelog records): a record of an earlier version becomes the flat form. */
+export function riskOf(v: RiskState | RiskRecord): RiskState {
+  return Array.isArray(v) ? v : riskOfRecord(v);
+}
+
 /** One array per number of tracked ids, reused by every packRisk (the store encodes it within the put). */
-const PACKED = Array.from({ length: SHARING_TRACKED + 1 }, (_, n) => new Array<number>(PACKED_FIXED + 2 * n).fill(0));
+const PACKED = Array.from({ length: SHARING_TRACKED + 1 }, (_, n) => new Array<number>(FIXED + 2 * n).fill(0));
 
 /**
  * The stored form of a risk state (the store writes it in place of the
- * record, src/store/profile-store.ts): one flat array of numbers,
- * [b, bt, sp, pp, f, pk, q, qo, qk, cp, rt, then per tracked id: id, bt − its
- * last time]. msgpack writes an array without the record's per-field
- * walk, and the ids' times as small integers instead of doubles. Valid until
- * the next call (the arrays are reused): encode it at once.
+ * state, src/store/profile-store.ts): the same array with each id's time
+ * as bt minus it. Valid until the next call (the arrays are reused): encode
+ * it at once.
  */
 export function packRisk(r: RiskState): number[] {
-  const ids = r.ids;
-  const a = ids.length <= SHARING_TRACKED ? PACKED[ids.length]! : new Array<number>(PACKED_FIXED + 2 * ids.length);
-  a[0] = r.b;
-  a[1] = r.bt;
-  a[2] = r.sp;
-  a[3] = r.pp;
-  a[4] = r.f;
-  a[5] = r.pk;
-  a[6] = r.q;
-  a[7] = r.qo ?? 0;
-  a[8] = r.qk ?? -1;
-  a[9] = r.cp;
-  a[10] = r.rt;
-  for (let i = 0; i < ids.length; i++) {
-    a[PACKED_FIXED + 2 * i] = ids[i]![0];
-    a[PACKED_FIXED + 2 * i + 1] = r.bt - ids[i]![1];
+  const n = riskIdCount(r);
+  const a = n <= SHARING_TRACKED ? PACKED[n]! : new Array<number>(FIXED + 2 * n);
+  for (let i = 0; i < FIXED; i++) a[i] = r[i]!;
+  const bt = r[1]!;
+  for (let i = FIXED; i + 1 < r.length; i += 2) {
+    a[i] = r[i]!;
+    a[i + 1] = bt - r[i + 1]!;
   }
   return a;
 }
 
-/** The risk state of its stored form (packRisk). A state stored before that form (the record) is read as it is. */
-export function unpackRisk(a: number[]): RiskState {
-  const bt = a[1]!;
-  const ids: [number, number][] = [];
-  for (let i = PACKED_FIXED; i + 1 < a.length; i += 2) ids.push([a[i]!, bt - a[i + 1]!]);
-  return { b: a[0]!, bt, sp: a[2]!, pp: a[3]!, f: a[4]!, pk: a[5]!, q: a[6]!, qo: a[7]!, qk: a[8]!, ids, cp: a[9]!, rt: a[10]! };
+/**
+ * The risk state of its stored form (packRisk), in place: the array the
+ * store decoded becomes the state. A state stored before that form (the
+ * record) is turned into it.
+ */
+export function unpackRisk(v: number[] | RiskRecord): RiskState {
+  if (!Array.isArray(v)) return riskOfRecord(v);
+  const bt = v[1]!;
+  for (let i = FIXED + 1; i < v.length; i += 2) v[i] = bt - v[i]!;
+  return v;
 }
 
 /** What observeRisk reads of an event. */
@@ -145,29 +194,44 @@ export interface RiskEvent {
 }
 
 function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
-  const ids = r.ids;
+  const n = (r.length - FIXED) >> 1;
   let i = 0;
-  while (i < ids.length && ids[i]![0] !== id) i++;
-  if (i < ids.length) {
-    const x = ids[i]!;
+  while (i < n && r[FIXED + 2 * i] !== id) i++;
+  if (i < n) {
+    const xt = r[FIXED + 2 * i + 1]!;
     // Back to an id that is not the latest of its kind while it is still active: two of them in use at once.
-    if (i > 0 && t - x[1] <= gapMs) {
+    if (i > 0 && t - xt <= gapMs) {
       for (let j = 0; j < i; j++) {
-        if ((ids[j]![0] >= 0) === (id >= 0)) {
-          r.rt++;
+        if ((r[FIXED + 2 * j]! >= 0) === (id >= 0)) {
+          r[10]!++;
           break;
         }
       }
     }
-    if (t > x[1]) x[1] = t;
-    if (i > 0) {
-      for (let j = i; j > 0; j--) ids[j] = ids[j - 1]!;
-      ids[0] = x;
+    const nt = t > xt ? t : xt;
+    for (let j = i; j > 0; j--) {
+      r[FIXED + 2 * j] = r[FIXED + 2 * j - 2]!;
+      r[FIXED + 2 * j + 1] = r[FIXED + 2 * j - 1]!;
     }
+    r[FIXED] = id;
+    r[FIXED + 1] = nt;
     return;
   }
-  ids.unshift([id, t]);
-  if (ids.length > SHARING_TRACKED) ids.length = SHARING_TRACKED;
+  // A new id, first; the oldest beyond SHARING_TRACKED is dropped.
+  let m = n;
+  if (n < SHARING_TRACKED) {
+    r.push(0, 0);
+    m = n + 1;
+  } else if (n > SHARING_TRACKED) {
+    r.length = FIXED + 2 * SHARING_TRACKED;
+    m = SHARING_TRACKED;
+  }
+  for (let j = m - 1; j > 0; j--) {
+    r[FIXED + 2 * j] = r[FIXED + 2 * j - 2]!;
+    r[FIXED + 2 * j + 1] = r[FIXED + 2 * j - 1]!;
+  }
+  r[FIXED] = id;
+  r[FIXED + 1] = t;
 }
 
 /** FNV-1a states after "s:" and "d:": a session id's and a device id's hashes continue from them (no string built per event). */
@@ -182,25 +246,27 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   const t = e.timestampMs;
   if (e.type !== EventType.PURCHASE && e.type !== EventType.REFUND) {
     // Velocity: decay the burst count to t (an older event adds at the current time: dt 0).
-    const dt = Math.max(0, t - r.bt);
-    if (r.bt > 0 && dt > gapMs) {
+    const bt = r[1]!;
+    const dt = Math.max(0, t - bt);
+    if (bt > 0 && dt > gapMs) {
       // A new session: the one that ended joins the habit.
-      if (r.sp > r.pp) r.pp = r.sp;
-      r.sp = 0;
+      if (r[2]! > r[3]!) r[3] = r[2]!;
+      r[2] = 0;
     }
-    r.b = r.b * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1;
-    if (t > r.bt) r.bt = t;
-    const rate = (r.b * LN2 * 1000) / RISK.burstHalfLifeMs;
-    if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * r.pp) r.f++;
-    if (rate > r.sp) r.sp = rate;
-    if (rate > r.pk) r.pk = rate;
+    const b = r[0]! * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1;
+    r[0] = b;
+    if (t > bt) r[1] = t;
+    const rate = (b * LN2 * 1000) / RISK.burstHalfLifeMs;
+    if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * r[3]!) r[4]!++;
+    if (rate > r[2]!) r[2] = rate;
+    if (rate > r[5]!) r[5] = rate;
   }
   // Refunds soon after a purchase.
   if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) {
-    r.q++;
+    r[6]!++;
     const k = e.orderId !== undefined && e.orderId !== "" ? fnv1a32String(e.orderId) : -1;
-    if (k === -1 || k !== r.qk) r.qo = (r.qo ?? 0) + 1;
-    r.qk = k;
+    if (k === -1 || k !== r[8]) r[7]!++;
+    r[8] = k;
   }
   // Sharing: ids active at t (including this event's).
   const device = e.attributes?.["device_id"] ?? "";
@@ -210,15 +276,13 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   if (e.sessionId !== "" || device !== "") {
     let sessions = 0;
     let devices = 0;
-    const ids = r.ids;
-    for (let i = 0; i < ids.length; i++) {
-      const x = ids[i]!;
-      if (t - x[1] > gapMs) continue;
-      if (x[0] >= 0) sessions++;
+    for (let i = FIXED; i + 1 < r.length; i += 2) {
+      if (t - r[i + 1]! > gapMs) continue;
+      if (r[i]! >= 0) sessions++;
       else devices++;
     }
     const active = Math.max(sessions, devices);
-    if (active > r.cp) r.cp = active;
+    if (active > r[9]!) r[9] = active;
   }
 }
 
@@ -272,22 +336,30 @@ function clamp01(v: number): number {
 /** The scores of riskScores into `out` (velocity, refund abuse, sharing). */
 function scoresInto(out: Float64Array, r: RiskState | undefined, refunds: number, purchases: number, orders: number): void {
   const x = r ?? EMPTY;
+  out[0] = clamp01(x[4]! / RISK.velocityMinFast);
+  out[1] = clamp01(refundScore(x, refunds, purchases, orders));
+  out[2] = clamp01(sharingScore(x));
+}
+
+/** The refund abuse score before clamping (0 below RISK.refundMinLines refund lines). */
+function refundScore(x: RiskState, refunds: number, purchases: number, orders: number): number {
+  if (refunds < RISK.refundMinLines) return 0;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
-  const quick = purchases > 0 ? x.q / purchases : 0;
-  const qo = x.qo ?? 0;
+  const quick = purchases > 0 ? x[6]! / purchases : 0;
+  const qo = x[7]!;
   const orderShare = orders > 0 ? qo / orders : 0;
   // All of them: many refunds for what was bought, soon after buying (a wholesale customer cancelling old orders is
   // not flagged), and in several of the user's orders (one cancelled order is not a habit).
-  const refundScore = refunds >= RISK.refundMinLines
-    ? Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin)
-    : 0;
-  const shared = x.cp <= 1 ? 0 : Math.min((x.cp - 1) / (RISK.sharingPeak - 1), x.rt / RISK.sharingReturns);
-  out[0] = clamp01(x.f / RISK.velocityMinFast);
-  out[1] = clamp01(refundScore);
-  out[2] = clamp01(shared);
+  return Math.min(ratio / RISK.refundRatio, quick / RISK.quickShare, orderShare / RISK.quickOrderShare, qo / RISK.quickOrdersMin);
 }
 
-const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
+/** The account sharing score before clamping. */
+function sharingScore(x: RiskState): number {
+  const cp = x[9]!;
+  return cp <= 1 ? 0 : Math.min((cp - 1) / (RISK.sharingPeak - 1), x[10]! / RISK.sharingReturns);
+}
+
+const EMPTY: RiskState = Object.freeze(newRiskState()) as unknown as RiskState;
 
 /**
  * Which signals of a profile state are flagged, as bits (1 velocity, 2
@@ -295,8 +367,13 @@ const EMPTY: RiskState = Object.freeze(newRiskState()) as RiskState;
  * after every event (so neither RiskCounts nor the scores are allocated).
  */
 export function stateRiskFlagBits(s: { rk?: RiskState | undefined; counts: number[]; orders: number }): number {
-  scoresInto(SCRATCH, s.rk, s.counts[EventType.REFUND] ?? 0, s.counts[EventType.PURCHASE] ?? 0, s.orders);
-  return (SCRATCH[0]! >= 1 ? 1 : 0) | (SCRATCH[1]! >= 1 ? 2 : 0) | (SCRATCH[2]! >= 1 ? 4 : 0);
+  // The scores' own terms (clamp01(v) >= 1 is v >= 1), the refund part only from RISK.refundMinLines refund lines.
+  const x = s.rk;
+  if (x === undefined) return 0;
+  const refunds = s.counts[EventType.REFUND] ?? 0;
+  return (x[4]! / RISK.velocityMinFast >= 1 ? 1 : 0) |
+    (refunds >= RISK.refundMinLines && refundScore(x, refunds, s.counts[EventType.PURCHASE] ?? 0, s.orders) >= 1 ? 2 : 0) |
+    (sharingScore(x) >= 1 ? 4 : 0);
 }
 
 /** The signal names of the flag bits, in bit order (metric labels, audience fields). */
@@ -304,7 +381,7 @@ export const RISK_SIGNALS = ["velocity", "refundAbuse", "accountSharing"] as con
 
 /** The risk signals of a state with their reasons. */
 export function riskView(r: RiskState | undefined, c: RiskCounts): RiskView {
-  const x = r ?? EMPTY;
+  const x = riskRecord(r ?? EMPTY);
   const { refunds, purchases, orders } = c;
   const ratio = purchases > 0 ? refunds / purchases : refunds > 0 ? Infinity : 0;
   const [sv, sf, ss] = riskScores(r, c);
@@ -315,7 +392,7 @@ export function riskView(r: RiskState | undefined, c: RiskCounts): RiskView {
     refundAbuse: signal(sf,
       `${refunds} refund lines / ${purchases} purchase lines = ${Number.isFinite(ratio) ? f2(ratio) : "inf"} (flagged at ${RISK.refundRatio} with >= ${RISK.refundMinLines} refunds); ` +
       `${x.q} refunds within ${RISK.quickRefundMs / 3_600_000} h of a purchase = ${purchases > 0 ? f2(x.q / purchases) : "0"} of purchase lines (flagged at ${RISK.quickShare}); ` +
-      `in ${x.qo ?? 0} of ${orders} orders = ${orders > 0 ? f2((x.qo ?? 0) / orders) : "0"} (flagged at ${RISK.quickOrderShare} with >= ${RISK.quickOrdersMin} orders)`),
+      `in ${x.qo!} of ${orders} orders = ${orders > 0 ? f2(x.qo! / orders) : "0"} (flagged at ${RISK.quickOrderShare} with >= ${RISK.quickOrdersMin} orders)`),
     accountSharing: signal(ss,
       `peak ${x.cp} session or device ids active at once (flagged at ${RISK.sharingPeak}), ${x.rt} returns to an earlier active one (flagged at ${RISK.sharingReturns})`),
   };

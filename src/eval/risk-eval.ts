@@ -21,7 +21,7 @@
  */
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../actors/user-profile.js";
 import { compileProfileOptions } from "../actors/profile-options.js";
-import { riskCounts, riskScores } from "../actors/risk.js";
+import { riskCounts, riskRecord, riskScores } from "../actors/risk.js";
 import { readDataset, resolveDataFile } from "../data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../data/types.js";
 import { seededRandom } from "../models/seeded-random.js";
@@ -85,7 +85,8 @@ export function scoreReplay(events: Ev[], planted: ReadonlySet<string>, signal: 
     if (score < 1) continue;
     flagged++;
     if (planted.has(user)) tp++;
-    else if (fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${s.rk?.f}, peak ${s.rk?.pk.toFixed(2)}/s, concurrent ${s.rk?.cp}, quick ${s.rk?.q} in ${s.rk?.qo ?? 0} of ${s.orders} orders`);
+    const rk = s.rk === undefined ? undefined : riskRecord(s.rk);
+    if (!planted.has(user) && fps.length < 5) fps.push(`${user}: ${s.n} events, refunds ${s.counts[EventType.REFUND]}, purchases ${s.counts[EventType.PURCHASE]}, fast ${rk?.f}, peak ${rk?.pk.toFixed(2)}/s, concurrent ${rk?.cp}, quick ${rk?.q} in ${rk?.qo ?? 0} of ${s.orders} orders`);
   }
   return {
     signal, log, users: states.size, planted: planted.size, flagged, truePositives: tp,

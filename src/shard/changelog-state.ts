@@ -13,6 +13,7 @@
  */
 import { deserialize } from "node:v8";
 import { Packr } from "msgpackr";
+import { riskOf, type RiskRecord, type RiskState } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 
 /**
@@ -39,5 +40,7 @@ export function decodeChangelogState(bytes: Uint8Array): UserState {
   const st = (bytes[0] === V8_VERSION_TAG ? deserialize(bytes) : packr.unpack(bytes)) as UserState;
   // The memberships are a null-prototype dictionary (AudienceState.m), as ProfileStore.getState gives them back.
   if (st.aud !== undefined) Object.setPrototypeOf(st.aud.m, null);
+  // The risk state travels in its memory form; a record of an earlier version becomes it (src/actors/risk.ts).
+  if (st.rk !== undefined) st.rk = riskOf(st.rk as RiskState | RiskRecord);
   return st;
 }

@@ -77,7 +77,7 @@ import { open, type Database, type DatabaseOptions, type RootDatabase } from "lm
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AudienceState } from "../actors/audience-types.js";
-import { packRisk, unpackRisk, type RiskState } from "../actors/risk.js";
+import { packRisk, unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
 
@@ -231,7 +231,7 @@ function putProfilePart(db: Database<UserState, string>, id: string, s: UserStat
     x.scS = a.scS;
     s.aud = x as unknown as AudienceState;
   }
-  if (rk !== undefined) s.rk = packRisk(rk) as unknown as RiskState;
+  if (rk !== undefined) s.rk = packRisk(rk);
   try {
     void db.put(id, s).catch(ignore);
   } finally {
@@ -490,7 +490,7 @@ export class ProfileStore {
   getState(userId: string): UserState | undefined {
     const s = this.#profiles.get(userId);
     // The risk state's stored form (packRisk); a profile stored before it holds the record, read as it is.
-    if (s !== undefined && Array.isArray(s.rk)) s.rk = unpackRisk(s.rk as unknown as number[]);
+    if (s?.rk !== undefined) s.rk = unpackRisk(s.rk as number[] | RiskRecord);
     const a = s?.aud;
     if (a === undefined) return s;
     const r = this.#memberships.get(userId);
