@@ -29,6 +29,7 @@ import type { EventType } from "../wire/proto.js";
 import type { CompiledTrendingOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -48,6 +49,8 @@ interface Node {
 
 interface CategoryTop {
   readonly key: string;
+  /** Its slot in the category interner. */
+  readonly slot: number;
   [TICK]: number;
   dead: boolean;
   list: Node[];
@@ -77,6 +80,8 @@ export class Trending {
     private readonly weights: readonly number[],
     /** The memory estimate and clock shared with the other recs tables. */
     private readonly acct = new RecsBytes(),
+    /** The item ids' interner, shared with the other recs tables. */
+    itemIds = new Interner(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
@@ -85,7 +90,7 @@ export class Trending {
       if (n.cat !== undefined && !n.cat.dead && n.cpos >= 0) this.remove(n.cat.list, n, false);
       n.dead = true;
       n.cat = undefined;
-    }, acct);
+    }, acct, itemIds);
     this.cats = new TouchOrder<CategoryTop>(options.maxCategories, (_, c) => {
       acct.add(TABLE.trending_categories, -categoryBytes(c.key, c.list.length));
       for (const n of c.list) n.cpos = -1;
@@ -111,13 +116,14 @@ export class Trending {
 
   /**
    * Counts an event. `categoryId` (default: the event's) is the item's
-   * category; when empty, the category the item was last counted in is used.
+   * category; when empty, the category the item was last counted in is used. `itemSlot`: the item's slot in the
+   * item interner, when the caller has it (observeItemEvent; looked up when not given).
    */
-  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? ""): void {
+  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? "", itemSlot?: number): void {
     const w = this.weights[e.type] ?? 0;
     if (w <= 0 || !e.itemId) return;
     const sw = w * this.scale(e.timestampMs);
-    const n = this.node(e.itemId);
+    const n = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
     n.score += sw;
     this.bump(this.global, n, this.options.globalListSize, true);
     const key = categoryId || n.catKey;
@@ -130,7 +136,7 @@ export class Trending {
       n.catKey = key;
       n.cat = c;
     } else {
-      this.cats.touch(key, c);
+      this.cats.touch(c.slot, c);
     }
     this.bump(c.list, n, this.options.categoryListSize, false);
   }
@@ -142,13 +148,13 @@ export class Trending {
 
   /** The k most popular items of a category at `nowMs` (k capped at categoryListSize); [] for an unknown category. */
   topInCategory(categoryId: string, k: number, nowMs: number): ScoredItem[] {
-    const c = this.cats.get(categoryId);
+    const c = this.cats.get(this.cats.ids.find(categoryId));
     return c === undefined ? [] : this.top(c.list, k, nowMs);
   }
 
   /** An item's decayed score at `nowMs` (0 when not tracked). */
   score(itemId: string, nowMs: number): number {
-    const n = this.items.get(itemId);
+    const n = this.items.get(this.items.ids.find(itemId));
     return n === undefined ? 0 : n.score * this.factor(nowMs);
   }
 
@@ -164,26 +170,27 @@ export class Trending {
     return out;
   }
 
-  private node(id: string): Node {
-    let n = this.items.get(id);
+  private node(id: string, slot: number): Node {
+    let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(id, n);
+      this.items.touch(slot, n);
       return n;
     }
     n = { id, [TICK]: 0, dead: false, score: 0, gpos: -1, catKey: "", cat: undefined, cpos: -1 };
-    this.items.insert(id, n);
+    this.items.insert(slot, n);
     this.acct.add(TABLE.trending, nodeBytes(id));
     return n;
   }
 
   private category(key: string): CategoryTop {
-    let c = this.cats.get(key);
+    const slot = this.cats.ids.slot(key);
+    let c = this.cats.get(slot);
     if (c !== undefined) {
-      this.cats.touch(key, c);
+      this.cats.touch(slot, c);
       return c;
     }
-    c = { key, [TICK]: 0, dead: false, list: [] };
-    this.cats.insert(key, c);
+    c = { key, slot, [TICK]: 0, dead: false, list: [] };
+    this.cats.insert(slot, c);
     this.acct.add(TABLE.trending_categories, categoryBytes(key, 0));
     return c;
   }
