@@ -10,11 +10,11 @@
  * entry for it and releases it when the entry leaves (eviction by count or by
  * the recs byte bound, delete); a slot nobody holds is freed at once and
  * reused for the next new id. So the interner holds exactly the ids some
- * table holds, and its size follows the tables' caps and maxStateBytes. Its
- * own memory is not in the byte estimate: each table entry's estimate still
- * counts a Map slot and its key string (src/recs/recs-bytes.ts), which now
- * cover the interner's one Map slot and string per id and the tables' slot
- * arrays, and err high.
+ * table holds, and its size follows the tables' caps and maxStateBytes. It
+ * has no line of its own in the byte estimate: each table entry's estimate
+ * still counts a Map slot and its key string (src/recs/recs-bytes.ts), which
+ * now stand for the interner's one Map slot and string per id and the
+ * tables' slot arrays (a value and two links per slot).
  *
  * `slot` creates an unheld slot for a new id: a caller inserts the id into a
  * table at once (the tables' get-or-insert paths), which retains it.
