@@ -87,18 +87,18 @@ describe("recs byte bound", () => {
     const a = new TouchOrder<{ [TICK]: number }>(4, (k) => evicted.push(k), clock);
     const b = new TouchOrder<{ [TICK]: number }>(4, (k) => evicted.push(k), clock);
     const av = { [TICK]: 0 };
-    a.insert("a1", av);
-    b.insert("b1", { [TICK]: 0 });
-    a.insert("a2", { [TICK]: 0 });
-    b.insert("b2", { [TICK]: 0 });
-    a.insert("a3", { [TICK]: 0 });
-    b.insert("b3", { [TICK]: 0 });
+    a.insert(a.ids.slot("a1"), av);
+    b.insert(b.ids.slot("b1"), { [TICK]: 0 });
+    a.insert(a.ids.slot("a2"), { [TICK]: 0 });
+    b.insert(b.ids.slot("b2"), { [TICK]: 0 });
+    a.insert(a.ids.slot("a3"), { [TICK]: 0 });
+    b.insert(b.ids.slot("b3"), { [TICK]: 0 });
     expect(a.oldestTick()).toBeLessThan(b.oldestTick());
     // A touch moves the entry to the back once 2 entries of its own table (half of capacity 4) went behind it since
-    // its last move: b1, then a1, though a1 was read ahead as a's oldest. The order across the tables is then that of
+    // its last move: b1, then a1, though a1 was a's oldest. The order across the tables is then that of
     // the shared clock: a2, b2, a3, b3, then the two touched.
-    b.touch("b1", b.get("b1")!);
-    a.touch("a1", av);
+    b.touch(b.ids.find("b1"), b.get(b.ids.find("b1"))!);
+    a.touch(a.ids.find("a1"), av);
     const order = [];
     while (a.size + b.size > 0) {
       const t = a.oldestTick() < b.oldestTick() ? a : b;

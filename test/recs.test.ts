@@ -104,9 +104,9 @@ describe("touch order", () => {
     const lastTouch = new Map<string, number>();
     for (let clock = 0; clock < 20_000; clock++) {
       const key = `k${Math.floor(Math.pow(r(), 2) * 400)}`;
-      const v = t.get(key);
-      if (v) t.touch(key, v);
-      else t.insert(key, { [TICK]: 0 });
+      const v = t.get(t.ids.find(key));
+      if (v) t.touch(t.ids.find(key), v);
+      else t.insert(t.ids.slot(key), { [TICK]: 0 });
       lastTouch.set(key, clock);
       expect(t.size).toBeLessThanOrEqual(cap);
       for (const k of evicted) expect(clock - lastTouch.get(k)!).toBeGreaterThanOrEqual(cap / 2);
@@ -127,17 +127,17 @@ describe("touch order", () => {
     for (let own = 0; own < 20_000; own++) {
       for (let i = Math.floor(r() * 9); i > 0; i--) {
         const k = `o${Math.floor(r() * 1000)}`;
-        const v = other.get(k);
-        if (v) other.touch(k, v);
-        else other.insert(k, { [TICK]: 0 });
+        const v = other.get(other.ids.find(k));
+        if (v) other.touch(other.ids.find(k), v);
+        else other.insert(other.ids.slot(k), { [TICK]: 0 });
       }
       const key = `k${Math.floor(Math.pow(r(), 2) * 400)}`;
-      const v = t.get(key);
+      const v = t.get(t.ids.find(key));
       if (v) {
         const before = v[TICK];
-        t.touch(key, v);
+        t.touch(t.ids.find(key), v);
         if (v[TICK] !== before) moved++;
-      } else t.insert(key, { [TICK]: 0 });
+      } else t.insert(t.ids.slot(key), { [TICK]: 0 });
       lastTouch.set(key, own);
       expect(t.size).toBeLessThanOrEqual(cap);
       for (const k of evicted) expect(own - lastTouch.get(k)!).toBeGreaterThanOrEqual(cap / 2);
@@ -147,25 +147,28 @@ describe("touch order", () => {
     expect(moved).toBeGreaterThan(0);
   });
 
-  it("touch order - evicts exactly the first entry in map order (its long-lived cursor agrees with a fresh iterator), through touches, deletes and refills", () => {
+  it("touch order - evicts exactly the first entry in its order, through touches, deletes and refills, and its interner holds exactly the ids it holds", () => {
     const r = seededRandom(11);
     const cap = 50;
     const evicted: string[] = [];
     const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
     for (let step = 0; step < 30_000; step++) {
       const key = `k${Math.floor(Math.pow(r(), 1.5) * 300)}`;
-      const v = t.get(key);
-      if (v !== undefined && r() < 0.05) t.delete(key);
-      else if (v !== undefined) t.touch(key, v);
+      const v = t.get(t.ids.find(key));
+      if (v !== undefined && r() < 0.05) t.delete(t.ids.find(key));
+      else if (v !== undefined) t.touch(t.ids.find(key), v);
       else {
         // Before the insert, the entry a fresh iterator sees first is the one that must go (when the insert overflows).
         const expected = t.size >= cap ? t.entries().next().value![0] : undefined;
-        t.insert(key, { [TICK]: 0 });
+        t.insert(t.ids.slot(key), { [TICK]: 0 });
         expect(evicted).toEqual(expected === undefined ? [] : [expected]);
         evicted.length = 0;
       }
       // Now and then the table empties entirely, so a finished cursor must be replaced.
-      if (step % 7_000 === 6_999) for (const [k] of [...t.entries()]) t.delete(k);
+      if (step % 7_000 === 6_999) for (const [k] of [...t.entries()]) t.delete(t.ids.find(k));
+      // Evicted and deleted ids leave the interner (their slots are reused): it stays bounded with the table.
+      expect(t.ids.size).toBe(t.size);
+      expect(t.ids.capacity).toBeLessThanOrEqual(cap + 1);
     }
   });
 });

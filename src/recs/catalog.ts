@@ -27,6 +27,7 @@
 import { BadRequestError } from "../errors.js";
 import { RECS_DEFAULTS, type CompiledCatalogOptions } from "./recs-options.js";
 import { type Evictable, MAP_ENTRY_BYTES, objectBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ItemEvent } from "./types.js";
 
@@ -136,8 +137,8 @@ export class Catalog {
   private readonly unavailableEvicted = new Set<string>();
   private readonly maxUnavailableEvicted: number;
 
-  /** `acct`: the memory estimate and clock shared with the other recs tables. */
-  constructor(options: CompiledCatalogOptions = RECS_DEFAULTS.catalog, private readonly acct = new RecsBytes()) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables; `ids`: the item ids' interner they share. */
+  constructor(options: CompiledCatalogOptions = RECS_DEFAULTS.catalog, private readonly acct = new RecsBytes(), ids = new Interner()) {
     this.maxUnavailableEvicted = options.maxUnavailableEvicted;
     this.items = new TouchOrder<Entry>(options.maxItems, (id, e) => {
       acct.add(TABLE.catalog, -entryBytes(e));
@@ -147,7 +148,7 @@ export class Catalog {
         const oldest = this.unavailableEvicted.values().next();
         if (!oldest.done) this.unavailableEvicted.delete(oldest.value);
       }
-    }, acct);
+    }, acct, ids);
   }
 
   get size(): number {
@@ -160,12 +161,12 @@ export class Catalog {
   }
 
   get(itemId: string): Readonly<CatalogItem> | undefined {
-    return this.items.get(itemId);
+    return this.items.get(this.items.ids.find(itemId));
   }
 
   /** True when the catalog holds the item and it is available: the test candidate generation applies. */
   isAvailable(itemId: string): boolean {
-    return this.items.get(itemId)?.available === true;
+    return this.get(itemId)?.available === true;
   }
 
   /** Every item, least recently touched first (approximately). */
@@ -173,10 +174,11 @@ export class Catalog {
     yield* this.items.values();
   }
 
-  private entry(itemId: string): Entry {
-    let e = this.items.get(itemId);
+  /** The item's entry, added when new; `slot`: its slot in the item interner (looked up when not given). */
+  private entry(itemId: string, slot = this.items.ids.slot(itemId)): Entry {
+    let e = this.items.get(slot);
     if (e) {
-      this.items.touch(itemId, e);
+      this.items.touch(slot, e);
       return e;
     }
     const wasUnavailable = this.unavailableEvicted.delete(itemId);
@@ -184,7 +186,7 @@ export class Catalog {
       itemId, categoryId: "", categoryPath: "", brand: "", price: 0, currency: "", title: "",
       available: !wasUnavailable, firstSeenMs: 0, lastSeenMs: 0, [TICK]: 0,
     };
-    this.items.insert(itemId, e);
+    this.items.insert(slot, e);
     this.acct.add(TABLE.catalog, entryBytes(e));
     return e;
   }
@@ -195,10 +197,13 @@ export class Catalog {
     if (t > e.lastSeenMs) e.lastSeenMs = t;
   }
 
-  /** Applies an item event (see the semantics above) and returns the item; events without an item id are ignored. */
-  observe(ev: ItemEvent): Readonly<CatalogItem> | undefined {
+  /**
+   * Applies an item event (see the semantics above) and returns the item; events without an item id are ignored.
+   * `slot`: the item's slot in the item interner, when the caller has it (observeItemEvent).
+   */
+  observe(ev: ItemEvent, slot?: number): Readonly<CatalogItem> | undefined {
     if (!ev.itemId) return undefined;
-    const e = this.entry(ev.itemId);
+    const e = this.entry(ev.itemId, slot);
     const b0 = entryBytes(e);
     const newer = ev.timestampMs >= e.lastSeenMs;
     // A string field is replaced only when its text changes: the stored string stays the one kept (an event's

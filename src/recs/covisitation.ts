@@ -26,6 +26,7 @@ import type { EventType } from "../wire/proto.js";
 import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -68,6 +69,9 @@ export class Covisitation {
     private readonly weights: readonly number[],
     /** The memory estimate and clock shared with the other recs tables. */
     private readonly acct = new RecsBytes(),
+    /** The item ids' and the user ids' interners, shared with the other recs tables. */
+    itemIds = new Interner(),
+    userIds = new Interner(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
@@ -75,8 +79,8 @@ export class Covisitation {
       n.dead = true;
       n.nbr = [];
       n.score = [];
-    }, acct);
-    this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct);
+    }, acct, itemIds);
+    this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
   }
 
   /** The tables the recs byte bound evicts from. */
@@ -94,18 +98,23 @@ export class Covisitation {
     return this.users.size;
   }
 
-  observe(e: CovisitEvent): void {
+  /**
+   * Counts an event. `itemSlot` and `userSlot`: the event's ids in the item and user interners, when the caller has
+   * them (observeItemEvent; looked up when not given).
+   */
+  observe(e: CovisitEvent, itemSlot?: number, userSlot?: number): void {
     const w = this.weights[e.type] ?? 0;
     if (w <= 0 || !e.itemId) return;
     const t = e.timestampMs;
-    const node = this.node(e.itemId);
-    const last = this.users.get(e.userId);
+    const node = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
+    const u = userSlot ?? this.users.ids.slot(e.userId);
+    const last = this.users.get(u);
     if (last === undefined) {
-      this.users.insert(e.userId, { [TICK]: 0, node, t });
+      this.users.insert(u, { [TICK]: 0, node, t });
       this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
       return;
     }
-    this.users.touch(e.userId, last);
+    this.users.touch(u, last);
     const prev = last.node;
     if (prev !== node && !prev.dead && Math.abs(t - last.t) <= this.options.sessionGapMs) {
       const sw = w * this.scale(t);
@@ -121,14 +130,14 @@ export class Covisitation {
    * are item-to-item sums). Returns whether one was kept.
    */
   forgetUser(userId: string): boolean {
-    if (!this.users.delete(userId)) return false;
+    if (!this.users.delete(this.users.ids.find(userId))) return false;
     this.acct.add(TABLE.covisitation_users, -userBytes(userId));
     return true;
   }
 
   /** The item's strongest neighbours at `nowMs`, best first (ties by item id), at most k. */
   neighbours(itemId: string, k: number, nowMs: number): ScoredItem[] {
-    const n = this.items.get(itemId);
+    const n = this.items.get(this.items.ids.find(itemId));
     if (n === undefined || k <= 0) return [];
     const f = this.clock.factor(nowMs);
     const out: ScoredItem[] = [];
@@ -141,14 +150,14 @@ export class Covisitation {
     return out;
   }
 
-  private node(id: string): Node {
-    let n = this.items.get(id);
+  private node(id: string, slot: number): Node {
+    let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(id, n);
+      this.items.touch(slot, n);
       return n;
     }
     n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
-    this.items.insert(id, n);
+    this.items.insert(slot, n);
     this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;
   }

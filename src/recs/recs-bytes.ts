@@ -7,10 +7,13 @@
  * The estimate counts, per entry, its Map slot, its object, its key string
  * and its variable parts (strings, list slots): see the constants below,
  * sized from V8's layouts (x64, pointer compression off) and checked against
- * the heap after GC by `npm run bench:recs-memory` (bench/RESULTS.md). It
- * does not count what is shared (an item id held by several tables is
- * counted in each: the estimate errs high there) nor the shells of dropped
- * sessions still named by an index list (their items are cleared).
+ * the heap after GC by `npm run bench:recs-memory` (bench/RESULTS.md). The
+ * tables are keyed by interned slots (src/recs/interner.ts), not Maps of
+ * their own: an entry's "Map slot" and key string now stand for its share of
+ * the interner's Map entry and string and its table's slot arrays (value and
+ * two links). It does not count what is shared (an item id held by several
+ * tables is counted in each: the estimate errs high there) nor the shells of
+ * dropped sessions still named by an index list (their items are cleared).
  */
 import type { TouchClock } from "./touch-order.js";
 

@@ -6,6 +6,7 @@
 import type { IEvent } from "../wire/proto.js";
 import { Catalog, type CatalogItem } from "./catalog.js";
 import { Covisitation, type CovisitEvent } from "./covisitation.js";
+import { Interner } from "./interner.js";
 import { RecsBytes, shrinkTo, type Evictable } from "./recs-bytes.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
 import { SequentialRules } from "./sequential-rules.js";
@@ -28,6 +29,9 @@ export interface RecsIndex {
   readonly maxStateBytes: number;
   /** Every table the byte bound evicts from. */
   readonly evictables: readonly Evictable[];
+  /** The item ids and user ids interned to the slots the tables are keyed by (src/recs/interner.ts). */
+  readonly itemIds: Interner;
+  readonly userIds: Interner;
 }
 
 /** The byte bound evicts down to this share of maxStateBytes, so that evictions come in runs. */
@@ -35,11 +39,13 @@ const SHRINK_TO = 0.9;
 
 export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
   const bytes = new RecsBytes();
-  const catalog = new Catalog(options.catalog, bytes);
-  const covisitation = new Covisitation(options.covisitation, options.eventWeights, bytes);
-  const trending = new Trending(options.trending, options.eventWeights, bytes);
-  const sessions = new SessionStore(options.sessions, bytes);
-  const rules = new SequentialRules(options.sequentialRules, bytes);
+  const itemIds = new Interner();
+  const userIds = new Interner();
+  const catalog = new Catalog(options.catalog, bytes, itemIds);
+  const covisitation = new Covisitation(options.covisitation, options.eventWeights, bytes, itemIds, userIds);
+  const trending = new Trending(options.trending, options.eventWeights, bytes, itemIds);
+  const sessions = new SessionStore(options.sessions, bytes, itemIds, userIds);
+  const rules = new SequentialRules(options.sequentialRules, bytes, itemIds);
   return {
     catalog, covisitation, trending, sessions, rules,
     sessionKnnOptions: options.sessionKnn,
@@ -47,6 +53,7 @@ export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
     bytes,
     maxStateBytes: options.maxStateBytes,
     evictables: [catalog.evictable, ...covisitation.evictables, ...trending.evictables, ...sessions.evictables, rules.evictable],
+    itemIds, userIds,
   };
 }
 
@@ -67,16 +74,22 @@ export function boundRecsIndex(index: RecsIndex): number {
  * the catalog holds it afterwards (undefined for an event without an item).
  */
 export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<CatalogItem> | undefined {
-  const item = index.catalog.observe(e);
+  if (!e.itemId) return undefined;
+  // The item id is hashed once, here: the catalog holds the item from now on (its slot is retained), and every
+  // table after reads its entry by the slot. The user's slot only for events the user tables count (a slot created
+  // and not inserted would be held by no table).
+  const slot = index.itemIds.slot(e.itemId);
+  const item = index.catalog.observe(e, slot);
   if (item === undefined) return undefined;
   // The other tables get the catalog's copy of the item id, not the event's: what they keep (session lists and
   // sets, rule successors, new keys) then shares one string per item instead of retaining each event's copy, and
   // their lookups find a key that is the same string (V8 compares by pointer before contents; its hash is cached).
   const ev: CovisitEvent = { userId: e.userId, itemId: item.itemId, type: e.type, timestampMs: e.timestampMs };
-  index.covisitation.observe(ev);
-  index.trending.observe(ev, item.categoryId);
+  const user = (index.eventWeights[e.type] ?? 0) > 0 ? index.userIds.slot(e.userId) : -1;
+  index.covisitation.observe(ev, slot, user);
+  index.trending.observe(ev, item.categoryId, slot);
   // The rules see the session before the event joins it (in the same lookup of the user).
-  if ((index.eventWeights[e.type] ?? 0) > 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules);
+  if (user >= 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules, user, slot);
   if (index.bytes.total > index.maxStateBytes) boundRecsIndex(index);
   return item;
 }

@@ -18,6 +18,7 @@
  */
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -35,11 +36,11 @@ export class SequentialRules {
   readonly #items: TouchOrder<Rules>;
   readonly #acct: RecsBytes;
 
-  /** `acct`: the memory estimate and clock shared with the other recs tables. */
-  constructor(options: CompiledSequentialRulesOptions, acct = new RecsBytes()) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables; `itemIds`: the item ids' interner they share. */
+  constructor(options: CompiledSequentialRulesOptions, acct = new RecsBytes(), itemIds = new Interner()) {
     this.#o = options;
     this.#acct = acct;
-    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => acct.add(TABLE.rules, -rulesBytes(key, r.next.length)), acct);
+    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => acct.add(TABLE.rules, -rulesBytes(key, r.next.length)), acct, itemIds);
   }
 
   /** The table the recs byte bound evicts from. */
@@ -68,7 +69,7 @@ export class SequentialRules {
 
   /** The successors of `itemId`, best first (ties by item id), at most k. */
   successors(itemId: string, k: number): ScoredItem[] {
-    const r = this.#items.get(itemId);
+    const r = this.#items.get(this.#items.ids.find(itemId));
     if (r === undefined || k <= 0) return [];
     const out: ScoredItem[] = r.next.map((id, i) => ({ itemId: id, score: r.score[i]! }));
     out.sort((a, b) => b.score - a.score || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
@@ -77,13 +78,14 @@ export class SequentialRules {
   }
 
   #add(a: string, b: string, w: number): void {
-    let r = this.#items.get(a);
+    const slot = this.#items.ids.slot(a);
+    let r = this.#items.get(slot);
     if (r === undefined) {
       r = { [TICK]: 0, next: [], score: [] };
-      this.#items.insert(a, r);
+      this.#items.insert(slot, r);
       this.#acct.add(TABLE.rules, rulesBytes(a, 0));
     } else {
-      this.#items.touch(a, r);
+      this.#items.touch(slot, r);
     }
     const i = r.next.indexOf(b);
     if (i >= 0) {

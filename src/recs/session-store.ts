@@ -22,6 +22,7 @@
  */
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 
 export interface Session {
@@ -87,12 +88,12 @@ export class SessionStore {
   #head: Session | undefined;
   readonly #acct: RecsBytes;
 
-  /** `acct`: the memory estimate and clock shared with the other recs tables. */
-  constructor(options: CompiledSessionOptions, acct = new RecsBytes()) {
+  /** `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners they share. */
+  constructor(options: CompiledSessionOptions, acct = new RecsBytes(), itemIds = new Interner(), userIds = new Interner()) {
     this.#o = options;
     this.#acct = acct;
-    this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct);
-    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct);
+    this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct, userIds);
+    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct, itemIds);
   }
 
   /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
@@ -141,7 +142,7 @@ export class SessionStore {
    * (default sessionGapMs) from `nowMs` (or `nowMs` is not given), else undefined.
    */
   current(userId: string, nowMs?: number, maxAgeMs = this.#o.sessionGapMs): Session | undefined {
-    const s = this.#current.get(userId)?.session;
+    const s = this.#current.get(this.#current.ids.find(userId))?.session;
     if (s === undefined || s.dead) return undefined;
     if (nowMs !== undefined && Math.abs(nowMs - s.lastMs) > maxAgeMs) return undefined;
     return s;
@@ -149,7 +150,7 @@ export class SessionStore {
 
   /** The user's sessions kept, newest first (the current one included), at most maxUserSessions. */
   history(userId: string): Session[] {
-    const e = this.#current.get(userId);
+    const e = this.#current.get(this.#current.ids.find(userId));
     if (e === undefined) return [];
     return [e.session, ...(e.past ?? [])].filter((s) => !s.dead);
   }
@@ -163,10 +164,12 @@ export class SessionStore {
    * Adds an event to its user's session (a new one after a gap) and returns
    * that session. When the event continues the session, `follower` first sees
    * the session's items before the event (what `current(userId, timestampMs)`
-   * would have returned): one lookup of the user for both.
+   * would have returned): one lookup of the user for both. `userSlot` and `itemSlot`: the ids' slots in the user
+   * and item interners, when the caller has them (observeItemEvent; looked up when not given).
    */
-  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower): Session {
-    let cur = this.#current.get(userId);
+  observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower, userSlot?: number, itemSlot?: number): Session {
+    const u = userSlot ?? this.#current.ids.slot(userId);
+    let cur = this.#current.get(u);
     let s = cur?.session;
     if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
       s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
@@ -175,7 +178,7 @@ export class SessionStore {
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
         cur = { [TICK]: 0, session: s };
-        this.#current.insert(userId, cur);
+        this.#current.insert(u, cur);
         this.#acct.add(TABLE.session_users, userBytes(userId, cur));
       } else {
         if (!cur.session.dead) {
@@ -186,11 +189,11 @@ export class SessionStore {
           this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
         }
         cur.session = s;
-        this.#current.touch(userId, cur);
+        this.#current.touch(u, cur);
       }
     } else {
       follower?.observe(s.items, s.items.length, itemId);
-      this.#current.touch(userId, cur!);
+      this.#current.touch(u, cur!);
     }
     s.items.push(itemId);
     let b = pushBytes(s.items.length) + stringBytes(itemId);
@@ -203,7 +206,7 @@ export class SessionStore {
     if (!s.distinct.has(itemId) && s.distinct.size < this.#o.maxSessionItems) {
       s.distinct.add(itemId);
       b += DISTINCT_BYTES;
-      this.#index(itemId, s);
+      this.#index(itemId, itemSlot ?? this.#items.ids.slot(itemId), s);
     }
     this.#acct.add(TABLE.sessions, b);
     return s;
@@ -211,7 +214,7 @@ export class SessionStore {
 
   /** The live sessions holding `itemId`, oldest first (at most about 2 x maxSessionsPerItem; dead ones skipped). */
   sessionsOf(itemId: string): readonly Session[] {
-    const e = this.#items.get(itemId);
+    const e = this.#items.get(this.#items.ids.find(itemId));
     if (e === undefined) return [];
     return e.sessions;
   }
@@ -221,8 +224,9 @@ export class SessionStore {
    * once. O(sessions kept); forgets are rare.
    */
   forgetUser(userId: string): boolean {
-    const cur = this.#current.get(userId);
-    if (cur !== undefined && this.#current.delete(userId)) this.#acct.add(TABLE.session_users, -userBytes(userId, cur));
+    const u = this.#current.ids.find(userId);
+    const cur = this.#current.get(u);
+    if (cur !== undefined && this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, cur));
     const gone: Session[] = [];
     for (const [key, session] of this.#sessions) {
       if (session.userId !== userId) continue;
@@ -231,7 +235,7 @@ export class SessionStore {
     }
     for (const s of gone) {
       for (const id of s.distinct) {
-        const e = this.#items.get(id);
+        const e = this.#items.get(this.#items.ids.find(id));
         if (e === undefined) continue;
         const n = e.sessions.length;
         e.sessions = e.sessions.filter((x) => x !== s);
@@ -242,14 +246,14 @@ export class SessionStore {
     return gone.length > 0;
   }
 
-  #index(itemId: string, s: Session): void {
-    let e = this.#items.get(itemId);
+  #index(itemId: string, slot: number, s: Session): void {
+    let e = this.#items.get(slot);
     if (e === undefined) {
       e = { [TICK]: 0, sessions: [] };
-      this.#items.insert(itemId, e);
+      this.#items.insert(slot, e);
       this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
-      this.#items.touch(itemId, e);
+      this.#items.touch(slot, e);
     }
     e.sessions.push(s);
     this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));

@@ -1,24 +1,24 @@
 /**
- * A string-keyed map bounded by an approximate least-recently-touched order,
- * shared by the catalog, co-visitation and trending tables.
+ * A table keyed by interned ids (slots of an Interner, src/recs/interner.ts),
+ * bounded by an approximate least-recently-touched order, shared by the
+ * catalog, co-visitation, trending, session and rule tables.
  *
- * A JS Map iterates in insertion order, so moving an entry to the end
- * (delete + set) on every touch gives exact LRU, at the price of two hash
- * operations per event. Here an entry moves only when at least capacity / 2
- * entries of its own table were inserted or moved since its last move.
+ * The order is a doubly linked list through the slots (two Int32Arrays), the
+ * values an array indexed by slot: a lookup is an array read, a move to the
+ * back relinks two neighbours, the oldest entry is the list's head. (It was a
+ * string-keyed Map in insertion order, moved by a delete and a set and read
+ * through a long-lived iterator: the same order, at several string hash
+ * operations per event and table; bench/RESULTS.md.) Moving an entry on every
+ * touch would give exact LRU; here an entry moves only when at least
+ * capacity / 2 entries of its own table were inserted or moved since its last move.
  * Guarantee: an entry touched within the last capacity / 2 touches and
  * inserts of its table is never evicted (when it was touched, fewer than
  * capacity / 2 entries had gone behind it since its last move, and fewer than
  * capacity / 2 more have since, so entries remain ahead of it); among the
  * rest, the one moved longest ago goes first.
  *
- * Eviction reads the oldest entry through one long-lived iterator: a new
- * `map.entries().next()` would walk over every deleted slot at the front of
- * V8's table (up to a quarter of its capacity until the next rehash),
- * measured at 17 µs per eviction for 200,000 entries against 1.3 µs for a
- * delete and a set. Every entry before the iterator's position has been
- * evicted or moved behind it (inserts and moves go to the end), so what it
- * returns next is the oldest entry.
+ * The table retains a slot in its Interner while it holds an entry for it and
+ * releases it when the entry leaves, so the interner is bounded with the tables.
  *
  * Tables that share one memory bound (src/recs/recs-bytes.ts) share one
  * clock, which counts their inserts and moves: their entries' ticks then
@@ -34,6 +34,8 @@
  * 9 times per event, and 57 % of touches moved their entry (a delete and a
  * set each).
  */
+import { Interner } from "./interner.js";
+
 /** Key of the clock field TouchOrder keeps in its values (a symbol, so it stays out of JSON and object spreads of catalog items). */
 export const TICK: unique symbol = Symbol("touch-order tick");
 
@@ -51,7 +53,14 @@ export interface TouchClock {
 const SAMPLES = 34;
 
 export class TouchOrder<V extends Touched> {
-  private readonly map = new Map<string, V>();
+  /** Values by slot (undefined where this table holds none). */
+  private vals: (V | undefined)[] = [];
+  /** The order, oldest first: each held slot's neighbours (-1 at the ends). */
+  private prev = new Int32Array(0);
+  private next = new Int32Array(0);
+  private head = -1;
+  private tail = -1;
+  private count = 0;
   private readonly half: number;
   /** This table's inserts and moves. */
   private own = 0;
@@ -61,44 +70,80 @@ export class TouchOrder<V extends Touched> {
   private readonly sampleTick = new Float64Array(SAMPLES).fill(Number.POSITIVE_INFINITY);
   /** Samples taken (the newest is at (taken - 1) % SAMPLES). */
   private taken = 0;
-  private cursor: IterableIterator<[string, V]> | undefined;
-  /** The oldest entry read ahead by `oldestTick`, with its tick then (stale once the entry moved or left). */
-  private peeked: [string, V, number] | undefined;
 
-  /** `onEvict` runs for each entry pushed out by `insert` or `evictOldest`. */
+  /**
+   * `onEvict` runs for each entry pushed out by `insert` or `evictOldest`, with its id (its slot is released after).
+   * `ids`: the interner whose slots key the table, shared by the tables keyed by the same ids.
+   */
   constructor(
     readonly capacity: number,
     private readonly onEvict?: (key: string, value: V) => void,
     private readonly clock: TouchClock = { tick: 0 },
+    readonly ids: Interner = new Interner(),
   ) {
     this.half = Math.max(1, Math.floor(capacity / 2));
     this.sampleStep = Math.max(1, Math.floor(this.half / 16));
   }
 
   get size(): number {
-    return this.map.size;
+    return this.count;
   }
 
-  /** Looks up without touching. */
-  get(key: string): V | undefined {
-    return this.map.get(key);
+  /** Looks up by slot (-1, from `ids.find` of an unknown id, finds nothing), without touching. */
+  get(slot: number): V | undefined {
+    return slot >= 0 && slot < this.vals.length ? this.vals[slot] : undefined;
   }
 
-  /** Marks `value` (stored under `key`) as just used. */
-  touch(key: string, value: V): void {
+  /** Marks `value` (stored under `slot`) as just used. */
+  touch(slot: number, value: V): void {
     // The shared clock runs at least as fast as this table's own count: below half on it, no sample is needed.
     const t = value[TICK];
     if (this.clock.tick - t < this.half || this.own - this.ownAtOrBefore(t) < this.half) return;
-    this.map.delete(key);
-    this.map.set(key, value);
+    this.unlink(slot);
+    this.append(slot);
     value[TICK] = this.placed();
   }
 
-  /** Adds a new entry (the key must not be present), evicting beyond capacity. */
-  insert(key: string, value: V): void {
+  /** Adds a new entry (the slot must not be held here), evicting beyond capacity. */
+  insert(slot: number, value: V): void {
+    if (slot >= this.vals.length) this.grow(slot);
     value[TICK] = this.placed();
-    this.map.set(key, value);
-    while (this.map.size > this.capacity) if (!this.evictOldest()) break;
+    this.vals[slot] = value;
+    this.ids.retain(slot);
+    this.append(slot);
+    this.count++;
+    while (this.count > this.capacity) if (!this.evictOldest()) break;
+  }
+
+  /** Sizes the slot arrays past `slot` (to the interner's capacity, doubling at least). */
+  private grow(slot: number): void {
+    const n = Math.max(slot + 1, this.ids.capacity, 2 * this.vals.length, 64);
+    const vals = this.vals;
+    // Pushed, not assigned past the end: a holey write would turn the array into a dictionary.
+    while (vals.length < n) vals.push(undefined);
+    const prev = new Int32Array(n);
+    prev.set(this.prev);
+    this.prev = prev;
+    const next = new Int32Array(n);
+    next.set(this.next);
+    this.next = next;
+  }
+
+  private append(slot: number): void {
+    this.prev[slot] = this.tail;
+    this.next[slot] = -1;
+    if (this.tail >= 0) this.next[this.tail] = slot;
+    else this.head = slot;
+    this.tail = slot;
+  }
+
+  private unlink(slot: number): void {
+    const p = this.prev[slot]!;
+    const n = this.next[slot]!;
+    if (p >= 0) this.next[p] = n;
+    else this.head = n;
+    if (n >= 0) this.prev[n] = p;
+    else this.tail = p;
   }
 
   /** Counts an insert or move on both clocks, sampling them now and then; returns its shared tick. */
@@ -132,47 +177,43 @@ export class TouchOrder<V extends Touched> {
 
   /** The tick of the entry moved longest ago (Infinity when empty), without evicting it. */
   oldestTick(): number {
-    const p = this.peek();
-    return p === undefined ? Number.POSITIVE_INFINITY : p[2];
+    return this.head < 0 ? Number.POSITIVE_INFINITY : this.vals[this.head]![TICK];
   }
 
-  /** Evicts the entry moved longest ago (onEvict runs); false when empty. */
+  /** Evicts the entry moved longest ago (onEvict runs, then its slot is released); false when empty. */
   evictOldest(): boolean {
-    const p = this.peek();
-    if (p === undefined) return false;
-    this.peeked = undefined;
-    this.map.delete(p[0]);
-    this.onEvict?.(p[0], p[1]);
+    const slot = this.head;
+    if (slot < 0) return false;
+    const v = this.take(slot);
+    this.onEvict?.(this.ids.name(slot), v);
+    this.ids.release(slot);
     return true;
   }
 
-  /**
-   * The first entry in map order, read through the long-lived cursor (a finished iterator stays finished: then a
-   * new one) and kept until it is evicted; an entry read ahead that moved since (to the back, where the cursor
-   * meets it again) or left is skipped.
-   */
-  private peek(): [string, V, number] | undefined {
-    const p = this.peeked;
-    if (p !== undefined && this.map.get(p[0]) === p[1] && p[1][TICK] === p[2]) return p;
-    this.peeked = undefined;
-    for (let pass = 0; pass < 2; pass++) {
-      this.cursor ??= this.map.entries();
-      const r = this.cursor.next();
-      if (!r.done) return (this.peeked = [r.value[0], r.value[1], r.value[1][TICK]]);
-      this.cursor = undefined;
-    }
-    return undefined;
+  /** Unlinks and clears a held slot, returning its value (the slot is still retained). */
+  private take(slot: number): V {
+    const v = this.vals[slot]!;
+    this.unlink(slot);
+    this.vals[slot] = undefined;
+    this.count--;
+    return v;
   }
 
-  delete(key: string): boolean {
-    return this.map.delete(key);
+  /** Removes the entry at `slot` (no onEvict); false when the table holds none there. */
+  delete(slot: number): boolean {
+    if (this.get(slot) === undefined) return false;
+    this.take(slot);
+    this.ids.release(slot);
+    return true;
   }
 
-  values(): IterableIterator<V> {
-    return this.map.values();
+  /** The values, oldest first (do not change the table while iterating). */
+  *values(): IterableIterator<V> {
+    for (let s = this.head; s >= 0; s = this.next[s]!) yield this.vals[s]!;
   }
 
-  entries(): IterableIterator<[string, V]> {
-    return this.map.entries();
+  /** The ids and values, oldest first (do not change the table while iterating). */
+  *entries(): IterableIterator<[string, V]> {
+    for (let s = this.head; s >= 0; s = this.next[s]!) yield [this.ids.name(s), this.vals[s]!];
   }
 }

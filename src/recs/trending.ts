@@ -15,8 +15,10 @@
  * category's list (categoryListSize) hold the true top items of the items
  * tracked. (One exception: when an item leaves a list, by a category change
  * or eviction, the freed last slot is filled at the next event of an item
- * that qualifies, not at once.) An event costs O(positions moved); a query
- * copies the first k entries. No sort per request, no periodic recomputation.
+ * that qualifies, not at once.) An event costs two binary searches and
+ * O(positions moved) pointer shifts (the entries record no index, so only the
+ * list is written); a query copies the first k entries. No sort per request,
+ * no periodic recomputation.
  *
  * Bounds: at most maxItems scored items and maxCategories category lists
  * (least recently touched dropped, see TouchOrder; also by the recs byte
@@ -29,6 +31,7 @@ import type { EventType } from "../wire/proto.js";
 import type { CompiledTrendingOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
+import { Interner } from "./interner.js";
 import { TICK, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
@@ -38,16 +41,18 @@ interface Node {
   dead: boolean;
   /** Score at the reference time. */
   score: number;
-  /** Index in the global list, -1 when not in it. */
-  gpos: number;
-  /** The item's category ("" when none) and its list, and the index in that list (-1 when not in it). */
+  /** In the global list (at its score: found there by a binary search, see `position`). */
+  inGlobal: boolean;
+  /** The item's category ("" when none) and its list, and whether the item is in that list. */
   catKey: string;
   cat: CategoryTop | undefined;
-  cpos: number;
+  inCategory: boolean;
 }
 
 interface CategoryTop {
   readonly key: string;
+  /** Its slot in the category interner. */
+  readonly slot: number;
   [TICK]: number;
   dead: boolean;
   list: Node[];
@@ -77,18 +82,20 @@ export class Trending {
     private readonly weights: readonly number[],
     /** The memory estimate and clock shared with the other recs tables. */
     private readonly acct = new RecsBytes(),
+    /** The item ids' interner, shared with the other recs tables. */
+    itemIds = new Interner(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
       acct.add(TABLE.trending, -nodeBytes(n.id));
-      if (n.gpos >= 0) this.remove(this.global, n, true);
-      if (n.cat !== undefined && !n.cat.dead && n.cpos >= 0) this.remove(n.cat.list, n, false);
+      if (n.inGlobal) this.remove(this.global, n, true);
+      if (n.cat !== undefined && !n.cat.dead && n.inCategory) this.remove(n.cat.list, n, false);
       n.dead = true;
       n.cat = undefined;
-    }, acct);
+    }, acct, itemIds);
     this.cats = new TouchOrder<CategoryTop>(options.maxCategories, (_, c) => {
       acct.add(TABLE.trending_categories, -categoryBytes(c.key, c.list.length));
-      for (const n of c.list) n.cpos = -1;
+      for (const n of c.list) n.inCategory = false;
       c.list = [];
       c.dead = true;
     }, acct);
@@ -111,28 +118,32 @@ export class Trending {
 
   /**
    * Counts an event. `categoryId` (default: the event's) is the item's
-   * category; when empty, the category the item was last counted in is used.
+   * category; when empty, the category the item was last counted in is used. `itemSlot`: the item's slot in the
+   * item interner, when the caller has it (observeItemEvent; looked up when not given).
    */
-  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? ""): void {
+  observe(e: TrendingEvent, categoryId: string = e.categoryId ?? "", itemSlot?: number): void {
     const w = this.weights[e.type] ?? 0;
     if (w <= 0 || !e.itemId) return;
     const sw = w * this.scale(e.timestampMs);
-    const n = this.node(e.itemId);
-    n.score += sw;
-    this.bump(this.global, n, this.options.globalListSize, true);
+    const n = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
+    // The lists find n at the score it is listed at: n.score changes after both moves.
+    const score = n.score + sw;
+    this.bump(this.global, n, score, this.options.globalListSize, true);
     const key = categoryId || n.catKey;
-    if (key === "") return;
-    let c = n.cat;
-    if (c === undefined || c.dead || c.key !== key) {
-      if (c !== undefined && !c.dead && n.cpos >= 0) this.remove(c.list, n, false);
-      n.cpos = -1;
-      c = this.category(key);
-      n.catKey = key;
-      n.cat = c;
-    } else {
-      this.cats.touch(key, c);
+    if (key !== "") {
+      let c = n.cat;
+      if (c === undefined || c.dead || c.key !== key) {
+        if (c !== undefined && !c.dead && n.inCategory) this.remove(c.list, n, false);
+        n.inCategory = false;
+        c = this.category(key);
+        n.catKey = key;
+        n.cat = c;
+      } else {
+        this.cats.touch(c.slot, c);
+      }
+      this.bump(c.list, n, score, this.options.categoryListSize, false);
     }
-    this.bump(c.list, n, this.options.categoryListSize, false);
+    n.score = score;
   }
 
   /** The k most popular items at `nowMs` (k is capped at globalListSize), best first. */
@@ -142,13 +153,13 @@ export class Trending {
 
   /** The k most popular items of a category at `nowMs` (k capped at categoryListSize); [] for an unknown category. */
   topInCategory(categoryId: string, k: number, nowMs: number): ScoredItem[] {
-    const c = this.cats.get(categoryId);
+    const c = this.cats.get(this.cats.ids.find(categoryId));
     return c === undefined ? [] : this.top(c.list, k, nowMs);
   }
 
   /** An item's decayed score at `nowMs` (0 when not tracked). */
   score(itemId: string, nowMs: number): number {
-    const n = this.items.get(itemId);
+    const n = this.items.get(this.items.ids.find(itemId));
     return n === undefined ? 0 : n.score * this.factor(nowMs);
   }
 
@@ -164,26 +175,27 @@ export class Trending {
     return out;
   }
 
-  private node(id: string): Node {
-    let n = this.items.get(id);
+  private node(id: string, slot: number): Node {
+    let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(id, n);
+      this.items.touch(slot, n);
       return n;
     }
-    n = { id, [TICK]: 0, dead: false, score: 0, gpos: -1, catKey: "", cat: undefined, cpos: -1 };
-    this.items.insert(id, n);
+    n = { id, [TICK]: 0, dead: false, score: 0, inGlobal: false, catKey: "", cat: undefined, inCategory: false };
+    this.items.insert(slot, n);
     this.acct.add(TABLE.trending, nodeBytes(id));
     return n;
   }
 
   private category(key: string): CategoryTop {
-    let c = this.cats.get(key);
+    const slot = this.cats.ids.slot(key);
+    let c = this.cats.get(slot);
     if (c !== undefined) {
-      this.cats.touch(key, c);
+      this.cats.touch(slot, c);
       return c;
     }
-    c = { key, [TICK]: 0, dead: false, list: [] };
-    this.cats.insert(key, c);
+    c = { key, slot, [TICK]: 0, dead: false, list: [] };
+    this.cats.insert(slot, c);
     this.acct.add(TABLE.trending_categories, categoryBytes(key, 0));
     return c;
   }
@@ -195,44 +207,63 @@ export class Trending {
     });
   }
 
-  /** Moves `n` (whose score just grew) up its list, entering it when it now beats the last entry. */
-  private bump(list: Node[], n: Node, cap: number, global: boolean): void {
-    let i = global ? n.gpos : n.cpos;
-    if (i < 0) {
+  /**
+   * Moves `n` up its list to `score` (more than the score it is listed at), entering the list when it now beats the
+   * last entry. It goes below the entries scoring at least as much (where adjacent swaps would stop): a binary search
+   * finds the place, and the entries between shift down one; no entry records its index, so none is written to.
+   */
+  private bump(list: Node[], n: Node, score: number, cap: number, global: boolean): void {
+    let i: number;
+    if (global ? n.inGlobal : n.inCategory) {
+      i = position(list, n);
+    } else {
       if (list.length < cap) {
         list.push(n);
         if (!global) this.acct.add(TABLE.trending_categories, pushBytes(list.length));
         i = list.length - 1;
       } else {
         const last = list[cap - 1]!;
-        if (n.score <= last.score) return;
-        if (global) last.gpos = -1;
-        else last.cpos = -1;
-        list[cap - 1] = n;
+        if (score <= last.score) return;
+        if (global) last.inGlobal = false;
+        else last.inCategory = false;
         i = cap - 1;
       }
+      if (global) n.inGlobal = true;
+      else n.inCategory = true;
     }
-    while (i > 0 && list[i - 1]!.score < n.score) {
-      const up = list[i - 1]!;
-      list[i] = up;
-      if (global) up.gpos = i;
-      else up.cpos = i;
-      i--;
+    let lo = 0;
+    let hi = i;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.score < score) hi = mid;
+      else lo = mid + 1;
     }
-    list[i] = n;
-    if (global) n.gpos = i;
-    else n.cpos = i;
+    for (let k = i; k > lo; k--) list[k] = list[k - 1]!;
+    list[lo] = n;
   }
 
   private remove(list: Node[], n: Node, global: boolean): void {
-    const i = global ? n.gpos : n.cpos;
-    list.splice(i, 1);
+    list.splice(position(list, n), 1);
+    if (global) n.inGlobal = false;
+    else n.inCategory = false;
     if (!global) this.acct.add(TABLE.trending_categories, -pushBytes(list.length + 1));
-    for (let j = i; j < list.length; j++) {
-      if (global) list[j]!.gpos = j;
-      else list[j]!.cpos = j;
-    }
-    if (global) n.gpos = -1;
-    else n.cpos = -1;
   }
+}
+
+/**
+ * The index of `n` in `list` (which holds it, at n.score): the list is sorted by score, best first, so a binary
+ * search finds the first entry at most n.score, and n is there or among the equal scores after it.
+ */
+function position(list: readonly Node[], n: Node): number {
+  const s = n.score;
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.score > s) lo = mid + 1;
+    else hi = mid;
+  }
+  while (lo < list.length && list[lo] !== n) lo++;
+  if (lo === list.length) throw new Error(`trending: item ${n.id} is not in its list at its score (the list order is broken)`);
+  return lo;
 }
