@@ -118,7 +118,7 @@ function engineFlags(cmd: Command): Command {
     .option("--currency <code>", "the shop currency (ISO 4217); events in another currency are dead-lettered")
     .option("--max-batch <n>", "most messages per batch handed to a shard", posInt, D.maxBatchMessages)
     .option("--max-ack-pending <n>", "most unacknowledged messages per partition", posInt, D.maxAckPending)
-    .option("--max-shard-queue <events>", "most events handed to one shard and not yet applied (a query waits behind at most these)", posInt, D.maxShardQueueEvents)
+    .option("--max-shard-queue <events>", "most events handed to one shard and not yet answered (a query waits behind at most these)", posInt, D.maxShardQueueEvents)
     .option("--max-query-wait-ms <ms>", "a profile or recommend query not answered within this time of its arrival gets OVERLOADED", posInt, D.maxQueryWaitMs)
     .option("--half-life-hours <h>", "half-life of the decayed affinities, hours", Number, D.profile.halfLifeMs / HOUR_MS)
     .option("--session-gap-minutes <m>", "inactivity gap that ends a session, minutes", Number, D.profile.sessionGapMs / MINUTE_MS)

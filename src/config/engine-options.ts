@@ -42,12 +42,10 @@ export interface EngineOptions extends NatsOptions {
   /** Most unacknowledged messages per partition consumer, messages (the ingest back-pressure bound). Default 8192. */
   maxAckPending?: number;
   /**
-   * Most events handed to one shard worker in batches it has not applied
+   * Most events handed to one shard worker in batches it has not answered
    * yet; further batches wait on the main thread, in order. A query waits in
    * its shard behind at most these events (plus one batch), so this bounds
-   * how long ingest can hold queries up. A batch applied and waiting for its
-   * commit no longer counts (it holds no query up). Default 2048 (two full
-   * batches).
+   * how long ingest can hold queries up. Default 2048 (two full batches).
    */
   maxShardQueueEvents?: number;
   /** Redelivery timeout of an unacknowledged message, ms. Default 60000. */

@@ -25,94 +25,45 @@ import type { BackfillProgress } from "./audience-runner.js";
 const STATS_WAIT_MS = 250;
 
 /**
- * At most `maxEvents` events handed to one shard and not applied yet (a
- * larger batch still goes alone); the rest wait here, in hand-over order.
+ * At most `maxEvents` events handed to one shard in batches not yet answered
+ * (a larger batch still goes alone); the rest wait here, in hand-over order.
  * A shard takes its messages in order, so a query posted to it waits behind
  * every batch already in its port: with each partition's consumer prefetching
  * thousands of events, that was seconds of work (queries starved behind
  * ingest). Holding batches on main bounds a query's wait to about `maxEvents`
  * events of work, and leaves ingest to back up where it is bounded anyway
  * (max_ack_pending), not in front of the queries.
- *
- * A batch counts until the shard has applied it (`applied`, shared memory the
- * shard adds each batch's events to and notifies), not until it is answered:
- * a batch waiting for its LMDB commit or for room in the recs worker's queue
- * holds no query up, and counting it held the next batches, and so the
- * visibility of their events, behind a slow commit (bench/RESULTS.md,
- * "Freshness: where the time goes"). Without `applied` (a pool of tests) a
- * batch counts until answered.
  */
-export class BatchWindow {
-  /** Events handed over in all (int32, wrapping like `applied`). */
-  #handed = 0;
-  /** Events of batches handed over and not answered yet. */
-  #unanswered = 0;
-  #waiting = false;
+class BatchWindow {
+  #events = 0;
   readonly #held: { events: number; go: () => void }[] = [];
 
-  constructor(readonly maxEvents: number, readonly applied?: Int32Array) {}
+  constructor(readonly maxEvents: number) {}
 
   /** Batches waiting for room. */
   get held(): number {
     return this.#held.length;
   }
 
-  /** Events handed over and not applied yet (not answered yet without `applied`). */
-  get pending(): number {
-    return this.applied !== undefined ? (this.#handed - Atomics.load(this.applied, 0)) | 0 : this.#unanswered;
-  }
-
   run<T>(events: number, start: () => Promise<T>): Promise<T> {
     const go = (): Promise<T> => {
-      this.#handed = (this.#handed + events) | 0;
-      this.#unanswered += events;
+      this.#events += events;
       const p = start();
       const done = () => {
-        this.#unanswered -= events;
-        this.#pump();
+        this.#events -= events;
+        while (this.#held.length > 0 && this.#fits(this.#held[0]!.events)) this.#held.shift()!.go();
       };
       p.then(done, done);
       return p;
     };
     if (this.#held.length === 0 && this.#fits(events)) return go();
-    const held = new Promise<T>((resolve, reject) => this.#held.push({ events, go: () => void go().then(resolve, reject) }));
-    this.#wait();
-    return held;
-  }
-
-  #pump(): void {
-    while (this.#held.length > 0 && this.#fits(this.#held[0]!.events)) this.#held.shift()!.go();
-    if (this.#held.length > 0) this.#wait();
-  }
-
-  /** Pumps again once the shard applied more (its next notify), at most WINDOW_RECHECK_MS later; one wait at a time. */
-  #wait(): void {
-    const a = this.applied;
-    if (a === undefined || this.#waiting) return;
-    this.#waiting = true;
-    const w = waitAsync(a, 0, Atomics.load(a, 0), WINDOW_RECHECK_MS);
-    const again = () => {
-      this.#waiting = false;
-      this.#pump();
-    };
-    if (w.async) void w.value.then(again);
-    else queueMicrotask(again);
+    return new Promise<T>((resolve, reject) => this.#held.push({ events, go: () => void go().then(resolve, reject) }));
   }
 
   #fits(events: number): boolean {
-    const pending = this.pending;
-    // Nothing unanswered: nothing is queued in the shard (or it is gone, and the held batches fail at once).
-    return this.#unanswered === 0 || pending <= 0 || pending + events <= this.maxEvents;
+    return this.#events === 0 || this.#events + events <= this.maxEvents;
   }
 }
-
-/** Atomics.waitAsync (Node 16+; not in this project's TypeScript lib). */
-const waitAsync = (Atomics as unknown as {
-  waitAsync(a: Int32Array, index: number, value: number, timeoutMs: number): { async: true; value: Promise<string> } | { async: false; value: string };
-}).waitAsync;
-
-/** Longest a held batch waits before its window looks again without a notify (a fallback: every apply notifies). */
-const WINDOW_RECHECK_MS = 1000;
 
 export type ShardCommon = Omit<ShardInit, "shard" | "partitions" | "itemEvents" | "clock" | "partitionCount">;
 
@@ -130,8 +81,6 @@ export class ShardPool {
   readonly partitions: number;
   readonly #shards: Shard[];
   readonly #windows: BatchWindow[];
-  /** Each shard's count of applied events (ShardInit.appliedEvents), read by its window. */
-  readonly #appliedBuffers: SharedArrayBuffer[] = [];
   /** Each shard's query port (ShardApi.queryPort): the profile lookups. */
   readonly #queryPorts: CallPort<ProfileCall, ShardProfileResult>[] = [];
   /** Last applied sequence per partition, as found in LMDB at start. */
@@ -144,7 +93,7 @@ export class ShardPool {
 
   private constructor(shards: Shard[], partitions: number, applied: Map<number, number>, clock: EngineClock, o: ShardPoolOptions) {
     this.#shards = shards;
-    this.#windows = shards.map((_, i) => new BatchWindow(o.maxShardQueueEvents, new Int32Array(this.#appliedBuffers[i] = new SharedArrayBuffer(4))));
+    this.#windows = shards.map(() => new BatchWindow(o.maxShardQueueEvents));
     this.clock = clock;
     this.workers = shards.length;
     this.partitions = partitions;
@@ -176,7 +125,6 @@ export class ShardPool {
         const port = itemEvents?.ports[i];
         const init: ShardInit = {
           ...common, shard: i, partitions: owned, partitionCount: partitions, clock: { buffer: clock.buffer, options: CLOCK_DEFAULTS },
-          appliedEvents: pool.#appliedBuffers[i]!,
           ...(port !== undefined ? { itemEvents: { port, queued: itemEvents!.queued, maxQueued: itemEvents!.maxQueued, maxWaitMs: itemEvents!.maxWaitMs } } : {}),
         };
         const ready = await s.call((api) => api.init(port !== undefined ? Comlink.transfer(init, [port]) : init));

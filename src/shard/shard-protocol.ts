@@ -49,12 +49,6 @@ export interface ShardInit {
   pseudonymKey?: Uint8Array;
   /** The engine clock's shared memory (EngineClock.buffer) and its rules. */
   clock: { buffer: SharedArrayBuffer; options: ClockOptions };
-  /**
-   * One Int32 the shard adds each batch's message count to (wrapping) once
-   * the batch is applied, before its commit, and notifies (Atomics.notify):
-   * the main thread's queue bound counts the events not applied yet (ShardPool).
-   */
-  appliedEvents?: SharedArrayBuffer;
   /** The subject prefix (audience enter/exit events are published under it). Default "portrait". */
   subjectPrefix?: string;
   /** The deployment's partition count. */

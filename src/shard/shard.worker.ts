@@ -96,12 +96,10 @@ class Shard implements ShardApi {
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
   #audiences!: AudienceRunner;
-  #appliedEvents: Int32Array | undefined;
   readonly #models = new ShardModels();
 
   async init(init: ShardInit): Promise<ShardReady> {
     this.#shard = init.shard;
-    this.#appliedEvents = init.appliedEvents !== undefined ? new Int32Array(init.appliedEvents) : undefined;
     const log = (this.#log = createLogger(init.logLevel, { component: "shard", shard: init.shard }));
     const key = pseudonymiser(init.pseudonymKey);
     const models = this.#models;
@@ -132,14 +130,7 @@ class Shard implements ShardApi {
   }
 
   async applyBatch(batch: EventBatch): Promise<ShardBatchResult> {
-    // Applied synchronously in this call (its commit is awaited below): the main thread may hand the next batches over now.
-    const run = this.#batches.apply(batch);
-    const applied = this.#appliedEvents;
-    if (applied !== undefined) {
-      Atomics.add(applied, 0, batch.seqs.length);
-      Atomics.notify(applied, 0);
-    }
-    const r = await run;
+    const r = await this.#batches.apply(batch);
     // Kept for the next start (not awaited; a lost one only means the clock restarts a little earlier). The batch's own
     // in-era time counts: the main thread moves the clock to it only after this returns, so a stream whose last batch
     // is this one would otherwise restart with the clock before it (or at 0: not live, no timer fires until an event).
