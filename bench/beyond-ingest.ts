@@ -28,7 +28,7 @@
  * compilation run; libuv's pool, where lmdb-js commits, gets four later ids
  * at the first LMDB open).
  * The pair runs --rounds times in ABBA order (on, off, off, on, ...) against
- * the drift of a shared machine, after one warm-up run that is not counted;
+ * the drift of a shared machine, after two warm-up runs (on, off) that are not counted;
  * each run and the mean are reported.
  *
  * Mix (seeded): 71.5% VIEW, 14% ADD_TO_CART, 10% PURCHASE, 2% REFUND (of the
@@ -221,9 +221,12 @@ async function main(): Promise<void> {
   try {
     const t0 = Date.now() - 2 * 86_400_000;
     const order: boolean[] = [];
-    // A first run, not counted, warms the JIT and the page cache (in the runs before it was added, the first run was the slowest of its mode).
-    order.push(true);
+    // Two first runs, one of each mode, not counted, warm the JIT and the page cache. With one warm-up run the first
+    // counted run was still 12-44 µs per event above the others in every run on a quiet machine (2026-12-07: 137 µs
+    // against 92-94 for the three after it), and ABBA order made it always an "on" run, so it inflated the cost.
+    order.push(true, false);
     for (let r = 0; r < ROUNDS; r++) order.push(...(r % 2 === 0 ? [true, false] : [false, true]));
+    const WARMUP_RUNS = 2;
     if (ONLY !== undefined) order.splice(0, order.length, ...order.map(() => ONLY));
     for (const [run, on] of order.entries()) {
       const prefix = `bb${on ? "on" : "off"}${run}`;
@@ -265,7 +268,7 @@ async function main(): Promise<void> {
       const threads = threadCpuBreakdown(threads0, threadCpuMs(), EVENTS);
       const engineCpuUs = (cpu.user + cpu.system) / EVENTS;
       const natsCpuUs = ((cpuMsOf(nats.pid) - nats0) * 1000) / EVENTS;
-      if (run > 0) cpuPer[on ? 0 : 1].push([engineCpuUs, natsCpuUs]);
+      if (run >= WARMUP_RUNS) cpuPer[on ? 0 : 1].push([engineCpuUs, natsCpuUs]);
       const allBatches = await batches(engine);
       const sizes = await batchSizes(engine);
       if (drainMs === 0) {
@@ -276,7 +279,7 @@ async function main(): Promise<void> {
       const rate = EVENTS / (drainMs / 1000);
       const rateAll = EVENTS / (ms / 1000);
       await engine.close();
-      if (run === 0) {
+      if (run < WARMUP_RUNS) {
         console.log(`- warm-up run (not counted), beyondClicks ${on ? "on" : "off"}: ${rate.toFixed(0)} events/s, CPU per event ${engineCpuUs.toFixed(0)} + ${natsCpuUs.toFixed(0)} µs`);
         continue;
       }
