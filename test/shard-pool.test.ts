@@ -81,15 +81,19 @@ describe("shard - workers on LMDB", () => {
       dirs.push(dir);
       const p = await pool(dir, maxShardQueueEvents);
       // Five batches of ten events, handed over at once, then a query: with room for one batch, four wait on main
-      // and the query reaches the shard right behind the first; with room for all, it waits behind all five.
+      // and the query reaches the shard behind the first; with room for all, it waits behind all five. The query
+      // travels on a port of its own (README: a lookup waits for the batch being applied "and any its loop takes
+      // first"): if the shard's thread is preempted between answering the first batch and reading the query's port,
+      // main may hand the second batch over and the loop may take it first (seen once in CI at load: 20 events).
       const results = [0, 1, 2, 3, 4].map((b) => p.applyBatch(batch(part, events(b), 1 + b * 10)));
       const held = p.heldBatches()[p.shardOf(part)];
-      const seen = (await profile(p, user)).eventsApplied;
+      const answered = (await profile(p, user)).eventsApplied;
+      const seen = maxShardQueueEvents < 50 && (answered === 10 || answered === 20) ? "one or two batches" : answered;
       const applied = (await Promise.all(results)).map((r) => [r.applied, r.lastSeq]);
       return { held, seen, applied, after: (await profile(p, user)).eventsApplied, heldAfter: p.heldBatches() };
     };
     const ordered = [[10, 10], [10, 20], [10, 30], [10, 40], [10, 50]];
-    expect(await run(10)).toEqual({ held: 4, seen: 10, applied: ordered, after: 50, heldAfter: [0, 0] });
+    expect(await run(10)).toEqual({ held: 4, seen: "one or two batches", applied: ordered, after: 50, heldAfter: [0, 0] });
     expect(await run(1000)).toEqual({ held: 0, seen: 50, applied: ordered, after: 50, heldAfter: [0, 0] });
   });
 
