@@ -107,7 +107,7 @@ export class EngineMetrics {
   });
   readonly stageSeconds = new Histogram({
     name: "portrait_ingest_stage_seconds",
-    help: "Where a batch's oldest event spends its time on the way to its acknowledgement, by stage (README \"Freshness\"): jetstream (stored -> delivered to the consumer), gather (-> the batch is cut), window (-> handed to its shard: the shard's queue bound), post (-> its apply starts in the shard), apply (the batch's apply; an event is visible to queries once applied), commit (-> its LMDB commit), return (-> its result on main), settle (-> acknowledged: earlier batches, dead letters), total (stored -> acknowledged).",
+    help: "Where a batch's oldest event spends its time on the way to its acknowledgement, by stage (README \"Operations\"): jetstream (stored -> delivered to the consumer), gather (-> the batch is cut), window (-> handed to its shard: the shard's queue bound), post (-> its apply starts in the shard), apply (the batch's apply; an event is visible to queries once applied), commit (-> its LMDB commit), return (-> its result on main), settle (-> acknowledged: earlier batches, dead letters), total (stored -> acknowledged).",
     labelNames: ["stage"] as const,
     buckets: STAGE_BUCKETS_S,
     registers: [this.registry],
