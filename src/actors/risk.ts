@@ -193,8 +193,18 @@ export interface RiskEvent {
   attributes?: { [k: string]: string };
 }
 
+/** Moves the ids at 0..last-1 one place back and puts (id, t) first (the id at `last`, if any, is overwritten). */
+function toFront(r: RiskState, last: number, id: number, t: number): void {
+  for (let j = last; j > 0; j--) {
+    r[FIXED + 2 * j] = r[FIXED + 2 * j - 2]!;
+    r[FIXED + 2 * j + 1] = r[FIXED + 2 * j - 1]!;
+  }
+  r[FIXED] = id;
+  r[FIXED + 1] = t;
+}
+
 function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
-  const n = (r.length - FIXED) >> 1;
+  const n = riskIdCount(r);
   let i = 0;
   while (i < n && r[FIXED + 2 * i] !== id) i++;
   if (i < n) {
@@ -203,18 +213,12 @@ function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
     if (i > 0 && t - xt <= gapMs) {
       for (let j = 0; j < i; j++) {
         if ((r[FIXED + 2 * j]! >= 0) === (id >= 0)) {
-          r[10]!++;
+          r[RK.rt]!++;
           break;
         }
       }
     }
-    const nt = t > xt ? t : xt;
-    for (let j = i; j > 0; j--) {
-      r[FIXED + 2 * j] = r[FIXED + 2 * j - 2]!;
-      r[FIXED + 2 * j + 1] = r[FIXED + 2 * j - 1]!;
-    }
-    r[FIXED] = id;
-    r[FIXED + 1] = nt;
+    toFront(r, i, id, t > xt ? t : xt);
     return;
   }
   // A new id, first; the oldest beyond SHARING_TRACKED is dropped.
@@ -226,12 +230,7 @@ function touchId(r: RiskState, id: number, t: number, gapMs: number): void {
     r.length = FIXED + 2 * SHARING_TRACKED;
     m = SHARING_TRACKED;
   }
-  for (let j = m - 1; j > 0; j--) {
-    r[FIXED + 2 * j] = r[FIXED + 2 * j - 2]!;
-    r[FIXED + 2 * j + 1] = r[FIXED + 2 * j - 1]!;
-  }
-  r[FIXED] = id;
-  r[FIXED + 1] = t;
+  toFront(r, m - 1, id, t);
 }
 
 /** FNV-1a states after "s:" and "d:": a session id's and a device id's hashes continue from them (no string built per event). */

@@ -62,7 +62,7 @@ export interface BatchResult {
    * acknowledged; the sink keeps them (an outbox) until told they were.
    */
   outbound?: OutboundMessage[];
-  /** When the batch's apply started and ended and its commit was in, epoch ms (performance.timeOrigin + now): the stages of README "Freshness". */
+  /** When the batch's apply started and ended and its commit was in, epoch ms (performance.timeOrigin + now): the stages of portrait_ingest_stage_seconds (README "Operations"). */
   stamps?: BatchStamps;
   /**
    * Cluster mode only (README "Scale-out"): every user state the batch
