@@ -17,7 +17,11 @@ import { WorkerClient } from "../threads/worker-client.js";
 import type { CandidateSource } from "./sources.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 
-/** How long a metrics scrape waits for a busy recs worker's stats before using the last ones it gave, ms. */
+/**
+ * How long a metrics scrape waits for a busy recs worker's stats before using
+ * the last ones it gave, ms; ten times this while it never gave any (as the
+ * shard pool does), so a first scrape under load still gets figures.
+ */
 const STATS_WAIT_MS = 250;
 
 export class RecsHost {
@@ -76,7 +80,7 @@ export class RecsHost {
 
   /** For a metrics scrape: the worker's stats, or when it is busy, the last ones it gave within 250 ms (undefined before any). */
   recentStats(): Promise<RecsStats | undefined> {
-    return this.#client.stats((api) => api.stats(), STATS_WAIT_MS);
+    return this.#client.stats((api) => api.stats(), STATS_WAIT_MS, 10 * STATS_WAIT_MS);
   }
 
   /** Fault injection, tests only: blocks the worker's thread for `ms` once it reaches this call; resolves when it is free again. */
