@@ -51,13 +51,27 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
  */
 export type LstmKernel = "wasm" | "js";
 
-let kernelModule: WebAssembly.Module | null | undefined;
+/** The few members of the WebAssembly JS API used here (the project's lib settings do not declare that namespace). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+
+const wasmApi = (): WasmApi | undefined => (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+let kernelModule: object | null | undefined;
 
 /** The compiled kernel module, or null where WebAssembly SIMD is unavailable (compiled once per thread). */
-function lstmKernelModule(): WebAssembly.Module | null {
+function lstmKernelModule(): object | null {
   if (kernelModule === undefined) {
+    const api = wasmApi();
     const bytes = Buffer.from(LSTM_KERNEL_WASM, "base64");
-    kernelModule = typeof WebAssembly === "object" && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    kernelModule = api !== undefined && api.validate(bytes) ? new api.Module(bytes) : null;
   }
   return kernelModule;
 }
@@ -174,7 +188,7 @@ export class LstmRuntime {
     if (kernel === "wasm") {
       const module = lstmKernelModule();
       if (module === null) throw new ConfigError("the LSTM's WebAssembly kernel is not available on this platform");
-      const exports = new WebAssembly.Instance(module, {}).exports as { memory: WebAssembly.Memory; preact: Preact };
+      const exports = new (wasmApi()!).Instance(module, {}).exports as { memory: WasmMemory; preact: Preact };
       // Layout: r, h, z, then the projection tables (moved here; the step reads them through views).
       const r = 0, h = r + 8 * H * G, z = h + 8 * H;
       const at: number[] = [];
