@@ -189,7 +189,7 @@ export class LstmRuntime {
       const module = lstmKernelModule();
       if (module === null) throw new ConfigError("the LSTM's WebAssembly kernel is not available on this platform");
       const exports = new (wasmApi()!).Instance(module, {}).exports as { memory: WasmMemory; preact: Preact };
-      // Layout: r, h, z, then the projection tables (moved here; the step reads them through views).
+      // Layout: r, h, z, then the projection tables (moved here: #proj views them; H % 4 == 0 makes 4H a multiple of the 16-column block).
       const r = 0, h = r + 8 * H * G, z = h + 8 * H;
       const at: number[] = [];
       let end = z + 8 * G;
