@@ -6,9 +6,14 @@
  *
  * Speed: the step input is a concatenation of embeddings, so x·K is the sum of
  * one precomputed row per field (P_f = emb_f · K_f, built at load); what is
- * left per step is h·R (H x 4H) and the gates. A wave of users is the matrix
- * product H_wave · R computed row by row, four gate columns at a time in
- * doubles against the transposed R (3x the naive loop here, bench/lstm-step.ts).
+ * left per step is h·R (H x 4H) and the gates. The pre-activations
+ * z = P_type + ... + P_gap + h·R are summed in doubles, in that order, by one
+ * of two kernels chosen once per runtime (`LstmKernel`), which give the same
+ * bits: WebAssembly SIMD (lstm-kernel-wasm.ts, two gate columns per f64x2
+ * lane pair, 16 columns a block; ~4x the JS loop on h·R, bench/lstm-step.ts)
+ * where the platform has it, else JS (four gate columns at a time against the
+ * transposed R, in doubles). The gates (sigmoid, tanh) stay in JS: Math.exp
+ * and Math.tanh define their bits.
  *
  * A state is one Float32Array of 2H: h then c. A zero state is the start.
  * The engine steps with `stepHalf`: each step's state rounded to half
@@ -20,6 +25,7 @@ import { ConfigError } from "../errors.js";
 import { readManifest, type ModelManifest } from "./artifacts.js";
 import { roundToHalf } from "./half-float.js";
 import { LSTM_FIELDS, Vocab, encodeLstmEvent, type LstmEvent } from "./lstm-features.js";
+import { LSTM_KERNEL_WASM } from "./lstm-kernel-wasm.js";
 import { LSTM_LAYER, readStoredWeights, type LstmArchitecture, type StoredWeights } from "./lstm-spec.js";
 
 export interface LstmPrediction {
@@ -37,6 +43,55 @@ function weight(w: StoredWeights, name: string, shape: number[]): Float32Array {
 }
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+/**
+ * Which code computes a step's pre-activations: "wasm" (WebAssembly SIMD) or
+ * "js"; both give the same bits (test/lstm-kernel.test.ts). `bestLstmKernel()`
+ * is the default: "wasm" where the platform compiles the module, else "js".
+ */
+export type LstmKernel = "wasm" | "js";
+
+/** The few members of the WebAssembly JS API used here (the project's lib settings do not declare that namespace). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+
+const wasmApi = (): WasmApi | undefined => (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+let kernelModule: object | null | undefined;
+
+/** The compiled kernel module, or null where WebAssembly SIMD is unavailable (compiled once per thread). */
+function lstmKernelModule(): object | null {
+  if (kernelModule === undefined) {
+    const api = wasmApi();
+    const bytes = Buffer.from(LSTM_KERNEL_WASM, "base64");
+    kernelModule = api !== undefined && api.validate(bytes) ? new api.Module(bytes) : null;
+  }
+  return kernelModule;
+}
+
+export function bestLstmKernel(): LstmKernel {
+  return lstmKernelModule() !== null ? "wasm" : "js";
+}
+
+/** The kernel's exported function: z = p0 + ... + p4 + h·r (byte addresses in its memory; see scripts/gen-lstm-kernel.mjs). */
+type Preact = (r: number, h: number, z: number, H: number, p0: number, p1: number, p2: number, p3: number, p4: number) => void;
+
+/** The WebAssembly kernel's instance and where its operands live in its memory. */
+interface WasmKernel {
+  preact: Preact;
+  /** Addresses: r (f64 [H][4H]), h (f64 [H]), z (f64 [4H]), each field's projection table (f32 [vocab][4H]). */
+  r: number;
+  h: number;
+  z: number;
+  proj: number[];
+}
 
 /** Rows of projection tables built between two yields of `projections`. */
 const PROJECTION_ROWS_PER_SLICE = 512;
@@ -97,12 +152,14 @@ export class LstmRuntime {
   readonly version: string;
   readonly hidden: number;
   readonly manifest: ModelManifest;
+  readonly kernel: LstmKernel;
   readonly items: Vocab;
   readonly categories: Vocab;
   /** Per field: the projection table [vocab, 4H] (bias folded into the type field). */
   readonly #proj: Float32Array[];
-  /** The recurrent kernel transposed, [4H, H], in doubles: each gate column's weights are contiguous. */
+  /** The JS kernel's recurrent weights transposed, [4H, H], in doubles: each gate column's weights are contiguous (empty with "wasm"). */
   readonly #recT: Float64Array;
+  readonly #wasm: WasmKernel | undefined;
   readonly #catW: Float32Array; // [H, Vc]
   readonly #catB: Float32Array;
   readonly #buyW: Float32Array; // [H]
@@ -113,7 +170,7 @@ export class LstmRuntime {
   readonly #h: Float64Array;
   readonly #ids = new Int32Array(5);
 
-  private constructor(manifest: ModelManifest, vocab: { items: string[]; categories: string[] }, w: StoredWeights, proj: Float32Array[]) {
+  private constructor(manifest: ModelManifest, vocab: { items: string[]; categories: string[] }, w: StoredWeights, proj: Float32Array[], kernel: LstmKernel) {
     const a = manifest.architecture as unknown as LstmArchitecture;
     const H = a.hidden;
     const G = 4 * H;
@@ -127,11 +184,40 @@ export class LstmRuntime {
     }
     if (H % 4 !== 0) throw new ConfigError(`LSTM hidden size must be a multiple of 4, got ${H}`);
     const rec = weight(w, `${LSTM_LAYER.lstm}/recurrent_kernel`, [H, G]);
-    this.#recT = new Float64Array(G * H);
-    for (let k = 0; k < H; k++) for (let j = 0; j < G; j++) this.#recT[j * H + k] = rec[k * G + j]!;
-    this.#z = new Float64Array(G);
-    this.#h = new Float64Array(H);
-    this.#proj = proj;
+    this.kernel = kernel;
+    if (kernel === "wasm") {
+      const module = lstmKernelModule();
+      if (module === null) throw new ConfigError("the LSTM's WebAssembly kernel is not available on this platform");
+      const exports = new (wasmApi()!).Instance(module, {}).exports as { memory: WasmMemory; preact: Preact };
+      // Layout: r, h, z, then the projection tables (moved here: #proj views them; H % 4 == 0 makes 4H a multiple of the 16-column block).
+      const r = 0, h = r + 8 * H * G, z = h + 8 * H;
+      const at: number[] = [];
+      let end = z + 8 * G;
+      for (const p of proj) {
+        at.push(end);
+        end += p.byteLength;
+      }
+      const mem = exports.memory;
+      mem.grow(Math.max(0, Math.ceil(end / 65536) - mem.buffer.byteLength / 65536));
+      const buf = mem.buffer;
+      new Float64Array(buf, r, H * G).set(rec);
+      this.#proj = proj.map((p, f) => {
+        const v = new Float32Array(buf, at[f]!, p.length);
+        v.set(p);
+        return v;
+      });
+      this.#h = new Float64Array(buf, h, H);
+      this.#z = new Float64Array(buf, z, G);
+      this.#recT = new Float64Array(0);
+      this.#wasm = { preact: exports.preact, r, h, z, proj: at };
+    } else {
+      this.#recT = new Float64Array(G * H);
+      for (let k = 0; k < H; k++) for (let j = 0; j < G; j++) this.#recT[j * H + k] = rec[k * G + j]!;
+      this.#z = new Float64Array(G);
+      this.#h = new Float64Array(H);
+      this.#proj = proj;
+      this.#wasm = undefined;
+    }
     this.#catW = weight(w, `${LSTM_LAYER.category}/kernel`, [H, a.vocab.category]);
     this.#catB = weight(w, `${LSTM_LAYER.category}/bias`, [a.vocab.category]);
     this.#buyW = weight(w, `${LSTM_LAYER.buy}/kernel`, [H, 1]);
@@ -141,12 +227,12 @@ export class LstmRuntime {
   }
 
   /** Loads models/lstm/<version>/ (manifest.json, vocab.json, model.json, weights.bin). */
-  static load(dir: string): LstmRuntime {
+  static load(dir: string, kernel: LstmKernel = bestLstmKernel()): LstmRuntime {
     const { manifest, vocab, w } = readLstmFiles(dir);
     const build = projections(manifest, w);
     let r = build.next();
     while (!r.done) r = build.next();
-    return new LstmRuntime(manifest, vocab, w, r.value);
+    return new LstmRuntime(manifest, vocab, w, r.value, kernel);
   }
 
   /**
@@ -155,7 +241,7 @@ export class LstmRuntime {
    * beside the running one keeps answering queries and applying batches
    * meanwhile (a hot swap; building the tables takes ~0.5 s here).
    */
-  static async loadAsync(dir: string, pause: () => Promise<void> = () => new Promise((r) => setImmediate(r))): Promise<LstmRuntime> {
+  static async loadAsync(dir: string, pause: () => Promise<void> = () => new Promise((r) => setImmediate(r)), kernel: LstmKernel = bestLstmKernel()): Promise<LstmRuntime> {
     const { manifest, vocab, w } = readLstmFiles(dir);
     await pause();
     const build = projections(manifest, w);
@@ -164,7 +250,7 @@ export class LstmRuntime {
       await pause();
       r = build.next();
     }
-    return new LstmRuntime(manifest, vocab, w, r.value);
+    return new LstmRuntime(manifest, vocab, w, r.value, kernel);
   }
 
   initialState(): Float32Array {
@@ -184,29 +270,36 @@ export class LstmRuntime {
     const ids = this.#ids;
     const rt = this.#recT;
     const p0 = this.#proj[0]!, p1 = this.#proj[1]!, p2 = this.#proj[2]!, p3 = this.#proj[3]!, p4 = this.#proj[4]!;
+    const wasm = this.#wasm;
     for (let r = 0; r < n; r++) {
       encodeLstmEvent(events[r]!, prevMs[r]!, this.items, this.categories, ids, 0);
       const o0 = ids[0]! * G, o1 = ids[1]! * G, o2 = ids[2]! * G, o3 = ids[3]! * G, o4 = ids[4]! * G;
       const s = states[r]!;
       for (let k = 0; k < H; k++) h[k] = s[k]!;
-      // z = x·K + b (one projected row per field) + h·R, four gate columns at a time.
-      for (let j = 0; j < G; j += 4) {
-        let a0 = p0[o0 + j]! + p1[o1 + j]! + p2[o2 + j]! + p3[o3 + j]! + p4[o4 + j]!;
-        let a1 = p0[o0 + j + 1]! + p1[o1 + j + 1]! + p2[o2 + j + 1]! + p3[o3 + j + 1]! + p4[o4 + j + 1]!;
-        let a2 = p0[o0 + j + 2]! + p1[o1 + j + 2]! + p2[o2 + j + 2]! + p3[o3 + j + 2]! + p4[o4 + j + 2]!;
-        let a3 = p0[o0 + j + 3]! + p1[o1 + j + 3]! + p2[o2 + j + 3]! + p3[o3 + j + 3]! + p4[o4 + j + 3]!;
-        const q0 = j * H, q1 = q0 + H, q2 = q1 + H, q3 = q2 + H;
-        for (let k = 0; k < H; k++) {
-          const hk = h[k]!;
-          a0 += hk * rt[q0 + k]!;
-          a1 += hk * rt[q1 + k]!;
-          a2 += hk * rt[q2 + k]!;
-          a3 += hk * rt[q3 + k]!;
+      // z = x·K + b (one projected row per field) + h·R.
+      if (wasm !== undefined) {
+        const pa = wasm.proj;
+        wasm.preact(wasm.r, wasm.h, wasm.z, H, pa[0]! + 4 * o0, pa[1]! + 4 * o1, pa[2]! + 4 * o2, pa[3]! + 4 * o3, pa[4]! + 4 * o4);
+      } else {
+        // Four gate columns at a time.
+        for (let j = 0; j < G; j += 4) {
+          let a0 = p0[o0 + j]! + p1[o1 + j]! + p2[o2 + j]! + p3[o3 + j]! + p4[o4 + j]!;
+          let a1 = p0[o0 + j + 1]! + p1[o1 + j + 1]! + p2[o2 + j + 1]! + p3[o3 + j + 1]! + p4[o4 + j + 1]!;
+          let a2 = p0[o0 + j + 2]! + p1[o1 + j + 2]! + p2[o2 + j + 2]! + p3[o3 + j + 2]! + p4[o4 + j + 2]!;
+          let a3 = p0[o0 + j + 3]! + p1[o1 + j + 3]! + p2[o2 + j + 3]! + p3[o3 + j + 3]! + p4[o4 + j + 3]!;
+          const q0 = j * H, q1 = q0 + H, q2 = q1 + H, q3 = q2 + H;
+          for (let k = 0; k < H; k++) {
+            const hk = h[k]!;
+            a0 += hk * rt[q0 + k]!;
+            a1 += hk * rt[q1 + k]!;
+            a2 += hk * rt[q2 + k]!;
+            a3 += hk * rt[q3 + k]!;
+          }
+          z[j] = a0;
+          z[j + 1] = a1;
+          z[j + 2] = a2;
+          z[j + 3] = a3;
         }
-        z[j] = a0;
-        z[j + 1] = a1;
-        z[j + 2] = a2;
-        z[j + 3] = a3;
       }
       for (let k = 0; k < H; k++) {
         const i = sigmoid(z[k]!);
