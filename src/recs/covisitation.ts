@@ -54,6 +54,10 @@ export interface CovisitEvent {
   timestampMs: number;
 }
 
+/** The lists of a node without links, shared (never pushed to: a first link replaces them, see `link`). */
+const NO_NODES: Node[] = [];
+const NO_SCORES: number[] = [];
+
 /** Estimated heap of an item node with `links` links (neighbour pointers and score doubles). */
 const nodeBytes = (id: string, links: number) => MAP_ENTRY_BYTES + objectBytes(5) + stringBytes(id) + 2 * arrayBytes(links);
 const userBytes = (userId: string) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId);
@@ -77,8 +81,8 @@ export class Covisitation {
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
       acct.add(TABLE.covisitation, -nodeBytes(n.id, n.nbr.length));
       n.dead = true;
-      n.nbr = [];
-      n.score = [];
+      n.nbr = NO_NODES;
+      n.score = NO_SCORES;
     }, acct, itemIds);
     this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
   }
@@ -156,7 +160,7 @@ export class Covisitation {
       this.items.touch(slot, n);
       return n;
     }
-    n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
+    n = { id, [TICK]: 0, dead: false, nbr: NO_NODES, score: NO_SCORES };
     this.items.insert(slot, n);
     this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;
@@ -173,6 +177,13 @@ export class Covisitation {
     const i = a.nbr.indexOf(b);
     if (i >= 0) {
       a.score[i]! += w;
+      return;
+    }
+    if (a.nbr.length === 0) {
+      // A first link replaces the empty lists with lists of one (by push, room for 17): most items get few links.
+      a.nbr = [b];
+      a.score = [w];
+      this.acct.add(TABLE.covisitation, 2 * pushBytes(1));
       return;
     }
     if (a.nbr.length < this.options.maxNeighbours) {

@@ -43,7 +43,11 @@ export interface Session {
 
 /** Sees each event that continues a session, with the session's items before it (sequential rules). */
 export interface SessionFollower {
-  observe(before: readonly string[], length: number, itemId: string): void;
+  /**
+   * `slots`, when given: the item slot of `before[p]` for p in [slotsFrom, length) (the store's last `followSteps`),
+   * -1 where it is not known; the follower looks the others up.
+   */
+  observe(before: readonly string[], length: number, itemId: string, slots?: Int32Array, slotsFrom?: number): void;
 }
 
 interface SessionEntry {
@@ -87,11 +91,28 @@ export class SessionStore {
   /** The oldest live session as last read through #oldest (stale once it left #sessions). */
   #head: Session | undefined;
   readonly #acct: RecsBytes;
+  /**
+   * The item slots of each current session's last `#follow` events, by user slot (a ring of #follow per user; the
+   * session's event count in #pushed), so that the follower reads the entries of the session's earlier items by slot
+   * instead of hashing their ids. Not held in the item interner: a slot whose id is no longer the session's item
+   * there (freed, or reused for another id) is passed as -1. 4 B per user slot and step, outside the V8 heap.
+   */
+  readonly #follow: number;
+  #ring = new Int32Array(0);
+  #pushed = new Int32Array(0);
+  readonly #scratch: Int32Array;
+  readonly #itemIds: Interner;
 
-  /** `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners they share. */
-  constructor(options: CompiledSessionOptions, acct = new RecsBytes(), itemIds = new Interner(), userIds = new Interner()) {
+  /**
+   * `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners
+   * they share; `followSteps`: how many of a session's last items the follower reads (the sequential rules' steps).
+   */
+  constructor(options: CompiledSessionOptions, acct = new RecsBytes(), itemIds = new Interner(), userIds = new Interner(), followSteps = 0) {
     this.#o = options;
     this.#acct = acct;
+    this.#itemIds = itemIds;
+    this.#follow = Math.max(0, Math.min(followSteps, options.maxSessionItems));
+    this.#scratch = new Int32Array(this.#follow > 0 ? options.maxSessionItems : 0);
     this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct, userIds);
     this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct, itemIds);
   }
@@ -171,8 +192,14 @@ export class SessionStore {
     const u = userSlot ?? this.#current.ids.slot(userId);
     let cur = this.#current.get(u);
     let s = cur?.session;
-    if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
-      s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
+    const R = this.#follow;
+    if (R > 0 && u >= this.#pushed.length) this.#growRing(u);
+    // A new session's list is created holding the event's item: a list built by push from empty gets room for 17,
+    // and most sessions of a long-tail stream stay at one item (the estimate counts the pushed size: it errs high).
+    const fresh = s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs;
+    if (fresh) {
+      if (R > 0) this.#pushed[u] = 0;
+      s = { id: this.#nextId++, userId, items: [itemId], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
       this.#sessions.set(s.id, s);
       this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
@@ -192,10 +219,21 @@ export class SessionStore {
         this.#current.touch(u, cur);
       }
     } else {
-      follower?.observe(s.items, s.items.length, itemId);
+      const items = s!.items;
+      if (follower !== undefined) {
+        const n = items.length;
+        if (R > 0) follower.observe(items, n, itemId, this.#recentSlots(items, u), Math.max(0, n - R));
+        else follower.observe(items, n, itemId);
+      }
       this.#current.touch(u, cur!);
+      items.push(itemId);
     }
-    s.items.push(itemId);
+    if (R > 0) {
+      // The caller's slot is held by the catalog; without one, the id's slot if interned (find creates none).
+      this.#ring[u * R + (this.#pushed[u]! % R)] = itemSlot ?? this.#itemIds.find(itemId);
+      this.#pushed[u]!++;
+    }
+    s = s!;
     let b = pushBytes(s.items.length) + stringBytes(itemId);
     if (s.items.length > this.#o.maxSessionItems) {
       const n = s.items.length;
@@ -210,6 +248,30 @@ export class SessionStore {
     }
     this.#acct.add(TABLE.sessions, b);
     return s;
+  }
+
+  /** The slots of `items`' last #follow entries (the current session of user slot `u`) in #scratch, -1 where unknown. */
+  #recentSlots(items: readonly string[], u: number): Int32Array {
+    const R = this.#follow;
+    const n = items.length;
+    const pushed = this.#pushed[u]!;
+    const out = this.#scratch;
+    for (let p = Math.max(0, n - R); p < n; p++) {
+      const slot = this.#ring[u * R + ((pushed - n + p) % R)]!;
+      out[p] = slot >= 0 && this.#itemIds.name(slot) === items[p] ? slot : -1;
+    }
+    return out;
+  }
+
+  /** Sizes the ring past user slot `u` (to the user interner's capacity, doubling at least). */
+  #growRing(u: number): void {
+    const n = Math.max(u + 1, this.#current.ids.capacity, 2 * this.#pushed.length, 64);
+    const pushed = new Int32Array(n);
+    pushed.set(this.#pushed);
+    this.#pushed = pushed;
+    const ring = new Int32Array(n * this.#follow);
+    ring.set(this.#ring);
+    this.#ring = ring;
   }
 
   /** The live sessions holding `itemId`, oldest first (at most about 2 x maxSessionsPerItem; dead ones skipped). */
@@ -249,13 +311,14 @@ export class SessionStore {
   #index(itemId: string, slot: number, s: Session): void {
     let e = this.#items.get(slot);
     if (e === undefined) {
-      e = { [TICK]: 0, sessions: [] };
+      // Created holding the session (room for one; by push from empty, 17): most items of a long tail are in one.
+      e = { [TICK]: 0, sessions: [s] };
       this.#items.insert(slot, e);
       this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
       this.#items.touch(slot, e);
+      e.sessions.push(s);
     }
-    e.sessions.push(s);
     this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));
     const cap = this.#o.maxSessionsPerItem;
     if (e.sessions.length >= 2 * cap) {
