@@ -27,12 +27,11 @@ import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Node {
   readonly id: string;
-  [TICK]: number;
   /** Dropped from the table: links to it are ignored and replaced first. */
   dead: boolean;
   /** Neighbour nodes and their scores at the reference time, parallel arrays. */
@@ -41,7 +40,6 @@ interface Node {
 }
 
 interface LastItem {
-  [TICK]: number;
   node: Node;
   t: number;
 }
@@ -114,11 +112,11 @@ export class Covisitation {
     const u = userSlot ?? this.users.ids.slot(e.userId);
     const last = this.users.get(u);
     if (last === undefined) {
-      this.users.insert(u, { [TICK]: 0, node, t });
+      this.users.insert(u, { node, t });
       this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
       return;
     }
-    this.users.touch(u, last);
+    this.users.touch(u);
     const prev = last.node;
     if (prev !== node && !prev.dead && Math.abs(t - last.t) <= this.options.sessionGapMs) {
       const sw = w * this.scale(t);
@@ -157,10 +155,10 @@ export class Covisitation {
   private node(id: string, slot: number): Node {
     let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(slot, n);
+      this.items.touch(slot);
       return n;
     }
-    n = { id, [TICK]: 0, dead: false, nbr: NO_NODES, score: NO_SCORES };
+    n = { id, dead: false, nbr: NO_NODES, score: NO_SCORES };
     this.items.insert(slot, n);
     this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;

@@ -19,11 +19,10 @@
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Rules {
-  [TICK]: number;
   next: string[];
   score: number[];
 }
@@ -86,12 +85,12 @@ export class SequentialRules {
     let r = this.#items.get(slot);
     if (r === undefined) {
       // Created holding the rule (lists with room for one; by push from empty, 17: most items get one successor).
-      r = { [TICK]: 0, next: [b], score: [w] };
+      r = { next: [b], score: [w] };
       this.#items.insert(slot, r);
       this.#acct.add(TABLE.rules, rulesBytes(a, 0) + 2 * pushBytes(1));
       return;
     }
-    this.#items.touch(slot, r);
+    this.#items.touch(slot);
     const i = r.next.indexOf(b);
     if (i >= 0) {
       r.score[i]! += w;

@@ -23,7 +23,7 @@
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 
 export interface Session {
   /** Increasing with the session's start: a stable tie-break between sessions. */
@@ -51,17 +51,11 @@ export interface SessionFollower {
 }
 
 interface SessionEntry {
-  [TICK]: number;
   session: Session;
   /** User entries only: the user's earlier sessions, newest first, at most maxUserSessions - 1. */
   past?: Session[];
 }
 
-interface ItemEntry {
-  [TICK]: number;
-  /** Sessions holding the item, oldest first (by when the item entered them). */
-  sessions: Session[];
-}
 
 /** Estimated heap of a session without items (object, set header, the #sessions slot). */
 const SESSION_BYTES = MAP_ENTRY_BYTES + objectBytes(7) + 96;
@@ -84,7 +78,8 @@ export class SessionStore {
   readonly #current: TouchOrder<SessionEntry>;
   /** Every live session by its id, in the order they started (a Map iterates in insertion order). */
   readonly #sessions = new Map<number, Session>();
-  readonly #items: TouchOrder<ItemEntry>;
+  /** The index: each item's sessions, oldest first (by when the item entered them). */
+  readonly #items: TouchOrder<Session[]>;
   #nextId = 1;
   /** Reads the oldest live session without walking the deleted slots at the front of #sessions (see TouchOrder). */
   #oldest: IterableIterator<[number, Session]> | undefined;
@@ -114,7 +109,7 @@ export class SessionStore {
     this.#follow = Math.max(0, Math.min(followSteps, options.maxSessionItems));
     this.#scratch = new Int32Array(this.#follow > 0 ? options.maxSessionItems : 0);
     this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct, userIds);
-    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct, itemIds);
+    this.#items = new TouchOrder<Session[]>(options.maxItems, (k, list) => acct.add(TABLE.session_index, -indexBytes(k, list.length)), acct, itemIds);
   }
 
   /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
@@ -204,7 +199,7 @@ export class SessionStore {
       this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
-        cur = { [TICK]: 0, session: s };
+        cur = { session: s };
         this.#current.insert(u, cur);
         this.#acct.add(TABLE.session_users, userBytes(userId, cur));
       } else {
@@ -216,7 +211,7 @@ export class SessionStore {
           this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
         }
         cur.session = s;
-        this.#current.touch(u, cur);
+        this.#current.touch(u);
       }
     } else {
       const items = s!.items;
@@ -225,7 +220,7 @@ export class SessionStore {
         if (R > 0) follower.observe(items, n, itemId, this.#recentSlots(items, u), Math.max(0, n - R));
         else follower.observe(items, n, itemId);
       }
-      this.#current.touch(u, cur!);
+      this.#current.touch(u);
       items.push(itemId);
     }
     if (R > 0) {
@@ -276,9 +271,7 @@ export class SessionStore {
 
   /** The live sessions holding `itemId`, oldest first (at most about 2 x maxSessionsPerItem; dead ones skipped). */
   sessionsOf(itemId: string): readonly Session[] {
-    const e = this.#items.get(this.#items.ids.find(itemId));
-    if (e === undefined) return [];
-    return e.sessions;
+    return this.#items.get(this.#items.ids.find(itemId)) ?? [];
   }
 
   /**
@@ -297,11 +290,12 @@ export class SessionStore {
     }
     for (const s of gone) {
       for (const id of s.distinct) {
-        const e = this.#items.get(this.#items.ids.find(id));
-        if (e === undefined) continue;
-        const n = e.sessions.length;
-        e.sessions = e.sessions.filter((x) => x !== s);
-        this.#acct.add(TABLE.session_index, indexBytes(id, e.sessions.length) - indexBytes(id, n));
+        const slot = this.#items.ids.find(id);
+        const list = this.#items.get(slot);
+        if (list === undefined) continue;
+        const kept = list.filter((x) => x !== s);
+        this.#items.set(slot, kept);
+        this.#acct.add(TABLE.session_index, indexBytes(id, kept.length) - indexBytes(id, list.length));
       }
       this.#drop(s);
     }
@@ -309,23 +303,24 @@ export class SessionStore {
   }
 
   #index(itemId: string, slot: number, s: Session): void {
-    let e = this.#items.get(slot);
-    if (e === undefined) {
+    let list = this.#items.get(slot);
+    if (list === undefined) {
       // Created holding the session (room for one; by push from empty, 17): most items of a long tail are in one.
-      e = { [TICK]: 0, sessions: [s] };
-      this.#items.insert(slot, e);
+      list = [s];
+      this.#items.insert(slot, list);
       this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
-      this.#items.touch(slot, e);
-      e.sessions.push(s);
+      this.#items.touch(slot);
+      list.push(s);
     }
-    this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));
+    this.#acct.add(TABLE.session_index, pushBytes(list.length));
     const cap = this.#o.maxSessionsPerItem;
-    if (e.sessions.length >= 2 * cap) {
-      const n = e.sessions.length;
-      const live = e.sessions.filter((x) => !x.dead);
-      e.sessions = live.length > cap ? live.slice(live.length - cap) : live;
-      this.#acct.add(TABLE.session_index, arrayBytes(e.sessions.length) - arrayBytes(n));
+    if (list.length >= 2 * cap) {
+      const n = list.length;
+      const live = list.filter((x) => !x.dead);
+      const kept = live.length > cap ? live.slice(live.length - cap) : live;
+      this.#items.set(slot, kept);
+      this.#acct.add(TABLE.session_index, arrayBytes(kept.length) - arrayBytes(n));
     }
   }
 }

@@ -4,7 +4,9 @@
  * catalog, co-visitation, trending, session and rule tables.
  *
  * The order is a doubly linked list through the slots (two Int32Arrays), the
- * values an array indexed by slot: a lookup is an array read, a move to the
+ * values an array indexed by slot and each entry's clock value (the tick of its
+ * last move) a Float64Array by slot, so values carry no field of the order's: a
+ * lookup is an array read, a move to the
  * back relinks two neighbours, the oldest entry is the list's head. (It was a
  * string-keyed Map in insertion order, moved by a delete and a set and read
  * through a long-lived iterator: the same order, at several string hash
@@ -36,14 +38,6 @@
  */
 import { Interner } from "./interner.js";
 
-/** Key of the clock field TouchOrder keeps in its values (a symbol, so it stays out of JSON and object spreads of catalog items). */
-export const TICK: unique symbol = Symbol("touch-order tick");
-
-export interface Touched {
-  /** Clock value of the entry's last move to the back. Owned by TouchOrder. */
-  [TICK]: number;
-}
-
 /** The clock of a TouchOrder, shared by the tables under one memory bound. */
 export interface TouchClock {
   tick: number;
@@ -52,9 +46,11 @@ export interface TouchClock {
 /** Samples kept of (own count, shared tick), one per half / 16 own operations: 34 span more than twice the half capacity a move decision looks back. */
 const SAMPLES = 34;
 
-export class TouchOrder<V extends Touched> {
+export class TouchOrder<V> {
   /** Values by slot (undefined where this table holds none). */
   private vals: (V | undefined)[] = [];
+  /** Clock value of each held slot's last move to the back. */
+  private ticks = new Float64Array(0);
   /** The order, oldest first: each held slot's neighbours (-1 at the ends). */
   private prev = new Int32Array(0);
   private next = new Int32Array(0);
@@ -94,20 +90,30 @@ export class TouchOrder<V extends Touched> {
     return slot >= 0 && slot < this.vals.length ? this.vals[slot] : undefined;
   }
 
-  /** Marks `value` (stored under `slot`) as just used. */
-  touch(slot: number, value: V): void {
+  /** Marks the entry at `slot` (held here) as just used. */
+  touch(slot: number): void {
     // The shared clock runs at least as fast as this table's own count: below half on it, no sample is needed.
-    const t = value[TICK];
+    const t = this.ticks[slot]!;
     if (this.clock.tick - t < this.half || this.own - this.ownAtOrBefore(t) < this.half) return;
     this.unlink(slot);
     this.append(slot);
-    value[TICK] = this.placed();
+    this.ticks[slot] = this.placed();
+  }
+
+  /** The clock value of the last move of the entry at `slot` (held here). */
+  tickOf(slot: number): number {
+    return this.ticks[slot]!;
+  }
+
+  /** Replaces the value of the entry at `slot` (held here), leaving its place in the order. */
+  set(slot: number, value: V): void {
+    this.vals[slot] = value;
   }
 
   /** Adds a new entry (the slot must not be held here), evicting beyond capacity. */
   insert(slot: number, value: V): void {
     if (slot >= this.vals.length) this.grow(slot);
-    value[TICK] = this.placed();
+    this.ticks[slot] = this.placed();
     this.vals[slot] = value;
     this.ids.retain(slot);
     this.append(slot);
@@ -127,6 +133,9 @@ export class TouchOrder<V extends Touched> {
     const next = new Int32Array(n);
     next.set(this.next);
     this.next = next;
+    const ticks = new Float64Array(n);
+    ticks.set(this.ticks);
+    this.ticks = ticks;
   }
 
   private append(slot: number): void {
@@ -177,7 +186,7 @@ export class TouchOrder<V extends Touched> {
 
   /** The tick of the entry moved longest ago (Infinity when empty), without evicting it. */
   oldestTick(): number {
-    return this.head < 0 ? Number.POSITIVE_INFINITY : this.vals[this.head]![TICK];
+    return this.head < 0 ? Number.POSITIVE_INFINITY : this.ticks[this.head]!;
   }
 
   /** Evicts the entry moved longest ago (onEvict runs, then its slot is released); false when empty. */
