@@ -32,6 +32,7 @@ for (const e of generateEvents(Number(a.events), { users: Number(a.users), seed:
 }
 const gc = (globalThis as { gc?: () => void }).gc;
 gc?.();
+gc?.();
 const m0 = process.memoryUsage();
 const index = createRecsIndex(compileRecsOptions());
 const half = Math.floor(events.length / 2);
@@ -47,6 +48,7 @@ console.log(`recs index intake, ${events.length} item events: ${filling.toFixed(
   `${full.toFixed(2)} µs with them at their caps (catalog ${index.catalog.size}, co-visitation ${index.covisitation.size}, ` +
   `trending ${index.trending.size}, sessions ${index.sessions.size}, rule items ${index.rules.size})`);
 if (gc !== undefined) {
+  gc();
   gc();
   const m = process.memoryUsage();
   const mib = (b: number) => (b / 1048576).toFixed(1);

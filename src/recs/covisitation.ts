@@ -27,7 +27,7 @@ import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TouchOrder } from "./touch-order.js";
+import { lengthened, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Node {
@@ -37,11 +37,6 @@ interface Node {
   /** Neighbour nodes and their scores at the reference time, parallel arrays. */
   nbr: Node[];
   score: number[];
-}
-
-interface LastItem {
-  node: Node;
-  t: number;
 }
 
 /** The fields of an item event co-visitation reads. */
@@ -62,7 +57,9 @@ const userBytes = (userId: string) => MAP_ENTRY_BYTES + objectBytes(3) + stringB
 
 export class Covisitation {
   private readonly items: TouchOrder<Node>;
-  private readonly users: TouchOrder<LastItem>;
+  /** Each user's last counted item (its event time in #lastMs, by user slot). */
+  private readonly users: TouchOrder<Node>;
+  private lastMs = new Float64Array(0);
   private readonly clock: DecayClock;
 
   constructor(
@@ -82,7 +79,7 @@ export class Covisitation {
       n.nbr = NO_NODES;
       n.score = NO_SCORES;
     }, acct, itemIds);
-    this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
+    this.users = new TouchOrder<Node>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
   }
 
   /** The tables the recs byte bound evicts from. */
@@ -110,21 +107,22 @@ export class Covisitation {
     const t = e.timestampMs;
     const node = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
     const u = userSlot ?? this.users.ids.slot(e.userId);
-    const last = this.users.get(u);
-    if (last === undefined) {
-      this.users.insert(u, { node, t });
+    const prev = this.users.get(u);
+    if (prev === undefined) {
+      this.users.insert(u, node);
+      if (u >= this.lastMs.length) this.lastMs = lengthened(this.lastMs, Math.max(u + 1, this.users.ids.capacity, 2 * this.lastMs.length, 64));
+      this.lastMs[u] = t;
       this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
       return;
     }
     this.users.touch(u);
-    const prev = last.node;
-    if (prev !== node && !prev.dead && Math.abs(t - last.t) <= this.options.sessionGapMs) {
+    if (prev !== node && !prev.dead && Math.abs(t - this.lastMs[u]!) <= this.options.sessionGapMs) {
       const sw = w * this.scale(t);
       this.link(prev, node, sw);
       this.link(node, prev, sw);
     }
-    last.node = node;
-    last.t = t;
+    this.users.set(u, node);
+    this.lastMs[u] = t;
   }
 
   /**

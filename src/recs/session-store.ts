@@ -23,7 +23,7 @@
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TouchOrder } from "./touch-order.js";
+import { lengthened, TouchOrder } from "./touch-order.js";
 
 export interface Session {
   /** Increasing with the session's start: a stable tie-break between sessions. */
@@ -50,11 +50,6 @@ export interface SessionFollower {
   observe(before: readonly string[], length: number, itemId: string, slots?: Int32Array, slotsFrom?: number): void;
 }
 
-interface SessionEntry {
-  session: Session;
-  /** User entries only: the user's earlier sessions, newest first, at most maxUserSessions - 1. */
-  past?: Session[];
-}
 
 
 /** Estimated heap of a session without items (object, set header, the #sessions slot). */
@@ -67,7 +62,7 @@ const sessionBytes = (s: Session) => {
   for (const id of s.items) b += stringBytes(id);
   return b;
 };
-const userBytes = (userId: string, e: SessionEntry) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + (e.past !== undefined ? arrayBytes(e.past.length) : 0);
+const userBytes = (userId: string, past: Session[] | undefined) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + (past !== undefined ? arrayBytes(past.length) : 0);
 const indexBytes = (itemId: string, n: number) => MAP_ENTRY_BYTES + objectBytes(2) + stringBytes(itemId) + arrayBytes(n);
 /** What a dropped session holds: nothing (index lists and past lists may still name it until swept). */
 const DROPPED_ITEMS: Set<string> = new Set();
@@ -75,7 +70,9 @@ const DROPPED_ITEMS: Set<string> = new Set();
 export class SessionStore {
   readonly #o: CompiledSessionOptions;
   /** Each user's current session, keyed by user id; bounded by maxSessions too (a user with no session here starts a new one). */
-  readonly #current: TouchOrder<SessionEntry>;
+  readonly #current: TouchOrder<Session>;
+  /** Each user's earlier sessions, newest first, at most maxUserSessions - 1, by user slot (undefined: none yet). */
+  readonly #past: (Session[] | undefined)[] = [];
   /** Every live session by its id, in the order they started (a Map iterates in insertion order). */
   readonly #sessions = new Map<number, Session>();
   /** The index: each item's sessions, oldest first (by when the item entered them). */
@@ -108,7 +105,7 @@ export class SessionStore {
     this.#itemIds = itemIds;
     this.#follow = Math.max(0, Math.min(followSteps, options.maxSessionItems));
     this.#scratch = new Int32Array(this.#follow > 0 ? options.maxSessionItems : 0);
-    this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct, userIds);
+    this.#current = new TouchOrder<Session>(options.maxSessions, (k, _, u) => acct.add(TABLE.session_users, -userBytes(k, this.#takePast(u))), acct, userIds);
     this.#items = new TouchOrder<Session[]>(options.maxItems, (k, list) => acct.add(TABLE.session_index, -indexBytes(k, list.length)), acct, itemIds);
   }
 
@@ -158,7 +155,7 @@ export class SessionStore {
    * (default sessionGapMs) from `nowMs` (or `nowMs` is not given), else undefined.
    */
   current(userId: string, nowMs?: number, maxAgeMs = this.#o.sessionGapMs): Session | undefined {
-    const s = this.#current.get(this.#current.ids.find(userId))?.session;
+    const s = this.#current.get(this.#current.ids.find(userId));
     if (s === undefined || s.dead) return undefined;
     if (nowMs !== undefined && Math.abs(nowMs - s.lastMs) > maxAgeMs) return undefined;
     return s;
@@ -166,9 +163,10 @@ export class SessionStore {
 
   /** The user's sessions kept, newest first (the current one included), at most maxUserSessions. */
   history(userId: string): Session[] {
-    const e = this.#current.get(this.#current.ids.find(userId));
-    if (e === undefined) return [];
-    return [e.session, ...(e.past ?? [])].filter((s) => !s.dead);
+    const u = this.#current.ids.find(userId);
+    const s = this.#current.get(u);
+    if (s === undefined) return [];
+    return [s, ...(this.#past[u] ?? [])].filter((x) => !x.dead);
   }
 
   /** The session a request at `nowMs` uses: the user's last one while at most lastSessionMaxAgeMs old. */
@@ -185,8 +183,8 @@ export class SessionStore {
    */
   observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower, userSlot?: number, itemSlot?: number): Session {
     const u = userSlot ?? this.#current.ids.slot(userId);
-    let cur = this.#current.get(u);
-    let s = cur?.session;
+    const cur = this.#current.get(u);
+    let s = cur;
     const R = this.#follow;
     if (R > 0 && u >= this.#pushed.length) this.#growRing(u);
     // A new session's list is created holding the event's item: a list built by push from empty gets room for 17,
@@ -199,18 +197,18 @@ export class SessionStore {
       this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
-        cur = { session: s };
-        this.#current.insert(u, cur);
-        this.#acct.add(TABLE.session_users, userBytes(userId, cur));
+        this.#current.insert(u, s);
+        while (this.#past.length <= u) this.#past.push(undefined);
+        this.#acct.add(TABLE.session_users, userBytes(userId, undefined));
       } else {
-        if (!cur.session.dead) {
-          const b0 = userBytes(userId, cur);
-          const past = (cur.past ??= []);
-          past.unshift(cur.session);
+        if (!cur.dead) {
+          const b0 = userBytes(userId, this.#past[u]);
+          const past = (this.#past[u] ??= []);
+          past.unshift(cur);
           if (past.length >= this.#o.maxUserSessions) past.length = this.#o.maxUserSessions - 1;
-          this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
+          this.#acct.add(TABLE.session_users, userBytes(userId, past) - b0);
         }
-        cur.session = s;
+        this.#current.set(u, s);
         this.#current.touch(u);
       }
     } else {
@@ -245,6 +243,13 @@ export class SessionStore {
     return s;
   }
 
+  /** Clears and returns the earlier sessions of user slot `u` (its entry leaves #current). */
+  #takePast(u: number): Session[] | undefined {
+    const past = this.#past[u];
+    this.#past[u] = undefined;
+    return past;
+  }
+
   /** The slots of `items`' last #follow entries (the current session of user slot `u`) in #scratch, -1 where unknown. */
   #recentSlots(items: readonly string[], u: number): Int32Array {
     const R = this.#follow;
@@ -261,12 +266,8 @@ export class SessionStore {
   /** Sizes the ring past user slot `u` (to the user interner's capacity, doubling at least). */
   #growRing(u: number): void {
     const n = Math.max(u + 1, this.#current.ids.capacity, 2 * this.#pushed.length, 64);
-    const pushed = new Int32Array(n);
-    pushed.set(this.#pushed);
-    this.#pushed = pushed;
-    const ring = new Int32Array(n * this.#follow);
-    ring.set(this.#ring);
-    this.#ring = ring;
+    this.#pushed = lengthened(this.#pushed, n);
+    this.#ring = lengthened(this.#ring, n * this.#follow);
   }
 
   /** The live sessions holding `itemId`, oldest first (at most about 2 x maxSessionsPerItem; dead ones skipped). */
@@ -280,8 +281,7 @@ export class SessionStore {
    */
   forgetUser(userId: string): boolean {
     const u = this.#current.ids.find(userId);
-    const cur = this.#current.get(u);
-    if (cur !== undefined && this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, cur));
+    if (this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, this.#takePast(u)));
     const gone: Session[] = [];
     for (const [key, session] of this.#sessions) {
       if (session.userId !== userId) continue;

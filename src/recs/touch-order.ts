@@ -38,6 +38,13 @@
  */
 import { Interner } from "./interner.js";
 
+/** A copy of `a` lengthened to `n` (zeros after), for columns indexed by slot. */
+export function lengthened<A extends Int32Array | Float64Array>(a: A, n: number): A {
+  const b = new (a.constructor as new (n: number) => A)(n);
+  b.set(a);
+  return b;
+}
+
 /** The clock of a TouchOrder, shared by the tables under one memory bound. */
 export interface TouchClock {
   tick: number;
@@ -68,12 +75,12 @@ export class TouchOrder<V> {
   private taken = 0;
 
   /**
-   * `onEvict` runs for each entry pushed out by `insert` or `evictOldest`, with its id (its slot is released after).
+   * `onEvict` runs for each entry pushed out by `insert` or `evictOldest`, with its id and slot (released after).
    * `ids`: the interner whose slots key the table, shared by the tables keyed by the same ids.
    */
   constructor(
     readonly capacity: number,
-    private readonly onEvict?: (key: string, value: V) => void,
+    private readonly onEvict?: (key: string, value: V, slot: number) => void,
     private readonly clock: TouchClock = { tick: 0 },
     readonly ids: Interner = new Interner(),
   ) {
@@ -127,15 +134,9 @@ export class TouchOrder<V> {
     const vals = this.vals;
     // Pushed, not assigned past the end: a holey write would turn the array into a dictionary.
     while (vals.length < n) vals.push(undefined);
-    const prev = new Int32Array(n);
-    prev.set(this.prev);
-    this.prev = prev;
-    const next = new Int32Array(n);
-    next.set(this.next);
-    this.next = next;
-    const ticks = new Float64Array(n);
-    ticks.set(this.ticks);
-    this.ticks = ticks;
+    this.prev = lengthened(this.prev, n);
+    this.next = lengthened(this.next, n);
+    this.ticks = lengthened(this.ticks, n);
   }
 
   private append(slot: number): void {
@@ -194,7 +195,7 @@ export class TouchOrder<V> {
     const slot = this.head;
     if (slot < 0) return false;
     const v = this.take(slot);
-    this.onEvict?.(this.ids.name(slot), v);
+    this.onEvict?.(this.ids.name(slot), v, slot);
     this.ids.release(slot);
     return true;
   }
