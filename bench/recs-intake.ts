@@ -7,6 +7,9 @@
  * so that a shared machine moves it less; compare builds back to back.
  *
  *   npx tsx bench/recs-intake.ts [--events 600000] [--users 400000] [--seed 7]
+ *
+ * Run with `node --expose-gc` to print the index's heap after the stream too
+ * (V8 heap used and array buffers, after a full GC, less what was in use before the index was built).
  */
 import { parseArgs } from "node:util";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
@@ -27,6 +30,10 @@ for (const e of generateEvents(Number(a.events), { users: Number(a.users), seed:
   const ie = toItemEvent(e);
   if (ie !== undefined) events.push(ie);
 }
+const gc = (globalThis as { gc?: () => void }).gc;
+gc?.();
+gc?.();
+const m0 = process.memoryUsage();
 const index = createRecsIndex(compileRecsOptions());
 const half = Math.floor(events.length / 2);
 const cpuPerEvent = (from: number, to: number): number => {
@@ -40,3 +47,11 @@ const full = cpuPerEvent(half, events.length);
 console.log(`recs index intake, ${events.length} item events: ${filling.toFixed(2)} µs CPU/event while the tables fill, ` +
   `${full.toFixed(2)} µs with them at their caps (catalog ${index.catalog.size}, co-visitation ${index.covisitation.size}, ` +
   `trending ${index.trending.size}, sessions ${index.sessions.size}, rule items ${index.rules.size})`);
+if (gc !== undefined) {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  const mib = (b: number) => (b / 1048576).toFixed(1);
+  console.log(`recs index heap after GC: ${mib(m.heapUsed - m0.heapUsed)} MiB V8 heap, ${mib(m.arrayBuffers - m0.arrayBuffers)} MiB array buffers ` +
+    `(byte estimate ${mib(index.bytes.total)} MiB)`);
+}

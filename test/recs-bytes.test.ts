@@ -13,7 +13,7 @@ import { generateCandidates } from "../src/recs/candidates.js";
 import { RECS_TABLES, RecsBytes } from "../src/recs/recs-bytes.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
 import { createRecsIndex, observeItemEvent } from "../src/recs/recs-index.js";
-import { TICK, TouchOrder } from "../src/recs/touch-order.js";
+import { TouchOrder } from "../src/recs/touch-order.js";
 import { EventType } from "../src/wire/proto.js";
 
 const MIB = 2 ** 20;
@@ -84,21 +84,21 @@ describe("recs byte bound", () => {
   it("recs bytes - tables sharing a clock evict the entry touched longest ago across them", () => {
     const clock = new RecsBytes();
     const evicted: string[] = [];
-    const a = new TouchOrder<{ [TICK]: number }>(4, (k) => evicted.push(k), clock);
-    const b = new TouchOrder<{ [TICK]: number }>(4, (k) => evicted.push(k), clock);
-    const av = { [TICK]: 0 };
+    const a = new TouchOrder<object>(4, (k) => evicted.push(k), clock);
+    const b = new TouchOrder<object>(4, (k) => evicted.push(k), clock);
+    const av = {};
     a.insert(a.ids.slot("a1"), av);
-    b.insert(b.ids.slot("b1"), { [TICK]: 0 });
-    a.insert(a.ids.slot("a2"), { [TICK]: 0 });
-    b.insert(b.ids.slot("b2"), { [TICK]: 0 });
-    a.insert(a.ids.slot("a3"), { [TICK]: 0 });
-    b.insert(b.ids.slot("b3"), { [TICK]: 0 });
+    b.insert(b.ids.slot("b1"), {});
+    a.insert(a.ids.slot("a2"), {});
+    b.insert(b.ids.slot("b2"), {});
+    a.insert(a.ids.slot("a3"), {});
+    b.insert(b.ids.slot("b3"), {});
     expect(a.oldestTick()).toBeLessThan(b.oldestTick());
     // A touch moves the entry to the back once 2 entries of its own table (half of capacity 4) went behind it since
     // its last move: b1, then a1, though a1 was a's oldest. The order across the tables is then that of
     // the shared clock: a2, b2, a3, b3, then the two touched.
-    b.touch(b.ids.find("b1"), b.get(b.ids.find("b1"))!);
-    a.touch(a.ids.find("a1"), av);
+    b.touch(b.ids.find("b1"));
+    a.touch(a.ids.find("a1"));
     const order = [];
     while (a.size + b.size > 0) {
       const t = a.oldestTick() < b.oldestTick() ? a : b;

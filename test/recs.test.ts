@@ -17,7 +17,7 @@ import { loadCatalogFromDataset } from "../src/recs/catalog-loader.js";
 import { Covisitation } from "../src/recs/covisitation.js";
 import { compileRecsOptions, RECS_DEFAULTS, type RecsOptions } from "../src/recs/recs-options.js";
 import { createRecsIndex, observeItemEvent, toItemEvent, type RecsIndex } from "../src/recs/recs-index.js";
-import { TICK, TouchOrder } from "../src/recs/touch-order.js";
+import { TouchOrder } from "../src/recs/touch-order.js";
 import { Trending } from "../src/recs/trending.js";
 import type { ItemEvent } from "../src/recs/types.js";
 import { EventType, pb, plainBytes } from "../src/wire/proto.js";
@@ -100,13 +100,13 @@ describe("touch order", () => {
     const r = seededRandom(7);
     const cap = 64;
     const evicted: string[] = [];
-    const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
+    const t = new TouchOrder<object>(cap, (k) => evicted.push(k));
     const lastTouch = new Map<string, number>();
     for (let clock = 0; clock < 20_000; clock++) {
       const key = `k${Math.floor(Math.pow(r(), 2) * 400)}`;
       const v = t.get(t.ids.find(key));
-      if (v) t.touch(t.ids.find(key), v);
-      else t.insert(t.ids.slot(key), { [TICK]: 0 });
+      if (v) t.touch(t.ids.find(key));
+      else t.insert(t.ids.slot(key), {});
       lastTouch.set(key, clock);
       expect(t.size).toBeLessThanOrEqual(cap);
       for (const k of evicted) expect(clock - lastTouch.get(k)!).toBeGreaterThanOrEqual(cap / 2);
@@ -119,25 +119,26 @@ describe("touch order", () => {
     const cap = 64;
     const clock = { tick: 0 };
     const evicted: string[] = [];
-    const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k), clock);
+    const t = new TouchOrder<object>(cap, (k) => evicted.push(k), clock);
     // A busier table on the same clock: its inserts and moves make the shared clock run 0-8 times faster than t's own.
-    const other = new TouchOrder<{ [TICK]: number }>(cap, undefined, clock);
+    const other = new TouchOrder<object>(cap, undefined, clock);
     const lastTouch = new Map<string, number>();
     let moved = 0;
     for (let own = 0; own < 20_000; own++) {
       for (let i = Math.floor(r() * 9); i > 0; i--) {
         const k = `o${Math.floor(r() * 1000)}`;
         const v = other.get(other.ids.find(k));
-        if (v) other.touch(other.ids.find(k), v);
-        else other.insert(other.ids.slot(k), { [TICK]: 0 });
+        if (v) other.touch(other.ids.find(k));
+        else other.insert(other.ids.slot(k), {});
       }
       const key = `k${Math.floor(Math.pow(r(), 2) * 400)}`;
       const v = t.get(t.ids.find(key));
       if (v) {
-        const before = v[TICK];
-        t.touch(t.ids.find(key), v);
-        if (v[TICK] !== before) moved++;
-      } else t.insert(t.ids.slot(key), { [TICK]: 0 });
+        const slot = t.ids.find(key);
+        const before = t.tickOf(slot);
+        t.touch(slot);
+        if (t.tickOf(slot) !== before) moved++;
+      } else t.insert(t.ids.slot(key), {});
       lastTouch.set(key, own);
       expect(t.size).toBeLessThanOrEqual(cap);
       for (const k of evicted) expect(own - lastTouch.get(k)!).toBeGreaterThanOrEqual(cap / 2);
@@ -151,16 +152,16 @@ describe("touch order", () => {
     const r = seededRandom(11);
     const cap = 50;
     const evicted: string[] = [];
-    const t = new TouchOrder<{ [TICK]: number }>(cap, (k) => evicted.push(k));
+    const t = new TouchOrder<object>(cap, (k) => evicted.push(k));
     for (let step = 0; step < 30_000; step++) {
       const key = `k${Math.floor(Math.pow(r(), 1.5) * 300)}`;
       const v = t.get(t.ids.find(key));
       if (v !== undefined && r() < 0.05) t.delete(t.ids.find(key));
-      else if (v !== undefined) t.touch(t.ids.find(key), v);
+      else if (v !== undefined) t.touch(t.ids.find(key));
       else {
         // Before the insert, the entry a fresh iterator sees first is the one that must go (when the insert overflows).
         const expected = t.size >= cap ? t.entries().next().value![0] : undefined;
-        t.insert(t.ids.slot(key), { [TICK]: 0 });
+        t.insert(t.ids.slot(key), {});
         expect(evicted).toEqual(expected === undefined ? [] : [expected]);
         evicted.length = 0;
       }

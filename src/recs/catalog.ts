@@ -28,7 +28,7 @@ import { BadRequestError } from "../errors.js";
 import { RECS_DEFAULTS, type CompiledCatalogOptions } from "./recs-options.js";
 import { type Evictable, MAP_ENTRY_BYTES, objectBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 import type { ItemEvent } from "./types.js";
 
 export interface CatalogItem {
@@ -107,10 +107,6 @@ export function fromCatalogUpsertMessage(m: CatalogUpsertMessage): CatalogUpsert
   };
 }
 
-interface Entry extends CatalogItem {
-  [TICK]: number;
-}
-
 const MAX_ID_LENGTH = 256;
 const MAX_PRICE = 1e9;
 
@@ -133,14 +129,14 @@ function entryBytes(e: CatalogItem): number {
 }
 
 export class Catalog {
-  private readonly items: TouchOrder<Entry>;
+  private readonly items: TouchOrder<CatalogItem>;
   private readonly unavailableEvicted = new Set<string>();
   private readonly maxUnavailableEvicted: number;
 
   /** `acct`: the memory estimate and clock shared with the other recs tables; `ids`: the item ids' interner they share. */
   constructor(options: CompiledCatalogOptions = RECS_DEFAULTS.catalog, private readonly acct = new RecsBytes(), ids = new Interner()) {
     this.maxUnavailableEvicted = options.maxUnavailableEvicted;
-    this.items = new TouchOrder<Entry>(options.maxItems, (id, e) => {
+    this.items = new TouchOrder<CatalogItem>(options.maxItems, (id, e) => {
       acct.add(TABLE.catalog, -entryBytes(e));
       if (e.available) return;
       this.unavailableEvicted.add(id);
@@ -175,23 +171,23 @@ export class Catalog {
   }
 
   /** The item's entry, added when new; `slot`: its slot in the item interner (looked up when not given). */
-  private entry(itemId: string, slot = this.items.ids.slot(itemId)): Entry {
+  private entry(itemId: string, slot = this.items.ids.slot(itemId)): CatalogItem {
     let e = this.items.get(slot);
     if (e) {
-      this.items.touch(slot, e);
+      this.items.touch(slot);
       return e;
     }
     const wasUnavailable = this.unavailableEvicted.delete(itemId);
     e = {
       itemId, categoryId: "", categoryPath: "", brand: "", price: 0, currency: "", title: "",
-      available: !wasUnavailable, firstSeenMs: 0, lastSeenMs: 0, [TICK]: 0,
+      available: !wasUnavailable, firstSeenMs: 0, lastSeenMs: 0,
     };
     this.items.insert(slot, e);
     this.acct.add(TABLE.catalog, entryBytes(e));
     return e;
   }
 
-  private seen(e: Entry, t: number): void {
+  private seen(e: CatalogItem, t: number): void {
     if (t <= 0) return;
     if (e.firstSeenMs === 0 || t < e.firstSeenMs) e.firstSeenMs = t;
     if (t > e.lastSeenMs) e.lastSeenMs = t;

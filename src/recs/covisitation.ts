@@ -27,23 +27,16 @@ import type { CompiledCovisitationOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { lengthened, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Node {
   readonly id: string;
-  [TICK]: number;
   /** Dropped from the table: links to it are ignored and replaced first. */
   dead: boolean;
   /** Neighbour nodes and their scores at the reference time, parallel arrays. */
   nbr: Node[];
   score: number[];
-}
-
-interface LastItem {
-  [TICK]: number;
-  node: Node;
-  t: number;
 }
 
 /** The fields of an item event co-visitation reads. */
@@ -54,13 +47,19 @@ export interface CovisitEvent {
   timestampMs: number;
 }
 
+/** The lists of a node without links, shared (never pushed to: a first link replaces them, see `link`). */
+const NO_NODES: Node[] = [];
+const NO_SCORES: number[] = [];
+
 /** Estimated heap of an item node with `links` links (neighbour pointers and score doubles). */
 const nodeBytes = (id: string, links: number) => MAP_ENTRY_BYTES + objectBytes(5) + stringBytes(id) + 2 * arrayBytes(links);
 const userBytes = (userId: string) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId);
 
 export class Covisitation {
   private readonly items: TouchOrder<Node>;
-  private readonly users: TouchOrder<LastItem>;
+  /** Each user's last counted item (its event time in #lastMs, by user slot). */
+  private readonly users: TouchOrder<Node>;
+  private lastMs = new Float64Array(0);
   private readonly clock: DecayClock;
 
   constructor(
@@ -77,10 +76,10 @@ export class Covisitation {
     this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
       acct.add(TABLE.covisitation, -nodeBytes(n.id, n.nbr.length));
       n.dead = true;
-      n.nbr = [];
-      n.score = [];
+      n.nbr = NO_NODES;
+      n.score = NO_SCORES;
     }, acct, itemIds);
-    this.users = new TouchOrder<LastItem>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
+    this.users = new TouchOrder<Node>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
   }
 
   /** The tables the recs byte bound evicts from. */
@@ -108,21 +107,22 @@ export class Covisitation {
     const t = e.timestampMs;
     const node = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
     const u = userSlot ?? this.users.ids.slot(e.userId);
-    const last = this.users.get(u);
-    if (last === undefined) {
-      this.users.insert(u, { [TICK]: 0, node, t });
+    const prev = this.users.get(u);
+    if (prev === undefined) {
+      this.users.insert(u, node);
+      if (u >= this.lastMs.length) this.lastMs = lengthened(this.lastMs, Math.max(u + 1, this.users.ids.capacity, 2 * this.lastMs.length, 64));
+      this.lastMs[u] = t;
       this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
       return;
     }
-    this.users.touch(u, last);
-    const prev = last.node;
-    if (prev !== node && !prev.dead && Math.abs(t - last.t) <= this.options.sessionGapMs) {
+    this.users.touch(u);
+    if (prev !== node && !prev.dead && Math.abs(t - this.lastMs[u]!) <= this.options.sessionGapMs) {
       const sw = w * this.scale(t);
       this.link(prev, node, sw);
       this.link(node, prev, sw);
     }
-    last.node = node;
-    last.t = t;
+    this.users.set(u, node);
+    this.lastMs[u] = t;
   }
 
   /**
@@ -153,10 +153,10 @@ export class Covisitation {
   private node(id: string, slot: number): Node {
     let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(slot, n);
+      this.items.touch(slot);
       return n;
     }
-    n = { id, [TICK]: 0, dead: false, nbr: [], score: [] };
+    n = { id, dead: false, nbr: NO_NODES, score: NO_SCORES };
     this.items.insert(slot, n);
     this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
     return n;
@@ -173,6 +173,13 @@ export class Covisitation {
     const i = a.nbr.indexOf(b);
     if (i >= 0) {
       a.score[i]! += w;
+      return;
+    }
+    if (a.nbr.length === 0) {
+      // A first link replaces the empty lists with lists of one (by push, room for 17): most items get few links.
+      a.nbr = [b];
+      a.score = [w];
+      this.acct.add(TABLE.covisitation, 2 * pushBytes(1));
       return;
     }
     if (a.nbr.length < this.options.maxNeighbours) {

@@ -14,7 +14,7 @@
  * has no line of its own in the byte estimate: each table entry's estimate
  * still counts a Map slot and its key string (src/recs/recs-bytes.ts), which
  * now stand for the interner's one Map slot and string per id and the
- * tables' slot arrays (a value and two links per slot).
+ * tables' slot arrays (a value, two links and a tick per slot).
  *
  * `slot` creates an unheld slot for a new id: a caller inserts the id into a
  * table at once (the tables' get-or-insert paths), which retains it.

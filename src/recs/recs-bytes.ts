@@ -10,10 +10,14 @@
  * the heap after GC by `npm run bench:recs-memory` (bench/RESULTS.md). The
  * tables are keyed by interned slots (src/recs/interner.ts), not Maps of
  * their own: an entry's "Map slot" and key string now stand for its share of
- * the interner's Map entry and string and its table's slot arrays (value and
- * two links). It does not count what is shared (an item id held by several
- * tables is counted in each: the estimate errs high there) nor the shells of
- * dropped sessions still named by an index list (their items are cleared).
+ * the interner's Map entry and string and its table's slot arrays (value,
+ * two links and a tick; the session store's ring of recent item slots, 4 B
+ * per user slot and rule step). It does not count what is shared (an item id
+ * held by several tables is counted in each: the estimate errs high there)
+ * nor the shells of dropped sessions still named by an index list (their
+ * items are cleared). Lists created holding their first entry (sessions,
+ * index lists, rules, co-visitation links) are counted at the size a push
+ * from empty gives them (17 slots): the estimate errs high there too.
  */
 import type { TouchClock } from "./touch-order.js";
 

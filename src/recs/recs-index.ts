@@ -44,7 +44,7 @@ export function createRecsIndex(options: CompiledRecsOptions): RecsIndex {
   const catalog = new Catalog(options.catalog, bytes, itemIds);
   const covisitation = new Covisitation(options.covisitation, options.eventWeights, bytes, itemIds, userIds);
   const trending = new Trending(options.trending, options.eventWeights, bytes, itemIds);
-  const sessions = new SessionStore(options.sessions, bytes, itemIds, userIds);
+  const sessions = new SessionStore(options.sessions, bytes, itemIds, userIds, options.sequentialRules.steps);
   const rules = new SequentialRules(options.sequentialRules, bytes, itemIds);
   return {
     catalog, covisitation, trending, sessions, rules,

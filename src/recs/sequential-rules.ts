@@ -19,11 +19,10 @@
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Rules {
-  [TICK]: number;
   next: string[];
   score: number[];
 }
@@ -60,11 +59,15 @@ export class SequentialRules {
 
   /**
    * Adds the rules of `itemId` following `before[0 .. length)` (oldest first,
-   * the newest at length - 1).
+   * the newest at length - 1). `slots`: their item slots from `slotsFrom` on, -1 where not known (SessionFollower).
    */
-  observe(before: readonly string[], length: number, itemId: string): void {
+  observe(before: readonly string[], length: number, itemId: string, slots?: Int32Array, slotsFrom = length): void {
     const from = Math.max(0, length - this.#o.steps);
-    for (let p = length - 1; p >= from; p--) this.#add(before[p]!, itemId, 1 / (length - p));
+    for (let p = length - 1; p >= from; p--) {
+      const a = before[p]!;
+      const slot = slots !== undefined && p >= slotsFrom ? slots[p]! : -1;
+      this.#add(a, slot >= 0 ? slot : this.#items.ids.slot(a), itemId, 1 / (length - p));
+    }
   }
 
   /** The successors of `itemId`, best first (ties by item id), at most k. */
@@ -77,16 +80,17 @@ export class SequentialRules {
     return out;
   }
 
-  #add(a: string, b: string, w: number): void {
-    const slot = this.#items.ids.slot(a);
+  /** Strengthens a -> b by w; `slot`: a's slot in the item interner. */
+  #add(a: string, slot: number, b: string, w: number): void {
     let r = this.#items.get(slot);
     if (r === undefined) {
-      r = { [TICK]: 0, next: [], score: [] };
+      // Created holding the rule (lists with room for one; by push from empty, 17: most items get one successor).
+      r = { next: [b], score: [w] };
       this.#items.insert(slot, r);
-      this.#acct.add(TABLE.rules, rulesBytes(a, 0));
-    } else {
-      this.#items.touch(slot, r);
+      this.#acct.add(TABLE.rules, rulesBytes(a, 0) + 2 * pushBytes(1));
+      return;
     }
+    this.#items.touch(slot);
     const i = r.next.indexOf(b);
     if (i >= 0) {
       r.score[i]! += w;

@@ -23,7 +23,7 @@
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { lengthened, TouchOrder } from "./touch-order.js";
 
 export interface Session {
   /** Increasing with the session's start: a stable tie-break between sessions. */
@@ -43,21 +43,14 @@ export interface Session {
 
 /** Sees each event that continues a session, with the session's items before it (sequential rules). */
 export interface SessionFollower {
-  observe(before: readonly string[], length: number, itemId: string): void;
+  /**
+   * `slots`, when given: the item slot of `before[p]` for p in [slotsFrom, length) (the store's last `followSteps`),
+   * -1 where it is not known; the follower looks the others up.
+   */
+  observe(before: readonly string[], length: number, itemId: string, slots?: Int32Array, slotsFrom?: number): void;
 }
 
-interface SessionEntry {
-  [TICK]: number;
-  session: Session;
-  /** User entries only: the user's earlier sessions, newest first, at most maxUserSessions - 1. */
-  past?: Session[];
-}
 
-interface ItemEntry {
-  [TICK]: number;
-  /** Sessions holding the item, oldest first (by when the item entered them). */
-  sessions: Session[];
-}
 
 /** Estimated heap of a session without items (object, set header, the #sessions slot). */
 const SESSION_BYTES = MAP_ENTRY_BYTES + objectBytes(7) + 96;
@@ -69,7 +62,7 @@ const sessionBytes = (s: Session) => {
   for (const id of s.items) b += stringBytes(id);
   return b;
 };
-const userBytes = (userId: string, e: SessionEntry) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + (e.past !== undefined ? arrayBytes(e.past.length) : 0);
+const userBytes = (userId: string, past: Session[] | undefined) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + (past !== undefined ? arrayBytes(past.length) : 0);
 const indexBytes = (itemId: string, n: number) => MAP_ENTRY_BYTES + objectBytes(2) + stringBytes(itemId) + arrayBytes(n);
 /** What a dropped session holds: nothing (index lists and past lists may still name it until swept). */
 const DROPPED_ITEMS: Set<string> = new Set();
@@ -77,23 +70,43 @@ const DROPPED_ITEMS: Set<string> = new Set();
 export class SessionStore {
   readonly #o: CompiledSessionOptions;
   /** Each user's current session, keyed by user id; bounded by maxSessions too (a user with no session here starts a new one). */
-  readonly #current: TouchOrder<SessionEntry>;
+  readonly #current: TouchOrder<Session>;
+  /** Each user's earlier sessions, newest first, at most maxUserSessions - 1, by user slot (undefined: none yet). */
+  readonly #past: (Session[] | undefined)[] = [];
   /** Every live session by its id, in the order they started (a Map iterates in insertion order). */
   readonly #sessions = new Map<number, Session>();
-  readonly #items: TouchOrder<ItemEntry>;
+  /** The index: each item's sessions, oldest first (by when the item entered them). */
+  readonly #items: TouchOrder<Session[]>;
   #nextId = 1;
   /** Reads the oldest live session without walking the deleted slots at the front of #sessions (see TouchOrder). */
   #oldest: IterableIterator<[number, Session]> | undefined;
   /** The oldest live session as last read through #oldest (stale once it left #sessions). */
   #head: Session | undefined;
   readonly #acct: RecsBytes;
+  /**
+   * The item slots of each current session's last `#follow` events, by user slot (a ring of #follow per user; the
+   * session's event count in #pushed), so that the follower reads the entries of the session's earlier items by slot
+   * instead of hashing their ids. Not held in the item interner: a slot whose id is no longer the session's item
+   * there (freed, or reused for another id) is passed as -1. 4 B per user slot and step, outside the V8 heap.
+   */
+  readonly #follow: number;
+  #ring = new Int32Array(0);
+  #pushed = new Int32Array(0);
+  readonly #scratch: Int32Array;
+  readonly #itemIds: Interner;
 
-  /** `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners they share. */
-  constructor(options: CompiledSessionOptions, acct = new RecsBytes(), itemIds = new Interner(), userIds = new Interner()) {
+  /**
+   * `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners
+   * they share; `followSteps`: how many of a session's last items the follower reads (the sequential rules' steps).
+   */
+  constructor(options: CompiledSessionOptions, acct = new RecsBytes(), itemIds = new Interner(), userIds = new Interner(), followSteps = 0) {
     this.#o = options;
     this.#acct = acct;
-    this.#current = new TouchOrder<SessionEntry>(options.maxSessions, (k, e) => acct.add(TABLE.session_users, -userBytes(k, e)), acct, userIds);
-    this.#items = new TouchOrder<ItemEntry>(options.maxItems, (k, e) => acct.add(TABLE.session_index, -indexBytes(k, e.sessions.length)), acct, itemIds);
+    this.#itemIds = itemIds;
+    this.#follow = Math.max(0, Math.min(followSteps, options.maxSessionItems));
+    this.#scratch = new Int32Array(this.#follow > 0 ? options.maxSessionItems : 0);
+    this.#current = new TouchOrder<Session>(options.maxSessions, (k, _, u) => acct.add(TABLE.session_users, -userBytes(k, this.#takePast(u))), acct, userIds);
+    this.#items = new TouchOrder<Session[]>(options.maxItems, (k, list) => acct.add(TABLE.session_index, -indexBytes(k, list.length)), acct, itemIds);
   }
 
   /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
@@ -142,7 +155,7 @@ export class SessionStore {
    * (default sessionGapMs) from `nowMs` (or `nowMs` is not given), else undefined.
    */
   current(userId: string, nowMs?: number, maxAgeMs = this.#o.sessionGapMs): Session | undefined {
-    const s = this.#current.get(this.#current.ids.find(userId))?.session;
+    const s = this.#current.get(this.#current.ids.find(userId));
     if (s === undefined || s.dead) return undefined;
     if (nowMs !== undefined && Math.abs(nowMs - s.lastMs) > maxAgeMs) return undefined;
     return s;
@@ -150,9 +163,10 @@ export class SessionStore {
 
   /** The user's sessions kept, newest first (the current one included), at most maxUserSessions. */
   history(userId: string): Session[] {
-    const e = this.#current.get(this.#current.ids.find(userId));
-    if (e === undefined) return [];
-    return [e.session, ...(e.past ?? [])].filter((s) => !s.dead);
+    const u = this.#current.ids.find(userId);
+    const s = this.#current.get(u);
+    if (s === undefined) return [];
+    return [s, ...(this.#past[u] ?? [])].filter((x) => !x.dead);
   }
 
   /** The session a request at `nowMs` uses: the user's last one while at most lastSessionMaxAgeMs old. */
@@ -169,33 +183,50 @@ export class SessionStore {
    */
   observe(userId: string, itemId: string, timestampMs: number, follower?: SessionFollower, userSlot?: number, itemSlot?: number): Session {
     const u = userSlot ?? this.#current.ids.slot(userId);
-    let cur = this.#current.get(u);
-    let s = cur?.session;
-    if (s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs) {
-      s = { id: this.#nextId++, userId, items: [], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
+    const cur = this.#current.get(u);
+    let s = cur;
+    const R = this.#follow;
+    if (R > 0 && u >= this.#pushed.length) this.#growRing(u);
+    // A new session's list is created holding the event's item: a list built by push from empty gets room for 17,
+    // and most sessions of a long-tail stream stay at one item (the estimate counts the pushed size: it errs high).
+    const fresh = s === undefined || s.dead || Math.abs(timestampMs - s.lastMs) > this.#o.sessionGapMs;
+    if (fresh) {
+      if (R > 0) this.#pushed[u] = 0;
+      s = { id: this.#nextId++, userId, items: [itemId], distinct: new Set(), lastMs: timestampMs, dead: false, tick: this.#acct.tick };
       this.#sessions.set(s.id, s);
       this.#acct.add(TABLE.sessions, SESSION_BYTES + arrayBytes(0));
       if (this.#sessions.size > this.#o.maxSessions) this.#dropOldest();
       if (cur === undefined) {
-        cur = { [TICK]: 0, session: s };
-        this.#current.insert(u, cur);
-        this.#acct.add(TABLE.session_users, userBytes(userId, cur));
+        this.#current.insert(u, s);
+        while (this.#past.length <= u) this.#past.push(undefined);
+        this.#acct.add(TABLE.session_users, userBytes(userId, undefined));
       } else {
-        if (!cur.session.dead) {
-          const b0 = userBytes(userId, cur);
-          const past = (cur.past ??= []);
-          past.unshift(cur.session);
+        if (!cur.dead) {
+          const b0 = userBytes(userId, this.#past[u]);
+          const past = (this.#past[u] ??= []);
+          past.unshift(cur);
           if (past.length >= this.#o.maxUserSessions) past.length = this.#o.maxUserSessions - 1;
-          this.#acct.add(TABLE.session_users, userBytes(userId, cur) - b0);
+          this.#acct.add(TABLE.session_users, userBytes(userId, past) - b0);
         }
-        cur.session = s;
-        this.#current.touch(u, cur);
+        this.#current.set(u, s);
+        this.#current.touch(u);
       }
     } else {
-      follower?.observe(s.items, s.items.length, itemId);
-      this.#current.touch(u, cur!);
+      const items = s!.items;
+      if (follower !== undefined) {
+        const n = items.length;
+        if (R > 0) follower.observe(items, n, itemId, this.#recentSlots(items, u), Math.max(0, n - R));
+        else follower.observe(items, n, itemId);
+      }
+      this.#current.touch(u);
+      items.push(itemId);
     }
-    s.items.push(itemId);
+    if (R > 0) {
+      // The caller's slot is held by the catalog; without one, the id's slot if interned (find creates none).
+      this.#ring[u * R + (this.#pushed[u]! % R)] = itemSlot ?? this.#itemIds.find(itemId);
+      this.#pushed[u]!++;
+    }
+    s = s!;
     let b = pushBytes(s.items.length) + stringBytes(itemId);
     if (s.items.length > this.#o.maxSessionItems) {
       const n = s.items.length;
@@ -212,11 +243,36 @@ export class SessionStore {
     return s;
   }
 
+  /** Clears and returns the earlier sessions of user slot `u` (its entry leaves #current). */
+  #takePast(u: number): Session[] | undefined {
+    const past = this.#past[u];
+    this.#past[u] = undefined;
+    return past;
+  }
+
+  /** The slots of `items`' last #follow entries (the current session of user slot `u`) in #scratch, -1 where unknown. */
+  #recentSlots(items: readonly string[], u: number): Int32Array {
+    const R = this.#follow;
+    const n = items.length;
+    const pushed = this.#pushed[u]!;
+    const out = this.#scratch;
+    for (let p = Math.max(0, n - R); p < n; p++) {
+      const slot = this.#ring[u * R + ((pushed - n + p) % R)]!;
+      out[p] = slot >= 0 && this.#itemIds.name(slot) === items[p] ? slot : -1;
+    }
+    return out;
+  }
+
+  /** Sizes the ring past user slot `u` (to the user interner's capacity, doubling at least). */
+  #growRing(u: number): void {
+    const n = Math.max(u + 1, this.#current.ids.capacity, 2 * this.#pushed.length, 64);
+    this.#pushed = lengthened(this.#pushed, n);
+    this.#ring = lengthened(this.#ring, n * this.#follow);
+  }
+
   /** The live sessions holding `itemId`, oldest first (at most about 2 x maxSessionsPerItem; dead ones skipped). */
   sessionsOf(itemId: string): readonly Session[] {
-    const e = this.#items.get(this.#items.ids.find(itemId));
-    if (e === undefined) return [];
-    return e.sessions;
+    return this.#items.get(this.#items.ids.find(itemId)) ?? [];
   }
 
   /**
@@ -225,8 +281,7 @@ export class SessionStore {
    */
   forgetUser(userId: string): boolean {
     const u = this.#current.ids.find(userId);
-    const cur = this.#current.get(u);
-    if (cur !== undefined && this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, cur));
+    if (this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, this.#takePast(u)));
     const gone: Session[] = [];
     for (const [key, session] of this.#sessions) {
       if (session.userId !== userId) continue;
@@ -235,11 +290,12 @@ export class SessionStore {
     }
     for (const s of gone) {
       for (const id of s.distinct) {
-        const e = this.#items.get(this.#items.ids.find(id));
-        if (e === undefined) continue;
-        const n = e.sessions.length;
-        e.sessions = e.sessions.filter((x) => x !== s);
-        this.#acct.add(TABLE.session_index, indexBytes(id, e.sessions.length) - indexBytes(id, n));
+        const slot = this.#items.ids.find(id);
+        const list = this.#items.get(slot);
+        if (list === undefined) continue;
+        const kept = list.filter((x) => x !== s);
+        this.#items.set(slot, kept);
+        this.#acct.add(TABLE.session_index, indexBytes(id, kept.length) - indexBytes(id, list.length));
       }
       this.#drop(s);
     }
@@ -247,22 +303,24 @@ export class SessionStore {
   }
 
   #index(itemId: string, slot: number, s: Session): void {
-    let e = this.#items.get(slot);
-    if (e === undefined) {
-      e = { [TICK]: 0, sessions: [] };
-      this.#items.insert(slot, e);
+    let list = this.#items.get(slot);
+    if (list === undefined) {
+      // Created holding the session (room for one; by push from empty, 17): most items of a long tail are in one.
+      list = [s];
+      this.#items.insert(slot, list);
       this.#acct.add(TABLE.session_index, indexBytes(itemId, 0));
     } else {
-      this.#items.touch(slot, e);
+      this.#items.touch(slot);
+      list.push(s);
     }
-    e.sessions.push(s);
-    this.#acct.add(TABLE.session_index, pushBytes(e.sessions.length));
+    this.#acct.add(TABLE.session_index, pushBytes(list.length));
     const cap = this.#o.maxSessionsPerItem;
-    if (e.sessions.length >= 2 * cap) {
-      const n = e.sessions.length;
-      const live = e.sessions.filter((x) => !x.dead);
-      e.sessions = live.length > cap ? live.slice(live.length - cap) : live;
-      this.#acct.add(TABLE.session_index, arrayBytes(e.sessions.length) - arrayBytes(n));
+    if (list.length >= 2 * cap) {
+      const n = list.length;
+      const live = list.filter((x) => !x.dead);
+      const kept = live.length > cap ? live.slice(live.length - cap) : live;
+      this.#items.set(slot, kept);
+      this.#acct.add(TABLE.session_index, arrayBytes(kept.length) - arrayBytes(n));
     }
   }
 }

@@ -4,7 +4,9 @@
  * catalog, co-visitation, trending, session and rule tables.
  *
  * The order is a doubly linked list through the slots (two Int32Arrays), the
- * values an array indexed by slot: a lookup is an array read, a move to the
+ * values an array indexed by slot and each entry's clock value (the tick of its
+ * last move) a Float64Array by slot, so values carry no field of the order's: a
+ * lookup is an array read, a move to the
  * back relinks two neighbours, the oldest entry is the list's head. (It was a
  * string-keyed Map in insertion order, moved by a delete and a set and read
  * through a long-lived iterator: the same order, at several string hash
@@ -36,12 +38,11 @@
  */
 import { Interner } from "./interner.js";
 
-/** Key of the clock field TouchOrder keeps in its values (a symbol, so it stays out of JSON and object spreads of catalog items). */
-export const TICK: unique symbol = Symbol("touch-order tick");
-
-export interface Touched {
-  /** Clock value of the entry's last move to the back. Owned by TouchOrder. */
-  [TICK]: number;
+/** A copy of `a` lengthened to `n` (zeros after), for columns indexed by slot. */
+export function lengthened<A extends Int32Array | Float64Array>(a: A, n: number): A {
+  const b = new (a.constructor as new (n: number) => A)(n);
+  b.set(a);
+  return b;
 }
 
 /** The clock of a TouchOrder, shared by the tables under one memory bound. */
@@ -52,9 +53,11 @@ export interface TouchClock {
 /** Samples kept of (own count, shared tick), one per half / 16 own operations: 34 span more than twice the half capacity a move decision looks back. */
 const SAMPLES = 34;
 
-export class TouchOrder<V extends Touched> {
+export class TouchOrder<V> {
   /** Values by slot (undefined where this table holds none). */
   private vals: (V | undefined)[] = [];
+  /** Clock value of each held slot's last move to the back. */
+  private ticks = new Float64Array(0);
   /** The order, oldest first: each held slot's neighbours (-1 at the ends). */
   private prev = new Int32Array(0);
   private next = new Int32Array(0);
@@ -72,12 +75,12 @@ export class TouchOrder<V extends Touched> {
   private taken = 0;
 
   /**
-   * `onEvict` runs for each entry pushed out by `insert` or `evictOldest`, with its id (its slot is released after).
+   * `onEvict` runs for each entry pushed out by `insert` or `evictOldest`, with its id and slot (released after).
    * `ids`: the interner whose slots key the table, shared by the tables keyed by the same ids.
    */
   constructor(
     readonly capacity: number,
-    private readonly onEvict?: (key: string, value: V) => void,
+    private readonly onEvict?: (key: string, value: V, slot: number) => void,
     private readonly clock: TouchClock = { tick: 0 },
     readonly ids: Interner = new Interner(),
   ) {
@@ -94,20 +97,30 @@ export class TouchOrder<V extends Touched> {
     return slot >= 0 && slot < this.vals.length ? this.vals[slot] : undefined;
   }
 
-  /** Marks `value` (stored under `slot`) as just used. */
-  touch(slot: number, value: V): void {
+  /** Marks the entry at `slot` (held here) as just used. */
+  touch(slot: number): void {
     // The shared clock runs at least as fast as this table's own count: below half on it, no sample is needed.
-    const t = value[TICK];
+    const t = this.ticks[slot]!;
     if (this.clock.tick - t < this.half || this.own - this.ownAtOrBefore(t) < this.half) return;
     this.unlink(slot);
     this.append(slot);
-    value[TICK] = this.placed();
+    this.ticks[slot] = this.placed();
+  }
+
+  /** The clock value of the last move of the entry at `slot` (held here). */
+  tickOf(slot: number): number {
+    return this.ticks[slot]!;
+  }
+
+  /** Replaces the value of the entry at `slot` (held here), leaving its place in the order. */
+  set(slot: number, value: V): void {
+    this.vals[slot] = value;
   }
 
   /** Adds a new entry (the slot must not be held here), evicting beyond capacity. */
   insert(slot: number, value: V): void {
     if (slot >= this.vals.length) this.grow(slot);
-    value[TICK] = this.placed();
+    this.ticks[slot] = this.placed();
     this.vals[slot] = value;
     this.ids.retain(slot);
     this.append(slot);
@@ -121,12 +134,9 @@ export class TouchOrder<V extends Touched> {
     const vals = this.vals;
     // Pushed, not assigned past the end: a holey write would turn the array into a dictionary.
     while (vals.length < n) vals.push(undefined);
-    const prev = new Int32Array(n);
-    prev.set(this.prev);
-    this.prev = prev;
-    const next = new Int32Array(n);
-    next.set(this.next);
-    this.next = next;
+    this.prev = lengthened(this.prev, n);
+    this.next = lengthened(this.next, n);
+    this.ticks = lengthened(this.ticks, n);
   }
 
   private append(slot: number): void {
@@ -177,7 +187,7 @@ export class TouchOrder<V extends Touched> {
 
   /** The tick of the entry moved longest ago (Infinity when empty), without evicting it. */
   oldestTick(): number {
-    return this.head < 0 ? Number.POSITIVE_INFINITY : this.vals[this.head]![TICK];
+    return this.head < 0 ? Number.POSITIVE_INFINITY : this.ticks[this.head]!;
   }
 
   /** Evicts the entry moved longest ago (onEvict runs, then its slot is released); false when empty. */
@@ -185,7 +195,7 @@ export class TouchOrder<V extends Touched> {
     const slot = this.head;
     if (slot < 0) return false;
     const v = this.take(slot);
-    this.onEvict?.(this.ids.name(slot), v);
+    this.onEvict?.(this.ids.name(slot), v, slot);
     this.ids.release(slot);
     return true;
   }

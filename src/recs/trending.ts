@@ -32,12 +32,11 @@ import type { CompiledTrendingOptions } from "./recs-options.js";
 import { DecayClock } from "./decay.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TICK, TouchOrder } from "./touch-order.js";
+import { TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
 interface Node {
   readonly id: string;
-  [TICK]: number;
   dead: boolean;
   /** Score at the reference time. */
   score: number;
@@ -53,7 +52,6 @@ interface CategoryTop {
   readonly key: string;
   /** Its slot in the category interner. */
   readonly slot: number;
-  [TICK]: number;
   dead: boolean;
   list: Node[];
 }
@@ -139,7 +137,7 @@ export class Trending {
         n.catKey = key;
         n.cat = c;
       } else {
-        this.cats.touch(c.slot, c);
+        this.cats.touch(c.slot);
       }
       this.bump(c.list, n, score, this.options.categoryListSize, false);
     }
@@ -178,10 +176,10 @@ export class Trending {
   private node(id: string, slot: number): Node {
     let n = this.items.get(slot);
     if (n !== undefined) {
-      this.items.touch(slot, n);
+      this.items.touch(slot);
       return n;
     }
-    n = { id, [TICK]: 0, dead: false, score: 0, inGlobal: false, catKey: "", cat: undefined, inCategory: false };
+    n = { id, dead: false, score: 0, inGlobal: false, catKey: "", cat: undefined, inCategory: false };
     this.items.insert(slot, n);
     this.acct.add(TABLE.trending, nodeBytes(id));
     return n;
@@ -191,10 +189,10 @@ export class Trending {
     const slot = this.cats.ids.slot(key);
     let c = this.cats.get(slot);
     if (c !== undefined) {
-      this.cats.touch(slot, c);
+      this.cats.touch(slot);
       return c;
     }
-    c = { key, slot, [TICK]: 0, dead: false, list: [] };
+    c = { key, slot, dead: false, list: [] };
     this.cats.insert(slot, c);
     this.acct.add(TABLE.trending_categories, categoryBytes(key, 0));
     return c;
