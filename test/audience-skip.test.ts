@@ -433,6 +433,48 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("store - a partition replaced from its changelog (cluster takeover): the restored memberships win over records left from before, and a user gone from it is no member", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-replace-"));
+    try {
+      let store = new ProfileStore({ dataDir: dir });
+      store.registerAudiences(["buyers"]);
+      const member = (since: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(3);
+        u.aud.m["buyers"] = [since, 1, 0];
+        return u;
+      };
+      // This node owned partition 3 before: "a" and "b" were members, "z" is another partition's.
+      await store.commitBatch(3, 10, [["a", member(100)], ["b", member(200)]]);
+      await store.commitBatch(4, 10, [["z", member(300)]]);
+      // Meanwhile another node owned it: "a" left the audience, "b" was forgotten, "c" entered; the changelog holds that.
+      const a = newUserState();
+      a.n = 7;
+      a.aud = newAudienceState(3);
+      a.aud.m["buyers"] = [0, 2, 0];
+      await store.replacePartition(3, (k) => k !== "z", [["a", a], ["c", member(500)]], 20);
+      const check = (s: ProfileStore) => {
+        expect(s.getState("a")!.n).toBe(7);
+        expect({ ...s.getState("a")!.aud!.m }).toEqual({ buyers: [0, 2, 0] });
+        expect(s.getState("b")).toBeUndefined();
+        expect({ ...s.getState("c")!.aud!.m }).toEqual({ buyers: [500, 1, 0] });
+        expect([...s.members("buyers")]).toEqual([["c", 500, 0], ["z", 300, 0]]);
+      };
+      check(store);
+      expect(store.getAppliedSeq(3)).toBe(20);
+      // The restored states' later writes of one part keep the other.
+      const c = store.getState("c")!;
+      c.n = 9;
+      await store.commitBatch(3, 21, [["c", c, PROFILE_PART]]);
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      check(store);
+      expect(store.getState("c")!.n).toBe(9);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it("store - a data dir of the layout before (member index, a counter per audience and partition): at start each shard gives its indexed users their memberships records and folds its counters", async () => {
     const dir = mkdtempSync(join(tmpdir(), "portrait-aud-index-"));
     try {
