@@ -576,4 +576,32 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("backfill - with pseudonymised ids each stored user is read once: the owner's users come with their borrowed actor, another shard's are given back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-pseudo-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      const stored = (p: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(p);
+        return u;
+      };
+      // Keys are pseudonyms: the partition is the state's, not the key's.
+      await store.commitBatch(0, 1, [["k1", stored(1)], ["k2", stored(0)], ["k3", stored(1)]]);
+      const actors = new ActorCache(store, 100);
+      const runner = new AudienceRunner({ shard: 1, partitions: [1], partitionCount: 2, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: true, backfillChunk: 100 });
+      runner.set([parseDefinition({ id: "everyone", rule: { field: "orders", op: ">=", value: 0 } })]);
+      await Promise.resolve();
+      const keys = runner.backfillKeys()!;
+      expect(keys.map(([k, p]) => [k, p])).toEqual([["k1", 1], ["k3", 1]]);
+      // Lent for the evaluation (the same actor a borrow gives), not cached; k2 was given back.
+      expect(actors.lent).toBe(2);
+      expect(actors.size).toBe(0);
+      for (const [k, , a] of keys) expect(actors.borrow(k)).toBe(a);
+      actors.giveBack(keys.map(([k, , a]) => [k, a!] as const));
+      expect(actors.lent).toBe(0);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
