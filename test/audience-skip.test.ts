@@ -475,6 +475,35 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("store - a partition restored from its changelog gets the restored users' counts and timers, not those left from before (here and after a restart)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-adopt-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      // Left from this node's earlier ownership: a timer of a user gone since, and a count of 9 members.
+      store.audienceWriteSync({ puts: [[["t", 0, 111, "gone"], 1], [["c", 0], ["buyers", 9]]], removes: [] });
+      const runnerOf = () => new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 1, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      const runner = runnerOf();
+      expect(audienceCount(store, "buyers")).toBe(9);
+      const restored = (since: number, due: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(0);
+        u.aud.m["buyers"] = [since, since > 0 ? 1 : 2, 0];
+        u.aud.due = due;
+        return u;
+      };
+      const states: [string, UserState][] = [["a", restored(100, 5000)], ["b", restored(0, 0)], ["c", restored(200, 7000)]];
+      await store.replacePartition(0, () => true, states, 5, runner.adopt(0, states));
+      expect(audienceCount(store, "buyers")).toBe(2);
+      expect(runner.dueTimers(0, 6000)).toEqual([[5000, "a"]]);
+      // After a restart: the stored index and counts are the restored ones.
+      const again = runnerOf();
+      expect(again.dueTimers(0, 10_000)).toEqual([[5000, "a"], [7000, "c"]]);
+      expect(audienceCount(store, "buyers")).toBe(2);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it("store - a data dir of the layout before (member index, a counter per audience and partition): at start each shard gives its indexed users their memberships records and folds its counters", async () => {
     const dir = mkdtempSync(join(tmpdir(), "portrait-aud-index-"));
     try {

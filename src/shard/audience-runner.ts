@@ -430,6 +430,27 @@ export class AudienceRunner {
     return changed;
   }
 
+  /**
+   * A partition restored from its changelog (cluster mode, BatchApplier.adopt): its counts are those of the restored
+   * memberships, and its timers the restored dues; the writes (the partition's timer index entries and counts record
+   * replaced) go into the returned SideWrites, to commit with the restored states. Removals before puts.
+   */
+  adopt(partition: number, states: readonly (readonly [string, UserState])[]): SideWrites {
+    const side: SideWrites = { puts: [], removes: [] };
+    const counts = new Map<string, number>();
+    const dues: [string, number][] = [];
+    for (const [key, u] of states) {
+      const a = u.aud;
+      if (a === undefined) continue;
+      for (const id in a.m) if (a.m[id]![0] > 0) counts.set(id, (counts.get(id) ?? 0) + 1);
+      if (a.due > 0) dues.push([key, a.due]);
+    }
+    this.#timers.reset(partition, dues, side);
+    this.#counts.set(partition, counts);
+    side.puts.push([["c", partition], countRecord(counts)]);
+    return side;
+  }
+
   /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */
   forget(key: string, u: UserState | undefined, atMs: number, reason: "forgotten" | "merged" = "forgotten"): { side: SideWrites; out: OutboundMessage[] } {
     const side: SideWrites = { puts: [], removes: [] };

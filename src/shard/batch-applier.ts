@@ -395,7 +395,7 @@ export class BatchApplier {
         if (seq > max) max = seq;
       }
     }
-    await d.store.replacePartition(partition, belongs, states, position);
+    await d.store.replacePartition(partition, belongs, states, position, d.audiences.adopt(partition, states));
     d.actors.dropWhere(belongs);
     this.#appliedSeq.set(partition, position);
     if (skip.size > 0) {

@@ -641,10 +641,12 @@ export class ProfileStore {
    * key `belongs` to the partition (a record left from before would take
    * precedence over the restored memberships, and a user gone from the
    * partition would stay a member), writes the restored states as a commit
-   * writes them (profile and memberships record) and sets the partition's
-   * applied sequence. STORAGE_FAILED when it cannot commit.
+   * writes them (profile and memberships record), the partition's audience
+   * writes (`side`: its timer index and counts, AudienceRunner.adopt;
+   * removals first) and its applied sequence. STORAGE_FAILED when it cannot
+   * commit.
    */
-  async replacePartition(partition: number, belongs: (key: string) => boolean, states: readonly (readonly [string, UserState])[], seq: number): Promise<void> {
+  async replacePartition(partition: number, belongs: (key: string) => boolean, states: readonly (readonly [string, UserState])[], seq: number, side?: SideWrites): Promise<void> {
     const stale: string[] = [];
     for (const k of this.#profiles.getKeys()) if (belongs(k)) stale.push(k);
     const staleRecords: string[] = [];
@@ -654,6 +656,10 @@ export class ProfileStore {
         for (const k of stale) void this.#profiles.remove(k);
         for (const k of staleRecords) void this.#memberships.remove(k);
         for (const [k, v] of states) this.#putState(k, v, PROFILE_PART | MEMBERSHIPS_PART);
+        if (side !== undefined) {
+          for (const k of side.removes) void this.#aud.remove(k);
+          for (const [k, v] of side.puts) void this.#aud.put(k, v);
+        }
         void this.#meta.put(`seq/${partition}`, seq);
       });
     } catch (err) {
