@@ -73,7 +73,7 @@
  * Failures: a write that cannot commit (disk full, I/O error) rejects with
  * STORAGE_FAILED naming the LMDB error; nothing of it is written.
  */
-import { open, type Database, type DatabaseOptions, type RootDatabase, type RootDatabaseOptionsWithPath } from "lmdb";
+import { open, type Database, type DatabaseOptions, type RootDatabase } from "lmdb";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AudienceState } from "../actors/audience-types.js";
@@ -92,15 +92,6 @@ export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
  * map), so profiles stored uncompressed before it read as they are.
  */
 export const PROFILE_COMPRESSION_THRESHOLD_BYTES = 128;
-
-/**
- * lmdb-js's `batchStartThreshold` (an option it reads but does not document; its default is 1,000): the writes queued in
- * one event turn after which its write thread starts their transaction before the turn ends. Started early, the write
- * thread catches up with the writes still being queued and waits for each next one, and each of those writes then wakes
- * it (a pthread_cond_signal from write.js per put: 10% of the samples of an audience backfill, whose turns queue ~10,000
- * writes). With this bound a turn's transaction starts when the turn ends, as it did for turns below 1,000 writes.
- */
-const WRITE_BATCH_START_OPS = 1_000_000_000;
 
 /** Parts of a user's state that a commit writes (commitBatch): the profile, the memberships record, or both (the default). */
 export const PROFILE_PART = 1;
@@ -336,7 +327,7 @@ export class ProfileStore {
     this.#dataDir = o.dataDir;
     const path = join(o.dataDir, "lmdb");
     mkdirSync(path, { recursive: true });
-    this.#root = open({ path, mapSize: o.mapSizeBytes ?? DEFAULT_MAP_SIZE_BYTES, compression: false, batchStartThreshold: WRITE_BATCH_START_OPS } as RootDatabaseOptionsWithPath);
+    this.#root = open({ path, mapSize: o.mapSizeBytes ?? DEFAULT_MAP_SIZE_BYTES, compression: false });
     this.#profiles = this.#root.openDB<UserState, string>({
       name: "profiles",
       encoding: "msgpack",
