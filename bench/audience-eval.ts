@@ -10,7 +10,7 @@
  * Then a backfill of a new audience over --backfill-users stored profiles
  * (0 = none), selective and whole, alternating (backfillRuns).
  *
- *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--focus F] [--no-record] [--only-with]
+ *   node dist-bench/bench/audience-eval.js [--set shop|churny] [--events N] [--users N] [--rounds N] [--backfill-users N] [--timer-compaction default|eager] [--focus F] [--pseudonymised] [--no-record] [--only-with]
  *
  * Prints, per condition, µs per event of the thread (apply, evaluate, the
  * commit call: packing and queueing the writes, and the wait for the commit)
@@ -49,12 +49,15 @@ const { values: a } = parseArgs({
     "no-record": { type: "boolean", default: false },
     "only-with": { type: "boolean", default: false },
     focus: { type: "string", default: "0" },
+    pseudonymised: { type: "boolean", default: false },
   },
 });
 /** `--only-with`: only the runs with the audiences, nothing printed or recorded (for a CPU profile: node --cpu-prof). */
 const ONLY_WITH = a["only-with"];
 /** Share of a user's events in its favourite category (bench/audience-sets.ts makeEvents); 0 = uniform. */
 const FOCUS = Number(a.focus);
+/** `--pseudonymised`: the backfill's runner reads each user's partition from its state, as with pseudonymised ids (the bench's ids are raw). */
+const PSEUDONYMISED = a.pseudonymised;
 /** `eager`: the timer index's passed entries are moved at every evaluation (the most writes the index can cost), not every 60 s or 4096 entries. */
 const EAGER = a["timer-compaction"] === "eager";
 const SET = a.set === "churny" ? "churny" : "shop";
@@ -218,9 +221,9 @@ async function backfill(runner: AudienceRunner, actors: ActorCache, store: Profi
     batchNo++;
     const work = new Map<number, [string, Actor, TransitionReason][]>();
     const lent: [string, Actor][] = [];
-    for (const [user, p] of keys) {
+    for (const [user, p, borrowed] of keys) {
       // Borrowed, as the tick does: not cached, given back once committed.
-      const actor = actors.borrow(user);
+      const actor = borrowed ?? actors.borrow(user);
       if (actor === undefined) continue;
       lent.push([user, actor]);
       actor.lastBatch = batchNo;
@@ -256,7 +259,7 @@ async function backfillRuns(defs: AudienceDefinition[], rows: string[][]): Promi
   const store = new ProfileStore({ dataDir: dir });
   const partitions = Array.from({ length: PARTITIONS }, (_, i) => i);
   const runnerOf = (actors: ActorCache) => new AudienceRunner({
-    shard: 0, partitions, partitionCount: PARTITIONS, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "bench", pseudonymised: false, backfillChunk: 5000,
+    shard: 0, partitions, partitionCount: PARTITIONS, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "bench", pseudonymised: PSEUDONYMISED, backfillChunk: 5000,
   });
   // The stored profiles: 3 events each within the last day, evaluated against the set (their memberships and timers stored).
   const fill = new ActorCache(store, 10_000);

@@ -433,6 +433,77 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("store - a partition replaced from its changelog (cluster takeover): the restored memberships win over records left from before, and a user gone from it is no member", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-replace-"));
+    try {
+      let store = new ProfileStore({ dataDir: dir });
+      store.registerAudiences(["buyers"]);
+      const member = (since: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(3);
+        u.aud.m["buyers"] = [since, 1, 0];
+        return u;
+      };
+      // This node owned partition 3 before: "a" and "b" were members, "z" is another partition's.
+      await store.commitBatch(3, 10, [["a", member(100)], ["b", member(200)]]);
+      await store.commitBatch(4, 10, [["z", member(300)]]);
+      // Meanwhile another node owned it: "a" left the audience, "b" was forgotten, "c" entered; the changelog holds that.
+      const a = newUserState();
+      a.n = 7;
+      a.aud = newAudienceState(3);
+      a.aud.m["buyers"] = [0, 2, 0];
+      await store.replacePartition(3, (k) => k !== "z", [["a", a], ["c", member(500)]], 20);
+      const check = (s: ProfileStore) => {
+        expect(s.getState("a")!.n).toBe(7);
+        expect({ ...s.getState("a")!.aud!.m }).toEqual({ buyers: [0, 2, 0] });
+        expect(s.getState("b")).toBeUndefined();
+        expect({ ...s.getState("c")!.aud!.m }).toEqual({ buyers: [500, 1, 0] });
+        expect([...s.members("buyers")]).toEqual([["c", 500, 0], ["z", 300, 0]]);
+      };
+      check(store);
+      expect(store.getAppliedSeq(3)).toBe(20);
+      // The restored states' later writes of one part keep the other.
+      const c = store.getState("c")!;
+      c.n = 9;
+      await store.commitBatch(3, 21, [["c", c, PROFILE_PART]]);
+      await store.close();
+      store = new ProfileStore({ dataDir: dir });
+      check(store);
+      expect(store.getState("c")!.n).toBe(9);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("store - a partition restored from its changelog gets the restored users' counts and timers, not those left from before (here and after a restart)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-adopt-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      // Left from this node's earlier ownership: a timer of a user gone since, and a count of 9 members.
+      store.audienceWriteSync({ puts: [[["t", 0, 111, "gone"], 1], [["c", 0], ["buyers", 9]]], removes: [] });
+      const runnerOf = () => new AudienceRunner({ shard: 0, partitions: [0], partitionCount: 1, store, actors: new ActorCache(store, 100), profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: false, backfillChunk: 100 });
+      const runner = runnerOf();
+      expect(audienceCount(store, "buyers")).toBe(9);
+      const restored = (since: number, due: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(0);
+        u.aud.m["buyers"] = [since, since > 0 ? 1 : 2, 0];
+        u.aud.due = due;
+        return u;
+      };
+      const states: [string, UserState][] = [["a", restored(100, 5000)], ["b", restored(0, 0)], ["c", restored(200, 7000)]];
+      await store.replacePartition(0, () => true, states, 5, runner.adopt(0, states));
+      expect(audienceCount(store, "buyers")).toBe(2);
+      expect(runner.dueTimers(0, 6000)).toEqual([[5000, "a"]]);
+      // After a restart: the stored index and counts are the restored ones.
+      const again = runnerOf();
+      expect(again.dueTimers(0, 10_000)).toEqual([[5000, "a"], [7000, "c"]]);
+      expect(audienceCount(store, "buyers")).toBe(2);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it("store - a data dir of the layout before (member index, a counter per audience and partition): at start each shard gives its indexed users their memberships records and folds its counters", async () => {
     const dir = mkdtempSync(join(tmpdir(), "portrait-aud-index-"));
     try {
@@ -529,6 +600,34 @@ describe("audience evaluation - skipped audiences never miss a transition", () =
       expect(runner.backfillKeys()).toEqual([["u1", 0], ["u2", 0]]);
       expect(runner.backfillKeys()).toEqual([]);
       expect(runner.progress().running).toBe(false);
+      await store.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("backfill - with pseudonymised ids each stored user is read once: the owner's users come with their borrowed actor, another shard's are given back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "portrait-aud-pseudo-"));
+    try {
+      const store = new ProfileStore({ dataDir: dir });
+      const stored = (p: number) => {
+        const u = newUserState();
+        u.aud = newAudienceState(p);
+        return u;
+      };
+      // Keys are pseudonyms: the partition is the state's, not the key's.
+      await store.commitBatch(0, 1, [["k1", stored(1)], ["k2", stored(0)], ["k3", stored(1)]]);
+      const actors = new ActorCache(store, 100);
+      const runner = new AudienceRunner({ shard: 1, partitions: [1], partitionCount: 2, store, actors, profile: PROFILE_DEFAULTS, subjectPrefix: "t", pseudonymised: true, backfillChunk: 100 });
+      runner.set([parseDefinition({ id: "everyone", rule: { field: "orders", op: ">=", value: 0 } })]);
+      await Promise.resolve();
+      const keys = runner.backfillKeys()!;
+      expect(keys.map(([k, p]) => [k, p])).toEqual([["k1", 1], ["k3", 1]]);
+      // Lent for the evaluation (the same actor a borrow gives), not cached; k2 was given back.
+      expect(actors.lent).toBe(2);
+      expect(actors.size).toBe(0);
+      for (const [k, , a] of keys) expect(actors.borrow(k)).toBe(a);
+      actors.giveBack(keys.map(([k, , a]) => [k, a!] as const));
+      expect(actors.lent).toBe(0);
       await store.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -75,6 +75,9 @@ export interface AudienceRunnerDeps {
   timerCompaction?: Partial<CompactionOptions>;
 }
 
+/** A user of a backfill's chunk: its key, its partition and, when the partition was read from its state, its borrowed actor. */
+export type BackfillKey = [string, number] | [string, number, Actor];
+
 /** A backfill's progress in this shard. */
 export interface BackfillProgress {
   running: boolean;
@@ -272,17 +275,30 @@ export class AudienceRunner {
     return d.pseudonymised ? d.actors.state(user)?.aud?.p : partitionOf(user, d.partitionCount);
   }
 
-  /** The next chunk of the running backfill: stored users of this shard's partitions, with their partition. */
-  backfillKeys(): [string, number][] | undefined {
+  /**
+   * The next chunk of the running backfill: stored users of this shard's partitions, with their partition. With
+   * pseudonymised ids the partition is read from the state, so each user's actor is borrowed here (ActorCache.borrow:
+   * one decoding, not one for the partition and another for the evaluation) and comes third; the caller evaluates it or
+   * gives it back. Other shards' users are given back at once.
+   */
+  backfillKeys(): BackfillKey[] | undefined {
     const b = this.#backfill;
     if (b === undefined) return undefined;
     if (b.waiting) return [];
     const d = this.#d;
     const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
-    const out: [string, number][] = [];
+    const out: BackfillKey[] = [];
     for (const k of keys) {
-      const p = this.#partitionOf(k);
-      if (p !== undefined && this.#owned.has(p)) out.push([k, p]);
+      if (!d.pseudonymised) {
+        const p = partitionOf(k, d.partitionCount);
+        if (this.#owned.has(p)) out.push([k, p]);
+        continue;
+      }
+      const a = d.actors.borrow(k);
+      if (a === undefined) continue;
+      const p = a.state.aud?.p;
+      if (p !== undefined && this.#owned.has(p)) out.push([k, p, a]);
+      else d.actors.giveBack([[k, a]]);
     }
     b.scanned += keys.length;
     if (keys.length === 0) {
@@ -412,6 +428,27 @@ export class AudienceRunner {
       side.puts.push([["q", d.shard], this.#cohorts.taken()]);
     }
     return changed;
+  }
+
+  /**
+   * A partition restored from its changelog (cluster mode, BatchApplier.adopt): its counts are those of the restored
+   * memberships, and its timers the restored dues; the writes (the partition's timer index entries and counts record
+   * replaced) go into the returned SideWrites, to commit with the restored states. Removals before puts.
+   */
+  adopt(partition: number, states: readonly (readonly [string, UserState])[]): SideWrites {
+    const side: SideWrites = { puts: [], removes: [] };
+    const counts = new Map<string, number>();
+    const dues: [string, number][] = [];
+    for (const [key, u] of states) {
+      const a = u.aud;
+      if (a === undefined) continue;
+      for (const id in a.m) if (a.m[id]![0] > 0) counts.set(id, (counts.get(id) ?? 0) + 1);
+      if (a.due > 0) dues.push([key, a.due]);
+    }
+    this.#timers.reset(partition, dues, side);
+    this.#counts.set(partition, counts);
+    side.puts.push([["c", partition], countRecord(counts)]);
+    return side;
   }
 
   /** The exits of a user being forgotten, and the removal of its timer: written with the removal of its state. */

@@ -213,6 +213,23 @@ export class AudienceTimers {
   }
 
   /**
+   * The partition's timers start again from these users' dues (a partition restored from its changelog): the schedule
+   * and index entries it had go (their removals into `side`), and each due gets its entry (into `side`).
+   */
+  reset(p: number, dues: Iterable<readonly [string, number]>, side: SideWrites): void {
+    const old = this.#of(p);
+    for (const [user, t] of old.stored) side.removes.push(["t", p, t, user]);
+    const x = new PartitionTimers();
+    this.#parts.set(p, x);
+    for (const [user, due] of dues) {
+      if (due <= 0) continue;
+      x.schedule(user, due);
+      x.stored.set(user, due);
+      side.puts.push([["t", p, due, user], 1]);
+    }
+  }
+
+  /**
    * Moves the partition's passed index entries to their users' dues (or
    * removes them) into `side` when a compaction is due (CompactionOptions);
    * `force` compacts whatever has passed. Returns the

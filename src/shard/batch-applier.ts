@@ -395,7 +395,7 @@ export class BatchApplier {
         if (seq > max) max = seq;
       }
     }
-    await d.store.replacePartition(partition, belongs, states, position);
+    await d.store.replacePartition(partition, belongs, states, position, d.audiences.adopt(partition, states));
     d.actors.dropWhere(belongs);
     this.#appliedSeq.set(partition, position);
     if (skip.size > 0) {
@@ -606,11 +606,13 @@ export class BatchApplier {
     // A backfill's users are borrowed (actor-cache.ts): their stored states lent for this evaluation and its commit, not
     // cached (no byte estimate each, and the live traffic's actors stay cached); given back once the commits settled.
     const lent: [string, Actor][] = [];
-    for (const [user, p] of d.audiences.backfillKeys() ?? []) {
-      if (!runs(p)) continue;
-      const w = of(p);
-      if (w.dirty.has(user) || this.#pendingAliases.has(user)) continue;
-      const a = d.actors.borrow(user);
+    for (const [user, p, borrowed] of d.audiences.backfillKeys() ?? []) {
+      const w = runs(p) ? of(p) : undefined;
+      if (w === undefined || w.dirty.has(user) || this.#pendingAliases.has(user)) {
+        if (borrowed !== undefined) d.actors.giveBack([[user, borrowed]]);
+        continue;
+      }
+      const a = borrowed ?? d.actors.borrow(user);
       if (a === undefined) continue;
       a.lastBatch = batchNo;
       w.dirty.set(user, a);

@@ -564,6 +564,19 @@ export class ProfileStore {
     return (this.#meta.get(`seq/${partition}`) as number | undefined) ?? 0;
   }
 
+  /** Queues the writes of a user's state: its profile, its memberships record, or both (`parts`); within a transaction or block. */
+  #putState(id: string, state: UserState, parts: number): void {
+    if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
+    const a = state.aud;
+    if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
+      const r = membershipRecord(a, this.#numbers);
+      // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
+      if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(ignore);
+      else void this.#memberships.put(id, r).catch(ignore);
+      this.#legacy.delete(a);
+    }
+  }
+
   /**
    * Queues a batch of a partition: its users' states (each with the parts to
    * write: PROFILE_PART | MEMBERSHIPS_PART, default both) and the partition's
@@ -590,18 +603,7 @@ export class ProfileStore {
       // Indexed, no destructuring: a for-of over the tuples made an iterator per state written.
       for (let i = 0; i < states.length; i++) {
         const x = states[i]!;
-        const id = x[0];
-        const state = x[1];
-        const parts = x[2] ?? PROFILE_PART | MEMBERSHIPS_PART;
-        if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
-        const a = state.aud;
-        if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
-          const r = membershipRecord(a, this.#numbers);
-          // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
-          if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(ignore);
-          else void this.#memberships.put(id, r).catch(ignore);
-          this.#legacy.delete(a);
-        }
+        this.#putState(x[0], x[1], x[2] ?? PROFILE_PART | MEMBERSHIPS_PART);
       }
       if (side !== undefined) {
         for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(ignore);
@@ -635,17 +637,29 @@ export class ProfileStore {
   /**
    * Replaces a partition's users with those restored from its changelog
    * (README "Scale-out": LMDB is a cache of the partitions a node owns): in
-   * one transaction, removes every stored profile whose key `belongs` to the
-   * partition, writes the restored states and sets the partition's applied
-   * sequence. STORAGE_FAILED when it cannot commit.
+   * one transaction, removes every stored profile and memberships record whose
+   * key `belongs` to the partition (a record left from before would take
+   * precedence over the restored memberships, and a user gone from the
+   * partition would stay a member), writes the restored states as a commit
+   * writes them (profile and memberships record), the partition's audience
+   * writes (`side`: its timer index and counts, AudienceRunner.adopt;
+   * removals first) and its applied sequence. STORAGE_FAILED when it cannot
+   * commit.
    */
-  async replacePartition(partition: number, belongs: (key: string) => boolean, states: readonly (readonly [string, UserState])[], seq: number): Promise<void> {
+  async replacePartition(partition: number, belongs: (key: string) => boolean, states: readonly (readonly [string, UserState])[], seq: number, side?: SideWrites): Promise<void> {
     const stale: string[] = [];
     for (const k of this.#profiles.getKeys()) if (belongs(k)) stale.push(k);
+    const staleRecords: string[] = [];
+    for (const k of this.#memberships.getKeys()) if (belongs(k)) staleRecords.push(k);
     try {
       await this.#root.transaction(() => {
         for (const k of stale) void this.#profiles.remove(k);
-        for (const [k, v] of states) void this.#profiles.put(k, v);
+        for (const k of staleRecords) void this.#memberships.remove(k);
+        for (const [k, v] of states) this.#putState(k, v, PROFILE_PART | MEMBERSHIPS_PART);
+        if (side !== undefined) {
+          for (const k of side.removes) void this.#aud.remove(k);
+          for (const [k, v] of side.puts) void this.#aud.put(k, v);
+        }
         void this.#meta.put(`seq/${partition}`, seq);
       });
     } catch (err) {
