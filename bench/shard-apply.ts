@@ -8,7 +8,7 @@
  * with the bundled LSTM and sentiment models, at most `--window` events in
  * batches not yet committed (the engine's maxShardQueueEvents).
  *
- *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off] [--queries N] [--alloc | --cpu] [--out DIR]
+ *   node dist-bench/bench/shard-apply.js [--events N] [--users N] [--partitions P] [--batch B] [--window W] [--rounds R] [--lstm on|off] [--queries N [--reload]] [--alloc | --cpu] [--out DIR]
  *
  * `--digest`: after each round, an FNV-1a digest of every stored value of the
  * LMDB environment (each db's keys and value bytes, as written), printed: two
@@ -22,7 +22,10 @@
  * `--queries N`: after each round's apply, N profile lookups (protobuf
  * replies, the bundled LSTM and churn models' predictions, users drawn
  * uniformly from those applied) answered as the shard answers them
- * (ProfileQueries.getProfile), with this thread's CPU µs per lookup.
+ * (ProfileQueries.getProfile), with this thread's CPU µs per lookup. With
+ * `--reload` from an empty actor cache: every user read from LMDB (the
+ * stored layout's decoding measured, and its replies checked against those
+ * from memory).
  *
  * Prints, per round (each on a fresh LMDB), CPU µs per event of this thread
  * and of the process (the rest is V8's GC helper threads and lmdb-js's
@@ -71,6 +74,7 @@ const { values: a } = parseArgs({
     rounds: { type: "string", default: "2" },
     lstm: { type: "string", default: "on" },
     queries: { type: "string", default: "0" },
+    reload: { type: "boolean", default: false },
     alloc: { type: "boolean", default: false },
     digest: { type: "boolean", default: false },
     cpu: { type: "boolean", default: false },
@@ -222,7 +226,7 @@ async function round(list: EventBatch[], events: number, lstm: LstmRuntime | und
   await new Promise((r) => setImmediate(r)); // the last GC entries
   const alloc = sampling !== undefined ? await sampling.stop(a.cpu && a.out === "" ? "." : a.out!, "shard-apply", events) : "";
   const gcs = { minor: gc.minor - g0.minor, major: gc.major - g0.major, gcUs: ((gc.ms - g0.ms) * 1000) / events };
-  const lookup = QUERIES > 0 ? lookups(QUERIES, [...users], actors, store, clock, lstm) : undefined;
+  const lookup = QUERIES > 0 ? lookups(QUERIES, [...users], a.reload ? new ActorCache(store, 200_000) : actors, store, clock, lstm) : undefined;
   await store.close();
   const digest = a.digest ? storedDigest(join(dir, "lmdb")) : undefined;
   rmSync(dir, { recursive: true, force: true });

@@ -10,10 +10,11 @@ import { join } from "node:path";
 import { open, type DatabaseOptions } from "lmdb";
 import { describe, expect, it } from "vitest";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
-import { RISK, riskRecord, riskView } from "../src/actors/risk.js";
+import { packRisk, RISK, riskRecord, riskView } from "../src/actors/risk.js";
 import { applyEvent, newUserState, profileView, type ProfileEvent } from "../src/actors/user-profile.js";
 import { PortraitClient } from "../src/client/portrait-client.js";
 import { plantBots, plantRefundAbusers, plantSharedAccounts, scoreReplay } from "../src/eval/risk-eval.js";
+import { decodeProfile, encodeProfile } from "../src/store/profile-layout.js";
 import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType, type IEvent } from "../src/wire/proto.js";
 import { T0, uniquePrefix } from "./helpers/engine.js";
@@ -127,8 +128,12 @@ describe("risk - stored form", () => {
       await store.close();
       const env = open({ path: join(dir, "lmdb"), compression: false });
       const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (x: object) => Object.getPrototypeOf(x) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
-      // Stored: a flat array, the ids' times relative to bt.
-      const stored = (profiles.get("new") as { rk: unknown }).rk as number[];
+      // Stored in the profile layout (src/store/profile-layout.ts), whose risk part is the flat array of packRisk, the ids' times relative to bt.
+      const bytes = profiles.get("new") as Uint8Array;
+      expect(bytes).toBeInstanceOf(Uint8Array);
+      expect(Buffer.from(bytes).equals(Buffer.from(encodeProfile(s)))).toBe(true);
+      expect(decodeProfile(bytes).rk).toEqual(s.rk);
+      const stored = packRisk(s.rk!).slice();
       expect(stored.slice(0, 11)).toEqual([r.b, r.bt, r.sp, r.pp, r.f, r.pk, r.q, r.qo, r.qk, r.cp, r.rt]);
       expect(stored.slice(11)).toEqual(r.ids.flatMap(([id, t]) => [id, r.bt - t]));
       // As written before this form: the record (and one stored before qo and qk existed).

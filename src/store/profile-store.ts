@@ -3,14 +3,18 @@
  *
  * Layout (one LMDB environment at `<dataDir>/lmdb`):
  * - db `profiles`: user id -> UserState without what an audience evaluation
- *   changes (msgpack with shared structures: objects are records, except
- *   dictionaries with a null prototype, which are maps; LZ4-compressed from
- *   PROFILE_COMPRESSION_THRESHOLD_BYTES with the option compressProfiles, and
- *   read whether compressed or not), its risk state as one flat number array
- *   (src/actors/risk.ts packRisk; a profile stored before holds the record,
- *   which still loads); states written before
- *   the `memberships` db existed hold their memberships here (AudienceState.m,
- *   due, w, q), and a `memberships` record, once written, takes precedence;
+ *   changes, in the layout of src/store/profile-layout.ts (fields at fixed
+ *   places, written by code of its own; its risk state as one flat number
+ *   array, src/actors/risk.ts packRisk), as one msgpack bin value
+ *   (LZ4-compressed from PROFILE_COMPRESSION_THRESHOLD_BYTES with the option
+ *   compressProfiles, and read whether compressed or not). Profiles stored
+ *   before that layout are msgpack of the state itself, with shared
+ *   structures (objects are records, except dictionaries with a null
+ *   prototype, which are maps; the risk state packed, or before that its
+ *   record): they still load, and their next write is of the layout. States
+ *   written before the `memberships` db existed hold their memberships here
+ *   (AudienceState.m, due, w, q), and a `memberships` record, once written,
+ *   takes precedence;
  * - db `memberships`: user id -> what an audience evaluation changes, one flat
  *   msgpack array (MembershipRecord): [due ms, w, q0, q1, then per audience
  *   entered at least once: audience number, since ms, transitions, holdout];
@@ -77,19 +81,21 @@ import { open, type Database, type DatabaseOptions, type RootDatabase } from "lm
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AudienceState } from "../actors/audience-types.js";
-import { packRisk, unpackRisk, type RiskRecord } from "../actors/risk.js";
+import { unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
+import { decodeProfile, encodeProfile } from "./profile-layout.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
 
 /**
- * Profiles of at least this many bytes (msgpack) are stored LZ4-compressed
+ * Profiles of at least this many bytes (as msgpack) are stored LZ4-compressed
  * (lmdb-js `compression`, its default dictionary; compressed in lmdb-js's
  * write thread, decompressed by reads). A compressed value starts with byte
- * 254 or 255, which no msgpack of a UserState does (a record, 0x40-0x7f, or a
- * map), so profiles stored uncompressed before it read as they are.
+ * 254 or 255, which no stored profile does (a msgpack bin, 0xc4-0xc6, or of
+ * the layout before a record, 0x40-0x7f, or a map), so profiles stored
+ * uncompressed read as they are.
  */
 export const PROFILE_COMPRESSION_THRESHOLD_BYTES = 128;
 
@@ -202,47 +208,8 @@ function readMemberships(a: AudienceState, r: MembershipRecord, numbers: Audienc
 
 /** The rejection handler of writes whose failure the batch's block reports (one function, not a closure per write). */
 const ignore = (): undefined => undefined;
-const EMPTY: never[] = [];
-/** The stored part of an AudienceState (the rest is the `memberships` db's), in this key order. */
-const AUD_SHELL: { p: number; d: number[]; cart: number; sc: string[]; scn: number[]; scS: number } = { p: 0, d: EMPTY, cart: 0, sc: EMPTY, scn: EMPTY, scS: 0 };
-
-/**
- * Writes the profile part of a state: its audience state without what the
- * `memberships` db holds. lmdb-js encodes a value within `put`, so the state
- * lends itself for the call, its `aud` swapped, instead of being copied (a
- * spread of the whole state per write).
- */
-function putProfilePart(db: Database<UserState, string>, id: string, s: UserState): void {
-  const a = s.aud;
-  const rk = s.rk;
-  if (a === undefined && rk === undefined) {
-    void db.put(id, s).catch(ignore);
-    return;
-  }
-  if (a !== undefined) {
-    // One shell for every write (encoded within the put, emptied after it): the same keys in the same order as a fresh
-    // object, so the same bytes.
-    const x = AUD_SHELL;
-    x.p = a.p;
-    x.d = a.d;
-    x.cart = a.cart;
-    x.sc = a.sc;
-    x.scn = a.scn;
-    x.scS = a.scS;
-    s.aud = x as unknown as AudienceState;
-  }
-  if (rk !== undefined) s.rk = packRisk(rk);
-  try {
-    void db.put(id, s).catch(ignore);
-  } finally {
-    if (a !== undefined) {
-      s.aud = a;
-      // Holds no state's arrays once the put returned.
-      AUD_SHELL.d = AUD_SHELL.sc = AUD_SHELL.scn = EMPTY;
-    }
-    if (rk !== undefined) s.rk = rk;
-  }
-}
+/** A stored profile as the profiles db decodes it: bytes of the layout (profile-layout.ts), or a state of the layout before. */
+type StoredProfile = Uint8Array | UserState;
 
 /** A key of the `audiences` db. */
 export type AudienceKey = (string | number)[];
@@ -306,7 +273,7 @@ export function isLmdbCommitEcho(reason: unknown, promise: Promise<unknown>): bo
 export class ProfileStore {
   readonly #dataDir: string;
   readonly #root: RootDatabase;
-  readonly #profiles: Database<UserState, string>;
+  readonly #profiles: Database<StoredProfile, string>;
   readonly #memberships: Database<MembershipRecord, string>;
   /** Audience states read from a profile of the layout before the `memberships` db: their next write writes their memberships too. */
   readonly #legacy = new WeakSet<AudienceState>();
@@ -488,10 +455,18 @@ export class ProfileStore {
   }
 
   getState(userId: string): UserState | undefined {
-    const s = this.#profiles.get(userId);
-    // The risk state's stored form (packRisk); a profile stored before it holds the record, read as it is.
-    if (s?.rk !== undefined) s.rk = unpackRisk(s.rk as number[] | RiskRecord);
-    const a = s?.aud;
+    const v = this.#profiles.get(userId);
+    if (v === undefined) return undefined;
+    if (v instanceof Uint8Array) {
+      const s = decodeProfile(v);
+      const r = s.aud !== undefined ? this.#memberships.get(userId) : undefined;
+      if (r !== undefined) readMemberships(s.aud!, r, this.#numbers);
+      return s;
+    }
+    // The layouts before: msgpack of the state, with the risk state's stored form (packRisk), or before that its record.
+    const s = v;
+    if (s.rk !== undefined) s.rk = unpackRisk(s.rk as number[] | RiskRecord);
+    const a = s.aud;
     if (a === undefined) return s;
     const r = this.#memberships.get(userId);
     if (r !== undefined) {
@@ -564,9 +539,15 @@ export class ProfileStore {
     return (this.#meta.get(`seq/${partition}`) as number | undefined) ?? 0;
   }
 
-  /** Queues the writes of a user's state: its profile, its memberships record, or both (`parts`); within a transaction or block. */
+  /**
+   * Queues the writes of a user's state: its profile (in its layout), its
+   * memberships record, or both (`parts`; a state read from the layout before
+   * the `memberships` db writes its record in any case); within a transaction
+   * or block.
+   */
   #putState(id: string, state: UserState, parts: number): void {
-    if (parts & PROFILE_PART) putProfilePart(this.#profiles, id, state);
+    // lmdb-js encodes the value within the put: the encoder's bytes are copied before the next state is encoded.
+    if (parts & PROFILE_PART) void this.#profiles.put(id, encodeProfile(state)).catch(ignore);
     const a = state.aud;
     if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
       const r = membershipRecord(a, this.#numbers);

@@ -1,0 +1,434 @@
+/**
+ * The stored profile layout (db `profiles`, src/store/profile-store.ts): a
+ * user's state written field by field, in a fixed order, by code made for it,
+ * instead of msgpackr walking the objects (record structures looked up per
+ * object, a type dispatch per value: ~16 % of a shard's CPU, bench/RESULTS.md).
+ * The store puts these bytes as one msgpack bin value, so a profile written
+ * before (a msgpack record) still reads as it is: the decoded value is an
+ * object then, and a Uint8Array for this layout.
+ *
+ * Layout, version 1 (byte 0); every number below is a NUM, every count a NUM:
+ * - NUM: one byte 0..0xef is that integer; 0xf0 + uint16, 0xf1 + uint32,
+ *   0xf2 + uint48 (timestamps), 0xf3 + float64 (any other number, NaN and
+ *   infinities included; -0 is written as 0, as msgpack did), all
+ *   little-endian;
+ * - STR: byte length (NUM) then UTF-8;
+ * - a list: its length, then its elements;
+ * - then: the optional fields present (bits, OPTIONAL order), n, counts,
+ *   purchased, refunded, currency, orders, orderIds, lastPurchaseMs,
+ *   firstSeenMs, lastSeenMs, affRefMs, cat, brand, band (a table: length,
+ *   keys, scores), sCount, sEventsDone, sDurationDone, sId, sStartMs, sLastMs,
+ *   sEvents, recent; then those of OPTIONAL present, in its order: bought,
+ *   tl (length, a mode byte, per entry type, time, item: with mode 0 each
+ *   time is lastSeenMs minus it, with mode 1 the time itself), lstm (length,
+ *   bytes), lstmV, aud (p, d, cart, sc, scn, scS: what the `memberships` db
+ *   does not hold), rv (n, nText, w, s, cat, brand: length, keys, w, s; asp),
+ *   rk (its stored form, src/actors/risk.ts packRisk), so (o, i, ss, sr, fo,
+ *   fr: length, per friend hash, categories, shares), al (length, per entry
+ *   key, partition), mg.
+ *
+ * A field added to UserState (or to the parts written here) does not compile
+ * until it has its place below (the `Covered` checks).
+ */
+import type { AudienceState } from "../actors/audience-types.js";
+import { packRisk, unpackRisk } from "../actors/risk.js";
+import type { FriendInterest, SocialState } from "../actors/social.js";
+import type { AffinityTable, ReviewState, SentimentTable, UserState } from "../actors/user-profile.js";
+
+/** The layout's version (its first byte). */
+export const PROFILE_LAYOUT_VERSION = 1;
+
+/** Optional fields of UserState, in the order of their presence bits. */
+const OPTIONAL = ["bought", "tl", "lstm", "lstmV", "aud", "rv", "rk", "so", "al", "mg"] as const;
+type Written = "v" | "n" | "counts" | "purchased" | "refunded" | "currency" | "orders" | "orderIds" | "lastPurchaseMs" |
+  "firstSeenMs" | "lastSeenMs" | "affRefMs" | "cat" | "brand" | "band" | "sCount" | "sEventsDone" | "sDurationDone" |
+  "sId" | "sStartMs" | "sLastMs" | "sEvents" | "recent" | (typeof OPTIONAL)[number];
+/** Compiles only while every field of `T` is among `W`. */
+type Covered<T, W> = [Exclude<keyof T, W>] extends [never] ? true : never;
+const USER_STATE_COVERED: Covered<UserState, Written> = true;
+/** AudienceState: the `memberships` db holds m, due, w and q; tm is no longer written. */
+const AUD_COVERED: Covered<AudienceState, "p" | "d" | "cart" | "sc" | "scn" | "scS" | "m" | "due" | "w" | "q" | "tm"> = true;
+const REVIEW_COVERED: Covered<ReviewState, "n" | "nText" | "w" | "s" | "cat" | "brand" | "asp"> = true;
+const SOCIAL_COVERED: Covered<SocialState, "o" | "i" | "ss" | "sr" | "fo" | "fr"> = true;
+void [USER_STATE_COVERED, AUD_COVERED, REVIEW_COVERED, SOCIAL_COVERED];
+
+const U16 = 0xf0;
+const U32 = 0xf1;
+const U48 = 0xf2;
+const F64 = 0xf3;
+const TWO_48 = 2 ** 48;
+
+/** The encoder's buffer, grown as needed; encodeProfile's result is a view of it, valid until the next call. */
+let buf = Buffer.allocUnsafeSlow(4096);
+let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+let pos = 0;
+
+function room(n: number): void {
+  if (pos + n <= buf.length) return;
+  const next = Buffer.allocUnsafeSlow(Math.max(buf.length * 2, pos + n));
+  buf.copy(next, 0, 0, pos);
+  buf = next;
+  view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function num(x: number): void {
+  room(9);
+  if (x >>> 0 === x) {
+    if (x < U16) {
+      buf[pos++] = x;
+    } else if (x < 0x10000) {
+      buf[pos++] = U16;
+      view.setUint16(pos, x, true);
+      pos += 2;
+    } else {
+      buf[pos++] = U32;
+      view.setUint32(pos, x, true);
+      pos += 4;
+    }
+  } else if (x > 0 && x < TWO_48 && Number.isInteger(x)) {
+    buf[pos++] = U48;
+    view.setUint32(pos, x % 0x100000000, true);
+    view.setUint16(pos + 4, Math.floor(x / 0x100000000), true);
+    pos += 6;
+  } else {
+    buf[pos++] = F64;
+    view.setFloat64(pos, x, true);
+    pos += 8;
+  }
+}
+
+function str(s: string): void {
+  const n = s.length;
+  if (n * 3 < U16) {
+    // At most 3 bytes of UTF-8 per UTF-16 unit: the length fits one byte; ASCII written here, the rest by Buffer.
+    room(1 + n * 3);
+    const start = pos++;
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[pos++] = c;
+    }
+    if (i < n) pos += buf.write(s.slice(i), pos, "utf8");
+    buf[start] = pos - start - 1;
+    return;
+  }
+  const bytes = Buffer.byteLength(s, "utf8");
+  num(bytes);
+  room(bytes);
+  pos += buf.write(s, pos, "utf8");
+}
+
+function nums(a: readonly number[]): void {
+  num(a.length);
+  for (let i = 0; i < a.length; i++) num(a[i]!);
+}
+
+function strs(a: readonly string[]): void {
+  num(a.length);
+  for (let i = 0; i < a.length; i++) str(a[i]!);
+}
+
+function table(t: AffinityTable): void {
+  strs(t.keys);
+  nums(t.scores);
+}
+
+function sentimentTable(t: SentimentTable): void {
+  strs(t.keys);
+  nums(t.w);
+  nums(t.s);
+}
+
+/** Whether every entry's time is an integer (mode 0: written as lastSeenMs minus it, exact; else mode 1: as it is). */
+function tlDeltas(tl: readonly [number, number, string][], last: number): boolean {
+  if (!Number.isInteger(last)) return false;
+  for (let i = 0; i < tl.length; i++) if (!Number.isInteger(tl[i]![1])) return false;
+  return true;
+}
+
+/**
+ * The stored bytes of a state's profile part (the `memberships` db holds the
+ * rest of its audience state). A view of the encoder's buffer: valid until
+ * the next call (the store's put copies it at once).
+ */
+export function encodeProfile(s: UserState): Uint8Array {
+  pos = 0;
+  room(1);
+  buf[pos++] = PROFILE_LAYOUT_VERSION;
+  let bits = 0;
+  for (let i = 0; i < OPTIONAL.length; i++) if (s[OPTIONAL[i]!] !== undefined) bits |= 1 << i;
+  num(bits);
+  num(s.n);
+  nums(s.counts);
+  num(s.purchased);
+  num(s.refunded);
+  str(s.currency);
+  num(s.orders);
+  strs(s.orderIds);
+  num(s.lastPurchaseMs);
+  num(s.firstSeenMs);
+  num(s.lastSeenMs);
+  num(s.affRefMs);
+  table(s.cat);
+  table(s.brand);
+  table(s.band);
+  num(s.sCount);
+  num(s.sEventsDone);
+  num(s.sDurationDone);
+  str(s.sId);
+  num(s.sStartMs);
+  num(s.sLastMs);
+  num(s.sEvents);
+  strs(s.recent);
+  if (s.bought !== undefined) strs(s.bought);
+  const tl = s.tl;
+  if (tl !== undefined) {
+    num(tl.length);
+    const last = s.lastSeenMs;
+    const deltas = tlDeltas(tl, last);
+    num(deltas ? 0 : 1);
+    for (let i = 0; i < tl.length; i++) {
+      const e = tl[i]!;
+      num(e[0]);
+      num(deltas ? last - e[1] : e[1]);
+      str(e[2]);
+    }
+  }
+  const lstm = s.lstm;
+  if (lstm !== undefined) {
+    num(lstm.length);
+    room(lstm.length);
+    buf.set(lstm, pos);
+    pos += lstm.length;
+  }
+  if (s.lstmV !== undefined) str(s.lstmV);
+  const a = s.aud;
+  if (a !== undefined) {
+    num(a.p);
+    nums(a.d);
+    num(a.cart);
+    strs(a.sc);
+    nums(a.scn);
+    num(a.scS);
+  }
+  const rv = s.rv;
+  if (rv !== undefined) {
+    num(rv.n);
+    num(rv.nText);
+    num(rv.w);
+    num(rv.s);
+    sentimentTable(rv.cat);
+    sentimentTable(rv.brand);
+    table(rv.asp);
+  }
+  if (s.rk !== undefined) nums(packRisk(s.rk));
+  const so = s.so;
+  if (so !== undefined) {
+    num(so.o);
+    num(so.i);
+    num(so.ss);
+    num(so.sr);
+    nums(so.fo);
+    num(so.fr.length);
+    for (let i = 0; i < so.fr.length; i++) {
+      const f = so.fr[i]!;
+      num(f[0]);
+      strs(f[1]);
+      nums(f[2]);
+    }
+  }
+  const al = s.al;
+  if (al !== undefined) {
+    num(al.length);
+    for (let i = 0; i < al.length; i++) {
+      str(al[i]![0]);
+      num(al[i]![1]);
+    }
+  }
+  if (s.mg !== undefined) strs(s.mg);
+  return buf.subarray(0, pos);
+}
+
+// Decoding: `src` and `at` are the bytes being read and the offset in them.
+let src: Buffer = buf;
+let at = 0;
+/** Arguments of String.fromCharCode for short ASCII strings, one array per length (no array per string). */
+const CHARS: number[][] = [];
+for (let n = 0; n <= 16; n++) CHARS.push(new Array<number>(n).fill(0));
+
+function rnum(): number {
+  const b = src[at++]!;
+  if (b < U16) return b;
+  let x: number;
+  switch (b) {
+    case U16:
+      x = src.readUInt16LE(at);
+      at += 2;
+      return x;
+    case U32:
+      x = src.readUInt32LE(at);
+      at += 4;
+      return x;
+    case U48:
+      x = src.readUInt32LE(at) + src.readUInt16LE(at + 4) * 0x100000000;
+      at += 6;
+      return x;
+    case F64:
+      x = src.readDoubleLE(at);
+      at += 8;
+      return x;
+    default:
+      throw new RangeError(`profile layout: byte ${b} at ${at - 1} starts no number`);
+  }
+}
+
+function rstr(): string {
+  const n = rnum();
+  const end = at + n;
+  if (n <= 16) {
+    const c = CHARS[n]!;
+    let i = 0;
+    for (; i < n; i++) {
+      const x = src[at + i]!;
+      if (x >= 0x80) break;
+      c[i] = x;
+    }
+    if (i === n) {
+      at = end;
+      return String.fromCharCode.apply(null, c);
+    }
+  }
+  const s = src.toString("utf8", at, end);
+  at = end;
+  return s;
+}
+
+function rnums(): number[] {
+  const n = rnum();
+  const a = new Array<number>(n);
+  for (let i = 0; i < n; i++) a[i] = rnum();
+  return a;
+}
+
+function rstrs(): string[] {
+  const n = rnum();
+  const a = new Array<string>(n);
+  for (let i = 0; i < n; i++) a[i] = rstr();
+  return a;
+}
+
+function rtable(): AffinityTable {
+  const keys = rstrs();
+  return { keys, scores: rnums() };
+}
+
+function rsentimentTable(): SentimentTable {
+  const keys = rstrs();
+  const w = rnums();
+  return { keys, w, s: rnums() };
+}
+
+/** The state of bytes written by encodeProfile (its audience state without memberships: m empty, due 0, for the store to fill). */
+export function decodeProfile(bytes: Uint8Array): UserState {
+  src = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  at = 0;
+  const version = src[at++];
+  if (version !== PROFILE_LAYOUT_VERSION) throw new RangeError(`profile layout version ${version} is not known to this build`);
+  const bits = rnum();
+  // Object literals in one order: every decoded state has one shape.
+  const n = rnum();
+  const counts = rnums();
+  const purchased = rnum();
+  const refunded = rnum();
+  const currency = rstr();
+  const orders = rnum();
+  const orderIds = rstrs();
+  const lastPurchaseMs = rnum();
+  const firstSeenMs = rnum();
+  const lastSeenMs = rnum();
+  const affRefMs = rnum();
+  const cat = rtable();
+  const brand = rtable();
+  const band = rtable();
+  const sCount = rnum();
+  const sEventsDone = rnum();
+  const sDurationDone = rnum();
+  const sId = rstr();
+  const sStartMs = rnum();
+  const sLastMs = rnum();
+  const sEvents = rnum();
+  const recent = rstrs();
+  const s: UserState = {
+    v: 1, n, counts, purchased, refunded, currency, orders, orderIds, lastPurchaseMs, firstSeenMs, lastSeenMs, affRefMs,
+    cat, brand, band, sCount, sEventsDone, sDurationDone, sId, sStartMs, sLastMs, sEvents, recent,
+  };
+  if (bits & 1) s.bought = rstrs();
+  if (bits & 2) {
+    const len = rnum();
+    const deltas = rnum() === 0;
+    const tl = new Array<[number, number, string]>(len);
+    for (let i = 0; i < len; i++) {
+      const type = rnum();
+      const t = rnum();
+      tl[i] = [type, deltas ? lastSeenMs - t : t, rstr()];
+    }
+    s.tl = tl;
+  }
+  if (bits & 4) {
+    const len = rnum();
+    // A Uint8Array of its own (as the state's LSTM step makes it), not a Buffer view of the source.
+    const lstm = new Uint8Array(len);
+    lstm.set(src.subarray(at, at + len));
+    s.lstm = lstm;
+    at += len;
+  }
+  if (bits & 8) s.lstmV = rstr();
+  if (bits & 16) {
+    const p = rnum();
+    const d = rnums();
+    const cart = rnum();
+    const sc = rstrs();
+    const scn = rnums();
+    const scS = rnum();
+    s.aud = { p, d, cart, sc, scn, scS, m: Object.create(null) as AudienceState["m"], due: 0 };
+  }
+  if (bits & 32) {
+    const rn = rnum();
+    const nText = rnum();
+    const w = rnum();
+    const sum = rnum();
+    const rcat = rsentimentTable();
+    const rbrand = rsentimentTable();
+    s.rv = { n: rn, nText, w, s: sum, cat: rcat, brand: rbrand, asp: rtable() };
+  }
+  if (bits & 64) s.rk = unpackRisk(rnums());
+  if (bits & 128) {
+    const o = rnum();
+    const i = rnum();
+    const ss = rnum();
+    const sr = rnum();
+    const fo = rnums();
+    const len = rnum();
+    const fr = new Array<FriendInterest>(len);
+    for (let k = 0; k < len; k++) {
+      const h = rnum();
+      const cats = rstrs();
+      fr[k] = [h, cats, rnums()];
+    }
+    s.so = { o, i, ss, sr, fo, fr };
+  }
+  if (bits & 256) {
+    const len = rnum();
+    const al = new Array<[string, number]>(len);
+    for (let k = 0; k < len; k++) {
+      const key = rstr();
+      al[k] = [key, rnum()];
+    }
+    s.al = al;
+  }
+  if (bits & 512) s.mg = rstrs();
+  if (at !== src.length) throw new RangeError(`profile layout: ${src.length - at} bytes left after the state`);
+  src = buf;
+  return s;
+}
