@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { open, type DatabaseOptions } from "lmdb";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { newAudienceState } from "../src/actors/audience-state.js";
+import { compileProfileOptions } from "../src/actors/profile-options.js";
+import { packRisk } from "../src/actors/risk.js";
+import { applyEvent, newUserState, profileView, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
+import { decodeProfile, encodeProfile } from "../src/store/profile-layout.js";
+import { ProfileStore } from "../src/store/profile-store.js";
+import { EventType } from "../src/wire/proto.js";
+
+const T0 = Date.UTC(2024, 0, 1);
+const o = compileProfileOptions({});
+const ev = (e: Partial<ProfileEvent>): ProfileEvent => ({
+  type: EventType.VIEW, timestampMs: T0, itemId: "", categoryId: "", brand: "", price: 0, quantity: 0, currency: "", sessionId: "", orderId: "", ...e,
+});
+
+/** A state with every field set: events of every kind (risk, reviews, sessions, orders), then every optional part. */
+function fullState(): UserState {
+  const s = newUserState();
+  for (let k = 0; k < 40; k++) {
+    const type = [EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.REFUND, EventType.REVIEW, EventType.SEARCH][k % 6]!;
+    applyEvent(s, ev({
+      type, timestampMs: T0 + k * 61_000, itemId: type === EventType.SEARCH ? "" : `i${k % 9}`, searchQuery: "rote Schuhe ✓",
+      categoryId: `c${k % 5}`, brand: k % 2 ? "Acme" : "Zürich-Läufer", price: 9.99 * (k + 1), quantity: k % 3, currency: "EUR",
+      sessionId: `s${k >> 3}`, orderId: `o${k >> 1}`, attributes: { device_id: `d${k % 2}` }, rating: 1 + (k % 5),
+      ...(k % 4 === 0 ? { review: { sentiment: 0.25 * (k % 5) - 0.5, aspects: ["fit", "Größe"] } } : {}),
+    }), o);
+  }
+  s.lstm = Uint8Array.from({ length: 128 }, (_, i) => (i * 37) & 0xff);
+  s.lstmV = "2026-11-22.2";
+  const a = newAudienceState(3);
+  a.d = [19723, 14, 0, 1, 7470, 19724, 300, 2, 0, 65536];
+  a.cart = T0 + 5;
+  a.sc = ["c1", "c2"];
+  a.scn = [1.794, 2];
+  a.scS = 8;
+  s.aud = a;
+  s.so = { o: 2, i: 300, ss: 1, sr: 0, fo: [4294967295, 1, 2 ** 31], fr: [[77, ["c1", "c9"], [0.5, 3]], [4000000000, [], []]] };
+  s.al = [["old-id", 5], ["ünïcode-id", 0]];
+  s.mg = ["m1", "m2"];
+  return s;
+}
+
+/** Every form a number takes in the layout, and the edges between them. */
+const NUMBERS = [0, 1, 0xef, 0xf0, 0xffff, 0x10000, 2 ** 32 - 1, 2 ** 32, 2 ** 48 - 1, 2 ** 48, 2 ** 53, -1, -(2 ** 31), 0.1, 1e308,
+  Number.MIN_VALUE, Infinity, -Infinity, NaN, T0];
+/** Strings: empty, at the edges of the short ASCII path and of a one-byte length, non-ASCII, and long. */
+const STRINGS = ["", "a", "x".repeat(16), "y".repeat(17), "z".repeat(79), "w".repeat(80), "é", "Größe 𝄞 ✓", "ü".repeat(200), "q".repeat(70_000)];
+
+describe("profile layout", () => {
+  it("layout - every field round-trips, at the limits too: empty state, every number form, long and non-ASCII strings, long lists", () => {
+    const s = fullState();
+    expect(s.rv).toBeDefined();
+    expect(s.rk).toBeDefined();
+    expect(s.tl!.length).toBeGreaterThan(0);
+    expect(decodeProfile(encodeProfile(s))).toEqual(s);
+    // Every optional part absent, and the state a user starts with.
+    const bare = newUserState();
+    delete bare.bought;
+    delete bare.tl;
+    expect(decodeProfile(encodeProfile(bare))).toEqual(bare);
+    expect(decodeProfile(encodeProfile(newUserState()))).toEqual(newUserState());
+    // Numbers, strings and lists of every size (a list of 300 has a two-byte length).
+    const x = fullState();
+    x.counts = [...NUMBERS, ...Array.from({ length: 300 }, (_, i) => i * 1000.5)];
+    x.recent = [...STRINGS, ...Array.from({ length: 300 }, (_, i) => `item-${i}`)];
+    x.aud!.sc = STRINGS.slice();
+    x.aud!.scn = NUMBERS.slice();
+    x.currency = "€";
+    const back = decodeProfile(encodeProfile(x));
+    expect(back).toEqual(x);
+    expect(Number.isNaN(back.counts[NUMBERS.findIndex(Number.isNaN)])).toBe(true);
+    // A timeline time that is not an integer, or later than lastSeenMs, is written as it is (exact).
+    const t = fullState();
+    t.tl![0]![1] = T0 + 0.5;
+    t.tl![1]![1] = t.lastSeenMs + 1000;
+    expect(decodeProfile(encodeProfile(t))).toEqual(t);
+    // The encoder's result is a view of its buffer: the next encode reuses it.
+    const first = Buffer.from(encodeProfile(s));
+    encodeProfile(x);
+    expect(Buffer.from(encodeProfile(s)).equals(first)).toBe(true);
+  });
+
+  it("layout - bytes of an unknown version, cut short or with bytes left over are refused", () => {
+    const b = Buffer.from(encodeProfile(fullState()));
+    const other = Buffer.from(b);
+    other[0] = 2;
+    expect(() => decodeProfile(other)).toThrow(/version 2/);
+    expect(() => decodeProfile(Buffer.concat([b, Buffer.from([0])]))).toThrow(/left/);
+    expect(() => decodeProfile(b.subarray(0, b.length - 40))).toThrow();
+  });
+
+  describe("with LMDB", () => {
+    let dir: string;
+    beforeEach(() => {
+      dir = mkdtempSync(join(tmpdir(), "portrait-profile-layout-"));
+    });
+    afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+    it("layout - a profile stored by the msgpack layout before loads and answers the same; its next write is of this layout", async () => {
+      const s = fullState();
+      s.aud!.m.a1 = [T0 + 1000, 1, 0];
+      s.aud!.m.constructor = [0, 2, 1];
+      s.aud!.due = T0 + 9000;
+      s.aud!.w = 1;
+      s.aud!.q = [3, 0];
+      const asOf = T0 + 86_400_000;
+      const view = profileView("u", s, asOf, o);
+      const store = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26 });
+      await store.commitBatch(0, 1, [["u", s]]);
+      await store.close();
+      // The profile as the store wrote it before this layout: msgpack records with shared structures, the audience state
+      // without what the memberships db holds, the risk state packed (the memberships record stays as written).
+      const env = open({ path: join(dir, "lmdb"), compression: false });
+      const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (x: object) => Object.getPrototypeOf(x) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
+      expect(profiles.get("u")).toBeInstanceOf(Uint8Array);
+      const a = s.aud!;
+      await profiles.put("u", { ...s, aud: { p: a.p, d: a.d, cart: a.cart, sc: a.sc, scn: a.scn, scS: a.scS }, rk: packRisk(s.rk!).slice() });
+      expect(profiles.get("u")).not.toBeInstanceOf(Uint8Array);
+      await env.close();
+
+      const again = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26 });
+      try {
+        const old = again.getState("u")!;
+        expect(old).toEqual(s);
+        expect(Object.getPrototypeOf(old.aud!.m)).toBe(null);
+        expect(profileView("u", old, asOf, o)).toEqual(view);
+        // Its next write is of this layout, and reads back the same.
+        const next = ev({ type: EventType.VIEW, timestampMs: T0 + 3_000_000, itemId: "i1" });
+        applyEvent(old, next, o);
+        applyEvent(s, next, o);
+        await again.commitBatch(0, 2, [["u", old]]);
+        const stored = again.getState("u")!;
+        expect(stored).toEqual(s);
+        expect(Object.getPrototypeOf(stored.aud!.m)).toBe(null);
+        // One msgpack bin value: a 2-byte header up to 255 bytes, 3 up to 65,535.
+        const n = encodeProfile(s).length;
+        expect(again.storedBytes("u").profile).toBe(n + (n < 256 ? 2 : 3));
+      } finally {
+        await again.close();
+      }
+    });
+  });
+});
