@@ -103,7 +103,9 @@ describe("profile layout", () => {
     it("layout - a profile stored by the msgpack layout before loads and answers the same; its next write is of this layout", async () => {
       const s = fullState();
       s.aud!.m.a1 = [T0 + 1000, 1, 0];
-      s.aud!.m.constructor = [0, 2, 1];
+      // An id that is a name of Object.prototype's (the memberships are a null-prototype dictionary).
+      const id: string = "constructor";
+      s.aud!.m[id] = [0, 2, 1];
       s.aud!.due = T0 + 9000;
       s.aud!.w = 1;
       s.aud!.q = [3, 0];

@@ -93,10 +93,11 @@ export interface AffinityTable {
 }
 
 /**
- * A user's stored state (schema version 1). Plain data, encoded by the store
- * with msgpack and shared structures. Field names are short on purpose: they
- * are stored once per structure, but every byte of a profile is written on
- * every change.
+ * A user's stored state (schema version 1). Plain data, written by the store
+ * in a layout of its own (src/store/profile-layout.ts: a field added here has
+ * to be given its place there, which the compiler checks). Field names are
+ * short: profiles stored before that layout (msgpack records) and the
+ * changelog's copies (src/shard/changelog-state.ts) hold them.
  */
 export interface UserState {
   /** Schema version. */

@@ -1,8 +1,9 @@
 /**
  * The stored profile layout (db `profiles`, src/store/profile-store.ts): a
  * user's state written field by field, in a fixed order, by code made for it,
- * instead of msgpackr walking the objects (record structures looked up per
- * object, a type dispatch per value: ~16 % of a shard's CPU, bench/RESULTS.md).
+ * instead of msgpackr walking the objects (a record structure looked up per
+ * object, a type dispatch per value: ~16 % of a shard's CPU, bench/RESULTS.md
+ * "Speed: profiles in a layout of their own").
  * The store puts these bytes as one msgpack bin value, so a profile written
  * before (a msgpack record) still reads as it is: the decoded value is an
  * object then, and a Uint8Array for this layout.
@@ -14,11 +15,11 @@
  *   little-endian;
  * - STR: byte length (NUM) then UTF-8;
  * - a list: its length, then its elements;
- * - then: the optional fields present (bits, OPTIONAL order), n, counts,
- *   purchased, refunded, currency, orders, orderIds, lastPurchaseMs,
- *   firstSeenMs, lastSeenMs, affRefMs, cat, brand, band (a table: length,
+ * - then: the optional fields present (bits: 1 = bought ... 512 = mg, in
+ *   the order below), n, counts, purchased, refunded, currency, orders,
+ *   orderIds, lastPurchaseMs, firstSeenMs, lastSeenMs, affRefMs, cat, brand, band (a table: length,
  *   keys, scores), sCount, sEventsDone, sDurationDone, sId, sStartMs, sLastMs,
- *   sEvents, recent; then those of OPTIONAL present, in its order: bought,
+ *   sEvents, recent; then the optional ones present, in this order: bought,
  *   tl (length, a mode byte, per entry type, time, item: with mode 0 each
  *   time is lastSeenMs minus it, with mode 1 the time itself), lstm (length,
  *   bytes), lstmV, aud (p, d, cart, sc, scn, scS: what the `memberships` db
@@ -38,11 +39,11 @@ import type { AffinityTable, ReviewState, SentimentTable, UserState } from "../a
 /** The layout's version (its first byte). */
 export const PROFILE_LAYOUT_VERSION = 1;
 
-/** Optional fields of UserState, in the order of their presence bits. */
-const OPTIONAL = ["bought", "tl", "lstm", "lstmV", "aud", "rv", "rk", "so", "al", "mg"] as const;
+/** Optional fields of UserState, in the order of their presence bits (bit 0 = bought). */
+type Optional = "bought" | "tl" | "lstm" | "lstmV" | "aud" | "rv" | "rk" | "so" | "al" | "mg";
 type Written = "v" | "n" | "counts" | "purchased" | "refunded" | "currency" | "orders" | "orderIds" | "lastPurchaseMs" |
   "firstSeenMs" | "lastSeenMs" | "affRefMs" | "cat" | "brand" | "band" | "sCount" | "sEventsDone" | "sDurationDone" |
-  "sId" | "sStartMs" | "sLastMs" | "sEvents" | "recent" | (typeof OPTIONAL)[number];
+  "sId" | "sStartMs" | "sLastMs" | "sEvents" | "recent" | Optional;
 /** Compiles only while every field of `T` is among `W`. */
 type Covered<T, W> = [Exclude<keyof T, W>] extends [never] ? true : never;
 const USER_STATE_COVERED: Covered<UserState, Written> = true;
@@ -156,8 +157,10 @@ export function encodeProfile(s: UserState): Uint8Array {
   pos = 0;
   room(1);
   buf[pos++] = PROFILE_LAYOUT_VERSION;
-  let bits = 0;
-  for (let i = 0; i < OPTIONAL.length; i++) if (s[OPTIONAL[i]!] !== undefined) bits |= 1 << i;
+  // Named one by one (a keyed loop over OPTIONAL was a generic property lookup each).
+  const bits = (s.bought !== undefined ? 1 : 0) | (s.tl !== undefined ? 2 : 0) | (s.lstm !== undefined ? 4 : 0) | (s.lstmV !== undefined ? 8 : 0) |
+    (s.aud !== undefined ? 16 : 0) | (s.rv !== undefined ? 32 : 0) | (s.rk !== undefined ? 64 : 0) | (s.so !== undefined ? 128 : 0) |
+    (s.al !== undefined ? 256 : 0) | (s.mg !== undefined ? 512 : 0);
   num(bits);
   num(s.n);
   nums(s.counts);
