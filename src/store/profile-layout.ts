@@ -253,12 +253,18 @@ export function encodeProfile(s: UserState): Uint8Array {
   return buf.subarray(0, pos);
 }
 
-// Decoding: `src` and `at` are the bytes being read and the offset in them.
-let src: Buffer = buf;
+// Decoding: `src` and `at` are the bytes being read and the offset in them (any Uint8Array: no Buffer view made).
+let src: Uint8Array = buf;
 let at = 0;
-/** Arguments of String.fromCharCode for short ASCII strings, one array per length (no array per string). */
+/** A float64's bytes, copied in to be read (little-endian, as written). */
+const F64_BYTES = new Uint8Array(8);
+const F64_VALUE = new Float64Array(F64_BYTES.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Arguments of String.fromCharCode for ASCII strings up to SHORT bytes, one array per length (no array per string). */
+const SHORT = 32;
 const CHARS: number[][] = [];
-for (let n = 0; n <= 16; n++) CHARS.push(new Array<number>(n).fill(0));
+for (let n = 0; n <= SHORT; n++) CHARS.push(new Array<number>(n).fill(0));
+const utf8 = new TextDecoder();
 
 function rnum(): number {
   const b = src[at++]!;
@@ -266,21 +272,21 @@ function rnum(): number {
   let x: number;
   switch (b) {
     case U16:
-      x = src.readUInt16LE(at);
+      x = src[at]! | (src[at + 1]! << 8);
       at += 2;
       return x;
     case U32:
-      x = src.readUInt32LE(at);
+      x = (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16)) + src[at + 3]! * 0x1000000;
       at += 4;
       return x;
     case U48:
-      x = src.readUInt32LE(at) + src.readUInt16LE(at + 4) * 0x100000000;
+      x = (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16)) + src[at + 3]! * 0x1000000 + (src[at + 4]! | (src[at + 5]! << 8)) * 0x100000000;
       at += 6;
       return x;
     case F64:
-      x = src.readDoubleLE(at);
+      for (let i = 0; i < 8; i++) F64_BYTES[LITTLE_ENDIAN ? i : 7 - i] = src[at + i]!;
       at += 8;
-      return x;
+      return F64_VALUE[0]!;
     default:
       throw new RangeError(`profile layout: byte ${b} at ${at - 1} starts no number`);
   }
@@ -289,7 +295,8 @@ function rnum(): number {
 function rstr(): string {
   const n = rnum();
   const end = at + n;
-  if (n <= 16) {
+  if (end > src.length) throw new RangeError(`profile layout: a string of ${n} bytes at ${at} goes past the end`);
+  if (n <= SHORT) {
     const c = CHARS[n]!;
     let i = 0;
     for (; i < n; i++) {
@@ -302,22 +309,22 @@ function rstr(): string {
       return String.fromCharCode.apply(null, c);
     }
   }
-  const s = src.toString("utf8", at, end);
+  const s = utf8.decode(src.subarray(at, end));
   at = end;
   return s;
 }
 
 function rnums(): number[] {
   const n = rnum();
-  const a = new Array<number>(n);
-  for (let i = 0; i < n; i++) a[i] = rnum();
+  const a: number[] = [];
+  for (let i = 0; i < n; i++) a.push(rnum());
   return a;
 }
 
 function rstrs(): string[] {
   const n = rnum();
-  const a = new Array<string>(n);
-  for (let i = 0; i < n; i++) a[i] = rstr();
+  const a: string[] = [];
+  for (let i = 0; i < n; i++) a.push(rstr());
   return a;
 }
 
@@ -332,10 +339,33 @@ function rsentimentTable(): SentimentTable {
   return { keys, w, s: rnums() };
 }
 
-/** The state of bytes written by encodeProfile (its audience state without memberships: m empty, due 0, for the store to fill). */
-export function decodeProfile(bytes: Uint8Array): UserState {
-  src = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  at = 0;
+/**
+ * Where the layout's bytes start in a stored profile value (as the profiles
+ * db holds it, decompressed): after the header of its msgpack bin, or -1 for
+ * a value of the layout before (a msgpack record or map).
+ */
+export function layoutStart(value: Uint8Array): number {
+  switch (value[0]) {
+    case 0xc4:
+      return 2;
+    case 0xc5:
+      return 3;
+    case 0xc6:
+      return 5;
+    default:
+      return -1;
+  }
+}
+
+/**
+ * The state of bytes written by encodeProfile, from `start` to the end of
+ * `bytes` (its audience state without memberships: m empty, due 0, for the
+ * store to fill). Copies what it keeps: `bytes` may be a buffer that the next
+ * read overwrites.
+ */
+export function decodeProfile(bytes: Uint8Array, start = 0): UserState {
+  src = bytes;
+  at = start;
   const version = src[at++];
   if (version !== PROFILE_LAYOUT_VERSION) throw new RangeError(`profile layout version ${version} is not known to this build`);
   const bits = rnum();
@@ -380,9 +410,9 @@ export function decodeProfile(bytes: Uint8Array): UserState {
   }
   if (bits & 4) {
     const len = rnum();
-    // A Uint8Array of its own (as the state's LSTM step makes it), not a Buffer view of the source.
+    // A Uint8Array of its own (as the state's LSTM step makes it), not a view of the source.
     const lstm = new Uint8Array(len);
-    lstm.set(src.subarray(at, at + len));
+    for (let i = 0; i < len; i++) lstm[i] = src[at + i]!;
     s.lstm = lstm;
     at += len;
   }
@@ -431,7 +461,8 @@ export function decodeProfile(bytes: Uint8Array): UserState {
     s.al = al;
   }
   if (bits & 512) s.mg = rstrs();
-  if (at !== src.length) throw new RangeError(`profile layout: ${src.length - at} bytes left after the state`);
+  const left = src.length - at;
   src = buf;
+  if (left !== 0) throw new RangeError(`profile layout: ${left} bytes ${left > 0 ? "left after the state" : "missing"}`);
   return s;
 }

@@ -84,7 +84,7 @@ import type { AudienceState } from "../actors/audience-types.js";
 import { unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
-import { decodeProfile, encodeProfile } from "./profile-layout.js";
+import { decodeProfile, encodeProfile, layoutStart } from "./profile-layout.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
@@ -455,16 +455,19 @@ export class ProfileStore {
   }
 
   getState(userId: string): UserState | undefined {
-    const v = this.#profiles.get(userId);
-    if (v === undefined) return undefined;
-    if (v instanceof Uint8Array) {
-      const s = decodeProfile(v);
+    // The value's bytes as stored (decompressed), valid until the next read: the layout is decoded from them, not from a copy.
+    const bytes = this.#profiles.getBinaryFast(userId);
+    if (bytes === undefined) return undefined;
+    const start = layoutStart(bytes);
+    if (start >= 0) {
+      const s = decodeProfile(bytes, start);
       const r = s.aud !== undefined ? this.#memberships.get(userId) : undefined;
       if (r !== undefined) readMemberships(s.aud!, r, this.#numbers);
       return s;
     }
-    // The layouts before: msgpack of the state, with the risk state's stored form (packRisk), or before that its record.
-    const s = v;
+    // The layouts before: msgpack of the state (read again, decoded by msgpackr with the db's shared structures), with the
+    // risk state's stored form (packRisk), or before that its record.
+    const s = this.#profiles.get(userId) as UserState;
     if (s.rk !== undefined) s.rk = unpackRisk(s.rk as number[] | RiskRecord);
     const a = s.aud;
     if (a === undefined) return s;
