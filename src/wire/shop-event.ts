@@ -21,26 +21,8 @@ import { EventType, type Event } from "./proto.js";
 import { utf8Slice } from "./protobuf-runtime.js";
 
 /** The shop fields of an Event (the shard's ProfileEvent, ItemEvent, LstmEvent and feedback read them), and the review the shard adds. */
-export interface ShopEvent {
-  eventId: string;
-  userId: string;
-  type: EventType;
-  timestampMs: number;
-  itemId: string;
-  categoryId: string;
-  categoryPath: string;
-  brand: string;
-  price: number;
-  quantity: number;
-  currency: string;
-  sessionId: string;
-  orderId: string;
-  searchQuery: string;
-  attributes: { [k: string]: string };
-  rating: number;
-  reviewText: string;
-  recRequestId: string;
-  modelVersion: string;
+export interface ShopEvent extends Pick<Event, "eventId" | "userId" | "type" | "timestampMs" | "itemId" | "categoryId" | "categoryPath" | "brand" | "price" |
+  "quantity" | "currency" | "sessionId" | "orderId" | "searchQuery" | "attributes" | "rating" | "reviewText" | "recRequestId" | "modelVersion"> {
   recPropensity: number | null;
   /** A REVIEW's text as the shard's sentiment model read it; undefined until then. */
   review: { sentiment: number; aspects: string[] } | undefined;
