@@ -48,7 +48,7 @@ export class WorkerClient<Api, Stats = never> {
   #stats: Stats | undefined;
 
   constructor(o: WorkerClientOptions) {
-    const limits = {
+    const limits = o.maxHeapBytes === undefined && o.semiSpaceBytes === undefined ? undefined : {
       ...(o.maxHeapBytes !== undefined ? { maxOldGenerationSizeMb: Math.ceil(o.maxHeapBytes / 2 ** 20) } : {}),
       ...(o.semiSpaceBytes !== undefined ? { maxYoungGenerationSizeMb: 3 * Math.ceil(o.semiSpaceBytes / 2 ** 20) } : {}),
     };
