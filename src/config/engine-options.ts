@@ -136,11 +136,11 @@ export interface EngineOptions extends NatsOptions {
    * allocated and most die in scavenges, is two semi-spaces plus as much for
    * new large objects (Worker `resourceLimits.maxYoungGenerationSizeMb` = 3 x
    * this, in whole MiB; V8 rounds the semi-space up to a power of two MiB).
-   * V8 grows a thread's semi-space up to it while objects survive, and a
-   * larger one means fewer scavenges, fewer objects copied and promoted, and
-   * less work for V8's GC helper threads, for up to 2 x this more committed
-   * memory per worker (bench/RESULTS.md, "the workers' young generation").
-   * Default SEMI_SPACE_DEFAULT_BYTES. A process started with node's
+   * V8 grows a thread's semi-space up to it while objects survive; a larger
+   * one means fewer scavenges, for up to 2 x this committed per worker. At
+   * max ingest 32 MiB gave no lower CPU per event than 16 and ~40 MiB more
+   * RSS (bench/RESULTS.md, "the workers' young generation"). Default
+   * SEMI_SPACE_DEFAULT_BYTES (16 MiB, V8's own). A process started with node's
    * `--max-semi-space-size` (NODE_OPTIONS) gets that size in every thread
    * instead, this option included; it is also the way to size the main
    * thread's.

@@ -42,12 +42,12 @@ export const WORKER_HEAP_PER_STATE_BYTE = 1.5;
 
 /**
  * The engine's default bound of each worker's V8 semi-space (engine option
- * workerSemiSpaceBytes), bytes: twice V8's own default on a 64-bit machine
- * (16 MiB). On bench/shard-apply.ts it cut a shard's scavenges by ~18 % and
- * its CPU per event by a few percent; 64 MiB did no better (bench/RESULTS.md,
+ * workerSemiSpaceBytes), bytes: V8's own default on a 64-bit machine. 32 MiB
+ * cut a shard's scavenges by a quarter on bench/shard-apply.ts, but not the
+ * engine's CPU per event in max-ingest, for ~40 MiB more RSS (bench/RESULTS.md,
  * "the workers' young generation").
  */
-export const SEMI_SPACE_DEFAULT_BYTES = 32 * MiB;
+export const SEMI_SPACE_DEFAULT_BYTES = 16 * MiB;
 
 /** The heap bound (old generation) that a worker holding `stateBytes` of estimated state needs, bytes. */
 export function workerHeapFor(stateBytes: number): number {
