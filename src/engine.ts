@@ -178,7 +178,7 @@ export class Engine {
   async #startShards(cfg: EngineConfig, models: EngineModels["dirs"], internalMacKey: Uint8Array, pseudonymKey: Uint8Array | undefined): Promise<{ pool: ShardPool; recs: RecsHost }> {
     const s = this.subjects;
     const recs = await RecsHost.start({ recs: cfg.recs, ...(models.deepfmDir !== undefined ? { deepfmDir: models.deepfmDir } : {}), logLevel: cfg.logLevel },
-      cfg.workers, (err) => this.#fail(err, { component: "recs" }));
+      cfg.workers, (err) => this.#fail(err, { component: "recs" }), cfg.workerSemiSpaceBytes);
     this.#recs = recs.host;
     this.#pool = await ShardPool.start(cfg.workers, cfg.partitions, {
       dataDir: cfg.dataDir,
@@ -204,7 +204,7 @@ export class Engine {
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
       ...(cfg.cluster !== undefined ? { changelog: true } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents, maxHeapBytes: cfg.maxShardHeapBytes });
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents, maxHeapBytes: cfg.maxShardHeapBytes, semiSpaceBytes: cfg.workerSemiSpaceBytes });
     return { pool: this.#pool, recs: recs.host };
   }
 

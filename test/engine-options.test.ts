@@ -7,6 +7,7 @@ import { NATS_DEFAULTS } from "../src/bus/connect.js";
 import { ENGINE_DEFAULTS, compileEngineOptions } from "../src/config/engine-options.js";
 import { compileInferenceOptions } from "../src/inference/inference-options.js";
 import { compileRecsOptions } from "../src/recs/recs-options.js";
+import { SEMI_SPACE_DEFAULT_BYTES } from "../src/obs/heap.js";
 
 describe("engine options", () => {
   it("engine options - nothing given compiles to ENGINE_DEFAULTS (paths resolved, groups compiled), frozen", () => {
@@ -62,6 +63,14 @@ describe("engine options", () => {
     expect(compileRecsOptions({ maxHeapBytes: 0 })).toEqual(compileRecsOptions());
     expect(() => compileRecsOptions({ maxHeapBytes: 812 * MiB, maxStateBytes: 300 * MiB })).toThrow(/maxHeapBytes \(851443712\) must hold options.maxStateBytes/);
     expect(() => compileRecsOptions({ maxHeapBytes: "1g" as never })).toThrow(/maxHeapBytes must be an integer/);
+  });
+
+  it("engine options - the workers' semi-space: SEMI_SPACE_DEFAULT_BYTES by default, 1 MiB to 1 GiB", () => {
+    const MiB = 2 ** 20;
+    expect(compileEngineOptions({}).workerSemiSpaceBytes).toBe(SEMI_SPACE_DEFAULT_BYTES);
+    expect(compileEngineOptions({ workerSemiSpaceBytes: 64 * MiB }).workerSemiSpaceBytes).toBe(64 * MiB);
+    expect(() => compileEngineOptions({ workerSemiSpaceBytes: MiB - 1 })).toThrow(/options\.workerSemiSpaceBytes must be an integer in \[1048576, 1073741824\]/);
+    expect(() => compileEngineOptions({ workerSemiSpaceBytes: 2 * 1024 * MiB })).toThrow(/workerSemiSpaceBytes/);
   });
 
   it("docs - README's engine flag table gives the defaults of ENGINE_DEFAULTS", () => {

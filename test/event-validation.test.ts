@@ -1,7 +1,10 @@
+import { isDeepStrictEqual } from "node:util";
 import { describe, expect, it } from "vitest";
 import { fnv1a32, partitionOf } from "../src/wire/partition.js";
 import { decodeEvent, type EventValidationOptions } from "../src/wire/event-validation.js";
 import { EventType, pb, type IEvent } from "../src/wire/proto.js";
+import { decodeShopEvent, shopEvent } from "../src/wire/shop-event.js";
+import { fuzzPayloads, type FuzzContext } from "../bench/fuzz-events.js";
 
 const P = 8;
 const o: EventValidationOptions = { partitions: P, maxEventBytes: 4096, maxFutureSkewMs: 60_000, currency: "GBP" };
@@ -130,6 +133,60 @@ describe("wire - event validation", () => {
       expect(r.ok).toBe(true);
       if (r.ok) expect(r.event.itemId).toContain("\uFFFD");
     }
+  });
+
+  it("wire - decodeShopEvent gives decodeEvent's verdict and the same fields, or leaves the event to decodeEvent", () => {
+    const validation = { ...o, internalKey: new Uint8Array(32).fill(7) };
+    const c: FuzzContext = { seed: 5, partitions: P, users: Array.from({ length: 50 }, (_, k) => `sf-${k}`), baseMs: now - 3_600_000, nowMs: now, validation };
+    const noTime = { ...base };
+    delete noTime.timestampMs;
+    const odd: [string, Uint8Array][] = [
+      ["a field given twice (the last one counts)", Uint8Array.from([...enc(base), ...enc({ itemId: "sku2", price: 3 })])],
+      ["attributes in two entries, and a key given twice", Uint8Array.from([...enc({ ...base, attributes: { a: "1", b: "2" } }), ...enc({ attributes: { a: "3" } })])],
+      ["an attribute named __proto__", enc({ ...base, attributes: { ["__proto__"]: "x" } })],
+      ["a map entry with an unknown field", Uint8Array.from([...enc(base), 0x82, 0x01, 0x05, 0x0a, 0x01, 0x6b, 0x18, 0x01])],
+      ["a non-canonical tag (field 1 in two bytes)", Uint8Array.from([0x8a, 0x00, 0x02, 0x65, 0x32, ...enc({ ...base, eventId: "" })])],
+      ["a string field as a varint", Uint8Array.from([...enc(base), 0x28, 0x01])],
+      ["an unknown field", Uint8Array.from([...enc(base), 0xa0, 0x06, 0x01])],
+      ["forwarded = false on the wire", enc({ ...base, forwarded: false, hops: 0 })],
+      ["forwarded", enc({ ...base, forwarded: true })],
+      ["an identify", enc({ ...base, type: EventType.IDENTIFY, primaryUserId: "bob" })],
+      ["timestamp 2^53 - 1", enc({ ...base, timestampMs: 2 ** 53 - 1 })],
+      ["timestamp 2^64 - 1", Uint8Array.from([...enc(noTime), 0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])],
+      ["a truncated price", enc(base).subarray(0, enc(base).indexOf(0x49) + 4)],
+      ["rec_propensity", enc({ ...base, type: EventType.REC_CLICK, recRequestId: "rq", recPropensity: 0.25 })],
+      ["empty", new Uint8Array(0)],
+    ];
+    const payloads = [...odd.map(([what, bytes]) => ({ what, bytes, partition: p })),
+      ...[...fuzzPayloads(8_000, c)].map((f, i) => ({ what: `fuzz ${i} ${f.kind} ${f.mutation ?? ""}`, bytes: f.bytes, partition: f.partition }))];
+    const differ: string[] = [];
+    let fast = 0;
+    let left = 0;
+    for (const { what, bytes, partition } of payloads) {
+      // Inside a batch's buffer, between other bytes: the decoder must read only its own.
+      const data = new Uint8Array(bytes.length + 10).fill(0x8a);
+      data.set(bytes, 5);
+      const got = decodeShopEvent(data, 5, 5 + bytes.length, partition, now, validation);
+      if (got === undefined) {
+        left++;
+        continue;
+      }
+      fast++;
+      const want = decodeEvent(bytes, partition, now, validation);
+      const same = "ok" in got ? JSON.stringify(got) === JSON.stringify(want) : want.ok && isDeepStrictEqual({ ...got, attributes: { ...got.attributes } }, shopEvent(want.event));
+      if (!same) differ.push(`${what}: ${JSON.stringify(got)} against ${JSON.stringify(want)}`);
+    }
+    expect(differ).toEqual([]);
+    // Both paths are taken: most payloads are read directly, the odd ones are left to protobufjs.
+    expect(fast).toBeGreaterThan(4_000);
+    expect(left).toBeGreaterThan(500);
+    const byWhat = new Map(odd.map(([what, bytes]) => [what, decodeShopEvent(bytes, 0, bytes.length, p, now, validation) === undefined ? "left" : "read"]));
+    expect(Object.fromEntries(byWhat)).toEqual({
+      "a field given twice (the last one counts)": "read", "attributes in two entries, and a key given twice": "read", "an attribute named __proto__": "left",
+      "a map entry with an unknown field": "left", "a non-canonical tag (field 1 in two bytes)": "read", "a string field as a varint": "left", "an unknown field": "left",
+      "forwarded = false on the wire": "left", "forwarded": "left", "an identify": "left", "timestamp 2^53 - 1": "left", "timestamp 2^64 - 1": "left",
+      "a truncated price": "left", "rec_propensity": "read", "empty": "read",
+    });
   });
 
   it("wire - the partition hash is FNV-1a 32 of the UTF-8 bytes (README test vectors)", () => {

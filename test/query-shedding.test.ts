@@ -27,9 +27,10 @@ describe("query shedding", () => {
   it("shedding - a query its busy shard cannot start within maxQueryWaitMs gets OVERLOADED (not TIMEOUT), and answers once it is free; per-thread heaps and the worker heap bounds are exported", { timeout: 120_000 }, async () => {
     const prefix = uniquePrefix("shed");
     const maxQueryWaitMs = 300;
-    // Worker heap bounds below V8's default (GiBs here), so that the exported limits show they were applied.
+    // Worker heap bounds below V8's default (GiBs here), and a semi-space of 8 MiB, so that the exported limits show they were applied.
     const MiB = 2 ** 20;
-    const e = await fx.startEngine({ subjectPrefix: prefix, maxQueryWaitMs, lstmModel: "off", deepfmModel: "off", churnModel: "off", maxShardHeapBytes: 700 * MiB, recs: { maxHeapBytes: 800 * MiB } });
+    const e = await fx.startEngine({ subjectPrefix: prefix, maxQueryWaitMs, lstmModel: "off", deepfmModel: "off", churnModel: "off", maxShardHeapBytes: 700 * MiB, recs: { maxHeapBytes: 800 * MiB },
+      workerSemiSpaceBytes: 8 * MiB });
     const client = new PortraitClient(fx.nc, { subjectPrefix: prefix, partitions: e.config.partitions, requestTimeoutMs: 5000 });
     const user = `${prefix}-u0`;
     const shard = partitionOf(user, e.config.partitions) % e.config.workers;
@@ -70,11 +71,11 @@ describe("query shedding", () => {
       expect(total, thread).toBeGreaterThanOrEqual(used!);
       expect(total, thread).toBeLessThan(2 ** 32);
       expect(sample(text, "portrait_thread_heap_bytes", `thread="${thread}",kind="external"`), thread).toBeGreaterThan(0);
-      // The limit is the old generation's bound plus the young generation's (tens of MiB).
+      // The limit is the old generation's bound plus the young generation's: 3 x the semi-space.
       const limit = sample(text, "portrait_thread_heap_bytes", `thread="${thread}",kind="limit"`);
       const bound = thread === "main" ? undefined : thread === "recs" ? 800 * MiB : 700 * MiB;
       if (bound === undefined) expect(limit, thread).toBeGreaterThan(1024 * MiB);
-      else expect([limit! >= bound, limit! < bound + 128 * MiB], thread).toEqual([true, true]);
+      else expect(limit, thread).toBe(bound + 3 * 8 * MiB);
     }
     expect(sample(text, "portrait_shard_actors_cached", `shard="${shard}"`)).toBe(1);
     await waitFor(async () => /^portrait_recs_item_events_queued 0$/m.test(await e.metrics.registry.metrics()), { timeoutMs: 10_000, message: "recs queue" });

@@ -15,7 +15,7 @@ import { ConfigError } from "../errors.js";
 import { BUNDLED_MODELS_DIR } from "../models/artifacts.js";
 import { DEFAULT_INFERENCE_OPTIONS, compileInferenceOptions, type CompiledInferenceOptions, type InferenceOptions } from "../inference/inference-options.js";
 import { RECS_DEFAULTS, compileRecsOptions, type CompiledRecsOptions, type RecsOptions } from "../recs/recs-options.js";
-import { usableMemoryBytes, workerHeapBounds, workerHeapFor } from "../obs/heap.js";
+import { SEMI_SPACE_DEFAULT_BYTES, usableMemoryBytes, workerHeapBounds, workerHeapFor } from "../obs/heap.js";
 import { LOG_LEVELS } from "../obs/logger.js";
 import { DEFAULT_MAP_SIZE_BYTES } from "../store/profile-store.js";
 
@@ -130,6 +130,22 @@ export interface EngineOptions extends NatsOptions {
    * that.
    */
   maxShardHeapBytes?: number;
+  /**
+   * Bound of V8's semi-space in each worker thread of the engine (the shards
+   * and the recs worker), bytes: the young generation, where new objects are
+   * allocated and most die in scavenges, is two semi-spaces plus as much for
+   * new large objects (Worker `resourceLimits.maxYoungGenerationSizeMb` = 3 x
+   * this, in whole MiB; V8 rounds the semi-space up to a power of two MiB).
+   * V8 grows a thread's semi-space up to it while objects survive; a larger
+   * one means fewer scavenges, for up to 2 x this committed per worker. At
+   * max ingest 32 MiB gave no lower CPU per event than 16 and ~40 MiB more
+   * RSS (bench/RESULTS.md, "the workers' young generation"). Default
+   * SEMI_SPACE_DEFAULT_BYTES (16 MiB, V8's own). A process started with node's
+   * `--max-semi-space-size` (NODE_OPTIONS) gets that size in every thread
+   * instead, this option included; it is also the way to size the main
+   * thread's.
+   */
+  workerSemiSpaceBytes?: number;
   /**
    * Stored profiles each shard reads per audience tick (every 100 ms) while an
    * audience backfill runs; it evaluates those of its own partitions. Every
@@ -316,6 +332,7 @@ export const ENGINE_DEFAULTS = Object.freeze({
   maxActorsPerShard: 200_000,
   maxActorBytesPerShard: defaultActorBytesPerShard(defaultWorkers()),
   maxShardHeapBytes: workerHeapFor(defaultActorBytesPerShard(defaultWorkers())),
+  workerSemiSpaceBytes: SEMI_SPACE_DEFAULT_BYTES,
   audienceBackfillPerTick: 5000,
   maxInflightQueries: 4096,
   maxInflightRecommends: 64,
@@ -484,6 +501,7 @@ export function compileEngineOptions(o: EngineOptions = {}): EngineConfig {
     currency,
     maxActorsPerShard: int("maxActorsPerShard", o.maxActorsPerShard ?? D.maxActorsPerShard, 1),
     ...shardHeap(o),
+    workerSemiSpaceBytes: int("workerSemiSpaceBytes", o.workerSemiSpaceBytes ?? D.workerSemiSpaceBytes, 1 << 20, 1 << 30),
     audienceBackfillPerTick: int("audienceBackfillPerTick", o.audienceBackfillPerTick ?? D.audienceBackfillPerTick, 1, 1_000_000),
     maxInflightQueries: int("maxInflightQueries", o.maxInflightQueries ?? D.maxInflightQueries, 1),
     maxInflightRecommends: int("maxInflightRecommends", o.maxInflightRecommends ?? D.maxInflightRecommends, 1),

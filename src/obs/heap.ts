@@ -40,6 +40,15 @@ export const WORKER_HEAP_BASE_BYTES = 512 * MiB;
  */
 export const WORKER_HEAP_PER_STATE_BYTE = 1.5;
 
+/**
+ * The engine's default bound of each worker's V8 semi-space (engine option
+ * workerSemiSpaceBytes), bytes: V8's own default on a 64-bit machine. 32 MiB
+ * cut a shard's scavenges by a quarter on bench/shard-apply.ts, but not the
+ * engine's CPU per event in max-ingest, for ~40 MiB more RSS (bench/RESULTS.md,
+ * "the workers' young generation").
+ */
+export const SEMI_SPACE_DEFAULT_BYTES = 16 * MiB;
+
 /** The heap bound (old generation) that a worker holding `stateBytes` of estimated state needs, bytes. */
 export function workerHeapFor(stateBytes: number): number {
   return Math.ceil(stateBytes * WORKER_HEAP_PER_STATE_BYTE + WORKER_HEAP_BASE_BYTES);

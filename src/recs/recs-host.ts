@@ -34,10 +34,11 @@ export class RecsHost {
   }
 
   /** Starts the worker; returns the host and, for ShardPool.start, one port per shard and the queue bound they share. */
-  static async start(init: Omit<RecsInit, "itemEventsQueued">, shards: number, onExit: (err: PortraitError) => void): Promise<{ host: RecsHost; itemEvents: ItemEventSinks }> {
+  /** `semiSpaceBytes`: bound of the worker's V8 semi-space (the engine option workerSemiSpaceBytes; V8's default where absent). */
+  static async start(init: Omit<RecsInit, "itemEventsQueued">, shards: number, onExit: (err: PortraitError) => void, semiSpaceBytes?: number): Promise<{ host: RecsHost; itemEvents: ItemEventSinks }> {
     const queue = new ItemEventQueue(init.recs.maxQueuedItemEvents, init.recs.maxItemEventWaitMs);
     const client = new WorkerClient<RecsApi, RecsStats>({ base: import.meta.url, module: "recs.worker", threadName: "portrait-recs", what: "recs worker", onExit,
-      maxHeapBytes: init.recs.maxHeapBytes });
+      maxHeapBytes: init.recs.maxHeapBytes, ...(semiSpaceBytes !== undefined ? { semiSpaceBytes } : {}) });
     const host = new RecsHost(client, queue);
     await client.call((api) => api.init({ ...init, itemEventsQueued: queue.queued }));
     const ports = [];

@@ -20,7 +20,7 @@ import type { UserState } from "../actors/user-profile.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { newItemEventBatch, pushItemEvent, type ItemEventSender } from "../threads/item-event-queue.js";
 import { decodeEvent, type DeadLetterReason, type EventValidationOptions } from "../wire/event-validation.js";
-import { EventType } from "../wire/proto.js";
+import { EventType, pb } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import { MAX_AHEAD_PER_BATCH, type BatchTimes, type ClockReader } from "./engine-clock.js";
@@ -40,7 +40,7 @@ import { mergeStates } from "../actors/identity-merge.js";
 import { MAX_HOPS, forwardMessage, handoverMessage, mergeIdOf, readHandover, toOutbox } from "./identity.js";
 import type { Event } from "../wire/proto.js";
 import { applySocial, NoticeBatch, unbatchNotices, type Recipient } from "./social.js";
-import { shopEvent } from "./shop-event.js";
+import { decodeShopEvent, shopEvent, type ShopEvent } from "../wire/shop-event.js";
 
 const NO_KEY = new Uint8Array(0);
 
@@ -211,8 +211,11 @@ export class BatchApplier {
     const skip = this.#skipUntil.get(partition);
     for (let i = 0; i < n; i++) {
       const seq = seqs[i]!;
-      const r = decodeEvent(data.subarray(offsets[i]!, offsets[i + 1]!), partition, now, d.validation);
-      if (!r.ok) {
+      const start = offsets[i]!;
+      const end = offsets[i + 1]!;
+      // A plain shop event is read straight into its fixed shape; anything else through protobufjs's Event (wire/shop-event.ts).
+      const r = decodeShopEvent(data, start, end, partition, now, d.validation) ?? decodeEvent(data.subarray(start, end), partition, now, d.validation);
+      if ("ok" in r && !r.ok) {
         deadLetters.push({ index: i, seq, reason: r.reason, detail: r.detail });
         if (seq > high) high = seq;
         continue;
@@ -222,44 +225,48 @@ export class BatchApplier {
         continue;
       }
       high = seq;
-      const e = r.event;
+      // The protobuf Event when decodeShopEvent left the event to decodeEvent; ev is whichever of the two the event has.
+      let e = "ok" in r ? r.event : undefined;
+      const ev = e ?? (r as ShopEvent);
       // A forwarded event (README "Identity") carries the key already.
-      if (keys !== undefined && !e.forwarded) {
-        let k = keys.get(e.userId);
-        if (k === undefined) keys.set(e.userId, (k = d.key(e.userId)));
-        e.userId = k;
+      if (keys !== undefined && e?.forwarded !== true) {
+        let k = keys.get(ev.userId);
+        if (k === undefined) keys.set(ev.userId, (k = d.key(ev.userId)));
+        ev.userId = k;
       }
-      if (d.changelog === true && (e.type >= EventType.FOLLOW || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER)) {
+      if (d.changelog === true && (ev.type >= EventType.FOLLOW || ev.type === EventType.IDENTIFY || ev.type === EventType.IDENTITY_HANDOVER)) {
         // Cluster mode: their effects on other users live in this node's LMDB and outbox, which a takeover does not carry.
         deadLetters.push({ index: i, seq, reason: "CLUSTER_UNSUPPORTED", detail: "identity and social events are not available in cluster mode (--cluster) in this version" });
         continue;
       }
-      if (e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
+      if (e !== undefined && e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
         // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
         appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval }, skip);
         continue;
       }
-      if (skip !== undefined && seq <= (skip.get(e.userId) ?? 0)) {
+      if (skip !== undefined && seq <= (skip.get(ev.userId) ?? 0)) {
         skipped++;
         continue;
       }
-      const alias = this.aliasOf(e.userId);
-      if (alias !== undefined || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER) {
+      const alias = this.aliasOf(ev.userId);
+      if (alias !== undefined || ev.type === EventType.IDENTIFY || ev.type === EventType.IDENTITY_HANDOVER) {
+        // A shop event of an alias goes on to the primary as protobufjs decodes it, under the key it has here.
+        if (e === undefined) (e = pb.Event.decode(data.subarray(start, end))).userId = ev.userId;
         const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, types, steps, side, outbound, identity, wholeEval });
         if (verdict === "skipped") skipped++;
         else if (verdict === "applied") appliedCount++;
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
       }
-      if (e.type >= EventType.FOLLOW) {
+      if (e !== undefined && e.type >= EventType.FOLLOW) {
         // Social events and notices change only the social part (README "Social ties"): no counts, sessions, LSTM or item events.
         const verdict = this.#social(e, partition, seq, batchNo, dirty, types, notices);
         if (verdict === "applied") appliedCount++;
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
       }
-      // One fixed shape for everything below (shop-event.ts): the decoded Event's shape varies with the fields present.
-      const x = shopEvent(e);
+      // One fixed shape for everything below (wire/shop-event.ts): the decoded Event's shape varies with the fields present.
+      const x = e !== undefined ? shopEvent(e) : (r as ShopEvent);
       const actor = d.actors.actor(x.userId);
       if (lstm !== undefined) {
         // Before the event enters the timeline: a state of another version is re-encoded from the events before this one.

@@ -72,6 +72,8 @@ export interface ShardPoolOptions {
   maxShardQueueEvents: number;
   /** Bound of each shard worker's V8 heap, bytes; the engine option maxShardHeapBytes (V8's default where absent). */
   maxHeapBytes?: number;
+  /** Bound of each shard worker's V8 semi-space, bytes; the engine option workerSemiSpaceBytes (V8's default where absent). */
+  semiSpaceBytes?: number;
 }
 
 type Shard = WorkerClient<ShardApi, ShardStats>;
@@ -114,6 +116,7 @@ export class ShardPool {
       shards.push(new WorkerClient<ShardApi, ShardStats>({
         base: import.meta.url, module: "shard.worker", threadName: `portrait-shard-${i}`, what: `shard worker ${i}`, onExit: (err) => onExit(i, err),
         ...(o.maxHeapBytes !== undefined ? { maxHeapBytes: o.maxHeapBytes } : {}),
+        ...(o.semiSpaceBytes !== undefined ? { semiSpaceBytes: o.semiSpaceBytes } : {}),
       }));
     }
     const clock = new EngineClock(CLOCK_DEFAULTS);

@@ -32,6 +32,8 @@ export interface WorkerClientOptions {
    * where absent. A thread that outgrows it fails out of memory (onExit).
    */
   maxHeapBytes?: number;
+  /** Bound of the thread's V8 semi-space, bytes (its young generation is 3 x it); V8's default where absent. */
+  semiSpaceBytes?: number;
 }
 
 export class WorkerClient<Api, Stats = never> {
@@ -46,7 +48,10 @@ export class WorkerClient<Api, Stats = never> {
   #stats: Stats | undefined;
 
   constructor(o: WorkerClientOptions) {
-    const limits = o.maxHeapBytes !== undefined ? { maxOldGenerationSizeMb: Math.ceil(o.maxHeapBytes / 2 ** 20) } : undefined;
+    const limits = o.maxHeapBytes === undefined && o.semiSpaceBytes === undefined ? undefined : {
+      ...(o.maxHeapBytes !== undefined ? { maxOldGenerationSizeMb: Math.ceil(o.maxHeapBytes / 2 ** 20) } : {}),
+      ...(o.semiSpaceBytes !== undefined ? { maxYoungGenerationSizeMb: 3 * Math.ceil(o.semiSpaceBytes / 2 ** 20) } : {}),
+    };
     this.#worker = spawnWorker(o.base, o.module, o.threadName, limits);
     this.api = Comlink.wrap<Api>(nodeEndpoint(this.#worker));
     this.exited = new Promise<never>((_, reject) => {

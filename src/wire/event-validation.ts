@@ -101,9 +101,26 @@ export interface EventValidationOptions {
   internalKey?: Uint8Array | undefined;
 }
 
-export type DecodeResult =
-  | { ok: true; event: Event }
-  | { ok: false; reason: DeadLetterReason; detail: string };
+/** Why an event is dead-lettered, as decodeEvent (and the shards' decodeShopEvent) tell it. */
+export interface DecodeFailure {
+  ok: false;
+  reason: DeadLetterReason;
+  detail: string;
+}
+
+export type DecodeResult = { ok: true; event: Event } | DecodeFailure;
+
+/** The fields of an Event that the checks read, apart from the engine-internal and social ones (InternalFields). */
+export type CheckedFields = Pick<Event, "eventId" | "userId" | "type" | "timestampMs" | "price" | "quantity" | "rating" | "itemId" | "categoryId" |
+  "categoryPath" | "brand" | "sessionId" | "orderId" | "searchQuery" | "reviewText" | "attributes" | "currency" | "recPropensity" | "recRequestId">;
+
+/** The engine-internal and social fields of an Event that the checks read. */
+export type InternalFields = Pick<Event, "primaryUserId" | "mergeId" | "handoverState" | "forwarded" | "targetUserId" | "socialNotice" | "socialNotices">;
+
+/** InternalFields of an event that has none of them on the wire (a shop event of types VIEW to REC_CLICK as shops publish it). */
+export const NO_INTERNAL_FIELDS: InternalFields = Object.freeze({
+  primaryUserId: "", mergeId: "", handoverState: new Uint8Array(0), forwarded: false, targetUserId: "", socialNotice: null, socialNotices: Object.freeze([]) as unknown as [],
+});
 
 /** 2000-01-01T00:00:00Z: no shop event is older. */
 export const MIN_TIMESTAMP_MS = 946_684_800_000;
@@ -121,7 +138,7 @@ function validNoticeKind(k: number | null | undefined): boolean {
   return k != null && k >= pb.SocialNotice.Kind.FOLLOWED && k <= pb.SocialNotice.Kind.INTERESTS;
 }
 
-function fail(reason: DeadLetterReason, detail: string): DecodeResult {
+function fail(reason: DeadLetterReason, detail: string): DecodeFailure {
   return { ok: false, reason, detail };
 }
 
@@ -142,13 +159,39 @@ function badText(s: string): boolean {
  * `nowMs` is the engine's wall clock, for the future-skew check.
  */
 export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number, o: EventValidationOptions): DecodeResult {
-  if (bytes.byteLength > o.maxEventBytes) return fail("TOO_LARGE", `payload is ${bytes.byteLength} bytes, limit ${o.maxEventBytes}`);
+  if (bytes.byteLength > o.maxEventBytes) return tooLarge(bytes.byteLength, o);
   let e: Event;
   try {
     e = pb.Event.decode(plainBytes(bytes));
   } catch (err) {
     return fail("MALFORMED", `not a portrait.v1.Event: ${(err as Error).message}`);
   }
+  const bad = checkEvent(e, e, nowMs, o);
+  if (bad !== undefined) return bad;
+  // Only the engine forwards: its signature is checked before the event's key or partition is trusted.
+  if (e.forwarded && o.internalKey !== undefined && !verifyInternal(o.internalKey, bytes)) {
+    return fail("FORGED_INTERNAL", "forwarded is set but the engine's signature (internal_mac) is missing or wrong: only the engine publishes hand-overs and forwarded events");
+  }
+  // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
+  return (e.forwarded ? undefined : wrongPartition(e.userId, partition, o)) ?? { ok: true, event: e };
+}
+
+export function tooLarge(byteLength: number, o: EventValidationOptions): DecodeFailure {
+  return fail("TOO_LARGE", `payload is ${byteLength} bytes, limit ${o.maxEventBytes}`);
+}
+
+/** The partition check of an event that is not forwarded: its user must hash to the partition it arrived on. */
+export function wrongPartition(userId: string, partition: number, o: EventValidationOptions): DecodeFailure | undefined {
+  const p = partitionOf(userId, o.partitions);
+  return p !== partition ? fail("WRONG_PARTITION", `user belongs to partition ${p}, event arrived on ${partition}`) : undefined;
+}
+
+/**
+ * The checks of a decoded event, in the order that decides the reason of an
+ * event with several faults; `x` holds its internal fields (`e` itself for a
+ * protobuf Event). The signature and the partition are checked after these.
+ */
+export function checkEvent(e: CheckedFields, x: InternalFields, nowMs: number, o: EventValidationOptions): DecodeFailure | undefined {
   if (e.eventId === "") return fail("MISSING_EVENT_ID", "event_id is empty");
   if (e.eventId.length > MAX_EVENT_ID_CHARS || badText(e.eventId)) return fail("BAD_ID", "event_id is too long or not valid UTF-8");
   if (e.userId === "") return fail("MISSING_USER_ID", "user_id is empty");
@@ -162,23 +205,23 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   if (e.quantity > MAX_QUANTITY) return fail("BAD_QUANTITY", `quantity ${e.quantity} is above 1e6`);
   if (e.rating > 5) return fail("BAD_RATING", `rating ${e.rating} is not in 0..5`);
   if (t === EventType.IDENTIFY) {
-    if (e.primaryUserId === "") return fail("IDENTIFY_MISSING_PRIMARY", "an IDENTIFY needs primary_user_id (the id user_id merges into)");
-    if (e.primaryUserId.length > MAX_ID_CHARS || badText(e.primaryUserId)) return fail("BAD_ID", "primary_user_id is too long or not valid UTF-8");
-    if (e.primaryUserId === e.userId) return fail("IDENTIFY_SAME_ID", "primary_user_id is user_id: an id cannot merge into itself");
+    if (x.primaryUserId === "") return fail("IDENTIFY_MISSING_PRIMARY", "an IDENTIFY needs primary_user_id (the id user_id merges into)");
+    if (x.primaryUserId.length > MAX_ID_CHARS || badText(x.primaryUserId)) return fail("BAD_ID", "primary_user_id is too long or not valid UTF-8");
+    if (x.primaryUserId === e.userId) return fail("IDENTIFY_SAME_ID", "primary_user_id is user_id: an id cannot merge into itself");
   } else if (t === EventType.IDENTITY_HANDOVER) {
-    if (!e.forwarded || e.mergeId === "" || e.handoverState.length === 0) {
+    if (!x.forwarded || x.mergeId === "" || x.handoverState.length === 0) {
       return fail("BAD_HANDOVER", "an IDENTITY_HANDOVER is engine-internal: forwarded, merge_id and handover_state are required");
     }
   } else if (t === EventType.FOLLOW || t === EventType.UNFOLLOW) {
-    if (e.targetUserId === "") return fail("MISSING_TARGET", "a FOLLOW or UNFOLLOW needs target_user_id (the user followed)");
+    if (x.targetUserId === "") return fail("MISSING_TARGET", "a FOLLOW or UNFOLLOW needs target_user_id (the user followed)");
   } else if (t === EventType.SOCIAL_NOTICE) {
-    const n = e.socialNotice;
-    if (!e.forwarded) return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded is required");
-    if (e.socialNotices.length > 0) {
+    const n = x.socialNotice;
+    if (!x.forwarded) return fail("BAD_NOTICE", "a SOCIAL_NOTICE is engine-internal: forwarded is required");
+    if (x.socialNotices.length > 0) {
       // The batch form: every notice is checked before any is applied (a batch is applied whole or dead-lettered whole).
-      if (n != null || e.socialNotices.length > MAX_NOTICES_PER_MESSAGE) return fail("BAD_NOTICE", `a SOCIAL_NOTICE batch carries 1..${MAX_NOTICES_PER_MESSAGE} notices in social_notices and no social_notice`);
-      for (const x of e.socialNotices) {
-        if (!validNoticeKind(x.kind) || !x.fromKey || !x.toKey || x.toKey.length > MAX_ID_CHARS) {
+      if (n != null || x.socialNotices.length > MAX_NOTICES_PER_MESSAGE) return fail("BAD_NOTICE", `a SOCIAL_NOTICE batch carries 1..${MAX_NOTICES_PER_MESSAGE} notices in social_notices and no social_notice`);
+      for (const y of x.socialNotices) {
+        if (!validNoticeKind(y.kind) || !y.fromKey || !y.toKey || y.toKey.length > MAX_ID_CHARS) {
           return fail("BAD_NOTICE", "every notice of a SOCIAL_NOTICE batch needs a known kind, from_key and to_key");
         }
       }
@@ -190,14 +233,14 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   } else if (e.itemId === "") {
     return fail("MISSING_ITEM_ID", "this event type needs item_id");
   }
-  if (e.targetUserId !== "" && (t === EventType.FOLLOW || t === EventType.UNFOLLOW || t === EventType.SHARE)) {
-    if (e.targetUserId.length > MAX_ID_CHARS || badText(e.targetUserId)) return fail("BAD_ID", "target_user_id is too long or not valid UTF-8");
-    if (e.targetUserId === e.userId) return fail("SELF_TARGET", `${t === EventType.SHARE ? "a share with" : "a follow or unfollow of"} oneself: target_user_id is user_id`);
+  if (x.targetUserId !== "" && (t === EventType.FOLLOW || t === EventType.UNFOLLOW || t === EventType.SHARE)) {
+    if (x.targetUserId.length > MAX_ID_CHARS || badText(x.targetUserId)) return fail("BAD_ID", "target_user_id is too long or not valid UTF-8");
+    if (x.targetUserId === e.userId) return fail("SELF_TARGET", `${t === EventType.SHARE ? "a share with" : "a follow or unfollow of"} oneself: target_user_id is user_id`);
   }
   if (
     e.itemId.length > MAX_ID_CHARS || e.categoryId.length > MAX_ID_CHARS || e.categoryPath.length > MAX_QUERY_CHARS ||
     e.brand.length > MAX_ID_CHARS || e.sessionId.length > MAX_ID_CHARS || e.orderId.length > MAX_ID_CHARS ||
-    e.searchQuery.length > MAX_QUERY_CHARS || e.reviewText.length > MAX_REVIEW_CHARS || e.mergeId.length > MAX_ID_CHARS
+    e.searchQuery.length > MAX_QUERY_CHARS || e.reviewText.length > MAX_REVIEW_CHARS || x.mergeId.length > MAX_ID_CHARS
   ) {
     return fail("FIELD_TOO_LONG", "a string field is longer than its limit (README \"Event fields\")");
   }
@@ -211,12 +254,5 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
     if (!(q > 0 && q <= 1)) return fail("BAD_PROPENSITY", `rec_propensity ${q} is not in (0, 1]`);
     if (e.recRequestId === "") return fail("BAD_PROPENSITY", "rec_propensity without rec_request_id");
   }
-  // Only the engine forwards: its signature is checked before the event's key or partition is trusted.
-  if (e.forwarded && o.internalKey !== undefined && !verifyInternal(o.internalKey, bytes)) {
-    return fail("FORGED_INTERNAL", "forwarded is set but the engine's signature (internal_mac) is missing or wrong: only the engine publishes hand-overs and forwarded events");
-  }
-  // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
-  const p = e.forwarded ? partition : partitionOf(e.userId, o.partitions);
-  if (p !== partition) return fail("WRONG_PARTITION", `user belongs to partition ${p}, event arrived on ${partition}`);
-  return { ok: true, event: e };
+  return undefined;
 }

@@ -10,7 +10,8 @@ $protobuf.configure();
 // protobufjs's own UTF-8 reader turns invalid bytes into arbitrary characters;
 // Node's native decoder turns them into U+FFFD, which validation can see, and
 // is faster. It accepts any Uint8Array, not only Buffers.
-const utf8Slice = (Buffer.prototype as unknown as { utf8Slice(this: Uint8Array, start: number, end: number): string }).utf8Slice;
+/** Node's native UTF-8 decoder on any Uint8Array (invalid bytes become U+FFFD). */
+export const utf8Slice = (Buffer.prototype as unknown as { utf8Slice(this: Uint8Array, start: number, end: number): string }).utf8Slice;
 $protobuf.util.utf8.read = (buf: Uint8Array, start: number, end: number): string => utf8Slice.call(buf, start, end);
 
 // Strings are read straight from the reader's buffer: the default reads a `bytes` view first (one typed-array
