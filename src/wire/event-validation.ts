@@ -176,6 +176,7 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   return (e.forwarded ? undefined : wrongPartition(e.userId, partition, o)) ?? { ok: true, event: e };
 }
 
+/** The size check's failure, shared by decodeEvent and the shards' decodeShopEvent (wire/shop-event.ts). */
 export function tooLarge(byteLength: number, o: EventValidationOptions): DecodeFailure {
   return fail("TOO_LARGE", `payload is ${byteLength} bytes, limit ${o.maxEventBytes}`);
 }
