@@ -159,7 +159,7 @@ function badText(s: string): boolean {
  * `nowMs` is the engine's wall clock, for the future-skew check.
  */
 export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number, o: EventValidationOptions): DecodeResult {
-  if (bytes.byteLength > o.maxEventBytes) return tooLarge(bytes.byteLength, o);
+  if (bytes.byteLength > o.maxEventBytes) return fail("TOO_LARGE", `payload is ${bytes.byteLength} bytes, limit ${o.maxEventBytes}`);
   let e: Event;
   try {
     e = pb.Event.decode(plainBytes(bytes));
@@ -174,11 +174,6 @@ export function decodeEvent(bytes: Uint8Array, partition: number, nowMs: number,
   }
   // A forwarded event's user_id is the engine's key and its partition the engine's choice (README "Identity").
   return (e.forwarded ? undefined : wrongPartition(e.userId, partition, o)) ?? { ok: true, event: e };
-}
-
-/** The size check's failure, shared by decodeEvent and the shards' decodeShopEvent (wire/shop-event.ts). */
-export function tooLarge(byteLength: number, o: EventValidationOptions): DecodeFailure {
-  return fail("TOO_LARGE", `payload is ${byteLength} bytes, limit ${o.maxEventBytes}`);
 }
 
 /** The partition check of an event that is not forwarded: its user must hash to the partition it arrived on. */
