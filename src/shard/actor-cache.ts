@@ -24,10 +24,13 @@ const ENTRY_BYTES = 120;
  */
 export const RECOUNT_EVENTS = 8;
 
-/** Estimated memory of one cached actor and its key, bytes. */
-export function actorBytes(key: string, a: Actor): number {
-  return ENTRY_BYTES + approxBytes(key) + approxBytes(a.state) + (a.lstm !== undefined ? TYPED_ARRAY_BYTES : 0);
+/** Estimated memory of one cached actor and its key, bytes (`stateBytes`: approxBytes(a.state) when known). */
+export function actorBytes(key: string, a: Actor, stateBytes = approxBytes(a.state)): number {
+  return ENTRY_BYTES + approxBytes(key) + stateBytes + (a.lstm !== undefined ? TYPED_ARRAY_BYTES : 0);
 }
+
+/** approxBytes of a new user's state (newUserState's shape never varies): not walked again for every new user. */
+const NEW_STATE_BYTES = approxBytes(newUserState());
 
 export class ActorCache {
   readonly #store: ProfileStore;
@@ -79,7 +82,7 @@ export class ActorCache {
     const stored = this.#erasing.has(key) ? undefined : this.#store.getState(key);
     a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     this.#actors.set(key, a);
-    this.#count(key, a);
+    this.#count(key, a, stored === undefined ? NEW_STATE_BYTES : undefined);
     return a;
   }
 
@@ -116,8 +119,8 @@ export class ActorCache {
     for (const [key, a] of actors) if (a.state.n - a.bytesAtN >= RECOUNT_EVENTS && this.#actors.get(key) === a) this.#count(key, a);
   }
 
-  #count(key: string, a: Actor): void {
-    const b = actorBytes(key, a);
+  #count(key: string, a: Actor, stateBytes?: number): void {
+    const b = actorBytes(key, a, stateBytes);
     this.#bytes += b - a.bytes;
     a.bytes = b;
     a.bytesAtN = a.state.n;

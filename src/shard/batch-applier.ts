@@ -124,6 +124,12 @@ export class BatchApplier {
   #watermarkMs = 0;
   /** Alias entries written by batches not committed yet (LMDB has them once they are). */
   readonly #pendingAliases = new Map<string, AliasEntry>();
+  /**
+   * Whether LMDB may hold an alias entry of this shard's keys: it held some entry when the shard started, or this
+   * shard made one since (only the shard of a key's partition writes its alias entry: #identity). Without any, an
+   * event of a user not in memory needs no read of the `aliases` db (a deployment that never merges ids).
+   */
+  #aliasesStored: boolean;
   /** Signs hand-overs and forwarded events (src/wire/internal-mac.ts); without a key (tests of a bare pool) they are neither signed meaningfully nor checked. */
   get #internalKey(): Uint8Array {
     return this.#d.validation.internalKey ?? NO_KEY;
@@ -133,14 +139,17 @@ export class BatchApplier {
   constructor(d: BatchApplierDeps) {
     this.#d = d;
     for (const p of d.partitions) this.#appliedSeq.set(p, d.store.getAppliedSeq(p));
+    this.#aliasesStored = d.store.aliasCount() > 0;
   }
 
   /**
-   * The alias entry of a key, or undefined when it is no alias: an actor in
+   * The alias entry of a key, or undefined when it is no alias: none while
+   * LMDB can hold no alias of this shard's keys (#aliasesStored); an actor in
    * memory is none (its profile exists); else the batches' pending entries,
    * else LMDB (one read for a user without an actor in memory).
    */
   aliasOf(key: string): AliasEntry | undefined {
+    if (!this.#aliasesStored) return undefined;
     const p = this.#pendingAliases.get(key);
     if (p !== undefined) return p;
     if (this.#d.actors.cached(key)) return undefined;
@@ -452,6 +461,7 @@ export class BatchApplier {
       // In flight until the primary folds it: a forget of the primary meanwhile finds it and marks it forgotten.
       b.identity.mergingPuts.push([mergingKey(primaryKey, secondary), [mergeId, partition]]);
       this.#pendingAliases.set(secondary, entry);
+      this.#aliasesStored = true;
       b.dirty.delete(secondary);
       b.types.delete(secondary);
       this.#dropSteps(b.steps, actor);

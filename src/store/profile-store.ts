@@ -550,13 +550,16 @@ export class ProfileStore {
    */
   #putState(id: string, state: UserState, parts: number): void {
     // lmdb-js encodes the value within the put: the encoder's bytes are copied before the next state is encoded.
-    if (parts & PROFILE_PART) void this.#profiles.put(id, encodeProfile(state)).catch(ignore);
+    // Only ever called within a block (commitBatch's ifVersion, a transaction): lmdb-js's put in a block returns its
+    // shared settled promise (the block's promise reports the outcome), so no .catch: that made a promise and a
+    // microtask per put.
+    if (parts & PROFILE_PART) void this.#profiles.put(id, encodeProfile(state));
     const a = state.aud;
     if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
       const r = membershipRecord(a, this.#numbers);
       // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
-      if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id).catch(ignore);
-      else void this.#memberships.put(id, r).catch(ignore);
+      if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id);
+      else void this.#memberships.put(id, r);
       this.#legacy.delete(a);
     }
   }
