@@ -9,13 +9,19 @@ import { BUNDLED_MODELS_DIR, resolveModel } from "../src/models/artifacts.js";
 import { fromHalfBits, readHalves, roundToHalf, toHalfBits } from "../src/models/half-float.js";
 import type { LstmEvent } from "../src/models/lstm-features.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
-import { stepLstm, storedLstmState } from "../src/shard/lstm-steps.js";
+import { LstmSteps, stepLstm, storedLstmState } from "../src/shard/lstm-steps.js";
 import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType } from "../src/wire/proto.js";
 
 const t0 = Date.UTC(2024, 0, 1);
 const ev = (i: number): LstmEvent => ({ type: i % 5 === 4 ? EventType.ADD_TO_CART : EventType.VIEW, timestampMs: t0 + i * 30_000, itemId: `i${i % 7}`, categoryId: `c${i % 3}`, price: 10 + i });
 const actorOf = (state: UserState): Actor => ({ state, lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
+/** One step of one actor (a batch with a single applied event). */
+const oneStep = (a: Actor, e: LstmEvent, prevMs: number): LstmSteps => {
+  const s = new LstmSteps();
+  s.push(a, e, prevMs);
+  return s;
+};
 
 describe("stored LSTM state - halves", () => {
   it("half-float - every finite half converts back to itself; rounding is to nearest, ties to even, saturating", () => {
@@ -94,7 +100,7 @@ describe("stored LSTM state - halves", () => {
         expect(rt.predict(state, 5)).toEqual(rt.predict(h, 5));
 
         const a = actorOf(loaded);
-        stepLstm(rt, [[a, ev(6), ev(5).timestampMs]]);
+        stepLstm(rt, oneStep(a, ev(6), ev(5).timestampMs));
         expect(a.state.lstm!.byteLength).toBe(4 * rt.hidden);
         await store.commitBatch(0, 1, [["u1", a.state]]);
         const again = store.getState("u1")!;
@@ -129,12 +135,12 @@ describe("stored LSTM state - halves", () => {
       const store = new ProfileStore({ dataDir: dir, mapSizeBytes: 2 ** 26 });
       try {
         const live = actorOf(newUserState());
-        for (let i = 0; i < 4; i++) stepLstm(rt, [[live, ev(i), i > 0 ? ev(i - 1).timestampMs : 0]]);
+        for (let i = 0; i < 4; i++) stepLstm(rt, oneStep(live, ev(i), i > 0 ? ev(i - 1).timestampMs : 0));
         await store.commitBatch(0, 1, [["u1", live.state]]);
         const reloaded = actorOf(store.getState("u1")!);
         for (let i = 4; i < 12; i++) {
-          stepLstm(rt, [[live, ev(i), ev(i - 1).timestampMs]]);
-          stepLstm(rt, [[reloaded, ev(i), ev(i - 1).timestampMs]]);
+          stepLstm(rt, oneStep(live, ev(i), ev(i - 1).timestampMs));
+          stepLstm(rt, oneStep(reloaded, ev(i), ev(i - 1).timestampMs));
         }
         expect(Array.from(reloaded.lstm!)).toEqual(Array.from(live.lstm!));
         expect(Array.from(reloaded.state.lstm!)).toEqual(Array.from(live.state.lstm!));

@@ -13,7 +13,6 @@ import { applyEvent } from "../actors/user-profile.js";
 import { RISK_SIGNALS, stateRiskFlagBits } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
-import type { LstmEvent } from "../models/lstm-features.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
 import { analyseReviewEvent, type SentimentModel } from "../models/sentiment-model.js";
 import type { UserState } from "../actors/user-profile.js";
@@ -24,7 +23,7 @@ import { EventType, pb } from "../wire/proto.js";
 import type { ActorCache } from "./actor-cache.js";
 import type { CategoryLabels } from "./category-labels.js";
 import { MAX_AHEAD_PER_BATCH, type BatchTimes, type ClockReader } from "./engine-clock.js";
-import { liveState, stepLstm } from "./lstm-steps.js";
+import { liveState, LstmSteps, stepLstm } from "./lstm-steps.js";
 import type { Pseudonymise } from "./pseudonym.js";
 import type { ForgetResult, TickResult } from "./shard-protocol.js";
 import type { AudienceRunner } from "./audience-runner.js";
@@ -92,7 +91,7 @@ export interface IdentityStats {
 interface BatchWork {
   dirty: Map<string, Actor>;
   types: Map<string, number>;
-  steps: Array<[Actor, LstmEvent, number]>;
+  steps: LstmSteps;
   side: SideWrites;
   outbound: OutboundMessage[];
   identity: IdentityWrites;
@@ -200,7 +199,7 @@ export class BatchApplier {
     const sentiment = d.models.sentiment;
     const beyond = d.profile.beyondClicks;
     let riskFlags: Record<string, number> | undefined;
-    const steps: Array<[Actor, LstmEvent, number]> = [];
+    const steps = new LstmSteps();
     const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
     const feedback: Record<string, [number, number]> = {};
     const logged: LoggedFeedback[] = [];
@@ -280,7 +279,7 @@ export class BatchApplier {
       if (lstm !== undefined) {
         // Before the event enters the timeline: a state of another version is re-encoded from the events before this one.
         liveState(actor, lstm);
-        steps.push([actor, x, actor.state.lastSeenMs]);
+        steps.push(actor, x, actor.state.lastSeenMs);
       }
       if (items !== undefined && x.itemId !== "") pushItemEvent(items, x, !actor.state.recent.includes(x.itemId));
       if (x.type === EventType.REC_IMPRESSION || x.type === EventType.REC_CLICK) {
@@ -464,7 +463,7 @@ export class BatchApplier {
       this.#aliasesStored = true;
       b.dirty.delete(secondary);
       b.types.delete(secondary);
-      this.#dropSteps(b.steps, actor);
+      b.steps.drop(actor);
       d.actors.drop(secondary);
       this.identity.identifies++;
       return "applied";
@@ -497,7 +496,7 @@ export class BatchApplier {
     (u.mg ??= []).push(e.mergeId);
     // The LSTM state is re-encoded from the merged timeline (lstm-steps.ts); steps queued before the fold are in it.
     actor.lstm = undefined;
-    this.#dropSteps(b.steps, actor);
+    b.steps.drop(actor);
     if (u.aud !== undefined) u.aud.p = partition;
     actor.lastBatch = batchNo;
     b.dirty.set(primary, actor);
@@ -560,10 +559,6 @@ export class BatchApplier {
   /** The key of an IDENTIFY's primary (primary_user_id is always the raw id). */
   #primaryKey(e: Event): string {
     return this.#d.key(e.primaryUserId);
-  }
-
-  #dropSteps(steps: Array<[Actor, LstmEvent, number]>, actor: Actor): void {
-    for (let i = steps.length - 1; i >= 0; i--) if (steps[i]![0] === actor) steps.splice(i, 1);
   }
 
   /**

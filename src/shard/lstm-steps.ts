@@ -70,20 +70,53 @@ export function liveState(a: Actor, rt: LstmRuntime): Float32Array {
   return h;
 }
 
+/**
+ * A batch's LSTM steps in the order applied: the actor, its event, and the
+ * actor's last event time before it, in parallel arrays (a tuple per event
+ * was ~90 B of a shard's allocation per event: bench/shard-apply.ts --alloc).
+ */
+export class LstmSteps {
+  readonly actors: Actor[] = [];
+  readonly events: LstmEvent[] = [];
+  readonly prevMs: number[] = [];
+
+  get length(): number {
+    return this.actors.length;
+  }
+
+  push(a: Actor, e: LstmEvent, prevMs: number): void {
+    this.actors.push(a);
+    this.events.push(e);
+    this.prevMs.push(prevMs);
+  }
+
+  /** Drops the actor's steps (its LSTM state is re-encoded, or it is gone). */
+  drop(a: Actor): void {
+    for (let i = this.actors.length - 1; i >= 0; i--) {
+      if (this.actors[i] !== a) continue;
+      this.actors.splice(i, 1);
+      this.events.splice(i, 1);
+      this.prevMs.splice(i, 1);
+    }
+  }
+}
+
 /** One LSTM wave: each actor at most once; `stored`: the actors' state.lstm, where the step writes the halves. */
 interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[]; stored: Uint8Array[] }
 
 /** Steps every applied event's actor once per event (`prevMs`: the actor's last event time before it), in waves: a user's k-th event of the batch is in wave k. */
-export function stepLstm(rt: LstmRuntime, steps: Array<[Actor, LstmEvent, number]>): void {
+export function stepLstm(rt: LstmRuntime, steps: LstmSteps): void {
   const waves: Wave[] = [];
   const depth = new Map<Actor, number>();
-  for (const [a, e, prevMs] of steps) {
+  const { actors, events, prevMs } = steps;
+  for (let i = 0; i < actors.length; i++) {
+    const a = actors[i]!;
     const d = depth.get(a) ?? 0;
     depth.set(a, d + 1);
     const w = (waves[d] ??= { states: [], events: [], prevMs: [], stored: [] });
     w.states.push(liveState(a, rt));
-    w.events.push(e);
-    w.prevMs.push(prevMs);
+    w.events.push(events[i]!);
+    w.prevMs.push(prevMs[i]!);
     w.stored.push(a.state.lstm!);
   }
   for (const w of waves) rt.stepHalf(w.states, w.events, w.prevMs, w.stored);
