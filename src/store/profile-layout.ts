@@ -60,17 +60,42 @@ const F64 = 0xf3;
 const TWO_48 = 2 ** 48;
 
 /** The encoder's buffer, grown as needed; encodeProfile's result is a view of it, valid until the next call. */
-let buf = Buffer.allocUnsafeSlow(4096);
-let view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+let buf: Buffer = Buffer.allocUnsafeSlow(4096);
+let view: DataView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 let pos = 0;
+/** Where the value being encoded starts in `buf` (0, or its place in the arena: encodeProfileBin). */
+let base = 0;
+/** Whether `buf` is the arena now (a new one is of ARENA_BYTES at least, not twice the one it replaces). */
+let inArena = false;
 
+/** Room for n more bytes; a larger buffer holds the value encoded so far at its start (base 0) if there is not. */
 function room(n: number): void {
   if (pos + n <= buf.length) return;
-  const next = Buffer.allocUnsafeSlow(Math.max(buf.length * 2, pos + n));
-  buf.copy(next, 0, 0, pos);
+  const used = pos - base;
+  const next = Buffer.allocUnsafeSlow(inArena ? Math.max(ARENA_BYTES, 2 * (used + n)) : Math.max(buf.length * 2, used + n));
+  buf.copy(next, 0, base, pos);
   buf = next;
   view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  pos = used;
+  base = 0;
 }
+
+/**
+ * The buffer profiles are encoded into for the store's puts (encodeProfileBin),
+ * one after the other: lmdb-js reads a put's value when its transaction
+ * commits, so bytes once handed out are never written again; a full arena is
+ * replaced by a new one (lmdb-js holds the old one until its puts committed).
+ */
+const ARENA_BYTES = 256 * 1024;
+/** A profile starts in a new arena when fewer bytes than this are left (a typical profile is ~1 KB). */
+const ARENA_MIN_FREE = 16 * 1024;
+/** Bytes before a profile in the arena for its msgpack bin header (type byte, up to 4 bytes of length). */
+const BIN_HEADER = 5;
+/** The arena with the last value's bounds (lmdb-js reads `start` and `end` of a buffer put as binary: no view per value). */
+export type BinValue = Buffer & { start: number; end: number };
+let arena = Buffer.allocUnsafeSlow(ARENA_BYTES) as BinValue;
+let arenaView = new DataView(arena.buffer, arena.byteOffset, arena.byteLength);
+let arenaPos = 0;
 
 function num(x: number): void {
   room(9);
@@ -155,6 +180,65 @@ function tlDeltas(tl: readonly [number, number, string][], last: number): boolea
  */
 export function encodeProfile(s: UserState): Uint8Array {
   pos = 0;
+  base = 0;
+  writeProfile(s);
+  return buf.subarray(0, pos);
+}
+
+/**
+ * The value the store puts for a state's profile part: the msgpack bin of
+ * encodeProfile's bytes (what msgpackr wrote for them, byte for byte), in
+ * the arena, between the returned buffer's `start` and `end` (changed by the
+ * next call: lmdb-js reads them within the put). Encoded in place, not
+ * copied from the encoder's buffer into msgpackr's.
+ */
+export function encodeProfileBin(s: UserState): BinValue {
+  const ownBuf = buf;
+  const ownView = view;
+  if (arena.length - arenaPos < ARENA_MIN_FREE) {
+    arena = Buffer.allocUnsafeSlow(ARENA_BYTES) as BinValue;
+    arenaView = new DataView(arena.buffer, arena.byteOffset, arena.byteLength);
+    arenaPos = 0;
+  }
+  buf = arena;
+  view = arenaView;
+  inArena = true;
+  base = arenaPos;
+  pos = base + BIN_HEADER;
+  try {
+    writeProfile(s);
+    // A profile larger than the arena's rest moved to a new one (room).
+    if (buf !== arena) {
+      arena = buf as BinValue;
+      arenaView = view;
+    }
+  } finally {
+    buf = ownBuf;
+    view = ownView;
+    inArena = false;
+  }
+  const len = pos - base - BIN_HEADER;
+  let start: number;
+  if (len < 0x100) {
+    start = base + 3;
+    arena[start] = 0xc4;
+    arena[start + 1] = len;
+  } else if (len < 0x10000) {
+    start = base + 2;
+    arena[start] = 0xc5;
+    arenaView.setUint16(start + 1, len);
+  } else {
+    start = base;
+    arena[start] = 0xc6;
+    arenaView.setUint32(start + 1, len);
+  }
+  arena.start = start;
+  arena.end = pos;
+  arenaPos = pos;
+  return arena;
+}
+
+function writeProfile(s: UserState): void {
   room(1);
   buf[pos++] = PROFILE_LAYOUT_VERSION;
   // Named one by one (a keyed loop over OPTIONAL was a generic property lookup each).
@@ -250,7 +334,6 @@ export function encodeProfile(s: UserState): Uint8Array {
     }
   }
   if (s.mg !== undefined) strs(s.mg);
-  return buf.subarray(0, pos);
 }
 
 // Decoding: `src` and `at` are the bytes being read and the offset in them (any Uint8Array: no Buffer view made).

@@ -84,7 +84,7 @@ import type { AudienceState } from "../actors/audience-types.js";
 import { unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
-import { decodeProfile, encodeProfile, layoutStart } from "./profile-layout.js";
+import { decodeProfile, encodeProfileBin, layoutStart, type BinValue } from "./profile-layout.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
@@ -98,6 +98,11 @@ export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
  * uncompressed read as they are.
  */
 export const PROFILE_COMPRESSION_THRESHOLD_BYTES = 128;
+
+/** lmdb-js's mark of a value given as its stored bytes (what its asBinary returns: `{ [BINARY_DATA]: bytes }`). */
+const BINARY_DATA = "\x10binary-data\x02";
+/** The one asBinary wrapper of the profile puts: lmdb-js reads it within the put. */
+const PROFILE_VALUE: { [BINARY_DATA]: BinValue | undefined } = { [BINARY_DATA]: undefined };
 
 /** Parts of a user's state that a commit writes (commitBatch): the profile, the memberships record, or both (the default). */
 export const PROFILE_PART = 1;
@@ -553,7 +558,11 @@ export class ProfileStore {
     // Only ever called within a block (commitBatch's ifVersion, a transaction): lmdb-js's put in a block returns its
     // shared settled promise (the block's promise reports the outcome), so no .catch: that made a promise and a
     // microtask per put.
-    if (parts & PROFILE_PART) void this.#profiles.put(id, encodeProfile(state));
+    if (parts & PROFILE_PART) {
+      // The msgpack bin value made in place (encodeProfileBin), put as bytes (lmdb-js asBinary, one wrapper for every put).
+      PROFILE_VALUE[BINARY_DATA] = encodeProfileBin(state);
+      void this.#profiles.put(id, PROFILE_VALUE as unknown as UserState);
+    }
     const a = state.aud;
     if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
       const r = membershipRecord(a, this.#numbers);
