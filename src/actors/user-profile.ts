@@ -278,11 +278,17 @@ export function reviewSentiment(e: ProfileEvent): number | undefined {
   return r >= 1 && r <= 5 ? (r - 3) / 2 : undefined;
 }
 
+/** Puts `item` first in `recent` (moved there if present), keeping at most `max`; in place (a splice made an array of the removed item). */
 function touchRecent(recent: string[], item: string, max: number): void {
-  const i = recent.indexOf(item);
+  let i = recent.indexOf(item);
   if (i === 0) return;
-  if (i > 0) recent.splice(i, 1);
-  recent.unshift(item);
+  if (i < 0) {
+    // A new item: the last one drops out when the list is full.
+    if (recent.length < max) recent.push(item);
+    i = recent.length - 1;
+  }
+  for (let j = i; j > 0; j--) recent[j] = recent[j - 1]!;
+  recent[0] = item;
   if (recent.length > max) recent.length = max;
 }
 
@@ -379,8 +385,19 @@ export function applyEvent(s: UserState, e: ProfileEvent, o: CompiledProfileOpti
   updateSession(s, e, o);
   if (e.itemId !== "") touchRecent(s.recent, e.itemId, o.recentItems);
   const tl = (s.tl ??= []);
-  tl.unshift([e.type, e.timestampMs, e.itemId !== "" ? e.itemId : (e.searchQuery ?? "")]);
-  if (tl.length > TIMELINE_MEMORY) tl.length = TIMELINE_MEMORY;
+  const text = e.itemId !== "" ? e.itemId : (e.searchQuery ?? "");
+  if (tl.length >= TIMELINE_MEMORY) {
+    // A full timeline: its oldest entry, dropped, takes the new event (no array per event); the others move back one place.
+    if (tl.length > TIMELINE_MEMORY) tl.length = TIMELINE_MEMORY;
+    const x = tl[TIMELINE_MEMORY - 1]!;
+    for (let j = TIMELINE_MEMORY - 1; j > 0; j--) tl[j] = tl[j - 1]!;
+    x[0] = e.type;
+    x[1] = e.timestampMs;
+    x[2] = text;
+    tl[0] = x;
+  } else {
+    tl.unshift([e.type, e.timestampMs, text]);
+  }
 }
 
 function score(value: number, bins: readonly number[], lowerIsBetter: boolean): number {

@@ -115,8 +115,14 @@ export class ActorCache {
    * Counts the actors again after a change (their states grow with their histories), each once it took
    * RECOUNT_EVENTS events since it was last counted; those no longer cached are skipped.
    */
-  changed(actors: Iterable<readonly [string, Actor, ...unknown[]]>): void {
-    for (const [key, a] of actors) if (a.state.n - a.bytesAtN >= RECOUNT_EVENTS && this.#actors.get(key) === a) this.#count(key, a);
+  changed(actors: Map<string, Actor> | Iterable<readonly [string, Actor, ...unknown[]]>): void {
+    // A batch's Map by forEach: its entries' iterator made an array per entry.
+    if (actors instanceof Map) actors.forEach((a, key) => this.#recount(key, a));
+    else for (const [key, a] of actors) this.#recount(key, a);
+  }
+
+  #recount(key: string, a: Actor): void {
+    if (a.state.n - a.bytesAtN >= RECOUNT_EVENTS && this.#actors.get(key) === a) this.#count(key, a);
   }
 
   #count(key: string, a: Actor, stateBytes?: number): void {
