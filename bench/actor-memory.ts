@@ -61,7 +61,7 @@ for (const ev of generateEvents(EVENTS, { users: USERS, seed: 7 })) {
   const e = r.event;
   let actor = actors.get(e.userId);
   if (actor === undefined) {
-    actor = { state: newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
+    actor = { state: newUserState(), lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     actors.set(e.userId, actor);
   }
   if (actor.lstm === undefined && HIDDEN > 0) {
@@ -91,7 +91,7 @@ actors = undefined;
 states.length = 0;
 base = heap();
 const loaded = new Map<string, Actor>();
-for (const k of keys) loaded.set(k, { state: store.getState(k)!, lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
+for (const k of keys) loaded.set(k, { state: store.getState(k)!, lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
 const loadedHeap = heap() - base;
 const loadedEst = measure(loaded);
 // The cost of the estimate (the cache takes it for every actor a batch changed).

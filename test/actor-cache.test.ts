@@ -47,7 +47,7 @@ describe("actor cache - byte bound", () => {
   });
 
   it("actor cache - actors whose states grow are dropped to stay under the byte bound, though the count bound is far", () => {
-    const small = actorBytes("user-0", { state: newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
+    const small = actorBytes("user-0", { state: newUserState(), lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
     const maxBytes = 40 * small * 3;
     const c = new ActorCache(store, 1_000_000, maxBytes);
     const keys = Array.from({ length: 40 }, (_, i) => `user-${i}`);

@@ -15,7 +15,7 @@ import { EventType } from "../src/wire/proto.js";
 
 const t0 = Date.UTC(2024, 0, 1);
 const ev = (i: number): LstmEvent => ({ type: i % 5 === 4 ? EventType.ADD_TO_CART : EventType.VIEW, timestampMs: t0 + i * 30_000, itemId: `i${i % 7}`, categoryId: `c${i % 3}`, price: 10 + i });
-const actorOf = (state: UserState): Actor => ({ state, lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
+const actorOf = (state: UserState): Actor => ({ state, lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 });
 /** One step of one actor (a batch with a single applied event). */
 const oneStep = (a: Actor, e: LstmEvent, prevMs: number): LstmSteps => {
   const s = new LstmSteps();

@@ -11,6 +11,8 @@ export interface Actor {
   state: UserState;
   /** Number of the last batch that changed this actor; it may be dropped from memory once that batch committed. */
   lastBatch: number;
+  /** The event types (audience-rules.ts eventBit) of its events in batch `lastBatch` (src/shard/batch-applier.ts); 0 before. */
+  batchTypes: number;
   /** Used since the eviction sweep last passed it (CLOCK second chance). */
   referenced: boolean;
   /** The live LSTM state (h then c); state.lstm holds its values as halves for LMDB (src/shard/lstm-steps.ts). */

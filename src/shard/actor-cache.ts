@@ -80,7 +80,7 @@ export class ActorCache {
       return a;
     }
     const stored = this.#erasing.has(key) ? undefined : this.#store.getState(key);
-    a = { state: stored ?? newUserState(), lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
+    a = { state: stored ?? newUserState(), lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     this.#actors.set(key, a);
     this.#count(key, a, stored === undefined ? NEW_STATE_BYTES : undefined);
     return a;
@@ -96,7 +96,7 @@ export class ActorCache {
     if (this.#erasing.has(key)) return undefined;
     const stored = this.#store.getState(key);
     if (stored === undefined) return undefined;
-    const lent: Actor = { state: stored, lastBatch: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
+    const lent: Actor = { state: stored, lastBatch: 0, batchTypes: 0, referenced: false, lstm: undefined, bytes: 0, bytesAtN: 0 };
     this.#lent.set(key, lent);
     return lent;
   }

@@ -90,7 +90,6 @@ export interface IdentityStats {
 /** What a batch gathers besides its events' effects on their own actors. */
 interface BatchWork {
   dirty: Map<string, Actor>;
-  types: Map<string, number>;
   steps: LstmSteps;
   side: SideWrites;
   outbound: OutboundMessage[];
@@ -99,6 +98,16 @@ interface BatchWork {
   wholeEval: Set<string>;
   /** The index of a notice in its SOCIAL_NOTICE batch message (its forward's message id names it). */
   part?: number;
+}
+
+/**
+ * An event of `type` changed the actor in batch `batchNo`: it is in the batch's `dirty`, and its event bits in the
+ * batch (Actor.batchTypes, begun again at its first event of the batch) take the type's (eventBit).
+ */
+function touch(actor: Actor, key: string, type: EventType, batchNo: number, dirty: Map<string, Actor>): void {
+  actor.batchTypes = (actor.lastBatch === batchNo ? actor.batchTypes : 0) | eventBit(type);
+  actor.lastBatch = batchNo;
+  dirty.set(key, actor);
 }
 
 /** A batch's outcome with what the engine clock needs from it. */
@@ -191,8 +200,6 @@ export class BatchApplier {
     const now = Date.now();
     const deadLetters: DeadLetter[] = [];
     const dirty = new Map<string, Actor>();
-    // Event types applied per user (eventBit): audiences no such type can change are not re-evaluated.
-    const types = new Map<string, number>();
     let appliedCount = 0;
     let skipped = 0;
     const lstm = d.models.lstm;
@@ -249,7 +256,7 @@ export class BatchApplier {
       }
       if (e !== undefined && e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
         // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
-        appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, types, steps, side, outbound, identity, wholeEval }, skip);
+        appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, steps, side, outbound, identity, wholeEval }, skip);
         continue;
       }
       if (skip !== undefined && seq <= (skip.get(ev.userId) ?? 0)) {
@@ -260,7 +267,7 @@ export class BatchApplier {
       if (alias !== undefined || ev.type === EventType.IDENTIFY || ev.type === EventType.IDENTITY_HANDOVER) {
         // A shop event of an alias goes on to the primary as protobufjs decodes it, under the key it has here.
         if (e === undefined) (e = pb.Event.decode(data.subarray(start, end))).userId = ev.userId;
-        const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, types, steps, side, outbound, identity, wholeEval });
+        const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, steps, side, outbound, identity, wholeEval });
         if (verdict === "skipped") skipped++;
         else if (verdict === "applied") appliedCount++;
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
@@ -268,7 +275,7 @@ export class BatchApplier {
       }
       if (e !== undefined && e.type >= EventType.FOLLOW) {
         // Social events and notices change only the social part (README "Social ties"): no counts, sessions, LSTM or item events.
-        const verdict = this.#social(e, partition, seq, batchNo, dirty, types, notices);
+        const verdict = this.#social(e, partition, seq, batchNo, dirty, notices);
         if (verdict === "applied") appliedCount++;
         else deadLetters.push({ index: i, seq, reason: verdict.reason, detail: verdict.detail });
         continue;
@@ -312,9 +319,7 @@ export class BatchApplier {
       } else if (ahead.size < MAX_AHEAD_PER_BATCH || ahead.has(x.userId)) {
         ahead.set(x.userId, Math.min(ahead.get(x.userId) ?? Infinity, x.timestampMs));
       }
-      actor.lastBatch = batchNo;
-      dirty.set(x.userId, actor);
-      types.set(x.userId, (types.get(x.userId) ?? 0) | eventBit(x.type));
+      touch(actor, x.userId, x.type, batchNo, dirty);
       appliedCount++;
       if (x.timestampMs > this.#watermarkMs) this.#watermarkMs = x.timestampMs;
     }
@@ -330,7 +335,8 @@ export class BatchApplier {
     // Audiences: the batch's users, and the partition's users whose timer is due on the engine clock, in the same commit.
     const clockNow = d.clock.now(now);
     const evaluated: [string, Actor, TransitionReason, number?][] = [];
-    for (const [id, a] of dirty) evaluated.push([id, a, "event", wholeEval.has(id) ? undefined : types.get(id)]);
+    // Event types applied per user (Actor.batchTypes): audiences no such type can change are not re-evaluated.
+    dirty.forEach((a, id) => evaluated.push([id, a, "event", wholeEval.has(id) ? undefined : a.batchTypes]));
     // The users the batch's events changed: their profiles are written; those of due timers, only their changed memberships.
     const changedProfiles = evaluated.length;
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
@@ -462,7 +468,6 @@ export class BatchApplier {
       this.#pendingAliases.set(secondary, entry);
       this.#aliasesStored = true;
       b.dirty.delete(secondary);
-      b.types.delete(secondary);
       b.steps.drop(actor);
       d.actors.drop(secondary);
       this.identity.identifies++;
@@ -498,10 +503,10 @@ export class BatchApplier {
     actor.lstm = undefined;
     b.steps.drop(actor);
     if (u.aud !== undefined) u.aud.p = partition;
+    actor.batchTypes = 0;
     actor.lastBatch = batchNo;
     b.dirty.set(primary, actor);
-    // No event bits: the audiences' evaluation is a whole one.
-    b.types.delete(primary);
+    // Its event bits are not read: the audiences' evaluation is a whole one.
     b.wholeEval.add(primary);
     this.identity.merges++;
     return "applied";
@@ -513,7 +518,7 @@ export class BatchApplier {
    * the outbox (shard/social.ts). With beyondClicks off it is applied as a
    * no-op (acknowledged, nothing changes, nothing is sent).
    */
-  #social(e: Event, partition: number, seq: number, batchNo: number, dirty: Map<string, Actor>, types: Map<string, number>, notices: NoticeBatch): "applied" | { reason: DeadLetterReason; detail: string } {
+  #social(e: Event, partition: number, seq: number, batchNo: number, dirty: Map<string, Actor>, notices: NoticeBatch): "applied" | { reason: DeadLetterReason; detail: string } {
     const d = this.#d;
     if (!d.profile.beyondClicks) return "applied";
     // A notice's recipient is keyed already (forwarded); a shop's target is a raw id, on its own partition.
@@ -525,9 +530,7 @@ export class BatchApplier {
     // The answer to a follow of an alias names the alias (SocialNotice.followed_key): the follower holds that id.
     const as = e.socialNotice?.followedKey;
     if (r.notice !== undefined) notices.add({ ...r.notice, from: [as ? as : e.userId, partition] }, seq, e.timestampMs);
-    actor.lastBatch = batchNo;
-    dirty.set(e.userId, actor);
-    types.set(e.userId, (types.get(e.userId) ?? 0) | eventBit(e.type));
+    touch(actor, e.userId, e.type, batchNo, dirty);
     return "applied";
   }
 
@@ -549,7 +552,7 @@ export class BatchApplier {
       const alias = this.aliasOf(one.userId);
       const verdict = alias !== undefined
         ? this.#identity(one, alias, partition, seq, batchNo, { ...b, part: k })
-        : this.#social(one, partition, seq, batchNo, b.dirty, b.types, notices);
+        : this.#social(one, partition, seq, batchNo, b.dirty, notices);
       // Validation leaves no other verdict to a notice of a batch (its kind is known, its hops 0).
       if (verdict === "applied") applied++;
     }
