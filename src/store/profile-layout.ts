@@ -85,10 +85,13 @@ function room(n: number): void {
  * one after the other: lmdb-js reads a put's value when its transaction
  * commits, so bytes once handed out are never written again; a full arena is
  * replaced by a new one (lmdb-js holds the old one until its puts committed).
+ * Small, as msgpackr's buffers are (8 KiB): an arena dies young, in a
+ * scavenge; one of 256 KiB outlived them, and its external bytes in the old
+ * generation brought full GCs (bench/shard-apply.ts, 0 → 0.2 per 10,000 events).
  */
-const ARENA_BYTES = 256 * 1024;
+const ARENA_BYTES = 16 * 1024;
 /** A profile starts in a new arena when fewer bytes than this are left (a typical profile is ~1 KB). */
-const ARENA_MIN_FREE = 16 * 1024;
+const ARENA_MIN_FREE = 4 * 1024;
 /** Bytes before a profile in the arena for its msgpack bin header (type byte, up to 4 bytes of length). */
 const BIN_HEADER = 5;
 /** The arena with the last value's bounds (lmdb-js reads `start` and `end` of a buffer put as binary: no view per value). */
