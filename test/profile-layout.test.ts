@@ -2,12 +2,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { open, type DatabaseOptions } from "lmdb";
+import { pack } from "msgpackr";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newAudienceState } from "../src/actors/audience-state.js";
 import { compileProfileOptions } from "../src/actors/profile-options.js";
 import { packRisk } from "../src/actors/risk.js";
 import { applyEvent, newUserState, profileView, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
-import { decodeProfile, encodeProfile } from "../src/store/profile-layout.js";
+import { decodeProfile, encodeProfile, encodeProfileBin } from "../src/store/profile-layout.js";
 import { ProfileStore } from "../src/store/profile-store.js";
 import { EventType } from "../src/wire/proto.js";
 
@@ -91,6 +92,25 @@ describe("profile layout", () => {
     expect(() => decodeProfile(other)).toThrow(/version 2/);
     expect(() => decodeProfile(Buffer.concat([b, Buffer.from([0])]))).toThrow(/left/);
     expect(() => decodeProfile(b.subarray(0, b.length - 40))).toThrow();
+  });
+
+  it("layout - the value put is msgpack's bin of the layout, byte for byte, at every header size; a value handed out is never written again", () => {
+    const small = newUserState();
+    const mid = fullState();
+    const large = fullState();
+    large.recent = [..."x".repeat(70_000).match(/.{1,7000}/g)!];
+    const states = [small, mid, large, small, mid, mid, large];
+    for (let k = 0; k < 40; k++) states.push(k % 3 === 0 ? small : mid);
+    // Views of the values as handed out (not copies): later calls must leave them as they were.
+    const given: Uint8Array[] = [];
+    for (const st of states) {
+      const v = encodeProfileBin(st);
+      given.push(v.subarray(v.start, v.end));
+    }
+    expect(given[0]![0]).toBe(0xc4);
+    expect(given[1]![0]).toBe(0xc5);
+    expect(given[2]![0]).toBe(0xc6);
+    for (let i = 0; i < states.length; i++) expect(Buffer.from(given[i]!).equals(pack(Buffer.from(encodeProfile(states[i]!))))).toBe(true);
   });
 
   describe("with LMDB", () => {
