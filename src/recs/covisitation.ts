@@ -102,17 +102,21 @@ export class Covisitation {
    * them (observeItemEvent; looked up when not given).
    */
   observe(e: CovisitEvent, itemSlot?: number, userSlot?: number): void {
-    const w = this.weights[e.type] ?? 0;
-    if (w <= 0 || !e.itemId) return;
-    const t = e.timestampMs;
-    const node = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
-    const u = userSlot ?? this.users.ids.slot(e.userId);
+    this.observeFields(e.type, e.timestampMs, e.itemId, e.userId, itemSlot, userSlot);
+  }
+
+  /** `observe` with the event's fields as arguments (observeItemEvent: no event object per table). */
+  observeFields(type: EventType, t: number, itemId: string, userId: string, itemSlot?: number, userSlot?: number): void {
+    const w = this.weights[type] ?? 0;
+    if (w <= 0 || !itemId) return;
+    const node = this.node(itemId, itemSlot ?? this.items.ids.slot(itemId));
+    const u = userSlot ?? this.users.ids.slot(userId);
     const prev = this.users.get(u);
     if (prev === undefined) {
       this.users.insert(u, node);
       if (u >= this.lastMs.length) this.lastMs = lengthened(this.lastMs, Math.max(u + 1, this.users.ids.capacity, 2 * this.lastMs.length, 64));
       this.lastMs[u] = t;
-      this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
+      this.acct.add(TABLE.covisitation_users, userBytes(userId));
       return;
     }
     this.users.touch(u);
