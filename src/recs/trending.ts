@@ -205,10 +205,13 @@ export class Trending {
 
   /** 2^((t - ref) / halfLife) for a weight added at t, renormalising every stored score first when that grows too large. */
   private scale(t: number): number {
-    return this.clock.weight(t, (f) => {
-      for (const n of this.items.values()) n.score *= f;
-    });
+    return this.clock.weight(t, this.rescale);
   }
+
+  /** Multiplies every stored score by f (one closure, not one per event). */
+  private readonly rescale = (f: number): void => {
+    for (const n of this.items.values()) n.score *= f;
+  };
 
   /**
    * Moves `n` up its list to `score` (more than the score it is listed at), entering the list when it now beats the
