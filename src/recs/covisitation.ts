@@ -103,7 +103,7 @@ export class Covisitation {
     this.items = new TouchOrder<true>(options.maxItems, (id, _, slot) => {
       const n = this.len[slot]!;
       acct.add(TABLE.covisitation, -nodeBytes(id, n));
-      if (n > 0 || this.cls[slot]! >= 0) this.release(slot);
+      this.release(slot);
       this.gen[slot]!++;
     }, acct, itemIds);
     this.users = new TouchOrder<number>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
