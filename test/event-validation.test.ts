@@ -226,7 +226,7 @@ describe("bus - JetStream reply subjects", () => {
 describe("bus - batch builder", () => {
   it("bus - BatchBuilder packs each message's bytes and sequence as packBatch does, growing past its first sizes, and starts over after take", async () => {
     const { BatchBuilder, packBatch } = await import("../src/bus/event-batch.js");
-    const msgs = Array.from({ length: 40 }, (_, i) => Uint8Array.from({ length: i * 37 % 300 }, (_v, j) => (i + j) & 0xff));
+    const msgs = Array.from({ length: 40 }, (_, i) => Uint8Array.from({ length: i === 20 ? 40_000 : i * 37 % 300 }, (_v, j) => (i + j) & 0xff));
     const b = new BatchBuilder(8);
     expect(b.take(3)).toBeUndefined();
     for (let round = 0; round < 2; round++) {
