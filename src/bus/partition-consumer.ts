@@ -1,8 +1,9 @@
 /**
  * Consumes one partition: a durable pull consumer whose messages are gathered
  * into batches (whatever has arrived by the end of the current I/O turn, at
- * most maxBatchMessages), packed into one buffer and handed to the batch sink
- * (the partition's shard). Batches are settled strictly in order: once a
+ * most maxBatchMessages), each message's bytes copied into the batch's buffer
+ * as it arrives (the message itself is not kept: BatchBuilder), and handed to
+ * the batch sink (the partition's shard). Batches are settled strictly in order: once a
  * batch's commit is reported, its dead letters are published (and their
  * publish acknowledged) and then the batch's last message is acknowledged,
  * which with AckPolicy.All acknowledges the whole batch. A batch's outbound
