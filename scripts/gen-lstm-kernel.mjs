@@ -101,15 +101,310 @@ const preact = [
   0x0b,
 ];
 const locals = vec([[...uleb(4), I32], [...uleb(1 + BLOCK), V128]]);
-const body = [...locals, ...preact];
+const preactBody = [...locals, ...preact];
 
+// ---- The gates: ports of V8's Math.exp and Math.tanh (fdlibm's exp, expm1 and tanh as in v8/src/base/ieee754.cc) ----
+// Scalar f64 code, operation for operation the C: the same constants, the same branches on the high word, the same
+// rounded operations in the same order and no fused multiply-add (WebAssembly has none), so each returns the bits
+// Math.exp / Math.tanh return (test/lstm-kernel.test.ts checks them against each other; lstm-runtime.ts checks again at load).
+const F64 = 0x7c, I64 = 0x7e, EMPTY = 0x40;
+const f64c = (v) => { const b = Buffer.alloc(8); b.writeDoubleLE(v); return [0x44, ...b]; };
+const f64w = (hi, lo) => { const b = Buffer.alloc(8); b.writeUInt32LE(lo >>> 0, 0); b.writeUInt32LE(hi >>> 0, 4); return f64c(b.readDoubleLE(0)); };
+const op = {
+  f64: { add: [0xa0], sub: [0xa1], mul: [0xa2], div: [0xa3], neg: [0x9a], abs: [0x99], eq: [0x61], lt: [0x63], gt: [0x64], load: f64load, store: (o) => [0x39, 3, ...uleb(o)], promoteF32: [0xbb], convertI32S: [0xb7], reinterpretI64: [0xbf] },
+  f32: { load: (o) => [0x2a, 2, ...uleb(o)], store: (o) => [0x38, 2, ...uleb(o)], demoteF64: [0xb6] },
+  i32: { ...i32, sub: [0x6b], and: [0x71], shrS: [0x75], eq: [0x46], eqz: [0x45], ne: [0x47], ltS: [0x48], gtS: [0x4a], gtU: [0x4b], leS: [0x4c], geS: [0x4e], geU: [0x4f], truncF64S: [0xaa], wrapI64: [0xa7] },
+  i64: { const: (n) => [0x42, ...sleb64(BigInt(n))], and: [0x83], shl: [0x86], shrU: [0x88], ne: [0x52], extendI32U: [0xad], reinterpretF64: [0xbd] },
+};
+/** Signed LEB128 of a 64-bit integer (sleb works on 32 bits). */
+const sleb64 = (n) => {
+  const b = [];
+  for (;;) {
+    const x = Number(n & 0x7fn);
+    n >>= 7n;
+    if ((n === 0n && (x & 0x40) === 0) || (n === -1n && (x & 0x40) !== 0)) return [...b, x];
+    b.push(x | 0x80);
+  }
+};
+const if_ = (bt, then, els) => [0x04, bt, ...then.flat(), ...(els ? [0x05, ...els.flat()] : []), 0x0b];
+const ret = [0x0f];
+const call = (f) => [0x10, ...uleb(f)];
+const select = [0x1b];
+const code = (...parts) => parts.flat();
+/** The high word of local x (i32). */
+const high = (x) => [...local.get(x), ...op.i64.reinterpretF64, ...op.i64.const(32), ...op.i64.shrU, ...op.i32.wrapI64];
+/** The double whose high word is the i32 on the stack and whose low word is 0 (INSERT_WORDS(d, hi, 0)). */
+const fromHigh = [...op.i64.extendI32U, ...op.i64.const(32), ...op.i64.shl, ...op.f64.reinterpretI64];
+/** x is NaN (not infinite) given that its high word is >= 0x7ff00000: any bit of its mantissa set. */
+const mantissaSet = (x) => [...local.get(x), ...op.i64.reinterpretF64, ...op.i64.const(0xfffffffffffffn), ...op.i64.and, ...op.i64.const(0), ...op.i64.ne];
+
+// Function indices: 0 preact, 1 step, 2 exp, 3 expm1, 4 tanh.
+const EXP = 2, EXPM1 = 3, TANH = 4;
+const ln2HI = [0x3fe62e42, 0xfee00000], ln2LO = [0x3dea39ef, 0x35793c76], invln2 = [0x3ff71547, 0x652b82fe];
+const oThreshold = [0x40862e42, 0xfefa39ef];
+
+// exp(x): locals x=0 | hx=1 xsb=2 k=3 (i32) | hi=4 lo=5 t=6 c=7 y=8 twopk=9 (f64).
+const expBody = (() => {
+  const X = 0, HX = 1, XSB = 2, K = 3, HI = 4, LO = 5, T = 6, C = 7, Y = 8, TWOPK = 9;
+  return code(
+    vec([[...uleb(3), I32], [...uleb(6), F64]]),
+    high(X), local.tee(HX), i32.const(31), op.i32.shrU, local.set(XSB),
+    local.get(HX), i32.const(0x7fffffff), op.i32.and, local.set(HX),
+    // |x| >= 709.78...: NaN, +-inf, overflow, underflow.
+    local.get(HX), i32.const(0x40862e42), op.i32.geU,
+    if_(EMPTY, [
+      local.get(HX), i32.const(0x7ff00000), op.i32.geU,
+      if_(EMPTY, [
+        mantissaSet(X), if_(EMPTY, [local.get(X), local.get(X), op.f64.add, ret]),
+        local.get(X), f64c(0), local.get(XSB), op.i32.eqz, select, ret,
+      ]),
+      local.get(X), f64w(...oThreshold), op.f64.gt, if_(EMPTY, [f64c(1e300), f64c(1e300), op.f64.mul, ret]),
+      local.get(X), f64w(0xc0874910, 0xd52d3051), op.f64.lt, if_(EMPTY, [f64w(0x01700000, 0), f64w(0x01700000, 0), op.f64.mul, ret]),
+    ]),
+    // Argument reduction.
+    local.get(HX), i32.const(0x3fd62e42), op.i32.gtU,
+    if_(EMPTY, [
+      local.get(HX), i32.const(0x3ff0a2b2), op.i32.ltU,
+      if_(EMPTY, [
+        local.get(X), f64c(1), op.f64.eq, if_(EMPTY, [f64w(0x4005bf0a, 0x8b145769), ret]),
+        // hi = x - ln2HI[xsb]; lo = ln2LO[xsb]; k = 1 - xsb - xsb
+        local.get(X), f64w(...ln2HI), f64w(ln2HI[0] | 0x80000000, ln2HI[1]), local.get(XSB), op.i32.eqz, select, op.f64.sub, local.set(HI),
+        f64w(...ln2LO), f64w(ln2LO[0] | 0x80000000, ln2LO[1]), local.get(XSB), op.i32.eqz, select, local.set(LO),
+        i32.const(1), local.get(XSB), op.i32.sub, local.get(XSB), op.i32.sub, local.set(K),
+      ], [
+        // k = (int)(invln2 * x + halF[xsb]); t = k; hi = x - t * ln2HI; lo = t * ln2LO
+        f64w(...invln2), local.get(X), op.f64.mul, f64c(0.5), f64c(-0.5), local.get(XSB), op.i32.eqz, select, op.f64.add, op.i32.truncF64S, local.tee(K),
+        op.f64.convertI32S, local.set(T),
+        local.get(X), local.get(T), f64w(...ln2HI), op.f64.mul, op.f64.sub, local.set(HI),
+        local.get(T), f64w(...ln2LO), op.f64.mul, local.set(LO),
+      ]),
+      local.get(HI), local.get(LO), op.f64.sub, local.set(X),
+    ], [
+      local.get(HX), i32.const(0x3e300000), op.i32.ltU,
+      if_(EMPTY, [
+        // if (huge + x > one) return one + x
+        f64c(1e300), local.get(X), op.f64.add, f64c(1), op.f64.gt, if_(EMPTY, [f64c(1), local.get(X), op.f64.add, ret]),
+      ], [i32.const(0), local.set(K)]),
+    ]),
+    // x is now in the primary range.
+    local.get(X), local.get(X), op.f64.mul, local.set(T),
+    local.get(K), i32.const(-1021), op.i32.geS,
+    if_(EMPTY, [i32.const(0x3ff00000), local.get(K), i32.const(20), op.i32.shl, op.i32.add, fromHigh, local.set(TWOPK)],
+      [i32.const(0x3ff00000), local.get(K), i32.const(1000), op.i32.add, i32.const(20), op.i32.shl, op.i32.add, fromHigh, local.set(TWOPK)]),
+    // c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))))
+    local.get(X), local.get(T),
+    f64w(0x3fc55555, 0x5555553e), local.get(T),
+    f64w(0xbf66c16c, 0x16bebd93), local.get(T),
+    f64w(0x3f11566a, 0xaf25de2c), local.get(T),
+    f64w(0xbebbbd41, 0xc5d26bf1), local.get(T), f64w(0x3e663769, 0x72bea4d0), op.f64.mul, op.f64.add,
+    op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.sub, local.set(C),
+    // k == 0: return one - ((x * c) / (c - 2.0) - x)
+    local.get(K), op.i32.eqz,
+    if_(EMPTY, [f64c(1), local.get(X), local.get(C), op.f64.mul, local.get(C), f64c(2), op.f64.sub, op.f64.div, local.get(X), op.f64.sub, op.f64.sub, ret]),
+    // y = one - ((lo - (x * c) / (2.0 - c)) - hi)
+    f64c(1), local.get(LO), local.get(X), local.get(C), op.f64.mul, f64c(2), local.get(C), op.f64.sub, op.f64.div, op.f64.sub, local.get(HI), op.f64.sub, op.f64.sub, local.set(Y),
+    local.get(K), i32.const(-1021), op.i32.geS,
+    if_(EMPTY, [
+      local.get(K), i32.const(1024), op.i32.eq, if_(EMPTY, [local.get(Y), f64c(2), op.f64.mul, f64w(0x7fe00000, 0), op.f64.mul, ret]),
+      local.get(Y), local.get(TWOPK), op.f64.mul, ret,
+    ]),
+    local.get(Y), local.get(TWOPK), op.f64.mul, f64w(0x01700000, 0), op.f64.mul,
+    0x0b,
+  );
+})();
+
+// expm1(x): locals x=0 | hx=1 xsb=2 k=3 (i32) | hi=4 lo=5 c=6 t=7 e=8 hxs=9 hfx=10 r1=11 y=12 twopk=13 (f64).
+const expm1Body = (() => {
+  const X = 0, HX = 1, XSB = 2, K = 3, HI = 4, LO = 5, C = 6, T = 7, E = 8, HXS = 9, HFX = 10, R1 = 11, Y = 12, TWOPK = 13;
+  return code(
+    vec([[...uleb(3), I32], [...uleb(10), F64]]),
+    high(X), local.tee(HX), i32.const(0x80000000 | 0), op.i32.and, local.set(XSB),
+    local.get(HX), i32.const(0x7fffffff), op.i32.and, local.set(HX),
+    // |x| >= 56 ln2: NaN, +-inf, overflow, -1.
+    local.get(HX), i32.const(0x4043687a), op.i32.geU,
+    if_(EMPTY, [
+      local.get(HX), i32.const(0x40862e42), op.i32.geU,
+      if_(EMPTY, [
+        local.get(HX), i32.const(0x7ff00000), op.i32.geU,
+        if_(EMPTY, [
+          mantissaSet(X), if_(EMPTY, [local.get(X), local.get(X), op.f64.add, ret]),
+          local.get(X), f64c(-1), local.get(XSB), op.i32.eqz, select, ret,
+        ]),
+        local.get(X), f64w(...oThreshold), op.f64.gt, if_(EMPTY, [f64c(1e300), f64c(1e300), op.f64.mul, ret]),
+      ]),
+      local.get(XSB),
+      if_(EMPTY, [local.get(X), f64c(1e-300), op.f64.add, f64c(0), op.f64.lt, if_(EMPTY, [f64c(1e-300), f64c(1), op.f64.sub, ret])]),
+    ]),
+    // Argument reduction.
+    local.get(HX), i32.const(0x3fd62e42), op.i32.gtU,
+    if_(EMPTY, [
+      local.get(HX), i32.const(0x3ff0a2b2), op.i32.ltU,
+      if_(EMPTY, [
+        local.get(XSB), op.i32.eqz,
+        if_(EMPTY, [
+          local.get(X), f64w(...ln2HI), op.f64.sub, local.set(HI), f64w(...ln2LO), local.set(LO), i32.const(1), local.set(K),
+        ], [
+          local.get(X), f64w(...ln2HI), op.f64.add, local.set(HI), f64w(ln2LO[0] | 0x80000000, ln2LO[1]), local.set(LO), i32.const(-1), local.set(K),
+        ]),
+      ], [
+        f64w(...invln2), local.get(X), op.f64.mul, f64c(0.5), f64c(-0.5), local.get(XSB), op.i32.eqz, select, op.f64.add, op.i32.truncF64S, local.tee(K),
+        op.f64.convertI32S, local.set(T),
+        local.get(X), local.get(T), f64w(...ln2HI), op.f64.mul, op.f64.sub, local.set(HI),
+        local.get(T), f64w(...ln2LO), op.f64.mul, local.set(LO),
+      ]),
+      local.get(HI), local.get(LO), op.f64.sub, local.set(X),
+      local.get(HI), local.get(X), op.f64.sub, local.get(LO), op.f64.sub, local.set(C),
+    ], [
+      local.get(HX), i32.const(0x3c900000), op.i32.ltU,
+      if_(EMPTY, [
+        // t = huge + x; return x - (t - (huge + x))
+        f64c(1e300), local.get(X), op.f64.add, local.set(T),
+        local.get(X), local.get(T), f64c(1e300), local.get(X), op.f64.add, op.f64.sub, op.f64.sub, ret,
+      ], [i32.const(0), local.set(K)]),
+    ]),
+    // x is now in the primary range.
+    f64c(0.5), local.get(X), op.f64.mul, local.set(HFX),
+    local.get(X), local.get(HFX), op.f64.mul, local.set(HXS),
+    // r1 = one + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))))
+    f64c(1), local.get(HXS),
+    f64w(0xbfa11111, 0x111110f4), local.get(HXS),
+    f64w(0x3f5a01a0, 0x19fe5585), local.get(HXS),
+    f64w(0xbf14ce19, 0x9eaadbb7), local.get(HXS),
+    f64w(0x3ed0cfca, 0x86e65239), local.get(HXS), f64w(0xbe8afdb7, 0x6e09c32d), op.f64.mul, op.f64.add,
+    op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, local.set(R1),
+    // t = 3.0 - r1 * hfx; e = hxs * ((r1 - t) / (6.0 - x * t))
+    f64c(3), local.get(R1), local.get(HFX), op.f64.mul, op.f64.sub, local.set(T),
+    local.get(HXS), local.get(R1), local.get(T), op.f64.sub, f64c(6), local.get(X), local.get(T), op.f64.mul, op.f64.sub, op.f64.div, op.f64.mul, local.set(E),
+    // k == 0: return x - (x * e - hxs)
+    local.get(K), op.i32.eqz,
+    if_(EMPTY, [local.get(X), local.get(X), local.get(E), op.f64.mul, local.get(HXS), op.f64.sub, op.f64.sub, ret]),
+    i32.const(0x3ff00000), local.get(K), i32.const(20), op.i32.shl, op.i32.add, fromHigh, local.set(TWOPK),
+    // e = x * (e - c) - c; e -= hxs
+    local.get(X), local.get(E), local.get(C), op.f64.sub, op.f64.mul, local.get(C), op.f64.sub, local.get(HXS), op.f64.sub, local.set(E),
+    // k == -1: return 0.5 * (x - e) - 0.5
+    local.get(K), i32.const(-1), op.i32.eq,
+    if_(EMPTY, [f64c(0.5), local.get(X), local.get(E), op.f64.sub, op.f64.mul, f64c(0.5), op.f64.sub, ret]),
+    // k == 1: x < -0.25 ? -2.0 * (e - (x + 0.5)) : one + 2.0 * (x - e)
+    local.get(K), i32.const(1), op.i32.eq,
+    if_(EMPTY, [
+      local.get(X), f64c(-0.25), op.f64.lt,
+      if_(EMPTY, [f64c(-2), local.get(E), local.get(X), f64c(0.5), op.f64.add, op.f64.sub, op.f64.mul, ret]),
+      f64c(1), f64c(2), local.get(X), local.get(E), op.f64.sub, op.f64.mul, op.f64.add, ret,
+    ]),
+    // k <= -2 || k > 56: y = one - (e - x); y = k == 1024 ? y * 2.0 * 8.98846567431158e+307 : y * twopk; return y - one
+    local.get(K), i32.const(-2), op.i32.leS, local.get(K), i32.const(56), op.i32.gtS, [0x72], // i32.or
+    if_(EMPTY, [
+      f64c(1), local.get(E), local.get(X), op.f64.sub, op.f64.sub, local.set(Y),
+      local.get(K), i32.const(1024), op.i32.eq,
+      if_(EMPTY, [local.get(Y), f64c(2), op.f64.mul, f64c(8.98846567431158e307), op.f64.mul, local.set(Y)], [local.get(Y), local.get(TWOPK), op.f64.mul, local.set(Y)]),
+      local.get(Y), f64c(1), op.f64.sub, ret,
+    ]),
+    local.get(K), i32.const(20), op.i32.ltS,
+    if_(F64, [
+      // t = 1 - 2^-k (high word 0x3ff00000 - (0x200000 >> k)); y = t - (e - x); y * twopk
+      i32.const(0x3ff00000), i32.const(0x200000), local.get(K), op.i32.shrS, op.i32.sub, fromHigh,
+      local.get(E), local.get(X), op.f64.sub, op.f64.sub, local.get(TWOPK), op.f64.mul,
+    ], [
+      // t = 2^-k; y = x - (e + t); y += one; y * twopk
+      local.get(X), local.get(E), i32.const(0x3ff), local.get(K), op.i32.sub, i32.const(20), op.i32.shl, fromHigh, op.f64.add, op.f64.sub,
+      f64c(1), op.f64.add, local.get(TWOPK), op.f64.mul,
+    ]),
+    0x0b,
+  );
+})();
+
+// tanh(x): locals x=0 | jx=1 ix=2 (i32) | z=3 t=4 (f64).
+const tanhBody = (() => {
+  const X = 0, JX = 1, IX = 2, Z = 3, T = 4;
+  return code(
+    vec([[...uleb(2), I32], [...uleb(2), F64]]),
+    high(X), local.tee(JX), i32.const(0x7fffffff), op.i32.and, local.set(IX),
+    // inf or NaN: one / x +- one
+    local.get(IX), i32.const(0x7ff00000), op.i32.geU,
+    if_(EMPTY, [
+      local.get(JX), i32.const(0), op.i32.geS,
+      if_(EMPTY, [f64c(1), local.get(X), op.f64.div, f64c(1), op.f64.add, ret]),
+      f64c(1), local.get(X), op.f64.div, f64c(1), op.f64.sub, ret,
+    ]),
+    local.get(IX), i32.const(0x40360000), op.i32.ltU,
+    if_(EMPTY, [
+      local.get(IX), i32.const(0x3e300000), op.i32.ltU,
+      if_(EMPTY, [f64c(1e300), local.get(X), op.f64.add, f64c(1), op.f64.gt, if_(EMPTY, [local.get(X), ret])]),
+      local.get(IX), i32.const(0x3ff00000), op.i32.geU,
+      if_(EMPTY, [
+        // t = expm1(two * fabs(x)); z = one - two / (t + two)
+        f64c(2), local.get(X), op.f64.abs, op.f64.mul, call(EXPM1), local.set(T),
+        f64c(1), f64c(2), local.get(T), f64c(2), op.f64.add, op.f64.div, op.f64.sub, local.set(Z),
+      ], [
+        // t = expm1(-two * fabs(x)); z = -t / (t + two)
+        f64c(-2), local.get(X), op.f64.abs, op.f64.mul, call(EXPM1), local.set(T),
+        local.get(T), op.f64.neg, local.get(T), f64c(2), op.f64.add, op.f64.div, local.set(Z),
+      ]),
+    ], [
+      // z = one - tiny
+      f64c(1), f64c(1e-300), op.f64.sub, local.set(Z),
+    ]),
+    local.get(Z), local.get(Z), op.f64.neg, local.get(JX), i32.const(0), op.i32.geS, [0x1b],
+    0x0b,
+  );
+})();
+
+// step: params r=0 h=1 z=2 H=3 p0..p4=4..8 s=9 | k4=10 zk=11 (i32) | i=12 f=13 g=14 o=15 c=16 (f64).
+//   h[k] = s[k] (f32 -> f64), k < H; preact(r, h, z, H, p0..p4);
+//   for k < H: i = sigmoid(z[k]), f = sigmoid(z[H+k]), g = tanh(z[2H+k]), o = sigmoid(z[3H+k]),
+//              c = f * s[H+k] + i * g; s[H+k] = (f32) c; s[k] = (f32) (o * tanh(c))
+//   where sigmoid(x) = 1 / (1 + exp(-x)): the JS loop of lstm-runtime.ts, the same operations in doubles.
+const stepBody = (() => {
+  const S = 9, K4 = 10, ZK = 11, GI = 12, GF = 13, GG = 14, GO = 15, GC = 16;
+  // z address of gate q (0..3) for column k: z + 8 * (q * H + k) = zk + q * 8H.
+  const zq = (q) => (q === 0 ? local.get(ZK) : [...local.get(ZK), ...local.get(H), ...i32.const(3 + 0), ...i32.shl, ...(q === 1 ? [] : [...i32.const(q), ...i32.mul]), ...i32.add]);
+  const sig = (q) => code(f64c(1), f64c(1), zq(q), f64load(0), op.f64.neg, call(EXP), op.f64.add, op.f64.div);
+  return code(
+    vec([[...uleb(2), I32], [...uleb(5), F64]]),
+    // h[k] = s[k]
+    i32.const(0), local.set(K4),
+    loop(
+      local.get(HP), local.get(K4), i32.const(1), i32.shl, i32.add,
+      local.get(S), local.get(K4), i32.add, op.f32.load(0), op.f64.promoteF32, op.f64.store(0),
+      local.get(K4), i32.const(4), i32.add, local.tee(K4), local.get(H), i32.const(2), i32.shl, i32.ltU, brIf(0),
+    ),
+    local.get(R), local.get(HP), local.get(Z), local.get(H), local.get(P), local.get(P + 1), local.get(P + 2), local.get(P + 3), local.get(P + 4), call(0),
+    i32.const(0), local.set(K4),
+    loop(
+      local.get(Z), local.get(K4), i32.const(1), i32.shl, i32.add, local.set(ZK),
+      sig(0), local.set(GI),
+      sig(1), local.set(GF),
+      [...zq(2), ...f64load(0), ...call(TANH)], local.set(GG),
+      sig(3), local.set(GO),
+      // c = f * s[H+k] + i * g
+      local.get(GF), local.get(S), local.get(H), i32.const(2), i32.shl, i32.add, local.get(K4), i32.add, op.f32.load(0), op.f64.promoteF32, op.f64.mul,
+      local.get(GI), local.get(GG), op.f64.mul, op.f64.add, local.set(GC),
+      local.get(S), local.get(H), i32.const(2), i32.shl, i32.add, local.get(K4), i32.add, local.get(GC), op.f32.demoteF64, op.f32.store(0),
+      local.get(S), local.get(K4), i32.add, local.get(GO), local.get(GC), call(TANH), op.f64.mul, op.f32.demoteF64, op.f32.store(0),
+      local.get(K4), i32.const(4), i32.add, local.tee(K4), local.get(H), i32.const(2), i32.shl, i32.ltU, brIf(0),
+    ),
+    0x0b,
+  );
+})();
+
+const fn = (body) => [...uleb(body.length), ...body];
 const bytes = Uint8Array.from([
   0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-  ...section(1, vec([[0x60, ...vec(Array.from({ length: 9 }, () => [I32])), ...vec([])]])), // type 0: (i32 x 9) -> ()
-  ...section(3, vec([uleb(0)])), // func 0: type 0
+  ...section(1, vec([
+    [0x60, ...vec(Array.from({ length: 9 }, () => [I32])), ...vec([])], // type 0: preact (i32 x 9) -> ()
+    [0x60, ...vec(Array.from({ length: 10 }, () => [I32])), ...vec([])], // type 1: step (i32 x 10) -> ()
+    [0x60, ...vec([[F64]]), ...vec([[F64]])], // type 2: (f64) -> f64
+  ])),
+  ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(2), uleb(2)])), // funcs: preact, step, exp, expm1, tanh
   ...section(5, vec([[0x00, ...uleb(1)]])), // memory 0: min 1 page (the runtime grows it)
-  ...section(7, vec([[...str("memory"), 0x02, 0x00], [...str("preact"), 0x00, 0x00]])),
-  ...section(10, vec([[...uleb(body.length), ...body]])),
+  ...section(7, vec([
+    [...str("memory"), 0x02, 0x00],
+    [...str("preact"), 0x00, 0x00],
+    [...str("step"), 0x00, 0x01],
+    [...str("exp"), 0x00, ...uleb(EXP)],
+    [...str("tanh"), 0x00, ...uleb(TANH)],
+  ])),
+  ...section(10, vec([fn(preactBody), fn(stepBody), fn(expBody), fn(expm1Body), fn(tanhBody)])),
 ]);
 
 const ts = `// Generated by scripts/gen-lstm-kernel.mjs (its source and the text format are there); do not edit.
