@@ -349,18 +349,76 @@ const tanhBody = (() => {
   );
 })();
 
+// exp2(x): exp of each lane of an f64x2, the same bits as exp on each: where both lanes are below 708 in magnitude
+// (no overflow, underflow, NaN or infinity: k = -1021..1021), fdlibm's three remaining branches computed on both lanes
+// and chosen per lane (v128.bitselect), else exp on each lane.
+//   A |x| > 0.5 ln2 (high word > 0x3fd62e42): k = (int)(invln2 * x + copysign(0.5, x)), hi = x - k ln2HI, lo = k ln2LO,
+//     r = hi - lo, exp = (1 - ((lo - r c / (2 - c)) - hi)) 2^k (x == 1: E). Between 0.5 ln2 and 1.5 ln2 fdlibm sets
+//     k = +-1, hi = x -+ ln2HI, lo = +-ln2LO instead: there the formula gives k = +-1 too, so the same hi and lo.
+//   B 2^-28 <= |x| <= 0.5 ln2: k = 0, exp = 1 - ((x c) / (c - 2) - x).
+//   C |x| < 2^-28: exp = 1 + x.
+// where c = r - t (P1 + t (P2 + t (P3 + t (P4 + t P5)))), t = r r (r = x in B).
+// locals: x=0 | ax=1 ca=2 t=3 k64=4 hi=5 lo=6 xr=7 tt=8 c=9 ra=10 rb=11 (v128).
+const V = {
+  const: (lo, hi = lo) => { const b = Buffer.alloc(16); b.writeDoubleLE(lo, 0); b.writeDoubleLE(hi, 8); return simd(0x0c, ...b); },
+  bits: (hi32, lo32) => { const b = Buffer.alloc(8); b.writeUInt32LE(lo32 >>> 0, 0); b.writeUInt32LE(hi32 >>> 0, 4); return b.readDoubleLE(0); },
+  and: simd(0x4e), bitselect: simd(0x52), allTrue64: simd(0xc3),
+  f64: { eq: simd(0x47), lt: simd(0x49), ge: simd(0x4c), abs: simd(0xec), neg: simd(0xed), add: simd(0xf0), sub: simd(0xf1), mul: simd(0xf2), div: simd(0xf3), extract: (l) => simd(0x21, l), replace: (l) => simd(0x22, l), splat: simd(0x14), convertLowI32: simd(0xfe), promoteLow: simd(0x5f) },
+  f32: { demoteZero: simd(0x5e) },
+  i32: { truncSatF64Zero: simd(0xfc) },
+  i64: { extendLowI32S: simd(0xc7), shl: simd(0xcb), add: simd(0xce) },
+  load: (o) => simd(0x00, 4, ...uleb(o)), load64Zero: (o) => simd(0x5d, 3, ...uleb(o)), store64Lane: (o, l) => simd(0x5b, 3, ...uleb(o), l),
+};
+const EXP2 = 5;
+const exp2Body = (() => {
+  const X = 0, AX = 1, CA = 2, T = 3, K64 = 4, HI = 5, LO = 6, XR = 7, TT = 8, C = 9, RA = 10, RB = 11;
+  const c2 = (hi32, lo32) => V.const(V.bits(hi32, lo32));
+  return code(
+    vec([[...uleb(11), V128]]),
+    local.get(X), V.f64.abs, local.tee(AX), V.const(708), V.f64.lt, V.allTrue64, op.i32.eqz,
+    if_(EMPTY, [
+      local.get(X), V.f64.extract(0), call(EXP), V.f64.splat, local.get(X), V.f64.extract(1), call(EXP), V.f64.replace(1), ret,
+    ]),
+    local.get(AX), c2(0x3fd62e43, 0), V.f64.ge, local.set(CA),
+    // t = k (A), else 0: k = trunc(invln2 * x + copysign(0.5, x))
+    c2(...invln2), local.get(X), V.f64.mul, local.get(X), V.const(0.5), c2(0x80000000, 0), V.bitselect, V.f64.add, V.i32.truncSatF64Zero,
+    local.tee(K64), V.f64.convertLowI32, local.get(CA), V.and, local.set(T),
+    local.get(K64), V.i64.extendLowI32S, local.get(CA), V.and, local.set(K64),
+    local.get(X), local.get(T), c2(...ln2HI), V.f64.mul, V.f64.sub, local.set(HI),
+    local.get(T), c2(...ln2LO), V.f64.mul, local.set(LO),
+    local.get(HI), local.get(LO), V.f64.sub, local.get(X), local.get(CA), V.bitselect, local.tee(XR), local.get(XR), V.f64.mul, local.set(TT),
+    local.get(XR), local.get(TT),
+    c2(0x3fc55555, 0x5555553e), local.get(TT),
+    c2(0xbf66c16c, 0x16bebd93), local.get(TT),
+    c2(0x3f11566a, 0xaf25de2c), local.get(TT),
+    c2(0xbebbbd41, 0xc5d26bf1), local.get(TT), c2(0x3e663769, 0x72bea4d0), V.f64.mul, V.f64.add,
+    V.f64.mul, V.f64.add, V.f64.mul, V.f64.add, V.f64.mul, V.f64.add, V.f64.mul, V.f64.sub, local.set(C),
+    // A: (1 - ((lo - (xr * c) / (2 - c)) - hi)) * 2^k, E where x == 1
+    V.const(1), local.get(LO), local.get(XR), local.get(C), V.f64.mul, V.const(2), local.get(C), V.f64.sub, V.f64.div, V.f64.sub, local.get(HI), V.f64.sub, V.f64.sub,
+    local.get(K64), op.i64.const(1023), simd(0x12) /* i64x2.splat */, V.i64.add, i32.const(52), V.i64.shl, V.f64.mul, local.set(RA),
+    c2(0x4005bf0a, 0x8b145769), local.get(RA), local.get(X), V.const(1), V.f64.eq, V.bitselect, local.set(RA),
+    // B: 1 - ((x * c) / (c - 2) - x); C (|x| < 2^-28): 1 + x
+    V.const(1), local.get(XR), local.get(C), V.f64.mul, local.get(C), V.const(2), V.f64.sub, V.f64.div, local.get(XR), V.f64.sub, V.f64.sub, local.set(RB),
+    V.const(1), local.get(X), V.f64.add, local.get(RB), local.get(AX), V.const(2 ** -28), V.f64.lt, V.bitselect, local.set(RB),
+    local.get(RA), local.get(RB), local.get(CA), V.bitselect,
+    0x0b,
+  );
+})();
+
 // step: params r=0 h=1 z=2 H=3 p0..p4=4..8 s=9 | k4=10 zk=11 (i32) | i=12 f=13 g=14 o=15 c=16 (f64).
 //   h[k] = s[k] (f32 -> f64), k < H; preact(r, h, z, H, p0..p4);
 //   for k < H: i = sigmoid(z[k]), f = sigmoid(z[H+k]), g = tanh(z[2H+k]), o = sigmoid(z[3H+k]),
 //              c = f * s[H+k] + i * g; s[H+k] = (f32) c; s[k] = (f32) (o * tanh(c))
 //   where sigmoid(x) = 1 / (1 + exp(-x)): the JS loop of lstm-runtime.ts, the same operations in doubles.
 const stepBody = (() => {
-  const S = 9, K4 = 10, ZK = 11, GI = 12, GF = 13, GG = 14, GO = 15, GC = 16;
-  // z address of gate q (0..3) for column k: z + 8 * (q * H + k) = zk + q * 8H.
-  const zq = (q) => (q === 0 ? local.get(ZK) : [...local.get(ZK), ...local.get(H), ...i32.const(3 + 0), ...i32.shl, ...(q === 1 ? [] : [...i32.const(q), ...i32.mul]), ...i32.add]);
-  const sig = (q) => code(f64c(1), f64c(1), zq(q), f64load(0), op.f64.neg, call(EXP), op.f64.add, op.f64.div);
+  const S = 9, K4 = 10, ZK = 11, SC = 12, GI = 13, GF = 14, GG = 15, GO = 16, GC = 17;
+  // The pair of z columns k, k+1 of gate q: z + 8 * (q * H + k) = zk + q * 8H.
+  const zq = (q) => (q === 0 ? local.get(ZK) : [...local.get(ZK), ...local.get(H), ...i32.const(3), ...i32.shl, ...(q === 1 ? [] : [...i32.const(q), ...i32.mul]), ...i32.add]);
+  const sig = (q) => code(V.const(1), V.const(1), zq(q), V.load(0), V.f64.neg, call(EXP2), V.f64.add, V.f64.div);
+  /** tanh of each lane of the v128 on the stack, through local l. */
+  const tanh2 = (l) => code(local.set(l), local.get(l), V.f64.extract(0), call(TANH), V.f64.splat, local.get(l), V.f64.extract(1), call(TANH), V.f64.replace(1));
   return code(
-    vec([[...uleb(2), I32], [...uleb(5), F64]]),
+    vec([[...uleb(3), I32], [...uleb(5), V128]]),
     // h[k] = s[k]
     i32.const(0), local.set(K4),
     loop(
@@ -371,21 +429,34 @@ const stepBody = (() => {
     local.get(R), local.get(HP), local.get(Z), local.get(H), local.get(P), local.get(P + 1), local.get(P + 2), local.get(P + 3), local.get(P + 4), call(0),
     i32.const(0), local.set(K4),
     loop(
+      // Two columns k, k+1 (k4 = 4k: the byte offset in s; zk = z + 8k; sc = the address of c[k] in s).
       local.get(Z), local.get(K4), i32.const(1), i32.shl, i32.add, local.set(ZK),
+      local.get(S), local.get(H), i32.const(2), i32.shl, i32.add, local.get(K4), i32.add, local.set(SC),
       sig(0), local.set(GI),
       sig(1), local.set(GF),
-      [...zq(2), ...f64load(0), ...call(TANH)], local.set(GG),
+      zq(2), V.load(0), tanh2(GG), local.set(GG),
       sig(3), local.set(GO),
-      // c = f * s[H+k] + i * g
-      local.get(GF), local.get(S), local.get(H), i32.const(2), i32.shl, i32.add, local.get(K4), i32.add, op.f32.load(0), op.f64.promoteF32, op.f64.mul,
-      local.get(GI), local.get(GG), op.f64.mul, op.f64.add, local.set(GC),
-      local.get(S), local.get(H), i32.const(2), i32.shl, i32.add, local.get(K4), i32.add, local.get(GC), op.f32.demoteF64, op.f32.store(0),
-      local.get(S), local.get(K4), i32.add, local.get(GO), local.get(GC), call(TANH), op.f64.mul, op.f32.demoteF64, op.f32.store(0),
-      local.get(K4), i32.const(4), i32.add, local.tee(K4), local.get(H), i32.const(2), i32.shl, i32.ltU, brIf(0),
+      // c = f * c_prev + i * g
+      local.get(GF), local.get(SC), V.load64Zero(0), V.f64.promoteLow, V.f64.mul, local.get(GI), local.get(GG), V.f64.mul, V.f64.add, local.set(GC),
+      local.get(SC), local.get(GC), V.f32.demoteZero, V.store64Lane(0, 0),
+      // h = o * tanh(c)
+      local.get(S), local.get(K4), i32.add, local.get(GO), local.get(GC), tanh2(GF), V.f64.mul, V.f32.demoteZero, V.store64Lane(0, 0),
+      local.get(K4), i32.const(8), i32.add, local.tee(K4), local.get(H), i32.const(2), i32.shl, i32.ltU, brIf(0),
     ),
     0x0b,
   );
 })();
+
+// expv(p, n): the n doubles at p (n even) replaced by their exp2, two at a time: exp2 exposed for the tests.
+const expvBody = code(
+  vec([]),
+  loop(
+    local.get(0), local.get(0), V.load(0), call(EXP2), v128.store(0),
+    local.get(0), i32.const(16), i32.add, local.set(0),
+    local.get(1), i32.const(2), op.i32.sub, local.tee(1), i32.const(0), op.i32.gtS, brIf(0),
+  ),
+  0x0b,
+);
 
 const fn = (body) => [...uleb(body.length), ...body];
 const bytes = Uint8Array.from([
@@ -394,8 +465,10 @@ const bytes = Uint8Array.from([
     [0x60, ...vec(Array.from({ length: 9 }, () => [I32])), ...vec([])], // type 0: preact (i32 x 9) -> ()
     [0x60, ...vec(Array.from({ length: 10 }, () => [I32])), ...vec([])], // type 1: step (i32 x 10) -> ()
     [0x60, ...vec([[F64]]), ...vec([[F64]])], // type 2: (f64) -> f64
+    [0x60, ...vec([[V128]]), ...vec([[V128]])], // type 3: (v128) -> v128
+    [0x60, ...vec([[I32], [I32]]), ...vec([])], // type 4: (i32, i32) -> ()
   ])),
-  ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(2), uleb(2)])), // funcs: preact, step, exp, expm1, tanh
+  ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(2), uleb(2), uleb(3), uleb(4)])), // funcs: preact, step, exp, expm1, tanh, exp2, expv
   ...section(5, vec([[0x00, ...uleb(1)]])), // memory 0: min 1 page (the runtime grows it)
   ...section(7, vec([
     [...str("memory"), 0x02, 0x00],
@@ -403,8 +476,9 @@ const bytes = Uint8Array.from([
     [...str("step"), 0x00, 0x01],
     [...str("exp"), 0x00, ...uleb(EXP)],
     [...str("tanh"), 0x00, ...uleb(TANH)],
+    [...str("expv"), 0x00, ...uleb(6)],
   ])),
-  ...section(10, vec([fn(preactBody), fn(stepBody), fn(expBody), fn(expm1Body), fn(tanhBody)])),
+  ...section(10, vec([fn(preactBody), fn(stepBody), fn(expBody), fn(expm1Body), fn(tanhBody), fn(exp2Body), fn(expvBody)])),
 ]);
 
 const ts = `// Generated by scripts/gen-lstm-kernel.mjs (its source and the text format are there); do not edit.

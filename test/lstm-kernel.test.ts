@@ -25,10 +25,12 @@ describe("lstm kernel", () => {
     expect([js.kernel, wasm.kernel, preact.kernel]).toEqual(["js", "wasm", "wasm-preact"]);
   });
 
-  it("exp and tanh - the module's ports return Math.exp's and Math.tanh's bits on edge, random-bit and LSTM-range inputs", () => {
-    const { exp, tanh } = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(LSTM_KERNEL_WASM, "base64")), {}).exports as {
+  it("exp and tanh - the module's ports (scalar exp and tanh, two-lane exp) return Math.exp's and Math.tanh's bits on edge, random-bit and LSTM-range inputs", () => {
+    const { exp, tanh, expv, memory } = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(LSTM_KERNEL_WASM, "base64")), {}).exports as unknown as {
       exp: (x: number) => number;
       tanh: (x: number) => number;
+      expv: (p: number, n: number) => void;
+      memory: { buffer: ArrayBuffer };
     };
     const rnd = seededRandom(15);
     const d = new Float64Array(1);
@@ -55,6 +57,13 @@ describe("lstm kernel", () => {
       xs.push(d[0]!, (rnd() - 0.5) * 60, (rnd() - 0.5) * 10 ** (12 * rnd() - 9));
     }
     const differ = xs.filter((x) => !Object.is(exp(x), Math.exp(x)) || !Object.is(tanh(x), Math.tanh(x)));
+    // The two-lane exp, on pairs of those inputs (in range or not, each lane its own branch): expv(p, n) replaces n doubles at p.
+    const mem = new Float64Array(memory.buffer, 0, 4096);
+    for (let i = 0; i + 4096 <= xs.length; i += 4096) {
+      mem.set(xs.slice(i, i + 4096));
+      expv(0, 4096);
+      for (let j = 0; j < 4096; j++) if (!Object.is(mem[j], Math.exp(xs[i + j]!))) differ.push(xs[i + j]!);
+    }
     expect(xs.length).toBeGreaterThan(300_000);
     expect(differ).toEqual([]);
   });
