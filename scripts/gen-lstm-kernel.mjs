@@ -154,6 +154,16 @@ const EXP = 2, EXPM1 = 3, TANH = 4;
 const ln2HI = [0x3fe62e42, 0xfee00000], ln2LO = [0x3dea39ef, 0x35793c76], invln2 = [0x3ff71547, 0x652b82fe];
 const oThreshold = [0x40862e42, 0xfefa39ef];
 
+/**
+ * exp's c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5)))) from locals x and t: scalar (k = f64w, o = op.f64)
+ * or two lanes (a v128 constant maker, o = V.f64).
+ */
+const EXP_P = [[0x3fc55555, 0x5555553e], [0xbf66c16c, 0x16bebd93], [0x3f11566a, 0xaf25de2c], [0xbebbbd41, 0xc5d26bf1], [0x3e663769, 0x72bea4d0]];
+const expPoly = (x, t, k, o) => code(
+  local.get(x), local.get(t), ...EXP_P.slice(0, 4).map((p) => code(k(...p), local.get(t))), k(...EXP_P[4]),
+  o.mul, o.add, o.mul, o.add, o.mul, o.add, o.mul, o.add, o.mul, o.sub,
+);
+
 // exp(x): locals x=0 | hx=1 xsb=2 k=3 (i32) | hi=4 lo=5 t=6 c=7 y=8 twopk=9 (f64).
 const expBody = (() => {
   const X = 0, HX = 1, XSB = 2, K = 3, HI = 4, LO = 5, T = 6, C = 7, Y = 8, TWOPK = 9;
@@ -202,13 +212,7 @@ const expBody = (() => {
     local.get(K), i32.const(-1021), op.i32.geS,
     if_(EMPTY, [i32.const(0x3ff00000), local.get(K), i32.const(20), op.i32.shl, op.i32.add, fromHigh, local.set(TWOPK)],
       [i32.const(0x3ff00000), local.get(K), i32.const(1000), op.i32.add, i32.const(20), op.i32.shl, op.i32.add, fromHigh, local.set(TWOPK)]),
-    // c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))))
-    local.get(X), local.get(T),
-    f64w(0x3fc55555, 0x5555553e), local.get(T),
-    f64w(0xbf66c16c, 0x16bebd93), local.get(T),
-    f64w(0x3f11566a, 0xaf25de2c), local.get(T),
-    f64w(0xbebbbd41, 0xc5d26bf1), local.get(T), f64w(0x3e663769, 0x72bea4d0), op.f64.mul, op.f64.add,
-    op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.add, op.f64.mul, op.f64.sub, local.set(C),
+    expPoly(X, T, f64w, op.f64), local.set(C),
     // k == 0: return one - ((x * c) / (c - 2.0) - x)
     local.get(K), op.i32.eqz,
     if_(EMPTY, [f64c(1), local.get(X), local.get(C), op.f64.mul, local.get(C), f64c(2), op.f64.sub, op.f64.div, local.get(X), op.f64.sub, op.f64.sub, ret]),
@@ -398,12 +402,7 @@ const exp2Body = (() => {
     local.get(X), local.get(T), c2(...ln2HI), V.f64.mul, V.f64.sub, local.set(HI),
     local.get(T), c2(...ln2LO), V.f64.mul, local.set(LO),
     local.get(HI), local.get(LO), V.f64.sub, local.get(X), local.get(CA), V.bitselect, local.tee(XR), local.get(XR), V.f64.mul, local.set(TT),
-    local.get(XR), local.get(TT),
-    c2(0x3fc55555, 0x5555553e), local.get(TT),
-    c2(0xbf66c16c, 0x16bebd93), local.get(TT),
-    c2(0x3f11566a, 0xaf25de2c), local.get(TT),
-    c2(0xbebbbd41, 0xc5d26bf1), local.get(TT), c2(0x3e663769, 0x72bea4d0), V.f64.mul, V.f64.add,
-    V.f64.mul, V.f64.add, V.f64.mul, V.f64.add, V.f64.mul, V.f64.add, V.f64.mul, V.f64.sub, local.set(C),
+    expPoly(XR, TT, c2, V.f64), local.set(C),
     // A: (1 - ((lo - (xr * c) / (2 - c)) - hi)) * 2^k, E where x == 1
     V.const(1), local.get(LO), local.get(XR), local.get(C), V.f64.mul, V.const(2), local.get(C), V.f64.sub, V.f64.div, V.f64.sub, local.get(HI), V.f64.sub, V.f64.sub,
     local.get(K64), op.i64.const(1023), simd(0x12) /* i64x2.splat */, V.i64.add, i32.const(52), V.i64.shl, V.f64.mul, local.set(RA),

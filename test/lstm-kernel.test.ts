@@ -90,32 +90,24 @@ describe("lstm kernel", () => {
     const W = 64;
     let steps = 0;
     let differ = 0;
-    // Single steps from random states (wide ranges, zeros, tiny values): `step`, no rounding.
-    for (let wave = 0; wave < 100; wave++) {
-      const a = Array.from({ length: W }, () => js.initialState().map(() => (rnd() < 0.05 ? 0 : (rnd() - 0.5) * 10 ** (4 * rnd() - 3))));
-      const b = a.map((s) => s.slice());
-      const p = a.map((s) => s.slice());
-      const evs = Array.from({ length: W }, () => event(1e12 + rnd() * 1e9));
-      const prev = evs.map((e) => (rnd() < 0.2 ? 0 : e.timestampMs - rnd() * 1e8));
-      js.step(a, evs, prev);
-      wasm.step(b, evs, prev);
-      preact.step(p, evs, prev);
-      for (let i = 0; i < W; i++) if (!bits(b[i]!).equals(bits(a[i]!)) || !bits(p[i]!).equals(bits(a[i]!))) differ++;
-      steps += W;
-    }
+    // Single steps from random states (zeros, tiny values, up to ±10^(decades - 3)): `step`, no rounding.
+    const randomWaves = (waves: number, decades: number) => {
+      for (let wave = 0; wave < waves; wave++) {
+        const a = Array.from({ length: W }, () => js.initialState().map(() => (rnd() < 0.05 ? 0 : (rnd() - 0.5) * 10 ** (decades * rnd() - 3))));
+        const b = a.map((s) => s.slice());
+        const p = a.map((s) => s.slice());
+        const evs = Array.from({ length: W }, () => event(1e12 + rnd() * 1e9));
+        const prev = evs.map((e) => (rnd() < 0.2 ? 0 : e.timestampMs - rnd() * 1e8));
+        js.step(a, evs, prev);
+        wasm.step(b, evs, prev);
+        preact.step(p, evs, prev);
+        for (let i = 0; i < W; i++) if (!bits(b[i]!).equals(bits(a[i]!)) || !bits(p[i]!).equals(bits(a[i]!))) differ++;
+        steps += W;
+      }
+    };
+    randomWaves(100, 4);
     // Wider states (cells up to ±500: tanh's saturated branch, expm1's large reductions).
-    for (let wave = 0; wave < 50; wave++) {
-      const a = Array.from({ length: W }, () => js.initialState().map(() => (rnd() < 0.05 ? 0 : (rnd() - 0.5) * 10 ** (6 * rnd() - 3))));
-      const b = a.map((s) => s.slice());
-      const p = a.map((s) => s.slice());
-      const evs = Array.from({ length: W }, () => event(1e12 + rnd() * 1e9));
-      const prev = evs.map((e) => (rnd() < 0.2 ? 0 : e.timestampMs - rnd() * 1e8));
-      js.step(a, evs, prev);
-      wasm.step(b, evs, prev);
-      preact.step(p, evs, prev);
-      for (let i = 0; i < W; i++) if (!bits(b[i]!).equals(bits(a[i]!)) || !bits(p[i]!).equals(bits(a[i]!))) differ++;
-      steps += W;
-    }
+    randomWaves(50, 6);
     // Long streams from zero, 300 events per user: as the engine steps them (`stepHalf`, the stored bytes compared too)
     // and unrounded (`step`, each state feeding the next in full float precision).
     for (const half of [true, false]) {
