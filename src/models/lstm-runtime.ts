@@ -99,7 +99,7 @@ function gateProbe(): number[] {
 /**
  * Whether the module's ports of exp and tanh (scalar, and its two-lane exp)
  * agree with Math.exp and Math.tanh bit for bit on `gateProbe()` (checked
- * once per thread, ~1 ms).
+ * once per thread: a few ms of CPU with the module's compilation).
  */
 export function lstmWasmGatesAgree(): boolean {
   if (gatesAgree === undefined) {
