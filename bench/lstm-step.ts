@@ -2,7 +2,8 @@
  * LSTM step throughput of the live cell (src/models/lstm-runtime.ts), per
  * second of this process's CPU time (not wall time: the figures hold on a
  * loaded machine), at several wave sizes, on real events (Taobao), with each
- * kernel (the default WebAssembly SIMD one and the JS fallback), beside:
+ * kernel (the default WebAssembly one with its gates, "wasm-preact" with the
+ * gates in JS over Math.exp / Math.tanh, and the JS fallback), beside:
  * - the raw limit of this machine for the same work: the recurrent product
  *   h x R (H x 4H multiply-adds per user) alone, in the same JS engine;
  * - the same cell in TF.js (wasm backend), batched as one matrix product per wave.
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
   const dir = a.model ?? resolveModel(BUNDLED_MODELS_DIR, "lstm").dir;
   const rt = LstmRuntime.load(dir);
   const rtJs = LstmRuntime.load(dir, "js");
+  const rtPre = rt.kernel === "wasm" ? LstmRuntime.load(dir, "wasm-preact") : undefined;
   const arch = rt.manifest.architecture as unknown as LstmArchitecture;
   const H = rt.hidden;
   const G = 4 * H;
@@ -68,6 +70,10 @@ async function main(): Promise<void> {
     const prev = evs.map((e) => e.timestampMs - 5000);
     const ours = timed(() => {
       rt.step(states, evs, prev);
+      return n;
+    });
+    const oursPre = rtPre === undefined ? NaN : timed(() => {
+      rtPre.step(states, evs, prev);
       return n;
     });
     const oursJs = timed(() => {
@@ -125,10 +131,10 @@ async function main(): Promise<void> {
       return n;
     });
     tf.dispose([...embs, kr, bias, ...idT, h, c]);
-    rows.push([String(n), ours.toFixed(0), oursJs.toFixed(0), raw.toFixed(0), (ours / raw).toFixed(2), wasm.toFixed(0)]);
-    process.stderr.write(`wave ${n}: ${ours.toFixed(0)} steps/s (${rt.kernel}), ${oursJs.toFixed(0)} (js)\n`);
+    rows.push([String(n), ours.toFixed(0), Number.isNaN(oursPre) ? "-" : oursPre.toFixed(0), oursJs.toFixed(0), raw.toFixed(0), (ours / raw).toFixed(2), wasm.toFixed(0)]);
+    process.stderr.write(`wave ${n}: ${ours.toFixed(0)} steps/s (${rt.kernel}), ${oursPre.toFixed(0)} (wasm-preact), ${oursJs.toFixed(0)} (js)\n`);
   }
-  const header = ["users per wave", `Portrait cell (${rt.kernel}) steps/s`, "Portrait cell (js) steps/s", "raw h·R only (JS) steps/s", "ratio", `TF.js ${rt2.backend} steps/s`];
+  const header = ["users per wave", `Portrait cell (${rt.kernel}) steps/s`, "Portrait cell (wasm-preact) steps/s", "Portrait cell (js) steps/s", "raw h·R only (JS) steps/s", "ratio", `TF.js ${rt2.backend} steps/s`];
   const title = `LSTM step (model ${rt.version}: hidden ${H}, input ${LSTM_FIELDS.map((f) => arch.embDims[f]).reduce((x, y) => x + y, 0)}), one thread, per CPU second`;
   printTable(title, header, rows);
   const load = `Load average (1 min) before / after: ${load0} / ${loadavg()[0]!.toFixed(2)} on ${cpus().length} cores (above ${cpus().length}, other processes compete for the CPU and every column drops).`;

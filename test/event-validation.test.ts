@@ -205,4 +205,45 @@ describe("bus - JetStream reply subjects", () => {
     expect(ackInfo("$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000123000000.42.rnd")).toEqual({ seq: 4711, dseq: 12, pending: 42, storedMs: 1_700_000_000_123 });
     expect(() => ackInfo("_INBOX.abc")).toThrow(/not a JetStream reply subject/);
   });
+
+  it("bus - ackSeqs reads the same sequences as ackInfo from the reply subject's bytes", async () => {
+    const { ackInfo, ackSeqs } = await import("../src/bus/partition-consumer.js");
+    const enc = new TextEncoder();
+    for (const reply of [
+      "$JS.ACK.PORTRAIT_EVENTS.portrait-p3.1.4711.12.1700000000123000000.42",
+      "$JS.ACK.hub.ACCHASH.PORTRAIT_EVENTS.portrait-p3.2.4711.12.1700000000123000000.42.rnd",
+      "$JS.ACK.S.c.1.9007199254740991.1.0.0",
+    ]) {
+      const info = ackInfo(reply);
+      expect([...ackSeqs(enc.encode(reply))!], reply).toEqual([info.seq, info.dseq]);
+    }
+    expect(ackSeqs(enc.encode("_INBOX.abc"))).toBeUndefined();
+    expect(ackSeqs(enc.encode("$JS.ACK.S.c.1.x7.1.0.0"))).toBeUndefined();
+    expect(ackSeqs(enc.encode("$JS.ACK.S.c.1..1.0.0"))).toBeUndefined();
+  });
+});
+
+describe("bus - batch builder", () => {
+  it("bus - BatchBuilder packs each message's bytes and sequence as packBatch does, growing past its first sizes, and starts over after take", async () => {
+    const { BatchBuilder, packBatch } = await import("../src/bus/event-batch.js");
+    const msgs = Array.from({ length: 40 }, (_, i) => Uint8Array.from({ length: i === 20 ? 40_000 : i * 37 % 300 }, (_v, j) => (i + j) & 0xff));
+    const b = new BatchBuilder(8);
+    expect(b.take(3)).toBeUndefined();
+    for (let round = 0; round < 2; round++) {
+      // Each message sits in a larger buffer (as in a socket chunk), after 5 bytes of headers.
+      msgs.forEach((m, i) => {
+        const chunk = new Uint8Array(m.length + 9);
+        chunk.set(m, 5);
+        b.push(chunk, 5, 5 + m.length, 100 + i);
+      });
+      expect(b.count).toBe(msgs.length);
+      const got = b.take(3)!;
+      const want = packBatch(3, msgs, (m) => m, (_m, i) => 100 + i);
+      expect([...got.offsets]).toEqual([...want.offsets]);
+      expect([...got.seqs]).toEqual([...want.seqs]);
+      expect([...got.data]).toEqual([...want.data]);
+      expect(got.partition).toBe(3);
+      expect(b.count).toBe(0);
+    }
+  });
 });

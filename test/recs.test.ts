@@ -294,6 +294,21 @@ describe("co-visitation", () => {
     expect(cv.neighbours("b", 1, T0)).toEqual([{ itemId: "c", score: 5 }]);
   });
 
+  it("co-visitation - a link to a dropped item is not read as the new item that takes its slot", () => {
+    const cv = new Covisitation(opts(), W);
+    cv.observe(ev("u1", "a", EventType.VIEW, T0));
+    cv.observe(ev("u1", "b", EventType.VIEW, T0));
+    expect(cv.neighbours("b", 10, T0)).toEqual([{ itemId: "a", score: 1 }]);
+    expect(cv.evictables[0]!.evictOldest()).toBe(true); // a, the oldest item
+    expect(cv.size).toBe(1);
+    expect(cv.neighbours("b", 10, T0)).toEqual([]);
+    cv.observe(ev("u2", "e", EventType.VIEW, T0)); // a new item: a's freed slot
+    expect(cv.neighbours("e", 10, T0)).toEqual([]);
+    cv.observe(ev("u1", "e", EventType.VIEW, T0)); // u1's last item is b: links b and e, once
+    expect(cv.neighbours("b", 10, T0)).toEqual([{ itemId: "e", score: 1 }]);
+    expect(cv.neighbours("e", 10, T0)).toEqual([{ itemId: "b", score: 1 }]);
+  });
+
   it("co-visitation - decays with event time: half at one half-life, and an old strong link falls behind a new weak one", () => {
     const cv = new Covisitation(opts({ halfLifeMs: HOUR }), W);
     cv.observe(ev("u1", "a", EventType.VIEW, T0));

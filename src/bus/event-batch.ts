@@ -141,6 +141,81 @@ export interface BatchSink {
   published?(partition: number, done: OutboxRef[]): void;
 }
 
+/**
+ * Gathers one batch message by message into the buffers an EventBatch is
+ * made of, so that the messages themselves need not be kept until the batch
+ * is cut (a partition consumer copies each message's bytes as it arrives:
+ * what nats.js allocated for it dies young). take() hands the buffers over
+ * (views of their filled part; they are transferred) and starts new ones,
+ * sized like the last.
+ */
+export class BatchBuilder {
+  #data: Uint8Array | undefined;
+  #offsets: Uint32Array | undefined;
+  #seqs: Float64Array | undefined;
+  #bytes = 0;
+  #count = 0;
+  /** Bytes of the last batch taken: the next one's first capacity. */
+  #lastBytes = 16 * 1024;
+
+  constructor(readonly expectedMessages: number) {}
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Appends bytes [start, end) of `src` as the next message, with its stream sequence. */
+  push(src: Uint8Array, start: number, end: number, seq: number): void {
+    const len = end - start;
+    let data = this.#data;
+    let offsets = this.#offsets;
+    if (data === undefined || offsets === undefined) {
+      data = this.#data = new Uint8Array(Math.max(this.#lastBytes, len));
+      offsets = this.#offsets = new Uint32Array(this.expectedMessages + 1);
+      this.#seqs = new Float64Array(this.expectedMessages);
+    }
+    const at = this.#bytes;
+    if (at + len > data.length) {
+      const grown = new Uint8Array(Math.max(data.length * 2, at + len));
+      grown.set(data.subarray(0, at));
+      data = this.#data = grown;
+    }
+    if (this.#count + 1 >= offsets.length) {
+      const o = new Uint32Array(offsets.length * 2);
+      o.set(offsets);
+      offsets = this.#offsets = o;
+      const q = new Float64Array(o.length - 1);
+      q.set(this.#seqs!);
+      this.#seqs = q;
+    }
+    // Most events are short: a loop beats allocating a view for set().
+    if (len <= 128) for (let i = 0; i < len; i++) data[at + i] = src[start + i]!;
+    else data.set(src.subarray(start, end), at);
+    offsets[this.#count] = at;
+    this.#seqs![this.#count] = seq;
+    this.#count++;
+    this.#bytes = at + len;
+  }
+
+  /** The gathered messages as one EventBatch (undefined when there are none); the builder starts over. */
+  take(partition: number): EventBatch | undefined {
+    const n = this.#count;
+    if (n === 0) return undefined;
+    const bytes = this.#bytes;
+    this.#offsets![n] = bytes;
+    const batch: EventBatch = { partition, data: this.#data!.subarray(0, bytes), offsets: this.#offsets!.subarray(0, n + 1), seqs: this.#seqs!.subarray(0, n) };
+    this.#data = this.#offsets = this.#seqs = undefined;
+    this.#count = this.#bytes = 0;
+    this.#lastBytes = Math.max(1024, bytes + (bytes >> 2));
+    return batch;
+  }
+
+  /** Drops what was gathered. */
+  clear(): void {
+    this.#count = this.#bytes = 0;
+  }
+}
+
 /** Packs messages into one EventBatch (one copy of their bytes). */
 export function packBatch<M>(partition: number, msgs: readonly M[], dataOf: (m: M) => Uint8Array, seqOf: (m: M, i: number) => number): EventBatch {
   const n = msgs.length;

@@ -1,8 +1,9 @@
 /**
  * Consumes one partition: a durable pull consumer whose messages are gathered
  * into batches (whatever has arrived by the end of the current I/O turn, at
- * most maxBatchMessages), packed into one buffer and handed to the batch sink
- * (the partition's shard). Batches are settled strictly in order: once a
+ * most maxBatchMessages), each message's bytes copied into the batch's buffer
+ * as it arrives (the message itself is not kept: BatchBuilder), and handed to
+ * the batch sink (the partition's shard). Batches are settled strictly in order: once a
  * batch's commit is reported, its dead letters are published (and their
  * publish acknowledged) and then the batch's last message is acknowledged,
  * which with AckPolicy.All acknowledges the whole batch. A batch's outbound
@@ -21,7 +22,7 @@
 import { headers, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "nats";
 import type { Logger } from "../obs/logger.js";
 import { INGEST_STAGES, type EngineMetrics } from "../obs/metrics.js";
-import { epochMs, outboxRefs, packBatch, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
+import { BatchBuilder, epochMs, outboxRefs, type BatchResult, type BatchSink, type DeadLetter, type LoggedFeedback, type OutboundMessage } from "./event-batch.js";
 import { DLQ_HEADERS } from "../wire/headers.js";
 import { publishOutbound, resetConsumer, type ConsumerSettings } from "./streams.js";
 import type { Subjects } from "./subjects.js";
@@ -85,6 +86,50 @@ export function ackInfo(reply: string): AckInfo {
 /** The reply subject of a JetStream message (present on every JsMsg; missing from its type). */
 function replyOf(m: JsMsg): string {
   return (m as unknown as { reply: string }).reply;
+}
+
+/**
+ * What nats.js 2.x keeps of a delivered message before decoding any of it:
+ * the reply subject's bytes and the payload (headers, then data from `hdr`).
+ * Reading them spares a string per message; absent (another nats.js), the
+ * consumer uses the public getters.
+ */
+interface RawMsg {
+  _msg?: { reply?: unknown; hdr?: unknown };
+  _rdata?: unknown;
+}
+
+/** Stream and delivery sequences read by ackSeqs (one pair, reused: no object per message). */
+const seqsRead = new Float64Array(2);
+
+/**
+ * ackInfo's stream and delivery sequences ([seq, dseq]), from the reply
+ * subject's bytes, in one array reused by every call (read it before the
+ * next); undefined when it is not a JetStream reply subject.
+ */
+export function ackSeqs(reply: Uint8Array): Float64Array | undefined {
+  const n = reply.length;
+  let dots = 0;
+  for (let i = 0; i < n; i++) if (reply[i] === 46) dots++;
+  const seqToken = dots === 8 ? 5 : dots >= 10 ? 7 : -1;
+  if (seqToken < 0) return undefined;
+  let token = 0;
+  let i = 0;
+  for (; i < n && token < seqToken; i++) if (reply[i] === 46) token++;
+  for (let k = 0; k < 2; k++) {
+    let v = 0;
+    const start = i;
+    for (; i < n; i++) {
+      const c = reply[i]!;
+      if (c === 46) break;
+      if (c < 48 || c > 57) return undefined;
+      v = v * 10 + (c - 48);
+    }
+    if (i === start) return undefined;
+    seqsRead[k] = v;
+    i++;
+  }
+  return seqsRead;
 }
 
 /** Most outbound messages of a partition waiting to be published before the next batch's acknowledgement waits for them. */
@@ -151,8 +196,10 @@ export class PartitionConsumer {
   readonly #log: Logger;
   readonly #o: PartitionConsumerOptions;
   #messages: ConsumerMessages | undefined;
-  #pending: JsMsg[] = [];
-  #pendingSeqs: number[] = [];
+  /** The batch being gathered: its bytes and sequences, and its first and last message (the one acknowledged). */
+  readonly #builder: BatchBuilder;
+  #first: JsMsg | undefined;
+  #last: JsMsg | undefined;
   /** The children of EngineMetrics.stageSeconds, in INGEST_STAGES order. */
   #stages: { observe(v: number): void }[] | undefined;
   /** When the first message of the batch being gathered arrived, epoch ms. */
@@ -196,6 +243,7 @@ export class PartitionConsumer {
     this.#metrics = metrics;
     this.#log = log.child({ component: "consumer", partition: o.partition });
     this.#o = o;
+    this.#builder = new BatchBuilder(o.maxBatchMessages);
   }
 
   /**
@@ -220,21 +268,40 @@ export class PartitionConsumer {
 
   #onMessage(m: JsMsg): void {
     if (this.#stopped || this.#fenced || this.#repositioning !== undefined) return; // not acknowledged: delivered again
-    const info = ackInfo(replyOf(m));
+    const raw = (m as unknown as { msg?: RawMsg }).msg;
+    const replyBytes = raw?._msg?.reply;
+    const hdr = raw?._msg?.hdr;
+    const payload = raw?._rdata;
+    let seq: number;
+    let dseq: number;
+    const read = replyBytes instanceof Uint8Array ? ackSeqs(replyBytes) : undefined;
+    if (read !== undefined) {
+      seq = read[0]!;
+      dseq = read[1]!;
+    } else {
+      const info = ackInfo(replyOf(m));
+      seq = info.seq;
+      dseq = info.dseq;
+    }
     // Every delivery the consumer makes has the next delivery sequence. One that skips (a delivery
     // lost on its way, e.g. across a broker restart) or goes back (the broker restored older
     // consumer state) means a message before this one may never arrive: acknowledging this one
     // (AckPolicy.All) would acknowledge that one unapplied. So the consumer is positioned again
     // after what it handed over.
-    if (info.dseq !== this.#lastDelivery + 1) {
-      this.#reposition(info);
+    if (dseq !== this.#lastDelivery + 1) {
+      this.#reposition(ackInfo(replyOf(m)));
       return;
     }
-    this.#lastDelivery = info.dseq;
-    if (this.#pending.length === 0) this.#firstArrivedMs = epochMs();
-    this.#pending.push(m);
-    this.#pendingSeqs.push(info.seq);
-    if (this.#pending.length >= this.#o.maxBatchMessages) {
+    this.#lastDelivery = dseq;
+    const b = this.#builder;
+    if (b.count === 0) {
+      this.#firstArrivedMs = epochMs();
+      this.#first = m;
+    }
+    this.#last = m;
+    if (payload instanceof Uint8Array && typeof hdr === "number") b.push(payload, hdr > -1 ? hdr : 0, payload.length, seq);
+    else b.push(m.data, 0, m.data.length, seq);
+    if (b.count >= this.#o.maxBatchMessages) {
       this.#flush();
     } else if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -276,19 +343,22 @@ export class PartitionConsumer {
 
   #flush(): void {
     this.#flushScheduled = false;
-    const msgs = this.#pending;
-    if (msgs.length === 0) return;
-    const seqs = this.#pendingSeqs;
-    this.#pending = [];
-    this.#pendingSeqs = [];
-    this.#handedSeq = Math.max(this.#handedSeq, seqs[seqs.length - 1]!);
+    const batch = this.#builder.take(this.partition);
+    if (batch === undefined) return;
+    const first = this.#first!;
+    const last = this.#last!;
+    this.#first = this.#last = undefined;
+    const n = batch.seqs.length;
+    this.#handedSeq = Math.max(this.#handedSeq, batch.seqs[n - 1]!);
+    // The batch's bytes go to the sink's thread; a dead letter is published with its event's bytes from this copy.
+    const kept = { data: batch.data.slice(), offsets: batch.offsets.slice() };
     const started = performance.now();
     const arrivedMs = this.#firstArrivedMs;
     const cutMs = epochMs();
     let resultMs = 0;
-    this.#metrics.batchSize.observe(msgs.length);
+    this.#metrics.batchSize.observe(n);
     this.#metrics.inflightBatches.inc();
-    const result = this.#sink.applyBatch(packBatch(this.partition, msgs, (m) => m.data, (_m, i) => seqs[i]!));
+    const result = this.#sink.applyBatch(batch);
     result.then(() => {
       resultMs = epochMs();
     }, () => undefined); // failures are observed through the tail below
@@ -304,7 +374,7 @@ export class PartitionConsumer {
     }
     this.#tail = this.#tail
       .then(() => result)
-      .then((r) => this.#settle(msgs, r, started, committed, [arrivedMs, cutMs, resultMs]))
+      .then((r) => this.#settle(first, last, kept, r, started, committed, [arrivedMs, cutMs, resultMs]))
       .catch((err) => {
         this.#o.onFatal(err);
         throw err;
@@ -313,7 +383,7 @@ export class PartitionConsumer {
     this.#tail.catch(() => undefined);
   }
 
-  async #settle(msgs: JsMsg[], r: BatchResult, started: number, committed: Promise<boolean> | undefined, times: [arrivedMs: number, cutMs: number, resultMs: number]): Promise<void> {
+  async #settle(first: JsMsg, last: JsMsg, kept: { data: Uint8Array; offsets: Uint32Array }, r: BatchResult, started: number, committed: Promise<boolean> | undefined, times: [arrivedMs: number, cutMs: number, resultMs: number]): Promise<void> {
     if (this.#fenced) return;
     if (committed !== undefined && !(await committed)) {
       void this.fence("a commit was refused (the changelog or the lease belongs to another owner)");
@@ -328,14 +398,14 @@ export class PartitionConsumer {
     }
     if (r.deadLetters.length > 0) {
       await Promise.all(r.deadLetters.map((d) => {
-        const m = msgs[d.index]!;
         const h = headers();
         h.set(DLQ_HEADERS.reason, d.reason);
         h.set(DLQ_HEADERS.detail, d.detail);
-        h.set(DLQ_HEADERS.subject, m.subject);
+        // The consumer's filter subject: every message of the partition has it.
+        h.set(DLQ_HEADERS.subject, this.#subjects.events(this.partition));
         h.set(DLQ_HEADERS.seq, String(d.seq));
         // Same id on a redelivery: JetStream keeps one dead letter per event.
-        return this.#js.publish(this.#subjects.dlq(d.reason), m.data, {
+        return this.#js.publish(this.#subjects.dlq(d.reason), kept.data.subarray(kept.offsets[d.index], kept.offsets[d.index + 1]), {
           msgID: `${this.#subjects.eventStream}:${d.seq}`,
           headers: h,
         });
@@ -372,13 +442,12 @@ export class PartitionConsumer {
       }
       if (this.#outboundQueued > MAX_OUTBOUND_QUEUED) await this.#outboundTail;
     }
-    const last = msgs[msgs.length - 1]!;
     this.#behind = ackInfo(replyOf(last)).pending;
     if (this.#behind === 0) this.#release?.();
     this.#o.beforeAck?.();
     last.ack();
     this.#settledSeq = r.lastSeq;
-    const storedMs = ackInfo(replyOf(msgs[0]!)).storedMs;
+    const storedMs = ackInfo(replyOf(first)).storedMs;
     if (storedMs > 0) this.#metrics.freshnessSeconds.observe(Math.max(0, Date.now() - storedMs) / 1000);
     this.#observeStages(storedMs, times, r, epochMs());
     this.#metrics.eventsApplied.inc(r.applied);
@@ -431,8 +500,8 @@ export class PartitionConsumer {
   async fence(reason?: string): Promise<void> {
     if (!this.#fenced) {
       this.#fenced = true;
-      this.#pending = [];
-      this.#pendingSeqs = [];
+      this.#builder.clear();
+      this.#first = this.#last = undefined;
       this.#messages?.stop();
       if (reason !== undefined) this.#o.fence?.onFenced(reason);
     }

@@ -7,13 +7,15 @@
  * Speed: the step input is a concatenation of embeddings, so x·K is the sum of
  * one precomputed row per field (P_f = emb_f · K_f, built at load); what is
  * left per step is h·R (H x 4H) and the gates. The pre-activations
- * z = P_type + ... + P_gap + h·R are summed in doubles, in that order, by one
- * of two kernels chosen once per runtime (`LstmKernel`), which give the same
- * bits: WebAssembly SIMD (lstm-kernel-wasm.ts, two gate columns per f64x2
- * lane pair, 16 columns a block; ~4x the JS loop on h·R, bench/lstm-step.ts)
- * where the platform has it, else JS (four gate columns at a time against the
- * transposed R, in doubles). The gates (sigmoid, tanh) stay in JS: Math.exp
- * and Math.tanh define their bits.
+ * z = P_type + ... + P_gap + h·R are summed in doubles, in that order, by
+ * WebAssembly SIMD (lstm-kernel-wasm.ts, two gate columns per f64x2 lane
+ * pair, 16 columns a block; ~4x the JS loop on h·R, bench/lstm-step.ts) where
+ * the platform has it, else JS (four gate columns at a time against the
+ * transposed R, in doubles). The gates (sigmoid = 1 / (1 + exp(-x)), tanh)
+ * and the cell update are JS over Math.exp and Math.tanh, or the same
+ * operations in the WebAssembly module over its ports of V8's Math.exp and
+ * Math.tanh (fdlibm's exp, expm1, tanh: the same bits, checked against
+ * Math at load, `LstmKernel`). Every kernel gives the same bits.
  *
  * A state is one Float32Array of 2H: h then c. A zero state is the start.
  * The engine steps with `stepHalf`: each step's state rounded to half
@@ -45,11 +47,15 @@ function weight(w: StoredWeights, name: string, shape: number[]): Float32Array {
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
 /**
- * Which code computes a step's pre-activations: "wasm" (WebAssembly SIMD) or
- * "js"; both give the same bits (test/lstm-kernel.test.ts). `bestLstmKernel()`
- * is the default: "wasm" where the platform compiles the module, else "js".
+ * Which code steps the cell: "wasm" (the pre-activations in WebAssembly SIMD,
+ * the gates and the cell update in the same module), "wasm-preact" (the
+ * pre-activations in WebAssembly, the gates in JS) or "js"; all give the
+ * same bits (test/lstm-kernel.test.ts). `bestLstmKernel()` is the default:
+ * "wasm" where the platform compiles the module and its exp and tanh return
+ * Math.exp's and Math.tanh's bits on a probe of inputs, "wasm-preact" where
+ * they do not (an engine whose Math.exp is not fdlibm's), else "js".
  */
-export type LstmKernel = "wasm" | "js";
+export type LstmKernel = "wasm" | "wasm-preact" | "js";
 
 /** The few members of the WebAssembly JS API used here (the project's lib settings do not declare that namespace). */
 interface WasmApi {
@@ -65,6 +71,7 @@ interface WasmMemory {
 const wasmApi = (): WasmApi | undefined => (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
 
 let kernelModule: object | null | undefined;
+let gatesAgree: boolean | undefined;
 
 /** The compiled kernel module, or null where WebAssembly SIMD is unavailable (compiled once per thread). */
 function lstmKernelModule(): object | null {
@@ -76,20 +83,69 @@ function lstmKernelModule(): object | null {
   return kernelModule;
 }
 
-export function bestLstmKernel(): LstmKernel {
-  return lstmKernelModule() !== null ? "wasm" : "js";
+/**
+ * Inputs on which the module's exp and tanh must return Math's bits before
+ * its gates are used: every branch of fdlibm's exp, expm1 and tanh (tiny,
+ * the reductions around ln2 / 2 and 1.5 ln2, 1, 22, 56 ln2, the overflow and
+ * underflow thresholds, subnormals, ±0, ±Infinity, NaN) and a dense grid of
+ * the range pre-activations and cells live in.
+ */
+function gateProbe(): number[] {
+  const xs = [0, -0, NaN, Infinity, -Infinity, 1, 0.5, 5e-324, 2.2250738585072014e-308, 1e-300, 2 ** -54, 2 ** -28, 1e-9, 0.3465735902799726, 0.35, 1.0397207708399179, 1.04, 19.4, 22, 38.82, 100, 708.4, 709.78, 709.8, 745.13, 745.2, 1e300, 1.7976931348623157e308];
+  for (let i = 0; i < 2034; i++) xs.push(-20 + i * 0.02 + i * 1e-7, 10 ** (i / 100 - 12));
+  return [...xs, ...xs.map((x) => -x)]; // 8192 inputs
 }
 
-/** The kernel's exported function: z = p0 + ... + p4 + h·r (byte addresses in its memory; see scripts/gen-lstm-kernel.mjs). */
+/**
+ * Whether the module's ports of exp and tanh (scalar, and its two-lane exp)
+ * agree with Math.exp and Math.tanh bit for bit on `gateProbe()` (checked
+ * once per thread: a few ms of CPU with the module's compilation).
+ */
+export function lstmWasmGatesAgree(): boolean {
+  if (gatesAgree === undefined) {
+    const module = lstmKernelModule();
+    gatesAgree = false;
+    if (module !== null) {
+      const { exp, tanh, expv, memory } = new (wasmApi()!).Instance(module, {}).exports as {
+        exp: (x: number) => number;
+        tanh: (x: number) => number;
+        expv: (p: number, n: number) => void;
+        memory: WasmMemory;
+      };
+      const xs = gateProbe();
+      gatesAgree = xs.every((x) => Object.is(exp(x), Math.exp(x)) && Object.is(tanh(x), Math.tanh(x)));
+      // expv(p, n): the n doubles at p replaced by their exp, two lanes at a time (the module's first page holds 8192).
+      const lanes = new Float64Array(memory.buffer, 0, 4096);
+      for (let i = 0; gatesAgree && i + 4096 <= xs.length; i += 4096) {
+        lanes.set(xs.slice(i, i + 4096));
+        expv(0, 4096);
+        for (let j = 0; j < 4096; j++) if (!Object.is(lanes[j], Math.exp(xs[i + j]!))) gatesAgree = false;
+      }
+    }
+  }
+  return gatesAgree;
+}
+
+export function bestLstmKernel(): LstmKernel {
+  return lstmKernelModule() === null ? "js" : lstmWasmGatesAgree() ? "wasm" : "wasm-preact";
+}
+
+/** The kernel's exported functions (byte addresses in its memory; see scripts/gen-lstm-kernel.mjs): z = p0 + ... + p4 + h·r; */
 type Preact = (r: number, h: number, z: number, H: number, p0: number, p1: number, p2: number, p3: number, p4: number) => void;
+/** and the whole step of the state s (f32 [2H], h then c) in place: h from s, preact, the gates, s. */
+type Step = (r: number, h: number, z: number, H: number, p0: number, p1: number, p2: number, p3: number, p4: number, s: number) => void;
 
 /** The WebAssembly kernel's instance and where its operands live in its memory. */
 interface WasmKernel {
   preact: Preact;
-  /** Addresses: r (f64 [H][4H]), h (f64 [H]), z (f64 [4H]), each field's projection table (f32 [vocab][4H]). */
+  step: Step;
+  /** Whether the gates run in the module ("wasm") or in JS ("wasm-preact"). */
+  gates: boolean;
+  /** Addresses: r (f64 [H][4H]), h (f64 [H]), z (f64 [4H]), s (f32 [2H]), each field's projection table (f32 [vocab][4H]). */
   r: number;
   h: number;
   z: number;
+  s: number;
   proj: number[];
 }
 
@@ -168,6 +224,8 @@ export class LstmRuntime {
   readonly #itemB: Float32Array;
   readonly #z: Float64Array;
   readonly #h: Float64Array;
+  /** "wasm": the state being stepped, in the module's memory (empty otherwise). */
+  readonly #s: Float32Array;
   readonly #ids = new Int32Array(5);
 
   private constructor(manifest: ModelManifest, vocab: { items: string[]; categories: string[] }, w: StoredWeights, proj: Float32Array[], kernel: LstmKernel) {
@@ -185,14 +243,15 @@ export class LstmRuntime {
     if (H % 4 !== 0) throw new ConfigError(`LSTM hidden size must be a multiple of 4, got ${H}`);
     const rec = weight(w, `${LSTM_LAYER.lstm}/recurrent_kernel`, [H, G]);
     this.kernel = kernel;
-    if (kernel === "wasm") {
+    if (kernel !== "js") {
       const module = lstmKernelModule();
       if (module === null) throw new ConfigError("the LSTM's WebAssembly kernel is not available on this platform");
-      const exports = new (wasmApi()!).Instance(module, {}).exports as { memory: WasmMemory; preact: Preact };
-      // Layout: r, h, z, then the projection tables (moved here: #proj views them; H % 4 == 0 makes 4H a multiple of the 16-column block).
-      const r = 0, h = r + 8 * H * G, z = h + 8 * H;
+      if (kernel === "wasm" && !lstmWasmGatesAgree()) throw new ConfigError("the LSTM's WebAssembly gates do not match Math.exp / Math.tanh on this platform");
+      const exports = new (wasmApi()!).Instance(module, {}).exports as { memory: WasmMemory; preact: Preact; step: Step };
+      // Layout: r, h, z, s, then the projection tables (moved here: #proj views them; H % 4 == 0 makes 4H a multiple of the 16-column block).
+      const r = 0, h = r + 8 * H * G, z = h + 8 * H, s = z + 8 * G;
       const at: number[] = [];
-      let end = z + 8 * G;
+      let end = s + 8 * H;
       for (const p of proj) {
         at.push(end);
         end += p.byteLength;
@@ -208,13 +267,15 @@ export class LstmRuntime {
       });
       this.#h = new Float64Array(buf, h, H);
       this.#z = new Float64Array(buf, z, G);
+      this.#s = new Float32Array(buf, s, 2 * H);
       this.#recT = new Float64Array(0);
-      this.#wasm = { preact: exports.preact, r, h, z, proj: at };
+      this.#wasm = { preact: exports.preact, step: exports.step, gates: kernel === "wasm", r, h, z, s, proj: at };
     } else {
       this.#recT = new Float64Array(G * H);
       for (let k = 0; k < H; k++) for (let j = 0; j < G; j++) this.#recT[j * H + k] = rec[k * G + j]!;
       this.#z = new Float64Array(G);
       this.#h = new Float64Array(H);
+      this.#s = new Float32Array(0);
       this.#proj = proj;
       this.#wasm = undefined;
     }
@@ -275,6 +336,14 @@ export class LstmRuntime {
       encodeLstmEvent(events[r]!, prevMs[r]!, this.items, this.categories, ids, 0);
       const o0 = ids[0]! * G, o1 = ids[1]! * G, o2 = ids[2]! * G, o3 = ids[3]! * G, o4 = ids[4]! * G;
       const s = states[r]!;
+      if (wasm !== undefined && wasm.gates) {
+        // The whole step in the module, on a copy of the state in its memory.
+        const pa = wasm.proj;
+        this.#s.set(s);
+        wasm.step(wasm.r, wasm.h, wasm.z, H, pa[0]! + 4 * o0, pa[1]! + 4 * o1, pa[2]! + 4 * o2, pa[3]! + 4 * o3, pa[4]! + 4 * o4, wasm.s);
+        s.set(this.#s);
+        continue;
+      }
       for (let k = 0; k < H; k++) h[k] = s[k]!;
       // z = x·K + b (one projected row per field) + h·R.
       if (wasm !== undefined) {

@@ -21,6 +21,18 @@
  * users' last items (least recently touched dropped, see TouchOrder; also by
  * the recs byte bound, src/recs/recs-bytes.ts). Work
  * per event: two hash lookups and two scans of at most maxNeighbours links.
+ *
+ * Layout: columnar, by item slot (src/recs/interner.ts), no object per item
+ * or link. Each item's links are a block of a shared pool (neighbour slot,
+ * neighbour generation, score: two Int32Arrays and a Float64Array), of a
+ * capacity class 1, 2, 4, ... up to maxNeighbours; a list that outgrows its
+ * block moves to one of the next class, and freed blocks are reused by class.
+ * An item's generation (by slot) changes when it is dropped, so a link names
+ * the item as it was when linked: a link whose generation is not its slot's
+ * is to a dropped item (ignored and replaced first, as the dead nodes of the
+ * object layout were), even when the slot was reused since. Each user's last
+ * item is a slot and a generation the same way. The byte estimate still
+ * counts the object layout (an object and two lists per item): it errs high.
  */
 import type { EventType } from "../wire/proto.js";
 import type { CompiledCovisitationOptions } from "./recs-options.js";
@@ -30,15 +42,6 @@ import { Interner } from "./interner.js";
 import { lengthened, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
 
-interface Node {
-  readonly id: string;
-  /** Dropped from the table: links to it are ignored and replaced first. */
-  dead: boolean;
-  /** Neighbour nodes and their scores at the reference time, parallel arrays. */
-  nbr: Node[];
-  score: number[];
-}
-
 /** The fields of an item event co-visitation reads. */
 export interface CovisitEvent {
   userId: string;
@@ -47,20 +50,38 @@ export interface CovisitEvent {
   timestampMs: number;
 }
 
-/** The lists of a node without links, shared (never pushed to: a first link replaces them, see `link`). */
-const NO_NODES: Node[] = [];
-const NO_SCORES: number[] = [];
-
-/** Estimated heap of an item node with `links` links (neighbour pointers and score doubles). */
+/** Estimated heap of an item node with `links` links (neighbour pointers and score doubles, as the object layout was). */
 const nodeBytes = (id: string, links: number) => MAP_ENTRY_BYTES + objectBytes(5) + stringBytes(id) + 2 * arrayBytes(links);
 const userBytes = (userId: string) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId);
 
 export class Covisitation {
-  private readonly items: TouchOrder<Node>;
-  /** Each user's last counted item (its event time in #lastMs, by user slot). */
-  private readonly users: TouchOrder<Node>;
+  /** The items held (the value is unused: the columns below hold the links). */
+  private readonly items: TouchOrder<true>;
+  /** Each user's last counted item slot (its generation in #userGen, its event time in #lastMs, by user slot). */
+  private readonly users: TouchOrder<number>;
   private lastMs = new Float64Array(0);
+  private userGen = new Int32Array(0);
+  /** By item slot: the generation (changes when the item is dropped), its block's offset, link count and capacity class. */
+  private gen = new Int32Array(0);
+  private off = new Int32Array(0);
+  private len = new Int32Array(0);
+  private cls = new Int32Array(0);
+  /** The link pool: neighbour slot and generation, score at the reference time. */
+  private pSlot = new Int32Array(0);
+  private pGen = new Int32Array(0);
+  private pScore = new Float64Array(0);
+  /** Pool entries ever handed out (blocks are taken from the end when their class has none free). */
+  private top = 0;
+  /** Capacity of each class (1, 2, 4, ... maxNeighbours) and its freed blocks' offsets. */
+  private readonly caps: number[] = [];
+  private readonly free: number[][] = [];
   private readonly clock: DecayClock;
+  private readonly rescale = (f: number): void => {
+    for (let s = 0; s < this.gen.length; s++) {
+      if (this.items.get(s) === undefined) continue;
+      for (let i = this.off[s]!, end = i + this.len[s]!; i < end; i++) this.pScore[i]! *= f;
+    }
+  };
 
   constructor(
     private readonly options: CompiledCovisitationOptions,
@@ -73,13 +94,19 @@ export class Covisitation {
     userIds = new Interner(),
   ) {
     this.clock = new DecayClock(options.halfLifeMs);
-    this.items = new TouchOrder<Node>(options.maxItems, (_, n) => {
-      acct.add(TABLE.covisitation, -nodeBytes(n.id, n.nbr.length));
-      n.dead = true;
-      n.nbr = NO_NODES;
-      n.score = NO_SCORES;
+    const max = Math.max(1, options.maxNeighbours);
+    for (let c = 1; ; c *= 2) {
+      this.caps.push(Math.min(c, max));
+      this.free.push([]);
+      if (c >= max) break;
+    }
+    this.items = new TouchOrder<true>(options.maxItems, (id, _, slot) => {
+      const n = this.len[slot]!;
+      acct.add(TABLE.covisitation, -nodeBytes(id, n));
+      this.release(slot);
+      this.gen[slot]!++;
     }, acct, itemIds);
-    this.users = new TouchOrder<Node>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
+    this.users = new TouchOrder<number>(options.maxUsers, (userId) => acct.add(TABLE.covisitation_users, -userBytes(userId)), acct, userIds);
   }
 
   /** The tables the recs byte bound evicts from. */
@@ -102,26 +129,37 @@ export class Covisitation {
    * them (observeItemEvent; looked up when not given).
    */
   observe(e: CovisitEvent, itemSlot?: number, userSlot?: number): void {
-    const w = this.weights[e.type] ?? 0;
-    if (w <= 0 || !e.itemId) return;
-    const t = e.timestampMs;
-    const node = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
-    const u = userSlot ?? this.users.ids.slot(e.userId);
+    this.observeFields(e.type, e.timestampMs, e.itemId, e.userId, itemSlot, userSlot);
+  }
+
+  /** `observe` with the event's fields as arguments (observeItemEvent: no event object per table). */
+  observeFields(type: EventType, t: number, itemId: string, userId: string, itemSlot?: number, userSlot?: number): void {
+    const w = this.weights[type] ?? 0;
+    if (w <= 0 || !itemId) return;
+    const node = this.node(itemId, itemSlot ?? this.items.ids.slot(itemId));
+    const u = userSlot ?? this.users.ids.slot(userId);
     const prev = this.users.get(u);
     if (prev === undefined) {
       this.users.insert(u, node);
-      if (u >= this.lastMs.length) this.lastMs = lengthened(this.lastMs, Math.max(u + 1, this.users.ids.capacity, 2 * this.lastMs.length, 64));
+      if (u >= this.lastMs.length) {
+        const n = Math.max(u + 1, this.users.ids.capacity, 2 * this.lastMs.length, 64);
+        this.lastMs = lengthened(this.lastMs, n);
+        this.userGen = lengthened(this.userGen, n);
+      }
       this.lastMs[u] = t;
-      this.acct.add(TABLE.covisitation_users, userBytes(e.userId));
+      this.userGen[u] = this.gen[node]!;
+      this.acct.add(TABLE.covisitation_users, userBytes(userId));
       return;
     }
     this.users.touch(u);
-    if (prev !== node && !prev.dead && Math.abs(t - this.lastMs[u]!) <= this.options.sessionGapMs) {
-      const sw = w * this.scale(t);
+    // The previous item is live when its slot's generation is the one recorded (it was not dropped since).
+    if (prev !== node && this.gen[prev] === this.userGen[u] && Math.abs(t - this.lastMs[u]!) <= this.options.sessionGapMs) {
+      const sw = w * this.clock.weight(t, this.rescale);
       this.link(prev, node, sw);
       this.link(node, prev, sw);
     }
     this.users.set(u, node);
+    this.userGen[u] = this.gen[node]!;
     this.lastMs[u] = t;
   }
 
@@ -137,73 +175,116 @@ export class Covisitation {
 
   /** The item's strongest neighbours at `nowMs`, best first (ties by item id), at most k. */
   neighbours(itemId: string, k: number, nowMs: number): ScoredItem[] {
-    const n = this.items.get(this.items.ids.find(itemId));
-    if (n === undefined || k <= 0) return [];
+    const s = this.items.ids.find(itemId);
+    if (this.items.get(s) === undefined || k <= 0) return [];
     const f = this.clock.factor(nowMs);
     const out: ScoredItem[] = [];
-    for (let i = 0; i < n.nbr.length; i++) {
-      const m = n.nbr[i]!;
-      if (!m.dead) out.push({ itemId: m.id, score: n.score[i]! * f });
+    for (let i = this.off[s]!, end = i + this.len[s]!; i < end; i++) {
+      const m = this.pSlot[i]!;
+      if (this.gen[m] === this.pGen[i]) out.push({ itemId: this.items.ids.name(m), score: this.pScore[i]! * f });
     }
     out.sort((a, b) => b.score - a.score || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
     if (out.length > k) out.length = k;
     return out;
   }
 
-  private node(id: string, slot: number): Node {
-    let n = this.items.get(slot);
-    if (n !== undefined) {
+  /** The item's slot, its entry added when new. */
+  private node(id: string, slot: number): number {
+    if (this.items.get(slot) !== undefined) {
       this.items.touch(slot);
-      return n;
+      return slot;
     }
-    n = { id, dead: false, nbr: NO_NODES, score: NO_SCORES };
-    this.items.insert(slot, n);
+    if (slot >= this.gen.length) {
+      const n = Math.max(slot + 1, this.items.ids.capacity, 2 * this.gen.length, 64);
+      this.gen = lengthened(this.gen, n);
+      this.off = lengthened(this.off, n);
+      this.len = lengthened(this.len, n);
+      const cls = new Int32Array(n).fill(-1);
+      cls.set(this.cls);
+      this.cls = cls;
+    }
+    this.len[slot] = 0;
+    this.cls[slot] = -1;
+    this.items.insert(slot, true);
     this.acct.add(TABLE.covisitation, nodeBytes(id, 0));
-    return n;
+    return slot;
   }
 
-  /** 2^((t - ref) / halfLife) for a weight added at t, renormalising every stored score first when that grows too large. */
-  private scale(t: number): number {
-    return this.clock.weight(t, (f) => {
-      for (const n of this.items.values()) for (let i = 0; i < n.score.length; i++) n.score[i]! *= f;
-    });
+  /** Frees the item's block (its links are gone). */
+  private release(slot: number): void {
+    const c = this.cls[slot]!;
+    if (c >= 0) this.free[c]!.push(this.off[slot]!);
+    this.cls[slot] = -1;
+    this.len[slot] = 0;
   }
 
-  private link(a: Node, b: Node, w: number): void {
-    const i = a.nbr.indexOf(b);
-    if (i >= 0) {
-      a.score[i]! += w;
-      return;
+  /** A block of class `c`: a freed one, else a new one at the end of the pool (grown by doubling). */
+  private block(c: number): number {
+    const o = this.free[c]!.pop();
+    if (o !== undefined) return o;
+    const at = this.top;
+    this.top += this.caps[c]!;
+    if (this.top > this.pSlot.length) {
+      const n = Math.max(this.top, 2 * this.pSlot.length, 1024);
+      this.pSlot = lengthened(this.pSlot, n);
+      this.pGen = lengthened(this.pGen, n);
+      this.pScore = lengthened(this.pScore, n);
     }
-    if (a.nbr.length === 0) {
-      // A first link replaces the empty lists with lists of one (by push, room for 17): most items get few links.
-      a.nbr = [b];
-      a.score = [w];
-      this.acct.add(TABLE.covisitation, 2 * pushBytes(1));
-      return;
+    return at;
+  }
+
+  /** Strengthens the link a -> b (item slots, both held) by w. */
+  private link(a: number, b: number, w: number): void {
+    const o = this.off[a]!;
+    const n = this.len[a]!;
+    const g = this.gen[b]!;
+    for (let i = o; i < o + n; i++) {
+      if (this.pSlot[i] === b && this.pGen[i] === g) {
+        this.pScore[i]! += w;
+        return;
+      }
     }
-    if (a.nbr.length < this.options.maxNeighbours) {
-      a.nbr.push(b);
-      a.score.push(w);
-      this.acct.add(TABLE.covisitation, 2 * pushBytes(a.nbr.length));
+    if (n < this.options.maxNeighbours) {
+      let c = this.cls[a]!;
+      let at = o;
+      if (c < 0 || n === this.caps[c]!) {
+        // Full block (or none): the next class's, the links copied over.
+        const next = c + 1;
+        at = this.block(next);
+        if (n > 0) {
+          this.pSlot.copyWithin(at, o, o + n);
+          this.pGen.copyWithin(at, o, o + n);
+          this.pScore.copyWithin(at, o, o + n);
+        }
+        if (c >= 0) this.free[c]!.push(o);
+        c = next;
+        this.cls[a] = c;
+        this.off[a] = at;
+      }
+      this.pSlot[at + n] = b;
+      this.pGen[at + n] = g;
+      this.pScore[at + n] = w;
+      this.len[a] = n + 1;
+      this.acct.add(TABLE.covisitation, 2 * pushBytes(n + 1));
       return;
     }
     let min = -1;
     let minScore = Infinity;
-    for (let j = 0; j < a.nbr.length; j++) {
-      if (a.nbr[j]!.dead) {
+    for (let j = o; j < o + n; j++) {
+      if (this.gen[this.pSlot[j]!] !== this.pGen[j]) {
         min = j;
         minScore = -Infinity;
         break;
       }
-      if (a.score[j]! < minScore) {
-        minScore = a.score[j]!;
+      if (this.pScore[j]! < minScore) {
+        minScore = this.pScore[j]!;
         min = j;
       }
     }
     if (min >= 0 && w > minScore) {
-      a.nbr[min] = b;
-      a.score[min] = w;
+      this.pSlot[min] = b;
+      this.pGen[min] = g;
+      this.pScore[min] = w;
     }
   }
 }

@@ -18,6 +18,12 @@
  * items are cleared). Lists created holding their first entry (sessions,
  * index lists, rules, co-visitation links) are counted at the size a push
  * from empty gives them (17 slots): the estimate errs high there too.
+ * Co-visitation and the sequential rules are columnar since 2026-12-07 (a
+ * pooled block per item, no object or lists per item; covisitation.ts,
+ * sequential-rules.ts) and still counted as the object layout they replaced,
+ * so that the byte bound evicts exactly as before: for them the estimate errs
+ * high (recs-intake at the caps: 444.6 MiB estimated for 331 MiB of heap and
+ * array buffers, 418 MiB before).
  */
 import type { TouchClock } from "./touch-order.js";
 

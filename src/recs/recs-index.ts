@@ -5,7 +5,7 @@
  */
 import type { IEvent } from "../wire/proto.js";
 import { Catalog, type CatalogItem } from "./catalog.js";
-import { Covisitation, type CovisitEvent } from "./covisitation.js";
+import { Covisitation } from "./covisitation.js";
 import { Interner } from "./interner.js";
 import { RecsBytes, shrinkTo, type Evictable } from "./recs-bytes.js";
 import type { CompiledRecsOptions, CompiledSessionKnnOptions } from "./recs-options.js";
@@ -84,12 +84,13 @@ export function observeItemEvent(index: RecsIndex, e: ItemEvent): Readonly<Catal
   // The other tables get the catalog's copy of the item id, not the event's: what they keep (session lists and
   // sets, rule successors, new keys) then shares one string per item instead of retaining each event's copy, and
   // their lookups find a key that is the same string (V8 compares by pointer before contents; its hash is cached).
-  const ev: CovisitEvent = { userId: e.userId, itemId: item.itemId, type: e.type, timestampMs: e.timestampMs };
+  // The fields as arguments, not an event object per table.
+  const itemId = item.itemId;
   const user = (index.eventWeights[e.type] ?? 0) > 0 ? index.userIds.slot(e.userId) : -1;
-  index.covisitation.observe(ev, slot, user);
-  index.trending.observe(ev, item.categoryId, slot);
+  index.covisitation.observeFields(e.type, e.timestampMs, itemId, e.userId, slot, user);
+  index.trending.observeFields(e.type, e.timestampMs, itemId, item.categoryId, slot);
   // The rules see the session before the event joins it (in the same lookup of the user).
-  if (user >= 0) index.sessions.observe(e.userId, item.itemId, e.timestampMs, index.rules, user, slot);
+  if (user >= 0) index.sessions.observe(e.userId, itemId, e.timestampMs, index.rules, user, slot);
   if (index.bytes.total > index.maxStateBytes) boundRecsIndex(index);
   return item;
 }

@@ -31,6 +31,7 @@ import type { CompiledRecsOptions } from "./recs-options.js";
 import { orderCandidates, policyScore, resolvePolicy, type RankingPolicy } from "./ranking-policy.js";
 import type { PrepareRequest, PrepareResult, RecsApi, RecsInit, RecsStats, UpsertResult } from "./recs-protocol.js";
 import type { CandidateSource } from "./sources.js";
+import type { ItemEvent } from "./types.js";
 
 /** Interaction counts of an item, as the DeepFM trainer counts them (src/examples/deepfm-rows.ts). */
 interface ItemCounts { popularity: number; users: number; firstMs: number; lastMs: number }
@@ -51,6 +52,9 @@ class Recs implements RecsApi {
   #itemEvents = 0;
   #upserts = 0;
   #queued!: Int32Array;
+  readonly #event: ItemEvent = {
+    userId: "", itemId: "", type: 0 as ItemEvent["type"], timestampMs: 0, categoryId: "", categoryPath: "", brand: "", price: 0, currency: "", title: "",
+  };
 
   async init(init: RecsInit): Promise<void> {
     this.#o = init.recs;
@@ -99,10 +103,18 @@ class Recs implements RecsApi {
     for (let i = from; i < to; i++) {
       const type = b.types[i]!;
       const t = b.timestampsMs[i]!;
-      const item = observeItemEvent(this.#index, {
-        userId: b.userIds[i]!, itemId: b.itemIds[i]!, type, timestampMs: t, categoryId: b.categoryIds[i]!, categoryPath: b.categoryPaths[i]!,
-        brand: b.brands[i]!, price: b.prices[i]!, currency: b.currencies[i]!, title: "",
-      });
+      // One event object, refilled per event: the index keeps its fields (strings), never the object.
+      const e = this.#event;
+      e.userId = b.userIds[i]!;
+      e.itemId = b.itemIds[i]!;
+      e.type = type;
+      e.timestampMs = t;
+      e.categoryId = b.categoryIds[i]!;
+      e.categoryPath = b.categoryPaths[i]!;
+      e.brand = b.brands[i]!;
+      e.price = b.prices[i]!;
+      e.currency = b.currencies[i]!;
+      const item = observeItemEvent(this.#index, e);
       if (item !== undefined && (EVENT_WEIGHTS[type] ?? 0) > 0) {
         // Keyed by the catalog's copy of the id (observeItemEvent): a new entry keeps no event's string.
         const itemId = item.itemId;

@@ -15,31 +15,53 @@
  * with rules (least recently touched dropped, see TouchOrder; also by the recs
  * byte bound, src/recs/recs-bytes.ts). Work per
  * event: `steps` scans of at most maxSuccessors rules.
+ *
+ * Layout: columnar, by item slot, no object or lists per item: each item's
+ * rules are a block of a shared pool (successor id in one array of strings,
+ * score in a Float64Array), of a capacity class 1, 2, 4, ... up to
+ * maxSuccessors; a list that outgrows its block moves to one of the next
+ * class, and freed blocks are reused by class. The byte estimate still counts
+ * the object layout (an object and two lists per item): it errs high.
  */
 import type { CompiledSequentialRulesOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
 import { Interner } from "./interner.js";
-import { TouchOrder } from "./touch-order.js";
+import { lengthened, TouchOrder } from "./touch-order.js";
 import type { ScoredItem } from "./types.js";
-
-interface Rules {
-  next: string[];
-  score: number[];
-}
 
 /** Estimated heap of an item's rules (its key, `n` successors: pointer and score double). */
 const rulesBytes = (key: string, n: number) => MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(key) + 2 * arrayBytes(n);
 
 export class SequentialRules {
   readonly #o: CompiledSequentialRulesOptions;
-  readonly #items: TouchOrder<Rules>;
+  /** The items with rules (the value is unused: the columns below hold the rules). */
+  readonly #items: TouchOrder<true>;
   readonly #acct: RecsBytes;
+  /** By item slot: its block's offset, rule count and capacity class. */
+  #off = new Int32Array(0);
+  #len = new Int32Array(0);
+  #cls = new Int32Array(0);
+  /** The rule pool: successor id and score ("" and 0 where free). */
+  readonly #next: string[] = [];
+  #score = new Float64Array(0);
+  /** Capacity of each class (1, 2, 4, ... maxSuccessors) and its freed blocks' offsets. */
+  readonly #caps: number[] = [];
+  readonly #free: number[][] = [];
 
   /** `acct`: the memory estimate and clock shared with the other recs tables; `itemIds`: the item ids' interner they share. */
   constructor(options: CompiledSequentialRulesOptions, acct = new RecsBytes(), itemIds = new Interner()) {
     this.#o = options;
     this.#acct = acct;
-    this.#items = new TouchOrder<Rules>(options.maxItems, (key, r) => acct.add(TABLE.rules, -rulesBytes(key, r.next.length)), acct, itemIds);
+    const max = Math.max(1, options.maxSuccessors);
+    for (let c = 1; ; c *= 2) {
+      this.#caps.push(Math.min(c, max));
+      this.#free.push([]);
+      if (c >= max) break;
+    }
+    this.#items = new TouchOrder<true>(options.maxItems, (key, _, slot) => {
+      acct.add(TABLE.rules, -rulesBytes(key, this.#len[slot]!));
+      this.#release(slot);
+    }, acct, itemIds);
   }
 
   /** The table the recs byte bound evicts from. */
@@ -66,47 +88,100 @@ export class SequentialRules {
     for (let p = length - 1; p >= from; p--) {
       const a = before[p]!;
       const slot = slots !== undefined && p >= slotsFrom ? slots[p]! : -1;
-      this.#add(a, slot >= 0 ? slot : this.#items.ids.slot(a), itemId, 1 / (length - p));
+      this.#add(a, slot >= 0 ? slot : this.#items.ids.slot(a), itemId, length - p);
     }
   }
 
   /** The successors of `itemId`, best first (ties by item id), at most k. */
   successors(itemId: string, k: number): ScoredItem[] {
-    const r = this.#items.get(this.#items.ids.find(itemId));
-    if (r === undefined || k <= 0) return [];
-    const out: ScoredItem[] = r.next.map((id, i) => ({ itemId: id, score: r.score[i]! }));
+    const s = this.#items.ids.find(itemId);
+    if (this.#items.get(s) === undefined || k <= 0) return [];
+    const o = this.#off[s]!;
+    const out: ScoredItem[] = [];
+    for (let i = o, end = o + this.#len[s]!; i < end; i++) out.push({ itemId: this.#next[i]!, score: this.#score[i]! });
     out.sort((a, b) => b.score - a.score || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0));
     if (out.length > k) out.length = k;
     return out;
   }
 
-  /** Strengthens a -> b by w; `slot`: a's slot in the item interner. */
-  #add(a: string, slot: number, b: string, w: number): void {
-    let r = this.#items.get(slot);
-    if (r === undefined) {
-      // Created holding the rule (lists with room for one; by push from empty, 17: most items get one successor).
-      r = { next: [b], score: [w] };
-      this.#items.insert(slot, r);
+  /** Frees the item's block, dropping its successor ids. */
+  #release(slot: number): void {
+    const o = this.#off[slot]!;
+    for (let i = o, end = o + this.#len[slot]!; i < end; i++) this.#next[i] = "";
+    this.#free[this.#cls[slot]!]!.push(o);
+    this.#len[slot] = 0;
+  }
+
+  /** A block of class `c`: a freed one, else a new one at the end of the pool. */
+  #block(c: number): number {
+    const o = this.#free[c]!.pop();
+    if (o !== undefined) return o;
+    const next = this.#next;
+    const at = next.length;
+    const end = at + this.#caps[c]!;
+    // Pushed, not assigned past the end: a holey write would turn the array into a dictionary.
+    while (next.length < end) next.push("");
+    if (end > this.#score.length) this.#score = lengthened(this.#score, Math.max(end, 2 * this.#score.length, 1024));
+    return at;
+  }
+
+  /** Strengthens a -> b by 1 / d (d, an integer: no boxed double per call); `slot`: a's slot in the item interner. */
+  #add(a: string, slot: number, b: string, d: number): void {
+    const w = 1 / d;
+    if (this.#items.get(slot) === undefined) {
+      // Created holding the rule (a block of one).
+      if (slot >= this.#off.length) {
+        const n = Math.max(slot + 1, this.#items.ids.capacity, 2 * this.#off.length, 64);
+        this.#off = lengthened(this.#off, n);
+        this.#len = lengthened(this.#len, n);
+        this.#cls = lengthened(this.#cls, n);
+      }
+      const at = this.#block(0);
+      this.#next[at] = b;
+      this.#score[at] = w;
+      this.#off[slot] = at;
+      this.#len[slot] = 1;
+      this.#cls[slot] = 0;
+      this.#items.insert(slot, true);
       this.#acct.add(TABLE.rules, rulesBytes(a, 0) + 2 * pushBytes(1));
       return;
     }
     this.#items.touch(slot);
-    const i = r.next.indexOf(b);
-    if (i >= 0) {
-      r.score[i]! += w;
+    const o = this.#off[slot]!;
+    const n = this.#len[slot]!;
+    const next = this.#next;
+    for (let i = o; i < o + n; i++) {
+      if (next[i] === b) {
+        this.#score[i]! += w;
+        return;
+      }
+    }
+    if (n < this.#o.maxSuccessors) {
+      let at = o;
+      const c = this.#cls[slot]!;
+      if (n === this.#caps[c]!) {
+        // Full block: the next class's, the rules copied over.
+        at = this.#block(c + 1);
+        for (let i = 0; i < n; i++) {
+          next[at + i] = next[o + i]!;
+          next[o + i] = "";
+        }
+        this.#score.copyWithin(at, o, o + n);
+        this.#free[c]!.push(o);
+        this.#cls[slot] = c + 1;
+        this.#off[slot] = at;
+      }
+      next[at + n] = b;
+      this.#score[at + n] = w;
+      this.#len[slot] = n + 1;
+      this.#acct.add(TABLE.rules, 2 * pushBytes(n + 1));
       return;
     }
-    if (r.next.length < this.#o.maxSuccessors) {
-      r.next.push(b);
-      r.score.push(w);
-      this.#acct.add(TABLE.rules, 2 * pushBytes(r.next.length));
-      return;
-    }
-    let min = 0;
-    for (let j = 1; j < r.score.length; j++) if (r.score[j]! < r.score[min]!) min = j;
-    if (w > r.score[min]!) {
-      r.next[min] = b;
-      r.score[min] = w;
+    let min = o;
+    for (let j = o + 1; j < o + n; j++) if (this.#score[j]! < this.#score[min]!) min = j;
+    if (w > this.#score[min]!) {
+      next[min] = b;
+      this.#score[min] = w;
     }
   }
 }

@@ -120,10 +120,15 @@ export class Trending {
    * item interner, when the caller has it (observeItemEvent; looked up when not given).
    */
   observe(e: TrendingEvent, categoryId: string = e.categoryId ?? "", itemSlot?: number): void {
-    const w = this.weights[e.type] ?? 0;
-    if (w <= 0 || !e.itemId) return;
-    const sw = w * this.scale(e.timestampMs);
-    const n = this.node(e.itemId, itemSlot ?? this.items.ids.slot(e.itemId));
+    this.observeFields(e.type, e.timestampMs, e.itemId, categoryId, itemSlot);
+  }
+
+  /** `observe` with the event's fields as arguments (observeItemEvent: no event object per table). */
+  observeFields(type: EventType, t: number, itemId: string, categoryId: string, itemSlot?: number): void {
+    const w = this.weights[type] ?? 0;
+    if (w <= 0 || !itemId) return;
+    const sw = w * this.scale(t);
+    const n = this.node(itemId, itemSlot ?? this.items.ids.slot(itemId));
     // The lists find n at the score it is listed at: n.score changes after both moves.
     const score = n.score + sw;
     this.bump(this.global, n, score, this.options.globalListSize, true);
@@ -200,10 +205,13 @@ export class Trending {
 
   /** 2^((t - ref) / halfLife) for a weight added at t, renormalising every stored score first when that grows too large. */
   private scale(t: number): number {
-    return this.clock.weight(t, (f) => {
-      for (const n of this.items.values()) n.score *= f;
-    });
+    return this.clock.weight(t, this.rescale);
   }
+
+  /** Multiplies every stored score by f (one closure, not one per event). */
+  private readonly rescale = (f: number): void => {
+    for (const n of this.items.values()) n.score *= f;
+  };
 
   /**
    * Moves `n` up its list to `score` (more than the score it is listed at), entering the list when it now beats the

@@ -207,7 +207,7 @@ export class BatchApplier {
     const beyond = d.profile.beyondClicks;
     let riskFlags: Record<string, number> | undefined;
     const steps = new LstmSteps();
-    const items = d.itemEvents !== undefined ? newItemEventBatch() : undefined;
+    const items = d.itemEvents !== undefined ? newItemEventBatch(n) : undefined;
     const feedback: Record<string, [number, number]> = {};
     const logged: LoggedFeedback[] = [];
     const keys = d.pseudonymised ? new Map<string, string>() : undefined;

@@ -28,21 +28,25 @@ import type { Logger } from "../obs/logger.js";
 
 /**
  * Item events a shard applied, posted after the batch committed. Columnar,
- * one entry per event with an item id. `newToUser` is 1 when the item was
- * not among the user's recent items before the event (the distinct-users
- * count of the DeepFM item features).
+ * one entry per event with an item id: `itemIds.length` entries. The numeric
+ * columns are views of one ArrayBuffer sized for the shard's batch
+ * (`newItemEventBatch`), transferred when posted, not cloned element by
+ * element (the receiver then reads them without a heap number per
+ * timestamp and price); they may be longer than the entries. `newToUser` is 1
+ * when the item was not among the user's recent items before the event (the
+ * distinct-users count of the DeepFM item features).
  */
 export interface ItemEventBatch {
   userIds: string[];
   itemIds: string[];
-  types: number[];
-  timestampsMs: number[];
+  types: Uint8Array;
+  timestampsMs: Float64Array;
   categoryIds: string[];
   categoryPaths: string[];
   brands: string[];
-  prices: number[];
+  prices: Float64Array;
   currencies: string[];
-  newToUser: number[];
+  newToUser: Uint8Array;
 }
 
 /**
@@ -98,25 +102,40 @@ export class ItemEventQueue {
   }
 }
 
-export function newItemEventBatch(): ItemEventBatch {
-  return { userIds: [], itemIds: [], types: [], timestampsMs: [], categoryIds: [], categoryPaths: [], brands: [], prices: [], currencies: [], newToUser: [] };
+/** A batch with room for `capacity` item events (the numeric columns: 18 bytes each, in one ArrayBuffer). */
+export function newItemEventBatch(capacity: number): ItemEventBatch {
+  const buf = new ArrayBuffer(18 * capacity);
+  return {
+    userIds: [], itemIds: [], categoryIds: [], categoryPaths: [], brands: [], currencies: [],
+    timestampsMs: new Float64Array(buf, 0, capacity), prices: new Float64Array(buf, 8 * capacity, capacity),
+    types: new Uint8Array(buf, 16 * capacity, capacity), newToUser: new Uint8Array(buf, 17 * capacity, capacity),
+  };
 }
 
 export interface ItemEvent {
   userId: string; itemId: string; type: number; timestampMs: number; categoryId: string; categoryPath: string; brand: string; price: number; currency: string;
 }
 
+/** Appends an event (the batch must have room: at most the capacity it was created with). */
 export function pushItemEvent(b: ItemEventBatch, e: ItemEvent, newToUser: boolean): void {
+  const i = b.itemIds.length;
+  if (i >= b.types.length) throw new RangeError(`item event batch: room for ${b.types.length} events`);
   b.userIds.push(e.userId);
   b.itemIds.push(e.itemId);
-  b.types.push(e.type);
-  b.timestampsMs.push(e.timestampMs);
+  b.types[i] = e.type;
+  b.timestampsMs[i] = e.timestampMs;
   b.categoryIds.push(e.categoryId);
   b.categoryPaths.push(e.categoryPath);
   b.brands.push(e.brand);
-  b.prices.push(e.price);
+  b.prices[i] = e.price;
   b.currencies.push(e.currency);
-  b.newToUser.push(newToUser ? 1 : 0);
+  b.newToUser[i] = newToUser ? 1 : 0;
+}
+
+/** Posts a message on a shard's port: a batch's numeric columns' buffer transferred, not copied. */
+function postMessageTo(port: MessagePort, m: ItemEventMessage): void {
+  if ("forgetUserId" in m) port.postMessage(m);
+  else port.postMessage(m, [m.types.buffer as ArrayBuffer]);
 }
 
 /** Atomics.waitAsync (Node >= 16; not in this TypeScript's lib): resolves on a notify or at the timeout. */
@@ -188,7 +207,7 @@ export class ItemEventSender {
       if (queued + n > sink.maxQueued) return false;
       if (Atomics.compareExchange(sink.queued, 0, queued, queued + n) === queued) break;
     }
-    sink.port.postMessage(items);
+    postMessageTo(sink.port, items);
     this.posted += n;
     return true;
   }
@@ -217,7 +236,7 @@ export class ItemEventSender {
       while (this.#waiting.length > 0) {
         const w = this.#waiting[0]!;
         if ("forgetUserId" in w.m) {
-          sink.port.postMessage(w.m);
+          postMessageTo(sink.port, w.m);
         } else if (this.#tryPost(w.m, w.n)) {
           this.waited += w.n;
         } else {
