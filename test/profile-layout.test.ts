@@ -97,6 +97,8 @@ describe("profile layout", () => {
       [NaN, s.lastSeenMs + 1, Infinity, -Infinity, 0, Infinity, 0, 0, -1, 0, 0],
       // Before any action (a state made by a purchase alone).
       [0, 0, 0, 0, 0, 0, 1, 1, 12345, 1, 0, 77, s.lastSeenMs],
+      // b, bt and pk 0 with a rate left (not made by observeRisk, read back all the same).
+      [0, 0, 0.5, 0.25, 0, 0, 0, 0, -1, 0, 0],
     ];
     for (const rk of cases) {
       s.rk = rk;

@@ -27,13 +27,14 @@
  *   rk (RISK below), so (o, i, ss, sr, fo,
  *   fr: length, per friend hash, categories, shares), al (length, per entry
  *   key, partition), mg.
- * - RISK, the risk state (src/actors/risk.ts): a mask (NUM) of what follows
- *   beyond b, pk, bt and the ids: 1 sp (else sp = pk), 2 pp, 4 cp, 8 f,
- *   16 rt, 32 q, 64 qo, 128 qk (each absent one is 0, qk -1); 256 the rates
- *   and b as NUMs (else float32, 4 bytes: a state of this version keeps
- *   them as float32 values); 512 bt as it is (else lastSeenMs minus it); 1024
- *   the ids' times as they are (else lastSeenMs minus them). Then b, pk, [sp],
- *   [pp], bt, [f], [cp], [rt], [q], [qo], [qk], the ids' count n and, if n > 0,
+ * - RISK, the risk state (src/actors/risk.ts): a mask (NUM) of what is
+ *   written: 1 sp (else sp = pk), 2 pp, 4 cp, 8 none of b, pk and bt (all 0:
+ *   no action yet), 16 f, 32 rt, 64 q, 128 qo, 256 qk (each absent one is 0,
+ *   qk -1); 512 the rates and b as NUMs (else float32, 4 bytes: a state of
+ *   this version keeps them as float32 values); 1024 bt as it is (else
+ *   lastSeenMs minus it); 2048 the ids' times as they are (else lastSeenMs
+ *   minus them). Then [b, pk, [sp], [pp], bt], [f], [cp], [rt], [q], [qo],
+ *   [qk], the ids' count n and, if n > 0,
  *   a NUM whose bit i says id i is a device, then per id its hash (a device's
  *   -id - 1) as 4 bytes, little-endian, and its time.
  * Version 1 (read, no longer written) held rk as packRisk's flat array
@@ -189,22 +190,25 @@ function risk(r: RiskState, last: number): void {
   }
   const asF32 = isF32(b) && isF32(pk) && isF32(sp) && isF32(pp);
   const btRel = intLast && Number.isInteger(bt) && bt <= last;
-  const mask = (!Object.is(sp, pk) ? 1 : 0) | (!Object.is(pp, 0) ? 2 : 0) | (!Object.is(cp, 0) ? 4 : 0) | (!Object.is(f, 0) ? 8 : 0) |
-    (!Object.is(rt, 0) ? 16 : 0) | (!Object.is(q, 0) ? 32 : 0) | (!Object.is(qo, 0) ? 64 : 0) | (!Object.is(qk, -1) ? 128 : 0) |
-    (asF32 ? 0 : 256) | (btRel ? 0 : 512) | (idTimes ? 0 : 1024);
+  const idle = Object.is(b, 0) && Object.is(pk, 0) && Object.is(bt, 0);
+  const mask = (!Object.is(sp, pk) ? 1 : 0) | (!Object.is(pp, 0) ? 2 : 0) | (!Object.is(cp, 0) ? 4 : 0) | (idle ? 8 : 0) |
+    (!Object.is(f, 0) ? 16 : 0) | (!Object.is(rt, 0) ? 32 : 0) | (!Object.is(q, 0) ? 64 : 0) | (!Object.is(qo, 0) ? 128 : 0) |
+    (!Object.is(qk, -1) ? 256 : 0) | (asF32 ? 0 : 512) | (btRel || idle ? 0 : 1024) | (idTimes ? 0 : 2048);
   num(mask);
   const real = asF32 ? f32 : num;
-  real(b);
-  real(pk);
+  if (!idle) {
+    real(b);
+    real(pk);
+  }
   if (mask & 1) real(sp);
   if (mask & 2) real(pp);
-  num(btRel ? last - bt : bt);
-  if (mask & 8) num(f);
+  if (!idle) num(btRel ? last - bt : bt);
+  if (mask & 16) num(f);
   if (mask & 4) num(cp);
-  if (mask & 16) num(rt);
-  if (mask & 32) num(q);
-  if (mask & 64) num(qo);
-  if (mask & 128) num(qk);
+  if (mask & 32) num(rt);
+  if (mask & 64) num(q);
+  if (mask & 128) num(qo);
+  if (mask & 256) num(qk);
   const n = (r.length - RISK_FIXED) >> 1;
   num(n);
   if (n === 0) return;
@@ -428,19 +432,20 @@ function rf32(): number {
 /** A risk state of its compact form (RISK in the header). */
 function rrisk(last: number): RiskState {
   const mask = rnum();
-  const real = mask & 256 ? rnum : rf32;
-  const b = real();
-  const pk = real();
+  const real = mask & 512 ? rnum : rf32;
+  const idle = (mask & 8) !== 0;
+  const b = idle ? 0 : real();
+  const pk = idle ? 0 : real();
   const sp = mask & 1 ? real() : pk;
   const pp = mask & 2 ? real() : 0;
-  const btx = rnum();
-  const bt = mask & 512 ? btx : last - btx;
-  const f = mask & 8 ? rnum() : 0;
+  const btx = idle ? 0 : rnum();
+  const bt = idle || mask & 1024 ? btx : last - btx;
+  const f = mask & 16 ? rnum() : 0;
   const cp = mask & 4 ? rnum() : 0;
-  const rt = mask & 16 ? rnum() : 0;
-  const q = mask & 32 ? rnum() : 0;
-  const qo = mask & 64 ? rnum() : 0;
-  const qk = mask & 128 ? rnum() : -1;
+  const rt = mask & 32 ? rnum() : 0;
+  const q = mask & 64 ? rnum() : 0;
+  const qo = mask & 128 ? rnum() : 0;
+  const qk = mask & 256 ? rnum() : -1;
   // A double array from the start (as newRiskState makes it): 0.5 first, then b.
   const r: RiskState = [0.5, bt, sp, pp, f, pk, q, qo, qk, cp, rt];
   r[0] = b;
@@ -453,7 +458,7 @@ function rrisk(last: number): RiskState {
     const device = kinds % 2 === 1;
     kinds = Math.floor(kinds / 2);
     const t = rnum();
-    r.push(device ? -h - 1 : h, mask & 1024 ? t : last - t);
+    r.push(device ? -h - 1 : h, mask & 2048 ? t : last - t);
   }
   return r;
 }
