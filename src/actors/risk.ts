@@ -283,8 +283,8 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   if (e.sessionId !== "") touchId(r, fnv1a32Update(SESSION_HASH, e.sessionId) >>> 0, t, gapMs);
   if (device !== "") touchId(r, -(fnv1a32Update(DEVICE_HASH, device) >>> 0) - 1, t, gapMs);
   if (e.sessionId !== "" || device !== "") {
-    // Ids past the session gap before the newest id's time are dropped: no later event can find them active, and
-    // they were most of a profile's risk part (an event older than that by more than the gap sees them no more).
+    // Ids past the session gap before the newest id's time are dropped: no later event can find them active (an
+    // event older than the newest by more than the gap no longer sees them). A user back day after day kept 5 ids.
     let newest = -Infinity;
     for (let i = FIXED + 1; i < r.length; i += 2) if (r[i]! > newest) newest = r[i]!;
     let sessions = 0;
