@@ -8,18 +8,14 @@
  * - explanations: the extra work of a profile query with `explain` (the
  *   bundled churn model's exact contributions and the bundled LSTM's
  *   occlusion over the timeline) for Online Retail / Taobao users, p50 and p99;
- * - size: msgpack bytes of the risk and review parts of a profile.
+ * - size: stored bytes (the profile layout) of the risk and review parts of a profile.
  *
  *   npm run bench:beyond -- [--no-record]
  */
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { open } from "lmdb";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
-import { newRiskState, observeRisk, packRisk, type RiskState } from "../src/actors/risk.js";
+import { newRiskState, observeRisk, type RiskState } from "../src/actors/risk.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { readDataset, resolveDataFile } from "../src/data/datasets.js";
 import type { DatasetEvent, DatasetFormat } from "../src/data/types.js";
@@ -28,6 +24,7 @@ import { ChurnModel } from "../src/models/churn-model.js";
 import { LstmRuntime } from "../src/models/lstm-runtime.js";
 import { SentimentModel } from "../src/models/sentiment-model.js";
 import { reencodeLstmState } from "../src/shard/lstm-steps.js";
+import { encodeProfile } from "../src/store/profile-layout.js";
 import { explainNextCategory } from "../src/shard/predictions.js";
 import { appendResults, printTable, repoRoot } from "./report.js";
 
@@ -136,17 +133,9 @@ const extra = exChurn.map((x, i) => x + exLstm[i]!);
 const tl = sample.map((s) => s.tl!.length);
 rows.push(["explain: churn (exact) + LSTM occlusion, extra per query", `${sample.length} Taobao users, timeline ${pct(tl, 0.5)}-${Math.max(...tl)} events`, `p50 ${pct(extra, 0.5).toFixed(0)} us, p99 ${pct(extra, 0.99).toFixed(0)} us`, `churn p50 ${pct(exChurn, 0.5).toFixed(1)} us; LSTM p50 ${pct(exLstm, 0.5).toFixed(0)} us; the same predictions without explain p50 ${pct(plain, 0.5).toFixed(0)} us`]);
 
-// Size: the risk and review parts of a profile, as the store encodes it (msgpack with shared structures, src/store/profile-store.ts).
-const tmp = mkdtempSync(join(tmpdir(), "portrait-bench-beyond-"));
-const env = open({ path: tmp, compression: false });
-const db = env.openDB<UserState, string>({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures") });
-let nKey = 0;
-const sizeOf = (s: UserState) => {
-  const k = `k${nKey++}`;
-  // The risk state as the store writes it (one flat array, packRisk).
-  db.putSync(k, s.rk === undefined ? s : { ...s, rk: packRisk(s.rk) });
-  return db.getBinary(k)!.length;
-};
+// Size: the risk and review parts of a profile, as the store writes it (the profile layout, src/store/profile-layout.ts;
+// the store puts it as one msgpack bin value, 2-3 bytes more).
+const sizeOf = (s: UserState) => encodeProfile(s).length;
 const withParts = [...users.values()].slice(0, 5000);
 const riskBytes = withParts.map((s) => sizeOf(s) - sizeOf({ ...s, rk: undefined } as UserState));
 const amazon = new Map<string, UserState>();
@@ -158,10 +147,8 @@ for (const e of await load("amazon-reviews")) {
 }
 const rvBytes = [...amazon.values()].map((s) => sizeOf(s) - sizeOf({ ...s, rv: undefined } as UserState));
 const total = [...amazon.values()].map(sizeOf);
-rows.push(["size: msgpack bytes", "risk part (Taobao users) / review part (Amazon reviewers)", `risk p50 ${pct(riskBytes, 0.5)} B, max ${Math.max(...riskBytes)} B`, `reviews p50 ${pct(rvBytes, 0.5)} B, max ${Math.max(...rvBytes)} B; whole Amazon profile p50 ${pct(total, 0.5)} B`]);
+rows.push(["size: stored bytes (profile layout)", "risk part (Taobao users) / review part (Amazon reviewers)", `risk p50 ${pct(riskBytes, 0.5)} B, max ${Math.max(...riskBytes)} B`, `reviews p50 ${pct(rvBytes, 0.5)} B, max ${Math.max(...rvBytes)} B; whole Amazon profile p50 ${pct(total, 0.5)} B`]);
 
-await env.close();
-rmSync(tmp, { recursive: true, force: true });
 const header = ["what", "on", "figure", "beside"];
 printTable("beyond clicks: cost", header, rows);
 const notes = [`Load average at start: ${load0}; at end: ${loadavg().map((x) => x.toFixed(1)).join(" ")} (2 cores shared with other sessions).`];

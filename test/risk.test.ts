@@ -98,6 +98,30 @@ describe("risk - detectors on hand-made sequences", () => {
     expect(run(apart).accountSharing.score).toBe(0);
   });
 
+  it("risk - ids past the session gap before the newest are dropped: a new session keeps one id, and sharing reads the same", () => {
+    const s = newUserState();
+    const evs = [
+      ev({ type: EventType.VIEW, timestampMs: T0, sessionId: "s1", attributes: { device_id: "d1" } }),
+      ev({ type: EventType.VIEW, timestampMs: T0 + 700, sessionId: "s2", attributes: { device_id: "d2" } }),
+      ev({ type: EventType.VIEW, timestampMs: T0 + 1500, sessionId: "s1", attributes: { device_id: "d1" } }),
+    ];
+    for (const e of evs) applyEvent(s, e, o);
+    expect(riskRecord(s.rk!).ids.length).toBe(4);
+    // Two hours later: the four ids are past the gap (30 min) and dropped; the peak of 2 at once stays.
+    applyEvent(s, ev({ type: EventType.VIEW, timestampMs: T0 + 2 * HOUR, sessionId: "s3" }), o);
+    const r = riskRecord(s.rk!);
+    expect(r.ids.map(([, t]) => t)).toEqual([T0 + 2 * HOUR]);
+    expect(r.cp).toBe(2);
+    // An id within the gap of the newest stays, whatever its kind.
+    applyEvent(s, ev({ type: EventType.VIEW, timestampMs: T0 + 2 * HOUR + 20 * MIN, sessionId: "s4", attributes: { device_id: "d3" } }), o);
+    expect(riskRecord(s.rk!).ids.length).toBe(3);
+    // Sessions one after another, each past the gap: one id kept at a time.
+    const apart = Array.from({ length: 12 }, (_, k) => ev({ type: EventType.VIEW, timestampMs: T0 + k * HOUR, sessionId: `a${k}` }));
+    const t = newUserState();
+    for (const e of apart) applyEvent(t, e, o);
+    expect(riskRecord(t.rk!).ids.length).toBe(1);
+  });
+
   it("risk - an empty state scores 0 with reasons", () => {
     const v = riskView(undefined, { refunds: 0, purchases: 0, orders: 0 });
     expect([v.velocity.score, v.refundAbuse.score, v.accountSharing.score]).toEqual([0, 0, 0]);
@@ -128,11 +152,12 @@ describe("risk - stored form", () => {
       await store.close();
       const env = open({ path: join(dir, "lmdb"), compression: false });
       const profiles = env.openDB({ name: "profiles", encoding: "msgpack", sharedStructuresKey: Symbol.for("structures"), useRecords: (x: object) => Object.getPrototypeOf(x) !== null, mapsAsObjects: true } as DatabaseOptions & { name: string });
-      // Stored in the profile layout (src/store/profile-layout.ts), whose risk part is the flat array of packRisk, the ids' times relative to bt.
+      // Stored in the profile layout (src/store/profile-layout.ts), whose risk part has a compact form of its own.
       const bytes = profiles.get("new") as Uint8Array;
       expect(bytes).toBeInstanceOf(Uint8Array);
       expect(Buffer.from(bytes).equals(Buffer.from(encodeProfile(s)))).toBe(true);
       expect(decodeProfile(bytes).rk).toEqual(s.rk);
+      // The flat form stored before (layout version 1, msgpack profiles): the ids' times relative to bt.
       const stored = packRisk(s.rk!).slice();
       expect(stored.slice(0, 11)).toEqual([r.b, r.bt, r.sp, r.pp, r.f, r.pk, r.q, r.qo, r.qk, r.cp, r.rt]);
       expect(stored.slice(11)).toEqual(r.ids.flatMap(([id, t]) => [id, r.bt - t]));

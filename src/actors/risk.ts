@@ -32,7 +32,8 @@
  * 3. Account sharing. Distinct session ids and device ids
  *    (`attributes["device_id"]`) active at once: an id is active for
  *    sessionGapMs after its last event; the peak number active at any event
- *    is kept (at most SHARING_TRACKED ids are tracked). Score =
+ *    is kept (at most SHARING_TRACKED ids are tracked, and none past the
+ *    session gap before the newest one's time). Score =
  *    min(1, (peak - 1) / (RISK.sharingPeak - 1)); flagged at 1.
  */
 import { FNV1A32_OFFSET, fnv1a32String, fnv1a32Update } from "../wire/partition.js";
@@ -73,12 +74,16 @@ const LN2 = Math.LN2;
  * - b, bt: the burst count (decayed) as of bt, and bt;
  * - sp, pp: the peak rate of the current session, and the highest of earlier sessions (the user's habit), events/s;
  * - f, pk: fast events, and the peak rate seen (events/s);
+ *   (b and the rates are float32 values, Math.fround, since 2026-12-07: stored in 4 bytes each; states of earlier
+ *   versions hold doubles, stored as such until they change)
  * - q, qo, qk: quick refunds (lines), quick refund orders, and fnv1a32 of the last quick refund's order id (-1: none or no order id);
  * - cp: the peak number of ids active at once;
  * - rt: returns: events whose session or device id is an earlier one still active (not the latest), i.e. interleaved use;
  * - the tracked ids, newest first, with their last event time: fnv1a32("s:" + session id) or
- *   -fnv1a32("d:" + device id) - 1 (devices negative); at most SHARING_TRACKED.
- * In memory an id's time is its event time; stored, bt minus it (packRisk: small integers instead of doubles).
+ *   -fnv1a32("d:" + device id) - 1 (devices negative); at most SHARING_TRACKED, none more than the session gap
+ *   older than the newest.
+ * In memory an id's time is its event time. Stored (src/store/profile-layout.ts, version 2) in a compact form of
+ * its own; packRisk / unpackRisk are the flat form stored before (layout version 1 and msgpack profiles).
  */
 export type RiskState = number[];
 
@@ -141,7 +146,8 @@ export function riskOfRecord(x: RiskRecord): RiskState {
   r[8] = x.qk ?? -1;
   r[9] = x.cp;
   r[10] = x.rt;
-  for (const [id, t] of x.ids) r.push(id, t);
+  // At most SHARING_TRACKED ids, as observeRisk keeps (the newest first).
+  for (let i = 0; i < x.ids.length && i < SHARING_TRACKED; i++) r.push(x.ids[i]![0], x.ids[i]![1]);
   return r;
 }
 
@@ -154,10 +160,11 @@ export function riskOf(v: RiskState | RiskRecord): RiskState {
 const PACKED = Array.from({ length: SHARING_TRACKED + 1 }, (_, n) => new Array<number>(FIXED + 2 * n).fill(0));
 
 /**
- * The stored form of a risk state (the store writes it in place of the
- * state, src/store/profile-store.ts): the same array with each id's time
- * as bt minus it. Valid until the next call (the arrays are reused): encode
- * it at once.
+ * The flat stored form of a risk state, as profiles of layout version 1 and
+ * msgpack profiles before it hold it (src/store/profile-layout.ts writes a
+ * compact form now; tests write old profiles with this): the same array with
+ * each id's time as bt minus it. Valid until the next call (the arrays are
+ * reused): encode it at once.
  */
 export function packRisk(r: RiskState): number[] {
   const n = riskIdCount(r);
@@ -172,13 +179,14 @@ export function packRisk(r: RiskState): number[] {
 }
 
 /**
- * The risk state of its stored form (packRisk), in place: the array the
+ * The risk state of its flat stored form (packRisk), in place: the array the
  * store decoded becomes the state. A state stored before that form (the
- * record) is turned into it.
+ * record) is turned into it. At most SHARING_TRACKED ids are kept.
  */
 export function unpackRisk(v: number[] | RiskRecord): RiskState {
   if (!Array.isArray(v)) return riskOfRecord(v);
   const bt = v[1]!;
+  if (v.length > FIXED + 2 * SHARING_TRACKED) v.length = FIXED + 2 * SHARING_TRACKED;
   for (let i = FIXED + 1; i < v.length; i += 2) v[i] = bt - v[i]!;
   return v;
 }
@@ -252,13 +260,15 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
       if (r[2]! > r[3]!) r[3] = r[2]!;
       r[2] = 0;
     }
-    const b = r[0]! * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1;
+    // The count and the rates kept as float32 values (stored in 4 bytes each, src/store/profile-layout.ts).
+    const b = Math.fround(r[0]! * Math.pow(2, -dt / RISK.burstHalfLifeMs) + 1);
     r[0] = b;
     if (t > bt) r[1] = t;
     const rate = (b * LN2 * 1000) / RISK.burstHalfLifeMs;
     if (rate >= RISK.velocityPerSec && rate >= RISK.userFactor * r[3]!) r[4]!++;
-    if (rate > r[2]!) r[2] = rate;
-    if (rate > r[5]!) r[5] = rate;
+    const rate32 = Math.fround(rate);
+    if (rate32 > r[2]!) r[2] = rate32;
+    if (rate32 > r[5]!) r[5] = rate32;
   }
   // Refunds soon after a purchase.
   if (e.type === EventType.REFUND && lastPurchaseMs > 0 && t - lastPurchaseMs <= RISK.quickRefundMs && t >= lastPurchaseMs) {
@@ -273,13 +283,27 @@ export function observeRisk(r: RiskState, e: RiskEvent, lastPurchaseMs: number, 
   if (e.sessionId !== "") touchId(r, fnv1a32Update(SESSION_HASH, e.sessionId) >>> 0, t, gapMs);
   if (device !== "") touchId(r, -(fnv1a32Update(DEVICE_HASH, device) >>> 0) - 1, t, gapMs);
   if (e.sessionId !== "" || device !== "") {
+    // Ids past the session gap before the newest id's time are dropped: no later event can find them active (an
+    // event older than the newest by more than the gap no longer sees them). A user back day after day kept 5 ids.
+    let newest = -Infinity;
+    for (let i = FIXED + 1; i < r.length; i += 2) if (r[i]! > newest) newest = r[i]!;
     let sessions = 0;
     let devices = 0;
+    let w = FIXED;
     for (let i = FIXED; i + 1 < r.length; i += 2) {
-      if (t - r[i + 1]! > gapMs) continue;
-      if (r[i]! >= 0) sessions++;
+      const id = r[i]!;
+      const it = r[i + 1]!;
+      if (newest - it > gapMs) continue;
+      if (w !== i) {
+        r[w] = id;
+        r[w + 1] = it;
+      }
+      w += 2;
+      if (t - it > gapMs) continue;
+      if (id >= 0) sessions++;
       else devices++;
     }
+    if (w !== r.length) r.length = w;
     const active = Math.max(sessions, devices);
     if (active > r[9]!) r[9] = active;
   }

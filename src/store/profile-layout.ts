@@ -8,7 +8,7 @@
  * before (a msgpack record) still reads as it is: the decoded value is an
  * object then, and a Uint8Array for this layout.
  *
- * Layout, version 1 (byte 0); every number below is a NUM, every count a NUM:
+ * Layout, version 2 (byte 0); every number below is a NUM, every count a NUM:
  * - NUM: one byte 0..0xef is that integer; 0xf0 + uint16, 0xf1 + uint32,
  *   0xf2 + uint48 (timestamps), 0xf3 + float64 (any other number, NaN and
  *   infinities included; -0 is written as 0, as msgpack did), all
@@ -24,20 +24,32 @@
  *   time is lastSeenMs minus it, with mode 1 the time itself), lstm (length,
  *   bytes), lstmV, aud (p, d, cart, sc, scn, scS: what the `memberships` db
  *   does not hold), rv (n, nText, w, s, cat, brand: length, keys, w, s; asp),
- *   rk (its stored form, src/actors/risk.ts packRisk), so (o, i, ss, sr, fo,
+ *   rk (RISK below), so (o, i, ss, sr, fo,
  *   fr: length, per friend hash, categories, shares), al (length, per entry
  *   key, partition), mg.
+ * - RISK, the risk state (src/actors/risk.ts): a mask (NUM) of what is
+ *   written: 1 sp (else sp = pk), 2 pp, 4 cp, 8 none of b, pk and bt (all 0:
+ *   no action yet), 16 f, 32 rt, 64 q, 128 qo, 256 qk (each absent one is 0,
+ *   qk -1); 512 the rates and b as NUMs (else float32, 4 bytes: a state of
+ *   this version keeps them as float32 values); 1024 bt as it is (else
+ *   lastSeenMs minus it); 2048 the ids' times as they are (else lastSeenMs
+ *   minus them). Then [b, pk, [sp], [pp], bt], [f], [cp], [rt], [q], [qo],
+ *   [qk], the ids' count n and, if n > 0,
+ *   a NUM whose bit i says id i is a device, then per id its hash (a device's
+ *   -id - 1) as 4 bytes, little-endian, and its time.
+ * Version 1 (read, no longer written) held rk as packRisk's flat array
+ * (its length, then its numbers).
  *
  * A field added to UserState (or to the parts written here) does not compile
  * until it has its place below (the `Covered` checks).
  */
 import type { AudienceState } from "../actors/audience-types.js";
-import { packRisk, unpackRisk } from "../actors/risk.js";
+import { RISK_FIXED, unpackRisk, type RiskState } from "../actors/risk.js";
 import type { FriendInterest, SocialState } from "../actors/social.js";
 import type { AffinityTable, ReviewState, SentimentTable, UserState } from "../actors/user-profile.js";
 
-/** The layout's version (its first byte). */
-export const PROFILE_LAYOUT_VERSION = 1;
+/** The layout's version (its first byte). Version 1 (the risk state as packRisk's array) is read too. */
+export const PROFILE_LAYOUT_VERSION = 2;
 
 /** Optional fields of UserState, in the order of their presence bits (bit 0 = bought). */
 type Optional = "bought" | "tl" | "lstm" | "lstmV" | "aud" | "rv" | "rk" | "so" | "al" | "mg";
@@ -167,6 +179,75 @@ function sentimentTable(t: SentimentTable): void {
   strs(t.keys);
   nums(t.w);
   nums(t.s);
+}
+
+/** An id's hash: 4 bytes, little-endian. */
+function u32(x: number): void {
+  room(4);
+  view.setUint32(pos, x, true);
+  pos += 4;
+}
+
+function f32(x: number): void {
+  room(4);
+  view.setFloat32(pos, x, true);
+  pos += 4;
+}
+
+/** Whether x is a float32 value (Math.fround keeps it). */
+const isF32 = (x: number) => Math.fround(x) === x || Number.isNaN(x);
+
+/** The risk state in its compact form (RISK in the header). */
+function risk(r: RiskState, last: number): void {
+  const b = r[0]!;
+  const bt = r[1]!;
+  const sp = r[2]!;
+  const pp = r[3]!;
+  const f = r[4]!;
+  const pk = r[5]!;
+  const q = r[6]!;
+  const qo = r[7]!;
+  const qk = r[8]!;
+  const cp = r[9]!;
+  const rt = r[10]!;
+  const intLast = Number.isInteger(last);
+  let idTimes = intLast;
+  for (let i = RISK_FIXED + 1; i < r.length && idTimes; i += 2) {
+    const t = r[i]!;
+    idTimes = Number.isInteger(t) && t <= last;
+  }
+  const asF32 = isF32(b) && isF32(pk) && isF32(sp) && isF32(pp);
+  const btRel = intLast && Number.isInteger(bt) && bt <= last;
+  const idle = Object.is(b, 0) && Object.is(pk, 0) && Object.is(bt, 0);
+  const mask = (!Object.is(sp, pk) ? 1 : 0) | (!Object.is(pp, 0) ? 2 : 0) | (!Object.is(cp, 0) ? 4 : 0) | (idle ? 8 : 0) |
+    (!Object.is(f, 0) ? 16 : 0) | (!Object.is(rt, 0) ? 32 : 0) | (!Object.is(q, 0) ? 64 : 0) | (!Object.is(qo, 0) ? 128 : 0) |
+    (!Object.is(qk, -1) ? 256 : 0) | (asF32 ? 0 : 512) | (btRel || idle ? 0 : 1024) | (idTimes ? 0 : 2048);
+  num(mask);
+  const real = asF32 ? f32 : num;
+  if (!idle) {
+    real(b);
+    real(pk);
+  }
+  if (mask & 1) real(sp);
+  if (mask & 2) real(pp);
+  if (!idle) num(btRel ? last - bt : bt);
+  if (mask & 16) num(f);
+  if (mask & 4) num(cp);
+  if (mask & 32) num(rt);
+  if (mask & 64) num(q);
+  if (mask & 128) num(qo);
+  if (mask & 256) num(qk);
+  const n = (r.length - RISK_FIXED) >> 1;
+  num(n);
+  if (n === 0) return;
+  let kinds = 0;
+  for (let k = 0; k < n; k++) if (r[RISK_FIXED + 2 * k]! < 0) kinds += 2 ** k;
+  num(kinds);
+  for (let i = RISK_FIXED; i + 1 < r.length; i += 2) {
+    const id = r[i]!;
+    u32(id < 0 ? -id - 1 : id);
+    num(idTimes ? last - r[i + 1]! : r[i + 1]!);
+  }
 }
 
 /** Whether every entry's time is an integer (mode 0: written as lastSeenMs minus it, exact; else mode 1: as it is). */
@@ -312,7 +393,7 @@ function writeProfile(s: UserState): void {
     sentimentTable(rv.brand);
     table(rv.asp);
   }
-  if (s.rk !== undefined) nums(packRisk(s.rk));
+  if (s.rk !== undefined) risk(s.rk, s.lastSeenMs);
   const so = s.so;
   if (so !== undefined) {
     num(so.o);
@@ -345,6 +426,8 @@ let at = 0;
 /** A float64's bytes, copied in to be read (little-endian, as written). */
 const F64_BYTES = new Uint8Array(8);
 const F64_VALUE = new Float64Array(F64_BYTES.buffer);
+const F32_BYTES = new Uint8Array(4);
+const F32_VALUE = new Float32Array(F32_BYTES.buffer);
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** Arguments of String.fromCharCode for ASCII strings up to SHORT bytes, one array per length (no array per string). */
 const SHORT = 32;
@@ -425,6 +508,47 @@ function rsentimentTable(): SentimentTable {
   return { keys, w, s: rnums() };
 }
 
+/** A float32, little-endian (as written). */
+function rf32(): number {
+  for (let i = 0; i < 4; i++) F32_BYTES[LITTLE_ENDIAN ? i : 3 - i] = src[at + i]!;
+  at += 4;
+  return F32_VALUE[0]!;
+}
+
+/** A risk state of its compact form (RISK in the header). */
+function rrisk(last: number): RiskState {
+  const mask = rnum();
+  const real = mask & 512 ? rnum : rf32;
+  const idle = (mask & 8) !== 0;
+  const b = idle ? 0 : real();
+  const pk = idle ? 0 : real();
+  const sp = mask & 1 ? real() : pk;
+  const pp = mask & 2 ? real() : 0;
+  const btx = idle ? 0 : rnum();
+  const bt = idle || mask & 1024 ? btx : last - btx;
+  const f = mask & 16 ? rnum() : 0;
+  const cp = mask & 4 ? rnum() : 0;
+  const rt = mask & 32 ? rnum() : 0;
+  const q = mask & 64 ? rnum() : 0;
+  const qo = mask & 128 ? rnum() : 0;
+  const qk = mask & 256 ? rnum() : -1;
+  // A double array from the start (as newRiskState makes it): 0.5 first, then b.
+  const r: RiskState = [0.5, bt, sp, pp, f, pk, q, qo, qk, cp, rt];
+  r[0] = b;
+  const n = rnum();
+  if (n === 0) return r;
+  let kinds = rnum();
+  for (let k = 0; k < n; k++) {
+    const h = (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16)) + src[at + 3]! * 0x1000000;
+    at += 4;
+    const device = kinds % 2 === 1;
+    kinds = Math.floor(kinds / 2);
+    const t = rnum();
+    r.push(device ? -h - 1 : h, mask & 2048 ? t : last - t);
+  }
+  return r;
+}
+
 /**
  * Where the layout's bytes start in a stored profile value (as the profiles
  * db holds it, decompressed): after the header of its msgpack bin, or -1 for
@@ -453,7 +577,7 @@ export function decodeProfile(bytes: Uint8Array, start = 0): UserState {
   src = bytes;
   at = start;
   const version = src[at++];
-  if (version !== PROFILE_LAYOUT_VERSION) throw new RangeError(`profile layout version ${version} is not known to this build`);
+  if (version !== PROFILE_LAYOUT_VERSION && version !== 1) throw new RangeError(`profile layout version ${version} is not known to this build`);
   const bits = rnum();
   // Object literals in one order: every decoded state has one shape.
   const n = rnum();
@@ -521,7 +645,7 @@ export function decodeProfile(bytes: Uint8Array, start = 0): UserState {
     const rbrand = rsentimentTable();
     s.rv = { n: rn, nText, w, s: sum, cat: rcat, brand: rbrand, asp: rtable() };
   }
-  if (bits & 64) s.rk = unpackRisk(rnums());
+  if (bits & 64) s.rk = version === 1 ? unpackRisk(rnums()) : rrisk(lastSeenMs);
   if (bits & 128) {
     const o = rnum();
     const i = rnum();
