@@ -538,6 +538,14 @@ interface GuardIndex {
   audience: Int32Array;
   topN: Int32Array;
   minScore: Float64Array;
+  /**
+   * Per affinity slot (0-2): the largest top N of its guards that have one (0 = none), and the smallest minimum
+   * score of those that have one (Infinity = none). A key can open a guard of the slot only when it is among the
+   * table's `maxTopN` first or its decayed score is at least `minMinScore` (every affinity guard has a top N or a
+   * minimum score, and needs each it has): openGuards looks up only those keys.
+   */
+  maxTopN: Int32Array;
+  minMinScore: Float64Array;
 }
 const guardIndexes = new WeakMap<CompiledAudiences, GuardIndex | null>();
 
@@ -545,8 +553,15 @@ function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
   let index = guardIndexes.get(set);
   if (index === undefined) {
     const gs = set.guards.flatMap((g, i) => (g === undefined ? [] : [[i, g] as const]));
-    index = gs.length === 0 ? null : { bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length) };
+    index = gs.length === 0 ? null : {
+      bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length),
+      maxTopN: new Int32Array(3), minMinScore: new Float64Array([Infinity, Infinity, Infinity]),
+    };
     gs.forEach(([i, g], k) => {
+      if (g.slot < 3) {
+        if (g.topN !== undefined) index!.maxTopN[g.slot] = Math.max(index!.maxTopN[g.slot]!, g.topN);
+        if (g.minScore !== undefined) index!.minMinScore[g.slot] = Math.min(index!.minMinScore[g.slot]!, g.minScore);
+      }
       const byKey = index!.bySlot[g.slot]!;
       const xs = byKey.get(g.key);
       if (xs === undefined) byKey.set(g.key, [k]);
@@ -576,7 +591,17 @@ function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void 
     if (byKey.size === 0) continue;
     const t = slot === 0 ? u.cat : slot === 1 ? u.brand : u.band;
     const keys = t.keys;
+    const scores = t.scores;
+    // The keys that may open a guard of the slot (GuardIndex.maxTopN, minMinScore): a score at least the table's
+    // maxTopN-th largest (ties let more keys through: the guard's own test below is exact), or a decayed score at
+    // least the smallest minimum. The rest are not looked up.
+    const top = index.maxTopN[slot]!;
+    const kth = top === 0 ? Infinity : keys.length <= top ? -Infinity : kthLargest(scores, top);
+    const minMin = index.minMinScore[slot]!;
+    const d = minMin === Infinity ? 0 : c.decay();
     for (let j = 0; j < keys.length; j++) {
+      const s = scores[j]!;
+      if (s < kth && !(s * d >= minMin)) continue;
       const gs = byKey.get(keys[j]!);
       if (gs === undefined) continue;
       for (let x = 0; x < gs.length; x++) {
@@ -598,7 +623,37 @@ function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void 
   }
 }
 
+/** Scratch of kthLargest (top N is at most 16: audience-rules.ts). */
+const kthScratch = new Float64Array(16);
+
+/** The k-th largest of `xs` (1 <= k <= 16, k < xs.length). */
+function kthLargest(xs: readonly number[], k: number): number {
+  if (k === 1) {
+    let m = -Infinity;
+    for (let i = 0; i < xs.length; i++) if (xs[i]! > m) m = xs[i]!;
+    return m;
+  }
+  // The k largest so far, descending, in kthScratch[0..k).
+  const b = kthScratch;
+  let n = 0;
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i]!;
+    if (n === k && !(x > b[k - 1]!)) continue;
+    let j = n < k ? n++ : k - 1;
+    while (j > 0 && b[j - 1]! < x) {
+      b[j] = b[j - 1]!;
+      j--;
+    }
+    b[j] = x;
+  }
+  return b[k - 1]!;
+}
+
 const context = new EvalContext();
+/** The set of the last evaluation, and its rules and guard index (evaluateAudiences). */
+let lastSet: CompiledAudiences | undefined;
+let lastRules: readonly Compiled[] = [];
+let lastGuards: GuardIndex | null = null;
 
 /** Whether a backfill's selection (evaluateAudiences `only`) includes an audience with a guard; by selection. */
 const selectedGuarded = new WeakMap<Uint8Array, boolean>();
@@ -622,6 +677,8 @@ interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
+  /** Per audience of the set: its entry of `m` (undefined = none yet), so that a transition need not look it up by id. */
+  entries: (AudienceState["m"][string] | undefined)[];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -640,10 +697,12 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array<AudienceState["m"][string] | undefined>(set.defs.length).fill(undefined), others: 0 };
   for (const id in a.m) {
-    if (a.m[id]![0] <= 0) continue;
+    const x = a.m[id]!;
     const i = index.get(id);
+    if (i !== undefined) g.entries[i] = x;
+    if (x[0] <= 0) continue;
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
@@ -658,8 +717,8 @@ export function holdoutDraw(user: string, audience: string): number {
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
-  const m = (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: AudienceState["m"][string]): Transition {
+  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
   m[1]++;
   const since = entered ? at : m[0];
   if (entered) {
@@ -721,7 +780,13 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     a.w = 1;
     return NO_TRANSITIONS;
   }
-  const rules = rulesOf(set);
+  // The set's compiled rules and guard index: WeakMap lookups only when the set is not the last one's.
+  if (set !== lastSet) {
+    lastRules = rulesOf(set);
+    lastGuards = guardIndexOf(set);
+    lastSet = set;
+  }
+  const rules = lastRules;
   const c = context;
   c.reset(u, a, t, env, rules.length);
   const f = membershipFlags(a, set);
@@ -731,7 +796,7 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const defs = set.defs;
   const masks = set.masks;
   const guards = set.guards;
-  const guardIndex = guardIndexOf(set);
+  const guardIndex = lastGuards;
   // A partial backfill evaluates only its audiences: the guards are opened only when one of them has one.
   if (guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, defs.length);
   const open = c.open;
@@ -743,7 +808,8 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      (out ??= []).push(transition(a, user, def, def.id, inside, t, reason));
+      const entry = f.entries[i] ?? (f.entries[i] = a.m[def.id] ??= [0, 0, 0]);
+      (out ??= []).push(transition(a, user, def, def.id, inside, t, reason, entry));
       flags[i] = inside ? 1 : 0;
     }
   }
