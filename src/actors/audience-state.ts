@@ -679,6 +679,9 @@ interface Flags {
   inside: Uint8Array;
   /** Per audience of the set: its entry of `m` (undefined = none yet), so that a transition need not look it up by id. */
   entries: (AudienceState["m"][string] | undefined)[];
+  /** Every entry of `m` and its id, in the order of `m` (membershipEntries). */
+  ids: string[];
+  all: AudienceState["m"][string][];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -697,9 +700,11 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array<AudienceState["m"][string] | undefined>(set.defs.length).fill(undefined), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array<AudienceState["m"][string] | undefined>(set.defs.length).fill(undefined), ids: [], all: [], others: 0 };
   for (const id in a.m) {
     const x = a.m[id]!;
+    g.ids.push(id);
+    g.all.push(x);
     const i = index.get(id);
     if (i !== undefined) g.entries[i] = x;
     if (x[0] <= 0) continue;
@@ -709,6 +714,19 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   if (FLAGS in a) (a as WithFlags)[FLAGS] = g;
   else Object.defineProperty(a, FLAGS, { value: g, writable: true, configurable: true, enumerable: false });
   return g;
+}
+
+/**
+ * The entries of a state's memberships and their ids, in the order of `m`,
+ * when its evaluation keeps them (the flags of its last evaluation are those
+ * of its `m`); else undefined (walk `m`). For the store, which writes them
+ * at ~1 memberships record per event in the audience bench: a walk of `m`
+ * (a dictionary: its keys listed and ordered at every walk) and a keyed load
+ * per id cost more than the writing.
+ */
+export function membershipEntries(a: AudienceState): { ids: readonly string[]; all: readonly AudienceState["m"][string][] } | undefined {
+  const f = (a as WithFlags)[FLAGS];
+  return f !== undefined && f.m === a.m ? f : undefined;
 }
 
 /** Holdout draw of a user for an audience: stable (a hash of both), uniform in [0, 1). */
@@ -808,7 +826,15 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      const entry = f.entries[i] ?? (f.entries[i] = a.m[def.id] ??= [0, 0, 0]);
+      let entry = f.entries[i];
+      if (entry === undefined) {
+        entry = f.entries[i] = a.m[def.id];
+        if (entry === undefined) {
+          entry = f.entries[i] = a.m[def.id] = [0, 0, 0];
+          f.ids.push(def.id);
+          f.all.push(entry);
+        }
+      }
       (out ??= []).push(transition(a, user, def, def.id, inside, t, reason, entry));
       flags[i] = inside ? 1 : 0;
     }

@@ -80,6 +80,7 @@
 import { asBinary, open, type Database, type DatabaseOptions, type RootDatabase } from "lmdb";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { membershipEntries } from "../actors/audience-state.js";
 import type { AudienceState } from "../actors/audience-types.js";
 import { unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
@@ -242,26 +243,20 @@ export function membershipBytes(a: AudienceState, numbers: { of(id: string): num
   const m = a.m;
   const q0 = a.q?.[0] ?? 0;
   const q1 = a.q?.[1] ?? 0;
-  let k = 0;
-  for (const _ in m) k++;
-  if (k === 0 && a.due === 0 && q0 === 0 && q1 === 0) return undefined;
-  // Numbers take at most 9 bytes; an id without a number its UTF-8 bytes (at most 3 per UTF-16 unit) and a 3-byte header.
+  // Numbers take at most 9 bytes; an id without a number its UTF-8 bytes (at most 3 per UTF-16 unit) and a 3-byte
+  // header. The elements are written from byte 5 on, and the array's header (at most 5 bytes) just before them once
+  // their count is known: one walk of `m` (a walk of a dictionary's keys lists and orders them).
   let b = recordScratch;
-  const n = 4 + 4 * k;
-  let at = 0;
-  if (n < 16) b[at++] = 0x90 | n;
-  else if (n < 65536) {
-    b[at++] = 0xdc;
-    at = b.writeUInt16BE(n, at);
-  } else {
-    b[at++] = 0xdd;
-    at = b.writeUInt32BE(n, at);
-  }
-  at = packNumber(b, at, a.due);
+  let at = packNumber(b, 5, a.due);
   at = packNumber(b, at, a.w ?? 0);
   at = packNumber(b, at, q0);
   at = packNumber(b, at, q1);
-  for (const id in m) {
+  const kept = membershipEntries(a);
+  let k = 0;
+  // The entries as the evaluation keeps them, or a walk of m (a state not evaluated since it was read).
+  const ids = kept?.ids ?? Object.keys(m);
+  for (; k < ids.length; k++) {
+    const id = ids[k]!;
     const no = numbers.of(id);
     const need = at + 27 + (typeof no === "string" ? 3 + 3 * no.length : 9);
     if (need > b.length) {
@@ -282,13 +277,26 @@ export function membershipBytes(a: AudienceState, numbers: { of(id: string): num
       }
       at += b.write(no, at, len, "utf8");
     }
-    const x = m[id]!;
+    const x = kept !== undefined ? kept.all[k]! : m[id]!;
     at = packNumber(b, at, x[0]);
     at = packNumber(b, at, x[1]);
     at = packNumber(b, at, x[2]);
   }
-  const out = Buffer.allocUnsafe(at);
-  b.copy(out, 0, 0, at);
+  if (k === 0 && a.due === 0 && q0 === 0 && q1 === 0) return undefined;
+  const n = 4 + 4 * k;
+  let start = 5;
+  if (n < 16) b[--start] = 0x90 | n;
+  else if (n < 65536) {
+    start -= 3;
+    b[start] = 0xdc;
+    b.writeUInt16BE(n, start + 1);
+  } else {
+    start -= 5;
+    b[start] = 0xdd;
+    b.writeUInt32BE(n, start + 1);
+  }
+  const out = Buffer.allocUnsafe(at - start);
+  b.copy(out, 0, start, at);
   return out;
 }
 
