@@ -245,7 +245,7 @@ export function membershipBytes(a: AudienceState, numbers: { of(id: string): num
   const q1 = a.q?.[1] ?? 0;
   // Numbers take at most 9 bytes; an id without a number its UTF-8 bytes (at most 3 per UTF-16 unit) and a 3-byte
   // header. The elements are written from byte 5 on, and the array's header (at most 5 bytes) just before them once
-  // their count is known: one walk of `m` (a walk of a dictionary's keys lists and orders them).
+  // their count is known.
   let b = recordScratch;
   let at = packNumber(b, 5, a.due);
   at = packNumber(b, at, a.w ?? 0);
