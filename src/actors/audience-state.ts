@@ -649,6 +649,31 @@ function kthLargest(xs: readonly number[], k: number): number {
   return b[k - 1]!;
 }
 
+/** Per set, per event types (eventBit): the audiences (indexes, ascending) whose types include one of them. */
+const candidateLists = new WeakMap<CompiledAudiences, Map<number, Int32Array>>();
+let lastCandidatesSet: CompiledAudiences | undefined;
+let lastCandidates = new Map<number, Int32Array>();
+
+function candidatesOf(set: CompiledAudiences, events: number): Int32Array {
+  if (set !== lastCandidatesSet) {
+    let m = candidateLists.get(set);
+    if (m === undefined) candidateLists.set(set, (m = new Map()));
+    lastCandidates = m;
+    lastCandidatesSet = set;
+  }
+  let list = lastCandidates.get(events);
+  if (list === undefined) {
+    const xs: number[] = [];
+    set.masks.forEach((mask, i) => {
+      if ((mask & events) !== 0) xs.push(i);
+    });
+    // Bounded: a set sees few combinations of types (one bit per type), but each is kept.
+    if (lastCandidates.size >= 4096) lastCandidates.clear();
+    lastCandidates.set(events, (list = Int32Array.from(xs)));
+  }
+  return list;
+}
+
 const context = new EvalContext();
 /** The set of the last evaluation, and its rules and guard index (evaluateAudiences). */
 let lastSet: CompiledAudiences | undefined;
@@ -818,7 +843,11 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   // A partial backfill evaluates only its audiences: the guards are opened only when one of them has one.
   if (guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, defs.length);
   const open = c.open;
-  for (let i = 0; i < defs.length; i++) {
+  // An event's partial evaluation runs only the audiences of its event types (their list per set and types, built once).
+  const list = partial && events !== undefined && only === undefined ? candidatesOf(set, events) : undefined;
+  const n = list === undefined ? defs.length : list.length;
+  for (let x = 0; x < n; x++) {
+    const i = list === undefined ? x : list[x]!;
     if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
     // A non-member whose guard is false stays out, and time alone cannot let it in (Guard).
     if (guards[i] !== undefined && open[i] === 0 && flags[i] === 0) continue;
