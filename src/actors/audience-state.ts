@@ -702,8 +702,6 @@ interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
-  /** Per audience of the set: its entry of `m` (undefined = none yet), so that a transition need not look it up by id. */
-  entries: (AudienceState["m"][string] | undefined)[];
   /** Every entry of `m` and its id, in the order of `m` (membershipEntries). */
   ids: string[];
   all: AudienceState["m"][string][];
@@ -725,14 +723,13 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), entries: new Array<AudienceState["m"][string] | undefined>(set.defs.length).fill(undefined), ids: [], all: [], others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), ids: [], all: [], others: 0 };
   for (const id in a.m) {
     const x = a.m[id]!;
     g.ids.push(id);
     g.all.push(x);
-    const i = index.get(id);
-    if (i !== undefined) g.entries[i] = x;
     if (x[0] <= 0) continue;
+    const i = index.get(id);
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
   }
@@ -855,14 +852,11 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      let entry = f.entries[i];
+      let entry = a.m[def.id];
       if (entry === undefined) {
-        entry = f.entries[i] = a.m[def.id];
-        if (entry === undefined) {
-          entry = f.entries[i] = a.m[def.id] = [0, 0, 0];
-          f.ids.push(def.id);
-          f.all.push(entry);
-        }
+        entry = a.m[def.id] = [0, 0, 0];
+        f.ids.push(def.id);
+        f.all.push(entry);
       }
       (out ??= []).push(transition(a, user, def, def.id, inside, t, reason, entry));
       flags[i] = inside ? 1 : 0;
