@@ -6,11 +6,13 @@
  */
 import { describe, expect, it } from "vitest";
 import { AudienceError, compileAudiences, eventBit, parseDefinition, type AudienceDefinition } from "../src/actors/audience-rules.js";
-import { CohortSketches, evaluateAudiences, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
+import { CohortSketches, evaluateAudiences, newAudienceState, observeAudienceEvent, DAY_MS, type Transition } from "../src/actors/audience-state.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
 import { applyEvent, newUserState, type ProfileEvent, type UserState } from "../src/actors/user-profile.js";
 import { EventType, pb } from "../src/wire/proto.js";
 import { encodeTransition } from "../src/shard/audience-runner.js";
+import { membershipBytes } from "../src/store/profile-store.js";
+import { pack, unpack } from "msgpackr";
 
 const DEFS: AudienceDefinition[] = [
   { id: "buyers-30d", rule: { field: "purchases.30d", op: ">=", value: 1 } },
@@ -147,6 +149,34 @@ describe("audience evaluation by event type", () => {
     expect(u.sCount).toBe(1);
     // Six views of c1, then c2: plain counts would keep c1 on top until the seventh c2; decayed ones switch at the third.
     expect(tops).toEqual(["now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c1", "now-c2", "now-c2"]);
+  });
+
+  it("memberships records: the direct encoder writes msgpack that decodes to the record msgpackr packed", () => {
+    let seed = 9;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const nums = [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, Date.UTC(2026, 0, 1) + 123, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), 0.5, -2.25, 2 ** 53 - 1];
+    const pick = () => (rnd() < 0.5 ? nums[Math.floor(rnd() * nums.length)]! : Math.floor(rnd() * 2 ** (1 + Math.floor(rnd() * 50))));
+    const ids = ["a", "category-lovers-c12", "x".repeat(64), "ü-客户", "y".repeat(40)];
+    for (let k = 0; k < 300; k++) {
+      const known = new Map<string, number>([["a", 1], ["category-lovers-c12", 200 + k], ["y".repeat(40), 70000]]);
+      const numbers = { of: (id: string) => known.get(id) ?? id };
+      const a = newAudienceState(0);
+      a.due = k % 4 === 0 ? 0 : pick();
+      if (k % 3 === 0) a.w = 1;
+      if (k % 5 === 1) a.q = [Math.floor(rnd() * 1001), Math.floor(rnd() * 1001)];
+      const entries = k % 7 === 0 ? 0 : k % 11 === 0 ? 20 : Math.floor(rnd() * 5);
+      for (let i = 0; i < entries; i++) a.m[i < ids.length ? ids[i]! : `id-${i}`] = [pick(), pick(), rnd() < 0.5 ? 1 : 0];
+      const want: (number | string)[] = [a.due, a.w ?? 0, a.q?.[0] ?? 0, a.q?.[1] ?? 0];
+      for (const id in a.m) want.push(numbers.of(id), ...a.m[id]!);
+      const got = membershipBytes(a, numbers);
+      if (want.length === 4 && want[0] === 0 && want[2] === 0 && want[3] === 0) {
+        expect(got).toBeUndefined();
+        continue;
+      }
+      expect(unpack(got!)).toEqual(want);
+      // The same bytes as msgpackr's own packing where it picks the same forms.
+      if (want.every((x) => typeof x === "string" || (Number.isInteger(x) && Math.abs(x) < 2 ** 31))) expect(Buffer.from(got!).toString("hex")).toBe(Buffer.from(pack(want)).toString("hex"));
+    }
   });
 
   it("transition messages: the direct encoder writes the bytes of the protobuf encoder", () => {

@@ -538,6 +538,14 @@ interface GuardIndex {
   audience: Int32Array;
   topN: Int32Array;
   minScore: Float64Array;
+  /**
+   * Per affinity slot (0-2): the largest top N of its guards that have one (0 = none), and the smallest minimum
+   * score of those that have one (Infinity = none). A key can open a guard of the slot only when it is among the
+   * table's `maxTopN` first or its decayed score is at least `minMinScore` (every affinity guard has a top N or a
+   * minimum score, and needs each it has): openGuards looks up only those keys.
+   */
+  maxTopN: Int32Array;
+  minMinScore: Float64Array;
 }
 const guardIndexes = new WeakMap<CompiledAudiences, GuardIndex | null>();
 
@@ -545,8 +553,15 @@ function guardIndexOf(set: CompiledAudiences): GuardIndex | null {
   let index = guardIndexes.get(set);
   if (index === undefined) {
     const gs = set.guards.flatMap((g, i) => (g === undefined ? [] : [[i, g] as const]));
-    index = gs.length === 0 ? null : { bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length) };
+    index = gs.length === 0 ? null : {
+      bySlot: [new Map(), new Map(), new Map(), new Map()], audience: new Int32Array(gs.length), topN: new Int32Array(gs.length), minScore: new Float64Array(gs.length),
+      maxTopN: new Int32Array(3), minMinScore: new Float64Array([Infinity, Infinity, Infinity]),
+    };
     gs.forEach(([i, g], k) => {
+      if (g.slot < 3) {
+        if (g.topN !== undefined) index!.maxTopN[g.slot] = Math.max(index!.maxTopN[g.slot]!, g.topN);
+        if (g.minScore !== undefined) index!.minMinScore[g.slot] = Math.min(index!.minMinScore[g.slot]!, g.minScore);
+      }
       const byKey = index!.bySlot[g.slot]!;
       const xs = byKey.get(g.key);
       if (xs === undefined) byKey.set(g.key, [k]);
@@ -576,7 +591,17 @@ function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void 
     if (byKey.size === 0) continue;
     const t = slot === 0 ? u.cat : slot === 1 ? u.brand : u.band;
     const keys = t.keys;
+    const scores = t.scores;
+    // The keys that may open a guard of the slot (GuardIndex.maxTopN, minMinScore): a score at least the table's
+    // maxTopN-th largest (ties let more keys through: the guard's own test below is exact), or a decayed score at
+    // least the smallest minimum. The rest are not looked up.
+    const top = index.maxTopN[slot]!;
+    const kth = top === 0 ? Infinity : keys.length <= top ? -Infinity : kthLargest(scores, top);
+    const minMin = index.minMinScore[slot]!;
+    const d = minMin === Infinity ? 0 : c.decay();
     for (let j = 0; j < keys.length; j++) {
+      const s = scores[j]!;
+      if (s < kth && !(s * d >= minMin)) continue;
       const gs = byKey.get(keys[j]!);
       if (gs === undefined) continue;
       for (let x = 0; x < gs.length; x++) {
@@ -598,7 +623,62 @@ function openGuards(c: EvalContext, index: GuardIndex, audiences: number): void 
   }
 }
 
+/** Scratch of kthLargest (top N is at most 16: audience-rules.ts). */
+const kthScratch = new Float64Array(16);
+
+/** The k-th largest of `xs` (1 <= k <= 16, k < xs.length). */
+function kthLargest(xs: readonly number[], k: number): number {
+  if (k === 1) {
+    let m = -Infinity;
+    for (let i = 0; i < xs.length; i++) if (xs[i]! > m) m = xs[i]!;
+    return m;
+  }
+  // The k largest so far, descending, in kthScratch[0..k).
+  const b = kthScratch;
+  let n = 0;
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i]!;
+    if (n === k && !(x > b[k - 1]!)) continue;
+    let j = n < k ? n++ : k - 1;
+    while (j > 0 && b[j - 1]! < x) {
+      b[j] = b[j - 1]!;
+      j--;
+    }
+    b[j] = x;
+  }
+  return b[k - 1]!;
+}
+
+/** Per set, per event types (eventBit): the audiences (indexes, ascending) whose types include one of them. */
+const candidateLists = new WeakMap<CompiledAudiences, Map<number, Int32Array>>();
+let lastCandidatesSet: CompiledAudiences | undefined;
+let lastCandidates = new Map<number, Int32Array>();
+
+function candidatesOf(set: CompiledAudiences, events: number): Int32Array {
+  if (set !== lastCandidatesSet) {
+    let m = candidateLists.get(set);
+    if (m === undefined) candidateLists.set(set, (m = new Map()));
+    lastCandidates = m;
+    lastCandidatesSet = set;
+  }
+  let list = lastCandidates.get(events);
+  if (list === undefined) {
+    const xs: number[] = [];
+    set.masks.forEach((mask, i) => {
+      if ((mask & events) !== 0) xs.push(i);
+    });
+    // Bounded: a set sees few combinations of types (one bit per type), but each is kept.
+    if (lastCandidates.size >= 4096) lastCandidates.clear();
+    lastCandidates.set(events, (list = Int32Array.from(xs)));
+  }
+  return list;
+}
+
 const context = new EvalContext();
+/** The set of the last evaluation, and its rules and guard index (evaluateAudiences). */
+let lastSet: CompiledAudiences | undefined;
+let lastRules: readonly Compiled[] = [];
+let lastGuards: GuardIndex | null = null;
 
 /** Whether a backfill's selection (evaluateAudiences `only`) includes an audience with a guard; by selection. */
 const selectedGuarded = new WeakMap<Uint8Array, boolean>();
@@ -622,6 +702,9 @@ interface Flags {
   set: CompiledAudiences;
   m: AudienceState["m"];
   inside: Uint8Array;
+  /** Every entry of `m` and its id, in the order of `m` (membershipEntries). */
+  ids: string[];
+  all: AudienceState["m"][string][];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
 }
@@ -640,9 +723,12 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), others: 0 };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), ids: [], all: [], others: 0 };
   for (const id in a.m) {
-    if (a.m[id]![0] <= 0) continue;
+    const x = a.m[id]!;
+    g.ids.push(id);
+    g.all.push(x);
+    if (x[0] <= 0) continue;
     const i = index.get(id);
     if (i === undefined) g.others++;
     else g.inside[i] = 1;
@@ -652,14 +738,27 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   return g;
 }
 
+/**
+ * The entries of a state's memberships and their ids, in the order of `m`,
+ * when its evaluation keeps them (the flags of its last evaluation are those
+ * of its `m`); else undefined (walk `m`). For the store, which writes them
+ * at ~1 memberships record per event in the audience bench: a walk of `m`
+ * (a dictionary: its keys listed and ordered at every walk) and a keyed load
+ * per id cost more than the writing.
+ */
+export function membershipEntries(a: AudienceState): { ids: readonly string[]; all: readonly AudienceState["m"][string][] } | undefined {
+  const f = (a as WithFlags)[FLAGS];
+  return f !== undefined && f.m === a.m ? f : undefined;
+}
+
 /** Holdout draw of a user for an audience: stable (a hash of both), uniform in [0, 1). */
 export function holdoutDraw(user: string, audience: string): number {
   const h = createHash("sha256").update(audience).update("\0").update(user).digest();
   return h.readUInt32BE(0) / 2 ** 32;
 }
 
-function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason): Transition {
-  const m = (a.m[id] ??= [0, 0, 0]);
+function transition(a: AudienceState, user: string, def: AudienceDefinition | undefined, id: string, entered: boolean, at: number, reason: TransitionReason, entry?: AudienceState["m"][string]): Transition {
+  const m = entry ?? (a.m[id] ??= [0, 0, 0]);
   m[1]++;
   const since = entered ? at : m[0];
   if (entered) {
@@ -721,7 +820,13 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     a.w = 1;
     return NO_TRANSITIONS;
   }
-  const rules = rulesOf(set);
+  // The set's compiled rules and guard index: WeakMap lookups only when the set is not the last one's.
+  if (set !== lastSet) {
+    lastRules = rulesOf(set);
+    lastGuards = guardIndexOf(set);
+    lastSet = set;
+  }
+  const rules = lastRules;
   const c = context;
   c.reset(u, a, t, env, rules.length);
   const f = membershipFlags(a, set);
@@ -731,11 +836,15 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const defs = set.defs;
   const masks = set.masks;
   const guards = set.guards;
-  const guardIndex = guardIndexOf(set);
+  const guardIndex = lastGuards;
   // A partial backfill evaluates only its audiences: the guards are opened only when one of them has one.
   if (guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, defs.length);
   const open = c.open;
-  for (let i = 0; i < defs.length; i++) {
+  // An event's partial evaluation runs only the audiences of its event types (their list per set and types, built once).
+  const list = partial && events !== undefined && only === undefined ? candidatesOf(set, events) : undefined;
+  const n = list === undefined ? defs.length : list.length;
+  for (let x = 0; x < n; x++) {
+    const i = list === undefined ? x : list[x]!;
     if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
     // A non-member whose guard is false stays out, and time alone cannot let it in (Guard).
     if (guards[i] !== undefined && open[i] === 0 && flags[i] === 0) continue;
@@ -743,7 +852,13 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     const inside = rules[i]!(c);
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
-      (out ??= []).push(transition(a, user, def, def.id, inside, t, reason));
+      let entry = a.m[def.id];
+      if (entry === undefined) {
+        entry = a.m[def.id] = [0, 0, 0];
+        f.ids.push(def.id);
+        f.all.push(entry);
+      }
+      (out ??= []).push(transition(a, user, def, def.id, inside, t, reason, entry));
       flags[i] = inside ? 1 : 0;
     }
   }

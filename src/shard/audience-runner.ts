@@ -104,12 +104,6 @@ function writeVarint(b: Buffer, at: number, n: number): number {
   return at;
 }
 
-function writeString(b: Buffer, at: number, tag: number, s: string, len: number): number {
-  b[at++] = tag;
-  at = writeVarint(b, at, len);
-  return at + b.write(s, at, len, "utf8");
-}
-
 /**
  * The protobuf `AudienceTransition` of a transition, written directly into
  * one buffer: the bytes pb.AudienceTransition.encode writes (every field, in
@@ -118,23 +112,57 @@ function writeString(b: Buffer, at: number, tag: number, s: string, len: number)
  * audience bench). Numbers are non-negative integers below 2^53.
  */
 export function encodeTransition(t: Transition): Uint8Array {
-  const audienceLen = Buffer.byteLength(t.audience);
-  const userLen = Buffer.byteLength(t.user);
-  const reasonLen = Buffer.byteLength(t.reason);
-  const size = 7 + varintLength(audienceLen) + audienceLen + varintLength(userLen) + userLen + varintLength(t.n) + 1 + varintLength(t.atMs) + varintLength(reasonLen) + reasonLen + 1;
+  const audience = stringBytes(t.audience);
+  const reason = stringBytes(t.reason);
+  // The user id is written by hand when it is ASCII (the usual case: one native call fewer per id).
+  const user = t.user;
+  const ascii = isAscii(user);
+  const userLen = ascii ? user.length : Buffer.byteLength(user);
+  const size = 7 + varintLength(audience.length) + audience.length + varintLength(userLen) + userLen + varintLength(t.n) + 1 + varintLength(t.atMs) + varintLength(reason.length) + reason.length + 1;
   const b = Buffer.allocUnsafe(size);
-  let at = writeString(b, 0, 10, t.audience, audienceLen);
-  at = writeString(b, at, 18, t.user, userLen);
+  let at = copyBytes(b, 0, 10, audience);
+  b[at++] = 18;
+  at = writeVarint(b, at, userLen);
+  if (ascii) for (let i = 0; i < userLen; i++) b[at++] = user.charCodeAt(i);
+  else at += b.write(user, at, userLen, "utf8");
   b[at++] = 24;
   at = writeVarint(b, at, t.n);
   b[at++] = 32;
   b[at++] = t.entered ? 1 : 0;
   b[at++] = 40;
   at = writeVarint(b, at, t.atMs);
-  at = writeString(b, at, 50, t.reason, reasonLen);
+  at = copyBytes(b, at, 50, reason);
   b[at++] = 56;
   b[at++] = t.holdout ? 1 : 0;
   return b;
+}
+
+/**
+ * UTF-8 bytes of audience ids and reasons, encoded once (a shard encodes ~2 transitions per event in the audience
+ * bench, each with an id of its set's few hundred and one of six reasons). Cleared when it grows past its bound (ids
+ * of deleted audiences).
+ */
+const bytesOf = new Map<string, Uint8Array>();
+
+function stringBytes(s: string): Uint8Array {
+  let b = bytesOf.get(s);
+  if (b === undefined) {
+    if (bytesOf.size >= 4096) bytesOf.clear();
+    bytesOf.set(s, (b = Buffer.from(s, "utf8")));
+  }
+  return b;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 128) return false;
+  return true;
+}
+
+function copyBytes(b: Buffer, at: number, tag: number, x: Uint8Array): number {
+  b[at++] = tag;
+  at = writeVarint(b, at, x.length);
+  for (let i = 0; i < x.length; i++) b[at++] = x[i]!;
+  return at;
 }
 
 export function transitionMsgId(t: Transition): string {
@@ -170,6 +198,8 @@ export class AudienceRunner {
   /** Outbox entries published, removed in the shard's next commit (takeOutboxRemovals). */
   #removals: AudienceKey[] = [];
   readonly #timers: AudienceTimers;
+  /** What evaluate passes to evaluateAudiences, its predict set per user. */
+  readonly #env: EvalEnv;
 
   constructor(d: AudienceRunnerDeps) {
     this.#d = d;
@@ -190,6 +220,7 @@ export class AudienceRunner {
       for (const { key } of d.store.audienceRange(["o", p, 0], ["o", p, Number.MAX_SAFE_INTEGER])) this.#outboxNo = Math.max(this.#outboxNo, key[2] as number);
     }
     this.#cohorts = new CohortSketches(d.store.audienceGet(["q", d.shard]) as ConstructorParameters<typeof CohortSketches>[0]);
+    this.#env = { profile: d.profile, predict: undefined, cohorts: this.#cohorts };
   }
 
   get size(): number {
@@ -383,8 +414,16 @@ export class AudienceRunner {
   }
 
   outbound(t: Transition): OutboundMessage {
-    return { subject: this.#s.audienceEvents(t.audience), msgId: transitionMsgId(t), data: encodeTransition(t) };
+    let subject = this.#subjects.get(t.audience);
+    if (subject === undefined) {
+      if (this.#subjects.size >= 4096) this.#subjects.clear();
+      this.#subjects.set(t.audience, (subject = this.#s.audienceEvents(t.audience)));
+    }
+    return { subject, msgId: transitionMsgId(t), data: encodeTransition(t) };
   }
+
+  /** The stream subject of each audience's transitions, built once (outbound; cleared past its bound: deleted audiences). */
+  readonly #subjects = new Map<string, string>();
 
   /**
    * Evaluates users of one partition at `now`; their transitions, timers, members, counts and outbox entries go into `side`.
@@ -406,7 +445,9 @@ export class AudienceRunner {
       const q0 = a0?.q?.[0];
       const q1 = a0?.q?.[1];
       // No audience defined: the evaluation reads no env (no rule), so no predictor closure per user.
-      const env: EvalEnv = this.#set.defs.length === 0 ? { profile: d.profile } : { profile: d.profile, predict: d.predictor?.(u, Math.max(now, u.lastSeenMs)), cohorts: this.#cohorts };
+      // One env for every user (evaluateAudiences keeps nothing of it past the call).
+      const env = this.#env;
+      env.predict = this.#set.defs.length === 0 ? undefined : d.predictor?.(u, Math.max(now, u.lastSeenMs));
       const ts = evaluateAudiences(key, u, this.#set, now, env, reason, partition, events, reason === "backfill" ? this.#backfill?.only : undefined);
       const a = u.aud!;
       const due = a.due;

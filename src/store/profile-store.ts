@@ -80,11 +80,12 @@
 import { open, type Database, type DatabaseOptions, type RootDatabase } from "lmdb";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { membershipEntries } from "../actors/audience-state.js";
 import type { AudienceState } from "../actors/audience-types.js";
 import { unpackRisk, type RiskRecord } from "../actors/risk.js";
 import type { UserState } from "../actors/user-profile.js";
 import { ConfigError, ErrorCode, PortraitError } from "../errors.js";
-import { decodeProfile, encodeProfileBin, layoutStart, type BinValue } from "./profile-layout.js";
+import { decodeProfile, encodeProfileBin, layoutStart } from "./profile-layout.js";
 
 /** Initial LMDB map size, bytes: 1 GiB (it grows). The engine's `mapSizeBytes` default too. */
 export const DEFAULT_MAP_SIZE_BYTES = 2 ** 30;
@@ -101,8 +102,8 @@ export const PROFILE_COMPRESSION_THRESHOLD_BYTES = 128;
 
 /** lmdb-js's mark of a value given as its stored bytes (what its asBinary returns: `{ [BINARY_DATA]: bytes }`). */
 const BINARY_DATA = "\x10binary-data\x02";
-/** The one asBinary wrapper of the profile puts: lmdb-js reads it within the put. */
-const PROFILE_VALUE: { [BINARY_DATA]: BinValue | undefined } = { [BINARY_DATA]: undefined };
+/** The one asBinary wrapper of the profile and memberships puts: lmdb-js reads it within the put. */
+const BINARY_VALUE: { [BINARY_DATA]: Uint8Array | undefined } = { [BINARY_DATA]: undefined };
 
 /** Parts of a user's state that a commit writes (commitBatch): the profile, the memberships record, or both (the default). */
 export const PROFILE_PART = 1;
@@ -196,6 +197,112 @@ function membershipRecord(a: AudienceState, numbers: AudienceNumbers): Membershi
     r.push(numbers.of(id), x[0], x[1], x[2]);
   }
   return r;
+}
+
+/** Scratch of membershipBytes (grown when a record needs more). */
+let recordScratch = Buffer.allocUnsafe(4096);
+
+/** A number as msgpack writes it (the smallest integer form, else float64), at `at`; returns the end. */
+function packNumber(b: Buffer, at: number, x: number): number {
+  if (x >>> 0 === x) {
+    if (x < 128) b[at++] = x;
+    else if (x < 256) {
+      b[at++] = 0xcc;
+      b[at++] = x;
+    } else if (x < 65536) {
+      b[at++] = 0xcd;
+      at = b.writeUInt16BE(x, at);
+    } else {
+      b[at++] = 0xce;
+      at = b.writeUInt32BE(x, at);
+    }
+  } else if (x >> 0 === x) {
+    if (x >= -32) b[at++] = x & 0xff;
+    else if (x >= -128) {
+      b[at++] = 0xd0;
+      at = b.writeInt8(x, at);
+    } else if (x >= -32768) {
+      b[at++] = 0xd1;
+      at = b.writeInt16BE(x, at);
+    } else {
+      b[at++] = 0xd2;
+      at = b.writeInt32BE(x, at);
+    }
+  } else {
+    b[at++] = 0xcb;
+    at = b.writeDoubleBE(x, at);
+  }
+  return at;
+}
+
+/**
+ * A memberships record (membershipRecord) as msgpack bytes, written here
+ * rather than built as an array for msgpackr to walk (a record has 4 numbers
+ * per audience the user ever entered, and is written at ~1.1 per event in
+ * the audience bench); undefined when the user keeps no record (never
+ * entered an audience, no due, no cohort bins). The store puts them as they
+ * are (asBinary): the `memberships` db decodes them as any msgpack array,
+ * so records written before read the same.
+ */
+export function membershipBytes(a: AudienceState, numbers: { of(id: string): number | string }): Buffer | undefined {
+  const m = a.m;
+  const q0 = a.q?.[0] ?? 0;
+  const q1 = a.q?.[1] ?? 0;
+  // Numbers take at most 9 bytes; an id without a number its UTF-8 bytes (at most 3 per UTF-16 unit) and a 3-byte
+  // header. The elements are written from byte 5 on, and the array's header (at most 5 bytes) just before them once
+  // their count is known.
+  let b = recordScratch;
+  let at = packNumber(b, 5, a.due);
+  at = packNumber(b, at, a.w ?? 0);
+  at = packNumber(b, at, q0);
+  at = packNumber(b, at, q1);
+  const kept = membershipEntries(a);
+  let k = 0;
+  // The entries as the evaluation keeps them, or a walk of m (a state not evaluated since it was read).
+  const ids = kept?.ids ?? Object.keys(m);
+  for (; k < ids.length; k++) {
+    const id = ids[k]!;
+    const no = numbers.of(id);
+    const need = at + 27 + (typeof no === "string" ? 3 + 3 * no.length : 9);
+    if (need > b.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * b.length));
+      b.copy(grown, 0, 0, at);
+      b = recordScratch = grown;
+    }
+    if (typeof no === "number") at = packNumber(b, at, no);
+    else {
+      const len = Buffer.byteLength(no);
+      if (len < 32) b[at++] = 0xa0 | len;
+      else if (len < 256) {
+        b[at++] = 0xd9;
+        b[at++] = len;
+      } else {
+        b[at++] = 0xda;
+        at = b.writeUInt16BE(len, at);
+      }
+      at += b.write(no, at, len, "utf8");
+    }
+    const x = kept !== undefined ? kept.all[k]! : m[id]!;
+    at = packNumber(b, at, x[0]);
+    at = packNumber(b, at, x[1]);
+    at = packNumber(b, at, x[2]);
+  }
+  if (k === 0 && a.due === 0 && q0 === 0 && q1 === 0) return undefined;
+  const n = 4 + 4 * k;
+  let start = 5;
+  if (n < 16) b[--start] = 0x90 | n;
+  else if (n < 65536) {
+    start -= 3;
+    b[start] = 0xdc;
+    b.writeUInt16BE(n, start + 1);
+  } else {
+    start -= 5;
+    b[start] = 0xdd;
+    b.writeUInt32BE(n, start + 1);
+  }
+  const out = Buffer.allocUnsafe(at - start);
+  b.copy(out, 0, start, at);
+  return out;
 }
 
 function readMemberships(a: AudienceState, r: MembershipRecord, numbers: AudienceNumbers): void {
@@ -560,15 +667,18 @@ export class ProfileStore {
     // microtask per put.
     if (parts & PROFILE_PART) {
       // The msgpack bin value made in place (encodeProfileBin), put as bytes (lmdb-js asBinary, one wrapper for every put).
-      PROFILE_VALUE[BINARY_DATA] = encodeProfileBin(state);
-      void this.#profiles.put(id, PROFILE_VALUE as unknown as UserState);
+      BINARY_VALUE[BINARY_DATA] = encodeProfileBin(state);
+      void this.#profiles.put(id, BINARY_VALUE as unknown as UserState);
     }
     const a = state.aud;
     if (a !== undefined && (parts & MEMBERSHIPS_PART || this.#legacy.has(a))) {
-      const r = membershipRecord(a, this.#numbers);
+      const r = membershipBytes(a, this.#numbers);
       // A user that never entered an audience and has no due keeps no record (no disk per user without audiences).
-      if (r.length === 4 && r[0] === 0 && r[2] === 0 && r[3] === 0) void this.#memberships.remove(id);
-      else void this.#memberships.put(id, r);
+      if (r === undefined) void this.#memberships.remove(id);
+      else {
+        BINARY_VALUE[BINARY_DATA] = r;
+        void this.#memberships.put(id, BINARY_VALUE as unknown as MembershipRecord);
+      }
       this.#legacy.delete(a);
     }
   }
