@@ -209,6 +209,12 @@ interface RunResult {
   workers: number[];
   /** The same, per shop event of the second half of the drain (from half the shop's events applied to the end): without the start and the JIT's warm-up of the first. */
   second: { engineCpuUs: number; natsCpuUs: number; threads: Record<Group, number> };
+  /**
+   * The same for each quarter of the drain (from the engine's start to a quarter of the shop's events applied, to a
+   * half, ...): a cost fixed per engine start (compilation, the JIT's warm-up) lands in the first ones, a cost per
+   * event in all four.
+   */
+  quarters: { engineCpuUs: number; natsCpuUs: number; threads: Record<Group, number> }[];
   batches: number;
   drainBatches: number;
   sizes: string;
@@ -272,8 +278,13 @@ async function runOne(on: boolean): Promise<void> {
     let drainBatches = 0;
     let k = 0;
     let half: { applied: number; cpu: NodeJS.CpuUsage; threads: Map<number, number>; natsMs: number } | undefined;
+    type Snap = NonNullable<typeof half>;
+    const marks: Snap[] = [{ applied: 0, cpu: cpu0, threads: threads0, natsMs: nats0 }];
     while ((k = await applied(engine)) < want) {
-      if (half === undefined && k >= EVENTS / 2) half = { applied: k, cpu: process.cpuUsage(), threads: threadCpuMs(), natsMs: cpuMsOf(nats.pid) };
+      if (marks.length < 4 && k >= (EVENTS * marks.length) / 4) {
+        marks.push({ applied: k, cpu: process.cpuUsage(), threads: threadCpuMs(), natsMs: cpuMsOf(nats.pid) });
+        if (marks.length === 3) half = marks[2];
+      }
       if (drainMs === 0 && k >= EVENTS) {
         drainMs = performance.now() - started;
         const c = process.cpuUsage(cpu0);
@@ -311,6 +322,19 @@ async function runOne(on: boolean): Promise<void> {
     const second = {
       engineCpuUs: (cpuHalf.user + cpuHalf.system) / secondEvents, natsCpuUs: ((cpuMsOf(nats.pid) - h.natsMs) * 1000) / secondEvents, threads: byGroup(h.threads, secondEvents).threads,
     };
+    const quarters = marks.map((m, q) => {
+      const next = q + 1 < marks.length ? marks[q + 1]! : undefined;
+      const events = (next?.applied ?? EVENTS) - m.applied;
+      const c = next === undefined ? process.cpuUsage(m.cpu) : { user: next.cpu.user - m.cpu.user, system: next.cpu.system - m.cpu.system };
+      const natsMs = (next?.natsMs ?? cpuMsOf(nats.pid)) - m.natsMs;
+      const upTo = next?.threads ?? threads1;
+      const threads: Record<Group, number> = { main: 0, V8: 0, shards: 0, recs: 0, uv: 0 };
+      const all = byGroup(m.threads, events);
+      // byGroup measures to threads1; take the part up to the next mark.
+      const toNext = byGroup(upTo, events);
+      for (const g of GROUPS) threads[g] = next === undefined ? all.threads[g] : all.threads[g] - toNext.threads[g];
+      return { engineCpuUs: (c.user + c.system) / events, natsCpuUs: (natsMs * 1000) / events, threads };
+    });
     const allBatches = await batches(engine);
     const sizes = await batchSizes(engine);
     if (drainMs === 0) {
@@ -321,7 +345,7 @@ async function runOne(on: boolean): Promise<void> {
     await engine.close();
     const r: RunResult = {
       on, load, rate: EVENTS / (drainMs / 1000), rateAll: EVENTS / (ms / 1000), engineCpuUs, drainCpuUs, natsCpuUs, threads, workers,
-      batches: allBatches, drainBatches, sizes, mix, second,
+      batches: allBatches, drainBatches, sizes, mix, second, quarters,
     };
     process.stdout.write(`${RESULT_TAG}${JSON.stringify(r)}\n`);
   } finally {
@@ -385,6 +409,7 @@ async function main(): Promise<void> {
     const line = `run ${i + 1}, beyondClicks ${on ? "on " : "off"}: CPU per event ${r.engineCpuUs.toFixed(1)} µs engine + ${r.natsCpuUs.toFixed(1)} µs nats-server ` +
       `(threads: ${GROUPS.map((g) => `${g} ${r.threads[g].toFixed(1)}`).join(", ")}; the busy workers in start order ${r.workers.map((w) => w.toFixed(1)).join(", ")}); ` +
       `second half ${(r.second.engineCpuUs + r.second.natsCpuUs).toFixed(1)} µs (${GROUPS.map((g) => `${g} ${r.second.threads[g].toFixed(1)}`).join(", ")}); ` +
+      `quarters of the drain ${r.quarters.map((x) => `${(x.engineCpuUs + x.natsCpuUs).toFixed(1)} (shards ${x.threads.shards.toFixed(1)}, V8 ${x.threads.V8.toFixed(1)})`).join(" / ")} µs; ` +
       `${r.rate.toFixed(0)} events/s to drain the shop's events, ${r.rateAll.toFixed(0)} to the last notice; ${r.batches} batches (${r.drainBatches} to the drain point; by size ${r.sizes}); load average ${r.load.toFixed(2)} at its start`;
     perRun.push(line);
     console.log(`- ${line}`);
