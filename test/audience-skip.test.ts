@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { backfillSelection, compileAudiences, eventBit, FIELDS, parseDefinition, type AudienceDefinition, type CompiledAudiences, type Rule } from "../src/actors/audience-rules.js";
-import { DAY_MS, evaluateAudiences, newAudienceState, newMemberships, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
+import { DAY_MS, evaluateAudiences, newAudienceState, observeAudienceEvent, type Transition } from "../src/actors/audience-state.js";
 import { open, type DatabaseOptions } from "lmdb";
 import { MEMBERSHIPS_PART, PROFILE_PART, ProfileStore } from "../src/store/profile-store.js";
 import { PROFILE_DEFAULTS } from "../src/actors/profile-options.js";
@@ -102,16 +102,6 @@ function unguarded(set: CompiledAudiences): CompiledAudiences {
   return u;
 }
 
-/**
- * The whole copy forgets what its evaluations kept beside its state (its memberships' flags and per-audience dues,
- * audience-state.ts membershipFlags), as a state just loaded from the store: its next evaluation of a timer or an
- * event without types is then a whole one.
- */
-function asLoaded(u: UserState): UserState {
-  if (u.aud !== undefined) u.aud.m = Object.assign(newMemberships(), u.aud.m);
-  return u;
-}
-
 /** A user kept twice: `whole` evaluated in whole every time with every rule run (no guards), `skip` as the shard evaluates it. */
 class Pair {
   readonly whole = newUserState();
@@ -123,7 +113,7 @@ class Pair {
   /** Time-driven evaluations up to `t`, at each due (as the shard's timers fire them). */
   timers(set: CompiledAudiences, t: number): void {
     for (const [u, out, s] of [[this.whole, this.outWhole, unguarded(set)], [this.skip, this.outSkip, set]] as const) {
-      while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(this.id, u === this.whole ? asLoaded(u) : u, s, u.aud.due, env, "time", 0));
+      while (u.aud !== undefined && u.aud.due > 0 && u.aud.due <= t) out.push(...evaluateAudiences(this.id, u, s, u.aud.due, env, "time", 0));
     }
   }
 
@@ -132,7 +122,7 @@ class Pair {
     for (const [u, out, events, s] of [[this.whole, this.outWhole, undefined, unguarded(set)], [this.skip, this.outSkip, eventBit(e.type), set]] as const) {
       applyEvent(u, e, PROFILE_DEFAULTS);
       observeAudienceEvent(u, e, 0);
-      out.push(...evaluateAudiences(this.id, u === this.whole ? asLoaded(u) : u, s, e.timestampMs, env, "event", 0, events));
+      out.push(...evaluateAudiences(this.id, u, s, e.timestampMs, env, "event", 0, events));
     }
   }
 

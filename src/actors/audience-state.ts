@@ -251,16 +251,10 @@ class EvalContext {
   inside: Uint8Array = new Uint8Array(0);
   /** Window sums already computed in this evaluation, by col * 4 + window index; valid where stamp === gen. */
   readonly win = new Float64Array(20);
-  /** The next change by time of each window sum in `win` (Infinity = none): a cached read reports it again (per-audience dues). */
-  readonly winAt = new Float64Array(20);
   readonly stamp = new Uint32Array(20);
   gen = 0;
   /** Per audience of the set: 1 = its guard may hold (openGuards; read only for guarded audiences). */
   open = new Uint8Array(0);
-  /** Per audience of the set: its own next change by time (Flags.dues, or scratch): an inAudience leaf reports its reference's. */
-  dues: Float64Array = new Float64Array(0);
-  /** Scratch per-audience dues of evaluations whose state keeps none. */
-  scratch: Float64Array = new Float64Array(0);
 
   reset(u: UserState, a: AudienceState, now: number, env: EvalEnv, audiences: number): void {
     this.u = u;
@@ -292,10 +286,7 @@ class EvalContext {
 
   window(col: number, wi: number): number {
     const k = col * 4 + wi;
-    if (this.stamp[k] === this.gen) {
-      this.at(this.winAt[k]!);
-      return this.win[k]!;
-    }
+    if (this.stamp[k] === this.gen) return this.win[k]!;
     const w = WINDOW_DAYS[wi]!;
     const d = this.a.d;
     const from = dayOf(this.now) - w + 1;
@@ -307,11 +298,9 @@ class EvalContext {
       if (d[i + col]! !== 0 && d[i]! < oldest) oldest = d[i]!;
       sum += d[i + col]!;
     }
-    const next = oldest !== Infinity ? (oldest + w) * DAY_MS : Infinity;
-    this.at(next);
+    if (oldest !== Infinity) this.at((oldest + w) * DAY_MS);
     const v = col === 4 ? sum / 100 : sum;
     this.win[k] = v;
-    this.winAt[k] = next;
     this.stamp[k] = this.gen;
     return v;
   }
@@ -509,10 +498,8 @@ function compileRule(r: Rule, index: ReadonlyMap<string, number>): Compiled {
     };
   }
   const j = index.get(r.inAudience)!;
-  // Evaluated before this audience in this evaluation, or (skipped: no event of its types) its membership as it stands;
-  // either way the reference's next change by time is this leaf's (per-audience dues: evaluateAudiences).
+  // Evaluated before this audience in this evaluation, or (skipped: no event of its types) its membership as it stands.
   return (c) => {
-    c.at(c.dues[j]!);
     const v = c.res[j]!;
     if (v !== 0) return v === 2;
     return c.inside[j] === 1;
@@ -720,13 +707,6 @@ interface Flags {
   all: AudienceState["m"][string][];
   /** Memberships of audiences not in the set (deleted ones, to exit in the next whole evaluation). */
   others: number;
-  /**
-   * Per audience of the set: the next instant time alone may change its rule's value (Infinity = never), as of the
-   * evaluations since the last whole one of an event or a timer (undefined before it: a freshly loaded state, and the
-   * states a backfill borrows, keep none). With them an evaluation runs only the audiences an event's types or time
-   * may have changed (evaluateAudiences).
-   */
-  dues: Float64Array | undefined;
 }
 /**
  * Where a state keeps its Flags: a symbol-keyed property of its own, not
@@ -743,7 +723,7 @@ function membershipFlags(a: AudienceState, set: CompiledAudiences): Flags {
   const f = (a as WithFlags)[FLAGS];
   if (f !== undefined && f.set === set && f.m === a.m) return f;
   const index = indexOf(set);
-  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), ids: [], all: [], others: 0, dues: undefined };
+  const g: Flags = { set, m: a.m, inside: new Uint8Array(set.defs.length), ids: [], all: [], others: 0 };
   for (const id in a.m) {
     const x = a.m[id]!;
     g.ids.push(id);
@@ -856,52 +836,20 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
   const defs = set.defs;
   const masks = set.masks;
   const guards = set.guards;
-  const predictive = set.predictive;
   const guardIndex = lastGuards;
-  const size = defs.length;
-  // Per-audience dues (Flags.dues): kept by the states of the actor cache from their first whole evaluation of an event
-  // or a timer on. With them, an event's or a timer's evaluation runs the audiences of the event's types, those whose
-  // due passed, and those that read predictions (which move without a due); the others keep their memberships and dues.
-  // Exact for the reasons the partial evaluation below is (their leaves have the values they had; an inAudience leaf
-  // takes its reference's due, and a reference's event types are its dependents': a dependent is run when it is).
-  let dues = f.dues;
-  const byDues = dues !== undefined && only === undefined && (events !== undefined || reason === "time");
-  if (dues === undefined && !partial && reason !== "backfill") dues = f.dues = new Float64Array(size);
-  if (dues === undefined) {
-    if (c.scratch.length < size) c.scratch = new Float64Array(Math.max(size, 2 * c.scratch.length));
-    dues = c.scratch.fill(Infinity, 0, size);
-  }
-  c.dues = dues;
-  // A timer's evaluation by dues runs members and audiences evaluated before (a guard is then only a shortcut: the
-  // rules are exact without it), so no guard is opened.
-  const guarded = !(byDues && events === undefined);
   // A partial backfill evaluates only its audiences: the guards are opened only when one of them has one.
-  if (guarded && guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, size);
+  if (guardIndex !== null && !(partial && events === undefined && only !== undefined && !selectsGuarded(set, only))) openGuards(c, guardIndex, defs.length);
   const open = c.open;
-  // Before the user's due (a.due is at most every audience's), an event's evaluation by dues runs the audiences of its
-  // types: their list per set and types, built once (predictive audiences are among them: any event moves a
-  // prediction). So does an event's partial evaluation without dues. The others look at every audience.
-  const quick = byDues && events !== undefined && (a.due === 0 || t < a.due);
-  const list = quick || (!byDues && partial && events !== undefined && only === undefined) ? candidatesOf(set, events!) : undefined;
-  const scan = byDues && !quick;
-  const n = list === undefined ? size : list.length;
-  let minDue = Infinity;
+  // An event's partial evaluation runs only the audiences of its event types (their list per set and types, built once).
+  const list = partial && events !== undefined && only === undefined ? candidatesOf(set, events) : undefined;
+  const n = list === undefined ? defs.length : list.length;
   for (let x = 0; x < n; x++) {
     const i = list === undefined ? x : list[x]!;
-    if (scan) {
-      if (!(dues[i]! <= t || predictive[i] || (events !== undefined && (masks[i]! & events) !== 0))) continue;
-    } else if (!byDues && partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
+    if (partial && (events === undefined || (masks[i]! & events) === 0) && (only === undefined || only[i] === 0)) continue;
     // A non-member whose guard is false stays out, and time alone cannot let it in (Guard).
-    if (guarded && guards[i] !== undefined && open[i] === 0 && flags[i] === 0) {
-      dues[i] = Infinity;
-      continue;
-    }
+    if (guards[i] !== undefined && open[i] === 0 && flags[i] === 0) continue;
     const def = defs[i]!;
-    c.due = Infinity;
     const inside = rules[i]!(c);
-    const own = c.due;
-    dues[i] = own;
-    if (own < minDue) minDue = own;
     c.res[i] = inside ? 2 : 1;
     if (inside !== (flags[i] === 1)) {
       let entry = a.m[def.id];
@@ -921,13 +869,8 @@ export function evaluateAudiences(user: string, u: UserState, set: CompiledAudie
     }
     f.others = 0;
   }
-  if (byDues) {
-    for (let i = 0; i < size; i++) if (dues[i]! < minDue) minDue = dues[i]!;
-    a.due = minDue === Infinity ? 0 : minDue;
-  } else {
-    const due = minDue === Infinity ? 0 : minDue;
-    a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
-  }
+  const due = c.due === Infinity ? 0 : c.due;
+  a.due = partial && a.due > 0 && (due === 0 || a.due < due) ? a.due : due;
   a.w = 1;
   return out ?? NO_TRANSITIONS;
 }
