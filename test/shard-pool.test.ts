@@ -90,13 +90,15 @@ describe("shard - workers on LMDB", () => {
       const results = [0, 1, 2, 3, 4].map((b) => p.applyBatch(batch(part, events(b), 1 + b * 10)));
       const held = p.heldBatches()[p.shardOf(part)];
       const answered = (await profile(p, user)).eventsApplied;
-      const seen = answered === 10 || answered === 20 ? "one or two batches" : answered;
+      // With room for all five, the query is answered at the end of the batch its message lands in (carol is in every
+      // batch): the first or second here, a later one only when main posts the query late; always whole batches.
+      const seen = answered === 10 || answered === 20 ? "one or two batches" : maxShardQueueEvents >= 50 && [30, 40, 50].includes(Number(answered)) ? "whole batches" : answered;
       const applied = (await Promise.all(results)).map((r) => [r.applied, r.lastSeq]);
       return { held, seen, applied, after: (await profile(p, user)).eventsApplied, heldAfter: p.heldBatches() };
     };
     const ordered = [[10, 10], [10, 20], [10, 30], [10, 40], [10, 50]];
     expect(await run(10)).toEqual({ held: 4, seen: "one or two batches", applied: ordered, after: 50, heldAfter: [0, 0] });
-    expect(await run(1000)).toEqual({ held: 0, seen: "one or two batches", applied: ordered, after: 50, heldAfter: [0, 0] });
+    expect(await run(1000)).toMatchObject({ held: 0, seen: expect.stringMatching(/^(one or two batches|whole batches)$/), applied: ordered, after: 50, heldAfter: [0, 0] });
   });
 
   it("shard - invalid events in a batch are reported as dead letters and not applied", async () => {

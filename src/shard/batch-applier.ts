@@ -72,6 +72,8 @@ export interface BatchApplierDeps {
    * Queries answered inside a batch's apply (README "Queries"): `poll` answers
    * the lookups waiting now, except those `busy` names (users this batch has
    * changed so far), which `flush` answers once the batch's apply is whole.
+   * Polled every POLL_EVERY_EVENTS events, between slices of the LSTM step and
+   * of the profiles queued for the commit.
    * Absent: queries wait for the batch's end.
    */
   queries?: { poll(busy: (key: string) => boolean): void; flush(): void };
@@ -353,11 +355,11 @@ export class BatchApplier {
     if (notices.size > 0) {
       for (const m of notices.messages(d.subjects, this.#internalKey, partition, d.validation.maxEventBytes)) toOutbox(partition, m, side, outbound);
     }
-    if (polling) queries!.poll(this.#isBusy);
+    const poll = polling ? () => queries!.poll(this.#isBusy) : undefined;
+    poll?.();
     const tl = performance.now();
-    if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps);
+    if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps, poll);
     const lstmMs = performance.now() - tl;
-    if (polling) queries!.poll(this.#isBusy);
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
     if (skip !== undefined && high >= skip.get("\u0000max")!) this.#skipUntil.delete(partition);
@@ -370,6 +372,8 @@ export class BatchApplier {
     const changedProfiles = evaluated.length;
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
     const changed = d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
+    // Users of due timers changed their memberships whole in evaluate; the batch's own users wait for its end.
+    poll?.();
     const states: [string, UserState, number][] = [];
     for (let i = 0; i < evaluated.length; i++) {
       const [id, a] = evaluated[i]!;
@@ -381,7 +385,7 @@ export class BatchApplier {
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
     // Outbox entries published since the shard's last commit go in this one (any partition's: one LMDB environment).
     d.audiences.takeOutboxRemovals(side);
-    const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined);
+    const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined, poll);
     // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
     const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
     if (changes !== undefined) {
