@@ -122,7 +122,7 @@ export class EngineMetrics {
   });
   readonly queryStageSeconds = new Histogram({
     name: "portrait_query_stage_seconds",
-    help: "Where a profile lookup spends its time between main and its shard, by stage (QUERY_STAGES): post (posted on the shard's query port -> taken up by the shard, behind its batch apply), run (the shard answering the calls of that message), return (-> received on main). The rest of portrait_api_request_seconds is main's own work.",
+    help: "Where profile lookups spend their time between main and their shard, by stage (QUERY_STAGES), one observation per message of lookups (those of one main turn travel together): post (posted on the shard's query port -> taken up by the shard, behind its batch apply), run (the shard answering the calls of that message), return (-> received on main). The rest of portrait_api_request_seconds is main's own work.",
     labelNames: ["stage"] as const,
     buckets: STAGE_BUCKETS_S,
     registers: [this.registry],
@@ -406,17 +406,15 @@ export class EngineMetrics {
   /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
   #queryStages: Histogram.Internal<"stage">[] | undefined;
 
-  /** The stages of one answered message of profile lookups (CallPort's CallTimes), once per call in it. */
+  /** The stages of one answered message of profile lookups (CallPort's CallTimes): one observation per message, whatever its calls (an observation costs µs on main). */
   readonly observeQueryTimes = (t: { postedMs: number; startMs: number; endMs: number; receivedMs: number; calls: number }): void => {
     const h = (this.#queryStages ??= QUERY_STAGES.map((stage) => this.queryStageSeconds.labels({ stage })));
     const post = Math.max(0, t.startMs - t.postedMs) / 1000;
     const run = Math.max(0, t.endMs - t.startMs) / 1000;
     const ret = Math.max(0, t.receivedMs - t.endMs) / 1000;
-    for (let i = 0; i < t.calls; i++) {
-      h[0]!.observe(post);
-      h[1]!.observe(run);
-      h[2]!.observe(ret);
-    }
+    h[0]!.observe(post);
+    h[1]!.observe(run);
+    h[2]!.observe(ret);
   };
 
   observeWatermark(ms: number): void {
