@@ -204,7 +204,10 @@ export class Engine {
       },
       ...(pseudonymKey !== undefined ? { pseudonymKey } : {}),
       ...(cfg.cluster !== undefined ? { changelog: true } : {}),
-    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, { maxShardQueueEvents: cfg.maxShardQueueEvents, maxHeapBytes: cfg.maxShardHeapBytes, semiSpaceBytes: cfg.workerSemiSpaceBytes });
+    }, (shard, err) => this.#fail(err, { shard }), recs.itemEvents, {
+      maxShardQueueEvents: cfg.maxShardQueueEvents, maxHeapBytes: cfg.maxShardHeapBytes, semiSpaceBytes: cfg.workerSemiSpaceBytes,
+      onQueryTimes: this.metrics.observeQueryTimes,
+    });
     return { pool: this.#pool, recs: recs.host };
   }
 

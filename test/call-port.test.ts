@@ -40,6 +40,25 @@ describe("call port", () => {
     port2.close();
   });
 
+  it("call port - poll answers the calls waiting now except those held back, which flush answers; the port's own turn answers the rest", async () => {
+    const { port1, port2 } = new MessageChannel();
+    const server = serveCallPort<number, number>(port2, (n) => ({ result: n * 10 }), () => -1);
+    const never = new Promise<never>(() => undefined);
+    const c = new CallPort<number, number>(port1, never);
+    const order: number[] = [];
+    const calls = [1, 2, 3, 4].map((n) => c.call(n).then((r) => (order.push(r), r)));
+    // The calls' message is posted at the end of this turn (a microtask); take it synchronously, as a shard does inside a batch.
+    await Promise.resolve();
+    const taken = server.poll((n) => n % 2 === 0);
+    expect(taken).toBe(1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(order).toEqual([10, 30]);
+    server.flush();
+    expect(await Promise.all(calls)).toEqual([10, 20, 30, 40]);
+    expect(order).toEqual([10, 30, 20, 40]);
+    c.close();
+  });
+
   it("call port - bytes a view into a larger buffer are copied to a buffer of their own; bytes that span theirs are kept", () => {
     const pooled = Buffer.from("abc"); // a view into Node's shared pool
     const own = ownedBytes(pooled);

@@ -148,5 +148,21 @@ describe("stored LSTM state - halves", () => {
         await store.close();
       }
     });
+
+    it("determinism - a batch's LSTM step in slices, with a call between them (the shard answers lookups there), stores the states of one product", () => {
+      const batch = (users: Actor[]): LstmSteps => {
+        const s = new LstmSteps();
+        // Users with one to three events each: three waves of different widths.
+        for (let k = 0; k < 3; k++) users.forEach((a, u) => { if (u % 3 >= k) s.push(a, ev(u + k), k > 0 ? ev(u + k - 1).timestampMs : 0); });
+        return s;
+      };
+      const whole = Array.from({ length: 150 }, () => actorOf(newUserState()));
+      const sliced = Array.from({ length: 150 }, () => actorOf(newUserState()));
+      stepLstm(rt, batch(whole));
+      let calls = 0;
+      stepLstm(rt, batch(sliced), () => calls++, 16);
+      expect(calls).toBeGreaterThan(3);
+      for (let u = 0; u < 150; u++) expect(Array.from(sliced[u]!.state.lstm!)).toEqual(Array.from(whole[u]!.state.lstm!));
+    });
   });
 });

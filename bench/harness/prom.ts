@@ -1,7 +1,7 @@
 /** Reading prom-client histograms and counters of an engine, and differences between two snapshots. */
 import type { Registry } from "prom-client";
 
-export { INGEST_STAGES } from "../../src/obs/metrics.js";
+export { INGEST_STAGES, QUERY_STAGES } from "../../src/obs/metrics.js";
 
 export interface PromHist { buckets: Array<[number, number]>; sum: number; count: number }
 

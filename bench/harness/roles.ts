@@ -20,7 +20,7 @@ import { EventType, pb, type IEvent } from "../../src/wire/proto.js";
 import { generateEvents } from "../generator.js";
 import { syntheticEvents } from "../synthetic.js";
 import { serve, sleep } from "./ipc.js";
-import { INGEST_STAGES, promCounter, promHist, type PromHist } from "./prom.js";
+import { INGEST_STAGES, QUERY_STAGES, promCounter, promHist, type PromHist } from "./prom.js";
 
 /** Where a publisher's events come from. */
 export type EventSource =
@@ -46,6 +46,8 @@ export interface EngineSnapshot {
   batchSeconds: PromHist;
   /** The freshness path's stages of each batch's oldest event (portrait_ingest_stage_seconds), by stage. */
   stages: Record<string, PromHist>;
+  /** A profile lookup's stages between main and its shard (portrait_query_stage_seconds), by stage. */
+  queryStages: Record<string, PromHist>;
   inference: { batchRows: PromHist; queue: PromHist; run: PromHist; request: PromHist; rejected: Record<string, number> };
   /** Main thread event-loop delay since the previous snapshot, ms. */
   loop: { p50: number; p99: number; max: number };
@@ -125,6 +127,7 @@ function engineRole(): void {
         batchMessages: await promHist(reg, "portrait_ingest_batch_size_messages"),
         batchSeconds: await promHist(reg, "portrait_ingest_batch_seconds"),
         stages: Object.fromEntries(await Promise.all(INGEST_STAGES.map(async (stage) => [stage, await promHist(reg, "portrait_ingest_stage_seconds", { stage })] as const))),
+        queryStages: Object.fromEntries(await Promise.all(QUERY_STAGES.map(async (stage) => [stage, await promHist(reg, "portrait_query_stage_seconds", { stage })] as const))),
         inference: {
           batchRows: await promHist(reg, "portrait_inference_batch_rows"),
           queue: await promHist(reg, "portrait_inference_queue_seconds"),

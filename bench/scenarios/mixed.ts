@@ -5,6 +5,8 @@
  * for minutes with the engine's memory sampled.
  */
 import { errText, openLoop, pctMs, type PassResult } from "../harness/open-loop.js";
+import { bucketQuantile, histDelta, QUERY_STAGES, type PromHist } from "../harness/prom.js";
+import type { CpuDelta } from "../harness/proc-stats.js";
 import { Rig, type ResourceSample } from "../harness/rig.js";
 import { freshnessProbes, generatorSource, knownUsers, liveCapacity, loadState, pcts, sourceFlags, userChooser, type Loaded, type ProbeResult } from "./common.js";
 import { f0, f2, num, type Flag, type Scenario, type ScenarioContext } from "./scenario.js";
@@ -31,6 +33,11 @@ export interface MixedWindow {
   samples: ResourceSample[];
   /** Everything published was applied afterwards. */
   drained: boolean;
+  /** Where the window's profile lookups spent their time in the engine: p50 / p99 ms per stage (from histogram buckets), and the engine's CPU. */
+  stages: Record<string, { p50: number; p99: number; count: number }>;
+  cpu: CpuDelta;
+  /** Main thread event-loop delay over the window, ms. */
+  loop: { p50: number; p99: number; max: number };
 }
 
 /**
@@ -58,6 +65,7 @@ export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds:
     const ingestRate = Math.round(cap.perSec * fraction);
     const sampler = rig.sampleResources(sampleMs, { memory: o.memory ?? false });
     const s0 = await rig.snapshot();
+    const c0 = rig.cpuSample();
     const storedBefore = await rig.streamMessages();
     const t0 = performance.now();
     await rig.startPublishing(ingestRate, Math.round(ingestRate * (seconds + 2)), seconds + 2);
@@ -68,13 +76,17 @@ export async function mixedWindow(ctx: ScenarioContext, prefix: string, seconds:
       o.during?.(rig),
     ]);
     const published = await rig.haltPublishing();
+    const c1 = rig.cpuSample();
     const s1 = await rig.snapshot();
+    const q = (h: PromHist) => ({ p50: bucketQuantile(h, 0.5) * 1000, p99: bucketQuantile(h, 0.99) * 1000, count: h.count });
+    const stages: MixedWindow["stages"] = { server: q(histDelta(s0.api.profile!, s1.api.profile!)) };
+    for (const st of QUERY_STAGES) stages[st] = q(histDelta(s0.queryStages[st]!, s1.queryStages[st]!));
     const appliedPerSec = (s1.processed - s0.processed) / ((performance.now() - t0) / 1000);
     const samples = await sampler.stop();
     // What the stream stored in the window (the load and the probes; a loaded server drops some unacknowledged publishes).
     const expected = cap.expected + (await rig.waitStored(storedBefore + published.sent + probes.probes + probes.failed, 60_000)) - storedBefore;
     const drained = (await rig.waitProcessed(expected, 300_000)).reached;
-    return { loaded, capacity: cap.perSec, ingestRate, published, appliedPerSec, profile, recommend, probes, samples, drained };
+    return { loaded, capacity: cap.perSec, ingestRate, published, appliedPerSec, profile, recommend, probes, samples, drained, stages, cpu: rig.cpuDelta(c0, c1), loop: s1.loop };
   } finally {
     await rig.close();
   }
@@ -108,6 +120,10 @@ export const mixed: Scenario = {
         `Live capacity ${f0(w.capacity)} events/s; ingest at ${ctx.flags["ingest-fraction"]} of it (${w.ingestRate}/s) with profile ${ctx.flags["profile-rate"]}/s, recommend ${ctx.flags["recommend-rate"]}/s and 4 freshness probes, for ${ctx.flags.seconds} s. State: ${w.loaded.events} events applied before (all prepared events cover ${w.loaded.users} users); models ${w.loaded.engine.models.join(", ") || "none"}.`,
         `Engine RSS ${f0(Math.min(...rss))}–${f0(Math.max(...rss))} MiB; engine cores mean ${f2(w.samples.reduce((a, s) => a + s.engineCores, 0) / Math.max(1, w.samples.length))}; other processes ${f2(w.samples.reduce((a, s) => a + s.otherCores, 0) / Math.max(1, w.samples.length))} cores.`,
         "Open loop for every stream; latencies from the intended send time (HDR).",
+        `Profile lookups in the engine, p50 / p99 ms (from histogram buckets): ${Object.entries(w.stages).map(([k, v]) => `${k} ${f2(v.p50)} / ${f2(v.p99)}`).join(", ")} ` +
+          "(server = portrait_api_request_seconds, arrival in the handler to reply; post / run / return = portrait_query_stage_seconds: waiting for the shard, the shard's answer, back to main). " +
+          `Main event-loop delay p50 / p99 / max ${f2(w.loop.p50)} / ${f2(w.loop.p99)} / ${f2(w.loop.max)} ms. Engine cores over the window ${f2(w.cpu.procs.engine ?? NaN)} ` +
+          `(threads: ${w.cpu.threads.slice(0, 5).map((t) => `${t.main ? "main " : ""}${f2(t.cores)}`).join(", ")}); others ${f2(w.cpu.others)}.`,
       ],
       raw: { ...w, profile: summary(w.profile), recommend: summary(w.recommend), probes: { ...w.probes, freshness: pList(w.probes.freshness) } },
       chart: {

@@ -43,6 +43,14 @@ const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0
  */
 export const INGEST_STAGES = ["jetstream", "gather", "window", "post", "apply", "commit", "return", "settle", "total"] as const;
 
+/**
+ * The stages of queryStageSeconds, a profile lookup's way through its shard:
+ * post (main posts it on the shard's query port -> the shard takes it up:
+ * the wait behind the shard's batch apply or other work), run (the shard
+ * answering the calls of that message), return (-> main receives the answer).
+ */
+export const QUERY_STAGES = ["post", "run", "return"] as const;
+
 /** Finer than LATENCY_BUCKETS_S below 50 ms: the stages of the freshness path (stageSeconds). */
 const STAGE_BUCKETS_S = [0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5];
 const BATCH_BUCKETS = [1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096];
@@ -108,6 +116,13 @@ export class EngineMetrics {
   readonly stageSeconds = new Histogram({
     name: "portrait_ingest_stage_seconds",
     help: "Where a batch's oldest event spends its time on the way to its acknowledgement, by stage (README \"Operations\"): jetstream (stored -> delivered to the consumer), gather (-> the batch is cut), window (-> handed to its shard: the shard's queue bound), post (-> its apply starts in the shard), apply (the batch's apply; an event is visible to queries once applied), commit (-> its LMDB commit), return (-> its result on main), settle (-> acknowledged: earlier batches, dead letters), total (stored -> acknowledged).",
+    labelNames: ["stage"] as const,
+    buckets: STAGE_BUCKETS_S,
+    registers: [this.registry],
+  });
+  readonly queryStageSeconds = new Histogram({
+    name: "portrait_query_stage_seconds",
+    help: "Where profile lookups spend their time between main and their shard, by stage (QUERY_STAGES), one observation per message of lookups (those of one main turn travel together): post (posted on the shard's query port -> taken up by the shard, behind its batch apply), run (the shard answering the calls of that message), return (-> received on main). The rest of portrait_api_request_seconds is main's own work.",
     labelNames: ["stage"] as const,
     buckets: STAGE_BUCKETS_S,
     registers: [this.registry],
@@ -389,6 +404,19 @@ export class EngineMetrics {
   }
 
   /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
+  #queryStages: Histogram.Internal<"stage">[] | undefined;
+
+  /** The stages of one answered message of profile lookups (CallPort's CallTimes): one observation per message, whatever its calls (an observation costs µs on main). */
+  readonly observeQueryTimes = (t: { postedMs: number; startMs: number; endMs: number; receivedMs: number; calls: number }): void => {
+    const h = (this.#queryStages ??= QUERY_STAGES.map((stage) => this.queryStageSeconds.labels({ stage })));
+    const post = Math.max(0, t.startMs - t.postedMs) / 1000;
+    const run = Math.max(0, t.endMs - t.startMs) / 1000;
+    const ret = Math.max(0, t.receivedMs - t.endMs) / 1000;
+    h[0]!.observe(post);
+    h[1]!.observe(run);
+    h[2]!.observe(ret);
+  };
+
   observeWatermark(ms: number): void {
     if (ms <= this.#watermarkMs) return;
     this.#watermarkMs = ms;

@@ -68,7 +68,19 @@ export interface BatchApplierDeps {
   partitionCount: number;
   /** Cluster mode (README "Scale-out"): each batch returns its committed states, encoded, for the partition's changelog. */
   changelog?: boolean;
+  /**
+   * Queries answered inside a batch's apply (README "Queries"): `poll` answers
+   * the lookups waiting now, except those `busy` names (users this batch has
+   * changed so far), which `flush` answers once the batch's apply is whole.
+   * Polled every POLL_EVERY_EVENTS events, between slices of the LSTM step and
+   * of the profiles queued for the commit.
+   * Absent: queries wait for the batch's end.
+   */
+  queries?: { poll(busy: (key: string) => boolean): void; flush(): void };
 }
+
+/** Events applied between two polls of the query port inside a batch (BatchApplierDeps.queries). */
+const POLL_EVERY_EVENTS = 8;
 
 /** Identity counters of a shard (README "Identity"). */
 export interface IdentityStats {
@@ -127,6 +139,9 @@ export class BatchApplier {
   /** Batches applied but not yet committed and posted; a forget waits for those before it. */
   readonly #inflight = new Set<Promise<unknown>>();
   #batchNo = 0;
+  /** The users the batch being applied changed so far (queries for them wait for its end), undefined between batches. */
+  #busy: Map<string, Actor> | undefined;
+  readonly #isBusy = (key: string): boolean => this.#busy === undefined || this.#busy.has(key) || this.#pendingAliases.has(key);
   #committedBatch = 0;
   #pendingWrites = 0;
   #watermarkMs = 0;
@@ -182,7 +197,14 @@ export class BatchApplier {
 
   apply(batch: EventBatch): Promise<AppliedBatch> {
     // The apply runs synchronously in this call; `done` settles once the batch committed and posted its item events.
-    const run = this.#apply(batch);
+    let run: Promise<AppliedBatch>;
+    try {
+      run = this.#apply(batch);
+    } finally {
+      // The batch's apply is whole (or failed whole): the lookups held back for its users see all of it.
+      this.#busy = undefined;
+      this.#d.queries?.flush();
+    }
     const done = run.then(() => undefined, () => undefined);
     this.#inflight.add(done);
     void done.then(() => this.#inflight.delete(done));
@@ -224,7 +246,12 @@ export class BatchApplier {
     // anything at or below it is a redelivery (even one inside this batch).
     let high = applied;
     const skip = this.#skipUntil.get(partition);
+    // Lookups are answered between events until the batch meets an event that changes users besides its own (identity, social).
+    const queries = d.queries;
+    let polling = queries !== undefined;
+    this.#busy = dirty;
     for (let i = 0; i < n; i++) {
+      if (polling && (i & (POLL_EVERY_EVENTS - 1)) === POLL_EVERY_EVENTS - 1) queries!.poll(this.#isBusy);
       const seq = seqs[i]!;
       const start = offsets[i]!;
       const end = offsets[i + 1]!;
@@ -254,6 +281,7 @@ export class BatchApplier {
         deadLetters.push({ index: i, seq, reason: "CLUSTER_UNSUPPORTED", detail: "identity and social events are not available in cluster mode (--cluster) in this version" });
         continue;
       }
+      if (e !== undefined && (e.type >= EventType.FOLLOW || e.type === EventType.IDENTIFY || e.type === EventType.IDENTITY_HANDOVER)) polling = false;
       if (e !== undefined && e.type === EventType.SOCIAL_NOTICE && e.socialNotices.length > 0) {
         // A batch of notices (validated whole): each is applied to its recipient, or forwarded when the recipient is an alias.
         appliedCount += this.#noticeBatch(e, partition, seq, batchNo, notices, { dirty, steps, side, outbound, identity, wholeEval }, skip);
@@ -265,6 +293,7 @@ export class BatchApplier {
       }
       const alias = this.aliasOf(ev.userId);
       if (alias !== undefined || ev.type === EventType.IDENTIFY || ev.type === EventType.IDENTITY_HANDOVER) {
+        polling = false;
         // A shop event of an alias goes on to the primary as protobufjs decodes it, under the key it has here.
         if (e === undefined) (e = pb.Event.decode(data.subarray(start, end))).userId = ev.userId;
         const verdict = this.#identity(e, alias, partition, seq, batchNo, { dirty, steps, side, outbound, identity, wholeEval });
@@ -326,8 +355,10 @@ export class BatchApplier {
     if (notices.size > 0) {
       for (const m of notices.messages(d.subjects, this.#internalKey, partition, d.validation.maxEventBytes)) toOutbox(partition, m, side, outbound);
     }
+    const poll = polling ? () => queries!.poll(this.#isBusy) : undefined;
+    poll?.();
     const tl = performance.now();
-    if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps);
+    if (lstm !== undefined && steps.length > 0) stepLstm(lstm, steps, poll);
     const lstmMs = performance.now() - tl;
     const lastSeq = n > 0 ? seqs[n - 1]! : applied;
     this.#appliedSeq.set(partition, high);
@@ -341,6 +372,8 @@ export class BatchApplier {
     const changedProfiles = evaluated.length;
     if (clockNow > 0) this.#collectDue(partition, clockNow, batchNo, dirty, evaluated, side);
     const changed = d.audiences.evaluate(partition, evaluated, clockNow, side, outbound);
+    // Users of due timers changed their memberships whole in evaluate; the batch's own users wait for its end.
+    poll?.();
     const states: [string, UserState, number][] = [];
     for (let i = 0; i < evaluated.length; i++) {
       const [id, a] = evaluated[i]!;
@@ -352,7 +385,7 @@ export class BatchApplier {
     const hasIdentity = identity.removeProfiles.length > 0 || identity.aliasPuts.length > 0 || identity.mergingRemoves.length > 0;
     // Outbox entries published since the shard's last commit go in this one (any partition's: one LMDB environment).
     d.audiences.takeOutboxRemovals(side);
-    const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined);
+    const commit = d.store.commitBatch(partition, high, states, side, hasIdentity ? identity : undefined, poll);
     // Encoded now, before a later batch changes the same actors: the changelog record is the state this commit wrote.
     const changes: ChangelogChange[] | undefined = d.changelog === true ? [] : undefined;
     if (changes !== undefined) {

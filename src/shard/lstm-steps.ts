@@ -104,8 +104,12 @@ export class LstmSteps {
 /** One LSTM wave: each actor at most once; `stored`: the actors' state.lstm, where the step writes the halves. */
 interface Wave { states: Float32Array[]; events: LstmEvent[]; prevMs: number[]; stored: Uint8Array[] }
 
-/** Steps every applied event's actor once per event (`prevMs`: the actor's last event time before it), in waves: a user's k-th event of the batch is in wave k. */
-export function stepLstm(rt: LstmRuntime, steps: LstmSteps): void {
+/**
+ * Steps every applied event's actor once per event (`prevMs`: the actor's last event time before it), in waves: a user's
+ * k-th event of the batch is in wave k. `between`: called between slices of `slice` rows (a row's step does not depend
+ * on the others in its product, so the slices give the same states as one product).
+ */
+export function stepLstm(rt: LstmRuntime, steps: LstmSteps, between?: () => void, slice = 64): void {
   const waves: Wave[] = [];
   const depth = new Map<Actor, number>();
   const { actors, events, prevMs } = steps;
@@ -119,5 +123,16 @@ export function stepLstm(rt: LstmRuntime, steps: LstmSteps): void {
     w.prevMs.push(prevMs[i]!);
     w.stored.push(a.state.lstm!);
   }
-  for (const w of waves) rt.stepHalf(w.states, w.events, w.prevMs, w.stored);
+  for (const w of waves) {
+    if (between === undefined || w.states.length <= slice) {
+      rt.stepHalf(w.states, w.events, w.prevMs, w.stored);
+      between?.();
+      continue;
+    }
+    for (let i = 0; i < w.states.length; i += slice) {
+      const j = Math.min(w.states.length, i + slice);
+      rt.stepHalf(w.states.slice(i, j), w.events.slice(i, j), w.prevMs.slice(i, j), w.stored.slice(i, j));
+      between();
+    }
+  }
 }

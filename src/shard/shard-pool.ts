@@ -14,7 +14,7 @@ import type { ShardStats } from "../obs/metrics.js";
 import type { ItemEventSinks } from "../threads/item-event-queue.js";
 import { CLOCK_DEFAULTS, EngineClock } from "./engine-clock.js";
 import { WorkerClient } from "../threads/worker-client.js";
-import { CallPort } from "../threads/call-port.js";
+import { CallPort, type CallTimes } from "../threads/call-port.js";
 import { MessageChannel } from "node:worker_threads";
 import type { AudienceQueryResult, AudienceReportResult, ForgetResult, ProfileCall, ResolvedUser, ShardApi, ShardProfileResult, ShardRecContextResult, ShardBatchResult, ShardInit, ShardModelSet, ShardModelVersions, TickResult } from "./shard-protocol.js";
 import type { AudienceDefinition } from "../actors/audience-rules.js";
@@ -74,6 +74,8 @@ export interface ShardPoolOptions {
   maxHeapBytes?: number;
   /** Bound of each shard worker's V8 semi-space, bytes; the engine option workerSemiSpaceBytes (V8's default where absent). */
   semiSpaceBytes?: number;
+  /** Told the stages of each answered message of profile lookups (CallTimes): the engine's portrait_query_stage_seconds. */
+  onQueryTimes?: (t: CallTimes) => void;
 }
 
 type Shard = WorkerClient<ShardApi, ShardStats>;
@@ -136,7 +138,7 @@ export class ShardPool {
         clock.restore(ready.clockMs, ready.clockLive);
         const { port1, port2 } = new MessageChannel();
         await s.call((api) => api.queryPort(Comlink.transfer(port2, [port2])));
-        pool.#queryPorts[i] = new CallPort(port1, s.exited);
+        pool.#queryPorts[i] = new CallPort(port1, s.exited, o.onQueryTimes);
       }),
     );
     return pool;

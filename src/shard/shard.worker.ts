@@ -22,7 +22,7 @@ import type { ShardStats } from "../obs/metrics.js";
 import { ProfileStore, isLmdbCommitEcho } from "../store/profile-store.js";
 import { ItemEventSender } from "../threads/item-event-queue.js";
 import { exposeWorker, stallThread } from "../threads/worker-thread.js";
-import { ownedBytes, serveCallPort } from "../threads/call-port.js";
+import { ownedBytes, serveCallPort, type CallServer } from "../threads/call-port.js";
 import { ActorCache } from "./actor-cache.js";
 import { BatchApplier } from "./batch-applier.js";
 import { CategoryLabels } from "./category-labels.js";
@@ -93,6 +93,8 @@ class Shard implements ShardApi {
   #actors!: ActorCache;
   #batches!: BatchApplier;
   #queries!: ProfileQueries;
+  /** The profile lookups' port (queryPort), polled inside a batch's apply too (BatchApplierDeps.queries). */
+  #queryServer: CallServer<ProfileCall, ShardProfileResult> | undefined;
   #itemEvents: ItemEventSender | undefined;
   #clock!: ClockReader;
   #audiences!: AudienceRunner;
@@ -121,6 +123,11 @@ class Shard implements ShardApi {
       shard: init.shard, partitions: init.partitions, store, actors, profile: init.profile, validation: init.validation,
       key, pseudonymised: init.pseudonymKey !== undefined, models, itemEvents, labels, clock, audiences,
       subjects: subjects(init.subjectPrefix ?? "portrait"), partitionCount: init.partitionCount, changelog: init.changelog === true,
+      queries: {
+        // A lookup names the raw id, or the key when it follows an alias (ShardPool.getProfile).
+        poll: (busy) => this.#queryServer?.poll((c) => busy(c[5]?.key ?? key(c[0]))),
+        flush: () => this.#queryServer?.flush(),
+      },
     }));
     this.#queries = new ProfileQueries({ shard: init.shard, actors, profile: init.profile, key, clock, labels, models, log, aliasOf: (k) => batches.aliasOf(k) });
     log.info({ partitions: init.partitions.length }, "shard ready");
@@ -140,7 +147,7 @@ class Shard implements ShardApi {
   }
 
   queryPort(port: MessagePort): void {
-    serveCallPort<ProfileCall, ShardProfileResult>(port, (c) => {
+    this.#queryServer = serveCallPort<ProfileCall, ShardProfileResult>(port, (c) => {
       const r = this.#queries.getProfile(c[0], c[1], c[2], c[3], c[4], c[5]);
       if (!r.ok) return { result: r };
       const body = ownedBytes(r.body);

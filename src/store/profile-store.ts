@@ -692,7 +692,11 @@ export class ProfileStore {
    * fails, or when an earlier batch of the partition failed (then nothing of
    * this one is written).
    */
-  async commitBatch(partition: number, seq: number, states: readonly (readonly [string, UserState, number?])[], side?: SideWrites, identity?: IdentityWrites): Promise<void> {
+  /**
+   * `between`: called after every 64 states queued (a shard answers lookups there: BatchApplierDeps.queries); it must
+   * not write to this store.
+   */
+  async commitBatch(partition: number, seq: number, states: readonly (readonly [string, UserState, number?])[], side?: SideWrites, identity?: IdentityWrites, between?: () => void): Promise<void> {
     const key = `p/${partition}`;
     let version = this.#chainVersion.get(partition);
     if (version === undefined) {
@@ -710,6 +714,7 @@ export class ProfileStore {
       for (let i = 0; i < states.length; i++) {
         const x = states[i]!;
         this.#putState(x[0], x[1], x[2] ?? PROFILE_PART | MEMBERSHIPS_PART);
+        if (between !== undefined && (i & 63) === 63) between();
       }
       if (side !== undefined) {
         for (const [k, v] of side.puts) void this.#aud.put(k, v).catch(ignore);
