@@ -25,8 +25,8 @@
  * of it (counted per item as sessions drop), and a user's earlier sessions
  * lose the dropped ones at the end (they drop oldest first) when a session
  * starts. Before (to 2026-12-08) a shell stayed until the item's list reached
- * twice its cap or the item or the user left: in a 30-minute soak the recs
- * worker's live heap grew with them. What a list serves is as before: the
+ * twice its cap or the item or the user left, and the heap grew with them on
+ * the soak's stream (bench/recs-soak-memory.ts). What a list serves is as before: the
  * entries removed this way still count toward the list's length for its
  * compaction at twice the cap (which keeps the newest maxSessionsPerItem live
  * sessions) and for the byte estimate, so that the index keeps, serves and
