@@ -14,8 +14,10 @@
  * two links and a tick; the session store's ring of recent item slots, 4 B
  * per user slot and rule step). It does not count what is shared (an item id
  * held by several tables is counted in each: the estimate errs high there)
- * nor the shells of dropped sessions still named by an index list (their
- * items are cleared). Lists created holding their first entry (sessions,
+ * nor the shells of dropped sessions still named by an index list or a
+ * user's earlier sessions (their items are cleared; since 2026-12-08 the
+ * lists drop them once they are half of a list, so they stay below the live
+ * entries, src/recs/session-store.ts). Lists created holding their first entry (sessions,
  * index lists, rules, co-visitation links) are counted at the size a push
  * from empty gives them (17 slots): the estimate errs high there too.
  * Co-visitation and the sequential rules are columnar since 2026-12-07 (a

@@ -19,6 +19,18 @@
  * (src/recs/recs-bytes.ts) drops the oldest sessions, users and index items
  * too. A dropped session's lists are emptied at once. Work per event: O(1) amortised
  * (an item's list is compacted when it reaches twice its cap).
+ *
+ * Dropped sessions leave the lists that name them, so that their shells do not
+ * pile up: an item's index list loses its dropped sessions once they are half
+ * of it (counted per item as sessions drop), and a user's earlier sessions
+ * lose the dropped ones at the end (they drop oldest first) when a session
+ * starts. Before (to 2026-12-08) a shell stayed until the item's list reached
+ * twice its cap or the item or the user left, and the heap grew with them on
+ * the soak's stream (bench/recs-soak-memory.ts). What a list serves is as before: the
+ * entries removed this way still count toward the list's length for its
+ * compaction at twice the cap (which keeps the newest maxSessionsPerItem live
+ * sessions) and for the byte estimate, so that the index keeps, serves and
+ * evicts exactly what it did (test/recs-identity.test.ts).
  */
 import type { CompiledSessionOptions } from "./recs-options.js";
 import { arrayBytes, type Evictable, MAP_ENTRY_BYTES, objectBytes, pushBytes, RecsBytes, stringBytes, TABLE } from "./recs-bytes.js";
@@ -94,6 +106,15 @@ export class SessionStore {
   #pushed = new Int32Array(0);
   readonly #scratch: Int32Array;
   readonly #itemIds: Interner;
+  /**
+   * By item slot, for the item's index list: sessions dropped since its last pruning (that the list may name), and the
+   * dropped sessions pruned from it since its last compaction (its length as the compaction and the byte estimate count
+   * it is the list's length plus these). Reset when the item enters the index.
+   */
+  #droppedIn = new Int32Array(0);
+  #pruned = new Int32Array(0);
+  /** By user slot: dropped sessions taken off the end of the user's earlier sessions (counted in their length as before). */
+  #pastPruned = new Int32Array(0);
 
   /**
    * `acct`: the memory estimate and clock shared with the other recs tables; the item ids' and user ids' interners
@@ -105,8 +126,8 @@ export class SessionStore {
     this.#itemIds = itemIds;
     this.#follow = Math.max(0, Math.min(followSteps, options.maxSessionItems));
     this.#scratch = new Int32Array(this.#follow > 0 ? options.maxSessionItems : 0);
-    this.#current = new TouchOrder<Session>(options.maxSessions, (k, _, u) => acct.add(TABLE.session_users, -userBytes(k, this.#takePast(u))), acct, userIds);
-    this.#items = new TouchOrder<Session[]>(options.maxItems, (k, list) => acct.add(TABLE.session_index, -indexBytes(k, list.length)), acct, itemIds);
+    this.#current = new TouchOrder<Session>(options.maxSessions, (k, _, u) => acct.add(TABLE.session_users, -this.#userBytes(k, u, this.#takePast(u))), acct, userIds);
+    this.#items = new TouchOrder<Session[]>(options.maxItems, (k, list, slot) => acct.add(TABLE.session_index, -indexBytes(k, this.#length(slot, list))), acct, itemIds);
   }
 
   /** The tables the recs byte bound evicts from: the sessions (oldest started first), the users, the index. */
@@ -136,6 +157,7 @@ export class SessionStore {
   #drop(s: Session): void {
     this.#acct.add(TABLE.sessions, -sessionBytes(s));
     s.dead = true;
+    for (const id of s.distinct) this.#droppedFrom(this.#items.ids.find(id));
     s.items = [];
     s.distinct = DROPPED_ITEMS;
   }
@@ -199,14 +221,15 @@ export class SessionStore {
       if (cur === undefined) {
         this.#current.insert(u, s);
         while (this.#past.length <= u) this.#past.push(undefined);
+        if (u < this.#pastPruned.length) this.#pastPruned[u] = 0;
         this.#acct.add(TABLE.session_users, userBytes(userId, undefined));
       } else {
         if (!cur.dead) {
-          const b0 = userBytes(userId, this.#past[u]);
+          const b0 = this.#userBytes(userId, u, this.#past[u]);
           const past = (this.#past[u] ??= []);
           past.unshift(cur);
-          if (past.length >= this.#o.maxUserSessions) past.length = this.#o.maxUserSessions - 1;
-          this.#acct.add(TABLE.session_users, userBytes(userId, past) - b0);
+          this.#prunePast(u, past);
+          this.#acct.add(TABLE.session_users, this.#userBytes(userId, u, past) - b0);
         }
         this.#current.set(u, s);
         this.#current.touch(u);
@@ -250,6 +273,54 @@ export class SessionStore {
     return past;
   }
 
+  /** userBytes of user slot `u`, its earlier sessions counted with those pruned (as before pruning). */
+  #userBytes(userId: string, u: number, past: Session[] | undefined): number {
+    if (past === undefined) return userBytes(userId, undefined);
+    return MAP_ENTRY_BYTES + objectBytes(3) + stringBytes(userId) + arrayBytes(past.length + (this.#pastPruned[u] ?? 0));
+  }
+
+  /**
+   * Keeps user slot `u`'s earlier sessions (a session just put first) at maxUserSessions - 1 counting the pruned ones
+   * (they were the last: the cut takes them first), then takes the dropped ones off the end.
+   */
+  #prunePast(u: number, past: Session[]): void {
+    if (u >= this.#pastPruned.length) this.#pastPruned = lengthened(this.#pastPruned, Math.max(u + 1, this.#current.ids.capacity, 2 * this.#pastPruned.length, 64));
+    const keep = this.#o.maxUserSessions - 1;
+    let gone = this.#pastPruned[u]!;
+    if (past.length + gone > keep) {
+      const over = past.length + gone - keep;
+      const fromGone = Math.min(gone, over);
+      gone -= fromGone;
+      if (over > fromGone) past.length -= over - fromGone;
+    }
+    while (past.length > 0 && past[past.length - 1]!.dead) {
+      past.pop();
+      gone++;
+    }
+    this.#pastPruned[u] = gone;
+  }
+
+  /** The length of the item's index list as the compaction and the estimate count it: with its pruned entries. */
+  #length(slot: number, list: readonly Session[]): number {
+    return list.length + (slot < this.#pruned.length ? this.#pruned[slot]! : 0);
+  }
+
+  /** A session the item's list may name was dropped: prunes the list's dropped sessions once they may be half of it. */
+  #droppedFrom(slot: number): void {
+    const list = this.#items.get(slot);
+    if (list === undefined) return;
+    const n = ++this.#droppedIn[slot]!;
+    if (2 * n < list.length) return;
+    let k = 0;
+    for (let i = 0; i < list.length; i++) {
+      const x = list[i]!;
+      if (!x.dead) list[k++] = x;
+    }
+    this.#pruned[slot]! += list.length - k;
+    list.length = k;
+    this.#droppedIn[slot] = 0;
+  }
+
   /** The slots of `items`' last #follow entries (the current session of user slot `u`) in #scratch, -1 where unknown. */
   #recentSlots(items: readonly string[], u: number): Int32Array {
     const R = this.#follow;
@@ -281,7 +352,7 @@ export class SessionStore {
    */
   forgetUser(userId: string): boolean {
     const u = this.#current.ids.find(userId);
-    if (this.#current.delete(u)) this.#acct.add(TABLE.session_users, -userBytes(userId, this.#takePast(u)));
+    if (this.#current.delete(u)) this.#acct.add(TABLE.session_users, -this.#userBytes(userId, u, this.#takePast(u)));
     const gone: Session[] = [];
     for (const [key, session] of this.#sessions) {
       if (session.userId !== userId) continue;
@@ -295,7 +366,7 @@ export class SessionStore {
         if (list === undefined) continue;
         const kept = list.filter((x) => x !== s);
         this.#items.set(slot, kept);
-        this.#acct.add(TABLE.session_index, indexBytes(id, kept.length) - indexBytes(id, list.length));
+        this.#acct.add(TABLE.session_index, indexBytes(id, this.#length(slot, kept)) - indexBytes(id, this.#length(slot, list)));
       }
       this.#drop(s);
     }
@@ -305,6 +376,13 @@ export class SessionStore {
   #index(itemId: string, slot: number, s: Session): void {
     let list = this.#items.get(slot);
     if (list === undefined) {
+      if (slot >= this.#pruned.length) {
+        const n = Math.max(slot + 1, this.#items.ids.capacity, 2 * this.#pruned.length, 64);
+        this.#pruned = lengthened(this.#pruned, n);
+        this.#droppedIn = lengthened(this.#droppedIn, n);
+      }
+      this.#pruned[slot] = 0;
+      this.#droppedIn[slot] = 0;
       // Created holding the session (room for one; by push from empty, 17): most items of a long tail are in one.
       list = [s];
       this.#items.insert(slot, list);
@@ -313,13 +391,15 @@ export class SessionStore {
       this.#items.touch(slot);
       list.push(s);
     }
-    this.#acct.add(TABLE.session_index, pushBytes(list.length));
+    const n = this.#length(slot, list);
+    this.#acct.add(TABLE.session_index, pushBytes(n));
     const cap = this.#o.maxSessionsPerItem;
-    if (list.length >= 2 * cap) {
-      const n = list.length;
+    if (n >= 2 * cap) {
       const live = list.filter((x) => !x.dead);
       const kept = live.length > cap ? live.slice(live.length - cap) : live;
       this.#items.set(slot, kept);
+      this.#pruned[slot] = 0;
+      this.#droppedIn[slot] = 0;
       this.#acct.add(TABLE.session_index, arrayBytes(kept.length) - arrayBytes(n));
     }
   }
