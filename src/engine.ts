@@ -458,19 +458,10 @@ export class Engine {
         ? { running: false, scanned: 0, total: 0 }
         : { running: true, scanned: Math.min(...running.map((r) => r.backfill.scanned)), total: Math.max(...running.map((r) => r.backfill.total)) };
     };
-    // Each tick starts AUDIENCE_TICK_MS after the one before started, or as soon as it ended when it took longer (a
-    // backfill's chunk): a fixed interval made a long tick wait for the next multiple of it, half a period per tick.
-    const schedule = (delayMs: number) => {
-      this.#tickTimer = setTimeout(() => {
-        if (this.#closing !== undefined) return;
-        const started = performance.now();
-        this.#ticking = run().catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => {
-          this.#ticking = undefined;
-          if (this.#closing === undefined) schedule(Math.max(0, AUDIENCE_TICK_MS - (performance.now() - started)));
-        });
-      }, delayMs);
-    };
-    schedule(AUDIENCE_TICK_MS);
+    this.#tickTimer = setInterval(() => {
+      if (this.#ticking !== undefined || this.#closing !== undefined) return;
+      this.#ticking = run().catch((err: unknown) => this.#fail(err, { component: "audience-ticks" })).finally(() => (this.#ticking = undefined));
+    }, AUDIENCE_TICK_MS);
   }
 
   #watchConnection(nc: NatsConnection): void {
@@ -579,7 +570,7 @@ export class Engine {
       }
     };
     await step("api", () => this.#api?.stop());
-    clearTimeout(this.#tickTimer);
+    clearInterval(this.#tickTimer);
     this.#audienceWatch?.stop();
     await step("audience-ticks", async () => {
       await this.#ticking;

@@ -267,11 +267,6 @@ export class AudienceRunner {
     });
   }
 
-  /** Stored ids a tick reads for a running backfill (the rate bound: AudienceRunnerDeps.backfillChunk). */
-  get backfillChunk(): number {
-    return this.#d.backfillChunk;
-  }
-
   progress(): BackfillProgress {
     const b = this.#backfill;
     return b === undefined ? { running: false, scanned: 0, total: 0 } : { running: true, scanned: b.scanned, total: b.total };
@@ -315,15 +310,14 @@ export class AudienceRunner {
    * The next chunk of the running backfill: stored users of this shard's partitions, with their partition. With
    * pseudonymised ids the partition is read from the state, so each user's actor is borrowed here (ActorCache.borrow:
    * one decoding, not one for the partition and another for the evaluation) and comes third; the caller evaluates it or
-   * gives it back. Other shards' users are given back at once. `limit`: ids read (default the chunk; a tick reads its
-   * chunk in slices).
+   * gives it back. Other shards' users are given back at once.
    */
-  backfillKeys(limit: number = this.#d.backfillChunk): BackfillKey[] | undefined {
+  backfillKeys(): BackfillKey[] | undefined {
     const b = this.#backfill;
     if (b === undefined) return undefined;
     if (b.waiting) return [];
     const d = this.#d;
-    const keys = d.store.profileKeys(b.cursor, limit);
+    const keys = d.store.profileKeys(b.cursor, d.backfillChunk);
     const out: BackfillKey[] = [];
     for (const k of keys) {
       if (!d.pseudonymised) {

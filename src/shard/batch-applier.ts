@@ -42,8 +42,6 @@ import { applySocial, NoticeBatch, unbatchNotices, type Recipient } from "./soci
 import { decodeShopEvent, shopEvent, type ShopEvent } from "../wire/shop-event.js";
 
 const NO_KEY = new Uint8Array(0);
-/** Most stored ids read per slice of a tick's backfill chunk (BatchApplier.tick): about 500 evaluated per shard of two, a few tens of ms. */
-const BACKFILL_SLICE = 1000;
 
 export interface BatchApplierDeps {
   shard: number;
@@ -599,15 +597,6 @@ export class BatchApplier {
    * clock and runs one chunk of a running backfill. Each partition's writes
    * commit through its chain (after its batches in flight); resolves after
    * they committed, with the transitions to publish.
-   *
-   * The chunk runs in slices of BACKFILL_SLICE ids (outside cluster mode): each
-   * slice's writes are issued, then the thread yields (setImmediate) before the
-   * next, so LMDB's write thread commits a slice while the next is evaluated
-   * (awaiting one commit per chunk was a third of a tick's time, bench
-   * audience-backfill), and batches that arrived meanwhile are applied between
-   * slices rather than after the whole chunk. The chunk stops at the end of
-   * the ids: the backfill is marked done by the next tick, after this one's
-   * commits (a mark committed before them could outlive them in a crash).
    */
   async tick(only?: readonly number[]): Promise<TickResult> {
     const d = this.#d;
@@ -616,101 +605,71 @@ export class BatchApplier {
     const now = d.clock.now();
     const result: TickResult = { outbound: {}, timersFired: 0, backfilled: 0 };
     const batchNo = ++this.#batchNo;
-    type Work = Map<number, { dirty: Map<string, Actor>; users: [string, Actor, TransitionReason][]; side: SideWrites }>;
-    const work: Work = new Map();
-    const of = (w: Work, p: number) => {
-      let x = w.get(p);
-      if (x === undefined) w.set(p, (x = { dirty: new Map(), users: [], side: { puts: [], removes: [] } }));
-      return x;
+    const work = new Map<number, { dirty: Map<string, Actor>; users: [string, Actor, TransitionReason][]; side: SideWrites }>();
+    const of = (p: number) => {
+      let w = work.get(p);
+      if (w === undefined) work.set(p, (w = { dirty: new Map(), users: [], side: { puts: [], removes: [] } }));
+      return w;
     };
     if (now > 0) {
       for (const p of d.partitions) {
         if (!runs(p)) continue;
-        const w = of(work, p);
+        const w = of(p);
         result.timersFired += this.#collectDue(p, now, batchNo, w.dirty, w.users, w.side);
       }
     }
     // A backfill's users are borrowed (actor-cache.ts): their stored states lent for this evaluation and its commit, not
     // cached (no byte estimate each, and the live traffic's actors stay cached); given back once the commits settled.
     const lent: [string, Actor][] = [];
-    const slices: Work[] = [work];
-    const slice = (into: Work, keys: ReturnType<AudienceRunner["backfillKeys"]>) => {
-      for (const [user, p, borrowed] of keys ?? []) {
-        const w = runs(p) ? of(into, p) : undefined;
-        if (w === undefined || work.get(p)?.dirty.has(user) === true || this.#pendingAliases.has(user)) {
-          if (borrowed !== undefined) d.actors.giveBack([[user, borrowed]]);
-          continue;
-        }
-        const a = borrowed ?? d.actors.borrow(user);
-        if (a === undefined) continue;
-        a.lastBatch = batchNo;
-        w.dirty.set(user, a);
-        w.users.push([user, a, "backfill"]);
-        lent.push([user, a]);
-        result.backfilled++;
+    for (const [user, p, borrowed] of d.audiences.backfillKeys() ?? []) {
+      const w = runs(p) ? of(p) : undefined;
+      if (w === undefined || w.dirty.has(user) || this.#pendingAliases.has(user)) {
+        if (borrowed !== undefined) d.actors.giveBack([[user, borrowed]]);
+        continue;
       }
-    };
-    // The chunk's ids in slices (one when in cluster mode: a lease may move between slices); `full`: as many ids as asked
-    // were read (fewer: the end of the stored ids, or no backfill).
-    const sliced = only === undefined;
-    let left = d.audiences.backfillChunk;
-    // At least four slices to a chunk (a small chunk is pipelined too, and the crash test's chunk of 40 runs in slices).
-    const sliceSize = sliced ? Math.min(BACKFILL_SLICE, Math.ceil(left / 4)) : left;
-    const read = () => {
-      const n = Math.min(sliceSize, left);
-      left -= n;
-      const before = d.audiences.progress().scanned;
-      const keys = d.audiences.backfillKeys(n);
-      return { keys, full: keys !== undefined && d.audiences.progress().scanned - before === n };
-    };
-    let r = read();
-    slice(work, r.keys);
-    // Outbox entries published since the shard's last commit, when no batch took them (an idle shard).
-    const p0 = d.partitions[0];
-    if (p0 !== undefined) d.audiences.takeOutboxRemovals(of(work, p0).side);
-    const commits: Promise<void>[] = [];
-    this.#pendingWrites++;
-    try {
-      this.#commitTick(work, now, result, commits);
-      while (r.full && left > 0) {
-        await new Promise((resolve) => setImmediate(resolve));
-        const next: Work = new Map();
-        r = read();
-        slice(next, r.keys);
-        slices.push(next);
-        this.#commitTick(next, now, result, commits);
-      }
-      await Promise.all(commits);
-    } finally {
-      this.#pendingWrites--;
-      // Each commit settled (a rejection of one does not end the others' loans early).
-      void Promise.allSettled(commits).then(() => d.actors.giveBack(lent));
+      const a = borrowed ?? d.actors.borrow(user);
+      if (a === undefined) continue;
+      a.lastBatch = batchNo;
+      w.dirty.set(user, a);
+      w.users.push([user, a, "backfill"]);
+      lent.push([user, a]);
+      result.backfilled++;
     }
-    if (commits.length === 0) return result;
-    if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
-    for (const w of slices) for (const x of w.values()) d.actors.changed(x.dirty);
-    d.actors.evict(this.#committedBatch);
-    return result;
-  }
-
-  /** Evaluates the users of a tick's slice per partition and issues their commits (into `commits`, and in flight for settled()). */
-  #commitTick(work: Map<number, { users: [string, Actor, TransitionReason][]; side: SideWrites }>, now: number, result: TickResult, commits: Promise<void>[]): void {
-    const d = this.#d;
+    // Outbox entries published since the shard's last commit, when no batch took them (an idle shard).
+    const first = d.partitions[0];
+    if (first !== undefined) d.audiences.takeOutboxRemovals(of(first).side);
+    const commits: Promise<void>[] = [];
     for (const [p, w] of work) {
       if (w.users.length === 0) d.audiences.compactTimers(p, w.side);
       if (w.users.length === 0 && w.side.removes.length === 0) continue;
       const out: OutboundMessage[] = [];
       const changed = d.audiences.evaluate(p, w.users, now, w.side, out);
-      if (out.length > 0) result.outbound[p] = result.outbound[p]?.concat(out) ?? out;
+      if (out.length > 0) result.outbound[p] = out;
       // Time and backfills change only memberships (the profile too for a user without audience state before); a user whose
       // memberships did not change keeps its stored state (no write).
       const states = w.users.filter(([id]) => changed.has(id)).map(([id, a]) => [id, a.state, changed.get(id)!] as const);
-      const commit = d.store.commitBatch(p, this.#appliedSeq.get(p)!, states, w.side);
-      commits.push(commit);
-      const settled = commit.then(() => undefined, () => undefined);
-      this.#inflight.add(settled);
-      void settled.then(() => this.#inflight.delete(settled));
+      commits.push(d.store.commitBatch(p, this.#appliedSeq.get(p)!, states, w.side));
     }
+    if (commits.length === 0) {
+      d.actors.giveBack(lent);
+      return result;
+    }
+    this.#pendingWrites++;
+    const all = Promise.all(commits);
+    const settled = all.then(() => undefined, () => undefined);
+    // Each commit settled (a rejection of one does not end the others' loans early).
+    void Promise.allSettled(commits).then(() => d.actors.giveBack(lent));
+    this.#inflight.add(settled);
+    void settled.then(() => this.#inflight.delete(settled));
+    try {
+      await all;
+    } finally {
+      this.#pendingWrites--;
+    }
+    if (batchNo > this.#committedBatch) this.#committedBatch = batchNo;
+    for (const w of work.values()) d.actors.changed(w.dirty);
+    d.actors.evict(this.#committedBatch);
+    return result;
   }
 
   async forget(userId: string, resolvedKey?: string): Promise<ForgetResult> {
