@@ -391,16 +391,25 @@ const EMPTY: RiskState = Object.freeze(newRiskState()) as unknown as RiskState;
  */
 export function stateRiskFlagBits(s: { rk?: RiskState | undefined; counts: number[]; orders: number }): number {
   // The scores' own terms (clamp01(v) >= 1 is v >= 1), the refund part only from RISK.refundMinLines refund lines.
+  // Velocity and sharing as comparisons, not the scores' divisions (f / velocityMinFast >= 1 is f >= velocityMinFast;
+  // (cp - 1) / (sharingPeak - 1) >= 1 is cp >= sharingPeak; rt / sharingReturns >= 1 is rt >= sharingReturns), both
+  // sides of `&` evaluated: this runs inlined in the shard's batch loop twice per event, and a division's first
+  // fraction or a comparison first reached late sent that whole loop back to be compiled again (bench/RESULTS.md).
   const x = s.rk;
   if (x === undefined) return 0;
   const refunds = s.counts[EventType.REFUND] ?? 0;
-  return (x[4]! / RISK.velocityMinFast >= 1 ? 1 : 0) |
+  return (x[4]! >= RISK.velocityMinFast ? 1 : 0) |
     (refunds >= RISK.refundMinLines && refundScore(x, refunds, s.counts[EventType.PURCHASE] ?? 0, s.orders) >= 1 ? 2 : 0) |
-    (sharingScore(x) >= 1 ? 4 : 0);
+    ((x[9]! >= RISK.sharingPeak ? 4 : 0) & (x[10]! >= RISK.sharingReturns ? 4 : 0));
 }
 
 /** The signal names of the flag bits, in bit order (metric labels, audience fields). */
 export const RISK_SIGNALS = ["velocity", "refundAbuse", "accountSharing"] as const;
+
+/** Users newly flagged per signal in a batch, by signal name (RISK_SIGNALS), zeros included. */
+export function riskFlagCounts(velocity: number, refundAbuse: number, accountSharing: number): Record<(typeof RISK_SIGNALS)[number], number> {
+  return { velocity, refundAbuse, accountSharing };
+}
 
 /** The risk signals of a state with their reasons. */
 export function riskView(r: RiskState | undefined, c: RiskCounts): RiskView {

@@ -48,7 +48,7 @@ export interface BatchResult {
   lstmMs: number;
   /** Recommendation feedback applied in this batch: model version -> [impressions, clicks]. */
   feedback: Record<string, [number, number]>;
-  /** Users newly flagged by a risk signal in this batch, by signal name (velocity, refundAbuse, accountSharing); absent when none. */
+  /** Users newly flagged by a risk signal in this batch, by signal name (velocity, refundAbuse, accountSharing), zeros included; absent with beyondClicks off. */
   riskFlags?: Record<string, number>;
   /**
    * The batch's logged feedback (rec_impression / rec_click with

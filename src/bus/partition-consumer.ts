@@ -454,7 +454,7 @@ export class PartitionConsumer {
     if (r.skipped > 0) this.#metrics.eventsSkipped.inc(r.skipped);
     this.#metrics.applySeconds.observe(r.applyMs / 1000);
     this.#metrics.commitSeconds.observe(r.commitMs / 1000);
-    for (const signal in r.riskFlags) this.#metrics.riskFlags.inc({ signal }, r.riskFlags[signal]!);
+    for (const signal in r.riskFlags) if (r.riskFlags[signal]! > 0) this.#metrics.riskFlags.inc({ signal }, r.riskFlags[signal]!);
     for (const version in r.feedback) {
       const [imps, clicks] = r.feedback[version]!;
       if (imps > 0) this.#metrics.recImpressions.inc({ model_version: version }, imps);

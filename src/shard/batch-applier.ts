@@ -10,7 +10,7 @@
 import type { Actor } from "../actors/actor.js";
 import type { CompiledProfileOptions } from "../actors/profile-options.js";
 import { applyEvent } from "../actors/user-profile.js";
-import { RISK_SIGNALS, stateRiskFlagBits } from "../actors/risk.js";
+import { riskFlagCounts, stateRiskFlagBits } from "../actors/risk.js";
 import type { BatchResult, DeadLetter, EventBatch, LoggedFeedback } from "../bus/event-batch.js";
 import { toWire, type WireError } from "../errors.js";
 import type { LstmRuntime } from "../models/lstm-runtime.js";
@@ -227,7 +227,11 @@ export class BatchApplier {
     const lstm = d.models.lstm;
     const sentiment = d.models.sentiment;
     const beyond = d.profile.beyondClicks;
-    let riskFlags: Record<string, number> | undefined;
+    // Users newly flagged per signal (RISK_SIGNALS order), counted without a branch per event (a branch first taken
+    // late in a run sends this loop back to be compiled again).
+    let flagged0 = 0;
+    let flagged1 = 0;
+    let flagged2 = 0;
     const steps = new LstmSteps();
     const items = d.itemEvents !== undefined ? newItemEventBatch(n) : undefined;
     const feedback: Record<string, [number, number]> = {};
@@ -337,10 +341,9 @@ export class BatchApplier {
       } else {
         applyEvent(st, x, d.profile);
       }
-      if (riskNew !== 0) {
-        riskFlags ??= {};
-        for (let b = 0; b < RISK_SIGNALS.length; b++) if (riskNew & (1 << b)) riskFlags[RISK_SIGNALS[b]!] = (riskFlags[RISK_SIGNALS[b]!] ?? 0) + 1;
-      }
+      flagged0 += riskNew & 1;
+      flagged1 += (riskNew >> 1) & 1;
+      flagged2 += riskNew >> 2;
       d.audiences.observe(actor.state, x, partition);
       if (x.categoryPath !== "") d.labels.note(x.categoryId, x.categoryPath);
       if (d.clock.inEra(x.timestampMs, now)) {
@@ -419,7 +422,7 @@ export class BatchApplier {
       lstmSteps: steps.length, lstmMs, feedback, times: { inEraMs, ahead: [...ahead] },
       stamps: { applyStartMs: performance.timeOrigin + t0, applyEndMs: performance.timeOrigin + t1, committedMs: performance.timeOrigin + tc },
       ...(outbound.length > 0 ? { outbound } : {}),
-      ...(riskFlags !== undefined ? { riskFlags } : {}),
+      ...(beyond ? { riskFlags: riskFlagCounts(flagged0, flagged1, flagged2) } : {}),
       ...(logged.length > 0 ? { logged } : {}),
       ...(changes !== undefined ? { changes } : {}),
     };

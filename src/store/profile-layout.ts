@@ -636,6 +636,7 @@ export function decodeProfile(bytes: Uint8Array, start = 0): UserState {
     const scS = rnum();
     s.aud = { p, d, cart, sc, scn, scS, m: Object.create(null) as AudienceState["m"], due: 0 };
   }
+  let rv: ReviewState | undefined;
   if (bits & 32) {
     const rn = rnum();
     const nText = rnum();
@@ -643,9 +644,13 @@ export function decodeProfile(bytes: Uint8Array, start = 0): UserState {
     const sum = rnum();
     const rcat = rsentimentTable();
     const rbrand = rsentimentTable();
-    s.rv = { n: rn, nText, w, s: sum, cat: rcat, brand: rbrand, asp: rtable() };
+    rv = { n: rn, nText, w, s: sum, cat: rcat, brand: rbrand, asp: rtable() };
   }
+  // rk before rv, the order applyEvent adds them in (rk at a user's first event, rv at the first review): a state
+  // decoded with both and one that got its first review in memory have one shape (a second one sent applyEvent
+  // back to be compiled again).
   if (bits & 64) s.rk = version === 1 ? unpackRisk(rnums()) : rrisk(lastSeenMs);
+  if (rv !== undefined) s.rv = rv;
   if (bits & 128) {
     const o = rnum();
     const i = rnum();
