@@ -403,7 +403,7 @@ export class EngineMetrics {
     return (await metric.get()).values.reduce((a, v) => a + v.value, 0);
   }
 
-  /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
+  /** portrait_query_stage_seconds' children by QUERY_STAGES order, made at the first observation. */
   #queryStages: Histogram.Internal<"stage">[] | undefined;
 
   /** The stages of one answered message of profile lookups (CallPort's CallTimes): one observation per message, whatever its calls (an observation costs µs on main). */
@@ -417,6 +417,7 @@ export class EngineMetrics {
     h[2]!.observe(ret);
   };
 
+  /** Moves the event-time watermark forward (shards report their own, possibly older, clocks). */
   observeWatermark(ms: number): void {
     if (ms <= this.#watermarkMs) return;
     this.#watermarkMs = ms;
